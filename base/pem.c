@@ -216,6 +216,11 @@ bool gw_pem_key_signs(EVP_PKEY *key, char *why, size_t cap)
            (EVP_PKEY_is_a(key, "RSA") && signs_with(key, RSA_PKCS1_PSS_PADDING, why, cap));
 }
 
+bool gw_pem_key_signs_default(EVP_PKEY *key, char *why, size_t cap)
+{
+    return signs_with(key, 0, why, cap);
+}
+
 /* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there. */
 static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
                      EVP_PKEY **out)

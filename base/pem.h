@@ -34,12 +34,16 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
                     EVP_PKEY **out);
 
 /*
- * Whether |key| makes a signature, as a CMP protection or a TLS handshake would: SHA-256 (none for
+ * Whether |key| makes a signature, as a TLS handshake would: SHA-256 (none for
  * EdDSA), and for RSA PKCS#1 v1.5 or else PSS (a token may allow a key only that). A key in a token
  * that went away since it loaded, or one the token does not let sign, fails only when asked to sign.
  * If not, OpenSSL's reason in |why|. Leaves the error queue empty.
  */
 bool gw_pem_key_signs(EVP_PKEY *key, char *why, size_t cap);
+
+/* gw_pem_key_signs_default is gw_pem_key_signs in the key's default scheme only, as OpenSSL 3.0's CMP
+ * protection signs: for RSA PKCS#1 v1.5, never PSS. */
+bool gw_pem_key_signs_default(EVP_PKEY *key, char *why, size_t cap);
 
 /*
  * Loads |cert_file| and |key_file| (given at |path|.cert/.key; |passfile| as gw_pem_load_key) and

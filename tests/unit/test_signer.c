@@ -6,6 +6,11 @@
  * most. OpenSSL's failed protection is found in its CMP log line and in its error queue, and nothing
  * else is taken for it.
  */
+/* RSA_METHOD, which the build hides: a key that signs as libp11's engine makes a token's key sign */
+#undef OPENSSL_NO_DEPRECATED
+#undef OPENSSL_API_COMPAT
+#define OPENSSL_API_COMPAT 10100
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,13 +23,43 @@
 #include <openssl/cmperr.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/pem.h"
 #include "gateway/cmp/signer.h"
 
-static EVP_PKEY *signs, *public_only;
+static EVP_PKEY *signs, *public_only, *pss_only;
+static RSA_METHOD *pss_method;
+
+/* The RSA private operation of a key a token lets sign only with PSS: PKCS#1 v1.5 is refused (libp11's
+ * engine reaches the token through such a method), PSS, padded before it comes here, is made. */
+static int refuse_pkcs1(int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
+{
+    if (padding == RSA_PKCS1_PADDING)
+        return -1;
+    return RSA_meth_get_priv_enc(RSA_PKCS1_OpenSSL())(flen, from, to, rsa, padding);
+}
+
+/* An RSA key that signs only with PSS, as above; NULL on failure. */
+static EVP_PKEY *pss_only_key(void)
+{
+    EVP_PKEY *gen = EVP_RSA_gen(2048), *key = NULL;
+    RSA *rsa = NULL;
+
+    if (gen == NULL || (rsa = EVP_PKEY_get1_RSA(gen)) == NULL ||
+        (pss_method = RSA_meth_dup(RSA_PKCS1_OpenSSL())) == NULL ||
+        RSA_meth_set_priv_enc(pss_method, refuse_pkcs1) != 1 || RSA_set_method(rsa, pss_method) != 1 ||
+        (key = EVP_PKEY_new()) == NULL || EVP_PKEY_assign_RSA(key, rsa) != 1) {
+        EVP_PKEY_free(key);
+        key = NULL;
+        RSA_free(rsa);
+    }
+    EVP_PKEY_free(gen);
+    return key;
+}
 
 static int group_setup(void **state)
 {
@@ -39,7 +74,8 @@ static int group_setup(void **state)
     p = der;
     public_only = d2i_PUBKEY(NULL, &p, len);
     OPENSSL_free(der);
-    return public_only == NULL;
+    pss_only = pss_only_key();
+    return public_only == NULL || pss_only == NULL;
 }
 
 static int group_teardown(void **state)
@@ -47,6 +83,8 @@ static int group_teardown(void **state)
     (void)state;
     EVP_PKEY_free(signs);
     EVP_PKEY_free(public_only);
+    EVP_PKEY_free(pss_only);
+    RSA_meth_free(pss_method);
     return 0;
 }
 
@@ -104,6 +142,26 @@ static void test_recovers_once_per_span(void **state)
     cmp_signer_health_free(h);
 }
 
+/*
+ * OpenSSL 3.0 protects a CMP answer with an RSA key in PKCS#1 v1.5 (sha256WithRSAEncryption), never PSS: a
+ * key its token lets sign only with PSS fails every answer, and so must the test signature, else the
+ * check would swing back to ready at each test and to not ready at each answer.
+ */
+static void test_pss_only_stays_failed(void **state)
+{
+    struct cmp_signer_health *h = cmp_signer_health_new(pss_only);
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    assert_non_null(h);
+    assert_true(gw_pem_key_signs(pss_only, why, sizeof(why))); /* it loads, as a TLS 1.3 listener's key */
+    cmp_signer_note(h, false, "the signature failed");
+    cmp_signer_probe(h);
+    assert_false(ready(h, why, sizeof(why)));
+    assert_non_null(strstr(why, "a test signature failed"));
+    cmp_signer_health_free(h);
+}
+
 static void test_failed_in_log_line(void **state)
 {
     (void)state;
@@ -136,8 +194,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_not_probed),       cmocka_unit_test(test_failed_stays_failed),
-        cmocka_unit_test(test_recovers_once_per_span), cmocka_unit_test(test_failed_in_log_line),
-        cmocka_unit_test(test_failed_in_queue),
+        cmocka_unit_test(test_recovers_once_per_span), cmocka_unit_test(test_pss_only_stays_failed),
+        cmocka_unit_test(test_failed_in_log_line),     cmocka_unit_test(test_failed_in_queue),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
