@@ -701,8 +701,8 @@ static X509 *signer_in(STACK_OF(X509) *from, X509 *top, const STACK_OF(X509) *ch
     return NULL;
 }
 
-void gw_x509_chain_extend_pref(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STACK_OF(X509) *from, int max,
-                               struct gw_x509_links *links)
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STACK_OF(X509) *from, int max,
+                          struct gw_x509_links *links)
 {
     X509 *top, *up;
 
@@ -715,9 +715,4 @@ void gw_x509_chain_extend_pref(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STAC
         if (up == NULL || X509_add_cert(chain, up, X509_ADD_FLAG_UP_REF) != 1)
             return;
     }
-}
-
-void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links)
-{
-    gw_x509_chain_extend_pref(chain, NULL, from, max, links);
 }

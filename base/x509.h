@@ -160,18 +160,14 @@ struct gw_x509_links *gw_x509_links_new(void);
 void gw_x509_links_free(struct gw_x509_links *links);
 /*
  * gw_x509_chain_extend continues |chain| (issuer order, a verified path that may end below a root)
- * with certificates of |from| that each issued and signed the last one, until a self-signed one, none
- * found, or |max| certificates; whatever else |from| holds stays out. Up-references what it adds.
- * A link in |links| (NULL: none remembered) is not verified again; one it verifies goes there.
+ * with certificates that each issued and signed the last one: one of |pref| where there is one, else
+ * one of |from| (either may be NULL), until a self-signed one, none found, or |max| certificates;
+ * whatever else the lists hold stays out. Up-references what it adds, and reads both lists without
+ * changing them: they may be shared, immutable ones, read by several threads at once. A link in
+ * |links| (NULL: none remembered) is not verified again; one it verifies goes there.
  */
-void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *from, int max, struct gw_x509_links *links);
-/*
- * gw_x509_chain_extend_pref is gw_x509_chain_extend taking each certificate from |pref| where one of its
- * certificates issued and signed the last one, else from |from| (either may be NULL). It reads both lists
- * and changes neither: they may be shared, immutable ones, read by several threads at once.
- */
-void gw_x509_chain_extend_pref(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STACK_OF(X509) *from, int max,
-                               struct gw_x509_links *links);
+void gw_x509_chain_extend(STACK_OF(X509) *chain, STACK_OF(X509) *pref, STACK_OF(X509) *from, int max,
+                          struct gw_x509_links *links);
 
 #define GW_TEXT_EXT_REQUESTS                                                                                 \
     "the CSR asks for extensions in more than one extensionRequest attribute or value: put every extension " \

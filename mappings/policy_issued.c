@@ -350,7 +350,7 @@ static void climb(STACK_OF(X509) *path, STACK_OF(X509) *issuer_certs, STACK_OF(X
                   struct gw_x509_links *links)
 {
     if (issuer_certs != NULL)
-        gw_x509_chain_extend_pref(path, issuer_certs, chain, GW_MAX_UPSTREAM_CHAIN, links);
+        gw_x509_chain_extend(path, issuer_certs, chain, GW_MAX_UPSTREAM_CHAIN, links);
 }
 
 enum gw_issued_verdict gw_policy_check_issued_with(const struct gw_role *role,

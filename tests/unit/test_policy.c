@@ -3091,7 +3091,7 @@ static void test_check_issued_links(void **state)
     }
     assert_int_equal(int_ca_verified, 1);
     assert_int_equal(sk_X509_push(forged, resigned(int_ca)), 1);
-    gw_x509_chain_extend(forged, sent, GW_MAX_UPSTREAM_CHAIN, links);
+    gw_x509_chain_extend(forged, NULL, sent, GW_MAX_UPSTREAM_CHAIN, links);
     assert_int_equal(sk_X509_num(forged), 1);
     sk_X509_pop_free(forged, X509_free);
     gw_x509_links_free(links);
@@ -3172,13 +3172,13 @@ static void test_links_byte_for_byte(void **state)
         for (int pass = 0; pass < 2; pass++) {
             chain = sk_X509_new_null();
             assert_int_equal(X509_add_cert(chain, int_ca, X509_ADD_FLAG_UP_REF), 1); /* the link remembered */
-            gw_x509_chain_extend(chain, from, GW_MAX_UPSTREAM_CHAIN, links);
+            gw_x509_chain_extend(chain, NULL, from, GW_MAX_UPSTREAM_CHAIN, links);
             assert_int_equal(sk_X509_num(chain), 2);
             sk_X509_pop_free(chain, X509_free);
             chain = sk_X509_new_null();
             assert_int_equal(X509_add_cert(chain, cases[i].top, X509_ADD_FLAG_UP_REF), 1);
             any_verified = 0;
-            gw_x509_chain_extend(chain, from, GW_MAX_UPSTREAM_CHAIN, links);
+            gw_x509_chain_extend(chain, NULL, from, GW_MAX_UPSTREAM_CHAIN, links);
             if (sk_X509_num(chain) != 1 + cases[i].known || any_verified != 1 - cases[i].known)
                 fail_msg("%s (pass %d): %d certificates, %d verifications", cases[i].what, pass,
                          sk_X509_num(chain), any_verified);
