@@ -56,6 +56,46 @@ int gw_x509_name_last_index(const X509_NAME *name, int nid)
     return last;
 }
 
+int gw_x509_name_entry_same(const X509_NAME_ENTRY *a, const X509_NAME_ENTRY *b)
+{
+    const ASN1_STRING *va = X509_NAME_ENTRY_get_data(a), *vb = X509_NAME_ENTRY_get_data(b);
+    unsigned char *ua = NULL, *ub = NULL;
+    int na, nb, same;
+
+    if (OBJ_cmp(X509_NAME_ENTRY_get_object(a), X509_NAME_ENTRY_get_object(b)) != 0)
+        return 0;
+    if (ASN1_STRING_cmp(va, vb) == 0)
+        return 1;
+    ERR_set_mark(); /* a value that is no text is an answer here (not the same), not an error */
+    na = ASN1_STRING_to_UTF8(&ua, va);
+    nb = ASN1_STRING_to_UTF8(&ub, vb);
+    ERR_pop_to_mark();
+    same = na >= 0 && na == nb && memcmp(ua, ub, (size_t)na) == 0;
+    OPENSSL_free(ua);
+    OPENSSL_free(ub);
+    return same;
+}
+
+/* Whether entry |i| of |name| opens an RDN of its own (a multi-valued RDN's later values do not). */
+static int rdn_starts(const X509_NAME *name, int i)
+{
+    return i == 0 || X509_NAME_ENTRY_set(X509_NAME_get_entry(name, i)) !=
+                         X509_NAME_ENTRY_set(X509_NAME_get_entry(name, i - 1));
+}
+
+int gw_x509_name_same(const X509_NAME *a, const X509_NAME *b)
+{
+    int n = a != NULL ? X509_NAME_entry_count(a) : 0;
+
+    if (n != (b != NULL ? X509_NAME_entry_count(b) : 0))
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (!gw_x509_name_entry_same(X509_NAME_get_entry(a, i), X509_NAME_get_entry(b, i)) ||
+            rdn_starts(a, i) != rdn_starts(b, i))
+            return 0;
+    return 1;
+}
+
 int gw_x509_name_identity(const X509_NAME *name, char *out)
 {
     static const char hexdig[] = "0123456789abcdef";

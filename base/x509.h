@@ -54,6 +54,20 @@ char *gw_x509_name_line(const X509_NAME *name);
  */
 int gw_x509_name_identity(const X509_NAME *name, char *out);
 
+/*
+ * gw_x509_name_entry_same: the same attribute type and the same value as text, whatever string type
+ * carries it (cfssl and Vault write PrintableString what was asked as UTF8String). Case and spaces
+ * count, unlike X509_NAME_cmp's: a relying party may compare names byte for byte, so "O=VENDOR" is
+ * not "O=Vendor".
+ */
+int gw_x509_name_entry_same(const X509_NAME_ENTRY *a, const X509_NAME_ENTRY *b);
+
+/*
+ * gw_x509_name_same: |a| and |b| hold the same attributes (gw_x509_name_entry_same) in the same order
+ * and grouped alike into RDNs; an absent or empty name is the same as an empty one only.
+ */
+int gw_x509_name_same(const X509_NAME *a, const X509_NAME *b);
+
 /* gw_x509_name_last_index: the index of |name|'s last entry of type |nid|, -1 if none (or |name| NULL). */
 int gw_x509_name_last_index(const X509_NAME *name, int nid);
 

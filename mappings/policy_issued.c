@@ -89,31 +89,6 @@ const char *policy_issued_ca(X509 *cert)
     return NULL;
 }
 
-/*
- * entry_same: the same attribute type and the same value as text, whatever string type carries it
- * (cfssl and Vault write PrintableString what was asked as UTF8String). Case and spaces count: a
- * relying party may compare names byte for byte, so "O=VENDOR" is not the "O=Vendor" that was asked.
- */
-static int entry_same(const X509_NAME_ENTRY *a, const X509_NAME_ENTRY *b)
-{
-    const ASN1_STRING *va = X509_NAME_ENTRY_get_data(a), *vb = X509_NAME_ENTRY_get_data(b);
-    unsigned char *ua = NULL, *ub = NULL;
-    int na, nb, same;
-
-    if (OBJ_cmp(X509_NAME_ENTRY_get_object(a), X509_NAME_ENTRY_get_object(b)) != 0)
-        return 0;
-    if (ASN1_STRING_cmp(va, vb) == 0)
-        return 1;
-    ERR_set_mark(); /* a value that is no text is an answer here (not the same), not an error */
-    na = ASN1_STRING_to_UTF8(&ua, va);
-    nb = ASN1_STRING_to_UTF8(&ub, vb);
-    ERR_pop_to_mark();
-    same = na >= 0 && na == nb && memcmp(ua, ub, (size_t)na) == 0;
-    OPENSSL_free(ua);
-    OPENSSL_free(ub);
-    return same;
-}
-
 enum subject_fit {
     SUBJ_SAME,    /* the planned subject */
     SUBJ_REDUCED, /* planned attributes only, each once: some left out, reordered or regrouped */
@@ -128,18 +103,17 @@ enum subject_fit {
  */
 static enum subject_fit subject_fit(const X509_NAME *want, const X509_NAME *got)
 {
-    int nw = X509_NAME_entry_count(want), ng = X509_NAME_entry_count(got), i, j, same = nw == ng;
+    int nw = X509_NAME_entry_count(want), ng = X509_NAME_entry_count(got), i, j;
     unsigned char used[GW_MAX_SUBJECT_ATTRS] = {0};
 
-    for (i = 0; same && i < ng; i++)
-        same = entry_same(X509_NAME_get_entry(want, i), X509_NAME_get_entry(got, i));
-    if (same && X509_NAME_cmp(want, got) == 0) /* also the same grouping into RDNs */
+    if (gw_x509_name_same(want, got))
         return SUBJ_SAME;
     if (ng > nw || nw > GW_MAX_SUBJECT_ATTRS)
         return SUBJ_OTHER;
     for (i = 0; i < ng; i++) {
         for (j = 0; j < nw; j++) {
-            if (!used[j] && entry_same(X509_NAME_get_entry(want, j), X509_NAME_get_entry(got, i)))
+            if (!used[j] &&
+                gw_x509_name_entry_same(X509_NAME_get_entry(want, j), X509_NAME_get_entry(got, i)))
                 break;
         }
         if (j == nw)

@@ -958,7 +958,9 @@ static int issued_for_other_list(struct cmp_call *c, const struct gw_role *role,
 
 /*
  * Whether the kur |crm| renews |signer| as it is: its template names the signer's subject (or none)
- * and no subjectAltName the signer does not carry. Anything else asks for another device's names.
+ * and no subjectAltName the signer does not carry. Anything else asks for another device's names,
+ * a subject X509_NAME_cmp takes for the signer's among them: it ignores case and runs of spaces,
+ * which a relying party comparing names byte for byte, and the allow-list, do not.
  */
 static int renews_signer(const OSSL_CRMF_MSG *crm, X509 *signer)
 {
@@ -968,7 +970,7 @@ static int renews_signer(const OSSL_CRMF_MSG *crm, X509 *signer)
     int crit = -1, ok;
 
     if (tmpl == NULL || (subject != NULL && X509_NAME_entry_count(subject) > 0 &&
-                         X509_NAME_cmp(subject, X509_get_subject_name(signer)) != 0))
+                         !gw_x509_name_same(subject, X509_get_subject_name(signer))))
         return 0;
     asked = X509V3_get_d2i(OSSL_CRMF_CERTTEMPLATE_get0_extensions(tmpl), NID_subject_alt_name, &crit, NULL);
     if (asked == NULL)

@@ -266,6 +266,23 @@ class ThreeGpp(harness.GatewayTestCase):
         same = self.gw.cmp("kur", "renew-same", auth=(res.cert, key), newkey=self.newkey("rs"), path=ROUTE)
         self.assertEqual(same.first.status, 0, same.first)
 
+    def test_kur_subject_spelt_otherwise(self):
+        """A subject X509_NAME_cmp takes for the operator certificate's (case and runs of spaces ignored) is
+        another name to a relying party that compares names byte for byte, and to the allow-list: an
+        enrolment, checked against the list, not the renewal of the certificate's own subject."""
+        res, key = self.ir("first-spelt", "bs2")
+        for i, subject in enumerate(("/O=Vendor Inc/CN=BS-0002", "/O=Vendor  Inc/CN=bs-0002")):
+            with self.subTest(subject=subject):
+                other = self.gw.cmp("kur", "renew-spelt-%d" % i, auth=(res.cert, key),
+                                    newkey=self.newkey("rsp%d" % i), path=ROUTE, subject=subject, expect_cert=False)
+                self.assertIsNone(other.cert)
+                self.assert_cmp_error(other.first, ("kup",), "notAuthorized",
+                                      "device %s is not on this route's allow-list" % BY_SERIAL)
+        # twin: the certificate's own subject, spelt out in the template, renews
+        same = self.gw.cmp("kur", "renew-spelt-same", auth=(res.cert, key), newkey=self.newkey("rss"), path=ROUTE,
+                           subject=BY_SERIAL)
+        self.assertEqual(same.first.status, 0, same.first)
+
     def test_kur_with_certificate_of_a_role_with_the_list(self):
         """An operator certificate of another role holding the same allow-list renews here: not listed itself
         (its station is listed by its vendor certificate's serial), it is exempt as this role's own are."""

@@ -1807,6 +1807,73 @@ static void test_name_line_escapes(void **state)
     X509_NAME_free(ascii);
 }
 
+/* A name of |n| entries of string type |type| each, one RDN each but where |joins| says it joins the one
+ * before. */
+static X509_NAME *name_typed(int n, int type, const char *const *attr, const char *const *value,
+                             const int *joins)
+{
+    X509_NAME *name = X509_NAME_new();
+
+    assert_non_null(name);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(X509_NAME_add_entry_by_txt(name, attr[i], type, (const unsigned char *)value[i], -1,
+                                                    -1, joins[i] ? -1 : 0),
+                         1);
+    return name;
+}
+
+/*
+ * The subject a kur asks for is its old certificate's only where gw_x509_name_same says so: the same
+ * text whatever string type carries it (a CA writes PrintableString what a client asks as UTF8String),
+ * but not another case, other spaces (X509_NAME_cmp takes both for the same name), other RDNs or another
+ * grouping into RDNs.
+ */
+static void test_name_same(void **state)
+{
+    static const char *const on[] = {"O", "CN"};
+    static const int apart[] = {0, 0}, joined[] = {0, 1};
+    struct {
+        int type;
+        const char *value[2];
+        const int *joins;
+        int n, same;
+    } cases[] = {
+        {V_ASN1_UTF8STRING, {"Vendor Inc", "bs-0002"}, apart, 2, 1},
+        {V_ASN1_PRINTABLESTRING, {"Vendor Inc", "bs-0002"}, apart, 2, 1},
+        {V_ASN1_UTF8STRING, {"Vendor Inc", "BS-0002"}, apart, 2, 0},
+        {V_ASN1_UTF8STRING, {"Vendor  Inc", "bs-0002"}, apart, 2, 0},
+        {V_ASN1_UTF8STRING, {"Vendor Inc", "bs-0002 "}, apart, 2, 0},
+        {V_ASN1_UTF8STRING, {"Vendor Inc", "bs-0002"}, joined, 2, 0},
+        {V_ASN1_UTF8STRING, {"Vendor Inc"}, apart, 1, 0},
+    };
+    X509_NAME *held = name_typed(2, V_ASN1_UTF8STRING, on, cases[0].value, apart), *empty = X509_NAME_new(),
+              *decoded = NULL;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len = i2d_X509_NAME(held, &der);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        X509_NAME *asked = name_typed(cases[i].n, cases[i].type, on, cases[i].value, cases[i].joins);
+
+        print_message("case %zu\n", i);
+        assert_int_equal(gw_x509_name_same(asked, held), cases[i].same);
+        assert_int_equal(gw_x509_name_same(held, asked), cases[i].same);
+        X509_NAME_free(asked);
+    }
+    /* a name as it arrives in a message, decoded, is the name it was encoded from */
+    assert_true(len > 0);
+    p = der;
+    assert_non_null(decoded = d2i_X509_NAME(NULL, &p, len));
+    assert_true(gw_x509_name_same(decoded, held));
+    assert_true(gw_x509_name_same(NULL, empty));
+    assert_false(gw_x509_name_same(held, empty));
+    OPENSSL_free(der);
+    X509_NAME_free(decoded);
+    X509_NAME_free(empty);
+    X509_NAME_free(held);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1836,6 +1903,7 @@ int main(void)
         cmocka_unit_test(test_pubkey_d2i),
         cmocka_unit_test(test_name_identity_escapes),
         cmocka_unit_test(test_name_line_escapes),
+        cmocka_unit_test(test_name_same),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
