@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/store.h>
@@ -210,22 +211,43 @@ static bool signs_with(EVP_PKEY *key, int padding, char *why, size_t cap)
     return ok;
 }
 
-bool gw_pem_key_signs(EVP_PKEY *key, char *why, size_t cap)
+bool gw_pem_key_signs(EVP_PKEY *key, enum gw_pem_key_use use, char *why, size_t cap)
 {
-    return signs_with(key, 0, why, cap) ||
-           (EVP_PKEY_is_a(key, "RSA") && signs_with(key, RSA_PKCS1_PSS_PADDING, why, cap));
+    if (signs_with(key, 0, why, cap))
+        return true;
+    return use == GW_PEM_KEY_TLS && EVP_PKEY_is_a(key, "RSA") &&
+           signs_with(key, RSA_PKCS1_PSS_PADDING, why, cap);
 }
 
-bool gw_pem_key_signs_default(EVP_PKEY *key, char *why, size_t cap)
+/*
+ * Whether OpenSSL 3.0's CMP can protect a message with |key|: it names the protection's algorithm by
+ * the key's type and the context's digest, SHA-256, and has none for Ed25519, Ed448 or RSA-PSS keys,
+ * whose every answer would fail to be signed (while a test signature with them succeeds).
+ */
+static bool cmp_can_protect(EVP_PKEY *key)
 {
-    return signs_with(key, 0, why, cap);
+    int sig_nid;
+
+    return OBJ_find_sigid_by_algs(&sig_nid, NID_sha256, EVP_PKEY_get_id(key)) == 1;
 }
 
-/* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there. */
+/* The reason a key in a token that signs, but not as |use| signs, is refused. */
+static int refuse_pss_only(struct gw_conf_ctx *pc, const char *path, const char *uri, enum gw_pem_key_use use)
+{
+    return gw_conf_fail(pc, path,
+                        "the key %s signs in its token with RSA-PSS only, and %s with PKCS#1 v1.5: let the "
+                        "token sign with it by CKM_RSA_PKCS (or CKM_SHA256_RSA_PKCS), or give another key",
+                        uri,
+                        use == GW_PEM_KEY_CMP ? "OpenSSL 3.0 protects CMP messages"
+                                              : "certificates and CRLs are signed");
+}
+
+/* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there as |use| signs. */
 static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
-                     EVP_PKEY **out)
+                     enum gw_pem_key_use use, EVP_PKEY **out)
 {
     char pin[GW_MAX_PASSPHRASE_LEN + 1], why[GW_ERR_LEN];
+    int rc;
 
     if (pp->p != NULL) {
         memcpy(pin, pp->p, pp->len);
@@ -235,18 +257,34 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
     OPENSSL_cleanse(pin, sizeof(pin));
     if (*out == NULL)
         return gw_conf_fail(pc, path, "%s", why);
-    if (gw_pem_key_signs(*out, why, sizeof(why)))
+    if (gw_pem_key_signs(*out, use, why, sizeof(why)))
         return 0;
+    if (use != GW_PEM_KEY_TLS && gw_pem_key_signs(*out, GW_PEM_KEY_TLS, NULL, 0))
+        rc = refuse_pss_only(pc, path, uri, use);
+    else
+        rc = gw_conf_fail(pc, path,
+                          "the key %s cannot sign in its token (the token removed, or the key not "
+                          "allowed to sign): %s",
+                          uri, why);
     EVP_PKEY_free(*out);
     *out = NULL;
-    return gw_conf_fail(pc, path,
-                        "the key %s cannot sign in its token (the token removed, or the key not "
-                        "allowed to sign): %s",
-                        uri, why);
+    return rc;
+}
+
+/* A key for |use| GW_PEM_KEY_CMP must be one OpenSSL 3.0's CMP protects with (cmp_can_protect). */
+static int check_use(struct gw_conf_ctx *pc, const char *path, enum gw_pem_key_use use, EVP_PKEY **key)
+{
+    if (use != GW_PEM_KEY_CMP || cmp_can_protect(*key))
+        return 0;
+    gw_conf_fail(pc, path, "OpenSSL 3.0 cannot protect CMP messages with a key of this type (%s)",
+                 EVP_PKEY_get0_type_name(*key));
+    EVP_PKEY_free(*key);
+    *key = NULL;
+    return GW_ERR_INVAL;
 }
 
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
-                    EVP_PKEY **out)
+                    enum gw_pem_key_use use, EVP_PKEY **out)
 {
     struct passphrase pp = {NULL, 0};
     unsigned char *secret = NULL;
@@ -266,15 +304,15 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
     }
     pp.p = secret;
     if (gw_pkcs11_is_uri(file)) {
-        rc = token_key(pc, path, file, &pp, out);
+        rc = token_key(pc, path, file, &pp, use, out);
         OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
-        return rc;
+        return rc != 0 ? rc : check_use(pc, path, use, out);
     }
     *out = store_key(fd, &pp);
     OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
     ERR_clear_error();
     if (*out != NULL)
-        return 0;
+        return check_use(pc, path, use, out);
     if (passfile != NULL)
         return gw_conf_fail(pc, path, "cannot read the private key in \"%s\" with the passphrase of \"%s\"",
                             file, passfile);
@@ -285,14 +323,15 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
 }
 
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
-                     const char *passfile, X509 **cert, STACK_OF(X509) **rest, EVP_PKEY **key)
+                     const char *passfile, enum gw_pem_key_use use, X509 **cert, STACK_OF(X509) **rest,
+                     EVP_PKEY **key)
 {
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
 
     gw_conf_join_key(cpath, path, "cert");
     gw_conf_join_key(kpath, path, "key");
     if (load_leaf(pc, cpath, cert_file, cert, rest) != 0 ||
-        gw_pem_load_key(pc, kpath, key_file, passfile, key) != 0)
+        gw_pem_load_key(pc, kpath, key_file, passfile, use, key) != 0)
         return GW_ERR_INVAL;
     if (X509_check_private_key(*cert, *key) != 1)
         return gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", key_file,

@@ -84,8 +84,8 @@ static int check_tls(struct gw_conf_ctx *pc, const char *path, void *base)
     if (l->client_auth != GW_CLIENT_AUTH_NONE && l->client_ca == NULL)
         return gw_conf_fail(pc, cpath, "missing: required unless client_auth is \"none\"");
     /* kept: tls.c hands them to the SSL_CTX */
-    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, &l->cert, &l->chain,
-                          &l->key);
+    rc = gw_pem_load_pair(pc, path, l->tls_cert, l->tls_key, l->tls_key_passphrase_file, GW_PEM_KEY_TLS,
+                          &l->cert, &l->chain, &l->key);
     /* kept for tls.c, certificates alone: a CRL there was never checked in a handshake, and a
        "TRUSTED CERTIFICATE" the load skipped was trusted in one; both are refused, not skipped */
     if (rc == 0 && l->client_ca != NULL)

@@ -296,7 +296,7 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
     gw_conf_join_key(kpath, path, "tls_key");
     rc = GW_ERR_INVAL;
     if (gw_pem_load_certs(pc, cpath, u->client_cert_file, &certs) != 0 ||
-        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, &key) != 0)
+        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, GW_PEM_KEY_TLS, &key) != 0)
         goto out;
     cert = sk_X509_value(certs, 0);
     if (X509_check_private_key(cert, key) != 1) {

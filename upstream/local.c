@@ -771,8 +771,8 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
     STACK_OF(X509) *certs = NULL;
     char cpath[GW_CONF_PATH_LEN];
 
-    if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, lc->key_passphrase_file, &lc->cert, NULL,
-                         &lc->key) != 0)
+    if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, lc->key_passphrase_file, GW_PEM_KEY_CERTS,
+                         &lc->cert, NULL, &lc->key) != 0)
         return GW_ERR_INVAL;
     gw_conf_join_key(cpath, path, "cert");
     if ((X509_get_extension_flags(lc->cert) & EXFLAG_CA) == 0)

@@ -17,34 +17,16 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/objects.h>
 #include <openssl/x509v3.h>
-
-/*
- * Whether OpenSSL 3.0's CMP can protect a message with |key|: it names the protection's algorithm by
- * the key's type and the context's digest, SHA-256, and has none for Ed25519, Ed448 or RSA-PSS keys,
- * whose every answer would fail to be signed (while a test signature with them succeeds).
- */
-static bool cmp_can_protect(EVP_PKEY *key)
-{
-    int sig_nid;
-
-    return OBJ_find_sigid_by_algs(&sig_nid, NID_sha256, EVP_PKEY_get_id(key)) == 1;
-}
 
 static int check_signer(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_signer_conf *s = base;
-    char fpath[GW_CONF_PATH_LEN];
 
-    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, s->key_passphrase_file, &s->cert, NULL,
-                         &s->key) != 0)
+    /* it protects CMP messages: OpenSSL 3.0's CMP must have an algorithm for it, PKCS#1 v1.5 for RSA */
+    if (gw_pem_load_pair(pc, path, s->cert_file, s->key_file, s->key_passphrase_file, GW_PEM_KEY_CMP,
+                         &s->cert, NULL, &s->key) != 0)
         return GW_ERR_INVAL;
-    if (!cmp_can_protect(s->key)) {
-        gw_conf_join_key(fpath, path, "key");
-        return gw_conf_fail(pc, fpath, "OpenSSL 3.0 cannot protect CMP messages with a key of this type (%s)",
-                            EVP_PKEY_get0_type_name(s->key));
-    }
     /* RFC 9483 §3.1: the protection key must be usable for signing */
     if ((X509_get_extension_flags(s->cert) & EXFLAG_KUSAGE) != 0 &&
         (X509_get_key_usage(s->cert) & KU_DIGITAL_SIGNATURE) == 0)

@@ -104,13 +104,13 @@ bool cmp_signer_failed_in_queue(char *why, size_t cap)
     return failed;
 }
 
-/* One signature with |key|, as a CMP protection makes one: an RSA key that signs only with PSS (which a
- * TLS 1.3 listener's key may) signs no CMP answer, and fails it. */
+/* One signature with |key|, as a CMP protection makes one (GW_PEM_KEY_CMP): an RSA key that signs only
+ * with PSS (which a TLS 1.3 listener's key may) signs no CMP answer, and fails it. */
 static bool test_signature(EVP_PKEY *key, char *why, size_t cap)
 {
     char reason[GW_ERR_LEN - sizeof("a test signature failed: ")];
 
-    if (gw_pem_key_signs_default(key, reason, sizeof(reason)))
+    if (gw_pem_key_signs(key, GW_PEM_KEY_CMP, reason, sizeof(reason)))
         return true;
     snprintf(why, cap, "a test signature failed: %s", reason);
     return false;

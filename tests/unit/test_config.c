@@ -206,6 +206,9 @@ static const char *const pki_cmds[] = {
     "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
     "-addext keyUsage=critical,keyCertSign",
     "mkdir -p store store2 audit.dir && touch plain.file && ln -s plain.file audit.link",
+    /* a key OpenSSL 3.0's CMP has no protection algorithm for */
+    "openssl req -x509 -newkey ed25519 -nodes -keyout ed25519.key -out ed25519.pem -subj '/CN=ed25519' "
+    "-days 30 && chmod 0600 ed25519.key",
     /* trust anchors with something else in the file, and with only text between certificates */
     "cat ca.pem other.key > ca-key.pem && cat ca.pem delegate.csr > ca-csr.pem && "
     "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && cat ca.pem crl-ok.pem > ca-crl.pem && "
@@ -607,6 +610,11 @@ static const struct bad bad_cases[] = {
     {"key mismatch",
      {E("\"key\": \"signer.key\"", "\"key\": \"client.key\"")},
      {"$.signer.key: key in \"", "client.key\" does not match the certificate in"}},
+    /* the signer protects CMP messages, the gateway's answers and a cmp upstream's requests alike */
+    {"signer ed25519",
+     {E("\"cert\": \"signer.pem\", \"key\": \"signer.key\"",
+        "\"cert\": \"ed25519.pem\", \"key\": \"ed25519.key\"")},
+     {"$.signer.key: OpenSSL 3.0 cannot protect CMP messages with a key of this type (ED25519)"}},
     {"tls key mismatch",
      {E("\"key\": \"server.key\"", "\"key\": \"client.key\"")},
      {"$.listeners[0].tls.key: key in"}},
@@ -1633,6 +1641,23 @@ static void test_upstreams(void **state)
     assert_non_null(strstr(cfg->audit.file, "/audit.log"));
     assert_int_equal(cfg->audit.fields,
                      GW_AUDIT_COMMON_NAME | GW_AUDIT_ALT_NAMES | GW_AUDIT_IP_SANS | GW_AUDIT_URI_SANS);
+    gw_config_free(cfg);
+}
+
+/* An upstream's tls_key signs TLS handshakes, never a CMP message: an Ed25519 one loads (the signer's twin).
+ */
+static void test_upstream_tls_key_ed25519(void **state)
+{
+    static const struct edit e[] = {
+        UPS,
+        ROLES,
+        E("\"token_file\": \"vault.token\"",
+          "\"token_file\": \"vault.token\", \"tls_cert\": \"ed25519.pem\", \"tls_key\": \"ed25519.key\""),
+    };
+    struct gw_config *cfg = parse_edits(e, sizeof(e) / sizeof(e[0]));
+
+    (void)state;
+    assert_non_null(VAULT(up_named(cfg, "vault"))->http.client_key_pem);
     gw_config_free(cfg);
 }
 
@@ -2715,6 +2740,7 @@ int main(void)
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
         cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
         cmocka_unit_test(test_upstreams),
+        cmocka_unit_test(test_upstream_tls_key_ed25519),
         cmocka_unit_test(test_upstreams_full),
         cmocka_unit_test(test_upstream_edges),
         cmocka_unit_test(test_crl),

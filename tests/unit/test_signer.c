@@ -154,12 +154,40 @@ static void test_pss_only_stays_failed(void **state)
 
     (void)state;
     assert_non_null(h);
-    assert_true(gw_pem_key_signs(pss_only, why, sizeof(why))); /* it loads, as a TLS 1.3 listener's key */
+    assert_true(gw_pem_key_signs(pss_only, GW_PEM_KEY_TLS, why, sizeof(why))); /* a TLS 1.3 listener's key */
     cmp_signer_note(h, false, "the signature failed");
     cmp_signer_probe(h);
     assert_false(ready(h, why, sizeof(why)));
     assert_non_null(strstr(why, "a test signature failed"));
     cmp_signer_health_free(h);
+}
+
+/*
+ * Each use tries a key as it signs: a TLS key may sign with PSS alone, a key that protects CMP messages
+ * (the signer, which a cmp upstream's requests are protected with too) or signs certificates and CRLs (a
+ * local issuer's) must sign with PKCS#1 v1.5, which is what the load of a key in a token tries.
+ */
+static void test_signs_by_use(void **state)
+{
+    static const struct {
+        EVP_PKEY **key;
+        enum gw_pem_key_use use;
+        bool signs;
+    } cases[] = {
+        {&pss_only, GW_PEM_KEY_TLS, true},     {&pss_only, GW_PEM_KEY_CERTS, false},
+        {&pss_only, GW_PEM_KEY_CMP, false},    {&signs, GW_PEM_KEY_TLS, true},
+        {&signs, GW_PEM_KEY_CERTS, true},      {&signs, GW_PEM_KEY_CMP, true},
+        {&public_only, GW_PEM_KEY_TLS, false}, {&public_only, GW_PEM_KEY_CMP, false},
+    };
+    char why[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(gw_pem_key_signs(*cases[i].key, cases[i].use, why, sizeof(why)), cases[i].signs);
+        assert_true(cases[i].signs || why[0] != '\0');
+        assert_int_equal(ERR_peek_error(), 0);
+    }
 }
 
 static void test_failed_in_log_line(void **state)
@@ -196,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_fresh_not_probed),       cmocka_unit_test(test_failed_stays_failed),
         cmocka_unit_test(test_recovers_once_per_span), cmocka_unit_test(test_pss_only_stays_failed),
         cmocka_unit_test(test_failed_in_log_line),     cmocka_unit_test(test_failed_in_queue),
+        cmocka_unit_test(test_signs_by_use),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
