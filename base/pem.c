@@ -213,6 +213,7 @@ static bool signs_with(EVP_PKEY *key, int padding, char *why, size_t cap)
 
 bool gw_pem_key_signs(EVP_PKEY *key, enum gw_pem_key_use use, char *why, size_t cap)
 {
+    ERR_clear_error(); /* an error an earlier call left would pass for this signature's reason */
     if (signs_with(key, 0, why, cap))
         return true;
     return use == GW_PEM_KEY_TLS && EVP_PKEY_is_a(key, "RSA") &&

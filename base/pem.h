@@ -54,7 +54,7 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
  * Whether |key| makes a signature as |use| makes one: SHA-256 (none for EdDSA), and for RSA
  * PKCS#1 v1.5, or for GW_PEM_KEY_TLS that or else PSS. A key in a token that went away since it
  * loaded, or one the token does not let sign, fails only when asked to sign. If not, OpenSSL's
- * reason in |why|. Leaves the error queue empty.
+ * reason in |why|. Empties the error queue before and after: the reason is this signature's own.
  */
 bool gw_pem_key_signs(EVP_PKEY *key, enum gw_pem_key_use use, char *why, size_t cap);
 

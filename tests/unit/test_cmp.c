@@ -119,6 +119,7 @@ struct client {
     OSSL_CMP_CTX *other; /* tamper helper: a second sender */
     int exchanges;
     int new_thread;              /* process each exchange on a fresh thread */
+    int stale_error;             /* that thread's error queue holds an error an earlier call left */
     X509 *tls_first, *tls_later; /* TLS client certificate of the first / later exchanges */
     unsigned char *first_req;
     size_t first_req_len;
@@ -387,12 +388,15 @@ struct job {
     unsigned char *der, *out;
     size_t len, out_len;
     int http;
+    int stale_error;
 };
 
 static void *job_run(void *arg)
 {
     struct job *j = arg;
 
+    if (j->stale_error)
+        ERR_raise(ERR_LIB_X509, X509_R_CERT_ALREADY_IN_HASH_TABLE);
     j->out = exchange(j->env, j->der, j->len, &j->http, &j->out_len);
     return NULL;
 }
@@ -418,6 +422,7 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
         cl->first_req = OPENSSL_memdup(j.der, j.len);
         cl->first_req_len = j.len;
     }
+    j.stale_error = cl->stale_error;
     if (cl->new_thread) { /* the gateway's worker pool: any message of a transaction on any thread */
         pthread_create(&th, NULL, job_run, &j);
         pthread_join(th, NULL);
@@ -4561,6 +4566,34 @@ static void test_undelivered_withdrawn(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * The reason the signer's check gives for an answer that could not be protected is that call's own,
+ * never an error an earlier call left in the worker's queue.
+ */
+static void test_unsigned_reason_its_own(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS});
+    struct client cl = {.env = e, .new_thread = 1, .stale_error = 1};
+    const char *stale = ERR_reason_error_string(ERR_PACK(ERR_LIB_X509, 0, X509_R_CERT_ALREADY_IN_HASH_TABLE));
+    OSSL_CMP_CTX *ctx;
+    char why[GW_ERR_LEN] = "";
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1);
+    break_signing(0);
+    fake.break_signing = 1;
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    break_signing(0);
+    fake.break_signing = 0;
+    assert_int_equal(gw_cmp_engine_signer_status(e->engine, why, sizeof(why)), GW_ERR_UNAVAILABLE);
+    assert_null(strstr(why, stale));
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* The disk is full: every later write to the audit log fails (EFBIG), until tu_uncap_files. */
@@ -10048,6 +10081,7 @@ int main(void)
         cmocka_unit_test(test_error_aborts),
         cmocka_unit_test(test_error_after_ttl),
         cmocka_unit_test(test_undelivered_withdrawn),
+        cmocka_unit_test(test_unsigned_reason_its_own),
         cmocka_unit_test(test_certconf_unprotected),
         cmocka_unit_test(test_caps_and_expiry),
         cmocka_unit_test(test_body_not_allowed),

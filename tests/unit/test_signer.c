@@ -190,6 +190,24 @@ static void test_signs_by_use(void **state)
     }
 }
 
+/* A test signature's reason is its own, never an error an earlier call left in the thread's queue. */
+static void test_reason_is_its_own(void **state)
+{
+    struct cmp_signer_health *h = cmp_signer_health_new(public_only);
+    char why[GW_ERR_LEN], own[GW_ERR_LEN];
+
+    (void)state;
+    assert_false(gw_pem_key_signs(public_only, GW_PEM_KEY_CMP, own, sizeof(own)));
+    ERR_raise(ERR_LIB_CMP, CMP_R_ERROR_CREATING_CERTREP); /* left behind by something else */
+    cmp_signer_note(h, false, "the signature failed");
+    cmp_signer_probe(h);
+    assert_false(ready(h, why, sizeof(why)));
+    assert_non_null(strstr(why, own));
+    assert_null(strstr(why, ERR_reason_error_string(ERR_PACK(ERR_LIB_CMP, 0, CMP_R_ERROR_CREATING_CERTREP))));
+    assert_int_equal(ERR_peek_error(), 0);
+    cmp_signer_health_free(h);
+}
+
 static void test_failed_in_log_line(void **state)
 {
     (void)state;
@@ -224,7 +242,7 @@ int main(void)
         cmocka_unit_test(test_fresh_not_probed),       cmocka_unit_test(test_failed_stays_failed),
         cmocka_unit_test(test_recovers_once_per_span), cmocka_unit_test(test_pss_only_stays_failed),
         cmocka_unit_test(test_failed_in_log_line),     cmocka_unit_test(test_failed_in_queue),
-        cmocka_unit_test(test_signs_by_use),
+        cmocka_unit_test(test_signs_by_use),           cmocka_unit_test(test_reason_is_its_own),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
