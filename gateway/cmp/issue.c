@@ -164,12 +164,12 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 
 /*
  * A certificate the client will not get: on record with its serial, then withdrawn; the one of an
- * upstream's |answer| as cmp_withdraw_answered says (only if it certifies |want|, the requested key;
- * not if the CA took it back).
+ * upstream's |answer| as cmp_withdraw_answered says (only if it certifies the key of |plan|, the
+ * requested one, and was issued for this request; not if the CA took it back).
  */
 static OSSL_CMP_PKISI *refuse_cert_as(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
                                       const struct cmp_refusal *r, const struct gw_sign_result *answer,
-                                      const EVP_PKEY *want)
+                                      const struct gw_cert_plan *plan)
 {
     OSSL_CMP_PKISI *si;
 
@@ -178,7 +178,7 @@ static OSSL_CMP_PKISI *refuse_cert_as(struct cmp_txn *t, struct cmp_call *c, X50
     c->audited = 1;
     (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, cert, 1);
     if (answer != NULL)
-        cmp_withdraw_answered(c->e, t, c->rsp->tid, answer, want, CRL_REASON_UNSPECIFIED);
+        cmp_withdraw_answered(c->e, t, c->rsp->tid, answer, plan, CRL_REASON_UNSPECIFIED);
     else
         cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
     t->serial[0] = '\0';
@@ -246,7 +246,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
     if (v == GW_ISSUED_OUTSIDE_POLICY)
         return refuse_cert(t, c, res->cert, &r);
     /* it may certify another key (another holder's): withdrawn only if it certifies the plan's */
-    return refuse_cert_as(t, c, res->cert, &r, res, plan->pubkey);
+    return refuse_cert_as(t, c, res->cert, &r, res, plan);
 }
 
 /* The request as the role shapes it for the time |at|, then the role's request policy. */
@@ -282,7 +282,8 @@ static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
  * The rejection of a refused answer. One that still carried a certificate (the adapter refused the
  * rest of the answer: a field out of range, a certificate not from the CA it knows) was issued all
  * the same: on record with its serial and withdrawn, as one outside policy (docs/design.md D8), if
- * it certifies the key of |plan| (NULL: none known); else it may be another holder's, and is not.
+ * it certifies the key of |plan| (NULL: none known) and was issued for it; else it may be another
+ * holder's, or the holder's earlier one, and is not.
  * One the adapter rejected to its CA, which confirmed that, is on record only (rejected_to_ca).
  */
 static OSSL_CMP_PKISI *reject_answer(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,
@@ -290,7 +291,7 @@ static OSSL_CMP_PKISI *reject_answer(struct cmp_txn *t, struct cmp_call *c, stru
 {
     if (res->cert == NULL)
         return cmp_reject(c, r);
-    return refuse_cert_as(t, c, res->cert, r, res, plan != NULL ? plan->pubkey : NULL);
+    return refuse_cert_as(t, c, res->cert, r, res, plan);
 }
 
 /* The intent goes on record before the upstream is asked: no record, no certificate. */

@@ -404,7 +404,7 @@ static void withdraw_refused(struct cmp_pending *p, struct gw_sign_result *res)
         return;
     if ((e = hold_engine(p)) != NULL) {
         (void)cmp_audit_cert(e, &p->view, p->tid, "rejected", res->reason, res->cert, 1);
-        cmp_withdraw_answered(e, &p->view, p->tid, res, p->plan.pubkey, CRL_REASON_UNSPECIFIED);
+        cmp_withdraw_answered(e, &p->view, p->tid, res, &p->plan, CRL_REASON_UNSPECIFIED);
         let_engine_go();
     } else {
         gw_log_kv(GW_LOG_WARN, "late_issue", "tid", p->tid, "serial", p->view.serial, "upstream", p->upstream,

@@ -6,6 +6,7 @@
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/status.h"
+#include "mappings/policy.h"
 #include "base/err.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -20,6 +21,9 @@
 #include <openssl/x509v3.h>
 
 #define TEXT_OTHER_KEY "the certificate in the refused answer does not certify the requested key"
+#define TEXT_NOT_FRESH                                                                                       \
+    "the certificate in the refused answer certifies the requested key but is valid from before this "       \
+    "request: it may be an earlier certificate of that key, which its holder still uses"
 #define TEXT_REJECTED_TO_CA                                                                                  \
     "the gateway rejected it to the CA in its certConf, which the CA confirmed: the CA revokes it or "       \
     "never publishes it"
@@ -365,8 +369,19 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     not_revoked(e, &fallback, why);
 }
 
+/* The record and log line of a refused answer's certificate left valid (|why|), for an operator to check. */
+static void not_withdrawn(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                          const char *status, const char *why, const char *msg)
+{
+    const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
+
+    (void)cmp_audit_cert(e, t, tid, "not_withdrawn", status, cert, 1);
+    gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream", up, "reason",
+              why, "msg", msg, NULL);
+}
+
 void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
-                           const struct gw_sign_result *res, const EVP_PKEY *want, int reason)
+                           const struct gw_sign_result *res, const struct gw_cert_plan *plan, int reason)
 {
     X509 *cert = res->cert;
     const EVP_PKEY *pk = X509_get0_pubkey(cert);
@@ -378,16 +393,21 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
                   "reason", TEXT_REJECTED_TO_CA, NULL);
         return;
     }
-    if (pk != NULL && want != NULL && EVP_PKEY_eq(pk, want) == 1) {
-        cmp_withdraw(e, t, tid, cert, reason);
-        return;
-    }
     /* a broken or hostile CA answering with another certificate (another holder's serial): revoking
        it would revoke that holder's certificate */
-    (void)cmp_audit_cert(e, t, tid, "not_withdrawn", "not revoked: " TEXT_OTHER_KEY, cert, 1);
-    gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream", up, "reason",
-              TEXT_OTHER_KEY, "msg", "check at the CA whose certificate this serial is before revoking it",
-              NULL);
+    if (pk == NULL || plan == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1) {
+        not_withdrawn(e, t, tid, cert, "not revoked: " TEXT_OTHER_KEY, TEXT_OTHER_KEY,
+                      "check at the CA whose certificate this serial is before revoking it");
+        return;
+    }
+    /* the same key, but from before the request: a client may enrol again with a key it holds a valid
+       certificate for, which such a CA would have revoked */
+    if (!gw_policy_issued_fresh(plan, cert)) {
+        not_withdrawn(e, t, tid, cert, "not revoked: " TEXT_NOT_FRESH, TEXT_NOT_FRESH,
+                      "its holder may still use it: ask the CA when it issued it before revoking it");
+        return;
+    }
+    cmp_withdraw(e, t, tid, cert, reason);
 }
 
 int cmp_withdrawals_init(struct gw_cmp_engine *e)

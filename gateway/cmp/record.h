@@ -46,15 +46,16 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
 
 /*
  * cmp_withdraw_answered: the certificate of an upstream answer |res| that was refused (upstream.h),
- * withdrawn as cmp_withdraw only if it certifies |want|, the requested key (may be NULL: then it is
- * not). One that does not may be another holder's certificate (a CA answering with the wrong serial):
- * it is put on record ("not_withdrawn", why) and logged, not revoked. One the adapter rejected to its
- * CA already (res->rejected_to_ca) is put on record as such ("rejected_to_ca") and logged: the CA
- * confirmed the rejection, and revokes it or never publishes it. Any thread; never waits for the
- * upstream.
+ * withdrawn as cmp_withdraw only if it certifies the requested key, |plan|'s (NULL: none known, then it
+ * is not), and was issued for that request (gw_policy_issued_fresh). One for another key may be another
+ * holder's certificate (a CA answering with the wrong serial); one of the same key from before the
+ * request may be the holder's earlier certificate, which it still uses. Either is put on record
+ * ("not_withdrawn", why) and logged, not revoked. One the adapter rejected to its CA already
+ * (res->rejected_to_ca) is put on record as such ("rejected_to_ca") and logged: the CA confirmed the
+ * rejection, and revokes it or never publishes it. Any thread; never waits for the upstream.
  */
 void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
-                           const struct gw_sign_result *res, const EVP_PKEY *want, int reason);
+                           const struct gw_sign_result *res, const struct gw_cert_plan *plan, int reason);
 
 /*
  * The engine's withdrawal queue: cmp_withdrawals_init gives |e| one (0; its thread starts with the

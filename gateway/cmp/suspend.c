@@ -175,8 +175,7 @@ void cmp_suspend_end(struct cmp_call *c)
                   "the request was refused when the upstream's certificate came; it is withdrawn", NULL);
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, s->res.cert, 1);
         if (s->res.status != 0) /* a refused answer's: perhaps not even for the requested key */
-            cmp_withdraw_answered(c->e, t, c->rsp->tid, &s->res, t->plan != NULL ? t->plan->pubkey : NULL,
-                                  CRL_REASON_UNSPECIFIED);
+            cmp_withdraw_answered(c->e, t, c->rsp->tid, &s->res, t->plan, CRL_REASON_UNSPECIFIED);
         else
             cmp_withdraw(c->e, t, c->rsp->tid, s->res.cert, CRL_REASON_UNSPECIFIED);
     }

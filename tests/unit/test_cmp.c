@@ -1073,7 +1073,7 @@ static void test_parallel(void **state)
 /* ---- authorization, request policy, upstream choice, result checks, audit ---- */
 
 /* The test adapter: the local issuer with switchable capabilities and misbehaviour. */
-enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA, FK_WIDE };
+enum fake_mode { FK_PLAIN = 0, FK_OTHER_KEY, FK_RENAME, FK_CA_TRUE, FK_OTHER_CA, FK_WIDE, FK_EARLIER };
 
 static struct {
     enum fake_mode mode;
@@ -1157,6 +1157,12 @@ static void fake_done(void *arg, struct gw_sign_result *res)
         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_code_sign));
         X509_add1_ext_i2d(res->cert, NID_ext_key_usage, eku, 0, X509V3_ADD_REPLACE);
         sk_ASN1_OBJECT_free(eku);
+        assert_true(X509_sign(res->cert,
+                              ((const struct gw_local_conf *)gw_upstream_get0_conf(fc->up)->impl)->key,
+                              EVP_sha256()) > 0);
+    } else if (res->cert != NULL && fake.mode == FK_EARLIER) {
+        /* the requested key's certificate of a month ago, still valid: the holder's earlier one */
+        X509_gmtime_adj(X509_getm_notBefore(res->cert), -30 * 86400);
         assert_true(X509_sign(res->cert,
                               ((const struct gw_local_conf *)gw_upstream_get0_conf(fc->up)->impl)->key,
                               EVP_sha256()) > 0);
@@ -1850,9 +1856,11 @@ static void test_result_checks(void **state)
 
 /*
  * A refused answer that still carries a certificate: on record, and revoked only if it certifies the
- * requested key. One for another key may be another holder's (a CA answering with the wrong serial):
- * on record as not withdrawn, and the CA is not asked to revoke it. One the adapter rejected to its CA,
- * which confirmed that, is on record as rejected to the CA, and not revoked again.
+ * requested key and was issued for the request. One for another key may be another holder's (a CA
+ * answering with the wrong serial), one of the requested key valid from long before the request the
+ * holder's earlier one (a client enrolling again with the key it has): either is on record as not
+ * withdrawn, and the CA is not asked to revoke it. One the adapter rejected to its CA, which confirmed
+ * that, is on record as rejected to the CA, and not revoked again.
  */
 static void test_refused_answer_other_key(void **state)
 {
@@ -1863,6 +1871,7 @@ static void test_refused_answer_other_key(void **state)
     } cases[] = {
         {"the requested key", FK_PLAIN, 0, 1},
         {"another key", FK_OTHER_KEY, 0, 0},
+        {"an earlier certificate of the requested key", FK_EARLIER, 0, 0},
         {"rejected to the CA", FK_PLAIN, 1, 0},
     };
 
@@ -1885,6 +1894,9 @@ static void test_refused_answer_other_key(void **state)
         assert_int_equal(
             audit_count(e, "not_withdrawn", NULL, "status", "does not certify the requested key"),
             cases[i].mode == FK_OTHER_KEY);
+        assert_int_equal(audit_count(e, "not_withdrawn", NULL, "status",
+                                     "certifies the requested key but is valid from before this request"),
+                         cases[i].mode == FK_EARLIER);
         assert_int_equal(audit_count(e, "rejected_to_ca", NULL, "status", "which the CA confirmed"),
                          cases[i].taken_back);
         fake.refuse_answer = 0;
