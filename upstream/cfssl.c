@@ -35,6 +35,7 @@
 #include "base/log.h"
 #include "base/x509.h"
 #include "upstream/answers.h"
+#include "upstream/field.h"
 #include "upstream/http_client.h"
 #include "upstream/store.h"
 #include "upstream/upstream.h"
@@ -130,19 +131,38 @@ static void answer_fail(struct answer *a, int status, int fail_info, const char 
     va_end(ap);
 }
 
+/*
+ * |a| fails with the reason "<head>: <msg> (code <code>)": cfssl's message |msg| (printable already:
+ * the envelope's) gives way to the words after it, cut between UTF-8 characters to GW_MAX_CFSSL_QUOTE
+ * bytes or less, for the reason becomes a statusString (a UTF8String) and a log line.
+ */
+static void answer_quote(struct answer *a, int status, int fail_info, const char *head, const char *msg,
+                         long code)
+{
+    char quote[GW_MAX_CFSSL_QUOTE + 1], tail[sizeof(" (code -9223372036854775808)")];
+    size_t words, room;
+
+    snprintf(tail, sizeof(tail), " (code %ld)", code);
+    words = strlen(head) + strlen(": ") + strlen(tail);
+    room = words < GW_ERR_LEN - 1 ? GW_ERR_LEN - 1 - words : 0;
+    gw_field_text(quote, (room < GW_MAX_CFSSL_QUOTE ? room : GW_MAX_CFSSL_QUOTE) + 1, msg, strlen(msg));
+    answer_fail(a, status, fail_info, "%s: %s%s", head, quote, tail);
+}
+
 /* An error envelope (any status), or none (|env| NULL) -> failInfo and a reason naming cfssl's message and
  * code. */
 static void classify_error(struct answer *a, const char *up, long http_status,
                            const struct gw_cfssl_envelope *env)
 {
     const char *msg = env != NULL ? env->message : "";
+    char head[GW_ERR_LEN];
     size_t i;
 
     a->code = env != NULL ? env->code : 0;
     if (http_status >= 500) {
-        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s failed (HTTP %ld): %s (code %ld)", up, http_status, msg[0] ? msg : "no message",
-                    a->code);
+        snprintf(head, sizeof(head), "cfssl %s failed (HTTP %ld)", up, http_status);
+        answer_quote(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, head,
+                     msg[0] ? msg : "no message", a->code);
         return;
     }
     for (i = 0; http_status == 400 && i < sizeof(error_map) / sizeof(error_map[0]); i++) {
@@ -150,13 +170,13 @@ static void classify_error(struct answer *a, const char *up, long http_status,
             continue;
         if (error_map[i].message != NULL && strcmp(msg, error_map[i].message) != 0)
             continue;
-        answer_fail(a, error_map[i].status, error_map[i].fail_info, "cfssl %s: %s: %s (code %ld)", up,
-                    error_map[i].what, msg, a->code);
+        snprintf(head, sizeof(head), "cfssl %s: %s", up, error_map[i].what);
+        answer_quote(a, error_map[i].status, error_map[i].fail_info, head, msg, a->code);
         return;
     }
-    answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                "cfssl %s: HTTP %ld: %s (code %ld)", up, http_status, msg[0] ? msg : "unexpected answer",
-                a->code);
+    snprintf(head, sizeof(head), "cfssl %s: HTTP %ld", up, http_status);
+    answer_quote(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, head,
+                 msg[0] ? msg : "unexpected answer", a->code);
 }
 
 /* Has |what|'s parser read |rsp| into |a|: 0, or the parser's gw_err with the reason in |why|. */

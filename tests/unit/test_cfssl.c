@@ -31,6 +31,7 @@
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/log.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
 #include "tests/unit/testutil.h"
@@ -749,8 +750,8 @@ static const struct {
       0},
      GW_ERR_POLICY,
      OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-     "CSR Decode failed",
-     "9002"},
+     "cfssl refused the CSR: CSR Decode failed",
+     "(code 9002)"},
     {"authentication required",
      {400, "text/plain; charset=utf-8",
       "{\"success\":false,\"result\":null,\"errors\":[{\"code\":400,\"message\":\"authentication "
@@ -1030,6 +1031,65 @@ static void test_sign_error_with_certificate(void **state)
             result_free(res);
             fixture_cleanup(&f);
         }
+    }
+    free(q);
+}
+
+/*
+ * cfssl's message is a hostile string that reaches a statusString and the log: each reason quotes at
+ * most GW_MAX_CFSSL_QUOTE bytes of it, cut between UTF-8 characters, control characters as '?', and the
+ * words after it (its code) whole. A refusal and a 5xx alike.
+ */
+static void test_sign_message_bounded(void **state)
+{
+    static const struct {
+        long http;
+        int with; /* a certificate beside "success": false */
+        const char *head;
+    } cases[] = {
+        {400, 0, "cfssl cf: refused by the cfssl profile's policy: "},
+        {500, 0, "cfssl cf failed (HTTP 500): "},
+    };
+    char *q = json_quote(leaf_pem), msg[1024], body[8192], repaired[GW_ERR_LEN];
+    size_t n, i, quoted;
+
+    (void)state;
+    /* a terminal's escape and a line break a log reader would take as a new line, then 300 "é" of two
+       bytes each (every cut at an odd length splits one), then what would read as another field */
+    n = (size_t)snprintf(msg, sizeof(msg), "\\n\\u001b[31m");
+    for (i = 0; i < 300; i++)
+        n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\xc3\xa9");
+    snprintf(msg + n, sizeof(msg) - n, " serial=\\\"00\\\"");
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fixture f;
+        struct gw_sign_result *res;
+        const char *r;
+
+        snprintf(body, sizeof(body),
+                 "{\"success\":false,\"result\":%s%s%s,\"errors\":[{\"code\":5500,\"message\":\"%s\"}],"
+                 "\"messages\":[]}\n",
+                 cases[i].with ? "{\"certificate\":" : "null", cases[i].with ? q : "",
+                 cases[i].with ? "}" : "", msg);
+        srv_set(&srv.sign, (struct reply){cases[i].http, "application/json", body, 0});
+        fixture_init(&f, srv.port, 0);
+        res = sign(&f, csr);
+        r = res->reason;
+        n = strlen(r);
+        print_message("HTTP %ld%s: %s\n", cases[i].http, cases[i].with ? " with a certificate" : "", r);
+        assert_int_equal(res->cert != NULL, cases[i].with);
+        assert_int_equal(strncmp(r, cases[i].head, strlen(cases[i].head)), 0);
+        assert_true(n > strlen(cases[i].head) + strlen(" (code 5500)"));
+        assert_string_equal(r + n - strlen(" (code 5500)"), " (code 5500)");
+        quoted = n - strlen(cases[i].head) - strlen(" (code 5500)");
+        assert_true(quoted <= GW_MAX_CFSSL_QUOTE);
+        assert_int_equal(strncmp(r + strlen(cases[i].head), "??[31m\xc3\xa9", 8), 0);
+        if (gw_utf8_repair(repaired, sizeof(repaired), r) != n || strcmp(repaired, r) != 0)
+            fail_msg("\"%s\" is not whole UTF-8", r);
+        for (const char *c = r; *c != '\0'; c++)
+            assert_false((unsigned char)*c < 0x20 || *c == 0x7f);
+        assert_null(strstr(r, "serial="));
+        result_free(res);
+        fixture_cleanup(&f);
     }
     free(q);
 }
@@ -1430,6 +1490,7 @@ int main(void)
         cmocka_unit_test(test_sign_answers),
         cmocka_unit_test(test_sign_envelope_strict),
         cmocka_unit_test(test_sign_error_with_certificate),
+        cmocka_unit_test(test_sign_message_bounded),
         cmocka_unit_test(test_sign_foreign_issuer),
         cmocka_unit_test(test_info_lazy_retry),
         cmocka_unit_test(test_chain_with_issuer_ca),
