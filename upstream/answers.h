@@ -172,7 +172,9 @@ int gw_cfssl_parse_envelope(const char *body, size_t len, struct gw_cfssl_envelo
  * a readable result.certificate is refused whole (cfssl writes its errors with "result": null). A sign
  * answer refused whole (a gw_err) with a readable result.certificate, whatever its "success" says or
  * is, also one with bytes after its JSON document, keeps that certificate in |out->cert|: cfssl may
- * have issued it, so the caller must record and revoke it; gw_cfssl_cert_cleanup frees it.
+ * have issued it, so the caller must record and revoke it; gw_cfssl_cert_cleanup frees it. A refused
+ * answer whose envelope reads and says "success": false (the certificate beside it) keeps cfssl's
+ * error in |out->env|; any other refused answer leaves |out->env| zeroed.
  */
 struct gw_cfssl_cert {
     struct gw_cfssl_envelope env;

@@ -179,6 +179,26 @@ static void classify_error(struct answer *a, const char *up, long http_status,
                  msg[0] ? msg : "unexpected answer", a->code);
 }
 
+/*
+ * An answer to |endpoint| refused whole for |why|, and cfssl's own error beside, where its envelope
+ * read and says one: a "success": false refused for the certificate it holds all the same is still a
+ * refusal, which the client and the operator learn the words of.
+ */
+static void answer_refused(struct answer *a, const char *up, const char *endpoint, long http_status,
+                           const char *why, const struct gw_cfssl_envelope *env)
+{
+    char head[GW_ERR_LEN];
+
+    snprintf(head, sizeof(head), "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", up,
+             strrchr(endpoint, '/') + 1, http_status, why);
+    if (env->success || env->message[0] == '\0') {
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", head);
+        return;
+    }
+    snprintf(head + strlen(head), sizeof(head) - strlen(head), "; cfssl's error");
+    answer_quote(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, head, env->message, env->code);
+}
+
 /* Has |what|'s parser read |rsp| into |a|: 0, or the parser's gw_err with the reason in |why|. */
 static int read_answer(const struct gw_http_response *rsp, enum reading what, struct gw_cfssl_envelope *env,
                        struct answer *a, char *why)
@@ -252,9 +272,7 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
     /* a broken 5xx body says no more than its status, unless it holds a certificate (then the
        reason says why the certificate is withdrawn) */
     else if (rc != 0 && (rsp->status < 500 || a->cert != NULL))
-        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                    "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", gw_upstream_conf_name(conf),
-                    strrchr(endpoint, '/') + 1, rsp->status, why);
+        answer_refused(a, gw_upstream_conf_name(conf), endpoint, rsp->status, why, &env);
     else
         classify_error(a, gw_upstream_conf_name(conf), rsp->status, rc == 0 ? &env : NULL);
 out:

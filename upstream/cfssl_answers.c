@@ -113,6 +113,7 @@ static X509 *leading_cert(const char *body, size_t len)
  */
 static int parse_cert(const char *body, size_t len, int keep, struct gw_cfssl_cert *out, char *err)
 {
+    struct gw_cfssl_envelope said;
     json_object *root, *result;
     STACK_OF(X509) *one = NULL;
     X509 *issued = NULL;
@@ -147,8 +148,11 @@ out:
         issued = issued_cert(root);
     json_object_put(root);
     if (rc != 0) {
+        said = out->env; /* cfssl's error, where it said "success": false (envelope clears a broken one) */
         gw_cfssl_cert_cleanup(out);
         out->cert = issued;
+        if (!said.success)
+            out->env = said;
     }
     return rc;
 }

@@ -55,6 +55,7 @@ ELSEWHERE = {
     "cfssl_csr": ("../unit/test_cfssl.c", "cfssl refused the CSR: "),
     "cfssl_failed": ("../unit/test_cfssl.c", " failed (HTTP "),
     "cfssl_unexpected": ("../unit/test_cfssl.c", ": HTTP "),
+    "cfssl_certificate_beside_failure": ("../unit/test_cfssl.c", "false; cfssl's error: "),
     "upstream_refused_gateway": ("test_cmp_upstream.py", " did not accept the gateway's own request (its "),
     "issued_serial_revoked": ("test_vault_answers.py", " was revoked through this gateway: "),
     "issued_serial_unchecked": ("../unit/test_cmp.c", " was revoked through this gateway cannot be checked now; "),

@@ -35,11 +35,11 @@ static void cert(const char *what, int (*parse)(const char *, size_t, struct gw_
     int rc = parse(body, len, &c, err);
 
     fuzz_check_reason(what, rc, err);
-    if (rc == 0) {
-        check_env(what, &c.env);
-        if (c.env.success != (c.cert != NULL))
-            fuzz_die("%s: success %d with%s a certificate", what, c.env.success, c.cert != NULL ? "" : "out");
-    }
+    check_env(what, &c.env); /* a refused answer's too: cfssl's error, which its reason quotes */
+    if (rc == 0 && c.env.success != (c.cert != NULL))
+        fuzz_die("%s: success %d with%s a certificate", what, c.env.success, c.cert != NULL ? "" : "out");
+    if (rc != 0 && c.env.success)
+        fuzz_die("%s: refused, and its envelope kept saying success", what);
     gw_cfssl_cert_cleanup(&c);
 }
 

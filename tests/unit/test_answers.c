@@ -1114,8 +1114,8 @@ static void test_cfssl_sign_info(void **state)
         assert_null(o.ccert.cert);
     }
     /* cfssl writes its errors with "result": null: a certificate beside "success": false was issued all
-       the same, so the answer is refused and the certificate kept to be withdrawn; info keeps none and
-       reads cfssl's error. */
+       the same, so the answer is refused and the certificate kept to be withdrawn, and cfssl's error
+       with it where the envelope reads; info keeps none and reads cfssl's error. */
     static const char *const refused[] = {
         "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[1]}",
         "{\"success\":false,\"result\":{\"certificate\":@LEAF@},\"errors\":[{\"code\":1000,\"message\":"
@@ -1124,6 +1124,8 @@ static void test_cfssl_sign_info(void **state)
         assert_int_equal(parse_tmpl(CFSSL_SIGN, refused[i], &o, err), UP);
         assert_true(o.ccert.cert != NULL && X509_cmp(o.ccert.cert, leaf) == 0);
         assert_false(o.ccert.env.success);
+        assert_int_equal(o.ccert.env.code, i == 1 ? 1000 : 0);
+        assert_string_equal(o.ccert.env.message, i == 1 ? "m" : "");
         gw_cfssl_cert_cleanup(&o.ccert);
     }
     assert_non_null(strstr(err, "result.certificate holds a certificate beside \"success\": false"));

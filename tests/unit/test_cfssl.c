@@ -980,22 +980,25 @@ static void test_sign_envelope_strict(void **state)
 /*
  * cfssl writes every error with "result": null. An error answer that holds a certificate all the same
  * (a broken or altered cfssl) is refused as systemFailure whatever its status and code, and its
- * certificate handed on to be recorded and withdrawn; each twin without the certificate is cfssl's error.
+ * certificate handed on to be recorded and withdrawn; the reason still says cfssl's error. Each twin
+ * without the certificate is cfssl's error.
  */
 static void test_sign_error_with_certificate(void **state)
 {
     static const struct {
         long http;
         const char *error; /* errors[0] */
+        const char *said;  /* what the reason quotes of it */
         int fail_info;     /* of the twin without a certificate */
         const char *twin;  /* its reason */
     } cases[] = {
-        {200, "{\"code\":1000,\"message\":\"signing failed\"}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
-         "cfssl cf: HTTP 200: signing failed (code 1000)"},
-        {400, "{\"code\":5500,\"message\":\"whitelist\"}", OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+        {200, "{\"code\":1000,\"message\":\"signing failed\"}", "signing failed (code 1000)",
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl cf: HTTP 200: signing failed (code 1000)"},
+        {400, "{\"code\":5500,\"message\":\"whitelist\"}", "whitelist (code 5500)",
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
          "refused by the cfssl profile's policy: whitelist (code 5500)"},
-        {500, "{\"code\":1000,\"message\":\"signing failed\"}", OSSL_CMP_PKIFAILUREINFO_systemFailure,
-         "cfssl cf failed (HTTP 500): signing failed (code 1000)"},
+        {500, "{\"code\":1000,\"message\":\"signing failed\"}", "signing failed (code 1000)",
+         OSSL_CMP_PKIFAILUREINFO_systemFailure, "cfssl cf failed (HTTP 500): signing failed (code 1000)"},
     };
     char *q = json_quote(leaf_pem), body[8192], reason[GW_ERR_LEN];
 
@@ -1017,8 +1020,8 @@ static void test_sign_error_with_certificate(void **state)
             if (with) {
                 snprintf(reason, sizeof(reason),
                          "cfssl cf: the sign answer (HTTP %ld) is refused: result.certificate holds a "
-                         "certificate beside \"success\": false",
-                         cases[i].http);
+                         "certificate beside \"success\": false; cfssl's error: %s",
+                         cases[i].http, cases[i].said);
                 assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
                 assert_true(res->cert != NULL && X509_cmp(res->cert, leaf) == 0);
                 assert_string_equal(res->reason, reason);
@@ -1038,7 +1041,7 @@ static void test_sign_error_with_certificate(void **state)
 /*
  * cfssl's message is a hostile string that reaches a statusString and the log: each reason quotes at
  * most GW_MAX_CFSSL_QUOTE bytes of it, cut between UTF-8 characters, control characters as '?', and the
- * words after it (its code) whole. A refusal and a 5xx alike.
+ * words after it (its code) whole. A refusal, a 5xx and a certificate beside "success": false alike.
  */
 static void test_sign_message_bounded(void **state)
 {
@@ -1049,6 +1052,9 @@ static void test_sign_message_bounded(void **state)
     } cases[] = {
         {400, 0, "cfssl cf: refused by the cfssl profile's policy: "},
         {500, 0, "cfssl cf failed (HTTP 500): "},
+        {400, 1,
+         "cfssl cf: the sign answer (HTTP 400) is refused: result.certificate holds a certificate beside "
+         "\"success\": false; cfssl's error: "},
     };
     char *q = json_quote(leaf_pem), msg[1024], body[8192], repaired[GW_ERR_LEN];
     size_t n, i, quoted;
