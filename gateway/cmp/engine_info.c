@@ -6,8 +6,10 @@
 #include "gateway/cmp/audit.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/signer.h"
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
@@ -54,6 +56,11 @@ void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e)
 {
     if (e != NULL)
         cmp_withdrawals_settle(e);
+}
+
+size_t gw_cmp_engine_revocations_waiting(struct gw_cmp_engine *e)
+{
+    return e != NULL && e->revoked != NULL ? cmp_revoked_waiting(e->revoked) : 0;
 }
 
 void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void))

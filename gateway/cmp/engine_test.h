@@ -29,6 +29,12 @@ bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e);
 /* gw_cmp_engine_settle_withdrawals waits until the revocations queued under |e| have ended. */
 void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e);
 
+/*
+ * gw_cmp_engine_revocations_waiting: the revocations under |e| (an rr, a withdrawal) that wait for another
+ * revocation of the same certificate to end now, for a test to go on once one waits.
+ */
+size_t gw_cmp_engine_revocations_waiting(struct gw_cmp_engine *e);
+
 /* gw_cmp_engine_txns: the table of |e|'s open transactions, for a test to hold one as a message would. */
 struct gw_txn_table *gw_cmp_engine_txns(struct gw_cmp_engine *e);
 

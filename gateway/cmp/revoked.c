@@ -117,6 +117,7 @@ struct cmp_revoked {
     struct done_entry done[GW_MAX_REVOKED_UNKEPT]; /* unkept revocations that ended lately, unsorted */
     size_t n_done;
     pthread_cond_t ended;      /* a revocation under way ended: its mark is gone */
+    size_t n_waiting;          /* revocations waiting in mark for now (cmp_revoked_waiting) */
     pthread_mutex_t file_lock; /* one append at a time: a failed one is cut off before the next */
     int fd;                    /* cmp.revoked_file, O_APPEND; -1 without one, or past a failed append */
     char *file;
@@ -829,7 +830,9 @@ static int mark(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_m
     while (revoking_at(rs, id) < rs->n_revoking || rs->n_revoking >= GW_MAX_REVOKING) {
         if (late)
             break;
+        rs->n_waiting++;
         late = pthread_cond_timedwait(&rs->ended, &rs->lock, &until) == ETIMEDOUT;
+        rs->n_waiting--;
     }
     if (revoking_at(rs, id) == rs->n_revoking && rs->n_revoking < GW_MAX_REVOKING) {
         rs->revoking[rs->n_revoking] = (struct revoking){.wait_ms = wait_ms};
@@ -838,6 +841,16 @@ static int mark(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_m
     }
     pthread_mutex_unlock(&rs->lock);
     return rc;
+}
+
+size_t cmp_revoked_waiting(struct cmp_revoked *rs)
+{
+    size_t n;
+
+    pthread_mutex_lock(&rs->lock);
+    n = rs->n_waiting;
+    pthread_mutex_unlock(&rs->lock);
+    return n;
 }
 
 /* The mark of |id| taken off at |now|; a revocation the set did not keep remembered first. */

@@ -86,6 +86,12 @@ int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REV
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
 
 /*
+ * cmp_revoked_waiting: the cmp_revoked_begin calls of |rs| that wait for another revocation's mark now
+ * (gw_cmp_engine_revocations_waiting). Any thread.
+ */
+size_t cmp_revoked_waiting(struct cmp_revoked *rs);
+
+/*
  * cmp_revoked_end: the revocation cmp_revoked_begin marked ended. Its shared mark goes, or where
  * cmp_revoked_add could not put the certificate in the shared state meanwhile, stays as "done" until it
  * expires (gw_cluster_unmark_revoking): another instance waiting for it finds it revoked all the same.

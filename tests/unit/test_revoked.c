@@ -29,6 +29,7 @@
 #include "base/limits.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/conf.h"
+#include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/revoked.h"
 
@@ -252,7 +253,10 @@ static int raced_by_second(struct marks *m, X509 *x, time_t at, int added)
 
     assert_int_equal(cmp_revoked_begin(&m->e, x, WAIT_MS, err), 0);
     assert_int_equal(pthread_create(&th, NULL, second_begins, &s), 0);
-    usleep(200 * 1000); /* the second waits for the mark by now */
+    /* the second waits for the mark (5 s at most, its own wait) */
+    for (int i = 0; i < 500 && gw_cmp_engine_revocations_waiting(&m->e) == 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(gw_cmp_engine_revocations_waiting(&m->e), 1);
     now_is = at;
     assert_int_equal(cmp_revoked_add(&m->e, x, now_is, err), added);
     cmp_revoked_end(&m->e, x);

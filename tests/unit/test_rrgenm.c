@@ -1896,7 +1896,10 @@ static void drain_during(int n)
     if (n != 1)
         return;
     withdraw_race_cert();
-    usleep(200 * 1000); /* the withdrawal's thread waits for the rr's mark by now */
+    /* the withdrawal's thread waits for the rr's mark (the upstream's timeout at most) */
+    for (int i = 0; i < 500 && gw_cmp_engine_revocations_waiting(race.env->engine) == 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(gw_cmp_engine_revocations_waiting(race.env->engine), 1);
     assert_false(cmp_withdrawals_drain(race.env->engine, gw_now_ms() + 100));
 }
 
