@@ -369,9 +369,15 @@ class PollingRestart(harness.GatewayTestCase):
                                      ["-newkey", key, "-subject", "/CN=restart", "-keep_alive", "0"],
                                      timeout=60)
 
+        first_pollrep = self.gw.dir / "restart.rsp01.der"
+        if first_pollrep.exists():
+            first_pollrep.unlink()
         t = threading.Thread(target=enrol)
         t.start()
-        time.sleep(5.5)  # waiting answered at 5 s, the first pollRep asks for 5 s more
+        # waiting answered at 5 s, then the first pollRep, which asks for 5 s more: the client sleeps
+        # while the upstream call (7 s) still runs
+        harness.settled(first_pollrep.exists, bool)
+        self.assertTrue(first_pollrep.exists(), self.gw.stderr()[-3000:])
         self.gw.signal_stop()
         rc = self.gw.wait_exit()  # waits for the 7 s upstream call, within the drain deadline
         self.gw.proc = None
