@@ -761,7 +761,14 @@ class VaultClientGone(SlowVault):
     def test_certconf_expected(self):
         issued = self.leave("gone-certconf", ())
         self.assert_withdrawn(issued)
-        time.sleep(5)  # past transaction_ttl and the expiry tick: the transaction was closed, not left open
+        # the twin, begun later and answered but never confirmed, expires: by then an expiry tick past
+        # transaction_ttl would have found the first one too, had it been left open rather than closed
+        req = self.gw.make_request("left-open", "p10cr", subject="/CN=left-open.example.com", extra=())
+        answered = self.gw.curl(path="/pki/roles/vault/cmp", data=req, http="--http2")
+        self.assertEqual(harness.decode_cmp(answered.body).body_type, "cp", answered)
+        expired = harness.settled(lambda: harness.audit_records(self.gw, "expired_unconfirmed",
+                                                                "left-open.example.com"), len)
+        self.assertEqual(len(expired), 1, self.gw.stderr()[-3000:])
         self.assertEqual(harness.audit_records(self.gw, "expired_unconfirmed", "gone-certconf.example.com"), [])
 
 
