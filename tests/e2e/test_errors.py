@@ -1547,9 +1547,12 @@ class Busy(Base):
         """A pollReq and an error message while the ir runs: told to retry, and the ir goes on to its ip."""
         ir = encoder.encode(self.fresh("busy"))
         answers = []
+        inflight = lambda: harness.metric(self.gw, "cmpgw_upstream_inflight_calls", 0, upstream="local")
+        self.assertEqual(harness.settled(inflight, lambda n: n == 0), 0)  # another test's polled call ended
         running = threading.Thread(target=lambda: answers.append(self.send("busy-ir", ir)))
         running.start()
-        time.sleep(harness.SLOW)  # the ir holds its transactionID once its checks passed
+        # the ir holds its transactionID once its checks passed: by the time its sign call is out
+        self.assertEqual(harness.settled(inflight, bool), 1, self.gw.stderr()[-3000:])
         self.expect("txn_busy", self.send("busy-poll", pollreq(load(ir), self.key())))
         self.expect("txn_busy", self.send("busy-error", error_msg(load(ir), self.key())))
         running.join(harness.CLIENT_TIMEOUT)
