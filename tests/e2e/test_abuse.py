@@ -245,10 +245,14 @@ class BoundedWork(harness.GatewayTestCase):
         bundle = heavy_bundle(d / "heavy60.pem", key, name, 60)
         der = self.gw.make_request("heavy60", auth=(d / "attacker.pem", d / "attacker.key"),
                                    extra=("-extracerts", bundle, "-implicit_confirm"))
-        r = self.gw.curl(data=der)
-        self.assertEqual((r.status, r.body.decode().strip()), (400, TEXT_TOO_MANY_KEYS), r)
-        # a work bound, not a benchmark: about a second when every certificate was tried
-        self.assertLess(self.last_duration_ms(), 200 * harness.SLOW)
+        took = []
+        for _ in range(3):
+            r = self.gw.curl(data=der)
+            self.assertEqual((r.status, r.body.decode().strip()), (400, TEXT_TOO_MANY_KEYS), r)
+            took.append(self.last_duration_ms())
+        # a work bound, not a benchmark: about a second when every certificate was tried, each time. The
+        # fastest of three, so that a loaded machine's stall is not taken for the gateway's work
+        self.assertLess(min(took), 200 * harness.SLOW, took)
 
     def test_heavy_exponents_under_the_count_cap(self):
         key, name = self.attacker()
