@@ -83,6 +83,21 @@ def settled(read, done, timeout=20.0):
     return value
 
 
+def wait_listener_closed(gw):
+    """Waits (at most STOP_TIMEOUT) until |gw|'s CMP listener refuses connections: it has begun to drain,
+    every request from now on answered "shutting down". A connection that reached the backlog as the
+    listener closed is reset instead: that listener is closed too."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+        except (ConnectionRefusedError, ConnectionResetError):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the CMP listener still accepts connections after SIGTERM")
+        time.sleep(0.05)
+
+
 def audit_records(gw, event, cn=None):
     """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
     path = gw.dir / "audit.log"

@@ -291,7 +291,7 @@ class AdminReloadWhileStopping(harness.GatewayTestCase):
             while len(head) - head.index(b"\r\n\r\n") - 4 < length:
                 head += s.recv(4096)
             self.gw.signal_stop()
-            time.sleep(0.5)  # draining: this connection idles on
+            harness.wait_listener_closed(self.gw)  # draining: this connection idles on
             s.sendall(req)
             answer = harness.read_to_eof(s).decode(errors="replace")
         self.assertTrue(answer.startswith("HTTP/1.1 503 "), answer)

@@ -13,21 +13,6 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
 
-def wait_listener_closed(gw):
-    """Waits (at most STOP_TIMEOUT) until |gw|'s CMP listener refuses connections: it has begun to drain,
-    every request from now on answered "shutting down". A connection that reached the backlog as the
-    listener closed is reset instead: that listener is closed too."""
-    deadline = time.monotonic() + harness.STOP_TIMEOUT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
-        except (ConnectionRefusedError, ConnectionResetError):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("the CMP listener still accepts connections after SIGTERM")
-        time.sleep(0.05)
-
-
 class ShutdownInFlight(harness.GatewayTestCase):
 
     @classmethod
@@ -53,7 +38,7 @@ class ShutdownInFlight(harness.GatewayTestCase):
             time.sleep(0.05)
         self.assertTrue(t.is_alive(), out)  # the ir waits in the upstream's 3 s delay
         self.gw.signal_stop()
-        wait_listener_closed(self.gw)
+        harness.wait_listener_closed(self.gw)
         t.join(harness.CLIENT_TIMEOUT)
         self.assertNotIn("error", out, out.get("error"))
         self.assert_issued(out["res"].cert, key, "CN=inflight", [], out["res"].first.extra_certs_pem())
@@ -75,7 +60,7 @@ class ShutdownKeptConnection(harness.GatewayTestCase):
         sock = self.gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
         try:
             self.gw.signal_stop()
-            wait_listener_closed(self.gw)  # draining: this connection idles on
+            harness.wait_listener_closed(self.gw)  # draining: this connection idles on
             sock.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
                          b"Content-Length: %d\r\n\r\n" % len(der) + der)
             answer = harness.read_to_eof(sock)
