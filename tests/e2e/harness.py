@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -96,6 +97,25 @@ def wait_listener_closed(gw):
         if time.monotonic() > deadline:
             raise AssertionError("the CMP listener still accepts connections after SIGTERM")
         time.sleep(0.05)
+
+
+def accepted(gw, socks):
+    """Whether |gw|'s process holds the other end of each of |socks|: accepted, none left in the listen
+    queue, where the listener's close would reset it rather than the gateway close it."""
+    mine = set()
+    for fd in os.listdir("/proc/%d/fd" % gw.proc.pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (gw.proc.pid, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            mine.add(link[len("socket:["):-1])
+    # /proc/net/tcp: local and remote address as the kernel holds them (hex, the IPv4 address in host order)
+    with open("/proc/%d/net/tcp" % gw.proc.pid) as f:
+        lines = f.read().splitlines()[1:]
+    peers = {f[2] for f in (l.split() for l in lines) if f[9] in mine}
+    return all("%08X:%04X" % (struct.unpack("=I", socket.inet_aton(a))[0], port) in peers
+               for a, port in (s.getsockname() for s in socks))
 
 
 def audit_records(gw, event, cn=None):

@@ -6,7 +6,6 @@ TLS). End to end: `openssl cmp` through a real haproxy in TCP mode (TLS passthro
 send-proxy, from source 127.0.0.2) enrols, the gateway sees the client's address, never the balancer's.
 """
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -30,25 +29,6 @@ def v2_header(src, sport, dst="127.0.0.1", dport=8443):
 
 def v1_header(src, sport, dst="127.0.0.1", dport=8443):
     return ("PROXY TCP4 %s %s %d %d\r\n" % (src, dst, sport, dport)).encode()
-
-
-def accepted(gw, socks):
-    """Whether |gw|'s process holds the other end of each of |socks|: accepted, none left in the listen
-    queue, where the listener's close would reset it rather than the gateway close it."""
-    mine = set()
-    for fd in os.listdir("/proc/%d/fd" % gw.proc.pid):
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (gw.proc.pid, fd))
-        except OSError:  # closed meanwhile
-            continue
-        if link.startswith("socket:["):
-            mine.add(link[len("socket:["):-1])
-    # /proc/net/tcp: local and remote address as the kernel holds them (hex, the IPv4 address in host order)
-    with open("/proc/%d/net/tcp" % gw.proc.pid) as f:
-        lines = f.read().splitlines()[1:]
-    peers = {f[2] for f in (l.split() for l in lines) if f[9] in mine}
-    return all("%08X:%04X" % (struct.unpack("=I", socket.inet_aton(a))[0], port) in peers
-               for a, port in (s.getsockname() for s in socks))
 
 
 class Haproxy:
@@ -216,7 +196,7 @@ class ProxyProtocol(harness.GatewayTestCase):
             raw.connect(("127.0.0.1", self.gw.port))
             raw.sendall(part)
             pending.append(raw)
-        self.assertTrue(harness.settled(lambda: accepted(self.gw, pending), bool))
+        self.assertTrue(harness.settled(lambda: harness.accepted(self.gw, pending), bool))
         self.gw.stop()  # exit 0, no sanitizer report
         for raw in pending:
             raw.settimeout(5)

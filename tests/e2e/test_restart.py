@@ -231,7 +231,7 @@ class RevokedDuringHandOver(harness.GatewayTestCase):
         # connections the old gateway accepts before the hand-over, used once the new one serves
         kept = [socket.create_connection(("127.0.0.1", self.gw.port)) for _ in range(2)]
         relays = [Relay(s) for s in kept]
-        time.sleep(0.5)
+        self.assertTrue(harness.settled(lambda: harness.accepted(self.gw, kept), bool))
         old = self.gw.proc
         err = open(d / "successor.stderr", "wb")
         new = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(self.gw.config_path)], cwd=d,
