@@ -23,8 +23,8 @@
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
- * Scripts run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis). What a record
- * and a result are, as bytes, is cluster_record.c's.
+ * Scripts (cluster_scripts.c) run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
+ * What a record and a result are, as bytes, is cluster_record.c's.
  */
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/cluster_local.h"
@@ -50,197 +50,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-
-enum {
-    S_SEEN,
-    S_RESERVE,
-    S_RELEASE,
-    S_PUT,
-    S_TAKE,
-    S_DROP,
-    S_UNLEASE,
-    S_PING,
-    S_CLAIM,
-    S_RESULT,
-    S_UPDATE,
-    S_REVOKED,
-    S_REVOKING,
-    S_UNMARK,
-    N_SCRIPTS
-};
-
-/* In a script: the result key, or the reservation, of the record key KEYS[1] (or |k|) */
-#define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
-#define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
-#define LUA_TOOK_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'took:%1'))"
-#define LUA_DEADLINES_OF(k) "(string.gsub(" k ", 'rec:%x+$', 'deadlines'))"
-#define LUA_NUM_(n) #n
-#define LUA_NUM(n) LUA_NUM_(n)
-/* In a script: the revoking: mark beside the revoked: entry |k| */
-#define LUA_MARK_OF(k) "(string.gsub(" k ", 'revoked:(%x+)$', 'revoking:%1'))"
-
-/*
- * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
- * counted steps end alike: expired members out, the cap, then the entry and its member.
- */
-#define LUA_COUNTED_SET                                                                                      \
-    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"                                             \
-    "if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 3 end\n"     \
-    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"                                                   \
-    "redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), KEYS[1])\n"                          \
-    "if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end\n"    \
-    "return 0\n"
-
-/* clang-format off */
-/* In a script: the reservation of the record KEYS[1] lasts |secs| seconds more at least, as what is
-   written beside the record for that long does (TTL rounds to the second: <= keeps it the longer) */
-#define LUA_HOLD_TXN(secs) \
-    "if redis.call('TTL', " LUA_TXN_OF("KEYS[1]") ") <= tonumber(" secs ") then\n" \
-    "  redis.call('EXPIRE', " LUA_TXN_OF("KEYS[1]") ", " secs ")\n" \
-    "end\n"
-
-/* One line of Lua per line of C: */
-static const char *const scripts[N_SCRIPTS] = {
-    [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
-               "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
-    [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
-    /* KEYS: the reservation and the share's sorted set. The share's count goes down; the
-       reservation stays (until it expires) while a record, result or lease of the transactionID
-       lives: an instance may still continue, end or rewrite it */
-    [S_RELEASE] = "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
-                  "local l = string.gsub(KEYS[1], 'txn:(%x+)$', 'lease:%1')\n"
-                  "local res = string.gsub(KEYS[1], 'txn:(%x+)$', 'res:%1')\n"
-                  "if redis.call('EXISTS', r, l, res) == 0 then redis.call('DEL', KEYS[1]) end\n"
-                  "redis.call('ZREM', KEYS[2], KEYS[1])\n"
-                  "return 0\n",
-    /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline,
-       this instance. The record, its deadline on Redis's clock (for the instance that records its
-       expiry if its own is gone: gw_cluster_claim_expired), and the transactionID's reservation until
-       the record goes, taken again if it ran out (an upstream call longer than it): 0; 2, nothing
-       written, when another instance reserved the transactionID meanwhile */
-    [S_PUT] = "local t = " LUA_TXN_OF("KEYS[1]") "\n"
-              "local o = redis.call('GET', t)\n"
-              "if o and o ~= ARGV[4] then return 2 end\n"
-              "redis.call('SET', t, ARGV[4], 'EX', ARGV[2])\n"
-              "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-              "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
-              "return 0\n",
-    /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
-       seconds, the largest record and result an instance writes. The record and its result (or nil), 1
-       when another instance holds it, 2 when either is larger than an instance writes, 3 when its
-       deadline (its score in the deadlines, as the claim reads it: ZADD XX INCR 0 reads it unchanged with
-       a command the gateway's ACL has) has passed on Redis's clock (neither sent nor leased, for 2 and
-       3), or nil; the lease holds the reservation */
-    [S_TAKE] = "local v = redis.call('GET', KEYS[1])\n"
-               "if not v then return nil end\n"
-               "local d = redis.call('ZADD', " LUA_DEADLINES_OF("KEYS[1]") ", 'XX', 'INCR', 0, KEYS[1])\n"
-               "if d and tonumber(d) <= tonumber(redis.call('TIME')[1]) then return 3 end\n"
-               "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
-               "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
-               "if ARGV[1] ~= '' then\n"
-               "  if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
-               LUA_HOLD_TXN("ARGV[2]")
-               "end\n"
-               "return {v, r}\n",
-    /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
-       its lease ('r': read back only what the end of that id took, as it answered, or {0, ''}, touching nothing),
-       the largest result an instance writes, this end's id (its retry's too). 2 when another
-       instance holds the lease (and it stays); else {1 if the record was there, the result that went
-       with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
-       holds it. What an end took ('1' and the result; '0' if it found no record) is kept under a took: key
-       of its own (the instance, the end's id) for GW_STATE_TOOK_SECS: the same end asked again answers it
-       as the lost answer did, touching nothing (a record there by then is a later transaction's under the
-       transactionID), and 'r' reads it back should that answer be lost too. No other end, of this instance
-       or another (a later transaction under the transactionID), is handed it or deletes it before then */
-    [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
-               "local p = redis.call('GET', took)\n"
-               "if p then p = {string.sub(p, 1, 1) == '1' and 1 or 0, string.sub(p, 2)} end\n"
-               "if p and #p[2] > tonumber(ARGV[4]) then p[2] = '' end\n"
-               "if p then return p end\n"
-               "if ARGV[3] == 'r' then return {0, ''} end\n"
-               "local l = redis.call('GET', KEYS[2])\n"
-               "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
-               "local res = " LUA_RES_OF("KEYS[1]") "\n"
-               "local r = redis.call('GET', res) or ''\n"
-               "if #r > tonumber(ARGV[4]) then r = '' end\n"
-               "local n = redis.call('DEL', KEYS[1])\n"
-               "redis.call('DEL', res)\n"
-               "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
-               "redis.call('ZREM', ARGV[2], KEYS[1])\n"
-               "redis.call('SET', took, n .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
-               "return {n, r}\n",
-    /* KEYS[2], a record's lease, goes if this instance holds it */
-    [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
-                  "return 0\n",
-    /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
-    [S_PING] = "return 0\n",
-    /* KEYS: the deadlines and this instance's claimed:; ARGV: the slack, how many, the largest record and
-       result an instance writes, this claim's id. The records past their deadline, each taken by exactly
-       one caller: key, record, result (or ""), key, record, result...; a larger one as "" and "" (it does
-       not verify). What a claim took is kept under its id until this instance's next claim, asked under
-       another id once the answer came: a claim asked again under its id, its answer lost, answers it as
-       the lost answer did, and takes nothing more */
-    [S_CLAIM] =
-        "local t = redis.call('GET', KEYS[2])\n"
-        "local id = t and string.match(t, '^(%d+):')\n"
-        "if id == ARGV[5] then return cmsgpack.unpack(string.sub(t, #id + 2)) end\n"
-        "if t then redis.call('DEL', KEYS[2]) end\n"
-        "local out = {}\n"
-        "local now = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])\n"
-        "for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do\n"
-        "  local l = string.gsub(k, 'rec:(%x+)$', 'lease:%1')\n"
-        "  if redis.call('EXISTS', l) == 0 and redis.call('ZREM', KEYS[1], k) == 1 then\n"
-        "    local v = redis.call('GET', k)\n"
-        "    local r = " LUA_RES_OF("k") "\n"
-        "    if v then\n"
-        "      local res = redis.call('GET', r) or ''\n"
-        "      if #v > tonumber(ARGV[3]) or #res > tonumber(ARGV[4]) then v, res = '', '' end\n"
-        "      table.insert(out, k) table.insert(out, v) table.insert(out, res)\n"
-        "      redis.call('DEL', k, r)\n"
-        "    end\n"
-        "  end\n"
-        "end\n"
-        "if #out > 0 then\n"
-        "  redis.call('SET', KEYS[2], ARGV[5] .. ':' .. cmsgpack.pack(out), 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
-        "end\n"
-        "return out\n",
-    /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone; the
-       result holds the reservation */
-    [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-                 "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
-                 LUA_HOLD_TXN("ARGV[2]")
-                 "return 1\n",
-    /* KEYS: the record, its lease; ARGV: the record, this instance. 1; 0 when the record is gone; 2
-       when this instance no longer holds the lease (another may be answering: its rewrite stands) */
-    [S_UPDATE] = "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 2 end\n"
-                 "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-                 "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
-                 "return 1\n",
-    /* KEYS: a certificate's revoked: entry (twice). 1 when an instance revoked it, in the revoked set or by
-       a mark left "done" (S_UNMARK) while that lives; else 0. The mark is read, never written */
-    [S_REVOKED] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end\n"
-                  "if redis.call('GET', " LUA_MARK_OF("KEYS[1]") ") == 'done' then return 1 end\n"
-                  "return 0\n",
-    /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, the mark's
-       milliseconds. 2 when an instance revoked it (nothing marked), in the revoked set or by a mark
-       left "done"; 1 when another instance's mark holds; else 0, marked. A mark of this instance's
-       own is taken again: its revocations of one certificate run one at a time (revoked.c), so that
-       one is left over (its end, or the answer to its taking, was lost) */
-    [S_REVOKING] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n"
-                   "local m = redis.call('GET', KEYS[2])\n"
-                   "if m == 'done' then return 2 end\n"
-                   "if m and m ~= ARGV[1] then return 1 end\n"
-                   "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
-                   "return 0\n",
-    /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, '1' when it
-       revoked the certificate but the revoked set did not take it. The mark, while this instance's,
-       goes; or in that case stays for its TTL as "done": who waited for it finds the revocation */
-    [S_UNMARK] = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end\n"
-                 "if ARGV[2] == '1' then redis.call('SET', KEYS[2], 'done', 'KEEPTTL') return 1 end\n"
-                 "redis.call('DEL', KEYS[2])\n"
-                 "return 0\n",
-};
-/* clang-format on */
 
 #define ID_HASH_HEX 32
 #define KEY_LEN (64 + 8 + 2 * GW_MAX_TID_LEN + 1)
@@ -540,9 +349,9 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r); /* Redis restarted or its scripts were flushed: EVAL loads it again */
         argv[0] = "EVAL";
-        argv[1] = scripts[s];
+        argv[1] = cluster_scripts[s];
         argl[0] = 4;
-        argl[1] = strlen(scripts[s]);
+        argl[1] = strlen(cluster_scripts[s]);
         r = command(cl, c, 5 + argc, argv, argl, &sent); /* the EVALSHA did not run */
     }
     if (unran != NULL)
@@ -684,7 +493,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
         goto fail_crypto;
     gw_hex(cl->owner, rnd, sizeof(rnd));
     for (int s = 0; s < N_SCRIPTS; s++)
-        if (digest_hex("SHA1", scripts[s], strlen(scripts[s]), cl->sha[s], 20) != 0)
+        if (digest_hex("SHA1", cluster_scripts[s], strlen(cluster_scripts[s]), cl->sha[s], 20) != 0)
             goto fail_crypto;
     if ((c = connection(cl, err)) == NULL ||
         require_setting(cl, c, "maxmemory-policy", "noeviction", err) != 0 ||

@@ -1,7 +1,7 @@
 /*
- * Internal sharing of the shared-state module: cluster.c (Redis: keys, scripts, connections) and
- * cluster_record.c (a transaction record and a deferred request's result as the bytes kept in
- * Redis, MAC'ed under the shared "mac_key_file" key).
+ * Internal sharing of the shared-state module: cluster.c (Redis: keys, connections), cluster_scripts.c
+ * (the Lua script of each step) and cluster_record.c (a transaction record and a deferred request's
+ * result as the bytes kept in Redis, MAC'ed under the shared "mac_key_file" key).
  */
 #ifndef GW_CMP_CLUSTER_LOCAL_H
 #define GW_CMP_CLUSTER_LOCAL_H
@@ -10,6 +10,28 @@
 
 struct gw_txn_record;
 struct gw_txn_result;
+
+/* The steps, each one script of cluster_scripts[] */
+enum {
+    S_SEEN,
+    S_RESERVE,
+    S_RELEASE,
+    S_PUT,
+    S_TAKE,
+    S_DROP,
+    S_UNLEASE,
+    S_PING,
+    S_CLAIM,
+    S_RESULT,
+    S_UPDATE,
+    S_REVOKED,
+    S_REVOKING,
+    S_UNMARK,
+    N_SCRIPTS
+};
+
+/* The Lua of each step, by its enum value above */
+extern const char *const cluster_scripts[N_SCRIPTS];
 
 /*
  * |rec| of transactionID |tid| as one blob (malloc'ed, *out_len bytes) MAC'ed under |key|; NULL when
