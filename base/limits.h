@@ -103,6 +103,8 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 /* ends of a record whose every answer was lost, what they took read back at the next ticks within
    GW_STATE_TOOK_SECS (gateway/cmp/poll.c); past them one is logged as not read back at once */
 #define GW_STATE_MAX_UNREAD_ENDS 64
+/* the shared state's epoch (gateway/cmp/cluster.c): "<instance>:<count>" and its NUL */
+#define GW_STATE_EPOCH_LEN 64
 /* "cmp.max_revoked": certificates revoked through the gateway kept until they expire, per instance and
    in the shared state, whatever their CRLs say meanwhile (gateway/cmp/revoked.c); a full set takes no
    more. Some 24 bytes each in memory, 100 in Redis. */

@@ -15,6 +15,9 @@
  *   claimed:<instance> "<claim id>:<MessagePack of the answer>": what that instance's last expiry claim
  *                      took, for it to read back should the answer be lost; TTL: GW_STATE_TOOK_SECS
  *   deadlines          sorted set: the records, scored by deadline on Redis's clock
+ *   epoch              the shared state's epoch: a value no instance wrote before, set by the first ping that
+ *                      finds none (SET NX); no TTL. A flush, or a restart that lost Redis's data, takes it
+ *                      with what was kept: a read-back that finds nothing tells a lost took: by it
  *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
  *   revoked            sorted set: those, scored by expiry (their count is capped)
  *   revoking:<id>      the instance revoking that certificate now, or "done" once it revoked it where
@@ -70,10 +73,12 @@ struct gw_cluster {
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
     bool pinging;
-    pthread_mutex_t lock; /* stop, last_err */
+    pthread_mutex_t lock; /* stop, last_err, epoch */
     pthread_cond_t wake;
     bool stop;
     char last_err[GW_ERR_LEN];
+    char epoch[GW_STATE_EPOCH_LEN]; /* the epoch as the last ping read it; "": none read yet */
+    unsigned long long epochs;      /* the pings' count: the value of the epoch a ping sets */
     time_t claim_logged;         /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
     unsigned long long claim_id; /* its claim's id (S_CLAIM): the next one once an answer came */
 };
@@ -398,6 +403,29 @@ static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k
     return integer_of(cl, eval(cl, s, k1, k2, 4, args, err), err);
 }
 
+/*
+ * The ping: the epoch read, and set first to a value no instance wrote before if Redis has none (flushed,
+ * or restarted without its data, since it was set). Its thread's only (gw_cluster_new, then the pinger).
+ */
+static void ping(struct gw_cluster *cl)
+{
+    char k[KEY_LEN], v[GW_STATE_EPOCH_LEN], err[GW_ERR_LEN];
+    redisReply *r;
+
+    snprintf(k, sizeof(k), "%sepoch", cl->prefix); /* keys under the prefix, as its ACL allows */
+    snprintf(v, sizeof(v), "%s:%llu", cl->owner, ++cl->epochs);
+    r = eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err); /* sets |reachable| either way */
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    if (r->type == REDIS_REPLY_STRING && r->len < sizeof(cl->epoch))
+        snprintf(cl->epoch, sizeof(cl->epoch), "%s", r->str);
+    else
+        cl->epoch[0] = '\0'; /* not an instance's value: no end is told by it */
+    pthread_mutex_unlock(&cl->lock);
+    freeReplyObject(r);
+}
+
 /* The pinger's thread: PING every GW_STATE_PING_SECS until told to stop. */
 static void *pinger_main(void *arg)
 {
@@ -407,17 +435,9 @@ static void *pinger_main(void *arg)
 
     pthread_mutex_lock(&cl->lock);
     while (!cl->stop) {
-        redisContext *c;
-        redisReply *r = NULL;
-
         pthread_mutex_unlock(&cl->lock);
-        if ((c = connection(cl, err)) != NULL) {
-            char k[KEY_LEN];
-
-            snprintf(k, sizeof(k), "%sping", cl->prefix); /* keys under the prefix, as its ACL allows */
-            r = eval(cl, S_PING, k, k, 0, NULL, err);     /* sets |reachable| either way */
-            freeReplyObject(r);
-        }
+        if (connection(cl, err) != NULL)
+            ping(cl);
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += GW_STATE_PING_SECS;
         pthread_mutex_lock(&cl->lock);
@@ -501,6 +521,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
         gw_cluster_free(cl);
         return NULL;
     }
+    ping(cl); /* the epoch, for the first ends (readiness says why if it fails) */
     if (pthread_create(&cl->pinger, NULL, pinger_main, cl) != 0) {
         snprintf(err, GW_ERR_LEN, "shared state: cannot start its thread");
         gw_cluster_free(cl);
@@ -861,12 +882,25 @@ static void left_result(const struct gw_cluster *cl, const unsigned char *tid, s
                   NULL);
 }
 
+/*
+ * Whether |r|, S_DROP's read-back answer of nothing kept, is one of the same epoch as |epoch| (the one the
+ * end went out in): then that end never ran. Else Redis lost what it kept since, or cannot tell.
+ */
+static bool same_epoch(const redisReply *r, const char *epoch)
+{
+    const redisReply *e = r->elements == 3 ? r->element[2] : NULL;
+
+    return epoch[0] != '\0' && e != NULL && e->type == REDIS_REPLY_STRING && e->len == strlen(epoch) &&
+           memcmp(e->str, epoch, e->len) == 0;
+}
+
 /* gw_cluster_drop_record, gw_cluster_end_record (|mode| "0", "1"; |left| as it says), or with "r"
- * gw_cluster_reread_end of the end |id| (|err| NULL: logged, not wanted) */
+ * gw_cluster_reread_end of the end |id| gone out in |epoch| (|err| NULL: logged, not wanted) */
 static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *mode,
-                       unsigned long long id, struct gw_txn_result *left, char *err)
+                       unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], max_record[24], max_result[24], n[24], own[GW_ERR_LEN];
+    char sent_epoch[GW_STATE_EPOCH_LEN] = "";
     const char *args[5] = {NULL, dk, mode, max_result, n};
     bool reread = mode[0] == 'r', unran = true;
     uint64_t sent_ms = gw_now_ms();
@@ -886,6 +920,11 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     if (!reread)
         id = atomic_fetch_add(&cl->ends, 1) + 1; /* never 0: left->unread's none */
     snprintf(n, sizeof(n), "%llu", id);
+    if (left != NULL && !reread) { /* read before the end goes out: it runs in that epoch or a later one */
+        pthread_mutex_lock(&cl->lock);
+        snprintf(sent_epoch, sizeof(sent_epoch), "%s", cl->epoch);
+        pthread_mutex_unlock(&cl->lock);
+    }
     /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
     if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread)
         r = eval(cl, S_DROP, k1, k2, 5, args, err);
@@ -895,12 +934,19 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
         if (left != NULL && !unran && !reread) { /* what it took, if it ran, is kept under its id a while */
             left->unread = id;
             left->unread_until_ms = sent_ms + (uint64_t)GW_STATE_TOOK_SECS * 1000;
+            snprintf(left->unread_epoch, sizeof(left->unread_epoch), "%s", sent_epoch);
         }
         return GW_ERR_UNAVAILABLE;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
         rc = GW_ERR_BUSY;
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    } else if (reread && r->type == REDIS_REPLY_ARRAY && r->elements == 3 && !same_epoch(r, epoch)) {
+        snprintf(err, GW_ERR_LEN,
+                 "the shared state (Redis at %s:%d) lost what it kept since the end went out (its epoch "
+                 "changed: flushed, or restarted without its data): what the end took is unknown",
+                 cl->address, cl->port);
+        rc = GW_ERR_IO;
+    } else if (r->type == REDIS_REPLY_ARRAY && (r->elements == 2 || (reread && r->elements == 3)) &&
                r->element[0]->type == REDIS_REPLY_INTEGER) {
         rc = r->element[0]->integer > 0;
         if (left != NULL)
@@ -918,19 +964,19 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL);
+    return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL, NULL);
 }
 
 int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           struct gw_txn_result *left)
 {
-    return drop_record(cl, tid, tid_len, "1", 0, left, NULL);
+    return drop_record(cl, tid, tid_len, "1", 0, NULL, left, NULL);
 }
 
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          unsigned long long id, struct gw_txn_result *left, char *err)
+                          unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
 {
-    return drop_record(cl, tid, tid_len, "r", id, left, err);
+    return drop_record(cl, tid, tid_len, "r", id, epoch, left, err);
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)

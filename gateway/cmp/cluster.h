@@ -83,6 +83,9 @@ struct gw_txn_result {
     /* with |unread|: until when (gw_now_ms) Redis keeps what the end took at least, GW_STATE_TOOK_SECS from
        before its first try went out (Redis ran it after that, if at all) */
     uint64_t unread_until_ms;
+    /* with |unread|: the shared state's epoch read before its first try went out ("": none read), for
+       gw_cluster_reread_end to tell what Redis lost since from an end that never ran */
+    char unread_epoch[GW_STATE_EPOCH_LEN];
 };
 
 struct gw_txn_record {
@@ -195,14 +198,17 @@ int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_
 
 /*
  * gw_cluster_reread_end reads back what this instance's end |id| of |tid|'s record took (left->unread of
- * gw_cluster_end_record, both its answers lost), while it is kept (GW_STATE_TOOK_SECS; no later end of
- * |tid|, here or on another instance, touches it): 1 with |left| filled as the end would have, present or
- * not; 0 when nothing is kept under |id| (that end never ran: the record, and a result beside it, are
- * still there for their expiry; or it is gone); GW_ERR_UNAVAILABLE with |err|. It touches nothing but that
- * end's own.
+ * gw_cluster_end_record, both its answers lost; |epoch| its left->unread_epoch), while it is kept
+ * (GW_STATE_TOOK_SECS; no later end of |tid|, here or on another instance, touches it): 1 with |left|
+ * filled as the end would have, present or not; 0 when nothing is kept under |id| and Redis's epoch is
+ * still |epoch| (that end never ran: the record, and a result beside it, are still there for their
+ * expiry; or it is gone); GW_ERR_IO with |err| when nothing is kept and the epoch changed or went (Redis
+ * was flushed, or restarted without its data, since the end went out: what it took is unknown, and asking
+ * again tells no more); GW_ERR_UNAVAILABLE with |err|. One round trip; it touches nothing but that end's
+ * own.
  */
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          unsigned long long id, struct gw_txn_result *left, char *err);
+                          unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err);
 
 void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);

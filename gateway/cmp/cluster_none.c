@@ -152,9 +152,9 @@ int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_
 }
 
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                          unsigned long long id, struct gw_txn_result *left, char *err)
+                          unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)id, (void)err;
+    (void)cl, (void)tid, (void)tid_len, (void)id, (void)epoch, (void)err;
     memset(left, 0, sizeof(*left));
     return 0;
 }

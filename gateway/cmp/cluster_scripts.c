@@ -10,6 +10,7 @@
 #define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
 #define LUA_TOOK_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'took:%1'))"
 #define LUA_DEADLINES_OF(k) "(string.gsub(" k ", 'rec:%x+$', 'deadlines'))"
+#define LUA_EPOCH_OF(k) "(string.gsub(" k ", 'rec:%x+$', 'epoch'))"
 #define LUA_NUM_(n) #n
 #define LUA_NUM(n) LUA_NUM_(n)
 /* In a script: the revoking: mark beside the revoked: entry |k| */
@@ -86,14 +87,16 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        holds it. What an end took ('1' and the result; '0' if it found no record) is kept under a took: key
        of its own (the instance, the end's id) for GW_STATE_TOOK_SECS: the same end asked again answers it
        as the lost answer did, touching nothing (a record there by then is a later transaction's under the
-       transactionID), and 'r' reads it back should that answer be lost too. No other end, of this instance
-       or another (a later transaction under the transactionID), is handed it or deletes it before then */
+       transactionID), and 'r' reads it back should that answer be lost too: {0, '', the epoch ('' if none)}
+       when nothing is kept, for the instance to tell an end that never ran from a took: that Redis lost. No
+       other end, of this instance or another (a later transaction under the transactionID), is handed it or
+       deletes it before then */
     [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
                "local p = redis.call('GET', took)\n"
                "if p then p = {string.sub(p, 1, 1) == '1' and 1 or 0, string.sub(p, 2)} end\n"
                "if p and #p[2] > tonumber(ARGV[4]) then p[2] = '' end\n"
                "if p then return p end\n"
-               "if ARGV[3] == 'r' then return {0, ''} end\n"
+               "if ARGV[3] == 'r' then return {0, '', redis.call('GET', " LUA_EPOCH_OF("KEYS[1]") ") or ''} end\n"
                "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"
@@ -108,8 +111,10 @@ const char *const cluster_scripts[N_SCRIPTS] = {
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",
-    /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows) */
-    [S_PING] = "return 0\n",
+    /* readiness: scripts run (an ACL that forbids them, or a Redis that refuses writes, shows). KEYS[1]: the
+       epoch, ARGV[1] if there is none; its value */
+    [S_PING] = "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+               "return redis.call('GET', KEYS[1])\n",
     /* KEYS: the deadlines and this instance's claimed:; ARGV: the slack, how many, the largest record and
        result an instance writes, this claim's id. The records past their deadline, each taken by exactly
        one caller: key, record, result (or ""), key, record, result...; a larger one as "" and "" (it does

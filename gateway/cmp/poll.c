@@ -106,7 +106,8 @@ struct unread_end {
     size_t tid_len;
     unsigned long long id;
     int aborted;
-    uint64_t until_ms; /* what the end took is kept so long at least (left->unread_until_ms) */
+    uint64_t until_ms;              /* what the end took is kept so long at least (left->unread_until_ms) */
+    char epoch[GW_STATE_EPOCH_LEN]; /* the shared state's epoch the end went out in (left->unread_epoch) */
     char identity[GW_IDENTITY_LEN];
     char upstream[GW_MAX_NAME_LEN + 1];
 };
@@ -876,6 +877,7 @@ void cmp_poll_reread_later(struct gw_cmp_engine *e, const struct cmp_txn *view, 
     struct unread_end u = {.cl = e->cluster, .id = left->unread, .aborted = aborted};
 
     u.until_ms = left->unread_until_ms;
+    snprintf(u.epoch, sizeof(u.epoch), "%s", left->unread_epoch);
     snprintf(u.identity, sizeof(u.identity), "%s", view->identity);
     snprintf(u.upstream, sizeof(u.upstream), "%s", upstream != NULL ? upstream : "");
     if (left->unread != 0 && OPENSSL_hexstr2buf_ex(u.tid, sizeof(u.tid), &u.tid_len, tid, '\0') == 1)
@@ -911,12 +913,12 @@ static int reread_one(struct gw_cmp_engine *e, const struct unread_end *u)
     struct gw_txn_result left;
     struct cmp_txn view = {.up = NULL};
     char tid[2 * GW_MAX_TID_LEN + 1], err[GW_ERR_LEN] = "";
-    int rc = gw_cluster_reread_end(e->cluster, u->tid, u->tid_len, u->id, &left, err);
+    int rc = gw_cluster_reread_end(e->cluster, u->tid, u->tid_len, u->id, u->epoch, &left, err);
     bool late = gw_now_ms() >= u->until_ms;
     X509 *cert = NULL;
 
     gw_hex(tid, u->tid, u->tid_len);
-    if (rc < 0 && !late)
+    if (rc < 0 && rc != GW_ERR_IO && !late) /* GW_ERR_IO: Redis lost it; asked again, it tells no more */
         return 0;
     if (rc < 0)
         unread_lost(u, err);

@@ -1,11 +1,11 @@
 /*
  * The shared state's Redis client (gateway/cmp/cluster.c) against a fake Redis on loopback that
- * answers the gateway's start (CONFIG GET) and readiness PING as Redis does, then answers a check
- * the way a peer on the path to Redis, or a broken Redis, could: an answer larger than any the
- * gateway takes, one trickled a byte at a time so that no single read times out, garbage. Each
- * must leave the check refused (fail closed) with the reason, never the thread held or the memory
- * filled. With a password, each connection authenticates, the password never in hiredis's buffers, nor in
- * the reason given when what answers echoes it.
+ * answers the gateway's start (CONFIG GET) and readiness ping (its script, with the epoch) as Redis
+ * does, then answers a check the way a peer on the path to Redis, or a broken Redis, could: an answer
+ * larger than any the gateway takes, one trickled a byte at a time so that no single read times out,
+ * garbage. Each must leave the check refused (fail closed) with the reason, never the thread held or
+ * the memory filled. With a password, each connection authenticates, the password never in hiredis's
+ * buffers, nor in the reason given when what answers echoes it.
  *
  * Then what Redis hands back as a transaction record or an upstream result (cluster_record.c): one
  * whose metadata is anything but the numbers an instance writes is refused, even under a valid MAC.
@@ -213,8 +213,8 @@ static void *serve_conn(void *arg)
                              strlen(v), v);
             if (!send_all(c->fd, out, (size_t)n))
                 break;
-        } else if (argc >= 4 && strlen(argv[3]) >= 4 && strcmp(argv[3] + strlen(argv[3]) - 4, "ping") == 0) {
-            if (!send_all(c->fd, ":0\r\n", 4)) /* readiness: the pinger's script */
+        } else if (argc >= 4 && strlen(argv[3]) >= 5 && strcmp(argv[3] + strlen(argv[3]) - 5, "epoch") == 0) {
+            if (!send_all(c->fd, "$7\r\nfirst:1\r\n", 13)) /* readiness: the ping's script, its epoch */
                 break;
         } else {
             answer(c);

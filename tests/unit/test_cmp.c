@@ -7366,7 +7366,7 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
     /* what the first try took is still there to be read back */
-    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, &left, err), 1);
+    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 1);
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
@@ -7412,7 +7412,7 @@ static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
     memset(&drop_hook, 0, sizeof(drop_hook));
     assert_false(left.present);
     /* read back, it took nothing */
-    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, &left, err), 0);
+    assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 0);
     assert_false(left.present);
     /* the later record is there, and its own end is handed its result */
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
@@ -7446,6 +7446,7 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
     for (int other = 0; other <= 1; other++) {
         struct gw_cluster *cl = unit_cluster(rec), *later;
         unsigned long long id;
+        char epoch[GW_STATE_EPOCH_LEN];
 
         print_message("the later end on %s instance\n", other ? "another" : "this");
         later = other ? unit_cluster(rec) : cl;
@@ -7459,6 +7460,7 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         assert_int_equal(drop_hook.lose_answer, 0);
         assert_false(left.present);
         assert_true((id = left.unread) != 0);
+        snprintf(epoch, sizeof(epoch), "%s", left.unread_epoch);
         gw_txn_result_cleanup(&left);
         memset(&drop_hook, 0, sizeof(drop_hook));
         /* a later transaction under it, ended before the read-back comes */
@@ -7466,7 +7468,7 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         assert_int_equal(gw_cluster_end_record(later, tid, 4, &left), 1);
         assert_false(left.present);
         gw_txn_result_cleanup(&left);
-        assert_int_equal(gw_cluster_reread_end(cl, tid, 4, id, &left, err), 1);
+        assert_int_equal(gw_cluster_reread_end(cl, tid, 4, id, epoch, &left, err), 1);
         assert_true(left.present);
         assert_string_equal(left.reason, "the first transaction's");
         gw_txn_result_cleanup(&left);
@@ -7477,11 +7479,12 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
 }
 
 /*
- * An end whose answers were all lost, handed to the read-back, of which Redis keeps nothing. Answered
- * while Redis would still keep what the end took (GW_STATE_TOOK_SECS from before the end went out), that
- * end never ran: nothing is said. Answered only after that, what the end took may have expired there:
- * txn_end_unread (error). Once, the 30 s counted from when the loss was noticed, a timeout or two later,
- * and a read-back answered with nothing past them took the end as never run, without a line.
+ * An end whose answers were all lost, handed to the read-back, of which Redis keeps nothing, in the epoch
+ * the end went out in. Answered while Redis would still keep what the end took (GW_STATE_TOOK_SECS from
+ * before the end went out), that end never ran: nothing is said. Answered only after that, what the end took
+ * may have expired there: txn_end_unread (error). Once, the 30 s counted from when the loss was noticed, a
+ * timeout or two later, and a read-back answered with nothing past them took the end as never run, without a
+ * line.
  */
 static void test_shared_unread_end_window(void **state)
 {
@@ -7492,11 +7495,18 @@ static void test_shared_unread_end_window(void **state)
         struct env *e = env_shared("100ms");
         struct cmp_txn view = {.up = NULL};
         struct gw_txn_result left = {.unread = 7};
-        char *logged, *p;
+        char *logged, *p, key[64], epoch[GW_STATE_EPOCH_LEN + 1];
         int n = 0;
 
         print_message("Redis answers %s the 30 s\n", late ? "after" : "within");
         snprintf(view.identity, sizeof(view.identity), "/CN=unread");
+        snprintf(key, sizeof(key), "unit%d:epoch", (int)getpid()); /* as a status line: "+<epoch>" */
+        assert_int_equal(
+            redis_cmd(epoch, sizeof(epoch), 4,
+                      (const char *const[]){"EVAL", "return {ok = redis.call('GET', KEYS[1])}", "1", key}),
+            0);
+        assert_int_equal(epoch[0], '+');
+        snprintf(left.unread_epoch, sizeof(left.unread_epoch), "%s", epoch + 1);
         left.unread_until_ms = late ? gw_now_ms() - 1 : gw_now_ms() + (uint64_t)GW_STATE_TOOK_SECS * 1000;
         log_capture_start();
         cmp_poll_reread_later(e->engine, &view, "local", "30313233", &left, 0);
@@ -7581,6 +7591,72 @@ static void test_shared_closed_elsewhere_while_result_lands(void **state)
         env_free(b);
         env_free(a);
     }
+}
+
+/*
+ * As above, the answers of both tries of the record's end lost, and then Redis flushed (or restarted
+ * without its data) before the read-back: what the end took, kept under took:, is gone with the rest.
+ * The read-back finds nothing, and the shared state's epoch changed since the end went out: that is no
+ * end that never ran, but one whose take is lost. It is logged txn_end_unread (error), nothing withdrawn.
+ * Before, the read-back took the empty answer for an end that never ran: the certificate the end took
+ * was neither withdrawn nor logged.
+ */
+static void test_shared_unread_end_after_flush(void **state)
+{
+    struct env *b, *a;
+    struct client cl, dummy;
+    OSSL_CMP_CTX *ctx;
+    char out[64], path[96], *logged = NULL;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    b = env_shared("100ms");
+    a = env_shared("100ms"); /* the adapter's engine: a's */
+    dummy = (struct client){.env = b};
+    slow_revokes(b);
+    slow_revokes(a);
+    ctx = shared_waiting(a, &cl, NULL);
+    cl.env = b; /* its next message goes to the other instance */
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    cl.tamper = tamper_poll_error;
+    landed = 0;
+    drop_hook.thread = pthread_self();
+    drop_hook.fn = call_lands;
+    drop_hook.lose_answer = 2;
+    (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
+    drop_hook.fn = NULL;
+    assert_false(drop_hook.lose_answer || drop_hook.losing);
+    if (!landed)
+        fail_msg("the call did not land within CALL_WAIT_S");
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    assert_string_equal(out, "+OK");
+    snprintf(path, sizeof(path), "%s/stderr.log", dir);
+    log_capture_start();
+    /* the next ticks: the read-back waits until readiness saw Redis again (GW_STATE_PING_SECS) */
+    for (int j = 0; j < 50 && (logged == NULL || strstr(logged, "txn_end_unread") == NULL); j++) {
+        free(logged);
+        usleep(100 * 1000);
+        gw_cmp_engine_expire(b->engine, time(NULL));
+        fflush(stderr);
+        logged = slurp(path, NULL);
+    }
+    free(logged);
+    logged = log_capture_end();
+    assert_non_null(strstr(logged, "\"level\":\"error\",\"event\":\"txn_end_unread\""));
+    assert_non_null(strstr(logged, "lost what it kept"));
+    assert_int_equal(audit_count(b, "expired_undelivered", NULL, NULL, NULL), 0);
+    assert_int_equal(audit_count(b, "revoked", NULL, NULL, NULL), 0);
+    assert_int_equal(revoke_calls(b), 0);
+    (void)revoke_calls(a);
+    free(logged);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    client_cleanup(&cl);
+    client_cleanup(&dummy);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(b);
+    env_free(a);
 }
 
 /*
@@ -10185,6 +10261,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_claim_answer_lost, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unread_end_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
