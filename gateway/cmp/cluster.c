@@ -894,6 +894,29 @@ static bool same_epoch(const redisReply *r, const char *epoch)
            memcmp(e->str, epoch, e->len) == 0;
 }
 
+/*
+ * An end's retry, its first try's answer lost, ran the end itself (|r|, nothing kept under its id) in an
+ * epoch other than |sent|, the one the first try went out in: Redis lost what the first try may have taken.
+ */
+static void first_try_lost(const struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           const redisReply *r, const char *sent)
+{
+    char h[2 * GW_MAX_TID_LEN + 1], why[GW_ERR_LEN];
+
+    if (r->elements != 3 || same_epoch(r, sent))
+        return;
+    gw_hex(h, tid, tid_len);
+    snprintf(why, sizeof(why),
+             "the shared state (Redis at %s:%d) lost what it kept between the end's first try, its answer "
+             "lost, and its retry (its epoch changed: flushed, or restarted without its data)",
+             cl->address, cl->port);
+    gw_log_kv(GW_LOG_ERROR, "txn_end_unread", "tid", h, "reason", why, "msg",
+              "what the record's end took, its answer lost, is unknown: a certificate a call put beside the "
+              "record meanwhile is neither delivered nor withdrawn (its \"issued\" record is on the instance "
+              "that made the call)",
+              NULL);
+}
+
 /* gw_cluster_drop_record, gw_cluster_end_record (|mode| "0", "1"; |left| as it says), or with "r"
  * gw_cluster_reread_end of the end |id| gone out in |epoch| (|err| NULL: logged, not wanted) */
 static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *mode,
@@ -902,7 +925,7 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], max_record[24], max_result[24], n[24], own[GW_ERR_LEN];
     char sent_epoch[GW_STATE_EPOCH_LEN] = "";
     const char *args[5] = {NULL, dk, mode, max_result, n};
-    bool reread = mode[0] == 'r', unran = true;
+    bool reread = mode[0] == 'r', unran = true, retried = false;
     uint64_t sent_ms = gw_now_ms();
     redisReply *r;
     int rc;
@@ -926,8 +949,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
         pthread_mutex_unlock(&cl->lock);
     }
     /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
-    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread)
+    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread) {
+        retried = true;
         r = eval(cl, S_DROP, k1, k2, 5, args, err);
+    }
     if (r == NULL) {
         if (!reread)
             gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
@@ -946,11 +971,13 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
                  "changed: flushed, or restarted without its data): what the end took is unknown",
                  cl->address, cl->port);
         rc = GW_ERR_IO;
-    } else if (r->type == REDIS_REPLY_ARRAY && (r->elements == 2 || (reread && r->elements == 3)) &&
+    } else if (r->type == REDIS_REPLY_ARRAY && (r->elements == 2 || r->elements == 3) &&
                r->element[0]->type == REDIS_REPLY_INTEGER) {
         rc = r->element[0]->integer > 0;
         if (left != NULL)
             left_result(cl, tid, tid_len, r->element[1], left);
+        if (left != NULL && retried && rc == 0)
+            first_try_lost(cl, tid, tid_len, r, sent_epoch);
     } else {
         snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a record's end with type %d",
                  cl->address, cl->port, r->type);

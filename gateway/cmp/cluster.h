@@ -191,7 +191,10 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
  * (GW_ERR_NOT_FOUND). Never GW_ERR_BUSY. A deferred request's result beside the record goes with it,
  * in the same step: unless |left| is NULL, it is handed back there (verified; present false if there
  * was none, or on failure; free with gw_txn_result_cleanup), for the caller to withdraw a certificate
- * the instance that made the call put there while this one was closing the transaction.
+ * the instance that made the call put there while this one was closing the transaction. A retry whose
+ * first try's answer was lost, finding nothing kept and the shared state's epoch changed since the first
+ * try went out (Redis flushed, or restarted without its data), logs txn_end_unread: what that try took
+ * is unknown.
  */
 int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           struct gw_txn_result *left);

@@ -83,14 +83,15 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        its lease ('r': read back only what the end of that id took, as it answered, or {0, ''}, touching nothing),
        the largest result an instance writes, this end's id (its retry's too). 2 when another
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
-       with it ('' if none, or larger than an instance writes)}; the lease goes only if this instance
-       holds it. What an end took ('1' and the result; '0' if it found no record) is kept under a took: key
-       of its own (the instance, the end's id) for GW_STATE_TOOK_SECS: the same end asked again answers it
-       as the lost answer did, touching nothing (a record there by then is a later transaction's under the
-       transactionID), and 'r' reads it back should that answer be lost too: {0, '', the epoch ('' if none)}
-       when nothing is kept, for the instance to tell an end that never ran from a took: that Redis lost. No
-       other end, of this instance or another (a later transaction under the transactionID), is handed it or
-       deletes it before then */
+       with it ('' if none, or larger than an instance writes), the epoch ('' if none): a retry that ran
+       the end itself tells by it whether Redis lost what its first try took}; the lease goes only if this
+       instance holds it. What an end took ('1' and the result; '0' if it found no record) is kept under a
+       took: key of its own (the instance, the end's id) for GW_STATE_TOOK_SECS: the same end asked again
+       answers it as the lost answer did, touching nothing (a record there by then is a later transaction's
+       under the transactionID), and 'r' reads it back should that answer be lost too: {0, '', the epoch
+       ('' if none)} when nothing is kept, for the instance to tell an end that never ran from a took: that
+       Redis lost. No other end, of this instance or another (a later transaction under the transactionID),
+       is handed it or deletes it before then */
     [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
                "local p = redis.call('GET', took)\n"
                "if p then p = {string.sub(p, 1, 1) == '1' and 1 or 0, string.sub(p, 2)} end\n"
@@ -107,7 +108,7 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"
                "redis.call('SET', took, n .. r, 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
-               "return {n, r}\n",
+               "return {n, r, redis.call('GET', " LUA_EPOCH_OF("KEYS[1]") ") or ''}\n",
     /* KEYS[2], a record's lease, goes if this instance holds it */
     [S_UNLEASE] = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                   "return 0\n",

@@ -7310,6 +7310,56 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     gw_cluster_free(cl);
 }
 
+/* drop_hook: Redis flushed (or restarted without its data) before the end's retry goes out. */
+static void redis_flushed(void)
+{
+    char out[16];
+
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    assert_string_equal(out, "+OK");
+}
+
+/*
+ * An end that Redis ran, taking the result beside the record, its answer lost; Redis is flushed before the
+ * retry goes out. The retry finds nothing kept under the end's id and no record, and the shared state's
+ * epoch changed since the first try went out: what the first try took is unknown, logged txn_end_unread
+ * (error). Before, the retry read that as a record another instance had ended: the certificate in the
+ * result was neither withdrawn nor logged.
+ */
+static void test_shared_end_retry_after_flush(void **state)
+{
+    static const unsigned char tid[] = "0123";
+    char rec[64], out[64], err[GW_ERR_LEN] = "", *logged;
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
+    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
+    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+    assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
+    drop_hook.thread = pthread_self();
+    drop_hook.lose_answer = 1;
+    drop_hook.fn = redis_flushed;
+    drop_hook.fn_skip = 1;
+    log_capture_start();
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    logged = log_capture_end();
+    assert_int_equal(drop_hook.lose_answer, 0);
+    assert_null(drop_hook.fn);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    assert_false(left.present);
+    gw_txn_result_cleanup(&left);
+    assert_non_null(strstr(logged, "\"level\":\"error\",\"event\":\"txn_end_unread\""));
+    assert_non_null(strstr(logged, "lost what it kept between the end's first try"));
+    free(logged);
+    gw_cluster_free(cl);
+}
+
 /* test_shared_end_retry_leaves_a_later_record's second instance, and the key of its record */
 static struct gw_cluster *later_instance;
 static char later_rec[64];
@@ -10265,6 +10315,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
+        cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_outlives_a_later_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_window, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_after_reload, redis_stop),
