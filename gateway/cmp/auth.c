@@ -309,9 +309,15 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     X509 *signer = NULL;
     int refused = 1, weak = 0;
 
-    /* PBM: OpenSSL checks the MAC; no trust or no sender name: OpenSSL refuses on its own */
-    if (t->pbm || store == NULL || c->hdr.sender == NULL)
+    /* PBM: OpenSSL checks the MAC; no sender name: OpenSSL refuses on its own */
+    if (t->pbm || (store != NULL && c->hdr.sender == NULL))
         return 0;
+    /* no trust: no signature can verify, but OpenSSL 3.0 tries each extraCert naming the sender with its
+       key, unbounded (an RSA-3072 key with a 3070-bit exponent costs some 25 ms), before it finds no trust */
+    if (store == NULL) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_SIGNATURE_NOT_ACCEPTED);
+        goto out;
+    }
     if ((extra = extra_certs(msg, c->req->der, c->req->len, r)) == NULL ||
         (cands = candidates(t->role, extra, &c->hdr, r)) == NULL)
         goto out;

@@ -22,7 +22,7 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_POTENTIALLY_INVALID_CERTIFICATE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      TEXT_UNTRUSTED},
     {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "signature protection is not accepted on this route"},
+     TEXT_SIGNATURE_NOT_ACCEPTED},
     {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      TEXT_BAD_SIGNATURE},
     /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */

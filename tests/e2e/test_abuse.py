@@ -189,6 +189,12 @@ def huge_exponent_key(path):
 
 class BoundedWork(harness.GatewayTestCase):
 
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        pbm_only = dict(cfg["roles"]["default"])
+        del pbm_only["trust"]
+        cfg["roles"]["pbmonly"] = pbm_only
+
     def attacker(self):
         d = self.gw.dir
         key = ec.generate_private_key(ec.SECP256R1())
@@ -258,6 +264,29 @@ class BoundedWork(harness.GatewayTestCase):
         key, name = self.attacker()
         res = self.genm("heavy3", heavy_bundle(self.gw.dir / "heavy3.pem", key, name, 3))
         self.assert_cmp_error(res.first, ("error",), "badRequest", TEXT_KEY_LIMITS)
+
+    def test_heavy_exponents_on_a_route_without_trust(self):
+        """No signature verifies where the role names no trust, but OpenSSL 3.0 tried one with the key of each
+        extraCert naming the sender first: 15 RSA-3072 keys with ~3070-bit exponents beside a 3072-bit signer
+        (a signature of their length) cost some 350 ms, and the answer, a badRequest, counted nothing against
+        the address. Refused before any is looked at, as signature protection this route does not accept."""
+        d = self.gw.dir
+        key = rsa.generate_private_key(65537, 3072)
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "attacker")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+        (d / "rsa-attacker.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / "rsa-attacker.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                               serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+        bundle = heavy_bundle(d / "heavy15.pem", key, name, 15)
+        res = self.gw.cmp("genm", "heavy15", auth=(d / "rsa-attacker.pem", d / "rsa-attacker.key"),
+                          path="pki/roles/pbmonly/cmp", extra=("-extracerts", bundle), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
+                              "signature protection is not accepted on this route")
+        self.assertLess(self.last_duration_ms(), 50 * harness.SLOW)
 
     def test_requested_key_with_a_huge_exponent(self):
         """OpenSSL would verify the proof of possession with the requested key: refused before that."""
