@@ -309,13 +309,18 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     X509 *signer = NULL;
     int refused = 1, weak = 0;
 
-    /* PBM: OpenSSL checks the MAC; no sender name: OpenSSL refuses on its own */
-    if (t->pbm || (store != NULL && c->hdr.sender == NULL))
+    if (t->pbm) /* OpenSSL checks the MAC */
         return 0;
     /* no trust: no signature can verify, but OpenSSL 3.0 tries each extraCert naming the sender with its
        key, unbounded (an RSA-3072 key with a 3070-bit exponent costs some 25 ms), before it finds no trust */
     if (store == NULL) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_SIGNATURE_NOT_ACCEPTED);
+        goto out;
+    }
+    /* RFC 9483 §3.1: a signed message's sender is its certificate's subject. OpenSSL 3.0 refuses another
+       only once it took in the extraCerts, parsing their extensions, which extra_certs has not bounded yet */
+    if (c->hdr.sender == NULL) {
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "%s", TEXT_SENDER_NOT_DN);
         goto out;
     }
     if ((extra = extra_certs(msg, c->req->der, c->req->len, r)) == NULL ||

@@ -15,6 +15,7 @@
 /* followed by gw_policy_weak_why's reason */
 #define TEXT_WEAK_SIGNER "message protection could not be verified: the signer certificate"
 #define TEXT_SIGNATURE_NOT_ACCEPTED "signature protection is not accepted on this route"
+#define TEXT_SENDER_NOT_DN "the sender must be a directoryName"
 #define TEXT_BAD_SIGNATURE                                                                                   \
     "message protection could not be verified: the signature does not match the signer certificate"
 
@@ -36,7 +37,8 @@ int cmp_key_affordable(const EVP_PKEY *key);
 /*
  * cmp_authenticate chooses the one certificate that signed |msg| among those naming its sender and
  * chaining to the role's trust, and pins it on |t|'s context (t->signer). 0 if authenticated or
- * left to OpenSSL (PBM, no sender name); else refused with |r| (a signature on a role without trust too).
+ * left to OpenSSL (PBM); else refused with |r|: a signature on a role without trust, or of a sender that
+ * is no directoryName, too.
  */
 int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
 

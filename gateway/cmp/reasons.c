@@ -41,7 +41,7 @@ static const struct {
     {ERR_LIB_CMP, CMP_R_UNEXPECTED_PVNO, OSSL_CMP_PKIFAILUREINFO_unsupportedVersion,
      "only CMP version 2 (pvno 2) is supported"},
     {ERR_LIB_CMP, CMP_R_SENDER_GENERALNAME_TYPE_NOT_SUPPORTED, OSSL_CMP_PKIFAILUREINFO_badRequest,
-     "the sender must be a directoryName"},
+     TEXT_SENDER_NOT_DN},
     {ERR_LIB_CMP, CMP_R_BAD_REQUEST_ID, OSSL_CMP_PKIFAILUREINFO_badRequest, "certReqId must be 0"},
     {ERR_LIB_CMP, CMP_R_UNEXPECTED_PKIBODY, OSSL_CMP_PKIFAILUREINFO_badRequest,
      "unexpected message in this transaction"},

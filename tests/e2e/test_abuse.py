@@ -51,6 +51,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
 from cryptography import x509  # noqa: E402
+from pyasn1.codec.der import encoder  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
@@ -1149,6 +1150,34 @@ class UndecodableBodyBudget(harness.GatewayTestCase):
         r = self.gw.curl("--interface", "127.0.0.2", data=self.gw.make_request("other-address"))
         self.assertEqual(r.status, 200, r)
         self.assertEqual(harness.decode_cmp(r.body).body_type, "ip")
+
+
+class SenderNotNameBudget(harness.GatewayTestCase):
+    """A gateway of its own, with a budget of three failed authentications an address."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 3, "auth_failure_window": "60s"}
+
+    def test_signed_with_a_sender_not_a_name_counts(self):
+        """A signed message whose sender is no directoryName (RFC 9483 §3.1: the subject of its certificate)
+        went to OpenSSL 3.0, which took in its extraCerts, parsing their extensions (8 ms for 32 KiB of
+        subjectAltNames), before it refused the sender: a badRequest that counted nothing, repeatable as fast
+        as it could be sent. It is refused before, with the same answer, as a form no conforming client sends:
+        three of them use the address's budget up."""
+        from test_errors import load, resign
+        m = load(self.gw.make_request("sender").read_bytes())
+        gn = m["header"]["sender"].clone()
+        gn["rfc822Name"] = "device@example.com"
+        m["header"]["sender"] = gn
+        f = self.gw.dir / "sender.sent.der"
+        f.write_bytes(encoder.encode(resign(m, self.gw.dir / "client.key")))
+        for _ in range(3):
+            ans = harness.decode_cmp(self.gw.curl(data=f).body)
+            self.assert_cmp_error(ans, ("error",), "badRequest", "the sender must be a directoryName")
+        self.assertFalse(self.gw.handshake())
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(lines), 1, lines)
 
 
 class AskedForUncounted(harness.GatewayTestCase):
