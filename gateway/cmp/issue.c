@@ -163,9 +163,10 @@ static OSSL_CMP_PKISI *accept_cert(struct cmp_txn *t, struct cmp_call *c, struct
 }
 
 /*
- * A certificate the client will not get: on record with its serial, then withdrawn; the one of an
- * upstream's |answer| as cmp_withdraw_answered says (only if it certifies the key of |plan|, the
- * requested one, and was issued for this request; not if the CA took it back).
+ * A certificate the client will not get: on record with its serial, then withdrawn as
+ * cmp_withdraw_returned says (only if it certifies the key of |plan|, the requested one, and was issued
+ * for this request); the one of an upstream's |answer| as cmp_withdraw_answered says (not if the CA took
+ * it back either).
  */
 static OSSL_CMP_PKISI *refuse_cert_as(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
                                       const struct cmp_refusal *r, const struct gw_sign_result *answer,
@@ -180,15 +181,15 @@ static OSSL_CMP_PKISI *refuse_cert_as(struct cmp_txn *t, struct cmp_call *c, X50
     if (answer != NULL)
         cmp_withdraw_answered(c->e, t, c->rsp->tid, answer, plan, CRL_REASON_UNSPECIFIED);
     else
-        cmp_withdraw(c->e, t, c->rsp->tid, cert, CRL_REASON_UNSPECIFIED);
+        cmp_withdraw_returned(c->e, t, c->rsp->tid, cert, plan, CRL_REASON_UNSPECIFIED);
     t->serial[0] = '\0';
     return si;
 }
 
 static OSSL_CMP_PKISI *refuse_cert(struct cmp_txn *t, struct cmp_call *c, X509 *cert,
-                                   const struct cmp_refusal *r)
+                                   const struct gw_cert_plan *plan, const struct cmp_refusal *r)
 {
-    return refuse_cert_as(t, c, cert, r, NULL, NULL);
+    return refuse_cert_as(t, c, cert, r, NULL, plan);
 }
 
 /*
@@ -233,7 +234,7 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
         sk_X509_pop_free(path, X509_free);
         /* one that cannot be checked is withdrawn as any certificate not released */
         return reused == CMP_SERIAL_REUSED ? refuse_reused(t, c, res->cert, &r)
-                                           : refuse_cert(t, c, res->cert, &r);
+                                           : refuse_cert(t, c, res->cert, plan, &r);
     }
     if (v == GW_ISSUED_OK || v == GW_ISSUED_MODIFIED) {
         /* the client gets the chain verified up to issuer_ca, not whatever else the upstream sent */
@@ -243,9 +244,10 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
                            chainOut);
     }
     r.fail_info = gw_policy_issued_refusal(v, err, r.text);
+    /* either may be another holder's certificate (another key), or the holder's earlier one (backdated):
+       withdrawn only if it was issued for this request */
     if (v == GW_ISSUED_OUTSIDE_POLICY)
-        return refuse_cert(t, c, res->cert, &r);
-    /* it may certify another key (another holder's): withdrawn only if it certifies the plan's */
+        return refuse_cert(t, c, res->cert, plan, &r);
     return refuse_cert_as(t, c, res->cert, &r, res, plan);
 }
 
@@ -479,7 +481,7 @@ static OSSL_CMP_PKISI *release(struct cmp_txn *t, struct cmp_call *c, X509 **cer
     if (sign_refused(&res, &r)) {
         si = reject_answer(t, c, &res, t->plan, &r);
     } else if (!t->on_record) { /* the completion could not write the "issued" record */
-        si = refuse_cert(t, c, res.cert,
+        si = refuse_cert(t, c, res.cert, t->plan,
                          &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_AUDIT_LOST});
     } else {
         si = deliver(t, c, t->plan, &res, certOut, chainOut);
@@ -513,7 +515,7 @@ static OSSL_CMP_PKISI *resumed(struct cmp_txn *t, struct cmp_call *c, X509 **cer
         si = reject_answer(t, c, &res, t1->plan, &r);
     } else if (!same_sender(t, t1)) { /* its protection verified with another of the sender's certificates */
         si = refuse_cert(
-            t, c, res.cert,
+            t, c, res.cert, t1->plan,
             &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
                                   "the request's signer changed while the CA answered; send it again"});
     } else {

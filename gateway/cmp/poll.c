@@ -501,7 +501,9 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     pthread_mutex_unlock(&p->lock);
     if (late != NULL) { /* nobody will deliver it: withdrawn, with its engine held (an upstream call) */
         if (res->cert != NULL && (e = hold_engine(p)) != NULL) {
-            cmp_withdraw(e, &p->view, p->tid, res->cert, CRL_REASON_CESSATION_OF_OPERATION);
+            /* unchecked: withdrawn only if it was issued for this request */
+            cmp_withdraw_returned(e, &p->view, p->tid, res->cert, &p->plan,
+                                  CRL_REASON_CESSATION_OF_OPERATION);
             let_engine_go();
         }
         gw_sign_result_cleanup(res);

@@ -20,9 +20,9 @@
 #include <time.h>
 #include <openssl/x509v3.h>
 
-#define TEXT_OTHER_KEY "the certificate in the refused answer does not certify the requested key"
+#define TEXT_OTHER_KEY "the certificate the upstream returned does not certify the requested key"
 #define TEXT_NOT_FRESH                                                                                       \
-    "the certificate in the refused answer certifies the requested key but is valid from before this "       \
+    "the certificate the upstream returned certifies the requested key but is valid from before this "       \
     "request: it may be an earlier certificate of that key, which its holder still uses"
 #define TEXT_REJECTED_TO_CA                                                                                  \
     "the gateway rejected it to the CA in its certConf, which the CA confirmed: the CA revokes it or "       \
@@ -352,11 +352,9 @@ static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **w
     return rc;
 }
 
-/*
- * A certificate that exists at the CA but must not be used (outside policy, unusable, unaudited,
- * rejected by the client): revoked upstream where the upstream can, and either way on record.
- */
-void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
+/* The revocation of |cert| queued, or, when it cannot be, on record as not revoked. */
+static void withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                     int reason)
 {
     struct withdrawal *w = withdrawal_new(t, tid, cert, reason);
     struct withdrawal fallback = {.view = *t, .cert = cert};
@@ -369,45 +367,78 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
     not_revoked(e, &fallback, why);
 }
 
-/* The record and log line of a refused answer's certificate left valid (|why|), for an operator to check. */
-static void not_withdrawn(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
-                          const char *status, const char *why, const char *msg)
+/* Why a returned certificate stays valid: the record's status, the log line's reason and hint. */
+struct kept {
+    const char *status, *why, *msg;
+};
+
+/* a broken or hostile CA answering with another certificate: another holder's serial */
+static const struct kept kept_other_key = {
+    "not revoked: " TEXT_OTHER_KEY, TEXT_OTHER_KEY,
+    "check at the CA whose certificate this serial is before revoking it"};
+/* the same key, from before the request: a client may enrol again with a key it holds a valid
+   certificate for */
+static const struct kept kept_not_fresh = {
+    "not revoked: " TEXT_NOT_FRESH, TEXT_NOT_FRESH,
+    "its holder may still use it: ask the CA when it issued it before revoking it"};
+
+/*
+ * Why |cert|, which an upstream returned for a request, was not issued for it, so that
+ * revoking it would revoke a certificate someone holds; NULL if it was. One |checked| passed the checks
+ * against its plan already (released, or about to be); else it has to certify the key of |plan| (NULL:
+ * none known) and be fresh (gw_policy_issued_fresh).
+ */
+static const struct kept *not_issued_here(X509 *cert, const struct gw_cert_plan *plan, bool checked)
 {
+    const EVP_PKEY *pk = X509_get0_pubkey(cert);
+
+    if (!checked &&
+        (pk == NULL || plan == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1))
+        return &kept_other_key;
+    if (!checked && !gw_policy_issued_fresh(plan, cert))
+        return &kept_not_fresh;
+    return NULL;
+}
+
+/* |cert| withdrawn, unless not_issued_here says why not: then on record and logged, for an operator. */
+static void withdraw_issued_here(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
+                                 X509 *cert, const struct gw_cert_plan *plan, bool checked, int reason)
+{
+    const struct kept *k = not_issued_here(cert, plan, checked);
     const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
 
-    (void)cmp_audit_cert(e, t, tid, "not_withdrawn", status, cert, 1);
+    if (k == NULL) {
+        withdraw(e, t, tid, cert, reason);
+        return;
+    }
+    (void)cmp_audit_cert(e, t, tid, "not_withdrawn", k->status, cert, 1);
     gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream", up, "reason",
-              why, "msg", msg, NULL);
+              k->why, "msg", k->msg, NULL);
+}
+
+void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)
+{
+    withdraw_issued_here(e, t, tid, cert, NULL, true, reason);
+}
+
+void cmp_withdraw_returned(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                           const struct gw_cert_plan *plan, int reason)
+{
+    withdraw_issued_here(e, t, tid, cert, plan, false, reason);
 }
 
 void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
                            const struct gw_sign_result *res, const struct gw_cert_plan *plan, int reason)
 {
-    X509 *cert = res->cert;
-    const EVP_PKEY *pk = X509_get0_pubkey(cert);
     const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
 
     if (res->rejected_to_ca) {
-        (void)cmp_audit_cert(e, t, tid, "rejected_to_ca", "not revoked: " TEXT_REJECTED_TO_CA, cert, 1);
+        (void)cmp_audit_cert(e, t, tid, "rejected_to_ca", "not revoked: " TEXT_REJECTED_TO_CA, res->cert, 1);
         gw_log_kv(GW_LOG_WARN, "cert_rejected_to_ca", "tid", tid, "serial", t->serial, "upstream", up,
                   "reason", TEXT_REJECTED_TO_CA, NULL);
         return;
     }
-    /* a broken or hostile CA answering with another certificate (another holder's serial): revoking
-       it would revoke that holder's certificate */
-    if (pk == NULL || plan == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1) {
-        not_withdrawn(e, t, tid, cert, "not revoked: " TEXT_OTHER_KEY, TEXT_OTHER_KEY,
-                      "check at the CA whose certificate this serial is before revoking it");
-        return;
-    }
-    /* the same key, but from before the request: a client may enrol again with a key it holds a valid
-       certificate for, which such a CA would have revoked */
-    if (!gw_policy_issued_fresh(plan, cert)) {
-        not_withdrawn(e, t, tid, cert, "not revoked: " TEXT_NOT_FRESH, TEXT_NOT_FRESH,
-                      "its holder may still use it: ask the CA when it issued it before revoking it");
-        return;
-    }
-    cmp_withdraw(e, t, tid, cert, reason);
+    cmp_withdraw_returned(e, t, tid, res->cert, plan, reason);
 }
 
 int cmp_withdrawals_init(struct gw_cmp_engine *e)

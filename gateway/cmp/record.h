@@ -41,16 +41,25 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
  * the certificate is withdrawn is the caller's, written before. When the job cannot be queued (queue
  * full, out of memory, |e| stopping), "revoke_failed" is written at once with the serial and why.
  * t->up must live until |e| is freed (an upstream of |e|'s generation); |e| waits for the job.
+ * |cert| passed the checks of what an upstream returned against the plan of |tid|'s request (it was
+ * released, or would have been).
  */
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 
 /*
+ * cmp_withdraw_returned: as cmp_withdraw, for a certificate an upstream returned that did not pass those
+ * checks (or was never checked): withdrawn only if it was issued for the request of |plan| besides, that
+ * is, certifies its key (NULL: none known, then it is not) and is fresh (gw_policy_issued_fresh). One for
+ * another key may be another holder's certificate (a CA answering with the wrong serial); one of the
+ * same key from before the request may be the holder's earlier certificate, which it still uses. Either
+ * is put on record ("not_withdrawn", why) and logged, not revoked; the caller's refusal stands.
+ */
+void cmp_withdraw_returned(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
+                           const struct gw_cert_plan *plan, int reason);
+
+/*
  * cmp_withdraw_answered: the certificate of an upstream answer |res| that was refused (upstream.h),
- * withdrawn as cmp_withdraw only if it certifies the requested key, |plan|'s (NULL: none known, then it
- * is not), and was issued for that request (gw_policy_issued_fresh). One for another key may be another
- * holder's certificate (a CA answering with the wrong serial); one of the same key from before the
- * request may be the holder's earlier certificate, which it still uses. Either is put on record
- * ("not_withdrawn", why) and logged, not revoked. One the adapter rejected to its CA already
+ * withdrawn as cmp_withdraw_returned says. One the adapter rejected to its CA already
  * (res->rejected_to_ca) is put on record as such ("rejected_to_ca") and logged: the CA confirmed the
  * rejection, and revokes it or never publishes it. Any thread; never waits for the upstream.
  */

@@ -174,10 +174,11 @@ void cmp_suspend_end(struct cmp_call *c)
                   "serial", t->serial, "msg",
                   "the request was refused when the upstream's certificate came; it is withdrawn", NULL);
         (void)cmp_audit_cert(c->e, t, c->rsp->tid, "rejected", c->rsp->outcome, s->res.cert, 1);
-        if (s->res.status != 0) /* a refused answer's: perhaps not even for the requested key */
+        /* unchecked: perhaps not even for the requested key, nor issued for this request */
+        if (s->res.status != 0)
             cmp_withdraw_answered(c->e, t, c->rsp->tid, &s->res, t->plan, CRL_REASON_UNSPECIFIED);
         else
-            cmp_withdraw(c->e, t, c->rsp->tid, s->res.cert, CRL_REASON_UNSPECIFIED);
+            cmp_withdraw_returned(c->e, t, c->rsp->tid, s->res.cert, t->plan, CRL_REASON_UNSPECIFIED);
     }
     suspended_free(s);
 }

@@ -1907,6 +1907,48 @@ static void test_refused_answer_other_key(void **state)
     }
 }
 
+/*
+ * A CA answering success with the requested key's certificate of a month ago (a client enrolling again
+ * with the key it holds a valid certificate for): refused as backdated and on record, but not revoked,
+ * as the same certificate in a refused answer is not: it is the holder's earlier one, which it still
+ * uses. Twin: a new certificate outside the role's policy is revoked.
+ */
+static void test_success_answer_earlier(void **state)
+{
+    static const struct {
+        const char *name;
+        enum fake_mode mode;
+        const char *text;
+        int revoked;
+    } cases[] = {
+        {"an earlier certificate of the requested key", FK_EARLIER, "the upstream backdated the certificate",
+         0},
+        {"a new certificate outside policy", FK_CA_TRUE, "outside this route's policy", 1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        print_message("case: %s\n", cases[i].name);
+        env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cases[i].mode);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx));
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                      cases[i].text);
+        assert_int_equal(audit_count(e, "rejected", NULL, "serial", ""), 1);
+        assert_int_equal(revoke_calls(e), cases[i].revoked);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), cases[i].revoked);
+        assert_int_equal(audit_count(e, "not_withdrawn", NULL, "status",
+                                     "certifies the requested key but is valid from before this request"),
+                         !cases[i].revoked);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
 /* The one statusString of |ctx|'s last answer reads as UTF-8, as a strict decoder reads a UTF8String. */
 static void assert_status_utf8(OSSL_CMP_CTX *ctx)
 {
@@ -10236,6 +10278,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate_text_controls),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
+        cmocka_unit_test(test_success_answer_earlier),
         cmocka_unit_test(test_issued_serial_revoked),
         cmocka_unit_test(test_issued_serial_reissued),
         cmocka_unit_test(test_issued_serial_reissued_unknown_tid),
