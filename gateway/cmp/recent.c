@@ -115,6 +115,17 @@ static void insert(struct cmp_recent *r, const unsigned char *id, const unsigned
     r->oldest = (r->oldest + 1) & (GW_RECENT_ISSUED - 1);
 }
 
+/* |tid| (hex) as an entry keeps it, in |bin| (GW_MAX_TID_LEN): its length, 0 where it is not hex. */
+static size_t tid_bin(const char *tid, unsigned char *bin)
+{
+    size_t len = 0;
+
+    /* the transactionID as the log writes it (hex): only the log reads it back */
+    if (OPENSSL_hexstr2buf_ex(bin, GW_MAX_TID_LEN, &len, tid, '\0') != 1)
+        return 0;
+    return len;
+}
+
 int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], X509 *cert,
                     const char *tid, char *earlier)
 {
@@ -125,9 +136,7 @@ int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_
     int reused = 0;
 
     earlier[0] = '\0';
-    /* the transactionID as the log writes it (hex): only the log reads it back */
-    if (OPENSSL_hexstr2buf_ex(bin, sizeof(bin), &bin_len, tid, '\0') != 1)
-        bin_len = 0;
+    bin_len = tid_bin(tid, bin);
     if (X509_digest(cert, gw_sha256(), hash, &hash_len) != 1 || hash_len < HASH_LEN)
         return GW_ERR_CRYPTO;
     pthread_mutex_lock(&r->lock);
@@ -137,4 +146,22 @@ int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_
         gw_hex(earlier, r->v[i].tid, r->v[i].tid_len);
     pthread_mutex_unlock(&r->lock);
     return reused;
+}
+
+int cmp_recent_elsewhere(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], const char *tid,
+                         char *earlier)
+{
+    unsigned char bin[GW_MAX_TID_LEN];
+    size_t bin_len = tid_bin(tid, bin);
+    uint32_t i;
+    int elsewhere = 0;
+
+    earlier[0] = '\0';
+    pthread_mutex_lock(&r->lock);
+    if ((i = find(r, id)) != NIL && (r->v[i].tid_len != bin_len || memcmp(r->v[i].tid, bin, bin_len) != 0)) {
+        elsewhere = 1;
+        gw_hex(earlier, r->v[i].tid, r->v[i].tid_len);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return elsewhere;
 }

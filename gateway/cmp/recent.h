@@ -2,7 +2,8 @@
  * The certificates this process let through lately (the last GW_RECENT_ISSUED that passed the checks of
  * what an upstream returned), each by its issuer and serial and by the hash of its DER: another certificate
  * under the issuer name and serial of one of them (its CA issuing the serial again, or another CA under
- * the same name) is caught (policy.c cmp_check_serial_reused).
+ * the same name) is caught (policy.c cmp_check_serial_reused), and one of them an upstream returns again in
+ * another transaction is not withdrawn there (record.c): it is the earlier transaction's.
  * Shared by every generation of the configuration, as the revoked set is; kept in memory only.
  */
 #ifndef GW_CMP_RECENT_H
@@ -32,5 +33,13 @@ void cmp_recent_free(struct cmp_recent *r);
  */
 int cmp_recent_note(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], X509 *cert,
                     const char *tid, char *earlier);
+
+/*
+ * cmp_recent_elsewhere: whether a certificate whose cmp_revoked_id is |id| was let through lately in a
+ * transaction other than |tid| (hex): 1, that transaction in |earlier| (hex, 2 * GW_MAX_TID_LEN + 1;
+ * empty where unknown), else 0. Any thread: one lock, held for the lookup alone.
+ */
+int cmp_recent_elsewhere(struct cmp_recent *r, const unsigned char id[CMP_REVOKED_ID_LEN], const char *tid,
+                         char *earlier);
 
 #endif

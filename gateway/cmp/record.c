@@ -4,6 +4,7 @@
  * upstream where the upstream can, and on record either way.
  */
 #include "gateway/cmp/record.h"
+#include "gateway/cmp/recent.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/status.h"
 #include "mappings/policy.h"
@@ -24,6 +25,9 @@
 #define TEXT_NOT_FRESH                                                                                       \
     "the certificate the upstream returned certifies the requested key but is valid from before this "       \
     "request: it may be an earlier certificate of that key, which its holder still uses"
+#define TEXT_LET_THROUGH                                                                                     \
+    "the certificate the upstream returned has the issuer name and serial of one the gateway let through "   \
+    "lately in another transaction: revoking it would revoke that one"
 #define TEXT_REJECTED_TO_CA                                                                                  \
     "the gateway rejected it to the CA in its certConf, which the CA confirmed: the CA revokes it or "       \
     "never publishes it"
@@ -381,22 +385,32 @@ static const struct kept kept_other_key = {
 static const struct kept kept_not_fresh = {
     "not revoked: " TEXT_NOT_FRESH, TEXT_NOT_FRESH,
     "its holder may still use it: ask the CA when it issued it before revoking it"};
+/* the one another transaction let through lately, answered again: its client holds it */
+static const struct kept kept_let_through = {
+    "not revoked: " TEXT_LET_THROUGH, TEXT_LET_THROUGH,
+    "its client (earlier_tid) holds it: ask the CA why it answered with it again before revoking it"};
 
 /*
- * Why |cert|, which an upstream returned for a request, was not issued for it, so that
+ * Why |cert|, which an upstream returned for the transaction |tid|, was not issued for it, so that
  * revoking it would revoke a certificate someone holds; NULL if it was. One |checked| passed the checks
  * against its plan already (released, or about to be); else it has to certify the key of |plan| (NULL:
- * none known) and be fresh (gw_policy_issued_fresh).
+ * none known) and be fresh (gw_policy_issued_fresh). Either way, one another transaction let through
+ * lately (recent.h) is that one's: |earlier| (hex) gets it.
  */
-static const struct kept *not_issued_here(X509 *cert, const struct gw_cert_plan *plan, bool checked)
+static const struct kept *not_issued_here(struct gw_cmp_engine *e, const char *tid, X509 *cert,
+                                          const struct gw_cert_plan *plan, bool checked, char *earlier)
 {
     const EVP_PKEY *pk = X509_get0_pubkey(cert);
+    unsigned char id[CMP_REVOKED_ID_LEN];
 
     if (!checked &&
         (pk == NULL || plan == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1))
         return &kept_other_key;
     if (!checked && !gw_policy_issued_fresh(plan, cert))
         return &kept_not_fresh;
+    if (e->recent != NULL && cmp_revoked_id(cert, id) == 0 &&
+        cmp_recent_elsewhere(e->recent, id, tid, earlier))
+        return &kept_let_through;
     return NULL;
 }
 
@@ -404,7 +418,8 @@ static const struct kept *not_issued_here(X509 *cert, const struct gw_cert_plan 
 static void withdraw_issued_here(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid,
                                  X509 *cert, const struct gw_cert_plan *plan, bool checked, int reason)
 {
-    const struct kept *k = not_issued_here(cert, plan, checked);
+    char earlier[2 * GW_MAX_TID_LEN + 1] = "";
+    const struct kept *k = not_issued_here(e, tid, cert, plan, checked, earlier);
     const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
 
     if (k == NULL) {
@@ -412,8 +427,9 @@ static void withdraw_issued_here(struct gw_cmp_engine *e, const struct cmp_txn *
         return;
     }
     (void)cmp_audit_cert(e, t, tid, "not_withdrawn", k->status, cert, 1);
+    /* earlier_tid last, only where known: its NULL key ends the list */
     gw_log_kv(GW_LOG_ERROR, "cert_not_withdrawn", "tid", tid, "serial", t->serial, "upstream", up, "reason",
-              k->why, "msg", k->msg, NULL);
+              k->why, "msg", k->msg, earlier[0] != '\0' ? "earlier_tid" : NULL, earlier, NULL);
 }
 
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason)

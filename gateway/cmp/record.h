@@ -42,7 +42,9 @@ int cmp_audit_cert(struct gw_cmp_engine *e, const struct cmp_txn *t, const char 
  * full, out of memory, |e| stopping), "revoke_failed" is written at once with the serial and why.
  * t->up must live until |e| is freed (an upstream of |e|'s generation); |e| waits for the job.
  * |cert| passed the checks of what an upstream returned against the plan of |tid|'s request (it was
- * released, or would have been).
+ * released, or would have been); one the gateway let through lately in another transaction
+ * (cmp_recent_elsewhere) is that transaction's, which its client holds: it is put on record
+ * ("not_withdrawn", why) and logged cert_not_withdrawn with that transaction, not revoked.
  */
 void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert, int reason);
 

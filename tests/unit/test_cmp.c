@@ -1949,6 +1949,66 @@ static void test_success_answer_earlier(void **state)
     }
 }
 
+static void log_capture_start(void);
+static char *log_capture_end(void);
+
+/*
+ * A refused answer carrying the very certificate the gateway let through lately in another transaction
+ * (fresh, of the requested key): not issued for this request, so on record as not withdrawn, logged
+ * with that transaction, and not revoked: revoking it would revoke the certificate its client holds.
+ * Twin: a refused answer with a certificate of its own is revoked.
+ */
+static void test_refused_answer_let_through(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    ASN1_OCTET_STRING *first_tid = ASN1_OCTET_STRING_new();
+    X509 *first, *cert;
+    char want[512];
+    char *logged;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    assert_int_equal(ASN1_OCTET_STRING_set(first_tid, (const unsigned char *)"let-through-once", 16), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, first_tid), 1);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    assert_non_null(first = X509_dup(cert));
+
+    print_message("case: the certificate let through, in a refused answer\n");
+    fake.again = first;
+    fake.refuse_answer = 1;
+    OSSL_CMP_CTX_reinit(ctx);
+    log_capture_start();
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                  "field out of range");
+    assert_int_equal(revoke_calls(e), 0);
+    logged = log_capture_end();
+    assert_int_equal(audit_count(e, "not_withdrawn", NULL, "status",
+                                 "has the issuer name and serial of one the gateway let through lately "
+                                 "in another transaction"),
+                     1);
+    /* "let-through-once" in hex */
+    snprintf(want, sizeof(want), "\"earlier_tid\":\"%s\"", "6c65742d7468726f7567682d6f6e6365");
+    if (strstr(logged, "\"event\":\"cert_not_withdrawn\"") == NULL || strstr(logged, want) == NULL)
+        fail_msg("no cert_not_withdrawn naming %s in: %s", want, logged);
+    free(logged);
+
+    print_message("case: a certificate of its own, in a refused answer\n");
+    fake.again = NULL;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(revoke_calls(e), 1);
+    assert_int_equal(audit_count(e, "not_withdrawn", NULL, NULL, NULL), 1);
+    fake.refuse_answer = 0;
+    X509_free(first);
+    ASN1_OCTET_STRING_free(first_tid);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* The one statusString of |ctx|'s last answer reads as UTF-8, as a strict decoder reads a UTF8String. */
 static void assert_status_utf8(OSSL_CMP_CTX *ctx)
 {
@@ -10279,6 +10339,7 @@ int main(void)
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
         cmocka_unit_test(test_success_answer_earlier),
+        cmocka_unit_test(test_refused_answer_let_through),
         cmocka_unit_test(test_issued_serial_revoked),
         cmocka_unit_test(test_issued_serial_reissued),
         cmocka_unit_test(test_issued_serial_reissued_unknown_tid),

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the ring of the certificates a gateway process let through lately
  * (gateway/cmp/recent.c): a second certificate under the issuer and serial of one in it is caught, the
- * same certificate again is not, the ring forgets its oldest entry and no more once full, and two
+ * same certificate again is not, a transaction other than the one that let a certificate through is told
+ * so, the ring forgets its oldest entry and no more once full, and two
  * certificates with one serial noted at once on several threads cannot both pass; a ring whose lock cannot
  * be made is not made.
  */
@@ -130,6 +131,36 @@ static void test_reuse_and_same(void **state)
     cmp_recent_free(NULL);
 }
 
+/*
+ * Which transaction let a certificate through, for a withdrawal to ask (record.c): one it let through is
+ * another transaction's to all but its own (the same one returned again changes nothing); a serial it
+ * never noted is nobody's.
+ */
+static void test_elsewhere(void **state)
+{
+    struct cmp_recent *r = cmp_recent_new();
+    char earlier[2 * GW_MAX_TID_LEN + 1];
+    unsigned char id[CMP_REVOKED_ID_LEN];
+    X509 *first = cert_of(7, "first"), *other = cert_of(9, "other");
+
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(note_cert(r, first, "0a0b", earlier), 0);
+    assert_int_equal(note_cert(r, first, "0c0d", earlier), 0);
+    assert_int_equal(cmp_revoked_id(first, id), 0);
+    assert_int_equal(cmp_recent_elsewhere(r, id, "0a0b", earlier), 0);
+    assert_string_equal(earlier, "");
+    assert_int_equal(cmp_recent_elsewhere(r, id, "0A0B", earlier), 0); /* hex is hex in either case */
+    assert_int_equal(cmp_recent_elsewhere(r, id, "0c0d", earlier), 1);
+    assert_string_equal(earlier, "0a0b");
+    assert_int_equal(cmp_revoked_id(other, id), 0);
+    assert_int_equal(cmp_recent_elsewhere(r, id, "0c0d", earlier), 0);
+    assert_string_equal(earlier, "");
+    X509_free(first);
+    X509_free(other);
+    cmp_recent_free(r);
+}
+
 /* Full, the ring forgets its oldest entry and that one alone. */
 static void test_bounded(void **state)
 {
@@ -215,9 +246,8 @@ static void test_new_without_lock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reuse_and_same),
-        cmocka_unit_test(test_bounded),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_reuse_and_same),   cmocka_unit_test(test_elsewhere),
+        cmocka_unit_test(test_bounded),          cmocka_unit_test(test_threads),
         cmocka_unit_test(test_new_without_lock),
     };
 
