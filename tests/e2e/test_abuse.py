@@ -283,11 +283,15 @@ class BoundedWork(harness.GatewayTestCase):
                                                                serialization.PrivateFormat.PKCS8,
                                                                serialization.NoEncryption()))
         bundle = heavy_bundle(d / "heavy15.pem", key, name, 15)
-        res = self.gw.cmp("genm", "heavy15", auth=(d / "rsa-attacker.pem", d / "rsa-attacker.key"),
-                          path="pki/roles/pbmonly/cmp", extra=("-extracerts", bundle), expect_cert=False)
-        self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
-                              "signature protection is not accepted on this route")
-        self.assertLess(self.last_duration_ms(), 50 * harness.SLOW)
+        took = []
+        for _ in range(3):
+            res = self.gw.cmp("genm", "heavy15", auth=(d / "rsa-attacker.pem", d / "rsa-attacker.key"),
+                              path="pki/roles/pbmonly/cmp", extra=("-extracerts", bundle), expect_cert=False)
+            self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
+                                  "signature protection is not accepted on this route")
+            took.append(self.last_duration_ms())
+        # the fastest of three, as for the key count above: a loaded machine's stall is not the gateway's work
+        self.assertLess(min(took), 50 * harness.SLOW, took)
 
     def test_requested_key_with_a_huge_exponent(self):
         """OpenSSL would verify the proof of possession with the requested key: refused before that."""
