@@ -8,7 +8,6 @@
 #ifndef GW_POLICY_H
 #define GW_POLICY_H
 
-#include <stdbool.h>
 #include <time.h>
 #include <openssl/x509.h>
 #include "base/x509.h"
@@ -164,14 +163,6 @@ enum gw_issued_verdict gw_policy_check_issued_with(const struct gw_role *role,
                                                    STACK_OF(X509) *chain, X509_STORE *issuer_store,
                                                    STACK_OF(X509) *issuer_certs, struct gw_x509_links *links,
                                                    time_t now, STACK_OF(X509) **path, char *err);
-
-/*
- * gw_policy_issued_fresh: |cert| was issued for the request of |plan|, as far as its notBefore tells:
- * one that reads, no earlier than the plan's by more than GW_ISSUED_BACKDATE_SLACK, the backdating
- * gw_policy_check_issued allows. One earlier predates the request: a CA answering with another
- * certificate of the same key (its holder's earlier one, which it may still use).
- */
-bool gw_policy_issued_fresh(const struct gw_cert_plan *plan, const X509 *cert);
 
 /*
  * gw_policy_weak_why says why a chain fails OpenSSL's security level (X509_verify_cert's error |code|

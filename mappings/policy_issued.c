@@ -194,19 +194,6 @@ static time_t validity_start(const struct gw_cert_plan *plan, time_t nb)
     return nb > plan->not_before ? nb : plan->not_before;
 }
 
-/* The plan was made when the request came: a CA backdates a little, never to before that by more. */
-static bool backdated(const struct gw_cert_plan *plan, time_t nb)
-{
-    return nb < plan->not_before - GW_ISSUED_BACKDATE_SLACK;
-}
-
-bool gw_policy_issued_fresh(const struct gw_cert_plan *plan, const X509 *cert)
-{
-    time_t nb;
-
-    return gw_asn1_time(X509_get0_notBefore(cert), &nb) == 0 && !backdated(plan, nb);
-}
-
 static enum gw_issued_verdict issued_outside(const struct gw_role *role, const struct gw_cert_plan *plan,
                                              X509 *cert, char *err)
 {
@@ -251,7 +238,8 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         snprintf(err, GW_ERR_LEN, "the CA added %s, which the request did not ask for", name);
         return GW_ISSUED_OUTSIDE_POLICY;
     }
-    if (gw_asn1_time(X509_get0_notBefore(cert), &nb) != 0 || backdated(plan, nb)) {
+    if (gw_asn1_time(X509_get0_notBefore(cert), &nb) != 0 ||
+        nb < plan->not_before - GW_ISSUED_BACKDATE_SLACK) {
         snprintf(err, GW_ERR_LEN, "the upstream backdated the certificate to %s (planned: %s)",
                  policy_when(b1, nb), policy_when(b2, plan->not_before));
         return GW_ISSUED_OUTSIDE_POLICY;

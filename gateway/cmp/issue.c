@@ -244,8 +244,8 @@ static OSSL_CMP_PKISI *deliver(struct cmp_txn *t, struct cmp_call *c, const stru
                            chainOut);
     }
     r.fail_info = gw_policy_issued_refusal(v, err, r.text);
-    /* either may be another holder's certificate (another key), or the holder's earlier one (backdated):
-       withdrawn only if it was issued for this request */
+    /* either may be another holder's certificate (another key), or one let through lately: withdrawn
+       only if it was issued for this request */
     if (v == GW_ISSUED_OUTSIDE_POLICY)
         return refuse_cert(t, c, res->cert, plan, &r);
     return refuse_cert_as(t, c, res->cert, &r, res, plan);
@@ -284,8 +284,8 @@ static int sign_refused(const struct gw_sign_result *res, struct cmp_refusal *r)
  * The rejection of a refused answer. One that still carried a certificate (the adapter refused the
  * rest of the answer: a field out of range, a certificate not from the CA it knows) was issued all
  * the same: on record with its serial and withdrawn, as one outside policy (docs/design.md D8), if
- * it certifies the key of |plan| (NULL: none known) and was issued for it; else it may be another
- * holder's, or the holder's earlier one, and is not.
+ * it certifies the key of |plan| (NULL: none known) and was not let through lately in another
+ * transaction; else it may be another holder's, or that transaction's, and is not.
  * One the adapter rejected to its CA, which confirmed that, is on record only (rejected_to_ca).
  */
 static OSSL_CMP_PKISI *reject_answer(struct cmp_txn *t, struct cmp_call *c, struct gw_sign_result *res,

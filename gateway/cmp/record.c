@@ -22,9 +22,6 @@
 #include <openssl/x509v3.h>
 
 #define TEXT_OTHER_KEY "the certificate the upstream returned does not certify the requested key"
-#define TEXT_NOT_FRESH                                                                                       \
-    "the certificate the upstream returned certifies the requested key but is valid from before this "       \
-    "request: it may be an earlier certificate of that key, which its holder still uses"
 #define TEXT_LET_THROUGH                                                                                     \
     "the certificate the upstream returned has the issuer name and serial of one the gateway let through "   \
     "lately in another transaction: revoking it would revoke that one"
@@ -380,11 +377,6 @@ struct kept {
 static const struct kept kept_other_key = {
     "not revoked: " TEXT_OTHER_KEY, TEXT_OTHER_KEY,
     "check at the CA whose certificate this serial is before revoking it"};
-/* the same key, from before the request: a client may enrol again with a key it holds a valid
-   certificate for */
-static const struct kept kept_not_fresh = {
-    "not revoked: " TEXT_NOT_FRESH, TEXT_NOT_FRESH,
-    "its holder may still use it: ask the CA when it issued it before revoking it"};
 /* the one another transaction let through lately, answered again: its client holds it */
 static const struct kept kept_let_through = {
     "not revoked: " TEXT_LET_THROUGH, TEXT_LET_THROUGH,
@@ -394,8 +386,10 @@ static const struct kept kept_let_through = {
  * Why |cert|, which an upstream returned for the transaction |tid|, was not issued for it, so that
  * revoking it would revoke a certificate someone holds; NULL if it was. One |checked| passed the checks
  * against its plan already (released, or about to be); else it has to certify the key of |plan| (NULL:
- * none known) and be fresh (gw_policy_issued_fresh). Either way, one another transaction let through
- * lately (recent.h) is that one's: |earlier| (hex) gets it.
+ * none known). Either way, one another transaction let through lately (recent.h) is that one's:
+ * |earlier| (hex) gets it. Its notBefore decides nothing: a CA that backdates what it issues (outside
+ * the plan, so refused) is told from one answering with a holder's earlier certificate only by what the
+ * gateway let through itself, and a certificate outside policy left valid is what withdrawing prevents.
  */
 static const struct kept *not_issued_here(struct gw_cmp_engine *e, const char *tid, X509 *cert,
                                           const struct gw_cert_plan *plan, bool checked, char *earlier)
@@ -406,8 +400,6 @@ static const struct kept *not_issued_here(struct gw_cmp_engine *e, const char *t
     if (!checked &&
         (pk == NULL || plan == NULL || plan->pubkey == NULL || EVP_PKEY_eq(pk, plan->pubkey) != 1))
         return &kept_other_key;
-    if (!checked && !gw_policy_issued_fresh(plan, cert))
-        return &kept_not_fresh;
     if (e->recent != NULL && cmp_revoked_id(cert, id) == 0 &&
         cmp_recent_elsewhere(e->recent, id, tid, earlier))
         return &kept_let_through;

@@ -50,11 +50,10 @@ void cmp_withdraw(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *
 
 /*
  * cmp_withdraw_returned: as cmp_withdraw, for a certificate an upstream returned that did not pass those
- * checks (or was never checked): withdrawn only if it was issued for the request of |plan| besides, that
- * is, certifies its key (NULL: none known, then it is not) and is fresh (gw_policy_issued_fresh). One for
- * another key may be another holder's certificate (a CA answering with the wrong serial); one of the
- * same key from before the request may be the holder's earlier certificate, which it still uses. Either
- * is put on record ("not_withdrawn", why) and logged, not revoked; the caller's refusal stands.
+ * checks (or was never checked): withdrawn only if it certifies the key of |plan| besides (NULL: none
+ * known, then it does not). One for another key may be another holder's certificate (a CA answering
+ * with the wrong serial): it is put on record ("not_withdrawn", why) and logged, not revoked; the
+ * caller's refusal stands.
  */
 void cmp_withdraw_returned(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, X509 *cert,
                            const struct gw_cert_plan *plan, int reason);
