@@ -1,7 +1,7 @@
 /*
  * The CMP engine of fuzz_cmp_request and fuzz_cmp_signed: requests as the body of a POST to
- * /pki/cmp of the demo configuration (tests/fuzz/pki, local issuer), over TLS with the demo client
- * certificate, answered in-process by gw_cmp_process.
+ * /pki/cmp of the demo configuration (tests/fuzz/pki, local issuer) with one certProfile for its
+ * default role, over TLS with the demo client certificate, answered in-process by gw_cmp_process.
  *
  * An input may hold up to FUZZ_MAX_MESSAGES requests joined by FUZZ_SEPARATOR, answered in order,
  * so that a certConf, pollReq or error can meet the transaction its ir opened (the *.seq seeds).
@@ -24,6 +24,7 @@
 
 #include "tests/fuzz/fuzz.h"
 
+#include <json-c/json.h>
 #include <openssl/cmp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -37,6 +38,7 @@
 
 #define FUZZ_SEPARATOR "-CMPGW-NEXT-MESSAGE-" /* also in make_seeds.sh and fuzz_cmp_*.dict */
 #define FUZZ_MAX_MESSAGES 4
+#define FUZZ_PROFILE "fuzz" /* a certProfile served by the default role, as in make_seeds.sh */
 
 /* Turns one request of an input into the body sent (a new buffer of *len bytes), or NULL: send as is. */
 typedef unsigned char *(*fuzz_rewrite_fn)(const uint8_t *data, size_t size, size_t *len);
@@ -97,16 +99,32 @@ static inline EVP_PKEY *fuzz_pki_key(const char *name)
     return k;
 }
 
+/* The demo configuration with the profile FUZZ_PROFILE for its default role (RFC 9483 §3.1 certProfile). */
+static inline struct gw_config *fuzz_engine_config(void)
+{
+    char *demo = fuzz_pki_file("cmpgw.json", NULL);
+    struct json_object *root = json_tokener_parse(demo), *profiles = json_object_new_object();
+    struct gw_config *cfg;
+
+    if (root == NULL || profiles == NULL)
+        fuzz_die("%s/cmpgw.json is not the demo configuration", FUZZ_PKI);
+    json_object_object_add(profiles, FUZZ_PROFILE, json_object_new_string("role:default"));
+    json_object_object_add(root, "profiles", profiles);
+    cfg = fuzz_config(json_object_to_json_string(root));
+    json_object_put(root);
+    free(demo);
+    return cfg;
+}
+
 static inline void fuzz_engine_init(void)
 {
-    char *json = fuzz_pki_file("cmpgw.json", NULL), err[GW_ERR_LEN] = "";
+    char err[GW_ERR_LEN] = "";
     struct gw_cmp_settings settings;
 
     fuzz_quiet();
     fz.verbose = getenv("CMPGW_FUZZ_VERBOSE") != NULL;
     fz.capture_time = fuzz_capture_time();
-    fz.cfg = fuzz_config(json);
-    free(json);
+    fz.cfg = fuzz_engine_config();
     free(fz.cfg->audit.file);
     fz.cfg->audit.file = strdup(fuzz_scratch("audit.log", fz.audit, sizeof(fz.audit)));
     for (size_t i = 0; i < fz.cfg->n_trust; i++)

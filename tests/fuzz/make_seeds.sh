@@ -11,8 +11,8 @@
 # PKI and the seeds go together, regenerate and commit both. The grown corpora of fuzz_cmp_request
 # and fuzz_cmp_signed are removed: their inputs derive from the old seeds and PKI.
 #
-# The error message and the genms with a crlStatusList value are crafted (no client sends them on its
-# own): craft_error.py, craft_crl_status.py. Sequence seeds (*.seq) hold several requests joined by the
+# The error message, the ir with a certProfile and the genms with a crlStatusList value are crafted (no
+# client sends them on its own): craft_error.py, craft_profile.py, craft_crl_status.py. Sequence seeds (*.seq) hold several requests joined by the
 # separator fuzz_cmp_request splits on, so that a certConf, pollReq or error meets the transaction its
 # ir opened.
 set -euo pipefail
@@ -135,6 +135,9 @@ for oid in caCerts:1.3.6.1.5.5.7.4.17 rootCaKeyUpdate:1.3.6.1.5.5.7.4.18 certReq
         >>client.log 2>&1 || true
 done
 /usr/bin/python3 "$repo/tests/fuzz/craft_error.py" ir-confirm.der client.key error.der
+# the signed ir with a certProfile, and nothing else changed: the one fuzz_engine.h serves (FUZZ_PROFILE),
+# which a mutated name is not (openssl cmp of OpenSSL 3.0 has no -profile)
+/usr/bin/python3 -B "$repo/tests/fuzz/craft_profile.py" ir-sig.der client.key ir-profile.der fuzz
 # crlStatusList values (no client sends one): the issuing CA's CRL held since before the capture; one
 # held from the capture itself, as new as the CRL the local issuer makes then (the engine's clock); a
 # list naming a distribution point, the root CA without thisUpdate, and the issuing CA's CRL as current
@@ -144,7 +147,7 @@ craft_crl genm-crlStatusList-current.der "issuer:issuing.pem:$(date -u -d @"$(ca
 craft_crl genm-crlStatusList-sources.der dp:https://127.0.0.1/crl/issuing.crl issuer:ca.pem \
     "issuer:issuing.pem:$(date -u -d @$(($(cat capture_time) + 86400)) +%Y%m%d%H%M%SZ)"
 
-singles=(ir-sig ir-sans ir-rsa ir-pbm cr p10cr kur rr genm-empty genm-caCerts genm-rootCaKeyUpdate
+singles=(ir-sig ir-sans ir-rsa ir-pbm ir-profile cr p10cr kur rr genm-empty genm-caCerts genm-rootCaKeyUpdate
     genm-certReqTemplate genm-crlStatusList genm-crlStatusList-issuer genm-crlStatusList-current
     genm-crlStatusList-sources ir-unprotected
     ir-confirm certconf ir-poll pollreq error)
