@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <openssl/asn1.h>
+#include <openssl/asn1t.h>
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
@@ -21,17 +22,21 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "base/err.h"
+#include "base/x509.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/shim_local.h"
 
 /* The names a crlStatusList is read against: the empty Name, the demo's root and issuing CAs. */
 #define N_ISSUERS 3
 static X509_NAME *issuers[N_ISSUERS];
+static ASN1_OBJECT *cert_profile_oid; /* id-it-certProfile: 3.0 has no NID for it */
 
 static void free_issuers(void)
 {
     for (int i = 0; i < N_ISSUERS; i++)
         X509_NAME_free(issuers[i]);
+    ASN1_OBJECT_free(cert_profile_oid);
 }
 
 /* The subject of the PEM certificate |name| of the fuzzing PKI. */
@@ -60,6 +65,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fuzz_die("out of memory");
     issuers[1] = pki_subject("ca.pem");
     issuers[2] = pki_subject("issuing.pem");
+    if ((cert_profile_oid = OBJ_txt2obj("1.3.6.1.5.5.7.4.21", 1)) == NULL)
+        fuzz_die("out of memory");
     atexit(free_issuers);
     return 0;
 }
@@ -312,6 +319,65 @@ static void body_counted(const OSSL_CMP_MSG *msg, const uint8_t *der, size_t len
                  gw_shim_body_name(OSSL_CMP_MSG_get_bodytype(msg)), encoded);
 }
 
+/*
+ * The first UTF8String of the certProfile OpenSSL decoded in |msg|'s generalInfo (3.0 has no getter for
+ * it: OSSL_CMP_HDR_get0_geninfo_ITAVs is 3.3+) into |name|: 1; 0 when it holds none; -1 when it holds
+ * two, or one whose value does not read so.
+ */
+static int decoded_profile(const OSSL_CMP_MSG *msg, char *name, size_t cap)
+{
+    const ASN1_TEMPLATE *tt =
+        gw_asn1_field(ASN1_ITEM_rptr(OSSL_CMP_PKIHEADER), "generalInfo", 8, ASN1_TFLG_SEQUENCE_OF);
+    const STACK_OF(OSSL_CMP_ITAV) *info;
+    const unsigned char *p, *end;
+    struct elem seq, first;
+    int found = 0;
+
+    if (tt == NULL)
+        fuzz_die("this OpenSSL keeps no generalInfo in its PKIHeader");
+    info = *(STACK_OF(OSSL_CMP_ITAV) *const *)((const char *)OSSL_CMP_MSG_get0_header(msg) + tt->offset);
+    for (int i = 0; i < sk_OSSL_CMP_ITAV_num(info); i++) {
+        const OSSL_CMP_ITAV *itav = sk_OSSL_CMP_ITAV_value(info, i);
+        const ASN1_TYPE *value = OSSL_CMP_ITAV_get0_value(itav);
+
+        if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(itav), cert_profile_oid) != 0)
+            continue;
+        if (found++ > 0 || value == NULL || value->type != V_ASN1_SEQUENCE)
+            return -1;
+        p = ASN1_STRING_get0_data(value->value.sequence);
+        end = p + ASN1_STRING_length(value->value.sequence);
+        if (!next(&p, end, &seq) || seq.tag != V_ASN1_SEQUENCE)
+            return -1;
+        p = seq.cont;
+        if (!next(&p, seq.cont + seq.len, &first) || first.tag != V_ASN1_UTF8STRING ||
+            (size_t)first.len >= cap)
+            return -1;
+        memcpy(name, first.cont, (size_t)first.len);
+        name[first.len] = '\0';
+    }
+    return found;
+}
+
+/* gw_shim_cert_profile: its contract (shim.h), and a name it reads is the one OpenSSL decoded. */
+static void cert_profile(const OSSL_CMP_MSG *msg)
+{
+    char name[GW_MAX_PROFILE_NAME_LEN + 1], decoded[GW_MAX_PROFILE_NAME_LEN + 1] = "";
+    int rc = gw_shim_cert_profile(msg, name, sizeof(name)), found;
+
+    if (strnlen(name, sizeof(name)) == sizeof(name))
+        fuzz_die("gw_shim_cert_profile: a name not NUL-terminated within %zu bytes", sizeof(name));
+    if (rc != 0 && rc != GW_ERR_INVAL && rc != GW_ERR_LIMIT)
+        fuzz_die("gw_shim_cert_profile: returned %d", rc);
+    if (rc != 0 && name[0] != '\0')
+        fuzz_die("gw_shim_cert_profile: refused (%d) with the name \"%s\"", rc, name);
+    if (rc != 0)
+        return;
+    found = decoded_profile(msg, decoded, sizeof(decoded));
+    if (found != (name[0] != '\0') || strcmp(name, decoded) != 0)
+        fuzz_die("gw_shim_cert_profile read \"%s\", OpenSSL decoded %d certProfile(s), the first \"%s\"",
+                 name, found, decoded);
+}
+
 /* gw_shim_d2i_hash_alg on the input: a certConf, and only where d2i_OSSL_CMP_MSG refused it (|plain|). */
 static void hash_alg_cut(const uint8_t *data, size_t size, const OSSL_CMP_MSG *plain)
 {
@@ -341,6 +407,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (gw_shim_hdr_info(msg, &hdr) == 0)
         gw_shim_hdr_info_cleanup(&hdr);
     same_header(msg);
+    cert_profile(msg);
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, NULL, 0), X509_free);
     sk_X509_pop_free(gw_shim_get1_extra_certs(msg, data, (size_t)(p - data)), X509_free);
     (void)gw_shim_rr_reason(msg, &reason);
