@@ -260,7 +260,9 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
         return gw_conf_fail(pc, path, "%s", why);
     if (gw_pem_key_signs(*out, use, why, sizeof(why)))
         return 0;
-    if (use != GW_PEM_KEY_TLS && gw_pem_key_signs(*out, GW_PEM_KEY_TLS, NULL, 0))
+    /* the default scheme failed above: whether it signs with PSS alone says which reason */
+    if (use != GW_PEM_KEY_TLS && EVP_PKEY_is_a(*out, "RSA") &&
+        signs_with(*out, RSA_PKCS1_PSS_PADDING, NULL, 0))
         rc = refuse_pss_only(pc, path, uri, use);
     else
         rc = gw_conf_fail(pc, path,
