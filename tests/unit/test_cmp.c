@@ -7475,6 +7475,22 @@ static void later_record_opens(void)
     assert_int_equal(gw_cluster_put_result(later_instance, tid, 4, &res, 60, err), 1);
 }
 
+/* The later record (later_record_opens) is there, and its own end is handed its result; its instance goes. */
+static void later_record_ends(const unsigned char *tid)
+{
+    struct gw_txn_result left;
+    char out[64];
+
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
+    assert_true(left.present);
+    assert_string_equal(left.reason, "the later transaction's");
+    gw_txn_result_cleanup(&left);
+    gw_cluster_free(later_instance);
+    later_instance = NULL;
+}
+
 /*
  * An end that Redis ran, its answer lost, is asked again; before the retry goes out, a later transaction
  * under the same transactionID has a record of its own, and a result beside it. (The first's reservation,
@@ -7518,15 +7534,7 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
-    /* the later record is there, and its own end is handed its result */
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
-    assert_string_equal(out, ":1");
-    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
-    assert_true(left.present);
-    assert_string_equal(left.reason, "the later transaction's");
-    gw_txn_result_cleanup(&left);
-    gw_cluster_free(later_instance);
-    later_instance = NULL;
+    later_record_ends(tid);
     gw_cluster_free(cl);
 }
 
@@ -7538,7 +7546,7 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
 static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
 {
     static const unsigned char tid[] = "0123";
-    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    char rec[64], err[GW_ERR_LEN] = "";
     struct gw_txn_result left;
     struct gw_cluster *cl;
 
@@ -7562,15 +7570,7 @@ static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
     /* read back, it took nothing */
     assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 0);
     assert_false(left.present);
-    /* the later record is there, and its own end is handed its result */
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
-    assert_string_equal(out, ":1");
-    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
-    assert_true(left.present);
-    assert_string_equal(left.reason, "the later transaction's");
-    gw_txn_result_cleanup(&left);
-    gw_cluster_free(later_instance);
-    later_instance = NULL;
+    later_record_ends(tid);
     gw_cluster_free(cl);
 }
 
