@@ -994,6 +994,11 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int cn_in_sans
     rc = policy_check_names(role, X509_get_subject_name(cert), sans, fail_info, err);
     if (rc == 0 && cn_in_sans && !role->exclude_cn_from_sans)
         rc = policy_check_cn_as_san(role, X509_get_subject_name(cert), fail_info, err);
+    /* the role released none outside it (gw_policy_check_issued): another role's on the same CA, told
+       apart by allowed_subjects as its signers are by signer_subjects */
+    if (rc == 0)
+        rc = policy_check_allowed_subject(role, "the certificate's", X509_get_subject_name(cert), fail_info,
+                                          err);
     GENERAL_NAMES_free(sans);
     *fail_info = rc != 0 ? DENY : 0;
     return rc;

@@ -42,15 +42,16 @@ int gw_policy_check_request(const struct gw_role *role, const struct gw_cert_pla
 
 /*
  * gw_policy_check_names checks the names of an existing certificate |cert| (its subject's common
- * names and its subjectAltNames) against |role|'s patterns and SAN types, as gw_policy_check_request
- * and gw_policy_check_issued check a request's and a certificate's: whether the role could have issued
- * a certificate with these names (an RA revokes only certificates of its role). Every subjectAltName,
- * a copy of a common name too, must be of a type the role allows. With |cn_in_sans| (|cert|'s
- * upstream copies the common name into the subjectAltNames, gw_policy_check_cn_copy) and without the
- * role's exclude_cn_from_sans, the last common name is also checked as that copy, carried or not. A
- * role without name patterns allows any; a CA certificate (gw_policy_check_issued refuses one from
- * every upstream) is no role's. 0, or notAuthorized with |err| naming the first name outside the
- * role, or what makes it a CA certificate.
+ * names and its subjectAltNames, and its whole subject against allowed_subjects) against |role|'s
+ * patterns and SAN types, as gw_policy_check_request and gw_policy_check_issued check a request's and
+ * a certificate's: whether the role could have released a certificate with these names (an RA revokes
+ * only certificates of its role). Every subjectAltName, a copy of a common name too, must be of a type
+ * the role allows. With |cn_in_sans| (|cert|'s upstream copies the common name into the
+ * subjectAltNames, gw_policy_check_cn_copy) and without the role's exclude_cn_from_sans, the last
+ * common name is also checked as that copy, carried or not. A role without name patterns or
+ * allowed_subjects allows any; an empty subject is left to the other names; a CA certificate
+ * (gw_policy_check_issued refuses one from every upstream) is no role's. 0, or notAuthorized with
+ * |err| naming the first name outside the role, or what makes it a CA certificate.
  */
 int gw_policy_check_names(const struct gw_role *role, X509 *cert, int cn_in_sans, int *fail_info, char *err);
 

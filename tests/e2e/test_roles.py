@@ -379,6 +379,21 @@ class Revocation(Roles):
         self.assert_nothing_done(before)
         self.assert_not_revoked(victim)
 
+    def test_rr_of_a_gamma_certificate_by_alphas_ra(self):
+        """Gamma's certificates come from alpha's upstream, and alpha has no name patterns: only
+        allowed_subjects tells the roles' certificates apart, as it tells their signers apart. Alpha's RA may
+        not revoke one of gamma's; once it did, since only an RA's names were held to the role."""
+        victim = self.ir("rr-g-victim", "g-dev", GAMMA_LABEL, subject="/O=gamma/CN=rr-g-victim")
+        self.assertIsNotNone(victim.cert, victim.answers)
+        before = self.ledger()
+        res = self.rr("rr-g-by-alpha-ra", "a-ra", victim.cert, ALPHA_LABEL)
+        text = ("an RA of role alpha may revoke only certificates of its role: the certificate's subject "
+                "/O=gamma/CN=rr-g-victim is not allowed on role alpha (allowed: /O=alpha/CN=*)")
+        self.assertEqual(self.refused_cmp(res, ("notAuthorized",)).status_strings, [text])
+        self.assertIn(("alpha", A_RA_SUBJECT, text), self.gw.denials("rr_ra_outside_role"))
+        self.assert_nothing_done(before)
+        self.assert_not_revoked(victim.cert)
+
     def test_rr_twins(self):
         """Alpha's RA revokes a certificate of alpha; beta's holder its own."""
         own = self.ir("rr-alpha-own", "a-dev", ALPHA_LABEL, subject="/O=alpha/CN=rr-alpha-own")

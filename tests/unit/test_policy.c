@@ -1175,8 +1175,12 @@ static void test_check_request_bare_host(void **state)
  * SAN types like any other (once a DNS or email copy of a CN passed whatever the types said, so an
  * RA of an email-only role revoked every server certificate of its CA); where the upstream copies
  * the CN into the SANs (Vault, unless exclude_cn_from_sans), the CN is checked as that copy too,
- * carried or not. Each refused row has an accepted twin.
+ * carried or not. The whole subject is held to allowed_subjects, which tells apart the certificates of
+ * two roles on one CA as signer_subjects tells their signers apart (once it did not count, so an RA of
+ * one revoked the other's). Each refused row has an accepted twin.
  */
+static char *p_own_subj[] = {"/O=alpha/CN=*"};
+
 static const struct {
     const char *name;
     struct gw_authz authz;
@@ -1324,6 +1328,39 @@ static const struct {
      false,
      "CN=Device 42",
      NULL,
+     NULL},
+    {"a subject outside allowed_subjects: another role's on the same CA",
+     {.subjects = PATS(p_own_subj)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "O=gamma|CN=g-1",
+     NULL,
+     "=the certificate's subject /O=gamma/CN=g-1 is not allowed on role iot (allowed: /O=alpha/CN=*)"},
+    {"a subject within allowed_subjects",
+     {.subjects = PATS(p_own_subj)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "O=alpha|CN=a-1",
+     NULL,
+     NULL},
+    {"a subject with a '/' in a value cannot be matched",
+     {.subjects = PATS(p_own_subj)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "O=alpha|CN=a/1",
+     NULL,
+     "=the certificate's subject has a '/' or a backslash in an attribute value and cannot be "
+     "matched against allowed_subjects of role iot"},
+    {"an empty subject is left to the other names",
+     {.subjects = PATS(p_own_subj), .dns_names = PATS(p_dnsn)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "",
+     "DNS:www.example.com",
      NULL},
 };
 
