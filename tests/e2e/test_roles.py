@@ -14,12 +14,13 @@ is a gateway of its own, so that no class spends more than a share of the failed
 import hashlib
 import ssl
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 from pyasn1.codec.der import encoder  # noqa: E402
 from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
-                         pollreq, profile_value, resign)
+                         pollreq, profile_value, resign, set_octets)
 
 CMC_RA = "1.3.6.1.5.5.7.3.28"
 A_SUBJECT = "/O=alpha/CN=a-dev"
@@ -232,6 +233,23 @@ class ForeignSigner(Roles):
         self.expect("profile_mismatch", a)  # the first name counts: pa is not beta's
         self.assert_nothing_done(before)
 
+    def test_another_roles_subject_on_alpha(self):
+        """A on its own path asks for the subject gamma admits its signers by (gamma trusts alpha's CA), in an
+        ir, a cr and a p10cr's CSR: alpha's allowed_subjects refuses each before the CA is asked."""
+        d = self.gw.dir
+        before = self.ledger()
+        for cmd in ("ir", "cr"):
+            with self.subTest(cmd=cmd):
+                res = self.gw.cmp(cmd, "g-subj-" + cmd, auth=self.cred("a-dev"), newkey=self.newkey("g-subj-" + cmd),
+                                  path=ALPHA_LABEL, subject="/O=gamma/CN=g-subj", expect_cert=False)
+                self.expect("subject_not_allowed", res.last)
+        key = self.newkey("g-subj-p10")
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=gamma/CN=g-subj", "-out", d / "g-subj.csr"])
+        res = self.gw.cmp("p10cr", "g-subj-p10", auth=self.cred("a-dev"), path=ALPHA_LABEL,
+                          extra=["-csr", d / "g-subj.csr"], expect_cert=False)
+        self.expect("subject_not_allowed", res.last)
+        self.assert_nothing_done(before)
+
     def test_tls_of_beta_signer_of_alpha(self):
         """Beta's TLS client certificate with A's CMP signer: on beta's path the signer is refused; on
         alpha's path it is served as alpha (the TLS certificate lends no role), under alpha's subjects."""
@@ -273,6 +291,10 @@ class NoCredential(Roles):
         res = self.gw.cmp("ir", "nothing-b", auth=self.cred("b-dev"), newkey=self.newkey("nothing-b"),
                           path=BETA_LABEL, tls=(None, None), subject="/O=beta/CN=nothing-b", expect_cert=False)
         self.expect("tls_required", res.last)
+        # nor over the TLS client certificate of another role
+        res = self.gw.cmp("ir", "nothing-b-tls", auth=self.cred("b-dev"), newkey=self.newkey("nothing-b-tls"),
+                          path=BETA_LABEL, tls=self.A_TLS, subject="/O=beta/CN=nothing-b-tls", expect_cert=False)
+        self.expect("tls_subject", res.last)
         self.assert_nothing_done(before)
 
 
@@ -448,6 +470,14 @@ class Transactions(Roles):
         for name, msg, path, tls, row in attempts:
             with self.subTest(attempt=name):
                 self.expect(row, self.send(name, msg, path, tls=tls))
+        # a request of A's own that takes the transactionID: on alpha's path and on beta's
+        for i, (path, tls, row) in enumerate([(ALPHA_LABEL, self.A_TLS, "tid_in_use"),
+                                              (BETA_LABEL, self.B_TLS, "untrusted_signer")]):
+            with self.subTest(attempt="ir-with-its-tid", path=path):
+                m = load(self.gw.make_request("tid-take%d" % i, auth=self.cred("a-dev"),
+                                              subject="/O=alpha/CN=tid-take%d" % i).read_bytes())
+                m["header"]["transactionID"] = load(ir)["header"]["transactionID"]
+                self.expect(row, self.send("tid-take%d" % i, resign(m, a_key), path, tls=tls))
         self.assert_nothing_done(before)
         self.assert_not_revoked(pem)
         # the transaction is still its client's: beta's device confirms it
@@ -455,6 +485,56 @@ class Transactions(Roles):
         a = harness.decode_cmp(self.send("conf-own", own, BETA_LABEL, tls=self.B_TLS).body)
         self.assertEqual(a.body_type, "pkiconf", a)
         self.assert_not_revoked(pem)
+
+
+class Polling(Roles):
+    """A's pollReq in a transaction of beta's device that waits for its certificate (beta's CA answers after
+    2 s, beta polls after 300 ms): refused, and the certificate is its client's when it polls."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["upstreams"]["up-beta"]["delay"] = "2s"
+        cfg["roles"]["beta"]["poll_after"] = "300ms"
+
+    def test_foreign_poll_of_a_waiting_beta_request(self):
+        d = self.gw.dir
+        ir = self.gw.make_request("wait-b", auth=self.cred("b-dev"), subject="/O=beta/CN=wait-b").read_bytes()
+        first = harness.decode_cmp(self.send("wait-b", ir, BETA_LABEL, tls=self.B_TLS).body)
+        self.assertEqual((first.body_type, first.status), ("ip", 3), first)  # waiting
+        a_key = d / "a-dev.key"
+        a_name = load(self.gw.make_request("wait-a", auth=self.cred("a-dev"),
+                                           subject="/O=alpha/CN=wait-a").read_bytes())["header"]["sender"]
+
+        def poll(key, sender=None, recip=None):
+            m = pollreq(load(ir), key)
+            if sender is not None:
+                m["header"]["sender"] = sender
+            if recip is not None:
+                set_octets(m["header"], "recipNonce", recip)
+            return resign(m, key)
+
+        recip = first.header["senderNonce"].asOctets()
+        time.sleep(2.5)  # the certificate is there now: a pollReq that passed would take it
+        for name, msg, path, tls, row in [
+                ("wait-as-b", poll(a_key, recip=recip), BETA_LABEL, self.B_TLS, "pinned_signer"),
+                ("wait-as-b-own-tls", poll(a_key, recip=recip), BETA_LABEL, self.A_TLS, "other_tls_client"),
+                ("wait-as-a", poll(a_key, a_name, recip), ALPHA_LABEL, self.A_TLS, "other_sender"),
+                ("wait-as-a-beta", poll(a_key, a_name, recip), BETA_LABEL, self.B_TLS, "other_sender")]:
+            with self.subTest(attempt=name):
+                self.expect(row, self.send(name, msg, path, tls=tls))
+        self.assertEqual(harness.audit_records(self.gw, "revoked"), [])
+        # beta's device polls and takes its certificate
+        for i in range(40):
+            a = harness.decode_cmp(self.send("wait-own%d" % i, poll(d / "b-dev.key", recip=recip), BETA_LABEL,
+                                             tls=self.B_TLS).body)
+            if a.body_type != "pollRep":
+                break
+            recip = a.header["senderNonce"].asOctets()
+            time.sleep(0.25)
+        self.assertEqual(a.body_type, "ip", a)
+        self.assertIn(a.status, (0, 1), a)
+        self.assertEqual(harness.audit_records(self.gw, "revoked"), [])
 
 
 class Http2(Roles):
