@@ -18,6 +18,7 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+from cryptography import x509  # noqa: E402
 from pyasn1.codec.der import encoder  # noqa: E402
 from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
                          pollreq, profile_value, resign, set_octets)
@@ -116,9 +117,19 @@ class Roles(RowAssertions, harness.GatewayTestCase):
     def assert_nothing_done(self, before):
         self.assertEqual(self.ledger(), before)
 
+    def crl_serials(self, upstream):
+        """The serials on the CRL of the local issuer |upstream| (GET <prefix>/crl/<upstream>)."""
+        r = self.gw.curl(path="/pki/crl/%s" % upstream, content_type=None)
+        self.assertEqual(r.status, 200, r)
+        return {e.serial_number for e in x509.load_der_x509_crl(r.body)}
+
     def assert_not_revoked(self, cert):
+        """Neither the audit log nor the CRL of the issuer that signed |cert| has it revoked."""
         serial = int(harness.serial_hex(cert), 16)
         self.assertFalse([r for r in harness.audit_records(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial])
+        issuer = "up-beta" if "beta" in harness.run(["openssl", "x509", "-in", cert, "-noout", "-issuer"]).stdout.decode() \
+            else "up-alpha"
+        self.assertNotIn(serial, self.crl_serials(issuer))
 
     def refused_cmp(self, res, fail_bits, *texts):
         """|res| (CmpResult) got nothing: its answer is a rejection (ip/cp/kup/rp/error) with one of
@@ -421,6 +432,7 @@ class Revocation(Roles):
         own = self.ir("rr-alpha-own", "a-dev", ALPHA_LABEL, subject="/O=alpha/CN=rr-alpha-own")
         res = self.rr("rr-alpha-ra", "a-ra", own.cert, ALPHA_LABEL)
         self.assertEqual((res.last.body_type, res.last.status), ("rp", 0), res.last)
+        self.assertIn(int(harness.serial_hex(own.cert), 16), self.crl_serials("up-alpha"))  # what the others read
         victim = self.b_victim("rr-b-own")
         res = self.gw.cmp("rr", "rr-b-holder", auth=(victim.cert, self.key_of("rr-b-own")),
                           path=BETA_LABEL, tls=self.B_TLS, extra=["-oldcert", victim.cert], expect_cert=False)
