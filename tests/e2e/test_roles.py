@@ -19,7 +19,9 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 from cryptography import x509  # noqa: E402
-from pyasn1.codec.der import encoder  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key  # noqa: E402
+from pyasn1.codec.der import decoder, encoder  # noqa: E402
+from pyasn1_modules import rfc5280  # noqa: E402
 from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
                          pollreq, profile_value, resign, set_octets)
 
@@ -259,6 +261,29 @@ class ForeignSigner(Roles):
         res = self.gw.cmp("p10cr", "g-subj-p10", auth=self.cred("a-dev"), path=ALPHA_LABEL,
                           extra=["-csr", d / "g-subj.csr"], expect_cert=False)
         self.expect("subject_not_allowed", res.last)
+        self.assert_nothing_done(before)
+
+    def test_ra_verified_for_a_key_of_beta(self):
+        """Alpha's RA asks, on alpha's path and by beta's profile on the default path, for a certificate of the
+        public key of beta's device, its proof of possession raVerified (RFC 4211 §4: the RA checked it): no
+        client, an RA included, may say so, and without it nobody proves the key."""
+        d = self.gw.dir
+        spki = load_pem_public_key(harness.pubkey_pem_of_cert(d / "b-dev.pem").encode())
+        spki, _ = decoder.decode(spki.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+                                 asn1Spec=rfc5280.SubjectPublicKeyInfo())
+        before = self.ledger()
+        for i, (path, profile, tls, row) in enumerate([(ALPHA_LABEL, None, self.A_TLS, "bad_pop"),
+                                                       ("pki/cmp", "pb", self.B_TLS, "untrusted_signer")]):
+            with self.subTest(path=path, profile=profile):
+                m = load(self.gw.make_request("raverified%d" % i, auth=self.cred("a-ra"),
+                                              subject="/O=alpha/CN=raverified%d" % i).read_bytes())
+                crm = m["body"]["ir"][0]
+                crm["certReq"]["certTemplate"]["publicKey"]["subjectPublicKey"] = spki["subjectPublicKey"]
+                popo = crm["pop"]  # rfc2511 names it so
+                popo["raVerified"] = popo.componentType["raVerified"].asn1Object.clone("")
+                if profile:
+                    add_general_info(m, PROFILE, profile_value(profile))
+                self.expect(row, self.send("raverified%d" % i, resign(m, d / "a-ra.key"), path, tls=tls))
         self.assert_nothing_done(before)
 
     def test_tls_of_beta_signer_of_alpha(self):
