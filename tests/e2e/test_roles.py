@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
 from pyasn1_modules import rfc5280  # noqa: E402
 from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
-                         pollreq, profile_value, resign, set_octets)
+                         pollreq, profile_value, remac, resign, set_octets)
 
 CMC_RA = "1.3.6.1.5.5.7.3.28"
 A_SUBJECT = "/O=alpha/CN=a-dev"
@@ -87,7 +87,7 @@ class Roles(RowAssertions, harness.GatewayTestCase):
         make_leaf(d, "g-dev", "/O=gamma/CN=g-dev", "alpha-issuing")
         base = {"key_usage": ["digitalSignature"], "ext_key_usage": ["clientAuth"], "implicit_confirm": True}
         cfg["roles"] = {
-            "alpha": dict(base, upstream="up-alpha", trust=["alpha"], authorization={
+            "alpha": dict(base, upstream="up-alpha", trust=["alpha"], pbm=["demo-device"], authorization={
                 "signer_subjects": ["/O=alpha/CN=*"], "allowed_subjects": ["/O=alpha/CN=*"],
                 "ra_subjects": [A_RA_SUBJECT]}),
             "beta": dict(base, upstream="up-beta", trust=["beta"], authorization={
@@ -285,6 +285,23 @@ class ForeignSigner(Roles):
                     add_general_info(m, PROFILE, profile_value(profile))
                 self.expect(row, self.send("raverified%d" % i, resign(m, d / "a-ra.key"), path, tls=tls))
         self.assert_nothing_done(before)
+
+    def test_pbm_of_alpha_elsewhere(self):
+        """Alpha's PBM secret (demo-device) on beta's and gamma's paths, and naming their profiles on the
+        default path: a reference the role does not list is answered as a wrong secret. Twin: alpha's path."""
+        before = self.ledger()
+        for i, (path, profile, tls) in enumerate([(BETA_LABEL, None, self.B_TLS), (GAMMA_LABEL, None, self.A_TLS),
+                                                  ("pki/cmp", "pb", self.B_TLS), ("pki/cmp", "pg", self.A_TLS)]):
+            with self.subTest(path=path, profile=profile):
+                m = load(self.gw.make_request("pbm%d" % i, auth="pbm", subject="/O=gamma/CN=pbm%d" % i).read_bytes())
+                if profile:
+                    add_general_info(m, PROFILE, profile_value(profile))
+                    m = remac(m, self.gw.pbm_secret.encode())
+                self.expect("pbm_failed", self.send("pbm%d" % i, m, path, tls=tls))
+        self.assert_nothing_done(before)
+        res = self.gw.cmp("ir", "pbm-twin", auth="pbm", newkey=self.newkey("pbm-twin"), path=ALPHA_LABEL,
+                          subject="/O=alpha/CN=pbm-twin", extra=("-implicit_confirm",))
+        self.assertIsNotNone(res.cert)
 
     def test_tls_of_beta_signer_of_alpha(self):
         """Beta's TLS client certificate with A's CMP signer: on beta's path the signer is refused; on
