@@ -1,15 +1,16 @@
 """Can a client reach a role it is not entitled to? Attacked over the wire against a real gateway.
 
-Three roles, each with a PKI of its own: "alpha" (path label a, profile pa, the default path) trusts and
-issues under the alpha CAs, signers /O=alpha/...; "beta" (label b, profile pb) under the beta CAs, and
-wants a TLS client certificate /O=cmpgw demo/CN=beta-tls*; "gamma" (label g, profile pg) trusts the alpha
-CAs too but only signers /O=gamma/... (roles told apart by signer_subjects alone). The attacker holds
-alpha's device certificate A (and alpha's RA certificate), or only beta's TLS client certificate, or
-nothing. Each attempt at a certificate, a renewal or a revocation under beta or gamma is asserted refused
-(the decoded CMP answer or the HTTP status) and to have changed nothing: no intent, issuance or revocation
-in the audit log, a victim's certificate still valid and its open transaction still its own. Each class
-is a gateway of its own, so that no class spends more than a share of the failed-authentication budget of
-127.0.0.1.
+Three roles: "alpha" (path label a, profile pa, the default path) trusts and issues under the alpha CAs,
+signers and subjects /O=alpha/..., and takes the demo PBM secret; "beta" (label b, profile pb) under CAs of
+its own, and wants a TLS client certificate /O=cmpgw demo/CN=beta-tls*; "gamma" (label g, profile pg)
+shares alpha's CAs and issuer, told apart by signer_subjects and allowed_subjects /O=gamma/... alone. The
+attacker holds alpha's device certificate A (and alpha's RA certificate, and its PBM secret), or only
+beta's TLS client certificate, or nothing. Each attempt at a certificate, a renewal or a revocation under
+beta or gamma is asserted refused (the decoded CMP answer, its docs/errors.md row where one fits, or the
+HTTP status) and to have changed nothing: no intent, issuance or revocation in the audit log, a victim's
+certificate on no CRL of the local issuers, its open transaction still its own client's. Each has a twin
+that is served. Each class is a gateway of its own, so that no class spends more than a share of the
+failed-authentication budget of 127.0.0.1.
 """
 import hashlib
 import ssl
