@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
 from pyasn1_modules import rfc5280  # noqa: E402
 from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
-                         pollreq, profile_value, remac, resign, set_octets)
+                         pollreq, profile_value, remac, resign, set_octets, without)
 
 CMC_RA = "1.3.6.1.5.5.7.3.28"
 A_SUBJECT = "/O=alpha/CN=a-dev"
@@ -349,6 +349,20 @@ class NoCredential(Roles):
         res = self.gw.cmp("ir", "nothing-b-tls", auth=self.cred("b-dev"), newkey=self.newkey("nothing-b-tls"),
                           path=BETA_LABEL, tls=self.A_TLS, subject="/O=beta/CN=nothing-b-tls", expect_cert=False)
         self.expect("tls_subject", res.last)
+        # without any TLS client certificate, on every role's path: a self-made signer, and no protection
+        for i, path in enumerate([ALPHA_LABEL, GAMMA_LABEL, "pki/cmp", BETA_LABEL]):
+            with self.subTest(path=path):
+                subject = "/O=%s/CN=nothing%d" % ("gamma" if path == GAMMA_LABEL else "alpha", i)
+                fake = self.self_signed("fake-any%d" % i, subject)
+                res = self.gw.cmp("ir", "nothing-any%d" % i, auth=self.cred(fake), newkey=self.newkey("nothing-any%d" % i),
+                                  path=path, tls=(None, None), subject=subject, expect_cert=False)
+                if path == BETA_LABEL:
+                    self.refused_cmp(res, ("badMessageCheck", "notAuthorized"))
+                else:
+                    self.expect("untrusted_signer", res.last)
+                m = without(load(res.req_files[0].read_bytes()), "protection", "extraCerts")
+                m["header"] = without(m["header"], "protectionAlg")
+                self.expect("unprotected", self.send("unprotected%d" % i, m, path, tls=(None, None)))
         self.assert_nothing_done(before)
 
 
