@@ -23,7 +23,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key  # noqa: E402
 from pyasn1.codec.der import decoder, encoder  # noqa: E402
 from pyasn1_modules import rfc5280  # noqa: E402
-from test_errors import (PROFILE, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
+from test_errors import (PROFILE, ROWS, RowAssertions, add_general_info, certconf, error_msg, load,  # noqa: E402
                          pollreq, profile_value, remac, resign, set_octets, without)
 
 CMC_RA = "1.3.6.1.5.5.7.3.28"
@@ -364,6 +364,29 @@ class NoCredential(Roles):
                 m["header"] = without(m["header"], "protectionAlg")
                 self.expect("unprotected", self.send("unprotected%d" % i, m, path, tls=(None, None)))
         self.assert_nothing_done(before)
+
+
+    def test_beta_holder_without_its_tls_client(self):
+        """A stolen key of a beta certificate without beta's TLS client certificate: kur, rr and genm of its
+        holder, over none and over another role's, are refused by beta's TLS requirement."""
+        victim = self.b_victim("tlsless")
+        signer = (victim.cert, self.key_of("tlsless"))
+        before = self.ledger()
+        for tls, row in (((None, None), "tls_required"), (self.A_TLS, "tls_subject")):
+            for cmd, extra in (("kur", ["-oldcert", victim.cert]), ("rr", ["-oldcert", victim.cert, "-revreason", "1"]),
+                               ("genm", ["-infotype", "caCerts"])):
+                with self.subTest(cmd=cmd, tls=tls[0]):
+                    name = "tlsless-%s-%s" % (cmd, row)
+                    res = self.gw.cmp(cmd, name, auth=signer, newkey=self.newkey(name), path=BETA_LABEL, tls=tls,
+                                      extra=extra, expect_cert=False)
+                    if cmd == "kur":
+                        self.expect(row, res.last)
+                        continue
+                    # the row's answer is an ip/cp/kup; an rp or an error says the same
+                    self.assertEqual((res.last.status, res.last.fail_info), (2, ["notAuthorized"]), res.last)
+                    self.assertRegex(res.last.status_strings[0], ROWS[row]["regex"])
+        self.assert_nothing_done(before)
+        self.assert_not_revoked(victim.cert)
 
 
 class Paths(Roles):
