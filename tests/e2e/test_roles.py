@@ -554,6 +554,11 @@ class Transactions(Roles):
             ("conf-as-b-own-tls", certconf(load(ir), ip, digest, a_key), BETA_LABEL, self.A_TLS,
              "other_tls_client"),
             ("conf-as-b-alpha", certconf(load(ir), ip, digest, a_key), ALPHA_LABEL, self.A_TLS, "other_tls_client"),
+            # a certConf that rejects the certificate (the client gives it up: it is revoked)
+            ("reject-as-b", certconf(load(ir), ip, digest, a_key, status=2), BETA_LABEL, self.B_TLS,
+             "pinned_signer"),
+            ("reject-as-a", certconf(load(ir), ip, digest, a_key, sender=a_name, status=2), ALPHA_LABEL,
+             self.A_TLS, "other_sender"),
             ("poll-as-b", pollreq(load(ir), a_key), BETA_LABEL, self.B_TLS, "pinned_signer"),
             ("error-as-b", error_msg(load(ir), a_key), BETA_LABEL, self.B_TLS, "pinned_signer"),
             ("poll-as-a", as_a(pollreq(load(ir), a_key)), ALPHA_LABEL, self.A_TLS, "other_sender"),
