@@ -507,6 +507,21 @@ class Revocation(Roles):
         self.assert_nothing_done(before)
         self.assert_not_revoked(victim.cert)
 
+    def test_rr_of_a_gamma_certificate_on_gammas_path(self):
+        """Gamma trusts alpha's CA: A and alpha's RA are trusted signers there, and gamma's certificates come
+        from their upstream. On gamma's path, its label and by its profile, gamma's signer_subjects refuses
+        them both, the RA's rr as any request."""
+        victim = self.ir("rr-g-path", "g-dev", GAMMA_LABEL, subject="/O=gamma/CN=rr-g-path")
+        self.assertIsNotNone(victim.cert, victim.answers)
+        before = self.ledger()
+        for i, (signer, path) in enumerate([("a-dev", GAMMA_LABEL), ("a-ra", GAMMA_LABEL),
+                                            ("a-ra", "pki/roles/gamma/cmp/revocation")]):
+            with self.subTest(signer=signer, path=path):
+                a = self.refused_cmp(self.rr("rr-g-path%d" % i, signer, victim.cert, path), ("notAuthorized",))
+                self.assertRegex(a.status_strings[0], ROWS["signer_subject"]["regex"])
+        self.assert_nothing_done(before)
+        self.assert_not_revoked(victim.cert)
+
     def test_rr_twins(self):
         """Alpha's RA revokes a certificate of alpha; beta's holder its own."""
         own = self.ir("rr-alpha-own", "a-dev", ALPHA_LABEL, subject="/O=alpha/CN=rr-alpha-own")
