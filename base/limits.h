@@ -230,6 +230,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MAX_UPSTREAM_MESSAGE (4 * 1024)        /* one of them, bytes */
 #define GW_MAX_VAULT_QUOTE 150                    /* bytes of Vault's error message a reason quotes */
 #define GW_MAX_CFSSL_QUOTE 120                    /* bytes of cfssl's error message a reason quotes */
+#define GW_MAX_CFSSL_WHY 150                      /* bytes of why a cfssl answer is refused a reason keeps */
 #define GW_MAX_UPSTREAM_TIME 253402300799LL       /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
 #define GW_MAX_CFSSL_CODE 99999                   /* cfssl error codes: category * 1000 + reason */
 #define GW_MAX_KEY_TYPE_LEN 15                    /* an upstream role's key_type ("rsa", "ec", "ed25519") */

@@ -140,12 +140,9 @@ static void answer_quote(struct answer *a, int status, int fail_info, const char
                          long code)
 {
     char quote[GW_MAX_CFSSL_QUOTE + 1], tail[sizeof(" (code -9223372036854775808)")];
-    size_t words, room;
 
     snprintf(tail, sizeof(tail), " (code %ld)", code);
-    words = strlen(head) + strlen(": ") + strlen(tail);
-    room = words < GW_ERR_LEN - 1 ? GW_ERR_LEN - 1 - words : 0;
-    gw_field_text(quote, (room < GW_MAX_CFSSL_QUOTE ? room : GW_MAX_CFSSL_QUOTE) + 1, msg, strlen(msg));
+    gw_field_quote(quote, GW_MAX_CFSSL_QUOTE, strlen(head) + strlen(": ") + strlen(tail), msg);
     answer_fail(a, status, fail_info, "%s: %s%s", head, quote, tail);
 }
 
@@ -182,15 +179,20 @@ static void classify_error(struct answer *a, const char *up, long http_status,
 /*
  * An answer to |endpoint| refused whole for |why|, and cfssl's own error beside, where its envelope
  * read and says one: a "success": false refused for the certificate it holds all the same is still a
- * refusal, which the client and the operator learn the words of.
+ * refusal, which the client and the operator learn the words of. |why| is cut as cfssl's message is
+ * (gw_field_quote), between UTF-8 characters: it may quote a value of the answer.
  */
 static void answer_refused(struct answer *a, const char *up, const char *endpoint, long http_status,
                            const char *why, const struct gw_cfssl_envelope *env)
 {
-    char head[GW_ERR_LEN];
+    char head[GW_ERR_LEN], said[GW_MAX_CFSSL_WHY + 1];
+    size_t used;
 
-    snprintf(head, sizeof(head), "cfssl %s: the %s answer (HTTP %ld) is refused: %.150s", up,
-             strrchr(endpoint, '/') + 1, http_status, why);
+    snprintf(head, sizeof(head), "cfssl %s: the %s answer (HTTP %ld) is refused: ", up,
+             strrchr(endpoint, '/') + 1, http_status);
+    used = strlen(head);
+    gw_field_quote(said, GW_MAX_CFSSL_WHY, used, why);
+    snprintf(head + used, sizeof(head) - used, "%s", said);
     if (env->success || env->message[0] == '\0') {
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", head);
         return;

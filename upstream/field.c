@@ -326,6 +326,13 @@ void gw_field_text(char *out, size_t cap, const char *in, size_t len)
     out[n] = '\0';
 }
 
+void gw_field_quote(char *out, size_t max, size_t words, const char *text)
+{
+    size_t room = words < GW_ERR_LEN - 1 ? GW_ERR_LEN - 1 - words : 0;
+
+    gw_field_text(out, (room < max ? room : max) + 1, text, strlen(text));
+}
+
 json_object *gw_field_document(const char *body, size_t len, const char *what, char *err)
 {
     char why[GW_ERR_LEN];

@@ -91,6 +91,13 @@ int gw_field_messages(json_object *v, const char *name, char *out, size_t cap, c
 void gw_field_text(char *out, size_t cap, const char *in, size_t len);
 
 /*
+ * gw_field_quote copies |text| into |out| (|max| + 1 bytes) as gw_field_text does, cut to |max| bytes, or
+ * fewer where a reason of GW_ERR_LEN bytes needs the room for |words| bytes of its own: a quote gives way
+ * to the words around it, which say what to do.
+ */
+void gw_field_quote(char *out, size_t max, size_t words, const char *text);
+
+/*
  * gw_field_mask turns each copy of |secret| in the |len| bytes of |s| into asterisks: one of 16
  * characters or more wherever it stands, a shorter one only where it is not part of a longer run of
  * letters, digits, '+' and '/' (a piece of base64, hex or a number).

@@ -1208,6 +1208,33 @@ static void test_field_text(void **state)
     assert_string_equal(out, "abc\xc3\xa9");
 }
 
+/*
+ * gw_field_quote: cut to its cap or to the room the reason's own words leave, whichever is less, and
+ * never inside a UTF-8 character, as a refused cfssl answer's reason cuts the parser's words.
+ */
+static void test_field_quote(void **state)
+{
+    char text[GW_MAX_CFSSL_WHY + 8], out[GW_MAX_CFSSL_WHY + 1];
+
+    (void)state;
+    /* an é across bytes 150 and 151 of the text: the cut comes before it, not through it */
+    memset(text, 'a', GW_MAX_CFSSL_WHY - 1);
+    snprintf(text + GW_MAX_CFSSL_WHY - 1, sizeof(text) - (GW_MAX_CFSSL_WHY - 1), "\xc3\xa9z");
+    gw_field_quote(out, GW_MAX_CFSSL_WHY, 0, text);
+    assert_int_equal(strlen(out), GW_MAX_CFSSL_WHY - 1);
+    assert_int_equal(strspn(out, "a"), GW_MAX_CFSSL_WHY - 1);
+    /* the reason's words leave 10 bytes: the é across bytes 10 and 11 does not fit */
+    gw_field_quote(out, GW_MAX_CFSSL_WHY, GW_ERR_LEN - 1 - 10, "abcdefghi\xc3\xa9");
+    assert_string_equal(out, "abcdefghi");
+    gw_field_quote(out, GW_MAX_CFSSL_WHY, GW_ERR_LEN - 1 - 11, "abcdefghi\xc3\xa9");
+    assert_string_equal(out, "abcdefghi\xc3\xa9");
+    /* no room at all, and a control character */
+    gw_field_quote(out, GW_MAX_CFSSL_WHY, GW_ERR_LEN, "abc");
+    assert_string_equal(out, "");
+    gw_field_quote(out, GW_MAX_CFSSL_WHY, 0, "a\nb");
+    assert_string_equal(out, "a?b");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1217,6 +1244,7 @@ int main(void)
         cmocka_unit_test(test_vault_cert),        cmocka_unit_test(test_vault_role),
         cmocka_unit_test(test_cfssl_envelope),    cmocka_unit_test(test_cfssl_sign_info),
         cmocka_unit_test(test_cfssl_crl),         cmocka_unit_test(test_field_text),
+        cmocka_unit_test(test_field_quote),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
