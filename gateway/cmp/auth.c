@@ -11,10 +11,19 @@
  * exactly that certificate, and every decision (authorization, kur, rr, allow-lists, audit,
  * certConf and pollReq) uses it. The number of candidates is capped before any signature check,
  * so a request without credentials cannot make the server try many keys.
+ *
+ * The candidates include the role's trust anchors and intermediates that carry the sender's name, so
+ * a client that names itself after a CA of the route's trust has that CA's certificate tried. Until
+ * the signature verifies, the client has shown no key the route trusts: a signature that does not
+ * verify is answered as one no certificate chains for (TEXT_UNTRUSTED), a key usage without
+ * digitalSignature (which OpenSSL checks first) is told only once the signature verifies, and the log
+ * alone says which it was (cmp_signature_refused). Otherwise the answers would tell which names the
+ * route's CAs have.
  */
 #include "gateway/cmp/auth.h"
 #include "gateway/cmp/chains.h"
 #include "gateway/cmp/outcome.h"
+#include "gateway/cmp/shim.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -27,6 +36,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
+#include <openssl/cmperr.h>
 #include <openssl/err.h>
 
 int cmp_key_affordable(const EVP_PKEY *key)
@@ -239,18 +249,33 @@ static int signed_by(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
 }
 
 /*
+ * Whether |msg|'s signature verifies with the key of |x|, whatever its key usage says: what OpenSSL
+ * checks first, checked here only once the client has shown it holds the key (auth.c says why).
+ */
+static int signed_by_key(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
+{
+    int ok;
+
+    if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IGNORE_KEYUSAGE, 1) != 1)
+        return 0;
+    ok = signed_by(ctx, msg, x);
+    (void)OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IGNORE_KEYUSAGE, 0);
+    return ok;
+}
+
+/*
  * Several distinct certificates name the sender and chain to the route's trust (a renewed
  * certificate beside the old one, say): the signature decides. More than one that verifies is
  * ambiguous, and the identity would be a guess. The index in |valid| of the one that verifies, or -1
- * refused with |r|.
+ * refused with |r| (*cause "signature" when none does).
  */
 static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid,
-                        struct cmp_refusal *r)
+                        const char **cause, struct cmp_refusal *r)
 {
     int found = -1, n = 0;
 
     for (int i = 0; i < sk_X509_num(valid); i++) {
-        if (signed_by(ctx, msg, sk_X509_value(valid, i))) {
+        if (signed_by_key(ctx, msg, sk_X509_value(valid, i))) {
             found = i;
             n++;
         }
@@ -258,20 +283,27 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
     (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
     if (n == 1)
         return found;
-    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s",
-               n == 0 ? TEXT_BAD_SIGNATURE
-                      : "message protection is ambiguous: several valid certificates with the sender's name "
-                        "verify it; send senderKID and only the signer's certificate and chain");
+    if (n == 0) {
+        *cause = "signature";
+        cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
+        return -1;
+    }
+    cmp_refuse(
+        r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s",
+        "message protection is ambiguous: several valid certificates with the sender's name verify it; "
+        "send senderKID and only the signer's certificate and chain");
     return -1;
 }
 
 /*
- * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|;
- * *weak is set when the only chains found fail the security level (GW_SIGNER_AUTH_LEVEL), which the
- * client is told: its certificate would verify but for a SHA-1 signature or a short key.
+ * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|
+ * (*cause saying why for the log, where the answer does not). *weak is set when the only chains found
+ * fail the security level (GW_SIGNER_AUTH_LEVEL), which the client is told: its certificate would
+ * verify but for a SHA-1 signature or a short key.
  */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
-                    const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, struct cmp_refusal *r)
+                    const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, const char **cause,
+                    struct cmp_refusal *r)
 {
     STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
     const char *why = NULL;
@@ -280,16 +312,18 @@ static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
     int at = -1;
 
     *weak = 0;
-    if (valid == NULL)
+    if (valid == NULL) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "internal error: out of memory");
-    else if (sk_X509_num(valid) == 0 && why != NULL)
+    } else if (sk_X509_num(valid) == 0 && why != NULL) {
         *weak = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s %s", TEXT_WEAK_SIGNER, why);
-    else if (sk_X509_num(valid) == 0)
+    } else if (sk_X509_num(valid) == 0) {
+        *cause = "untrusted";
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
-    else if (sk_X509_num(valid) == 1)
+    } else if (sk_X509_num(valid) == 1) {
         at = 0;
-    else
-        at = disambiguate(ctx, msg, valid, r);
+    } else {
+        at = disambiguate(ctx, msg, valid, cause, r);
+    }
     if (at >= 0) {
         signer = sk_X509_value(valid, at);
         *chain = chains[at];
@@ -307,6 +341,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     X509_STORE *store = t->role->store;
     STACK_OF(X509) *extra = NULL, *cands = NULL, *chain = NULL;
     X509 *signer = NULL;
+    const char *cause = NULL;
     int refused = 1, weak = 0;
 
     if (t->pbm) /* OpenSSL checks the MAC */
@@ -330,7 +365,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, &weak, r)) == NULL)
+    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, &weak, &cause, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
@@ -344,14 +379,59 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     chain = NULL;
     refused = 0;
 out:
+    /* the client's answer may say less than this (auth.c): |cause| says what happened */
     if (refused)
         gw_log_kv(GW_LOG_INFO, weak ? "weak_signer" : "signer_refused", "tid", c->rsp->tid, "role",
-                  t->role->name, "reason", r->text, NULL);
+                  t->role->name, "reason", r->text, cause != NULL ? "cause" : NULL, cause, NULL);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(chain, X509_free);
     sk_X509_pop_free(cands, X509_free);
     ERR_clear_error(); /* candidates that failed leave noise in the queue */
     return refused;
+}
+
+/* Whether OpenSSL's error answer |rsp| refused the protection itself: "signature", "key_usage" or NULL. */
+static const char *protection_refused(const OSSL_CMP_MSG *rsp)
+{
+    long code = gw_shim_error_code(rsp);
+    int lib = code >= 0 ? ERR_GET_LIB((unsigned long)code) : 0, reason = ERR_GET_REASON((unsigned long)code);
+
+    if (lib == ERR_LIB_CMP && reason == CMP_R_MISSING_KEY_USAGE_DIGITALSIGNATURE)
+        return "key_usage";
+    /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */
+    if ((lib == ERR_LIB_CMP && reason == CMP_R_ERROR_VALIDATING_SIGNATURE) ||
+        (lib == ERR_LIB_ASN1 && reason == ERR_R_EVP_LIB))
+        return "signature";
+    return NULL;
+}
+
+int cmp_signature_refused(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req,
+                          const OSSL_CMP_MSG *rsp, struct cmp_refusal *r)
+{
+    OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
+    const char *cause = t->pbm || t->signer == NULL ? NULL : protection_refused(rsp);
+    STACK_OF(X509) *extra = NULL;
+    char *tried = NULL;
+
+    if (cause == NULL)
+        return 0;
+    /* OpenSSL looks at the key usage before the signature: only a signature that verifies shows the key */
+    if (strcmp(cause, "key_usage") == 0 && !signed_by_key(ctx, req, t->signer))
+        cause = "signature";
+    (void)OSSL_CMP_CTX_set1_srvCert(ctx, t->signer);
+    ERR_clear_error();
+    cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s",
+               strcmp(cause, "key_usage") == 0 ? TEXT_NO_DIGITAL_SIGNATURE : TEXT_UNTRUSTED);
+    /* the certificate tried, and whose: the client's (extraCerts), or the role's (a CA of its trust named
+       as the sender by a client without its key) */
+    extra = gw_shim_get1_extra_certs(req, c->req->der, c->req->len);
+    tried = gw_x509_name_line(X509_get_subject_name(t->signer));
+    gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", r->text,
+              "cause", cause, "tried", tried != NULL ? tried : "", "tried_from",
+              gw_x509_in_stack(extra, t->signer) ? "extraCerts" : "role", NULL);
+    OPENSSL_free(tried);
+    sk_X509_pop_free(extra, X509_free);
+    return 1;
 }
 
 STACK_OF(X509) *cmp_signer_chain_on(struct cmp_call *c, const struct cmp_txn *t, const struct gw_role *role)

@@ -9,15 +9,17 @@
 #include <openssl/evp.h>
 #include "gateway/cmp/cmp_local.h"
 
+/* no certificate naming the sender chains to the route's trust, or the signature does not verify with the
+   one that does: one answer, or it would tell which names the route's CAs have (auth.c) */
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
-    "trusted on this route"
+    "trusted on this route, or the signature does not match it"
 /* followed by gw_policy_weak_why's reason */
 #define TEXT_WEAK_SIGNER "message protection could not be verified: the signer certificate"
 #define TEXT_SIGNATURE_NOT_ACCEPTED "signature protection is not accepted on this route"
 #define TEXT_SENDER_NOT_DN "the sender must be a directoryName"
-#define TEXT_BAD_SIGNATURE                                                                                   \
-    "message protection could not be verified: the signature does not match the signer certificate"
+/* told only once the signature verified with it */
+#define TEXT_NO_DIGITAL_SIGNATURE "the signer certificate lacks the digitalSignature key usage"
 
 #define TEXT_OTHER_SENDER                                                                                    \
     "this transaction belongs to another sender: send certConf, pollReq and error messages as the "          \
@@ -41,6 +43,15 @@ int cmp_key_affordable(const EVP_PKEY *key);
  * is no directoryName, too.
  */
 int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *r);
+
+/*
+ * cmp_signature_refused tells whether OpenSSL's error answer |rsp| to |req| refused its protection with
+ * |t|'s pinned signer (a signature that does not verify, a key usage without digitalSignature), and then
+ * sets |r| to what the client is told (auth.c says why: TEXT_NO_DIGITAL_SIGNATURE only if the signature
+ * verifies with it, else TEXT_UNTRUSTED) and logs what happened (signer_refused). 1 if so, else 0.
+ */
+int cmp_signature_refused(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *req,
+                          const OSSL_CMP_MSG *rsp, struct cmp_refusal *r);
 
 /*
  * cmp_signer_chain_on validates |t|'s pinned signer again, against |role|'s trust with c->e's chain

@@ -363,7 +363,7 @@ static void finish(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *re
     if (msg != NULL && OSSL_CMP_MSG_get_bodytype(msg) == GW_CMP_BODY_ERROR) {
         if (c->fail.fail_info >= 0)
             r = c->fail;
-        else
+        else if (!cmp_signature_refused(c, t, req, msg, &r))
             cmp_classify_error(c, msg, &r);
         if (t->pbm && r.fail_info == OSSL_CMP_PKIFAILUREINFO_badMessageCheck) {
             OSSL_CMP_MSG_free(msg);

@@ -23,17 +23,19 @@ static const struct {
      TEXT_UNTRUSTED},
     {ERR_LIB_CMP, CMP_R_MISSING_TRUST_STORE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      TEXT_SIGNATURE_NOT_ACCEPTED},
-    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     TEXT_BAD_SIGNATURE},
+    /* a signature that does not verify says no more than an untrusted signer (auth.c): the pinned
+       signer's refusals are cmp_signature_refused's, these the rest */
+    {ERR_LIB_CMP, CMP_R_ERROR_VALIDATING_SIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
     /* 3.0 queues ASN1_item_verify's failure first when a trusted signer's signature is wrong */
-    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_BAD_SIGNATURE},
+    {ERR_LIB_ASN1, ERR_R_EVP_LIB, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_UNTRUSTED},
     {ERR_LIB_CMP, CMP_R_SRVCERT_DOES_NOT_VALIDATE_MSG, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
      TEXT_OTHER_SENDER},
     {ERR_LIB_CMP, CMP_R_WRONG_PBM_VALUE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, TEXT_PBM_FAILED},
     {ERR_LIB_CMP, CMP_R_MISSING_PBM_SECRET, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "PBM protection is not accepted here"},
+    /* OpenSSL checks the key usage before the signature: nothing shows the client holds the key */
     {ERR_LIB_CMP, CMP_R_MISSING_KEY_USAGE_DIGITALSIGNATURE, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-     "the signer certificate lacks the digitalSignature key usage"},
+     TEXT_UNTRUSTED},
     {ERR_LIB_CMP, CMP_R_MISSING_PROTECTION, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
      "message is not protected: sign it with a certificate or protect it with a PBM secret"},
     /* its text depends on the body: one_per_message */

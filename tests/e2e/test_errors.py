@@ -864,10 +864,18 @@ class Errors(Base):
         _, cert, key = harness.make_foreign_pki(self.gw.dir / "foreign")
         self.expect("untrusted_signer", self.ir("untrusted", auth=(cert, key)))
 
+    def signer_refused(self, m):
+        """(cause, tried_from) of the signer_refused lines logged for the message |m|."""
+        tid = bytes(m["header"]["transactionID"]).hex()
+        return [(e.get("cause"), e.get("tried_from")) for e in self.gw.log_lines()
+                if e.get("event") == "signer_refused" and e.get("tid") == tid]
+
     def test_bad_signature(self):
+        """Answered as untrusted_signer; the log says the signature did not verify with the client's certificate."""
         m = self.fresh("badsig")
         m["protection"] = flip_last(m["protection"])
         self.expect("bad_signature", self.send("badsig", m))
+        self.assertEqual(self.signer_refused(m), [("signature", "extraCerts")])
 
     def test_signature_not_accepted(self):
         self.expect("signature_not_accepted", self.ir("pbmonly", path="pki/roles/pbmonly/cmp"))
@@ -887,7 +895,16 @@ class Errors(Base):
         m = self.fresh("noku")
         extra = m["extraCerts"]
         extra[0] = noku
-        self.expect("no_digital_signature", self.send("noku", resign(m, self.key())))
+        m = resign(m, self.key())
+        self.expect("no_digital_signature", self.send("noku", m))
+        self.assertEqual(self.signer_refused(m), [("key_usage", "extraCerts")])
+        # its twin, whose signature does not verify, has shown no key: told no more than an untrusted signer
+        twin = self.fresh("noku-twin")
+        twin["extraCerts"][0] = noku
+        twin = resign(twin, self.key())
+        twin["protection"] = flip_last(twin["protection"])
+        self.expect("untrusted_signer", self.send("noku-twin", twin))
+        self.assertEqual(self.signer_refused(twin), [("signature", "extraCerts")])
 
     def test_pvno(self):
         for pvno in (3, 1):

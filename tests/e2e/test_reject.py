@@ -26,7 +26,7 @@ class Reject(harness.GatewayTestCase):
         # RFC 9810 §5.2.3: badMessageCheck = integrity/signature check failed
         self.assert_cmp_error(res.last, REJECTED_CERT_BODIES, "badMessageCheck",
                               "message protection could not be verified: the signer certificate is not issued "
-                              "by a CA trusted on this route")
+                              "by a CA trusted on this route, or the signature does not match it")
 
     def test_wrong_pbm_secret(self):
         res = self.gw.cmp("ir", "wrongpbm", auth=("pbm", "demo-device", "pass:not-the-secret-123"),

@@ -5,7 +5,8 @@ certificate X that carries A's subject, A's key and A's SKID, but the issuer and
 device's certificate V, or the id-kp-cmcRA usage. OpenSSL accepts the message because of A (sent
 beside X in extraCerts, or a trust anchor itself); the identity every decision uses must still be A.
 Each case asserts the refusal decoded from the answer and that nothing happened to V.
-Also: more certificates naming the sender than the cap, and two valid ones that both verify.
+Also: more certificates naming the sender than the cap, and two valid ones that both verify; a client
+with no trusted key that signs as a CA of the trust is told no more than one the trust knows nothing of.
 
 Revoked credentials: a certificate revoked through cmpgw (keyCompromise) no longer authenticates an ir,
 p10cr, rr, genm or certConf, nor as the TLS client certificate; a certificate of the Vault-API test
@@ -33,6 +34,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdent
 CMC_RA = ObjectIdentifier("1.3.6.1.5.5.7.3.28")
 CLIENT_SUBJECT = "/O=cmpgw demo/CN=demo-client"
 ANCHOR_SUBJECT = "/O=cmpgw demo/CN=anchored-device"
+ROOT_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo root CA"  # the demo trust entry's anchor
+ISSUING_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo issuing CA"  # and the intermediate it holds
 ALLOWED_SERIAL = 0x7A11CE  # the allow-listed device V of the "fleet" role
 TEXT_RR = "only the holder of a certificate (signing the rr with it) or an RA of role default may revoke it"
 TEXT_KUR = "key update must be signed with the certificate it updates; oldCertID names another certificate"
@@ -320,6 +323,52 @@ class WeakSigner(RowAssertions, harness.GatewayTestCase):
         res = self.gw.cmp("ir", "weak-prot-twin", newkey=self.newkey("weak-prot-twin"),
                           subject="/CN=weak-prot-twin", extra=("-digest", "sha256"))
         self.assertEqual(res.first.status, 0, res.first)
+
+
+class CaNames(RowAssertions, harness.GatewayTestCase):
+    """A client without a trusted certificate signs with a self-made one whose subject is that of a certificate
+    the route trusts: the demo trust entry's anchor, the intermediate it holds (neither with the digitalSignature
+    key usage), a device certificate that is a trust entry's own anchor; or a name the route knows nothing of.
+    The gateway tries the certificate it finds under the name, which the signature does not match; the answers
+    must still be one and the same, or a client would learn which names the route trusts. Each refusal counts
+    against the address (four use its budget up); the log tells the operator which it was."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        make_anchor(gw.dir)
+        cfg["trust"]["anchored"] = {"ca_file": "anchor.pem", "revocation": "none"}
+        cfg["roles"]["default"]["trust"] = ["demo", "anchored"]
+        cfg["limits"] = {"auth_failures_per_address": 4, "auth_failure_window": "60s"}
+
+    def self_made(self, name, subject):
+        d = self.gw.dir
+        key = harness.genkey(d / ("%s.key" % name))
+        # no SKID, so no senderKID that would rule the certificate of that name out
+        harness.run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", subject, "-days", "1", "-addext",
+                     "keyUsage=critical,digitalSignature", "-addext", "subjectKeyIdentifier=none", "-addext",
+                     "authorityKeyIdentifier=none", "-out", d / ("%s.pem" % name)])
+        return d / ("%s.pem" % name), key
+
+    def test_trusted_names_are_not_told(self):
+        probes = (("as-anchor", ROOT_SUBJECT), ("as-intermediate", ISSUING_SUBJECT),
+                  ("as-device-anchor", ANCHOR_SUBJECT), ("as-nobody", "/O=elsewhere/CN=nobody"))
+        answers = {}
+        for name, subject in probes:
+            cert, key = self.self_made(name, subject)
+            res = self.gw.cmp("ir", name, auth=(cert, key), newkey=self.newkey("%s-new" % name),
+                              subject="/CN=%s" % name, expect_cert=False)
+            self.assertIsNone(res.cert)
+            a = self.expect("untrusted_signer", res.last)
+            answers[name] = (a.body_type, a.fail_info, a.status_strings)
+        self.assertEqual(len(set(map(repr, answers.values()))), 1, answers)
+        lines = self.gw.log_lines()
+        refused = [(e.get("cause"), e.get("tried"), e.get("tried_from")) for e in lines
+                   if e.get("event") == "signer_refused"]
+        self.assertEqual(refused, [("signature", ROOT_SUBJECT, "role"), ("signature", ISSUING_SUBJECT, "role"),
+                                   ("signature", ANCHOR_SUBJECT, "role"), ("untrusted", None, None)], refused)
+        exhausted = [e for e in lines if e.get("event") == "auth_budget_exhausted"]
+        self.assertEqual(len(exhausted), 1, exhausted)
+        self.assertIn("badMessageCheck", exhausted[0]["last"])
 
 
 class RevokedCredentials(harness.GatewayTestCase):

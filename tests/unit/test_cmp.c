@@ -58,7 +58,7 @@
 
 #define TEXT_UNTRUSTED                                                                                       \
     "message protection could not be verified: the signer certificate is not issued by a CA "                \
-    "trusted on this route"
+    "trusted on this route, or the signature does not match it"
 #define TEXT_STALE_NONCE                                                                                     \
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 /* revocation_not_kept where cmp.max_revoked is 1 */
