@@ -99,23 +99,62 @@ def wait_listener_closed(gw):
         time.sleep(0.05)
 
 
-def accepted(gw, socks):
-    """Whether |gw|'s process holds the other end of each of |socks|: accepted, none left in the listen
-    queue, where the listener's close would reset it rather than the gateway close it."""
-    mine = set()
-    for fd in os.listdir("/proc/%d/fd" % gw.proc.pid):
+def tcp_address(addr):
+    """(host, port) as /proc/net/tcp writes it: hex, the IPv4 address in host order."""
+    return "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(addr[0]))[0], addr[1])
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process |pid| holds open, as its /proc/PID/fd links name them."""
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
         try:
-            link = os.readlink("/proc/%d/fd/%s" % (gw.proc.pid, fd))
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
         except OSError:  # closed meanwhile
             continue
         if link.startswith("socket:["):
-            mine.add(link[len("socket:["):-1])
-    # /proc/net/tcp: local and remote address as the kernel holds them (hex, the IPv4 address in host order)
-    with open("/proc/%d/net/tcp" % gw.proc.pid) as f:
+            out.add(link[len("socket:["):-1])
+    return out
+
+
+def tcp_sockets(pid=None):
+    """The IPv4 TCP sockets the kernel holds, as /proc/net/tcp shows them, or only those of process |pid|:
+    dicts of local and remote (tcp_address), listening (bool), the bytes in its send and receive queues
+    (for a listening socket, "rx" is the connections waiting in its accept queue) and its inode. A socket
+    reset by its peer leaves /proc/net/tcp at once, whoever still holds it open (socket_inodes)."""
+    mine = None if pid is None else socket_inodes(pid)
+    with open("/proc/%s/net/tcp" % (pid or "self")) as f:
         lines = f.read().splitlines()[1:]
-    peers = {f[2] for f in (l.split() for l in lines) if f[9] in mine}
-    return all("%08X:%04X" % (struct.unpack("=I", socket.inet_aton(a))[0], port) in peers
-               for a, port in (s.getsockname() for s in socks))
+    out = []
+    for f in (l.split() for l in lines):
+        if mine is None or f[9] in mine:
+            tx, rx = (int(q, 16) for q in f[4].split(":"))
+            out.append({"local": f[1], "remote": f[2], "listening": f[3] == "0A", "tx": tx, "rx": rx,
+                        "inode": f[9]})
+    return out
+
+
+def accepted(gw, socks):
+    """Whether |gw|'s process holds the other end of each of |socks|: accepted, none left in the listen
+    queue, where the listener's close would reset it rather than the gateway close it."""
+    peers = {s["remote"] for s in tcp_sockets(gw.proc.pid)}
+    return all(tcp_address(s.getsockname()) in peers for s in socks)
+
+
+def connections(gw, port):
+    """The connections to |gw|'s |port| that its process holds and the kernel still lists, with none reset by
+    its client (gateway_ends follows those)."""
+    return len([s for s in tcp_sockets(gw.proc.pid)
+                if not s["listening"] and s["local"].endswith(":%04X" % port)])
+
+
+def gateway_ends(gw, socks):
+    """The inodes of |gw|'s sockets at the other end of |socks|, one for each it has accepted. Each stays
+    among the gateway's open sockets (socket_inodes) until the gateway closes it, as libh2o calls the
+    gateway's close callback, which gives back the connection's count; reset by a client that closed
+    with data unread (TLS 1.3 session tickets), it is gone from /proc/net/tcp before that."""
+    mine = {tcp_address(s.getsockname()) for s in socks}
+    return {s["inode"] for s in tcp_sockets(gw.proc.pid) if s["remote"] in mine}
 
 
 def audit_records(gw, event, cn=None):

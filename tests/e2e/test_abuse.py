@@ -386,6 +386,7 @@ def h2_answers(sock, streams, deadline):
 
 
 class Admission(harness.GatewayTestCase):
+    ends = set()  # the gateway's ends of the connections hold() made (harness.gateway_ends)
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -397,43 +398,57 @@ class Admission(harness.GatewayTestCase):
         return self.gw.tls_context().wrap_socket(s, server_hostname="127.0.0.1")
 
     def hold(self, n):
-        """|n| connections held at once: retried until the gateway has seen the closes of an earlier test's
-        (on a loaded machine its loop may not have yet, and the last of them would be refused)."""
-        deadline = time.monotonic() + 5
-        while True:
-            held = []
-            try:
-                while len(held) < n:
-                    held.append(self.connect())
-                return held
-            except (ssl.SSLError, OSError):
-                for c in held:
-                    c.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        """|n| connections held at once, each admitted. First the gateway is seen to have closed those an
+        earlier test held, which gave back their count: one refused now is a failure, not a close it had
+        yet to see."""
+        self.assertEqual(harness.settled(lambda: harness.socket_inodes(self.gw.proc.pid) & self.ends,
+                                         lambda left: not left), set())
+        self.assertEqual(harness.settled(lambda: harness.connections(self.gw, self.gw.port),
+                                         lambda k: k == 0), 0)
+        held = []
+        try:
+            while len(held) < n:
+                held.append(self.connect())
+            ends = harness.gateway_ends(self.gw, held)
+            self.assertEqual(len(ends), n)
+            type(self).ends = self.ends | ends
+        except BaseException:
+            for c in held:
+                c.close()
+            raise
+        return held
+
+    def refused_lines(self):
+        return [e for e in self.gw.log_lines() if e.get("event") == "connection_refused" and
+                "max_connections_per_address" in e.get("reason", "")]
+
+    def assert_closed_at_accept(self):
+        """A new connection is closed by the gateway, not served nor left waiting (a timeout is no refusal),
+        and the gateway says why."""
+        before = len(self.refused_lines())
+        try:
+            extra = self.connect()
+        except socket.timeout:  # left waiting
+            raise
+        except (ssl.SSLError, OSError):  # the close before the handshake: reset, or an EOF in its place
+            pass
+        else:
+            with extra:
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertEqual(extra.recv(1), b"", "served past max_connections_per_address")
+        self.assertGreater(len(harness.settled(self.refused_lines, lambda l: len(l) > before)), before)
 
     def test_connections_per_address(self):
-        held = self.hold(4)
+        for c in self.hold(4):
+            c.close()
+        held = self.hold(4)  # the closes gave back every count
         try:
-            with self.assertRaises((ssl.SSLError, OSError)):
-                extra = self.connect()  # accepted by the kernel, closed by the gateway at once
-                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                if not extra.recv(1):
-                    raise OSError("closed")
-            self.assertTrue(any(e.get("event") == "connection_refused" for e in self.gw.log_lines()))
+            self.assert_closed_at_accept()
         finally:
             for c in held:
                 c.close()
-        deadline = time.monotonic() + 5  # the gateway sees the closes, then admits again
-        while True:
-            try:
-                self.connect().close()
-                break
-            except (ssl.SSLError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        for c in self.hold(4):  # and again after a refusal, which took none
+            c.close()
 
     def test_admin_connections_leave_the_count_alone(self):
         """Connections to the admin listener are outside the per-address count: closing them gave back
@@ -443,12 +458,10 @@ class Admission(harness.GatewayTestCase):
         try:
             for _ in range(3):
                 self.assertEqual(harness.admin(self.gw, "/healthz")[0], 200)
-            time.sleep(0.3)  # the gateway has seen those closes
-            with self.assertRaises((ssl.SSLError, OSError)):
-                extra = self.connect()
-                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                if not extra.recv(1):
-                    raise OSError("closed")
+            # the gateway has seen those closes
+            self.assertEqual(harness.settled(lambda: harness.connections(self.gw, self.gw.admin_port),
+                                             lambda k: k == 0), 0)
+            self.assert_closed_at_accept()
         finally:
             for c in held:
                 c.close()
