@@ -141,6 +141,12 @@ def accepted(gw, socks):
     return all(tcp_address(s.getsockname()) in peers for s in socks)
 
 
+def listen_queue(gw, port):
+    """The connections to |port| that |gw|'s listeners have not accepted yet."""
+    return sum(s["rx"] for s in tcp_sockets(gw.proc.pid)
+               if s["listening"] and s["local"].endswith(":%04X" % port))
+
+
 def connections(gw, port):
     """The connections to |gw|'s |port| that its process holds and the kernel still lists, with none reset by
     its client (gateway_ends follows those)."""

@@ -185,7 +185,9 @@ class Admin(harness.GatewayTestCase):
         import socket
         held = [socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=5) for _ in range(64)]
         try:
-            time.sleep(0.3)  # every one accepted
+            # every one accepted (or, with no room for it, closed): none left waiting in the listen queue
+            self.assertEqual(harness.settled(lambda: harness.listen_queue(self.gw, self.gw.admin_port),
+                                             lambda n: n == 0), 0)
             for _ in range(5):
                 status, _, body = get(self.gw, "/healthz")
                 self.assertEqual((status, body), (200, b"ok\n"))
