@@ -163,6 +163,15 @@ def gateway_ends(gw, socks):
     return {s["inode"] for s in tcp_sockets(gw.proc.pid) if s["remote"] in mine}
 
 
+def read_whole(gw, sock):
+    """Whether |gw| has read all that |sock| sent so far: the gateway holds its other end, every byte of it
+    acknowledged (none in |sock|'s send queue) and none left in the gateway's receive queue."""
+    here, there = tcp_address(sock.getsockname()), tcp_address(sock.getpeername())
+    sent = [s for s in tcp_sockets() if s["local"] == here and s["remote"] == there]
+    held = [s for s in tcp_sockets(gw.proc.pid) if s["remote"] == here]
+    return len(sent) == 1 and sent[0]["tx"] == 0 and len(held) == 1 and held[0]["rx"] == 0
+
+
 def audit_records(gw, event, cn=None):
     """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
     path = gw.dir / "audit.log"

@@ -216,7 +216,8 @@ class AdminTokenInMemory(harness.GatewayTestCase):
         for first, rest in cases:
             with socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=60) as s:
                 s.sendall(first)
-                time.sleep(0.5)  # read apart
+                # read apart: the gateway has taken all of the first part before the rest is sent
+                self.assertTrue(harness.settled(lambda: harness.read_whole(self.gw, s), bool), len(first))
                 s.sendall(rest)
                 self.assertTrue(harness.read_to_eof(s).startswith(b"HTTP/1.1 200 "))
             self.assertEqual(held(pid, token), 0, len(first + rest))
