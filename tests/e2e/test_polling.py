@@ -10,6 +10,8 @@ and on the audit log as not delivered.
 """
 import json
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -23,8 +25,9 @@ WAITING, REJECTION, ACCEPTED = 3, 2, 0  # PKIStatus (RFC 9810 §5.2.3)
 MAX_RSP = 16
 
 
-def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT):
-    """`openssl cmp` with room for every answer of a polled transaction; returns (proc, answers, cert)."""
+def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT, meanwhile=None):
+    """`openssl cmp` with room for every answer of a polled transaction; returns (proc, answers, cert).
+    |meanwhile|, if given, is called with the running client's Popen and returns before it is waited for."""
     d = gw.dir
     rsp = [d / ("%s.rsp%02d.der" % (out, i)) for i in range(MAX_RSP)]
     certout = d / ("%s.cert.pem" % out)
@@ -36,7 +39,18 @@ def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT):
             "-msg_timeout", str(timeout), "-total_timeout", str(timeout),
             "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem", "-tls_key", d / "client.key",
             "-cert", d / "client.pem", "-key", d / "client.key", "-certout", certout] + list(extra)
-    p = harness.run(argv, cwd=d, check=False, timeout=timeout + 10)
+    if meanwhile is None:
+        p = harness.run(argv, cwd=d, check=False, timeout=timeout + 10)
+    else:
+        with subprocess.Popen([str(a) for a in argv], cwd=d, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as proc:
+            try:
+                meanwhile(proc)
+                stdout, stderr = proc.communicate(timeout=timeout + 10)
+            except BaseException:
+                proc.kill()
+                raise
+        p = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     answers = [harness.decode_cmp(f) for f in rsp if f.exists()]
     return p, answers, certout if certout.exists() else None
 
@@ -116,29 +130,31 @@ class PollingLocal(harness.GatewayTestCase):
         for f in req:
             if f.exists():
                 f.unlink()
-        out = {}
+        replays = []
 
-        def enrol():
-            out["res"] = cmp_polling(self.gw, "ir", "replayed", "pki/roles/slow/cmp",
-                                     ["-newkey", key, "-subject", "/CN=replayed",
-                                      "-reqout", ",".join(str(f) for f in req)])
+        def replay(client):
+            # the first pollRep (checkAfter 1 s): the client sleeps, its first pollReq is now an old one.
+            # Stopped there, the client sends its next pollReq only after the replay was answered, however
+            # late the replay comes; -reqout writes each request before it is sent.
+            self.assertTrue(harness.settled(lambda: rsp[1].exists() or client.poll() is not None, bool))
+            client.send_signal(signal.SIGSTOP)
+            try:
+                self.assertTrue(rsp[1].exists(), "no first pollRep")
+                self.assertFalse(req[2].exists(), "the client polled again before it was stopped")
+                replays.append(self.gw.curl(path="/pki/roles/slow/cmp", data=req[1]))
+            finally:
+                client.send_signal(signal.SIGCONT)
 
-        t = threading.Thread(target=enrol)
-        t.start()
-        # the first pollRep (checkAfter 1 s): the client sleeps, its first pollReq is now an old one
-        deadline = time.monotonic() + 10
-        while not rsp[1].exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.05)
-        replay = self.gw.curl(path="/pki/roles/slow/cmp", data=req[1])
-        t.join(60)
-        self.assertEqual(replay.status, 200, replay.status_line)
-        a = harness.decode_cmp(replay.body)
+        p, answers, cert = cmp_polling(self.gw, "ir", "replayed", "pki/roles/slow/cmp",
+                                       ["-newkey", key, "-subject", "/CN=replayed",
+                                        "-reqout", ",".join(str(f) for f in req)], meanwhile=replay)
+        self.assertEqual(replays[0].status, 200, replays[0].status_line)
+        a = harness.decode_cmp(replays[0].body)
         self.assert_cmp_error(a, ["error"], "badRecipientNonce",
                               "recipNonce does not match the senderNonce of this server's last message: "
                               "answer the latest response")
-        p, answers, cert = out["res"]
         self.assertEqual(harness.decode_cmp(req[1]).body_type, "pollReq")
+        self.assertEqual(harness.decode_cmp(req[2]).body_type, "pollReq")  # its own, after the replay
         self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace")[-3000:])
         self.assertEqual([a.body_type for a in answers][-2:], ["ip", "pkiconf"], answers)
         self.assert_issued(cert, key, "CN=replayed", [], answers[-2].extra_certs_pem())
