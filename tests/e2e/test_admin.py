@@ -262,9 +262,10 @@ class AdminSlowReaders(harness.GatewayTestCase):
             for _ in range(100):  # past 2 loop threads x 16, thrice
                 held.append(slow_reader(self.gw.admin_port))
                 time.sleep(0.05)
-            time.sleep(1)  # every one waits to write
             held_open = harness.settled(lambda: len(os.listdir(fd_dir)) - before, lambda n: n <= 32, timeout=15)
             self.assertLessEqual(held_open, 32)
+            # every one the gateway holds waits to write: answers queued in its socket's send queue
+            self.assertTrue(harness.settled(self.all_wait_to_write, bool))
             for _ in range(5):
                 status, _, body = get(self.gw, "/healthz")
                 self.assertEqual((status, body), (200, b"ok\n"))
@@ -279,6 +280,11 @@ class AdminSlowReaders(harness.GatewayTestCase):
         finally:
             for s in held:
                 s.close()
+
+    def all_wait_to_write(self):
+        held = [s for s in harness.tcp_sockets(self.gw.proc.pid)
+                if not s["listening"] and s["local"].endswith(":%04X" % self.gw.admin_port)]
+        return held != [] and all(s["tx"] > 0 for s in held)
 
     def evicted_unread(self):
         return any(e.get("event") == "admin_connection_evicted" and "not read" in e.get("reason", "")
