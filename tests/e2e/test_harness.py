@@ -2,12 +2,16 @@
 file goes when its holder lets go or ends, and a lock taken on a file its holder removed meanwhile claims
 nothing. No gateway: the claims' own logic, in a lock directory of the test's own, with real processes.
 The harness's reading of a gateway's log (Gateway.log_lines): each line parsed once, a line still being
-written read once it is whole, a gateway started again read from its new file's start."""
+written read once it is whole, a gateway started again read from its new file's start.
+Its readings of a gateway's sockets in /proc (accepted, listen_queue, connections, gateway_ends,
+read_whole), over sockets of this process standing in for the gateway's."""
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import types
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -155,6 +159,65 @@ class LogLines(unittest.TestCase):
         self.gw._err.close()
         self.gw.stderr_path.unlink()
         self.assertEqual(self.gw.log_lines(), [])
+
+
+class SocketStates(unittest.TestCase):
+    """This process stands in for the gateway: a listener of its own, and the other end of its clients."""
+
+    def setUp(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(self.listener.close)
+        self.port = self.listener.getsockname()[1]
+        self.gw = types.SimpleNamespace(proc=types.SimpleNamespace(pid=os.getpid()))
+
+    def connect(self):
+        c = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(c.close)
+        return c
+
+    def accept(self):
+        s = self.listener.accept()[0]
+        self.addCleanup(s.close)
+        return s
+
+    def test_queued_then_accepted(self):
+        c = self.connect()
+        self.assertEqual(harness.listen_queue(self.gw, self.port), 1)
+        self.assertFalse(harness.accepted(self.gw, [c]))
+        self.assertEqual((harness.connections(self.gw, self.port), harness.gateway_ends(self.gw, [c])), (0, set()))
+        self.accept()
+        self.assertEqual(harness.listen_queue(self.gw, self.port), 0)
+        self.assertTrue(harness.accepted(self.gw, [c]))
+        self.assertEqual(harness.connections(self.gw, self.port), 1)
+
+    def test_read_whole_once_the_other_end_read_it_all(self):
+        c = self.connect()
+        s = self.accept()
+        c.sendall(b"x" * 5000)
+        self.assertFalse(harness.read_whole(self.gw, c))
+        got = 0
+        while got < 4999:
+            got += len(s.recv(4999 - got))
+        self.assertFalse(harness.read_whole(self.gw, c))  # a byte left
+        s.recv(1)
+        self.assertTrue(harness.settled(lambda: harness.read_whole(self.gw, c), bool))
+
+    def test_reset_connection_followed_by_its_inode(self):
+        """A client that closes with data unread resets the connection: the other end leaves /proc/net/tcp
+        while it is still open, and only its inode shows when it is closed."""
+        c = self.connect()
+        s = self.accept()
+        ends = harness.gateway_ends(self.gw, [c])
+        self.assertEqual(len(ends), 1)
+        s.sendall(b"unread")
+        here = harness.tcp_address(c.getsockname())
+        self.assertTrue(harness.settled(lambda: [t["rx"] for t in harness.tcp_sockets() if t["local"] == here],
+                                        lambda rx: rx == [6]))
+        c.close()
+        self.assertEqual(harness.settled(lambda: harness.connections(self.gw, self.port), lambda k: k == 0), 0)
+        self.assertEqual(harness.socket_inodes(os.getpid()) & ends, ends)
+        s.close()
+        self.assertEqual(harness.socket_inodes(os.getpid()) & ends, set())
 
 
 if __name__ == "__main__":
