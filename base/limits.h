@@ -197,6 +197,8 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_STATUS_RETRY_SECS 5      /* and not sooner than this after a fetch failed */
 #define GW_MAX_STATUS_ISSUER_REFS 8 /* issuers' CRLs (Vault issuer/<ref>) one such fetch may try */
 #define GW_MAX_GENM_ITAVS 8         /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
+#define GW_GENM_CRL_SECS 5          /* a CRL fetched for a genm answers the genms this long after */
+#define GW_GENM_CRL_REFS 8          /* issuers per upstream whose last genm fetch is remembered */
 #define GW_MAX_GENP_VALUE (GW_MAX_RESPONSE - 16 * 1024) /* genp values: room left for header, extraCerts */
 #define GW_MAX_GENERAL_INFO                                                                                  \
     16 /* generalInfo entries read from a request header (RFC 9483 §3.1 uses three)                         \

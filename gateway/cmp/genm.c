@@ -260,34 +260,80 @@ static void client_holds(const OSSL_CMP_ITAV *in, const X509_CRL *crl, int *name
 
 /*
  * |der| parsed, if it is a CRL to pass on from |up|: one the gateway's revocation check would take
- * (cmp_status_check_crl), of one of the CAs |up| issues under, and current. A CA serving another
- * key's CRL, a delta or partial one, one from the future or one past its nextUpdate is the
- * upstream's trouble: logged, and NULL. The revocation check goes on using a CRL for
+ * (cmp_status_check_crl), of one of the CAs |up| issues under (its index in *ca), and current. A CA
+ * serving another key's CRL, a delta or partial one, one from the future or one past its nextUpdate
+ * is the upstream's trouble: NULL with why in |err|. The revocation check goes on using a CRL for
  * cmp.revocation_grace past its nextUpdate, as the gateway's own choice between refusing every
  * certificate of a CA that is late to publish and a bounded delay; a client handed that CRL would
  * find it expired and could not use it (RFC 5280 §6.3.3 (a)), so none is relayed.
  */
-static X509_CRL *crl_to_relay(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up,
-                              const unsigned char *der, size_t len)
+static X509_CRL *crl_to_relay(struct cmp_call *c, struct gw_upstream *up, const unsigned char *der,
+                              size_t len, int *ca, char *err)
 {
     STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(up));
-    char err[GW_ERR_LEN] = "out of memory";
     X509_CRL *crl = NULL;
-    int ca = -1;
 
+    *ca = -1;
+    snprintf(err, GW_ERR_LEN, "out of memory");
     if (cas != NULL)
-        crl = cmp_status_check_crl(der, len, cas, c->now, &ca, err);
+        crl = cmp_status_check_crl(der, len, cas, c->now, ca, err);
     sk_X509_pop_free(cas, X509_free);
     if (crl != NULL && X509_cmp_time(X509_CRL_get0_nextUpdate(crl), &c->now) <= 0) {
         snprintf(err, GW_ERR_LEN, "its nextUpdate passed");
         X509_CRL_free(crl);
         crl = NULL;
+        *ca = -1;
         ERR_clear_error();
     }
-    if (crl == NULL)
-        gw_log_kv(GW_LOG_ERROR, "genm_crl_refused", "tid", c->rsp->tid, "role", t->role->name, "upstream",
-                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);
     return crl;
+}
+
+/* |der| of |up| checked for a client: 0 with *crl (and its CA's index in *ca), else -1 with *f. */
+static int relay_checks(struct cmp_call *c, struct gw_upstream *up, const unsigned char *der, size_t len,
+                        X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+{
+    if (len > GW_MAX_GENP_VALUE) {
+        cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                   "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the "
+                   "CA's CRL distribution point",
+                   len, GW_MAX_RESPONSE / 1024);
+        return -1;
+    }
+    if ((*crl = crl_to_relay(c, up, der, len, ca, f->why)) != NULL)
+        return 0;
+    f->fault = CMP_CRL_NOT_PASSED;
+    cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+               "the CA's CRL did not pass this gateway's checks and was not passed on; retry later");
+    return -1;
+}
+
+/* The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *der, *crl and *ca, else -1 with *f. */
+static int fetch_now(struct cmp_call *c, struct gw_upstream *up, const char *ref, unsigned char **der,
+                     size_t *len, X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+{
+    if (gw_upstream_crl(up, ref, der, len, f->why) != 0) {
+        /* what failed names the upstream's address and path: the operator's to read, not the client's */
+        f->fault = CMP_CRL_NOT_SERVED;
+        cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                   "the CA's CRL could not be fetched now; retry later");
+        return -1;
+    }
+    return relay_checks(c, up, *der, *len, crl, ca, f);
+}
+
+/* |crl|'s DER into *der (free()) and *len: the encoding it came in, which OpenSSL keeps. */
+static int crl_der(X509_CRL *crl, unsigned char **der, size_t *len)
+{
+    unsigned char *p = NULL;
+    int n = i2d_X509_CRL(crl, &p);
+
+    *der = n > 0 ? malloc((size_t)n) : NULL;
+    if (*der != NULL) {
+        memcpy(*der, p, (size_t)n);
+        *len = (size_t)n;
+    }
+    OPENSSL_free(p);
+    return *der != NULL ? 0 : GW_ERR_NOMEM;
 }
 
 /* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
@@ -348,7 +394,8 @@ static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN
  * The current CRL of |up| for |t|'s role into *der, *len, once it passed crl_to_relay: on a Vault mount
  * of several issuers, of the one the role's sign call takes there (cmp_urole_signing_issuer; the
  * role's upstream and its migration's "to" sign for it by that name); a delegate issuer's is its own.
- * 0, else refused.
+ * One fetch of it answers the genms of GW_GENM_CRL_SECS (cmp_status_relay_get), success or failure:
+ * a client repeating its genm does not make the gateway ask the CA again each time. 0, else refused.
  */
 static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, unsigned char **der,
                      size_t *len, X509_CRL **crl, struct cmp_refusal *r)
@@ -356,30 +403,39 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
     const struct gw_role *role = t->role;
     char ref_buf[GW_MAX_ISSUER_REF_LEN + 1];
     const char *ref = NULL;
-    char err[GW_ERR_LEN] = "";
+    struct cmp_crl_failure f = {.fault = CMP_CRL_UNSAID};
+    X509_CRL *recent = NULL;
+    unsigned long ticket;
+    int ca = -1, rc = -1;
 
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
     if (cmp_urole_signs_for(c->e, role, up))
         ref = cmp_urole_signing_issuer(c, role, up, ref_buf);
-    if (gw_upstream_crl(up, ref, der, len, err) != 0) {
-        /* what failed names the upstream's address and path: the operator's to read, not the client's */
-        gw_log_kv(GW_LOG_ERROR, "genm_crl_unavailable", "tid", c->rsp->tid, "role", role->name, "upstream",
-                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", err, NULL);
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                          "the CA's CRL could not be fetched now; retry later");
+    switch (cmp_status_relay_get(c, up, ref, &recent, &f, &ticket)) {
+    case CMP_RELAY_FETCH:
+        rc = fetch_now(c, up, ref, der, len, crl, &ca, &f);
+        cmp_status_relay_put(c, up, ref, *crl, ca, ticket, &f);
+        break;
+    case CMP_RELAY_HIT: /* checked again: the answer is now, not when it was fetched */
+        if (crl_der(recent, der, len) == 0)
+            rc = relay_checks(c, up, *der, *len, crl, &ca, &f);
+        else
+            cmp_refuse(&f.refusal, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                       "internal error: the answer could not be built");
+        X509_CRL_free(recent);
+        break;
+    default: /* CMP_RELAY_FAILED: as the fetch that failed a moment ago, which f tells */
+        break;
     }
-    if (*len > GW_MAX_GENP_VALUE)
-        return cmp_refuse(
-            r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-            "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the "
-            "CA's CRL distribution point",
-            *len, GW_MAX_RESPONSE / 1024);
-    if ((*crl = crl_to_relay(t, c, up, *der, *len)) == NULL)
-        return cmp_refuse(
-            r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-            "the CA's CRL did not pass this gateway's checks and was not passed on; retry later");
-    return 0;
+    if (rc == 0)
+        return 0;
+    if (f.fault != CMP_CRL_UNSAID)
+        gw_log_kv(GW_LOG_ERROR, f.fault == CMP_CRL_NOT_SERVED ? "genm_crl_unavailable" : "genm_crl_refused",
+                  "tid", c->rsp->tid, "role", role->name, "upstream",
+                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", f.why, NULL);
+    *r = f.refusal;
+    return 1;
 }
 
 /*
@@ -475,8 +531,8 @@ static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in
 
 /*
  * The first infoType |in| names twice, or NULL. An answer is the same however often it is asked for,
- * but each crlStatusList is a fetch of the whole CRL from the CA on this worker: asked twice, a genm
- * would cost as many fetches as it has ITAVs.
+ * but each crlStatusList may be a fetch of the whole CRL from the CA on this worker: asked twice, a genm
+ * could cost as many fetches as it has ITAVs.
  */
 static const ASN1_OBJECT *asked_twice(const STACK_OF(OSSL_CMP_ITAV) *in)
 {

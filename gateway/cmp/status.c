@@ -11,7 +11,8 @@
  * may issue under several CAs (a Vault mount during a rotation, or of several issuers): its default
  * CRL is one CA's, and a Vault mount's other issuers' CRLs are had by the refs the routes sign with;
  * each CRL counts for the CA that signed it, and a certificate is never looked up in the CRL of a CA
- * that did not issue it. A status that cannot be
+ * that did not issue it. A genm's crlStatusList takes its CRL from the same cache, fetched at most once
+ * per issuer every GW_GENM_CRL_SECS (cmp_status_relay_get; docs/design.md D27). A status that cannot be
  * known fails closed: a CRL serves until its nextUpdate plus cmp.revocation_grace, no longer. A
  * certificate under a trust entry that no upstream issued (signed by one of the entry's CAs, or by an
  * intermediate the client sent, whose validated chain leads to them) is covered by that entry's
@@ -54,13 +55,28 @@ struct crl_slot {
     char ref[GW_MAX_ISSUER_REF_LEN + 1];
 };
 
+/*
+ * What the last fetch of one issuer's CRL for a genm came to. By issuer_ref, because that is what a
+ * genm asks for (the issuer that signs for its role) and which CA's CRL a ref gives is known only once
+ * fetched; the CRL itself is in the slot of its CA, where the revocation check's are.
+ */
+struct crl_relay {
+    char ref[GW_MAX_ISSUER_REF_LEN + 1]; /* "": the default issuer's */
+    time_t at;                           /* when that fetch ended; 0: entry unused */
+    unsigned long flight;                /* its number among the cache's |flights| */
+    int ca;                              /* the slot it filed its CRL in, or -1: it gave none */
+    struct cmp_crl_failure failure;      /* then what the genm was told */
+};
+
 /* One upstream's CRLs as last fetched and verified; |crl| is written only by the fetching worker. */
 struct cmp_crl_cache {
     STACK_OF(X509) *cas;    /* the CAs the upstream issues under (not those only there to chain to) */
     struct crl_slot *slots; /* one per |cas|, in that order */
+    struct crl_relay relays[GW_GENM_CRL_REFS];
     pthread_mutex_t lock;
     pthread_cond_t fetched_cond;
     unsigned long revocations; /* revocations through cmpgw so far: one during a fetch keeps slots stale */
+    unsigned long flights;     /* fetches for a genm ended so far */
     int fetching;              /* a worker is fetching: others use the cached ones or wait */
 };
 
@@ -130,21 +146,33 @@ struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct 
     return cert == NULL || gw_upstream_issued(up, cert) ? up : issuer_upstream(e, cert, &i, &j);
 }
 
-void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
+/* The CRL cache of |up|, or NULL (an upstream not of |e|'s configuration). */
+static struct cmp_crl_cache *cache_of(const struct gw_cmp_engine *e, const struct gw_upstream *up)
 {
     const struct gw_upstream_conf *uc = up != NULL ? gw_upstream_get0_conf(up) : NULL;
     size_t i;
 
     if (uc == NULL || e->crls == NULL || uc < e->cfg.upstreams)
-        return;
+        return NULL;
     if ((i = (size_t)(uc - e->cfg.upstreams)) >= e->cfg.n_upstreams)
+        return NULL;
+    return &e->crls[i];
+}
+
+void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up)
+{
+    struct cmp_crl_cache *cc = cache_of(e, up);
+
+    if (cc == NULL)
         return;
     /* the revoked certificate may be of any of its CAs */
-    pthread_mutex_lock(&e->crls[i].lock);
-    e->crls[i].revocations++;
-    for (int j = 0; j < sk_X509_num(e->crls[i].cas); j++)
-        e->crls[i].slots[j].stale = 1;
-    pthread_mutex_unlock(&e->crls[i].lock);
+    pthread_mutex_lock(&cc->lock);
+    cc->revocations++;
+    for (int j = 0; j < sk_X509_num(cc->cas); j++)
+        cc->slots[j].stale = 1;
+    for (int k = 0; k < GW_GENM_CRL_REFS; k++) /* the next genm fetches, whatever the last one gave */
+        cc->relays[k].at = 0;
+    pthread_mutex_unlock(&cc->lock);
 }
 
 /*
@@ -449,6 +477,120 @@ static void refresh(struct cmp_call *c, struct cmp_crl_cache *cc, struct gw_upst
     pthread_mutex_unlock(&cc->lock);
 done:
     pthread_mutex_lock(&cc->lock);
+    cc->fetching = 0;
+    pthread_cond_broadcast(&cc->fetched_cond);
+    pthread_mutex_unlock(&cc->lock);
+}
+
+/* The entry of |ref| among the genm fetches of |cc|, or NULL. Lock held. */
+static struct crl_relay *relay_of(struct cmp_crl_cache *cc, const char *ref)
+{
+    for (int k = 0; k < GW_GENM_CRL_REFS; k++)
+        if (cc->relays[k].at != 0 && strcmp(cc->relays[k].ref, ref) == 0)
+            return &cc->relays[k];
+    return NULL;
+}
+
+/*
+ * What a genm fetch of |ref| less than GW_GENM_CRL_SECS ago tells now: CMP_RELAY_HIT with *crl where
+ * it gave a CRL and its CA's newest (that one or a later one) is of after every revocation through
+ * cmpgw and before its nextUpdate; CMP_RELAY_FAILED with *f where it gave none and ended after
+ * |waited|, the cache's flights when this genm began to wait for it; else CMP_RELAY_FETCH. Lock held.
+ */
+static int relay_recent(struct cmp_crl_cache *cc, const char *ref, time_t now, unsigned long waited,
+                        X509_CRL **crl, struct cmp_crl_failure *f)
+{
+    const struct crl_relay *m = relay_of(cc, ref);
+    const struct crl_slot *s;
+
+    /* both ways: a genm that began before the fetch it waited for ended takes that one too */
+    if (m == NULL || now - m->at >= GW_GENM_CRL_SECS || m->at - now >= GW_GENM_CRL_SECS)
+        return CMP_RELAY_FETCH;
+    /* a failure answers those that waited for it; who asks after it tries again: the CA may be back */
+    if (m->ca < 0 && m->flight > waited) {
+        *f = m->failure;
+        return CMP_RELAY_FAILED;
+    }
+    if (m->ca < 0)
+        return CMP_RELAY_FETCH;
+    s = &cc->slots[m->ca];
+    if (s->crl == NULL || s->stale || now >= asn1_to_time(X509_CRL_get0_nextUpdate(s->crl)) ||
+        X509_CRL_up_ref(s->crl) != 1)
+        return CMP_RELAY_FETCH;
+    *crl = s->crl;
+    return CMP_RELAY_HIT;
+}
+
+int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL **crl,
+                         struct cmp_crl_failure *f, unsigned long *ticket)
+{
+    struct cmp_crl_cache *cc = cache_of(c->e, up);
+    unsigned long waited;
+    int got;
+
+    *crl = NULL;
+    *ticket = 0;
+    if (cc == NULL)
+        return CMP_RELAY_FETCH;
+    pthread_mutex_lock(&cc->lock);
+    waited = cc->flights;
+    /* single flight: whoever asks while a CRL of |up| is fetched takes what that fetch gave */
+    while ((got = relay_recent(cc, ref != NULL ? ref : "", c->now, waited, crl, f)) == CMP_RELAY_FETCH &&
+           cc->fetching)
+        pthread_cond_wait(&cc->fetched_cond, &cc->lock);
+    if (got == CMP_RELAY_FETCH) {
+        cc->fetching = 1;
+        *ticket = cc->revocations;
+    }
+    pthread_mutex_unlock(&cc->lock);
+    return got;
+}
+
+/* Files |crl| in slot |s| as fetch_one does, unless the slot holds a newer one. Lock held. */
+static void file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
+                     unsigned long ticket, time_t now)
+{
+    if (s->crl != NULL &&
+        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(s->crl)))
+        return;
+    if (X509_CRL_up_ref(crl) != 1)
+        return;
+    X509_CRL_free(s->crl);
+    s->crl = crl;
+    s->fetched = now;
+    s->failed = 0;
+    if (ticket == cc->revocations)
+        s->stale = 0;
+    snprintf(s->ref, sizeof(s->ref), "%s", ref);
+}
+
+void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
+                          unsigned long ticket, const struct cmp_crl_failure *f)
+{
+    struct cmp_crl_cache *cc = cache_of(c->e, up);
+    struct crl_relay *m;
+
+    if (cc == NULL)
+        return;
+    ref = ref != NULL ? ref : "";
+    pthread_mutex_lock(&cc->lock);
+    if (crl != NULL && ca >= 0 && ca < sk_X509_num(cc->cas))
+        file_crl(cc, &cc->slots[ca], crl, ref, ticket, c->now);
+    else
+        ca = -1;
+    /* a ref not yet remembered takes the entry of the one asked for longest ago */
+    if ((m = relay_of(cc, ref)) == NULL) {
+        m = &cc->relays[0];
+        for (int k = 1; k < GW_GENM_CRL_REFS; k++)
+            if (cc->relays[k].at < m->at)
+                m = &cc->relays[k];
+        snprintf(m->ref, sizeof(m->ref), "%s", ref);
+    }
+    m->at = c->now > 0 ? c->now : 1;
+    m->flight = ++cc->flights;
+    m->ca = ca;
+    if (ca < 0)
+        m->failure = *f;
     cc->fetching = 0;
     pthread_cond_broadcast(&cc->fetched_cond);
     pthread_mutex_unlock(&cc->lock);

@@ -50,6 +50,46 @@ struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct 
 X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK_OF(X509) *cas, time_t now,
                                int *ca, char *err);
 
+/* Why a genm's fetch of a CRL gave none to pass on, for its log line. */
+enum cmp_crl_fault {
+    CMP_CRL_UNSAID = 0, /* the answer says it all (a CRL too large): no log line */
+    CMP_CRL_NOT_SERVED, /* the upstream served none */
+    CMP_CRL_NOT_PASSED, /* it served one that failed the checks */
+};
+
+/* What a genm's fetch of a CRL came to when it gave none to pass on: told alike to those that waited. */
+struct cmp_crl_failure {
+    struct cmp_refusal refusal; /* the client's answer */
+    enum cmp_crl_fault fault;
+    char why[GW_ERR_LEN]; /* the log line's reason */
+};
+
+enum cmp_relay {
+    CMP_RELAY_FETCH,  /* fetch it now, then cmp_status_relay_put */
+    CMP_RELAY_HIT,    /* a CRL fetched a moment ago */
+    CMP_RELAY_FAILED, /* a fetch a moment ago gave none */
+};
+
+/*
+ * cmp_status_relay_get: the CRL of |up|'s issuer |ref| (NULL: the default issuer's) for a genm to pass
+ * on, in one fetch per GW_GENM_CRL_SECS however many genms ask. CMP_RELAY_HIT with *crl (the caller
+ * frees it) when a fetch of |ref| less than that ago gave the CRL of one of |up|'s CAs: that CA's
+ * newest, held for the revocation check too, unless a revocation through cmpgw came after it or its
+ * nextUpdate passed; CMP_RELAY_FAILED with *f when the fetch it waited for gave none; else
+ * CMP_RELAY_FETCH: the caller fetches it and then must call cmp_status_relay_put with *ticket, and any
+ * other worker asking for a CRL of |up| meanwhile waits for that (single flight). Worker.
+ */
+int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL **crl,
+                         struct cmp_crl_failure *f, unsigned long *ticket);
+
+/*
+ * cmp_status_relay_put: what the fetch cmp_status_relay_get asked for came to: |crl| (borrowed), which
+ * passed cmp_status_check_crl as the CRL of |up|'s CA |ca| and is filed for that CA unless a newer one
+ * is, or NULL and |f|. Wakes the workers that wait. Worker.
+ */
+void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
+                          unsigned long ticket, const struct cmp_crl_failure *f);
+
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 

@@ -12,6 +12,8 @@
 
 #include "tests/unit/testutil.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/cmp_local.h"
 #include "gateway/cmp/shim.h"
+#include "gateway/cmp/status.h"
 #include "gateway/config.h"
 #include "base/clock.h"
 #include "base/err.h"
@@ -862,6 +865,8 @@ static void test_genm_refusals(void **state)
 /* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
 static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
                              4: the issuing CA's own */
+static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
+static int fake_crl_delay_ms;       /* how long the CA takes to answer */
 
 /* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
  * as the CA makes it (mode 4). */
@@ -899,6 +904,8 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
                     char *err)
 {
     (void)up, (void)issuer_ref;
+    fake_crl_fetches++;
+    usleep((useconds_t)fake_crl_delay_ms * 1000);
     if (fake_crl_mode == 1) {
         snprintf(err, GW_ERR_LEN, "connection refused");
         return GW_ERR_IO;
@@ -957,6 +964,146 @@ static void test_genm_crl_limits(void **state)
             assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, cases[i].text);
         }
         OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+static time_t crl_clock_ahead; /* how far crl_clock runs ahead */
+
+static time_t crl_clock(void)
+{
+    return time(NULL) + crl_clock_ahead;
+}
+
+/* A genm crlStatusList by the demo client: answered with a CRL (|fail_bit| -1), else refused so. */
+static void genm_crl(struct env *e, int fail_bit)
+{
+    const char *oids[] = {OID_CRLSTATUS};
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+
+    if (fail_bit < 0) {
+        assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+        assert_non_null(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)));
+    } else {
+        assert_null(out);
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, "the CA's CRL could not be fetched now");
+    }
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * One fetch of the CA's CRL answers the genms of GW_GENM_CRL_SECS: a client repeating its genm does not
+ * make the gateway ask the CA each time. A revocation through cmpgw, or the time passing, makes the next
+ * genm fetch it again; so does a failed fetch.
+ */
+static void test_genm_crl_reuse(void **state)
+{
+    struct env *e = env_new(NULL, NULL);
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
+
+    (void)state;
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 4;
+    fake_crl_fetches = 0;
+    for (int i = 0; i < 3; i++)
+        genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 1);
+    cmp_status_invalidate(e->engine, up); /* what a revocation through cmpgw does */
+    genm_crl(e, -1);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 2);
+    crl_clock_ahead = GW_GENM_CRL_SECS;
+    genm_crl(e, -1);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 3);
+    /* the CA down: each genm asks again (it may be back), and the first once it is gets the CRL */
+    fake_crl_mode = 1;
+    crl_clock_ahead = 2 * GW_GENM_CRL_SECS;
+    genm_crl(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    genm_crl(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_int_equal(fake_crl_fetches, 5);
+    fake_crl_mode = 4;
+    genm_crl(e, -1);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 6);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
+}
+
+/* transfer() for a client on another thread: it keeps no last_req and leaves the checks to the caller. */
+static OSSL_CMP_MSG *transfer_threaded(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    struct env *e = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct gw_cmp_response rsp;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    OSSL_CMP_MSG *out = NULL;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+
+    gw_cmp_response_init(&rsp);
+    if (len > 0)
+        gw_cmp_process(e->engine,
+                       &(struct gw_cmp_request){.der = der, .len = (size_t)len, .route = &e->route}, &rsp);
+    p = rsp.der;
+    if (rsp.http_status == 200)
+        out = d2i_OSSL_CMP_MSG(NULL, &p, (long)rsp.len);
+    gw_cmp_response_cleanup(&rsp);
+    OPENSSL_free(der);
+    return out;
+}
+
+/* One genm crlStatusList by the demo client on its own thread: |arg| an env, answered or not. */
+static void *genm_crl_thread(void *arg)
+{
+    const char *oids[] = {OID_CRLSTATUS};
+    OSSL_CMP_CTX *ctx = client_new(arg, client_cert, client_key);
+    STACK_OF(OSSL_CMP_ITAV) *out;
+
+    OSSL_CMP_CTX_set_transfer_cb(ctx, transfer_threaded);
+    out = genm(arg, ctx, oids, 1, NULL);
+    void *answered =
+        out != NULL && OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)) != NULL ? arg : NULL;
+
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    return answered;
+}
+
+/*
+ * genms asking at once while the CA is slow to answer: one fetch, and what it gave answers every one,
+ * the CRL or, with the CA down, the refusal.
+ */
+static void test_genm_crl_single_flight(void **state)
+{
+    static const int modes[] = {4, 1};
+
+    (void)state;
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        struct env *e = env_new(NULL, NULL);
+        char err[GW_ERR_LEN] = "";
+        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
+        pthread_t th[4];
+        void *answered;
+
+        assert_non_null(up);
+        assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+        fake_crl_mode = modes[m];
+        fake_crl_delay_ms = 200;
+        fake_crl_fetches = 0;
+        for (size_t i = 0; i < sizeof(th) / sizeof(th[0]); i++)
+            assert_int_equal(pthread_create(&th[i], NULL, genm_crl_thread, e), 0);
+        for (size_t i = 0; i < sizeof(th) / sizeof(th[0]); i++) {
+            assert_int_equal(pthread_join(th[i], &answered), 0);
+            assert_ptr_equal(answered, modes[m] == 4 ? (void *)e : NULL);
+        }
+        assert_int_equal(fake_crl_fetches, 1);
+        fake_crl_delay_ms = 0;
         env_free(e);
     }
 }
@@ -2465,6 +2612,8 @@ int main(void)
         cmocka_unit_test(test_genm_cert_template),
         cmocka_unit_test(test_genm_refusals),
         cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_genm_crl_reuse),
+        cmocka_unit_test(test_genm_crl_single_flight),
         cmocka_unit_test(test_rr_holder),
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
