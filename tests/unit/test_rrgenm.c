@@ -1094,7 +1094,7 @@ static void test_genm_crl_single_flight(void **state)
         assert_non_null(up);
         assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
         fake_crl_mode = modes[m];
-        fake_crl_delay_ms = 200;
+        fake_crl_delay_ms = 500; /* the other threads ask meanwhile */
         fake_crl_fetches = 0;
         for (size_t i = 0; i < sizeof(th) / sizeof(th[0]); i++)
             assert_int_equal(pthread_create(&th[i], NULL, genm_crl_thread, e), 0);
