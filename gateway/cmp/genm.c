@@ -394,8 +394,9 @@ static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN
  * The current CRL of |up| for |t|'s role into *der, *len, once it passed crl_to_relay: on a Vault mount
  * of several issuers, of the one the role's sign call takes there (cmp_urole_signing_issuer; the
  * role's upstream and its migration's "to" sign for it by that name); a delegate issuer's is its own.
- * One fetch of it answers the genms of GW_GENM_CRL_SECS (cmp_status_relay_get), success or failure:
- * a client repeating its genm does not make the gateway ask the CA again each time. 0, else refused.
+ * One fetch of it answers the genms of GW_GENM_CRL_SECS, and a failed one those that waited for it
+ * (cmp_status_relay_get): a client repeating its genm does not make the gateway ask the CA each time.
+ * 0, else refused.
  */
 static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, unsigned char **der,
                      size_t *len, X509_CRL **crl, struct cmp_refusal *r)
@@ -408,6 +409,7 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
     unsigned long ticket;
     int ca = -1, rc = -1;
 
+    *crl = NULL;
     if ((gw_upstream_caps(up) & GW_UP_CRL) == 0)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "this route's CA publishes no CRL over CMP");
     if (cmp_urole_signs_for(c->e, role, up))
@@ -425,7 +427,7 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
                        "internal error: the answer could not be built");
         X509_CRL_free(recent);
         break;
-    default: /* CMP_RELAY_FAILED: as the fetch that failed a moment ago, which f tells */
+    default: /* CMP_RELAY_FAILED: as the fetch it waited for, which f tells */
         break;
     }
     if (rc == 0)

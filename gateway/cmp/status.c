@@ -589,7 +589,7 @@ void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char
     m->at = c->now > 0 ? c->now : 1;
     m->flight = ++cc->flights;
     m->ca = ca;
-    if (ca < 0)
+    if (ca < 0 && f != NULL)
         m->failure = *f;
     cc->fetching = 0;
     pthread_cond_broadcast(&cc->fetched_cond);
