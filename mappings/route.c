@@ -275,8 +275,9 @@ static int match_crl(const struct gw_routes *rt, struct cursor *c, const char *p
  * role of the configuration, so that no one learns on a role or label path which profiles there are;
  * |rc| tells the caller's log which it was.
  */
-static int profile_not_served(char *err, const char *shown, int rc)
+static int profile_not_served(const struct gw_role **role, char *err, const char *shown, int rc)
 {
+    *role = NULL;
     snprintf(err, GW_ERR_LEN, GW_TEXT_PROFILE_NOT_SERVED, shown);
     return rc;
 }
@@ -294,10 +295,10 @@ int gw_route_profile(const struct gw_routes *rt, const struct gw_route_match *m,
         return 0;
     show_path(shown, sizeof(shown), name, len);
     if ((p = find_profile(rt, name, len)) == NULL)
-        return profile_not_served(err, shown, GW_ERR_NOT_FOUND);
+        return profile_not_served(role, err, shown, GW_ERR_NOT_FOUND);
     /* a role or label path has chosen its role already: a profile can only agree with it */
     if (m != NULL && (m->kind == GW_ROUTE_ROLE || m->kind == GW_ROUTE_LABEL) && p->policy.role != m->role)
-        return profile_not_served(err, shown, GW_ERR_POLICY);
+        return profile_not_served(role, err, shown, GW_ERR_POLICY);
     *role = p->policy.role;
     return 0;
 }

@@ -68,8 +68,9 @@ int gw_route_match(const struct gw_routes *rt, const char *path, size_t len, str
  * id-it-certProfile) to the route |m| matched: on <prefix>/cmp and /.well-known/cmp the profile
  * selects its role ("profiles"); on a role or label path it must name the role the path serves.
  * |name| "" (none named) keeps the path's role. Returns 0 with *role set, GW_ERR_NOT_FOUND for an
- * unknown profile or GW_ERR_POLICY for one of another role, with the same statusString in |err| for
- * both (GW_TEXT_PROFILE_NOT_SERVED): a client without credentials cannot tell them apart, the log can.
+ * unknown profile or GW_ERR_POLICY for one of another role, with *role NULL and the same statusString
+ * in |err| for both (GW_TEXT_PROFILE_NOT_SERVED): a client without credentials cannot tell them apart,
+ * the log can.
  */
 #define GW_TEXT_PROFILE_NOT_SERVED                                                                           \
     "certProfile \"%s\" is not served on this path: name a profile this server's operator gave you for "     \

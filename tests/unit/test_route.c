@@ -272,7 +272,8 @@ static void test_route_policy_without_role(void **state)
 
 /* ---- certProfile (RFC 9483 §3.1) ---- */
 
-/* The role |path| serves for a request naming |profile|: its name, or the refusal's code and reason. */
+/* The role |path| serves for a request naming |profile|: its name, or the refusal's code and reason
+   (a refusal leaves no role, not even the path's). */
 static int profile_role(const struct gw_routes *cfg, const char *path, const char *profile, char *out)
 {
     struct gw_route_match m;
@@ -282,6 +283,8 @@ static int profile_role(const struct gw_routes *cfg, const char *path, const cha
 
     assert_int_equal(gw_route_match(cfg, path, strlen(path), &m, err), 0);
     rc = gw_route_profile(cfg, &m, profile, &role, err);
+    if (rc != 0 && role != NULL)
+        fail_msg("%s with \"%s\": refused (%d) with role %s", path, profile, rc, role->name);
     snprintf(out, GW_ERR_LEN, "%s", rc == 0 ? role->name : err);
     return rc;
 }
