@@ -3,8 +3,9 @@
  * local issuer, without the signatures in front of them (fuzz_cmp_signed reaches this only with
  * templates whose POPO still verifies). The input is one DER CertReqMsg (ir, cr, kur) or PKCS#10
  * request (p10cr), as OpenSSL hands them to the engine's callback, planned at the seeds' capture
- * time for two roles of the demo configuration: "default" as it is, and "strict" with every name,
- * key and validity rule set.
+ * time for three roles of the demo configuration: "default" as it is, "strict" with every name,
+ * key and validity rule set, and "hosts", a server role with subject and DNS rules but no common name
+ * rules, which holds a common name that reads as a host name to its DNS rules and issues wildcards.
  *
  * Beyond the sanitizers, a plan must keep the promises of mappings/profile.h: no keyCertSign or
  * cRLSign, only the role's SAN types, a subject or a SAN, validity from the backdate to at most
@@ -47,6 +48,16 @@ static const char STRICT_ROLE[] =
     "[\"*@example.com\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\", \"2001:db8::/32\"], \"allowed_key_types\": "
     "[\"ec:P-256\", \"rsa:2048\", \"ed25519\"]}}";
 
+/* "hosts": a TLS server's role. Without allowed_common_names a host-name CN is held to allowed_dns_names,
+   and with serverAuth one without a dot too where there is no DNS SAN (mappings/policy.c, check_attrs);
+   the whole subject to allowed_subjects. */
+static const char HOSTS_ROLE[] =
+    "{\"upstream\": \"local\", \"trust\": [\"demo\"], \"key_usage\": [\"digitalSignature\"], "
+    "\"ext_key_usage\": [\"serverAuth\"], \"allowed_san_types\": [\"dns\", \"ip\"], \"ttl\": \"1h\", "
+    "\"max_ttl\": \"24h\", \"allow_wildcard_certificates\": true, \"authorization\": {\"allowed_subjects\": "
+    "[\"/O=cmpgw demo/CN=*\", \"/O=cmpgw demo/CN=*.example.com\"], \"allowed_dns_names\": "
+    "[\"*.example.com\", \"fuzz-*\", \"dev-*\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\"]}}";
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char *demo = fuzz_pki_file("cmpgw.json", NULL), err[GW_ERR_LEN] = "";
@@ -60,6 +71,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (root == NULL || !json_object_object_get_ex(root, "roles", &roles))
         fuzz_die("%s/cmpgw.json is not the demo configuration", FUZZ_PKI);
     json_object_object_add(roles, "strict", json_tokener_parse(STRICT_ROLE));
+    json_object_object_add(roles, "hosts", json_tokener_parse(HOSTS_ROLE));
     cfg = fuzz_config(json_object_to_json_string(root));
     json_object_put(root);
     free(demo);
@@ -164,6 +176,7 @@ static void plan_all(struct gw_cert_req *req, const X509_REQ *csr)
 {
     plan_for("default", req, csr);
     plan_for("strict", req, csr);
+    plan_for("hosts", req, csr);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

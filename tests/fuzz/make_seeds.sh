@@ -202,6 +202,19 @@ _, _, e = tlv(der, p)
 open(sys.argv[2], "wb").write(der[p:e])
 PY
 done
+# and CSRs naming every type the "strict" role of fuzz_profile has a rule for (emailAddress, DNS,
+# IP, URI and email SANs): each name within its rule, and each just outside it (the emailAddress
+# without an email SAN, which the roles without email refuse), so that the name checks of the
+# request policy run on every kind of name, to a refusal and past it; and a host name in the CN
+# with a wildcard DNS SAN, which its "hosts" role issues
+openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=fuzz-names/emailAddress=dev@example.com" -outform DER \
+    -addext "subjectAltName=DNS:dev.example.com,IP:10.9.8.7,IP:2001:db8::7,URI:urn:example:names,email:dev@example.com" \
+    -out "$profile_seeds/seed-p10-names.der"
+openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=dev-names/emailAddress=dev@example.org" -outform DER \
+    -addext "subjectAltName=DNS:*.example.org,IP:192.0.2.7,IP:2001:db9::7,URI:urn:other:names" \
+    -out "$profile_seeds/seed-p10-outside.der"
+openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=www.example.com" -outform DER \
+    -addext "subjectAltName=DNS:*.example.com,IP:10.9.8.7" -out "$profile_seeds/seed-p10-host.der"
 # the device the seeds enrolled, sender of the kur and rr seeds: fuzz_cmp_signed signs as it
 cp dev1.pem "$pki/device.pem"
 cp dev1.key "$pki/device.key"
