@@ -40,6 +40,26 @@ VAULT = {
                       "ext_key_usage": ["ClientAuth"], "ext_key_usage_oids": [], "server_flag": False,
                       "client_flag": True}),
     "error": {"errors": ["permission denied", "1 error occurred:\n\t* role not found\n\n"]},
+    # the token fuzz_vault_answer masks ("root"): as a word, at either end of a string, before an escaped
+    # line feed, in strings nested in arrays and objects; and inside a word or a run of base64 (not masked)
+    "error-token": {"errors": ["root", "token root denied", "rootx", "/root+", "a.root", "root\n"],
+                    "data": {"a": ["root", {"b": "x root"}], "n": 1}},
+    "sign-token": envelope({"certificate": "root", "serial_number": "root", "expiration": 0},
+                           ["root: a warning", "xrootx"]),
+    "revoke-token": envelope({"revocation_time": 0, "state": "root"}, ["root"]),
+    # every member the role parser reads, in each form it takes
+    "role-all": envelope({"allowed_domains": "example.com,*.example.org", "allow_subdomains": False,
+                          "allow_bare_domains": True, "allow_glob_domains": True, "allow_any_name": False,
+                          "allow_localhost": False, "allow_ip_sans": False,
+                          "allow_wildcard_certificates": False, "allowed_uri_sans": ["urn:x:*"],
+                          "allowed_uri_sans_template": False, "allowed_serial_numbers": ["1*"],
+                          "allowed_user_ids": [], "enforce_hostnames": True,
+                          "cn_validations": ["email", "hostname"], "use_csr_common_name": False,
+                          "require_cn": False, "key_type": "rsa", "key_bits": 2048, "max_ttl": 3600,
+                          "key_usage": "DigitalSignature,KeyEncipherment", "ext_key_usage": ["ServerAuth", "Any"],
+                          "ext_key_usage_oids": ["1.3.6.1.5.5.7.3.9"], "server_flag": True,
+                          "client_flag": False, "code_signing_flag": True, "email_protection_flag": True,
+                          "issuer_ref": "default", "serial_number_source": "json"}),
 }
 
 CFSSL = {
