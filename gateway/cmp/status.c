@@ -623,16 +623,21 @@ static int crl_status(struct cmp_call *c, size_t i, struct gw_upstream *up, int 
     int rc = GW_ERR_UPSTREAM;
 
     pthread_mutex_lock(&cc->lock);
-    if (due(s, now) && !cc->fetching) {
-        unsigned long revocations = cc->revocations;
+    /* the fetch waited for may bring none of this CA's (a genm's asks one issuer, and files only what it
+       passes on): then this one fetches, unless that CA's fetch just failed (due) */
+    for (;;) {
+        if (due(s, now) && !cc->fetching) {
+            unsigned long revocations = cc->revocations;
 
-        cc->fetching = 1;
-        pthread_mutex_unlock(&cc->lock);
-        refresh(c, cc, up, ca, revocations, why);
-        pthread_mutex_lock(&cc->lock);
-    }
-    while ((s->crl == NULL || s->stale) && cc->fetching) /* nothing usable until it lands */
+            cc->fetching = 1;
+            pthread_mutex_unlock(&cc->lock);
+            refresh(c, cc, up, ca, revocations, why);
+            pthread_mutex_lock(&cc->lock);
+        }
+        if ((s->crl != NULL && !s->stale) || !cc->fetching) /* nothing usable until it lands */
+            break;
         pthread_cond_wait(&cc->fetched_cond, &cc->lock);
+    }
     if (s->failed != 0 && s->why[0] != '\0')
         snprintf(why, sizeof(why), "%s", s->why);
     /* a CRL read before a revocation through cmpgw does not know of it: stale until one after it */

@@ -2929,6 +2929,61 @@ static void test_status_two_cas_crl(void **state)
     two_cas_close(&t);
 }
 
+/* A genm's fetch of the CRL of "local" in flight (cmp_status_relay_get), ended after a while with none. */
+struct genm_flight {
+    struct gw_cmp_engine *engine;
+    struct gw_upstream *up;
+    atomic_int started;
+};
+
+static void *genm_flight_fails(void *arg)
+{
+    struct genm_flight *g = arg;
+    struct cmp_call c = {.e = g->engine, .now = two_ca_now};
+    struct cmp_crl_failure f = {.fault = CMP_CRL_NOT_SERVED, .why = "the test CA is down"};
+    X509_CRL *crl = NULL;
+    unsigned long ticket = 0;
+    int got = cmp_status_relay_get(&c, g->up, NULL, &crl, &f, &ticket);
+
+    g->started = 1;
+    if (got != CMP_RELAY_FETCH)
+        return NULL;
+    usleep(300 * 1000); /* the signer's check comes meanwhile, and waits */
+    cmp_status_relay_put(&c, g->up, NULL, NULL, -1, ticket, &f);
+    return g;
+}
+
+/*
+ * A signer's revocation check that finds a genm fetching the CRL waits for that fetch; when it ends with
+ * none of the signer's CA (it failed, gave another CA's, or one too large to pass on), the check fetches
+ * its own rather than refuse a certificate of unknown status.
+ */
+static void test_status_after_genm_fetch(void **state)
+{
+    struct two_cas t;
+    struct genm_flight g = {0};
+    unsigned char *crl1;
+    size_t crl1_len;
+    pthread_t th;
+    void *fetched;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    crl1 = crl_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600, t.x1b, &crl1_len);
+    fake.crl = crl1, fake.crl_len = crl1_len;
+    g.engine = t.env->engine;
+    g.up = gw_upstream_set_get0(t.env->ups, "local");
+    assert_int_equal(pthread_create(&th, NULL, genm_flight_fails, &g), 0);
+    while (!g.started)
+        usleep(1000);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(pthread_join(th, &fetched), 0);
+    assert_ptr_equal(fetched, &g);
+    assert_int_equal(fake.crl_calls, 1);
+    free(crl1);
+    two_cas_close(&t);
+}
+
 /*
  * Only a complete CRL of the CA says a certificate is not revoked: a delta CRL lists the revocations
  * since its base only, one with an issuingDistributionPoint a part of the CA's certificates or
@@ -10353,6 +10408,7 @@ int main(void)
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_after_genm_fetch),
         cmocka_unit_test(test_status_partial_crl),
         cmocka_unit_test(test_status_two_cas_query),
         cmocka_unit_test(test_status_revoked_across_generations),
