@@ -265,7 +265,9 @@ static int signed_by_key(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
 
 /*
  * Several distinct certificates name the sender and chain to the route's trust (a renewed
- * certificate beside the old one, say): the signature decides. More than one that verifies is
+ * certificate beside the old one, say): the signature decides, among those that may sign first (the
+ * same key certified for key encipherment too is no second signer), then among all, so that a key
+ * usage without digitalSignature is told once the signature verifies. More than one that verifies is
  * ambiguous, and the identity would be a guess. The index in |valid| of the one that verifies, or -1
  * refused with |r| (*cause "signature" when none does).
  */
@@ -274,10 +276,14 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
 {
     int found = -1, n = 0;
 
-    for (int i = 0; i < sk_X509_num(valid); i++) {
-        if (signed_by_key(ctx, msg, sk_X509_value(valid, i))) {
-            found = i;
-            n++;
+    for (int any_usage = 0; any_usage <= 1 && n == 0; any_usage++) {
+        for (int i = 0; i < sk_X509_num(valid); i++) {
+            X509 *x = sk_X509_value(valid, i);
+
+            if (any_usage ? signed_by_key(ctx, msg, x) : signed_by(ctx, msg, x)) {
+                found = i;
+                n++;
+            }
         }
     }
     (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);

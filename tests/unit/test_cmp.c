@@ -2641,6 +2641,50 @@ static X509 *cert_under(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *key, const char *c
 }
 
 /*
+ * Two certificates of the signer's key and name under the route's trust, one without digitalSignature
+ * (the same key certified for key encipherment too): the one that may sign is the signer, as it is
+ * where the client sends it alone. Twin: where only the one without it is sent, the signature verifies
+ * with it and the client is told of the key usage.
+ */
+static void test_signer_twin_key_usage(void **state)
+{
+    EVP_PKEY *ca_key = load_key("ca.key");
+    X509 *twin = X509_dup(client_cert);
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    STACK_OF(X509) *extra = sk_X509_new_null();
+
+    (void)state;
+    assert_int_equal(ASN1_BIT_STRING_set_bit(ku, 2, 1), 1); /* keyEncipherment */
+    assert_int_equal(X509_add1_ext_i2d(twin, NID_key_usage, ku, 1, X509V3_ADD_REPLACE), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(twin), 0x7717), 1);
+    assert_true(X509_sign(twin, ca_key, EVP_sha256()) > 0);
+    assert_int_equal(sk_X509_push(extra, twin), 1);
+    for (int alone = 0; alone <= 1; alone++) {
+        struct env *e = env_new(CMP_DEFAULTS);
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, alone ? twin : client_cert, client_key, NULL, NULL, 0);
+        X509 *issued;
+
+        if (!alone)
+            assert_int_equal(OSSL_CMP_CTX_set1_extraCertsOut(ctx, extra), 1);
+        issued = OSSL_CMP_exec_IR_ses(ctx);
+        if (alone)
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+                          "the signer certificate lacks the digitalSignature key usage");
+        else
+            assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+        X509_free(issued);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+    sk_X509_free(extra);
+    ASN1_BIT_STRING_free(ku);
+    X509_free(twin);
+    EVP_PKEY_free(ca_key);
+}
+
+/*
  * A signer's chain is verified at security level 2 (GW_SIGNER_AUTH_LEVEL): a signer certificate the
  * trusted CA signed with SHA-1, one under an intermediate signed with SHA-1 that the client sends in
  * extraCerts, and one for an RSA key of 1024 bits authenticate no ir nor kur, each refused naming why;
@@ -10407,6 +10451,7 @@ int main(void)
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
+        cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_after_genm_fetch),
         cmocka_unit_test(test_status_partial_crl),
