@@ -336,6 +336,26 @@ static int crl_der(X509_CRL *crl, unsigned char **der, size_t *len)
     return *der != NULL ? 0 : GW_ERR_NOMEM;
 }
 
+/* |recent| (taken), a CRL of |up| the cache holds, in place of any fetched: checked as fetch_now checks. */
+static int pass_recent(struct cmp_call *c, struct gw_upstream *up, X509_CRL *recent, unsigned char **der,
+                       size_t *len, X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+{
+    int rc = -1;
+
+    X509_CRL_free(*crl);
+    *crl = NULL;
+    free(*der);
+    *der = NULL;
+    /* checked again: the answer is now, not when it was fetched */
+    if (crl_der(recent, der, len) == 0)
+        rc = relay_checks(c, up, *der, *len, crl, ca, f);
+    else
+        cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                   "internal error: the answer could not be built");
+    X509_CRL_free(recent);
+    return rc;
+}
+
 /* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
 static struct gw_upstream *crl_source(struct cmp_call *c, const struct gw_role *role)
 {
@@ -417,15 +437,13 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
     switch (cmp_status_relay_get(c, up, ref, &recent, &f, &ticket)) {
     case CMP_RELAY_FETCH:
         rc = fetch_now(c, up, ref, der, len, crl, &ca, &f);
-        cmp_status_relay_put(c, up, ref, *crl, ca, ticket, &f);
+        cmp_status_relay_put(c, up, ref, *crl, ca, ticket, &f, &recent);
+        /* the CA served an older CRL than it did before: the newer may list a revocation it lacks */
+        if (recent != NULL)
+            rc = pass_recent(c, up, recent, der, len, crl, &ca, &f);
         break;
-    case CMP_RELAY_HIT: /* checked again: the answer is now, not when it was fetched */
-        if (crl_der(recent, der, len) == 0)
-            rc = relay_checks(c, up, *der, *len, crl, &ca, &f);
-        else
-            cmp_refuse(&f.refusal, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                       "internal error: the answer could not be built");
-        X509_CRL_free(recent);
+    case CMP_RELAY_HIT:
+        rc = pass_recent(c, up, recent, der, len, crl, &ca, &f);
         break;
     default: /* CMP_RELAY_FAILED: as the fetch it waited for, which f tells */
         break;

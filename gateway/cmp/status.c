@@ -546,15 +546,15 @@ int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char 
     return got;
 }
 
-/* Files |crl| in slot |s| as fetch_one does, unless the slot holds a newer one. Lock held. */
-static void file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
-                     unsigned long ticket, time_t now)
+/* Files |crl| in slot |s| as fetch_one does, unless the slot holds a newer one: then 1. Lock held. */
+static int file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
+                    unsigned long ticket, time_t now)
 {
     if (s->crl != NULL &&
         asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(s->crl)))
-        return;
+        return 1;
     if (X509_CRL_up_ref(crl) != 1)
-        return;
+        return 0;
     X509_CRL_free(s->crl);
     s->crl = crl;
     s->fetched = now;
@@ -562,22 +562,25 @@ static void file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl
     if (ticket == cc->revocations)
         s->stale = 0;
     snprintf(s->ref, sizeof(s->ref), "%s", ref);
+    return 0;
 }
 
 void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
-                          unsigned long ticket, const struct cmp_crl_failure *f)
+                          unsigned long ticket, const struct cmp_crl_failure *f, X509_CRL **newer)
 {
     struct cmp_crl_cache *cc = cache_of(c->e, up);
     struct crl_relay *m;
 
+    *newer = NULL;
     if (cc == NULL)
         return;
     ref = ref != NULL ? ref : "";
     pthread_mutex_lock(&cc->lock);
-    if (crl != NULL && ca >= 0 && ca < sk_X509_num(cc->cas))
-        file_crl(cc, &cc->slots[ca], crl, ref, ticket, c->now);
-    else
+    if (crl == NULL || ca < 0 || ca >= sk_X509_num(cc->cas))
         ca = -1;
+    else if (file_crl(cc, &cc->slots[ca], crl, ref, ticket, c->now) &&
+             X509_CRL_up_ref(cc->slots[ca].crl) == 1)
+        *newer = cc->slots[ca].crl;
     /* a ref not yet remembered takes the entry of the one asked for longest ago */
     if ((m = relay_of(cc, ref)) == NULL) {
         m = &cc->relays[0];

@@ -85,10 +85,11 @@ int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char 
 /*
  * cmp_status_relay_put: what the fetch cmp_status_relay_get asked for came to: |crl| (borrowed), which
  * passed cmp_status_check_crl as the CRL of |up|'s CA |ca| and is filed for that CA unless a newer one
- * is, or NULL and |f|. Wakes the workers that wait. Worker.
+ * is (then *newer is that one, the caller's to free and to pass on instead: the CA served an older CRL
+ * than it did before), or NULL and |f|. Wakes the workers that wait. Worker.
  */
 void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
-                          unsigned long ticket, const struct cmp_crl_failure *f);
+                          unsigned long ticket, const struct cmp_crl_failure *f, X509_CRL **newer);
 
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);

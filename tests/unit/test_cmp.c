@@ -2993,8 +2993,8 @@ static void *genm_flight_fails(void *arg)
     if (got != CMP_RELAY_FETCH)
         return NULL;
     usleep(300 * 1000); /* the signer's check comes meanwhile, and waits */
-    cmp_status_relay_put(&c, g->up, NULL, NULL, -1, ticket, &f);
-    return g;
+    cmp_status_relay_put(&c, g->up, NULL, NULL, -1, ticket, &f, &crl);
+    return crl == NULL ? g : NULL;
 }
 
 /*

@@ -864,17 +864,20 @@ static void test_genm_refusals(void **state)
 
 /* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
 static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
-                             4: the issuing CA's own */
+                             4: the issuing CA's own, 5: the CA's of an hour ago */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
 static int fake_crl_delay_ms;       /* how long the CA takes to answer */
 
 /* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
- * as the CA makes it (mode 4). */
+ * as the CA makes it (mode 4), or made an hour ago (mode 5). */
 static int bad_crl(unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
     EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    ASN1_TIME *t1 = ASN1_TIME_adj(NULL, time(NULL), 0, fake_crl_mode == 3 ? 3600 : -60);
+    ASN1_TIME *t1 = ASN1_TIME_adj(NULL, time(NULL), 0,
+                                  fake_crl_mode == 3   ? 3600
+                                  : fake_crl_mode == 5 ? -3600
+                                                       : -60);
     ASN1_TIME *t2 = ASN1_TIME_adj(NULL, time(NULL), 1, 0);
     int n;
 
@@ -1032,6 +1035,60 @@ static void test_genm_crl_reuse(void **state)
     genm_crl(e, -1);
     genm_crl(e, -1);
     assert_int_equal(fake_crl_fetches, 6);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
+}
+
+/* The thisUpdate of the CRL a genm crlStatusList by the demo client is answered with. */
+static time_t genm_crl_this_update(struct env *e)
+{
+    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+    const char *oids[] = {OID_CRLSTATUS};
+    STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
+    const ASN1_TYPE *v;
+    const unsigned char *p;
+    long len;
+    int t, cls;
+    X509_CRL *crl;
+    time_t when = 0;
+
+    assert_non_null(out);
+    v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
+    assert_int_equal(seq_count(v, V_ASN1_SEQUENCE), 1);
+    p = v->value.sequence->data;
+    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
+    assert_non_null(crl = d2i_X509_CRL(NULL, &p, len));
+    assert_int_equal(gw_asn1_time(X509_CRL_get0_lastUpdate(crl), &when), 0);
+    X509_CRL_free(crl);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    return when;
+}
+
+/*
+ * A CA that serves an older CRL than it served before (a replica behind, a replay): the genm is
+ * answered with the newer one the gateway holds, which may list a revocation the older does not; the
+ * revocation check keeps the newer one too.
+ */
+static void test_genm_crl_older(void **state)
+{
+    struct env *e = env_new(NULL, NULL);
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
+    time_t newer;
+
+    (void)state;
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 4;
+    fake_crl_fetches = 0;
+    newer = genm_crl_this_update(e);
+    fake_crl_mode = 5;
+    crl_clock_ahead = GW_GENM_CRL_SECS;
+    assert_int_equal(genm_crl_this_update(e), newer);
+    assert_int_equal(fake_crl_fetches, 2);
     gw_cmp_engine_set_clock(e->engine, NULL);
     env_free(e);
 }
@@ -2614,6 +2671,7 @@ int main(void)
         cmocka_unit_test(test_genm_crl_limits),
         cmocka_unit_test(test_genm_crl_reuse),
         cmocka_unit_test(test_genm_crl_single_flight),
+        cmocka_unit_test(test_genm_crl_older),
         cmocka_unit_test(test_rr_holder),
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
