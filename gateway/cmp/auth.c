@@ -16,9 +16,10 @@
  * a client that names itself after a CA of the route's trust has that CA's certificate tried. Until
  * the signature verifies, the client has shown no key the route trusts: a signature that does not
  * verify is answered as one no certificate chains for (TEXT_UNTRUSTED), a key usage without
- * digitalSignature (which OpenSSL checks first) is told only once the signature verifies, and the log
- * alone says which it was (cmp_signature_refused). Otherwise the answers would tell which names the
- * route's CAs have.
+ * digitalSignature (which OpenSSL checks first) is told only once the signature verifies, and so is a
+ * chain under the security level (a weak CA of the trust named as the sender would chain alone), and the
+ * log alone says which it was (cmp_signature_refused, weak_signed). Otherwise the answers would tell
+ * which names the route's CAs have.
  */
 #include "gateway/cmp/auth.h"
 #include "gateway/cmp/chains.h"
@@ -212,23 +213,22 @@ static int set_untrusted(OSSL_CMP_CTX *ctx, const struct gw_role *role, const ST
 /*
  * Keeps the candidates whose chain validates against |store|, with the context's untrusted list (the
  * message's extraCerts and the role's intermediates); a chain validated lately is not built again.
- * chains[i] is the chain found for the i-th one kept (the caller frees them). *weak says why the first
- * candidate that chains but under the security level failed (gw_policy_weak_why), else NULL.
+ * chains[i] is the chain found for the i-th one kept (the caller frees them). weak[i] says why the i-th
+ * candidate failed if it chains but under the security level (gw_policy_weak_why), else NULL.
  */
 static STACK_OF(X509) *valid_chains(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
-                                    const STACK_OF(X509) *cands, STACK_OF(X509) *chains[], const char **weak)
+                                    const STACK_OF(X509) *cands, STACK_OF(X509) *chains[], const char *weak[])
 {
     STACK_OF(X509) *ok = sk_X509_new_null();
     int code, depth;
 
-    *weak = NULL;
     for (int i = 0; ok != NULL && i < sk_X509_num(cands); i++) {
         X509 *x = sk_X509_value(cands, i);
         STACK_OF(X509) *chain = NULL;
 
+        weak[i] = NULL;
         if (cmp_chains_verify(cc, store, OSSL_CMP_CTX_get0_untrusted(ctx), x, &chain, &code, &depth) != 1) {
-            if (*weak == NULL)
-                *weak = gw_policy_weak_why(code, depth);
+            weak[i] = gw_policy_weak_why(code, depth);
             continue;
         }
         if (!sk_X509_push(ok, x)) { /* |chain| is nobody else's yet */
@@ -261,6 +261,33 @@ static int signed_by_key(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
     ok = signed_by(ctx, msg, x);
     (void)OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IGNORE_KEYUSAGE, 0);
     return ok;
+}
+
+/* Whether a candidate of |cands| chains but under the security level (weak[i], valid_chains). */
+static int any_weak(const STACK_OF(X509) *cands, const char *weak[])
+{
+    for (int i = 0; i < sk_X509_num(cands); i++)
+        if (weak[i] != NULL)
+            return 1;
+    return 0;
+}
+
+/*
+ * Why the first of |cands| whose chain fails only the security level (weak[i], valid_chains) is weak, if
+ * |msg|'s signature verifies with its key, else NULL. A weak CA of the route's trust named as the sender
+ * by a client without its key is told no more than an unknown name (auth.c); the client whose own
+ * certificate is weak holds its key, and learns why. Checked on that refusal only.
+ */
+static const char *weak_signed(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *cands,
+                               const char *weak[])
+{
+    const char *why = NULL;
+
+    for (int i = 0; why == NULL && i < sk_X509_num(cands); i++)
+        if (weak[i] != NULL && signed_by_key(ctx, msg, sk_X509_value(cands, i)))
+            why = weak[i];
+    (void)OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
+    return why;
 }
 
 /*
@@ -304,26 +331,26 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
 /*
  * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|
  * (*cause saying why for the log, where the answer does not). *weak is set when the only chains found
- * fail the security level (GW_SIGNER_AUTH_LEVEL), which the client is told: its certificate would
- * verify but for a SHA-1 signature or a short key.
+ * fail the security level (GW_SIGNER_AUTH_LEVEL) and the signature verifies with such a certificate,
+ * which the client is told: its certificate would verify but for a SHA-1 signature or a short key.
  */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
                     const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, const char **cause,
                     struct cmp_refusal *r)
 {
     STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
-    const char *why = NULL;
-    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands, chains, &why);
+    const char *weak_why[GW_MAX_SIGNER_CANDIDATES] = {NULL}, *why = NULL;
+    STACK_OF(X509) *valid = valid_chains(cc, ctx, store, cands, chains, weak_why);
     X509 *signer = NULL;
     int at = -1;
 
     *weak = 0;
     if (valid == NULL) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "internal error: out of memory");
-    } else if (sk_X509_num(valid) == 0 && why != NULL) {
+    } else if (sk_X509_num(valid) == 0 && (why = weak_signed(ctx, msg, cands, weak_why)) != NULL) {
         *weak = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s %s", TEXT_WEAK_SIGNER, why);
     } else if (sk_X509_num(valid) == 0) {
-        *cause = "untrusted";
+        *cause = any_weak(cands, weak_why) ? "weak_signature" : "untrusted";
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
     } else if (sk_X509_num(valid) == 1) {
         at = 0;

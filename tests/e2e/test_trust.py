@@ -371,6 +371,69 @@ class CaNames(RowAssertions, harness.GatewayTestCase):
         self.assertIn("badMessageCheck", exhausted[0]["last"])
 
 
+class WeakCaNames(RowAssertions, harness.GatewayTestCase):
+    """Certificates of the route's trust under the security level by themselves: a trust entry's own anchor
+    with an RSA key of 1024 bits, and an intermediate its root signed with SHA-1. A client without their keys
+    that signs with a self-made certificate of one's subject is told what an unknown name is, not why the CA
+    is weak, or it would learn that the route trusts a CA of that name. Twin: the anchor's holder, whose
+    signature verifies with it, learns why it is refused."""
+
+    SUBJECT = "/O=cmpgw demo/CN=weak anchored device"
+    MID_SUBJECT = "/O=cmpgw demo/CN=weak issuing CA"
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        harness.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out",
+                     d / "weak-anchor.key"])
+        harness.run(["openssl", "req", "-x509", "-new", "-key", d / "weak-anchor.key", "-subj", cls.SUBJECT,
+                     "-days", "30", "-addext", "keyUsage=critical,digitalSignature", "-out", d / "weak-anchor.pem"])
+        harness.genkey(d / "weak-root.key")
+        harness.run(["openssl", "req", "-x509", "-new", "-key", d / "weak-root.key", "-subj",
+                     "/O=cmpgw demo/CN=weak root CA", "-days", "30", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                     "-out", d / "weak-root.pem"])
+        harness.genkey(d / "weak-mid.key")
+        harness.run(["openssl", "req", "-new", "-key", d / "weak-mid.key", "-subj", cls.MID_SUBJECT, "-out",
+                     d / "weak-mid.csr"])
+        (d / "weak-mid.ext").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        harness.run(["openssl", "x509", "-req", "-sha1", "-in", d / "weak-mid.csr", "-CA", d / "weak-root.pem",
+                     "-CAkey", d / "weak-root.key", "-days", "30", "-extfile", d / "weak-mid.ext", "-set_serial",
+                     "0x5EC5", "-out", d / "weak-mid.pem"])
+        cfg["trust"]["weak"] = {"ca_file": "weak-anchor.pem", "revocation": "none"}
+        cfg["trust"]["weakmid"] = {"ca_file": "weak-root.pem", "untrusted_file": "weak-mid.pem",
+                                   "revocation": "none"}
+        cfg["roles"]["default"]["trust"] = ["demo", "weak", "weakmid"]
+
+    def ir(self, name, cert, key):
+        res = self.gw.cmp("ir", name, auth=(cert, key), newkey=self.newkey("%s-new" % name),
+                          subject="/CN=%s" % name, expect_cert=False)
+        self.assertIsNone(res.cert)
+        return res.last
+
+    def test_weak_anchor_name_is_not_told(self):
+        d = self.gw.dir
+        answers = []
+        for name, subject in (("as-weak-anchor", self.SUBJECT), ("as-weak-intermediate", self.MID_SUBJECT),
+                              ("as-nobody", "/O=elsewhere/CN=nobody")):
+            key = harness.genkey(d / ("%s.key" % name))
+            # no SKID, so no senderKID that would rule the anchor out
+            harness.run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", subject, "-days", "1", "-addext",
+                         "keyUsage=critical,digitalSignature", "-addext", "subjectKeyIdentifier=none", "-addext",
+                         "authorityKeyIdentifier=none", "-out", d / ("%s.pem" % name)])
+            a = self.expect("untrusted_signer", self.ir(name, d / ("%s.pem" % name), key))
+            answers.append((a.body_type, a.fail_info, a.status_strings))
+        self.assertEqual(len(set(map(repr, answers))), 1, answers)
+        refused = [e.get("cause") for e in self.gw.log_lines() if e.get("event") == "signer_refused"]
+        self.assertEqual(refused, ["weak_signature", "weak_signature", "untrusted"], refused)
+        self.assertFalse(any(e.get("event") == "weak_signer" for e in self.gw.log_lines()))
+        # the anchor's holder signs with its key: told why
+        a = self.expect("weak_signer", self.ir("weak-anchor-holder", d / "weak-anchor.pem", d / "weak-anchor.key"))
+        self.assertEqual(a.status_strings, ["message protection could not be verified: the signer certificate "
+                                            "certifies a key under 112 bits of security (RSA under 2048 bits)"])
+        self.assertTrue(any(e.get("event") == "weak_signer" for e in self.gw.log_lines()))
+
+
 class RevokedCredentials(harness.GatewayTestCase):
     """The local issuer (with a store) issued the credentials; the holder revokes them with rr."""
 
