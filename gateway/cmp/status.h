@@ -22,13 +22,17 @@ int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refu
  */
 const char *cmp_credentials_code(const struct cmp_refusal *r);
 
-/* cmp_status_invalidate: after a revocation at |up| through cmpgw, its next check reads a fresh CRL. */
-void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up);
+/*
+ * cmp_status_invalidate: after |cert| was revoked at |up| through cmpgw, the next check or genm reads a
+ * fresh CRL of every CA of |up|, and of |cert|'s CA (by name and signature) at every other upstream that
+ * issues under it. |cert| NULL: of |up|'s CAs alone.
+ */
+void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
 
 /*
  * cmp_status_revoked: |cert| was revoked at |up| through |e| (request |tid|): refused from now on by every
- * generation and instance (revoked.h) and |up|'s next check reads a fresh CRL. What cannot be kept is
- * logged (revocation_not_kept).
+ * generation and instance (revoked.h), and the next checks read fresh CRLs (cmp_status_invalidate). What
+ * cannot be kept is logged (revocation_not_kept).
  */
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid);
 

@@ -2962,7 +2962,7 @@ static void test_status_two_cas_crl(void **state)
     /* a revocation through cmpgw: no CRL of either CA serves until one fetched after it */
     two_ca_now = now + 40;
     fake.crl = crl2, fake.crl_len = crl2_len;
-    cmp_status_invalidate(t.env->engine, gw_upstream_set_get0(t.env->ups, "local"));
+    cmp_status_invalidate(t.env->engine, gw_upstream_set_get0(t.env->ups, "local"), NULL);
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
           "no CRL of upstream local since a revocation");
     ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked, NULL);

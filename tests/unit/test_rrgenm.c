@@ -1017,7 +1017,7 @@ static void test_genm_crl_reuse(void **state)
     for (int i = 0; i < 3; i++)
         genm_crl(e, -1);
     assert_int_equal(fake_crl_fetches, 1);
-    cmp_status_invalidate(e->engine, up); /* what a revocation through cmpgw does */
+    cmp_status_invalidate(e->engine, up, NULL); /* what a revocation through cmpgw does */
     genm_crl(e, -1);
     genm_crl(e, -1);
     assert_int_equal(fake_crl_fetches, 2);
@@ -1852,6 +1852,59 @@ static void test_rr_migration_same_ca_name(void **state)
 }
 
 /*
+ * Two upstreams issuing under one CA (two roles' upstreams, two front ends of one CA): a revocation
+ * through one makes a genm through the other fetch the CA's CRL again, which may list it. Once, only
+ * the revoking upstream's cache was marked, and the other's CRL of before answered genms for 5 s more.
+ * Its twin: a revocation through an upstream whose CA only has the same name leaves that CRL be.
+ */
+static void test_genm_crl_revoked_elsewhere(void **state)
+{
+    EVP_PKEY *n_key = NULL, *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *n_ca = second_issuer(X509_get_subject_name(issuing_cert), "namesake", &n_key);
+    X509 *mine = tu_make_cert(k, issuing_key, issuing_cert, "revoked-elsewhere", 0x5201);
+    X509 *theirs = tu_make_cert(k, n_key, n_ca, "revoked-by-namesake", 0x5202);
+    char err[GW_ERR_LEN] = "", path[128];
+    struct gw_upstream *up;
+    struct env *e;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/store-same", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    extra_upstream =
+        "\"local-same\": {\"type\": \"local\", \"cert\": \"issuing.pem\", \"key\": \"issuing.key\", "
+        "\"chain\": \"ca.pem\", \"store\": \"store-same\"},\n    \"local-namesake\": {\"type\": "
+        "\"local\", \"cert\": \"issuing-namesake.pem\", \"key\": \"issuing-namesake.key\", \"chain\": "
+        "\"ca.pem\", \"store\": \"store-namesake\"}";
+    e = env_new(NULL, NULL);
+    extra_upstream = NULL;
+    up = gw_upstream_new_ops(gw_upstream_get0_conf(gw_upstream_set_get0(e->ups, "local")), &fake_ops, NULL,
+                             err);
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 4;
+    fake_crl_fetches = 0;
+    genm_crl(e, -1);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 1);
+    cmp_status_revoked(e->engine, gw_upstream_set_get0(e->ups, "local-namesake"), theirs, "test-namesake");
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 1);
+    cmp_status_revoked(e->engine, gw_upstream_set_get0(e->ups, "local-same"), mine, "test-same");
+    genm_crl(e, -1);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 2);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
+    X509_free(mine);
+    X509_free(theirs);
+    X509_free(n_ca);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(n_key);
+}
+
+/*
  * A role whose CRMF requests its crmf_upstream signs: their holders revoke them through the role, at
  * the CA that issued them. Once, rr asked only the role's upstream, delegate and migration target,
  * and answered that the route's CA had not issued them.
@@ -2682,6 +2735,7 @@ int main(void)
         cmocka_unit_test(test_rr_upstream_refuses),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
+        cmocka_unit_test(test_genm_crl_revoked_elsewhere),
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
