@@ -333,6 +333,21 @@ void gw_field_quote(char *out, size_t max, size_t words, const char *text)
     gw_field_text(out, (room < max ? room : max) + 1, text, strlen(text));
 }
 
+void gw_field_reason(char *err, size_t max, const char *text, const char *tail, const char *fmt, ...)
+{
+    char words[GW_ERR_LEN], quote[GW_ERR_LEN]; /* a quote of room + 1 bytes, never more than GW_ERR_LEN */
+    size_t used;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(words, sizeof(words), fmt, ap);
+    va_end(ap);
+    used = strlen(words);
+    gw_field_quote(quote, max, used + strlen(tail), text);
+    memcpy(err, words, used + 1);
+    snprintf(err + used, GW_ERR_LEN - used, "%s%s", quote, tail);
+}
+
 json_object *gw_field_document(const char *body, size_t len, const char *what, char *err)
 {
     char why[GW_ERR_LEN];

@@ -98,6 +98,14 @@ void gw_field_text(char *out, size_t cap, const char *in, size_t len);
 void gw_field_quote(char *out, size_t max, size_t words, const char *text);
 
 /*
+ * gw_field_reason writes a reason into |err| (GW_ERR_LEN): the words |fmt| makes, then |text| as
+ * gw_field_quote cuts it (to |max| bytes, or to the room the words and |tail| leave), then |tail|.
+ * |text| may be |err| itself: it is quoted before |err| is written.
+ */
+void gw_field_reason(char *err, size_t max, const char *text, const char *tail, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/*
  * gw_field_mask turns each copy of |secret| in the |len| bytes of |s| into asterisks: one of 16
  * characters or more wherever it stands, a shorter one only where it is not part of a longer run of
  * letters, digits, '+' and '/' (a piece of base64, hex or a number).

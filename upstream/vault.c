@@ -40,6 +40,7 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "upstream/answers.h"
+#include "upstream/field.h"
 #include "upstream/http_client.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
@@ -494,7 +495,8 @@ static int simple_call(struct vault *v, const char *method, const char *path, co
     int st, fi, rc;
 
     if ((rc = vault_call_on(v, method, path, body, rsp, err, a)) != 0) {
-        vault_set_err(err, "upstream %s: %s %s: %.120s", vault_up_name(v), method, path, err);
+        gw_field_reason(err, GW_MAX_VAULT_CALL_ERR, err, "", "upstream %s: %s %s: ", vault_up_name(v), method,
+                        path);
         goto out;
     }
     *status = rsp->status;
@@ -510,11 +512,11 @@ out:
     return rc;
 }
 
-/* The reason for a 2xx answer of |path| that its parser refused (|why|). */
+/* The reason for a 2xx answer of |path| that its parser refused (|why|, which may quote the answer). */
 static int refused(const struct vault *v, const char *method, const char *path, const char *why, char *err)
 {
-    vault_set_err(err, "upstream %s: %s %s: the answer is refused: %.150s", vault_up_name(v), method, path,
-                  why);
+    gw_field_reason(err, GW_MAX_VAULT_WHY, why, "",
+                    "upstream %s: %s %s: the answer is refused: ", vault_up_name(v), method, path);
     return GW_ERR_UPSTREAM;
 }
 
@@ -576,8 +578,9 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
         rc = refused(v, "POST", path, why, err);
     } else if (!rv.has_data) {
         /* 200 with only a warning: the certificate has expired, and Vault puts no expired one on its CRL */
-        vault_set_err(err, "Vault did not revoke %s: it has expired (Vault: %.150s)", serial,
-                      rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer");
+        gw_field_reason(err, GW_MAX_VAULT_QUOTE,
+                        rv.warnings[0] != '\0' ? rv.warnings : "no data in the answer", ")",
+                        "Vault did not revoke %s: it has expired (Vault: ", serial);
         rc = GW_ERR_REFUSED;
     } else if (!rv.revoked) {
         vault_set_err(err, "Vault did not confirm the revocation of %s (state \"%s\", revocation_time %lld)",
@@ -608,7 +611,8 @@ static int vault_probe(struct gw_upstream *up, char *err)
     int rc;
 
     if ((rc = gw_http_request(v->http, "GET", path, NULL, NULL, &rsp)) != 0)
-        vault_set_err(err, "GET /v1/sys/health: %.150s", rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc));
+        gw_field_reason(err, GW_MAX_VAULT_WHY, rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc), "",
+                        "GET /v1/sys/health: ");
     else if (rsp.status != 200)
         vault_set_err(err, "GET /v1/sys/health: HTTP %ld%s", rsp.status,
                       rsp.status == 503   ? " (sealed)"
@@ -643,7 +647,7 @@ static int vault_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     else
         snprintf(path, sizeof(path), "/v1/%s/crl", v->mount);
     if ((rc = vault_call(v, "GET", path, NULL, &rsp, err)) != 0) {
-        vault_set_err(err, "upstream %s: GET %s: %.120s", vault_up_name(v), path, err);
+        gw_field_reason(err, GW_MAX_VAULT_CALL_ERR, err, "", "upstream %s: GET %s: ", vault_up_name(v), path);
         goto out;
     }
     rc = GW_ERR_UPSTREAM;

@@ -1625,6 +1625,64 @@ static void test_revoke_no_route(void **state)
     fx_cleanup(&f);
 }
 
+/* |reason| is whole UTF-8 (a statusString is a UTF8String, and the log repairs a split into '?'). */
+static void assert_whole_utf8(const char *what, const char *reason)
+{
+    char repaired[GW_ERR_LEN];
+
+    print_message("%s: %s\n", what, reason);
+    if (gw_utf8_repair(repaired, sizeof(repaired), reason) != strlen(reason) || strcmp(repaired, reason) != 0)
+        fail_msg("%s: \"%s\" is not whole UTF-8", what, reason);
+}
+
+/*
+ * Vault's words in a revoke's or a lookup's reason are cut between characters, as a sign answer's are:
+ * an expired certificate's warning, and the message of a refused login under the call's path. Once,
+ * they were cut at a byte count ("%.150s", "%.120s") that split an "é" in two, and the lookup's reason
+ * was written over itself while being quoted.
+ */
+static void test_reasons_cut_between_characters(void **state)
+{
+    char body[1024], msg[512], end[600];
+    struct gw_role_policy p;
+    struct answer a;
+    struct fx f;
+    char err[GW_ERR_LEN];
+    size_t n, off;
+
+    (void)state;
+    for (off = 0; off < 2; off++) {
+        /* "a" (or not), then 150 "é" of two bytes each: every cut at an even length splits one, or odd */
+        n = (size_t)snprintf(msg, sizeof(msg), "%s", off ? "a" : "");
+        for (size_t i = 0; i < 150; i++)
+            n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\xc3\xa9");
+        fx_init(&f, 5000);
+        snprintf(body, sizeof(body), "{\"data\":null,\"warnings\":[\"%s\"]}", msg);
+        a = (struct answer){200, body, 0};
+        fake_script(&a, 1);
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), GW_ERR_REFUSED);
+        assert_whole_utf8("revoke", err);
+        snprintf(end, sizeof(end), "Vault did not revoke 30:39: it has expired (Vault: %s", off ? "a" : "");
+        assert_non_null(strstr(err, end));
+        assert_non_null(strstr(err, "\xc3\xa9\xc3\xa9)"));
+        fx_cleanup(&f);
+
+        fx_init_cert_login(&f, 5000);
+        snprintf(body, sizeof(body), "{\"errors\":[\"%s\"]}", msg);
+        fake_set_login((struct answer){403, body, 0});
+        a = (struct answer){200, NULL, 0};
+        fake_script(&a, 1);
+        assert_int_not_equal(gw_upstream_role_policy(f.up, "servers", &p, err), 0);
+        assert_whole_utf8("role policy", err);
+        assert_non_null(strstr(err, ": GET /v1/pki/roles/servers: Vault cert login refused the gateway (HTTP "
+                                    "403): "));
+        assert_non_null(strstr(err, "\xc3\xa9\xc3\xa9\xc3\xa9"));
+        assert_int_equal(fake_n_reqs(), 0);
+        assert_int_equal(fake_n_logins(), 1);
+        fx_cleanup(&f);
+    }
+}
+
 static void test_role_policy(void **state)
 {
     struct answer a = {
@@ -2273,6 +2331,7 @@ int main(void)
         cmocka_unit_test(test_cert_login_refusal_masked),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
+        cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
         cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),
