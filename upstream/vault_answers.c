@@ -737,7 +737,7 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
        GW_ERR_LEN with the longest quote (the compiler checks it, -Wformat-truncation) */
     char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[TAIL_LEN];
     long st = http_status;
-    size_t i, words, room;
+    size_t i;
 
     /* an error answer that is not Vault's is still the status's error: the reason says what is wrong */
     if (gw_vault_parse_error(body, len, secret, &e, msg) == 0)
@@ -755,8 +755,7 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
     /* the reason's own words, after the message too, tell the operator what to do: the message gives way,
        cut between characters (the reason becomes a statusString, a UTF8String) */
     snprintf(tail, sizeof(tail), " (HTTP %ld)%s", http_status, vault_errors[i].suffix);
-    words = strlen(vault_errors[i].prefix) + strlen(": ") + strlen(tail);
-    room = words < GW_ERR_LEN - 1 ? GW_ERR_LEN - 1 - words : 0;
-    gw_field_text(quote, (room < GW_MAX_VAULT_QUOTE ? room : GW_MAX_VAULT_QUOTE) + 1, msg, strlen(msg));
+    gw_field_quote(quote, GW_MAX_VAULT_QUOTE, strlen(vault_errors[i].prefix) + strlen(": ") + strlen(tail),
+                   msg);
     snprintf(reason, GW_ERR_LEN, "%s: %s%s", vault_errors[i].prefix, quote, tail);
 }
