@@ -239,8 +239,9 @@ int gw_vault_parse_sign(const char *body, size_t len, const char *secret, struct
         goto out;
     }
     if ((data = gw_field_member(root, "data")) == NULL) {
-        gw_field_fail(err, "Vault issued no certificate: %.200s",
-                      out->warnings[0] != '\0' ? out->warnings : "the answer has no data");
+        gw_field_reason(err, GW_MAX_VAULT_WARNINGS,
+                        out->warnings[0] != '\0' ? out->warnings : "the answer has no data", "",
+                        "Vault issued no certificate: ");
         rc = GW_ERR_NOT_FOUND;
         goto out;
     }

@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/log.h"
 #include "upstream/answers.h"
 #include "upstream/field.h"
 #include "tests/unit/testutil.h"
@@ -1235,6 +1236,30 @@ static void test_field_quote(void **state)
     assert_string_equal(out, "a?b");
 }
 
+/*
+ * A sign answer with no data but warnings is a refusal whose reason quotes the warnings, cut between
+ * characters. Once, "%.200s" cut "a" and 150 "é" on the lone first byte of the 100th.
+ */
+static void test_vault_sign_warnings_cut(void **state)
+{
+    char body[1024], err[GW_ERR_LEN], repaired[GW_ERR_LEN];
+    struct gw_vault_signed sig;
+    size_t n;
+
+    (void)state;
+    n = (size_t)snprintf(body, sizeof(body), "{\"data\":null,\"warnings\":[\"a");
+    for (size_t i = 0; i < 150; i++)
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "\xc3\xa9");
+    snprintf(body + n, sizeof(body) - n, "\"]}");
+    assert_int_equal(gw_vault_parse_sign(body, strlen(body), NULL, &sig, err), GW_ERR_NOT_FOUND);
+    gw_vault_signed_cleanup(&sig);
+    print_message("%s\n", err);
+    assert_int_equal(strncmp(err, "Vault issued no certificate: a\xc3\xa9", 32), 0);
+    if (gw_utf8_repair(repaired, sizeof(repaired), err) != strlen(err) || strcmp(repaired, err) != 0)
+        fail_msg("\"%s\" is not whole UTF-8", err);
+    assert_int_equal(strlen(err), strlen("Vault issued no certificate: a") + 2 * 99);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1244,7 +1269,7 @@ int main(void)
         cmocka_unit_test(test_vault_cert),        cmocka_unit_test(test_vault_role),
         cmocka_unit_test(test_cfssl_envelope),    cmocka_unit_test(test_cfssl_sign_info),
         cmocka_unit_test(test_cfssl_crl),         cmocka_unit_test(test_field_text),
-        cmocka_unit_test(test_field_quote),
+        cmocka_unit_test(test_field_quote),       cmocka_unit_test(test_vault_sign_warnings_cut),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
