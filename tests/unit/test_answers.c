@@ -1237,6 +1237,29 @@ static void test_field_quote(void **state)
 }
 
 /*
+ * gw_field_reason: the words, the quote, the tail; the quote gives way to the words and the tail, cut
+ * between characters, and may be the reason's own buffer.
+ */
+static void test_field_reason(void **state)
+{
+    char err[GW_ERR_LEN], words[GW_ERR_LEN];
+
+    (void)state;
+    gw_field_reason(err, 150, "a\nb", ")", "upstream %s: (", "v");
+    assert_string_equal(err, "upstream v: (a?b)");
+    /* the quote is taken before the reason is written over it */
+    snprintf(err, sizeof(err), "Vault cert login: no token");
+    gw_field_reason(err, 120, err, "", "upstream %s: GET %s: ", "v", "/v1/pki/crl");
+    assert_string_equal(err, "upstream v: GET /v1/pki/crl: Vault cert login: no token");
+    /* words and tail leave 10 bytes: the é across bytes 10 and 11 does not fit, the tail does */
+    memset(words, 'w', GW_ERR_LEN - 1 - 10 - 1);
+    words[GW_ERR_LEN - 1 - 10 - 1] = '\0';
+    gw_field_reason(err, 150, "abcdefghi\xc3\xa9", ")", "%s", words);
+    assert_int_equal(strlen(err), GW_ERR_LEN - 1 - 1);
+    assert_string_equal(err + strlen(words), "abcdefghi)");
+}
+
+/*
  * A sign answer with no data but warnings is a refusal whose reason quotes the warnings, cut between
  * characters. Once, "%.200s" cut "a" and 150 "é" on the lone first byte of the 100th.
  */
@@ -1263,13 +1286,21 @@ static void test_vault_sign_warnings_cut(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_document),          cmocka_unit_test(test_vault_error),
-        cmocka_unit_test(test_vault_login),       cmocka_unit_test(test_vault_sign),
-        cmocka_unit_test(test_vault_answer_cert), cmocka_unit_test(test_vault_revoke),
-        cmocka_unit_test(test_vault_cert),        cmocka_unit_test(test_vault_role),
-        cmocka_unit_test(test_cfssl_envelope),    cmocka_unit_test(test_cfssl_sign_info),
-        cmocka_unit_test(test_cfssl_crl),         cmocka_unit_test(test_field_text),
-        cmocka_unit_test(test_field_quote),       cmocka_unit_test(test_vault_sign_warnings_cut),
+        cmocka_unit_test(test_document),
+        cmocka_unit_test(test_vault_error),
+        cmocka_unit_test(test_vault_login),
+        cmocka_unit_test(test_vault_sign),
+        cmocka_unit_test(test_vault_answer_cert),
+        cmocka_unit_test(test_vault_revoke),
+        cmocka_unit_test(test_vault_cert),
+        cmocka_unit_test(test_vault_role),
+        cmocka_unit_test(test_cfssl_envelope),
+        cmocka_unit_test(test_cfssl_sign_info),
+        cmocka_unit_test(test_cfssl_crl),
+        cmocka_unit_test(test_field_text),
+        cmocka_unit_test(test_field_quote),
+        cmocka_unit_test(test_field_reason),
+        cmocka_unit_test(test_vault_sign_warnings_cut),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
