@@ -1039,8 +1039,8 @@ static void test_genm_crl_reuse(void **state)
     env_free(e);
 }
 
-/* The thisUpdate of the CRL a genm crlStatusList by the demo client is answered with. */
-static time_t genm_crl_this_update(struct env *e)
+/* The one CRL a genm crlStatusList by the demo client is answered with (the caller frees it). */
+static X509_CRL *genm_crl_answer(struct env *e)
 {
     OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
     const char *oids[] = {OID_CRLSTATUS};
@@ -1050,7 +1050,6 @@ static time_t genm_crl_this_update(struct env *e)
     long len;
     int t, cls;
     X509_CRL *crl;
-    time_t when = 0;
 
     assert_non_null(out);
     v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
@@ -1058,10 +1057,19 @@ static time_t genm_crl_this_update(struct env *e)
     p = v->value.sequence->data;
     ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
     assert_non_null(crl = d2i_X509_CRL(NULL, &p, len));
-    assert_int_equal(gw_asn1_time(X509_CRL_get0_lastUpdate(crl), &when), 0);
-    X509_CRL_free(crl);
     sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
     OSSL_CMP_CTX_free(ctx);
+    return crl;
+}
+
+/* The thisUpdate of the CRL a genm crlStatusList by the demo client is answered with. */
+static time_t genm_crl_this_update(struct env *e)
+{
+    X509_CRL *crl = genm_crl_answer(e);
+    time_t when = 0;
+
+    assert_int_equal(gw_asn1_time(X509_CRL_get0_lastUpdate(crl), &when), 0);
+    X509_CRL_free(crl);
     return when;
 }
 
@@ -1221,28 +1229,13 @@ static X509 *phantom(X509 *issuer)
 /* The CRL the route serves over genm lists |serial| (or not). */
 static int crl_lists(struct env *e, const ASN1_INTEGER *serial)
 {
-    OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
-    const char *oids[] = {OID_CRLSTATUS};
-    STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, oids, 1, NULL);
-    const ASN1_TYPE *v;
-    const unsigned char *p;
-    long len;
-    int t, cls, listed;
-    X509_CRL *crl;
+    X509_CRL *crl = genm_crl_answer(e);
     X509_REVOKED *rev = NULL;
+    int listed;
 
-    assert_non_null(out);
-    v = OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0));
-    assert_int_equal(seq_count(v, V_ASN1_SEQUENCE), 1);
-    p = v->value.sequence->data;
-    ASN1_get_object(&p, &len, &t, &cls, v->value.sequence->length);
-    crl = d2i_X509_CRL(NULL, &p, len);
-    assert_non_null(crl);
     assert_int_equal(X509_CRL_verify(crl, issuing_key), 1);
     listed = X509_CRL_get0_by_serial(crl, &rev, serial) == 1;
     X509_CRL_free(crl);
-    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
-    OSSL_CMP_CTX_free(ctx);
     return listed;
 }
 
