@@ -1948,6 +1948,20 @@ static void test_success_answer_backdated(void **state)
 static void log_capture_start(void);
 static char *log_capture_end(void);
 
+/* |ctx|'s ir under the transactionID |tid| (16 bytes, for a log to name): a copy of its certificate. */
+static X509 *ir_under(OSSL_CMP_CTX *ctx, const char *tid)
+{
+    ASN1_OCTET_STRING *t = ASN1_OCTET_STRING_new();
+    X509 *cert;
+
+    assert_int_equal(ASN1_OCTET_STRING_set(t, (const unsigned char *)tid, 16), 1);
+    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, t), 1);
+    ASN1_OCTET_STRING_free(t);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    assert_non_null(cert = X509_dup(cert));
+    return cert;
+}
+
 /*
  * A refused answer carrying the very certificate the gateway let through lately in another transaction
  * (fresh, of the requested key): not issued for this request, so on record as not withdrawn, logged
@@ -1959,17 +1973,13 @@ static void test_refused_answer_let_through(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    ASN1_OCTET_STRING *first_tid = ASN1_OCTET_STRING_new();
-    X509 *first, *cert;
+    X509 *first;
     char want[512];
     char *logged;
 
     (void)state;
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
-    assert_int_equal(ASN1_OCTET_STRING_set(first_tid, (const unsigned char *)"let-through-once", 16), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, first_tid), 1);
-    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
-    assert_non_null(first = X509_dup(cert));
+    first = ir_under(ctx, "let-through-once");
 
     print_message("case: the certificate let through, in a refused answer\n");
     fake.again = first;
@@ -1999,7 +2009,6 @@ static void test_refused_answer_let_through(void **state)
     assert_int_equal(audit_count(e, "not_withdrawn", NULL, NULL, NULL), 1);
     fake.refuse_answer = 0;
     X509_free(first);
-    ASN1_OCTET_STRING_free(first_tid);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -3224,17 +3233,13 @@ static void test_issued_serial_reissued(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    ASN1_OCTET_STRING *first_tid = ASN1_OCTET_STRING_new();
     X509 *first, *cert;
     char want[512];
     char *logged;
 
     (void)state;
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
-    assert_int_equal(ASN1_OCTET_STRING_set(first_tid, (const unsigned char *)"reissued-serial!", 16), 1);
-    assert_int_equal(OSSL_CMP_CTX_set1_transactionID(ctx, first_tid), 1);
-    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
-    assert_non_null(first = X509_dup(cert));
+    first = ir_under(ctx, "reissued-serial!");
 
     print_message("case: the same certificate again\n");
     fake.again = first;
@@ -3284,7 +3289,6 @@ static void test_issued_serial_reissued(void **state)
     assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 3);
     assert_int_equal(revoke_calls(e), 0);
     X509_free(first);
-    ASN1_OCTET_STRING_free(first_tid);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
