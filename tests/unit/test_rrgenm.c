@@ -942,6 +942,17 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
 static const struct gw_upstream_ops fake_ops = {
     .dialect = "fake", .caps = GW_UP_SIGN_CSR | GW_UP_CRL, .sign = fake_sign, .crl = fake_crl};
 
+/* The upstream of |e|'s route replaced by one answering through fake_ops (its CRL as fake_crl_mode says). */
+static struct gw_upstream *fake_crl_upstream(struct env *e)
+{
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
+
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    return up;
+}
+
 static void test_genm_crl_limits(void **state)
 {
     static const struct {
@@ -959,12 +970,9 @@ static void test_genm_crl_limits(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_new(NULL, NULL);
-        char err[GW_ERR_LEN] = "";
-        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
         OSSL_CMP_CTX *ctx;
 
-        assert_non_null(up);
-        assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+        fake_crl_upstream(e);
         fake_crl_mode = cases[i].mode;
         ctx = client_new(e, client_cert, client_key);
         if (cases[i].fail_bit < 0) {
@@ -1015,12 +1023,9 @@ static void genm_crl(struct env *e, int fail_bit)
 static void test_genm_crl_reuse(void **state)
 {
     struct env *e = env_new(NULL, NULL);
-    char err[GW_ERR_LEN] = "";
-    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
+    struct gw_upstream *up = fake_crl_upstream(e);
 
     (void)state;
-    assert_non_null(up);
-    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     gw_cmp_engine_set_clock(e->engine, crl_clock);
     crl_clock_ahead = 0;
     fake_crl_mode = 4;
@@ -1092,13 +1097,10 @@ static time_t genm_crl_this_update(struct env *e)
 static void test_genm_crl_older(void **state)
 {
     struct env *e = env_new(NULL, NULL);
-    char err[GW_ERR_LEN] = "";
-    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
     time_t newer;
 
     (void)state;
-    assert_non_null(up);
-    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    fake_crl_upstream(e);
     gw_cmp_engine_set_clock(e->engine, crl_clock);
     crl_clock_ahead = 0;
     fake_crl_mode = 4;
@@ -1146,13 +1148,10 @@ static void test_genm_crl_single_flight(void **state)
     (void)state;
     for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         struct env *e = env_new(NULL, NULL);
-        char err[GW_ERR_LEN] = "";
-        struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &fake_ops, NULL, err);
         pthread_t th[4];
         void *answered;
 
-        assert_non_null(up);
-        assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+        fake_crl_upstream(e);
         fake_crl_mode = modes[m];
         fake_crl_delay_ms = 500; /* the other threads ask meanwhile */
         fake_crl_fetches = 0;
