@@ -50,21 +50,39 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
     return GW_ERR_INVAL;
 }
 
-/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes. */
+/*
+ * |s| into |out| (|cap| bytes) with the userinfo of a URL in it ("https://user:password@host",
+ * "redis://:password@host") written "***": a credential, which no key takes (a "url" or an "address"
+ * with one is refused), so only the error that refuses it would quote it, into a log. Everything
+ * after "://" up to its last '@' goes: a password need not be URL-encoded. Returns snprintf's length.
+ */
+static size_t without_userinfo(char *out, size_t cap, const char *s)
+{
+    const char *host = strstr(s, "://"), *at = host != NULL ? strrchr(host, '@') : NULL;
+
+    if (at == NULL)
+        return (size_t)snprintf(out, cap, "%s", s);
+    return (size_t)snprintf(out, cap, "%.*s***%s", (int)(host + 3 - s), s, at);
+}
+
+/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes, a URL's userinfo hidden. */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap)
 {
-    const char *s;
+    char shown[GW_CONF_SHOW_LEN + 2];
+    size_t n;
 
     if (json_object_is_type(v, json_type_object))
         return "an object";
     if (json_object_is_type(v, json_type_array))
         return "an array";
-    s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    if (strlen(s) < cap && strlen(s) <= GW_CONF_SHOW_LEN) {
-        memcpy(buf, s, strlen(s) + 1);
+    n = without_userinfo(
+        shown, sizeof(shown),
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    if (n < cap && n <= GW_CONF_SHOW_LEN) {
+        memcpy(buf, shown, n + 1);
         return buf;
     }
-    gw_conf_bprintf(buf, cap, "%.*s...", GW_CONF_SHOW_LEN, s);
+    gw_conf_bprintf(buf, cap, "%.*s...", GW_CONF_SHOW_LEN, shown);
     return buf;
 }
 

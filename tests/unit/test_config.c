@@ -527,6 +527,10 @@ static const struct bad bad_cases[] = {
      {E("\"signer\":",
         "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": \"redis.local\"}}, \"signer\":")},
      {"$.cmp.state.address"}},
+    {"state address with a password", /* the check below: "s.abcdefgh" is in no error */
+     {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": "
+                       "\"redis://:s.abcdefgh@127.0.0.1\"}}, \"signer\":")},
+     {"$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got \"redis://***@127.0.0.1\""}},
     {"state prefix with space",
      {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", "
                        "\"key_prefix\": \"a b\"}}, \"signer\":")},
@@ -966,6 +970,12 @@ static const struct bad bad_cases[] = {
     {"url port empty", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:")}, {"$.upstreams.vault.url"}},
     {"url no host", {UPS, E("https://127.0.0.1:8200", "https://:8200")}, {"$.upstreams.vault.url"}},
     {"url userinfo", {UPS, E("https://127.0.0.1:8200", "https://u:p@127.0.0.1")}, {"$.upstreams.vault.url"}},
+    {"url userinfo password", /* the check below: "s.abcdefgh" is in no error */
+     {UPS, E("https://127.0.0.1:8200", "https://vault:s.abcdefgh@127.0.0.1")},
+     {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
+    {"url userinfo password with a slash",
+     {UPS, E("https://127.0.0.1:8200", "https://vault:pa/s.abcdefgh@127.0.0.1")},
+     {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
     {"url bad v6", {UPS, E("https://127.0.0.1:8200", "https://[::g]:8200")}, {"$.upstreams.vault.url"}},
     {"url query", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1?x=1")}, {"$.upstreams.vault.url"}},
     {"url not string",
