@@ -30,6 +30,9 @@ issues a serial again) is revoked on arrival wherever revocation goes by issuer 
 released, and not revoked again. One whose serial is that of a certificate the gateway let through before, never revoked, is not
 released either, nor revoked: that would revoke the earlier one.
 
+A private key in a sign answer (data.private_key, or a PEM block of data.certificate) reaches neither the
+client nor a log: the certificate is read alone, and a data.certificate holding the key alone is refused.
+
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
 """
@@ -355,6 +358,37 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertEqual(self.vault.since(mark, "/revoke"), [])
         self.assertIn(("issued", serial), self.records(earlier_tid))
         self.assertEqual([e for e, _ in self.records(earlier_tid) if e.startswith("revoke")], [])
+
+    def test_sign_answer_with_a_private_key(self):
+        """A private key in a sign answer (Vault's issue endpoint answers with one, in data.private_key; a
+        hostile or misconfigured Vault could send one to a sign call, there or as a PEM block of
+        data.certificate) reaches neither the client, nor the log, nor the audit log: the certificate is
+        read alone, the key's block skipped, and a data.certificate that holds the key alone is refused
+        without quoting it."""
+        key = self.newkey("leaked")
+        pem = key.read_text()
+        b64 = [line for line in pem.splitlines() if not line.startswith("-----")]
+        der = harness.run(["openssl", "pkey", "-in", key, "-outform", "DER"]).stdout
+        cases = [  # (switches, issued)
+            ({"sign_data": {"private_key": pem, "private_key_type": "ec"}, "certificate_after": pem}, True),
+            ({"sign_data": {"certificate": pem, "private_key": pem}}, False),
+        ]
+        for i, (state, issued) in enumerate(cases):
+            with self.subTest(issued=issued):
+                self.vault.control(dict(state, match="/sign/"))
+                res = self.p10cr("vault", "leak%d" % i, expect_cert=issued)
+                if issued:
+                    self.assertIn(res.first.status, (0, 1), res.first)
+                else:
+                    self.assert_rejected(res, "systemFailure", "data.certificate holds no PEM certificate")
+                for f in res.rsp_files:
+                    self.assertNotIn(der, f.read_bytes())
+                    self.assertNotIn(der[-32:], f.read_bytes())  # the private value, or its end
+        texts = [self.gw.stderr(), (self.gw.dir / "audit.log").read_text()]
+        for where in texts:
+            for line in b64:
+                self.assertNotIn(line, where)
+            self.assertNotIn("PRIVATE KEY", where)
 
 
 if __name__ == "__main__":
