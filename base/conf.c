@@ -310,21 +310,32 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
 
 BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
 {
+    unsigned char chunk[4096];
     struct stat st;
-    FILE *fp = NULL;
     BIO *bio = NULL;
+    ssize_t n;
     int fd;
 
     if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
         return NULL;
-    /* a FILE, not a descriptor BIO: PEM reads line by line, and an fd BIO reads a line a byte at a time */
-    if ((fp = fdopen(fd, "r")) == NULL || (bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
-        if (fp != NULL)
-            fclose(fp);
-        else
-            close(fd);
+    /* read whole into a memory BIO, not through a FILE: PEM reads line by line (an fd BIO reads a line a
+       byte at a time), and a certificate file may hold a private key too, which stdio's buffer would keep
+       in the memory it frees; a memory BIO wipes its buffer when freed, and |chunk| is wiped here */
+    if ((bio = BIO_new(BIO_s_mem())) == NULL)
         gw_conf_fail(pc, path, "out of memory");
+    else
+        BIO_set_mem_eof_return(bio, 0); /* its end reads as a file's: no retry */
+    while (bio != NULL && (n = read(fd, chunk, sizeof(chunk))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || BIO_write(bio, chunk, (int)n) != (int)n) {
+            gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, n < 0 ? strerror(errno) : "out of memory");
+            BIO_free(bio);
+            bio = NULL;
+        }
     }
+    OPENSSL_cleanse(chunk, sizeof(chunk));
+    close(fd);
     return bio;
 }
 

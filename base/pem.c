@@ -70,7 +70,10 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
         return GW_ERR_INVAL;
     if (crls != NULL ? (*crls = sk_X509_CRL_new_null()) == NULL : (*certs = sk_X509_new_null()) == NULL)
         goto out;
-    for (i = 1, rc = 0; rc == 0 && PEM_read_bio(bio, &name, &header, &der, &len) == 1; i++) {
+    /* PEM_FLAG_SECURE: OpenSSL's line buffer is wiped when freed, and a key's block goes over it */
+    for (i = 1, rc = 0; rc == 0 && PEM_read_bio_ex(bio, &name, &header, &der, &len,
+                                                   PEM_FLAG_SECURE | PEM_FLAG_EAY_COMPATIBLE) == 1;
+         i++) {
         if (wanted(name, crls != NULL)) {
             n++;
             rc = push_block(header, der, len, crls != NULL ? NULL : *certs, crls != NULL ? *crls : NULL);
@@ -80,9 +83,9 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
                              i, file, name, what, what);
             refused = true;
         }
-        OPENSSL_free(name);
-        OPENSSL_free(header);
-        OPENSSL_clear_free(der, (size_t)len); /* a block of another kind may hold a private key */
+        OPENSSL_secure_free(name);
+        OPENSSL_secure_free(header);
+        OPENSSL_secure_clear_free(der, (size_t)len); /* a block of another kind may hold a private key */
     }
     /* the end of the file is where no block starts: any other error is a damaged block */
     e = ERR_peek_last_error();
