@@ -56,6 +56,7 @@ class VaultFrontDoor(harness.GatewayTestCase):
         cfg["upstreams"].update({
             "vault": common,
             "vault-login": vaultenv.login_upstream(common),
+            "vault-login-admin": vaultenv.login_upstream(common),  # a login of its own: the others count theirs
             "vault-badtoken": dict(common, token_file="vault-bad.token"),
             "vault-slow": dict(common, timeout="1s"),
             "vault-delegate": {"type": "local", "cert": "vault-delegate.pem", "key": "vault-delegate.key",
@@ -70,6 +71,7 @@ class VaultFrontDoor(harness.GatewayTestCase):
             "verbatim-role-issuer": dict(base, upstream="vault", upstream_role="second-issuer", sign="verbatim"),
             "sign-verbatim": dict(base, upstream="vault", sign="verbatim"),
             "vault-login": dict(base, upstream="vault-login", upstream_role="devices"),
+            "vault-login-admin": dict(base, upstream="vault-login-admin", upstream_role="devices"),
             "vault-flaky": dict(base, upstream="vault", upstream_role="flaky"),
             "vault-slow": dict(base, upstream="vault-slow", upstream_role="slow"),
             "vault-badtoken": dict(base, upstream="vault-badtoken", upstream_role="devices"),
@@ -185,6 +187,22 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertIn("CN=demo-client", logins[0]["client_cert"])
         self.assertEqual(len(signs), 2)
         self.assertTrue(all(e["token"].startswith("hvb.") for e in signs), signs)
+
+    def test_admin_surfaces_and_log_hold_no_secret(self):
+        """/readyz and /metrics, which the admin listener serves to whoever reaches it, and the whole log hold
+        none of the gateway's secrets: the Vault tokens (the file's, a cert login's), the admin token, the
+        PBM secret; nor does /readyz where an upstream's probe or a call failed."""
+        mark = self.vault.mark()
+        res, key, _ = self.p10cr("vault-login-admin", "v-admin-login", "/CN=admin-login.example.com")
+        self.assert_from_vault(res, key, "CN=admin-login.example.com", ["DNS:admin-login.example.com"])
+        tokens = {e["token"] for e in self.vault.since(mark, "/sign/")}
+        self.assertTrue(any(t.startswith("hvb.") for t in tokens), tokens)  # a login's token was used
+        secrets = tokens | {vaultenv.TOKEN, (self.gw.dir / "admin.token").read_text().strip(), self.gw.pbm_secret}
+        texts = [harness.admin(self.gw, path)[1] for path in ("/readyz", "/metrics")] + [self.gw.stderr()]
+        self.assertIn("upstream", texts[0])
+        for where in texts:
+            for secret in secrets:
+                self.assertNotIn(secret, where)
 
     def test_no_ca_chain_uses_issuing_ca(self):
         self.vault.control({"no_ca_chain": True})
