@@ -140,6 +140,23 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 1)
 
+    def test_refused_address_password_quoted_masked(self):
+        """A reload refused for a Redis "address" with a password in it, by POST /reload and by SIGHUP: the
+        answer and the log quote it with "***" for its userinfo, and the password is in neither."""
+        password = "Hunter2-in-the-address"
+        cfg = json.loads(json.dumps(self.base))
+        cfg["cmp"] = dict(cfg["cmp"], state={"backend": "redis", "address": "redis://:%s@127.0.0.1" % password})
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn('$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got "redis://***@127.0.0.1"',
+                      body)
+        line = self.sighup_and_wait()
+        self.assertEqual(line["event"], "reload_refused", line)
+        self.assertIn('got "redis://***@127.0.0.1"', line["error"])
+        for where in (body, self.gw.stderr()):
+            self.assertNotIn(password, where)
+
     def test_reload_the_moment_it_serves(self):
         """A POST /reload as soon as a gateway serves: the generation it retires has its health prober
         already, which the reload stops (a prober set after the loop threads start was a data race with
