@@ -8,7 +8,8 @@ and SIGTERM drains a waiting request; past the drain, the certificate nobody wil
 and a revocation Vault does not answer within 10 s is left on record (revoke_failed) for the gateway to
 exit, 10 s for the engines of all configurations still draining after reloads, not 10 s each. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
 waits) never gets its certificate: it is withdrawn at Vault, with implicitConfirm and with a certConf
-expected; an answer written to a connection whose client left is not.
+expected; an answer written to a connection whose client left is not. An audit log that fails while a call
+waits at Vault has the certificate Vault then issues revoked there, never released.
 """
 import json
 import os
@@ -808,6 +809,53 @@ class VaultClientGone(SlowVault):
                                                                 "left-open.example.com"), len)
         self.assertEqual(len(expired), 1, self.gw.stderr()[-3000:])
         self.assertEqual(harness.audit_records(self.gw, "expired_unconfirmed", "gone-certconf.example.com"), [])
+
+
+class VaultAuditLostWhileWaiting(SlowVault):
+    """The audit log fails while a sign call waits at Vault: the intent is on record, Vault issues, and the
+    "issued" record cannot be written. The certificate is not released (systemUnavail) and is revoked at
+    Vault; with the log unwritable, the lines on stderr that name its serial (the record that failed, the
+    revocation) are what an operator has of it (docs/audit.md)."""
+
+    def test_certificate_revoked_when_its_record_fails(self):
+        name, out = "unaudited", {}
+        key = self.newkey(name)
+        csr = self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+
+        def enrol():
+            try:
+                out["res"] = self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", expect_cert=False,
+                                         extra=["-csr", csr, "-implicit_confirm"])
+            except Exception as e:  # reported below, on the test thread
+                out["error"] = e
+
+        mark = self.vault.mark()
+        t = threading.Thread(target=enrol)
+        t.start()
+        self.held_at_vault(mark)
+        harness.audit_log_full(self.gw)  # after the intent, before the certificate comes
+        t.join(harness.CLIENT_TIMEOUT)
+        self.assertNotIn("error", out, out.get("error"))
+        res = out["res"]
+        self.assertIsNone(res.cert)
+        self.assert_cmp_error(res.last, ("cp",), "systemUnavail",
+                              "the audit log cannot be written; the certificate was not released")
+        kept = [json.loads(l) for l in (self.gw.dir / "audit.log.kept").read_text().splitlines()]
+        self.assertEqual([r["event"] for r in kept if r.get("common_name") == "%s.example.com" % name],
+                         ["intent"])
+        failed = [e for e in self.gw.log_lines() if e.get("event") == "audit_write_failed"]
+        serials = [e["serial"] for e in failed if e.get("record") == "issued"]
+        self.assertEqual(len(serials), 1, self.gw.stderr()[-3000:])
+        serial = serials[0]
+        revoked = harness.settled(lambda: [e for e in self.gw.log_lines() if e.get("event") == "cert_revoked"
+                                           and e.get("serial") == serial], len)
+        self.assertEqual(len(revoked), 1, self.gw.stderr()[-3000:])
+        self.assertEqual([r["body"]["serial_number"].replace(":", "").lstrip("0")
+                          for r in self.vault.since(mark, "/revoke")], [serial.lstrip("0")])
+        # its "revoked" record failed too, before the line that says it was revoked
+        self.assertIn(("revoked", serial), [(e.get("record"), e.get("serial")) for e in self.gw.log_lines()
+                                            if e.get("event") == "audit_write_failed"])
 
 
 class VaultShutdownWhileWaiting(SlowVault):
