@@ -64,6 +64,8 @@ struct cmp_pending {
     const char *left;     /* its transaction closed here, left to its record (cmp_poll_leave): the event
                              that logs a certificate a put then loses; NULL while not left */
     int stopped;          /* left as the gateway stopped: that certificate stays valid */
+    const char *stop;     /* its unshared transaction closed at a stop while the call ran (cmp_poll_closed):
+                             the event that logs the certificate that comes, on record as not delivered */
     uint64_t deadline_ms; /* the upstream's timeout from the start of the call */
     int64_t check_after;  /* seconds: what a pollRep asks for while the call runs */
     struct gw_sign_result *res;
@@ -462,7 +464,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     struct cmp_pending *p = arg;
     struct gw_cmp_engine *e = NULL;
     struct gw_txn_result sr;
-    const char *late = NULL;
+    const char *late = NULL, *stop = NULL;
     int recorded = 0, share = 0;
 
     pthread_mutex_lock(&p->lock);
@@ -496,9 +498,15 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         p->done = 1;
         p->on_record = recorded;
         share = to_publish(p, &sr);
+        stop = p->stop;
     }
     p->landing = 0;
     pthread_mutex_unlock(&p->lock);
+    /* no pollReq can come for it: its "issued" record alone would read as one still awaited */
+    if (stop != NULL && res->cert != NULL && (e = hold_engine(p)) != NULL) {
+        stopped_undelivered(e, &p->view, p->tid, stop, res->cert);
+        let_engine_go();
+    }
     if (late != NULL) { /* nobody will deliver it: withdrawn, with its engine held (an upstream call) */
         if (res->cert != NULL && (e = hold_engine(p)) != NULL) {
             /* unchecked: withdrawn only if it was issued for this request */
@@ -1004,10 +1012,13 @@ void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const cha
     if (p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up) {
         stopped_undelivered(e, &p->view, tid, event, p->res->cert);
     } else if (!p->done) {
+        if (!p->closed)
+            p->stop = event;
         gw_log_kv(GW_LOG_WARN, event, "tid", tid, "identity", t->identity, "upstream",
                   gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "msg",
                   p->closed ? "the upstream call still runs; a certificate it returns is withdrawn"
-                            : "the upstream call still runs; a certificate it returns goes on the audit log",
+                            : "the upstream call still runs; a certificate it returns goes on the audit log, "
+                              "not delivered",
                   NULL);
     } else {
         gw_log_kv(GW_LOG_INFO, event, "tid", tid, "identity", t->identity, "msg",

@@ -126,7 +126,8 @@ void cmp_poll_drop_uncollected(struct gw_cmp_engine *e, struct cmp_txn *t, const
 
 /*
  * cmp_poll_closed logs and audits what is known of a deferred transaction closed without its client
- * (at shutdown, a certificate nobody collected stays valid and on record).
+ * (at shutdown, a certificate nobody collected stays valid and on record, and so does one its call still
+ * running returns before the engine goes).
  */
 void cmp_poll_closed(struct gw_cmp_engine *e, const struct cmp_txn *t, const char *tid, const char *event);
 

@@ -4,7 +4,8 @@ pollReq with pollRep(checkAfter) until the certificate arrives, then ip and cert
 the local issuer's "delay" knob and the Vault-API test server set to a latency above poll_after; a role
 without poll_after still blocks (the twin); and a gateway restarted while its client polls: the client
 fails cleanly with a decoded CMP error, and the first run's audit log shows the certificate (with
-the redis state and transaction records, the restarted gateway delivers it instead). A Vault that
+the redis state and transaction records, the restarted gateway delivers it instead); a certificate whose
+call the stop waited for is on record as not delivered. A Vault that
 issues after the upstream's timeout (its retry of a 503 answered late) has that certificate revoked
 and on the audit log as not delivered.
 """
@@ -360,6 +361,48 @@ class PollingVaultLate(harness.GatewayTestCase):
         self.assertEqual([r.get("serial", "").lower() for r in of_tid(self.gw, "revoked", tid)], [serial])
         self.assertTrue(revoked_at_vault(self.vault, serial))
         self.assertIn("late_issue", [l.get("event") for l in self.gw.log_lines()])
+
+
+@unittest.skipIf(harness.STATE == "redis", "with transaction records the result goes beside the record, for any "
+                 "instance to deliver")
+class PollingStopped(harness.GatewayTestCase):
+    """SIGTERM while a deferred request's call runs, on a single gateway: the stop waits for the call, and
+    the certificate it returns, which no pollReq can collect any more, is on record as issued and then as
+    not delivered (`expired_undelivered`, "the gateway stopped before a pollReq collected it"), as one
+    that came before the stop is: its "issued" record alone reads as one still awaiting its pollReq."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["upstreams"]["local"]["delay"] = "2s"
+        cfg["roles"]["slow"] = dict(cfg["roles"]["default"], poll_after="500ms")
+
+    def test_certificate_of_a_call_the_stop_waited_for(self):
+        key = self.newkey("stopped")
+        out = {}
+        waiting = self.gw.dir / "stopped.rsp00.der"
+
+        def enrol():
+            out["res"] = cmp_polling(self.gw, "ir", "stopped", "pki/roles/slow/cmp",
+                                     ["-newkey", key, "-subject", "/CN=stopped", "-keep_alive", "0"], timeout=5)
+
+        t = threading.Thread(target=enrol)
+        t.start()
+        harness.settled(waiting.exists, bool)  # told to poll: the call (2 s) runs
+        self.assertTrue(waiting.exists(), self.gw.stderr()[-3000:])
+        self.gw.signal_stop()
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+        t.join(20)
+        tid = harness.decode_cmp(waiting).header["transactionID"].asOctets().hex()
+        mine = [(r["event"], r.get("status")) for r in audit(self.gw, "issued") + audit(self.gw, "expired_undelivered")
+                if r.get("tid") == tid]
+        self.assertEqual(mine, [("issued", "awaiting the client's pollReq"),
+                                ("expired_undelivered", "the gateway stopped before a pollReq collected it")],
+                         self.gw.stderr()[-3000:])
+        serials = {r["serial"] for e in ("issued", "expired_undelivered") for r in of_tid(self.gw, e, tid)}
+        self.assertEqual(len(serials), 1, serials)
 
 
 class PollingRestart(harness.GatewayTestCase):

@@ -6708,7 +6708,8 @@ static void test_poll_aborted_after_result(void **state)
     }
 }
 
-/* Shutdown with a call still running: the engine waits for it, and its certificate is on record. */
+/* Shutdown with a call still running: the engine waits for it, and its certificate is on record, as not
+ * delivered (nothing can collect it). */
 static void *open_gate_later(void *arg)
 {
     (void)arg;
@@ -6731,11 +6732,16 @@ static void test_poll_shutdown(void **state)
     assert_int_equal(poll_step(ctx, &after), -1);
     snprintf(path, sizeof(path), "%s", e->audit_path);
     pthread_create(&th, NULL, open_gate_later, NULL);
-    env_free(e); /* logs txn_abandoned_pending, then waits for the call */
+    gw_cmp_engine_close_all(e->engine); /* as the gateway's stop does first: logs txn_abandoned_pending */
+    env_free(e);                        /* waits for the call */
     pthread_join(th, NULL);
     assert_int_equal(slow.completed, 1);
     snprintf(copy.audit_path, sizeof(copy.audit_path), "%s", path);
     assert_int_equal(audit_count(&copy, "issued", NULL, NULL, NULL), 1);
+    /* no pollReq can collect it: on record as such, not as one still awaited */
+    assert_int_equal(audit_count(&copy, "expired_undelivered", NULL, "status",
+                                 "the gateway stopped before a pollReq collected it"),
+                     1);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
 }
