@@ -9,7 +9,8 @@ and a revocation Vault does not answer within 10 s is left on record (revoke_fai
 exit, 10 s for the engines of all configurations still draining after reloads, not 10 s each. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
 waits) never gets its certificate: it is withdrawn at Vault, with implicitConfirm and with a certConf
 expected; an answer written to a connection whose client left is not. An audit log that fails while a call
-waits at Vault has the certificate Vault then issues revoked there, never released.
+waits at Vault has the certificate Vault then issues revoked there, never released. A gateway killed
+(SIGKILL) during the call or before the certConf leaves that transaction's last record as its story.
 """
 import json
 import os
@@ -856,6 +857,59 @@ class VaultAuditLostWhileWaiting(SlowVault):
         # its "revoked" record failed too, before the line that says it was revoked
         self.assertIn(("revoked", serial), [(e.get("record"), e.get("serial")) for e in self.gw.log_lines()
                                             if e.get("event") == "audit_write_failed"])
+
+
+class VaultKilled(SlowVault):
+    """The gateway killed (SIGKILL) while a call waits at Vault, or after the answer carrying the certificate
+    left and before its certConf: what the audit log shows is the transaction's last record, as
+    docs/operations.md tells an operator to read it. An `intent` with nothing after it, the subject it asked
+    for, is a certificate the CA may have issued; an `issued` with nothing after it is one its client may
+    hold, valid. The restarted gateway adds nothing to either."""
+
+    def kill_and_restart(self):
+        self.gw.proc.kill()
+        self.gw.proc.wait(harness.STOP_TIMEOUT)
+        self.gw.proc = None
+        self.gw._err.close()  # stop() closes them otherwise, and expects a running gateway
+        self.gw._out.close()
+        self.gw.start()
+
+    def of_tid(self, tid):
+        return [r["event"] for r in map(json.loads, (self.gw.dir / "audit.log").read_text().splitlines())
+                if r.get("tid") == tid]
+
+    def test_killed_while_vault_signs(self):
+        cn, out = "killed-signing.example.com", {}
+        req = self.gw.make_request("killedsign", "p10cr", subject="/CN=" + cn)
+
+        def send():
+            try:
+                self.gw.curl(path="/pki/roles/vault/cmp", data=req)
+            except harness.Failure as e:  # the gateway dies under it
+                out["error"] = e
+
+        mark = self.vault.mark()
+        t = threading.Thread(target=send)
+        t.start()
+        self.held_at_vault(mark)
+        self.kill_and_restart()
+        t.join(harness.CLIENT_TIMEOUT)
+        self.assertIn("error", out)
+        intents = harness.audit_records(self.gw, "intent", cn)
+        self.assertEqual(len(intents), 1, intents)
+        self.assertEqual(intents[0]["upstream"], "vault")
+        self.assertEqual(self.of_tid(intents[0]["tid"]), ["intent"])
+        self.assertEqual(len(self.vault.since(mark, "/sign/")), 1)  # the CA was asked
+
+    def test_killed_before_the_certconf(self):
+        self.vault.control({})
+        cn = "killed-unconfirmed.example.com"
+        req = self.gw.make_request("killedconf", "p10cr", subject="/CN=" + cn, extra=())
+        answer = harness.decode_cmp(self.gw.curl(path="/pki/roles/vault/cmp", data=req).body)
+        self.assertEqual((answer.body_type, answer.status), ("cp", 0), answer)
+        tid = answer.header["transactionID"].asOctets().hex()
+        self.kill_and_restart()
+        self.assertEqual(self.of_tid(tid), ["intent", "issued"])
 
 
 class VaultShutdownWhileWaiting(SlowVault):
