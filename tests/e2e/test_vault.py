@@ -5,7 +5,7 @@ every Vault failure (400, 403, 412, 429, 503 sealed, 500, timeout, garbage, warn
 decoded CMP answer (PKIStatus, failInfo, statusString). What Vault received is read from its request log.
 With Vault slow: waiting calls hold no worker or thread, a client that hangs up loses nothing on record,
 and SIGTERM drains a waiting request; past the drain, the certificate nobody will receive is withdrawn,
-and a revocation Vault does not answer within 10 s is left on record (revoke_failed) for the gateway to
+and a revocation Vault does not answer within 10 s (or refuses) is left on record (revoke_failed) for the gateway to
 exit, 10 s for the engines of all configurations still draining after reloads, not 10 s each. A client that leaves before its answer is written (an HTTP/2 connection closed while its call
 waits) never gets its certificate: it is withdrawn at Vault, with implicitConfirm and with a certConf
 expected; an answer written to a connection whose client left is not. An audit log that fails while a call
@@ -810,6 +810,44 @@ class VaultClientGone(SlowVault):
                                                                 "left-open.example.com"), len)
         self.assertEqual(len(expired), 1, self.gw.stderr()[-3000:])
         self.assertEqual(harness.audit_records(self.gw, "expired_unconfirmed", "gone-certconf.example.com"), [])
+
+
+class VaultClientGoneRevocationFails(SlowVault):
+    """As VaultClientGone, with Vault failing the withdrawal's revocation (HTTP 500): the certificate nobody
+    received stays valid at Vault, and is on the audit log as not revoked (`revoke_failed`, with the serial
+    and Vault's words) and on an error line `revoke_failed` naming it, for an operator to revoke by hand;
+    never on record as revoked. Nothing asks Vault again later."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["listeners"][0]["tls"]["http2"] = True
+
+    crl_serials = VaultClientGone.crl_serials
+
+    def test_withdrawal_refused_by_vault_on_record(self):
+        cn = "gone-unrevoked.example.com"
+        req = self.gw.make_request("gone-unrevoked", "p10cr", subject="/CN=" + cn, extra=("-implicit_confirm",))
+        mark = self.vault.mark()
+        with self.assertRaises(harness.Failure):  # curl gives up after 1 s; Vault answers after 2 s
+            self.gw.curl(path="/pki/roles/vault/cmp", data=req, timeout=1, http="--http2")
+        self.held_at_vault(mark)  # its latency is its own from here on
+        self.vault.control({"force_status": 500, "match": "/revoke"})
+        failed = harness.settled(lambda: harness.audit_records(self.gw, "revoke_failed", cn), len)
+        self.assertEqual(len(failed), 1, self.gw.stderr()[-3000:])
+        serial = failed[0]["serial"]
+        self.assertTrue(failed[0]["status"].startswith("not revoked: "), failed)
+        self.assertEqual([r["serial"] for r in harness.audit_records(self.gw, "issued", cn)], [serial])
+        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected", cn)],
+                         ["not delivered: the client left before its answer was sent"])
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "revoke_failed" and e.get("serial") == serial]
+        self.assertEqual([(e.get("level"), e.get("upstream")) for e in lines], [("error", "vault")])
+        self.assertNotIn(int(serial, 16), self.crl_serials())
+        asked = len(self.vault.since(mark, "/revoke"))
+        self.assertGreaterEqual(asked, 1)
+        time.sleep(1.5)  # nothing asks again
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), asked)
+        self.assertEqual(harness.audit_records(self.gw, "revoked", cn), [])
 
 
 class VaultAuditLostWhileWaiting(SlowVault):
