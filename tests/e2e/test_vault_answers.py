@@ -18,6 +18,8 @@ on the audit log as "rejected" with its serial and revoked at Vault.
 
 A certificate whose serial number RFC 5280 does not allow (zero, negative, more than 20 octets), which no
 upstream revokes by serial, is not released either: systemFailure, on record as rejected and as not revoked.
+Nor is one for another key than the requested one: on record as rejected and not_withdrawn, and not revoked
+at Vault (it may be its holder's).
 
 A ca_chain holding a CA that did not sign the certificate reaches the client without it; one holding a
 certificate made of the root's name and key under a root of Vault's own, and that root, reaches it with the
@@ -182,6 +184,42 @@ class VaultAnswers(harness.GatewayTestCase):
                 self.assertEqual(self.vault.since(mark, "/revoke"), [])
         self.vault.control({})
         res = self.p10cr("vault", "serial-ok", expect_cert=True)
+        self.assertIn(res.first.status, (0, 1), res.first)
+
+    def test_sign_answer_for_another_key(self):
+        """A certificate Vault's issuer signed for the requested names but another key (a CA answering with
+        someone else's certificate): not released (systemFailure), on record as rejected and as not withdrawn
+        (`not_withdrawn`, its serial there for an operator to check at the CA), and not revoked at Vault:
+        it may be its holder's. Twin: the same request answered by Vault itself issues."""
+        d, name = self.gw.dir, "otherkey"
+        key, other = self.newkey(name), self.newkey(name + "-holder")
+        for k, csr in ((key, d / ("%s.csr" % name)), (other, d / ("%s-holder.csr" % name))):
+            harness.run(["openssl", "req", "-new", "-key", k, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        (d / ("%s.ext" % name)).write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+            "subjectAltName=DNS:%s.example.com\n" % name)
+        harness.run(["openssl", "x509", "-req", "-in", d / ("%s-holder.csr" % name), "-CA",
+                     self.vault.dir / "vault-ca.pem", "-CAkey", self.vault.dir / "vault-ca.key", "-days", "1",
+                     "-sha256", "-set_serial", "0x5eed", "-extfile", d / ("%s.ext" % name),
+                     "-out", d / ("%s-holder.pem" % name)])
+        self.vault.control({"sign_data": {"certificate": (d / ("%s-holder.pem" % name)).read_text()},
+                            "match": "/sign/"})
+        mark = self.vault.mark()
+        res = self.gw.cmp("p10cr", name, path="pki/roles/vault/cmp", extra=["-csr", d / ("%s.csr" % name)],
+                          expect_cert=False)
+        self.assert_rejected(res, "systemFailure")
+        self.assertEqual(len(res.first.status_strings), 1, res.first)
+        self.assertIn("another public key than requested", res.first.status_strings[0])
+        tid = res.first.header["transactionID"].asOctets().hex()
+        self.assertNotIn(tid, self.issued_tids())
+        recs = harness.settled(lambda: self.records(tid), lambda rs: len(rs) >= 2)
+        self.assertEqual(recs, [("rejected", "5eed"), ("not_withdrawn", "5eed")])
+        kept = [r for r in harness.audit_records(self.gw, "not_withdrawn") if r.get("tid") == tid]
+        self.assertEqual([r["status"] for r in kept], ["not revoked: the certificate the upstream returned does "
+                                                       "not certify the requested key"])
+        self.assertEqual(self.vault.since(mark, "/revoke"), [])
+        self.vault.control({})
+        res = self.p10cr("vault", "otherkey-ok", expect_cert=True)
         self.assertIn(res.first.status, (0, 1), res.first)
 
     def test_sign_answer_chain_trimmed(self):
