@@ -6,15 +6,21 @@
  * time for three roles of the demo configuration: "default" as it is, "strict" with every name,
  * key and validity rule set, and "hosts", a server role with subject and DNS rules but no common name
  * rules, which holds a common name that reads as a host name to its DNS rules and issues wildcards.
+ * Or one DER certificate, an RA's rr target, whose names gw_policy_check_names holds to each role:
+ * the names of a certificate come from its upstream, unchecked by the profile (an IP address of any
+ * length among them).
  *
  * Beyond the sanitizers, a plan must keep the promises of mappings/profile.h: no keyCertSign or
  * cRLSign, only the role's SAN types, a subject or a SAN, validity from the backdate to at most
  * max_ttl. A plan that passes the request policy is issued by the local upstream, and what it
- * issues must pass gw_policy_check_issued and not be a CA.
+ * issues must pass gw_policy_check_issued, not be a CA, and be the role's to revoke
+ * (gw_policy_check_names). A certificate's names are refused with notAuthorized and a reason, and
+ * never accepted for a CA or with a SAN of a type the role does not allow.
  */
 #include "tests/fuzz/fuzz.h"
 
 #include <json-c/json.h>
+#include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -37,7 +43,8 @@ static void cleanup(void)
     gw_config_free(cfg);
 }
 
-/* "strict": the default role with every rule the profile and the request policy know set. */
+/* "strict": the default role with every rule the profile and the request policy know set. Every
+   IPv4-mapped address is in its IPv6 ranges, so such an address is held to its IPv4 ranges as well. */
 static const char STRICT_ROLE[] =
     "{\"upstream\": \"local\", \"trust\": [\"demo\"], \"key_usage\": [\"digitalSignature\", "
     "\"keyEncipherment\"], \"ext_key_usage\": [\"clientAuth\", \"emailProtection\"], \"allowed_san_types\": "
@@ -45,7 +52,8 @@ static const char STRICT_ROLE[] =
     "true, "
     "\"authorization\": {\"allowed_common_names\": [\"fuzz-*\", \"dev-*\"], \"allowed_dns_names\": "
     "[\"*.example.com\", \"fuzz.example\"], \"allowed_uris\": [\"urn:example:*\"], \"allowed_emails\": "
-    "[\"*@example.com\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\", \"2001:db8::/32\"], \"allowed_key_types\": "
+    "[\"*@example.com\"], \"allowed_ip_ranges\": [\"10.0.0.0/8\", \"2001:db8::/32\", \"::ffff:0:0/96\"], "
+    "\"allowed_key_types\": "
     "[\"ec:P-256\", \"rsa:2048\", \"ed25519\"]}}";
 
 /* "hosts": a TLS server's role. Without allowed_common_names a host-name CN is held to allowed_dns_names,
@@ -133,6 +141,7 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
     struct gw_sign_result res;
     enum gw_issued_verdict v;
     char err[GW_ERR_LEN] = "";
+    int fail_info;
 
     gw_upstream_sign_wait(gw_upstream_set_get0(ups, "local"), &sreq, &res);
     if (res.status == 0 && res.cert != NULL) {
@@ -141,6 +150,8 @@ static void issue(const struct gw_role *role, const struct gw_cert_plan *plan, c
             fuzz_die("role %s: the local issuer's certificate is refused (%d): %s", role->name, (int)v, err);
         if (X509_check_ca(res.cert) != 0)
             fuzz_die("role %s: the local issuer made a CA certificate", role->name);
+        if (gw_policy_check_names(role, res.cert, 0, &fail_info, err) != 0)
+            fuzz_die("role %s: an RA of the role may not revoke what it issued: %s", role->name, err);
     }
     gw_sign_result_cleanup(&res);
 }
@@ -179,12 +190,48 @@ static void plan_all(struct gw_cert_req *req, const X509_REQ *csr)
     plan_for("hosts", req, csr);
 }
 
+/* |cert|'s names held to |role| as an RA's rr target; with |cn_in_sans|, its CN as a SAN too */
+static void names_for(const char *role_name, X509 *cert, int cn_in_sans)
+{
+    const struct gw_role *role = gw_config_role(cfg, role_name, strlen(role_name));
+    GENERAL_NAMES *sans;
+    char err[GW_ERR_LEN] = "";
+    int fail_info = -1;
+
+    if (gw_policy_check_names(role, cert, cn_in_sans, &fail_info, err) != 0) {
+        if (err[0] == '\0' || fail_info != OSSL_CMP_PKIFAILUREINFO_notAuthorized)
+            fuzz_die("role %s: names refused with failInfo %d and reason \"%s\"", role_name, fail_info, err);
+        return;
+    }
+    if (X509_check_ca(cert) == 1 || ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) != 0 &&
+                                     (X509_get_key_usage(cert) & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0))
+        fuzz_die("role %s: the names of a CA certificate accepted", role_name);
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        if ((role->allowed_san_types & san_type(sk_GENERAL_NAME_value(sans, i)->type)) == 0)
+            fuzz_die("role %s: a certificate with a SAN of type %d accepted", role_name,
+                     sk_GENERAL_NAME_value(sans, i)->type);
+    }
+    GENERAL_NAMES_free(sans);
+}
+
+static void names_all(X509 *cert)
+{
+    static const char *const roles[] = {"default", "strict", "hosts"};
+
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+        names_for(roles[i], cert, 0);
+        names_for(roles[i], cert, 1);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const enum gw_req_kind kinds[] = {GW_REQ_IR, GW_REQ_CR, GW_REQ_KUR};
     const unsigned char *p = data;
     OSSL_CRMF_MSG *crm = d2i_OSSL_CRMF_MSG(NULL, &p, (long)size);
     X509_REQ *csr = NULL;
+    X509 *cert = NULL;
     struct gw_cert_req req;
     char err[GW_ERR_LEN];
 
@@ -200,9 +247,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (gw_cert_req_from_p10(csr, &req, err) == 0)
             plan_all(&req, csr);
         gw_cert_req_cleanup(&req);
+    } else if (p = data, (cert = d2i_X509(NULL, &p, (long)size)) != NULL) {
+        names_all(cert);
     }
     OSSL_CRMF_MSG_free(crm);
     X509_REQ_free(csr);
+    X509_free(cert);
     ERR_clear_error();
     return 0;
 }

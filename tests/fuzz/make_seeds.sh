@@ -206,7 +206,8 @@ done
 # IP, URI and email SANs): each name within its rule, and each just outside it (the emailAddress
 # without an email SAN, which the roles without email refuse), so that the name checks of the
 # request policy run on every kind of name, to a refusal and past it; and a host name in the CN
-# with a wildcard DNS SAN, which its "hosts" role issues
+# with a wildcard DNS SAN, which its "hosts" role issues; and IPv4-mapped IPv6 addresses, one within the
+# "strict" role's IPv4 range and one outside it
 openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=fuzz-names/emailAddress=dev@example.com" -outform DER \
     -addext "subjectAltName=DNS:dev.example.com,IP:10.9.8.7,IP:2001:db8::7,URI:urn:example:names,email:dev@example.com" \
     -out "$profile_seeds/seed-p10-names.der"
@@ -215,6 +216,27 @@ openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=dev-names/emailAddress=de
     -out "$profile_seeds/seed-p10-outside.der"
 openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=www.example.com" -outform DER \
     -addext "subjectAltName=DNS:*.example.com,IP:10.9.8.7" -out "$profile_seeds/seed-p10-host.der"
+openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=fuzz-mapped" -outform DER \
+    -addext "subjectAltName=IP:::ffff:10.9.8.7,IP:::ffff:192.0.2.7" -out "$profile_seeds/seed-p10-mapped.der"
+# and certificates of the issuing CA, as an RA's rr targets whose names fuzz_profile holds to each
+# role (gw_policy_check_names): the names of seed-p10-names with an IPv4-mapped address of them too; an
+# IPv4-mapped address outside its IPv4 range; an IP address of 5 bytes and one of none, which no
+# request gets past the profile with; a host within the "hosts" role's allowed_subjects and one
+# outside them; and the issuing CA itself
+rr_cert() {
+    local name=$1 subj=$2
+    shift 2
+    openssl req -new -key dev1.key -subj "$subj" "$@" -out "rr-$name.csr"
+    openssl x509 -req -in "rr-$name.csr" -CA issuing.pem -CAkey issuing.key -copy_extensions copyall \
+        -days 30 -outform DER -out "$profile_seeds/seed-rr-$name.der" 2>/dev/null
+}
+rr_cert names "/O=cmpgw demo/CN=fuzz-names/emailAddress=dev@example.com" -addext \
+    "subjectAltName=DNS:dev.example.com,IP:10.9.8.7,IP:::ffff:10.9.8.7,IP:2001:db8::7,URI:urn:example:names,email:dev@example.com"
+rr_cert mapped "/O=cmpgw demo/CN=dev-mapped" -addext "subjectAltName=IP:::ffff:192.0.2.7"
+rr_cert bad-ip "/O=cmpgw demo/CN=dev-bad-ip" -addext "2.5.29.17=DER:300987050a090807078700"
+rr_cert host "/O=cmpgw demo/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com,IP:10.9.8.7"
+rr_cert other-host "/O=other/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com"
+openssl x509 -in issuing.pem -outform DER -out "$profile_seeds/seed-rr-ca.der"
 # the device the seeds enrolled, sender of the kur and rr seeds: fuzz_cmp_signed signs as it
 cp dev1.pem "$pki/device.pem"
 cp dev1.key "$pki/device.key"
