@@ -134,16 +134,17 @@ static void answer_fail(struct answer *a, int status, int fail_info, const char 
 /*
  * |a| fails with the reason "<head>: <msg> (code <code>)": cfssl's message |msg| (printable already:
  * the envelope's) gives way to the words after it, cut between UTF-8 characters to GW_MAX_CFSSL_QUOTE
- * bytes or less, for the reason becomes a statusString (a UTF8String) and a log line.
+ * bytes or less (gw_field_reason), for the reason becomes a statusString (a UTF8String) and a log line.
  */
 static void answer_quote(struct answer *a, int status, int fail_info, const char *head, const char *msg,
                          long code)
 {
-    char quote[GW_MAX_CFSSL_QUOTE + 1], tail[sizeof(" (code -9223372036854775808)")];
+    char tail[sizeof(" (code -9223372036854775808)")];
 
+    a->status = status;
+    a->fail_info = fail_info;
     snprintf(tail, sizeof(tail), " (code %ld)", code);
-    gw_field_quote(quote, GW_MAX_CFSSL_QUOTE, strlen(head) + strlen(": ") + strlen(tail), msg);
-    answer_fail(a, status, fail_info, "%s: %s%s", head, quote, tail);
+    gw_field_reason(a->reason, GW_MAX_CFSSL_QUOTE, msg, tail, "%s: ", head);
 }
 
 /* An error envelope (any status), or none (|env| NULL) -> failInfo and a reason naming cfssl's message and
@@ -180,19 +181,15 @@ static void classify_error(struct answer *a, const char *up, long http_status,
  * An answer to |endpoint| refused whole for |why|, and cfssl's own error beside, where its envelope
  * read and says one: a "success": false refused for the certificate it holds all the same is still a
  * refusal, which the client and the operator learn the words of. |why| is cut as cfssl's message is
- * (gw_field_quote), between UTF-8 characters: it may quote a value of the answer.
+ * (gw_field_reason), between UTF-8 characters: it may quote a value of the answer.
  */
 static void answer_refused(struct answer *a, const char *up, const char *endpoint, long http_status,
                            const char *why, const struct gw_cfssl_envelope *env)
 {
-    char head[GW_ERR_LEN], said[GW_MAX_CFSSL_WHY + 1];
-    size_t used;
+    char head[GW_ERR_LEN];
 
-    snprintf(head, sizeof(head), "cfssl %s: the %s answer (HTTP %ld) is refused: ", up,
-             strrchr(endpoint, '/') + 1, http_status);
-    used = strlen(head);
-    gw_field_quote(said, GW_MAX_CFSSL_WHY, used, why);
-    snprintf(head + used, sizeof(head) - used, "%s", said);
+    gw_field_reason(head, GW_MAX_CFSSL_WHY, why, "", "cfssl %s: the %s answer (HTTP %ld) is refused: ", up,
+                    strrchr(endpoint, '/') + 1, http_status);
     if (env->success || env->message[0] == '\0') {
         answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", head);
         return;
