@@ -233,6 +233,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MAX_VAULT_QUOTE 150                    /* bytes of Vault's error message a reason quotes */
 #define GW_MAX_VAULT_WHY 150                      /* bytes of why a Vault call failed a reason keeps */
 #define GW_MAX_VAULT_CALL_ERR 120                 /* ... of a failed call's reason, under its path */
+#define GW_MAX_VAULT_SIGN_ERR 200                 /* ... of why a sign was not asked or answered */
 #define GW_MAX_VAULT_WARNINGS 200                 /* bytes of Vault's warnings a reason quotes */
 #define GW_MAX_CFSSL_QUOTE 120                    /* bytes of cfssl's error message a reason quotes */
 #define GW_MAX_CFSSL_WHY 150                      /* bytes of why a cfssl answer is refused a reason keeps */

@@ -290,8 +290,9 @@ static void parse_signed(const struct vault *v, const char *rid, const struct gw
         rc = GW_ERR_UPSTREAM;
     }
     if (rc != 0) {
-        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                            "Vault's answer (HTTP %ld) is refused: %s", rsp->status, why);
+        gw_field_reason(why, GW_MAX_VAULT_WHY, why, "",
+                        "Vault's answer (HTTP %ld) is refused: ", rsp->status);
+        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure, "%s", why);
         res->cert = sig.cert; /* issued all the same: the engine records and revokes it (upstream.h) */
         sig.cert = NULL;
         gw_vault_signed_cleanup(&sig);
@@ -306,26 +307,35 @@ static void parse_signed(const struct vault *v, const char *rid, const struct gw
     gw_vault_signed_cleanup(&sig);
 }
 
+/*
+ * Why a sign call got no answer to read (|rc|, |err|) into |why| (GW_ERR_LEN): |err| may be a refused
+ * login's reason quoting Vault, cut between UTF-8 characters where the words around it need the room.
+ */
+static void unanswered(int rc, const struct gw_http_response *rsp, const char *err, char *why)
+{
+    if (rc == GW_ERR_IO && rsp->not_sent)
+        gw_field_reason(why, GW_MAX_VAULT_SIGN_ERR, err, "); nothing was sent", "Vault is unreachable (");
+    else if (rc == GW_ERR_TIMEOUT || rc == GW_ERR_IO) /* it may have reached Vault: never repeat it blindly */
+        gw_field_reason(why, GW_MAX_VAULT_SIGN_ERR, err, "); the outcome is unknown, do not retry blindly",
+                        "Vault did not answer (");
+    else if (rc == GW_ERR_FORBIDDEN)
+        gw_field_reason(why, GW_MAX_VAULT_SIGN_ERR, err, ": an operator must fix the gateway's Vault login",
+                        "%s", "");
+    else
+        gw_field_reason(why, GW_MAX_VAULT_SIGN_ERR, err, "", "Vault could not be asked: ");
+}
+
 /* What a sign call's answer, to the token |tok|, means for the client: |res| filled in every case. */
 static void sign_answer(const struct vault *v, const char *rid, const char *path, int rc,
                         const struct gw_http_response *rsp, const char *tok, const char *err,
                         struct gw_sign_result *res)
 {
+    char why[GW_ERR_LEN];
     X509 *cert;
 
-    if (rc == GW_ERR_IO && rsp->not_sent) {
-        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                            "Vault is unreachable (%s); nothing was sent", err);
-    } else if (rc == GW_ERR_TIMEOUT || rc == GW_ERR_IO) {
-        /* a sign request may have reached Vault: never repeat it blindly */
-        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                            "Vault did not answer (%s); the outcome is unknown, do not retry blindly", err);
-    } else if (rc == GW_ERR_FORBIDDEN) {
-        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                            "%s: an operator must fix the gateway's Vault login", err);
-    } else if (rc != 0) {
-        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault could not be asked: %s",
-                            err);
+    if (rc != 0) {
+        unanswered(rc, rsp, err, why);
+        gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "%s", why);
     } else if (rsp->status >= 200 &&
                rsp->status < 300) { /* a certificate in any 2xx is kept (parse_signed) */
         parse_signed(v, rid, rsp, tok, res);

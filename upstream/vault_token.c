@@ -124,18 +124,19 @@ static char *held_token(struct vault *v)
  * The text of a login Vault refused goes into the reason, the log and a client's statusString as a sign
  * answer's errors do (gw_vault_map_error): masked of the token the gateway holds (one renewed before its
  * lease ends is still good) in the body and in the strings parsed from it, and cut short enough
- * (GW_MAX_VAULT_QUOTE) that the reason keeps what it tells the operator.
+ * (GW_MAX_VAULT_QUOTE) that the reason keeps what it tells the operator. Every text of Vault or libcurl
+ * in a login's reason is cut between UTF-8 characters (gw_field_reason), never by the buffer's end.
  */
 static int login_answer(struct vault *v, int rc, const struct gw_http_response *rsp, char **token,
                         uint32_t *lease, char *err)
 {
-    char why[GW_ERR_LEN], msg[GW_MAX_VAULT_QUOTE + 1], *held = NULL;
+    char why[GW_ERR_LEN], *held = NULL;
     struct gw_vault_login login;
     struct gw_vault_error e;
 
     memset(&login, 0, sizeof(login));
     if (rc != 0) {
-        vault_set_err(err, "Vault cert login: %s", rsp->error);
+        gw_field_reason(err, GW_MAX_VAULT_WHY, rsp->error, "", "Vault cert login: ");
         goto out;
     }
     rc = GW_ERR_UPSTREAM;
@@ -144,14 +145,13 @@ static int login_answer(struct vault *v, int rc, const struct gw_http_response *
             vault_mask_token(rsp, held);
         if (gw_vault_parse_error(rsp->body, rsp->body_len, held, &e, why) != 0)
             snprintf(e.message, sizeof(e.message), "%s", why);
-        gw_field_text(msg, sizeof(msg), e.message, strlen(e.message)); /* cut between UTF-8 characters */
-        vault_set_err(err, "Vault cert login refused the gateway (HTTP %ld): %s", rsp->status,
-                      msg[0] != '\0' ? msg : "no error message");
+        gw_field_reason(err, GW_MAX_VAULT_QUOTE, e.message[0] != '\0' ? e.message : "no error message", "",
+                        "Vault cert login refused the gateway (HTTP %ld): ", rsp->status);
         rc = rsp->status == 403 || rsp->status == 400 ? GW_ERR_FORBIDDEN : GW_ERR_UPSTREAM;
         goto out;
     }
     if ((rc = gw_vault_parse_login(rsp->body, rsp->body_len, &login, why)) != 0) {
-        vault_set_err(err, "Vault cert login: the answer is refused: %s", why);
+        gw_field_reason(err, GW_MAX_VAULT_WHY, why, "", "Vault cert login: the answer is refused: ");
         goto out;
     }
     *lease = login.lease_duration;

@@ -1683,6 +1683,54 @@ static void test_reasons_cut_between_characters(void **state)
     }
 }
 
+/*
+ * A refused cert login's reason reaches a sign's statusString under the sign's own words, Vault's message
+ * in it cut between characters under a named cap, as every reason quoting Vault is: never split by the
+ * end of the reason's buffer, which the log and the statusString would repair into a '?'.
+ */
+static void test_login_reasons_cut_between_characters(void **state)
+{
+    static const struct {
+        long status;
+        const char *words, *tail;
+    } logins[] = {
+        {403, "Vault cert login refused the gateway (HTTP 403): ",
+         ": an operator must fix the gateway's Vault login"},
+        {500, "Vault could not be asked: Vault cert login refused the gateway (HTTP 500): ", NULL},
+    };
+    struct answer ok = {200, NULL, 0};
+    char body[1024], msg[600];
+    struct gw_sign_result res;
+    struct fx f;
+    size_t n, off, i;
+
+    (void)state;
+    fx_init_cert_login(&f, 5000);
+    for (i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
+        for (off = 0; off < 3; off++) {
+            /* 0 to 2 "a", then 150 "€" of three bytes each: a cut at any length splits one but every third */
+            n = (size_t)snprintf(msg, sizeof(msg), "%.*s", (int)off, "aa");
+            for (size_t k = 0; k < 150; k++)
+                n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\xe2\x82\xac");
+            snprintf(body, sizeof(body), "{\"errors\":[\"%s\"]}", msg);
+            fx_restart(&f);
+            fake_set_login((struct answer){logins[i].status, body, 0});
+            fake_script(&ok, 1);
+            sign(&f, &res);
+            assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+            assert_whole_utf8("sign after a refused login", res.reason);
+            assert_null(strchr(res.reason, '?'));
+            assert_non_null(strstr(res.reason, logins[i].words));
+            assert_non_null(strstr(res.reason, "\xe2\x82\xac\xe2\x82\xac"));
+            if (logins[i].tail != NULL)
+                assert_non_null(strstr(res.reason, logins[i].tail));
+            assert_int_equal(fake_n_reqs(), 0);
+            gw_sign_result_cleanup(&res);
+        }
+    }
+    fx_cleanup(&f);
+}
+
 static void test_role_policy(void **state)
 {
     struct answer a = {
@@ -2332,6 +2380,7 @@ int main(void)
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_reasons_cut_between_characters),
+        cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
         cmocka_unit_test(test_role_policy_grants),
         cmocka_unit_test(test_cert_status),
