@@ -263,13 +263,13 @@ static int signed_by_key(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, X509 *x)
     return ok;
 }
 
-/* Whether a candidate of |cands| chains but under the security level (weak[i], valid_chains). */
-static int any_weak(const STACK_OF(X509) *cands, const char *weak[])
+/* The first of |cands| that chains but under the security level (weak[i], valid_chains), or NULL. */
+static X509 *first_weak(const STACK_OF(X509) *cands, const char *weak[])
 {
     for (int i = 0; i < sk_X509_num(cands); i++)
         if (weak[i] != NULL)
-            return 1;
-    return 0;
+            return sk_X509_value(cands, i);
+    return NULL;
 }
 
 /*
@@ -329,14 +329,41 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
 }
 
 /*
+ * Logs the refused signer of |c|, weak_signer if |weak| (the client is told why), else signer_refused: why
+ * (|cause|, NULL: the reason says it), and the certificate |tried| (NULL: none) by its subject, its hash in
+ * the form a TLS client is logged in (gw_cmp_tls_client) and whose it is, the client's (one of |extra|) or
+ * the role's (a CA of its trust named as the sender). Nothing of its key: the operator tells a CA of the
+ * trust from another of its name by the hash.
+ */
+static void log_refused(int weak, const struct cmp_call *c, const struct cmp_txn *t,
+                        const struct cmp_refusal *r, const char *cause, const X509 *tried,
+                        const STACK_OF(X509) *extra)
+{
+    char hash[GW_TLS_CLIENT_LEN] = "", *subject = NULL;
+    int theirs = 0;
+
+    if (cause != NULL && tried != NULL) {
+        subject = gw_x509_name_line(X509_get_subject_name(tried));
+        (void)gw_cmp_tls_client(tried, hash);
+        theirs = gw_x509_in_stack(extra, tried);
+    }
+    gw_log_kv(GW_LOG_INFO, weak ? "weak_signer" : "signer_refused", "tid", c->rsp->tid, "role", t->role->name,
+              "reason", r->text, cause != NULL ? "cause" : NULL, cause, tried != NULL ? "tried" : NULL,
+              subject != NULL ? subject : "", "tried_hash", hash, "tried_from",
+              theirs ? "extraCerts" : "role", NULL);
+    OPENSSL_free(subject);
+}
+
+/*
  * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|
- * (*cause saying why for the log, where the answer does not). *weak is set when the only chains found
+ * (*cause saying why for the log, where the answer does not, and *tried the candidate it is about: the
+ * first weak one, else the first; borrowed from |cands|). *weak is set when the only chains found
  * fail the security level (GW_SIGNER_AUTH_LEVEL) and the signature verifies with such a certificate,
  * which the client is told: its certificate would verify but for a SHA-1 signature or a short key.
  */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
                     const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, const char **cause,
-                    struct cmp_refusal *r)
+                    X509 **tried, struct cmp_refusal *r)
 {
     STACK_OF(X509) *chains[GW_MAX_SIGNER_CANDIDATES] = {NULL};
     const char *weak_why[GW_MAX_SIGNER_CANDIDATES] = {NULL}, *why = NULL;
@@ -350,7 +377,10 @@ static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
     } else if (sk_X509_num(valid) == 0 && (why = weak_signed(ctx, msg, cands, weak_why)) != NULL) {
         *weak = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s %s", TEXT_WEAK_SIGNER, why);
     } else if (sk_X509_num(valid) == 0) {
-        *cause = any_weak(cands, weak_why) ? "weak_signature" : "untrusted";
+        *tried = first_weak(cands, weak_why);
+        *cause = *tried != NULL ? "weak_signature" : "untrusted";
+        if (*tried == NULL)
+            *tried = sk_X509_value(cands, 0); /* NULL when none names the sender */
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
     } else if (sk_X509_num(valid) == 1) {
         at = 0;
@@ -373,7 +403,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     X509_STORE *store = t->role->store;
     STACK_OF(X509) *extra = NULL, *cands = NULL, *chain = NULL;
-    X509 *signer = NULL;
+    X509 *signer = NULL, *tried = NULL;
     const char *cause = NULL;
     int refused = 1, weak = 0;
 
@@ -398,7 +428,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
         goto out;
     }
-    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, &weak, &cause, r)) == NULL)
+    if ((signer = choose(c->e->chains, ctx, store, msg, cands, &chain, &weak, &cause, &tried, r)) == NULL)
         goto out;
     if (OSSL_CMP_CTX_set1_srvCert(ctx, signer) != 1 || X509_up_ref(signer) != 1) {
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure, "internal error: out of memory");
@@ -414,8 +444,7 @@ int cmp_authenticate(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *
 out:
     /* the client's answer may say less than this (auth.c): |cause| says what happened */
     if (refused)
-        gw_log_kv(GW_LOG_INFO, weak ? "weak_signer" : "signer_refused", "tid", c->rsp->tid, "role",
-                  t->role->name, "reason", r->text, cause != NULL ? "cause" : NULL, cause, NULL);
+        log_refused(weak, c, t, r, cause, tried, extra);
     sk_X509_pop_free(extra, X509_free);
     sk_X509_pop_free(chain, X509_free);
     sk_X509_pop_free(cands, X509_free);
@@ -444,7 +473,6 @@ int cmp_signature_refused(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
     const char *cause = t->pbm || t->signer == NULL ? NULL : protection_refused(rsp);
     STACK_OF(X509) *extra = NULL;
-    char *tried = NULL;
 
     if (cause == NULL)
         return 0;
@@ -458,11 +486,7 @@ int cmp_signature_refused(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_
     /* the certificate tried, and whose: the client's (extraCerts), or the role's (a CA of its trust named
        as the sender by a client without its key) */
     extra = gw_shim_get1_extra_certs(req, c->req->der, c->req->len);
-    tried = gw_x509_name_line(X509_get_subject_name(t->signer));
-    gw_log_kv(GW_LOG_INFO, "signer_refused", "tid", c->rsp->tid, "role", t->role->name, "reason", r->text,
-              "cause", cause, "tried", tried != NULL ? tried : "", "tried_from",
-              gw_x509_in_stack(extra, t->signer) ? "extraCerts" : "role", NULL);
-    OPENSSL_free(tried);
+    log_refused(0, c, t, r, cause, t->signer, extra);
     sk_X509_pop_free(extra, X509_free);
     return 1;
 }

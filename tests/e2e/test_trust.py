@@ -72,6 +72,11 @@ def forge(path, signer_cert, signer_key, issuer=None, serial=None, ekus=(), skid
     return path
 
 
+def cert_hash(path):
+    """A certificate as the log names it beside its subject: "sha256:" and the hash of its DER in hex."""
+    return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()
+
+
 def make_anchor(d):
     """A self-signed device certificate that a trust entry lists as its own anchor."""
     harness.genkey(d / "anchor.key")
@@ -362,10 +367,14 @@ class CaNames(RowAssertions, harness.GatewayTestCase):
             answers[name] = (a.body_type, a.fail_info, a.status_strings)
         self.assertEqual(len(set(map(repr, answers.values()))), 1, answers)
         lines = self.gw.log_lines()
-        refused = [(e.get("cause"), e.get("tried"), e.get("tried_from")) for e in lines
+        refused = [(e.get("cause"), e.get("tried"), e.get("tried_hash"), e.get("tried_from")) for e in lines
                    if e.get("event") == "signer_refused"]
-        self.assertEqual(refused, [("signature", ROOT_SUBJECT, "role"), ("signature", ISSUING_SUBJECT, "role"),
-                                   ("signature", ANCHOR_SUBJECT, "role"), ("untrusted", None, None)], refused)
+        d = self.gw.dir
+        # the CA of the trust the client named itself after; with no such CA, the client's own certificate
+        self.assertEqual(refused, [("signature", ROOT_SUBJECT, cert_hash(d / "ca.pem"), "role"),
+                                   ("signature", ISSUING_SUBJECT, cert_hash(d / "issuing.pem"), "role"),
+                                   ("signature", ANCHOR_SUBJECT, cert_hash(d / "anchor.pem"), "role"),
+                                   ("untrusted", None, None, None)], refused)
         exhausted = [e for e in lines if e.get("event") == "auth_budget_exhausted"]
         self.assertEqual(len(exhausted), 1, exhausted)
         self.assertIn("badMessageCheck", exhausted[0]["last"])
@@ -423,9 +432,26 @@ class WeakCaNames(RowAssertions, harness.GatewayTestCase):
                          "authorityKeyIdentifier=none", "-out", d / ("%s.pem" % name)])
             a = self.expect("untrusted_signer", self.ir(name, d / ("%s.pem" % name), key))
             answers.append((a.body_type, a.fail_info, a.status_strings))
+        # a certificate of a CA the route knows nothing of: unlike a self-signed one, the client sends it
+        ca_key = harness.genkey(d / "stranger-ca.key")
+        harness.run(["openssl", "req", "-x509", "-new", "-key", ca_key, "-subj", "/O=elsewhere/CN=stranger CA",
+                     "-days", "1", "-out", d / "stranger-ca.pem"])
+        key = harness.genkey(d / "as-stranger.key")
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/O=elsewhere/CN=stranger", "-out",
+                     d / "as-stranger.csr"])
+        harness.run(["openssl", "x509", "-req", "-in", d / "as-stranger.csr", "-CA", d / "stranger-ca.pem", "-CAkey",
+                     ca_key, "-days", "1", "-out", d / "as-stranger.pem"])
+        a = self.expect("untrusted_signer", self.ir("as-stranger", d / "as-stranger.pem", key))
+        answers.append((a.body_type, a.fail_info, a.status_strings))
         self.assertEqual(len(set(map(repr, answers))), 1, answers)
-        refused = [e.get("cause") for e in self.gw.log_lines() if e.get("event") == "signer_refused"]
-        self.assertEqual(refused, ["weak_signature", "weak_signature", "untrusted"], refused)
+        refused = [(e.get("cause"), e.get("tried"), e.get("tried_hash"), e.get("tried_from"))
+                   for e in self.gw.log_lines() if e.get("event") == "signer_refused"]
+        # which weak CA of the trust the client named itself after, by subject and hash (never its key)
+        self.assertEqual(refused, [("weak_signature", self.SUBJECT, cert_hash(d / "weak-anchor.pem"), "role"),
+                                   ("weak_signature", self.MID_SUBJECT, cert_hash(d / "weak-mid.pem"), "role"),
+                                   ("untrusted", None, None, None),  # a self-signed one is not sent
+                                   ("untrusted", "/O=elsewhere/CN=stranger", cert_hash(d / "as-stranger.pem"),
+                                    "extraCerts")], refused)
         self.assertFalse(any(e.get("event") == "weak_signer" for e in self.gw.log_lines()))
         # the anchor's holder signs with its key: told why
         a = self.expect("weak_signer", self.ir("weak-anchor-holder", d / "weak-anchor.pem", d / "weak-anchor.key"))
