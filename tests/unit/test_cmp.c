@@ -7517,6 +7517,50 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     gw_cluster_free(cl);
 }
 
+/* test_shared_end_retry_leaves_a_later_record's second instance, and the key of its record */
+static struct gw_cluster *later_instance;
+static char later_rec[64];
+
+/*
+ * The start of a test of an end's retry (Redis started, else the test skipped): an instance, and with
+ * |later| another as later_instance; an end of nothing (end 1: Redis has the script since, the ends the
+ * test counts are the end's own); with |result|, the record of transactionID "0123" and a result beside
+ * it ("the first transaction's"). The next end's first try on this thread then runs, its answer lost, and
+ * |before_retry| runs before its retry goes out.
+ */
+static struct gw_cluster *end_retry_start(bool later, bool result, void (*before_retry)(void))
+{
+    static const unsigned char tid[] = "0123";
+    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED};
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    if (later)
+        later_instance = unit_cluster(later_rec);
+    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
+    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+    if (result) {
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
+        assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
+    }
+    drop_hook.thread = pthread_self();
+    drop_hook.lose_answer = 1;
+    drop_hook.fn = before_retry;
+    drop_hook.fn_skip = 1;
+    return cl;
+}
+
+/* The end's first answer was lost and before_retry ran (end_retry_start); the hook goes. */
+static void end_retry_done(void)
+{
+    assert_int_equal(drop_hook.lose_answer, 0);
+    assert_null(drop_hook.fn);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+}
+
 /* drop_hook: Redis flushed (or restarted without its data) before the end's retry goes out. */
 static void redis_flushed(void)
 {
@@ -7536,29 +7580,16 @@ static void redis_flushed(void)
 static void test_shared_end_retry_after_flush(void **state)
 {
     static const unsigned char tid[] = "0123";
-    char rec[64], out[64], err[GW_ERR_LEN] = "", *logged;
-    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
+    struct gw_txn_result left;
     struct gw_cluster *cl;
+    char *logged;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
-    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
-    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
-    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
-    assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
-    drop_hook.thread = pthread_self();
-    drop_hook.lose_answer = 1;
-    drop_hook.fn = redis_flushed;
-    drop_hook.fn_skip = 1;
+    cl = end_retry_start(false, true, redis_flushed);
     log_capture_start();
     assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
     logged = log_capture_end();
-    assert_int_equal(drop_hook.lose_answer, 0);
-    assert_null(drop_hook.fn);
-    memset(&drop_hook, 0, sizeof(drop_hook));
+    end_retry_done();
     assert_false(left.present);
     gw_txn_result_cleanup(&left);
     assert_non_null(strstr(logged, "\"level\":\"error\",\"event\":\"txn_end_unread\""));
@@ -7566,10 +7597,6 @@ static void test_shared_end_retry_after_flush(void **state)
     free(logged);
     gw_cluster_free(cl);
 }
-
-/* test_shared_end_retry_leaves_a_later_record's second instance, and the key of its record */
-static struct gw_cluster *later_instance;
-static char later_rec[64];
 
 /* drop_hook: another instance opens a later transaction under transactionID "0123", its record and a
    result beside it. */
@@ -7612,29 +7639,15 @@ static void later_record_ends(const unsigned char *tid)
 static void test_shared_end_retry_leaves_a_later_record(void **state)
 {
     static const unsigned char tid[] = "0123";
-    char rec[64], out[64], err[GW_ERR_LEN] = "";
-    struct gw_txn_result res = {.present = true, .status = GW_ERR_REFUSED}, left;
+    char err[GW_ERR_LEN] = "";
+    struct gw_txn_result left;
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
-    later_instance = unit_cluster(later_rec);
-    snprintf(res.reason, sizeof(res.reason), "the first transaction's");
-    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
-    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
-    assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
     /* end 2: its first try runs, its answer lost; the later record opens before the retry goes out */
-    drop_hook.thread = pthread_self();
-    drop_hook.lose_answer = 1;
-    drop_hook.fn = later_record_opens;
-    drop_hook.fn_skip = 1;
+    cl = end_retry_start(true, true, later_record_opens);
     assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
-    assert_int_equal(drop_hook.lose_answer, 0);
-    assert_null(drop_hook.fn);
-    memset(&drop_hook, 0, sizeof(drop_hook));
+    end_retry_done();
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
@@ -7655,26 +7668,15 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
 static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
 {
     static const unsigned char tid[] = "0123";
-    char rec[64], err[GW_ERR_LEN] = "";
+    char err[GW_ERR_LEN] = "";
     struct gw_txn_result left;
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
-    later_instance = unit_cluster(later_rec);
-    /* an end of nothing (end 1): Redis has the script since, the ends counted below are the end's own */
-    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
     /* end 2 finds no record either, its answer lost; the later record opens before the retry goes out */
-    drop_hook.thread = pthread_self();
-    drop_hook.lose_answer = 1;
-    drop_hook.fn = later_record_opens;
-    drop_hook.fn_skip = 1;
+    cl = end_retry_start(true, false, later_record_opens);
     assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
-    assert_int_equal(drop_hook.lose_answer, 0);
-    assert_null(drop_hook.fn);
-    memset(&drop_hook, 0, sizeof(drop_hook));
+    end_retry_done();
     assert_false(left.present);
     /* read back, it took nothing */
     assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 0);
