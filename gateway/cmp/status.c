@@ -376,26 +376,6 @@ err:
     return NULL;
 }
 
-/*
- * A fetched CRL is taken only if it passes cmp_status_check_crl against the upstream's CAs and is
- * not older than the one cached of its CA (a replayed old CRL must not undo a revocation). Returns
- * it with its CA's index in |*ca|.
- */
-static X509_CRL *verified_crl(const unsigned char *der, size_t len, const struct cmp_crl_cache *cc, int *ca,
-                              time_t now, char *err)
-{
-    X509_CRL *crl = cmp_status_check_crl(der, len, cc->cas, now, ca, err);
-    const X509_CRL *cached = crl != NULL ? cc->slots[*ca].crl : NULL;
-
-    if (cached == NULL ||
-        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) >= asn1_to_time(X509_CRL_get0_lastUpdate(cached)))
-        return crl;
-    snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
-    X509_CRL_free(crl);
-    *ca = -1;
-    return NULL;
-}
-
 /* Whether to fetch now for a certificate of the CA of |s|; a CRL that cannot be had is not asked for on
  * every request. */
 static int due(const struct crl_slot *s, time_t now)
@@ -407,9 +387,33 @@ static int due(const struct crl_slot *s, time_t now)
 }
 
 /*
- * One CRL of |up| (of issuer |ref|; NULL: the default issuer's) fetched, verified and filed under
- * the CA that signed it, whichever that is; lock not held. |revocations|: as for refresh. The CA's
- * index, or -1 with |err| (the cached CRLs stay).
+ * Files |crl| (up-referenced), fetched from issuer |ref| at |now|, in slot |s| of |cc|, unless the slot
+ * holds a newer one (a replayed old CRL must not undo a revocation): then 1. |ticket|: the cache's
+ * revocations when the fetch began; one since keeps the slot stale. Lock held.
+ */
+static int file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
+                    unsigned long ticket, time_t now)
+{
+    if (s->crl != NULL &&
+        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(s->crl)))
+        return 1;
+    if (X509_CRL_up_ref(crl) != 1)
+        return 0;
+    X509_CRL_free(s->crl);
+    s->crl = crl;
+    s->fetched = now;
+    s->failed = 0;
+    if (ticket == cc->revocations)
+        s->stale = 0;
+    snprintf(s->ref, sizeof(s->ref), "%s", ref);
+    return 0;
+}
+
+/*
+ * One CRL of |up| (of issuer |ref|; NULL: the default issuer's) fetched, checked against the upstream's
+ * CAs (cmp_status_check_crl) and filed under the CA that signed it, whichever that is, unless older than
+ * the one held of that CA (file_crl); lock not held. |revocations|: as for refresh. The CA's index, or -1
+ * with |err| (the cached CRLs stay).
  */
 static int fetch_one(struct cmp_crl_cache *cc, struct gw_upstream *up, const char *ref,
                      unsigned long revocations, time_t now, char *err)
@@ -417,25 +421,22 @@ static int fetch_one(struct cmp_crl_cache *cc, struct gw_upstream *up, const cha
     unsigned char *der = NULL;
     size_t len = 0;
     X509_CRL *crl = NULL;
-    struct crl_slot *s;
-    int ca = -1;
+    int ca = -1, older;
 
     if (gw_upstream_crl(up, ref, &der, &len, err) == 0)
-        crl = verified_crl(der, len, cc, &ca, now, err);
+        crl = cmp_status_check_crl(der, len, cc->cas, now, &ca, err);
     free(der);
     if (crl == NULL)
         return -1;
+    /* compared under the lock, where a genm's fetch files its CRL too */
     pthread_mutex_lock(&cc->lock);
-    s = &cc->slots[ca];
-    X509_CRL_free(s->crl);
-    s->crl = crl;
-    s->fetched = now;
-    s->failed = 0;
-    if (revocations == cc->revocations)
-        s->stale = 0;
-    snprintf(s->ref, sizeof(s->ref), "%s", ref != NULL ? ref : "");
+    older = file_crl(cc, &cc->slots[ca], crl, ref != NULL ? ref : "", revocations, now);
     pthread_mutex_unlock(&cc->lock);
-    return ca;
+    X509_CRL_free(crl);
+    if (!older)
+        return ca;
+    snprintf(err, GW_ERR_LEN, "the CRL is older than the one already seen");
+    return -1;
 }
 
 /*
@@ -568,25 +569,6 @@ int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char 
     }
     pthread_mutex_unlock(&cc->lock);
     return got;
-}
-
-/* Files |crl| in slot |s| as fetch_one does, unless the slot holds a newer one: then 1. Lock held. */
-static int file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
-                    unsigned long ticket, time_t now)
-{
-    if (s->crl != NULL &&
-        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(s->crl)))
-        return 1;
-    if (X509_CRL_up_ref(crl) != 1)
-        return 0;
-    X509_CRL_free(s->crl);
-    s->crl = crl;
-    s->fetched = now;
-    s->failed = 0;
-    if (ticket == cc->revocations)
-        s->stale = 0;
-    snprintf(s->ref, sizeof(s->ref), "%s", ref);
-    return 0;
 }
 
 void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
