@@ -7,8 +7,8 @@
  * checked at that upstream: the local issuer and delegates answer from their store at once; other
  * upstreams by their CRL, fetched, verified against the one of the upstream's CAs that signed it,
  * cached for that CA and read again every GW_STATUS_REFRESH_SECS or at once after a revocation
- * through cmpgw (at the upstream, or at another of that CA); Vault's cert/<serial> where no CRL of
- * the certificate's CA can be had. An upstream
+ * through cmpgw of one of that CA's certificates (at any upstream of it); Vault's cert/<serial>
+ * where no CRL of the certificate's CA can be had. An upstream
  * may issue under several CAs (a Vault mount during a rotation, or of several issuers): its default
  * CRL is one CA's, and a Vault mount's other issuers' CRLs are had by the refs the routes sign with;
  * each CRL counts for the CA that signed it, and a certificate is never looked up in the CRL of a CA
@@ -161,42 +161,43 @@ static struct cmp_crl_cache *cache_of(const struct gw_cmp_engine *e, const struc
 }
 
 /*
- * Marks the slots of |cc| stale: all of them where |all|, else those of the CAs that signed |cert|; then
- * its genm fetches are forgotten too. Cheap enough under the lock: the name and key identifier are
- * compared first, and a revocation is rare.
+ * Marks the slots of |cc| stale: all of them where |cert| is NULL, else those of the CAs that signed it
+ * (no other CA's CRL can list it); then the genm fetches that filed in them, or gave none, are forgotten
+ * too. Cheap enough under the lock: the name and key identifier are compared first, and a revocation is
+ * rare.
  */
-static void invalidate_cache(struct cmp_crl_cache *cc, X509 *cert, int all)
+static void invalidate_cache(struct cmp_crl_cache *cc, X509 *cert)
 {
     int marked = 0;
 
     pthread_mutex_lock(&cc->lock);
     for (int j = 0; j < sk_X509_num(cc->cas); j++) {
-        if (!all && !gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
+        if (cert != NULL && !gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
             continue;
         cc->slots[j].stale = 1;
         marked = 1;
     }
     if (marked) {
         cc->revocations++;
-        for (int k = 0; k < GW_GENM_CRL_REFS; k++) /* the next genm fetches, whatever the last one gave */
-            cc->relays[k].at = 0;
+        for (int k = 0; k < GW_GENM_CRL_REFS; k++) /* the next genm of those fetches, whatever they gave */
+            if (cc->relays[k].ca < 0 || cc->slots[cc->relays[k].ca].stale)
+                cc->relays[k].at = 0;
     }
     pthread_mutex_unlock(&cc->lock);
 }
 
+/*
+ * |up| is no special case where |cert| is known: its other CAs' CRLs cannot list it, and any upstream of
+ * its CA (a delegate beside Vault, two mounts of one issuer) has as old a CRL of it.
+ */
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert)
 {
     struct cmp_crl_cache *own = cache_of(e, up);
 
-    /* every CA of |up|: |cert| may be unknown, and one fetch of each after a revocation costs little */
-    if (own != NULL)
-        invalidate_cache(own, cert, 1);
-    if (cert == NULL)
-        return;
-    /* another upstream of its CA (a delegate beside Vault, two mounts of one issuer) has as old a CRL */
-    for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++)
-        if (&e->crls[i] != own)
-            invalidate_cache(&e->crls[i], cert, 0);
+    if (own != NULL && cert == NULL)
+        invalidate_cache(own, NULL);
+    for (size_t i = 0; cert != NULL && e->crls != NULL && i < e->cfg.n_upstreams; i++)
+        invalidate_cache(&e->crls[i], cert);
 }
 
 /*

@@ -2982,6 +2982,40 @@ static void test_status_two_cas_crl(void **state)
     two_cas_close(&t);
 }
 
+/*
+ * A revocation through cmpgw makes stale the CRL of the revoked certificate's CA only: another CA's CRL of
+ * the same upstream cannot list it and is used on. Once, every CA's of the revoking upstream was marked,
+ * and the next check of each fetched its CRL again.
+ */
+static void test_status_revoked_marks_its_ca(void **state)
+{
+    struct two_cas t;
+    unsigned char *crl1, *crl2;
+    size_t crl1_len, crl2_len;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    crl1 = crl_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600, NULL, &crl1_len);
+    crl2 = crl_of(t.ca2, t.ca2_key, two_ca_now - 60, two_ca_now + 3600, NULL, &crl2_len);
+    fake.crl = crl1, fake.crl_len = crl1_len;
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    fake.crl = crl2, fake.crl_len = crl2_len;
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.crl_calls, 2);
+
+    /* x1b revoked through "local": CA2's CRL is not fetched again; CA1's is, and the upstream serves CA2's */
+    cmp_status_invalidate(t.env->engine, gw_upstream_set_get0(t.env->ups, "local"), t.x1b);
+    ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.crl_calls, 2);
+    ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+          "no CRL of upstream local since a revocation");
+    assert_int_equal(fake.crl_calls, 3);
+
+    free(crl1);
+    free(crl2);
+    two_cas_close(&t);
+}
+
 /* A genm's fetch of the CRL of "local" in flight (cmp_status_relay_get), ended after a while with none. */
 struct genm_flight {
     struct gw_cmp_engine *engine;
@@ -10465,6 +10499,7 @@ int main(void)
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_revoked_marks_its_ca),
         cmocka_unit_test(test_status_after_genm_fetch),
         cmocka_unit_test(test_status_partial_crl),
         cmocka_unit_test(test_status_two_cas_query),
