@@ -278,8 +278,7 @@ static X509_CRL *crl_to_relay(struct cmp_call *c, struct gw_upstream *up, const 
     if (cas != NULL)
         crl = cmp_status_check_crl(der, len, cas, c->now, ca, err);
     sk_X509_pop_free(cas, X509_free);
-    if (crl != NULL && X509_cmp_time(X509_CRL_get0_nextUpdate(crl), &c->now) <= 0) {
-        snprintf(err, GW_ERR_LEN, "its nextUpdate passed");
+    if (crl != NULL && cmp_status_crl_current(crl, c->now, err) != 0) {
         X509_CRL_free(crl);
         crl = NULL;
         *ca = -1;
@@ -288,23 +287,35 @@ static X509_CRL *crl_to_relay(struct cmp_call *c, struct gw_upstream *up, const 
     return crl;
 }
 
-/* |der| of |up| checked for a client: 0 with *crl (and its CA's index in *ca), else -1 with *f. */
-static int relay_checks(struct cmp_call *c, struct gw_upstream *up, const unsigned char *der, size_t len,
-                        X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+/* A CRL of |len| bytes refused with *f: it does not fit in a genp. -1. */
+static int too_large(size_t len, struct cmp_crl_failure *f)
 {
-    if (len > GW_MAX_GENP_VALUE) {
-        cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                   "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the "
-                   "CA's CRL distribution point",
-                   len, GW_MAX_RESPONSE / 1024);
-        return -1;
-    }
-    if ((*crl = crl_to_relay(c, up, der, len, ca, f->why)) != NULL)
-        return 0;
+    cmp_refuse(
+        &f->refusal, OSSL_CMP_PKIFAILUREINFO_badRequest,
+        "the CRL (%zu bytes) does not fit in a CMP response (at most %d KiB): fetch it from the CA's CRL "
+        "distribution point",
+        len, GW_MAX_RESPONSE / 1024);
+    return -1;
+}
+
+/* A CRL that did not pass the checks (f->why says which) refused with *f. -1. */
+static int not_passed(struct cmp_crl_failure *f)
+{
     f->fault = CMP_CRL_NOT_PASSED;
     cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                "the CA's CRL did not pass this gateway's checks and was not passed on; retry later");
     return -1;
+}
+
+/* |der| of |up| checked for a client: 0 with *crl (and its CA's index in *ca), else -1 with *f. */
+static int relay_checks(struct cmp_call *c, struct gw_upstream *up, const unsigned char *der, size_t len,
+                        X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+{
+    if (len > GW_MAX_GENP_VALUE)
+        return too_large(len, f);
+    if ((*crl = crl_to_relay(c, up, der, len, ca, f->why)) != NULL)
+        return 0;
+    return not_passed(f);
 }
 
 /* The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *der, *crl and *ca, else -1 with *f. */
@@ -336,24 +347,35 @@ static int crl_der(X509_CRL *crl, unsigned char **der, size_t *len)
     return *der != NULL ? 0 : GW_ERR_NOMEM;
 }
 
-/* |recent| (taken), a CRL of |up| the cache holds, in place of any fetched: checked as fetch_now checks. */
-static int pass_recent(struct cmp_call *c, struct gw_upstream *up, X509_CRL *recent, unsigned char **der,
-                       size_t *len, X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+/*
+ * |recent| (taken), a CRL the cache holds of one of the upstream's CAs, in place of any fetched: 0 with
+ * *der and *crl, else -1 with *f. It passed cmp_status_check_crl against those CAs when it was filed and
+ * is not parsed and verified again: what may have changed since is the time, checked against the
+ * answer's (cmp_status_crl_current), and whether it fits, as the revocation check files CRLs too large
+ * for a genp.
+ */
+static int pass_recent(struct cmp_call *c, X509_CRL *recent, unsigned char **der, size_t *len, X509_CRL **crl,
+                       struct cmp_crl_failure *f)
 {
-    int rc = -1;
+    int rc;
 
     X509_CRL_free(*crl);
     *crl = NULL;
     free(*der);
     *der = NULL;
-    /* checked again: the answer is now, not when it was fetched */
-    if (crl_der(recent, der, len) == 0)
-        rc = relay_checks(c, up, *der, *len, crl, ca, f);
-    else
+    if ((rc = crl_der(recent, der, len)) != 0)
         cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                    "internal error: the answer could not be built");
+    else if (*len > GW_MAX_GENP_VALUE)
+        rc = too_large(*len, f);
+    else if ((rc = cmp_status_crl_current(recent, c->now, f->why)) != 0)
+        not_passed(f);
+    if (rc == 0) {
+        *crl = recent;
+        return 0;
+    }
     X509_CRL_free(recent);
-    return rc;
+    return -1;
 }
 
 /* The upstream whose CRL this route serves: its own upstream, else its delegate issuer. */
@@ -440,10 +462,10 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
         cmp_status_relay_put(c, up, ref, *crl, ca, ticket, &f, &recent);
         /* the CA served an older CRL than it did before: the newer may list a revocation it lacks */
         if (recent != NULL)
-            rc = pass_recent(c, up, recent, der, len, crl, &ca, &f);
+            rc = pass_recent(c, recent, der, len, crl, &f);
         break;
     case CMP_RELAY_HIT:
-        rc = pass_recent(c, up, recent, der, len, crl, &ca, &f);
+        rc = pass_recent(c, recent, der, len, crl, &f);
         break;
     default: /* CMP_RELAY_FAILED: as the fetch it waited for, which f tells */
         break;

@@ -377,6 +377,22 @@ err:
     return NULL;
 }
 
+int cmp_status_crl_current(const X509_CRL *crl, time_t now, char *err)
+{
+    time_t this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
+    const ASN1_TIME *next_update = X509_CRL_get0_nextUpdate(crl);
+
+    if (next_update == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
+        snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
+        return -1;
+    }
+    if (asn1_to_time(next_update) <= now) {
+        snprintf(err, GW_ERR_LEN, "its nextUpdate passed");
+        return -1;
+    }
+    return 0;
+}
+
 /* Whether to fetch now for a certificate of the CA of |s|; a CRL that cannot be had is not asked for on
  * every request. */
 static int due(const struct crl_slot *s, time_t now)

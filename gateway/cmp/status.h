@@ -54,6 +54,13 @@ struct gw_upstream *cmp_status_withdrawer(const struct gw_cmp_engine *e, struct 
 X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK_OF(X509) *cas, time_t now,
                                int *ca, char *err);
 
+/*
+ * cmp_status_crl_current: whether |crl|, which passed cmp_status_check_crl, may be handed to a client at
+ * |now|: its thisUpdate not ahead of |now| by more than the clock skew, and its nextUpdate ahead. 0, or
+ * -1 with why in |err| (GW_ERR_LEN).
+ */
+int cmp_status_crl_current(const X509_CRL *crl, time_t now, char *err);
+
 /* Why a genm's fetch of a CRL gave none to pass on, for its log line. */
 enum cmp_crl_fault {
     CMP_CRL_UNSAID = 0, /* the answer says it all (a CRL too large): no log line */

@@ -875,12 +875,13 @@ static void test_genm_refusals(void **state)
 
 /* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
 static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
-                             4: the issuing CA's own, 5: the CA's of an hour ago */
+                             4: the issuing CA's own, 5: the CA's of an hour ago, 6: the CA's own, current
+                             for 2 s only */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
 static int fake_crl_delay_ms;       /* how long the CA takes to answer */
 
 /* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
- * as the CA makes it (mode 4), or made an hour ago (mode 5). */
+ * as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6). */
 static int bad_crl(unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
@@ -889,7 +890,7 @@ static int bad_crl(unsigned char **der, size_t *len)
                                   fake_crl_mode == 3   ? 3600
                                   : fake_crl_mode == 5 ? -3600
                                                        : -60);
-    ASN1_TIME *t2 = ASN1_TIME_adj(NULL, time(NULL), 1, 0);
+    ASN1_TIME *t2 = ASN1_TIME_adj(NULL, time(NULL), fake_crl_mode == 6 ? 0 : 1, fake_crl_mode == 6 ? 2 : 0);
     int n;
 
     X509_CRL_set_version(crl, 1);
@@ -1110,6 +1111,49 @@ static void test_genm_crl_older(void **state)
     crl_clock_ahead = GW_GENM_CRL_SECS;
     assert_int_equal(genm_crl_this_update(e), newer);
     assert_int_equal(fake_crl_fetches, 2);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
+}
+
+/*
+ * A CRL whose nextUpdate passes while the cache holds it is not handed to a client. Within
+ * GW_GENM_CRL_SECS of its fetch the next genm fetches again; and where that fetch brings an older CRL,
+ * the newer the cache holds, now expired, is not passed on in its place: a cached CRL is not parsed and
+ * verified again, but its times are checked at each answer.
+ */
+static void test_genm_crl_expires_cached(void **state)
+{
+    const char *oids[] = {OID_CRLSTATUS};
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    fake_crl_upstream(e);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 6;
+    fake_crl_fetches = 0;
+    genm_crl(e, -1);
+    crl_clock_ahead = 3; /* past its nextUpdate */
+    fake_crl_mode = 4;
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 2);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
+
+    e = env_new(NULL, NULL);
+    fake_crl_upstream(e);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 6;
+    genm_crl(e, -1);
+    crl_clock_ahead = 10; /* past its nextUpdate, and the CA serves an older one */
+    fake_crl_mode = 5;
+    ctx = client_new(e, client_cert, client_key);
+    assert_null(genm(e, ctx, oids, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "the CA's CRL did not pass this gateway's checks");
+    OSSL_CMP_CTX_free(ctx);
     gw_cmp_engine_set_clock(e->engine, NULL);
     env_free(e);
 }
@@ -2711,6 +2755,7 @@ int main(void)
         cmocka_unit_test(test_genm_crl_limits),
         cmocka_unit_test(test_genm_crl_reuse),
         cmocka_unit_test(test_genm_crl_single_flight),
+        cmocka_unit_test(test_genm_crl_expires_cached),
         cmocka_unit_test(test_genm_crl_older),
         cmocka_unit_test(test_rr_holder),
         cmocka_unit_test(test_rr_ra),
