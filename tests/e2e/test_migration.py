@@ -16,7 +16,9 @@ Vault itself, CRMF by its delegate issuer under Vault's role policy). Each step 
 And across a reload (MigrationAcrossReload): a p10cr answered `waiting` whose client polls while a reload
 moves the role to another step is finished, pollReq and certConf, by the CA it was sent to. MigrationByPbm: a
 PBM-protected request is placed by the subject it asks for, a signed one by its signer. MigrationComplete: at
-100 % a subject with a `/` inside a value moves too.
+100 % a subject with a `/` inside a value moves too. MigrationAcrossCas: what a holder of certificates of both
+CAs can make of them (a revoked one, a name outside the role, the other CA's certificate named in a kur or an
+rr, a rejected kur across the CAs, the finished migration).
 """
 import hashlib
 import json
@@ -357,8 +359,13 @@ class MigrationAcrossReload(harness.GatewayTestCase):
         self.vault.control({})
 
     def reload(self, mode):
+        """A reload to migration mode |mode|, or with "finished" to the role on "to" alone (docs/migration.md,
+        "Finish"): the old CA is still configured, for the certificates it issued."""
         cfg = json.loads(json.dumps(self.base))
         cfg["roles"]["default"]["migration"]["mode"] = mode
+        if mode == "finished":
+            cfg["roles"]["default"]["upstream"] = "vault"
+            del cfg["roles"]["default"]["migration"]
         self.gw.config_path.write_text(json.dumps(cfg, indent=2))
         status, body = admin(self.gw, "/reload", "POST")
         self.assertEqual(status, 200, body)
@@ -409,6 +416,14 @@ class MigrationAcrossReload(harness.GatewayTestCase):
         self.reload("off")
         mark = self.vault.mark()
         cert, issued = self.polled_across("off-to-live", "live")
+        self.assertEqual(issuer_of(cert), OLD_ISSUER)
+        self.assertEqual(issued["upstream"], "local")
+        self.assertEqual(self.vault.since(mark, "/sign/"), [])
+
+    def test_device_collects_from_the_old_ca_after_the_migration_finished(self):
+        self.reload("off")
+        mark = self.vault.mark()
+        cert, issued = self.polled_across("off-finished", "finished")
         self.assertEqual(issuer_of(cert), OLD_ISSUER)
         self.assertEqual(issued["upstream"], "local")
         self.assertEqual(self.vault.since(mark, "/sign/"), [])
@@ -507,6 +522,122 @@ class MigrationComplete(harness.GatewayTestCase):
     def test_every_subject_moves(self):
         self.assertEqual(self.p10cr("plain", "/CN=plain.example.com"), VAULT_ISSUER)
         self.assertEqual(self.p10cr("slashed", "/O=a\\/b/CN=slashed.example.com"), VAULT_ISSUER)
+
+
+
+class MigrationAcrossCas(harness.GatewayTestCase):
+    """What a client holding certificates of both CAs controls while its role moves, against what the gateway
+    trusts: role "default" moves from the old CA ("local") to Vault (its delegate for CRMF) at 100 %, for
+    names dev*.example.com only; role "other" (path p/o) stays on the old CA, for any name, and gives the
+    devices their old-CA certificates. A certificate the old CA revoked gets nothing from the new one (ir
+    or kur signed with it); an old-CA certificate of a name the moving role does not allow does not renew
+    into the new CA; a kur's oldCertID and an rr name the signer's own certificate, never the holder's
+    other one at the other CA; and a certificate of the new CA its client rejects is revoked where it was
+    issued, not at the CA of the certificate it renewed."""
+
+    OTHER = ".well-known/cmp/p/o"
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        other = json.loads(json.dumps(cfg["roles"]["default"]))
+        Migration.edit_config.__func__(cls, cfg, gw)
+        cfg["roles"]["default"]["authorization"] = {"allowed_common_names": ["dev*.example.com"]}
+        cfg["roles"]["default"]["migration"].update(mode="live", cohort={"percent": 100})
+        cfg["roles"]["other"] = other
+        cfg["label_to_path_policy"]["o"] = "role:other"
+
+    def old_cert(self, name):
+        """An old-CA certificate of CN=|name|.example.com, by role "other": (certificate, key)."""
+        key = self.newkey(name)
+        res = self.gw.cmp("ir", name, newkey=key, subject="/CN=%s.example.com" % name, path=self.OTHER,
+                          extra=["-implicit_confirm"])
+        self.assertEqual(issuer_of(res.cert), OLD_ISSUER)
+        return res.cert, key
+
+    def signed(self, cmd, out, signer, extra=(), path="pki/cmp"):
+        """|cmd| signed with |signer| (certificate, key), with a new key where it asks for a certificate."""
+        newkey = self.newkey(out) if cmd != "rr" else None
+        return self.gw.cmp(cmd, out, auth=signer, newkey=newkey, path=path, expect_cert=False,
+                           extra=list(extra) + ["-implicit_confirm"])
+
+    def assert_refused(self, res, fail_bit, text):
+        self.assert_cmp_error(res.first, ("ip", "kup", "error"), fail_bit, text)
+        self.assertIsNone(res.cert)
+
+    def delegate_issued(self):
+        return len(list((self.gw.dir / "delegate-store").glob("*.pem")))
+
+    def test_revoked_old_ca_certificate_gets_nothing_from_the_new_ca(self):
+        cert, key = self.old_cert("dev-revoked")
+        res = self.gw.cmp("rr", "dev-revoked-rr", auth=(cert, key), path=self.OTHER, expect_cert=False,
+                          extra=["-oldcert", cert, "-revreason", "1"])
+        self.assertEqual(harness.rp_status(res.rsp_files[0].read_bytes()), (0, [], []))
+        before = self.delegate_issued()
+        for cmd in ("ir", "kur"):
+            res = self.signed(cmd, "dev-revoked-" + cmd, (cert, key),
+                              ["-subject", "/CN=dev-revoked.example.com"] if cmd == "ir" else [])
+            self.assert_refused(res, "certRevoked", "is revoked")
+        self.assertEqual(self.delegate_issued(), before)
+
+    def test_old_ca_certificate_outside_the_role_does_not_renew(self):
+        cert, key = self.old_cert("intruder")  # a name Vault's role allows, role "default" does not
+        before = self.delegate_issued()
+        res = self.signed("kur", "intruder-kur", (cert, key))
+        self.assert_refused(res, "badCertTemplate", "intruder.example.com is not allowed on role default")
+        self.assertEqual(self.delegate_issued(), before)
+
+    def test_old_cert_id_and_rr_name_the_signer_not_its_twin(self):
+        old, old_key = self.old_cert("dev-twin")
+        res = self.signed("kur", "dev-twin-kur", (old, old_key))
+        self.assertEqual(issuer_of(res.cert), DELEGATE_ISSUER, res.answers)
+        new, new_key = res.cert, self.gw.dir / "dev-twin-kur.key"
+        before = self.delegate_issued()
+        # a kur signed with one CA's certificate naming the other's as the one it updates
+        for signer, named in (((new, new_key), old), ((old, old_key), new)):
+            res = self.signed("kur", "dev-twin-cross", signer, ["-oldcert", named])
+            self.assert_refused(res, "notAuthorized", "oldCertID names another certificate")
+        self.assertEqual(self.delegate_issued(), before)
+        # an rr signed with one naming the other: neither CA is asked
+        revoked = len(audit(self.gw, "revoked"))
+        for signer, named in (((new, new_key), old), ((old, old_key), new)):
+            res = self.gw.cmp("rr", "dev-twin-rr", auth=signer, expect_cert=False,
+                              extra=["-oldcert", named, "-revreason", "1"])
+            self.assert_cmp_error(res.first, ("rp", "error"), "notAuthorized")
+        self.assertEqual(len(audit(self.gw, "revoked")), revoked)
+
+    def test_rejected_new_ca_certificate_revoked_at_the_new_ca(self):
+        old, old_key = self.old_cert("dev-reject")
+        fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign-reject")
+        res = self.gw.cmp("kur", "dev-reject-kur", auth=(old, old_key), newkey=self.newkey("dev-reject-kur"),
+                          expect_cert=False, extra=["-out_trusted", fca])
+        self.assertNotEqual(res.returncode, 0)
+        serial = int(harness.serial_hex(old), 16)
+        revoked = harness.settled(lambda: audit(self.gw, "revoked"), lambda rs: any(
+            r.get("upstream") == "vault-delegate" for r in rs))
+        self.assertEqual([r["upstream"] for r in revoked if r.get("upstream") in ("local", "vault-delegate")
+                          and int(r.get("serial", "0"), 16) != serial], ["vault-delegate"], revoked)
+        self.assertFalse([r for r in revoked if int(r.get("serial", "0"), 16) == serial], revoked)
+        # the old certificate the client still holds renews again
+        self.assertEqual(issuer_of(self.signed("kur", "dev-reject-again", (old, old_key)).cert), DELEGATE_ISSUER)
+
+    def test_z_finished_old_ca_certificate_renews_no_more(self):
+        """The last step (docs/migration.md, "Finish"): the role on the new CA alone, the old CA still
+        configured for role "other". A certificate of the old CA no longer renews on the role."""
+        old, old_key = self.old_cert("dev-late")
+        cfg = json.loads(self.gw.config_path.read_text())
+        role = cfg["roles"]["default"]
+        role["upstream"] = "vault"
+        del role["migration"]
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+        res = self.signed("kur", "dev-late-kur", (old, old_key))
+        self.assert_refused(res, "badCertId", "enrol with it instead")
+        new_key = self.newkey("dev-late-p10")
+        csr = self.gw.dir / "dev-late.csr"
+        harness.run(["openssl", "req", "-new", "-key", new_key, "-subj", "/CN=dev-late.example.com", "-out", csr])
+        res = self.gw.cmp("p10cr", "dev-late-p10", extra=["-csr", csr, "-implicit_confirm"])
+        self.assertEqual(issuer_of(res.cert), VAULT_ISSUER, res.answers)
 
 
 if __name__ == "__main__":
