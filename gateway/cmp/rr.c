@@ -257,9 +257,44 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
 }
 
 /*
+ * Whether an upstream of |ups| (|n|) other than t->up, under a CA of the name the rr gives, issued a
+ * certificate of that serial too: "to" and "from" of a migration may have CAs of one name, and CAs that
+ * number their certificates from 1 give the same serials. An RA's rr names issuer and serial only, which
+ * then fits both, and revoking either may leave valid the one the RA meant (a compromised key). 0, or
+ * refused with |r|; a lookup that fails refuses too, since the answer is not known.
+ */
+static int issued_twice(const struct cmp_txn *t, struct gw_upstream *const *ups, size_t n,
+                        const X509_NAME *issuer, const ASN1_INTEGER *serial, struct cmp_refusal *r)
+{
+    char err[GW_ERR_LEN] = "";
+    X509 *cert = NULL;
+    int rc, twice = 0;
+
+    for (size_t i = 0; i < n && !twice; i++) {
+        if (ups[i] == t->up)
+            continue;
+        rc = gw_upstream_cert_by_serial(ups[i], serial, &cert, err);
+        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: no RA revokes there */
+            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                              "the certificate to revoke cannot be looked up at the CA now; retry later");
+        twice = rc == 0 && ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) == 0 &&
+                X509_NAME_cmp(X509_get_issuer_name(cert), issuer) == 0 && gw_upstream_issued(ups[i], cert);
+        X509_free(cert);
+        cert = NULL;
+    }
+    if (!twice)
+        return 0;
+    return cmp_refuse(
+        r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+        "two CAs of this route with the issuer name the revocation request gives have both issued "
+        "a certificate with serial %.60s: its holder must revoke it, signing the rr with it",
+        t->serial);
+}
+
+/*
  * t->up: the upstream among |ups| (|n|) that issued the certificate the rr names: for the holder the
- * one whose CA signed its certificate, for an RA the first whose lookup finds it (*target, the
- * caller's to free). 0, or refused.
+ * one whose CA signed its certificate, for an RA the one whose lookup finds it, unless another's does
+ * too (*target, the caller's to free). 0, or refused.
  */
 static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *const *ups, size_t n,
                         const X509_NAME *issuer, const ASN1_INTEGER *serial, int as_ra, X509 **target,
@@ -279,6 +314,11 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
     for (size_t i = 0; i < n && refused && elsewhere; i++) {
         t->up = ups[i];
         refused = check_ra_target(t, c, issuer, serial, &elsewhere, target, r);
+    }
+    if (!refused && issued_twice(t, ups, n, issuer, serial, r) != 0) {
+        X509_free(*target);
+        *target = NULL;
+        refused = 1;
     }
     return refused;
 }

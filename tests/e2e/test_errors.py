@@ -85,6 +85,7 @@ ELSEWHERE = {
     "rr_count": ("test_rr.py", "name exactly one certificate per revocation request"),
     "rr_not_route_ca": ("test_rr.py", "the certificate was not issued by this route's CA"),
     "rr_wrong_issuer": ("test_rr.py", " was not issued by the CA the revocation request names: check issuer "),
+    "rr_serial_twice": ("../unit/test_rrgenm.c", "have both issued a certificate with serial"),
     "rr_no_serial": ("test_rr.py", "the CA has issued no certificate with serial "),
     "rr_ra_outside_role": ("test_rr.py", " may revoke only certificates of its role: "),
     "rr_ra_no_lookup": ("test_rr.py", "an RA may revoke on this route only the certificate it signs with: the CA "),

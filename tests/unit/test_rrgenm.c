@@ -39,6 +39,7 @@
 #include "base/err.h"
 #include "base/x509.h"
 #include "mappings/route.h"
+#include "upstream/store.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
 
@@ -1883,6 +1884,58 @@ static void test_rr_migration_same_ca_name(void **state)
 }
 
 /*
+ * Its twin: "from" and "to" under CAs of one name have each issued a certificate of one serial (CAs
+ * that number their certificates from 1). An RA's rr names issuer and serial only, which fits both: it
+ * is refused, and neither is revoked. Once, "to", asked first, revoked its own, and the RA was told the
+ * one it named (at "from", perhaps for a compromised key) was.
+ */
+static void test_rr_migration_same_ca_name_same_serial(void **state)
+{
+    EVP_PKEY *b_key = NULL, *k = NULL;
+    X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "c", &b_key), *held = NULL, *twin = NULL;
+    char piece[512], path[128], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
+    struct gw_store_revocation rec;
+    struct env *e;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    snprintf(piece, sizeof(piece),
+             "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
+             "\"migration\": {\"from\": \"local\", \"to\": \"local-c\", \"mode\": \"off\", \"cohort\": "
+             "{\"percent\": 0}}");
+    extra_upstream =
+        "\"local-c\": {\"type\": \"local\", \"cert\": \"issuing-c.pem\", \"key\": \"issuing-c.key\", "
+        "\"chain\": \"ca.pem\", \"store\": \"store-c\"}";
+    e = env_new(piece, NULL);
+    extra_upstream = NULL;
+    held = enrol(e, &k);
+    assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
+    twin = tu_make_cert(k, b_key, b_ca, "rr-device", 1);
+    assert_int_equal(X509_set_serialNumber(twin, (ASN1_INTEGER *)X509_get0_serialNumber(held)), 1);
+    assert_true(X509_sign(twin, b_key, EVP_sha256()) > 0);
+    snprintf(path, sizeof(path), "%s/store-c", dir);
+    assert_int_equal(gw_store_put(path, twin, err), 0);
+    rr(e, signer_cert, signer_key, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                  "have both issued a certificate with serial");
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 0);
+    gw_x509_serial_hex(X509_get0_serialNumber(held), hex, sizeof(hex));
+    assert_int_equal(gw_store_revocation_get(path, hex, &rec, err), GW_ERR_NOT_FOUND); /* nor "to"'s */
+    /* its holder names it by signing with it: revoked where it was issued */
+    rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 1);
+    X509_free(held);
+    X509_free(twin);
+    X509_free(b_ca);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(b_key);
+    env_free(e);
+}
+
+/*
  * Two upstreams issuing under one CA (two roles' upstreams, two front ends of one CA): a revocation
  * through one makes a genm through the other fetch the CA's CRL again, which may list it. Once, only
  * the revoking upstream's cache was marked, and the other's CRL of before answered genms for 5 s more.
@@ -2767,6 +2820,7 @@ int main(void)
         cmocka_unit_test(test_rr_upstream_refuses),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
+        cmocka_unit_test(test_rr_migration_same_ca_name_same_serial),
         cmocka_unit_test(test_genm_crl_revoked_elsewhere),
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
