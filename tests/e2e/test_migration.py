@@ -620,19 +620,33 @@ class MigrationAcrossCas(harness.GatewayTestCase):
         # the old certificate the client still holds renews again
         self.assertEqual(issuer_of(self.signed("kur", "dev-reject-again", (old, old_key)).cert), DELEGATE_ISSUER)
 
+    def reload(self, cfg):
+        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 200, body)
+
     def test_z_finished_old_ca_certificate_renews_no_more(self):
         """The last step (docs/migration.md, "Finish"): the role on the new CA alone, the old CA still
-        configured for role "other". A certificate of the old CA no longer renews on the role."""
+        configured for role "other". A certificate of the old CA no longer renews on the role; once the
+        role's trust entry drops the old CA's chain too, a chain validated before the reload does not let
+        it enrol either."""
         old, old_key = self.old_cert("dev-late")
+        enrol = ["-subject", "/CN=dev-late.example.com"]
+        self.assertEqual(issuer_of(self.signed("ir", "dev-late-ir", (old, old_key), enrol).cert), DELEGATE_ISSUER)
         cfg = json.loads(self.gw.config_path.read_text())
         role = cfg["roles"]["default"]
         role["upstream"] = "vault"
         del role["migration"]
-        self.gw.config_path.write_text(json.dumps(cfg, indent=2))
-        status, body = admin(self.gw, "/reload", "POST")
-        self.assertEqual(status, 200, body)
+        self.reload(cfg)
         res = self.signed("kur", "dev-late-kur", (old, old_key))
         self.assert_refused(res, "badCertId", "enrol with it instead")
+        (self.gw.dir / "new-chains.pem").write_text("".join((self.gw.dir / f).read_text() for f in
+                                                            ("vault-ca.pem", "vault-delegate.pem")))
+        cfg["trust"]["new"] = dict(cfg["trust"]["demo"], untrusted_file="new-chains.pem")
+        role["trust"] = ["new"]
+        self.reload(cfg)
+        res = self.signed("ir", "dev-late-ir2", (old, old_key), enrol)
+        self.assert_refused(res, "badMessageCheck", "not issued by a CA trusted on this route")
         new_key = self.newkey("dev-late-p10")
         csr = self.gw.dir / "dev-late.csr"
         harness.run(["openssl", "req", "-new", "-key", new_key, "-subj", "/CN=dev-late.example.com", "-out", csr])
