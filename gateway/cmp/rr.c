@@ -263,8 +263,8 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
  * then fits both, and revoking either may leave valid the one the RA meant (a compromised key). 0, or
  * refused with |r|; a lookup that fails refuses too, since the answer is not known.
  */
-static int issued_twice(const struct cmp_txn *t, struct gw_upstream *const *ups, size_t n,
-                        const X509_NAME *issuer, const ASN1_INTEGER *serial, struct cmp_refusal *r)
+static int issued_twice(const struct cmp_txn *t, const struct cmp_call *c, struct gw_upstream *const *ups,
+                        size_t n, const X509_NAME *issuer, const ASN1_INTEGER *serial, struct cmp_refusal *r)
 {
     char err[GW_ERR_LEN] = "";
     X509 *cert = NULL;
@@ -274,9 +274,13 @@ static int issued_twice(const struct cmp_txn *t, struct gw_upstream *const *ups,
         if (ups[i] == t->up)
             continue;
         rc = gw_upstream_cert_by_serial(ups[i], serial, &cert, err);
-        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: no RA revokes there */
+        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) { /* INVAL: no RA revokes there */
+            gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream",
+                      gw_upstream_conf_name(gw_upstream_get0_conf(ups[i])), "serial", t->serial, "reason",
+                      err, NULL);
             return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                               "the certificate to revoke cannot be looked up at the CA now; retry later");
+        }
         twice = rc == 0 && ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) == 0 &&
                 X509_NAME_cmp(X509_get_issuer_name(cert), issuer) == 0 && gw_upstream_issued(ups[i], cert);
         X509_free(cert);
@@ -315,7 +319,7 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
         t->up = ups[i];
         refused = check_ra_target(t, c, issuer, serial, &elsewhere, target, r);
     }
-    if (!refused && issued_twice(t, ups, n, issuer, serial, r) != 0) {
+    if (!refused && issued_twice(t, c, ups, n, issuer, serial, r) != 0) {
         X509_free(*target);
         *target = NULL;
         refused = 1;

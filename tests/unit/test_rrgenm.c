@@ -1887,13 +1887,15 @@ static void test_rr_migration_same_ca_name(void **state)
  * Its twin: "from" and "to" under CAs of one name have each issued a certificate of one serial (CAs
  * that number their certificates from 1). An RA's rr names issuer and serial only, which fits both: it
  * is refused, and neither is revoked. Once, "to", asked first, revoked its own, and the RA was told the
- * one it named (at "from", perhaps for a compromised key) was.
+ * one it named (at "from", perhaps for a compromised key) was. A certificate only one of them issued is
+ * revoked, once the other says it has none of that serial.
  */
 static void test_rr_migration_same_ca_name_same_serial(void **state)
 {
     EVP_PKEY *b_key = NULL, *k = NULL;
     X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "c", &b_key), *held = NULL, *twin = NULL;
-    char piece[512], path[128], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
+    X509 *only = NULL;
+    char piece[512], path[512], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
     struct gw_store_revocation rec;
     struct env *e;
     OSSL_CMP_CTX *ctx;
@@ -1913,14 +1915,32 @@ static void test_rr_migration_same_ca_name_same_serial(void **state)
     twin = tu_make_cert(k, b_key, b_ca, "rr-device", 1);
     assert_int_equal(X509_set_serialNumber(twin, (ASN1_INTEGER *)X509_get0_serialNumber(held)), 1);
     assert_true(X509_sign(twin, b_key, EVP_sha256()) > 0);
+    /* a certificate "to" alone issued: revoked there, but not while "from" cannot say it did not */
+    only = tu_make_cert(k, b_key, b_ca, "rr-device", 0x5301);
     snprintf(path, sizeof(path), "%s/store-c", dir);
+    assert_int_equal(gw_store_put(path, only, err), 0);
+    gw_x509_serial_hex(X509_get0_serialNumber(only), hex, sizeof(hex));
+    snprintf(path, sizeof(path), "%s/%s.pem",
+             gw_upstream_get0_conf(gw_upstream_set_get0(e->ups, "local"))->store_dir, hex);
+    assert_int_equal(mkdir(path, 0700), 0); /* a directory where a certificate would be: unreadable */
+    rr(e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "cannot be looked up at the CA now");
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(rmdir(path), 0);
+    rr(e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    snprintf(path, sizeof(path), "%s/store-c", dir);
+    assert_int_equal(gw_store_revocation_get(path, hex, &rec, err), 0);
+    /* one serial from both */
     assert_int_equal(gw_store_put(path, twin, err), 0);
+    gw_x509_serial_hex(X509_get0_serialNumber(held), hex, sizeof(hex));
     rr(e, signer_cert, signer_key, held, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
                   "have both issued a certificate with serial");
     OSSL_CMP_CTX_free(ctx);
     assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 0);
-    gw_x509_serial_hex(X509_get0_serialNumber(held), hex, sizeof(hex));
     assert_int_equal(gw_store_revocation_get(path, hex, &rec, err), GW_ERR_NOT_FOUND); /* nor "to"'s */
     /* its holder names it by signing with it: revoked where it was issued */
     rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, &ctx);
@@ -1929,6 +1949,7 @@ static void test_rr_migration_same_ca_name_same_serial(void **state)
     assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 1);
     X509_free(held);
     X509_free(twin);
+    X509_free(only);
     X509_free(b_ca);
     EVP_PKEY_free(k);
     EVP_PKEY_free(b_key);
