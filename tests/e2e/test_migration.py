@@ -532,8 +532,9 @@ class MigrationAcrossCas(harness.GatewayTestCase):
     devices their old-CA certificates. A certificate the old CA revoked gets nothing from the new one (ir
     or kur signed with it); an old-CA certificate of a name the moving role does not allow does not renew
     into the new CA; a kur's oldCertID and an rr name the signer's own certificate, never the holder's
-    other one at the other CA; and a certificate of the new CA its client rejects is revoked where it was
-    issued, not at the CA of the certificate it renewed."""
+    other one at the other CA; an RA's rr goes to the CA that issued the certificate; and a certificate
+    of the new CA its client rejects is revoked where it was issued, not at the CA of the certificate it
+    renewed."""
 
     OTHER = ".well-known/cmp/p/o"
 
@@ -541,7 +542,8 @@ class MigrationAcrossCas(harness.GatewayTestCase):
     def edit_config(cls, cfg, gw):
         other = json.loads(json.dumps(cfg["roles"]["default"]))
         Migration.edit_config.__func__(cls, cfg, gw)
-        cfg["roles"]["default"]["authorization"] = {"allowed_common_names": ["dev*.example.com"]}
+        cfg["roles"]["default"]["authorization"] = {"allowed_common_names": ["dev*.example.com"],
+                                                     "ra_subjects": ["/O=cmpgw demo/CN=cmpgw demo CMP signer"]}
         cfg["roles"]["default"]["migration"].update(mode="live", cohort={"percent": 100})
         cfg["roles"]["other"] = other
         cfg["label_to_path_policy"]["o"] = "role:other"
@@ -608,17 +610,35 @@ class MigrationAcrossCas(harness.GatewayTestCase):
     def test_rejected_new_ca_certificate_revoked_at_the_new_ca(self):
         old, old_key = self.old_cert("dev-reject")
         fca, _, _ = harness.make_foreign_pki(self.gw.dir / "foreign-reject")
+        before = len(audit(self.gw, "revoked"))
         res = self.gw.cmp("kur", "dev-reject-kur", auth=(old, old_key), newkey=self.newkey("dev-reject-kur"),
                           expect_cert=False, extra=["-out_trusted", fca])
         self.assertNotEqual(res.returncode, 0)
-        serial = int(harness.serial_hex(old), 16)
-        revoked = harness.settled(lambda: audit(self.gw, "revoked"), lambda rs: any(
-            r.get("upstream") == "vault-delegate" for r in rs))
-        self.assertEqual([r["upstream"] for r in revoked if r.get("upstream") in ("local", "vault-delegate")
-                          and int(r.get("serial", "0"), 16) != serial], ["vault-delegate"], revoked)
-        self.assertFalse([r for r in revoked if int(r.get("serial", "0"), 16) == serial], revoked)
+        revoked = harness.settled(lambda: audit(self.gw, "revoked")[before:], bool)
+        self.assertEqual([(r["body_type"], r["upstream"]) for r in revoked], [("kur", "vault-delegate")], revoked)
+        self.assertNotEqual(int(revoked[0]["serial"], 16), int(harness.serial_hex(old), 16))
         # the old certificate the client still holds renews again
         self.assertEqual(issuer_of(self.signed("kur", "dev-reject-again", (old, old_key)).cert), DELEGATE_ISSUER)
+
+    def test_ra_revokes_at_the_ca_that_issued(self):
+        """An RA's rr names issuer and serial: each CA's certificate is revoked by that CA, none by the other."""
+        ra = (self.gw.dir / "signer.pem", self.gw.dir / "signer.key")
+        old, old_key = self.old_cert("dev-ra")
+        new = self.signed("kur", "dev-ra-kur", (old, old_key)).cert
+        csr = self.gw.dir / "dev-ra-p10.csr"
+        harness.run(["openssl", "req", "-new", "-key", self.newkey("dev-ra-p10"), "-subj", "/CN=dev-ra.example.com",
+                     "-out", csr])
+        vault = self.gw.cmp("p10cr", "dev-ra-p10", extra=["-csr", csr, "-implicit_confirm"]).cert
+        self.assertEqual([issuer_of(c) for c in (old, new, vault)], [OLD_ISSUER, DELEGATE_ISSUER, VAULT_ISSUER])
+        for cert, upstream, at_vault in ((old, "local", 0), (new, "vault-delegate", 0), (vault, "vault", 1)):
+            mark = self.vault.mark()
+            res = self.gw.cmp("rr", "dev-ra-rr", auth=ra, expect_cert=False,
+                              extra=["-oldcert", cert, "-revreason", "1"])
+            self.assertEqual(harness.rp_status(res.rsp_files[0].read_bytes()), (0, [], []), res.answers)
+            serial = int(harness.serial_hex(cert), 16)
+            got = [r["upstream"] for r in audit(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial]
+            self.assertEqual(got, [upstream])
+            self.assertEqual(len(self.vault.since(mark, "/revoke")), at_vault)
 
     def reload(self, cfg):
         self.gw.config_path.write_text(json.dumps(cfg, indent=2))
