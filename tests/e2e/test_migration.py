@@ -18,15 +18,18 @@ moves the role to another step is finished, pollReq and certConf, by the CA it w
 PBM-protected request is placed by the subject it asks for, a signed one by its signer. MigrationComplete: at
 100 % a subject with a `/` inside a value moves too. MigrationAcrossCas: what a holder of certificates of both
 CAs can make of them (a revoked one, a name outside the role, the other CA's certificate named in a kur or an
-rr, a rejected kur across the CAs, the finished migration).
+rr, an RA's rr where the CAs issued one serial each, a new-CA signer whose status cannot be had, a rejected kur
+across the CAs, the finished migration).
 """
 import hashlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -639,6 +642,63 @@ class MigrationAcrossCas(harness.GatewayTestCase):
             got = [r["upstream"] for r in audit(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial]
             self.assertEqual(got, [upstream])
             self.assertEqual(len(self.vault.since(mark, "/revoke")), at_vault)
+
+    def vault_cert(self, name, serial=None):
+        """A certificate Vault signs for CN=|name|.example.com (a p10cr, in the cohort), of |serial| where
+        given: (certificate, key)."""
+        key, csr = self.newkey(name), self.gw.dir / ("%s.csr" % name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
+        if serial is not None:
+            self.vault.control({"serial_number": ":".join("%02x" % b for b in serial.to_bytes(20, "big"))})
+        try:
+            cert = self.gw.cmp("p10cr", name, extra=["-csr", csr, "-implicit_confirm"]).cert
+        finally:
+            self.vault.control({})
+        self.assertEqual(issuer_of(cert), VAULT_ISSUER)
+        return cert, key
+
+    def test_serials_collide_across_cas(self):
+        """The old CA and Vault have each issued a certificate of one serial. Vault revokes by serial alone:
+        an RA's rr for the old CA's goes to the old CA, Vault is not asked, and the holder of Vault's still
+        renews with it; the RA's rr for Vault's then revokes Vault's alone."""
+        ra = (self.gw.dir / "signer.pem", self.gw.dir / "signer.key")
+        old, old_key = self.old_cert("dev-same")
+        serial = int(harness.serial_hex(old), 16)
+        twin, twin_key = self.vault_cert("dev-same-v", serial)
+        self.assertEqual(int(harness.serial_hex(twin), 16), serial)
+        for cert, upstream, at_vault in ((old, "local", 0), (twin, "vault", 1)):
+            mark = self.vault.mark()
+            res = self.gw.cmp("rr", "dev-same-rr", auth=ra, expect_cert=False,
+                              extra=["-oldcert", cert, "-revreason", "1"])
+            self.assertEqual(harness.rp_status(res.rsp_files[0].read_bytes()), (0, [], []), res.answers)
+            got = [r["upstream"] for r in audit(self.gw, "revoked") if int(r.get("serial", "0"), 16) == serial]
+            self.assertEqual(got[-1:], [upstream])
+            self.assertEqual(len(self.vault.since(mark, "/revoke")), at_vault)
+            if upstream == "local":
+                self.assertEqual(issuer_of(self.signed("kur", "dev-same-kur", (twin, twin_key)).cert),
+                                 DELEGATE_ISSUER)
+        self.assert_refused(self.signed("kur", "dev-same-kur2", (twin, twin_key)), "certRevoked", "is revoked")
+
+    def test_a_new_ca_status_unknown_fails_closed(self):
+        """A signer Vault issued, checked by Vault's CRL (or its cert/<serial>): while the CRL is stale and
+        cert/<serial> fails, its kur is refused (systemUnavail), as an old-CA signer's would be; once the
+        status can be had, one Vault revoked behind the gateway's back is refused, the other renews."""
+        cert, key = self.vault_cert("dev-stat")
+        revoked, revoked_key = self.vault_cert("dev-stat-r")
+        self.vault.control({"crl_stale": True, "force_status": 500, "match": "/cert"})
+        try:
+            res = self.signed("kur", "dev-stat-kur", (cert, key))
+            self.assert_refused(res, "systemUnavail", "past its nextUpdate; and the status query failed")
+        finally:
+            self.vault.control({})
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        req = urllib.request.Request(self.vault.url + "/v1/pki/revoke", method="POST",
+                                     data=json.dumps({"serial_number": harness.serial_hex(revoked)}).encode(),
+                                     headers={"X-Vault-Token": (self.gw.dir / "vault.token").read_text().strip()})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        self.assert_refused(self.signed("kur", "dev-stat-r-kur", (revoked, revoked_key)), "certRevoked", "is revoked")
+        self.assertEqual(issuer_of(self.signed("kur", "dev-stat-kur2", (cert, key)).cert), DELEGATE_ISSUER)
 
     def reload(self, cfg):
         self.gw.config_path.write_text(json.dumps(cfg, indent=2))
