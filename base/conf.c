@@ -314,10 +314,17 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
     struct stat st;
     BIO *bio = NULL;
     ssize_t n;
+    off_t total = 0;
     int fd;
 
     if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
         return NULL;
+    /* read whole, it is held whole: a file named by mistake (a log, an image) must not fill the memory */
+    if (st.st_size > GW_MAX_CONF_FILE_SIZE) {
+        gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
+        close(fd);
+        return NULL;
+    }
     /* read whole into a memory BIO, not through a FILE: PEM reads line by line (an fd BIO reads a line a
        byte at a time), and a certificate file may hold a private key too, which stdio's buffer would keep
        in the memory it frees; a memory BIO wipes its buffer when freed, and |chunk| is wiped here */
@@ -328,7 +335,11 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
     while (bio != NULL && (n = read(fd, chunk, sizeof(chunk))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 || BIO_write(bio, chunk, (int)n) != (int)n) {
+        if (n > 0 && (total += n) > GW_MAX_CONF_FILE_SIZE) { /* it grew since the fstat */
+            gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
+            BIO_free(bio);
+            bio = NULL;
+        } else if (n < 0 || BIO_write(bio, chunk, (int)n) != (int)n) {
             gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, n < 0 ? strerror(errno) : "out of memory");
             BIO_free(bio);
             bio = NULL;

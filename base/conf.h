@@ -177,7 +177,8 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
 /*
  * |file| opened for reading as a BIO, or NULL with the error set (at |path|): the opener of every
  * file that holds no secret (certificates, CRLs, allowlists). Anything but a regular file (after
- * symlinks) is refused as gw_conf_open_secret refuses it, a FIFO without blocking on it.
+ * symlinks) is refused as gw_conf_open_secret refuses it, a FIFO without blocking on it, and so is one
+ * over GW_MAX_CONF_FILE_SIZE bytes: the BIO holds the file whole.
  */
 struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
 

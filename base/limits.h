@@ -289,6 +289,8 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 
 /* config */
 #define GW_MAX_CONFIG_SIZE (1024 * 1024)
+/* a file gw_conf_open reads whole (certificates, CRLs, allow-lists): a bigger one is refused unread */
+#define GW_MAX_CONF_FILE_SIZE (64 * 1024 * 1024)
 #define GW_MAX_NAME_LEN 64 /* role, label, upstream, trust names */
 #define GW_MAX_LISTENERS 16
 #define GW_MAX_PATH_PREFIX_LEN 128 /* "path_prefix", e.g. "/v1/pki" */

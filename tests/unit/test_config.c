@@ -2455,6 +2455,49 @@ static void test_cert_file_key_not_left(void **state)
     free(key);
 }
 
+/*
+ * A file gw_conf_open reads (certificates, CRLs, allow-lists) is held whole in memory, so one over
+ * GW_MAX_CONF_FILE_SIZE is refused unread: a log or an image named by mistake would take as much. A
+ * certificate followed by zeros (a sparse file): one byte over the cap is refused, naming it; its twin
+ * at the cap loads its certificate.
+ */
+static void test_conf_file_over_cap(void **state)
+{
+    static const struct {
+        off_t size;
+        int loads;
+    } cases[] = {{(off_t)GW_MAX_CONF_FILE_SIZE + 1, 0}, {GW_MAX_CONF_FILE_SIZE, 1}};
+    char err[GW_ERR_LEN], path[256], want[2 * GW_ERR_LEN], *cert;
+    struct gw_conf_ctx pc = {.name = "cmpgw.json", .err = err};
+    STACK_OF(X509) *sk;
+    size_t clen;
+    int fd;
+
+    (void)state;
+    cert = read_raw("server.pem", &clen);
+    snprintf(path, sizeof(path), "%s/padded.pem", dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644)) >= 0);
+        assert_true(write(fd, cert, clen) == (ssize_t)clen);
+        assert_int_equal(ftruncate(fd, cases[i].size), 0);
+        close(fd);
+        err[0] = '\0';
+        sk = NULL;
+        if (cases[i].loads) {
+            assert_int_equal(gw_pem_load_certs(&pc, "$.x", path, &sk), 0);
+            assert_int_equal(sk_X509_num(sk), 1);
+        } else {
+            snprintf(want, sizeof(want), "cmpgw.json: $.x: \"%s\" is larger than %d bytes", path,
+                     GW_MAX_CONF_FILE_SIZE);
+            assert_int_not_equal(gw_pem_load_certs(&pc, "$.x", path, &sk), 0);
+            assert_string_equal(err, want);
+        }
+        sk_X509_pop_free(sk, X509_free);
+    }
+    unlink(path);
+    free(cert);
+}
+
 /* gw_names_has: a whole, exact name of the list; a prefix, an extension or another case is not one. */
 static void test_names_has(void **state)
 {
@@ -2837,6 +2880,7 @@ int main(void)
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_cert_file_key_not_left),
+        cmocka_unit_test(test_conf_file_over_cap),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
     struct CMUnitTest *tests = calloc(nbad + nfixed, sizeof(*tests));
