@@ -1839,6 +1839,30 @@ static X509 *second_issuer(const X509_NAME *subject, const char *tag, EVP_PKEY *
 }
 
 /*
+ * An env whose role has the demo signer as RA and a migration (mode off) from "local" to "local-|tag|",
+ * the local issuer second_issuer(..., |tag|, ...) wrote.
+ */
+static struct env *migration_env(const char *tag)
+{
+    char piece[512], extra[512];
+    struct env *e;
+
+    snprintf(piece, sizeof(piece),
+             "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
+             "\"migration\": {\"from\": \"local\", \"to\": \"local-%s\", \"mode\": \"off\", \"cohort\": "
+             "{\"percent\": 0}}",
+             tag);
+    snprintf(extra, sizeof(extra),
+             "\"local-%s\": {\"type\": \"local\", \"cert\": \"issuing-%s.pem\", \"key\": \"issuing-%s.key\", "
+             "\"chain\": \"ca.pem\", \"store\": \"store-%s\"}",
+             tag, tag, tag, tag);
+    extra_upstream = extra;
+    e = env_new(piece, NULL);
+    extra_upstream = NULL;
+    return e;
+}
+
+/*
  * A migration whose "to" issues under a CA of the same name as "from" but another key (allowed: a new
  * mount's CA named as the old one): certificates of "from" stay revocable by their holder and an RA.
  * Once, rr asked only the first upstream issuing under that name ("to"), which had not issued them.
@@ -1847,20 +1871,11 @@ static void test_rr_migration_same_ca_name(void **state)
 {
     EVP_PKEY *b_key = NULL, *k = NULL;
     X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "b", &b_key), *held = NULL, *other = NULL;
-    char piece[512];
     struct env *e;
     OSSL_CMP_CTX *ctx;
 
     (void)state;
-    snprintf(piece, sizeof(piece),
-             "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
-             "\"migration\": {\"from\": \"local\", \"to\": \"local-b\", \"mode\": \"off\", \"cohort\": "
-             "{\"percent\": 0}}");
-    extra_upstream =
-        "\"local-b\": {\"type\": \"local\", \"cert\": \"issuing-b.pem\", \"key\": \"issuing-b.key\", "
-        "\"chain\": \"ca.pem\", \"store\": \"store-b\"}";
-    e = env_new(piece, NULL);
-    extra_upstream = NULL;
+    e = migration_env("b");
     held = enrol(e, &k);
     assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
     /* its holder */
@@ -1895,21 +1910,13 @@ static void test_rr_migration_same_ca_name_same_serial(void **state)
     EVP_PKEY *b_key = NULL, *k = NULL;
     X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "c", &b_key), *held = NULL, *twin = NULL;
     X509 *only = NULL;
-    char piece[512], path[512], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
+    char path[512], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
     struct gw_store_revocation rec;
     struct env *e;
     OSSL_CMP_CTX *ctx;
 
     (void)state;
-    snprintf(piece, sizeof(piece),
-             "\"authorization\": {\"ra_subjects\": [\"/O=cmpgw demo/CN=cmpgw demo CMP signer\"]}, "
-             "\"migration\": {\"from\": \"local\", \"to\": \"local-c\", \"mode\": \"off\", \"cohort\": "
-             "{\"percent\": 0}}");
-    extra_upstream =
-        "\"local-c\": {\"type\": \"local\", \"cert\": \"issuing-c.pem\", \"key\": \"issuing-c.key\", "
-        "\"chain\": \"ca.pem\", \"store\": \"store-c\"}";
-    e = env_new(piece, NULL);
-    extra_upstream = NULL;
+    e = migration_env("c");
     held = enrol(e, &k);
     assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
     twin = tu_make_cert(k, b_key, b_ca, "rr-device", 1);
