@@ -308,18 +308,20 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
     return -1;
 }
 
-BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
+BIO *gw_conf_read_fd(struct gw_conf_ctx *pc, const char *path, const char *file, int fd)
 {
     unsigned char chunk[4096];
     struct stat st;
     BIO *bio = NULL;
     ssize_t n;
     off_t total = 0;
-    int fd;
 
-    if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
-        return NULL;
     /* read whole, it is held whole: a file named by mistake (a log, an image) must not fill the memory */
+    if (fstat(fd, &st) != 0) {
+        gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, strerror(errno));
+        close(fd);
+        return NULL;
+    }
     if (st.st_size > GW_MAX_CONF_FILE_SIZE) {
         gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
         close(fd);
@@ -348,6 +350,16 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
     OPENSSL_cleanse(chunk, sizeof(chunk));
     close(fd);
     return bio;
+}
+
+BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
+{
+    struct stat st;
+    int fd;
+
+    if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
+        return NULL;
+    return gw_conf_read_fd(pc, path, file, fd);
 }
 
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)

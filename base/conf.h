@@ -183,6 +183,13 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
 struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
 
 /*
+ * The rest of open |fd| of |file| read whole (at most GW_MAX_CONF_FILE_SIZE bytes) into a memory BIO
+ * whose buffer is wiped when freed, or NULL with the error set (at |path|); closes |fd|. What
+ * gw_conf_open reads with, and the reader of a secret file that OpenSSL parses (a private key).
+ */
+struct bio_st *gw_conf_read_fd(struct gw_conf_ctx *pc, const char *path, const char *file, int fd);
+
+/*
  * The directory that holds the last segment of |path|, as dirname(3) names it ("." when it has none,
  * "/a" for "/a/b/"), as a new string, or NULL.
  */
