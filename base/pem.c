@@ -11,12 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/core_dispatch.h>
+#include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
-#include <openssl/store.h>
-#include <openssl/ui.h>
 
 /* Whether PEM block |name| is what load_stack reads: a certificate, or a CRL when |crl|. */
 static bool wanted(const char *name, bool crl)
@@ -161,33 +161,66 @@ static int give_passphrase(char *buf, int size, int rwflag, void *u)
     return (int)pp->len;
 }
 
-/*
- * The first private key of the open key file |fd| (PEM, PKCS#8 encrypted or not, DER), or NULL; closes
- * |fd|. Read from the descriptor whose mode was checked, never from the name again.
- */
-static EVP_PKEY *store_key(int fd, struct passphrase *pp)
+/* Whether PEM block |name| holds a private key: PKCS#8, encrypted or not, or a type's own ("EC ..."). */
+static bool is_key_block(const char *name)
 {
-    UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(give_passphrase, 0);
-    BIO *bio = BIO_new_fd(fd, BIO_CLOSE);
-    OSSL_STORE_CTX *st = NULL;
+    size_t len = strlen(name), tail = strlen(PEM_STRING_PKCS8INF);
+
+    return len >= tail && strcmp(name + len - tail, PEM_STRING_PKCS8INF) == 0;
+}
+
+/* The private key of DER |der| (PKCS#8, encrypted with |pp| or not, or a type's own), or NULL. */
+static EVP_PKEY *decode_key(const unsigned char *der, size_t len, struct passphrase *pp)
+{
+    OSSL_DECODER_CTX *dctx;
     EVP_PKEY *key = NULL;
 
-    if (bio == NULL)
-        close(fd);
-    if (ui != NULL && bio != NULL)
-        st = OSSL_STORE_attach(bio, "file", NULL, NULL, ui, pp, NULL, NULL, NULL);
-    if (st != NULL && OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY) == 1) {
-        while (key == NULL && !OSSL_STORE_eof(st)) {
-            OSSL_STORE_INFO *info = OSSL_STORE_load(st);
-            if (info == NULL)
-                break;
-            key = OSSL_STORE_INFO_get1_PKEY(info);
-            OSSL_STORE_INFO_free(info);
-        }
+    dctx =
+        OSSL_DECODER_CTX_new_for_pkey(&key, "DER", NULL, NULL, OSSL_KEYMGMT_SELECT_PRIVATE_KEY, NULL, NULL);
+    if (dctx != NULL && OSSL_DECODER_CTX_set_pem_password_cb(dctx, give_passphrase, pp) == 1)
+        OSSL_DECODER_from_data(dctx, &der, &len);
+    OSSL_DECODER_CTX_free(dctx);
+    return key;
+}
+
+/* The private key of a PEM block of |header| over |der|, which is decrypted in place when it says so. */
+static EVP_PKEY *block_key(const char *header, unsigned char *der, long len, struct passphrase *pp)
+{
+    EVP_CIPHER_INFO cipher;
+
+    if (PEM_get_EVP_CIPHER_INFO((char *)header, &cipher) != 1 ||
+        PEM_do_header(&cipher, der, &len, give_passphrase, pp) != 1)
+        return NULL;
+    return decode_key(der, (size_t)len, pp);
+}
+
+/*
+ * The first private key of key file |bio| (PEM, PKCS#8 or traditional, encrypted or not; or DER), or
+ * NULL; frees |bio|, which holds the file whole (gw_conf_read_fd). Its PEM blocks pass through OpenSSL's
+ * line buffer in its wiped mode, and each block's DER is wiped when freed: OpenSSL 3.0's file store
+ * reads a key's PEM text through a line buffer it frees as it is.
+ */
+static EVP_PKEY *read_key(BIO *bio, struct passphrase *pp)
+{
+    char *name = NULL, *header = NULL, *all = NULL;
+    unsigned char *der = NULL;
+    EVP_PKEY *key = NULL;
+    long len, total = BIO_get_mem_data(bio, &all);
+    bool pem = false, done = false;
+
+    while (!done &&
+           PEM_read_bio_ex(bio, &name, &header, &der, &len, PEM_FLAG_SECURE | PEM_FLAG_EAY_COMPATIBLE) == 1) {
+        pem = true;
+        /* the first key decides, as other blocks (a certificate, EC PARAMETERS) are passed over */
+        if ((done = is_key_block(name)))
+            key = block_key(header, der, len, pp);
+        OPENSSL_secure_free(name);
+        OPENSSL_secure_free(header);
+        OPENSSL_secure_clear_free(der, (size_t)len);
     }
-    OSSL_STORE_close(st);
+    if (!pem && total > 0)
+        key = decode_key((const unsigned char *)all, (size_t)total, pp);
     BIO_free(bio);
-    UI_destroy_method(ui);
     return key;
 }
 
@@ -295,6 +328,7 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
     struct passphrase pp = {NULL, 0};
     unsigned char *secret = NULL;
     char ppath[GW_CONF_PATH_LEN];
+    BIO *bio;
     int fd = -1, rc;
 
     *out = NULL;
@@ -314,7 +348,11 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
         OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
         return rc != 0 ? rc : check_use(pc, path, use, out);
     }
-    *out = store_key(fd, &pp);
+    if ((bio = gw_conf_read_fd(pc, path, file, fd)) == NULL) {
+        OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
+        return GW_ERR_INVAL;
+    }
+    *out = read_key(bio, &pp);
     OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
     ERR_clear_error();
     if (*out != NULL)

@@ -39,12 +39,12 @@ enum gw_pem_key_use {
 };
 
 /*
- * The private key in |file| (PEM or DER, PKCS#8 or traditional), through OSSL_STORE, or in a token
- * when |file| is a PKCS#11 URI. A key file is a secret: opened by gw_conf_open_secret (refused unread
- * when others may read or write it) and read from that descriptor. An encrypted one needs
- * |passfile|, a file holding its passphrase (one line; never logged; a secret too); without it an
- * encrypted key is refused rather than prompted for. Errors name "<key>_passphrase_file". A key for
- * |use| GW_PEM_KEY_CMP of a type OpenSSL 3.0's CMP cannot protect with (Ed25519, Ed448, RSA-PSS) is
+ * The private key in |file| (PEM or DER, PKCS#8 or traditional; in PEM the first private key block,
+ * other blocks passed over), or in a token when |file| is a PKCS#11 URI. A key file is a secret: opened by
+ * gw_conf_open_secret (refused unread when others may read or write it) and read from that descriptor. An
+ * encrypted one needs |passfile|, a file holding its passphrase (one line; never logged; a secret too);
+ * without it an encrypted key is refused rather than prompted for. Errors name "<key>_passphrase_file". A key
+ * for |use| GW_PEM_KEY_CMP of a type OpenSSL 3.0's CMP cannot protect with (Ed25519, Ed448, RSA-PSS) is
  * refused; a key in a token makes a test signature as |use| signs (gw_pem_key_signs), or is refused.
  */
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,

@@ -1,5 +1,5 @@
 """Keys that are not in clear on disk: the signer's, the local issuer's and the TLS server's private
-keys encrypted (PKCS#8, AES-256) with passphrase files, read through OSSL_STORE at load. A real
+keys encrypted (PKCS#8, AES-256) with passphrase files, read by OpenSSL's decoder at load. A real
 `openssl cmp` enrols over TLS with the encrypted server key and gets a response signed with the
 encrypted signer key and a certificate issued with the encrypted CA key; a wrong passphrase stops
 the start with an error that names the files and never the passphrase. A key file others may read

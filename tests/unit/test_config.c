@@ -2425,17 +2425,54 @@ static void fresh_base64(char *pem)
 }
 
 /*
+ * Fails when 16 characters from the middle or the end of a base64 line of PEM text |pem| are in a fresh
+ * allocation of the sizes a load frees its buffers at (stdio's, OpenSSL's PEM line buffer), where the
+ * next allocation of that size would find them. Meaningful without a sanitizer, whose allocator fills and
+ * quarantines what it hands out. |what| names the load.
+ */
+static void assert_text_not_left(const char *pem, const char *what)
+{
+    static const size_t sizes[] = {256, 4096};
+    const size_t total = 4 << 20; /* of each size: more than the load freed, so every free block of it */
+    const char *line, *end, *w[64];
+    size_t len, nw = 0, n;
+    char **p;
+
+    /* the start of a freed block is the allocator's; a line buffer holds the END line (27 long for an EC
+       key's) over the last line, which is shorter than the others, over their ends */
+    for (line = pem; *line != '\0' && nw + 2 <= 64; line = *end != '\0' ? end + 1 : end) {
+        end = line + strcspn(line, "\n");
+        len = (size_t)(end - line);
+        if (line[0] == '-' || memchr(line, ':', len) != NULL || len < 48)
+            continue;
+        w[nw++] = line + 32;
+        w[nw++] = end - 16;
+    }
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        n = total / sizes[s];
+        assert_non_null(p = calloc(n, sizeof(*p)));
+        for (size_t i = 0; i < n; i++) {
+            assert_non_null(p[i] = malloc(sizes[s]));
+            for (size_t k = 0; k < nw; k++)
+                if (memmem(p[i], sizes[s], w[k], 16) != NULL)
+                    fail_msg("%s: the key's text \"%.16s\" is left in a freed block of %zu bytes", what, w[k],
+                             sizes[s]);
+        }
+        for (size_t i = 0; i < n; i++)
+            free(p[i]);
+        free(p);
+    }
+}
+
+/*
  * A certificate file may hold a private key beside its certificate (one PEM file for both, as many tools
- * write it): the load skips the key's block, and leaves none of its text in the memory it frees (stdio's
- * buffer, OpenSSL's PEM line buffer), where the next allocation of that size would find it. Looked for in
- * fresh allocations of those sizes: meaningful without a sanitizer, whose allocator fills and quarantines
- * what it hands out. The key's base64 is drawn afresh (fresh_base64): the tests before this one load
+ * write it): the load skips the key's block, and leaves none of its text in the memory it frees
+ * (assert_text_not_left). The key's base64 is drawn afresh (fresh_base64): the tests before this one load
  * server.key as a key, and any text of it they left in freed memory would be laid to this load.
  */
 static void test_cert_file_key_not_left(void **state)
 {
-    static const size_t sizes[] = {256, 4096};
-    char err[GW_ERR_LEN] = "", path[256], *cert, *key, *line, *next, *p[64];
+    char err[GW_ERR_LEN] = "", path[256], *cert, *key;
     struct gw_conf_ctx pc = {.name = "cmpgw.json", .err = err};
     STACK_OF(X509) *sk = NULL;
     size_t clen, klen;
@@ -2452,27 +2489,189 @@ static void test_cert_file_key_not_left(void **state)
     assert_int_equal(gw_pem_load_certs(&pc, "$.x", path, &sk), 0);
     assert_int_equal(sk_X509_num(sk), 1);
     sk_X509_pop_free(sk, X509_free);
-    /* 16 characters from the middle of each base64 line of the key (the start of a freed block is the
-       allocator's; the last line of an EC key is 56 long, and an END line of 27 over it) */
-    for (line = key; line != NULL; line = next) {
-        if ((next = strchr(line, '\n')) != NULL)
-            *next++ = '\0';
-        if (line[0] == '-' || strlen(line) < 48)
-            continue;
-        line[48] = '\0';
-        for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
-            for (size_t i = 0; i < 64; i++) {
-                assert_non_null(p[i] = malloc(sizes[s]));
-                if (memmem(p[i], sizes[s], line + 32, 16) != NULL)
-                    fail_msg("the key's text \"%s\" is left in a block of %zu bytes freed by the load",
-                             line + 32, sizes[s]);
-            }
-            for (size_t i = 0; i < 64; i++)
-                free(p[i]);
-        }
-    }
+    assert_text_not_left(key, path);
     free(cert);
     free(key);
+}
+
+/* How write_key writes a key: PEM or DER, PKCS#8 or traditional; behind EC PARAMETERS or a certificate. */
+enum key_form { PEM_P8, PEM_TRAD, DER_P8, DER_TRAD, PEM_PARAMS_TRAD, PEM_CERT_P8, PEM_PUB };
+
+/* |key| written to a new 0600 file |name| of the PKI directory in |form|, encrypted under |pass| unless it
+   is NULL (PKCS#8 and PEM traditional forms): its text, NUL-terminated, into a new buffer. */
+static char *write_key(EVP_PKEY *key, const char *name, enum key_form form, const char *pass)
+{
+    const EVP_CIPHER *enc = pass != NULL ? EVP_aes_256_cbc() : NULL;
+    int plen = pass != NULL ? (int)strlen(pass) : 0;
+    BIO *mem = BIO_new(BIO_s_mem());
+    char path[256], *text, *data, *cert;
+    size_t clen;
+    long len;
+    int fd, ok = 0;
+
+    assert_non_null(mem);
+    switch (form) {
+    case PEM_CERT_P8:
+        cert = read_raw("server.pem", &clen);
+        ok = BIO_write(mem, cert, (int)clen) == (int)clen;
+        free(cert);
+        /* fall through */
+    case PEM_P8:
+        ok = (ok || form == PEM_P8) &&
+             PEM_write_bio_PKCS8PrivateKey(mem, key, enc, NULL, 0, NULL, (void *)pass);
+        break;
+    case PEM_PARAMS_TRAD:
+        ok = PEM_write_bio_Parameters(mem, key);
+        /* fall through */
+    case PEM_TRAD:
+        ok = (ok || form == PEM_TRAD) &&
+             PEM_write_bio_PrivateKey_traditional(mem, key, enc, (unsigned char *)pass, plen, NULL, NULL);
+        break;
+    case DER_P8:
+        ok = i2d_PKCS8PrivateKey_bio(mem, key, enc, NULL, 0, NULL, (void *)pass);
+        break;
+    case DER_TRAD:
+        ok = i2d_PrivateKey_bio(mem, key);
+        break;
+    case PEM_PUB:
+        ok = PEM_write_bio_PUBKEY(mem, key);
+        break;
+    }
+    assert_true(ok);
+    assert_true((len = BIO_get_mem_data(mem, &data)) > 0);
+    assert_non_null(text = calloc(1, (size_t)len + 1));
+    memcpy(text, data, (size_t)len);
+    BIO_free(mem);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+    assert_true(write(fd, text, (size_t)len) == (ssize_t)len);
+    close(fd);
+    return text;
+}
+
+/* A new 0600 file |name| of the PKI directory that holds |text|: its path in |path| (256 bytes). */
+static void write_secret(const char *name, const char *text, char *path)
+{
+    int fd;
+
+    snprintf(path, 256, "%s/%s", dir, name);
+    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+    assert_true(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* The error of a key refused, before the key file's name and after it (test_key_file_forms). */
+#define NO_PASS                                                                                              \
+    "cannot parse an unencrypted PEM private key in ", " (an encrypted key needs \"key_passphrase_file\")"
+#define WRONG_PASS "cannot read the private key in ", " with the passphrase of \""
+
+/*
+ * A key file in every form the key loader reads: PEM or DER, PKCS#8 or traditional, encrypted with its
+ * passphrase file or not, its key behind EC PARAMETERS or a certificate; and its adversarial twins: an
+ * encrypted key without a passphrase file (refused, never prompted for), with a wrong one, a public key.
+ */
+static void test_key_file_forms(void **state)
+{
+    static const struct {
+        enum key_form form;
+        bool enc;
+        const char *passfile, *head, *tail; /* the error's text before the key file's name and after it;
+                                               |head| NULL: loads */
+    } cases[] = {
+        {PEM_P8, false, NULL, NULL, NULL},
+        {PEM_P8, true, "fresh.pass", NULL, NULL},
+        {PEM_TRAD, false, NULL, NULL, NULL},
+        {PEM_TRAD, true, "fresh.pass", NULL, NULL},
+        {DER_P8, false, NULL, NULL, NULL},
+        {DER_P8, true, "fresh.pass", NULL, NULL},
+        {DER_TRAD, false, NULL, NULL, NULL},
+        {PEM_PARAMS_TRAD, false, NULL, NULL, NULL},
+        {PEM_CERT_P8, true, "fresh.pass", NULL, NULL},
+        {PEM_P8, true, NULL, NO_PASS},
+        {PEM_TRAD, true, NULL, NO_PASS},
+        {DER_P8, true, NULL, NO_PASS},
+        {PEM_P8, true, "wrong.pass", WRONG_PASS},
+        {PEM_TRAD, true, "wrong.pass", WRONG_PASS},
+        {PEM_PUB, false, NULL, NO_PASS},
+    };
+    char err[GW_ERR_LEN], path[256], pass[256], want[1024], why[GW_ERR_LEN];
+    struct gw_conf_ctx pc = {.name = "cmpgw.json", .err = err};
+    EVP_PKEY *key, *loaded;
+
+    (void)state;
+    write_secret("fresh.pass", "fresh passphrase\n", pass);
+    write_secret("wrong.pass", "not the passphrase\n", pass);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_non_null(key = EVP_EC_gen("P-256"));
+        free(write_key(key, "form.key", cases[i].form, cases[i].enc ? "fresh passphrase" : NULL));
+        snprintf(path, sizeof(path), "%s/form.key", dir);
+        if (cases[i].passfile != NULL)
+            snprintf(pass, sizeof(pass), "%s/%s", dir, cases[i].passfile);
+        err[0] = '\0';
+        loaded = NULL;
+        if (gw_pem_load_key(&pc, "$.x.key", path, cases[i].passfile != NULL ? pass : NULL, GW_PEM_KEY_CMP,
+                            &loaded) != 0) {
+            snprintf(want, sizeof(want), "cmpgw.json: $.x.key: %s\"%s\"%s",
+                     cases[i].head ? cases[i].head : "", path, cases[i].tail ? cases[i].tail : "");
+            if (cases[i].head == NULL || strncmp(err, want, strlen(want)) != 0)
+                fail_msg("case %zu: refused with \"%s\", not \"%s\"", i, err,
+                         cases[i].head ? want : "loaded");
+        } else {
+            if (cases[i].head != NULL)
+                fail_msg("case %zu: loaded, not refused with \"%s%s\"", i, cases[i].head, cases[i].tail);
+            assert_int_equal(EVP_PKEY_eq(key, loaded), 1);
+            if (!gw_pem_key_signs(loaded, GW_PEM_KEY_CMP, why, sizeof(why)))
+                fail_msg("case %zu: the key loaded does not sign: %s", i, why);
+        }
+        EVP_PKEY_free(loaded);
+        EVP_PKEY_free(key);
+    }
+    unlink(path);
+    unlink(pass);
+    snprintf(pass, sizeof(pass), "%s/fresh.pass", dir);
+    unlink(pass);
+}
+
+/*
+ * A private key file's text, PKCS#8 or traditional, encrypted or not, is not left by its load in the
+ * memory the load frees (assert_text_not_left), the copies OpenSSL's PEM reader makes included. Each
+ * key is drawn afresh, so no other load can have left its text.
+ */
+static void test_key_file_text_not_left(void **state)
+{
+    static const struct {
+        const char *name, *pass, *begin;
+        enum key_form form;
+    } cases[] = {
+        {"fresh-p8.key", NULL, "-----BEGIN PRIVATE KEY-----", PEM_P8},
+        {"fresh-p8-enc.key", "fresh passphrase", "-----BEGIN ENCRYPTED PRIVATE KEY-----", PEM_P8},
+        {"fresh-ec.key", NULL, "-----BEGIN EC PRIVATE KEY-----", PEM_TRAD},
+        {"fresh-ec-enc.key", "fresh passphrase", "Proc-Type: 4,ENCRYPTED", PEM_TRAD},
+    };
+    char err[GW_ERR_LEN], path[256], passfile[256], *text;
+    struct gw_conf_ctx pc = {.name = "cmpgw.json", .err = err};
+    EVP_PKEY *key, *loaded;
+
+    (void)state;
+    write_secret("fresh.pass", "fresh passphrase\n", passfile);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_non_null(key = EVP_EC_gen("P-256"));
+        text = write_key(key, cases[i].name, cases[i].form, cases[i].pass);
+        assert_non_null(strstr(text, cases[i].begin));
+        assert_text_not_left(text, "the test's writing"); /* the control: what is left after is the load's */
+        snprintf(path, sizeof(path), "%s/%s", dir, cases[i].name);
+        err[0] = '\0';
+        if (gw_pem_load_key(&pc, "$.x.key", path, cases[i].pass != NULL ? passfile : NULL, GW_PEM_KEY_TLS,
+                            &loaded) != 0)
+            fail_msg("%s: %s", cases[i].name, err);
+        assert_int_equal(EVP_PKEY_eq(key, loaded), 1);
+        EVP_PKEY_free(loaded);
+        EVP_PKEY_free(key);
+        assert_text_not_left(text, cases[i].name);
+        free(text);
+        unlink(path);
+    }
+    unlink(passfile);
 }
 
 /*
@@ -2900,6 +3099,8 @@ int main(void)
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_cert_file_key_not_left),
+        cmocka_unit_test(test_key_file_text_not_left),
+        cmocka_unit_test(test_key_file_forms),
         cmocka_unit_test(test_conf_file_over_cap),
     };
     const size_t nbad = sizeof(bad_cases) / sizeof(bad_cases[0]), nfixed = sizeof(fixed) / sizeof(fixed[0]);
