@@ -205,6 +205,24 @@ static int copies_cn(struct cmp_call *c, const struct cmp_txn *t)
     return (gw_upstream_caps(t->up) & GW_UP_CN_IN_SANS) != 0 && cmp_urole_signs_for(c->e, t->role, t->up);
 }
 
+/* Whether |cert|, found at |up| by |serial|, is the one an rr naming |issuer| and |serial| means. */
+static int is_named(const struct gw_upstream *up, const X509 *cert, const X509_NAME *issuer,
+                    const ASN1_INTEGER *serial)
+{
+    return ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) == 0 &&
+           X509_NAME_cmp(X509_get_issuer_name(cert), issuer) == 0 && gw_upstream_issued(up, cert);
+}
+
+/* An RA's rr refused as |up| could not look its serial up now (|err|, logged). 1. */
+static int lookup_failed(const struct cmp_txn *t, const struct cmp_call *c, const struct gw_upstream *up,
+                         const char *err, struct cmp_refusal *r)
+{
+    gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream",
+              gw_upstream_conf_name(gw_upstream_get0_conf(up)), "serial", t->serial, "reason", err, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "the certificate to revoke cannot be looked up at the CA now; retry later");
+}
+
 /*
  * An RA revokes certificates of its role only (docs/security.md, "Revocation"). An rr names issuer
  * and serial, and Vault revokes by serial alone: so the certificate is looked up at the upstream
@@ -218,15 +236,11 @@ static int copies_cn(struct cmp_call *c, const struct cmp_txn *t)
 static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer,
                            const ASN1_INTEGER *serial, int *elsewhere, X509 **target, struct cmp_refusal *r)
 {
-    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up));
     char err[GW_ERR_LEN] = "", why[GW_ERR_LEN] = "";
     X509 *cert = NULL;
     int fi = 0, refused = 0, rc = gw_upstream_cert_by_serial(t->up, serial, &cert, err);
 
     *elsewhere = 0;
-    if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: this CA cannot look up */
-        gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
-                  t->serial, "reason", err, NULL);
     if (rc == GW_ERR_NOT_FOUND)
         refused = *elsewhere = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     else if (rc == GW_ERR_INVAL)
@@ -234,10 +248,8 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
                            "an RA may revoke on this route only the certificate it signs with: the CA cannot "
                            "look a certificate up by its serial");
     else if (rc != 0)
-        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                             "the certificate to revoke cannot be looked up at the CA now; retry later");
-    else if (ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) != 0 ||
-             X509_NAME_cmp(X509_get_issuer_name(cert), issuer) != 0 || !gw_upstream_issued(t->up, cert))
+        refused = lookup_failed(t, c, t->up, err, r);
+    else if (!is_named(t->up, cert, issuer, serial))
         refused = *elsewhere =
             cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
                        "the certificate with serial %.60s was not issued by the CA the revocation request "
@@ -274,15 +286,9 @@ static int issued_twice(const struct cmp_txn *t, const struct cmp_call *c, struc
         if (ups[i] == t->up)
             continue;
         rc = gw_upstream_cert_by_serial(ups[i], serial, &cert, err);
-        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) { /* INVAL: no RA revokes there */
-            gw_log_kv(GW_LOG_WARN, "rr_lookup_failed", "tid", c->rsp->tid, "upstream",
-                      gw_upstream_conf_name(gw_upstream_get0_conf(ups[i])), "serial", t->serial, "reason",
-                      err, NULL);
-            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                              "the certificate to revoke cannot be looked up at the CA now; retry later");
-        }
-        twice = rc == 0 && ASN1_INTEGER_cmp(X509_get0_serialNumber(cert), serial) == 0 &&
-                X509_NAME_cmp(X509_get_issuer_name(cert), issuer) == 0 && gw_upstream_issued(ups[i], cert);
+        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: no RA revokes there */
+            return lookup_failed(t, c, ups[i], err, r);
+        twice = rc == 0 && is_named(ups[i], cert, issuer, serial);
         X509_free(cert);
         cert = NULL;
     }
