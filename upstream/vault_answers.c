@@ -734,9 +734,10 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
                         int *fail_info, char *reason)
 {
     struct gw_vault_error e;
-    /* tail: " (HTTP <long>)" and a suffix (TAIL_FITS); sized so that the reason's snprintf is seen to fit
-       GW_ERR_LEN with the longest quote (the compiler checks it, -Wformat-truncation) */
-    char msg[GW_ERR_LEN], quote[GW_MAX_VAULT_QUOTE + 1], tail[TAIL_LEN];
+    /* tail: " (HTTP <long>)" and a suffix (TAIL_FITS), sized to fit a reason beside its prefix and the
+       longest quote, so that only the quote gives way (the compiler checks its snprintf, -Wformat-truncation)
+     */
+    char msg[GW_ERR_LEN], tail[TAIL_LEN];
     long st = http_status;
     size_t i;
 
@@ -756,7 +757,5 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
     /* the reason's own words, after the message too, tell the operator what to do: the message gives way,
        cut between characters (the reason becomes a statusString, a UTF8String) */
     snprintf(tail, sizeof(tail), " (HTTP %ld)%s", http_status, vault_errors[i].suffix);
-    gw_field_quote(quote, GW_MAX_VAULT_QUOTE, strlen(vault_errors[i].prefix) + strlen(": ") + strlen(tail),
-                   msg);
-    snprintf(reason, GW_ERR_LEN, "%s: %s%s", vault_errors[i].prefix, quote, tail);
+    gw_field_reason(reason, GW_MAX_VAULT_QUOTE, msg, tail, "%s: ", vault_errors[i].prefix);
 }
