@@ -335,12 +335,24 @@ unread:
     return -1;
 }
 
+/* Whether |crl| says when it is next updated and was issued by |now| (within the clock skew): 0, or -1
+   with why in |err| (GW_ERR_LEN). */
+static int dated(const X509_CRL *crl, time_t now, char *err)
+{
+    time_t this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
+
+    if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
+        snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
+        return -1;
+    }
+    return 0;
+}
+
 X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK_OF(X509) *cas, time_t now,
                                int *ca, char *err)
 {
     const unsigned char *p = der;
     X509_CRL *crl = len <= GW_MAX_UPSTREAM_BODY ? d2i_X509_CRL(NULL, &p, (long)len) : NULL;
-    time_t this_update;
 
     *ca = -1;
     if (crl == NULL || p != der + len) {
@@ -362,13 +374,8 @@ X509_CRL *cmp_status_check_crl(const unsigned char *der, size_t len, const STACK
         snprintf(err, GW_ERR_LEN, "the CRL (issuer %s) is signed by none of the upstream's CAs", issuer);
         goto err;
     }
-    if (complete_crl(crl, err) != 0)
+    if (complete_crl(crl, err) != 0 || dated(crl, now, err) != 0)
         goto err;
-    this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
-    if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
-        snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
-        goto err;
-    }
     return crl;
 err:
     X509_CRL_free(crl);
@@ -379,14 +386,9 @@ err:
 
 int cmp_status_crl_current(const X509_CRL *crl, time_t now, char *err)
 {
-    time_t this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
-    const ASN1_TIME *next_update = X509_CRL_get0_nextUpdate(crl);
-
-    if (next_update == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
-        snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
+    if (dated(crl, now, err) != 0)
         return -1;
-    }
-    if (asn1_to_time(next_update) <= now) {
+    if (asn1_to_time(X509_CRL_get0_nextUpdate(crl)) <= now) {
         snprintf(err, GW_ERR_LEN, "its nextUpdate passed");
         return -1;
     }
