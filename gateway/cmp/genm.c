@@ -318,59 +318,48 @@ static int relay_checks(struct cmp_call *c, struct gw_upstream *up, const unsign
     return not_passed(f);
 }
 
-/* The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *der, *crl and *ca, else -1 with *f. */
-static int fetch_now(struct cmp_call *c, struct gw_upstream *up, const char *ref, unsigned char **der,
-                     size_t *len, X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
+/* The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *crl, *len and *ca, else -1 with *f. */
+static int fetch_now(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL **crl, size_t *len,
+                     int *ca, struct cmp_crl_failure *f)
 {
-    if (gw_upstream_crl(up, ref, der, len, f->why) != 0) {
+    unsigned char *der = NULL;
+    int rc;
+
+    if (gw_upstream_crl(up, ref, &der, len, f->why) != 0) {
         /* what failed names the upstream's address and path: the operator's to read, not the client's */
         f->fault = CMP_CRL_NOT_SERVED;
         cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                    "the CA's CRL could not be fetched now; retry later");
         return -1;
     }
-    return relay_checks(c, up, *der, *len, crl, ca, f);
-}
-
-/* |crl|'s DER into *der (free()) and *len: the encoding it came in, which OpenSSL keeps. */
-static int crl_der(X509_CRL *crl, unsigned char **der, size_t *len)
-{
-    unsigned char *p = NULL;
-    int n = i2d_X509_CRL(crl, &p);
-
-    *der = n > 0 ? malloc((size_t)n) : NULL;
-    if (*der != NULL) {
-        memcpy(*der, p, (size_t)n);
-        *len = (size_t)n;
-    }
-    OPENSSL_free(p);
-    return *der != NULL ? 0 : GW_ERR_NOMEM;
+    rc = relay_checks(c, up, der, *len, crl, ca, f);
+    free(der);
+    return rc;
 }
 
 /*
  * |recent| (taken), a CRL the cache holds of one of the upstream's CAs, in place of any fetched: 0 with
- * *der and *crl, else -1 with *f. It passed cmp_status_check_crl against those CAs when it was filed and
- * is not parsed and verified again: what may have changed since is the time, checked against the
- * answer's (cmp_status_crl_current), and whether it fits, as the revocation check files CRLs too large
- * for a genp.
+ * *crl and its size *len, else -1 with *f. It passed cmp_status_check_crl against those CAs when it was
+ * filed and is not parsed and verified again, nor encoded again to be sent (gw_shim_itav_x509_crls): what
+ * may have changed since is the time, checked against the answer's (cmp_status_crl_current), and whether
+ * it fits, as the revocation check files CRLs too large for a genp.
  */
-static int pass_recent(struct cmp_call *c, X509_CRL *recent, unsigned char **der, size_t *len, X509_CRL **crl,
+static int pass_recent(struct cmp_call *c, X509_CRL *recent, X509_CRL **crl, size_t *len,
                        struct cmp_crl_failure *f)
 {
-    int rc;
+    int n = i2d_X509_CRL(recent, NULL); /* its kept encoding's size: nothing is written */
 
     X509_CRL_free(*crl);
     *crl = NULL;
-    free(*der);
-    *der = NULL;
-    if ((rc = crl_der(recent, der, len)) != 0)
+    *len = n > 0 ? (size_t)n : 0;
+    if (n <= 0) {
         cmp_refuse(&f->refusal, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                    "internal error: the answer could not be built");
-    else if (*len > GW_MAX_GENP_VALUE)
-        rc = too_large(*len, f);
-    else if ((rc = cmp_status_crl_current(recent, c->now, f->why)) != 0)
+    } else if (*len > GW_MAX_GENP_VALUE) {
+        too_large(*len, f);
+    } else if (cmp_status_crl_current(recent, c->now, f->why) != 0) {
         not_passed(f);
-    if (rc == 0) {
+    } else {
         *crl = recent;
         return 0;
     }
@@ -433,15 +422,16 @@ static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN
 }
 
 /*
- * The current CRL of |up| for |t|'s role into *der, *len, once it passed crl_to_relay: on a Vault mount
- * of several issuers, of the one the role's sign call takes there (cmp_urole_signing_issuer; the
- * role's upstream and its migration's "to" sign for it by that name); a delegate issuer's is its own.
+ * The current CRL of |up| for |t|'s role into *crl (the caller frees it) and its size *len, once it passed
+ * crl_to_relay: on a Vault mount of several issuers, of the one the role's sign call takes there
+ * (cmp_urole_signing_issuer; the role's upstream and its migration's "to" sign for it by that name); a
+ * delegate issuer's is its own.
  * One fetch of it answers the genms of GW_GENM_CRL_SECS, and a failed one those that waited for it
  * (cmp_status_relay_get): a client repeating its genm does not make the gateway ask the CA each time.
  * 0, else refused.
  */
-static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, unsigned char **der,
-                     size_t *len, X509_CRL **crl, struct cmp_refusal *r)
+static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, X509_CRL **crl,
+                     size_t *len, struct cmp_refusal *r)
 {
     const struct gw_role *role = t->role;
     char ref_buf[GW_MAX_ISSUER_REF_LEN + 1];
@@ -458,14 +448,14 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
         ref = cmp_urole_signing_issuer(c, role, up, ref_buf);
     switch (cmp_status_relay_get(c, up, ref, &recent, &f, &ticket)) {
     case CMP_RELAY_FETCH:
-        rc = fetch_now(c, up, ref, der, len, crl, &ca, &f);
+        rc = fetch_now(c, up, ref, crl, len, &ca, &f);
         cmp_status_relay_put(c, up, ref, *crl, ca, ticket, &f, &recent);
         /* the CA served an older CRL than it did before: the newer may list a revocation it lacks */
         if (recent != NULL)
-            rc = pass_recent(c, recent, der, len, crl, &f);
+            rc = pass_recent(c, recent, crl, len, &f);
         break;
     case CMP_RELAY_HIT:
-        rc = pass_recent(c, recent, der, len, crl, &f);
+        rc = pass_recent(c, recent, crl, len, &f);
         break;
     default: /* CMP_RELAY_FAILED: as the fetch it waited for, which f tells */
         break;
@@ -492,8 +482,8 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     struct gw_upstream *ups[GW_ROLE_ISSUERS];
-    unsigned char *der[GW_ROLE_ISSUERS] = {NULL}, *send[GW_ROLE_ISSUERS];
-    size_t len[GW_ROLE_ISSUERS] = {0}, send_len[GW_ROLE_ISSUERS], total = 0;
+    X509_CRL *crl[GW_ROLE_ISSUERS] = {NULL}, *send[GW_ROLE_ISSUERS];
+    size_t len = 0, total = 0;
     int n, n_send = 0, refused = 0, named;
     time_t have = 0;
 
@@ -502,11 +492,10 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                           "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     n = crl_sources(c, t->role, OSSL_CMP_ITAV_get0_value(in), ups, &named);
     for (int i = 0; i < n && !refused; i++) {
-        X509_CRL *crl = NULL;
         int names_it = 0, current = 0;
 
-        if ((refused = fetch_crl(t, c, ups[i], &der[i], &len[i], &crl, r)) == 0)
-            client_holds(in, crl, &names_it, &current);
+        if ((refused = fetch_crl(t, c, ups[i], &crl[i], &len, r)) == 0)
+            client_holds(in, crl[i], &names_it, &current);
         /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
            a client that named another of them is not handed this one as if it were that */
         if (!refused && named && !names_it)
@@ -516,11 +505,9 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                            "fetch it from its CRL distribution point");
         /* the client's CRL is as new as ours: that one is not sent */
         if (!refused && !current) {
-            send[n_send] = der[i];
-            send_len[n_send++] = len[i];
-            total += len[i];
+            send[n_send++] = crl[i];
+            total += len;
         }
-        X509_CRL_free(crl);
     }
     if (!refused && total > GW_MAX_GENP_VALUE)
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
@@ -528,11 +515,11 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
                              "one CRL per genm, or fetch them from the CAs' CRL distribution points",
                              total, GW_MAX_RESPONSE / 1024);
     /* every CRL the client holds is as new as ours: an absent value says so */
-    if (!refused && push(out, gw_shim_itav_crls(type, send, send_len, n_send), r) != 0)
+    if (!refused && push(out, gw_shim_itav_x509_crls(type, send, n_send), r) != 0)
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
                              "the CA's CRL is unreadable; it was not passed on");
     for (int i = 0; i < n; i++)
-        free(der[i]);
+        X509_CRL_free(crl[i]);
     return refused;
 }
 

@@ -246,9 +246,11 @@ int gw_shim_body_count(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t
 OSSL_CMP_ITAV *gw_shim_itav_certs(const ASN1_OBJECT *type, const STACK_OF(X509) *certs);
 /* RootCaKeyUpdateContent (id-it-rootCaKeyUpdate); |nwn| NULL = absent value */
 OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509 *nwo, X509 *own);
-/* SEQUENCE SIZE (1..MAX) OF CertificateList (id-it-crls) of the |n| DER CRLs |ders| (|lens| bytes each),
- * at most GW_SHIM_MAX_CRLS; none (n 0) = absent */
+/* SEQUENCE SIZE (1..MAX) OF CertificateList (id-it-crls) of the |n| parsed CRLs |crls| (borrowed), at most
+ * GW_SHIM_MAX_CRLS, each as it was parsed (not parsed again); none (n 0) = absent */
 #define GW_SHIM_MAX_CRLS 4
+OSSL_CMP_ITAV *gw_shim_itav_x509_crls(const ASN1_OBJECT *type, X509_CRL *const *crls, int n);
+/* The same of the |n| DER CRLs |ders| (|lens| bytes each): NULL if one is not exactly one CRL */
 OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
                                  int n);
 /*

@@ -98,32 +98,50 @@ out:
     return itav;
 }
 
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
-                                 int n)
+OSSL_CMP_ITAV *gw_shim_itav_x509_crls(const ASN1_OBJECT *type, X509_CRL *const *crls, int n)
 {
-    int plens[GW_SHIM_MAX_CRLS], slen = 0;
-    unsigned char *seq;
+    unsigned char *parts[GW_SHIM_MAX_CRLS] = {NULL}, *seq;
+    int lens[GW_SHIM_MAX_CRLS] = {0}, slen = 0;
+    OSSL_CMP_ITAV *itav = NULL;
 
     if (n == 0)
         return itav_of(type, NULL, 0);
     if (n < 0 || n > GW_SHIM_MAX_CRLS)
         return NULL;
+    /* a parsed CRL keeps the encoding of its signed part: written out, not encoded again */
+    for (int i = 0; i < n; i++)
+        if ((lens[i] = i2d_X509_CRL(crls[i], &parts[i])) <= 0 || lens[i] > INT32_MAX / (2 * GW_SHIM_MAX_CRLS))
+            goto out;
+    if ((seq = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, parts, lens, n, &slen)) != NULL)
+        itav = itav_of(type, seq, slen);
+out:
+    for (int i = 0; i < n; i++)
+        OPENSSL_free(parts[i]);
+    return itav;
+}
+
+OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
+                                 int n)
+{
+    X509_CRL *crls[GW_SHIM_MAX_CRLS] = {NULL};
+    OSSL_CMP_ITAV *itav = NULL;
+
+    if (n < 0 || n > GW_SHIM_MAX_CRLS)
+        return NULL;
     /* a CRL that does not parse is not passed on, whatever the upstream sent */
     for (int i = 0; i < n; i++) {
         const unsigned char *q = ders[i];
-        X509_CRL *crl = NULL;
 
         if (lens[i] == 0 || lens[i] > INT32_MAX / (2 * GW_SHIM_MAX_CRLS) ||
-            (crl = d2i_X509_CRL(NULL, &q, (long)lens[i])) == NULL || q != ders[i] + lens[i]) {
-            X509_CRL_free(crl);
-            ERR_clear_error();
-            return NULL;
-        }
-        X509_CRL_free(crl);
-        plens[i] = (int)lens[i];
+            (crls[i] = d2i_X509_CRL(NULL, &q, (long)lens[i])) == NULL || q != ders[i] + lens[i])
+            goto out;
     }
-    seq = cmp_der_wrap(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, ders, plens, n, &slen);
-    return seq != NULL ? itav_of(type, seq, slen) : NULL;
+    itav = gw_shim_itav_x509_crls(type, crls, n);
+out:
+    for (int i = 0; i < n; i++)
+        X509_CRL_free(crls[i]);
+    ERR_clear_error();
+    return itav;
 }
 
 unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len)

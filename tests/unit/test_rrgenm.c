@@ -877,12 +877,16 @@ static void test_genm_refusals(void **state)
 /* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
 static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
                              4: the issuing CA's own, 5: the CA's of an hour ago, 6: the CA's own, current
-                             for 2 s only */
+                             for 2 s only, 7: the CA's own, listing CRL_HIT_ENTRIES certificates */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
 static int fake_crl_delay_ms;       /* how long the CA takes to answer */
 
+/* Mode 7's entries: some 55 KB of CRL, a large CA's. */
+#define CRL_HIT_ENTRIES 2500
+
 /* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
- * as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6). */
+ * as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6), or
+ * listing CRL_HIT_ENTRIES serials (mode 7). */
 static int bad_crl(unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
@@ -898,6 +902,16 @@ static int bad_crl(unsigned char **der, size_t *len)
     X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuing_cert));
     X509_CRL_set1_lastUpdate(crl, t1);
     X509_CRL_set1_nextUpdate(crl, t2);
+    for (int i = 0; fake_crl_mode == 7 && i < CRL_HIT_ENTRIES; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *serial = ASN1_INTEGER_new();
+
+        ASN1_INTEGER_set(serial, 0x10000 + i);
+        X509_REVOKED_set_serialNumber(r, serial);
+        X509_REVOKED_set_revocationDate(r, t1);
+        X509_CRL_add0_revoked(crl, r);
+        ASN1_INTEGER_free(serial);
+    }
     X509_CRL_sign(crl, fake_crl_mode == 2 ? other : issuing_key, EVP_sha256());
     *der = NULL;
     n = i2d_X509_CRL(crl, der);
@@ -1157,6 +1171,76 @@ static void test_genm_crl_expires_cached(void **state)
     OSSL_CMP_CTX_free(ctx);
     gw_cmp_engine_set_clock(e->engine, NULL);
     env_free(e);
+}
+
+/* test_genm_crl_hits's engine, and the DER of the CRL its first genm got (the one that fetched it). */
+struct crl_hits {
+    struct env *env;
+    unsigned char *der;
+    int len;
+};
+
+static time_t crl_hits_now;
+
+static time_t crl_hits_clock(void)
+{
+    return crl_hits_now;
+}
+
+/* The fetch before the hits: the CA's CRL of CRL_HIT_ENTRIES entries, fetched by a first genm. */
+static int crl_hits_setup(void **state)
+{
+    struct crl_hits *h = calloc(1, sizeof(*h));
+    X509_CRL *crl;
+
+    assert_non_null(h);
+    h->env = env_new(NULL, NULL);
+    fake_crl_upstream(h->env);
+    crl_hits_now = time(NULL); /* frozen: under valgrind the hits take longer than GW_GENM_CRL_SECS */
+    gw_cmp_engine_set_clock(h->env->engine, crl_hits_clock);
+    fake_crl_mode = 7;
+    fake_crl_fetches = 0;
+    crl = genm_crl_answer(h->env);
+    assert_int_equal(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), CRL_HIT_ENTRIES);
+    assert_int_equal(X509_CRL_verify(crl, issuing_key), 1);
+    assert_true((h->len = i2d_X509_CRL(crl, &h->der)) > 40 * 1024);
+    X509_CRL_free(crl);
+    *state = h;
+    return 0;
+}
+
+static int crl_hits_teardown(void **state)
+{
+    struct crl_hits *h = *state;
+
+    gw_cmp_engine_set_clock(h->env->engine, NULL);
+    env_free(h->env);
+    OPENSSL_free(h->der);
+    free(h);
+    return 0;
+}
+
+/*
+ * The genms of GW_GENM_CRL_SECS after a fetch of a large CRL are answered from the cache, each with the CRL
+ * the fetch's genm got, byte for byte. What such a hit costs is counted on this test alone
+ * (docs/performance.md, "A genm's CRL from the cache"): CMPGW_TEST_FILTER=test_genm_crl_hits valgrind
+ * --tool=callgrind --toggle-collect=test_genm_crl_hits ../../build/tests/test_rrgenm.
+ */
+static void test_genm_crl_hits(void **state)
+{
+    struct crl_hits *h = *state;
+
+    for (int i = 0; i < 50; i++) {
+        X509_CRL *crl = genm_crl_answer(h->env);
+        unsigned char *der = NULL;
+        int len = i2d_X509_CRL(crl, &der);
+
+        assert_int_equal(len, h->len);
+        assert_memory_equal(der, h->der, (size_t)len);
+        OPENSSL_free(der);
+        X509_CRL_free(crl);
+    }
+    assert_int_equal(fake_crl_fetches, 1);
 }
 
 /* transfer() for a client on another thread: it keeps no last_req and leaves the checks to the caller. */
@@ -2838,6 +2922,7 @@ int main(void)
         cmocka_unit_test(test_genm_crl_single_flight),
         cmocka_unit_test(test_genm_crl_expires_cached),
         cmocka_unit_test(test_genm_crl_older),
+        cmocka_unit_test_setup_teardown(test_genm_crl_hits, crl_hits_setup, crl_hits_teardown),
         cmocka_unit_test(test_rr_holder),
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
@@ -2871,5 +2956,8 @@ int main(void)
         cmocka_unit_test(test_shim_crl_status_names),
     };
 
+    /* one test alone, as docs/performance.md counts one: CMPGW_TEST_FILTER=test_genm_crl_hits */
+    if (getenv("CMPGW_TEST_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("CMPGW_TEST_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
