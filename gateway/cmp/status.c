@@ -161,18 +161,25 @@ static struct cmp_crl_cache *cache_of(const struct gw_cmp_engine *e, const struc
 }
 
 /*
- * Marks the slots of |cc| stale: all of them where |cert| is NULL, else those of the CAs that signed it
- * (no other CA's CRL can list it); then the genm fetches that filed in them, or gave none, are forgotten
- * too. Cheap enough under the lock: the name and key identifier are compared first, and a revocation is
- * rare.
+ * Marks the slots of |cc| stale: all of them where |cert| is NULL, else, where one of |cc|'s CAs signed it,
+ * the slots of every CA of |cc| of that one's name: the same CA under another key (rekeyed), which may sign
+ * the CRL that lists |cert| with its new key (RFC 5280 §5.2.1: an issuer with more than one signing key, in
+ * a key changeover); no other CA's CRL can list it. Then the genm fetches that filed in them, or
+ * gave none, are forgotten too. Cheap enough under the lock: one signature checked at most (the name and
+ * key identifier are compared first), names compared, and a revocation is rare.
  */
 static void invalidate_cache(struct cmp_crl_cache *cc, X509 *cert)
 {
+    const X509_NAME *ca = NULL;
     int marked = 0;
 
     pthread_mutex_lock(&cc->lock);
+    for (int j = 0; cert != NULL && ca == NULL && j < sk_X509_num(cc->cas); j++)
+        if (gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
+            ca = X509_get_subject_name(sk_X509_value(cc->cas, j));
     for (int j = 0; j < sk_X509_num(cc->cas); j++) {
-        if (cert != NULL && !gw_x509_signed_by(cert, sk_X509_value(cc->cas, j)))
+        if (cert != NULL &&
+            (ca == NULL || X509_NAME_cmp(X509_get_subject_name(sk_X509_value(cc->cas, j)), ca) != 0))
             continue;
         cc->slots[j].stale = 1;
         marked = 1;

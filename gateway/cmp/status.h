@@ -24,8 +24,9 @@ const char *cmp_credentials_code(const struct cmp_refusal *r);
 
 /*
  * cmp_status_invalidate: after |cert| was revoked at |up| through cmpgw, the next check or genm reads a
- * fresh CRL of |cert|'s CA (by name and signature) at |up| and at every other upstream that issues under
- * it. |cert| NULL: of every CA of |up|, and of no other upstream's.
+ * fresh CRL of |cert|'s CA (by name and signature), under any of its keys (an upstream's CAs of that name
+ * beside it), at |up| and at every other upstream that issues under it. |cert| NULL: of every CA of |up|,
+ * and of no other upstream's.
  */
 void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert);
 

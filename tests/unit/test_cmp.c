@@ -2845,10 +2845,10 @@ static struct gw_upstream_conf *local_conf(const struct env *e)
 
 /*
  * The "local" upstream as a CRL-publishing adapter of |caps| that issues under two CAs: the demo
- * issuing CA (CA1) and a second one under the same root (CA2); x1 and x1b are CA1's, x2 is CA2's.
- * |cmp|: the "cmp" section's members.
+ * issuing CA (CA1) and a second one under the same root (CA2; |rekeyed|: CA1's name with another key, CA1
+ * rekeyed); x1 and x1b are CA1's, x2 is CA2's. |cmp|: the "cmp" section's members.
  */
-static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
+static void two_cas_open_as(struct two_cas *t, unsigned caps, const char *cmp, int rekeyed)
 {
     EVP_PKEY *root_key = load_key("ca.key");
     struct gw_upstream_conf *uc;
@@ -2860,6 +2860,10 @@ static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
     t->ca1_key = load_key("issuing.key");
     t->ca2_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     t->ca2 = cert_under(ca_cert, root_key, t->ca2_key, "cmpgw test issuing CA 2", 2001, 1);
+    if (rekeyed) {
+        assert_int_equal(X509_set_subject_name(t->ca2, X509_get_subject_name(t->ca1)), 1);
+        assert_true(X509_sign(t->ca2, root_key, EVP_sha256()) > 0);
+    }
     t->x1_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     t->x1 = cert_under(t->ca1, t->ca1_key, t->x1_key, "device-of-ca1", 3001, 0);
     t->x1b_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -2875,6 +2879,11 @@ static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
     two_ca_now = time(NULL);
     gw_cmp_engine_set_clock(t->env->engine, two_ca_clock);
     EVP_PKEY_free(root_key);
+}
+
+static void two_cas_open_cmp(struct two_cas *t, unsigned caps, const char *cmp)
+{
+    two_cas_open_as(t, caps, cmp, 0);
 }
 
 static void two_cas_open(struct two_cas *t, unsigned caps)
@@ -3013,6 +3022,75 @@ static void test_status_revoked_marks_its_ca(void **state)
 
     free(crl1);
     free(crl2);
+    two_cas_close(&t);
+}
+
+/* The index of |ca| among the CAs the "local" upstream of |e| issues under, as its CRL cache numbers them. */
+static int local_ca_index(const struct env *e, X509 *ca)
+{
+    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(local_conf(e));
+    int at = -1;
+
+    for (int j = 0; j < sk_X509_num(cas) && at < 0; j++)
+        if (X509_cmp(sk_X509_value(cas, j), ca) == 0)
+            at = j;
+    sk_X509_pop_free(cas, X509_free);
+    assert_true(at >= 0);
+    return at;
+}
+
+/*
+ * A CA rekeyed under its name (CA2: CA1's name, another key) may sign with its new key the CRL that lists
+ * a certificate of its old one: a revocation of CA1's x1b through cmpgw makes the next genm fetch again
+ * where the last filed a CRL of CA2. Once, only the slot of the key that signed x1b was marked, and genms
+ * were answered with CA2's CRL of before the revocation for up to GW_GENM_CRL_SECS. Its twin: a
+ * certificate of that name that none of the upstream's CAs signed (a namesake's) marks nothing.
+ */
+static void test_status_revoked_marks_rekeyed_ca(void **state)
+{
+    struct two_cas t;
+    struct gw_upstream *up;
+    struct cmp_call c = {0};
+    struct cmp_crl_failure f = {.fault = CMP_CRL_NOT_SERVED, .why = "the test CA is down"};
+    EVP_PKEY *other_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *namesake, *by_namesake;
+    X509_CRL *filed, *crl = NULL, *newer = NULL;
+    const unsigned char *p;
+    unsigned char *der;
+    unsigned long ticket = 0;
+    size_t len;
+
+    (void)state;
+    two_cas_open_as(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL, CMP_DEFAULTS, 1);
+    up = gw_upstream_set_get0(t.env->ups, "local");
+    c.e = t.env->engine;
+    c.now = two_ca_now;
+    namesake = cert_under(ca_cert, other_key, other_key, "namesake", 2002, 1);
+    assert_int_equal(X509_set_subject_name(namesake, X509_get_subject_name(t.ca1)), 1);
+    by_namesake = cert_under(namesake, other_key, t.x1_key, "device-of-namesake", 3004, 0);
+    /* a genm's fetch files CA2's CRL */
+    der = crl_of(t.ca2, t.ca2_key, two_ca_now - 60, two_ca_now + 3600, NULL, &len);
+    p = der;
+    assert_non_null(filed = d2i_X509_CRL(NULL, &p, (long)len));
+    assert_int_equal(cmp_status_relay_get(&c, up, NULL, &crl, &f, &ticket), CMP_RELAY_FETCH);
+    cmp_status_relay_put(&c, up, NULL, filed, local_ca_index(t.env, t.ca2), ticket, NULL, &newer);
+    assert_null(newer);
+
+    cmp_status_invalidate(t.env->engine, up, by_namesake);
+    assert_int_equal(cmp_status_relay_get(&c, up, NULL, &crl, &f, &ticket), CMP_RELAY_HIT);
+    assert_ptr_equal(crl, filed);
+    X509_CRL_free(crl);
+    crl = NULL;
+    cmp_status_invalidate(t.env->engine, up, t.x1b);
+    assert_int_equal(cmp_status_relay_get(&c, up, NULL, &crl, &f, &ticket), CMP_RELAY_FETCH);
+    assert_null(crl);
+    cmp_status_relay_put(&c, up, NULL, NULL, -1, ticket, &f, &newer);
+
+    X509_CRL_free(filed);
+    free(der);
+    X509_free(namesake);
+    X509_free(by_namesake);
+    EVP_PKEY_free(other_key);
     two_cas_close(&t);
 }
 
@@ -10500,6 +10578,7 @@ int main(void)
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),
         cmocka_unit_test(test_status_revoked_marks_its_ca),
+        cmocka_unit_test(test_status_revoked_marks_rekeyed_ca),
         cmocka_unit_test(test_status_after_genm_fetch),
         cmocka_unit_test(test_status_partial_crl),
         cmocka_unit_test(test_status_two_cas_query),
