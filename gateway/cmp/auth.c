@@ -296,10 +296,10 @@ static const char *weak_signed(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const
  * same key certified for key encipherment too is no second signer), then among all, so that a key
  * usage without digitalSignature is told once the signature verifies. More than one that verifies is
  * ambiguous, and the identity would be a guess. The index in |valid| of the one that verifies, or -1
- * refused with |r| (*cause "signature" when none does).
+ * refused with |r| (*cause "signature" and *tried the first of |valid|, borrowed, when none does).
  */
 static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_OF(X509) *valid,
-                        const char **cause, struct cmp_refusal *r)
+                        const char **cause, X509 **tried, struct cmp_refusal *r)
 {
     int found = -1, n = 0;
 
@@ -318,6 +318,7 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
         return found;
     if (n == 0) {
         *cause = "signature";
+        *tried = sk_X509_value(valid, 0);
         cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_UNTRUSTED);
         return -1;
     }
@@ -357,9 +358,10 @@ static void log_refused(int weak, const struct cmp_call *c, const struct cmp_txn
 /*
  * The signer among |cands| with its validated chain (*chain, the caller's), or NULL refused with |r|
  * (*cause saying why for the log, where the answer does not, and *tried the candidate it is about: the
- * first weak one, else the first; borrowed from |cands|). *weak is set when the only chains found
- * fail the security level (GW_SIGNER_AUTH_LEVEL) and the signature verifies with such a certificate,
- * which the client is told: its certificate would verify but for a SHA-1 signature or a short key.
+ * first weak one, the first that chains when the signature verifies with none, else the first; borrowed
+ * from |cands|). *weak is set when the only chains found fail the security level (GW_SIGNER_AUTH_LEVEL)
+ * and the signature verifies with such a certificate, which the client is told: its certificate would
+ * verify but for a SHA-1 signature or a short key.
  */
 static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store, const OSSL_CMP_MSG *msg,
                     const STACK_OF(X509) *cands, STACK_OF(X509) **chain, int *weak, const char **cause,
@@ -385,7 +387,7 @@ static X509 *choose(struct cmp_chains *cc, OSSL_CMP_CTX *ctx, X509_STORE *store,
     } else if (sk_X509_num(valid) == 1) {
         at = 0;
     } else {
-        at = disambiguate(ctx, msg, valid, cause, r);
+        at = disambiguate(ctx, msg, valid, cause, tried, r);
     }
     if (at >= 0) {
         signer = sk_X509_value(valid, at);

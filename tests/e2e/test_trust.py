@@ -282,6 +282,33 @@ class ForgedSigner(harness.GatewayTestCase):
                               "name verify it")
         self.assertIsNone(res.cert)
 
+    def test_two_valid_certificates_neither_verifies(self):
+        """Two certificates of one subject issued here, sent beside a self-made one of a third key that signs:
+        both chain, neither verifies the signature. The log names the first that chains, as for the other
+        causes: its subject, its hash and that the client sent it."""
+        d = self.gw.dir
+        subject = "/CN=unsigned-twin"
+        first = self.gw.cmp("ir", "unsigned-twin1", newkey=self.newkey("unsigned-twin1"), subject=subject,
+                            extra=("-implicit_confirm",)).cert
+        second = self.gw.cmp("ir", "unsigned-twin2", newkey=self.newkey("unsigned-twin2"), subject=subject,
+                             extra=("-implicit_confirm",)).cert
+        key = self.newkey("unsigned-twin-signer")
+        # no SKID, so no senderKID that would rule the two issued ones out
+        harness.run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", subject, "-days", "1", "-addext",
+                     "keyUsage=critical,digitalSignature", "-addext", "subjectKeyIdentifier=none", "-addext",
+                     "authorityKeyIdentifier=none", "-out", d / "unsigned-twin-signer.pem"])
+        bundle = d / "unsigned-twins.pem"
+        bundle.write_text(first.read_text() + second.read_text())
+        res = self.gw.cmp("ir", "unsigned-twin-ir", auth=(d / "unsigned-twin-signer.pem", key),
+                          newkey=self.newkey("unsigned-twin-new"), subject=subject,
+                          extra=("-extracerts", bundle, "-implicit_confirm"), expect_cert=False)
+        self.assert_cmp_error(res.first, ("error",), "badMessageCheck", "message protection could not be verified")
+        self.assertIsNone(res.cert)
+        refused = [(e.get("cause"), e.get("tried"), e.get("tried_hash"), e.get("tried_from"))
+                   for e in self.gw.log_lines() if e.get("event") == "signer_refused"
+                   and e.get("cause") == "signature"]
+        self.assertEqual(refused, [("signature", subject, cert_hash(first), "extraCerts")], refused)
+
 
 
 
