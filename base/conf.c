@@ -308,48 +308,64 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
     return -1;
 }
 
-BIO *gw_conf_read_fd(struct gw_conf_ctx *pc, const char *path, const char *file, int fd)
+/*
+ * The rest of open |fd| of |file| read whole, as gw_conf_read_fd says; |st| what fstat said of it when
+ * its opener asked (open_regular), else NULL: asked here. A file too large and one that cannot be read
+ * are each refused in one place, whether the fstat or the read finds it.
+ */
+static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *file, int fd,
+                       const struct stat *st)
 {
     unsigned char chunk[4096];
-    struct stat st;
+    struct stat own;
+    const char *failed = NULL; /* why it cannot be read */
     BIO *bio = NULL;
     ssize_t n;
-    off_t total = 0;
+    off_t size = 0, total = 0;
+    int large;
 
+    if (st != NULL)
+        size = st->st_size;
+    else if (fstat(fd, &own) == 0)
+        size = own.st_size;
+    else
+        failed = strerror(errno);
     /* read whole, it is held whole: a file named by mistake (a log, an image) must not fill the memory */
-    if (fstat(fd, &st) != 0) {
-        gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    if (st.st_size > GW_MAX_CONF_FILE_SIZE) {
-        gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
-        close(fd);
-        return NULL;
-    }
+    large = size > GW_MAX_CONF_FILE_SIZE;
     /* read whole into a memory BIO, not through a FILE: PEM reads line by line (an fd BIO reads a line a
        byte at a time), and a certificate file may hold a private key too, which stdio's buffer would keep
        in the memory it frees; a memory BIO wipes its buffer when freed, and |chunk| is wiped here */
-    if ((bio = BIO_new(BIO_s_mem())) == NULL)
-        gw_conf_fail(pc, path, "out of memory");
-    else
-        BIO_set_mem_eof_return(bio, 0); /* its end reads as a file's: no retry */
-    while (bio != NULL && (n = read(fd, chunk, sizeof(chunk))) != 0) {
+    if (failed == NULL && !large) {
+        if ((bio = BIO_new(BIO_s_mem())) == NULL)
+            gw_conf_fail(pc, path, "out of memory");
+        else
+            BIO_set_mem_eof_return(bio, 0); /* its end reads as a file's: no retry */
+    }
+    while (bio != NULL && failed == NULL && !large && (n = read(fd, chunk, sizeof(chunk))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
-        if (n > 0 && (total += n) > GW_MAX_CONF_FILE_SIZE) { /* it grew since the fstat */
-            gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
-            BIO_free(bio);
-            bio = NULL;
-        } else if (n < 0 || BIO_write(bio, chunk, (int)n) != (int)n) {
-            gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, n < 0 ? strerror(errno) : "out of memory");
-            BIO_free(bio);
-            bio = NULL;
-        }
+        if (n < 0)
+            failed = strerror(errno);
+        else if ((total += n) > GW_MAX_CONF_FILE_SIZE) /* it grew since the fstat */
+            large = 1;
+        else if (BIO_write(bio, chunk, (int)n) != (int)n)
+            failed = "out of memory";
     }
     OPENSSL_cleanse(chunk, sizeof(chunk));
     close(fd);
-    return bio;
+    if (!large && failed == NULL)
+        return bio;
+    if (large)
+        gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
+    else
+        gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, failed);
+    BIO_free(bio);
+    return NULL;
+}
+
+BIO *gw_conf_read_fd(struct gw_conf_ctx *pc, const char *path, const char *file, int fd)
+{
+    return read_whole(pc, path, file, fd, NULL);
 }
 
 BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
@@ -359,7 +375,7 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
 
     if ((fd = open_regular(pc, path, file, name_the_file, &st)) < 0)
         return NULL;
-    return gw_conf_read_fd(pc, path, file, fd);
+    return read_whole(pc, path, file, fd, &st);
 }
 
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)
