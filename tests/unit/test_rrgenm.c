@@ -1946,6 +1946,31 @@ static struct env *migration_env(const char *tag)
     return e;
 }
 
+/* A migration_env(|tag|) whose "to" issues under a CA of the name of "from"'s, another key, and one
+   certificate "from" issued (held, its key k). */
+struct same_ca_name {
+    struct env *e;
+    X509 *b_ca, *held;
+    EVP_PKEY *b_key, *k;
+};
+
+static void same_ca_name_init(struct same_ca_name *s, const char *tag)
+{
+    s->b_ca = second_issuer(X509_get_subject_name(issuing_cert), tag, &s->b_key);
+    s->e = migration_env(tag);
+    s->held = enrol(s->e, &s->k);
+    assert_int_equal(X509_verify(s->held, issuing_key), 1); /* issued by "from" */
+}
+
+static void same_ca_name_cleanup(struct same_ca_name *s)
+{
+    X509_free(s->held);
+    X509_free(s->b_ca);
+    EVP_PKEY_free(s->k);
+    EVP_PKEY_free(s->b_key);
+    env_free(s->e);
+}
+
 /*
  * A migration whose "to" issues under a CA of the same name as "from" but another key (allowed: a new
  * mount's CA named as the old one): certificates of "from" stay revocable by their holder and an RA.
@@ -1953,33 +1978,26 @@ static struct env *migration_env(const char *tag)
  */
 static void test_rr_migration_same_ca_name(void **state)
 {
-    EVP_PKEY *b_key = NULL, *k = NULL;
-    X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "b", &b_key), *held = NULL, *other = NULL;
-    struct env *e;
+    struct same_ca_name s;
+    X509 *other = NULL;
     OSSL_CMP_CTX *ctx;
 
     (void)state;
-    e = migration_env("b");
-    held = enrol(e, &k);
-    assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
+    same_ca_name_init(&s, "b");
     /* its holder */
-    rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    rr(s.e, s.held, s.k, s.held, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     OSSL_CMP_CTX_free(ctx);
-    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 1);
+    assert_int_equal(crl_lists(s.e, X509_get0_serialNumber(s.held)), 1);
     /* an RA */
-    EVP_PKEY_free(k);
-    other = enrol(e, &k);
-    rr(e, signer_cert, signer_key, other, CRL_REASON_SUPERSEDED, &ctx);
+    EVP_PKEY_free(s.k);
+    other = enrol(s.e, &s.k);
+    rr(s.e, signer_cert, signer_key, other, CRL_REASON_SUPERSEDED, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     OSSL_CMP_CTX_free(ctx);
-    assert_int_equal(crl_lists(e, X509_get0_serialNumber(other)), 1);
-    X509_free(held);
+    assert_int_equal(crl_lists(s.e, X509_get0_serialNumber(other)), 1);
     X509_free(other);
-    X509_free(b_ca);
-    EVP_PKEY_free(k);
-    EVP_PKEY_free(b_key);
-    env_free(e);
+    same_ca_name_cleanup(&s);
 }
 
 /*
@@ -1991,60 +2009,52 @@ static void test_rr_migration_same_ca_name(void **state)
  */
 static void test_rr_migration_same_ca_name_same_serial(void **state)
 {
-    EVP_PKEY *b_key = NULL, *k = NULL;
-    X509 *b_ca = second_issuer(X509_get_subject_name(issuing_cert), "c", &b_key), *held = NULL, *twin = NULL;
-    X509 *only = NULL;
+    struct same_ca_name s;
+    X509 *twin = NULL, *only = NULL;
     char path[512], hex[2 * 20 + 1], err[GW_ERR_LEN] = "";
     struct gw_store_revocation rec;
-    struct env *e;
     OSSL_CMP_CTX *ctx;
 
     (void)state;
-    e = migration_env("c");
-    held = enrol(e, &k);
-    assert_int_equal(X509_verify(held, issuing_key), 1); /* issued by "from" */
-    twin = tu_make_cert(k, b_key, b_ca, "rr-device", 1);
-    assert_int_equal(X509_set_serialNumber(twin, (ASN1_INTEGER *)X509_get0_serialNumber(held)), 1);
-    assert_true(X509_sign(twin, b_key, EVP_sha256()) > 0);
+    same_ca_name_init(&s, "c");
+    twin = tu_make_cert(s.k, s.b_key, s.b_ca, "rr-device", 1);
+    assert_int_equal(X509_set_serialNumber(twin, (ASN1_INTEGER *)X509_get0_serialNumber(s.held)), 1);
+    assert_true(X509_sign(twin, s.b_key, EVP_sha256()) > 0);
     /* a certificate "to" alone issued: revoked there, but not while "from" cannot say it did not */
-    only = tu_make_cert(k, b_key, b_ca, "rr-device", 0x5301);
+    only = tu_make_cert(s.k, s.b_key, s.b_ca, "rr-device", 0x5301);
     snprintf(path, sizeof(path), "%s/store-c", dir);
     assert_int_equal(gw_store_put(path, only, err), 0);
     gw_x509_serial_hex(X509_get0_serialNumber(only), hex, sizeof(hex));
     snprintf(path, sizeof(path), "%s/%s.pem",
-             gw_upstream_get0_conf(gw_upstream_set_get0(e->ups, "local"))->store_dir, hex);
+             gw_upstream_get0_conf(gw_upstream_set_get0(s.e->ups, "local"))->store_dir, hex);
     assert_int_equal(mkdir(path, 0700), 0); /* a directory where a certificate would be: unreadable */
-    rr(e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
+    rr(s.e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                   "cannot be looked up at the CA now");
     OSSL_CMP_CTX_free(ctx);
     assert_int_equal(rmdir(path), 0);
-    rr(e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
+    rr(s.e, signer_cert, signer_key, only, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     OSSL_CMP_CTX_free(ctx);
     snprintf(path, sizeof(path), "%s/store-c", dir);
     assert_int_equal(gw_store_revocation_get(path, hex, &rec, err), 0);
     /* one serial from both */
     assert_int_equal(gw_store_put(path, twin, err), 0);
-    gw_x509_serial_hex(X509_get0_serialNumber(held), hex, sizeof(hex));
-    rr(e, signer_cert, signer_key, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    gw_x509_serial_hex(X509_get0_serialNumber(s.held), hex, sizeof(hex));
+    rr(s.e, signer_cert, signer_key, s.held, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertId,
                   "have both issued a certificate with serial");
     OSSL_CMP_CTX_free(ctx);
-    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 0);
+    assert_int_equal(crl_lists(s.e, X509_get0_serialNumber(s.held)), 0);
     assert_int_equal(gw_store_revocation_get(path, hex, &rec, err), GW_ERR_NOT_FOUND); /* nor "to"'s */
     /* its holder names it by signing with it: revoked where it was issued */
-    rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, &ctx);
+    rr(s.e, s.held, s.k, s.held, CRL_REASON_KEY_COMPROMISE, &ctx);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     OSSL_CMP_CTX_free(ctx);
-    assert_int_equal(crl_lists(e, X509_get0_serialNumber(held)), 1);
-    X509_free(held);
+    assert_int_equal(crl_lists(s.e, X509_get0_serialNumber(s.held)), 1);
     X509_free(twin);
     X509_free(only);
-    X509_free(b_ca);
-    EVP_PKEY_free(k);
-    EVP_PKEY_free(b_key);
-    env_free(e);
+    same_ca_name_cleanup(&s);
 }
 
 /*
