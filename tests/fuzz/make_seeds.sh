@@ -12,7 +12,8 @@
 # and fuzz_cmp_signed are removed: their inputs derive from the old seeds and PKI.
 #
 # The error message, the ir with a certProfile and the genms with a crlStatusList value are crafted (no
-# client sends them on its own): craft_error.py, craft_profile.py, craft_crl_status.py. Sequence seeds (*.seq) hold several requests joined by the
+# client sends them on its own): craft_error.py, craft_profile.py, craft_crl_status.py; so is an rr target
+# with its subjectAltName twice (craft_san_twice.py). Sequence seeds (*.seq) hold several requests joined by the
 # separator fuzz_cmp_request splits on, so that a certConf, pollReq or error meets the transaction its
 # ir opened.
 set -euo pipefail
@@ -221,8 +222,9 @@ openssl req -new -key dev1.key -subj "/O=cmpgw demo/CN=fuzz-mapped" -outform DER
 # and certificates of the issuing CA, as an RA's rr targets whose names fuzz_profile holds to each
 # role (gw_policy_check_names): the names of seed-p10-names with an IPv4-mapped address of them too; an
 # IPv4-mapped address outside its IPv4 range; an IP address of 5 bytes and one of none, which no
-# request gets past the profile with; a host within the "hosts" role's allowed_subjects and one
-# outside them; and the issuing CA itself
+# request gets past the profile with; a subjectAltName cut short and one given twice (a name outside
+# every role in the second), which an upstream's certificate may hold; a host within the "hosts" role's
+# allowed_subjects and one outside them; and the issuing CA itself
 rr_cert() {
     local name=$1 subj=$2
     shift 2
@@ -234,6 +236,12 @@ rr_cert names "/O=cmpgw demo/CN=fuzz-names/emailAddress=dev@example.com" -addext
     "subjectAltName=DNS:dev.example.com,IP:10.9.8.7,IP:::ffff:10.9.8.7,IP:2001:db8::7,URI:urn:example:names,email:dev@example.com"
 rr_cert mapped "/O=cmpgw demo/CN=dev-mapped" -addext "subjectAltName=IP:::ffff:192.0.2.7"
 rr_cert bad-ip "/O=cmpgw demo/CN=dev-bad-ip" -addext "2.5.29.17=DER:300987050a090807078700"
+rr_cert bad-san "/O=cmpgw demo/CN=dev-bad-san" -addext "2.5.29.17=DER:30038201"
+# OpenSSL's tools write an extension once: the second is written as 2.5.29.99 and renamed
+rr_cert san-twice "/O=cmpgw demo/CN=dev-san-twice" -addext "subjectAltName=DNS:dev.example.com" \
+    -addext "2.5.29.99=DER:3011820f7777772e6578616d706c652e6f7267"
+/usr/bin/python3 -B "$repo/tests/fuzz/craft_san_twice.py" "$profile_seeds/seed-rr-san-twice.der" issuing.key \
+    "$profile_seeds/seed-rr-san-twice.der"
 rr_cert host "/O=cmpgw demo/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com,IP:10.9.8.7"
 rr_cert other-host "/O=other/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com"
 openssl x509 -in issuing.pem -outform DER -out "$profile_seeds/seed-rr-ca.der"
