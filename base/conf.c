@@ -50,22 +50,80 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
     return GW_ERR_INVAL;
 }
 
+/* Whether the |len| bytes at |s| read as host[:port] ("[v6]:port" too): an authority with no userinfo. */
+static bool host_port(const char *s, size_t len)
+{
+    const char *colon = memchr(s, ':', len), *close;
+
+    if (len > 0 && s[0] == '[') {
+        if ((close = memchr(s, ']', len)) == NULL)
+            return false;
+        if (close + 1 == s + len)
+            return true;
+        if (close[1] != ':')
+            return false;
+        colon = close + 1;
+    }
+    if (colon == NULL)
+        return true;
+    for (const char *p = colon + 1; p < s + len; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
 /*
- * |s| into |out| (|cap| bytes) with the userinfo of a URL in it ("https://user:password@host",
- * "redis://:password@host") written "***": a credential, which no key takes (a "url" or an "address"
- * with one is refused), so only the error that refuses it would quote it, into a log. Everything
- * after "://" up to its last '@' goes: a password need not be URL-encoded. Returns snprintf's length.
+ * Where the userinfo after |auth| (what follows a URL's "://") ends: the last '@' of the authority, which
+ * ends at the first '/', '?' or '#' (RFC 3986 §3.2); an '@' in a path, a query or a fragment is none. A
+ * password need not be URL-encoded: one with a '/', '?' or '#' in it cuts the authority short at what is
+ * no host[:port], and then the userinfo runs to the last '@' of all. NULL: no userinfo.
+ */
+static const char *url_userinfo_end(const char *auth)
+{
+    size_t len = strcspn(auth, "/?#");
+    const char *at = NULL, *last = strrchr(auth, '@');
+
+    for (const char *p = auth; p < auth + len; p++)
+        if (*p == '@')
+            at = p;
+    if (at != NULL || last == NULL || host_port(auth, len))
+        return at;
+    return last;
+}
+
+/*
+ * Where the userinfo of |s|, a value without a scheme, ends ("user:password@10.0.0.5:6379",
+ * ":password@10.0.0.5", as a Redis address may be written): its last '@', when a ':' comes before it and
+ * no '/' or white space does, so that names like "*@example.com" keep their text. NULL: none.
+ */
+static const char *bare_userinfo_end(const char *s)
+{
+    const char *at = strrchr(s, '@');
+    size_t len = at != NULL ? (size_t)(at - s) : 0;
+
+    if (at == NULL || memchr(s, ':', len) == NULL || strcspn(s, "/ \t\n\r\f\v") < len)
+        return NULL;
+    return at;
+}
+
+/*
+ * |s| (a value's JSON text) into |out| (|cap| bytes) with the userinfo in it written "***": a URL's
+ * ("https://user:password@host", "redis://:password@host"), or that of a value without a scheme
+ * ("user:password@host"). It is a credential, which no key takes (a "url" or an "address" with one is
+ * refused), so only the error that refuses it would quote it, into a log. Returns snprintf's length.
  */
 static size_t without_userinfo(char *out, size_t cap, const char *s)
 {
-    const char *host = strstr(s, "://"), *at = host != NULL ? strrchr(host, '@') : NULL;
+    const char *scheme = strstr(s, "://"), *from, *at;
 
+    from = scheme != NULL ? scheme + 3 : s + (s[0] == '"');
+    at = scheme != NULL ? url_userinfo_end(from) : bare_userinfo_end(from);
     if (at == NULL)
         return (size_t)snprintf(out, cap, "%s", s);
-    return (size_t)snprintf(out, cap, "%.*s***%s", (int)(host + 3 - s), s, at);
+    return (size_t)snprintf(out, cap, "%.*s***%s", (int)(from - s), s, at);
 }
 
-/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes, a URL's userinfo hidden. */
+/* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes, any userinfo hidden. */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap)
 {
     char shown[GW_CONF_SHOW_LEN + 2];

@@ -98,7 +98,8 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
 /* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
 void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes (|cap| >= GW_CONF_SHOW_BUF), with
-   a URL's userinfo ("https://user:password@host") written "***". */
+   the userinfo of a URL's authority ("https://user:password@host") or of a value without a scheme
+   ("user:password@host", a ':' and no '/' or space before its last '@') written "***". */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap);
 /* "<path>.<key>" and "<path>[<i>]" into |out| (GW_CONF_PATH_LEN bytes). */
 void gw_conf_join_key(char *out, const char *path, const char *key);

@@ -140,22 +140,31 @@ class Reload(harness.GatewayTestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(metric(self.gw, "cmpgw_config_last_reload_success"), 1)
 
-    def test_refused_address_password_quoted_masked(self):
-        """A reload refused for a Redis "address" with a password in it, by POST /reload and by SIGHUP: the
-        answer and the log quote it with "***" for its userinfo, and the password is in neither."""
-        password = "Hunter2-in-the-address"
+    def refused_address_masked(self, address, password, shown):
+        """A reload refused for Redis "address" |address|, by POST /reload and by SIGHUP: the answer and the
+        log quote it as |shown|, and |password| is in neither."""
         cfg = json.loads(json.dumps(self.base))
-        cfg["cmp"] = dict(cfg["cmp"], state={"backend": "redis", "address": "redis://:%s@127.0.0.1" % password})
+        cfg["cmp"] = dict(cfg["cmp"], state={"backend": "redis", "address": address})
         self.write_config(cfg)
         status, body = admin(self.gw, "/reload", "POST")
         self.assertEqual(status, 500, body)
-        self.assertIn('$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got "redis://***@127.0.0.1"',
-                      body)
+        self.assertIn('$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got "%s"' % shown, body)
         line = self.sighup_and_wait()
         self.assertEqual(line["event"], "reload_refused", line)
-        self.assertIn('got "redis://***@127.0.0.1"', line["error"])
+        self.assertIn('got "%s"' % shown, line["error"])
         for where in (body, self.gw.stderr()):
             self.assertNotIn(password, where)
+
+    def test_refused_address_password_quoted_masked(self):
+        """A Redis "address" with a password in it is quoted with "***" for its userinfo."""
+        password = "Hunter2-in-the-address"
+        self.refused_address_masked("redis://:%s@127.0.0.1" % password, password, "redis://***@127.0.0.1")
+
+    def test_refused_address_without_scheme_password_quoted_masked(self):
+        """So is one written without a scheme, as "user:password@host:port" or ":password@host"."""
+        password = "Hunter3-in-the-address"
+        self.refused_address_masked("cmpgw:%s@127.0.0.1:6379" % password, password, "***@127.0.0.1:6379")
+        self.refused_address_masked(":%s@127.0.0.1" % password, password, "***@127.0.0.1")
 
     def test_reload_the_moment_it_serves(self):
         """A POST /reload as soon as a gateway serves: the generation it retires has its health prober

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -534,6 +535,17 @@ static const struct bad bad_cases[] = {
      {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": "
                        "\"redis://:s.abcdefgh@127.0.0.1\"}}, \"signer\":")},
      {"$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got \"redis://***@127.0.0.1\""}},
+    {"state address with a user and password, no scheme",
+     {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": "
+                       "\"cmpgw:s.abcdefgh@127.0.0.1:6379\"}}, \"signer\":")},
+     {"$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got \"***@127.0.0.1:6379\""}},
+    {"state address with a password, no scheme",
+     {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": "
+                       "\":s.abcdefgh@127.0.0.1\"}}, \"signer\":")},
+     {"$.cmp.state.address: expected a numeric IPv4 or IPv6 address, got \"***@127.0.0.1\""}},
+    {"listener address with a password, no scheme",
+     {E("\"address\": \"127.0.0.1\",", "\"address\": \"admin:s.abcdefgh@127.0.0.1\",")},
+     {"$.listeners[0].address: expected a numeric IPv4 or IPv6 address, got \"***@127.0.0.1\""}},
     {"state prefix with space",
      {E("\"signer\":", "\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\", "
                        "\"key_prefix\": \"a b\"}}, \"signer\":")},
@@ -979,6 +991,12 @@ static const struct bad bad_cases[] = {
     {"url userinfo password with a slash",
      {UPS, E("https://127.0.0.1:8200", "https://vault:pa/s.abcdefgh@127.0.0.1")},
      {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
+    {"url userinfo password with a question mark",
+     {UPS, E("https://127.0.0.1:8200", "https://vault:pa?s.abcdefgh@127.0.0.1")},
+     {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
+    {"url @ in the path", /* no userinfo: the host stays to be read */
+     {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:8200/v1@x")},
+     {"$.upstreams.vault.url: expected", "got \"https://127.0.0.1:8200/v1@x\""}},
     {"url bad v6", {UPS, E("https://127.0.0.1:8200", "https://[::g]:8200")}, {"$.upstreams.vault.url"}},
     {"url query", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1?x=1")}, {"$.upstreams.vault.url"}},
     {"url not string",
@@ -2737,6 +2755,54 @@ static void test_names_has(void **state)
             fail_msg("\"%s\" in %zu names: %d", cases[i].name, cases[i].n, !cases[i].has);
 }
 
+/*
+ * gw_conf_show hides userinfo: a URL's, of its authority alone (an '@' in a path, a query or a fragment
+ * is none, and the host stays to be read), a password's '/', '?' or '#' notwithstanding; and that of a
+ * value without a scheme, a Redis address written "user:password@host", where a ':' comes before the
+ * last '@' and no '/' or space does. Names with an '@' (a policy's "*@example.com") keep their text.
+ */
+static void test_conf_show_userinfo(void **state)
+{
+    static const struct {
+        const char *json, *shown;
+    } cases[] = {
+        {"\"https://u:pw@h:8200\"", "\"https://***@h:8200\""},
+        {"\"redis://:pw@10.0.0.5\"", "\"redis://***@10.0.0.5\""},
+        {"\"https://u@h\"", "\"https://***@h\""},
+        {"\"https://u:p@w@h\"", "\"https://***@h\""},
+        {"\"https://u:pw@h/p@x\"", "\"https://***@h/p@x\""},
+        {"\"https://u:pw@[::1]:8200/v1\"", "\"https://***@[::1]:8200/v1\""},
+        {"\"https://u:pa/ss@h\"", "\"https://***@h\""},
+        {"\"https://u:pa?ss@h\"", "\"https://***@h\""},
+        {"\"https://u:pa#ss@h\"", "\"https://***@h\""},
+        {"\"https://h/p@x\"", "\"https://h/p@x\""},
+        {"\"https://h:8200/p@x\"", "\"https://h:8200/p@x\""},
+        {"\"https://[::1]:8200/p@x\"", "\"https://[::1]:8200/p@x\""},
+        {"\"https://h?q=a@b\"", "\"https://h?q=a@b\""},
+        {"\"https://h#a@b\"", "\"https://h#a@b\""},
+        {"\"https://h:8200\"", "\"https://h:8200\""},
+        {"\"user:pw@10.0.0.5:6379\"", "\"***@10.0.0.5:6379\""},
+        {"\":pw@10.0.0.5\"", "\"***@10.0.0.5\""},
+        {"\"u:p@w@10.0.0.5\"", "\"***@10.0.0.5\""},
+        {"\"*@example.com\"", "\"*@example.com\""},
+        {"\"dev@example.com\"", "\"dev@example.com\""},
+        {"\"a/b:c@d\"", "\"a/b:c@d\""},
+        {"\"a b:c@d\"", "\"a b:c@d\""},
+        {"\"::1\"", "\"::1\""},
+        {"8443", "8443"},
+    };
+    char buf[GW_CONF_SHOW_BUF];
+    struct json_object *v;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_non_null(v = json_tokener_parse(cases[i].json));
+        if (strcmp(gw_conf_show(v, buf, sizeof(buf)), cases[i].shown) != 0)
+            fail_msg("%s shown as %s, not %s", cases[i].json, buf, cases[i].shown);
+        json_object_put(v);
+    }
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -3098,6 +3164,7 @@ int main(void)
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_names_has),
+        cmocka_unit_test(test_conf_show_userinfo),
         cmocka_unit_test(test_cert_file_key_not_left),
         cmocka_unit_test(test_key_file_text_not_left),
         cmocka_unit_test(test_key_file_forms),
