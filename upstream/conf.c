@@ -237,25 +237,19 @@ out:
 }
 
 /*
- * Keeps |certs| (the tls_cert file, leaf first) and |key| as PEM in |u|: what libcurl presents is what
- * was checked here, whatever becomes of the files later. A key in a PKCS#11 token has no bytes to keep.
+ * Keeps |certs| (the tls_cert file, leaf first) and |key| in |u|, taking both: what libcurl presents is what
+ * was checked here, whatever becomes of the files later. A key in a PKCS#11 token is loaded by libcurl
+ * from its URI, which needs the certificates as PEM beside it.
  */
-static int keep_client_pem(struct gw_http_conf *u, const STACK_OF(X509) *certs, EVP_PKEY *key)
+static int keep_client(struct gw_http_conf *u, STACK_OF(X509) **certs, EVP_PKEY **key)
 {
-    BIO *kb;
-    int rc;
-
-    if (certs_pem(certs, &u->client_cert_pem, &u->client_cert_pem_len) != 0)
-        return GW_ERR_NOMEM;
     if (gw_pkcs11_is_uri(u->client_key_file))
-        return 0;
-    if ((kb = BIO_new(BIO_s_mem())) == NULL)
-        return GW_ERR_NOMEM;
-    rc = PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1
-             ? bio_bytes(kb, &u->client_key_pem, &u->client_key_pem_len)
-             : GW_ERR_NOMEM;
-    BIO_free(kb); /* a memory BIO wipes its buffer when freed */
-    return rc;
+        return certs_pem(*certs, &u->client_cert_pem, &u->client_cert_pem_len);
+    u->client_certs = *certs;
+    u->client_key = *key;
+    *certs = NULL;
+    *key = NULL;
+    return 0;
 }
 
 /*
@@ -304,7 +298,7 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
                      u->client_cert_file);
         goto out;
     }
-    rc = keep_client_pem(u, certs, key);
+    rc = keep_client(u, &certs, &key);
 out:
     sk_X509_pop_free(certs, X509_free);
     EVP_PKEY_free(key);
@@ -390,8 +384,9 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
             OPENSSL_free(h->ca_pem);
             free(h->client_cert_file);
             free(h->client_key_file);
+            sk_X509_pop_free(h->client_certs, X509_free);
+            EVP_PKEY_free(h->client_key);
             OPENSSL_free(h->client_cert_pem);
-            OPENSSL_clear_free(h->client_key_pem, h->client_key_pem_len);
             free(h->issuer_ca_file);
         }
         u->ops->conf_free(u->impl);

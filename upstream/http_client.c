@@ -316,6 +316,30 @@ fail:
             rc = curl_easy_setopt(curl, opt, val);                                                           \
     } while (0)
 
+/*
+ * CURLOPT_SSL_CTX_FUNCTION, for each new connection (libcurl with OpenSSL: |ssl_ctx| is its SSL_CTX, before
+ * its SSL is made; libcurl 7.88 calls it after it set what its own options name, which name no client
+ * certificate or key). The "tls_cert" certificates and "tls_key" key of |arg|, a gw_http_conf, go in as the
+ * objects its load checked. Handed to libcurl as PEM (CURLOPT_SSLKEY_BLOB), the key's text was parsed again
+ * at each new connection, by OpenSSL's PEM reader, which frees its line buffers as they are.
+ */
+static CURLcode present_client(CURL *curl, void *ssl_ctx, void *arg)
+{
+    const struct gw_http_conf *tls = arg;
+
+    (void)curl;
+    if (tls == NULL || tls->client_key == NULL)
+        return CURLE_OK;
+    if (SSL_CTX_use_certificate(ssl_ctx, sk_X509_value(tls->client_certs, 0)) != 1)
+        return CURLE_SSL_CERTPROBLEM;
+    for (int i = 1; i < sk_X509_num(tls->client_certs); i++)
+        if (SSL_CTX_add1_chain_cert(ssl_ctx, sk_X509_value(tls->client_certs, i)) != 1)
+            return CURLE_SSL_CERTPROBLEM;
+    if (SSL_CTX_use_PrivateKey(ssl_ctx, tls->client_key) != 1)
+        return CURLE_SSL_CERTPROBLEM;
+    return CURLE_OK;
+}
+
 CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms)
 {
     CURLcode rc = CURLE_OK;
@@ -334,23 +358,20 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     /* the trust anchors, certificate and key as checked at load, not their files: curl would open
        those again at each new connection, and use whatever they hold by then (NOCOPY: the
-       configuration outlives the client, and the key is wiped with it). The anchors replace the
-       default bundle; the default CA path would be trusted beside them, so it goes too. */
+       configuration outlives the client). The anchors replace the default bundle; the default CA
+       path would be trusted beside them, so it goes too. */
     if (tls->ca_pem != NULL) {
         struct curl_blob ca = {tls->ca_pem, tls->ca_pem_len, CURL_BLOB_NOCOPY};
         SET(CURLOPT_CAINFO_BLOB, &ca);
         SET(CURLOPT_CAPATH, NULL);
     }
-    if (tls->client_cert_pem != NULL) {
+    if (tls->client_key != NULL) {
+        SET(CURLOPT_SSL_CTX_FUNCTION, present_client);
+        SET(CURLOPT_SSL_CTX_DATA, (void *)tls);
+    } else if (tls->client_cert_pem != NULL) {
         struct curl_blob cert = {tls->client_cert_pem, tls->client_cert_pem_len, CURL_BLOB_NOCOPY};
         SET(CURLOPT_SSLCERTTYPE, "PEM");
         SET(CURLOPT_SSLCERT_BLOB, &cert);
-    }
-    if (tls->client_key_pem != NULL) {
-        struct curl_blob key = {tls->client_key_pem, tls->client_key_pem_len, CURL_BLOB_NOCOPY};
-        SET(CURLOPT_SSLKEYTYPE, "PEM");
-        SET(CURLOPT_SSLKEY_BLOB, &key);
-    } else if (tls->client_key_file != NULL) {
         SET(CURLOPT_SSLKEY, tls->client_key_file); /* a PKCS#11 URI: no bytes of it to hand over */
     }
     return rc;
@@ -366,10 +387,8 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
  */
 static CURLcode cleanse_plaintext(CURL *curl, void *ssl_ctx, void *arg)
 {
-    (void)curl;
-    (void)arg;
     SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
-    return CURLE_OK;
+    return present_client(curl, ssl_ctx, arg);
 }
 
 /* Sets every option of one call (|src|: its body, unless a GET); CURLE_OK or the first failure. */
@@ -382,8 +401,10 @@ static CURLcode set_options(struct gw_http_client *c, CURL *curl, const char *me
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, sink);
     /* every connection of the client's handles has it: they share no connection with another client */
-    if ((c->flags & GW_HTTP_SECRETS) != 0)
-        SET(CURLOPT_SSL_CTX_FUNCTION, cleanse_plaintext);
+    if ((c->flags & GW_HTTP_SECRETS) != 0) {
+        SET(CURLOPT_SSL_CTX_FUNCTION, cleanse_plaintext); /* in place of present_client, which it calls */
+        SET(CURLOPT_SSL_CTX_DATA, (void *)c->tls);
+    }
     if (strcmp(method, "GET") == 0) {
         SET(CURLOPT_HTTPGET, 1L);
     } else {

@@ -48,8 +48,10 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
  * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no proxy (none
  * from the environment either), no signals, http(s) only, no redirects, one deadline for connect
  * and transfer, TLS verified against |tls|'s trust anchors alone (else the system's CAs), with its
- * client certificate and key if any: all of them the PEM bytes checked at load, which |curl| borrows
- * (|tls| outlives every transfer made with it).
+ * client certificate and key if any: all of them what was checked at load, which |curl| borrows (|tls|
+ * outlives every transfer made with it). The trust anchors go as PEM bytes, the certificate and key as
+ * objects into each new connection's SSL_CTX, by the CURLOPT_SSL_CTX_FUNCTION set here, which a caller
+ * leaves in place (a PKCS#11 key: its URI, beside the certificates as PEM).
  * CURLE_OK or the first failure.
  */
 CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms);

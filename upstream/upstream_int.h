@@ -89,11 +89,14 @@ struct gw_http_conf {
     size_t ca_pem_len;
     char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
-    /* The certificate (and chain) and key of "tls_cert"/"tls_key" as loaded and checked, PEM: libcurl
-       gets these bytes, never the file names, so a file changed after the load is not used before a
-       reload checks it. The key is wiped when the configuration is freed. NULL for a PKCS#11 key. */
-    unsigned char *client_cert_pem, *client_key_pem;
-    size_t client_cert_pem_len, client_key_pem_len;
+    /* The certificate (leaf first, then its chain) and key of "tls_cert"/"tls_key" as loaded and checked:
+       each new connection's SSL_CTX takes these objects (gw_http_setopt_base), never the file names, so a
+       file changed after the load is not used before a reload checks it, and no text of the key is
+       parsed again. NULL for a PKCS#11 key, which libcurl loads by its URI beside |client_cert_pem|. */
+    STACK_OF(X509) *client_certs;
+    EVP_PKEY *client_key;
+    unsigned char *client_cert_pem; /* the certificates as PEM, for a PKCS#11 key only */
+    size_t client_cert_pem_len;
     char *issuer_ca_file;      /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
                                   returned certificate must chain to one of them (required) */
     uint32_t max_connections;  /* "max_connections": connections of the asynchronous calls; more wait

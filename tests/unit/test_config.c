@@ -1688,7 +1688,7 @@ static void test_upstream_tls_key_ed25519(void **state)
     struct gw_config *cfg = parse_edits(e, sizeof(e) / sizeof(e[0]));
 
     (void)state;
-    assert_non_null(VAULT(up_named(cfg, "vault"))->http.client_key_pem);
+    assert_non_null(VAULT(up_named(cfg, "vault"))->http.client_key);
     gw_config_free(cfg);
 }
 

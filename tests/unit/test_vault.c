@@ -2007,19 +2007,30 @@ static void test_token_header_wiped(void **state)
 
 static struct {
     pthread_mutex_t lock;
-    size_t client_frees; /* blocks freed by upstream/http_client.c */
-    size_t unwiped;      /* blocks freed with SECRET_TOKEN in them */
+    size_t client_frees;     /* blocks freed by upstream/http_client.c */
+    size_t unwiped;          /* blocks freed with SECRET_TOKEN in them */
+    const char *key_bits[8]; /* while set: 16 characters each of a key's PEM text */
+    size_t n_key_bits;
+    size_t key_unwiped; /* blocks freed with one of |key_bits| in them */
 } ossl_mem = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void ossl_mem_freed(void *p, const char *file)
 {
+    size_t size;
+
     if (p == NULL)
         return;
+    size = malloc_usable_size(p);
     pthread_mutex_lock(&ossl_mem.lock);
     if (file != NULL && strstr(file, "http_client.c") != NULL)
         ossl_mem.client_frees++;
-    if (memmem(p, malloc_usable_size(p), SECRET_TOKEN, strlen(SECRET_TOKEN)) != NULL)
+    if (memmem(p, size, SECRET_TOKEN, strlen(SECRET_TOKEN)) != NULL)
         ossl_mem.unwiped++;
+    for (size_t i = 0; i < ossl_mem.n_key_bits; i++)
+        if (memmem(p, size, ossl_mem.key_bits[i], 16) != NULL) {
+            ossl_mem.key_unwiped++;
+            break;
+        }
     pthread_mutex_unlock(&ossl_mem.lock);
 }
 
@@ -2180,6 +2191,123 @@ static void test_tls_records_wiped(void **state)
     fake.tls = NULL;
     pthread_mutex_unlock(&fake.lock);
     free(pem);
+}
+
+/* The fake's check of a client certificate: any will do, but one there must be (FAIL_IF_NO_PEER_CERT). */
+static int any_client_cert(int ok, X509_STORE_CTX *ctx)
+{
+    (void)ok;
+    (void)ctx;
+    return 1;
+}
+
+/* The 16 characters from the middle and from the end of each base64 line of PEM |text| into |bits|. */
+static size_t pem_bits(const char *text, const char **bits, size_t cap)
+{
+    const char *line, *end;
+    size_t n = 0;
+
+    for (line = text; *line != '\0' && n + 2 <= cap; line = *end != '\0' ? end + 1 : end) {
+        end = line + strcspn(line, "\n");
+        if (line[0] == '-' || end - line < 48)
+            continue;
+        bits[n++] = line + 32;
+        bits[n++] = end - 16;
+    }
+    return n;
+}
+
+/* A GET through a client of |http| without GW_HTTP_SECRETS (a cmp upstream's calls are set up so, by
+ * gw_http_setopt_base alone): the HTTP status, 0 when none came. */
+static long plain_get(const struct gw_http_conf *http)
+{
+    struct gw_http_response rsp;
+    char err[GW_ERR_LEN] = "";
+    struct gw_http_client *c = gw_http_client_new("plain", http, 5000, 0, err);
+    long status;
+
+    assert_non_null(c);
+    gw_http_request(c, "GET", "/v1/sys/health", NULL, NULL, &rsp);
+    status = rsp.status;
+    gw_http_response_cleanup(&rsp);
+    gw_http_client_free(c);
+    return status;
+}
+
+/*
+ * A Vault cert login over mTLS, and a call of a client without GW_HTTP_SECRETS: the upstream's client
+ * certificate and key reach each new connection as the objects its load checked, so no text of the key
+ * is parsed again, by OpenSSL's PEM reader that frees its line buffers as they are (the key was handed to
+ * libcurl as PEM, for every connection). The fake refuses a connection without a client certificate:
+ * the calls that went through presented it, and without one they do not.
+ */
+static void test_tls_client_key_text_not_left(void **state)
+{
+    static const char login_ok[] =
+        "{\"auth\":{\"client_token\":\"" SECRET_TOKEN "\",\"lease_duration\":3600}}";
+    const struct answer ok = {200, NULL, 0}, good_login = {200, login_ok, 0};
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *cert;
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem = NULL, *text, *data;
+    struct gw_sign_result res;
+    size_t key_unwiped;
+    long len;
+    struct fx f;
+
+    (void)state;
+    assert_non_null(key);
+    assert_non_null(b);
+    cert = tu_make_cert(key, key, NULL, "gateway", 9);
+    /* the key's text, PEM as it was handed to libcurl: what parsing it again would leave */
+    assert_int_equal(PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL), 1);
+    assert_true((len = BIO_get_mem_data(b, &data)) > 0);
+    assert_non_null(text = strndup(data, (size_t)len));
+    BIO_free(b);
+    fx_init(&f, 5000);
+    pthread_mutex_lock(&fake.lock);
+    fake.tls = fake_tls_new(&pem);
+    SSL_CTX_set_verify(fake.tls, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, any_client_cert);
+    pthread_mutex_unlock(&fake.lock);
+    snprintf(f.url, sizeof(f.url), "https://127.0.0.1:%u", fake.port);
+    f.vc.http.ca_pem = (unsigned char *)pem;
+    f.vc.http.ca_pem_len = strlen(pem);
+    assert_non_null(f.vc.http.client_certs = sk_X509_new_null());
+    assert_true(sk_X509_push(f.vc.http.client_certs, cert) > 0);
+    f.vc.http.client_key = key;
+    f.vc.token_file = NULL;
+    f.vc.auth_cert_mount = "cert";
+    pthread_mutex_lock(&ossl_mem.lock);
+    ossl_mem.n_key_bits = pem_bits(text, ossl_mem.key_bits, 8);
+    ossl_mem.key_unwiped = 0;
+    pthread_mutex_unlock(&ossl_mem.lock);
+    assert_true(ossl_mem.n_key_bits >= 4);
+    sign_then_check(&f, &good_login, (struct answer[]){ok, ok}, 2, "over mTLS");
+    assert_int_equal(fake.n_logins, 1);
+    fake_script(&ok, 1);
+    assert_int_equal(plain_get(&f.vc.http), 200);
+    pthread_mutex_lock(&ossl_mem.lock);
+    key_unwiped = ossl_mem.key_unwiped;
+    ossl_mem.n_key_bits = 0;
+    pthread_mutex_unlock(&ossl_mem.lock);
+    if (key_unwiped != 0)
+        fail_msg("%zu blocks freed with the client key's text in them", key_unwiped);
+    /* the twin: no client certificate, no connection */
+    f.vc.http.client_key = NULL;
+    fx_restart(&f);
+    sign(&f, &res);
+    assert_int_not_equal(res.status, 0);
+    assert_int_equal(plain_get(&f.vc.http), 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+    pthread_mutex_lock(&fake.lock);
+    SSL_CTX_free(fake.tls);
+    fake.tls = NULL;
+    pthread_mutex_unlock(&fake.lock);
+    free(pem);
+    free(text);
+    sk_X509_pop_free(f.vc.http.client_certs, X509_free);
+    EVP_PKEY_free(key);
 }
 
 /* GET cert/<serial> for an RA's rr: the certificate itself, exactly one, or nothing. */
@@ -2387,6 +2515,7 @@ int main(void)
         cmocka_unit_test(test_token_header_wiped),
         cmocka_unit_test(test_answer_wiped),
         cmocka_unit_test(test_tls_records_wiped),
+        cmocka_unit_test(test_tls_client_key_text_not_left),
         cmocka_unit_test(test_token_mask),
         cmocka_unit_test(test_token_escaped_masked),
     };
