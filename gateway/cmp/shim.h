@@ -250,9 +250,6 @@ OSSL_CMP_ITAV *gw_shim_itav_root_update(const ASN1_OBJECT *type, X509 *nwn, X509
  * GW_SHIM_MAX_CRLS, each as it was parsed (not parsed again); none (n 0) = absent */
 #define GW_SHIM_MAX_CRLS 4
 OSSL_CMP_ITAV *gw_shim_itav_x509_crls(const ASN1_OBJECT *type, X509_CRL *const *crls, int n);
-/* The same of the |n| DER CRLs |ders| (|lens| bytes each): NULL if one is not exactly one CRL */
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
-                                 int n);
 /*
  * CertReqTemplateContent (id-it-certReqTemplate): a CertTemplate holding only |exts| ([9], may be
  * NULL), and keySpec Controls of |n_spec| AttributeTypeAndValue DER blobs (may be 0).

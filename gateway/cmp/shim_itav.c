@@ -120,30 +120,6 @@ out:
     return itav;
 }
 
-OSSL_CMP_ITAV *gw_shim_itav_crls(const ASN1_OBJECT *type, unsigned char *const *ders, const size_t *lens,
-                                 int n)
-{
-    X509_CRL *crls[GW_SHIM_MAX_CRLS] = {NULL};
-    OSSL_CMP_ITAV *itav = NULL;
-
-    if (n < 0 || n > GW_SHIM_MAX_CRLS)
-        return NULL;
-    /* a CRL that does not parse is not passed on, whatever the upstream sent */
-    for (int i = 0; i < n; i++) {
-        const unsigned char *q = ders[i];
-
-        if (lens[i] == 0 || lens[i] > INT32_MAX / (2 * GW_SHIM_MAX_CRLS) ||
-            (crls[i] = d2i_X509_CRL(NULL, &q, (long)lens[i])) == NULL || q != ders[i] + lens[i])
-            goto out;
-    }
-    itav = gw_shim_itav_x509_crls(type, crls, n);
-out:
-    for (int i = 0; i < n; i++)
-        X509_CRL_free(crls[i]);
-    ERR_clear_error();
-    return itav;
-}
-
 unsigned char *gw_shim_attr(const char *oid, const unsigned char *value, int value_len, int *out_len)
 {
     ASN1_OBJECT *obj = OBJ_txt2obj(oid, 1);

@@ -2692,39 +2692,36 @@ static X509_CRL *make_crl(int entries)
     return crl;
 }
 
-/* ITAV builders: valid input round-trips; truncated, trailing and garbage CRLs are refused. */
+/* ITAV builders: valid input round-trips, the CRL as it was encoded; more CRLs than a genp carries are
+ * refused. */
 static void test_shim_itavs(void **state)
 {
     ASN1_OBJECT *type = OBJ_txt2obj(OID_CRLS, 1);
-    X509_CRL *crl = make_crl(3);
-    unsigned char *der = NULL, *longer;
+    X509_CRL *crl = make_crl(3), *two[GW_SHIM_MAX_CRLS + 1];
+    unsigned char *der = NULL;
     int len = i2d_X509_CRL(crl, &der);
+    const unsigned char *p;
     OSSL_CMP_ITAV *itav;
     STACK_OF(X509) *none = sk_X509_new_null();
+    ASN1_TYPE *value;
 
     (void)state;
     assert_true(len > 0);
-    unsigned char *two[2] = {der, der}, *bad[2] = {der, (unsigned char *)"\x30\x03\x02\x01\x01"};
-    size_t lens[2] = {(size_t)len, (size_t)len}, short_len = (size_t)len - 1, no_len = 0;
-
-    assert_non_null(itav = gw_shim_itav_crls(type, &der, lens, 1));
-    assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 1);
+    for (int i = 0; i < GW_SHIM_MAX_CRLS + 1; i++)
+        two[i] = crl;
+    assert_non_null(itav = gw_shim_itav_x509_crls(type, &crl, 1));
+    assert_int_equal(seq_count(value = OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 1);
+    p = value->value.sequence->data; /* SEQUENCE { CertificateList }: the CRL's own bytes inside */
+    assert_true(value->value.sequence->length > len);
+    assert_memory_equal(p + value->value.sequence->length - len, der, (size_t)len);
     OSSL_CMP_ITAV_free(itav);
-    assert_non_null(itav = gw_shim_itav_crls(type, two, lens, 2)); /* one per CA asked for */
+    assert_non_null(itav = gw_shim_itav_x509_crls(type, two, 2)); /* one per CA asked for */
     assert_int_equal(seq_count(OSSL_CMP_ITAV_get0_value(itav), V_ASN1_SEQUENCE), 2);
     OSSL_CMP_ITAV_free(itav);
-    assert_null(gw_shim_itav_crls(type, &der, &short_len, 1)); /* truncated */
-    longer = OPENSSL_malloc((size_t)len + 1);
-    memcpy(longer, der, (size_t)len);
-    longer[len] = 0;
-    lens[1] = (size_t)len + 1;
-    assert_null(gw_shim_itav_crls(type, &longer, &lens[1], 1)); /* trailing byte */
-    lens[1] = 5;
-    assert_null(gw_shim_itav_crls(type, bad, lens, 2)); /* the second is not a CRL */
-    assert_null(gw_shim_itav_crls(type, &der, &no_len, 1));
-    assert_null(gw_shim_itav_crls(type, two, lens, GW_SHIM_MAX_CRLS + 1));
+    assert_null(gw_shim_itav_x509_crls(type, two, GW_SHIM_MAX_CRLS + 1));
+    assert_null(gw_shim_itav_x509_crls(type, two, -1));
     /* absent values */
-    assert_non_null(itav = gw_shim_itav_crls(type, NULL, NULL, 0));
+    assert_non_null(itav = gw_shim_itav_x509_crls(type, NULL, 0));
     assert_null(OSSL_CMP_ITAV_get0_value(itav));
     OSSL_CMP_ITAV_free(itav);
     assert_non_null(itav = gw_shim_itav_root_update(type, NULL, NULL, NULL));
@@ -2734,7 +2731,6 @@ static void test_shim_itavs(void **state)
     assert_null(gw_shim_itav_certs(NULL, NULL));
     ERR_clear_error();
     sk_X509_free(none);
-    OPENSSL_free(longer);
     OPENSSL_free(der);
     X509_CRL_free(crl);
     ASN1_OBJECT_free(type);
