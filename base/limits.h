@@ -14,6 +14,10 @@
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 #define GW_MAX_WITHDRAWALS 1024      /* revocations of undelivered certificates queued per engine */
 
+/* a withdrawal (gateway/cmp/record.c) whose revocation at the CA fails for a reason that may pass */
+#define GW_WITHDRAWAL_ATTEMPTS 3      /* upstream calls in all */
+#define GW_WITHDRAWAL_BACKOFF_MS 2000 /* the wait before the second; 4 times as long before each next */
+
 /* connections, requests in flight and authentication attempts per client address (gateway/guard.c) */
 #define GW_DEFAULT_MAX_CONNECTIONS 4096
 #define GW_DEFAULT_MAX_CONNECTIONS_PER_ADDRESS 64

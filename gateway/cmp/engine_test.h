@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct gw_cmp_engine;
@@ -28,6 +29,10 @@ bool gw_cmp_engine_calls_running(struct gw_cmp_engine *e);
 
 /* gw_cmp_engine_settle_withdrawals waits until the revocations queued under |e| have ended. */
 void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e);
+
+/* gw_cmp_engine_set_withdrawal_backoff: the wait before a withdrawal's second attempt, |ms| (each next
+ * one four times as long) instead of GW_WITHDRAWAL_BACKOFF_MS. */
+void gw_cmp_engine_set_withdrawal_backoff(struct gw_cmp_engine *e, uint64_t ms);
 
 /*
  * gw_cmp_engine_revocations_waiting: the revocations under |e| (an rr, a withdrawal) that wait for another

@@ -139,6 +139,7 @@ struct withdrawal {
     char tid[2 * GW_MAX_TID_LEN + 1];
     X509 *cert;
     int reason;
+    int attempts; /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
 };
 
 struct cmp_withdrawals {
@@ -151,6 +152,7 @@ struct cmp_withdrawals {
     int asked;                       /* |asking| was sent to its upstream (not waiting to begin still) */
     int given_up;                    /* the drain put |asking| on record as not revoked */
     int started, stopping;
+    uint64_t backoff_ms; /* the wait before a job's second attempt: GW_WITHDRAWAL_BACKOFF_MS, or a test's */
     pthread_t thread;
 };
 
@@ -162,18 +164,26 @@ static void withdrawal_free(struct withdrawal *w)
     free(w);
 }
 
-/* The record of a withdrawal not revoked (yet), and the log line's advice |msg| to its operator. */
+/*
+ * The record of a withdrawal not revoked (yet), and the log line's advice |msg| to its operator. One its
+ * upstream was asked more than once says so (the last answer is |why|). Its caller holds the queue's lock
+ * or is the thread that counts its attempts.
+ */
 static void not_revoked_said(struct gw_cmp_engine *e, const struct withdrawal *w, const char *why,
                              const char *msg)
 {
     const struct cmp_txn *t = &w->view;
     const char *up = t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?";
-    char status[GW_ERR_LEN];
+    char status[GW_ERR_LEN], attempts[16];
 
-    snprintf(status, sizeof(status), "not revoked: %.200s", why);
+    if (w->attempts > 1)
+        snprintf(status, sizeof(status), "not revoked after %d attempts: %.200s", w->attempts, why);
+    else
+        snprintf(status, sizeof(status), "not revoked: %.200s", why);
+    snprintf(attempts, sizeof(attempts), "%d", w->attempts);
     (void)cmp_audit_cert(e, t, w->tid, "revoke_failed", status, w->cert, 1);
     gw_log_kv(GW_LOG_ERROR, "revoke_failed", "tid", w->tid, "serial", t->serial, "upstream", up, "reason",
-              why, "msg", msg, NULL);
+              why, "attempts", attempts, "msg", msg, NULL);
 }
 
 /* The record of a withdrawal that did not revoke: the certificate stays valid until revoked by hand. */
@@ -182,11 +192,12 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
     not_revoked_said(e, w, why, "a certificate that must not be used is still valid: revoke it by hand");
 }
 
-/* worker: the job it is asking goes to its upstream now (it waited to begin until then). */
-static void sending(struct cmp_withdrawals *q)
+/* worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again). */
+static void sending(struct cmp_withdrawals *q, struct withdrawal *w)
 {
     pthread_mutex_lock(&q->lock);
     q->asked = 1;
+    w->attempts++;
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -236,41 +247,114 @@ static void not_repeated(struct gw_cmp_engine *e, const struct withdrawal *w)
 }
 
 /*
- * worker (the engine's withdrawal thread). A revocation of the certificate under way (its holder's rr,
- * here or on another instance of the cluster) is waited for, at most the upstream's timeout, and one that
- * ended found; one that did not end by then, or a shared state that cannot say or mark it, lets this one
- * go on unmarked: a second revocation at worst, never none. Unlike an rr, nobody would ask again: the
- * certificate the client never took would stay valid.
+ * Whether a withdrawal that failed with |rc| is asked again (upstream.h): not one its upstream refused for
+ * good, knows no such certificate of, or cannot revoke at all, nor one it denies the gateway (its
+ * credentials, which an operator fixes, not seconds later). Any other failure may pass: the CA busy (HTTP
+ * 429, 503), unreachable or cut off (502, 504, a connection refused or reset), late or failing, as an rr's
+ * client is told to retry (rr.c). One whose outcome is unknown is asked again too: gw_upstream_revoke
+ * takes a certificate revoked already as done.
  */
-static void revoke(struct gw_cmp_engine *e, const struct withdrawal *w)
+static bool may_pass(int rc)
+{
+    return rc != GW_ERR_REFUSED && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL && rc != GW_ERR_FORBIDDEN;
+}
+
+/*
+ * worker: whether |w|, whose attempt failed with |rc| and |err|, is asked again: not after its last
+ * attempt, nor when its failure will not pass, nor once a drain stopped the queue. The wait in between
+ * (the queue's backoff_ms, four times as long before each next attempt) is on the queue's condition, so
+ * that a drain ends it at once: that next attempt is then the last, within the drain's deadline, unless the
+ * drain gave up on |w| first (on record then). The jobs queued behind |w| wait meanwhile: its upstream is
+ * likely theirs, whose trouble would fail them too, and the queue refuses jobs beyond GW_MAX_WITHDRAWALS.
+ */
+static bool ask_again(struct gw_cmp_engine *e, const struct withdrawal *w, int rc, const char *err)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    const struct cmp_txn *t = &w->view;
+    char attempt[16], wait[24];
+    struct timespec until;
+    uint64_t ms;
+    bool again;
+
+    if (!may_pass(rc) || w->attempts >= GW_WITHDRAWAL_ATTEMPTS)
+        return false;
+    pthread_mutex_lock(&q->lock);
+    ms = q->backoff_ms << (2 * (w->attempts - 1));
+    again = !q->stopping;
+    pthread_mutex_unlock(&q->lock);
+    if (!again)
+        return false;
+    snprintf(attempt, sizeof(attempt), "%d", w->attempts);
+    snprintf(wait, sizeof(wait), "%llu", (unsigned long long)ms);
+    gw_log_kv(GW_LOG_WARN, "revoke_retry", "tid", w->tid, "serial", t->serial, "upstream",
+              t->up != NULL ? gw_upstream_conf_name(gw_upstream_get0_conf(t->up)) : "?", "attempt", attempt,
+              "reason", err, "retry_in_ms", wait, NULL);
+    until = gw_timespec_ms(gw_now_ms() + ms); /* gw_now_ms is the condition's clock (cmp_withdrawals_init) */
+    pthread_mutex_lock(&q->lock);
+    while (!q->stopping && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
+        ;
+    again = !q->given_up;
+    pthread_mutex_unlock(&q->lock);
+    return again;
+}
+
+/*
+ * worker: one attempt of |w|, marked as under way (cmp_revoked_begin) while its upstream is asked, not
+ * while it waits to ask again: its holder's rr meanwhile is not held back. 0 revoked, 1 revoked through
+ * this gateway already (nothing sent), else the upstream's failure with |err|.
+ */
+static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
 {
     const struct cmp_txn *t = &w->view;
-    char err[GW_ERR_LEN] = "";
     int mine = t->up != NULL ? cmp_revoked_begin(e, w->cert, gw_upstream_timeout_ms(t->up), err) : -1;
     int rc;
 
-    if (mine == 1) {
-        not_repeated(e, w);
-        return;
-    }
+    if (mine == 1)
+        return 1;
     if (mine < 0 && t->up != NULL)
         gw_log_kv(GW_LOG_WARN, "revoke_not_marked", "tid", w->tid, "serial", t->serial, "reason", err, "msg",
                   "withdrawn all the same: another revocation of it may reach the CA too", NULL);
-    sending(e->withdrawals);
+    sending(e->withdrawals, w);
     rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
     if (mine == 0)
-        cmp_revoked_end(e, w->cert);         /* after cmp_status_revoked: who waited finds it revoked */
+        cmp_revoked_end(e, w->cert); /* after cmp_status_revoked: who waited finds it revoked */
+    return rc;
+}
+
+/*
+ * worker (the engine's withdrawal thread). A revocation of the certificate under way (its holder's rr,
+ * here or on another instance of the cluster) is waited for, at most the upstream's timeout, and one that
+ * ended found; one that did not end by then, or a shared state that cannot say or mark it, lets this one
+ * go on unmarked: a second revocation at worst, never none. Unlike an rr, nobody would ask again: the
+ * certificate the client never took would stay valid. Hence a failure that may pass is asked again
+ * (ask_again), GW_WITHDRAWAL_ATTEMPTS times in all, and only the outcome goes on record.
+ */
+static void revoke(struct gw_cmp_engine *e, struct withdrawal *w)
+{
+    const struct cmp_txn *t = &w->view;
+    char err[GW_ERR_LEN] = "", attempts[16], status[48];
+    int rc;
+
+    while ((rc = attempt(e, w, err)) < 0 && ask_again(e, w, rc, err))
+        ;
+    if (rc == 1) {
+        not_repeated(e, w);
+        return;
+    }
     if (answered(e->withdrawals) && rc != 0) /* on record as not revoked already */
         return;
     if (rc != 0) {
         not_revoked(e, w, err);
         return;
     }
-    (void)cmp_audit_cert(e, t, w->tid, "revoked", "revoked upstream", w->cert, 1);
+    snprintf(attempts, sizeof(attempts), "%d", w->attempts);
+    if (w->attempts > 1)
+        snprintf(status, sizeof(status), "revoked upstream at attempt %d", w->attempts);
+    (void)cmp_audit_cert(e, t, w->tid, "revoked", w->attempts > 1 ? status : "revoked upstream", w->cert, 1);
     gw_log_kv(GW_LOG_WARN, "cert_revoked", "tid", w->tid, "serial", t->serial, "upstream",
-              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), NULL);
+              gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "attempts", attempts, NULL);
 }
 
 /* The next job to run, or NULL once the queue is stopped and empty. */
@@ -456,6 +540,7 @@ int cmp_withdrawals_init(struct gw_cmp_engine *e)
     if (q == NULL)
         return GW_ERR_NOMEM;
     q->tailp = &q->head;
+    q->backoff_ms = GW_WITHDRAWAL_BACKOFF_MS;
     pthread_mutex_init(&q->lock, NULL);
     /* the drain's deadline (gw_now_ms) ignores clock steps: a condition on the realtime clock would not */
     if (gw_cond_init_monotonic(&q->cond) != 0) { /* e->withdrawals stays NULL: no queue to drain */
@@ -478,6 +563,17 @@ bool cmp_withdrawals_busy(struct gw_cmp_engine *e)
     busy = q->head != NULL || q->running;
     pthread_mutex_unlock(&q->lock);
     return busy;
+}
+
+void cmp_withdrawals_set_backoff(struct gw_cmp_engine *e, uint64_t ms)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->backoff_ms = ms;
+    pthread_mutex_unlock(&q->lock);
 }
 
 void cmp_withdrawals_settle(struct gw_cmp_engine *e)

@@ -813,10 +813,11 @@ class VaultClientGone(SlowVault):
 
 
 class VaultClientGoneRevocationFails(SlowVault):
-    """As VaultClientGone, with Vault failing the withdrawal's revocation (HTTP 500): the certificate nobody
-    received stays valid at Vault, and is on the audit log as not revoked (`revoke_failed`, with the serial
-    and Vault's words) and on an error line `revoke_failed` naming it, for an operator to revoke by hand;
-    never on record as revoked. Nothing asks Vault again later."""
+    """As VaultClientGone, with Vault failing the withdrawal's revocation (HTTP 500) every time: the gateway
+    asks three times in all, a few seconds apart, then the certificate nobody received stays valid at Vault,
+    and is on the audit log as not revoked (`revoke_failed`, with the serial, the attempts and Vault's words)
+    and on an error line `revoke_failed` naming it, for an operator to revoke by hand; never on record as
+    revoked. Nothing asks Vault again later."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -836,18 +837,58 @@ class VaultClientGoneRevocationFails(SlowVault):
         failed = harness.settled(lambda: harness.audit_records(self.gw, "revoke_failed", cn), len)
         self.assertEqual(len(failed), 1, self.gw.stderr()[-3000:])
         serial = failed[0]["serial"]
-        self.assertTrue(failed[0]["status"].startswith("not revoked: "), failed)
+        self.assertEqual(failed[0]["status"], "not revoked after 3 attempts: Vault failed: internal error (HTTP 500)",
+                         failed)
         self.assertEqual([r["serial"] for r in harness.audit_records(self.gw, "issued", cn)], [serial])
         self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "rejected", cn)],
                          ["not delivered: the client left before its answer was sent"])
-        lines = [e for e in self.gw.log_lines() if e.get("event") == "revoke_failed" and e.get("serial") == serial]
-        self.assertEqual([(e.get("level"), e.get("upstream")) for e in lines], [("error", "vault")])
+        lines = harness.settled(lambda: [e for e in self.gw.log_lines()
+                                         if e.get("event") == "revoke_failed" and e.get("serial") == serial], len)
+        self.assertEqual([(e.get("level"), e.get("upstream"), e.get("attempts")) for e in lines],
+                         [("error", "vault", "3")])
         self.assertNotIn(int(serial, 16), self.crl_serials())
         asked = len(self.vault.since(mark, "/revoke"))
-        self.assertGreaterEqual(asked, 1)
+        self.assertEqual(asked, 3)
         time.sleep(1.5)  # nothing asks again
         self.assertEqual(len(self.vault.since(mark, "/revoke")), asked)
         self.assertEqual(harness.audit_records(self.gw, "revoked", cn), [])
+
+
+class VaultClientGoneRevocationRetried(SlowVault):
+    """As VaultClientGone, with Vault unavailable (HTTP 503) for as long as the withdrawal's first call
+    repeats it, then answering: the gateway asks again after its back-off, and the certificate ends revoked
+    at Vault, with one `revoked` record that says at which attempt and no `revoke_failed`. Before, the first
+    call's failure was final: the certificate stayed valid, on record as `revoke_failed`."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["listeners"][0]["tls"]["http2"] = True
+
+    crl_serials = VaultClientGone.crl_serials
+
+    def test_withdrawal_revoked_once_vault_answers(self):
+        cn = "gone-retried.example.com"
+        req = self.gw.make_request("gone-retried", "p10cr", subject="/CN=" + cn, extra=("-implicit_confirm",))
+        mark = self.vault.mark()
+        with self.assertRaises(harness.Failure):  # curl gives up after 1 s; Vault answers after 2 s
+            self.gw.curl(path="/pki/roles/vault/cmp", data=req, timeout=1, http="--http2")
+        self.held_at_vault(mark)
+        # the adapter repeats a 503 twice within its call (412/429/503, GW_UPSTREAM_RETRIES): three of them
+        # fail that whole call, and only the withdrawal's next attempt gets through
+        self.vault.control({"force_status": 503, "force_count": 3, "match": "/revoke"})
+        revoked = harness.settled(lambda: harness.audit_records(self.gw, "revoked", cn), len)
+        self.assertEqual(len(revoked), 1, self.gw.stderr()[-3000:])
+        serial = revoked[0]["serial"]
+        self.assertRegex(revoked[0]["status"], r"^revoked upstream at attempt [23]$")
+        self.assertEqual(harness.audit_records(self.gw, "revoke_failed", cn), [])
+        self.assertIn(int(serial, 16), self.crl_serials())
+        retries = [e for e in self.gw.log_lines() if e.get("event") == "revoke_retry" and e.get("serial") == serial]
+        self.assertGreaterEqual(len(retries), 1, self.gw.stderr()[-3000:])
+        self.assertEqual([(e.get("level"), e.get("upstream"), e.get("attempt")) for e in retries[:1]],
+                         [("warn", "vault", "1")])
+        self.assertIn("HTTP 503", retries[0].get("reason", ""))
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 4)
 
 
 class VaultAuditLostWhileWaiting(SlowVault):

@@ -2614,6 +2614,109 @@ static void test_drain_gives_up_on_queued_withdrawal(void **state)
     assert_non_null(strstr(line, "a certificate that must not be used is still valid: revoke it by hand"));
 }
 
+/* The revocations from the second on pass: the first failed as by_serial.fails says. */
+static void pass_from_second(int n)
+{
+    if (n >= 2)
+        __atomic_store_n(&by_serial.fails, 0, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A withdrawal whose upstream fails is asked again where the failure may pass (upstream.h), at most
+ * three times in all, and only the last outcome goes on record: one revoked at a later attempt has one
+ * revoked record, no revoke_failed, saying at which. A refusal for good, a certificate the CA does not
+ * know, or the gateway denied is asked once. Before, every failure was final at once: a CA answering 503
+ * once left a certificate that must not be used valid.
+ */
+static void test_withdrawal_retried(void **state)
+{
+    static const struct {
+        int fails;
+        bool once; /* it fails the first time only */
+        int revokes;
+        const char *revoked, *failed; /* the status of its one revoked or revoke_failed record */
+    } cases[] = {
+        {GW_ERR_BUSY, true, 2, "revoked upstream at attempt 2", NULL},
+        {GW_ERR_UNAVAILABLE, true, 2, "revoked upstream at attempt 2", NULL},
+        {GW_ERR_TIMEOUT, true, 2, "revoked upstream at attempt 2", NULL},
+        {GW_ERR_IO, true, 2, "revoked upstream at attempt 2", NULL},
+        {GW_ERR_UPSTREAM, true, 2, "revoked upstream at attempt 2", NULL},
+        {GW_ERR_BUSY, false, 3, NULL, "not revoked after 3 attempts: " UPSTREAM_SAYS},
+        {GW_ERR_REFUSED, true, 1, NULL, "not revoked: " UPSTREAM_SAYS},
+        {GW_ERR_NOT_FOUND, true, 1, NULL, "not revoked: " UPSTREAM_SAYS},
+        {GW_ERR_FORBIDDEN, true, 1, NULL, "not revoked: " UPSTREAM_SAYS},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        EVP_PKEY *k = NULL;
+        X509 *held = NULL;
+        struct env *e = env_by_serial(NULL, &no_lookup_ops, &held, &k);
+
+        gw_cmp_engine_set_withdrawal_backoff(e->engine, 10);
+        race.env = e;
+        race.cert = held;
+        by_serial.fails = cases[i].fails;
+        by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
+        by_serial.during = cases[i].once ? pass_from_second : NULL;
+        withdraw_race_cert();
+        gw_cmp_engine_settle_withdrawals(e->engine);
+        by_serial.during = NULL;
+        assert_int_equal(by_serial.revokes, cases[i].revokes);
+        assert_int_equal(audit_count(e, "revoked", NULL, NULL), cases[i].revoked != NULL);
+        assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), cases[i].failed != NULL);
+        if (cases[i].revoked != NULL)
+            assert_int_equal(audit_count_by(e, "revoked", "status", cases[i].revoked, true), 1);
+        if (cases[i].failed != NULL)
+            assert_int_equal(audit_count_by(e, "revoke_failed", "status", cases[i].failed, true), 1);
+        X509_free(held);
+        EVP_PKEY_free(k);
+        env_by_serial_free(e);
+    }
+}
+
+/* Whether the log captured so far holds |needle|. */
+static bool logged_yet(const char *needle)
+{
+    char logged[8192];
+    ssize_t n = pread(captured_fd, logged, sizeof(logged) - 1, 0);
+
+    if (n < 0)
+        return false;
+    logged[n] = '\0';
+    return strstr(logged, needle) != NULL;
+}
+
+/*
+ * A drain (a shutdown's, a reload's) while a withdrawal waits to ask its upstream again: the wait ends at
+ * once, the upstream is asked a last time, and the drain ends by its deadline, the withdrawal on record as
+ * not revoked after its two attempts. A wait that held the stop would outlast the drain's deadline.
+ */
+static void test_drain_during_withdrawal_backoff(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    gw_cmp_engine_set_withdrawal_backoff(g->e->engine, 60 * 1000); /* far beyond the drain's deadline */
+    by_serial.fails = GW_ERR_BUSY;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && !logged_yet("\"event\":\"revoke_retry\""); i++)
+        usleep(10 * 1000);
+    assert_true(logged_yet("\"event\":\"revoke_retry\""));
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 2000));
+    assert_true(gw_now_ms() - start < 2000);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked after 2 attempts: " UPSTREAM_SAYS, true),
+        1);
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_retry\""), 1);
+    assert_non_null(strstr(g->logged, "\"attempts\":\"2\""));
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -2955,6 +3058,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_withdrawal_the_ca_fails, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_gives_up_on_queued_withdrawal, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test(test_withdrawal_retried),
+        cmocka_unit_test_setup_teardown(test_drain_during_withdrawal_backoff, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
