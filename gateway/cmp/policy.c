@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/x509v3.h>
@@ -349,13 +350,22 @@ int cmp_check_record(struct cmp_call *c, struct cmp_txn *t, const char *role, st
     return rc;
 }
 
+/*
+ * A certProfile is chosen before any credential is checked, and a refusal of one costs its address nothing
+ * (a fleet behind one address may ask for a profile not served): any peer could write profile_refused lines
+ * as fast as it sends requests, so they are paced as the other events such a peer causes.
+ */
+static struct gw_log_pace profile_pace = GW_LOG_PACE_INIT;
+
 int cmp_route_profile(struct cmp_call *c, const char *name, const struct gw_role **role, char *text)
 {
+    char held[GW_LOG_HELD_LEN];
     int rc = gw_route_profile(c->e->cfg.routes, c->req->route, name, role, text);
 
-    if (rc != 0)
+    if (rc != 0 && gw_log_pace_due(&profile_pace, time(NULL), held))
         gw_log_kv(GW_LOG_INFO, "profile_refused", "tid", c->rsp->tid, "profile", name, "reason",
-                  rc == GW_ERR_POLICY ? "profile_mismatch" : "profile_unknown", "route", c->route, NULL);
+                  rc == GW_ERR_POLICY ? "profile_mismatch" : "profile_unknown", "route", c->route,
+                  "suppressed", held, NULL);
     return rc;
 }
 

@@ -103,7 +103,7 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
 /*
  * cmp_route_profile: gw_route_profile for the request of |c| naming the certProfile |name|, |*role| set
  * on 0; a refusal's statusString goes to |text| (GW_ERR_LEN) and is logged as profile_refused with
- * which it was (profile_unknown, profile_mismatch), since the client's answer is one for both.
+ * which it was (profile_unknown, profile_mismatch), since the client's answer is one for both; paced.
  */
 int cmp_route_profile(struct cmp_call *c, const char *name, const struct gw_role **role, char *text);
 

@@ -35,7 +35,9 @@ One address holds at most limits.max_requests_in_flight_per_address requests in 
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
 
 A peer without credentials wrote one request line for each request refused, as fast as it sent them:
-the lines of a peer not authenticated are now paced, the counters still count every request.
+the lines of a peer not authenticated are now paced, the counters still count every request. A certProfile
+not served, refused before any credential is checked and counted against nothing, wrote a profile_refused
+line for each request beside it: paced too.
 """
 import datetime
 import hashlib
@@ -1397,6 +1399,41 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertTrue(all("suppressed" not in l for l in lines), [l for l in lines if "suppressed" in l][:3])
         self.assertEqual(len([l for l in lines if l["status"] == "404" and l["tls_subject"]]), n)
         self.assertEqual(len([l for l in lines if l["req_type"] == "ir" and l["identity"]]), n)
+
+
+class ProfileLinesPaced(harness.GatewayTestCase):
+    """A gateway of its own: the request lines its refusals hold back would be counted in another test's
+    "suppressed". A plain listener, as in RequestLinesPaced."""
+    PACE_LINES, PACE_SECS = RequestLinesPaced.PACE_LINES, RequestLinesPaced.PACE_SECS
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+
+    def test_profile_refusals_paced(self):
+        """A certProfile not served is refused before the protection is checked, and costs its address nothing
+        (a fleet behind one address may ask for one): each refusal wrote a profile_refused line beside the paced
+        request line, as fast as a peer without credentials sent them, some 2 000 a second from one
+        connection. The profile_refused lines are now paced as the request lines are."""
+        import http.client
+        from test_errors import PROFILE, add_general_info, load, profile_value, resign
+        n = 3 * self.PACE_LINES
+        m = add_general_info(load(self.gw.make_request("paced-profile").read_bytes()), PROFILE, profile_value("nope"))
+        der = encoder.encode(resign(m, self.gw.dir / "client.key"))
+        before = len(self.gw.log_lines())
+        start = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        for _ in range(n):
+            status, _, body = post(conn, der)
+            self.assertEqual(status, 200)
+        conn.close()
+        elapsed = time.monotonic() - start
+        self.assert_cmp_error(harness.decode_cmp(body), ("error",), "badRequest", 'certProfile "nope" is not served')
+        lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == "profile_refused"]
+        windows = int(elapsed // self.PACE_SECS) + 2
+        self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
+        self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
 
 
 if __name__ == "__main__":
