@@ -34,6 +34,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crmf.h>
@@ -334,24 +335,28 @@ static int disambiguate(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *msg, const STACK_
  * (|cause|, NULL: the reason says it), and the certificate |tried| (NULL: none) by its subject, its hash in
  * the form a TLS client is logged in (gw_cmp_tls_client) and whose it is, the client's (one of |extra|) or
  * the role's (a CA of its trust named as the sender). Nothing of its key: the operator tells a CA of the
- * trust from another of its name by the hash.
+ * trust from another of its name by the hash. Any peer can cause either as fast as it sends: paced.
  */
 static void log_refused(int weak, const struct cmp_call *c, const struct cmp_txn *t,
                         const struct cmp_refusal *r, const char *cause, const X509 *tried,
                         const STACK_OF(X509) *extra)
 {
-    char hash[GW_TLS_CLIENT_LEN] = "", *subject = NULL;
+    static struct gw_log_pace signer_pace = GW_LOG_PACE_INIT, weak_signer_pace = GW_LOG_PACE_INIT;
+    char hash[GW_TLS_CLIENT_LEN] = "", *subject = NULL, held[GW_LOG_HELD_LEN];
     int theirs = 0;
 
+    if (!gw_log_pace_due(weak ? &weak_signer_pace : &signer_pace, time(NULL), held))
+        return;
     if (cause != NULL && tried != NULL) {
         subject = gw_x509_name_line(X509_get_subject_name(tried));
         (void)gw_cmp_tls_client(tried, hash);
         theirs = gw_x509_in_stack(extra, tried);
     }
+    /* "suppressed" before the fields a refusal may lack, which end the list where it has none */
     gw_log_kv(GW_LOG_INFO, weak ? "weak_signer" : "signer_refused", "tid", c->rsp->tid, "role", t->role->name,
-              "reason", r->text, cause != NULL ? "cause" : NULL, cause, tried != NULL ? "tried" : NULL,
-              subject != NULL ? subject : "", "tried_hash", hash, "tried_from",
-              theirs ? "extraCerts" : "role", NULL);
+              "reason", r->text, "suppressed", held, cause != NULL ? "cause" : NULL, cause,
+              tried != NULL ? "tried" : NULL, subject != NULL ? subject : "", "tried_hash", hash,
+              "tried_from", theirs ? "extraCerts" : "role", NULL);
     OPENSSL_free(subject);
 }
 
@@ -516,8 +521,12 @@ int cmp_signer_chains_to(struct cmp_call *c, const struct cmp_txn *t, X509_STORE
     return ok;
 }
 
+/* The lines of protection_alg and weak_protection: any peer sends what it likes, as fast as it likes. */
+static struct gw_log_pace protection_alg_pace = GW_LOG_PACE_INIT, weak_protection_pace = GW_LOG_PACE_INIT;
+
 int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
 {
+    char held[GW_LOG_HELD_LEN];
     int bits = c->hdr.protection_hash_bits, nid = c->hdr.protection_nid, md = NID_undef, pk = NID_undef;
     /* an OID OpenSSL has no name for is named in dotted form: digits and dots only */
     const char *name = nid != NID_undef ? OBJ_nid2ln(nid) : c->hdr.protection_oid;
@@ -526,7 +535,9 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
        implement (PBMAC1, RFC 9481 §6.1.2; DHBasedMac) would be refused as an untrusted signer, and an
        algorithm it does not know at all as no protection */
     if (nid != NID_id_PasswordBasedMAC && nid != NID_rsassaPss && OBJ_find_sigid_algs(nid, &md, &pk) != 1) {
-        gw_log_kv(GW_LOG_INFO, "protection_alg", "tid", c->rsp->tid, "algorithm", name, NULL);
+        if (gw_log_pace_due(&protection_alg_pace, time(NULL), held))
+            gw_log_kv(GW_LOG_INFO, "protection_alg", "tid", c->rsp->tid, "algorithm", name, "suppressed",
+                      held, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
                           "message protection %s is not supported: sign with a certificate, or protect with "
                           "PasswordBasedMac (RFC 9810 §5.1.3.1)",
@@ -535,8 +546,9 @@ int cmp_check_protection_hash(const struct cmp_call *c, struct cmp_refusal *r)
     /* 0: a hash gw_shim_alg_hash_bits does not know, which OpenSSL cannot verify either */
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC || bits <= 0 || bits >= GW_MIN_PROTECTION_HASH_BITS)
         return 0;
-    gw_log_kv(GW_LOG_INFO, "weak_protection", "tid", c->rsp->tid, "algorithm",
-              OBJ_nid2ln(c->hdr.protection_nid), NULL);
+    if (gw_log_pace_due(&weak_protection_pace, time(NULL), held))
+        gw_log_kv(GW_LOG_INFO, "weak_protection", "tid", c->rsp->tid, "algorithm",
+                  OBJ_nid2ln(c->hdr.protection_nid), "suppressed", held, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
                       "message protection is signed with a hash under 112 bits of security (%s): sign with "
                       "SHA-256 or stronger",
@@ -618,12 +630,16 @@ static const char *alg_name(int nid)
 
 int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r)
 {
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* any peer names the algorithms it likes */
+    char held[GW_LOG_HELD_LEN];
     const char *owf = alg_name(c->hdr.pbm_owf_nid), *mac = alg_name(c->hdr.pbm_mac_nid);
 
     if (listed(pbm_owfs, sizeof(pbm_owfs) / sizeof(pbm_owfs[0]), c->hdr.pbm_owf_nid) &&
         listed(pbm_macs, sizeof(pbm_macs) / sizeof(pbm_macs[0]), c->hdr.pbm_mac_nid))
         return 0;
-    gw_log_kv(GW_LOG_INFO, "pbm_alg", "tid", c->rsp->tid, "owf", owf, "mac", mac, NULL);
+    if (gw_log_pace_due(&pace, time(NULL), held))
+        gw_log_kv(GW_LOG_INFO, "pbm_alg", "tid", c->rsp->tid, "owf", owf, "mac", mac, "suppressed", held,
+                  NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badAlg,
                       "PBM protection with owf %s and mac %s is not accepted: use owf SHA-224, SHA-256, "
                       "SHA-384 or SHA-512 and mac HMAC-SHA1, HMAC-SHA224, HMAC-SHA256, HMAC-SHA384 or "

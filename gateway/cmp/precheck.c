@@ -14,6 +14,7 @@
 #include "mappings/role.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <openssl/objects.h>
 
 #define TEXT_ACCEPTS "this server accepts ir, cr, p10cr, kur, rr, genm, certConf, pollReq"
@@ -36,11 +37,17 @@ const enum cmp_body_action cmp_bodies[GW_CMP_BODY_MAX + 1] = {
     [GW_CMP_BODY_GENM] = CMP_ACT_START, /* RFC 9483 §4.3 */
 };
 
-/* An unknown or foreign PBM reference: a wrong secret's answer (TEXT_PBM_FAILED) and time; logged so. */
+/* An unknown or foreign PBM reference: a wrong secret's answer (TEXT_PBM_FAILED) and time; logged so, paced,
+   for any peer names the reference it likes. */
 int cmp_pbm_refused(struct cmp_call *c, const char *why, struct cmp_refusal *r)
 {
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    char held[GW_LOG_HELD_LEN];
+
     cmp_pbm_spend(c);
-    gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", c->role->name, "reason", why, NULL);
+    if (gw_log_pace_due(&pace, time(NULL), held))
+        gw_log_kv(GW_LOG_INFO, "pbm_refused", "tid", c->rsp->tid, "role", c->role->name, "reason", why,
+                  "suppressed", held, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PBM_FAILED);
 }
 

@@ -37,7 +37,9 @@ connections and HTTP/2 streams: 100 streams on each of a few connections filled 
 A peer without credentials wrote one request line for each request refused, as fast as it sent them:
 the lines of a peer not authenticated are now paced, the counters still count every request. A certProfile
 not served, refused before any credential is checked and counted against nothing, wrote a profile_refused
-line for each request beside it: paced too.
+line for each request beside it: paced too. So are the lines saying why a protection was refused
+(signer_refused, pbm_refused, pbm_alg, protection_alg, weak_protection, weak_signer), which the failed-auth
+budget bounded per address only.
 """
 import datetime
 import hashlib
@@ -1434,6 +1436,55 @@ class ProfileLinesPaced(harness.GatewayTestCase):
         windows = int(elapsed // self.PACE_SECS) + 2
         self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
         self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+
+
+class RefusalLinesPaced(harness.GatewayTestCase):
+    """A gateway of its own, without a failed-auth budget (so that its refusals do not shut the address out) and
+    with a plain listener, as RequestLinesPaced."""
+    PACE_LINES, PACE_SECS = RequestLinesPaced.PACE_LINES, RequestLinesPaced.PACE_SECS
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"auth_failures_per_address": 0}
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+
+    def test_refusals_before_the_protection_paced(self):
+        """A refusal before the message's protection verified wrote a line of its own beside the paced request
+        line, each as fast as a peer without credentials sent them: signer_refused (with the subject the client
+        chose), pbm_refused, pbm_alg, protection_alg, weak_protection. The failed-auth budget bounded them per
+        address, but an attacker has as many budgets as addresses, and the budget may be off (as here). They
+        are now paced, each event apart, as the request lines are."""
+        import http.client
+        from pyasn1.type import univ
+        from test_errors import load, set_octets, set_pbm_algs
+        d = self.gw.dir
+        _, fcert, fkey = harness.make_foreign_pki(d / "foreign")
+        unknown_ref = load(self.gw.make_request("paced-ref", auth="pbm").read_bytes())
+        set_octets(unknown_ref["header"], "senderKID", b"no-such-device")
+        md5_owf = set_pbm_algs(load(self.gw.make_request("paced-owf", auth="pbm").read_bytes()), "1.2.840.113549.2.5")
+        pbmac1 = load(self.gw.make_request("paced-alg", auth="pbm").read_bytes())
+        pbmac1["header"]["protectionAlg"]["algorithm"] = univ.ObjectIdentifier("1.2.840.113549.1.5.14")  # PBMAC1
+        cases = (("signer_refused", self.gw.make_request("paced-foreign", auth=(fcert, fkey)).read_bytes()),
+                 ("pbm_refused", encoder.encode(unknown_ref)), ("pbm_alg", encoder.encode(md5_owf)),
+                 ("protection_alg", encoder.encode(pbmac1)),
+                 ("weak_protection", self.gw.make_request("paced-sha1", extra=("-digest", "sha1")).read_bytes()))
+        n = 3 * self.PACE_LINES
+        for event, der in cases:
+            with self.subTest(event=event):
+                before = len(self.gw.log_lines())
+                start = time.monotonic()
+                conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+                for _ in range(n):
+                    status, _, body = post(conn, der)
+                    self.assertEqual(status, 200)
+                conn.close()
+                elapsed = time.monotonic() - start
+                self.assertEqual(harness.decode_cmp(body).body_type, "error")
+                lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == event]
+                windows = int(elapsed // self.PACE_SECS) + 2
+                self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
+                self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
 
 
 if __name__ == "__main__":
