@@ -198,7 +198,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_DEFAULT_REVOCATION_GRACE 3600 /* seconds a CRL past its nextUpdate still answers */
 #define GW_MAX_REVOCATION_GRACE (7 * 24 * 3600)
 #define GW_STATUS_REFRESH_SECS 300  /* an upstream's CRL is fetched again at least this often */
-#define GW_STATUS_RETRY_SECS 5      /* and not sooner than this after a fetch failed */
+#define GW_STATUS_RETRY_SECS 5      /* and not sooner than this after a fetch failed or was past nextUpdate */
 #define GW_MAX_STATUS_ISSUER_REFS 8 /* issuers' CRLs (Vault issuer/<ref>) one such fetch may try */
 #define GW_MAX_GENM_ITAVS 8         /* infoTypes one genm may ask for (RFC 9483 §4.3 asks one) */
 #define GW_GENM_CRL_SECS 5          /* a CRL fetched for a genm answers the genms this long after */

@@ -402,14 +402,18 @@ int cmp_status_crl_current(const X509_CRL *crl, time_t now, char *err)
     return 0;
 }
 
-/* Whether to fetch now for a certificate of the CA of |s|; a CRL that cannot be had is not asked for on
- * every request. */
+/*
+ * Whether to fetch now for a certificate of the CA of |s|. A CRL that cannot be had is not asked for on
+ * every request, nor is a newer one than a CRL past its nextUpdate: a CA late to publish serves the same
+ * one again, and each request fetched and parsed it whole (up to GW_MAX_UPSTREAM_BODY).
+ */
 static int due(const struct crl_slot *s, time_t now)
 {
     if (s->failed != 0 && now >= s->failed && now - s->failed < GW_STATUS_RETRY_SECS)
         return 0;
-    return s->crl == NULL || s->stale || now < s->fetched || now - s->fetched >= GW_STATUS_REFRESH_SECS ||
-           now >= asn1_to_time(X509_CRL_get0_nextUpdate(s->crl));
+    if (s->crl == NULL || s->stale || now < s->fetched || now - s->fetched >= GW_STATUS_REFRESH_SECS)
+        return 1;
+    return now >= asn1_to_time(X509_CRL_get0_nextUpdate(s->crl)) && now - s->fetched >= GW_STATUS_RETRY_SECS;
 }
 
 /*

@@ -40,6 +40,10 @@ not served, refused before any credential is checked and counted against nothing
 line for each request beside it: paced too. So are the lines saying why a protection was refused
 (signer_refused, pbm_refused, pbm_alg, protection_alg, weak_protection, weak_signer), which the failed-auth
 budget bounded per address only.
+
+A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
+request one of its certificates signed, a replay refused right after too: now at most every
+GW_STATUS_RETRY_SECS.
 """
 import datetime
 import hashlib
@@ -1485,6 +1489,55 @@ class RefusalLinesPaced(harness.GatewayTestCase):
                 windows = int(elapsed // self.PACE_SECS) + 2
                 self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
                 self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+
+
+class ExpiredCrlFetches(harness.GatewayTestCase):
+    """A gateway in front of the Vault-API test server, whose CRL comes out two hours past its nextUpdate."""
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        import vaultenv
+        cls.vault = vaultenv.running(cls, gw.dir)
+        cfg["upstreams"]["vault"] = cls.vault.upstream()
+        cfg["roles"]["default"].update(upstream="vault", upstream_role="devices", allowed_san_types=["dns", "ip"])
+
+    def csr(self, name):
+        d = self.gw.dir
+        harness.run(["openssl", "req", "-new", "-key", self.newkey(name), "-subj", "/CN=%s.example.com" % name,
+                     "-out", d / ("%s.csr" % name)])
+        return d / ("%s.csr" % name)
+
+    def test_one_fetch_of_an_expired_crl_for_many_requests(self):
+        """The status of a certificate Vault issued comes from Vault's CRL. One past its nextUpdate was fetched
+        again, whole, for every request that certificate signed, a replay refused right after too, while the CA
+        went on serving the same one: 30 sends of one message made 30 CRL fetches (and 30 cert/<serial>
+        lookups, past the grace). Now a newer CRL is looked for at most every GW_STATUS_RETRY_SECS."""
+        import http.client
+        d = self.gw.dir
+        res = self.gw.cmp("p10cr", "crl-holder", extra=("-csr", self.csr("crl-holder"), "-implicit_confirm"))
+        chain = d / "crl-holder.chain.pem"
+        chain.write_text(res.first.extra_certs_pem())
+        self.vault.control({"crl_stale": True})
+        der = self.gw.make_request("crl-replayed", cmd="p10cr", auth=(res.cert, d / "crl-holder.key"),
+                                   subject="/CN=crl-replayed.example.com",
+                                   extra=("-csr", self.csr("crl-replayed"), "-implicit_confirm", "-untrusted",
+                                          chain)).read_bytes()
+        mark = self.vault.mark()
+        start = time.monotonic()
+        conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                           context=self.gw.tls_context())
+        answers = []
+        for _ in range(20):
+            status, _, body = post(conn, der)
+            self.assertEqual(status, 200)
+            answers.append(harness.decode_cmp(body))
+        conn.close()
+        elapsed = time.monotonic() - start
+        self.assertEqual((answers[0].body_type, answers[0].status), ("cp", 0), answers[0].status_strings)  # cert/<serial>
+        self.assert_cmp_error(answers[-1], ("cp",), "transactionIdInUse", "replayed message")
+        fetches = self.vault.since(mark, "/crl")
+        self.assertLessEqual(len(fetches), int(elapsed // 5) + 2, (len(fetches), elapsed))  # GW_STATUS_RETRY_SECS
 
 
 if __name__ == "__main__":
