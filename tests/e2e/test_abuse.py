@@ -1407,6 +1407,26 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertEqual(len([l for l in lines if l["req_type"] == "ir" and l["identity"]]), n)
 
 
+def sent_paced(case, event, der):
+    """|der| sent 3 × GW_LOG_PACE_LINES times over one connection to |case|'s plain listener, each answered
+    200: |event| was logged at most GW_LOG_PACE_LINES times in each window they can have fallen in, each
+    line saying how many it held back. The last answer's body."""
+    import http.client
+    before = len(case.gw.log_lines())
+    start = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", case.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+    for _ in range(3 * case.PACE_LINES):
+        status, _, body = post(conn, der)
+        case.assertEqual(status, 200)
+    conn.close()
+    elapsed = time.monotonic() - start
+    lines = [e for e in case.gw.log_lines()[before:] if e.get("event") == event]
+    windows = int(elapsed // case.PACE_SECS) + 2
+    case.assertLessEqual(len(lines), windows * case.PACE_LINES, (len(lines), elapsed))
+    case.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+    return body
+
+
 class ProfileLinesPaced(harness.GatewayTestCase):
     """A gateway of its own: the request lines its refusals hold back would be counted in another test's
     "suppressed". A plain listener, as in RequestLinesPaced."""
@@ -1422,24 +1442,10 @@ class ProfileLinesPaced(harness.GatewayTestCase):
         (a fleet behind one address may ask for one): each refusal wrote a profile_refused line beside the paced
         request line, as fast as a peer without credentials sent them, some 2 000 a second from one
         connection. The profile_refused lines are now paced as the request lines are."""
-        import http.client
         from test_errors import PROFILE, add_general_info, load, profile_value, resign
-        n = 3 * self.PACE_LINES
         m = add_general_info(load(self.gw.make_request("paced-profile").read_bytes()), PROFILE, profile_value("nope"))
-        der = encoder.encode(resign(m, self.gw.dir / "client.key"))
-        before = len(self.gw.log_lines())
-        start = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
-        for _ in range(n):
-            status, _, body = post(conn, der)
-            self.assertEqual(status, 200)
-        conn.close()
-        elapsed = time.monotonic() - start
+        body = sent_paced(self, "profile_refused", encoder.encode(resign(m, self.gw.dir / "client.key")))
         self.assert_cmp_error(harness.decode_cmp(body), ("error",), "badRequest", 'certProfile "nope" is not served')
-        lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == "profile_refused"]
-        windows = int(elapsed // self.PACE_SECS) + 2
-        self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
-        self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
 
 
 class RefusalLinesPaced(harness.GatewayTestCase):
@@ -1459,7 +1465,6 @@ class RefusalLinesPaced(harness.GatewayTestCase):
         chose), pbm_refused, pbm_alg, protection_alg, weak_protection. The failed-auth budget bounded them per
         address, but an attacker has as many budgets as addresses, and the budget may be off (as here). They
         are now paced, each event apart, as the request lines are."""
-        import http.client
         from pyasn1.type import univ
         from test_errors import load, set_octets, set_pbm_algs
         d = self.gw.dir
@@ -1473,22 +1478,9 @@ class RefusalLinesPaced(harness.GatewayTestCase):
                  ("pbm_refused", encoder.encode(unknown_ref)), ("pbm_alg", encoder.encode(md5_owf)),
                  ("protection_alg", encoder.encode(pbmac1)),
                  ("weak_protection", self.gw.make_request("paced-sha1", extra=("-digest", "sha1")).read_bytes()))
-        n = 3 * self.PACE_LINES
         for event, der in cases:
             with self.subTest(event=event):
-                before = len(self.gw.log_lines())
-                start = time.monotonic()
-                conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
-                for _ in range(n):
-                    status, _, body = post(conn, der)
-                    self.assertEqual(status, 200)
-                conn.close()
-                elapsed = time.monotonic() - start
-                self.assertEqual(harness.decode_cmp(body).body_type, "error")
-                lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == event]
-                windows = int(elapsed // self.PACE_SECS) + 2
-                self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
-                self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+                self.assertEqual(harness.decode_cmp(sent_paced(self, event, der)).body_type, "error")
 
 
 class ExpiredCrlFetches(harness.GatewayTestCase):

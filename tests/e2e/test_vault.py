@@ -743,16 +743,13 @@ class VaultLatencyHidden(SlowVault):
         self.assertEqual(harness.audit_records(self.gw, "rejected", "gone.example.com"), [])
 
 
-class VaultClientGone(SlowVault):
-    """An HTTP/2 client that closes its connection while its call waits at Vault: the gateway notices at once,
-    so the answer is never written, and the certificate Vault issued is withdrawn (docs/audit.md), whether
-    the client asked for implicitConfirm or a certConf was to come."""
+class Http2Listener:
+    """Mixed into SlowVault: its listener speaks HTTP/2, whose client's leaving the gateway notices at once."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
         super().edit_config(cfg, gw)
         cfg["listeners"][0]["tls"]["http2"] = True
-        cfg.setdefault("cmp", {})["transaction_ttl"] = "3s"  # an unconfirmed one would expire during the test
 
     def crl_serials(self):
         """The serials on Vault's CRL (its default issuer's revocations)."""
@@ -760,6 +757,17 @@ class VaultClientGone(SlowVault):
         with urllib.request.urlopen(self.vault.url + "/v1/pki/crl", context=ctx, timeout=10) as r:
             crl = x509.load_der_x509_crl(r.read())
         return {c.serial_number for c in crl}
+
+
+class VaultClientGone(Http2Listener, SlowVault):
+    """An HTTP/2 client that closes its connection while its call waits at Vault: the gateway notices at once,
+    so the answer is never written, and the certificate Vault issued is withdrawn (docs/audit.md), whether
+    the client asked for implicitConfirm or a certConf was to come."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg.setdefault("cmp", {})["transaction_ttl"] = "3s"  # an unconfirmed one would expire during the test
 
     def leave(self, name, extra):
         """A p10cr for /CN=|name|.example.com whose client gives up while Vault takes its time: the record
@@ -812,19 +820,12 @@ class VaultClientGone(SlowVault):
         self.assertEqual(harness.audit_records(self.gw, "expired_unconfirmed", "gone-certconf.example.com"), [])
 
 
-class VaultClientGoneRevocationFails(SlowVault):
+class VaultClientGoneRevocationFails(Http2Listener, SlowVault):
     """As VaultClientGone, with Vault failing the withdrawal's revocation (HTTP 500) every time: the gateway
     asks three times in all, a few seconds apart, then the certificate nobody received stays valid at Vault,
     and is on the audit log as not revoked (`revoke_failed`, with the serial, the attempts and Vault's words)
     and on an error line `revoke_failed` naming it, for an operator to revoke by hand; never on record as
     revoked. Nothing asks Vault again later."""
-
-    @classmethod
-    def edit_config(cls, cfg, gw):
-        super().edit_config(cfg, gw)
-        cfg["listeners"][0]["tls"]["http2"] = True
-
-    crl_serials = VaultClientGone.crl_serials
 
     def test_withdrawal_refused_by_vault_on_record(self):
         cn = "gone-unrevoked.example.com"
@@ -854,18 +855,12 @@ class VaultClientGoneRevocationFails(SlowVault):
         self.assertEqual(harness.audit_records(self.gw, "revoked", cn), [])
 
 
-class VaultClientGoneRevocationRetried(SlowVault):
+class VaultClientGoneRevocationRetried(Http2Listener, SlowVault):
     """As VaultClientGone, with Vault unavailable (HTTP 503) for as long as the withdrawal's first call
     repeats it, then answering: the gateway asks again after its back-off, and the certificate ends revoked
     at Vault, with one `revoked` record that says at which attempt and no `revoke_failed`. Before, the first
     call's failure was final: the certificate stayed valid, on record as `revoke_failed`."""
 
-    @classmethod
-    def edit_config(cls, cfg, gw):
-        super().edit_config(cfg, gw)
-        cfg["listeners"][0]["tls"]["http2"] = True
-
-    crl_serials = VaultClientGone.crl_serials
 
     def test_withdrawal_revoked_once_vault_answers(self):
         cn = "gone-retried.example.com"
