@@ -158,6 +158,25 @@ static STACK_OF(X509) *candidates(const struct gw_role *role, const STACK_OF(X50
     return cands;
 }
 
+/*
+ * Decoded last: a message refused before (a certProfile not served, a pollReq of no open transaction), at no
+ * cost to its address, costs the gateway none of its certificates either, however many new ones it carries.
+ */
+int cmp_take_extra_certs(struct cmp_call *c, const OSSL_CMP_MSG *msg)
+{
+    OSSL_CMP_MSG *own = (OSSL_CMP_MSG *)msg; /* this call's, decoded by it */
+
+    if (!c->certs_later)
+        return 0;
+    c->certs_later = 0;
+    if (gw_shim_set_extra_certs(own, c->req->der, (long)c->req->len) == 0)
+        return 0;
+    ERR_clear_error();
+    c->rsp->auth_failed = true;
+    gw_cmp_http_error(c->rsp, 400, GW_CMP_TEXT_NOT_DER);
+    return 1;
+}
+
 /* The extraCerts of |msg| (decoded from |der|), every key affordable to verify with; NULL refused with |r|.
  */
 static STACK_OF(X509) *extra_certs(const OSSL_CMP_MSG *msg, const unsigned char *der, size_t len,

@@ -37,6 +37,13 @@
 int cmp_key_affordable(const EVP_PKEY *key);
 
 /*
+ * cmp_take_extra_certs sets the extraCerts of |msg|, which gw_cmp_decode left out (c->certs_later), before
+ * anything authenticates it; nothing where they are set already. 0, or 1 with c->rsp the HTTP 400 of a body
+ * that does not decode (GW_CMP_TEXT_NOT_DER), counted against the address as that is.
+ */
+int cmp_take_extra_certs(struct cmp_call *c, const OSSL_CMP_MSG *msg);
+
+/*
  * cmp_authenticate chooses the one certificate that signed |msg| among those naming its sender and
  * chaining to the role's trust, and pins it on |t|'s context (t->signer). 0 if authenticated or
  * left to OpenSSL (PBM); else refused with |r|: a signature on a role without trust, or of a sender that

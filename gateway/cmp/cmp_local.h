@@ -112,6 +112,8 @@ struct cmp_call {
     int released; /* this pollReq delivered the certificate of a deferred request */
     int own;      /* passed check_continuing: its transaction's own message */
     int hash_alg; /* a certConf decoded without its hashAlg (gw_cmp_decode): refused by cmp_precheck */
+    /* decoded without its extraCerts (gw_cmp_decode): they are set once it is to be authenticated */
+    int certs_later;
     enum cmp_confirm confirm;
     struct cmp_refusal fail;          /* fail_info >= 0: a callback chose the error's failInfo and text */
     struct cmp_refusal stale;         /* fail_info >= 0: the configuration in force refuses the sender of the

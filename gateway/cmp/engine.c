@@ -743,14 +743,22 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     struct gw_txn_result left;
     int rebuilt = 0, leased = 0, claimed = 0, open, rc;
 
+    if (txn != NULL && cmp_take_extra_certs(c, msg) != 0) {
+        cmp_txn_return(c, txn); /* still open for its real client */
+        return;
+    }
     if (txn != NULL && ((struct cmp_txn *)txn->data)->shared) {
         if (claim_shared(c, msg, &txn, &leased, &rebuilt) != 0)
             return;
         claimed = !rebuilt; /* its signer and path checked on this copy */
     }
     /* a path that is gone serves only the transactions open here, begun on it */
-    if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) && gw_cluster_keeps_records(c->e->cluster))
+    if (txn == NULL && c->req->gone == NULL && !held_here(c, &why) &&
+        gw_cluster_keeps_records(c->e->cluster)) {
         leased = rebuilt = (txn = cmp_rebuild(c, msg, &why, &rc)) != NULL;
+        if (rc == CMP_SHARE_NOT_DER) /* answered: its record was there, its extraCerts do not decode */
+            return;
+    }
     if (txn == NULL) {
         /* none anywhere: not counted against the address, since after a restart, a transaction's expiry or
            a reload (with cmp.state, another instance's record) it is its own client's certConf or pollReq */
@@ -888,6 +896,8 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
         return false;
     if ((txn = cmp_rebuild(c, msg, later, &rc)) != NULL)
         return abort_own(c, msg, txn, 1);
+    if (rc == CMP_SHARE_NOT_DER) /* answered (client_error took its extraCerts first: not met) */
+        return true;
     if (rc == CMP_SHARE_ABORTED)
         return confirm_abort(c, msg);
     if (rc == GW_ERR_UNAVAILABLE || rc == CMP_SHARE_OTHER_CLIENT || later->fail_info < 0)
@@ -903,11 +913,14 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
  * was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct gw_txn *txn = take_unexpired(c);
+    struct gw_txn *txn;
     struct cmp_refusal why = {.fail_info = -1}, later = {.fail_info = -1};
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
 
+    if (cmp_take_extra_certs(c, msg) != 0) /* it is authenticated, whichever transaction it names */
+        return;
+    txn = take_unexpired(c);
     if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL || abort_shared(c, msg, &later))
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
@@ -962,7 +975,7 @@ static void dispatch(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     }
     switch (cmp_bodies[c->body]) {
     case CMP_ACT_START:
-        if (c->req->gone == NULL) /* nothing new begins on a path that is gone */
+        if (c->req->gone == NULL && cmp_take_extra_certs(c, msg) == 0) /* nothing new begins on a path gone */
             start_txn(c, msg);
         break;
     case CMP_ACT_CONTINUE:
@@ -990,7 +1003,8 @@ void gw_cmp_process(struct gw_cmp_engine *e, const struct gw_cmp_request *req, s
         cmp_suspend_begin(&c);
     if (c.role != NULL)
         cmp_describe_call(&c);
-    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c) : gw_cmp_decode(req, rsp, &c.hash_alg)) == NULL) {
+    if ((msg = c.resume != NULL ? cmp_suspend_msg(&c)
+                                : gw_cmp_decode(req, rsp, &c.hash_alg, &c.certs_later)) == NULL) {
         rsp->auth_failed = rsp->http_status == 400; /* no PKIMessage, from no one known: as dispatch's */
         cmp_suspend_end(&c); /* a second pass always has its message: nothing is left behind */
         gone_unless_own(&c);

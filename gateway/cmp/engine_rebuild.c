@@ -179,7 +179,7 @@ struct gw_txn *cmp_rebuild(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct c
     int rc = *rcp = cmp_share_take(c, msg, &rec, r, err);
 
     if (rc == GW_ERR_FORBIDDEN || rc == CMP_SHARE_OTHER_CLIENT || rc == CMP_SHARE_RELOADED ||
-        rc == CMP_SHARE_ABORTED || cmp_share_refused(c, rc, err, r))
+        rc == CMP_SHARE_ABORTED || rc == CMP_SHARE_NOT_DER || cmp_share_refused(c, rc, err, r))
         return NULL;
     if (rc == GW_ERR_INVAL)
         gw_log_kv(GW_LOG_ERROR, "txn_record_invalid", "tid", c->rsp->tid, "reason", err, NULL);

@@ -53,13 +53,14 @@ void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reas
     snprintf(rsp->outcome, sizeof(rsp->outcome), "http %d: %s", status, reason);
 }
 
-OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp, int *hash_alg)
+OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp, int *hash_alg,
+                            int *certs_later)
 {
     const unsigned char *p = req->der;
     OSSL_CMP_MSG *msg = NULL;
     int keys, elements, rc;
 
-    *hash_alg = 0;
+    *hash_alg = *certs_later = 0;
     if (p == NULL || req->len == 0) {
         gw_cmp_http_error(rsp, 400, "empty body: expected a DER-encoded PKIMessage");
         return NULL;
@@ -88,7 +89,7 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
         return NULL;
     }
     /* a client of CMP version 3 confirms a certificate signed without a hash (Ed25519) with hashAlg */
-    if (rc == 0 && (msg = gw_shim_d2i_msg(&p, (long)req->len)) == NULL &&
+    if (rc == 0 && (msg = gw_shim_d2i_msg_later(&p, (long)req->len, certs_later)) == NULL &&
         (msg = gw_shim_d2i_hash_alg(req->der, (long)req->len)) != NULL) {
         ERR_clear_error();
         p = req->der + req->len;
@@ -96,7 +97,7 @@ OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_resp
     }
     if (rc != 0 || msg == NULL) {
         ERR_clear_error();
-        gw_cmp_http_error(rsp, 400, "body is not a DER-encoded PKIMessage");
+        gw_cmp_http_error(rsp, 400, GW_CMP_TEXT_NOT_DER);
         return NULL;
     }
     if (p != req->der + req->len) {

@@ -49,6 +49,8 @@ int gw_cmp_tls_client(const X509 *peer, char *out);
  * checks behind it say the same, so a client reads one text whichever refused.
  */
 #define GW_CMP_TEXT_TOO_LARGE "request entity is too large"
+/* The HTTP 400 of a body that is not one DER PKIMessage (docs/errors.md http_not_der). */
+#define GW_CMP_TEXT_NOT_DER "body is not a DER-encoded PKIMessage"
 
 /*
  * A request whose upstream call is still running (docs/design.md D24): gw_cmp_process returned
@@ -119,7 +121,10 @@ void gw_cmp_http_error(struct gw_cmp_response *rsp, int status, const char *reas
 
 /* gw_cmp_decode: the PKIMessage of |req|, a DER one with nothing before or after it (RFC 9811 §3); else
  * NULL, |rsp| an HTTP 400 (413 past GW_MAX_CMP_BODY) saying why. *hash_alg is 1 for a certConf decoded
- * without the hashAlg OpenSSL 3.0 cannot read (gw_shim_d2i_hash_alg), to be refused; else 0. */
-OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp, int *hash_alg);
+ * without the hashAlg OpenSSL 3.0 cannot read (gw_shim_d2i_hash_alg), to be refused; else 0. *certs_later
+ * is 1 for a message decoded without its extraCerts (gw_shim_d2i_msg_later): whoever authenticates it sets
+ * them first (gw_shim_set_extra_certs), and a refusal of GW_CMP_TEXT_NOT_DER there is this one's. */
+OSSL_CMP_MSG *gw_cmp_decode(const struct gw_cmp_request *req, struct gw_cmp_response *rsp, int *hash_alg,
+                            int *certs_later);
 
 #endif

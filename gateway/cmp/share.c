@@ -361,6 +361,10 @@ int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_re
     int rc = gw_cluster_read_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, rec, err), taken;
     unsigned step = 0;
 
+    if (rc == 0 && cmp_take_extra_certs(c, msg) != 0) {
+        gw_txn_record_cleanup(rec);
+        return CMP_SHARE_NOT_DER;
+    }
     if (rc == 0) {
         step = rec->step;
         rc = vouched(c, msg, rec, r);

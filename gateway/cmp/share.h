@@ -51,11 +51,14 @@ void cmp_reshare(struct cmp_call *c, struct cmp_txn *t);
  * message is not refused (a single gateway holds none to its running configuration): it closes the
  * transaction as its client asked, the certificate on record as rejected_by_client (or expired_undelivered)
  * and withdrawn the same way; CMP_SHARE_ABORTED, |r| refusing nothing (fail_info -1): answer a pkiconf.
+ * The extraCerts of |msg| are taken (cmp_take_extra_certs) only once there is a record: CMP_SHARE_NOT_DER
+ * when they do not decode, |c| answered.
  */
 enum cmp_share_rc {
     CMP_SHARE_RELOADED = 1, /* refused by this instance's configuration, closed */
     CMP_SHARE_ABORTED,      /* its own error message closed it */
     CMP_SHARE_OTHER_CLIENT, /* refused: another sender or TLS client */
+    CMP_SHARE_NOT_DER,      /* answered: its extraCerts, taken once the record was read, do not decode */
 };
 int cmp_share_take(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn_record *rec,
                    struct cmp_refusal *r, char *err);

@@ -181,10 +181,26 @@ int gw_shim_central_keygen(const OSSL_CMP_MSG *msg);
 OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len);
 
 /*
+ * gw_shim_d2i_msg_later is gw_shim_d2i_msg but for the extraCerts: a message it would set them in is
+ * decoded without them, *later 1, and whoever goes on with it sets them first (gw_shim_set_extra_certs);
+ * *later 0 where the message is as gw_shim_d2i_msg gives it. It may accept a message whose extraCerts
+ * d2i_OSSL_CMP_MSG refuses: gw_shim_set_extra_certs refuses it then.
+ */
+OSSL_CMP_MSG *gw_shim_d2i_msg_later(const unsigned char **pp, long len, int *later);
+
+/*
+ * gw_shim_set_extra_certs sets the extraCerts of |msg|, which gw_shim_d2i_msg_later decoded from |der| (|len|
+ * bytes, the whole message) with *later 1, as d2i_OSSL_CMP_MSG decodes them: 0, or GW_ERR_INVAL where it
+ * refuses |der| (|msg| unchanged).
+ */
+int gw_shim_set_extra_certs(OSSL_CMP_MSG *msg, const unsigned char *der, long len);
+
+/*
  * gw_shim_d2i_hash_alg decodes |der| (|len| bytes, one DER PKIMessage) if it is a certConf that OpenSSL 3.0
  * refuses for the hashAlg of its first CertStatus (RFC 9810 §5.3.18, CMP version 3; later OpenSSL versions
- * decode it): the message without that hashAlg, to be refused with a CMP error (its protection no longer
- * verifies). NULL for any other message, or one that does not decode without it either.
+ * decode it): the message without that hashAlg and without its extraCerts, to be refused with a CMP error
+ * (its protection no longer verifies). NULL for any other message, or one that does not decode without them
+ * either.
  */
 OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len);
 

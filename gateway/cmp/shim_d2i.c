@@ -292,12 +292,12 @@ static struct cmp_tlv whole_message(const unsigned char *der, long len, const un
 
 /*
  * A certConf whose first CertStatus ends in hashAlg ([0], RFC 9810 §5.3.18, CMP version 3), which OpenSSL
- * 3.0's CertStatus lacks: the message is decoded without it (the lengths around it written anew), as
- * gw_shim_d2i_msg decodes without extraCerts. Its protection, over the bytes as sent, cannot be verified so.
+ * 3.0's CertStatus lacks: the message is decoded without it and without its extraCerts (the lengths around
+ * them written anew). Its protection, over the bytes as sent, cannot be verified so.
  */
 OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len)
 {
-    const unsigned char *p, *end, *q;
+    const unsigned char *p, *end, *q, *rest;
     struct cmp_tlv up[4], t = {0}, last = {0};
     OSSL_CMP_MSG *msg = NULL;
     unsigned char *buf = NULL;
@@ -311,6 +311,10 @@ OSSL_CMP_MSG *gw_shim_d2i_hash_alg(const unsigned char *der, long len)
     if (!cmp_tlv_next(&p, end, &t) || !cmp_tlv_next(&p, end, &up[1]) ||
         up[1].cls != V_ASN1_CONTEXT_SPECIFIC || up[1].tag != GW_CMP_BODY_CERTCONF || !up[1].constructed)
         goto out;
+    /* nor its extraCerts, last: the message is refused before anything would look at them */
+    for (rest = p; cmp_tlv_next(&rest, end, &t);)
+        if (rest == end && t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 1)
+            up[0].len = t.p - up[0].cont;
     p = up[1].cont;
     if (!cmp_next_seq(&p, up[1].cont + up[1].len, &up[2]))
         goto out;
@@ -337,21 +341,22 @@ out:
 /*
  * The extraCerts of a request are mostly the same few certificates (a device's own, its CA's): they
  * are set from the certificates parsed lately (gw_x509_parse_cached: the same DER, so the same
- * certificates). The template's key is new with each request: gw_x509_pubkey_d2i reads an EC key
- * without a decoder. The message is decoded with neither (their enclosing lengths written anew),
- * then they are set where OpenSSL keeps them.
+ * certificates), and only once the engine's first checks passed (gw_shim_set_extra_certs): a message
+ * those refuse costs none of them, however many new ones it carries. The template's key is new with
+ * each request: gw_x509_pubkey_d2i reads an EC key without a decoder. The message is decoded with
+ * neither (their enclosing lengths written anew), then the key is set where OpenSSL keeps it.
  */
-OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
+OSSL_CMP_MSG *gw_shim_d2i_msg_later(const unsigned char **pp, long len, int *later)
 {
     const unsigned char *p, *end;
     struct cmp_tlv up[CUT_LEVELS], el[5], key;
-    STACK_OF(X509) *certs = NULL, **cslot;
     X509_PUBKEY *xk, **kslot;
     OSSL_CMP_MSG *msg = NULL;
     unsigned char *buf = NULL;
     const unsigned char *q;
     int n = 0, has_extra, has_key, buf_len;
 
+    *later = 0;
     ERR_set_mark(); /* the walks' errors come with input the plain way refuses too, and it reports them */
     if (len > INT_MAX || !cmp_der_open_seq(*pp, len, &p, &end)) /* der_cut counts in int */
         goto plain;
@@ -367,23 +372,16 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     has_key = find_key(up, &key);
     if (!has_extra && !has_key)
         goto plain;
-    if (has_extra) {
+    if (has_extra)
         up[0].len = el[n - 1].p - up[0].cont;
-        if ((certs = sk_X509_new_null()) == NULL || !add_certs(&el[n - 1], certs))
-            goto plain;
-    }
     /* with the key, cut down to its template; else the message alone, shortened before extraCerts */
     if ((buf = der_cut(up, has_key ? CUT_LEVELS : 1, has_key ? &key : NULL, &buf_len)) == NULL)
         goto plain;
     q = buf;
     if ((msg = d2i_OSSL_CMP_MSG(NULL, &q, buf_len)) == NULL || q != buf + buf_len)
         goto plain;
-    if (has_extra) {
-        if ((cslot = extra_certs_slot(msg)) == NULL || *cslot != NULL)
-            goto plain;
-        *cslot = certs;
-        certs = NULL;
-    }
+    if (has_extra && extra_certs_slot(msg) == NULL)
+        goto plain;
     /* the key last, once the rest decoded: a message refused anyway costs no key */
     if (has_key) {
         if ((kslot = msg_key_slot(msg, up[1].tag)) == NULL || *kslot != NULL ||
@@ -394,12 +392,55 @@ OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
     OPENSSL_free(buf);
     ERR_pop_to_mark();
     *pp = end;
+    *later = has_extra;
     return msg;
 
 plain:
-    sk_X509_pop_free(certs, X509_free);
     OSSL_CMP_MSG_free(msg);
     OPENSSL_free(buf);
     ERR_pop_to_mark();
     return d2i_OSSL_CMP_MSG(NULL, pp, len);
+}
+
+int gw_shim_set_extra_certs(OSSL_CMP_MSG *msg, const unsigned char *der, long len)
+{
+    const unsigned char *p, *end, *q = der;
+    STACK_OF(X509) **slot = msg != NULL ? extra_certs_slot(msg) : NULL, *certs = NULL;
+    struct cmp_tlv t, last = {0};
+    OSSL_CMP_MSG *plain = NULL;
+    int n = 0, ok = 0;
+
+    if (slot == NULL || *slot != NULL || der == NULL || !cmp_der_open_seq(der, len, &p, &end))
+        return GW_ERR_INVAL;
+    for (; cmp_tlv_next(&p, end, &t); n++)
+        last = t;
+    /* after the header and the body (whose tag may be [1] too: an ir) */
+    if (p != end || n < 3 || last.cls != V_ASN1_CONTEXT_SPECIFIC || last.tag != 1)
+        return GW_ERR_INVAL;
+    if ((certs = sk_X509_new_null()) != NULL && add_certs(&last, certs)) {
+        *slot = certs;
+        return 0;
+    }
+    sk_X509_pop_free(certs, X509_free);
+    /* malformed or past the caps: as OpenSSL decodes them, if it does (the signer's check refuses them) */
+    ERR_set_mark();
+    if ((plain = d2i_OSSL_CMP_MSG(NULL, &q, len)) != NULL && q == der + len)
+        *slot = gw_shim_swap_extra_certs(plain, NULL, &ok);
+    OSSL_CMP_MSG_free(plain);
+    ERR_pop_to_mark();
+    return ok ? 0 : GW_ERR_INVAL;
+}
+
+OSSL_CMP_MSG *gw_shim_d2i_msg(const unsigned char **pp, long len)
+{
+    const unsigned char *der = *pp;
+    int later = 0;
+    OSSL_CMP_MSG *msg = gw_shim_d2i_msg_later(pp, len, &later);
+
+    if (msg != NULL && later && gw_shim_set_extra_certs(msg, der, (long)(*pp - der)) != 0) {
+        OSSL_CMP_MSG_free(msg);
+        *pp = der;
+        return NULL;
+    }
+    return msg;
 }

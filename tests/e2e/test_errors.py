@@ -288,6 +288,22 @@ def pollreq(msg, key):
     return rebody(msg, "pollReq", entry, key)
 
 
+def bad_extra_certs(msg):
+    """The DER of |msg| (its extraCerts last) with extraCerts holding no certificate but a SEQUENCE { INTEGER 1 }:
+    DER all the same, which OpenSSL refuses to decode."""
+    der = encoder.encode(msg)
+    _, start, end = harness.tlv(der)
+    parts, off = [], start
+    while off < end:
+        tag, _, nxt = harness.tlv(der, off)
+        parts.append((tag, der[off:nxt]))
+        off = nxt
+    if parts[-1][0] != 0xa1:
+        raise harness.Failure("no extraCerts to replace")
+    junk = harness.der_tlv(0xa1, harness.der_tlv(0x30, harness.der_tlv(0x30, b"\x02\x01\x01")))
+    return der_seq(b"".join(p for _, p in parts[:-1]) + junk)
+
+
 def error_msg(msg, key):
     """An error message (status rejection: the client aborts) in |msg|'s transaction."""
     def rejection(err):
@@ -1290,6 +1306,9 @@ class Errors(Base):
         self.expect("no_txn", self.send("closed-conf", done.req_files[1].read_bytes()))
         pr = pollreq(load(done.req_files[1].read_bytes()), self.key())
         self.expect("no_txn", self.send("closed-poll", pr))
+        # refused before its extraCerts are decoded (new certificates each time would cost the gateway their
+        # parsing, uncounted): extraCerts that are no certificates get the same answer
+        self.expect("no_txn", self.send("closed-poll-junk", bad_extra_certs(pr)))
 
     def test_other_sender(self):
         ir, ip, cert = self.open_txn("othersender")

@@ -4,7 +4,8 @@
  * walk is reached, not only those an authenticated request gets to). The input is one PKIMessage;
  * the parts OpenSSL hands the engine's callbacks (CertReqMsg, PKIStatusInfo, ITAV values) are cut
  * out of it here as OpenSSL would pass them. gw_shim_d2i_msg, which decodes a request in parts, must
- * decode every input as d2i_OSSL_CMP_MSG does, and the header read in place say what its walk says.
+ * decode every input as d2i_OSSL_CMP_MSG does (gw_shim_d2i_msg_later, its first part, may decode more only
+ * where gw_shim_set_extra_certs, its second, refuses), and the header read in place say what its walk says.
  * What the engine reads in the received bytes before or beside OpenSSL must agree with what OpenSSL
  * decoded: the counts of gw_shim_der_count bound it, gw_shim_body_count finds as many entries in the
  * bytes as in OpenSSL's encoding, and a crlStatusList names the demo CAs as its own reading says.
@@ -389,6 +390,25 @@ static void hash_alg_cut(const uint8_t *data, size_t size, const OSSL_CMP_MSG *p
     OSSL_CMP_MSG_free(cut);
 }
 
+/*
+ * gw_shim_d2i_msg_later against d2i_OSSL_CMP_MSG on the input (|plain|): whatever that decodes, and where
+ * it decodes more, only a message whose extraCerts gw_shim_set_extra_certs then refuses (the engine's
+ * refusals before it cost no certificate; once they pass, the message is refused as it was).
+ */
+static void later_decoding(const uint8_t *data, size_t size, const OSSL_CMP_MSG *plain)
+{
+    const unsigned char *q = data;
+    int later = 0;
+    OSSL_CMP_MSG *msg = gw_shim_d2i_msg_later(&q, (long)size, &later);
+
+    if (plain != NULL && msg == NULL)
+        fuzz_die("gw_shim_d2i_msg_later refused what d2i_OSSL_CMP_MSG decoded");
+    if (plain == NULL && msg != NULL && (!later || gw_shim_set_extra_certs(msg, data, (long)(q - data)) == 0))
+        fuzz_die("gw_shim_d2i_msg_later decoded what d2i_OSSL_CMP_MSG refused, and not for its extraCerts");
+    OSSL_CMP_MSG_free(msg);
+    ERR_clear_error();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data;
@@ -399,6 +419,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int len, reason;
 
     same_decoding(data, size, msg, p);
+    later_decoding(data, size, msg);
     counted(data, size, msg);
     hash_alg_cut(data, size, msg);
     if (msg == NULL)

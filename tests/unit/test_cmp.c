@@ -1011,13 +1011,14 @@ static void test_too_large(void **state)
     assert_non_null(buf);
     buf[0] = 0x30;
     gw_cmp_response_init(&rsp);
-    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n}, &rsp, &(int){0}));
+    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n}, &rsp, &(int){0}, &(int){0}));
     assert_int_equal(rsp.http_status, 413);
     assert_string_equal(rsp.http_reason, "request entity is too large");
     gw_cmp_response_cleanup(&rsp);
     /* its twin at the limit is read, and refused as what it is: not DER */
     gw_cmp_response_init(&rsp);
-    assert_null(gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n - 1}, &rsp, &(int){0}));
+    assert_null(
+        gw_cmp_decode(&(struct gw_cmp_request){.der = buf, .len = n - 1}, &rsp, &(int){0}, &(int){0}));
     assert_int_equal(rsp.http_status, 400);
     gw_cmp_response_cleanup(&rsp);
     free(buf);
@@ -4686,6 +4687,32 @@ static OSSL_CMP_MSG *keep_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct 
         cl->held_len = (size_t)len;
     }
     return req;
+}
+
+/* |der|, a PKIMessage whose last element is its extraCerts, with extraCerts that hold no certificate (a
+   SEQUENCE { INTEGER 1 }): DER all the same, which d2i_OSSL_CMP_MSG refuses. OPENSSL_malloc'ed. */
+static unsigned char *bad_extra_certs(const unsigned char *der, size_t len, size_t *out_len)
+{
+    static const unsigned char bad[] = {0xa1, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x01};
+    const unsigned char *p = der, *cont, *end, *last = NULL;
+    unsigned char *out, *q;
+    long n = 0;
+    int tag = -1, cls = -1, inner;
+
+    assert_false(ASN1_get_object(&p, &n, &tag, &cls, (long)len) & 0x80);
+    cont = p;
+    for (end = cont + n; p < end; p += n) {
+        last = p;
+        assert_false(ASN1_get_object(&p, &n, &tag, &cls, end - p) & 0x80);
+    }
+    assert_true(last != NULL && tag == 1 && cls == V_ASN1_CONTEXT_SPECIFIC);
+    inner = (int)(last - cont) + (int)sizeof(bad);
+    *out_len = (size_t)ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
+    assert_non_null(out = q = OPENSSL_malloc(*out_len));
+    ASN1_put_object(&q, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, cont, (size_t)(last - cont));
+    memcpy(q + (last - cont), bad, sizeof(bad));
+    return out;
 }
 
 /*
@@ -8475,6 +8502,53 @@ static void test_shared_rebuilt_copy_not_kept(void **state)
     poll_collect_and_free(a, &cl, ctx); /* |a|'s copy, older than the record, is rebuilt from it */
 }
 
+/* Keeps the certConf (keep_certconf) and drops it: the transaction stays open for it. */
+static OSSL_CMP_MSG *keep_drop_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    return drop_certconf(ctx, keep_certconf(ctx, req, cl), cl);
+}
+
+/*
+ * test_extra_certs_decoded_late with the transactions shared: an instance without a copy decodes a certConf's
+ * extraCerts only once its record was read. With one, extraCerts that are no certificates are a body that
+ * does not decode (counted), and the transaction stays its client's; with none, the answer of no open
+ * transaction, whatever they hold.
+ */
+static void test_shared_extra_certs_decoded_late(void **state)
+{
+    char cmp[512];
+    struct env *a, *b;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    unsigned char *bad;
+    size_t len;
+    int http;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+    b = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+    cl = (struct client){.env = a, .tamper = keep_drop_certconf};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued on |a|; its certConf never reaches it */
+    bad = bad_extra_certs(cl.held, cl.held_len, &len);
+    assert_null(exchange(b, bad, len, &http, &(size_t){0}));
+    assert_int_equal(http, 400);
+    assert_int_equal(b->auth_failures, 1);
+    cl.env = b;
+    send_held(&cl, "pkiconf", NULL); /* its own, from the record: closed */
+    OPENSSL_free(cl.held);
+    cl.held = bad;
+    cl.held_len = len;
+    send_held(&cl, "error", "no open transaction");
+    assert_int_equal(b->auth_failures, 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(b);
+    env_free(a);
+}
+
 /*
  * A shared deferred request answered here from its record, as an instance without its copy answers it:
  * the pollReq that collects the certificate, its answer never sent (the client gone), ends the record as
@@ -9814,6 +9888,40 @@ static void test_no_txn_hides_references(void **state)
     }
 }
 
+/*
+ * A certConf of no open transaction costs its address nothing, and the gateway no decoding of its extraCerts
+ * either (however many certificates no one sent before it carries): one whose extraCerts hold no certificate
+ * gets the same answer. A message that goes on to be authenticated, an ir, is refused as a body that does
+ * not decode, counted, as before.
+ */
+static void test_extra_certs_decoded_late(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = keep_certconf};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    unsigned char *bad;
+    size_t len;
+    int http;
+
+    (void)state;
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* confirmed: nothing is open */
+    send_held(&cl, "error", "no open transaction");
+    bad = bad_extra_certs(cl.held, cl.held_len, &len);
+    OPENSSL_free(cl.held);
+    cl.held = bad;
+    cl.held_len = len;
+    send_held(&cl, "error", "no open transaction");
+    assert_int_equal(e->auth_failures, 0);
+    bad = bad_extra_certs(cl.first_req, cl.first_req_len, &len);
+    assert_null(exchange(e, bad, len, &http, &(size_t){0}));
+    assert_int_equal(http, 400);
+    assert_int_equal(e->auth_failures, 1);
+    OPENSSL_free(bad);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* The replacements of a reload that gives the demo trust another anchor (write_reload_files). */
 static const char *const anchor[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
 
@@ -10525,6 +10633,7 @@ int main(void)
         cmocka_unit_test(test_reload_foreign_continuing),
         cmocka_unit_test(test_reload_error_aborts),
         cmocka_unit_test(test_no_txn_hides_references),
+        cmocka_unit_test(test_extra_certs_decoded_late),
         cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_reload_check_revocation),
         cmocka_unit_test(test_certconf_wrong_hash),
@@ -10656,6 +10765,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_error_not_aborted, redis_stop),
         cmocka_unit_test_teardown(test_shared_certconf_past_deadline, redis_stop),
         cmocka_unit_test_teardown(test_shared_rebuilt_copy_not_kept, redis_stop),
+        cmocka_unit_test_teardown(test_shared_extra_certs_decoded_late, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_from_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_client_gone_quota, redis_stop),
         cmocka_unit_test_teardown(test_shared_ended_while_held, redis_stop),
