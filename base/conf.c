@@ -9,6 +9,7 @@
 #include "base/log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -50,75 +51,36 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
     return GW_ERR_INVAL;
 }
 
-/* Whether the |len| bytes at |s| read as host[:port] ("[v6]:port" too): an authority with no userinfo. */
-static bool host_port(const char *s, size_t len)
+/* After |s|'s leading scheme and "://" (RFC 3986 §3.1: a letter, then letters, digits, '+', '-', '.'), or
+ * NULL. */
+static const char *after_scheme(const char *s)
 {
-    const char *colon = memchr(s, ':', len), *close;
+    const char *p = s;
 
-    if (len > 0 && s[0] == '[') {
-        if ((close = memchr(s, ']', len)) == NULL)
-            return false;
-        if (close + 1 == s + len)
-            return true;
-        if (close[1] != ':')
-            return false;
-        colon = close + 1;
-    }
-    if (colon == NULL)
-        return true;
-    for (const char *p = colon + 1; p < s + len; p++)
-        if (*p < '0' || *p > '9')
-            return false;
-    return true;
-}
-
-/*
- * Where the userinfo after |auth| (what follows a URL's "://") ends: the last '@' of the authority, which
- * ends at the first '/', '?' or '#' (RFC 3986 §3.2); an '@' in a path, a query or a fragment is none. A
- * password need not be URL-encoded: one with a '/', '?' or '#' in it cuts the authority short at what is
- * no host[:port], and then the userinfo runs to the last '@' of all. NULL: no userinfo.
- */
-static const char *url_userinfo_end(const char *auth)
-{
-    size_t len = strcspn(auth, "/?#");
-    const char *at = NULL, *last = strrchr(auth, '@');
-
-    for (const char *p = auth; p < auth + len; p++)
-        if (*p == '@')
-            at = p;
-    if (at != NULL || last == NULL || host_port(auth, len))
-        return at;
-    return last;
-}
-
-/*
- * Where the userinfo of |s|, a value without a scheme, ends ("user:password@10.0.0.5:6379",
- * ":password@10.0.0.5", as a Redis address may be written): its last '@', when a ':' comes before it and
- * no '/' or white space does, so that names like "*@example.com" keep their text. NULL: none.
- */
-static const char *bare_userinfo_end(const char *s)
-{
-    const char *at = strrchr(s, '@');
-    size_t len = at != NULL ? (size_t)(at - s) : 0;
-
-    if (at == NULL || memchr(s, ':', len) == NULL || strcspn(s, "/ \t\n\r\f\v") < len)
+    if (!isalpha((unsigned char)*p))
         return NULL;
-    return at;
+    while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
+        p++;
+    return strncmp(p, "://", 3) == 0 ? p + 3 : NULL;
 }
 
 /*
- * |s| (a value's JSON text) into |out| (|cap| bytes) with the userinfo in it written "***": a URL's
- * ("https://user:password@host", "redis://:password@host"), or that of a value without a scheme
- * ("user:password@host"). It is a credential, which no key takes (a "url" or an "address" with one is
- * refused), so only the error that refuses it would quote it, into a log. Returns snprintf's length.
+ * |s| (a value's JSON text) into |out| (|cap| bytes) with the userinfo in it written "***": a credential,
+ * which no key takes (a "url" or an "address" with one is refused), so only the error that refuses it would
+ * quote it, into a log. Of a URL ("https://user:password@host", "redis://:password@host") everything after
+ * "://" up to its last '@' goes: a password need not be URL-encoded, and one may hold any of '/', '?', '#',
+ * '@' or "://", so an '@' in a path costs the host its place in the quote rather than risk a password. Of a
+ * value without a scheme ("user:password@10.0.0.5:6379", ":password@10.0.0.5", as a Redis address may be
+ * written), everything before its last '@' when a ':' comes before it: names such as "*@example.com" keep
+ * their text. Returns snprintf's length.
  */
 static size_t without_userinfo(char *out, size_t cap, const char *s)
 {
-    const char *scheme = strstr(s, "://"), *from, *at;
+    const char *from = s + (s[0] == '"'), *auth = after_scheme(from), *at = strrchr(from, '@');
 
-    from = scheme != NULL ? scheme + 3 : s + (s[0] == '"');
-    at = scheme != NULL ? url_userinfo_end(from) : bare_userinfo_end(from);
-    if (at == NULL)
+    if (auth != NULL)
+        from = auth;
+    if (at == NULL || (auth == NULL && memchr(from, ':', (size_t)(at - from)) == NULL))
         return (size_t)snprintf(out, cap, "%s", s);
     return (size_t)snprintf(out, cap, "%.*s***%s", (int)(from - s), s, at);
 }

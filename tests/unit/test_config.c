@@ -994,9 +994,9 @@ static const struct bad bad_cases[] = {
     {"url userinfo password with a question mark",
      {UPS, E("https://127.0.0.1:8200", "https://vault:pa?s.abcdefgh@127.0.0.1")},
      {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
-    {"url @ in the path", /* no userinfo: the host stays to be read */
-     {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:8200/v1@x")},
-     {"$.upstreams.vault.url: expected", "got \"https://127.0.0.1:8200/v1@x\""}},
+    {"url userinfo password with a slash and digits", /* reads as host:port/path: masked all the same */
+     {UPS, E("https://127.0.0.1:8200", "https://vault:1234/s.abcdefgh@127.0.0.1")},
+     {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
     {"url bad v6", {UPS, E("https://127.0.0.1:8200", "https://[::g]:8200")}, {"$.upstreams.vault.url"}},
     {"url query", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1?x=1")}, {"$.upstreams.vault.url"}},
     {"url not string",
@@ -2756,10 +2756,10 @@ static void test_names_has(void **state)
 }
 
 /*
- * gw_conf_show hides userinfo: a URL's, of its authority alone (an '@' in a path, a query or a fragment
- * is none, and the host stays to be read), a password's '/', '?' or '#' notwithstanding; and that of a
+ * gw_conf_show hides userinfo: a URL's, to its last '@' whatever comes between (a password's '/', '?',
+ * '#', '@' or "://"; an '@' in a path costs the host its place, never a password its mask); and that of a
  * value without a scheme, a Redis address written "user:password@host", where a ':' comes before the
- * last '@' and no '/' or space does. Names with an '@' (a policy's "*@example.com") keep their text.
+ * last '@'. Names with an '@' (a policy's "*@example.com") keep their text.
  */
 static void test_conf_show_userinfo(void **state)
 {
@@ -2770,24 +2770,25 @@ static void test_conf_show_userinfo(void **state)
         {"\"redis://:pw@10.0.0.5\"", "\"redis://***@10.0.0.5\""},
         {"\"https://u@h\"", "\"https://***@h\""},
         {"\"https://u:p@w@h\"", "\"https://***@h\""},
-        {"\"https://u:pw@h/p@x\"", "\"https://***@h/p@x\""},
+        {"\"https://u:pw@h/p@x\"", "\"https://***@x\""},
         {"\"https://u:pw@[::1]:8200/v1\"", "\"https://***@[::1]:8200/v1\""},
         {"\"https://u:pa/ss@h\"", "\"https://***@h\""},
         {"\"https://u:pa?ss@h\"", "\"https://***@h\""},
         {"\"https://u:pa#ss@h\"", "\"https://***@h\""},
-        {"\"https://h/p@x\"", "\"https://h/p@x\""},
-        {"\"https://h:8200/p@x\"", "\"https://h:8200/p@x\""},
-        {"\"https://[::1]:8200/p@x\"", "\"https://[::1]:8200/p@x\""},
-        {"\"https://h?q=a@b\"", "\"https://h?q=a@b\""},
-        {"\"https://h#a@b\"", "\"https://h#a@b\""},
+        {"\"https://h/p@x\"", "\"https://***@x\""}, /* the host lost, never a password */
+        {"\"https://user:1234/5678@vault:8200\"", "\"https://***@vault:8200\""},
+        {"\"https://tok/en@h\"", "\"https://***@h\""},
+        {"\"redis://:#s3cret@10.0.0.5\"", "\"redis://***@10.0.0.5\""},
+        {"\"HTTPS://u:pw@h\"", "\"HTTPS://***@h\""},
         {"\"https://h:8200\"", "\"https://h:8200\""},
         {"\"user:pw@10.0.0.5:6379\"", "\"***@10.0.0.5:6379\""},
         {"\":pw@10.0.0.5\"", "\"***@10.0.0.5\""},
         {"\"u:p@w@10.0.0.5\"", "\"***@10.0.0.5\""},
         {"\"*@example.com\"", "\"*@example.com\""},
         {"\"dev@example.com\"", "\"dev@example.com\""},
-        {"\"a/b:c@d\"", "\"a/b:c@d\""},
-        {"\"a b:c@d\"", "\"a b:c@d\""},
+        {"\":pa/ss==@10.0.0.5:6379\"", "\"***@10.0.0.5:6379\""},
+        {"\"user:pa ss@h\"", "\"***@h\""},
+        {"\"u:pa://ss@h\"", "\"***@h\""},
         {"\"::1\"", "\"::1\""},
         {"8443", "8443"},
     };
