@@ -321,7 +321,10 @@ fail:
  * its SSL is made; libcurl 7.88 calls it after it set what its own options name, which name no client
  * certificate or key). The "tls_cert" certificates and "tls_key" key of |arg|, a gw_http_conf, go in as the
  * objects its load checked. Handed to libcurl as PEM (CURLOPT_SSLKEY_BLOB), the key's text was parsed again
- * at each new connection, by OpenSSL's PEM reader, which frees its line buffers as they are.
+ * at each new connection, by OpenSSL's PEM reader, which frees its line buffers as they are. libcurl does
+ * not know of a certificate set here, so its reuse of connections and TLS sessions does not tell one client
+ * certificate from another: that holds because a gw_http_client serves one gw_http_conf with handles and a
+ * multi of its own, sharing nothing (no CURLSH) with another client.
  */
 static CURLcode present_client(CURL *curl, void *ssl_ctx, void *arg)
 {
