@@ -414,7 +414,7 @@ int gw_shim_set_extra_certs(OSSL_CMP_MSG *msg, const unsigned char *der, long le
         return GW_ERR_INVAL;
     for (; cmp_tlv_next(&p, end, &t); n++)
         last = t;
-    /* after the header and the body (whose tag may be [1] too: an ir) */
+    /* after the header and the body (whose tag may be [1] too: an ip) */
     if (p != end || n < 3 || last.cls != V_ASN1_CONTEXT_SPECIFIC || last.tag != 1)
         return GW_ERR_INVAL;
     if ((certs = sk_X509_new_null()) != NULL && add_certs(&last, certs)) {
