@@ -259,8 +259,8 @@ class PollingVaultOutside(harness.GatewayTestCase):
         cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e")
         cfg["roles"]["vault-org"] = dict(base, upstream="vault", upstream_role="devices-org", poll_after="500ms")
 
-    def _p10cr(self, name, timeout=harness.CLIENT_TIMEOUT):
-        self.vault.control({"latency_ms": 2500, "match": "sign/"})
+    def _p10cr(self, name, timeout=harness.CLIENT_TIMEOUT, latency_ms=2500):
+        self.vault.control({"latency_ms": latency_ms, "match": "sign/"})
         key = self.newkey(name)
         csr = self.gw.dir / ("%s.csr" % name)
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
@@ -281,8 +281,10 @@ class PollingVaultOutside(harness.GatewayTestCase):
         self.assertTrue(revoked_at_vault(self.vault, serial))
 
     def test_unpolled_certificate_withdrawn_when_it_comes(self):
-        # the client stops after 1 s; the transaction lives on for minutes, the check must not wait for it
-        _, tid = self._p10cr("orgquit", timeout=1)
+        # the client stops after 2 s, 2 s before Vault answers, with room for the first answer (the
+        # waiting cp after poll_after's 500 ms, which a loaded CI machine once took over 1 s to reach);
+        # the transaction lives on for minutes, the check must not wait for it
+        _, tid = self._p10cr("orgquit", timeout=2, latency_ms=4000)
         wait_revoked(self.gw, tid, 20)
         self.assert_withdrawn_at_arrival(tid)
 
