@@ -139,7 +139,8 @@ struct withdrawal {
     char tid[2 * GW_MAX_TID_LEN + 1];
     X509 *cert;
     int reason;
-    int attempts; /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
+    int attempts;     /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
+    uint64_t took_ms; /* how long its last call to its upstream took */
 };
 
 struct cmp_withdrawals {
@@ -150,8 +151,10 @@ struct cmp_withdrawals {
     int running;                     /* a job the thread took and has not ended yet */
     const struct withdrawal *asking; /* that job, until its upstream answered */
     int asked;                       /* |asking| was sent to its upstream (not waiting to begin still) */
-    int given_up;                    /* the drain put |asking| on record as not revoked */
+    int failed;                      /* its upstream failed it, and it waits to ask again (ask_again) */
+    int given_up;                    /* |asking| is on record as not revoked: the drain's end came first */
     int started, stopping;
+    uint64_t until_ms;   /* once stopping: the drain's deadline (gw_now_ms) */
     uint64_t backoff_ms; /* the wait before a job's second attempt: GW_WITHDRAWAL_BACKOFF_MS, or a test's */
     pthread_t thread;
 };
@@ -197,6 +200,7 @@ static void sending(struct cmp_withdrawals *q, struct withdrawal *w)
 {
     pthread_mutex_lock(&q->lock);
     q->asked = 1;
+    q->failed = 0;
     w->attempts++;
     pthread_mutex_unlock(&q->lock);
 }
@@ -260,12 +264,50 @@ static bool may_pass(int rc)
 }
 
 /*
+ * Why a withdrawal whose upstream failed it for a reason that may pass was not asked again: the drain's
+ * deadline passed while it waited to, or what was left of it was no longer than that failed attempt took,
+ * so that asking would likely hold the drain past it. Its last answer was a failure (or none in time,
+ * taken as one, as after a last attempt): not "before it answered" (TEXT_GAVE_UP_ASKED).
+ */
+#define TEXT_GAVE_UP_FAILED                                                                                  \
+    "the upstream failed attempt %d for a reason that may pass, and the drain left too little time to ask "  \
+    "it again (the gateway stopping or its configuration retired)"
+
+/* |w|, whose upstream failed it, on record as not asked again (TEXT_GAVE_UP_FAILED); lock held. */
+static void not_asked_again(struct gw_cmp_engine *e, struct cmp_withdrawals *q, const struct withdrawal *w)
+{
+    char why[GW_ERR_LEN];
+
+    q->given_up = 1;
+    snprintf(why, sizeof(why), TEXT_GAVE_UP_FAILED, w->attempts);
+    not_revoked(e, w, why);
+}
+
+/*
+ * Whether |w|, waiting to ask its upstream again once a drain ended the wait, is asked a last time (lock
+ * held): only when what is left of the drain's deadline is longer than its failed attempt took. A CA that
+ * let that attempt run its whole timeout would likely hold the drain past its deadline, which leaves the
+ * outcome unknown (TEXT_GAVE_UP_ASKED); not asked, |w| is on record now as not revoked, and the drain
+ * need not wait for it.
+ */
+static bool last_ask_fits(struct gw_cmp_engine *e, struct cmp_withdrawals *q, const struct withdrawal *w)
+{
+    if (q->given_up)
+        return false;
+    if (!q->stopping || gw_now_ms() + w->took_ms < q->until_ms)
+        return true;
+    not_asked_again(e, q, w);
+    return false;
+}
+
+/*
  * worker: whether |w|, whose attempt failed with |rc| and |err|, is asked again: not after its last
  * attempt, nor when its failure will not pass, nor once a drain stopped the queue. The wait in between
  * (the queue's backoff_ms, four times as long before each next attempt) is on the queue's condition, so
- * that a drain ends it at once: that next attempt is then the last, within the drain's deadline, unless the
- * drain gave up on |w| first (on record then). The jobs queued behind |w| wait meanwhile: its upstream is
- * likely theirs, whose trouble would fail them too, and the queue refuses jobs beyond GW_MAX_WITHDRAWALS.
+ * that a drain ends it at once: that next attempt is then the last, if it fits in the drain's deadline
+ * (last_ask_fits), unless the drain gave up on |w| first (on record then). The jobs queued behind |w| wait
+ * meanwhile: its upstream is likely theirs, whose trouble would fail them too, and the queue refuses jobs
+ * beyond GW_MAX_WITHDRAWALS.
  */
 static bool ask_again(struct gw_cmp_engine *e, const struct withdrawal *w, int rc, const char *err)
 {
@@ -279,6 +321,7 @@ static bool ask_again(struct gw_cmp_engine *e, const struct withdrawal *w, int r
     if (!may_pass(rc) || w->attempts >= GW_WITHDRAWAL_ATTEMPTS)
         return false;
     pthread_mutex_lock(&q->lock);
+    q->failed = 1; /* a drain giving up from now on says that the upstream answered */
     ms = q->backoff_ms << (2 * (w->attempts - 1));
     again = !q->stopping;
     pthread_mutex_unlock(&q->lock);
@@ -293,7 +336,10 @@ static bool ask_again(struct gw_cmp_engine *e, const struct withdrawal *w, int r
     pthread_mutex_lock(&q->lock);
     while (!q->stopping && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
         ;
-    again = !q->given_up;
+    if ((again = last_ask_fits(e, q, w))) {
+        q->failed = 0;
+        q->asked = 0; /* until sending: it may wait for another revocation of it first (attempt) */
+    }
     pthread_mutex_unlock(&q->lock);
     return again;
 }
@@ -307,6 +353,7 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
 {
     const struct cmp_txn *t = &w->view;
     int mine = t->up != NULL ? cmp_revoked_begin(e, w->cert, gw_upstream_timeout_ms(t->up), err) : -1;
+    uint64_t start;
     int rc;
 
     if (mine == 1)
@@ -315,7 +362,9 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
         gw_log_kv(GW_LOG_WARN, "revoke_not_marked", "tid", w->tid, "serial", t->serial, "reason", err, "msg",
                   "withdrawn all the same: another revocation of it may reach the CA too", NULL);
     sending(e->withdrawals, w);
+    start = gw_now_ms();
     rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
+    w->took_ms = gw_now_ms() - start;
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
     if (mine == 0)
@@ -374,6 +423,8 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
         q->running = 1;
         q->asking = w;
         q->asked = 0;
+        q->failed = 0;
+        q->given_up = 0;
     }
     pthread_mutex_unlock(&q->lock);
     return w;
@@ -620,13 +671,16 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     q->head = NULL;
     q->tailp = &q->head;
     q->queued = 0;
-    if (q->asking != NULL) {
-        q->given_up = 1;
-        /* either may end revoked: one asked by its upstream's answer yet; one still waiting to begin
-           (cmp_revoked_begin) by the rr it waits for, or by asking once that ends (revoke) */
-        not_revoked_said(e, q->asking, q->asked ? TEXT_GAVE_UP_ASKED : TEXT_GAVE_UP_WAITING,
-                         TEXT_CHECK_AT_CA);
+    if (q->asking == NULL || q->given_up) /* its thread put it on record already (last_ask_fits) */
+        return left;
+    if (q->failed) { /* its upstream answered: it will not be asked again (ask_again) */
+        not_asked_again(e, q, q->asking);
+        return left;
     }
+    q->given_up = 1;
+    /* either may end revoked: one asked by its upstream's answer yet; one still waiting to begin
+       (cmp_revoked_begin) by the rr it waits for, or by asking once that ends (revoke) */
+    not_revoked_said(e, q->asking, q->asked ? TEXT_GAVE_UP_ASKED : TEXT_GAVE_UP_WAITING, TEXT_CHECK_AT_CA);
     return left;
 }
 
@@ -642,12 +696,14 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
         return true;
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
+    q->until_ms = until_ms;
     pthread_cond_broadcast(&q->cond);
     /* the thread signals |cond| as each job ends (take) */
     while ((q->head != NULL || q->running) && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
         ;
     left = give_up(e, q);
-    asking = q->asking != NULL;
+    /* one its upstream failed asks nothing more (ask_again): its thread ends without waiting for it */
+    asking = q->asking != NULL && !q->failed;
     pthread_mutex_unlock(&q->lock);
     for (; left != NULL; left = next) {
         next = left->next;

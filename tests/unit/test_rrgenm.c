@@ -2717,6 +2717,81 @@ static void test_drain_during_withdrawal_backoff(void **state)
     assert_non_null(strstr(g->logged, "\"attempts\":\"2\""));
 }
 
+/*
+ * revoke_failed of a withdrawal whose upstream failed it for a reason that may pass, when the drain left no
+ * time to ask it again: the upstream answered, and it is not revoked (not "before it answered").
+ */
+#define TEXT_GAVE_UP_FAILED_1                                                                                \
+    "the upstream failed attempt 1 for a reason that may pass, and the drain left too little time to ask "   \
+    "it again (the gateway stopping or its configuration retired)"
+
+/* The first revocation takes 300 ms at the CA before it fails (by_serial.fails). */
+static void slow_first(int n)
+{
+    if (n == 1)
+        usleep(300 * 1000);
+}
+
+/*
+ * The withdrawal's first attempt failed, slowly, and it waits to ask again: a drain whose deadline leaves
+ * less than that attempt took does not ask the CA a last time, which would hold the drain past its
+ * deadline, but puts it on record at once as not revoked, its upstream's failure and the stop said. Before,
+ * the CA was asked again whatever time was left.
+ */
+static void test_drain_during_withdrawal_backoff_no_time_left(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    gw_cmp_engine_set_withdrawal_backoff(g->e->engine, 60 * 1000);
+    by_serial.fails = GW_ERR_TIMEOUT;
+    by_serial.during = slow_first;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && !logged_yet("\"event\":\"revoke_retry\""); i++)
+        usleep(10 * 1000);
+    assert_true(logged_yet("\"event\":\"revoke_retry\""));
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 200));
+    assert_true(gw_now_ms() - start < 200);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_FAILED_1, true), 1);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_failed\""), 1);
+    assert_non_null(strstr(g->logged, "\"reason\":\"" TEXT_GAVE_UP_FAILED_1 "\""));
+    assert_non_null(strstr(g->logged, "is still valid: revoke it by hand"));
+    assert_null(strstr(g->logged, TEXT_GAVE_UP_ASKED));
+}
+
+/*
+ * A drain whose deadline has passed already gives up on a withdrawal that waits to ask its upstream again:
+ * it is on record as the upstream's failure at its attempt and the stop before the next, not asked again.
+ * Before, the record said the drain gave up before the upstream answered, which it had, with a failure.
+ */
+static void test_drain_past_deadline_during_withdrawal_backoff(void **state)
+{
+    struct gave_up *g = *state;
+
+    gw_cmp_engine_set_withdrawal_backoff(g->e->engine, 60 * 1000);
+    by_serial.fails = GW_ERR_BUSY;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && !logged_yet("\"event\":\"revoke_retry\""); i++)
+        usleep(10 * 1000);
+    assert_true(logged_yet("\"event\":\"revoke_retry\""));
+    /* the drain or the thread, whichever has the queue first, puts it on record, once; the thread asks
+       nothing more, so the drain waits for it to end */
+    assert_true(cmp_withdrawals_drain(g->e->engine, gw_now_ms()));
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(
+        audit_count_by(g->e, "revoke_failed", "status", "not revoked: " TEXT_GAVE_UP_FAILED_1, true), 1);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_failed\""), 1);
+    assert_null(strstr(g->logged, TEXT_GAVE_UP_ASKED));
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -3061,6 +3136,10 @@ int main(void)
                                         gave_up_teardown),
         cmocka_unit_test(test_withdrawal_retried),
         cmocka_unit_test_setup_teardown(test_drain_during_withdrawal_backoff, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_during_withdrawal_backoff_no_time_left, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_past_deadline_during_withdrawal_backoff, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
