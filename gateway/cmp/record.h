@@ -74,10 +74,11 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
  * cmp_withdrawals_set_backoff: the wait before a job's second attempt, |ms| instead of
  * GW_WITHDRAWAL_BACKOFF_MS (tests).
  * cmp_withdrawals_drain (engine free) stops taking jobs and waits for them until |until_ms|
- * (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each. Then every
- * withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the one whose
- * upstream has not answered too. false: that one still runs, and |e| with all it uses must be left to
- * the process exit. NULL-safe on e->withdrawals.
+ * (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each. A job waiting to
+ * ask its upstream again is asked a last time at once only if more is left than its failed attempt took.
+ * Then every withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the
+ * one whose upstream has not answered too. false: that one still runs, and |e| with all it uses must be
+ * left to the process exit. NULL-safe on e->withdrawals.
  */
 int cmp_withdrawals_init(struct gw_cmp_engine *e);
 bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
