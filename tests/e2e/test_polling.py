@@ -336,17 +336,20 @@ class PollingAbandoned(harness.GatewayTestCase):
 
 
 class PollingVaultLate(harness.GatewayTestCase):
-    """Vault answers after the upstream's 2 s timeout (a 503 after 1.5 s, the retry it allows answered
-    1.5 s later): the client's pollReq past the deadline gets systemUnavail, and the certificate Vault
+    """Vault answers after the upstream's 3 s timeout (a 503 after 2.2 s, the retry it allows answered
+    2.2 s later): the client's pollReq past the deadline gets systemUnavail, and the certificate Vault
     issued then is on the audit log as not delivered and revoked at Vault."""
     vault = None
 
     @classmethod
     def edit_config(cls, cfg, gw):
-        vault_poll_role(cls, cfg, gw, timeout="2s")
+        vault_poll_role(cls, cfg, gw, timeout="3s")
 
     def test_certificate_after_the_deadline_revoked(self):
-        self.vault.control({"latency_ms": 1500, "force_status": 503, "force_count": 1, "match": "sign/"})
+        # two margins a loaded machine eats into: the retry goes out only if its back-off ends before the
+        # deadline (at 2.4 s of 3 s; 1.7 s of 2 s once left 300 ms), and the certificate must come after the
+        # client's first pollReq past the deadline (one a second from 1.5 s: 3.5 s; the certificate at 4.6 s)
+        self.vault.control({"latency_ms": 2200, "force_status": 503, "force_count": 1, "match": "sign/"})
         key = self.newkey("late")
         csr = self.gw.dir / "late.csr"
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=late.example.com", "-out", csr])
@@ -356,7 +359,7 @@ class PollingVaultLate(harness.GatewayTestCase):
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         self.assert_cmp_error(answers[-1], ("cp",), "systemUnavail")
         tid = answers[0].header["transactionID"].asOctets().hex()
-        wait_revoked(self.gw, tid, 30)  # the retry lands about 1 s after the deadline
+        wait_revoked(self.gw, tid, 30)  # the retry lands over a second after the deadline
         issued = of_tid(self.gw, "issued", tid)
         self.assertEqual([r.get("status") for r in issued], ["issued after the deadline; not delivered"], issued)
         serial = issued[0]["serial"].lower()
