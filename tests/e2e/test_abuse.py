@@ -65,6 +65,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 RA_SUBJECT = "/O=cmpgw demo/CN=cmpgw demo CMP signer"  # the demo signer carries id-kp-cmcRA
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# how long a client waits for a log line that is to come: it returns as soon as the line is there
+ENDED_WAIT = 2.5 + 10 * harness.SLOW
 
 
 
@@ -519,10 +521,10 @@ class Admission(harness.GatewayTestCase):
             self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line")
             time.sleep(0.1)
 
-    def h2_arriving(self, count):
+    def h2_arriving(self, count, wait=2.5):
         """|count| HTTP/2 POSTs on one connection whose bodies keep arriving (60000 bytes declared, 1000 sent):
-        the log lines of the gateway ending that connection within 2.5 s (body_timeout is 3 s), returned as
-        soon as there is one."""
+        the log lines of the gateway ending that connection within |wait| s (by default 2.5, short of
+        body_timeout's 3 s), returned as soon as there is one."""
         sock = h2_connect(self.gw)
         peer = "127.0.0.1:%d" % sock.getsockname()[1]
 
@@ -535,7 +537,7 @@ class Admission(harness.GatewayTestCase):
         try:
             sock.sendall(b"".join(h2_frame(1, 0x4, 2 * i + 1, block) + h2_frame(0, 0, 2 * i + 1, b"0" * 1000)
                                   for i in range(count)))
-            deadline = time.monotonic() + 2.5
+            deadline = time.monotonic() + wait
             while not ended() and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
@@ -546,23 +548,25 @@ class Admission(harness.GatewayTestCase):
         """libh2o buffers up to 64 KiB of each of 100 streams a connection before the gateway sees them: a
         connection with more requests arriving than a CMP client sends is ended at the next sweep; one with
         as many as it may have is left to body_timeout."""
-        ended = self.h2_arriving(20)
+        # the line comes within a second, by the gateway's clock; the client's wait for it is no part of the
+        # check (were the sweep not to end it, body_timeout would, saying so), so a loaded machine has room
+        ended = self.h2_arriving(20, ENDED_WAIT)
         self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
         # ended only by body_timeout, if the log is read late (a loaded machine): never by the sweep of streams
         ended = self.h2_arriving(4)
         self.assertEqual([e for e in ended if e.get("timeout") != "body_timeout"], [], ended)
 
-    def h2_unsent(self, count):
+    def h2_unsent(self, count, wait=2.5):
         """|count| HTTP/2 POSTs of an empty body on one connection whose flow-control window stays shut
         (SETTINGS_INITIAL_WINDOW_SIZE 0): each is answered at once (400), its answer never sent, its stream
         and the body libh2o buffered for it held. The log lines of the gateway ending that connection within
-        2.5 s, returned as soon as there is one: the second sweep that finds the answers unsent ends it for
-        their number, within 2 s; send_timeout (2 s) ends it at the third, from 2 s."""
+        |wait| s (by default 2.5), returned as soon as there is one: the second sweep that finds the answers
+        unsent ends it for their number, within 2 s; send_timeout (2 s) ends it at the third, from 2 s."""
         sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
         peer = "127.0.0.1:%d" % sock.getsockname()[1]
         try:
             sock.sendall(b"".join(h2_post(2 * i + 1, b"") for i in range(count)))
-            deadline = time.monotonic() + 2.5
+            deadline = time.monotonic() + wait
             while not self.ended_lines("http2_connection_closed", peer) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
@@ -574,7 +578,9 @@ class Admission(harness.GatewayTestCase):
         stream ends: 100 of 64 KiB a connection, each for send_timeout, were the sweep to count only those
         still arriving. A connection with more of them than a CMP client has open is ended at the next
         sweep; one with as many as it may have is left to send_timeout."""
-        ended = self.h2_unsent(20)
+        # within 2 s by the gateway's clock, and 2.5 s left a loaded machine little room to write and read
+        # the line; a longer wait lets nothing else pass (send_timeout would end it, saying so)
+        ended = self.h2_unsent(20, ENDED_WAIT)
         self.assertEqual([e.get("timeout") for e in ended], ["streams"], ended)
         self.assertEqual([e for e in self.h2_unsent(4) if e.get("timeout") != "send_timeout"], [])
 
