@@ -1405,13 +1405,14 @@ static void test_cert_login_single_flight(void **state)
 
 /*
  * A login is shared, so it does not end with the time of the call that happened to start it: A's token
- * is refused (403) with 400 ms of A's 2 s left, A starts a login that takes 700 ms, and B, arriving with
+ * is refused (403) with 500 ms of A's 2 s left, A starts a login that takes 1 s, and B, arriving with
  * its whole timeout, waits for that login. A leaves at its own deadline, the login goes on, and B signs
- * with its token. Once, the login had only A's 400 ms and failed for B too.
+ * with its token, 500 ms after A left (a loaded machine may wake A late). Once, the login had only
+ * what was left of A's timeout and failed for B too.
  */
 static void test_cert_login_outlives_its_starter(void **state)
 {
-    struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 900}, {200, NULL, 0}};
+    struct answer script[2] = {{403, "{\"errors\":[\"permission denied\"]}", 500}, {200, NULL, 0}};
     struct signer_arg a = {0}, b = {0};
     struct timespec until;
     pthread_t ta;
@@ -1420,7 +1421,7 @@ static void test_cert_login_outlives_its_starter(void **state)
     (void)state;
     fx_init_cert_login(&f, 2000);
     fake_set_login(
-        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 700});
+        (struct answer){200, "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}", 1000});
     fake_script(script, 2);
     a.f = b.f = &f;
     assert_int_equal(pthread_create(&ta, NULL, signer_main, &a), 0);
