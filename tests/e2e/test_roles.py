@@ -627,7 +627,10 @@ class Polling(Roles):
             return resign(m, key)
 
         recip = first.header["senderNonce"].asOctets()
-        time.sleep(2.5)  # the certificate is there now: a pollReq that passed would take it
+        # the certificate is there (on record before any pollReq may see it): a pollReq that passed would
+        # take it. A fixed 2.5 s wait for the 2 s call left a loaded machine a pollReq to a call still running.
+        issued = harness.settled(lambda: harness.audit_records(self.gw, "issued", "wait-b"), len)
+        self.assertEqual(len(issued), 1, self.gw.stderr()[-3000:])
         for name, msg, path, tls, row in [
                 ("wait-as-b", poll(a_key, recip=recip), BETA_LABEL, self.B_TLS, "pinned_signer"),
                 ("wait-as-b-own-tls", poll(a_key, recip=recip), BETA_LABEL, self.A_TLS, "other_tls_client"),
