@@ -101,8 +101,10 @@ class Reload(harness.GatewayTestCase):
                     status, body = admin(self.gw, "/reload", "POST")
                     self.assertEqual(status, 200, body)
                     self.assertIn("reloaded: configuration generation", body)
-                # not a condition: spreads the reloads over the load's run, as an operator's would come
-                time.sleep(0.2)
+                # not a condition: spreads the reloads over the load's run, as an operator's would come. The
+                # load (20 s) must outlast them: an ASan build beside two others took 12 s for the 20 with
+                # 0.2 s between them, and 1.5 s more before the load's first request
+                time.sleep(0.1)
             self.assertIsNone(load.poll(), "the load ran through every reload")
         finally:
             out, err = load.communicate(timeout=120)  # the run ends by itself, after the reloads
