@@ -882,10 +882,11 @@ static bool confirm_abort(struct cmp_call *c, const OSSL_CMP_MSG *msg)
  * and then by its pin, as a certConf is, not first as a request on the path's role, which would refuse its
  * own sender on another role's path as one that role does not trust (counted) where the instance with its
  * copy says txn_other_path; one a reload here refuses the sender of is closed as its client asked, as on a
- * single gateway (CMP_SHARE_ABORTED). true when answered. false when the message is to be authenticated
- * first, then answered |*later| if that is set: held here by another message, Redis out of reach, or another
- * sender or TLS client, which the record refuses before it checks the protection (CMP_SHARE_OTHER_CLIENT: a
- * forgery's failed authentication counts against its address). The record is read once for the message.
+ * single gateway (CMP_SHARE_ABORTED). true when answered. false with |*later| set when the message is to be
+ * authenticated first, then answered so: held here by another message, Redis out of reach, or another sender
+ * or TLS client, which the record refuses before it checks the protection (CMP_SHARE_OTHER_CLIENT: a
+ * forgery's failed authentication counts against its address); false with it unset when there is nothing to
+ * abort (no record, or one whose request does not replay here). The record is read once for the message.
  */
 static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp_refusal *later)
 {
@@ -896,7 +897,7 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
         return false;
     if ((txn = cmp_rebuild(c, msg, later, &rc)) != NULL)
         return abort_own(c, msg, txn, 1);
-    if (rc == CMP_SHARE_NOT_DER) /* answered (client_error took its extraCerts first: not met) */
+    if (rc == CMP_SHARE_NOT_DER) /* answered: its record was there, its extraCerts do not decode */
         return true;
     if (rc == CMP_SHARE_ABORTED)
         return confirm_abort(c, msg);
@@ -907,21 +908,29 @@ static bool abort_shared(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct cmp
 }
 
 /* An error message from the client: answered with pkiconf, closing its open transaction if it is its own,
- * here (abort_own) or, in a cluster, known from its shared record (abort_shared). Else its reference and
- * protection are checked as a request's, and only then is it given the answer abort_shared found. One held
- * by another message, here or elsewhere, or whose shared record is out of reach, is told to retry: nothing
- * was aborted. */
+ * here (abort_own) or, in a cluster, known from its shared record (abort_shared). One of no open transaction
+ * is refused as a certConf of none is, before its extraCerts are decoded: it has nothing to abort. One held
+ * by another message, here or elsewhere, or whose shared record is out of reach, has its reference and
+ * protection checked as a request's, and only then is it told to retry: nothing was aborted. */
 static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
 {
-    struct gw_txn *txn;
+    struct gw_txn *txn = take_unexpired(c);
     struct cmp_refusal why = {.fail_info = -1}, later = {.fail_info = -1};
     struct cmp_txn *t;
     OSSL_CMP_MSG *rsp;
 
-    if (cmp_take_extra_certs(c, msg) != 0) /* it is authenticated, whichever transaction it names */
+    if (txn != NULL && cmp_take_extra_certs(c, msg) != 0) {
+        cmp_txn_return(c, txn); /* still open for its real client */
         return;
-    txn = take_unexpired(c);
+    }
     if ((txn != NULL && abort_own(c, msg, txn, 0)) || c->req->gone != NULL || abort_shared(c, msg, &later))
+        return;
+    /* none anywhere: not counted against the address, as continue_txn's, for it may be its own client's */
+    if (later.fail_info < 0 && !held_here(c, &later)) {
+        refuse(c, msg, &(struct cmp_refusal){OSSL_CMP_PKIFAILUREINFO_badRequest, TEXT_NO_TXN});
+        return;
+    }
+    if (cmp_take_extra_certs(c, msg) != 0)
         return;
     if (c->hdr.protection_nid == NID_id_PasswordBasedMAC &&
         (c->pbm_gone || !gw_role_accepts_pbm(c->role, c->hdr.sender_kid, c->hdr.sender_kid_len))) {
@@ -932,11 +941,9 @@ static void client_error(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if ((t = start_authenticated(c, msg)) == NULL)
         return;
     rsp = cmp_run(t, c, msg, 0);
-    if (!held_here(c, &why))
-        why = later;
-    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF && why.fail_info >= 0) {
+    if (rsp != NULL && OSSL_CMP_MSG_get_bodytype(rsp) == GW_CMP_BODY_PKICONF) {
         OSSL_CMP_MSG_free(rsp);
-        refuse(c, msg, &why);
+        refuse(c, msg, &later);
     } else {
         finish(c, t, msg, rsp);
     }

@@ -1309,6 +1309,11 @@ class Errors(Base):
         # refused before its extraCerts are decoded (new certificates each time would cost the gateway their
         # parsing, uncounted): extraCerts that are no certificates get the same answer
         self.expect("no_txn", self.send("closed-poll-junk", bad_extra_certs(pr)))
+        # an error message has nothing to abort either: refused alike, before its extraCerts or its protection
+        # (once, it was authenticated as a request, answered pkiconf, and its junk extraCerts an HTTP 400)
+        err = error_msg(load(done.req_files[1].read_bytes()), self.key())
+        self.expect("no_txn", self.send("closed-error", err))
+        self.expect("no_txn", self.send("closed-error-junk", bad_extra_certs(err)))
 
     def test_other_sender(self):
         ir, ip, cert = self.open_txn("othersender")

@@ -8508,20 +8508,56 @@ static OSSL_CMP_MSG *keep_drop_certconf(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, st
     return drop_certconf(ctx, keep_certconf(ctx, req, cl), cl);
 }
 
+/* The DER of the error message in place of |cl|'s held certConf (tamper_error: signed by cl->other). */
+static unsigned char *held_error(OSSL_CMP_CTX *ctx, struct client *cl, size_t *len)
+{
+    unsigned char *conf = cl->held, *der = NULL;
+    const unsigned char *p = conf;
+    OSSL_CMP_MSG *req = d2i_OSSL_CMP_MSG(NULL, &p, (long)cl->held_len), *err;
+    int n;
+
+    assert_non_null(req);
+    err = tamper_error(ctx, req, cl);
+    OPENSSL_free(cl->held); /* the certConf again, as tamper_error keeps it */
+    cl->held = conf;
+    assert_true((n = i2d_OSSL_CMP_MSG(err, &der)) > 0);
+    OSSL_CMP_MSG_free(err);
+    *len = (size_t)n;
+    return der;
+}
+
+/* The error message in place of the certConf (held_error) kept in |cl->held| and not sent: the transaction
+   stays open for it. */
+static OSSL_CMP_MSG *keep_drop_error(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    unsigned char *err;
+    size_t len;
+
+    if (OSSL_CMP_MSG_get_bodytype(req) != GW_CMP_BODY_CERTCONF)
+        return req;
+    (void)keep_certconf(ctx, req, cl);
+    err = held_error(ctx, cl, &len);
+    OPENSSL_free(cl->held);
+    cl->held = err;
+    cl->held_len = len;
+    OSSL_CMP_MSG_free(req);
+    return NULL;
+}
+
 /*
  * test_extra_certs_decoded_late with the transactions shared: an instance without a copy decodes a certConf's
  * extraCerts only once its record was read. With one, extraCerts that are no certificates are a body that
  * does not decode (counted), and the transaction stays its client's; with none, the answer of no open
- * transaction, whatever they hold.
+ * transaction, whatever they hold, to an error message too.
  */
 static void test_shared_extra_certs_decoded_late(void **state)
 {
     char cmp[512];
     struct env *a, *b;
-    struct client cl;
+    struct client cl, dummy;
     OSSL_CMP_CTX *ctx;
-    unsigned char *bad;
-    size_t len;
+    unsigned char *bad, *err;
+    size_t len, err_len;
     int http;
 
     (void)state;
@@ -8530,6 +8566,7 @@ static void test_shared_extra_certs_decoded_late(void **state)
     a = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
     b = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
     cl = (struct client){.env = a, .tamper = keep_drop_certconf};
+    dummy = (struct client){.env = b};
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued on |a|; its certConf never reaches it */
     bad = bad_extra_certs(cl.held, cl.held_len, &len);
@@ -8538,11 +8575,18 @@ static void test_shared_extra_certs_decoded_late(void **state)
     assert_int_equal(b->auth_failures, 1);
     cl.env = b;
     send_held(&cl, "pkiconf", NULL); /* its own, from the record: closed */
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0); /* held_error's signer */
+    err = held_error(ctx, &cl, &err_len);
     OPENSSL_free(cl.held);
     cl.held = bad;
     cl.held_len = len;
     send_held(&cl, "error", "no open transaction");
+    /* nor an error message's, which has nothing to abort */
+    OPENSSL_free(cl.held);
+    cl.held = bad_extra_certs(err, err_len, &cl.held_len);
+    send_held(&cl, "error", "no open transaction");
     assert_int_equal(b->auth_failures, 1);
+    OPENSSL_free(err);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(b);
@@ -9922,6 +9966,46 @@ static void test_extra_certs_decoded_late(void **state)
     env_free(e);
 }
 
+/*
+ * test_extra_certs_decoded_late for an error message: of an open transaction, its extraCerts are decoded
+ * before it is authenticated (holding no certificate: a body that does not decode, counted, the transaction
+ * left open), and its own aborts it; of none, it is refused as a certConf of none is, uncounted, whatever
+ * its extraCerts hold, for it has nothing to abort. Once, it was authenticated as a request first: its junk
+ * extraCerts an HTTP 400, counted, and the error itself answered pkiconf.
+ */
+static void test_error_extra_certs_decoded_late(void **state)
+{
+    struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1});
+    struct client cl = {.env = e, .tamper = keep_drop_error}, dummy = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    unsigned char *bad;
+    size_t len;
+    int http;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, FK_PLAIN);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0); /* tamper_error's signer */
+    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* its error message kept, not sent */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    bad = bad_extra_certs(cl.held, cl.held_len, &len);
+    assert_null(exchange(e, bad, len, &http, &(size_t){0}));
+    assert_int_equal(http, 400);
+    assert_int_equal(e->auth_failures, 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    send_held(&cl, "pkiconf", NULL); /* its own: aborted */
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 1);
+    send_held(&cl, "error", "no open transaction");
+    OPENSSL_free(cl.held);
+    cl.held = bad;
+    cl.held_len = len;
+    send_held(&cl, "error", "no open transaction");
+    assert_int_equal(e->auth_failures, 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* The replacements of a reload that gives the demo trust another anchor (write_reload_files). */
 static const char *const anchor[8] = {"\"ca_file\": \"ca.pem\"", "\"ca_file\": \"other-ca.pem\""};
 
@@ -10634,6 +10718,7 @@ int main(void)
         cmocka_unit_test(test_reload_error_aborts),
         cmocka_unit_test(test_no_txn_hides_references),
         cmocka_unit_test(test_extra_certs_decoded_late),
+        cmocka_unit_test(test_error_extra_certs_decoded_late),
         cmocka_unit_test(test_reload_pollreq),
         cmocka_unit_test(test_reload_check_revocation),
         cmocka_unit_test(test_certconf_wrong_hash),
