@@ -11,9 +11,10 @@
 # PKI and the seeds go together, regenerate and commit both. The grown corpora of fuzz_cmp_request
 # and fuzz_cmp_signed are removed: their inputs derive from the old seeds and PKI.
 #
-# The error message, the ir with a certProfile and the genms with a crlStatusList value are crafted (no
-# client sends them on its own): craft_error.py, craft_profile.py, craft_crl_status.py; so is an rr target
-# with its subjectAltName twice (craft_san_twice.py). Sequence seeds (*.seq) hold several requests joined by the
+# The error message, the ir with a certProfile, the genms with a crlStatusList value and the messages with
+# junk extraCerts are crafted (no client sends them on its own): craft_error.py, craft_profile.py,
+# craft_crl_status.py, craft_extra_certs.py; so is an rr target with its subjectAltName twice
+# (craft_san_twice.py). Sequence seeds (*.seq) hold several requests joined by the
 # separator fuzz_cmp_request splits on, so that a certConf, pollReq or error meets the transaction its
 # ir opened.
 set -euo pipefail
@@ -136,6 +137,14 @@ for oid in caCerts:1.3.6.1.5.5.7.4.17 rootCaKeyUpdate:1.3.6.1.5.5.7.4.18 certReq
         >>client.log 2>&1 || true
 done
 /usr/bin/python3 "$repo/tests/fuzz/craft_error.py" ir-confirm.der client.key error.der
+# extraCerts no client sends, which the engine decodes last (craft_extra_certs.py): no certificate, one cut
+# short, 16 (GW_MAX_EXTRA_CERTS) and 17; in an ir, in a certConf, pollReq and error of no transaction, and
+# in the sequence seeds below in those of the transaction their ir opened
+extras=()
+for s in ir-sig certconf pollreq error; do
+    /usr/bin/python3 -B "$repo/tests/fuzz/craft_extra_certs.py" $s.der $s-extra
+    extras+=($s-extra-junk $s-extra-cut $s-extra-many $s-extra-over)
+done
 # the signed ir with a certProfile, and nothing else changed: the one fuzz_engine.h serves (FUZZ_PROFILE),
 # which a mutated name is not (openssl cmp of OpenSSL 3.0 has no -profile)
 /usr/bin/python3 -B "$repo/tests/fuzz/craft_profile.py" ir-sig.der client.key ir-profile.der fuzz
@@ -151,7 +160,7 @@ craft_crl genm-crlStatusList-sources.der dp:https://127.0.0.1/crl/issuing.crl is
 singles=(ir-sig ir-sans ir-rsa ir-pbm ir-profile cr p10cr kur rr genm-empty genm-caCerts genm-rootCaKeyUpdate
     genm-certReqTemplate genm-crlStatusList genm-crlStatusList-issuer genm-crlStatusList-current
     genm-crlStatusList-sources ir-unprotected
-    ir-confirm certconf ir-poll pollreq error)
+    ir-confirm certconf ir-poll pollreq error "${extras[@]}")
 for s in "${singles[@]}"; do
     if [[ ! -s $s.der ]]; then
         echo "make_seeds: no $s request was captured; the clients said:" >&2
@@ -178,6 +187,9 @@ join() { # join NAME REQUEST...: the requests of one sequence seed
 join ir-certconf ir-confirm certconf
 join ir-error ir-confirm error
 join ir-pollreq ir-poll pollreq
+join ir-certconf-extra-junk ir-confirm certconf-extra-junk
+join ir-error-extra-junk ir-confirm error-extra-junk
+join ir-pollreq-extra-junk ir-poll pollreq-extra-junk
 cp "$seeds"/seed-* "$signed_seeds/"
 cp capture_time "$pki/capture_time"
 # fuzz_profile: the CertReqMsg of each CRMF seed and the CSR of the p10cr seed, as the callback gets them
