@@ -106,6 +106,39 @@ const char *gw_conf_show(struct json_object *v, char *buf, size_t cap)
     return buf;
 }
 
+bool gw_conf_key_shown(const char *key)
+{
+    size_t len = strlen(key), word = 0;
+
+    if (len == 0 || len > GW_CONF_KEY_SHOW_LEN || !(key[0] >= 'a' && key[0] <= 'z'))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = key[i];
+        if (c == '_' || c == '-')
+            word = 0;
+        else if (((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) && word < GW_CONF_KEY_WORD_LEN)
+            word++;
+        else
+            return false;
+    }
+    return true;
+}
+
+/*
+ * A key's name is quoted in its path; any other key is described by its length alone: a token pasted
+ * where a key goes ("hvs.CAESI...": ...) would otherwise reach the log, and the answer of a reload.
+ */
+int gw_conf_fail_key(struct gw_conf_ctx *pc, const char *path, const char *key, const char *reason)
+{
+    char kpath[GW_CONF_PATH_LEN];
+
+    if (!gw_conf_key_shown(key))
+        return gw_conf_fail(pc, path, "%s of %zu bytes, not quoted: it reads as no key's name (a secret?)",
+                            reason, strlen(key));
+    gw_conf_join_key(kpath, path, key);
+    return gw_conf_fail(pc, kpath, "%s", reason);
+}
+
 void gw_conf_join_key(char *out, const char *path, const char *key)
 {
     gw_conf_bprintf(out, GW_CONF_PATH_LEN, "%s.%s", path, key);
@@ -133,6 +166,13 @@ static bool plain_chars(const char *s, size_t len)
             return false;
     }
     return true;
+}
+
+/* Whether a name an error refuses may be quoted: made of a name's characters (refused as "." or "..", or
+   for its length) and no longer than a key an error quotes. Any other may be a secret pasted there. */
+static bool name_shown(const char *s)
+{
+    return strlen(s) <= GW_CONF_KEY_SHOW_LEN && plain_chars(s, strlen(s));
 }
 
 bool gw_conf_name_ok(const char *s, size_t len)
@@ -194,10 +234,8 @@ int gw_conf_p_obj(struct gw_conf_ctx *pc, const char *path, struct json_object *
         json_object_object_foreach(v, key, val)
         {
             (void)val;
-            if (field_find(def, key) == NULL) {
-                gw_conf_join_key(kpath, path, key);
-                return gw_conf_fail(pc, kpath, "unknown key");
-            }
+            if (field_find(def, key) == NULL)
+                return gw_conf_fail_key(pc, path, key, "unknown key");
         }
     }
     for (i = 0; i < def->n; i++) {
@@ -219,6 +257,18 @@ int gw_conf_p_opt_obj(struct gw_conf_ctx *pc, const char *path, struct json_obje
                       const struct gw_conf_field *f)
 {
     return v != NULL ? gw_conf_p_obj(pc, path, v, base, f) : 0;
+}
+
+/* A map's key its names refuse: quoted when name_shown, else described by its length alone. */
+static int fail_name(struct gw_conf_ctx *pc, const char *path, const char *epath,
+                     const struct gw_conf_names *names, const char *key)
+{
+    if (name_shown(key))
+        return gw_conf_fail(pc, epath, "expected %s, got \"%s\"", names->desc, key);
+    return gw_conf_fail(
+        pc, path,
+        "expected keys that are %s, got one of %zu bytes, not quoted: it reads as no name (a secret?)",
+        names->desc, strlen(key));
 }
 
 int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
@@ -245,8 +295,7 @@ int gw_conf_p_map(struct gw_conf_ctx *pc, const char *path, struct json_object *
             .key = key, .required = true, .parse = md->value, .off = md->value_off, .aux = md->value_aux};
         gw_conf_join_key(epath, path, key);
         if (!md->names->ok(key, strlen(key)))
-            return gw_conf_fail(pc, epath, "expected %s, got \"%.*s\"", md->names->desc, GW_CONF_SHOW_LEN,
-                                key);
+            return fail_name(pc, path, epath, md->names, key);
         if (val == NULL)
             return gw_conf_fail(pc, epath, "null is not a valid value");
         ++*n; /* counted before it is filled, so that gw_config_free releases a half-parsed entry */
@@ -534,7 +583,12 @@ static int scan_object(struct gw_conf_ctx *pc, struct scan *sc, const char *path
             break;
         gw_conf_join_key(kpath, path, json_object_get_string(key));
         if (json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
-            rc = gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)));
+            rc = name_shown(json_object_get_string(key))
+                     ? gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)))
+                     : gw_conf_fail(
+                           pc, path,
+                           "duplicate key of %zu bytes, not quoted: it reads as no key's name (a secret?)",
+                           strlen(json_object_get_string(key)));
             break;
         }
         if (json_object_object_add(seen, json_object_get_string(key), NULL) != 0)

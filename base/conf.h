@@ -25,6 +25,8 @@ struct json_object;
 #define GW_CONF_PATH_LEN 256 /* a JSON path in an error: names are short (GW_MAX_NAME_LEN) */
 #define GW_CONF_SHOW_LEN 64  /* how much of an offending value an error quotes */
 #define GW_CONF_SHOW_BUF (GW_CONF_SHOW_LEN + 8)
+#define GW_CONF_KEY_SHOW_LEN 40 /* the longest key an error quotes: longer than any key of a table */
+#define GW_CONF_KEY_WORD_LEN 16 /* the longest run of letters and digits in it: no key's word is longer */
 
 /* One load: where errors go and how relative file names resolve. */
 struct gw_conf_ctx {
@@ -101,6 +103,13 @@ void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__(
    the userinfo of a URL's authority ("https://user:password@host") or of a value without a scheme
    ("user:password@host", a ':' and no '/' or space before its last '@') written "***". */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap);
+/* Whether an error may quote |key|, a JSON object's key: when it reads as a key's name, 1..
+   GW_CONF_KEY_SHOW_LEN bytes of [a-z0-9_-] starting with a letter, and no more than GW_CONF_KEY_WORD_LEN
+   letters and digits in a row. Any other may be a secret pasted where a key goes. */
+bool gw_conf_key_shown(const char *key);
+/* Refuses |key| of the object at |path| as "<path>.<key>: <reason>" when gw_conf_key_shown, else as
+   "<path>: <reason> of <n> bytes", the key unquoted; returns GW_ERR_INVAL. */
+int gw_conf_fail_key(struct gw_conf_ctx *pc, const char *path, const char *key, const char *reason);
 /* "<path>.<key>" and "<path>[<i>]" into |out| (GW_CONF_PATH_LEN bytes). */
 void gw_conf_join_key(char *out, const char *path, const char *key);
 void gw_conf_join_index(char *out, const char *path, size_t i);

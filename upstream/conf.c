@@ -134,7 +134,7 @@ static struct json_object *section(struct gw_conf_ctx *pc, const char *path, str
             for (size_t i = 0; i < N_ADAPTERS && !elsewhere; i++)
                 elsewhere = def_find(adapters[i]->conf_def, key) != NULL;
             *rc = elsewhere ? gw_conf_fail(pc, kpath, "not valid for a \"%s\" upstream", ops->dialect)
-                            : gw_conf_fail(pc, kpath, "unknown key");
+                            : gw_conf_fail_key(pc, path, key, "unknown key");
         } else if (sec == def && json_object_object_add(out, key, json_object_get(val)) != 0) {
             *rc = GW_ERR_NOMEM;
         }

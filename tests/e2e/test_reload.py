@@ -168,6 +168,21 @@ class Reload(harness.GatewayTestCase):
         self.refused_address_masked("cmpgw:%s@127.0.0.1:6379" % password, password, "***@127.0.0.1:6379")
         self.refused_address_masked(":%s@127.0.0.1" % password, password, "***@127.0.0.1")
 
+    def test_refused_token_as_key_not_quoted(self):
+        """A token pasted where a key goes is refused by POST /reload and by SIGHUP, counted, never quoted."""
+        token = "hvs.CAESIPasted-as-a-key0123456789"
+        cfg = json.loads(json.dumps(self.base))
+        cfg["roles"]["default"][token] = "x"
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("$.roles.default: unknown key of %d bytes, not quoted" % len(token), body)
+        line = self.sighup_and_wait()
+        self.assertEqual(line["event"], "reload_refused", line)
+        self.assertIn("unknown key of %d bytes" % len(token), line["error"])
+        for where in (body, self.gw.stderr()):
+            self.assertNotIn("CAESIPasted", where)
+
     def test_reload_the_moment_it_serves(self):
         """A POST /reload as soon as a gateway serves: the generation it retires has its health prober
         already, which the reload stops (a prober set after the loop threads start was a data race with

@@ -464,8 +464,27 @@ static const struct bad bad_cases[] = {
      {E("\"address\": \"127.0.0.1\",", "\"address\": \"127.0.0.1\", \"address\": \"::1\",")},
      {"$.listeners[0]: duplicate key \"address\""}},
     {"dup map name", {E("\"pbm\": {", "\"pbm\": { \"x\": {}, \"x\": {},")}, {"$.pbm: duplicate key \"x\""}},
+    /* a key that reads as no name (a token pasted where a key goes) is never quoted, only counted */
+    {"dup token key",
+     {E("\"signer\":", "\"s.abcdefgh+0\": 1, \"s.abcdefgh+0\": 2, \"signer\":")},
+     {"cmpgw.json: $: duplicate key of 12 bytes, not quoted"}},
     /* unknown keys */
     {"unknown top", {E("\"signer\":", "\"bogus\": 1, \"signer\":")}, {"cmpgw.json: $.bogus: unknown key"}},
+    {"unknown token key",
+     {E("\"signer\":", "\"s.abcdefghijklmnopqrstuvw\": 1, \"signer\":")},
+     {"cmpgw.json: $: unknown key of 25 bytes, not quoted"}},
+    {"unknown camel-case key",
+     {E("\"ttl\":", "\"s3cretToken\": 5, \"ttl\":")},
+     {"cmpgw.json: $.roles.default: unknown key of 11 bytes, not quoted"}},
+    {"unknown hex key",
+     {E("\"ttl\":", "\"0123456789abcdef0123456789abcdef\": 5, \"ttl\":")},
+     {"$.roles.default: unknown key of 32 bytes, not quoted"}},
+    {"unknown long-word key",
+     {E("\"ttl\":", "\"tok_ab0123456789abcdefxyz\": 5, \"ttl\":")},
+     {"$.roles.default: unknown key of 25 bytes, not quoted"}},
+    {"unknown key in an array element",
+     {E("\"client_auth\": \"optional\"", "\"client_auth\": \"optional\", \"s.abcdefgh/k=\": true")},
+     {"cmpgw.json: $.listeners[0].tls: unknown key of 13 bytes, not quoted"}},
     {"unknown nested",
      {E("\"client_auth\": \"optional\"", "\"client_auth\": \"optional\", \"verify\": true")},
      {"cmpgw.json: $.listeners[0].tls.verify: unknown key"}},
@@ -716,7 +735,8 @@ static const struct bad bad_cases[] = {
     {"bad profile name",
      {E("\"label_to_path_policy\"",
         "\"profiles\": { \"tls server\": \"role:default\" }, \"label_to_path_policy\"")},
-     {"$.profiles.tls server: expected a profile name of 1..64 characters [A-Za-z0-9._-]"}},
+     {"$.profiles: expected keys that are a profile name of 1..64 characters [A-Za-z0-9._-]",
+      "got one of 10 bytes, not quoted"}},
     {"profiles not object",
      {E("\"label_to_path_policy\"", "\"profiles\": [\"tls\"], \"label_to_path_policy\"")},
      {"$.profiles: expected an object, got an array"}},
@@ -742,14 +762,17 @@ static const struct bad bad_cases[] = {
     /* names, labels, prefix, address, enums */
     {"bad label",
      {E("{ \"default\": \"role:default\" }", "{ \"bad label\": \"role:default\" }")},
-     {"$.label_to_path_policy.bad label: expected a label of 1..64 characters"}},
+     {"$.label_to_path_policy: expected keys that are a label of 1..64 characters", "got one of 9 bytes"}},
     {"long label",
      {E("{ \"default\": \"role:default\" }",
         "{ \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": \"role:default\" }")},
-     {"$.label_to_path_policy.aaaa", "expected a label"}},
+     {"$.label_to_path_policy: expected keys that are a label", "got one of 65 bytes, not quoted"}},
     {"bad role name",
      {E("\"default\": {\n      \"upstream\"", "\"de/fault\": {\n      \"upstream\"")},
-     {"$.roles.de/fault: expected a name"}},
+     {"$.roles: expected keys that are a name", "got one of 8 bytes, not quoted"}},
+    {"token role name",
+     {E("\"default\": {\n      \"upstream\"", "\"s.abcdefgh/0123456789abcdef+=\": {\n      \"upstream\"")},
+     {"$.roles: expected keys that are a name", "got one of 29 bytes, not quoted"}},
     /* a dot segment is refused in every path (mappings/route.c): a role or label so named is unreachable */
     {"dot-dot role name",
      {E("\"default\": {\n      \"upstream\"", "\"..\": {\n      \"upstream\"")},
@@ -971,6 +994,9 @@ static const struct bad bad_cases[] = {
     {"vault unknown key",
      {UPS, E("\"token_file\"", "\"token\": \"x\", \"token_file\"")},
      {"$.upstreams.vault.token: unknown key"}},
+    {"vault unknown token key",
+     {UPS, E("\"token_file\"", "\"hvs.s.abcdefgh0123\": \"x\", \"token_file\"")},
+     {"$.upstreams.vault: unknown key of 18 bytes, not quoted"}},
     {"url trailing slash",
      {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:8200/")},
      {"$.upstreams.vault.url: expected \"http(s)://host[:port]\"", "got \"https://127.0.0.1:8200/\""}},
@@ -1358,6 +1384,11 @@ static void test_bad(void **state)
     assert_null(strstr(err, secret_short));
     assert_null(strstr(err, "0123456789abcdef"));
     assert_null(strstr(err, "s.abcdefgh"));
+    assert_null(strstr(err, "s3cret"));
+    assert_null(strstr(err, "de/fault"));
+    assert_null(strstr(err, "tls server"));
+    assert_null(strstr(err, "bad label"));
+    assert_null(strstr(err, "ab0123456789"));
     free(text);
 }
 
@@ -2804,6 +2835,44 @@ static void test_conf_show_userinfo(void **state)
     }
 }
 
+/*
+ * gw_conf_key_shown: a key an error refuses is quoted when it reads as a key's name, as every key of a
+ * table does (lower case, words of at most 16 letters and digits); a token pasted as a key is not.
+ */
+static void test_conf_key_shown(void **state)
+{
+    static const struct {
+        const char *key;
+        bool shown;
+    } cases[] = {
+        {"ttl", true},
+        {"tll", true},
+        {"http2", true},
+        {"ipv6_prefix", true},
+        {"max_requests_in_flight_per_address", true},
+        {"key-file", true},
+        {"abcdefghijklmnop", true},                           /* a word of 16 */
+        {"abcdefghijklmnopq", false},                         /* of 17 */
+        {"abcdefghij_abcdefghij_abcdefghij_abcdefg", true},   /* 40 bytes */
+        {"abcdefghij_abcdefghij_abcdefghij_abcdefgh", false}, /* 41 */
+        {"", false},
+        {"Ttl", false},
+        {"s3cretToken", false},
+        {"0123456789abcdef", false},
+        {"_ttl", false},
+        {"hvs.CAESIabc", false},
+        {"s.abcdefgh", false},
+        {"tok/en", false},
+        {"a b", false},
+        {"pw=", false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (gw_conf_key_shown(cases[i].key) != cases[i].shown)
+            fail_msg("\"%s\" shown: %d", cases[i].key, !cases[i].shown);
+}
+
 /* gw_upstream_check_role: the caps rules, on the parsed baseline and on hand-made twins. */
 static void test_check_role(void **state)
 {
@@ -3166,6 +3235,7 @@ int main(void)
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_conf_show_userinfo),
+        cmocka_unit_test(test_conf_key_shown),
         cmocka_unit_test(test_cert_file_key_not_left),
         cmocka_unit_test(test_key_file_text_not_left),
         cmocka_unit_test(test_key_file_forms),
