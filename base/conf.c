@@ -344,6 +344,51 @@ static const char *file_kind(mode_t mode)
 static const char name_the_file[] = "name the file itself (a symlink to it is fine)";
 
 /*
+ * Whether |name| (what the configuration wrote) reads as a file's name: it begins with '/' or '.', or
+ * its last segment ends in an extension (a '.' after its first byte, then 1..GW_CONF_FILE_EXT_LEN letters
+ * and digits: "gw.pem", "admin.token"). A secret pasted where its file goes ("hvs.CAESI...", a base64 or
+ * hex run) reads as none.
+ */
+static bool reads_as_file(const char *name)
+{
+    const char *seg = strrchr(name, '/'), *dot;
+    size_t ext;
+
+    if (name[0] == '/' || name[0] == '.')
+        return true;
+    seg = seg != NULL ? seg + 1 : name;
+    if ((dot = strrchr(seg, '.')) == NULL || dot == seg)
+        return false;
+    ext = strlen(dot + 1);
+    for (size_t i = 0; i < ext; i++)
+        if (!isalnum((unsigned char)dot[1 + i]))
+            return false;
+    return ext >= 1 && ext <= GW_CONF_FILE_EXT_LEN;
+}
+
+/*
+ * " \"<file>\"" for an error that names |file|, which cannot be opened, when what the configuration wrote
+ * (|file| less the configuration's directory that gw_conf_p_file put before a relative name) reads as a
+ * file's name; else only its length: the value may be a secret pasted in place of its file's name, and
+ * the open is what refuses it, in the log and the answer of a reload.
+ */
+static void name_unopened(const struct gw_conf_ctx *pc, const char *file, char *out, size_t cap)
+{
+    const char *written = file;
+    size_t dir = pc->base_dir != NULL ? strlen(pc->base_dir) : 0;
+
+    if (dir > 0 && strncmp(file, pc->base_dir, dir) == 0 && file[dir] == '/')
+        written = file + dir + 1;
+    if (reads_as_file(written))
+        gw_conf_bprintf(out, cap, " \"%s\"", file);
+    else
+        gw_conf_bprintf(out, cap,
+                        " the file named by a value of %zu bytes (not quoted: it reads as no file "
+                        "name, a secret perhaps)",
+                        strlen(written));
+}
+
+/*
  * Opens |file| for reading, refusing anything but a regular file (after symlinks) with |hint| as the
  * fix: its descriptor with |st| filled, or -1 with the error set. O_NONBLOCK at the open, as a FIFO
  * named here would otherwise hold the load (or a reload) until a writer came along; a regular file
@@ -361,7 +406,10 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
         gw_conf_bprintf(named_is, sizeof(named_is), "\"%s\" is ", file);
     }
     if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
-        gw_conf_fail(pc, fpath, "cannot open%s: %s", named, strerror(errno));
+        int why = errno;
+        if (fpath != NULL)
+            name_unopened(pc, file, named, sizeof(named));
+        gw_conf_fail(pc, fpath, "cannot open%s: %s", named, strerror(why));
         return -1;
     }
     /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */

@@ -27,6 +27,7 @@ struct json_object;
 #define GW_CONF_SHOW_BUF (GW_CONF_SHOW_LEN + 8)
 #define GW_CONF_KEY_SHOW_LEN 40 /* the longest key an error quotes: longer than any key of a table */
 #define GW_CONF_KEY_WORD_LEN 16 /* the longest run of letters and digits in it: no key's word is longer */
+#define GW_CONF_FILE_EXT_LEN 8  /* the longest extension of a file name read as one (".pem", ".secret") */
 
 /* One load: where errors go and how relative file names resolve. */
 struct gw_conf_ctx {
@@ -188,7 +189,9 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len);
  * |file| opened for reading as a BIO, or NULL with the error set (at |path|): the opener of every
  * file that holds no secret (certificates, CRLs, allowlists). Anything but a regular file (after
  * symlinks) is refused as gw_conf_open_secret refuses it, a FIFO without blocking on it, and so is one
- * over GW_MAX_CONF_FILE_SIZE bytes: the BIO holds the file whole.
+ * over GW_MAX_CONF_FILE_SIZE bytes: the BIO holds the file whole. A file that cannot be opened is named
+ * in the error only when what the configuration wrote reads as a file's name (a '/' or '.' first, or an
+ * extension): a secret pasted in its place is counted, not quoted; so too by gw_conf_open_secret.
  */
 struct bio_st *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file);
 

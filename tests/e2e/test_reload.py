@@ -183,6 +183,22 @@ class Reload(harness.GatewayTestCase):
         for where in (body, self.gw.stderr()):
             self.assertNotIn("CAESIPasted", where)
 
+    def test_refused_token_as_file_name_not_quoted(self):
+        """A token pasted where its file's name goes names no file: the reload refused says so, counted."""
+        token = "hvs.CAESIPastedAsAFileName0123456789"
+        cfg = json.loads(json.dumps(self.base))
+        cfg["pbm"] = {ref: dict(p, secret_file=token) for ref, p in cfg["pbm"].items()}
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn("secret_file: cannot open the file named by a value of %d bytes (not quoted" % len(token),
+                      body)
+        line = self.sighup_and_wait()
+        self.assertEqual(line["event"], "reload_refused", line)
+        self.assertIn("a value of %d bytes" % len(token), line["error"])
+        for where in (body, self.gw.stderr()):
+            self.assertNotIn("CAESIPasted", where)
+
     def test_reload_the_moment_it_serves(self):
         """A POST /reload as soon as a gateway serves: the generation it retires has its health prober
         already, which the reload stops (a prober set after the loop threads start was a data race with
