@@ -101,8 +101,9 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
 /* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
 void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes (|cap| >= GW_CONF_SHOW_BUF), with
-   the userinfo of a URL's authority ("https://user:password@host") or of a value without a scheme
-   ("user:password@host", a ':' and no '/' or space before its last '@') written "***". */
+   the userinfo of a URL ("https://user:password@host": all from "://" to its last '@') or of a value
+   without a scheme ("user:password@host": all before its last '@' when a ':' comes before it) written
+   "***". */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap);
 /* Whether an error may quote |key|, a JSON object's key: when it reads as a key's name, 1..
    GW_CONF_KEY_SHOW_LEN bytes of [a-z0-9_-] starting with a letter, and no more than GW_CONF_KEY_WORD_LEN

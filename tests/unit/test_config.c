@@ -1044,6 +1044,9 @@ static const struct bad bad_cases[] = {
     {"url userinfo password with a slash and digits", /* reads as host:port/path: masked all the same */
      {UPS, E("https://127.0.0.1:8200", "https://vault:1234/s.abcdefgh@127.0.0.1")},
      {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
+    {"url userinfo user name with a slash",
+     {UPS, E("https://127.0.0.1:8200", "https://va/ult:s.abcdefgh@127.0.0.1")},
+     {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
     {"url bad v6", {UPS, E("https://127.0.0.1:8200", "https://[::g]:8200")}, {"$.upstreams.vault.url"}},
     {"url query", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1?x=1")}, {"$.upstreams.vault.url"}},
     {"url not string",
@@ -2830,6 +2833,9 @@ static void test_conf_show_userinfo(void **state)
         {"\"https://h/p@x\"", "\"https://***@x\""}, /* the host lost, never a password */
         {"\"https://user:1234/5678@vault:8200\"", "\"https://***@vault:8200\""},
         {"\"https://tok/en@h\"", "\"https://***@h\""},
+        {"\"https://vault:1234/abc@host\"", "\"https://***@host\""}, /* a password of digits, '/' */
+        {"\"https://us/er:pw@host\"", "\"https://***@host\""},       /* a user name with '/' */
+        {"\"https://u:pw@host/v1@x\"", "\"https://***@x\""},
         {"\"redis://:#s3cret@10.0.0.5\"", "\"redis://***@10.0.0.5\""},
         {"\"HTTPS://u:pw@h\"", "\"HTTPS://***@h\""},
         {"\"https://h:8200\"", "\"https://h:8200\""},
@@ -2841,6 +2847,9 @@ static void test_conf_show_userinfo(void **state)
         {"\":pa/ss==@10.0.0.5:6379\"", "\"***@10.0.0.5:6379\""},
         {"\"user:pa ss@h\"", "\"***@h\""},
         {"\"u:pa://ss@h\"", "\"***@h\""},
+        {"\"vault:1234/abc@host\"", "\"***@host\""},
+        {"\"us/er:pw@10.0.0.5:6379\"", "\"***@10.0.0.5:6379\""},
+        {"\"tok/en@host\"", "\"tok/en@host\""}, /* no ':': no userinfo of an address */
         {"\"::1\"", "\"::1\""},
         {"8443", "8443"},
     };
