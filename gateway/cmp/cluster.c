@@ -18,11 +18,13 @@
  *   epoch              the shared state's epoch: a value no instance wrote before, set by the first ping that
  *                      finds none (SET NX); no TTL. A flush, or a restart that lost Redis's data, takes it
  *                      with what was kept: a read-back that finds nothing tells a lost took: by it
- *   revoked:<id>       a certificate revoked through an instance (revoked.c); TTL: until it expires
- *   revoked            sorted set: those, scored by expiry (their count is capped)
- *   revoking:<id>      the instance revoking that certificate now, or "done" once it revoked it where
- *                      revoked:<id> could not be written (then looked up as revoked:<id> is); TTL: its
- *                      upstream's timeout and GW_STATE_REVOKING_SLACK_MS
+ *   revoked:<id>       a certificate revoked through an instance (revoked.c), "1"; TTL: until it expires.
+ *                      By its keyed id, or by its issuer and serial alone: that one "1" where an earlier
+ *                      version or a certificate that names no CA key wrote it, else REVOKED_MARKED
+ *   revoked            sorted set: those by keyed id, scored by expiry (their count is capped)
+ *   revoking:<id>      the instance revoking that certificate now (by issuer and serial), or "done" once
+ *                      it revoked it where revoked:<id> could not be written (then looked up as
+ *                      revoked:<id> is); TTL: its upstream's timeout and GW_STATE_REVOKING_SLACK_MS
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
@@ -55,6 +57,12 @@
 #include <openssl/rand.h>
 
 #define ID_HASH_HEX 32
+/*
+ * A revoked: entry by issuer and serial written beside the certificate's keyed one: a gateway of an
+ * earlier version tests its presence only (it refuses every certificate of that issuer name and serial);
+ * this one skips it for a certificate with a key (its keyed entry decides), never one of "1".
+ */
+#define REVOKED_MARKED "keyed"
 #define KEY_LEN (64 + 8 + 2 * GW_MAX_TID_LEN + 1)
 
 struct gw_cluster {
@@ -1016,36 +1024,51 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
     return GW_ERR_UNAVAILABLE;
 }
 
-/* An entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
-                           char *err)
+/* The revoked: entries of the certificate whose ids are |id| (keyed) and |plain| (issuer and serial). */
+static void revoked_keys(const struct gw_cluster *cl, const char *id, const char *plain, char keyed[KEY_LEN],
+                         char by_name[KEY_LEN])
+{
+    snprintf(keyed, KEY_LEN, "%srevoked:%s", cl->prefix, id);
+    snprintf(by_name, KEY_LEN, "%srevoked:%s", cl->prefix, plain);
+}
+
+/* The keyed entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t now, time_t ttl,
+                           uint32_t max, char *err)
+{
+    char k1[KEY_LEN], k2[KEY_LEN], n1[24], n2[24], n3[24];
+    long long rc;
+
+    revoked_keys(cl, id, plain, k1, k2);
+    snprintf(n1, sizeof(n1), "%lld", (long long)ttl);
+    snprintf(n2, sizeof(n2), "%lld", (long long)now);
+    snprintf(n3, sizeof(n3), "%u", max);
+    rc = integer_of(
+        cl, eval(cl, S_PUT_REVOKED, k1, k2, 4, (const char *const[]){n1, n2, n3, REVOKED_MARKED}, err), err);
+    if (rc == 3)
+        snprintf(err, GW_ERR_LEN, "the shared state keeps %u unexpired revocations already (cmp.max_revoked)",
+                 max);
+    else if (rc != 0 && rc != GW_ERR_UNAVAILABLE)
+        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation", rc);
+    return rc == 0 ? 0 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
+}
+
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, const char *plain, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN];
     long long rc;
 
-    snprintf(k1, sizeof(k1), "%srevoked:%s", cl->prefix, id);
-    snprintf(k2, sizeof(k2), "%srevoked", cl->prefix);
-    rc = run(cl, S_SEEN, k1, k2, "1", (long long)ttl, (long long)now, max, err);
-    if (rc == 3)
-        snprintf(err, GW_ERR_LEN, "the shared state keeps %u unexpired revocations already (cmp.max_revoked)",
-                 max);
-    return rc == 0 || rc == 1 ? 0 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
-}
-
-int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
-{
-    char k[KEY_LEN];
-    long long rc;
-
-    snprintf(k, sizeof(k), "%srevoked:%s", cl->prefix, id);
-    if ((rc = integer_of(cl, eval(cl, S_REVOKED, k, k, 0, NULL, err), err)) == 0 || rc == 1)
+    revoked_keys(cl, id, plain, k1, k2);
+    rc = integer_of(cl, eval(cl, S_REVOKED, k1, k2, 1, (const char *const[]){REVOKED_MARKED}, err), err);
+    if (rc == 0 || rc == 1)
         return (int)rc;
     if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as "not revoked" */
         snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation lookup", rc);
     return GW_ERR_UNAVAILABLE;
 }
 
-/* The keys of S_REVOKING and of the mark's end: the certificate |id|'s revoked: entry and revoking: mark. */
+/* The keys of the mark's end: the certificate |id|'s revoked: entry and revoking: mark (issuer and serial).
+ */
 static void revocation_keys(const struct gw_cluster *cl, const char *id, char revoked[KEY_LEN],
                             char revoking[KEY_LEN])
 {
@@ -1053,14 +1076,16 @@ static void revocation_keys(const struct gw_cluster *cl, const char *id, char re
     snprintf(revoking, KEY_LEN, "%srevoking:%s", cl->prefix, id);
 }
 
-int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err)
+int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, const char *plain, uint32_t ttl_ms,
+                             char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], ms[16];
     long long rc;
 
-    revocation_keys(cl, id, k1, k2);
+    revoked_keys(cl, id, plain, k1, k2);
     snprintf(ms, sizeof(ms), "%u", ttl_ms > 0 ? ttl_ms : 1);
-    rc = integer_of(cl, eval(cl, S_REVOKING, k1, k2, 2, (const char *const[]){cl->owner, ms}, err), err);
+    rc = integer_of(
+        cl, eval(cl, S_REVOKING, k1, k2, 3, (const char *const[]){cl->owner, ms, REVOKED_MARKED}, err), err);
     if (rc == 0 || rc == 1 || rc == 2)
         return rc == 0 ? 0 : rc == 2 ? 1 : GW_ERR_BUSY;
     if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as marked, nor as revoked */

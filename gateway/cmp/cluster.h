@@ -217,36 +217,43 @@ void gw_txn_record_cleanup(struct gw_txn_record *rec);
 void gw_txn_result_cleanup(struct gw_txn_result *res);
 
 /*
- * gw_cluster_put_revoked: the certificate named |id| (hex, revoked.c) was revoked through this instance
- * at |now|; every instance refuses it for |ttl| seconds (until it expires): 0; GW_ERR_LIMIT when
- * |max| unexpired ones are kept already, or GW_ERR_UNAVAILABLE, each with |err|.
+ * A certificate is named by two ids (hex, revoked.c): |id| with its CA's key identifier, |plain| by issuer
+ * name and serial alone (the same for a certificate that names no CA key), as an earlier version named it.
+ *
+ * gw_cluster_put_revoked: the certificate named |id| and |plain| was revoked through this instance at
+ * |now|; every instance refuses it for |ttl| seconds (until it expires), an earlier version by |plain|:
+ * 0; GW_ERR_LIMIT when |max| unexpired ones are kept already, or GW_ERR_UNAVAILABLE, each with |err|.
  */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
-                           char *err);
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t now, time_t ttl,
+                           uint32_t max, char *err);
 
 /*
- * gw_cluster_revoked: whether an instance revoked the certificate named |id|, kept in the revoked set or
- * by a mark left "done" (gw_cluster_unmark_revoking) while that lives: 1, 0, or GW_ERR_UNAVAILABLE with
- * |err|. One round trip.
+ * gw_cluster_revoked: whether an instance revoked the certificate named |id| and |plain|, kept in the
+ * revoked set by |id|, or by |plain| where an earlier version (or a certificate without a CA key) wrote
+ * it, or by a mark left "done" (gw_cluster_unmark_revoking) while that lives: 1, 0, or GW_ERR_UNAVAILABLE
+ * with |err|. One round trip.
  */
-int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err);
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, const char *plain, char *err);
 
 /*
- * gw_cluster_mark_revoking: the certificate named |id| (hex, revoked.c) is to be revoked through this
- * instance, which holds its own mark of it (its revocations of one certificate run one at a time). 0: marked
+ * gw_cluster_mark_revoking: the certificate named |id| and |plain| is to be revoked through this instance
+ * (marked by |plain|, as an earlier version marks it), which holds its own mark of it (its revocations of
+ * one certificate run one at a time). 0: marked
  * across the cluster for |ttl_ms| at most (should its end never reach Redis); 1: an instance revoked it
  * (gw_cluster_put_revoked, or a mark it left "done": gw_cluster_unmark_revoking), nothing marked;
  * GW_ERR_BUSY: another instance's revocation of it holds the mark; GW_ERR_UNAVAILABLE with |err|, also for
  * an answer the script never gives (not taken as either).
  */
-int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err);
+int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, const char *plain, uint32_t ttl_ms,
+                             char *err);
 
 /*
- * gw_cluster_unmark_revoking ends this instance's mark of |id|, after the revocation's outcome is in (with
- * gw_cluster_put_revoked): a compare-and-delete, which leaves another instance's mark (this one's ran out)
- * in place. With |unshared| (the certificate was revoked, but gw_cluster_put_revoked failed) the mark is
- * not deleted but left "done" until it expires: gw_cluster_mark_revoking answers 1 to whoever waited for
- * it, which would find no revocation otherwise and send one again. Best effort: a mark not ended expires.
+ * gw_cluster_unmark_revoking ends this instance's mark of |id| (a |plain| one), after the revocation's
+ * outcome is in (with gw_cluster_put_revoked): a compare-and-delete, which leaves another instance's mark
+ * (this one's ran out) in place. With |unshared| (the certificate was revoked, but gw_cluster_put_revoked
+ * failed) the mark is not deleted but left "done" until it expires: gw_cluster_mark_revoking answers 1 to
+ * whoever waited for it, which would find no revocation otherwise and send one again. Best effort: a mark not
+ * ended expires.
  */
 void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared);
 

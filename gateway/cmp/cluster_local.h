@@ -27,6 +27,7 @@ enum {
     S_REVOKED,
     S_REVOKING,
     S_UNMARK,
+    S_PUT_REVOKED,
     N_SCRIPTS
 };
 

@@ -57,24 +57,25 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
     return 0;
 }
 
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, time_t now, time_t ttl, uint32_t max,
-                           char *err)
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t now, time_t ttl,
+                           uint32_t max, char *err)
 {
-    (void)cl, (void)id, (void)now, (void)ttl, (void)max;
+    (void)cl, (void)id, (void)plain, (void)now, (void)ttl, (void)max;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }
 
-int gw_cluster_revoked(struct gw_cluster *cl, const char *id, char *err)
+int gw_cluster_revoked(struct gw_cluster *cl, const char *id, const char *plain, char *err)
 {
-    (void)cl, (void)id;
+    (void)cl, (void)id, (void)plain;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }
 
-int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, uint32_t ttl_ms, char *err)
+int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, const char *plain, uint32_t ttl_ms,
+                             char *err)
 {
-    (void)cl, (void)id, (void)ttl_ms;
+    (void)cl, (void)id, (void)plain, (void)ttl_ms;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }

@@ -15,6 +15,8 @@
 #define LUA_NUM(n) LUA_NUM_(n)
 /* In a script: the revoking: mark beside the revoked: entry |k| */
 #define LUA_MARK_OF(k) "(string.gsub(" k ", 'revoked:(%x+)$', 'revoking:%1'))"
+/* In a script: the counted set of the revoked: entry |k| */
+#define LUA_REVOKED_SET_OF(k) "(string.gsub(" k ", 'revoked:%x+$', 'revoked'))"
 
 /*
  * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
@@ -158,21 +160,30 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                  "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
                  "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')\n"
                  "return 1\n",
-    /* KEYS: a certificate's revoked: entry (twice). 1 when an instance revoked it, in the revoked set or by
-       a mark left "done" (S_UNMARK) while that lives; else 0. The mark is read, never written */
+    /* KEYS: a certificate's keyed revoked: entry and its entry by issuer and serial (one key twice for a
+       certificate that names no CA key); ARGV: the value that marks the latter as kept beside a keyed one.
+       1 when an instance revoked it: its keyed entry, its entry by issuer and serial unless marked (an
+       earlier version's, which writes "1"), or the mark of that one left "done" (S_UNMARK) while that
+       lives; else 0. The mark is read, never written */
     [S_REVOKED] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end\n"
-                  "if redis.call('GET', " LUA_MARK_OF("KEYS[1]") ") == 'done' then return 1 end\n"
+                  "local v = redis.call('GET', KEYS[2])\n"
+                  "if v and v ~= ARGV[1] then return 1 end\n"
+                  "if redis.call('GET', " LUA_MARK_OF("KEYS[2]") ") == 'done' then return 1 end\n"
                   "return 0\n",
-    /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, the mark's
-       milliseconds. 2 when an instance revoked it (nothing marked), in the revoked set or by a mark
-       left "done"; 1 when another instance's mark holds; else 0, marked. A mark of this instance's
-       own is taken again: its revocations of one certificate run one at a time (revoked.c), so that
-       one is left over (its end, or the answer to its taking, was lost) */
+    /* KEYS: as S_REVOKED; ARGV: this instance, the mark's milliseconds, the marking value. 2 when an
+       instance revoked it (nothing marked), as S_REVOKED finds; 1 when another instance's mark holds
+       (the revoking: mark of its entry by issuer and serial, which an earlier version takes too); else
+       0, marked. A mark of this instance's own is taken again: its revocations of one certificate run
+       one at a time (revoked.c), so that one is left over (its end, or the answer to its taking, was
+       lost) */
     [S_REVOKING] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n"
-                   "local m = redis.call('GET', KEYS[2])\n"
+                   "local v = redis.call('GET', KEYS[2])\n"
+                   "if v and v ~= ARGV[3] then return 2 end\n"
+                   "local k = " LUA_MARK_OF("KEYS[2]") "\n"
+                   "local m = redis.call('GET', k)\n"
                    "if m == 'done' then return 2 end\n"
                    "if m and m ~= ARGV[1] then return 1 end\n"
-                   "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+                   "redis.call('SET', k, ARGV[1], 'PX', ARGV[2])\n"
                    "return 0\n",
     /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, '1' when it
        revoked the certificate but the revoked set did not take it. The mark, while this instance's,
@@ -181,5 +192,28 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                  "if ARGV[2] == '1' then redis.call('SET', KEYS[2], 'done', 'KEEPTTL') return 1 end\n"
                  "redis.call('DEL', KEYS[2])\n"
                  "return 0\n",
+    /* KEYS: as S_REVOKED; ARGV: the seconds to the certificate's expiry, now, the cap (0: none), the
+       marking value. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps
+       one: 3 when the cap is reached, nothing written; else 0. The entry by issuer and serial (which an
+       earlier version only tests the presence of) is written marked where none is: one there already,
+       marked or an earlier version's, stays as it is. Either one there already lives as long as this
+       certificate at least: whoever reads it next refuses this certificate until then */
+    [S_PUT_REVOKED] =
+        "local function outlive(k)\n"
+        "  local t = redis.call('TTL', k)\n"
+        "  if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIRE', k, ARGV[1]) end\n"
+        "end\n"
+        "local set = " LUA_REVOKED_SET_OF("KEYS[1]") "\n"
+        "if redis.call('EXISTS', KEYS[1]) == 1 then outlive(KEYS[1]) else\n"
+        "  redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[2])\n"
+        "  if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[3]) then return 3 end\n"
+        "  redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])\n"
+        "  redis.call('ZADD', set, tonumber(ARGV[2]) + tonumber(ARGV[1]), KEYS[1])\n"
+        "  if redis.call('TTL', set) < tonumber(ARGV[1]) then redis.call('EXPIRE', set, ARGV[1]) end\n"
+        "end\n"
+        "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[1]) then\n"
+        "  outlive(KEYS[2])\n"
+        "end\n"
+        "return 0\n",
 };
 /* clang-format on */

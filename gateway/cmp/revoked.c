@@ -88,10 +88,31 @@
 #define LINE_MAX_LEN (2 * ID_LEN + 1 + 20 + 1) /* id, a space, a time_t in decimal, the newline */
 #define LOCK_TRIES 8 /* starts that may replace the file between this one's open and its lock */
 #define READ_CHUNK 4096
+#define ENTRIES_PER_CERT 2 /* a certificate that names its CA's key is kept by both its names */
+
+/*
+ * A file line's notAfter past this one is an entry by issuer and serial marked as kept beside one by the
+ * CA's key (its notAfter is the line's less this): no X.509 time is later than 9999-12-31T23:59:59Z
+ * (RFC 5280 §4.1.2.5), so no gateway of an earlier version wrote such a line, and each still reads it
+ * as an entry that outlives its certificate.
+ */
+#define MARK_OFFSET 253402300800LL
 
 struct revoked_entry {
     unsigned char id[ID_LEN];
     time_t until; /* the certificate's notAfter: no use after it */
+    bool marked;  /* by issuer and serial, only ever kept beside one by the CA's key (keyed, not decided) */
+};
+
+/*
+ * A certificate's names in the set: |plain| by its issuer name and serial (cmp_revoked_id), what a
+ * gateway of an earlier version knows it by, and |keyed| with its CA's key identifier as well, where the
+ * certificate names it (|has_key|; else |keyed| is |plain|). Two CAs of one name (a migration's old and
+ * new, a CA rekeyed) may issue one serial each: |keyed| tells their certificates apart.
+ */
+struct names {
+    unsigned char plain[ID_LEN], keyed[ID_LEN];
+    bool has_key;
 };
 
 /* A revocation under way (its mark), and where cmp_revoked_add could not keep it. */
@@ -112,6 +133,7 @@ struct cmp_revoked {
     pthread_mutex_t lock;
     struct revoked_entry *v; /* sorted by id */
     size_t n, cap;
+    size_t n_marked; /* of them marked: |max| counts the unmarked and the marked apart */
     struct revoking revoking[GW_MAX_REVOKING]; /* the certificates being revoked now */
     size_t n_revoking;
     struct done_entry done[GW_MAX_REVOKED_UNKEPT]; /* unkept revocations that ended lately, unsorted */
@@ -130,25 +152,54 @@ struct cmp_revoked {
     bool skipping;             /* |at| is within a line no entry, said so already: skipped to its end */
 };
 
-int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN])
+/*
+ * |cert|'s id: SHA-256 over its issuer name, its CA's |key| identifier (NULL: none) and its serial number
+ * (DER each: the tags keep the two forms apart), 128 bits of it. 0, or GW_ERR_CRYPTO.
+ */
+static int id_of(X509 *cert, const ASN1_OCTET_STRING *key, unsigned char id[ID_LEN])
 {
     const unsigned char *name = NULL;
-    unsigned char *serial = NULL, md[EVP_MAX_MD_SIZE];
+    unsigned char *serial = NULL, *key_der = NULL, md[EVP_MAX_MD_SIZE];
     size_t name_len = 0;
     unsigned int md_len = 0;
     int serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &serial);
+    int key_len = key != NULL ? i2d_ASN1_OCTET_STRING(key, &key_der) : 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx != NULL && serial_len > 0 &&
+    int ok = ctx != NULL && serial_len > 0 && key_len >= 0 && (key == NULL || key_len > 0) &&
              X509_NAME_get0_der(X509_get_issuer_name(cert), &name, &name_len) == 1 &&
              EVP_DigestInit_ex(ctx, gw_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, name, name_len) == 1 &&
+             (key_len == 0 || EVP_DigestUpdate(ctx, key_der, (size_t)key_len) == 1) &&
              EVP_DigestUpdate(ctx, serial, (size_t)serial_len) == 1 &&
              EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
 
     EVP_MD_CTX_free(ctx);
     OPENSSL_free(serial);
+    OPENSSL_free(key_der);
     if (!ok)
         return GW_ERR_CRYPTO;
     memcpy(id, md, ID_LEN);
+    return 0;
+}
+
+int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN])
+{
+    return id_of(cert, NULL, id);
+}
+
+/*
+ * |cert|'s names in the set (struct names): with its authorityKeyIdentifier's keyIdentifier where it has
+ * one (an extension that does not decode counts as none: named by issuer and serial alone, fail closed).
+ * 0, or GW_ERR_CRYPTO.
+ */
+static int names_of(X509 *cert, struct names *n)
+{
+    const ASN1_OCTET_STRING *key = X509_get0_authority_key_id(cert);
+
+    n->has_key = key != NULL;
+    if (id_of(cert, NULL, n->plain) != 0 || (key != NULL && id_of(cert, key, n->keyed) != 0))
+        return GW_ERR_CRYPTO;
+    if (key == NULL)
+        memcpy(n->keyed, n->plain, ID_LEN);
     return 0;
 }
 
@@ -175,26 +226,40 @@ static size_t position(const struct cmp_revoked *rs, const unsigned char *id, in
 }
 
 /*
- * Room for one more entry of at most |max|: the expired ones out, else a larger array. A |max| lowered
- * by a reload below what is kept drops nothing: no more is taken until enough expire. Lock held.
+ * The entries of |rs| |marked| or not: each kind at most |max|, so that |max| certificates fit, each by
+ * one unmarked entry (its keyed one) and at most one marked. Lock held.
  */
-static int make_room(struct cmp_revoked *rs, size_t max, time_t now)
+static size_t counted(const struct cmp_revoked *rs, bool marked)
+{
+    return marked ? rs->n_marked : rs->n - rs->n_marked;
+}
+
+/*
+ * Room for one more entry, |marked| or not, of at most |max| such: the expired ones out, else a larger
+ * array. A |max| lowered by a reload below what is kept drops nothing: no more is taken until enough
+ * expire. Lock held.
+ */
+static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now)
 {
     size_t live = 0, cap;
     struct revoked_entry *v;
 
-    if (rs->n < rs->cap && rs->n < max)
+    if (rs->n < rs->cap && counted(rs, marked) < max)
         return 0;
-    for (size_t i = 0; i < rs->n; i++) /* in order: still sorted */
-        if (rs->v[i].until > now)
-            rs->v[live++] = rs->v[i];
+    rs->n_marked = 0;
+    for (size_t i = 0; i < rs->n; i++) { /* in order: still sorted */
+        if (rs->v[i].until <= now)
+            continue;
+        rs->n_marked += rs->v[i].marked;
+        rs->v[live++] = rs->v[i];
+    }
     rs->n = live;
-    if (rs->n >= max)
+    if (counted(rs, marked) >= max)
         return GW_ERR_LIMIT;
     if (rs->n < rs->cap)
         return 0;
     cap = rs->cap == 0 ? FIRST_CAP : 2 * rs->cap;
-    cap = cap < max ? cap : max;
+    cap = cap < ENTRIES_PER_CERT * max ? cap : ENTRIES_PER_CERT * max;
     if ((v = realloc(rs->v, cap * sizeof(*v))) == NULL)
         return GW_ERR_NOMEM;
     rs->v = v;
@@ -202,30 +267,44 @@ static int make_room(struct cmp_revoked *rs, size_t max, time_t now)
     return 0;
 }
 
-/* |id| in |rs| until |until|: 1 when it was not there yet, 0 when it was, or GW_ERR_LIMIT or GW_ERR_NOMEM. */
-static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, size_t max, time_t now)
+/*
+ * |id| in |rs| until |until|, |marked| (struct revoked_entry) unless it was there unmarked: an entry once
+ * unmarked stays so (a gateway of an earlier version wrote it, for a certificate it knew no key of). 1
+ * when it was not there yet, 0 when it was, or GW_ERR_LIMIT or GW_ERR_NOMEM.
+ */
+static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, bool marked, size_t max,
+                time_t now)
 {
     int found = 0, rc = 0;
     size_t at;
 
     pthread_mutex_lock(&rs->lock);
     at = position(rs, id, &found);
-    if (!found && (rc = make_room(rs, max, now)) == 0) {
+    if (!found && (rc = make_room(rs, max, marked, now)) == 0) {
         at = position(rs, id, &found); /* make_room may have moved it */
         memmove(&rs->v[at + 1], &rs->v[at], (rs->n - at) * sizeof(*rs->v));
         memcpy(rs->v[at].id, id, ID_LEN);
         rs->v[at].until = 0;
+        rs->v[at].marked = marked;
+        rs->n_marked += marked;
         rs->n++;
         rc = 1;
     }
     if (rc >= 0 && rs->v[at].until < until)
         rs->v[at].until = until;
+    if (rc >= 0 && rs->v[at].marked && !marked) {
+        rs->v[at].marked = false;
+        rs->n_marked--;
+    }
     pthread_mutex_unlock(&rs->lock);
     return rc;
 }
 
-/* |line| (one of the file's, newline stripped) as an entry: 0, or -1 if it is not one. */
-static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
+/*
+ * |line| (one of the file's, newline stripped) as an entry, *marked where its notAfter is past
+ * MARK_OFFSET: 0, or -1 if it is not one.
+ */
+static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until, bool *marked)
 {
     const char *digits = line + 2 * ID_LEN + 1;
     char hex[2 * ID_LEN + 1], *end;
@@ -241,7 +320,8 @@ static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until)
     if (OPENSSL_hexstr2buf_ex(id, ID_LEN, &len, hex, '\0') != 1 || len != ID_LEN || errno != 0 ||
         *end != '\0' || t <= 0)
         return -1;
-    *until = (time_t)t;
+    *marked = t >= MARK_OFFSET;
+    *until = (time_t)(*marked ? t - MARK_OFFSET : t);
     return 0;
 }
 
@@ -251,12 +331,13 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
     char line[LINE_MAX_LEN + 1];
     unsigned char id[ID_LEN];
     time_t until = 0;
+    bool marked = false;
     int ok = len < sizeof(line) && memchr(p, '\0', len) == NULL;
 
     if (ok) {
         memcpy(line, p, len);
         line[len] = '\0';
-        ok = parse_line(line, id, &until) == 0;
+        ok = parse_line(line, id, &until, &marked) == 0;
     }
     if (!ok) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", rs->no,
@@ -264,7 +345,7 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
         return GW_ERR_INVAL;
     }
     /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing */
-    if (until > now && keep(rs, id, until, GW_MAX_REVOKED, now) < 0) {
+    if (until > now && keep(rs, id, until, marked, GW_MAX_REVOKED, now) < 0) {
         snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries", rs->file,
                  GW_MAX_REVOKED);
         return GW_ERR_LIMIT;
@@ -382,20 +463,25 @@ static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *
     return 0;
 }
 
-/* The file's line for |hex| until |until|, as parse_line reads it; its length. */
-static int entry_line(char line[LINE_MAX_LEN + 1], const char *hex, time_t until)
+/*
+ * The file's line for |id| until |until|, |marked| or not, as parse_line reads it: the one shape a gateway
+ * of an earlier version reads too (any other line refuses its start). Its length.
+ */
+static int entry_line(char line[LINE_MAX_LEN + 1], const unsigned char *id, time_t until, bool marked)
 {
-    return snprintf(line, LINE_MAX_LEN + 1, "%s %lld\n", hex, (long long)until);
+    char hex[2 * ID_LEN + 1];
+
+    gw_hex(hex, id, ID_LEN);
+    return snprintf(line, LINE_MAX_LEN + 1, "%s %lld\n", hex, (long long)until + (marked ? MARK_OFFSET : 0));
 }
 
 /* The entries of |rs| into |f|, one line each. 0, or -1. */
 static int write_entries(const struct cmp_revoked *rs, FILE *f)
 {
-    char hex[2 * ID_LEN + 1], line[LINE_MAX_LEN + 1];
+    char line[LINE_MAX_LEN + 1];
 
     for (size_t i = 0; i < rs->n; i++) {
-        gw_hex(hex, rs->v[i].id, ID_LEN);
-        (void)entry_line(line, hex, rs->v[i].until);
+        (void)entry_line(line, rs->v[i].id, rs->v[i].until, rs->v[i].marked);
         if (fputs(line, f) < 0)
             return -1;
     }
@@ -579,19 +665,22 @@ static int cut_short_write(int fd, off_t end, ssize_t n, int len)
 }
 
 /*
- * |hex| until |until| appended to the file, on disk, before the rr is answered: 0, or -1 with |err|. A
- * half line a failed append left is cut off, or the next one would run into it; where it cannot be, no
- * more is appended (a last line without its newline is dropped at start).
+ * The certificate named |names| until |until| appended to the file, on disk, before the rr is answered: its
+ * keyed entry and, where it has a key, its entry by issuer and serial marked, in one write. 0, or -1 with
+ * |err|. A half line a failed append left is cut off, or the next one would run into it; where it cannot
+ * be, no more is appended (a last line without its newline is dropped at start).
  */
-static int save(struct cmp_revoked *rs, const char *hex, time_t until, char *err)
+static int save(struct cmp_revoked *rs, const struct names *names, time_t until, char *err)
 {
-    char line[LINE_MAX_LEN + 1];
-    int len = entry_line(line, hex, until), ok;
+    char line[ENTRIES_PER_CERT * (LINE_MAX_LEN + 1)];
+    int len = entry_line(line, names->keyed, until, false), ok;
     off_t end = -1;
     ssize_t n = -1;
 
     if (rs->file == NULL)
         return 0;
+    if (names->has_key)
+        len += entry_line(line + len, names->plain, until, true);
     pthread_mutex_lock(&rs->file_lock);
     errno = 0;
     ok = rs->fd >= 0 && (end = lseek(rs->fd, 0, SEEK_END)) >= 0 &&
@@ -688,29 +777,56 @@ static bool remembered(const struct cmp_revoked *rs, const unsigned char *id, ti
     return (at = revoking_at(rs, id)) < rs->n_revoking && rs->revoking[at].unkept;
 }
 
-/* Whether |id| is in the set unexpired, or remembered: both in one hold of the lock. */
-static bool known(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+/* Whether |id| is in the set unexpired, and unmarked unless |marked| counts. Lock held. */
+static bool holds(const struct cmp_revoked *rs, const unsigned char *id, time_t now, bool marked)
 {
     int found = 0;
-    size_t at;
+    size_t at = position(rs, id, &found);
+
+    return found && rs->v[at].until > now && (marked || !rs->v[at].marked);
+}
+
+/*
+ * Whether the certificate named |n| is in the set unexpired, or remembered: all in one hold of the lock.
+ * By its keyed entry, or by its entry by issuer and serial unless that is marked and it has a key: a marked
+ * one was kept beside its keyed entry, maybe another CA's certificate's under the same name and serial,
+ * and the keyed entry decides; an unmarked one (a gateway of an earlier version's) is taken as it was.
+ */
+static bool known(struct cmp_revoked *rs, const struct names *n, time_t now)
+{
+    bool found;
 
     pthread_mutex_lock(&rs->lock);
-    at = position(rs, id, &found);
-    found = (found && rs->v[at].until > now) || remembered(rs, id, now);
+    found = holds(rs, n->keyed, now, true) || holds(rs, n->plain, now, !n->has_key) ||
+            remembered(rs, n->plain, now);
     pthread_mutex_unlock(&rs->lock);
     return found;
 }
 
+/*
+ * The certificate named |n| in |rs| until |until| (cmp.max_revoked |max|): its keyed entry and, where it
+ * has a key, its entry by issuer and serial, marked, for a gateway of an earlier version reading the file.
+ * What keep says of the keyed entry, which decides here; 1 also where only the other is new.
+ */
+static int keep_names(struct cmp_revoked *rs, const struct names *n, time_t until, uint32_t max, time_t now)
+{
+    int rc = keep(rs, n->keyed, until, false, max, now);
+
+    if (rc >= 0 && n->has_key && keep(rs, n->plain, until, true, max, now) == 1)
+        rc = 1;
+    return rc;
+}
+
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
-    unsigned char id[ID_LEN];
-    char hex[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
+    struct names n;
+    char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
     time_t until = 0;
     uint32_t max = e->cfg.cmp->max_revoked;
     int rc, missed = 0;
     bool marked = true;
 
-    if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || cmp_revoked_id(cert, id) != 0) {
+    if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || names_of(cert, &n) != 0) {
         snprintf(err, GW_ERR_LEN, "its issuer, serial or notAfter cannot be read");
         return CMP_REVOKED_NOT_HERE | CMP_REVOKED_UNMARKED |
                (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
@@ -718,15 +834,14 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     /* expired (before its rr, or while at the CA): no chain validates with it, so the set need not keep
        it; but a revocation of it waiting for this one's mark would find it nowhere, and send it again */
     if (until <= now) {
-        set_missed(e->revoked, id, e->cluster != NULL, true);
+        set_missed(e->revoked, n.plain, e->cluster != NULL, true);
         return 0;
     }
-    gw_hex(hex, id, ID_LEN);
-    if ((rc = keep(e->revoked, id, until, max, now)) == 1 && save(e->revoked, hex, until, err) != 0) {
+    if ((rc = keep_names(e->revoked, &n, until, max, now)) == 1 && save(e->revoked, &n, until, err) != 0) {
         missed |= CMP_REVOKED_NOT_SAVED;
     } else if (rc < 0) {
         missed |= CMP_REVOKED_NOT_HERE;
-        marked = set_missed(e->revoked, id, false, true);
+        marked = set_missed(e->revoked, n.plain, false, true);
         if (rc == GW_ERR_LIMIT)
             snprintf(err, GW_ERR_LEN,
                      "this instance keeps %u unexpired revocations already (cmp.max_revoked)", max);
@@ -734,11 +849,14 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
             snprintf(err, GW_ERR_LEN, "out of memory");
     }
     /* shared even when not kept here: the other instances are where it is not known otherwise */
-    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, now, until - now, max, why) != 0) {
+    gw_hex(hex, n.keyed, ID_LEN);
+    gw_hex(plain, n.plain, ID_LEN);
+    if (e->cluster != NULL &&
+        gw_cluster_put_revoked(e->cluster, hex, plain, now, until - now, max, why) != 0) {
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;
-        marked = set_missed(e->revoked, id, true, false);
+        marked = set_missed(e->revoked, n.plain, true, false);
     }
     return missed != 0 && !marked ? missed | CMP_REVOKED_UNMARKED : missed;
 }
@@ -782,38 +900,49 @@ static bool read_appended(struct cmp_revoked *rs, time_t now)
 }
 
 /*
- * Whether |id| was revoked through this instance (kept or remembered), or through another gateway
- * appending to its file.
+ * Whether the certificate named |n| was revoked through this instance (kept or remembered), or through
+ * another gateway appending to its file.
  */
-static bool revoked_here(struct cmp_revoked *rs, const unsigned char *id, time_t now)
+static bool revoked_here(struct cmp_revoked *rs, const struct names *n, time_t now)
 {
     /* a hand-over's other gateway may have revoked it since the file was last read */
-    return known(rs, id, now) || (read_appended(rs, now) && known(rs, id, now));
+    return known(rs, n, now) || (read_appended(rs, now) && known(rs, n, now));
+}
+
+/* cmp_revoked_check of the certificate named |n|. */
+static int check_names(struct gw_cmp_engine *e, const struct names *n, time_t now, char *err)
+{
+    char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1];
+
+    /* what the set could not keep is remembered for a while: refused then, as a second revocation is */
+    if (revoked_here(e->revoked, n, now))
+        return 1;
+    if (e->cluster == NULL)
+        return 0;
+    gw_hex(hex, n->keyed, ID_LEN);
+    gw_hex(plain, n->plain, ID_LEN);
+    return gw_cluster_revoked(e->cluster, hex, plain, err);
 }
 
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
-    unsigned char id[ID_LEN];
+    struct names n;
 
-    if (cmp_revoked_id(cert, id) != 0) {
+    if (names_of(cert, &n) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    return cmp_revoked_check_id(e, id, now, err);
+    return check_names(e, &n, now, err);
 }
 
 int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REVOKED_ID_LEN], time_t now,
                          char *err)
 {
-    char hex[2 * ID_LEN + 1];
+    struct names n = {.has_key = false};
 
-    /* what the set could not keep is remembered for a while: refused then, as a second revocation is */
-    if (revoked_here(e->revoked, id, now))
-        return 1;
-    if (e->cluster == NULL)
-        return 0;
-    gw_hex(hex, id, ID_LEN);
-    return gw_cluster_revoked(e->cluster, hex, err);
+    memcpy(n.plain, id, ID_LEN);
+    memcpy(n.keyed, id, ID_LEN);
+    return check_names(e, &n, now, err);
 }
 
 /*
@@ -871,20 +1000,22 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id, time_t now)
 }
 
 /*
- * |id| marked in the shared state as well, once no other instance's revocation of it holds the mark,
+ * The certificate named |n| marked in the shared state as well (by issuer and serial), once no other
+ * instance's revocation of it holds the mark,
  * waited for until |until_ms| (gw_now_ms): 0; 1 when an instance revoked it (nothing marked);
  * GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark outlives the upstream's timeout |wait_ms| by
  * GW_STATE_REVOKING_SLACK_MS at most. (worker)
  */
-static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_t wait_ms, uint64_t until_ms,
+static int mark_shared(struct gw_cmp_engine *e, const struct names *n, uint32_t wait_ms, uint64_t until_ms,
                        char *err)
 {
-    char hex[2 * ID_LEN + 1];
+    char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1];
     uint32_t ttl_ms = wait_ms + GW_STATE_REVOKING_SLACK_MS;
     int rc;
 
-    gw_hex(hex, id, ID_LEN);
-    while ((rc = gw_cluster_mark_revoking(e->cluster, hex, ttl_ms, err)) == GW_ERR_BUSY &&
+    gw_hex(hex, n->keyed, ID_LEN);
+    gw_hex(plain, n->plain, ID_LEN);
+    while ((rc = gw_cluster_mark_revoking(e->cluster, hex, plain, ttl_ms, err)) == GW_ERR_BUSY &&
            gw_now_ms() < until_ms)
         gw_sleep_ms(GW_STATE_REVOKING_POLL_MS);
     if (rc == GW_ERR_BUSY)
@@ -894,16 +1025,17 @@ static int mark_shared(struct gw_cmp_engine *e, const unsigned char *id, uint32_
 
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err)
 {
-    unsigned char id[ID_LEN];
+    struct names n;
     uint64_t until_ms = gw_now_ms() + wait_ms;
     time_t now;
     int rc = 0;
 
-    if (cmp_revoked_id(cert, id) != 0) {
+    if (names_of(cert, &n) != 0) {
         snprintf(err, GW_ERR_LEN, "the certificate's issuer and serial cannot be read");
         return GW_ERR_CRYPTO;
     }
-    if (mark(e->revoked, id, wait_ms, until_ms) != 0) {
+    /* marked by issuer and serial, as a gateway of an earlier version marks it: one at a time across them */
+    if (mark(e->revoked, n.plain, wait_ms, until_ms) != 0) {
         snprintf(err, GW_ERR_LEN, "another revocation of it, or %d revocations, did not end within %u ms",
                  GW_MAX_REVOKING, wait_ms);
         return GW_ERR_BUSY;
@@ -911,12 +1043,12 @@ int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, cha
     /* asked once marked: what a revocation that ended meanwhile put in, what other gateways did (the
        shared state's answer comes with its mark) */
     now = e->clock != NULL ? e->clock() : time(NULL);
-    if (revoked_here(e->revoked, id, now))
+    if (revoked_here(e->revoked, &n, now))
         rc = 1;
     else if (e->cluster != NULL)
-        rc = mark_shared(e, id, wait_ms, until_ms, err);
+        rc = mark_shared(e, &n, wait_ms, until_ms, err);
     if (rc != 0)
-        unmark(e->revoked, id, now);
+        unmark(e->revoked, n.plain, now);
     return rc;
 }
 

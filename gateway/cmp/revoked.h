@@ -19,8 +19,10 @@
 struct cmp_revoked;
 
 /*
- * cmp_revoked_id: |cert|'s name in the set, 128 bits of SHA-256 over its issuer name and serial number
- * (DER), what a CRL and an rr name it by; 0, or GW_ERR_CRYPTO. Any thread.
+ * cmp_revoked_id: |cert|'s name by issuer and serial, 128 bits of SHA-256 over its issuer name and serial
+ * number (DER), what a CRL and an rr name it by; 0, or GW_ERR_CRYPTO. Any thread. The set keeps a
+ * certificate that names its CA's key (authorityKeyIdentifier) by that as well, and decides by it: two CAs
+ * of one name (a migration's, a CA rekeyed) may each issue one serial (revoked.c).
  */
 #define CMP_REVOKED_ID_LEN 16
 int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN]);
@@ -68,7 +70,10 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
  */
 int cmp_revoked_check(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err);
 
-/* cmp_revoked_check of the certificate whose cmp_revoked_id is |id|, for a caller that has it already. */
+/*
+ * cmp_revoked_check of any certificate whose cmp_revoked_id is |id|, whatever its CA's key: whether one of
+ * that issuer name and serial was revoked through the gateway (an issued certificate's serial reused).
+ */
 int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REVOKED_ID_LEN], time_t now,
                          char *err);
 

@@ -57,6 +57,8 @@ enum auth_answer { AUTH_CHECK, AUTH_ECHO_ERROR, AUTH_ECHO_RAW };
 
 #define PASSWORD "pw-0123456789-only-the-gateway-knows"
 #define USERNAME "cmpgw"
+#define ID                                                                                                   \
+    "00112233445566778899aabbccddeeff" /* a certificate's id (revoked.c), with no CA key: one for both */
 
 /*
  * Commands the gateway handed to hiredis that held PASSWORD: hiredis formats each into a buffer of
@@ -347,19 +349,18 @@ static void test_revocation_lookup_fails_closed(void **state)
             skip();
         }
         assert_non_null(cl);
-        assert_int_equal(gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_revoked(cl, ID, ID, err), GW_ERR_UNAVAILABLE);
         if (strstr(err, cases[i].want) == NULL)
             fail_msg("reason \"%s\", want \"%s\"", err, cases[i].want);
         err[0] = '\0';
         while (atomic_load(&f.closed) < 1) /* the lookup's connection gone: the mark goes out on a new one */
             gw_sleep_ms(5);
-        assert_int_equal(gw_cluster_mark_revoking(cl, "00112233445566778899aabbccddeeff", 60000, err),
-                         GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_mark_revoking(cl, ID, ID, 60000, err), GW_ERR_UNAVAILABLE);
         if (strstr(err, cases[i].want_mark) == NULL)
             fail_msg("mark: reason \"%s\", want \"%s\"", err, cases[i].want_mark);
         while (atomic_load(&f.closed) < 2)
             gw_sleep_ms(5);
-        gw_cluster_unmark_revoking(cl, "00112233445566778899aabbccddeeff", true); /* it fails, logged */
+        gw_cluster_unmark_revoking(cl, ID, true); /* it fails, logged */
         gw_cluster_free(cl);
         fake_stop(&f);
     }
@@ -386,7 +387,7 @@ static void test_closed_connection_replaced(void **state)
     }
     assert_non_null(cl);
     for (int i = 0; i < 3; i++) {
-        if (gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err) != 0)
+        if (gw_cluster_revoked(cl, ID, ID, err) != 0)
             fail_msg("lookup %d: \"%s\"", i, err);
         while (atomic_load(&f.closed) <= i) /* the lookup's connection closed behind its answer */
             gw_sleep_ms(5);
@@ -435,11 +436,11 @@ static void test_auth_bypasses_hiredis_buffers(void **state)
         if (cases[i].rc == 0) {
             if (cl == NULL)
                 fail_msg("case %zu: %s", i, err);
-            if (gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err) != 0)
+            if (gw_cluster_revoked(cl, ID, ID, err) != 0)
                 fail_msg("case %zu: lookup: \"%s\"", i, err);
             assert_true(atomic_load(&f.auths) >= 1);
         } else if (cl != NULL) {
-            assert_int_equal(gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err), cases[i].rc);
+            assert_int_equal(gw_cluster_revoked(cl, ID, ID, err), cases[i].rc);
         }
         if (cases[i].rc != 0 && strstr(err, "refused the gateway's AUTH: WRONGPASS") == NULL)
             fail_msg("case %zu: \"%s\"", i, err);
@@ -504,7 +505,7 @@ static void test_auth_echo_not_quoted(void **state)
             fail_msg("case %zu: %s", i, err);
         atomic_store(&f.auth, cases[i].auth);
         for (int n = 0; n < 5 && (rc == 0 || strstr(err, "AUTH") == NULL); n++)
-            rc = gw_cluster_revoked(cl, "00112233445566778899aabbccddeeff", err);
+            rc = gw_cluster_revoked(cl, ID, ID, err);
         assert_int_equal(rc, GW_ERR_UNAVAILABLE);
         assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
         if (strstr(err, "AUTH") == NULL || holds_password(err) || holds_password(why))

@@ -3608,7 +3608,7 @@ static void test_status_revoked_across_restart(void **state)
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
-    assert_int_equal(lines_of(file), 1); /* x1's */
+    assert_int_equal(lines_of(file), 2); /* x1's two: keyed, and marked by issuer and serial */
 
     /* held by a predecessor: kept as it is, expired entry and all, and appended to */
     assert_non_null(f = fopen(file, "a"));
@@ -3618,10 +3618,10 @@ static void test_status_revoked_across_restart(void **state)
     assert_int_equal(flock(held, LOCK_SH), 0);
     two_cas_restart(&t);
     rr_as(&t, t.x1b, t.x1b_key, t.ca1);
-    assert_int_equal(lines_of(file), 3);
+    assert_int_equal(lines_of(file), 5);
     close(held);
     two_cas_restart(&t);
-    assert_int_equal(lines_of(file), 2);
+    assert_int_equal(lines_of(file), 4);
     text = slurp(file, NULL);
     assert_null(strstr(text, expired));
     free(text);
@@ -3633,7 +3633,7 @@ static void test_status_revoked_across_restart(void **state)
     fclose(f);
     gw_cmp_engine_free(t.env->engine);
     assert_null(t.env->engine = engine_new(t.env->cfg, t.env->ups, err));
-    if (strstr(err, "cmp.revoked_file: line 3 of ") == NULL)
+    if (strstr(err, "cmp.revoked_file: line 5 of ") == NULL)
         fail_msg("%s", err);
     assert_non_null(f = fopen(file, "w"));
     fputs(expired, f);
@@ -3737,7 +3737,7 @@ static void test_status_revoked_file_replaced(void **state)
         fail_msg("engine: %s", s.err);
     gw_cmp_engine_set_clock(t.env->engine, two_ca_clock);
     rr_as(&t, t.x1, t.x1_key, t.ca1);
-    assert_int_equal(lines_of(file), 2); /* the other start's and x1's, in the file of that name */
+    assert_int_equal(lines_of(file), 3); /* the other start's and x1's two, in the file of that name */
     text = slurp(file, NULL);
     assert_non_null(strstr(text, other));
     free(text);
@@ -3810,7 +3810,8 @@ static void test_status_revoked_file_followed(void **state)
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
 
-    /* lines 3 to 5 are no entry; line 6, x2's, is appended in two writes */
+    /* after x1's and x1b's two lines each, lines 5 to 7 are no entry; line 8, x2's, is appended in two writes
+     */
     append_to(file, nul, sizeof(nul) - 1);
     memset(long_line, 'f', sizeof(long_line) - 1);
     long_line[sizeof(long_line) - 1] = '\n';
@@ -3825,7 +3826,7 @@ static void test_status_revoked_file_followed(void **state)
           "the signer certificate (serial ");
     logged = log_capture_end();
     for (int i = 0; i < 3; i++)
-        snprintf(lines[i], sizeof(lines[i]), "line %d of", i + 3);
+        snprintf(lines[i], sizeof(lines[i]), "line %d of", i + 5);
     for (p = logged; (p = strstr(p, "\"event\":\"revoked_file_unread\"")) != NULL; p++)
         n++;
     if (n != 3 || strstr(logged, lines[0]) == NULL || strstr(logged, lines[1]) == NULL ||
@@ -3967,7 +3968,7 @@ static void test_status_revoked_file_dir(void **state)
     two_cas_restart(&t);
     holds_text(victim, precious);
     assert_int_equal(lstat(tmp, &st), -1);
-    assert_int_equal(lines_of(file), 1); /* x1's */
+    assert_int_equal(lines_of(file), 2); /* x1's two */
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
 

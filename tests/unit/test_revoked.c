@@ -18,11 +18,13 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -416,6 +418,215 @@ static void test_unmarked_revocation_said(void **state)
     marks_close(&m);
 }
 
+/* ---- two CAs of one name: the keyed entries ------------------------------------------------------ */
+
+#define TWIN_SERIAL 7
+#define LAST_X509_TIME 253402300799LL /* 9999-12-31T23:59:59Z: the line of a marked entry is past it */
+
+/*
+ * A certificate of issuer "CN=twin-ca" and serial TWIN_SERIAL, good until NOW + 86400, whose CA's key
+ * identifier (authorityKeyIdentifier) is |key_id|, or that names none (NULL).
+ */
+static X509 *twin(struct marks *m, const char *key_id)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = X509_NAME_new();
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+
+    assert_non_null(x);
+    assert_non_null(n);
+    assert_non_null(akid);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"twin-ca", -1, -1, 0);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), TWIN_SERIAL);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, n);
+    ASN1_TIME_set(X509_getm_notBefore(x), NOW - 86400);
+    ASN1_TIME_set(X509_getm_notAfter(x), NOW + 86400);
+    X509_set_pubkey(x, m->key);
+    if (key_id != NULL) {
+        assert_non_null(akid->keyid = ASN1_OCTET_STRING_new());
+        assert_int_equal(
+            ASN1_OCTET_STRING_set(akid->keyid, (const unsigned char *)key_id, (int)strlen(key_id)), 1);
+        assert_int_equal(X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, 0), 1);
+    }
+    assert_true(X509_sign(x, m->key, EVP_sha256()) > 0);
+    AUTHORITY_KEYID_free(akid);
+    X509_NAME_free(n);
+    return x;
+}
+
+/* What cmp_revoked_check says of |x| now. */
+static int check(struct marks *m, X509 *x)
+{
+    char err[GW_ERR_LEN] = "";
+
+    return cmp_revoked_check(&m->e, x, now_is, err);
+}
+
+/*
+ * Two CAs of one name (a migration's old and new CA, a CA rekeyed) each issued serial 7: revoking the one
+ * CA's certificate leaves the other's valid, and free to be revoked in its turn. A certificate that names
+ * no CA key is still refused by issuer and serial (fail closed). Before, the set named a certificate by
+ * issuer and serial alone, and revoking one refused both (and the second's rr was "already revoked").
+ */
+static void test_twin_revocation_keyed(void **state)
+{
+    struct marks m;
+    X509 *old_ca, *new_ca, *keyless;
+
+    (void)state;
+    marks_open(&m, 16);
+    old_ca = twin(&m, "old-ca-key");
+    new_ca = twin(&m, "new-ca-key");
+    keyless = twin(&m, NULL);
+    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
+    assert_int_equal(check(&m, old_ca), 1);
+    assert_int_equal(check(&m, new_ca), 0);
+    assert_int_equal(check(&m, keyless), 1);
+    assert_int_equal(begins(&m, old_ca), 1);
+    assert_int_equal(revoked_at_ca(&m, new_ca), 0);
+    assert_int_equal(check(&m, new_ca), 1);
+    X509_free(old_ca);
+    X509_free(new_ca);
+    X509_free(keyless);
+    marks_close(&m);
+}
+
+/* A directory of this test's and its cmp.revoked_file's path in it (freed by the caller). */
+static char *revoked_file(void)
+{
+    char dir[] = "/tmp/s50-twin-revoked-XXXXXX", *file = malloc(sizeof(dir) + 16);
+
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(file);
+    snprintf(file, sizeof(dir) + 16, "%s/revoked", dir);
+    return file;
+}
+
+static void revoked_file_remove(char *file)
+{
+    char *slash = strrchr(file, '/');
+
+    (void)unlink(file);
+    *slash = '\0';
+    (void)rmdir(file);
+    free(file);
+}
+
+/* |line| (no newline) is what a gateway of the earlier version reads: "<32 hex> <digits>", a positive time.
+ */
+static bool old_shape(const char *line, long long *t)
+{
+    char *end;
+
+    if (strlen(line) <= 33 || strlen(line) > 54 || strspn(line, "0123456789abcdefABCDEF") != 32 ||
+        line[32] != ' ' || line[33] < '0' || line[33] > '9')
+        return false;
+    errno = 0;
+    *t = strtoll(line + 33, &end, 10);
+    return errno == 0 && *end == '\0' && *t > 0;
+}
+
+/* The lines of |file|, each of the earlier version's shape, their times into |t| (at most |max|): how many.
+ */
+static size_t file_times(const char *file, long long *t, size_t max)
+{
+    char line[128];
+    size_t n = 0;
+    FILE *f = fopen(file, "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!old_shape(line, &t[n < max ? n : max - 1]))
+            fail_msg("line \"%s\" is not one an earlier version reads", line);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* |x|'s line by issuer and serial as the earlier version writes it: "<cmp_revoked_id> <notAfter>". */
+static void write_old_line(const char *file, X509 *x, const char *mode, long long add)
+{
+    unsigned char id[CMP_REVOKED_ID_LEN];
+    FILE *f = fopen(file, mode);
+
+    assert_non_null(f);
+    assert_int_equal(cmp_revoked_id(x, id), 0);
+    for (size_t i = 0; i < sizeof(id); i++)
+        fprintf(f, "%02x", id[i]);
+    fprintf(f, " %lld\n", (long long)(NOW + 86400) + add);
+    fclose(f);
+}
+
+/* |m|'s set anew from |file|, as a restart reads it. */
+static void reopen(struct marks *m, const char *file)
+{
+    char err[GW_ERR_LEN] = "";
+
+    cmp_revoked_free(m->e.revoked);
+    if ((m->e.revoked = cmp_revoked_new(file, geteuid(), NOW, err)) == NULL)
+        fail_msg("%s", err);
+}
+
+/*
+ * cmp.revoked_file, which gateways of this version and the earlier one may both read (a hand-over, a
+ * downgrade): a revocation of a certificate that names its CA's key is two lines of the one shape the
+ * earlier version reads (any other refuses its start), its keyed entry and its entry by issuer and serial,
+ * marked by a notAfter past any X.509 time, which the earlier version keeps as an entry (it refuses every
+ * certificate of that issuer and serial, fail closed) and this one skips for a certificate with a key. A
+ * start reads both back, and rewrites them so. An entry by issuer and serial the earlier version wrote
+ * (unmarked) refuses every certificate of that issuer and serial, marked beside it or not. Before, a
+ * revocation was one line by issuer and serial, and refused the other CA's certificate after a restart.
+ */
+static void test_revoked_file_twins(void **state)
+{
+    struct marks m;
+    char *file = revoked_file();
+    long long t[4];
+    X509 *old_ca, *new_ca, *keyless;
+
+    (void)state;
+    marks_open(&m, 16);
+    old_ca = twin(&m, "old-ca-key");
+    new_ca = twin(&m, "new-ca-key");
+    keyless = twin(&m, NULL);
+    reopen(&m, file);
+    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
+    assert_int_equal(file_times(file, t, 4), 2);
+    assert_int_equal(t[0], NOW + 86400);
+    assert_true(t[1] > LAST_X509_TIME && t[1] - (LAST_X509_TIME + 1) == NOW + 86400);
+    reopen(&m, file); /* read back, and rewritten */
+    assert_int_equal(file_times(file, t, 4), 2);
+    assert_int_equal(check(&m, old_ca), 1);
+    assert_int_equal(check(&m, new_ca), 0);
+    assert_int_equal(check(&m, keyless), 1);
+    /* the earlier version's line of the other CA's certificate, appended to it: it decides, fail closed */
+    write_old_line(file, new_ca, "a", 0);
+    reopen(&m, file);
+    assert_int_equal(check(&m, new_ca), 1);
+    /* that line alone, and then the marked one after it: still unmarked */
+    write_old_line(file, old_ca, "w", 0);
+    write_old_line(file, old_ca, "a", LAST_X509_TIME + 1);
+    reopen(&m, file);
+    assert_int_equal(check(&m, old_ca), 1);
+    assert_int_equal(check(&m, new_ca), 1);
+    assert_int_equal(check(&m, keyless), 1);
+    /* a marked line alone: its certificate's keyed entry decides, and there is none */
+    write_old_line(file, old_ca, "w", LAST_X509_TIME + 1);
+    reopen(&m, file);
+    assert_int_equal(check(&m, old_ca), 0);
+    assert_int_equal(check(&m, new_ca), 0);
+    assert_int_equal(check(&m, keyless), 1);
+    X509_free(old_ca);
+    X509_free(new_ca);
+    X509_free(keyless);
+    marks_close(&m);
+    revoked_file_remove(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +636,8 @@ int main(void)
         cmocka_unit_test(test_expired_revocation_remembered),
         cmocka_unit_test(test_unkept_revocation_refused_as_credential),
         cmocka_unit_test(test_unmarked_revocation_said),
+        cmocka_unit_test(test_twin_revocation_keyed),
+        cmocka_unit_test(test_revoked_file_twins),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
