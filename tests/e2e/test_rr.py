@@ -21,6 +21,7 @@ reach cfssl once, the second answered certRevoked."""
 import concurrent.futures
 import datetime
 import os
+from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -669,6 +670,86 @@ def make_vendor(d):
 VENDOR_RA_SUBJECT = "/O=cmpgw demo/CN=ra-minted"
 TEXT_RA_UNTRUSTED = ("the RA certificate was not issued by a CA of role default's upstreams, nor does it chain to a "
                      "trust entry the role names in ra_trust")
+
+
+class RevokedTwinOfAnotherCa(harness.GatewayTestCase):
+    """Two CAs of one name (a migration's old and new CA, a CA rekeyed): the demo's issuing CA ("local") and
+    another under the same subject with a key of its own ("local2"), each of which issued a certificate of
+    one serial. The holder of the first revokes it through cmpgw: the other CA's certificate still
+    authenticates (the gateway names a revocation by issuer, CA key and serial; it once named it by issuer
+    and serial alone and refused both). An entry by issuer and serial as a gateway of the earlier version
+    writes it (cmp.revoked_file's line, or Redis's revoked: key holding "1") still refuses both."""
+
+    rr = Revocation.rr
+    MARK_OFFSET = 253402300800  # a marked line's notAfter is past any X.509 time by this
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        harness.keep_store(cfg, gw)
+        cfg["upstreams"]["local"]["check_revocation"] = False
+        vaultenv.sign_cert(d, "issuing2", "/O=cmpgw demo/CN=cmpgw demo issuing CA", "ca", vaultenv.ca_ext())
+        cfg["upstreams"]["local2"] = {"type": "local", "cert": "issuing2.pem", "key": "issuing2.key",
+                                      "chain": "ca.pem", "check_revocation": False}
+        if harness.STATE != "redis":
+            cfg["cmp"] = {"revoked_file": "revoked.list"}
+
+    def twin_of(self, cert, name):
+        """A certificate of the other CA with |cert|'s issuer name and serial, for CN=|name|: (cert, key)."""
+        d = self.gw.dir
+        key = self.newkey(name)
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s" % name, "-out", d / ("%s.csr" % name)])
+        (d / ("%s.ext" % name)).write_text("keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+                                           "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        harness.run(["openssl", "x509", "-req", "-in", d / ("%s.csr" % name), "-CA", d / "issuing2.pem", "-CAkey",
+                     d / "issuing2.key", "-set_serial", "0x" + harness.serial_hex(cert), "-days", "30", "-sha256",
+                     "-extfile", d / ("%s.ext" % name), "-out", d / ("%s.pem" % name)])
+        twin = d / ("%s.pem" % name)
+        a, b = (x509.load_pem_x509_certificate(Path(f).read_bytes()) for f in (cert, twin))
+        self.assertEqual((a.issuer, a.serial_number), (b.issuer, b.serial_number))
+        return twin, key
+
+    def ir_as(self, name, cert, key):
+        """An ir signed with |cert| (its CA's certificate sent along): the result."""
+        return self.gw.cmp("ir", name, auth=(cert, key), newkey=self.newkey(name), subject="/CN=%s" % name,
+                           extra=("-implicit_confirm", "-untrusted", self.gw.dir / "issuing2.pem"), expect_cert=False)
+
+    def assert_signer_revoked(self, res, cert):
+        self.assert_rejected(res, "certRevoked", "the signer certificate (serial %s) is revoked" %
+                             harness.serial_hex(cert).lower())
+
+    def as_an_earlier_gateway_writes_it(self):
+        """The entry by issuer and serial the revocation left, made one a gateway of the earlier version
+        writes: unmarked."""
+        if harness.STATE == "redis":
+            import redisenv  # it imports harness
+            redis = [p for p in self.peers if isinstance(p, redisenv.RedisServer)][0]
+            keys = [k for k in redis.command_lines("KEYS", redisenv.PREFIX + "revoked:*")
+                    if k.startswith(redisenv.PREFIX + "revoked:")]
+            marked = [k for k in keys if redis.command_lines("GET", k)[1:] == ["keyed"]]
+            self.assertEqual((len(keys), len(marked)), (2, 1), keys)
+            self.assertEqual(redis.command("SET", marked[0], "1", "KEEPTTL"), "+OK")
+            return
+        self.gw.stop()
+        listed = self.gw.dir / "revoked.list"
+        lines = listed.read_text().splitlines()
+        times = [int(line.split(" ")[1]) for line in lines]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(sorted(t > self.MARK_OFFSET for t in times), [False, True], lines)
+        listed.write_text("".join("%s %d\n" % (line.split(" ")[0], t - self.MARK_OFFSET if t > self.MARK_OFFSET else t)
+                                  for line, t in zip(lines, times)))
+        self.gw.start()
+
+    def test_revoking_one_leaves_its_twin(self):
+        cert, key = self.enrol("twin-a")
+        twin, twin_key = self.twin_of(cert, "twin-b")
+        self.assertIsNotNone(self.ir_as("twin-b-before", twin, twin_key).cert)
+        self.assertEqual(self.rr("twin-a-rr", cert, (cert, key))[0], 0)
+        self.assert_signer_revoked(self.ir_as("twin-a-after", cert, key), cert)
+        self.assertIsNotNone(self.ir_as("twin-b-after", twin, twin_key).cert)
+        self.as_an_earlier_gateway_writes_it()
+        self.assert_signer_revoked(self.ir_as("twin-b-earlier", twin, twin_key), twin)
+        self.assert_signer_revoked(self.ir_as("twin-a-earlier", cert, key), cert)
 
 
 class RaOfAnotherCa(harness.GatewayTestCase):
