@@ -1,10 +1,20 @@
 /*
  * The certificates revoked through this gateway (revoked.h). Each is named by 128 bits of
- * SHA-256 over its issuer name (DER) and serial number (DER): what a CRL and an rr name it by. Here
- * a sorted array behind one lock (revocations are rare, a lookup is a binary search); in the shared
- * state one key per certificate that expires with it (cluster.c). Both are bounded: a full set takes
- * no more (the revocation stands at the CA; the CRLs tell of it in time), and is never made room in
- * by dropping a live entry, which would let that certificate authenticate again.
+ * SHA-256 over its issuer name (DER) and serial number (DER): what a CRL and an rr name it by; and
+ * where it names its CA's key (authorityKeyIdentifier), over that key identifier too, the name it is
+ * decided by (struct names). Here a sorted array behind one lock (revocations are rare, a lookup is a
+ * binary search); in the shared state one key per name that expires with the certificate (cluster.c).
+ * Both are bounded: a full set takes no more (the revocation stands at the CA; the CRLs tell of it in
+ * time), and is never made room in by dropping a live entry, which would let that certificate
+ * authenticate again.
+ *
+ * Gateways of the earlier version, which named a certificate by issuer and serial alone, may read the
+ * same Redis and file (a rolling upgrade, a hand-over, a downgrade) and must miss none of these
+ * revocations. A certificate with a key is kept by both names, the one by issuer and serial marked
+ * (written beside a keyed one): they take any entry of that name as revoked; this version skips a marked
+ * one for a certificate with a key and honours an unmarked one, which they wrote, for every certificate
+ * of that issuer and serial (fail closed: it cannot say which CA's it was). In the file, a marked entry
+ * is a line whose notAfter is past MARK_OFFSET, the one line shape they read.
  *
  * With cmp.revoked_file each entry is also a line "<id in hex> <notAfter in Unix seconds>" appended to
  * that file, on disk before the rr is answered, and read back at the next start: a restart does not
