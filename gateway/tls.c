@@ -241,6 +241,23 @@ static bool in_validity(const X509 *peer, const STACK_OF(X509) *chain, time_t no
 }
 
 /*
+ * Says that a connection's client certificate is no longer taken, |why|. The client of a session
+ * whose certificate has since expired resumes it as fast as it connects, and of every session it
+ * made while the certificate was valid (up to the cache's GW_TLS_SESSION_CACHE): each resumption
+ * costs no signature and counts against no failed-auth budget. So it is paced, as the other events
+ * a peer without credentials causes.
+ */
+static void log_dropped(const char *subject, const char *why)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    char held[GW_LOG_HELD_LEN];
+
+    if (gw_log_pace_due(&pace, time(NULL), held))
+        gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", subject, "msg", why, "suppressed", held,
+                  (const char *)NULL);
+}
+
+/*
  * A resumed session whose client certificate is no longer valid: the connection keeps no client
  * certificate (refused where one is required: gw_conn_recheck), the session leaves the cache and no
  * new ticket carries it on, so that the client's next connection makes a full handshake.
@@ -251,8 +268,7 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 
     if (X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject)) == NULL)
         subject[0] = '\0';
-    gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", subject, "msg",
-              "the client certificate of a resumed TLS session is expired or not yet valid", NULL);
+    log_dropped(subject, "the client certificate of a resumed TLS session is expired or not yet valid");
     c->peer_expired = true;
     c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     (void)SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get0_session(ssl));
@@ -377,8 +393,8 @@ int gw_conn_recheck(struct gw_conn *c)
     }
     if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
         return 0;
-    gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", c->subject, "msg",
-              "the client certificate of a connection opened before a reload no longer verifies", NULL);
+    log_dropped(c->subject,
+                "the client certificate of a connection opened before a reload no longer verifies");
     X509_free(c->peer);
     c->peer = NULL;
     c->subject[0] = '\0';

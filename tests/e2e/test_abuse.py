@@ -39,7 +39,8 @@ the lines of a peer not authenticated are now paced, the counters still count ev
 not served, refused before any credential is checked and counted against nothing, wrote a profile_refused
 line for each request beside it: paced too. So are the lines saying why a protection was refused
 (signer_refused, pbm_refused, pbm_alg, protection_alg, weak_protection, weak_signer), which the failed-auth
-budget bounded per address only.
+budget bounded per address only. So is tls_peer_dropped, which a client resuming sessions made while its
+certificate was valid wrote once a resumption, at no cost to it, once the certificate had expired.
 
 A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
 request one of its certificates signed, a replay refused right after too: now at most every
@@ -1487,6 +1488,51 @@ class RefusalLinesPaced(harness.GatewayTestCase):
         for event, der in cases:
             with self.subTest(event=event):
                 self.assertEqual(harness.decode_cmp(sent_paced(self, event, der)).body_type, "error")
+
+
+class DroppedPeerLinesPaced(harness.GatewayTestCase):
+    """A gateway of its own, whose pace of tls_peer_dropped no other test spends."""
+    PACE_LINES, PACE_SECS = RequestLinesPaced.PACE_LINES, RequestLinesPaced.PACE_SECS
+
+    def connect(self, ctx, session=None):
+        """A request on a new TLS connection offering |session|: (its session, whether it resumed)."""
+        with socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session) as t:
+                t.sendall(b"GET /no/such/path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                harness.read_to_eof(t)
+                return t.session, t.session_reused
+
+    def test_resumptions_past_the_certificate_expiry_paced(self):
+        """A session from the cache whose client certificate has since expired resumes, keeping no certificate,
+        and writes tls_peer_dropped: one line for each such resumption, with no signature made and nothing
+        counted against the address, as fast as a client holding sessions made while its certificate was valid
+        connects (and TLS 1.3 hands it a new one each time). The lines are now paced as the request lines of a
+        peer without credentials are."""
+        from test_tls import short_lived_client
+        n = 3 * self.PACE_LINES
+        cert, key = short_lived_client(self.gw.dir, 8)
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        start = time.monotonic()
+        sessions = [self.connect(ctx)[0] for _ in range(n + 1)]  # each a full handshake, cached
+        self.assertLess(time.monotonic() - start, 7, "not all made while the certificate was valid")
+        time.sleep(max(0, start + 9 - time.monotonic()))
+        before = len(self.gw.log_lines())
+        start = time.monotonic()
+        self.assertTrue(all(self.connect(ctx, s)[1] for s in sessions[:n]))
+        elapsed = time.monotonic() - start
+        lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == "tls_peer_dropped"]
+        windows = int(elapsed // self.PACE_SECS) + 2
+        self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
+        self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
+        self.assertTrue(all(l["tls_subject"] == "/O=cmpgw demo/CN=short-lived" for l in lines), lines[:3])
+        # once the window has passed, the next line says how many were held back: none is lost
+        time.sleep(self.PACE_SECS + 0.5)
+        self.assertTrue(self.connect(ctx, sessions[n])[1])
+        lines = [e for e in self.gw.log_lines()[before:] if e.get("event") == "tls_peer_dropped"]
+        self.assertEqual(len(lines) + sum(int(l["suppressed"]) for l in lines), n + 1)
+        self.assertGreater(int(lines[-1]["suppressed"]), 0, lines[-1])
 
 
 class ExpiredCrlFetches(harness.GatewayTestCase):
