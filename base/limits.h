@@ -337,5 +337,10 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
    GW_LOG_PACE_SECS, the rest counted and reported with the next line (gw_log_pace_due) */
 #define GW_LOG_PACE_SECS 10
 #define GW_LOG_PACE_LINES 20
+/* an event an authenticated peer causes: GW_LOG_PACE_LINES a window for each peer, so many peers at once,
+   each found among GW_LOG_PACE_PROBE places (gw_log_peer_pace_due) */
+#define GW_LOG_PACE_PEERS 256
+#define GW_LOG_PACE_PROBE 8
+#define GW_LOG_PACE_NAME_LEN GW_TLS_CLIENT_LEN /* a peer's name: its TLS client certificate's hash */
 
 #endif

@@ -165,22 +165,90 @@ void gw_log_kv(enum gw_log_level level, const char *event, ...)
     line_end(&l);
 }
 
+/* Whether a window that began at |window| is over at |now| (a clock that went back ends it too). */
+static bool window_over(time_t window, time_t now)
+{
+    return now < window || now - window >= GW_LOG_PACE_SECS;
+}
+
+/* One more line in the window of |*window|, |*lines| out in it and |*held| held back: the pace of
+   gw_log_pace_due, under its caller's lock. */
+static bool pace_due(time_t *window, unsigned *lines, unsigned long *held_back, time_t now,
+                     char held[GW_LOG_HELD_LEN])
+{
+    if (window_over(*window, now)) {
+        *window = now;
+        *lines = 0;
+    }
+    if (*lines >= GW_LOG_PACE_LINES) {
+        (*held_back)++;
+        return false;
+    }
+    (*lines)++;
+    snprintf(held, GW_LOG_HELD_LEN, "%lu", *held_back);
+    *held_back = 0;
+    return true;
+}
+
 bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN])
 {
     bool due;
 
     pthread_mutex_lock(&p->lock);
-    if (now < p->window || now - p->window >= GW_LOG_PACE_SECS) {
-        p->window = now;
-        p->lines = 0;
+    due = pace_due(&p->window, &p->lines, &p->held, now, held);
+    pthread_mutex_unlock(&p->lock);
+    return due;
+}
+
+/* FNV-1a of the first GW_LOG_PACE_NAME_LEN - 1 bytes of |name|: where its places begin. */
+static size_t name_hash(const char *name)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (size_t i = 0; i < GW_LOG_PACE_NAME_LEN - 1 && name[i] != '\0'; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+    return (size_t)(h % GW_LOG_PACE_PEERS);
+}
+
+/*
+ * |name|'s place among its GW_LOG_PACE_PROBE in |p|: its own, else a free one given to it (one that
+ * holds no count of lines held back first), else NULL.
+ */
+static struct gw_log_peer *peer_place(struct gw_log_peer_pace *p, const char *name, time_t now)
+{
+    struct gw_log_peer *free_place = NULL;
+    size_t at = name_hash(name);
+
+    for (size_t i = 0; i < GW_LOG_PACE_PROBE; i++) {
+        struct gw_log_peer *e = &p->peers[(at + i) % GW_LOG_PACE_PEERS];
+
+        if (strncmp(e->name, name, sizeof(e->name) - 1) == 0)
+            return e;
+        if (e->name[0] != '\0' && !window_over(e->window, now))
+            continue;
+        if (free_place == NULL || (free_place->held > 0 && e->held == 0))
+            free_place = e;
     }
-    if ((due = p->lines < GW_LOG_PACE_LINES)) {
-        p->lines++;
-        snprintf(held, GW_LOG_HELD_LEN, "%lu", p->held);
-        p->held = 0;
-    } else {
-        p->held++;
-    }
+    if (free_place == NULL)
+        return NULL;
+    p->rest.held += free_place->held; /* its peer's lines held back, said by those paced as one */
+    snprintf(free_place->name, sizeof(free_place->name), "%s", name);
+    free_place->window = now;
+    free_place->lines = 0;
+    free_place->held = 0;
+    return free_place;
+}
+
+bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t now,
+                          char held[GW_LOG_HELD_LEN])
+{
+    struct gw_log_peer *e;
+    bool due;
+
+    pthread_mutex_lock(&p->lock);
+    if ((e = peer_place(p, name, now)) == NULL)
+        e = &p->rest;
+    due = pace_due(&e->window, &e->lines, &e->held, now, held);
     pthread_mutex_unlock(&p->lock);
     return due;
 }

@@ -4,6 +4,8 @@
 #ifndef GW_LOG_H
 #define GW_LOG_H
 
+#include "base/limits.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -50,6 +52,40 @@ struct gw_log_pace {
  * line counted as held back. A clock that went back starts a new window. Thread-safe.
  */
 bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LEN]);
+
+/*
+ * A log event that an authenticated peer can cause as fast as it sends (a client with a trusted TLS
+ * certificate pipelining requests to an unknown path) is paced per peer: GW_LOG_PACE_LINES lines a
+ * GW_LOG_PACE_SECS window for each, so that the peer flooding holds back its own lines and not those
+ * of the others. The table has GW_LOG_PACE_PEERS places; a peer that finds none free among the
+ * GW_LOG_PACE_PROBE its name may take (each held by another peer within its window) is paced with
+ * the others that found none, as one. A place whose window has ended is given to the next peer that
+ * needs it: the lines its peer held back are then counted in the next line of those paced as one.
+ * One per event, static, GW_LOG_PEER_PACE_INIT.
+ */
+struct gw_log_peer {
+    char name[GW_LOG_PACE_NAME_LEN]; /* "": a free place */
+    time_t window;
+    unsigned lines;
+    unsigned long held;
+};
+struct gw_log_peer_pace {
+    pthread_mutex_t lock;
+    struct gw_log_peer rest; /* the peers that found no place, together */
+    struct gw_log_peer peers[GW_LOG_PACE_PEERS];
+};
+#define GW_LOG_PEER_PACE_INIT                                                                                \
+    {                                                                                                        \
+        .lock = PTHREAD_MUTEX_INITIALIZER                                                                    \
+    }
+
+/*
+ * gw_log_peer_pace_due is gw_log_pace_due for the line of the peer |name| (at most
+ * GW_LOG_PACE_NAME_LEN - 1 bytes are told apart; not empty): |held| counts the lines of that peer held
+ * back since its last one out (or of the peers paced as one). Thread-safe.
+ */
+bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t now,
+                          char held[GW_LOG_HELD_LEN]);
 
 /*
  * The escaper of every text a person reads that a client or a CA wrote. gw_json_escape writes |s|

@@ -312,24 +312,32 @@ static void count_request(const struct reqlog *l, const struct gw_route_match *m
     gw_metric_observe(m_duration, (const char *const[]){role}, (double)(gw_now_ms() - l->start_ms) / 1000.0);
 }
 
+/* Whether a request's answer is a plain success: HTTP 200, sent, its outcome one that says nothing else. */
+static bool plain_success(int status, const struct gw_cmp_response *rsp, bool gone)
+{
+    static const char *const plain[] = {"accepted", "confirmed", "answered", "waiting"};
+
+    if (status != 200 || rsp == NULL || gone)
+        return false;
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        if (strcmp(rsp->outcome, plain[i]) == 0)
+            return true;
+    return false;
+}
+
 /*
  * Whether the line of a request is written: 1 in "log_sample_success" of the plain successes
  * (accepted, confirmed, answered, waiting: nothing else to say), every other one (refusals, errors,
  * a client that rejected its certificate or went away), so that a busy gateway's log keeps what
- * needs looking at; those of a peer not authenticated paced (log_request). The audit log is never
- * sampled.
+ * needs looking at; those of a peer not authenticated, and those of a TLS client but its plain
+ * successes, paced (log_request). The audit log is never sampled.
  */
 static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp, bool gone)
 {
     static atomic_ulong successes;
-    static const char *const plain[] = {"accepted", "confirmed", "answered", "waiting"};
-    bool sampled = false;
 
-    if (cfg->log_sample_success <= 1 || status != 200 || rsp == NULL || gone)
-        return true;
-    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]) && !sampled; i++)
-        sampled = strcmp(rsp->outcome, plain[i]) == 0;
-    return !sampled || atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
+    return cfg->log_sample_success <= 1 || !plain_success(status, rsp, gone) ||
+           atomic_fetch_add(&successes, 1) % cfg->log_sample_success == 0;
 }
 
 /*
@@ -342,33 +350,49 @@ static bool log_sampled(const struct gw_config *cfg, int status, const struct gw
  * "suppressed"; the metrics count every request. Authenticated is a TLS client certificate that
  * verified, and is still accepted (gw_conn_recheck drops one a reload no longer trusts, or that
  * expired: the 403 that refuses it is the line of a peer without one), or the message's protection
- * verified (gw_cmp_response.authenticated): such a line names who sent it, and is always written.
+ * verified (gw_cmp_response.authenticated): such a line names who sent it.
+ *
+ * A client with a trusted TLS certificate can send as fast: HTTP/1.1 requests pipelined to an unknown
+ * path, each a 404 and a line some 12 times as long as a short request. Paced with the others as one event,
+ * its flood would hold back their lines, which name who they are; so its lines are paced per client, by its
+ * certificate (gw_log_peer_pace_due), "suppressed" counting its own lines held back. Its plain
+ * successes are not paced: each is work the gateway did for a client it knows (an issuance is in the
+ * audit log besides), which log_sample_success thins where that is too much. A peer that authenticated
+ * by its message's protection alone has all its lines written: each is a message whose signature or
+ * MAC a worker verified.
  */
 static struct gw_log_pace unauthenticated_pace = GW_LOG_PACE_INIT;
+static struct gw_log_peer_pace tls_client_pace = GW_LOG_PEER_PACE_INIT;
 
 /* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
  * refusals. |gone|: the answer never left, its client gone or the gateway stopped (log_unsent).
- * |authenticated|: its peer is (above). */
+ * |authenticated|: its peer is (above); |tls_client|: by the TLS client certificate it names (gw_conn's
+ * tls_client), or NULL. */
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
                         int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone,
-                        bool authenticated)
+                        bool authenticated, const char *tls_client)
 {
     char st[12], dur[24], held[GW_LOG_HELD_LEN] = "";
+    bool paced = !authenticated || (tls_client != NULL && !plain_success(status, rsp, gone));
 
     count_request(l, m, status, rsp, gone);
     if (!log_sampled(cfg, status, rsp, gone))
         return;
     if (!authenticated && !gw_log_pace_due(&unauthenticated_pace, time(NULL), held))
         return;
+    if (authenticated && paced &&
+        !gw_log_peer_pace_due(&tls_client_pace,
+                              tls_client[0] != '\0' ? tls_client : GW_CMP_TLS_CLIENT_UNKNOWN, time(NULL),
+                              held))
+        return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
-    /* an authenticated peer's line is not paced: it ends before "suppressed" */
+    /* a line not paced ends before "suppressed" */
     gw_log_kv(GW_LOG_INFO, "request", "peer", l->peer, "tls_subject", l->subject, "method", l->method, "path",
               l->path, "status", st, "req_type", rsp != NULL ? rsp->req_type : "", "rsp_type",
               rsp != NULL ? rsp->rsp_type : "", "tid", rsp != NULL ? rsp->tid : "", "identity",
               rsp != NULL ? rsp->identity : "", "outcome", outcome, "serial", rsp != NULL ? rsp->serial : "",
-              "duration_ms", dur, authenticated ? (const char *)NULL : "suppressed", held,
-              (const char *)NULL);
+              "duration_ms", dur, paced ? "suppressed" : (const char *)NULL, held, (const char *)NULL);
 }
 
 /* Content-Type must be exactly application/pkixcmp, once, no parameters (RFC 9811 §3.4). */
@@ -684,8 +708,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         const struct gw_conn *c = gw_conn_get0(req); /* its certificate as the checks left it */
 
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
-        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false,
-                    c != NULL && c->peer != NULL);
+        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false, c != NULL && c->peer != NULL,
+                    c != NULL && c->peer != NULL ? c->tls_client : NULL);
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
     }
     return 0;
@@ -724,6 +748,12 @@ static bool job_authenticated(const struct http_job *job)
     return job->peer != NULL || job->rsp.authenticated;
 }
 
+/* The TLS client certificate that authenticated the peer of |job| (log_request), or NULL. */
+static const char *job_tls_client(const struct http_job *job)
+{
+    return job->peer != NULL ? job->tls_client : NULL;
+}
+
 /* The request line of |job|, whose answer never left because |who| (before the response). */
 static void log_unsent(struct http_job *job, const char *who)
 {
@@ -736,7 +766,8 @@ static void log_unsent(struct http_job *job, const char *who)
     snprintf(line, sizeof(line), "%s before the response; %s%s", who,
              rsp->outcome[0] != '\0' ? rsp->outcome : reason,
              rsp->carried != NULL ? "; its certificate is withdrawn" : "");
-    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true, job_authenticated(job));
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true, job_authenticated(job),
+                job_tls_client(job));
 }
 
 /* loop thread: answer one finished job, or only log it when the client went away. 1: the job went back
@@ -760,8 +791,8 @@ static int respond(struct http_job *job)
     }
     job->ref->job = NULL;
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
-                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false,
-                job_authenticated(job)); /* before it leaves, as above */
+                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false, job_authenticated(job),
+                job_tls_client(job)); /* before it leaves, as above */
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else

@@ -40,7 +40,10 @@ not served, refused before any credential is checked and counted against nothing
 line for each request beside it: paced too. So are the lines saying why a protection was refused
 (signer_refused, pbm_refused, pbm_alg, protection_alg, weak_protection, weak_signer), which the failed-auth
 budget bounded per address only. So is tls_peer_dropped, which a client resuming sessions made while its
-certificate was valid wrote once a resumption, at no cost to it, once the certificate had expired.
+certificate was valid wrote once a resumption, at no cost to it, once the certificate had expired. A client
+with a trusted TLS certificate wrote a line for each request, unpaced, as fast as it sent them: its lines are
+now paced per client certificate (its plain successes aside), so that its flood holds back its own lines and
+not another client's.
 
 A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
 request one of its certificates signed, a replay refused right after too: now at most every
@@ -1322,7 +1325,9 @@ class RequestLinesPaced(harness.GatewayTestCase):
     send them (some 8 000 a second over one connection). The lines of a request whose peer is not
     authenticated (no verified TLS client certificate, no verified CMP protection) are now paced:
     GW_LOG_PACE_LINES a GW_LOG_PACE_SECS window, the lines held back counted in the next one's
-    "suppressed"; the counters count every request. An authenticated client's lines are all written.
+    "suppressed"; the counters count every request. A client with a trusted TLS certificate has its lines paced
+    per certificate, its plain successes aside; a client authenticated by its message's protection alone has all
+    its lines written.
     A plain listener beside the TLS one (whose client certificate is optional); no failed-auth budget,
     so that the CMP-level refusals counted against it do not shut the address out."""
     PACE_LINES, PACE_SECS = 20, 10  # GW_LOG_PACE_LINES, GW_LOG_PACE_SECS
@@ -1387,31 +1392,68 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertEqual(len(lines) + sum(int(l["suppressed"]) for l in lines), 2 * n + 1)
         self.assertGreater(int(lines[-1]["suppressed"]), 0, lines[-1])
 
-    def test_authenticated_lines_all_written(self):
-        import http.client
-        n = 3 * self.PACE_LINES
-        before = len(self.gw.log_lines())
-        # a verified TLS client certificate: every refusal is its client's, and written
-        conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
-                                           context=self.gw.tls_context())
-        for _ in range(n):
+    def refused_404(self, conn, count):
+        for _ in range(count):
             conn.request("POST", "/no/such/path", body=b"x", headers={"Content-Type": "application/pkixcmp"})
             r = conn.getresponse()
             r.read()
             self.assertEqual(r.status, 404)
-        conn.close()
+
+    def test_authenticated_lines_paced_per_client(self):
+        """A client with a trusted TLS certificate sent requests to an unknown path as fast as a peer without
+        credentials can, each a 404 and a line written, some 12 bytes logged a byte sent. Its refusals are now
+        paced per client certificate: GW_LOG_PACE_LINES a window for it, "suppressed" counting its own lines held
+        back, and another client's lines in the same window are all written. Its plain successes are not paced,
+        nor are the lines of a peer authenticated by its message's protection alone."""
+        import http.client
+        from test_tls import short_lived_client
+        n = 3 * self.PACE_LINES
+        other_cert, other_key = short_lived_client(self.gw.dir, 3600)  # CN=short-lived, of the same CA
+        before = len(self.gw.log_lines())
+        start = time.monotonic()
+        flooder = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                              context=self.gw.tls_context())
+        self.refused_404(flooder, n)
+        other = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                            context=self.gw.tls_context(other_cert, other_key))
+        self.refused_404(other, self.PACE_LINES)
+        other.close()
+        # the flooder's plain success, its own refusals' window spent: written
+        status, _, body = post(flooder, self.gw.make_request("paced-tls", subject="/CN=paced-tls").read_bytes())
+        self.assertEqual(status, 200)
+        self.assertEqual(harness.decode_cmp(body).body_type, "ip")
+        flooder.close()
+        elapsed = time.monotonic() - start
         # no TLS client certificate, a signed CMP message: accepted once, then refused as a replay, each
-        # after its signature verified
+        # after its signature verified: all written
         der = self.gw.make_request("paced-signed").read_bytes()
         conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
         for _ in range(n):
             post(conn, der)
         conn.close()
         lines = self.lines(before)
-        self.assertEqual(len(lines), 2 * n, len(lines))
-        self.assertTrue(all("suppressed" not in l for l in lines), [l for l in lines if "suppressed" in l][:3])
-        self.assertEqual(len([l for l in lines if l["status"] == "404" and l["tls_subject"]]), n)
-        self.assertEqual(len([l for l in lines if l["req_type"] == "ir" and l["identity"]]), n)
+        flood = [l for l in lines if l["tls_subject"] == "/O=cmpgw demo/CN=demo-client" and l["status"] == "404"]
+        windows = int(elapsed // self.PACE_SECS) + 2
+        self.assertLessEqual(len(flood), windows * self.PACE_LINES, (len(flood), elapsed))
+        self.assertTrue(flood and all(l.get("suppressed", "").isdigit() for l in flood), flood[:3])
+        others = [l for l in lines if l["tls_subject"] == "/O=cmpgw demo/CN=short-lived"]
+        self.assertEqual(len(others), self.PACE_LINES, others[:3])
+        self.assertTrue(all(l["status"] == "404" and l["suppressed"] == "0" for l in others), others[:3])
+        issued = [l for l in lines if l["req_type"] == "ir" and l["tls_subject"]]
+        self.assertEqual([(l["outcome"], "suppressed" in l) for l in issued], [("accepted", False)])
+        signed = [l for l in lines if l["req_type"] == "ir" and not l["tls_subject"]]
+        self.assertEqual(len(signed), n)
+        self.assertTrue(all("suppressed" not in l and l["identity"] for l in signed), signed[:3])
+        # once the window has passed, the flooder's next line says how many of its own were held back
+        time.sleep(max(0, start + self.PACE_SECS + 0.5 - time.monotonic()))
+        flooder = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                              context=self.gw.tls_context())
+        self.refused_404(flooder, 1)
+        flooder.close()
+        flood = [l for l in self.lines(before) if l["tls_subject"] == "/O=cmpgw demo/CN=demo-client"
+                 and l["status"] == "404"]
+        self.assertEqual(len(flood) + sum(int(l["suppressed"]) for l in flood), n + 1)
+        self.assertGreater(int(flood[-1]["suppressed"]), 0, flood[-1])
 
 
 def sent_paced(case, event, der):

@@ -671,6 +671,63 @@ static void test_log_pace_threads(void **state)
     assert_int_equal(strtoul(held, NULL, 10), 4000 - GW_LOG_PACE_LINES);
 }
 
+/* Lines out of |n| calls for |name| at |now|; |held_sum| adds up the "suppressed" of those out. */
+static int peer_lines(struct gw_log_peer_pace *p, const char *name, time_t now, int n,
+                      unsigned long *held_sum)
+{
+    char held[GW_LOG_HELD_LEN];
+    int out = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!gw_log_peer_pace_due(p, name, now, held))
+            continue;
+        out++;
+        *held_sum += strtoul(held, NULL, 10);
+    }
+    return out;
+}
+
+/* A peer flooding holds back its own lines, not another's; its next window says how many. */
+static void test_log_peer_pace(void **state)
+{
+    static struct gw_log_peer_pace pace = GW_LOG_PEER_PACE_INIT;
+    unsigned long held = 0;
+
+    (void)state;
+    assert_int_equal(peer_lines(&pace, "sha256:aa", 100, 3 * GW_LOG_PACE_LINES, &held), GW_LOG_PACE_LINES);
+    assert_int_equal(peer_lines(&pace, "sha256:bb", 100, GW_LOG_PACE_LINES, &held), GW_LOG_PACE_LINES);
+    assert_int_equal(held, 0);
+    assert_int_equal(peer_lines(&pace, "sha256:aa", 100 + GW_LOG_PACE_SECS - 1, 1, &held), 0);
+    assert_int_equal(peer_lines(&pace, "sha256:aa", 100 + GW_LOG_PACE_SECS, 1, &held), 1);
+    assert_int_equal(held, 2 * GW_LOG_PACE_LINES + 1);
+    assert_int_equal(peer_lines(&pace, "sha256:aa", 50, 1, &held), 1); /* the clock went back: a new window */
+}
+
+/* More peers than places: the lines out stay bounded, and every line is either out or counted. */
+static void test_log_peer_pace_full(void **state)
+{
+    static struct gw_log_peer_pace pace = GW_LOG_PEER_PACE_INIT;
+    enum { PEERS = 4 * GW_LOG_PACE_PEERS };
+    unsigned long held = 0, pending;
+    char name[32];
+    int out = 0;
+
+    (void)state;
+    for (int i = 0; i < PEERS; i++) {
+        snprintf(name, sizeof(name), "sha256:%d", i);
+        out += peer_lines(&pace, name, 200, 2, &held);
+    }
+    assert_true(out <= 2 * GW_LOG_PACE_PEERS + GW_LOG_PACE_LINES);
+    for (int i = 0; i < PEERS; i++) { /* the next window: places change hands */
+        snprintf(name, sizeof(name), "sha256:%d", i);
+        out += peer_lines(&pace, name, 200 + GW_LOG_PACE_SECS, 1, &held);
+    }
+    pending = pace.rest.held;
+    for (size_t i = 0; i < GW_LOG_PACE_PEERS; i++)
+        pending += pace.peers[i].held;
+    assert_int_equal(out + held + pending, 3 * PEERS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -690,6 +747,8 @@ int main(void)
         cmocka_unit_test(test_log_long),
         cmocka_unit_test(test_log_pace),
         cmocka_unit_test(test_log_pace_threads),
+        cmocka_unit_test(test_log_peer_pace),
+        cmocka_unit_test(test_log_peer_pace_full),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
