@@ -241,11 +241,11 @@ static bool in_validity(const X509 *peer, const STACK_OF(X509) *chain, time_t no
 }
 
 /*
- * Says that a connection's client certificate is no longer taken, |why|. The client of a session
- * whose certificate has since expired resumes it as fast as it connects, and of every session it
- * made while the certificate was valid (up to the cache's GW_TLS_SESSION_CACHE): each resumption
- * costs no signature and counts against no failed-auth budget. So it is paced, as the other events
- * a peer without credentials causes.
+ * Says that a connection's client certificate is no longer taken, |why|. A client whose certificate
+ * has since expired resumes every session it made while the certificate was valid (up to the cache's
+ * GW_TLS_SESSION_CACHE), each on as many connections as it opens before the first of them completes:
+ * a resumption costs no signature and counts against no failed-auth budget. So it is paced, as the
+ * other events a peer without credentials causes.
  */
 static void log_dropped(const char *subject, const char *why)
 {
@@ -260,7 +260,7 @@ static void log_dropped(const char *subject, const char *why)
 /*
  * A resumed session whose client certificate is no longer valid: the connection keeps no client
  * certificate (refused where one is required: gw_conn_recheck), the session leaves the cache and no
- * new ticket carries it on, so that the client's next connection makes a full handshake.
+ * new ticket carries it on (withhold_ticket), so that the client's next connection makes a full handshake.
  */
 static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 {
@@ -273,6 +273,20 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
     c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     (void)SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get0_session(ssl));
     (void)SSL_set_num_tickets(ssl, 0);
+}
+
+/*
+ * A resumed session whose client certificate is no longer valid gets no new ticket: decided as the
+ * server's flight is written, for TLS 1.3 writes its ticket before it reports the handshake done
+ * (refuse_resumed), and that ticket would carry the session on for as long as the client resumes it.
+ */
+static void withhold_ticket(const SSL *ssl)
+{
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+
+    if (peer != NULL && SSL_session_reused((SSL *)ssl) &&
+        !in_validity(peer, SSL_get_peer_cert_chain(ssl), time(NULL)))
+        (void)SSL_set_num_tickets((SSL *)ssl, 0);
 }
 
 /*
@@ -307,6 +321,7 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     c = sock->on_close.data;
     if (flight) {
         c->flight_sent = true;
+        withhold_ticket(ssl);
         return;
     }
     if ((where & SSL_CB_ALERT) != 0) {

@@ -1548,8 +1548,7 @@ class DroppedPeerLinesPaced(harness.GatewayTestCase):
         """A session from the cache whose client certificate has since expired resumes, keeping no certificate,
         and writes tls_peer_dropped: one line for each such resumption, with no signature made and nothing
         counted against the address, as fast as a client holding sessions made while its certificate was valid
-        connects (and TLS 1.3 hands it a new one each time). The lines are now paced as the request lines of a
-        peer without credentials are."""
+        connects. The lines are now paced as the request lines of a peer without credentials are."""
         from test_tls import short_lived_client
         n = 3 * self.PACE_LINES
         cert, key = short_lived_client(self.gw.dir, 8)

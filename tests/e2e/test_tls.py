@@ -369,12 +369,13 @@ class ResumptionBounds(harness.GatewayTestCase):
         self.assertTrue(status.startswith("HTTP/1.1 415"), status)
         time.sleep(5)
         self.not_served(ctx, self.gw.port, ticket)  # the ticket is not used: a full handshake, refused
-        _, reused, status = self.get(ctx, self.gw.cache_port, cached)
+        handed, reused, status = self.get(ctx, self.gw.cache_port, cached)
         self.assertTrue(reused)  # from the cache: resumed, but the certificate is not taken
         self.assertTrue(status.startswith("HTTP/1.1 403"), status)
         self.assertTrue([l for l in self.gw.log_lines() if l.get("event") == "tls_peer_dropped"
                          and l.get("tls_subject") == "/O=cmpgw demo/CN=short-lived"])
         self.not_served(ctx, self.gw.cache_port, cached)  # the session left the cache: a full handshake
+        self.not_served(ctx, self.gw.cache_port, handed)  # and no new ticket carried it on
 
 
 class PlainListener(harness.GatewayTestCase):
