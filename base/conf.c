@@ -629,7 +629,11 @@ static int scan_object(struct gw_conf_ctx *pc, struct scan *sc, const char *path
         scan_string(sc, &start, &end);
         if ((key = scan_key(sc, start, end)) == NULL)
             break;
-        gw_conf_join_key(kpath, path, json_object_get_string(key));
+        if (name_shown(json_object_get_string(key)))
+            gw_conf_join_key(kpath, path, json_object_get_string(key));
+        else /* the path of what its value refuses: a secret pasted as a key is not quoted there either */
+            gw_conf_bprintf(kpath, sizeof(kpath), "%s.(a key of %zu bytes, not quoted)", path,
+                            strlen(json_object_get_string(key)));
         if (json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
             rc = name_shown(json_object_get_string(key))
                      ? gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)))

@@ -468,6 +468,9 @@ static const struct bad bad_cases[] = {
     {"dup token key",
      {E("\"signer\":", "\"s.abcdefgh+0\": 1, \"s.abcdefgh+0\": 2, \"signer\":")},
      {"cmpgw.json: $: duplicate key of 12 bytes, not quoted"}},
+    {"dup under a token key",
+     {E("\"signer\":", "\"s.abcdefgh+0\": {\"a\": 1, \"a\": 2}, \"signer\":")},
+     {"cmpgw.json: $.(a key of 12 bytes, not quoted): duplicate key \"a\""}},
     /* unknown keys */
     {"unknown top", {E("\"signer\":", "\"bogus\": 1, \"signer\":")}, {"cmpgw.json: $.bogus: unknown key"}},
     {"unknown token key",
