@@ -280,7 +280,8 @@ static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now
 /*
  * |id| in |rs| until |until|, |marked| (struct revoked_entry) unless it was there unmarked: an entry once
  * unmarked stays so (a gateway of an earlier version wrote it, for a certificate it knew no key of). 1
- * when it was not there yet, 0 when it was, or GW_ERR_LIMIT or GW_ERR_NOMEM.
+ * when it was not there yet, or only marked and is no longer (its unmarked line is to be saved, or a start
+ * reads the marked one alone), 0 when it was, or GW_ERR_LIMIT or GW_ERR_NOMEM.
  */
 static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, bool marked, size_t max,
                 time_t now)
@@ -305,6 +306,7 @@ static int keep(struct cmp_revoked *rs, const unsigned char *id, time_t until, b
     if (rc >= 0 && rs->v[at].marked && !marked) {
         rs->v[at].marked = false;
         rs->n_marked--;
+        rc = 1;
     }
     pthread_mutex_unlock(&rs->lock);
     return rc;

@@ -627,6 +627,41 @@ static void test_revoked_file_twins(void **state)
     revoked_file_remove(file);
 }
 
+/*
+ * A certificate that names no CA key, found revoked (at its CA, cmp_status_revoked) where the other CA's
+ * certificate of its issuer and serial left a marked entry: that entry is its own now, unmarked, and
+ * refuses every certificate of that issuer and serial (it cannot say which CA's it was), after a restart
+ * too. Before, the set unmarked it but the file kept the marked line alone: once read back, the keyed
+ * certificate of the other CA was let through again.
+ */
+static void test_keyless_over_marked_line(void **state)
+{
+    struct marks m;
+    char *file = revoked_file();
+    char err[GW_ERR_LEN] = "";
+    X509 *old_ca, *new_ca, *keyless;
+
+    (void)state;
+    marks_open(&m, 16);
+    old_ca = twin(&m, "old-ca-key");
+    new_ca = twin(&m, "new-ca-key");
+    keyless = twin(&m, NULL);
+    reopen(&m, file);
+    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
+    assert_int_equal(check(&m, new_ca), 0);
+    assert_int_equal(cmp_revoked_add(&m.e, keyless, now_is, err), 0);
+    assert_int_equal(check(&m, new_ca), 1);
+    reopen(&m, file);
+    assert_int_equal(check(&m, keyless), 1);
+    assert_int_equal(check(&m, new_ca), 1);
+    assert_int_equal(check(&m, old_ca), 1);
+    X509_free(old_ca);
+    X509_free(new_ca);
+    X509_free(keyless);
+    marks_close(&m);
+    revoked_file_remove(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_unmarked_revocation_said),
         cmocka_unit_test(test_twin_revocation_keyed),
         cmocka_unit_test(test_revoked_file_twins),
+        cmocka_unit_test(test_keyless_over_marked_line),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
