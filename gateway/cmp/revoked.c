@@ -251,7 +251,7 @@ static size_t counted(const struct cmp_revoked *rs, bool marked)
  */
 static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now)
 {
-    size_t live = 0, cap;
+    size_t live = 0, cap, most;
     struct revoked_entry *v;
 
     if (rs->n < rs->cap && counted(rs, marked) < max)
@@ -268,8 +268,10 @@ static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now
         return GW_ERR_LIMIT;
     if (rs->n < rs->cap)
         return 0;
+    /* the other kind may hold more than |max| (a start's file, a cap lowered since): never less than held */
+    most = counted(rs, !marked) > max ? counted(rs, !marked) + max : ENTRIES_PER_CERT * max;
     cap = rs->cap == 0 ? FIRST_CAP : 2 * rs->cap;
-    cap = cap < ENTRIES_PER_CERT * max ? cap : ENTRIES_PER_CERT * max;
+    cap = cap < most ? cap : most;
     if ((v = realloc(rs->v, cap * sizeof(*v))) == NULL)
         return GW_ERR_NOMEM;
     rs->v = v;

@@ -662,6 +662,37 @@ static void test_keyless_over_marked_line(void **state)
     revoked_file_remove(file);
 }
 
+/*
+ * A start on a file of marked lines whose keyed ones are not in it (cut off, written by hand) keeps more
+ * marked entries than cmp.max_revoked allows (a cap lowered since drops nothing): the array grows past
+ * twice that cap. Unmarked entries taken after it, each within the cap, fill it to its end and then need
+ * it larger, never smaller. Before, it was reallocated to twice the cap, below what it held, and the next
+ * entry written past its end (ASan: heap-buffer-overflow).
+ */
+static void test_room_past_twice_the_cap(void **state)
+{
+    struct marks m;
+    char *file = revoked_file(), err[GW_ERR_LEN] = "";
+    FILE *f = fopen(file, "w");
+    X509 *x;
+
+    (void)state;
+    assert_non_null(f);
+    for (int i = 0; i < 60; i++) /* FIRST_CAP is 64: the array holds 64 once they are read */
+        fprintf(f, "%032x %lld\n", i + 1, (long long)(NOW + 86400) + LAST_X509_TIME + 1);
+    fclose(f);
+    marks_open(&m, 16);
+    reopen(&m, file);
+    for (long serial = 1; serial <= 8; serial++) {
+        x = cert_until(&m, serial, NOW + 86400);
+        assert_int_equal(cmp_revoked_add(&m.e, x, now_is, err), 0);
+        assert_int_equal(check(&m, x), 1);
+        X509_free(x);
+    }
+    marks_close(&m);
+    revoked_file_remove(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_twin_revocation_keyed),
         cmocka_unit_test(test_revoked_file_twins),
         cmocka_unit_test(test_keyless_over_marked_line),
+        cmocka_unit_test(test_room_past_twice_the_cap),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
