@@ -7619,6 +7619,43 @@ static struct gw_cluster *unit_cluster(char *rec)
 }
 
 /*
+ * A certificate that names no CA key, revoked where the other CA's certificate of its issuer and serial
+ * left the entry by issuer and serial marked ("keyed"): that entry is its own now, "1", the member of the
+ * counted set, as an earlier version's is, and refuses every certificate of that issuer and serial (it
+ * cannot say which CA's it was), as the set in memory does. Its TTL, the longer one, stays. Before, the
+ * marked value stayed, uncounted, and a certificate of the other CA's key was let through by it.
+ */
+static void test_shared_keyless_revocation_unmarks(void **state)
+{
+    static const char k1[] = "11111111111111111111111111111111", k2[] = "22222222222222222222222222222222",
+                      plain[] = "33333333333333333333333333333333";
+    char rec[64], key[160], set[96], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
+    snprintf(key, sizeof(key), "%s:%s", set, plain);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, now, 6000, 100, err), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
+    assert_string_equal(out, "$5");
+    assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, plain, plain, now, 600, 100, err), 0);
+    assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 1);
+    assert_int_equal(gw_cluster_revoked(cl, plain, plain, err), 1);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
+    assert_string_equal(out, "$1");
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"ZSCORE", set, key}), 0);
+    assert_string_not_equal(out, "$-1");
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key}), 0);
+    assert_true(strtol(out + 1, NULL, 10) > 600);
+    gw_cluster_free(cl);
+}
+
+/*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
  * this instance's earlier end of the same transactionID took (a client may open a new transaction under
@@ -10835,6 +10872,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
+        cmocka_unit_test_teardown(test_shared_keyless_revocation_unmarks, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
