@@ -496,7 +496,7 @@ static void test_twin_revocation_keyed(void **state)
 /* A directory of this test's and its cmp.revoked_file's path in it (freed by the caller). */
 static char *revoked_file(void)
 {
-    char dir[] = "/tmp/s50-twin-revoked-XXXXXX", *file = malloc(sizeof(dir) + 16);
+    char dir[] = "/tmp/cmpgw-test-revoked-XXXXXX", *file = malloc(sizeof(dir) + 16);
 
     assert_non_null(mkdtemp(dir));
     assert_non_null(file);
