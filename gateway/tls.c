@@ -499,10 +499,68 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     return enc || (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
+/* |t| in seconds since the epoch into |*out|; false if it reads as no time. */
+static bool asn1_secs(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1)
+        return false;
+    *out = (int64_t)timegm(&tm);
+    return true;
+}
+
 /*
- * A ticket whose client certificate is out of its validity is not used: a full handshake instead,
- * where the client can present its current certificate (the info callback catches the same for a
- * session from the cache, which has no such hook).
+ * A ticket carries its session's client certificate but not the chain it verified with, whose
+ * certificates may expire before it: the times within which all of them are valid go into the
+ * ticket (its application data, CHAIN_TIMES_LEN bytes: the latest notBefore, the earliest notAfter,
+ * each 8 bytes big-endian), for on_ticket. A resumed session's ticket keeps those its session came
+ * with (OpenSSL copies them with it); it has no verified chain.
+ */
+#define CHAIN_TIMES_LEN 16
+
+static int on_new_ticket(SSL *ssl, void *arg)
+{
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+    int64_t t[2] = {INT64_MIN, INT64_MAX}, v[2];
+    unsigned char d[CHAIN_TIMES_LEN];
+
+    (void)arg;
+    if (chain == NULL)
+        return 1;
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+
+        if (!asn1_secs(X509_get0_notBefore(x), &v[0]) || !asn1_secs(X509_get0_notAfter(x), &v[1]))
+            return 1; /* it verified, so this does not happen: the ticket is then held to its leaf */
+        t[0] = v[0] > t[0] ? v[0] : t[0];
+        t[1] = v[1] < t[1] ? v[1] : t[1];
+    }
+    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
+        d[i] = (unsigned char)((uint64_t)t[i / 8] >> (56 - 8 * (i % 8)));
+    return SSL_SESSION_set1_ticket_appdata(SSL_get_session(ssl), d, sizeof(d));
+}
+
+/* Whether |now| is within the chain times of |sess|'s ticket (on_new_ticket); one without them, from
+   an earlier build, is held to its leaf only. */
+static bool chain_times_hold(SSL_SESSION *sess, time_t now)
+{
+    const unsigned char *d;
+    size_t len = 0;
+    uint64_t t[2] = {0, 0};
+
+    if (SSL_SESSION_get0_ticket_appdata(sess, (void **)&d, &len) != 1 || len != CHAIN_TIMES_LEN)
+        return true;
+    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
+        t[i / 8] = t[i / 8] << 8 | d[i];
+    return (int64_t)t[0] <= (int64_t)now && (int64_t)now < (int64_t)t[1]; /* as valid_at */
+}
+
+/*
+ * A ticket whose client certificate, or a certificate of the chain it verified with, is out of its
+ * validity is not used: a full handshake instead, where the client can present its current
+ * certificate (the info callback catches the same for a session from the cache, which has no such
+ * hook).
  */
 static SSL_TICKET_RETURN on_ticket(SSL *ssl, SSL_SESSION *sess, const unsigned char *name, size_t name_len,
                                    SSL_TICKET_STATUS status, void *arg)
@@ -514,7 +572,7 @@ static SSL_TICKET_RETURN on_ticket(SSL *ssl, SSL_SESSION *sess, const unsigned c
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
         peer = SSL_SESSION_get0_peer(sess);
-        if (peer != NULL && !in_validity(peer, NULL, time(NULL)))
+        if (peer != NULL && (!in_validity(peer, NULL, time(NULL)) || !chain_times_hold(sess, time(NULL))))
             return SSL_TICKET_RETURN_IGNORE_RENEW;
         return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
     case SSL_TICKET_EMPTY:
@@ -539,7 +597,7 @@ static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
         return GW_ERR_NOMEM;
     }
     return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) == 1 &&
-                   SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket, NULL) == 1
+                   SSL_CTX_set_session_ticket_cb(ctx, on_new_ticket, on_ticket, NULL) == 1
                ? 0
                : GW_ERR_CRYPTO;
 }

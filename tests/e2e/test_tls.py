@@ -301,6 +301,46 @@ def short_lived_client(d, seconds):
     return d / "short.pem", d / "short.key"
 
 
+def short_lived_issuer(d, seconds):
+    """A client certificate valid for an hour, from an intermediate CA under the demo CA in |d| that expires
+    |seconds| from now: (its chain, leaf first; key)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    sub_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sub_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cmpgw demo"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "short-lived issuer")])
+    sub = (x509.CertificateBuilder().subject_name(sub_name).issuer_name(ca.subject)
+           .public_key(sub_key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(now - datetime.timedelta(minutes=1))
+           .not_valid_after(now + datetime.timedelta(seconds=seconds))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+           .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                        data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                        crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+           .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cmpgw demo"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, "under a short-lived issuer")]))
+            .issuer_name(sub_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(sub_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (d / "under-short.pem").write_bytes(cert.public_bytes(pem) + sub.public_bytes(pem))
+    (d / "under-short.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return d / "under-short.pem", d / "under-short.key"
+
+
 class ResumptionBounds(harness.GatewayTestCase):
     """Where a session may not resume: on a listener with other client CAs, although it shares the ticket
     keys (its session id context differs), and once its client certificate has expired, from a ticket (a full
@@ -376,6 +416,20 @@ class ResumptionBounds(harness.GatewayTestCase):
                          and l.get("tls_subject") == "/O=cmpgw demo/CN=short-lived"])
         self.not_served(ctx, self.gw.cache_port, cached)  # the session left the cache: a full handshake
         self.not_served(ctx, self.gw.cache_port, handed)  # and no new ticket carried it on
+
+    def test_not_past_the_issuer_expiry(self):
+        """A ticket carries the client certificate but not its chain: one whose intermediate CA has expired since
+        is not used either, nor the ticket a resumption of it handed on."""
+        chain, key = short_lived_issuer(self.gw.dir, 4)
+        ctx = self.ctx(chain, key)
+        ticket, _, status = self.get(ctx, self.gw.port)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+        handed, reused, status = self.get(ctx, self.gw.port, ticket)
+        self.assertTrue(reused)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+        time.sleep(5)
+        self.not_served(ctx, self.gw.port, ticket)
+        self.not_served(ctx, self.gw.port, handed)
 
 
 class PlainListener(harness.GatewayTestCase):
