@@ -456,6 +456,25 @@ static X509 *twin(struct marks *m, const char *key_id)
     return x;
 }
 
+/* The three certificates of issuer "CN=twin-ca" and serial TWIN_SERIAL the tests below compare. */
+struct twins {
+    X509 *old_ca, *new_ca, *keyless; /* its CA's key identifier "old-ca-key", "new-ca-key", none */
+};
+
+static void twins_make(struct marks *m, struct twins *t)
+{
+    t->old_ca = twin(m, "old-ca-key");
+    t->new_ca = twin(m, "new-ca-key");
+    t->keyless = twin(m, NULL);
+}
+
+static void twins_free(struct twins *t)
+{
+    X509_free(t->old_ca);
+    X509_free(t->new_ca);
+    X509_free(t->keyless);
+}
+
 /* What cmp_revoked_check says of |x| now. */
 static int check(struct marks *m, X509 *x)
 {
@@ -473,23 +492,19 @@ static int check(struct marks *m, X509 *x)
 static void test_twin_revocation_keyed(void **state)
 {
     struct marks m;
-    X509 *old_ca, *new_ca, *keyless;
+    struct twins tw;
 
     (void)state;
     marks_open(&m, 16);
-    old_ca = twin(&m, "old-ca-key");
-    new_ca = twin(&m, "new-ca-key");
-    keyless = twin(&m, NULL);
-    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
-    assert_int_equal(check(&m, old_ca), 1);
-    assert_int_equal(check(&m, new_ca), 0);
-    assert_int_equal(check(&m, keyless), 1);
-    assert_int_equal(begins(&m, old_ca), 1);
-    assert_int_equal(revoked_at_ca(&m, new_ca), 0);
-    assert_int_equal(check(&m, new_ca), 1);
-    X509_free(old_ca);
-    X509_free(new_ca);
-    X509_free(keyless);
+    twins_make(&m, &tw);
+    assert_int_equal(revoked_at_ca(&m, tw.old_ca), 0);
+    assert_int_equal(check(&m, tw.old_ca), 1);
+    assert_int_equal(check(&m, tw.new_ca), 0);
+    assert_int_equal(check(&m, tw.keyless), 1);
+    assert_int_equal(begins(&m, tw.old_ca), 1);
+    assert_int_equal(revoked_at_ca(&m, tw.new_ca), 0);
+    assert_int_equal(check(&m, tw.new_ca), 1);
+    twins_free(&tw);
     marks_close(&m);
 }
 
@@ -586,43 +601,39 @@ static void test_revoked_file_twins(void **state)
     struct marks m;
     char *file = revoked_file();
     long long t[4];
-    X509 *old_ca, *new_ca, *keyless;
+    struct twins tw;
 
     (void)state;
     marks_open(&m, 16);
-    old_ca = twin(&m, "old-ca-key");
-    new_ca = twin(&m, "new-ca-key");
-    keyless = twin(&m, NULL);
+    twins_make(&m, &tw);
     reopen(&m, file);
-    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
+    assert_int_equal(revoked_at_ca(&m, tw.old_ca), 0);
     assert_int_equal(file_times(file, t, 4), 2);
     assert_int_equal(t[0], NOW + 86400);
     assert_true(t[1] > LAST_X509_TIME && t[1] - (LAST_X509_TIME + 1) == NOW + 86400);
     reopen(&m, file); /* read back, and rewritten */
     assert_int_equal(file_times(file, t, 4), 2);
-    assert_int_equal(check(&m, old_ca), 1);
-    assert_int_equal(check(&m, new_ca), 0);
-    assert_int_equal(check(&m, keyless), 1);
+    assert_int_equal(check(&m, tw.old_ca), 1);
+    assert_int_equal(check(&m, tw.new_ca), 0);
+    assert_int_equal(check(&m, tw.keyless), 1);
     /* the earlier version's line of the other CA's certificate, appended to it: it decides, fail closed */
-    write_old_line(file, new_ca, "a", 0);
+    write_old_line(file, tw.new_ca, "a", 0);
     reopen(&m, file);
-    assert_int_equal(check(&m, new_ca), 1);
+    assert_int_equal(check(&m, tw.new_ca), 1);
     /* that line alone, and then the marked one after it: still unmarked */
-    write_old_line(file, old_ca, "w", 0);
-    write_old_line(file, old_ca, "a", LAST_X509_TIME + 1);
+    write_old_line(file, tw.old_ca, "w", 0);
+    write_old_line(file, tw.old_ca, "a", LAST_X509_TIME + 1);
     reopen(&m, file);
-    assert_int_equal(check(&m, old_ca), 1);
-    assert_int_equal(check(&m, new_ca), 1);
-    assert_int_equal(check(&m, keyless), 1);
+    assert_int_equal(check(&m, tw.old_ca), 1);
+    assert_int_equal(check(&m, tw.new_ca), 1);
+    assert_int_equal(check(&m, tw.keyless), 1);
     /* a marked line alone: its certificate's keyed entry decides, and there is none */
-    write_old_line(file, old_ca, "w", LAST_X509_TIME + 1);
+    write_old_line(file, tw.old_ca, "w", LAST_X509_TIME + 1);
     reopen(&m, file);
-    assert_int_equal(check(&m, old_ca), 0);
-    assert_int_equal(check(&m, new_ca), 0);
-    assert_int_equal(check(&m, keyless), 1);
-    X509_free(old_ca);
-    X509_free(new_ca);
-    X509_free(keyless);
+    assert_int_equal(check(&m, tw.old_ca), 0);
+    assert_int_equal(check(&m, tw.new_ca), 0);
+    assert_int_equal(check(&m, tw.keyless), 1);
+    twins_free(&tw);
     marks_close(&m);
     revoked_file_remove(file);
 }
@@ -639,25 +650,21 @@ static void test_keyless_over_marked_line(void **state)
     struct marks m;
     char *file = revoked_file();
     char err[GW_ERR_LEN] = "";
-    X509 *old_ca, *new_ca, *keyless;
+    struct twins tw;
 
     (void)state;
     marks_open(&m, 16);
-    old_ca = twin(&m, "old-ca-key");
-    new_ca = twin(&m, "new-ca-key");
-    keyless = twin(&m, NULL);
+    twins_make(&m, &tw);
     reopen(&m, file);
-    assert_int_equal(revoked_at_ca(&m, old_ca), 0);
-    assert_int_equal(check(&m, new_ca), 0);
-    assert_int_equal(cmp_revoked_add(&m.e, keyless, now_is, err), 0);
-    assert_int_equal(check(&m, new_ca), 1);
+    assert_int_equal(revoked_at_ca(&m, tw.old_ca), 0);
+    assert_int_equal(check(&m, tw.new_ca), 0);
+    assert_int_equal(cmp_revoked_add(&m.e, tw.keyless, now_is, err), 0);
+    assert_int_equal(check(&m, tw.new_ca), 1);
     reopen(&m, file);
-    assert_int_equal(check(&m, keyless), 1);
-    assert_int_equal(check(&m, new_ca), 1);
-    assert_int_equal(check(&m, old_ca), 1);
-    X509_free(old_ca);
-    X509_free(new_ca);
-    X509_free(keyless);
+    assert_int_equal(check(&m, tw.keyless), 1);
+    assert_int_equal(check(&m, tw.new_ca), 1);
+    assert_int_equal(check(&m, tw.old_ca), 1);
+    twins_free(&tw);
     marks_close(&m);
     revoked_file_remove(file);
 }
