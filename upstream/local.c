@@ -721,12 +721,13 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
 
 /*
  * "crl_url": an http(s) URL with a path, of printable ASCII without spaces, quotes or backslashes
- * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6).
+ * (it becomes an IA5String URI in a CRL distribution point: RFC 5280 §4.2.1.13 and §4.2.1.6), and no
+ * user name or password before its host: every certificate issued would carry them, for anyone to read.
  */
 static int p_crl_url(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                      const struct gw_conf_field *f)
 {
-    const char *s;
+    const char *s, *authority;
     char buf[GW_CONF_SHOW_BUF];
     size_t i, n;
 
@@ -742,6 +743,12 @@ static int p_crl_url(struct gw_conf_ctx *pc, const char *path, struct json_objec
         return gw_conf_fail(pc, path,
                             "expected \"http(s)://host[:port]/path\" of at most %d printable bytes, got %s",
                             GW_MAX_URL_LEN, gw_conf_show(v, buf, sizeof(buf)));
+    authority = strchr(s, ':') + 3;
+    if (memchr(authority, '@', (size_t)(strchr(authority, '/') - authority)) != NULL)
+        return gw_conf_fail(pc, path,
+                            "a user name or password in %s would be written into every certificate issued: "
+                            "name a URL without them",
+                            gw_conf_show(v, buf, sizeof(buf)));
     return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
 }
 
