@@ -4878,6 +4878,9 @@ static void test_error_after_ttl(void **state)
     assert_int_equal(audit_count(e, "rejected_by_client", NULL, NULL, NULL), 0);
     assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
     assert_int_equal(revoke_calls(e), 0);
+    /* what it was answered, sent again: no transaction to abort, and still nothing revoked */
+    send_held(&cl, "error", "no open transaction with this transactionID");
+    assert_int_equal(revoke_calls(e), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
