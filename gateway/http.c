@@ -248,6 +248,7 @@ static const char *route_kind(const struct gw_route_match *m)
  * end, ": " or " (" in the outcome text. */
 static const char *const outcome_kinds[] = {
     "accepted",
+    "grantedWithMods",
     "rejection",
     "error",
     "waiting",

@@ -241,6 +241,25 @@ def slow_reader(port):
     return s
 
 
+class GrantedWithMods(harness.GatewayTestCase):
+    """The outcome label of a certificate issued with modifications (a gateway of its own: Admin's tests
+    read its whole log)."""
+
+    def test_granted_with_mods_counted(self):
+        """A certificate issued with modifications (a validity cut to the role's max_ttl) is counted under
+        its own outcome, not "other": an operator counting issuances misses none."""
+        s0 = samples(get(self.gw, "/metrics")[2].decode())
+        res = self.gw.cmp("ir", "mods", newkey=self.newkey("mods"), subject="/CN=metrics-mods",
+                          extra=("-implicit_confirm", "-days", "3650"))
+        self.assertIsNotNone(res.cert)
+        self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods
+        s1 = samples(get(self.gw, "/metrics")[2].decode())
+        for outcome, more in (("grantedWithMods", 1), ("other", 0)):
+            self.assertEqual(total(s1, "cmpgw_requests_total", route="default", body="ir", outcome=outcome) -
+                             total(s0, "cmpgw_requests_total", route="default", body="ir", outcome=outcome),
+                             more, outcome)
+
+
 class AdminSlowReaders(harness.GatewayTestCase):
     """Connections that ask for answers and do not read them: each pipelines GET /metrics with a 1 KiB
     receive buffer, so that its answers fill the socket buffers and the gateway waits to write. A client
