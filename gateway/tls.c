@@ -4,12 +4,14 @@
  */
 #include "gateway/listener_local.h"
 #include "gateway/cmp/exchange.h"
+#include "base/cidr.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "base/x509.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,14 +249,16 @@ static bool in_validity(const X509 *peer, const STACK_OF(X509) *chain, time_t no
  * a resumption costs no signature and counts against no failed-auth budget. So it is paced, as the
  * other events a peer without credentials causes.
  */
-static void log_dropped(const char *subject, const char *why)
+static void log_dropped(const struct gw_conn *c, const char *subject, const char *why)
 {
     static struct gw_log_pace pace = GW_LOG_PACE_INIT;
-    char held[GW_LOG_HELD_LEN];
+    char held[GW_LOG_HELD_LEN], peer[INET6_ADDRSTRLEN + 8];
 
-    if (gw_log_pace_due(&pace, time(NULL), held))
-        gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "tls_subject", subject, "msg", why, "suppressed", held,
-                  (const char *)NULL);
+    if (!gw_log_pace_due(&pace, time(NULL), held))
+        return;
+    gw_sockaddr_string((const struct sockaddr *)&c->addr, peer, sizeof(peer));
+    gw_log_kv(GW_LOG_INFO, "tls_peer_dropped", "peer", peer, "tls_subject", subject, "msg", why, "suppressed",
+              held, (const char *)NULL);
 }
 
 /*
@@ -268,7 +272,7 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 
     if (X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject)) == NULL)
         subject[0] = '\0';
-    log_dropped(subject, "the client certificate of a resumed TLS session is expired or not yet valid");
+    log_dropped(c, subject, "the client certificate of a resumed TLS session is expired or not yet valid");
     c->peer_expired = true;
     c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     (void)SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get0_session(ssl));
@@ -408,7 +412,7 @@ int gw_conn_recheck(struct gw_conn *c)
     }
     if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
         return 0;
-    log_dropped(c->subject,
+    log_dropped(c, c->subject,
                 "the client certificate of a connection opened before a reload no longer verifies");
     X509_free(c->peer);
     c->peer = NULL;

@@ -1568,6 +1568,7 @@ class DroppedPeerLinesPaced(harness.GatewayTestCase):
         self.assertLessEqual(len(lines), windows * self.PACE_LINES, (len(lines), elapsed))
         self.assertTrue(lines and all(l.get("suppressed", "").isdigit() for l in lines), lines[:3])
         self.assertTrue(all(l["tls_subject"] == "/O=cmpgw demo/CN=short-lived" for l in lines), lines[:3])
+        self.assertTrue(all(l.get("peer", "").startswith("127.0.0.1:") for l in lines), lines[:3])  # who
         # once the window has passed, the next line says how many were held back: none is lost
         time.sleep(self.PACE_SECS + 0.5)
         self.assertTrue(self.connect(ctx, sessions[n])[1])
