@@ -7,6 +7,7 @@
  * inside a string value, never inside an escape, so it stays valid JSON.
  */
 #include "base/log.h"
+#include "base/hash.h"
 #include "base/limits.h"
 
 #include <errno.h>
@@ -203,11 +204,8 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
 /* FNV-1a of the first GW_LOG_PACE_NAME_LEN - 1 bytes of |name|: where its places begin. */
 static size_t name_hash(const char *name)
 {
-    uint64_t h = 14695981039346656037ULL;
-
-    for (size_t i = 0; i < GW_LOG_PACE_NAME_LEN - 1 && name[i] != '\0'; i++)
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
-    return (size_t)(h % GW_LOG_PACE_PEERS);
+    return (size_t)(gw_fnv1a(GW_FNV1A_BASIS, name, strnlen(name, GW_LOG_PACE_NAME_LEN - 1)) %
+                    GW_LOG_PACE_PEERS);
 }
 
 /*

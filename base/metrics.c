@@ -16,6 +16,7 @@
  */
 #include "base/metrics.h"
 #include "base/err.h"
+#include "base/hash.h"
 #include "base/log.h"
 
 #include <inttypes.h>
@@ -159,15 +160,8 @@ static size_t value_copy(char *dst, const char *src)
 static uint64_t key_hash(const struct gw_metric *m, const char *key, size_t key_len)
 {
     uintptr_t fam = (uintptr_t)m;
-    const unsigned char *b = (const unsigned char *)&fam;
-    uint64_t h = 14695981039346656037u;
-    size_t i;
 
-    for (i = 0; i < sizeof(fam); i++)
-        h = (h ^ b[i]) * 1099511628211u;
-    for (i = 0; i < key_len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211u;
-    return h;
+    return gw_fnv1a(gw_fnv1a(GW_FNV1A_BASIS, &fam, sizeof(fam)), key, key_len);
 }
 
 static struct series *find(const struct gw_metric *m, uint64_t h, const char *key, size_t key_len)

@@ -8,6 +8,7 @@
  */
 #include "gateway/guard.h"
 #include "base/err.h"
+#include "base/hash.h"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -115,12 +116,8 @@ static size_t addr_of(const struct gw_guard *g, const struct sockaddr *sa, sockl
 
 static size_t hash(const struct gw_guard *g, const uint8_t *a, size_t n)
 {
-    uint64_t h = 1469598103934665603ull ^ g->key;
+    uint64_t h = gw_fnv1a(1469598103934665603ull ^ g->key, a, n);
 
-    for (size_t i = 0; i < n; i++) {
-        h ^= a[i];
-        h *= 1099511628211ull;
-    }
     return (size_t)(h ^ (h >> 29));
 }
 

@@ -21,6 +21,7 @@
  */
 #include "gateway/cmp/replay.h"
 #include "base/err.h"
+#include "base/hash.h"
 #include "base/limits.h"
 
 #include <pthread.h>
@@ -58,18 +59,9 @@ struct gw_replay {
     uint64_t moving, old_end;
 };
 
-static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static size_t hash_tid(const unsigned char *p, size_t n)
 {
-    return (size_t)fnv1a(1469598103934665603ull, p, n);
+    return (size_t)gw_fnv1a(1469598103934665603ull, p, n);
 }
 
 static uint32_t *counter(struct gw_replay *r, uint64_t who, int row)
@@ -256,7 +248,7 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
     if (identity == NULL)
         identity = "";
     pthread_mutex_lock(&r->lock);
-    who = fnv1a(1469598103934665603ull ^ r->key, (const unsigned char *)identity, strlen(identity));
+    who = gw_fnv1a(1469598103934665603ull ^ r->key, (const unsigned char *)identity, strlen(identity));
     expire(r, now);
     emptied = move_some(r, 2);
     if ((e = lookup(r, tid, tid_len)) != NULL)

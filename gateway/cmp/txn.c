@@ -9,6 +9,7 @@
  */
 #include "gateway/cmp/txn.h"
 #include "base/err.h"
+#include "base/hash.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -53,14 +54,7 @@ struct gw_txn_table {
 /* FNV-1a: keys are attacker-chosen, but chains are bounded by the caps, so a weak hash only costs time. */
 static size_t hash_bytes(const void *p, size_t n)
 {
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return (size_t)h;
+    return (size_t)gw_fnv1a(1469598103934665603ull, p, n);
 }
 
 static int tid_ok(const unsigned char *tid, size_t tid_len)
