@@ -172,22 +172,20 @@ static bool window_over(time_t window, time_t now)
     return now < window || now - window >= GW_LOG_PACE_SECS;
 }
 
-/* One more line in the window of |*window|, |*lines| out in it and |*held| held back: the pace of
-   gw_log_pace_due, under its caller's lock. */
-static bool pace_due(time_t *window, unsigned *lines, unsigned long *held_back, time_t now,
-                     char held[GW_LOG_HELD_LEN])
+/* One more line in the window |w|: the pace of gw_log_pace_due, under its caller's lock. */
+static bool pace_due(struct gw_log_window *w, time_t now, char held[GW_LOG_HELD_LEN])
 {
-    if (window_over(*window, now)) {
-        *window = now;
-        *lines = 0;
+    if (window_over(w->window, now)) {
+        w->window = now;
+        w->lines = 0;
     }
-    if (*lines >= GW_LOG_PACE_LINES) {
-        (*held_back)++;
+    if (w->lines >= GW_LOG_PACE_LINES) {
+        w->held++;
         return false;
     }
-    (*lines)++;
-    snprintf(held, GW_LOG_HELD_LEN, "%lu", *held_back);
-    *held_back = 0;
+    w->lines++;
+    snprintf(held, GW_LOG_HELD_LEN, "%lu", w->held);
+    w->held = 0;
     return true;
 }
 
@@ -196,7 +194,7 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
     bool due;
 
     pthread_mutex_lock(&p->lock);
-    due = pace_due(&p->window, &p->lines, &p->held, now, held);
+    due = pace_due(&p->w, now, held);
     pthread_mutex_unlock(&p->lock);
     return due;
 }
@@ -222,18 +220,16 @@ static struct gw_log_peer *peer_place(struct gw_log_peer_pace *p, const char *na
 
         if (strncmp(e->name, name, sizeof(e->name) - 1) == 0)
             return e;
-        if (e->name[0] != '\0' && !window_over(e->window, now))
+        if (e->name[0] != '\0' && !window_over(e->w.window, now))
             continue;
-        if (free_place == NULL || (free_place->held > 0 && e->held == 0))
+        if (free_place == NULL || (free_place->w.held > 0 && e->w.held == 0))
             free_place = e;
     }
     if (free_place == NULL)
         return NULL;
-    p->rest.held += free_place->held; /* its peer's lines held back, said by those paced as one */
+    p->rest.w.held += free_place->w.held; /* its peer's lines held back, said by those paced as one */
     snprintf(free_place->name, sizeof(free_place->name), "%s", name);
-    free_place->window = now;
-    free_place->lines = 0;
-    free_place->held = 0;
+    free_place->w = (struct gw_log_window){.window = now};
     return free_place;
 }
 
@@ -246,7 +242,7 @@ bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t n
     pthread_mutex_lock(&p->lock);
     if ((e = peer_place(p, name, now)) == NULL)
         e = &p->rest;
-    due = pace_due(&e->window, &e->lines, &e->held, now, held);
+    due = pace_due(&e->w, now, held);
     pthread_mutex_unlock(&p->lock);
     return due;
 }

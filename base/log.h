@@ -34,15 +34,18 @@ void gw_log_kv(enum gw_log_level level, const char *event, ...);
  * lines a GW_LOG_PACE_SECS window, whatever the number of peers; the lines held back are counted
  * and the next line out says how many ("suppressed"). One per event, static, GW_LOG_PACE_INIT.
  */
-struct gw_log_pace {
-    pthread_mutex_t lock;
+struct gw_log_window {
     time_t window;      /* when the current window began */
     unsigned lines;     /* lines out in it */
     unsigned long held; /* lines held back since the last one out */
 };
+struct gw_log_pace {
+    pthread_mutex_t lock;
+    struct gw_log_window w;
+};
 #define GW_LOG_PACE_INIT                                                                                     \
     {                                                                                                        \
-        PTHREAD_MUTEX_INITIALIZER, 0, 0, 0                                                                   \
+        .lock = PTHREAD_MUTEX_INITIALIZER                                                                    \
     }
 #define GW_LOG_HELD_LEN 24
 
@@ -65,9 +68,7 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
  */
 struct gw_log_peer {
     char name[GW_LOG_PACE_NAME_LEN]; /* "": a free place */
-    time_t window;
-    unsigned lines;
-    unsigned long held;
+    struct gw_log_window w;
 };
 struct gw_log_peer_pace {
     pthread_mutex_t lock;

@@ -722,9 +722,9 @@ static void test_log_peer_pace_full(void **state)
         snprintf(name, sizeof(name), "sha256:%d", i);
         out += peer_lines(&pace, name, 200 + GW_LOG_PACE_SECS, 1, &held);
     }
-    pending = pace.rest.held;
+    pending = pace.rest.w.held;
     for (size_t i = 0; i < GW_LOG_PACE_PEERS; i++)
-        pending += pace.peers[i].held;
+        pending += pace.peers[i].w.held;
     assert_int_equal(out + held + pending, 3 * PEERS);
 }
 
