@@ -503,17 +503,6 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     return enc || (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
-/* |t| in seconds since the epoch into |*out|; false if it reads as no time. */
-static bool asn1_secs(const ASN1_TIME *t, int64_t *out)
-{
-    struct tm tm;
-
-    if (ASN1_TIME_to_tm(t, &tm) != 1)
-        return false;
-    *out = (int64_t)timegm(&tm);
-    return true;
-}
-
 /*
  * A ticket carries its session's client certificate but not the chain it verified with, whose
  * certificates may expire before it: the times within which all of them are valid go into the
@@ -526,7 +515,8 @@ static bool asn1_secs(const ASN1_TIME *t, int64_t *out)
 static int on_new_ticket(SSL *ssl, void *arg)
 {
     STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
-    int64_t t[2] = {INT64_MIN, INT64_MAX}, v[2];
+    int64_t t[2] = {INT64_MIN, INT64_MAX};
+    time_t v[2];
     unsigned char d[CHAIN_TIMES_LEN];
 
     (void)arg;
@@ -535,7 +525,8 @@ static int on_new_ticket(SSL *ssl, void *arg)
     for (int i = 0; i < sk_X509_num(chain); i++) {
         X509 *x = sk_X509_value(chain, i);
 
-        if (!asn1_secs(X509_get0_notBefore(x), &v[0]) || !asn1_secs(X509_get0_notAfter(x), &v[1]))
+        if (gw_asn1_time(X509_get0_notBefore(x), &v[0]) != 0 ||
+            gw_asn1_time(X509_get0_notAfter(x), &v[1]) != 0)
             return 1; /* it verified, so this does not happen: the ticket is then held to its leaf */
         t[0] = v[0] > t[0] ? v[0] : t[0];
         t[1] = v[1] < t[1] ? v[1] : t[1];
