@@ -124,6 +124,9 @@ bool gw_conf_key_shown(const char *key)
     return true;
 }
 
+/* What an error says of a key it does not quote, after the key's length. */
+#define NOT_A_KEY_NAME "not quoted: it reads as no key's name (a secret?)"
+
 /*
  * A key's name is quoted in its path; any other key is described by its length alone: a token pasted
  * where a key goes ("hvs.CAESI...": ...) would otherwise reach the log, and the answer of a reload.
@@ -133,8 +136,7 @@ int gw_conf_fail_key(struct gw_conf_ctx *pc, const char *path, const char *key, 
     char kpath[GW_CONF_PATH_LEN];
 
     if (!gw_conf_key_shown(key))
-        return gw_conf_fail(pc, path, "%s of %zu bytes, not quoted: it reads as no key's name (a secret?)",
-                            reason, strlen(key));
+        return gw_conf_fail(pc, path, "%s of %zu bytes, " NOT_A_KEY_NAME, reason, strlen(key));
     gw_conf_join_key(kpath, path, key);
     return gw_conf_fail(pc, kpath, "%s", reason);
 }
@@ -603,7 +605,9 @@ static int scan_object(struct gw_conf_ctx *pc, struct scan *sc, const char *path
 {
     struct json_object *seen = json_object_new_object(), *key = NULL;
     char kpath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    const char *name;
     size_t start, end;
+    bool shown;
     int rc = GW_ERR_NOMEM;
 
     sc->pos++; /* '{' */
@@ -629,21 +633,18 @@ static int scan_object(struct gw_conf_ctx *pc, struct scan *sc, const char *path
         scan_string(sc, &start, &end);
         if ((key = scan_key(sc, start, end)) == NULL)
             break;
-        if (name_shown(json_object_get_string(key)))
-            gw_conf_join_key(kpath, path, json_object_get_string(key));
+        name = json_object_get_string(key);
+        shown = name_shown(name);
+        if (shown)
+            gw_conf_join_key(kpath, path, name);
         else /* the path of what its value refuses: a secret pasted as a key is not quoted there either */
-            gw_conf_bprintf(kpath, sizeof(kpath), "%s.(a key of %zu bytes, not quoted)", path,
-                            strlen(json_object_get_string(key)));
-        if (json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
-            rc = name_shown(json_object_get_string(key))
-                     ? gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)))
-                     : gw_conf_fail(
-                           pc, path,
-                           "duplicate key of %zu bytes, not quoted: it reads as no key's name (a secret?)",
-                           strlen(json_object_get_string(key)));
+            gw_conf_bprintf(kpath, sizeof(kpath), "%s.(a key of %zu bytes, not quoted)", path, strlen(name));
+        if (json_object_object_get_ex(seen, name, NULL)) {
+            rc = shown ? gw_conf_fail(pc, path, "duplicate key %s", gw_conf_show(key, buf, sizeof(buf)))
+                       : gw_conf_fail(pc, path, "duplicate key of %zu bytes, " NOT_A_KEY_NAME, strlen(name));
             break;
         }
-        if (json_object_object_add(seen, json_object_get_string(key), NULL) != 0)
+        if (json_object_object_add(seen, name, NULL) != 0)
             break;
         json_object_put(key);
         key = NULL;
