@@ -125,6 +125,13 @@ struct names {
     bool has_key;
 };
 
+/* |n|'s names in hex, as the shared state's keys hold them. */
+static void names_hex(const struct names *n, char keyed[2 * ID_LEN + 1], char plain[2 * ID_LEN + 1])
+{
+    gw_hex(keyed, n->keyed, ID_LEN);
+    gw_hex(plain, n->plain, ID_LEN);
+}
+
 /* A revocation under way (its mark), and where cmp_revoked_add could not keep it. */
 struct revoking {
     unsigned char id[ID_LEN];
@@ -863,8 +870,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
             snprintf(err, GW_ERR_LEN, "out of memory");
     }
     /* shared even when not kept here: the other instances are where it is not known otherwise */
-    gw_hex(hex, n.keyed, ID_LEN);
-    gw_hex(plain, n.plain, ID_LEN);
+    names_hex(&n, hex, plain);
     if (e->cluster != NULL &&
         gw_cluster_put_revoked(e->cluster, hex, plain, now, until - now, max, why) != 0) {
         if (missed == 0)
@@ -933,8 +939,7 @@ static int check_names(struct gw_cmp_engine *e, const struct names *n, time_t no
         return 1;
     if (e->cluster == NULL)
         return 0;
-    gw_hex(hex, n->keyed, ID_LEN);
-    gw_hex(plain, n->plain, ID_LEN);
+    names_hex(n, hex, plain);
     return gw_cluster_revoked(e->cluster, hex, plain, err);
 }
 
@@ -1027,8 +1032,7 @@ static int mark_shared(struct gw_cmp_engine *e, const struct names *n, uint32_t 
     uint32_t ttl_ms = wait_ms + GW_STATE_REVOKING_SLACK_MS;
     int rc;
 
-    gw_hex(hex, n->keyed, ID_LEN);
-    gw_hex(plain, n->plain, ID_LEN);
+    names_hex(n, hex, plain);
     while ((rc = gw_cluster_mark_revoking(e->cluster, hex, plain, ttl_ms, err)) == GW_ERR_BUSY &&
            gw_now_ms() < until_ms)
         gw_sleep_ms(GW_STATE_REVOKING_POLL_MS);
