@@ -232,14 +232,77 @@ static bool valid_at(const X509 *x, time_t now)
     return X509_cmp_time(X509_get0_notBefore(x), &now) < 0 && X509_cmp_time(X509_get0_notAfter(x), &now) > 0;
 }
 
-/* Whether |now| is within the validity of |peer| and of each certificate of |chain|. */
-static bool in_validity(const X509 *peer, const STACK_OF(X509) *chain, time_t now)
-{
-    bool ok = valid_at(peer, now);
+/*
+ * A session carries its client certificate but not the chain it verified with, whose certificates may
+ * expire before it: a ticket carries none of it, and what a cached session keeps, the certificates the
+ * client sent, may lack an intermediate CA the chain took from client_ca and hold others of no bearing on
+ * it (unverified, as the client chose them). So the times within which all of the verified chain is valid
+ * go with the session (its ticket application data, CHAIN_TIMES_LEN bytes: the latest notBefore, the
+ * earliest notAfter, each 8 bytes big-endian), set as the chain verifies (verify_client), before a ticket
+ * or the listener's cache takes the session. A resumed session's new session keeps those its session came
+ * with (OpenSSL copies them with it).
+ */
+#define CHAIN_TIMES_LEN 16
 
-    for (int i = 0; ok && i < sk_X509_num(chain); i++)
-        ok = valid_at(sk_X509_value(chain, i), now);
-    return ok;
+/* Gives |sess| the chain times of |chain|; 0 if it cannot (the session is then held to its leaf). */
+static int set_chain_times(SSL_SESSION *sess, const STACK_OF(X509) *chain)
+{
+    int64_t t[2] = {INT64_MIN, INT64_MAX};
+    time_t v[2];
+    unsigned char d[CHAIN_TIMES_LEN];
+
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+
+        if (gw_asn1_time(X509_get0_notBefore(x), &v[0]) != 0 ||
+            gw_asn1_time(X509_get0_notAfter(x), &v[1]) != 0)
+            return 0; /* it verified, so this does not happen */
+        t[0] = v[0] > t[0] ? v[0] : t[0];
+        t[1] = v[1] < t[1] ? v[1] : t[1];
+    }
+    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
+        d[i] = (unsigned char)((uint64_t)t[i / 8] >> (56 - 8 * (i % 8)));
+    return SSL_SESSION_set1_ticket_appdata(sess, d, sizeof(d));
+}
+
+/*
+ * loop thread: OpenSSL's verification of a client's chain (in place of the X509_verify_cert it makes
+ * itself), whose chain times then go with the handshake's session. That they could not (out of memory)
+ * fails nothing: the session is held to its leaf.
+ */
+static int verify_client(X509_STORE_CTX *sc, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(sc, SSL_get_ex_data_X509_STORE_CTX_idx());
+    int ok = X509_verify_cert(sc);
+
+    (void)arg;
+    if (ok == 1 && ssl != NULL && SSL_get_session(ssl) != NULL &&
+        set_chain_times(SSL_get_session(ssl), X509_STORE_CTX_get0_chain(sc)) != 1)
+        ERR_clear_error();
+    return ok == 1; /* as OpenSSL takes its own: -1, an error, is a failure */
+}
+
+/* Whether |now| is within the chain times of |sess| (set_chain_times); a ticket without them, from an
+   earlier build, is held to its leaf only. */
+static bool chain_times_hold(SSL_SESSION *sess, time_t now)
+{
+    const unsigned char *d;
+    size_t len = 0;
+    uint64_t t[2] = {0, 0};
+
+    if (SSL_SESSION_get0_ticket_appdata(sess, (void **)&d, &len) != 1 || len != CHAIN_TIMES_LEN)
+        return true;
+    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
+        t[i / 8] = t[i / 8] << 8 | d[i];
+    return (int64_t)t[0] <= (int64_t)now && (int64_t)now < (int64_t)t[1]; /* as valid_at */
+}
+
+/* Whether |now| is within the validity of |sess|'s client certificate and of the chain it verified with. */
+static bool session_valid(SSL_SESSION *sess, time_t now)
+{
+    X509 *peer = SSL_SESSION_get0_peer(sess);
+
+    return peer == NULL || (valid_at(peer, now) && chain_times_hold(sess, now));
 }
 
 /*
@@ -262,9 +325,10 @@ static void log_dropped(const struct gw_conn *c, const char *subject, const char
 }
 
 /*
- * A resumed session whose client certificate is no longer valid: the connection keeps no client
- * certificate (refused where one is required: gw_conn_recheck), the session leaves the cache and no
- * new ticket carries it on (withhold_ticket), so that the client's next connection makes a full handshake.
+ * A resumed session whose client certificate, or a certificate of the chain it verified with, is no longer
+ * valid: the connection keeps no client certificate (refused where one is required: gw_conn_recheck), the
+ * session leaves the cache and no new ticket carries it on (withhold_ticket), so that the client's next
+ * connection makes a full handshake.
  */
 static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 {
@@ -272,7 +336,9 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 
     if (X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject)) == NULL)
         subject[0] = '\0';
-    log_dropped(c, subject, "the client certificate of a resumed TLS session is expired or not yet valid");
+    log_dropped(c, subject,
+                "the client certificate of a resumed TLS session, or a certificate of the chain it verified "
+                "with, is expired or not yet valid");
     c->peer_expired = true;
     c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     (void)SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get0_session(ssl));
@@ -286,10 +352,7 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
  */
 static void withhold_ticket(const SSL *ssl)
 {
-    X509 *peer = SSL_get0_peer_certificate(ssl);
-
-    if (peer != NULL && SSL_session_reused((SSL *)ssl) &&
-        !in_validity(peer, SSL_get_peer_cert_chain(ssl), time(NULL)))
+    if (SSL_session_reused((SSL *)ssl) && !session_valid(SSL_get_session(ssl), time(NULL)))
         (void)SSL_set_num_tickets((SSL *)ssl, 0);
 }
 
@@ -345,7 +408,7 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     /* a resumed session's certificate was verified when the session began, perhaps an hour or, with
        TLS 1.3's new ticket at each resumption, far longer ago; against the same client CAs (the
        session id context), so time is what can have changed */
-    if (SSL_session_reused((SSL *)ssl) && !in_validity(peer, SSL_get_peer_cert_chain(ssl), time(NULL))) {
+    if (SSL_session_reused((SSL *)ssl) && !session_valid(SSL_get_session(ssl), time(NULL))) {
         refuse_resumed((SSL *)ssl, c, peer);
         X509_free(peer);
         return;
@@ -504,70 +567,19 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
 }
 
 /*
- * A ticket carries its session's client certificate but not the chain it verified with, whose
- * certificates may expire before it: the times within which all of them are valid go into the
- * ticket (its application data, CHAIN_TIMES_LEN bytes: the latest notBefore, the earliest notAfter,
- * each 8 bytes big-endian), for on_ticket. A resumed session's ticket keeps those its session came
- * with (OpenSSL copies them with it); it has no verified chain.
- */
-#define CHAIN_TIMES_LEN 16
-
-static int on_new_ticket(SSL *ssl, void *arg)
-{
-    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
-    int64_t t[2] = {INT64_MIN, INT64_MAX};
-    time_t v[2];
-    unsigned char d[CHAIN_TIMES_LEN];
-
-    (void)arg;
-    if (chain == NULL)
-        return 1;
-    for (int i = 0; i < sk_X509_num(chain); i++) {
-        X509 *x = sk_X509_value(chain, i);
-
-        if (gw_asn1_time(X509_get0_notBefore(x), &v[0]) != 0 ||
-            gw_asn1_time(X509_get0_notAfter(x), &v[1]) != 0)
-            return 1; /* it verified, so this does not happen: the ticket is then held to its leaf */
-        t[0] = v[0] > t[0] ? v[0] : t[0];
-        t[1] = v[1] < t[1] ? v[1] : t[1];
-    }
-    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
-        d[i] = (unsigned char)((uint64_t)t[i / 8] >> (56 - 8 * (i % 8)));
-    return SSL_SESSION_set1_ticket_appdata(SSL_get_session(ssl), d, sizeof(d));
-}
-
-/* Whether |now| is within the chain times of |sess|'s ticket (on_new_ticket); one without them, from
-   an earlier build, is held to its leaf only. */
-static bool chain_times_hold(SSL_SESSION *sess, time_t now)
-{
-    const unsigned char *d;
-    size_t len = 0;
-    uint64_t t[2] = {0, 0};
-
-    if (SSL_SESSION_get0_ticket_appdata(sess, (void **)&d, &len) != 1 || len != CHAIN_TIMES_LEN)
-        return true;
-    for (int i = 0; i < CHAIN_TIMES_LEN; i++)
-        t[i / 8] = t[i / 8] << 8 | d[i];
-    return (int64_t)t[0] <= (int64_t)now && (int64_t)now < (int64_t)t[1]; /* as valid_at */
-}
-
-/*
- * A ticket whose client certificate, or a certificate of the chain it verified with, is out of its
- * validity is not used: a full handshake instead, where the client can present its current
+ * A ticket whose client certificate, or a certificate of the chain it verified with (its chain times), is
+ * out of its validity is not used: a full handshake instead, where the client can present its current
  * certificate (the info callback catches the same for a session from the cache, which has no such
  * hook).
  */
 static SSL_TICKET_RETURN on_ticket(SSL *ssl, SSL_SESSION *sess, const unsigned char *name, size_t name_len,
                                    SSL_TICKET_STATUS status, void *arg)
 {
-    X509 *peer;
-
     (void)ssl, (void)name, (void)name_len, (void)arg;
     switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
-        peer = SSL_SESSION_get0_peer(sess);
-        if (peer != NULL && (!in_validity(peer, NULL, time(NULL)) || !chain_times_hold(sess, time(NULL))))
+        if (!session_valid(sess, time(NULL)))
             return SSL_TICKET_RETURN_IGNORE_RENEW;
         return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
     case SSL_TICKET_EMPTY:
@@ -592,7 +604,7 @@ static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
         return GW_ERR_NOMEM;
     }
     return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) == 1 &&
-                   SSL_CTX_set_session_ticket_cb(ctx, on_new_ticket, on_ticket, NULL) == 1
+                   SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket, NULL) == 1
                ? 0
                : GW_ERR_CRYPTO;
 }
@@ -678,6 +690,7 @@ static int set_client_auth(SSL_CTX *ctx, const struct gw_listener_conf *lc, char
     if (lc->client_auth == GW_CLIENT_AUTH_REQUIRE)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_client, NULL);
     /* OpenSSL decodes every certificate of the client's chain before it verifies one, some 0.2 ms each
        in 3.0: its default of 100 KiB let a client without credentials spend 65 ms a handshake */
     SSL_CTX_set_max_cert_list(ctx, GW_MAX_TLS_CLIENT_CHAIN);

@@ -4,8 +4,9 @@ CertificateRequest names the client CA.
 Resumption: with a shared "ticket_keys_file" a session begun on one instance resumes on another (TLS 1.3 and
 1.2 tickets) with its client certificate; rotation by a new first key and a reload; without the file a session
 resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once; a session does not resume on a
-listener with other client CAs, nor past its client certificate's expiry. A "plain_http" listener on
-loopback enrols without TLS."""
+listener with other client CAs, nor past the expiry of its client certificate or of a certificate of the chain it
+verified with (from a ticket or the cache alike; an intermediate CA of client_ca too), and not held to what the
+client sent beside its certificate. A "plain_http" listener on loopback enrols without TLS."""
 import json
 import os
 import socket
@@ -303,7 +304,8 @@ def short_lived_client(d, seconds):
 
 def short_lived_issuer(d, seconds):
     """A client certificate valid for an hour, from an intermediate CA under the demo CA in |d| that expires
-    |seconds| from now: (its chain, leaf first; key)."""
+    |seconds| from now: (its chain, leaf first; key). The leaf alone is under-short-leaf.pem, the intermediate
+    short-issuer.pem."""
     import datetime
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -336,16 +338,37 @@ def short_lived_issuer(d, seconds):
             .sign(sub_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     (d / "under-short.pem").write_bytes(cert.public_bytes(pem) + sub.public_bytes(pem))
+    (d / "under-short-leaf.pem").write_bytes(cert.public_bytes(pem))
+    (d / "short-issuer.pem").write_bytes(sub.public_bytes(pem))
     (d / "under-short.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
     return d / "under-short.pem", d / "under-short.key"
 
 
+def expired_stranger(d):
+    """A self-signed certificate of a key of its own, expired an hour ago, written to |d|/expired.pem."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired stranger")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=2)).not_valid_after(now - datetime.timedelta(hours=1))
+            .sign(key, hashes.SHA256()))
+    (d / "expired.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return d / "expired.pem"
+
+
 class ResumptionBounds(harness.GatewayTestCase):
     """Where a session may not resume: on a listener with other client CAs, although it shares the ticket
-    keys (its session id context differs), and once its client certificate has expired, from a ticket (a full
-    handshake instead) or from the listener's cache (the connection keeps no certificate; refused where one
-    is required)."""
+    keys (its session id context differs), and once its client certificate, or a certificate of the chain it
+    verified with, has expired, from a ticket (a full handshake instead) or from the listener's cache (the
+    connection keeps no certificate; refused where one is required)."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -361,12 +384,17 @@ class ResumptionBounds(harness.GatewayTestCase):
         cache_tls = dict(first["tls"], client_auth="require")
         del cache_tls["ticket_keys_file"]
         cfg["listeners"].append(dict(first, port=gw.cache_port, tls=cache_tls))
+        # its client_ca, the demo CA until a test adds an intermediate CA to it
+        gw.held_port = harness.free_port(avoid=(gw.foreign_port, gw.cache_port))
+        (gw.dir / "held-ca.pem").write_bytes((gw.dir / "ca.pem").read_bytes())
+        cfg["listeners"].append(dict(first, port=gw.held_port, tls=dict(cache_tls, client_ca="held-ca.pem")))
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.gw.wait_ready(cls.gw.foreign_port)
         cls.gw.wait_ready(cls.gw.cache_port)
+        cls.gw.wait_ready(cls.gw.held_port)
 
     def ctx(self, cert, key):
         ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
@@ -430,6 +458,44 @@ class ResumptionBounds(harness.GatewayTestCase):
         time.sleep(5)
         self.not_served(ctx, self.gw.port, ticket)
         self.not_served(ctx, self.gw.port, handed)
+
+    def test_cache_not_past_an_issuer_of_client_ca(self):
+        """A session from the listener's cache is held to the chain it verified with, here through an
+        intermediate CA that the listener's client_ca holds and the client does not send: once that expires,
+        the session resumes but keeps no certificate, as past its own expiry."""
+        expires = time.monotonic() + 8
+        short_lived_issuer(self.gw.dir, 8)
+        held = self.gw.dir / "held-ca.pem"
+        held.write_bytes((self.gw.dir / "ca.pem").read_bytes() + (self.gw.dir / "short-issuer.pem").read_bytes())
+        try:
+            self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
+            ctx = self.ctx(self.gw.dir / "under-short-leaf.pem", self.gw.dir / "under-short.key")
+            cached, _, status = self.get(ctx, self.gw.held_port)
+            self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+            handed, reused, status = self.get(ctx, self.gw.held_port, cached)
+            self.assertTrue(reused)
+            self.assertTrue(status.startswith("HTTP/1.1 415"), status)  # before the intermediate expired
+            time.sleep(max(0, expires - time.monotonic()) + 1)
+            _, reused, status = self.get(ctx, self.gw.held_port, handed)
+            self.assertTrue(reused)
+            self.assertTrue(status.startswith("HTTP/1.1 403"), status)
+            self.not_served(ctx, self.gw.held_port, handed)  # the session left the cache
+        finally:
+            held.write_bytes((self.gw.dir / "ca.pem").read_bytes())
+            harness.admin(self.gw, "/reload", "POST")
+
+    def test_cache_not_held_to_what_the_client_appends(self):
+        """What a client sends beside its certificate is not its verified chain: an unrelated expired
+        certificate among it neither fails the handshake nor the resumptions of its session."""
+        chain = self.gw.dir / "client-and-expired.pem"
+        chain.write_bytes((self.gw.dir / "client.pem").read_bytes() + expired_stranger(self.gw.dir).read_bytes())
+        ctx = self.ctx(chain, self.gw.dir / "client.key")
+        session, reused, status = self.get(ctx, self.gw.cache_port)
+        self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+        for _ in range(2):  # the session, then the one its resumption handed on
+            session, reused, status = self.get(ctx, self.gw.cache_port, session)
+            self.assertTrue(reused)
+            self.assertTrue(status.startswith("HTTP/1.1 415"), status)
 
 
 class PlainListener(harness.GatewayTestCase):
