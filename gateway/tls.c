@@ -346,14 +346,22 @@ static void refuse_resumed(SSL *ssl, struct gw_conn *c, X509 *peer)
 }
 
 /*
- * A resumed session whose client certificate is no longer valid gets no new ticket: decided as the
- * server's flight is written, for TLS 1.3 writes its ticket before it reports the handshake done
- * (refuse_resumed), and that ticket would carry the session on for as long as the client resumes it.
+ * A session whose client certificate, or a certificate of the chain it verified with, is no longer valid
+ * gets no ticket: decided once the client's Finished is read, as TLS 1.3 writes its ticket next, before it
+ * reports the handshake done (refuse_resumed). A resumed session's ticket would carry it on for as long as
+ * the client resumes it; a new one's certificate, which verified as it came, may have expired while the
+ * client held back its Finished. TLS 1.2 offers no such choice: its ticket is refused when it comes back.
  */
 static void withhold_ticket(const SSL *ssl)
 {
-    if (SSL_session_reused((SSL *)ssl) && !session_valid(SSL_get_session(ssl), time(NULL)))
+    if (!session_valid(SSL_get_session(ssl), time(NULL)))
         (void)SSL_set_num_tickets((SSL *)ssl, 0);
+}
+
+/* Whether |ssl|'s server has just read the client's Finished. */
+static bool finished_read(const SSL *ssl, int where)
+{
+    return where == SSL_CB_ACCEPT_LOOP && SSL_get_state(ssl) == TLS_ST_SR_FINISHED;
 }
 
 /*
@@ -378,6 +386,10 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     X509 *peer;
     bool flight = flight_written(ssl, where);
 
+    if (finished_read(ssl, where)) {
+        withhold_ticket(ssl);
+        return;
+    }
     /* called at each state of each handshake: anything else returns here, at the cost of a compare */
     if ((where & (SSL_CB_HANDSHAKE_DONE | SSL_CB_ALERT)) == 0 && !flight)
         return;
@@ -388,7 +400,6 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     c = sock->on_close.data;
     if (flight) {
         c->flight_sent = true;
-        withhold_ticket(ssl);
         return;
     }
     if ((where & SSL_CB_ALERT) != 0) {

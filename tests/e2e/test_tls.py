@@ -6,7 +6,8 @@ Resumption: with a shared "ticket_keys_file" a session begun on one instance res
 resumes on its own instance only; a TLS 1.3 ticket follows the handshake at once; a session does not resume on a
 listener with other client CAs, nor past the expiry of its client certificate or of a certificate of the chain it
 verified with (from a ticket or the cache alike; an intermediate CA of client_ca too), and not held to what the
-client sent beside its certificate. A "plain_http" listener on loopback enrols without TLS."""
+client sent beside its certificate; no TLS 1.3 ticket is written for a certificate that expired before the
+client's Finished came. A "plain_http" listener on loopback enrols without TLS."""
 import json
 import os
 import socket
@@ -345,6 +346,14 @@ def short_lived_issuer(d, seconds):
     return d / "under-short.pem", d / "under-short.key"
 
 
+def last_record(data):
+    """The last TLS record of |data|, whole records (a 5-byte header: type, version, length)."""
+    start = 0
+    while start + 5 + int.from_bytes(data[start + 3:start + 5], "big") < len(data):
+        start += 5 + int.from_bytes(data[start + 3:start + 5], "big")
+    return data[start:]
+
+
 def expired_stranger(d):
     """A self-signed certificate of a key of its own, expired an hour ago, written to |d|/expired.pem."""
     import datetime
@@ -388,6 +397,8 @@ class ResumptionBounds(harness.GatewayTestCase):
         gw.held_port = harness.free_port(avoid=(gw.foreign_port, gw.cache_port))
         (gw.dir / "held-ca.pem").write_bytes((gw.dir / "ca.pem").read_bytes())
         cfg["listeners"].append(dict(first, port=gw.held_port, tls=dict(cache_tls, client_ca="held-ca.pem")))
+        # room for a client that holds back its Finished until its certificate expires
+        cfg.setdefault("limits", {})["handshake_timeout"] = "10s"
 
     @classmethod
     def setUpClass(cls):
@@ -483,6 +494,53 @@ class ResumptionBounds(harness.GatewayTestCase):
         finally:
             held.write_bytes((self.gw.dir / "ca.pem").read_bytes())
             harness.admin(self.gw, "/reload", "POST")
+
+    def test_no_ticket_past_the_certificate_expiry(self):
+        """A TLS 1.3 client that holds back its Finished until its certificate has expired gets no ticket,
+        under the shared keys or from the cache: the session is checked again as its ticket is written."""
+        cert, key = short_lived_client(self.gw.dir, 4)
+        expires = time.monotonic() + 4
+        conns, ticketed = [], []
+        try:
+            for port in (self.gw.port, self.gw.cache_port):  # both before the certificate expires
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+                tls = self.ctx(cert, key).wrap_bio(inc, out, server_hostname="127.0.0.1")
+                conns.append((s, inc, out, tls))
+                while True:
+                    try:
+                        tls.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        s.sendall(out.read())
+                        data = s.recv(65536)
+                        self.assertTrue(data, "the gateway closed during the handshake")
+                        inc.write(data)
+                flight = out.read()  # (ChangeCipherSpec,) Certificate, CertificateVerify, Finished: a record each
+                held = last_record(flight)
+                s.sendall(flight[:-len(held)])  # the certificate verifies now, while it is valid
+                conns[-1] += (held,)
+            time.sleep(max(0, expires - time.monotonic()) + 1)
+            for s, inc, out, tls, held in conns:
+                tls.write(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                          b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+                s.sendall(held + out.read())  # the client's Finished, and a request
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    inc.write(data)
+                    try:
+                        while tls.read(65536):
+                            pass
+                    except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                        pass
+                if tls.session is not None and tls.session.has_ticket:
+                    ticketed.append(s.getpeername()[1])
+            self.assertEqual(ticketed, [], "a ticket came on these ports")
+        finally:
+            for c in conns:
+                c[0].close()
 
     def test_cache_not_held_to_what_the_client_appends(self):
         """What a client sends beside its certificate is not its verified chain: an unrelated expired
