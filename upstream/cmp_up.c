@@ -799,8 +799,9 @@ static int revoke_outcome(int fi, int status, int *fail_info)
     return GW_ERR_REFUSED;
 }
 
-/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|. Worker, synchronous. */
-static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
+/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|, by |until_ms| too (0: none). Worker, synchronous. */
+static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms, int *fail_info,
+                      char *err)
 {
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct xfer x = {0};
@@ -815,6 +816,8 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, int 
                  gw_upstream_conf_name(cu != NULL ? cu->conf : NULL));
         goto out;
     }
+    if (until_ms != 0 && until_ms < x.deadline_ms) /* the transfer sends nothing past it, and cuts it short */
+        x.deadline_ms = until_ms;
     if (OSSL_CMP_exec_RR_ses(ctx) == 1) {
         rc = 0;
         goto out;

@@ -494,10 +494,11 @@ static int reason_usable(int reason)
 
 /*
  * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
- * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend.
+ * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend. Nothing
+ * goes over a network: |until_ms| does not cut its store's write short.
  */
 static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, int *fail_info, char *err)
+                               int reason, uint64_t until_ms, int *fail_info, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
@@ -505,6 +506,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     char hex[2 * 20 + 1] = "";
     int rc;
 
+    (void)until_ms;
     (void)fail_info;
     if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",

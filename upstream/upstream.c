@@ -869,7 +869,9 @@ int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, cha
     return GW_ERR_POLICY;
 }
 
-int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
+/* gw_upstream_revoke_cert ended by |until_ms| as well (0: none). */
+static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+                       int *fail_info, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
@@ -881,14 +883,25 @@ int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason
     if (!gw_upstream_issued(up, cert))
         return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
     return up->ops->revoke != NULL
-               ? up->ops->revoke(up, cert, reason, fail_info, err)
+               ? up->ops->revoke(up, cert, reason, until_ms, fail_info, err)
                : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
-                                        fail_info, err);
+                                        until_ms, fail_info, err);
+}
+
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
+{
+    return revoke_cert(up, cert, reason, 0, fail_info, err);
 }
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
 {
-    int fail_info, rc = gw_upstream_revoke_cert(up, cert, reason, &fail_info, err);
+    return gw_upstream_revoke_until(up, cert, reason, 0, err);
+}
+
+int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+                             char *err)
+{
+    int fail_info, rc = revoke_cert(up, cert, reason, until_ms, &fail_info, err);
 
     return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
@@ -910,7 +923,7 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     }
     if (issuer != NULL && !gw_upstream_issues_under(up, issuer))
         return not_its_ca(up, issuer, serial, err);
-    return up->ops->revoke_serial(up, issuer, serial, reason, fail_info, err);
+    return up->ops->revoke_serial(up, issuer, serial, reason, 0, fail_info, err);
 }
 
 int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,

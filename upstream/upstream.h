@@ -221,7 +221,10 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
  * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by
  * its issuer and serial; for its holder's rr. gw_upstream_revoke is gw_upstream_revoke_cert that
- * takes an already revoked certificate as done (0), for a withdrawal. Each asks the upstream only
+ * takes an already revoked certificate as done (0), for a withdrawal; gw_upstream_revoke_until is
+ * that call ended by |until_ms| (gw_now_ms; 0: none) as well as by the upstream's timeout, for a
+ * withdrawal during a drain: past it nothing more is sent, and a call under way is cut short, a
+ * failure that may pass whose outcome is unknown. Each asks the upstream only
  * about a certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them,
  * |issuer| the name of one; else nothing is sent, an error is logged, and the answer is
  * GW_ERR_NOT_FOUND with "not the CA of upstream X: revoke ... by hand at its issuer ..." in |err|.
@@ -231,6 +234,8 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
                               int reason, int *fail_info, char *err);
 int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err);
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
+int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+                             char *err);
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
  * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without

@@ -553,10 +553,12 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
  * POST revoke by serial: Vault takes no reason code (the caller audits it), and revokes by serial
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. A refusal Vault would
  * repeat (a 4xx, an expired certificate) is GW_ERR_REFUSED with badRequest: Vault names no failInfo.
- * A 404 naming a path Vault does not have is the gateway's configuration (no_route). Worker.
+ * A 404 naming a path Vault does not have is the gateway's configuration (no_route). Its attempts end
+ * by |until_ms| too (0: the timeout alone). Worker.
  */
 static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
-                               const ASN1_INTEGER *serial_int, int reason, int *fail_info, char *err)
+                               const ASN1_INTEGER *serial_int, int reason, uint64_t until_ms, int *fail_info,
+                               char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
@@ -570,6 +572,8 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     (void)issuer;
     (void)reason;
     (void)fail_info;
+    if (until_ms != 0 && until_ms < a.deadline)
+        a.deadline = until_ms;
     if ((rc = serial_text(serial_int, serial, err)) != 0)
         return rc;
     if ((req = json_object_new_object()) == NULL)

@@ -29,6 +29,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -1407,6 +1408,36 @@ static void test_revoke(void **state)
     fixture_cleanup(&f);
 }
 
+/*
+ * A revocation given an end (a withdrawal during a drain) ends by it, cfssl answering or not, its retry with
+ * an empty AKI too: both calls share that end. Before, each ran for the upstream's timeout, whatever a
+ * drain's deadline was.
+ */
+static void test_revoke_until(void **state)
+{
+    struct fixture f;
+    char err[GW_ERR_LEN];
+    uint64_t start;
+    int rc;
+
+    (void)state;
+    fixture_init_revoking(&f, srv.port);
+    gw_upstream_free(f.up);
+    f.conf.timeout_ms = 3000; /* longer than the end given */
+    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
+    clear_requests();
+    srv_set(&srv.revoke[0], (struct reply){400, "text/plain", revoke_not_found, 200});
+    srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, 1500});
+    start = gw_now_ms();
+    rc = gw_upstream_revoke_until(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, start + 600, err);
+    assert_true(gw_now_ms() - start < 1200);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, GW_ERR_REFUSED);
+    assert_int_not_equal(rc, GW_ERR_NOT_FOUND);
+    assert_int_equal(srv_n_reqs(), 2);
+    fixture_cleanup(&f);
+}
+
 static void test_revoke_reasons(void **state)
 {
     static const struct {
@@ -1506,6 +1537,7 @@ int main(void)
         cmocka_unit_test(test_cfssl_down),
         cmocka_unit_test(test_init_errors),
         cmocka_unit_test(test_revoke),
+        cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_revoke_reasons),
         cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_chain_fetch_blocks_nobody),

@@ -1474,11 +1474,11 @@ static struct {
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
 
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                            int reason, int *fail_info, char *err)
+                            int reason, uint64_t until_ms, int *fail_info, char *err)
 {
     int n = __atomic_add_fetch(&by_serial.revokes, 1, __ATOMIC_SEQ_CST); /* a withdrawal's thread too */
 
-    (void)up, (void)issuer, (void)serial;
+    (void)up, (void)issuer, (void)serial, (void)until_ms;
     __atomic_store_n(&by_serial.reason, reason, __ATOMIC_SEQ_CST);
     if (by_serial.during != NULL)
         by_serial.during(n);

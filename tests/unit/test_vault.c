@@ -1599,6 +1599,43 @@ static void test_revoke(void **state)
     fx_cleanup(&f);
 }
 
+#define REVOKED_BODY "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}"
+
+/*
+ * A revocation given an end (a withdrawal during a drain) ends by it, Vault answering or not: a failure
+ * that may pass, and nothing sent once it has passed. Before, it ran for the upstream's timeout whatever a
+ * drain's deadline was. The twin: without an end, a slow answer within the timeout revokes.
+ */
+static void test_revoke_until(void **state)
+{
+    static const struct answer slow = {200, REVOKED_BODY, 1500};
+    static const struct answer late = {200, REVOKED_BODY, 600};
+    struct fx f;
+    char err[GW_ERR_LEN];
+    uint64_t start;
+    int rc;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&slow, 1);
+    start = gw_now_ms();
+    rc = gw_upstream_revoke_until(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, start + 300, err);
+    assert_int_equal(rc, GW_ERR_TIMEOUT);
+    assert_true(gw_now_ms() - start < 1200);
+    assert_int_equal(fake_n_reqs(), 1);
+    fake_script(&slow, 1);
+    start = gw_now_ms();
+    rc = gw_upstream_revoke_until(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, start - 1, err);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, GW_ERR_REFUSED);
+    assert_int_not_equal(rc, GW_ERR_NOT_FOUND);
+    assert_int_equal(fake_n_reqs(), 0);
+    fake_script(&late, 1);
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, err), 0);
+    assert_int_equal(fake_n_reqs(), 1);
+    fx_cleanup(&f);
+}
+
 /* Vault's router for a mount the gateway's configuration names and Vault does not have. */
 #define NO_ROUTE "{\"errors\":[\"no handler for route \\\"pki/revoke\\\". route entry not found.\"]}"
 
@@ -2510,6 +2547,7 @@ int main(void)
         cmocka_unit_test(test_cert_login_refusal_masked),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
+        cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
