@@ -17,6 +17,9 @@
 /* a withdrawal (gateway/cmp/record.c) whose revocation at the CA fails for a reason that may pass */
 #define GW_WITHDRAWAL_ATTEMPTS 3      /* upstream calls in all */
 #define GW_WITHDRAWAL_BACKOFF_MS 2000 /* the wait before the second; 4 times as long before each next */
+#define GW_WITHDRAWAL_RECORD_MS                                                                              \
+    250 /* one asked during a drain: its call ends this long before the drain's                              \
+           deadline, the time to put it on record */
 
 /* connections, requests in flight and authentication attempts per client address (gateway/guard.c) */
 #define GW_DEFAULT_MAX_CONNECTIONS 4096

@@ -139,8 +139,9 @@ struct withdrawal {
     char tid[2 * GW_MAX_TID_LEN + 1];
     X509 *cert;
     int reason;
-    int attempts;     /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
-    uint64_t took_ms; /* how long its last call to its upstream took */
+    int attempts;      /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
+    uint64_t took_ms;  /* how long its last call to its upstream took */
+    uint64_t until_ms; /* its last call's end when it began during a drain (calls_end), else 0 */
 };
 
 struct cmp_withdrawals {
@@ -195,13 +196,31 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
     not_revoked_said(e, w, why, "a certificate that must not be used is still valid: revoke it by hand");
 }
 
-/* worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again). */
+#define TEXT_CHECK_AT_CA                                                                                     \
+    "a certificate that must not be used may still be valid: check at the CA and revoke it by hand if it "   \
+    "is not revoked"
+
+/*
+ * The end of a call to an upstream begun during a drain (lock held): GW_WITHDRAWAL_RECORD_MS before the
+ * drain's deadline, so that a call cut short there is on record by the deadline, by its own thread
+ * (cut_short), and the drain need not leave the engine to it. Never 0, which is no end.
+ */
+static uint64_t calls_end(const struct cmp_withdrawals *q)
+{
+    return q->until_ms > GW_WITHDRAWAL_RECORD_MS + 1 ? q->until_ms - GW_WITHDRAWAL_RECORD_MS : 1;
+}
+
+/*
+ * worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again).
+ * Once a drain began, its call ends by calls_end (w->until_ms); before, by its upstream's timeout alone.
+ */
 static void sending(struct cmp_withdrawals *q, struct withdrawal *w)
 {
     pthread_mutex_lock(&q->lock);
     q->asked = 1;
     q->failed = 0;
     w->attempts++;
+    w->until_ms = q->stopping ? calls_end(q) : 0;
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -264,10 +283,39 @@ static bool may_pass(int rc)
 }
 
 /*
+ * Why a withdrawal asked during a drain did not revoke: the call reached the end the drain left it
+ * (calls_end) with no answer, or with one that may pass at the last moment, and ended there. The
+ * upstream may have acted on it all the same: not "revoke it by hand" alone.
+ */
+#define TEXT_CUT_SHORT                                                                                       \
+    "the drain's deadline came while the upstream had not answered, which ended its call (the gateway "      \
+    "stopping or its configuration retired); it may or may not be revoked: check at the CA"
+
+/*
+ * worker: |w|'s call, which failed with |rc|, was cut short by the drain's deadline: on record at once, as
+ * near that end as its thread can be, unless the drain gave up on it first; its thread asks nothing more
+ * (ask_again: the queue is stopping).
+ */
+static void cut_short(struct gw_cmp_engine *e, const struct withdrawal *w, int rc)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+
+    if (rc >= 0 || w->until_ms == 0 || gw_now_ms() < w->until_ms || !may_pass(rc))
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->failed = 1; /* nothing more is asked: a drain need not wait for the thread */
+    if (!q->given_up) {
+        q->given_up = 1;
+        not_revoked_said(e, w, TEXT_CUT_SHORT, TEXT_CHECK_AT_CA);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
+
+/*
  * Why a withdrawal whose upstream failed it for a reason that may pass was not asked again: the drain's
  * deadline passed while it waited to, or what was left of it was no longer than that failed attempt took,
- * so that asking would likely hold the drain past it. Its last answer was a failure (or none in time,
- * taken as one, as after a last attempt): not "before it answered" (TEXT_GAVE_UP_ASKED).
+ * so that asking would likely end with no answer (TEXT_CUT_SHORT). Its last answer was a failure (or none in
+ * time, taken as one, as after a last attempt): not "before it answered" (TEXT_GAVE_UP_ASKED).
  */
 #define TEXT_GAVE_UP_FAILED                                                                                  \
     "the upstream failed attempt %d for a reason that may pass, and the drain left too little time to ask "  \
@@ -285,16 +333,16 @@ static void not_asked_again(struct gw_cmp_engine *e, struct cmp_withdrawals *q, 
 
 /*
  * Whether |w|, waiting to ask its upstream again once a drain ended the wait, is asked a last time (lock
- * held): only when what is left of the drain's deadline is longer than its failed attempt took. A CA that
- * let that attempt run its whole timeout would likely hold the drain past its deadline, which leaves the
- * outcome unknown (TEXT_GAVE_UP_ASKED); not asked, |w| is on record now as not revoked, and the drain
- * need not wait for it.
+ * held): only when what is left for its call (calls_end) is longer than its failed attempt took. A CA that
+ * let that attempt run its whole timeout would likely run this one to that end, which leaves the outcome
+ * unknown (TEXT_CUT_SHORT); not asked, |w| is on record now as not revoked, the CA's failure known, and
+ * the drain need not wait for it.
  */
 static bool last_ask_fits(struct gw_cmp_engine *e, struct cmp_withdrawals *q, const struct withdrawal *w)
 {
     if (q->given_up)
         return false;
-    if (!q->stopping || gw_now_ms() + w->took_ms < q->until_ms)
+    if (!q->stopping || gw_now_ms() + w->took_ms < calls_end(q))
         return true;
     not_asked_again(e, q, w);
     return false;
@@ -363,8 +411,10 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
                   "withdrawn all the same: another revocation of it may reach the CA too", NULL);
     sending(e->withdrawals, w);
     start = gw_now_ms();
-    rc = t->up != NULL ? gw_upstream_revoke(t->up, w->cert, w->reason, err) : no_upstream(w->cert, err);
+    rc = t->up != NULL ? gw_upstream_revoke_until(t->up, w->cert, w->reason, w->until_ms, err)
+                       : no_upstream(w->cert, err);
     w->took_ms = gw_now_ms() - start;
+    cut_short(e, w, rc);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
     if (mine == 0)
@@ -406,7 +456,10 @@ static void revoke(struct gw_cmp_engine *e, struct withdrawal *w)
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "attempts", attempts, NULL);
 }
 
-/* The next job to run, or NULL once the queue is stopped and empty. */
+/*
+ * The next job to run, or NULL once the queue is stopped and empty, or its drain left no time for a call
+ * (calls_end): what is still queued then is the drain's to put on record (give_up).
+ */
 static struct withdrawal *take(struct cmp_withdrawals *q)
 {
     struct withdrawal *w;
@@ -416,7 +469,9 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
     pthread_cond_broadcast(&q->cond); /* a drain or a test waits for the queue to empty */
     while (q->head == NULL && !q->stopping)
         pthread_cond_wait(&q->cond, &q->lock);
-    if ((w = q->head) != NULL) {
+    if (q->stopping && gw_now_ms() >= calls_end(q))
+        w = NULL;
+    else if ((w = q->head) != NULL) {
         if ((q->head = w->next) == NULL)
             q->tailp = &q->head;
         q->queued--;
@@ -645,7 +700,10 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
  * configuration generation, and cannot tell which. One asked goes on until its upstream answers: the
  * CA may revoke the certificate (its "revoked" record then follows this one) or not. One waiting to
  * begin goes on once its wait ends: the revocation it waited for may revoke the certificate, or this
- * withdrawal may reach the CA after all.
+ * withdrawal may reach the CA after all. One asked during the drain is not "asked" here unless its
+ * adapter overran the end it was given (calls_end): it ended GW_WITHDRAWAL_RECORD_MS before the
+ * deadline, and its thread, not the drain, put it on record (cut_short), so that its answer coming at
+ * the deadline, before the thread takes the lock, is not taken for none.
  */
 #define TEXT_GAVE_UP_ASKED                                                                                   \
     "the drain gave up on it after the upstream was asked, before it answered (the gateway stopping or its " \
@@ -656,10 +714,6 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
 #define TEXT_GAVE_UP_QUEUED                                                                                  \
     "the drain gave up on it before the upstream was asked (the gateway stopping or its configuration "      \
     "retired)"
-#define TEXT_CHECK_AT_CA                                                                                     \
-    "a certificate that must not be used may still be valid: check at the CA and revoke it by hand if it "   \
-    "is not revoked"
-
 /*
  * Past the drain's deadline (lock held): the jobs no upstream was asked for, off the queue for the
  * caller to put on record, and the one whose upstream has not answered on record now.

@@ -76,6 +76,9 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
  * cmp_withdrawals_drain (engine free) stops taking jobs and waits for them until |until_ms|
  * (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each. A job waiting to
  * ask its upstream again is asked a last time at once only if more is left than its failed attempt took.
+ * A call begun during the drain (that last attempt, a job taken from the queue) ends
+ * GW_WITHDRAWAL_RECORD_MS before |until_ms| (gw_upstream_revoke_until), and one cut short there is on
+ * record by its own thread, which then ends: the drain need not leave |e| to it.
  * Then every withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the
  * one whose upstream has not answered too. false: that one still runs, and |e| with all it uses must be
  * left to the process exit. NULL-safe on e->withdrawals.

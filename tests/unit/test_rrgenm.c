@@ -1468,6 +1468,7 @@ static struct {
     int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
     int fail_info;
     int reason;            /* the CRLReason the last revocation was asked with */
+    uint64_t until_ms;     /* the end the last revocation was given (gw_now_ms; 0: none) */
     void (*during)(int n); /* called by revocation |n| (1, 2, ...) before it answers, on its thread */
 } by_serial;
 
@@ -1478,8 +1479,9 @@ static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, con
 {
     int n = __atomic_add_fetch(&by_serial.revokes, 1, __ATOMIC_SEQ_CST); /* a withdrawal's thread too */
 
-    (void)up, (void)issuer, (void)serial, (void)until_ms;
+    (void)up, (void)issuer, (void)serial;
     __atomic_store_n(&by_serial.reason, reason, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&by_serial.until_ms, until_ms, __ATOMIC_SEQ_CST);
     if (by_serial.during != NULL)
         by_serial.during(n);
     if (by_serial.fails == 0)
@@ -1545,6 +1547,7 @@ static struct env *env_by_serial(const char *role_extra, const struct gw_upstrea
     by_serial.revokes = 0;
     by_serial.answer = NULL;
     by_serial.fails = 0;
+    by_serial.until_ms = 0;
     by_serial.during = NULL;
     assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
@@ -2382,7 +2385,7 @@ struct gave_up {
  * process's end (gw_cmp_engine_free_until), as the gateway leaves them; kept here, they are left on
  * purpose, not lost.
  */
-static struct env *left_envs[8];
+static struct env *left_envs[16];
 static size_t n_left;
 
 static int gave_up_setup(void **state)
@@ -2789,6 +2792,107 @@ static void test_drain_past_deadline_during_withdrawal_backoff(void **state)
     assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
 }
 
+/*
+ * revoke_failed of a withdrawal asked during a drain whose call reached the end the drain left it with no
+ * answer: the CA may have acted on it, so not "revoke it by hand" alone, and not that the drain gave up
+ * while the call went on.
+ */
+#define TEXT_CUT_SHORT                                                                                       \
+    "the drain's deadline came while the upstream had not answered, which ended its call (the gateway "      \
+    "stopping or its configuration retired); it may or may not be revoked: check at the CA"
+
+static int silent_from; /* the revocations from this one on (1, 2, ...) get no answer from the CA */
+
+/*
+ * A CA that answers the revocations before silent_from at once (the first after 300 ms) and leaves the
+ * others unanswered until the end their call was given, or 5 s without one (its upstream's timeout): they
+ * fail then as a call that timed out.
+ */
+static void silent_until_end(int n)
+{
+    uint64_t until = __atomic_load_n(&by_serial.until_ms, __ATOMIC_SEQ_CST), start = gw_now_ms();
+
+    if (n < silent_from) {
+        usleep(n == 1 ? 300 * 1000 : 0);
+        return;
+    }
+    while (gw_now_ms() < (until != 0 ? until : start + 5000))
+        usleep(10 * 1000);
+    __atomic_store_n(&by_serial.fails, GW_ERR_TIMEOUT, __ATOMIC_SEQ_CST);
+}
+
+/* What the drain left of the withdrawal cut short: one record and one line, and no word of giving up. */
+static void assert_cut_short(struct gave_up *g, const char *status)
+{
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(audit_count_by(g->e, "revoke_failed", "status", status, true), 1);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_failed\""), 1);
+    assert_non_null(strstr(g->logged, "\"reason\":\"" TEXT_CUT_SHORT "\""));
+    assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
+    assert_null(strstr(g->logged, TEXT_GAVE_UP_ASKED));
+}
+
+/*
+ * A drain while a withdrawal waits to ask its upstream again: the last attempt is asked, and the CA does
+ * not answer it. Its call ends before the drain's deadline, which it was given less the time for its
+ * record, and the thread puts it on record as cut short: the drain ends by its deadline with the thread
+ * done, and the engine is not left to the process's end. Before, the call ran for the upstream's timeout:
+ * the drain gave up at its deadline, "before it answered", and left the engine running it.
+ */
+static void test_drain_cuts_last_attempt_short(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    silent_from = 2;
+    by_serial.during = silent_until_end;
+    withdrawal_waiting(g, GW_ERR_BUSY);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
+    assert_true(gw_now_ms() - start < 1500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_true(by_serial.until_ms != 0 && by_serial.until_ms <= start + 1500 - GW_WITHDRAWAL_RECORD_MS);
+    assert_cut_short(g, "not revoked after 2 attempts: " TEXT_CUT_SHORT);
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
+/*
+ * The withdrawals queued when a drain begins are asked within it too: one the thread takes once the one at
+ * the CA revoked is given the drain's deadline, and the CA not answering it ends its call before that, on
+ * record as cut short. Before, it ran for the upstream's timeout past the drain's deadline. The twin: the
+ * one that began before the drain keeps its upstream's timeout (no end given), and revokes.
+ */
+static void test_drain_cuts_queued_withdrawal_short(void **state)
+{
+    struct gave_up *g = *state;
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *other = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-21", 0x5121); /* the CA's too */
+    struct cmp_txn view;
+    uint64_t start;
+
+    silent_from = 2;
+    by_serial.during = silent_until_end;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
+        usleep(10 * 1000);
+    assert_int_equal(__atomic_load_n(&by_serial.until_ms, __ATOMIC_SEQ_CST), 0);
+    memset(&view, 0, sizeof(view));
+    view.up = gw_upstream_set_get0(g->e->ups, g->e->cfg->upstreams[0].name);
+    snprintf(view.serial, sizeof(view.serial), "queued");
+    cmp_withdraw(g->e->engine, &view, "0f0f", other, CRL_REASON_CESSATION_OF_OPERATION);
+    X509_free(other);
+    EVP_PKEY_free(k);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
+    assert_true(gw_now_ms() - start < 1500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_true(by_serial.until_ms != 0 && by_serial.until_ms <= start + 1500 - GW_WITHDRAWAL_RECORD_MS);
+    assert_int_equal(audit_count(g->e, "revoked", "status", "revoked upstream"), 1);
+    assert_cut_short(g, "not revoked: " TEXT_CUT_SHORT);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -3137,6 +3241,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_during_withdrawal_backoff_no_time_left, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_past_deadline_during_withdrawal_backoff, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_last_attempt_short, gave_up_setup, gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_queued_withdrawal_short, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
