@@ -898,6 +898,48 @@ class VaultClientGoneRevocationRetried(Http2Listener, SlowVault):
         self.assertEqual(len(self.vault.since(mark, "/revoke")), 4)
 
 
+# what a withdrawal asked during a drain is on record as when Vault had not answered by its deadline
+# (gateway/cmp/record.c)
+CUT_SHORT = ("the drain's deadline came while the upstream had not answered, which ended its call (the gateway "
+             "stopping or its configuration retired); it may or may not be revoked: check at the CA")
+
+
+class VaultStopCutsLastRevocationShort(Http2Listener, SlowVault):
+    """As VaultClientGoneRevocationRetried, with SIGTERM while the withdrawal waits to ask Vault again, and
+    Vault then holding the revocation longer than the withdrawals' deadline (10 s), within the upstream's
+    timeout (60 s): the last attempt, asked as the drain begins, is given that deadline and ends by it, on
+    record as cut short, and the gateway exits 0 with a clean shutdown, nothing left running. Before, the
+    call ran on: the drain gave up on it "before it answered" and the gateway exited without cleanup."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cfg["upstreams"]["vault"]["timeout"] = "60s"
+
+    def test_last_attempt_ends_by_the_drain_deadline(self):
+        cn = "cut-short.example.com"
+        req = self.gw.make_request("cut-short", "p10cr", subject="/CN=" + cn, extra=("-implicit_confirm",))
+        self.leave_once_held(req, "--http2")
+        self.vault.control({"force_status": 503, "force_count": 3, "match": "/revoke"})  # the first call fails
+        retry = harness.settled(lambda: [e for e in self.gw.log_lines() if e.get("event") == "revoke_retry"], len)
+        self.assertEqual(len(retry), 1, self.gw.stderr()[-3000:])
+        mark = self.vault.mark()
+        self.vault.control({"latency_ms": 40000, "match": "/revoke"})
+        start = time.monotonic()
+        self.gw.signal_stop()  # within the withdrawal's 2 s back-off
+        rc = self.gw.wait_exit()
+        self.gw.proc = None
+        self.gw.check_stderr()
+        self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
+        self.assertLess(time.monotonic() - start, 15)
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)  # the last attempt, never answered
+        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoke_failed", cn)],
+                         ["not revoked after 2 attempts: " + CUT_SHORT])
+        self.assertEqual(harness.audit_records(self.gw, "revoked", cn), [])
+        stopped = [(e.get("level"), e.get("msg")) for e in self.gw.log_lines() if e.get("event") == "stopped"]
+        self.assertEqual(stopped, [("info", "clean shutdown")], self.gw.stderr()[-3000:])
+
+
 class VaultAuditLostWhileWaiting(SlowVault):
     """The audit log fails while a sign call waits at Vault: the intent is on record, Vault issues, and the
     "issued" record cannot be written. The certificate is not released (systemUnavail) and is revoked at
