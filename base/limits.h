@@ -158,6 +158,10 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_REPORT_NAME_LEN 256         /* a role, upstream or failInfo name as `cmpgw report` keeps it */
 #define GW_IDENTITY_PREFIX 180         /* of a subject too long for it: its start, then its hash */
 #define GW_TLS_CLIENT_LEN (7 + 64 + 1) /* "sha256:" and a TLS client certificate's hash in hex */
+/* the credential a CMP sender authenticated with: "pbm:" and its reference, or its signer certificate's
+   hash as GW_TLS_CLIENT_LEN */
+#define GW_CREDENTIAL_LEN (4 + GW_MAX_KID_LEN + 1)
+_Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a certificate's hash");
 /* "<TLS client> <identity>": a share of a per-identity cap */
 #define GW_QUOTA_KEY_LEN (GW_TLS_CLIENT_LEN + GW_IDENTITY_LEN)
 #define GW_MAX_EXTRA_CERTS 16                   /* certificates in a request's extraCerts: signer and chain */
@@ -344,6 +348,7 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
    each found among GW_LOG_PACE_PROBE places (gw_log_peer_pace_due) */
 #define GW_LOG_PACE_PEERS 256
 #define GW_LOG_PACE_PROBE 8
-#define GW_LOG_PACE_NAME_LEN GW_TLS_CLIENT_LEN /* a peer's name: its TLS client certificate's hash */
+/* a peer's name: its TLS client certificate's hash, or the credential of its CMP protection */
+#define GW_LOG_PACE_NAME_LEN GW_CREDENTIAL_LEN
 
 #endif

@@ -330,7 +330,7 @@ static bool plain_success(int status, const struct gw_cmp_response *rsp, bool go
  * Whether the line of a request is written: 1 in "log_sample_success" of the plain successes
  * (accepted, confirmed, answered, waiting: nothing else to say), every other one (refusals, errors,
  * a client that rejected its certificate or went away), so that a busy gateway's log keeps what
- * needs looking at; those of a peer not authenticated, and those of a TLS client but its plain
+ * needs looking at; those of a peer not authenticated, and those of an authenticated one but its plain
  * successes, paced (log_request). The audit log is never sampled.
  */
 static bool log_sampled(const struct gw_config *cfg, int status, const struct gw_cmp_response *rsp, bool gone)
@@ -353,38 +353,48 @@ static bool log_sampled(const struct gw_config *cfg, int status, const struct gw
  * expired: the 403 that refuses it is the line of a peer without one), or the message's protection
  * verified (gw_cmp_response.authenticated): such a line names who sent it.
  *
- * A client with a trusted TLS certificate can send as fast: HTTP/1.1 requests pipelined to an unknown
- * path, each a 404 and a line some 12 times as long as a short request. Paced with the others as one event,
- * its flood would hold back their lines, which name who they are; so its lines are paced per client, by its
- * certificate (gw_log_peer_pace_due), "suppressed" counting its own lines held back. Its plain
- * successes are not paced: each is work the gateway did for a client it knows (an issuance is in the
- * audit log besides), which log_sample_success thins where that is too much. A peer that authenticated
- * by its message's protection alone has all its lines written: each is a message whose signature or
- * MAC a worker verified.
+ * An authenticated client can send as fast: with a trusted TLS certificate, HTTP/1.1 requests pipelined
+ * to an unknown path, each a 404 and a line some 12 times as long as a short request; with a trusted CMP
+ * signing certificate or PBM secret alone, requests refused after their protection verified, and so can
+ * anyone who captured one of its messages, each replay refused as one and each a line. Paced with the
+ * others as one event, its flood would hold back their lines, which name who they are; so its lines are
+ * paced per client (gw_log_peer_pace_due), by the credential that authenticated it (request_client),
+ * "suppressed" counting its own lines held back. Its plain successes are not paced: each is work the
+ * gateway did for a client it knows (an issuance is in the audit log besides), which log_sample_success
+ * thins where that is too much.
  */
 static struct gw_log_pace unauthenticated_pace = GW_LOG_PACE_INIT;
-static struct gw_log_peer_pace tls_client_pace = GW_LOG_PEER_PACE_INIT;
+static struct gw_log_peer_pace client_pace = GW_LOG_PEER_PACE_INIT;
+
+/*
+ * The name the lines of an authenticated peer are paced under (log_request): the TLS client certificate
+ * |tls_client| (gw_conn's tls_client) when it has one, else the credential of its message's protection
+ * (gw_cmp_response.credential) when that verified; NULL for a peer not authenticated. One that could
+ * not be told is GW_CMP_TLS_CLIENT_UNKNOWN, the same for all such.
+ */
+static const char *request_client(const X509 *peer, const char *tls_client, const struct gw_cmp_response *rsp)
+{
+    const char *name = peer != NULL ? tls_client : rsp != NULL && rsp->authenticated ? rsp->credential : NULL;
+
+    return name == NULL || name[0] != '\0' ? name : GW_CMP_TLS_CLIENT_UNKNOWN;
+}
 
 /* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
  * refusals. |gone|: the answer never left, its client gone or the gateway stopped (log_unsent).
- * |authenticated|: its peer is (above); |tls_client|: by the TLS client certificate it names (gw_conn's
- * tls_client), or NULL. */
+ * |client|: the name its authenticated peer is paced under (request_client), or NULL. */
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
                         int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone,
-                        bool authenticated, const char *tls_client)
+                        const char *client)
 {
     char st[12], dur[24], held[GW_LOG_HELD_LEN] = "";
-    bool paced = !authenticated || (tls_client != NULL && !plain_success(status, rsp, gone));
+    bool paced = client == NULL || !plain_success(status, rsp, gone);
 
     count_request(l, m, status, rsp, gone);
     if (!log_sampled(cfg, status, rsp, gone))
         return;
-    if (!authenticated && !gw_log_pace_due(&unauthenticated_pace, time(NULL), held))
+    if (client == NULL && !gw_log_pace_due(&unauthenticated_pace, time(NULL), held))
         return;
-    if (authenticated && paced &&
-        !gw_log_peer_pace_due(&tls_client_pace,
-                              tls_client[0] != '\0' ? tls_client : GW_CMP_TLS_CLIENT_UNKNOWN, time(NULL),
-                              held))
+    if (client != NULL && paced && !gw_log_peer_pace_due(&client_pace, client, time(NULL), held))
         return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);
@@ -709,8 +719,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         const struct gw_conn *c = gw_conn_get0(req); /* its certificate as the checks left it */
 
         /* logged and counted before the answer leaves: a client that reads the metrics next sees it */
-        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false, c != NULL && c->peer != NULL,
-                    c != NULL && c->peer != NULL ? c->tls_client : NULL);
+        log_request(lt->gen->cfg, &log, &match, r.status, NULL, r.reason, false,
+                    c != NULL ? request_client(c->peer, c->tls_client, NULL) : NULL);
         send_text(req, r.status, r.hdr, r.retry_after, r.reason);
     }
     return 0;
@@ -742,19 +752,6 @@ static void undelivered(struct http_job *job)
     gw_pool_resume(pool, &job->job);
 }
 
-/* Whether the peer of |job| is authenticated (log_request): by its TLS client certificate, or by its
- * message's protection. */
-static bool job_authenticated(const struct http_job *job)
-{
-    return job->peer != NULL || job->rsp.authenticated;
-}
-
-/* The TLS client certificate that authenticated the peer of |job| (log_request), or NULL. */
-static const char *job_tls_client(const struct http_job *job)
-{
-    return job->peer != NULL ? job->tls_client : NULL;
-}
-
 /* The request line of |job|, whose answer never left because |who| (before the response). */
 static void log_unsent(struct http_job *job, const char *who)
 {
@@ -767,8 +764,8 @@ static void log_unsent(struct http_job *job, const char *who)
     snprintf(line, sizeof(line), "%s before the response; %s%s", who,
              rsp->outcome[0] != '\0' ? rsp->outcome : reason,
              rsp->carried != NULL ? "; its certificate is withdrawn" : "");
-    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true, job_authenticated(job),
-                job_tls_client(job));
+    log_request(job->gen->cfg, &job->log, &job->match, status, rsp, line, true,
+                request_client(job->peer, job->tls_client, rsp));
 }
 
 /* loop thread: answer one finished job, or only log it when the client went away. 1: the job went back
@@ -792,8 +789,8 @@ static int respond(struct http_job *job)
     }
     job->ref->job = NULL;
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
-                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false, job_authenticated(job),
-                job_tls_client(job)); /* before it leaves, as above */
+                rsp->outcome[0] != '\0' ? rsp->outcome : reason, false,
+                request_client(job->peer, job->tls_client, rsp)); /* before it leaves, as above */
     if (status == 200)
         send_der(job->req, rsp->der, rsp->len, gw_route_is_get(&job->match));
     else

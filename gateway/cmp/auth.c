@@ -704,6 +704,19 @@ int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_notAuthorized, "%s", TEXT_OTHER_TLS_CLIENT);
 }
 
+void cmp_authenticated(struct cmp_call *c, const struct cmp_txn *t)
+{
+    char *cred = c->rsp->credential;
+
+    c->rsp->authenticated = true;
+    if (cred[0] != '\0')
+        return; /* a callback before, for this message */
+    if (t->pbm)
+        snprintf(cred, GW_CREDENTIAL_LEN, "pbm:%.*s", (int)t->kid_len, (const char *)t->kid);
+    else if (t->signer != NULL)
+        (void)gw_cmp_tls_client(t->signer, cred); /* "unknown" when it cannot be hashed */
+}
+
 int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *msg, struct cmp_refusal *r)
 {
     if (!cmp_sender_is(&c->hdr, t->pbm, t->kid, t->kid_len, t->sender))
@@ -717,7 +730,7 @@ int cmp_check_pinned(struct cmp_call *c, struct cmp_txn *t, const OSSL_CMP_MSG *
         ERR_clear_error();
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "%s", TEXT_PINNED_SIGNER);
     }
-    c->rsp->authenticated = true;
+    cmp_authenticated(c, t);
     return 0;
 }
 

@@ -125,6 +125,13 @@ int cmp_sender_is(const struct gw_hdr_info *h, int pbm, const unsigned char *kid
 int cmp_check_tls_client(const struct cmp_call *c, const char *bound, struct cmp_refusal *r);
 
 /*
+ * cmp_authenticated: |c|'s message is authenticated, by |t|'s pinned signer or PBM reference: its
+ * response says so (gw_cmp_response.authenticated), and with which credential (its request line is
+ * paced per credential: gateway/http.c).
+ */
+void cmp_authenticated(struct cmp_call *c, const struct cmp_txn *t);
+
+/*
  * cmp_check_pinned: whether |msg| (certConf, pollReq, error) comes from |t|'s sender, over a
  * connection of its TLS client, signed by its pinned signer (or with its PBM secret): 0, or refused
  * with |r|. Another trusted certificate with the sender's subject passes the sender check only;

@@ -538,7 +538,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     if (rsp != NULL && !c->audited && cmp_is_cert_response(OSSL_CMP_MSG_get_bodytype(rsp))) {
         /* no callback ran: OpenSSL refused the POPO itself, quoting its own reason (docs/design.md
          * O4), once the protection verified */
-        c->rsp->authenticated = true;
+        cmp_authenticated(c, t);
         OSSL_CMP_MSG_free(rsp);
         cmp_txn_free(t);
         end_slot(c);
@@ -548,7 +548,7 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* issued and awaiting certConf, or deferred and awaiting pollReq (docs/polling.md); t->nonce, the
        senderNonce its client's next message must answer, read from |rsp| as it was made */
     if (refused_once_verified(rsp)) {
-        c->rsp->authenticated = true;
+        cmp_authenticated(c, t);
         cmp_rr_audit_unread(c, t, rsp); /* who tried to revoke what, where OpenSSL refused it unread */
     }
     open = (t->issued != NULL || t->pending != NULL) &&

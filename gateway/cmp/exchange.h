@@ -91,8 +91,11 @@ struct gw_cmp_response {
     struct gw_cmp_suspended *suspended; /* set: no answer yet; arm it, then process again to answer */
     struct gw_cmp_carried *carried;     /* set: the answer carries a certificate its client has not had */
     /* the message's protection verified (by OpenSSL before it called back, or by the engine against a
-       transaction's pinned signer): its sender is known, and its request line is not paced (http.c) */
+       transaction's pinned signer): its sender is known, and its request line is paced as its own (http.c) */
     bool authenticated;
+    /* with which credential (cmp_authenticated): "sha256:" and the hash of its signer certificate (as
+       gw_cmp_tls_client), or "pbm:" and its PBM reference; "" if not authenticated */
+    char credential[GW_CREDENTIAL_LEN];
 };
 
 /* Why an answer never left the gateway. */

@@ -8,6 +8,7 @@
  * marks its request's sender authenticated first (called_back).
  */
 #include "gateway/cmp/srv.h"
+#include "gateway/cmp/auth.h"
 #include "gateway/cmp/genm.h"
 #include "gateway/cmp/issue.h"
 #include "gateway/cmp/outcome.h"
@@ -125,7 +126,7 @@ static struct cmp_txn *called_back(OSSL_CMP_SRV_CTX *srv)
 {
     struct cmp_txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 
-    t->call->rsp->authenticated = true;
+    cmp_authenticated(t->call, t);
     return t;
 }
 

@@ -897,7 +897,7 @@ class Gateway:
     def make_request(self, name, cmd="ir", *, auth="sig", subject="/CN=e2e-captured", extra=("-implicit_confirm",)):
         """A fresh request PKIMessage as `openssl cmp` would send it, captured without sending it to the
         gateway (a one-shot plain-HTTP catcher on loopback answers 503); saved as |name|.der in the
-        work dir. auth: "sig", "pbm" or (cert, key) as for cmp(). Returns the path."""
+        work dir. auth: "sig", "pbm", (cert, key) or ("pbm", ref, secret) as for cmp(). Returns the path."""
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
@@ -941,6 +941,8 @@ class Gateway:
             argv += ["-cert", d / "client.pem", "-key", d / "client.key"]
         elif auth == "pbm":
             argv += ["-ref", "demo-device", "-secret", "file:%s" % (d / "pbm.secret")]
+        elif auth[0] == "pbm":
+            argv += ["-ref", auth[1], "-secret", auth[2]]
         else:  # (cert, key) of another signer
             argv += ["-cert", auth[0], "-key", auth[1]]
         p = run(argv + list(extra), cwd=d, check=False)

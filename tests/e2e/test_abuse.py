@@ -43,7 +43,8 @@ budget bounded per address only. So is tls_peer_dropped, which a client resuming
 certificate was valid wrote once a resumption, at no cost to it, once the certificate had expired. A client
 with a trusted TLS certificate wrote a line for each request, unpaced, as fast as it sent them: its lines are
 now paced per client certificate (its plain successes aside), so that its flood holds back its own lines and
-not another client's.
+not another client's. So did a client authenticated by its CMP protection alone, and anyone replaying a message
+of it they captured (each replay refused and a line): its lines are now paced per sender credential.
 
 A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
 request one of its certificates signed, a replay refused right after too: now at most every
@@ -1326,8 +1327,8 @@ class RequestLinesPaced(harness.GatewayTestCase):
     authenticated (no verified TLS client certificate, no verified CMP protection) are now paced:
     GW_LOG_PACE_LINES a GW_LOG_PACE_SECS window, the lines held back counted in the next one's
     "suppressed"; the counters count every request. A client with a trusted TLS certificate has its lines paced
-    per certificate, its plain successes aside; a client authenticated by its message's protection alone has all
-    its lines written.
+    per certificate, its plain successes aside (a client authenticated by its message's protection alone:
+    CmpSenderLinesPaced).
     A plain listener beside the TLS one (whose client certificate is optional); no failed-auth budget,
     so that the CMP-level refusals counted against it do not shut the address out."""
     PACE_LINES, PACE_SECS = 20, 10  # GW_LOG_PACE_LINES, GW_LOG_PACE_SECS
@@ -1403,8 +1404,7 @@ class RequestLinesPaced(harness.GatewayTestCase):
         """A client with a trusted TLS certificate sent requests to an unknown path as fast as a peer without
         credentials can, each a 404 and a line written, some 12 bytes logged a byte sent. Its refusals are now
         paced per client certificate: GW_LOG_PACE_LINES a window for it, "suppressed" counting its own lines held
-        back, and another client's lines in the same window are all written. Its plain successes are not paced,
-        nor are the lines of a peer authenticated by its message's protection alone."""
+        back, and another client's lines in the same window are all written. Its plain successes are not paced."""
         import http.client
         from test_tls import short_lived_client
         n = 3 * self.PACE_LINES
@@ -1424,13 +1424,6 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertEqual(harness.decode_cmp(body).body_type, "ip")
         flooder.close()
         elapsed = time.monotonic() - start
-        # no TLS client certificate, a signed CMP message: accepted once, then refused as a replay, each
-        # after its signature verified: all written
-        der = self.gw.make_request("paced-signed").read_bytes()
-        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
-        for _ in range(n):
-            post(conn, der)
-        conn.close()
         lines = self.lines(before)
         flood = [l for l in lines if l["tls_subject"] == "/O=cmpgw demo/CN=demo-client" and l["status"] == "404"]
         windows = int(elapsed // self.PACE_SECS) + 2
@@ -1441,9 +1434,6 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertTrue(all(l["status"] == "404" and l["suppressed"] == "0" for l in others), others[:3])
         issued = [l for l in lines if l["req_type"] == "ir" and l["tls_subject"]]
         self.assertEqual([(l["outcome"], "suppressed" in l) for l in issued], [("accepted", False)])
-        signed = [l for l in lines if l["req_type"] == "ir" and not l["tls_subject"]]
-        self.assertEqual(len(signed), n)
-        self.assertTrue(all("suppressed" not in l and l["identity"] for l in signed), signed[:3])
         # once the window has passed, the flooder's next line says how many of its own were held back
         time.sleep(max(0, start + self.PACE_SECS + 0.5 - time.monotonic()))
         flooder = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
@@ -1454,6 +1444,62 @@ class RequestLinesPaced(harness.GatewayTestCase):
                  and l["status"] == "404"]
         self.assertEqual(len(flood) + sum(int(l["suppressed"]) for l in flood), n + 1)
         self.assertGreater(int(flood[-1]["suppressed"]), 0, flood[-1])
+
+
+class CmpSenderLinesPaced(harness.GatewayTestCase):
+    """A gateway of its own, with a plain listener as RequestLinesPaced: the lines its senders' floods hold back
+    would be counted in another test's "suppressed"."""
+    PACE_LINES, PACE_SECS = RequestLinesPaced.PACE_LINES, RequestLinesPaced.PACE_SECS
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+
+    def lines_of(self, before, identity):
+        return [e for e in self.gw.log_lines()[before:] if e.get("event") == "request" and e["identity"] == identity]
+
+    def test_replays_paced_per_sender(self):
+        """A client authenticated by its CMP message's protection alone (a plain listener, a TLS one without a
+        client certificate) had every request line written, and so had anyone replaying a message of it they
+        captured: each replay verified, refused as one and a line, as fast as they came, nothing counted
+        against the address. These lines are now paced per sender credential (the certificate that signed,
+        the PBM reference), its plain successes aside: the signer's flood holds back its own lines, and a PBM
+        sender's lines in the same window are all written."""
+        import http.client
+        n = 3 * self.PACE_LINES
+        signed = self.gw.make_request("paced-signer").read_bytes()
+        pbm = self.gw.make_request("paced-pbm", auth="pbm").read_bytes()
+        before = len(self.gw.log_lines())
+        start = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        for _ in range(n):
+            self.assertEqual(post(conn, signed)[0], 200)
+        conn.close()
+        other = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                            context=self.gw.tls_context(cert=None))
+        for _ in range(self.PACE_LINES + 1):  # accepted, then as many replays as a window lets out
+            self.assertEqual(post(other, pbm)[0], 200)
+        other.close()
+        elapsed = time.monotonic() - start
+        flood = self.lines_of(before, "/O=cmpgw demo/CN=demo-client")
+        self.assertEqual([(l["outcome"], "suppressed" in l) for l in flood[:1]], [("accepted", False)])
+        replays = flood[1:]
+        windows = int(elapsed // self.PACE_SECS) + 2
+        self.assertLessEqual(len(replays), windows * self.PACE_LINES, (len(replays), elapsed))
+        self.assertTrue(replays and all(l.get("suppressed", "").isdigit() for l in replays), replays[:3])
+        self.assertTrue(all("replayed message" in l["outcome"] for l in replays), replays[:3])
+        others = self.lines_of(before, "pbm:demo-device")
+        self.assertEqual([(l["outcome"], "suppressed" in l) for l in others[:1]], [("accepted", False)])
+        self.assertEqual([l.get("suppressed") for l in others[1:]], ["0"] * self.PACE_LINES, others[:3])
+        # once the window has passed, the signer's next line says how many of its own were held back
+        time.sleep(max(0, start + self.PACE_SECS + 0.5 - time.monotonic()))
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        self.assertEqual(post(conn, signed)[0], 200)
+        conn.close()
+        replays = self.lines_of(before, "/O=cmpgw demo/CN=demo-client")[1:]
+        self.assertEqual(len(replays) + sum(int(l["suppressed"]) for l in replays), n)
+        self.assertGreater(int(replays[-1]["suppressed"]), 0, replays[-1])
 
 
 def sent_paced(case, event, der):

@@ -91,8 +91,10 @@ struct env {
     const char *gone; /* set: |route| is a path the running configuration lost (gw_cmp_request.gone) */
     /* Counts of answers, atomic as concurrent requests (job_run) add to them: those that count against
        the client's address (gw_cmp_response.auth_failed), those that were the HTTP 404 of |gone|, and
-       those whose sender was authenticated (gw_cmp_response.authenticated). */
-    atomic_int auth_failures, gone_answers, authenticated;
+       those whose sender was authenticated (gw_cmp_response.authenticated), of them those with another
+       credential than |credential| when it is set. */
+    atomic_int auth_failures, gone_answers, authenticated, other_credential;
+    const char *credential;
     /* The slow adapter (slow_put) of this engine's upstream, which borrows it: each engine has its own,
        as the calls of another (a second instance of a test, or a test before) may still be reading
        theirs while this one is written. */
@@ -374,6 +376,8 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
     e->authenticated += rsp.authenticated;
+    e->other_credential +=
+        rsp.authenticated && e->credential != NULL && strcmp(rsp.credential, e->credential) != 0;
     e->gone_answers += e->gone != NULL && rsp.http_status == 404 && strcmp(rsp.http_reason, e->gone) == 0;
     if (rsp.http_status == 200) {
         out = OPENSSL_memdup(rsp.der, rsp.len);
@@ -531,14 +535,18 @@ static void test_ir_signature_certconf(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char signer[GW_TLS_CLIENT_LEN];
     X509 *cert;
 
     (void)state;
+    assert_int_equal(gw_cmp_tls_client(client_cert, signer), 0);
+    e->credential = signer; /* its request lines are paced by the certificate that signed */
     cert = OSSL_CMP_exec_IR_ses(ctx);
     assert_non_null(cert);
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(cl.exchanges, 2); /* ir + certConf */
     assert_int_equal(e->authenticated, 2);
+    assert_int_equal(e->other_credential, 0);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
@@ -554,6 +562,7 @@ static void test_ir_pbm_cr_p10cr(void **state)
     EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 
     (void)state;
+    e->credential = "pbm:demo-device"; /* its request lines are paced by its reference */
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     OSSL_CMP_CTX_reinit(ctx); /* a fresh transactionID per transaction */
@@ -571,6 +580,7 @@ static void test_ir_pbm_cr_p10cr(void **state)
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(cl.exchanges, 6);
     assert_int_equal(e->authenticated, 6);
+    assert_int_equal(e->other_credential, 0);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     X509_REQ_free(csr);
     EVP_PKEY_free(k);
