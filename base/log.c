@@ -208,9 +208,11 @@ static size_t name_hash(const char *name)
 
 /*
  * |name|'s place among its GW_LOG_PACE_PROBE in |p|: its own, else a free one given to it (one that
- * holds no count of lines held back first), else NULL.
+ * holds no count of lines held back first, else the count and who held them back go to |gone|), else
+ * NULL.
  */
-static struct gw_log_peer *peer_place(struct gw_log_peer_pace *p, const char *name, time_t now)
+static struct gw_log_peer *peer_place(struct gw_log_peer_pace *p, const char *name, time_t now,
+                                      struct gw_log_peer_held *gone)
 {
     struct gw_log_peer *free_place = NULL;
     size_t at = name_hash(name);
@@ -227,20 +229,24 @@ static struct gw_log_peer *peer_place(struct gw_log_peer_pace *p, const char *na
     }
     if (free_place == NULL)
         return NULL;
-    p->rest.w.held += free_place->w.held; /* its peer's lines held back, said by those paced as one */
+    if (free_place->w.held > 0) { /* said now, under its own name, not late under another's line */
+        memcpy(gone->name, free_place->name, sizeof(gone->name));
+        snprintf(gone->held, sizeof(gone->held), "%lu", free_place->w.held);
+    }
     snprintf(free_place->name, sizeof(free_place->name), "%s", name);
     free_place->w = (struct gw_log_window){.window = now};
     return free_place;
 }
 
 bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t now,
-                          char held[GW_LOG_HELD_LEN])
+                          char held[GW_LOG_HELD_LEN], struct gw_log_peer_held *gone)
 {
     struct gw_log_peer *e;
     bool due;
 
+    gone->name[0] = '\0';
     pthread_mutex_lock(&p->lock);
-    if ((e = peer_place(p, name, now)) == NULL)
+    if ((e = peer_place(p, name, now, gone)) == NULL)
         e = &p->rest;
     due = pace_due(&e->w, now, held);
     pthread_mutex_unlock(&p->lock);

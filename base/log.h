@@ -63,7 +63,8 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
  * of the others. The table has GW_LOG_PACE_PEERS places; a peer that finds none free among the
  * GW_LOG_PACE_PROBE its name may take (each held by another peer within its window) is paced with
  * the others that found none, as one. A place whose window has ended is given to the next peer that
- * needs it: the lines its peer held back are then counted in the next line of those paced as one.
+ * needs it (one without lines held back first): the count of those its peer held back is then handed
+ * to the caller, to be said in a line of its own that names that peer (gw_log_peer_held).
  * One per event, static, GW_LOG_PEER_PACE_INIT.
  */
 struct gw_log_peer {
@@ -80,13 +81,20 @@ struct gw_log_peer_pace {
         .lock = PTHREAD_MUTEX_INITIALIZER                                                                    \
     }
 
+/* The peer whose place went to another while it had lines held back, and their count in decimal. */
+struct gw_log_peer_held {
+    char name[GW_LOG_PACE_NAME_LEN]; /* "": no place changed hands with a count */
+    char held[GW_LOG_HELD_LEN];
+};
+
 /*
  * gw_log_peer_pace_due is gw_log_pace_due for the line of the peer |name| (at most
  * GW_LOG_PACE_NAME_LEN - 1 bytes are told apart; not empty): |held| counts the lines of that peer held
- * back since its last one out (or of the peers paced as one). Thread-safe.
+ * back since its last one out (or of the peers paced as one). |gone| is the peer whose place |name|
+ * took with lines held back (its name "" if none): its count is said nowhere else. Thread-safe.
  */
 bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t now,
-                          char held[GW_LOG_HELD_LEN]);
+                          char held[GW_LOG_HELD_LEN], struct gw_log_peer_held *gone);
 
 /*
  * The escaper of every text a person reads that a client or a CA wrote. gw_json_escape writes |s|

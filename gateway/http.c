@@ -361,7 +361,8 @@ static bool log_sampled(const struct gw_config *cfg, int status, const struct gw
  * paced per client (gw_log_peer_pace_due), by the credential that authenticated it (request_client),
  * "suppressed" counting its own lines held back. Its plain successes are not paced: each is work the
  * gateway did for a client it knows (an issuance is in the audit log besides), which log_sample_success
- * thins where that is too much.
+ * thins where that is too much. The count of a client whose place in the table went to another is said
+ * then, in a request_lines_held line that names it: under another's line it would read as that one's.
  */
 static struct gw_log_pace unauthenticated_pace = GW_LOG_PACE_INIT;
 static struct gw_log_peer_pace client_pace = GW_LOG_PEER_PACE_INIT;
@@ -387,14 +388,19 @@ static void log_request(const struct gw_config *cfg, const struct reqlog *l, con
                         const char *client)
 {
     char st[12], dur[24], held[GW_LOG_HELD_LEN] = "";
-    bool paced = client == NULL || !plain_success(status, rsp, gone);
+    struct gw_log_peer_held other = {.name = ""};
+    bool paced = client == NULL || !plain_success(status, rsp, gone), due = true;
 
     count_request(l, m, status, rsp, gone);
     if (!log_sampled(cfg, status, rsp, gone))
         return;
     if (client == NULL && !gw_log_pace_due(&unauthenticated_pace, time(NULL), held))
         return;
-    if (client != NULL && paced && !gw_log_peer_pace_due(&client_pace, client, time(NULL), held))
+    if (client != NULL && paced)
+        due = gw_log_peer_pace_due(&client_pace, client, time(NULL), held, &other);
+    if (other.name[0] != '\0')
+        gw_log_kv(GW_LOG_INFO, "request_lines_held", "client", other.name, "suppressed", other.held, NULL);
+    if (!due)
         return;
     snprintf(st, sizeof(st), "%d", status);
     snprintf(dur, sizeof(dur), "%" PRIu64, gw_now_ms() - l->start_ms);

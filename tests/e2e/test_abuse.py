@@ -44,7 +44,9 @@ certificate was valid wrote once a resumption, at no cost to it, once the certif
 with a trusted TLS certificate wrote a line for each request, unpaced, as fast as it sent them: its lines are
 now paced per client certificate (its plain successes aside), so that its flood holds back its own lines and
 not another client's. So did a client authenticated by its CMP protection alone, and anyone replaying a message
-of it they captured (each replay refused and a line): its lines are now paced per sender credential.
+of it they captured (each replay refused and a line): its lines are now paced per sender credential. The count
+of a client's lines held back was said late, under another client's line, when its place in the bounded table
+of clients went to another: it is now said then, in a line of its own naming the client.
 
 A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
 request one of its certificates signed, a replay refused right after too: now at most every
@@ -1500,6 +1502,68 @@ class CmpSenderLinesPaced(harness.GatewayTestCase):
         replays = self.lines_of(before, "/O=cmpgw demo/CN=demo-client")[1:]
         self.assertEqual(len(replays) + sum(int(l["suppressed"]) for l in replays), n)
         self.assertGreater(int(replays[-1]["suppressed"]), 0, replays[-1])
+
+
+def fnv1a(data):
+    """base/hash.h gw_fnv1a from GW_FNV1A_BASIS."""
+    h = 14695981039346656037
+    for b in data:
+        h = ((h ^ b) * 1099511628211) % (1 << 64)
+    return h
+
+
+class HeldLinesSaidWhenPlaceTaken(harness.GatewayTestCase):
+    """A gateway of its own, with a plain listener and nine PBM references whose places in the table of paced
+    clients begin at the same one (GW_LOG_PACE_PEERS places, a client's among GW_LOG_PACE_PROBE)."""
+    PACE_LINES, PACE_SECS = RequestLinesPaced.PACE_LINES, RequestLinesPaced.PACE_SECS
+    PEERS, PROBE = 256, 8  # GW_LOG_PACE_PEERS, GW_LOG_PACE_PROBE
+    REFS = []
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+
+        def at(ref):  # where its places begin
+            return fnv1a(b"pbm:" + ref.encode()) % cls.PEERS
+
+        refs = (r for r in ("held-%d" % i for i in range(100000)) if at(r) == at("held-0"))
+        cls.REFS = [next(refs) for _ in range(cls.PROBE + 1)]
+        for ref in cls.REFS:
+            (gw.dir / ("%s.secret" % ref)).write_text("%s-secret-0123456789\n" % ref)
+            (gw.dir / ("%s.secret" % ref)).chmod(0o600)
+            cfg["pbm"][ref] = {"secret_file": "%s.secret" % ref}
+        cfg["roles"]["default"]["pbm"] = cfg["roles"]["default"]["pbm"] + cls.REFS
+
+    def replays(self, der, count):
+        """|der| sent |count| times on a new connection to the plain listener, each answered 200."""
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        for _ in range(count):
+            self.assertEqual(post(conn, der)[0], 200)
+        conn.close()
+
+    def test_count_said_when_the_place_changes_hands(self):
+        """A client whose place in the table went to another, its window over, had the count of its lines held
+        back said under the next line of the clients paced as one: late, and under another client's name. It is
+        now said as the place changes hands, in a request_lines_held line that names the client. Here eight
+        PBM senders each fill a place and hold 3 lines back; once their windows are over, a ninth takes the
+        first place."""
+        ders = [self.gw.make_request(ref, auth=("pbm", ref, "file:%s" % (self.gw.dir / (ref + ".secret")))).read_bytes()
+                for ref in self.REFS]
+        before = len(self.gw.log_lines())
+        for der in ders[:self.PROBE]:  # accepted, then replays: a window's lines out, 3 held back
+            self.replays(der, 1 + self.PACE_LINES + 3)
+        time.sleep(self.PACE_SECS + 0.5)  # every window over
+        self.replays(ders[self.PROBE], 2)
+        lines = [e for e in self.gw.log_lines()[before:] if e.get("event") in ("request", "request_lines_held")]
+        held = [l for l in lines if l["event"] == "request_lines_held"]
+        self.assertEqual([(l["client"], l["suppressed"]) for l in held], [("pbm:" + self.REFS[0], "3")], held)
+        first = [l for l in lines if l["event"] == "request" and l["identity"] == "pbm:" + self.REFS[0]]
+        said = len(first) + sum(int(l.get("suppressed", "0")) for l in first) + int(held[0]["suppressed"])
+        self.assertEqual(said, 1 + self.PACE_LINES + 3)  # every one of its lines out, or counted once
+        last = [l for l in lines if l["event"] == "request" and l["identity"] == "pbm:" + self.REFS[-1]]
+        self.assertEqual([l.get("suppressed") for l in last], [None, "0"], last)
 
 
 def sent_paced(case, event, der):

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "base/err.h"
+#include "base/hash.h"
 #include "base/limits.h"
 #include "base/log.h"
 
@@ -671,15 +673,21 @@ static void test_log_pace_threads(void **state)
     assert_int_equal(strtoul(held, NULL, 10), 4000 - GW_LOG_PACE_LINES);
 }
 
-/* Lines out of |n| calls for |name| at |now|; |held_sum| adds up the "suppressed" of those out. */
+/* Lines out of |n| calls for |name| at |now|; |held_sum| adds up the "suppressed" of those out, and the
+ * counts of the peers whose places it took. */
 static int peer_lines(struct gw_log_peer_pace *p, const char *name, time_t now, int n,
                       unsigned long *held_sum)
 {
     char held[GW_LOG_HELD_LEN];
+    struct gw_log_peer_held gone;
     int out = 0;
 
     for (int i = 0; i < n; i++) {
-        if (!gw_log_peer_pace_due(p, name, now, held))
+        bool due = gw_log_peer_pace_due(p, name, now, held, &gone);
+
+        if (gone.name[0] != '\0')
+            *held_sum += strtoul(gone.held, NULL, 10);
+        if (!due)
             continue;
         out++;
         *held_sum += strtoul(held, NULL, 10);
@@ -703,7 +711,8 @@ static void test_log_peer_pace(void **state)
     assert_int_equal(peer_lines(&pace, "sha256:aa", 50, 1, &held), 1); /* the clock went back: a new window */
 }
 
-/* More peers than places: the lines out stay bounded, and every line is either out or counted. */
+/* More peers than places: the lines out stay bounded, and every line is either out or counted (said with
+ * a line out or a place that changed hands, or still pending). */
 static void test_log_peer_pace_full(void **state)
 {
     static struct gw_log_peer_pace pace = GW_LOG_PEER_PACE_INIT;
@@ -728,6 +737,59 @@ static void test_log_peer_pace_full(void **state)
     assert_int_equal(out + held + pending, 3 * PEERS);
 }
 
+/* |n| names ("sha256:<i>") whose GW_LOG_PACE_PROBE places begin at the same one, as gw_log_peer_pace_due
+ * looks them up. */
+static void colliding_names(char names[][32], int n)
+{
+    uint64_t first = 0;
+
+    for (int i = 0, k = 0; k < n; i++) {
+        char name[32];
+        uint64_t at;
+
+        snprintf(name, sizeof(name), "sha256:%d", i);
+        at = gw_fnv1a(GW_FNV1A_BASIS, name, strlen(name)) % GW_LOG_PACE_PEERS;
+        if (k == 0)
+            first = at;
+        if (at == first)
+            memcpy(names[k++], name, sizeof(name));
+    }
+}
+
+/*
+ * A place that changes hands while its peer has lines held back: their count used to go to the next line
+ * of the peers paced as one, late and under another's name. It is handed back at once with the name of
+ * the peer that held them back, and said nowhere else.
+ */
+static void test_log_peer_pace_held(void **state)
+{
+    static struct gw_log_peer_pace pace = GW_LOG_PEER_PACE_INIT;
+    enum { PEERS = GW_LOG_PACE_PROBE + 1 };
+    char names[PEERS][32], held[GW_LOG_HELD_LEN];
+    struct gw_log_peer_held gone;
+    unsigned long sum = 0;
+
+    (void)state;
+    colliding_names(names, PEERS);
+    for (int i = 0; i < GW_LOG_PACE_PROBE; i++) /* each its own place, 3 lines held back */
+        assert_int_equal(peer_lines(&pace, names[i], 100, GW_LOG_PACE_LINES + 3, &sum), GW_LOG_PACE_LINES);
+    assert_int_equal(sum, 0);
+    /* their windows over: the last takes the first place, every one holding a count */
+    assert_true(gw_log_peer_pace_due(&pace, names[PEERS - 1], 100 + GW_LOG_PACE_SECS, held, &gone));
+    assert_string_equal(held, "0");
+    assert_string_equal(gone.name, names[0]);
+    assert_string_equal(gone.held, "3");
+    assert_int_equal(pace.rest.w.held, 0); /* nor said again under the line of those paced as one */
+    /* the first back: its count was said; it takes the next place, and its peer's count is said */
+    assert_true(gw_log_peer_pace_due(&pace, names[0], 100 + GW_LOG_PACE_SECS, held, &gone));
+    assert_string_equal(held, "0");
+    assert_string_equal(gone.name, names[1]);
+    assert_string_equal(gone.held, "3");
+    /* a place that changes hands with nothing held back says nothing: the next window's, held 0, first */
+    assert_true(gw_log_peer_pace_due(&pace, names[1], 100 + 2 * GW_LOG_PACE_SECS, held, &gone));
+    assert_string_equal(gone.name, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -749,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_log_pace_threads),
         cmocka_unit_test(test_log_peer_pace),
         cmocka_unit_test(test_log_peer_pace_full),
+        cmocka_unit_test(test_log_peer_pace_held),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
