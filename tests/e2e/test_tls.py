@@ -497,47 +497,53 @@ class ResumptionBounds(harness.GatewayTestCase):
 
     def test_no_ticket_past_the_certificate_expiry(self):
         """A TLS 1.3 client that holds back its Finished until its certificate has expired gets no ticket,
-        under the shared keys or from the cache: the session is checked again as its ticket is written."""
+        under the shared keys or from the cache: the session is checked again as its ticket is written. Its
+        request is answered all the same (the handshake completed), and a client whose certificate is still
+        valid, held back as long beside it, gets its ticket."""
         cert, key = short_lived_client(self.gw.dir, 4)
         expires = time.monotonic() + 4
         conns, ticketed = [], []
         try:
-            for port in (self.gw.port, self.gw.cache_port):  # both before the certificate expires
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
-                inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-                tls = self.ctx(cert, key).wrap_bio(inc, out, server_hostname="127.0.0.1")
-                conns.append((s, inc, out, tls))
-                while True:
-                    try:
-                        tls.do_handshake()
-                        break
-                    except ssl.SSLWantReadError:
-                        s.sendall(out.read())
-                        data = s.recv(65536)
-                        self.assertTrue(data, "the gateway closed during the handshake")
-                        inc.write(data)
-                flight = out.read()  # (ChangeCipherSpec,) Certificate, CertificateVerify, Finished: a record each
-                held = last_record(flight)
-                s.sendall(flight[:-len(held)])  # the certificate verifies now, while it is valid
-                conns[-1] += (held,)
+            for port in (self.gw.port, self.gw.cache_port):  # all before the short-lived certificate expires
+                for c, k in ((cert, key), (self.gw.dir / "client.pem", self.gw.dir / "client.key")):
+                    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+                    tls = self.ctx(c, k).wrap_bio(inc, out, server_hostname="127.0.0.1")
+                    conns.append((s, inc, out, tls))
+                    while True:
+                        try:
+                            tls.do_handshake()
+                            break
+                        except ssl.SSLWantReadError:
+                            s.sendall(out.read())
+                            data = s.recv(65536)
+                            self.assertTrue(data, "the gateway closed during the handshake")
+                            inc.write(data)
+                    # (ChangeCipherSpec,) Certificate, CertificateVerify, Finished: a record each
+                    flight = out.read()
+                    held = last_record(flight)
+                    s.sendall(flight[:-len(held)])  # the certificate verifies now, while it is valid
+                    conns[-1] += (held, c == cert)
             time.sleep(max(0, expires - time.monotonic()) + 1)
-            for s, inc, out, tls, held in conns:
+            for s, inc, out, tls, held, short in conns:
                 tls.write(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
                           b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
                 s.sendall(held + out.read())  # the client's Finished, and a request
+                answer = b""
                 while True:
                     data = s.recv(65536)
                     if not data:
                         break
                     inc.write(data)
                     try:
-                        while tls.read(65536):
-                            pass
+                        while chunk := tls.read(65536):
+                            answer += chunk
                     except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                         pass
-                if tls.session is not None and tls.session.has_ticket:
-                    ticketed.append(s.getpeername()[1])
-            self.assertEqual(ticketed, [], "a ticket came on these ports")
+                self.assertTrue(answer.startswith(b"HTTP/1.1 415"), answer[:40])  # served: the handshake completed
+                ticketed.append((s.getpeername()[1], short, tls.session is not None and tls.session.has_ticket))
+            self.assertEqual([t for t in ticketed if t[1] == t[2]], [], "(port, expired, ticket): a ticket "
+                             "came for an expired certificate, or none for a valid one")
         finally:
             for c in conns:
                 c[0].close()
