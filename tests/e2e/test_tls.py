@@ -473,24 +473,30 @@ class ResumptionBounds(harness.GatewayTestCase):
     def test_cache_not_past_an_issuer_of_client_ca(self):
         """A session from the listener's cache is held to the chain it verified with, here through an
         intermediate CA that the listener's client_ca holds and the client does not send: once that expires,
-        the session resumes but keeps no certificate, as past its own expiry."""
+        the session resumes but keeps no certificate, as past its own expiry. TLS 1.3 and TLS 1.2 alike (the
+        one caches a copy of the handshake's session with its ticket, the other the session itself)."""
         expires = time.monotonic() + 8
         short_lived_issuer(self.gw.dir, 8)
         held = self.gw.dir / "held-ca.pem"
         held.write_bytes((self.gw.dir / "ca.pem").read_bytes() + (self.gw.dir / "short-issuer.pem").read_bytes())
         try:
             self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
-            ctx = self.ctx(self.gw.dir / "under-short-leaf.pem", self.gw.dir / "under-short.key")
-            cached, _, status = self.get(ctx, self.gw.held_port)
-            self.assertTrue(status.startswith("HTTP/1.1 415"), status)
-            handed, reused, status = self.get(ctx, self.gw.held_port, cached)
-            self.assertTrue(reused)
-            self.assertTrue(status.startswith("HTTP/1.1 415"), status)  # before the intermediate expired
+            sessions = []
+            for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+                ctx = self.ctx(self.gw.dir / "under-short-leaf.pem", self.gw.dir / "under-short.key")
+                ctx.minimum_version = ctx.maximum_version = version
+                cached, _, status = self.get(ctx, self.gw.held_port)
+                self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+                handed, reused, status = self.get(ctx, self.gw.held_port, cached)
+                self.assertTrue(reused)
+                self.assertTrue(status.startswith("HTTP/1.1 415"), status)  # before the intermediate expired
+                sessions.append((ctx, handed))
             time.sleep(max(0, expires - time.monotonic()) + 1)
-            _, reused, status = self.get(ctx, self.gw.held_port, handed)
-            self.assertTrue(reused)
-            self.assertTrue(status.startswith("HTTP/1.1 403"), status)
-            self.not_served(ctx, self.gw.held_port, handed)  # the session left the cache
+            for ctx, handed in sessions:
+                _, reused, status = self.get(ctx, self.gw.held_port, handed)
+                self.assertTrue(reused)
+                self.assertTrue(status.startswith("HTTP/1.1 403"), (ctx.maximum_version, status))
+                self.not_served(ctx, self.gw.held_port, handed)  # the session left the cache
         finally:
             held.write_bytes((self.gw.dir / "ca.pem").read_bytes())
             harness.admin(self.gw, "/reload", "POST")
