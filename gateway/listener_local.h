@@ -37,7 +37,8 @@ struct gw_conn {
     unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;                  /* the generation whose client CAs verified |peer| */
     X509 *peer;                         /* verified TLS client certificate, or NULL */
-    bool peer_expired;                  /* a resumed session's certificate, out of its validity: not kept */
+    time_t peer_until;                  /* ... which, with the chain it verified with, is valid until then */
+    bool peer_expired;                  /* a session's certificate, out of its validity: not kept */
     bool peer_required;                 /* ... on a listener that requires one: requests refused */
     int shut;                           /* what gw_conn_recheck refuses each of its requests with, or 0 */
     STACK_OF(X509) *peer_chain;         /* what the client sent with it, for gw_conn_recheck */
@@ -155,8 +156,10 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
  * refusal is returned for every later request of the connection as well: an HTTP/2 connection ends
  * only once the answer is written (gw_conn_end_after), and its streams sent meanwhile come without the
  * certificate the listener requires, or to a listener that is gone. GW_ERR_FORBIDDEN also for a resumed
- * session whose certificate was out of its validity, on a listener that requires one. 0 when nothing changed
- * (loop thread).
+ * session whose certificate was out of its validity, and for a connection whose certificate, or a
+ * certificate of the chain it verified with, has expired since its handshake (checked before every request:
+ * a connection kept alive is not served with it past its notAfter), on a listener that requires one. 0 when
+ * nothing changed (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);
 

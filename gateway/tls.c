@@ -282,19 +282,44 @@ static int verify_client(X509_STORE_CTX *sc, void *arg)
     return ok == 1; /* as OpenSSL takes its own: -1, an error, is a failure */
 }
 
-/* Whether |now| is within the chain times of |sess| (set_chain_times); a ticket without them, from an
-   earlier build, is held to its leaf only. */
-static bool chain_times_hold(SSL_SESSION *sess, time_t now)
+/* Reads |sess|'s chain times (set_chain_times) into |t|: false if it has none, as a ticket of an earlier
+   build. */
+static bool chain_times(SSL_SESSION *sess, int64_t t[2])
 {
     const unsigned char *d;
     size_t len = 0;
-    uint64_t t[2] = {0, 0};
+    uint64_t u[2] = {0, 0};
 
     if (SSL_SESSION_get0_ticket_appdata(sess, (void **)&d, &len) != 1 || len != CHAIN_TIMES_LEN)
-        return true;
+        return false;
     for (int i = 0; i < CHAIN_TIMES_LEN; i++)
-        t[i / 8] = t[i / 8] << 8 | d[i];
-    return (int64_t)t[0] <= (int64_t)now && (int64_t)now < (int64_t)t[1]; /* as valid_at */
+        u[i / 8] = u[i / 8] << 8 | d[i];
+    t[0] = (int64_t)u[0];
+    t[1] = (int64_t)u[1];
+    return true;
+}
+
+/* Whether |now| is within the chain times of |sess|; a ticket without them is held to its leaf only. */
+static bool chain_times_hold(SSL_SESSION *sess, time_t now)
+{
+    int64_t t[2];
+
+    return !chain_times(sess, t) || (t[0] <= (int64_t)now && (int64_t)now < t[1]); /* as valid_at */
+}
+
+/*
+ * Until when |sess|'s client certificate |peer| and the chain it verified with are valid: the earlier of
+ * their notAfters, so that a connection kept alive stops being served with it then (gw_conn_recheck).
+ * 0, at once, if |peer|'s cannot be read (it verified, so this does not happen).
+ */
+static time_t session_until(SSL_SESSION *sess, const X509 *peer)
+{
+    int64_t t[2];
+    time_t until;
+
+    if (gw_asn1_time(X509_get0_notAfter(peer), &until) != 0)
+        return 0;
+    return chain_times(sess, t) && t[1] < (int64_t)until ? (time_t)t[1] : until;
 }
 
 /* Whether |now| is within the validity of |sess|'s client certificate and of the chain it verified with. */
@@ -425,6 +450,8 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
         return;
     }
     c->peer = peer;
+    c->peer_until = session_until(SSL_get_session(ssl), peer);
+    c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     c->peer_chain = X509_chain_up_ref(SSL_get_peer_cert_chain(ssl)); /* NULL: recheck with the leaf */
     /* what binds a transaction to its TLS client, made once for the connection's requests: its
        certificate cannot change after the handshake, renegotiation being off (SSL_OP_NO_RENEGOTIATION)
@@ -457,6 +484,16 @@ static bool verifies(SSL_CTX *ctx, X509 *peer, STACK_OF(X509) *chain)
     return ok;
 }
 
+/* |c|'s client certificate is no longer taken, |why|: its requests go on without one. */
+static void drop_peer(struct gw_conn *c, const char *why)
+{
+    log_dropped(c, c->subject, why);
+    X509_free(c->peer);
+    c->peer = NULL;
+    c->subject[0] = '\0';
+    c->tls_client[0] = '\0';
+}
+
 int gw_conn_recheck(struct gw_conn *c)
 {
     const struct gw_gen *g = c->loop->gen;
@@ -468,6 +505,14 @@ int gw_conn_recheck(struct gw_conn *c)
         return c->shut;
     if (c->peer_expired && c->peer_required)
         return GW_ERR_FORBIDDEN;
+    if (c->peer != NULL && time(NULL) >= c->peer_until) {
+        /* what verified at the handshake has expired since: a connection kept alive, or one whose client
+           held back the end of its handshake */
+        drop_peer(c, "the client certificate of this connection, or a certificate of the chain it verified "
+                     "with, has expired since its TLS handshake");
+        c->peer_expired = true;
+        return c->peer_required ? GW_ERR_FORBIDDEN : 0;
+    }
     if (c->gen == g->id)
         return 0;
     c->gen = g->id;
@@ -486,12 +531,7 @@ int gw_conn_recheck(struct gw_conn *c)
     }
     if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
         return 0;
-    log_dropped(c, c->subject,
-                "the client certificate of a connection opened before a reload no longer verifies");
-    X509_free(c->peer);
-    c->peer = NULL;
-    c->subject[0] = '\0';
-    c->tls_client[0] = '\0';
+    drop_peer(c, "the client certificate of a connection opened before a reload no longer verifies");
     if ((mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0)
         c->shut = GW_ERR_FORBIDDEN;
     return c->shut;

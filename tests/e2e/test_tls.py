@@ -386,6 +386,7 @@ class ResumptionBounds(harness.GatewayTestCase):
         keys.chmod(0o600)
         first = cfg["listeners"][0]
         first["tls"]["ticket_keys_file"] = "tickets.keys"
+        gw.first_requires = first["tls"].get("client_auth") == "require"
         foreign_ca, _, _ = harness.make_foreign_pki(gw.dir / "foreign")
         gw.foreign_port, gw.cache_port = harness.free_port(), harness.free_port()
         cfg["listeners"].append(dict(first, port=gw.foreign_port,
@@ -504,8 +505,8 @@ class ResumptionBounds(harness.GatewayTestCase):
     def test_no_ticket_past_the_certificate_expiry(self):
         """A TLS 1.3 client that holds back its Finished until its certificate has expired gets no ticket,
         under the shared keys or from the cache: the session is checked again as its ticket is written. Its
-        request is answered all the same (the handshake completed), and a client whose certificate is still
-        valid, held back as long beside it, gets its ticket."""
+        request is answered all the same (the handshake completed), without the certificate, and a client whose
+        certificate is still valid, held back as long beside it, gets its ticket."""
         cert, key = short_lived_client(self.gw.dir, 4)
         expires = time.monotonic() + 4
         conns, ticketed = [], []
@@ -546,7 +547,11 @@ class ResumptionBounds(harness.GatewayTestCase):
                             answer += chunk
                     except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                         pass
-                self.assertTrue(answer.startswith(b"HTTP/1.1 415"), answer[:40])  # served: the handshake completed
+                # served: the handshake completed; but not with a certificate that has since expired, refused
+                # where the listener requires one
+                required = s.getpeername()[1] != self.gw.port or self.gw.first_requires
+                status = b"HTTP/1.1 403" if short and required else b"HTTP/1.1 415"
+                self.assertTrue(answer.startswith(status), answer[:40])
                 ticketed.append((s.getpeername()[1], short, tls.session is not None and tls.session.has_ticket))
             self.assertEqual([t for t in ticketed if t[1] == t[2]], [], "(port, expired, ticket): a ticket "
                              "came for an expired certificate, or none for a valid one")
@@ -566,6 +571,51 @@ class ResumptionBounds(harness.GatewayTestCase):
             session, reused, status = self.get(ctx, self.gw.cache_port, session)
             self.assertTrue(reused)
             self.assertTrue(status.startswith("HTTP/1.1 415"), status)
+
+
+class KeptAliveExpiry(harness.GatewayTestCase):
+    """A connection kept alive is served with its client certificate only while it, and the chain it verified
+    with, are valid: a gateway of its own, whose tls_peer_dropped lines no other test writes."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.require_port = harness.free_port()
+        cfg["listeners"].append(dict(cfg["listeners"][0], port=gw.require_port,
+                                     tls=dict(cfg["listeners"][0]["tls"], client_auth="require")))
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw.wait_ready(cls.gw.require_port)
+
+    def test_not_served_past_the_certificate_expiry(self):
+        import datetime
+        import http.client
+        from cryptography import x509
+
+        cert, key = short_lived_client(self.gw.dir, 4)
+        until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after.replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        answers = []  # (the time each answer came, its status), all on one connection
+        with socket.create_connection(("127.0.0.1", self.gw.require_port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                while not answers or (answers[-1][1] != 403 and answers[-1][0] < until + 3):
+                    t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                              b"Content-Length: 1\r\n\r\nx")
+                    r = http.client.HTTPResponse(t)
+                    r.begin()
+                    r.read()
+                    answers.append((time.time(), r.status))
+                    time.sleep(0.5)  # within the 5 s a kept-alive connection may idle
+        self.assertEqual(answers[0][1], 415, answers)  # served: the certificate taken, as it was valid
+        self.assertEqual(answers[-1][1], 403, answers)  # the same connection, past it: no longer
+        self.assertGreaterEqual(answers[-1][0], until, answers)
+        self.assertEqual([a for a in answers[:-1] if a[1] != 415], [], answers)
+        self.assertTrue([l for l in self.gw.log_lines() if l.get("event") == "tls_peer_dropped"
+                         and l.get("tls_subject") == "/O=cmpgw demo/CN=short-lived"
+                         and "since its TLS handshake" in l.get("msg", "")])
 
 
 class PlainListener(harness.GatewayTestCase):
