@@ -268,18 +268,21 @@ static int set_chain_times(SSL_SESSION *sess, const STACK_OF(X509) *chain)
 /*
  * loop thread: OpenSSL's verification of a client's chain (in place of the X509_verify_cert it makes
  * itself), whose chain times then go with the handshake's session. That they could not (out of memory)
- * fails nothing: the session is held to its leaf.
+ * fails the handshake: a session without them would be held to its leaf, past its chain's expiry.
  */
 static int verify_client(X509_STORE_CTX *sc, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(sc, SSL_get_ex_data_X509_STORE_CTX_idx());
-    int ok = X509_verify_cert(sc);
 
     (void)arg;
-    if (ok == 1 && ssl != NULL && SSL_get_session(ssl) != NULL &&
-        set_chain_times(SSL_get_session(ssl), X509_STORE_CTX_get0_chain(sc)) != 1)
-        ERR_clear_error();
-    return ok == 1; /* as OpenSSL takes its own: -1, an error, is a failure */
+    if (X509_verify_cert(sc) != 1)
+        return 0; /* as OpenSSL takes its own: -1, an error, is a failure */
+    if (ssl == NULL || SSL_get_session(ssl) == NULL ||
+        set_chain_times(SSL_get_session(ssl), X509_STORE_CTX_get0_chain(sc)) != 1) {
+        X509_STORE_CTX_set_error(sc, X509_V_ERR_OUT_OF_MEM);
+        return 0;
+    }
+    return 1;
 }
 
 /* Reads |sess|'s chain times (set_chain_times) into |t|: false if it has none, as a ticket of an earlier
