@@ -199,21 +199,27 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        marked or an earlier version's, stays as it is. Either one there already lives as long as this
        certificate at least: whoever reads it next refuses this certificate until then. A keyed entry
        that is one key with the other (a certificate that names no CA key) and found marked is taken as
-       new, "1" from then on, its TTL kept where longer */
+       new, "1" from then on, its TTL kept where longer. The keyed entry's member is scored by the entry's
+       expiry, whichever TTL it keeps, and the set lives as long: the cap counts the entry while it lives */
     [S_PUT_REVOKED] =
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
         "  if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIRE', k, ARGV[1]) end\n"
         "end\n"
         "local set = " LUA_REVOKED_SET_OF("KEYS[1]") "\n"
+        "local function count()\n"
+        "  local t = redis.call('TTL', KEYS[1])\n"
+        "  if t < 0 then t = tonumber(ARGV[1]) end\n"
+        "  redis.call('ZADD', set, tonumber(ARGV[2]) + t, KEYS[1])\n"
+        "  if redis.call('TTL', set) < t then redis.call('EXPIRE', set, t) end\n"
+        "end\n"
         "local v = redis.call('GET', KEYS[1])\n"
-        "if v and v ~= ARGV[4] then outlive(KEYS[1]) else\n"
+        "if v and v ~= ARGV[4] then outlive(KEYS[1]) count() else\n"
         "  redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[2])\n"
         "  if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[3]) then return 3 end\n"
         "  if v then redis.call('SET', KEYS[1], '1', 'KEEPTTL') outlive(KEYS[1])\n"
         "  else redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
-        "  redis.call('ZADD', set, tonumber(ARGV[2]) + tonumber(ARGV[1]), KEYS[1])\n"
-        "  if redis.call('TTL', set) < tonumber(ARGV[1]) then redis.call('EXPIRE', set, ARGV[1]) end\n"
+        "  count()\n"
         "end\n"
         "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[1]) then\n"
         "  outlive(KEYS[2])\n"

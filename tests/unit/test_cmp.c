@@ -7670,6 +7670,62 @@ static void test_shared_keyless_revocation_unmarks(void **state)
     gw_cluster_free(cl);
 }
 
+/* The score of |member| in the test's Redis sorted set |set|, in whole seconds; -1 when it is no member. */
+static long long redis_score(const char *set, const char *member)
+{
+    char out[64];
+
+    assert_int_equal(redis_cmd(out, sizeof(out), 5,
+                               (const char *const[]){
+                                   "EVAL", "return tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or -1)",
+                                   "1", set, member}),
+                     0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
+/*
+ * A revoked: entry a later revocation of its certificate keeps longer (another CA's certificate of its
+ * issuer and serial, a keyed entry taken as the keyless one's) is counted as long: its member's score in
+ * the counted set is its expiry, and the set lives as long. Before, the score stayed the first TTL's: a
+ * revocation after it dropped the member while the entry lived, and cmp.max_revoked counted low.
+ */
+static void test_shared_revoked_counted_while_kept(void **state)
+{
+    static const char k1[] = "44444444444444444444444444444444", p1[] = "55555555555555555555555555555555",
+                      k2[] = "66666666666666666666666666666666", p2[] = "77777777777777777777777777777777",
+                      k3[] = "88888888888888888888888888888888", p3[] = "99999999999999999999999999999999";
+    char rec[64], set[96], key1[160], key2[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
+    snprintf(key1, sizeof(key1), "%s:%s", set, k1);
+    snprintf(key2, sizeof(key2), "%s:%s", set, p2);
+    /* a keyed entry there already, kept longer */
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 60, 100, err), 0);
+    assert_int_equal(redis_score(set, key1), (long long)now + 60);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 6000, 100, err), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key1}), 0);
+    assert_true(strtol(out + 1, NULL, 10) > 5000);
+    assert_true(redis_score(set, key1) >= (long long)now + 5999);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", set}), 0);
+    assert_true(strtol(out + 1, NULL, 10) > 5000);
+    /* a marked entry taken as a keyless certificate's, its longer TTL kept */
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, now, 600, 100, err), 0);
+    assert_true(redis_score(set, key2) >= (long long)now + 5999);
+    /* a revocation past the first TTLs leaves both counted */
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, now + 700, 60, 100, err), 0);
+    assert_true(redis_score(set, key1) > 0);
+    assert_true(redis_score(set, key2) > 0);
+    gw_cluster_free(cl);
+}
+
 /*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
@@ -10888,6 +10944,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_unread_end_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_keyless_revocation_unmarks, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
