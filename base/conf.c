@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +84,61 @@ static size_t without_userinfo(char *out, size_t cap, const char *s)
     if (at == NULL || (auth == NULL && memchr(from, ':', (size_t)(at - from)) == NULL))
         return (size_t)snprintf(out, cap, "%s", s);
     return (size_t)snprintf(out, cap, "%.*s***%s", (int)(from - s), s, at);
+}
+
+/* What names a PIN in a PKCS#11 URI (RFC 7512 §2.3: "pin-value", a query attribute), in any case. */
+#define PIN_VALUE "pin-value="
+
+/*
+ * |s| into |out| (|cap| bytes) with the value of every "pin-value" attribute after its "pkcs11:" (in any
+ * case) written "***". libp11 splits the URI at every ';', '?' and '&' and logs in with a PIN it finds
+ * among the path attributes as well as in the query (base/pkcs11.c): each is looked at so. A URI with a
+ * PIN is refused, but an error may quote it first (one where a file goes, "PKCS11:...", one not loaded).
+ */
+static void without_pin(char *out, size_t cap, const char *s)
+{
+    const char *a = strcasestr(s, "pkcs11:"), *from = s;
+
+    out[0] = '\0';
+    for (a = a != NULL ? a + strlen("pkcs11:") : NULL; a != NULL && *a != '\0'; a += strcspn(a, ";?&")) {
+        a += strspn(a, ";?&");
+        if (strncasecmp(a, PIN_VALUE, strlen(PIN_VALUE)) != 0)
+            continue;
+        a += strlen(PIN_VALUE);
+        gw_conf_bprintf(out + strlen(out), cap - strlen(out), "%.*s***", (int)(a - from), from);
+        a += strcspn(a, ";?&");
+        from = a;
+    }
+    gw_conf_bprintf(out + strlen(out), cap - strlen(out), "%s", from);
+}
+
+/*
+ * Where the URL in |s| begins (its scheme, before the first "://"), or |s| when it holds none: a URL written
+ * where a relative name goes follows the configuration's directory, which stays shown.
+ */
+static const char *url_in(const char *s)
+{
+    const char *p = strstr(s, "://");
+
+    if (p == NULL)
+        return s;
+    while (p > s && (isalnum((unsigned char)p[-1]) || strchr("+-.", p[-1]) != NULL))
+        p--;
+    return p;
+}
+
+const char *gw_conf_show_file(const char *file, char *buf, size_t cap)
+{
+    char pinless[GW_ERR_LEN];
+    size_t dir;
+
+    without_pin(pinless, sizeof(pinless), file);
+    dir = (size_t)(url_in(pinless) - pinless);
+    if (dir >= cap)
+        dir = cap - 1;
+    memcpy(buf, pinless, dir);
+    without_userinfo(buf + dir, cap - dir, pinless + dir);
+    return buf;
 }
 
 /* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes, any userinfo hidden. */
@@ -377,12 +433,13 @@ static bool reads_as_file(const char *name)
 static void name_unopened(const struct gw_conf_ctx *pc, const char *file, char *out, size_t cap)
 {
     const char *written = file;
+    char shown[GW_ERR_LEN];
     size_t dir = pc->base_dir != NULL ? strlen(pc->base_dir) : 0;
 
     if (dir > 0 && strncmp(file, pc->base_dir, dir) == 0 && file[dir] == '/')
         written = file + dir + 1;
     if (reads_as_file(written))
-        gw_conf_bprintf(out, cap, " \"%s\"", file);
+        gw_conf_bprintf(out, cap, " \"%s\"", gw_conf_show_file(file, shown, sizeof(shown)));
     else
         gw_conf_bprintf(out, cap,
                         " the file named by a value of %zu bytes (not quoted: it reads as no file "
@@ -400,12 +457,13 @@ static void name_unopened(const struct gw_conf_ctx *pc, const char *file, char *
 static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *file, const char *hint,
                         struct stat *st)
 {
-    char named[GW_ERR_LEN] = "", named_is[GW_ERR_LEN] = "";
+    char named[GW_ERR_LEN] = "", named_is[GW_ERR_LEN] = "", shown[GW_ERR_LEN];
     int fd;
 
     if (fpath != NULL) {
-        gw_conf_bprintf(named, sizeof(named), " \"%s\"", file);
-        gw_conf_bprintf(named_is, sizeof(named_is), "\"%s\" is ", file);
+        gw_conf_show_file(file, shown, sizeof(shown));
+        gw_conf_bprintf(named, sizeof(named), " \"%s\"", shown);
+        gw_conf_bprintf(named_is, sizeof(named_is), "\"%s\" is ", shown);
     }
     if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         int why = errno;
@@ -436,6 +494,7 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
                        const struct stat *st)
 {
     unsigned char chunk[4096];
+    char shown[GW_ERR_LEN];
     struct stat own;
     const char *failed = NULL; /* why it cannot be read */
     BIO *bio = NULL;
@@ -474,10 +533,11 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
     close(fd);
     if (!large && failed == NULL)
         return bio;
+    gw_conf_show_file(file, shown, sizeof(shown));
     if (large)
-        gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", file, GW_MAX_CONF_FILE_SIZE);
+        gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", shown, GW_MAX_CONF_FILE_SIZE);
     else
-        gw_conf_fail(pc, path, "cannot read \"%s\": %s", file, failed);
+        gw_conf_fail(pc, path, "cannot read \"%s\": %s", shown, failed);
     BIO_free(bio);
     return NULL;
 }
@@ -500,24 +560,26 @@ BIO *gw_conf_open(struct gw_conf_ctx *pc, const char *path, const char *file)
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private)
 {
     mode_t shared = private ? S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH : S_IROTH | S_IWOTH;
+    char shown[GW_ERR_LEN];
     struct stat st;
     int fd;
 
     if ((fd = open_regular(pc, fpath, file, "name the file that holds the secret", &st)) < 0)
         return -1;
+    gw_conf_show_file(file, shown, sizeof(shown));
     if ((st.st_mode & shared) != 0) {
         gw_conf_fail(pc, fpath,
                      private ? "\"%s\" is readable or writable by group or others (mode %03o): make it 0600 "
                                "or 0400"
                              : "\"%s\" is readable or writable by others (mode %03o): chmod it 0600 (or "
                                "0640 to share it with the gateway's group)",
-                     file, (unsigned)(st.st_mode & 0777));
+                     shown, (unsigned)(st.st_mode & 0777));
         close(fd);
         return -1;
     }
     if ((st.st_mode & (S_IRGRP | S_IWGRP)) != 0)
         gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" is readable or writable by its group", pc->name, fpath,
-               file);
+               shown);
     return fd;
 }
 
@@ -530,6 +592,7 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
                        unsigned char **out, size_t *out_len)
 {
     unsigned char *buf = NULL;
+    char shown[GW_ERR_LEN];
     ssize_t len = -1;
     int fd;
 
@@ -542,7 +605,7 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
     close(fd);
     if (len < 0) {
         OPENSSL_clear_free(buf, cap + 3);
-        return gw_conf_fail(pc, fpath, "cannot read \"%s\"", file);
+        return gw_conf_fail(pc, fpath, "cannot read \"%s\"", gw_conf_show_file(file, shown, sizeof(shown)));
     }
     if (len > 0 && buf[len - 1] == '\n')
         len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
@@ -784,12 +847,14 @@ char *gw_conf_dir_of(const char *path)
 int gw_conf_check_owner(const char *key, const char *what, const char *path, const struct stat *st,
                         uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
+
     if (st->st_uid == owner || st->st_uid == 0)
         return 0;
-    snprintf(err, GW_ERR_LEN,
-             "%s: %s\"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
-             "chown it to the gateway's user",
-             key, what, path, (long)st->st_uid, (long)owner);
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "%s: %s\"%s\" is owned by uid %ld, neither the gateway's user (uid %ld) nor root: "
+                    "chown it to the gateway's user",
+                    key, what, gw_conf_show_file(path, shown, sizeof(shown)), (long)st->st_uid, (long)owner);
     return GW_ERR_FORBIDDEN;
 }
 
@@ -801,62 +866,72 @@ int gw_conf_check_owner(const char *key, const char *what, const char *path, con
  */
 static int check_dir_writers(const char *key, const char *dir, const struct stat *st, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
+
     if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st->st_mode & S_ISVTX) != 0)
         return gw_conf_check_owner(key, "the directory ", dir, st, owner, err);
-    snprintf(err, GW_ERR_LEN,
-             "%s: the directory \"%s\" is writable by group or others without the sticky bit "
-             "(mode %04o): make it 0755",
-             key, dir, (unsigned)(st->st_mode & 07777));
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "%s: the directory \"%s\" is writable by group or others without the sticky bit "
+                    "(mode %04o): make it 0755",
+                    key, gw_conf_show_file(dir, shown, sizeof(shown)), (unsigned)(st->st_mode & 07777));
     return GW_ERR_FORBIDDEN;
 }
 
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
 {
-    char *dir = gw_conf_dir_of(file);
+    char *dir = gw_conf_dir_of(file), shown[GW_ERR_LEN];
     struct stat st;
     int rc = GW_ERR_IO;
 
-    if (dir == NULL)
+    if (dir == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
-    else if (stat(dir, &st) != 0)
-        snprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, dir, strerror(errno));
-    else
+    } else if (stat(dir, &st) != 0) {
+        int why = errno;
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key,
+                        gw_conf_show_file(dir, shown, sizeof(shown)), strerror(why));
+    } else {
         rc = check_dir_writers(key, dir, &st, owner, err);
+    }
     free(dir);
     return rc;
 }
 
 int gw_conf_check_own_dir(const char *key, const char *dir, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
     struct stat st;
 
+    gw_conf_show_file(dir, shown, sizeof(shown));
     if (stat(dir, &st) != 0) {
-        snprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, dir, strerror(errno));
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, shown,
+                        strerror(errno));
         return GW_ERR_IO;
     }
     if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, GW_ERR_LEN, "%s: \"%s\" is not a directory", key, dir);
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: \"%s\" is not a directory", key, shown);
         return GW_ERR_IO;
     }
     if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
         return gw_conf_check_owner(key, "the directory ", dir, &st, owner, err);
-    snprintf(err, GW_ERR_LEN,
-             "%s: the directory \"%s\" is writable by group or others (mode %04o): make it 0750", key, dir,
-             (unsigned)(st.st_mode & 07777));
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "%s: the directory \"%s\" is writable by group or others (mode %04o): make it 0750", key,
+                    shown, (unsigned)(st.st_mode & 07777));
     return GW_ERR_FORBIDDEN;
 }
 
 int gw_conf_stat_written(const char *key, const char *file, uid_t owner, struct stat *st, char *err)
 {
+    char shown[GW_ERR_LEN];
     int rc = gw_conf_check_dir(key, file, owner, err);
 
     if (rc != 0)
         return rc;
+    gw_conf_show_file(file, shown, sizeof(shown));
     if (lstat(file, st) == 0)
         return 1;
     if (errno == ENOENT) /* the start creates it */
         return 0;
-    snprintf(err, GW_ERR_LEN, "%s: cannot read \"%s\": %s", key, file, strerror(errno));
+    gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read \"%s\": %s", key, shown, strerror(errno));
     return GW_ERR_IO;
 }
 
@@ -917,6 +992,7 @@ static int read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const ch
                              size_t max, bool private, unsigned char **out, size_t *out_len)
 {
     unsigned char *buf = NULL;
+    char shown[GW_ERR_LEN];
     size_t len = 0;
 
     *out = NULL;
@@ -924,7 +1000,8 @@ static int read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const ch
         return GW_ERR_INVAL;
     if (len < min || len > max) {
         OPENSSL_clear_free(buf, max + 3);
-        return gw_conf_fail(pc, fpath, "the secret in \"%s\" must be %zu..%zu bytes", file, min, max);
+        return gw_conf_fail(pc, fpath, "the secret in \"%s\" must be %zu..%zu bytes",
+                            gw_conf_show_file(file, shown, sizeof(shown)), min, max);
     }
     *out = buf;
     *out_len = len;

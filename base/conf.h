@@ -105,6 +105,11 @@ void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__(
    without a scheme ("user:password@host": all before its last '@' when a ':' comes before it) written
    "***". */
 const char *gw_conf_show(struct json_object *v, char *buf, size_t cap);
+/* Writes |file|, a file or directory name as the configuration gave it (relative ones resolved), into |buf|
+   (|cap| bytes) as an error quotes it, and returns |buf|: the value of every "pin-value" attribute of a
+   PKCS#11 URI in it (RFC 7512 §2.3) written "***", and its userinfo too, as gw_conf_show writes it. Where a
+   file goes, a URI or a URL with a secret may be written by mistake; what cannot be opened is quoted. */
+const char *gw_conf_show_file(const char *file, char *buf, size_t cap);
 /* Whether an error may quote |key|, a JSON object's key: when it reads as a key's name, 1..
    GW_CONF_KEY_SHOW_LEN bytes of [a-z0-9_-] starting with a letter, and no more than GW_CONF_KEY_WORD_LEN
    letters and digits in a row. Any other may be a secret pasted where a key goes. */

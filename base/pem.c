@@ -58,7 +58,7 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
                       STACK_OF(X509_CRL) **crls, bool only)
 {
     const char *what = crls != NULL ? "CRL" : "certificate";
-    char *name = NULL, *header = NULL;
+    char *name = NULL, *header = NULL, shown[GW_ERR_LEN];
     unsigned char *der = NULL;
     BIO *bio = NULL;
     bool refused = false;
@@ -68,6 +68,7 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
 
     if ((bio = gw_conf_open(pc, path, file)) == NULL)
         return GW_ERR_INVAL;
+    gw_conf_show_file(file, shown, sizeof(shown));
     if (crls != NULL ? (*crls = sk_X509_CRL_new_null()) == NULL : (*certs = sk_X509_new_null()) == NULL)
         goto out;
     /* PEM_FLAG_SECURE: OpenSSL's line buffer is wiped when freed, and a key's block goes over it */
@@ -80,7 +81,7 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
         } else if (only) {
             rc =
                 gw_conf_fail(pc, path, "PEM block %d of \"%s\" is a \"%.32s\", not a %s: keep only %ss in it",
-                             i, file, name, what, what);
+                             i, shown, name, what, what);
             refused = true;
         }
         OPENSSL_secure_free(name);
@@ -92,9 +93,9 @@ static int load_stack(struct gw_conf_ctx *pc, const char *path, const char *file
     if (rc == 0 && (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE))
         rc = GW_ERR_INVAL;
     if (rc == GW_ERR_INVAL && !refused)
-        gw_conf_fail(pc, path, "cannot parse a PEM %s in \"%s\"", what, file);
+        gw_conf_fail(pc, path, "cannot parse a PEM %s in \"%s\"", what, shown);
     else if (rc == 0 && n == 0)
-        rc = gw_conf_fail(pc, path, "no PEM %s in \"%s\"", what, file);
+        rc = gw_conf_fail(pc, path, "no PEM %s in \"%s\"", what, shown);
     ERR_clear_error();
 out:
     BIO_free(bio);
@@ -271,10 +272,12 @@ static bool cmp_can_protect(EVP_PKEY *key)
 /* The reason a key in a token that signs, but not as |use| signs, is refused. */
 static int refuse_pss_only(struct gw_conf_ctx *pc, const char *path, const char *uri, enum gw_pem_key_use use)
 {
+    char shown[GW_ERR_LEN];
+
     return gw_conf_fail(pc, path,
                         "the key %s signs in its token with RSA-PSS only, and %s with PKCS#1 v1.5: let the "
                         "token sign with it by CKM_RSA_PKCS (or CKM_SHA256_RSA_PKCS), or give another key",
-                        uri,
+                        gw_conf_show_file(uri, shown, sizeof(shown)),
                         use == GW_PEM_KEY_CMP ? "OpenSSL 3.0 protects CMP messages"
                                               : "certificates and CRLs are signed");
 }
@@ -283,7 +286,7 @@ static int refuse_pss_only(struct gw_conf_ctx *pc, const char *path, const char 
 static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
                      enum gw_pem_key_use use, EVP_PKEY **out)
 {
-    char pin[GW_MAX_PASSPHRASE_LEN + 1], why[GW_ERR_LEN];
+    char pin[GW_MAX_PASSPHRASE_LEN + 1], why[GW_ERR_LEN], shown[GW_ERR_LEN];
     int rc;
 
     if (pp->p != NULL) {
@@ -304,7 +307,7 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
         rc = gw_conf_fail(pc, path,
                           "the key %s cannot sign in its token (the token removed, or the key not "
                           "allowed to sign): %s",
-                          uri, why);
+                          gw_conf_show_file(uri, shown, sizeof(shown)), why);
     EVP_PKEY_free(*out);
     *out = NULL;
     return rc;
@@ -320,6 +323,21 @@ static int check_use(struct gw_conf_ctx *pc, const char *path, enum gw_pem_key_u
     EVP_PKEY_free(*key);
     *key = NULL;
     return GW_ERR_INVAL;
+}
+
+/* The key file |file|, read whole, holds no key that parses (with the passphrase of |passfile|, if any). */
+static int refuse_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile)
+{
+    char shown[GW_ERR_LEN], pass_shown[GW_ERR_LEN];
+
+    gw_conf_show_file(file, shown, sizeof(shown));
+    if (passfile != NULL)
+        return gw_conf_fail(pc, path, "cannot read the private key in \"%s\" with the passphrase of \"%s\"",
+                            shown, gw_conf_show_file(passfile, pass_shown, sizeof(pass_shown)));
+    return gw_conf_fail(pc, path,
+                        "cannot parse an unencrypted PEM private key in \"%s\" (an encrypted key needs "
+                        "\"%s_passphrase_file\")",
+                        shown, strrchr(path, '.') != NULL ? strrchr(path, '.') + 1 : path);
 }
 
 int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, const char *passfile,
@@ -355,22 +373,14 @@ int gw_pem_load_key(struct gw_conf_ctx *pc, const char *path, const char *file, 
     *out = read_key(bio, &pp);
     OPENSSL_clear_free(secret, GW_MAX_PASSPHRASE_LEN + 3);
     ERR_clear_error();
-    if (*out != NULL)
-        return check_use(pc, path, use, out);
-    if (passfile != NULL)
-        return gw_conf_fail(pc, path, "cannot read the private key in \"%s\" with the passphrase of \"%s\"",
-                            file, passfile);
-    return gw_conf_fail(pc, path,
-                        "cannot parse an unencrypted PEM private key in \"%s\" (an encrypted key needs "
-                        "\"%s_passphrase_file\")",
-                        file, strrchr(path, '.') != NULL ? strrchr(path, '.') + 1 : path);
+    return *out != NULL ? check_use(pc, path, use, out) : refuse_key(pc, path, file, passfile);
 }
 
 int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_file, const char *key_file,
                      const char *passfile, enum gw_pem_key_use use, X509 **cert, STACK_OF(X509) **rest,
                      EVP_PKEY **key)
 {
-    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN], key_shown[GW_ERR_LEN], cert_shown[GW_ERR_LEN];
 
     gw_conf_join_key(cpath, path, "cert");
     gw_conf_join_key(kpath, path, "key");
@@ -378,8 +388,9 @@ int gw_pem_load_pair(struct gw_conf_ctx *pc, const char *path, const char *cert_
         gw_pem_load_key(pc, kpath, key_file, passfile, use, key) != 0)
         return GW_ERR_INVAL;
     if (X509_check_private_key(*cert, *key) != 1)
-        return gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", key_file,
-                            cert_file);
+        return gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"",
+                            gw_conf_show_file(key_file, key_shown, sizeof(key_shown)),
+                            gw_conf_show_file(cert_file, cert_shown, sizeof(cert_shown)));
     return 0;
 }
 
@@ -420,6 +431,7 @@ int gw_pem_load_anchors(struct gw_conf_ctx *pc, const char *path, const char *fi
                         STACK_OF(X509) **anchors)
 {
     STACK_OF(X509) *certs = NULL;
+    char shown[GW_ERR_LEN];
     int rc = GW_ERR_CRYPTO;
 
     *store = NULL;
@@ -428,7 +440,8 @@ int gw_pem_load_anchors(struct gw_conf_ctx *pc, const char *path, const char *fi
     if ((*store = gw_pem_anchor_store(certs)) != NULL)
         rc = 0;
     else
-        gw_conf_fail(pc, path, "cannot make a trust store of \"%s\"", file);
+        gw_conf_fail(pc, path, "cannot make a trust store of \"%s\"",
+                     gw_conf_show_file(file, shown, sizeof(shown)));
     if (rc == 0 && anchors != NULL)
         *anchors = certs;
     else

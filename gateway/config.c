@@ -194,7 +194,7 @@ GW_CONF_OBJDEF(listener_def, listener_fields, check_listener);
  */
 static int read_admin_token(struct gw_conf_ctx *pc, const char *path, struct gw_admin_conf *ac)
 {
-    char tpath[GW_CONF_PATH_LEN];
+    char tpath[GW_CONF_PATH_LEN], shown[GW_ERR_LEN];
     unsigned char *tok = NULL;
     size_t len = 0, i;
     int rc = 0;
@@ -208,7 +208,7 @@ static int read_admin_token(struct gw_conf_ctx *pc, const char *path, struct gw_
             break;
     if (i < len)
         rc = gw_conf_fail(pc, tpath, "the token in \"%s\" holds a character that is not visible ASCII",
-                          ac->token_file);
+                          gw_conf_show_file(ac->token_file, shown, sizeof(shown)));
     else if (SHA256(tok, len, ac->token_sha256) == NULL)
         rc = GW_ERR_NOMEM;
     OPENSSL_clear_free(tok, GW_MAX_ADMIN_TOKEN_LEN + 3);
@@ -426,7 +426,7 @@ static int trust_union(struct gw_conf_ctx *pc, const struct gw_config *cfg, cons
  */
 static int resolve_allow_scopes(struct gw_conf_ctx *pc, const struct gw_config *cfg, struct gw_role *r)
 {
-    char path[GW_CONF_PATH_LEN];
+    char path[GW_CONF_PATH_LEN], shown[GW_ERR_LEN];
     const struct gw_trust_conf *t;
     struct gw_allow_scope *sc;
 
@@ -434,8 +434,9 @@ static int resolve_allow_scopes(struct gw_conf_ctx *pc, const struct gw_config *
         sc = &r->allow_scopes[i];
         if ((t = gw_trust_conf_find(cfg->trust, cfg->n_trust, sc->trust_name)) == NULL) {
             gw_conf_bprintf(path, sizeof(path), "$.roles.%s.device_allowlist", r->name);
-            return gw_conf_fail(pc, path, "\"%s\" line %ld: unknown trust \"%s\"", r->device_allowlist_file,
-                                sc->line, sc->trust_name);
+            return gw_conf_fail(pc, path, "\"%s\" line %ld: unknown trust \"%s\"",
+                                gw_conf_show_file(r->device_allowlist_file, shown, sizeof(shown)), sc->line,
+                                sc->trust_name);
         }
         sc->store = gw_names_has(r->trust_names, r->n_trust, t->name) ? t->store : NULL;
     }

@@ -654,7 +654,7 @@ static bool same_sizing(const struct gw_guard_conf *a, const struct gw_guard_con
 static void warn_restart_only(const struct restart_only *a, const struct restart_only *b, const char *path)
 {
     bool whole = a->whole && b->whole;
-    char keys[1024] = "", was[256];
+    char keys[1024] = "", was[256], shown[GW_ERR_LEN];
     size_t len = 0;
     const struct {
         const char *name;
@@ -688,7 +688,8 @@ static void warn_restart_only(const struct restart_only *a, const struct restart
             continue;
         was[0] = '\0';
         if (k[i].named && k[i].was != NULL)
-            snprintf(was, sizeof(was), " (still \"%.200s\")", k[i].was);
+            snprintf(was, sizeof(was), " (still \"%.200s\")",
+                     gw_conf_show_file(k[i].was, shown, sizeof(shown)));
         else if (k[i].named)
             snprintf(was, sizeof(was), " (still unset)");
         n = snprintf(keys + len, sizeof(keys) - len, "%s%s%s", len > 0 ? ", " : "", k[i].name, was);

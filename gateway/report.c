@@ -6,6 +6,7 @@
  * shared escaper, and a line that is not an audit record is counted and skipped.
  */
 #include "gateway/report.h"
+#include "base/conf.h"
 #include "base/limits.h"
 #include "base/log.h"
 #include "mappings/role.h"
@@ -312,7 +313,7 @@ int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, F
 {
     const char *path = o->audit_file != NULL ? o->audit_file : cfg->audit.file;
     struct report rp = {cfg, json_object_new_object(), json_object_new_object()};
-    char *line = NULL, since[32] = "";
+    char *line = NULL, since[32] = "", shown[GW_ERR_LEN];
     size_t cap = 0, lineno = 0, records = 0, bad = 0;
     ssize_t len;
     FILE *in;
@@ -321,8 +322,9 @@ int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, F
         fprintf(stderr, "cmpgw: %s configures no audit log (\"audit\": {\"file\": ...})\n", cfg->path);
         goto fail;
     }
+    gw_conf_show_file(path, shown, sizeof(shown));
     if ((in = fopen(path, "r")) == NULL) {
-        fprintf(stderr, "cmpgw: cannot read the audit log %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "cmpgw: cannot read the audit log %s: %s\n", shown, strerror(errno));
         goto fail;
     }
     if (o->since !=

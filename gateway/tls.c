@@ -6,6 +6,7 @@
 #include "gateway/cmp/exchange.h"
 #include "base/cidr.h"
 #include "base/clock.h"
+#include "base/conf.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -666,14 +667,14 @@ static int set_ticket_keys(SSL_CTX *ctx, const struct gw_listener_conf *lc)
 /* Formats "<what> <file>: <first OpenSSL error>" into |err| and clears the error queue. */
 static void tls_error(char *err, const struct gw_listener_conf *lc, const char *what, const char *file)
 {
-    char reason[128] = "unknown error";
+    char reason[128] = "unknown error", shown[GW_ERR_LEN];
     unsigned long e = ERR_peek_last_error();
 
     if (e != 0)
         ERR_error_string_n(e, reason, sizeof(reason));
     ERR_clear_error();
     snprintf(err, GW_ERR_LEN, "listener %s:%u: %s %s: %s", lc->address, (unsigned)lc->port, what,
-             file != NULL ? file : "(none)", reason);
+             file != NULL ? gw_conf_show_file(file, shown, sizeof(shown)) : "(none)", reason);
 }
 
 static bool has_name(const STACK_OF(X509_NAME) *names, const X509_NAME *name)

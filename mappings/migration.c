@@ -20,20 +20,21 @@ static int by_string(const void *a, const void *b)
 /* The cohort's allow-list: one one-line subject per line, '#' comments, sorted for bsearch. */
 static int load_cohort(struct gw_conf_ctx *pc, const char *path, struct gw_cohort *m)
 {
-    char buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
+    char buf[GW_MAX_ALLOWLIST_LINE + 2], *s, shown[GW_ERR_LEN];
     long lineno = 0;
     int len, rc = 0;
     BIO *bio;
 
     if ((bio = gw_conf_open(pc, path, m->allowlist_file)) == NULL)
         return GW_ERR_INVAL;
+    gw_conf_show_file(m->allowlist_file, shown, sizeof(shown));
     while (rc == 0 && (len = BIO_gets(bio, buf, sizeof(buf))) > 0) {
         char **tmp;
 
         lineno++;
         if (buf[len - 1] != '\n' && len == (int)sizeof(buf) - 1) {
-            rc = gw_conf_fail(pc, path, "\"%s\" line %ld: longer than %d characters", m->allowlist_file,
-                              lineno, GW_MAX_ALLOWLIST_LINE);
+            rc = gw_conf_fail(pc, path, "\"%s\" line %ld: longer than %d characters", shown, lineno,
+                              GW_MAX_ALLOWLIST_LINE);
             break;
         }
         for (s = buf; *s == ' ' || *s == '\t'; s++)
@@ -46,12 +47,11 @@ static int load_cohort(struct gw_conf_ctx *pc, const char *path, struct gw_cohor
         if (s[0] != '/') {
             rc = gw_conf_fail(
                 pc, path, "\"%s\" line %ld: expected a one-line subject (\"/O=.../CN=...\"), got \"%.40s\"",
-                m->allowlist_file, lineno, s);
+                shown, lineno, s);
             break;
         }
         if (m->n_allow >= GW_MAX_ALLOWLIST_ENTRIES) {
-            rc = gw_conf_fail(pc, path, "\"%s\": more than %d entries", m->allowlist_file,
-                              GW_MAX_ALLOWLIST_ENTRIES);
+            rc = gw_conf_fail(pc, path, "\"%s\": more than %d entries", shown, GW_MAX_ALLOWLIST_ENTRIES);
             break;
         }
         if ((tmp = realloc(m->allow, (m->n_allow + 1) * sizeof(*tmp))) == NULL ||

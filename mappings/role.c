@@ -387,7 +387,7 @@ static char *trim_line(char *line)
 /* "device_allowlist": one entry per line, '#' comments; read at every (re)load of the config. */
 static int load_allowlist(struct gw_conf_ctx *pc, const char *path, struct gw_role *r)
 {
-    char fpath[GW_CONF_PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s;
+    char fpath[GW_CONF_PATH_LEN], buf[GW_MAX_ALLOWLIST_LINE + 2], *s, shown[GW_ERR_LEN];
     long lineno = 0;
     int len, rc = 0;
     BIO *bio;
@@ -395,21 +395,22 @@ static int load_allowlist(struct gw_conf_ctx *pc, const char *path, struct gw_ro
     gw_conf_join_key(fpath, path, "device_allowlist");
     if ((bio = gw_conf_open(pc, fpath, r->device_allowlist_file)) == NULL)
         return GW_ERR_INVAL;
+    gw_conf_show_file(r->device_allowlist_file, shown, sizeof(shown)); /* the file as its errors name it */
     while (rc == 0 && (len = BIO_gets(bio, buf, sizeof(buf))) > 0) {
         lineno++;
         if (buf[len - 1] != '\n' && len == (int)sizeof(buf) - 1) {
-            rc = gw_conf_fail(pc, fpath, "\"%s\" line %ld: longer than %d characters",
-                              r->device_allowlist_file, lineno, GW_MAX_ALLOWLIST_LINE);
+            rc = gw_conf_fail(pc, fpath, "\"%s\" line %ld: longer than %d characters", shown, lineno,
+                              GW_MAX_ALLOWLIST_LINE);
             break;
         }
         s = trim_line(buf);
         if (s[0] != '\0' && s[0] != '#')
-            rc = allow_entry(pc, fpath, r->device_allowlist_file, lineno, s, r);
+            rc = allow_entry(pc, fpath, shown, lineno, s, r);
     }
     BIO_free(bio);
     if (rc == 0 && r->n_allow == 0)
         gw_log(GW_LOG_WARN, "config", "%s: %s: \"%s\" lists no device: every request is refused", pc->name,
-               fpath, r->device_allowlist_file);
+               fpath, shown);
     return rc;
 }
 

@@ -983,16 +983,17 @@ static int load_hmac_key(struct gw_conf_ctx *pc, const char *path, struct gw_cfs
 {
     const size_t cap = 2 * GW_MAX_HMAC_KEY_LEN;
     unsigned char *hex = NULL, *key = NULL;
-    char kpath[GW_CONF_PATH_LEN];
+    char kpath[GW_CONF_PATH_LEN], shown[GW_ERR_LEN];
     size_t len = 0, i;
     int hi, lo, rc = GW_ERR_INVAL;
 
     gw_conf_join_key(kpath, path, "auth_key_file");
+    gw_conf_show_file(u->auth_key_file, shown, sizeof(shown));
     if (gw_conf_read_secret(pc, kpath, u->auth_key_file, cap, &hex, &len) != 0)
         return GW_ERR_INVAL;
     if (len % 2 != 0 || len / 2 < GW_MIN_HMAC_KEY_LEN || len / 2 > GW_MAX_HMAC_KEY_LEN) {
-        gw_conf_fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", u->auth_key_file,
-                     GW_MIN_HMAC_KEY_LEN, GW_MAX_HMAC_KEY_LEN);
+        gw_conf_fail(pc, kpath, "the key in \"%s\" must be %d..%d bytes, in hex", shown, GW_MIN_HMAC_KEY_LEN,
+                     GW_MAX_HMAC_KEY_LEN);
         goto out;
     }
     if ((key = OPENSSL_zalloc(len / 2)) == NULL) {
@@ -1001,7 +1002,7 @@ static int load_hmac_key(struct gw_conf_ctx *pc, const char *path, struct gw_cfs
     }
     for (i = 0; i < len / 2; i++) {
         if ((hi = OPENSSL_hexchar2int(hex[2 * i])) < 0 || (lo = OPENSSL_hexchar2int(hex[2 * i + 1])) < 0) {
-            gw_conf_fail(pc, kpath, "the key in \"%s\" is not hex", u->auth_key_file);
+            gw_conf_fail(pc, kpath, "the key in \"%s\" is not hex", shown);
             goto out;
         }
         key[i] = (unsigned char)(hi << 4 | lo);

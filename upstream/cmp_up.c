@@ -954,17 +954,18 @@ static const struct gw_conf_names names_dn = {dn_ok, "a distinguished name like 
 static int load_server_cert(struct gw_conf_ctx *pc, const char *path, struct gw_cmp_up_conf *u)
 {
     STACK_OF(X509) *certs = NULL;
+    char shown[GW_ERR_LEN];
     int rc;
 
     if (gw_pem_load_certs(pc, path, u->cmp_server_cert_file, &certs) != 0)
         return GW_ERR_INVAL;
+    gw_conf_show_file(u->cmp_server_cert_file, shown, sizeof(shown));
     if (sk_X509_num(certs) != 1)
         rc = gw_conf_fail(pc, path, "\"%s\" holds %d certificates: the one the upstream signs with is pinned",
-                          u->cmp_server_cert_file, sk_X509_num(certs));
+                          shown, sk_X509_num(certs));
     else if ((X509_get_extension_flags(sk_X509_value(certs, 0)) & EXFLAG_KUSAGE) != 0 &&
              (X509_get_key_usage(sk_X509_value(certs, 0)) & KU_DIGITAL_SIGNATURE) == 0)
-        rc = gw_conf_fail(pc, path, "the certificate in \"%s\" lacks keyUsage digitalSignature",
-                          u->cmp_server_cert_file);
+        rc = gw_conf_fail(pc, path, "the certificate in \"%s\" lacks keyUsage digitalSignature", shown);
     else
         rc = (u->cmp_server_cert = sk_X509_shift(certs)) != NULL ? 0 : GW_ERR_NOMEM;
     sk_X509_pop_free(certs, X509_free);

@@ -273,7 +273,7 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
     STACK_OF(X509) *certs = NULL;
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
-    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN], key_shown[GW_ERR_LEN], cert_shown[GW_ERR_LEN];
     int rc;
 
     gw_conf_join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
@@ -294,8 +294,9 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
         goto out;
     cert = sk_X509_value(certs, 0);
     if (X509_check_private_key(cert, key) != 1) {
-        gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"", u->client_key_file,
-                     u->client_cert_file);
+        gw_conf_fail(pc, kpath, "key in \"%s\" does not match the certificate in \"%s\"",
+                     gw_conf_show_file(u->client_key_file, key_shown, sizeof(key_shown)),
+                     gw_conf_show_file(u->client_cert_file, cert_shown, sizeof(cert_shown)));
         goto out;
     }
     rc = keep_client(u, &certs, &key);
@@ -308,6 +309,8 @@ out:
 int gw_upstream_conf_set_issuers(struct gw_conf_ctx *pc, const char *path, const char *file,
                                  STACK_OF(X509) *certs, struct gw_upstream_conf *u)
 {
+    char shown[GW_ERR_LEN];
+
     u->issuer_certs = certs;
     if ((u->issuer_store = X509_STORE_new()) == NULL)
         return GW_ERR_NOMEM;
@@ -316,9 +319,10 @@ int gw_upstream_conf_set_issuers(struct gw_conf_ctx *pc, const char *path, const
         if ((X509_get_extension_flags(x) & EXFLAG_CA) == 0)
             return gw_conf_fail(pc, path,
                                 "certificate %d in \"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
-                                i + 1, file);
+                                i + 1, gw_conf_show_file(file, shown, sizeof(shown)));
         if (X509_STORE_add_cert(u->issuer_store, x) != 1)
-            return gw_conf_fail(pc, path, "cannot add \"%s\" to a store", file);
+            return gw_conf_fail(pc, path, "cannot add \"%s\" to a store",
+                                gw_conf_show_file(file, shown, sizeof(shown)));
     }
     if (X509_STORE_set_flags(u->issuer_store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_PARTIAL_CHAIN) != 1)
         return GW_ERR_CRYPTO;
@@ -401,10 +405,15 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
 
 int gw_upstream_conf_can(const char *name, const char *what, const char *file, int mode, char *err)
 {
+    char shown[GW_ERR_LEN];
+    int why;
+
     if (file == NULL || access(file, mode) == 0)
         return 0;
-    snprintf(err, GW_ERR_LEN, "the %s %s of upstream %s is not %s: %s", what, file, name,
-             mode == R_OK ? "readable" : "writable", strerror(errno));
+    why = errno;
+    gw_conf_bprintf(err, GW_ERR_LEN, "the %s %s of upstream %s is not %s: %s", what,
+                    gw_conf_show_file(file, shown, sizeof(shown)), name,
+                    mode == R_OK ? "readable" : "writable", strerror(why));
     return GW_ERR_IO;
 }
 

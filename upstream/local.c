@@ -111,6 +111,7 @@ static int build_chain(struct local *l, const struct gw_local_conf *lc)
 /* The store must be a directory we can write, or every sign would fail: say so at start. */
 static int store_usable(const char *dir, char *err, const char *name)
 {
+    char shown[GW_ERR_LEN];
     struct stat st;
     int e;
 
@@ -122,7 +123,8 @@ static int store_usable(const char *dir, char *err, const char *name)
         e = errno;
     else
         return 1;
-    snprintf(err, GW_ERR_LEN, "upstream %s: store %s: %s", name, dir, strerror(e));
+    gw_conf_bprintf(err, GW_ERR_LEN, "upstream %s: store %s: %s", name,
+                    gw_conf_show_file(dir, shown, sizeof(shown)), strerror(e));
     return 0;
 }
 
@@ -757,16 +759,17 @@ static int p_crl_url(struct gw_conf_ctx *pc, const char *path, struct json_objec
 /* The inventory directory of a local issuer: it must exist and be writable (nothing issued is lost). */
 static int check_store(struct gw_conf_ctx *pc, const char *path, const char *dirname)
 {
-    char spath[GW_CONF_PATH_LEN];
+    char spath[GW_CONF_PATH_LEN], shown[GW_ERR_LEN];
     struct stat st;
 
     gw_conf_join_key(spath, path, "store");
+    gw_conf_show_file(dirname, shown, sizeof(shown));
     if (stat(dirname, &st) != 0)
-        return gw_conf_fail(pc, spath, "cannot use \"%s\": %s", dirname, strerror(errno));
+        return gw_conf_fail(pc, spath, "cannot use \"%s\": %s", shown, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return gw_conf_fail(pc, spath, "\"%s\" is not a directory", dirname);
+        return gw_conf_fail(pc, spath, "\"%s\" is not a directory", shown);
     if (access(dirname, W_OK | X_OK) != 0)
-        return gw_conf_fail(pc, spath, "\"%s\" is not writable: %s", dirname, strerror(errno));
+        return gw_conf_fail(pc, spath, "\"%s\" is not writable: %s", shown, strerror(errno));
     return 0;
 }
 

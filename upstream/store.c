@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,20 @@ static int publish(int dirfd, const char *tmp, const char *name)
     return rc;
 }
 
+/* "store <dir><what>" into |err|, |dir| written as gw_conf_show_file writes a configured name. */
+static void store_fail(char *err, const char *dir, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void store_fail(char *err, const char *dir, const char *fmt, ...)
+{
+    char shown[GW_ERR_LEN], what[GW_ERR_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    gw_conf_bprintf(err, GW_ERR_LEN, "store %s%s", gw_conf_show_file(dir, shown, sizeof(shown)), what);
+}
+
 int gw_store_put(const char *dir, const X509 *cert, char *err)
 {
     char serial[2 * 20 + 1], name[sizeof(serial) + 8], tmp[TMP_NAME_MAX];
@@ -121,18 +136,18 @@ int gw_store_put(const char *dir, const X509 *cert, char *err)
     tmp_name(tmp, sizeof(tmp), name);
     if (serial[0] == '\0' || (mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(mem, cert) != 1 ||
         (len = BIO_get_mem_data(mem, &pem)) <= 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot encode the certificate", dir);
+        store_fail(err, dir, ": cannot encode the certificate");
         rc = GW_ERR_NOMEM;
         goto out;
     }
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
         write_tmp(dirfd, tmp, pem, (size_t)len) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot write %s: %s", dir, tmp, strerror(errno));
+        store_fail(err, dir, ": cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
     if ((rc = publish(dirfd, tmp, name)) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot record %s: %s", dir, name,
-                 rc == GW_ERR_EXISTS ? "that serial is already recorded" : strerror(errno));
+        store_fail(err, dir, ": cannot record %s: %s", name,
+                   rc == GW_ERR_EXISTS ? "that serial is already recorded" : strerror(errno));
         goto out;
     }
 out:
@@ -151,14 +166,15 @@ out:
  */
 static int check_not_link(const char *key, const char *dir, char *err)
 {
-    char name[PATH_MAX], *real;
+    char name[PATH_MAX], *real, shown[GW_ERR_LEN];
     size_t len = strlen(dir);
     struct stat st;
 
+    gw_conf_show_file(dir, shown, sizeof(shown));
     while (len > 1 && dir[len - 1] == '/')
         len--;
     if (len >= sizeof(name)) {
-        snprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key, dir);
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key, shown);
         return GW_ERR_INVAL;
     }
     memcpy(name, dir, len);
@@ -166,15 +182,15 @@ static int check_not_link(const char *key, const char *dir, char *err)
     if (lstat(name, &st) != 0 || !S_ISLNK(st.st_mode))
         return 0; /* what is not there is refused by the checks of the directory */
     real = realpath(name, NULL);
-    snprintf(err, GW_ERR_LEN, "%s: \"%s\" is a symbolic link%s%s%s: name the directory itself", key, dir,
-             real != NULL ? " to \"" : "", real != NULL ? real : "", real != NULL ? "\"" : "");
+    gw_conf_bprintf(err, GW_ERR_LEN, "%s: \"%s\" is a symbolic link%s%s%s: name the directory itself", key,
+                    shown, real != NULL ? " to \"" : "", real != NULL ? real : "", real != NULL ? "\"" : "");
     free(real);
     return GW_ERR_FORBIDDEN;
 }
 
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
 {
-    char revoked[PATH_MAX];
+    char revoked[PATH_MAX], shown[GW_ERR_LEN];
     struct stat st;
     int rc;
 
@@ -182,7 +198,8 @@ int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
         (rc = gw_conf_check_own_dir(key, dir, owner, err)) != 0)
         return rc;
     if (snprintf(revoked, sizeof(revoked), "%s/" GW_STORE_REVOKED_DIR, dir) >= (int)sizeof(revoked)) {
-        snprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key, dir);
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: the path \"%s\" is too long", key,
+                        gw_conf_show_file(dir, shown, sizeof(shown)));
         return GW_ERR_INVAL;
     }
     if (lstat(revoked, &st) != 0 && errno == ENOENT) /* created when the first revocation is */
@@ -408,7 +425,8 @@ static struct gw_store_entry *grow(struct gw_store_list *l, size_t *cap, int *rc
 static void bad_name(char *err, const char *dir, const char *name)
 {
     static const char why[] = " is not a readable certificate";
-    int n = snprintf(err, GW_ERR_LEN, "store %s: ", dir);
+    char shown[GW_ERR_LEN];
+    int n = snprintf(err, GW_ERR_LEN, "store %s: ", gw_conf_show_file(dir, shown, sizeof(shown)));
     size_t len;
 
     if (n < 0 || (size_t)n + sizeof(why) >= GW_ERR_LEN)
@@ -428,15 +446,15 @@ int gw_store_list(const char *dir, struct gw_store_list *out, char *err)
 
     memset(out, 0, sizeof(*out));
     if ((d = opendir(dir)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     while ((de = readdir(d)) != NULL) {
         if (!is_pem_name(de->d_name))
             continue;
         if ((e = grow(out, &cap, &rc)) == NULL) {
-            snprintf(err, GW_ERR_LEN, "store %s: %s", dir,
-                     rc == GW_ERR_LIMIT ? "more certificates than one listing holds" : "out of memory");
+            store_fail(err, dir, ": %s",
+                       rc == GW_ERR_LIMIT ? "more certificates than one listing holds" : "out of memory");
             goto out;
         }
         if (read_entry(dirfd(d), de->d_name, e) != 0) {
@@ -506,14 +524,14 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
 
     if (gw_x509_serial_hex_checked(serial, hex, sizeof(hex)) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: not a serial number this issuer uses", dir);
+        store_fail(err, dir, ": not a serial number this issuer uses");
         return GW_ERR_NOT_FOUND;
     }
     len = snprintf(rec, sizeof(rec), "time=%lld reason=%d\n", (long long)when, reason);
     tmp_name(tmp, sizeof(tmp), hex);
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
         (known = issued_here(dirfd, hex)) < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         goto out;
     }
     if (!known) {
@@ -522,13 +540,11 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         goto out;
     }
     if ((rfd = open_revoked_dir(dirfd)) < 0 || write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot write the revocation of %s: %s", dir, hex,
-                 strerror(errno));
+        store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
         goto out;
     }
     if ((rc = publish(rfd, tmp, hex)) != 0)
-        snprintf(err, GW_ERR_LEN, "store %s: %s %s", dir, hex,
-                 rc == GW_ERR_EXISTS ? "is already revoked" : strerror(errno));
+        store_fail(err, dir, ": %s %s", hex, rc == GW_ERR_EXISTS ? "is already revoked" : strerror(errno));
 out:
     if (rfd >= 0)
         close(rfd);
@@ -604,7 +620,7 @@ int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
         return GW_ERR_NOT_FOUND;
     snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial_hex);
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -616,7 +632,7 @@ int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
         (f = fdopen(fd, "r")) == NULL) {
         if (fd >= 0)
             close(fd);
-        snprintf(err, GW_ERR_LEN, "store %s: %s cannot be read", dir, name);
+        store_fail(err, dir, ": %s cannot be read", name);
         return GW_ERR_IO;
     }
     if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) != NULL)
@@ -624,7 +640,7 @@ int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
     BIO_free(bio);
     fclose(f);
     if (*out == NULL) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s is not a certificate", dir, name);
+        store_fail(err, dir, ": %s is not a certificate", name);
         return GW_ERR_IO;
     }
     return 0;
@@ -639,7 +655,7 @@ int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_s
     if (!serial_name(serial_hex))
         return GW_ERR_NOT_FOUND;
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     rfd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -649,11 +665,11 @@ int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_s
     if (rfd < 0 && errno == ENOENT)
         return GW_ERR_NOT_FOUND; /* nothing revoked yet */
     if (rfd < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s/" GW_STORE_REVOKED_DIR ": %s", dir, strerror(errno));
+        store_fail(err, dir, "/" GW_STORE_REVOKED_DIR ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     if ((rc = read_revocation(rfd, serial_hex, out)) == GW_ERR_IO)
-        snprintf(err, GW_ERR_LEN, "store %s: revocation record %s is malformed", dir, serial_hex);
+        store_fail(err, dir, ": revocation record %s is malformed", serial_hex);
     close(rfd);
     return rc;
 }
@@ -671,19 +687,19 @@ static int add_revocation(const char *dir, int rfd, const char *name, struct gw_
     struct gw_store_revocation *grown;
 
     if (*n >= GW_STORE_LIST_MAX) {
-        snprintf(err, GW_ERR_LEN, "store %s: more revocations than one CRL holds", dir);
+        store_fail(err, dir, ": more revocations than one CRL holds");
         return GW_ERR_LIMIT;
     }
     if (*n == *cap) {
         *cap = *cap != 0 ? 2 * *cap : 64;
         if ((grown = realloc(*v, *cap * sizeof(**v))) == NULL) {
-            snprintf(err, GW_ERR_LEN, "store %s: out of memory", dir);
+            store_fail(err, dir, ": out of memory");
             return GW_ERR_NOMEM;
         }
         *v = grown;
     }
     if (read_revocation(rfd, name, &(*v)[*n]) != 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: revocation record %.64s is malformed", dir, name);
+        store_fail(err, dir, ": revocation record %.64s is malformed", name);
         return GW_ERR_IO;
     }
     (*n)++;
@@ -700,7 +716,7 @@ int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t
     *v = NULL;
     *n = 0;
     if ((topfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     rfd = openat(topfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -710,7 +726,7 @@ int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t
     if (rfd < 0 && errno == ENOENT)
         return 0; /* nothing revoked yet */
     if (rfd < 0 || (d = fdopendir(rfd)) == NULL) {
-        snprintf(err, GW_ERR_LEN, "store %s/" GW_STORE_REVOKED_DIR ": %s", dir, strerror(errno));
+        store_fail(err, dir, "/" GW_STORE_REVOKED_DIR ": %s", strerror(errno));
         if (rfd >= 0)
             close(rfd);
         return GW_ERR_IO;
@@ -771,13 +787,13 @@ int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err)
 
     *removed = 0;
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        snprintf(err, GW_ERR_LEN, "store %s: %s", dir, strerror(errno));
+        store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
     rfd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sweep_dir(dirfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0 ||
         (rfd >= 0 && sweep_dir(rfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0)) {
-        snprintf(err, GW_ERR_LEN, "store %s: cannot remove a temporary file: %s", dir, strerror(errno));
+        store_fail(err, dir, ": cannot remove a temporary file: %s", strerror(errno));
         rc = GW_ERR_IO;
     }
     return rc;
@@ -811,15 +827,14 @@ int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_updat
     /* "number=<decimal> this_update=<unix seconds>\n" and nothing else */
     if (!parse_field(&p, "number", 1, INT64_MAX, &n) || !parse_field(&p, "this_update", 0, INT64_MAX, &t) ||
         *p != '\0') {
-        snprintf(err, GW_ERR_LEN, "store %s: %s is malformed: refusing to guess a CRL number", dir,
-                 CRL_STATE_FILE);
+        store_fail(err, dir, ": %s is malformed: refusing to guess a CRL number", CRL_STATE_FILE);
         return GW_ERR_IO;
     }
     *number = (uint64_t)n;
     *this_update = (time_t)t;
     return 0;
 io:
-    snprintf(err, GW_ERR_LEN, "store %s: cannot read %s: %s", dir, CRL_STATE_FILE, strerror(errno));
+    store_fail(err, dir, ": cannot read %s: %s", CRL_STATE_FILE, strerror(errno));
     return GW_ERR_IO;
 }
 
@@ -842,7 +857,7 @@ int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update,
     }
 out:
     if (rc != 0)
-        snprintf(err, GW_ERR_LEN, "store %s: cannot write %s: %s", dir, CRL_STATE_FILE, strerror(errno));
+        store_fail(err, dir, ": cannot write %s: %s", CRL_STATE_FILE, strerror(errno));
     if (dirfd >= 0)
         close(dirfd);
     return rc;

@@ -515,16 +515,19 @@ static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fie
  */
 static int check_log(const char *path, const struct stat *st, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
+
+    gw_conf_show_file(path, shown, sizeof(shown));
     if (!S_ISREG(st->st_mode))
-        snprintf(err, GW_ERR_LEN, "audit.file: \"%s\" is not a regular file", path);
+        gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: \"%s\" is not a regular file", shown);
     else if (st->st_nlink != 1)
-        snprintf(err, GW_ERR_LEN,
-                 "audit.file: \"%s\" has %lu names (a hard link): give the log a name of its own", path,
-                 (unsigned long)st->st_nlink);
+        gw_conf_bprintf(err, GW_ERR_LEN,
+                        "audit.file: \"%s\" has %lu names (a hard link): give the log a name of its own",
+                        shown, (unsigned long)st->st_nlink);
     else if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        snprintf(err, GW_ERR_LEN,
-                 "audit.file: \"%s\" is writable by group or others (mode %04o): make it 0600", path,
-                 (unsigned)(st->st_mode & 07777));
+        gw_conf_bprintf(err, GW_ERR_LEN,
+                        "audit.file: \"%s\" is writable by group or others (mode %04o): make it 0600", shown,
+                        (unsigned)(st->st_mode & 07777));
     else
         return gw_conf_check_owner("audit.file", "", path, st, owner, err);
     return GW_ERR_FORBIDDEN;
@@ -533,20 +536,22 @@ static int check_log(const char *path, const struct stat *st, uid_t owner, char 
 /* The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. */
 static int open_log(const char *path, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
     struct stat st;
     int fd;
 
     if (gw_conf_check_dir("audit.file", path, owner, err) != 0)
         return -1;
+    gw_conf_show_file(path, shown, sizeof(shown));
     /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
     if (fd < 0) {
-        snprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", path,
-                 errno == ELOOP ? "a symbolic link" : strerror(errno));
+        gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
+                        errno == ELOOP ? "a symbolic link" : strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) != 0) {
-        snprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", path, strerror(errno));
+        gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", shown, strerror(errno));
     } else if (check_log(path, &st, owner, err) == 0) {
         return fd;
     }

@@ -64,10 +64,12 @@ static int load_crls(struct gw_conf_ctx *pc, const char *path, struct gw_trust_c
                      STACK_OF(X509) *anchors)
 {
     STACK_OF(X509_CRL) *crls = NULL;
+    char shown[GW_ERR_LEN];
     int i, rc = GW_ERR_INVAL;
 
     if (gw_pem_load_crls(pc, path, t->crl_file, &crls) != 0)
         return GW_ERR_INVAL;
+    gw_conf_show_file(t->crl_file, shown, sizeof(shown));
     for (i = 0; i < sk_X509_CRL_num(crls); i++) {
         X509_CRL *crl = sk_X509_CRL_value(crls, i);
         const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
@@ -76,7 +78,7 @@ static int load_crls(struct gw_conf_ctx *pc, const char *path, struct gw_trust_c
         if (next != NULL && X509_cmp_current_time(next) < 0)
             gw_log(GW_LOG_WARN, "config",
                    "%s: %s: a CRL in \"%s\" is past its nextUpdate: verification fails", pc->name, path,
-                   t->crl_file);
+                   shown);
     }
     warn_missing_crls(pc, path, anchors, crls);
     warn_missing_crls(pc, path, t->untrusted, crls);
@@ -85,7 +87,7 @@ static int load_crls(struct gw_conf_ctx *pc, const char *path, struct gw_trust_c
     rc = 0;
 out:
     if (rc != 0)
-        gw_conf_fail(pc, path, "cannot add the CRLs of \"%s\" to the trust store", t->crl_file);
+        gw_conf_fail(pc, path, "cannot add the CRLs of \"%s\" to the trust store", shown);
     sk_X509_CRL_pop_free(crls, X509_CRL_free);
     return rc;
 }
@@ -146,24 +148,25 @@ static int check_pbm(struct gw_conf_ctx *pc, const char *path, void *base)
 static int check_audit(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     const struct gw_audit_conf *a = base;
-    char fpath[GW_CONF_PATH_LEN], *dir;
+    char fpath[GW_CONF_PATH_LEN], *dir, shown[GW_ERR_LEN];
     struct stat st;
     int rc = 0;
 
     gw_conf_join_key(fpath, path, "file");
+    gw_conf_show_file(a->file, shown, sizeof(shown));
     if (lstat(a->file, &st) == 0) {
         if (!S_ISREG(st.st_mode))
-            return gw_conf_fail(pc, fpath, "\"%s\" is not a regular file", a->file);
+            return gw_conf_fail(pc, fpath, "\"%s\" is not a regular file", shown);
         if (st.st_uid == getuid() && access(a->file, W_OK) != 0)
-            return gw_conf_fail(pc, fpath, "\"%s\" is not writable: %s", a->file, strerror(errno));
+            return gw_conf_fail(pc, fpath, "\"%s\" is not writable: %s", shown, strerror(errno));
         return 0;
     }
     if (errno != ENOENT)
-        return gw_conf_fail(pc, fpath, "cannot use \"%s\": %s", a->file, strerror(errno));
+        return gw_conf_fail(pc, fpath, "cannot use \"%s\": %s", shown, strerror(errno));
     if ((dir = gw_conf_dir_of(a->file)) == NULL)
         return GW_ERR_NOMEM;
     if (access(dir, W_OK | X_OK) != 0)
-        rc = gw_conf_fail(pc, fpath, "cannot create \"%s\": %s", a->file, strerror(errno));
+        rc = gw_conf_fail(pc, fpath, "cannot create \"%s\": %s", shown, strerror(errno));
     free(dir);
     return rc;
 }

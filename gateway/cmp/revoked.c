@@ -349,7 +349,7 @@ static int parse_line(const char *line, unsigned char id[ID_LEN], time_t *until,
 /* Line rs->no of the file, |len| bytes without its newline, into |rs|: 0, or an error with |err|. */
 static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t now, char *err)
 {
-    char line[LINE_MAX_LEN + 1];
+    char line[LINE_MAX_LEN + 1], shown[GW_ERR_LEN];
     unsigned char id[ID_LEN];
     time_t until = 0;
     bool marked = false;
@@ -361,14 +361,14 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
         ok = parse_line(line, id, &until, &marked) == 0;
     }
     if (!ok) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"", rs->no,
-                 rs->file);
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: line %lu of \"%s\" is not \"<id> <notAfter>\"",
+                        rs->no, gw_conf_show_file(rs->file, shown, sizeof(shown)));
         return GW_ERR_INVAL;
     }
     /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing */
     if (until > now && keep(rs, id, until, marked, GW_MAX_REVOKED, now) < 0) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries", rs->file,
-                 GW_MAX_REVOKED);
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries",
+                        gw_conf_show_file(rs->file, shown, sizeof(shown)), GW_MAX_REVOKED);
         return GW_ERR_LIMIT;
     }
     return 0;
@@ -406,7 +406,7 @@ static int take_lines(struct cmp_revoked *rs, const char *buf, size_t n, size_t 
  */
 static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
 {
-    char buf[READ_CHUNK];
+    char buf[READ_CHUNK], shown[GW_ERR_LEN];
     size_t used = 0;
     ssize_t got;
     int rc;
@@ -414,7 +414,9 @@ static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
     while (rs->at < size) {
         got = pread(rs->rfd, buf, (size_t)(size - rs->at < READ_CHUNK ? size - rs->at : READ_CHUNK), rs->at);
         if (got < 0) {
-            snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", rs->file, strerror(errno));
+            int why = errno;
+            gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s",
+                            gw_conf_show_file(rs->file, shown, sizeof(shown)), strerror(why));
             return GW_ERR_IO;
         }
         rc = take_lines(rs, buf, (size_t)got, &used, now, err);
@@ -430,23 +432,27 @@ static int read_lines(struct cmp_revoked *rs, off_t size, time_t now, char *err)
 /* 0 when only |owner| or root may write |file|, whose status is |st|; else GW_ERR_FORBIDDEN with |err|. */
 static int check_writers(const char *file, const struct stat *st, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
+
     if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0)
         return gw_conf_check_owner("cmp.revoked_file", "", file, st, owner, err);
-    snprintf(err, GW_ERR_LEN,
-             "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600", file,
-             (unsigned)(st->st_mode & 0777));
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "cmp.revoked_file: \"%s\" is writable by group or others (mode %03o): make it 0600",
+                    gw_conf_show_file(file, shown, sizeof(shown)), (unsigned)(st->st_mode & 0777));
     return GW_ERR_FORBIDDEN;
 }
 
 int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
 {
+    char shown[GW_ERR_LEN];
     struct stat st;
     int rc = gw_conf_stat_written("cmp.revoked_file", file, owner, &st, err);
 
     if (rc <= 0)
         return rc;
     if (!S_ISREG(st.st_mode)) { /* a link too: the start opens it with O_NOFOLLOW */
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file", file);
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" is not a regular file",
+                        gw_conf_show_file(file, shown, sizeof(shown)));
         return GW_ERR_IO;
     }
     return check_writers(file, &st, owner, err);
@@ -459,12 +465,15 @@ int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
  */
 static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *size, char *err)
 {
-    int rfd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int rfd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), why_open = errno;
     const char *why = NULL;
+    char shown[GW_ERR_LEN];
     struct stat st, held;
 
+    gw_conf_show_file(file, shown, sizeof(shown));
     if (rfd < 0) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", file, strerror(errno));
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot read \"%s\": %s", shown,
+                        strerror(why_open));
         return GW_ERR_IO;
     }
     if (fstat(rfd, &st) != 0 || !S_ISREG(st.st_mode))
@@ -472,7 +481,7 @@ static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *
     else if (fstat(fd, &held) != 0 || st.st_dev != held.st_dev || st.st_ino != held.st_ino)
         why = "was replaced as it was opened";
     if (why != NULL)
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" %s", file, why);
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" %s", shown, why);
     if (why != NULL || check_writers(file, &st, rs->owner, err) != 0) {
         close(rfd);
         return GW_ERR_IO;
@@ -530,7 +539,7 @@ static int create_tmp(const char *tmp)
  */
 static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
 {
-    char tmp[PATH_MAX], *dir = gw_conf_dir_of(file);
+    char tmp[PATH_MAX], *dir = gw_conf_dir_of(file), shown[GW_ERR_LEN];
     int fd = -1, dfd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     FILE *f = NULL;
     int ok;
@@ -546,7 +555,9 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
         rs->fd = fd;
         rs->no = rs->n;
     } else {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s", file, strerror(errno));
+        int why = errno;
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s",
+                        gw_conf_show_file(file, shown, sizeof(shown)), strerror(why));
         (void)unlink(tmp);
         if (fd >= 0)
             close(fd);
@@ -608,14 +619,16 @@ static int lock_file(const char *file, int *excl)
  */
 static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char *err)
 {
+    char shown[GW_ERR_LEN];
     int excl = 0, rc, fd;
     off_t size = 0;
 
     if ((rc = gw_conf_check_dir("cmp.revoked_file", file, rs->owner, err)) != 0)
         return rc;
+    gw_conf_show_file(file, shown, sizeof(shown));
     if ((fd = lock_file(file, &excl)) < 0) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", file,
-                 errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
+        gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", shown,
+                        errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
         return GW_ERR_IO;
     }
     if ((rc = open_reader(rs, file, fd, &size, err)) == 0)
@@ -693,7 +706,7 @@ static int cut_short_write(int fd, off_t end, ssize_t n, int len)
  */
 static int save(struct cmp_revoked *rs, const struct names *names, time_t until, char *err)
 {
-    char line[ENTRIES_PER_CERT * (LINE_MAX_LEN + 1)];
+    char line[ENTRIES_PER_CERT * (LINE_MAX_LEN + 1)], shown[GW_ERR_LEN];
     int len = entry_line(line, names->keyed, until, false), ok;
     off_t end = -1;
     ssize_t n = -1;
@@ -707,11 +720,14 @@ static int save(struct cmp_revoked *rs, const struct names *names, time_t until,
     ok = rs->fd >= 0 && (end = lseek(rs->fd, 0, SEEK_END)) >= 0 &&
          (n = write(rs->fd, line, (size_t)len)) == len && fsync(rs->fd) == 0;
     if (!ok && rs->fd < 0) {
-        snprintf(err, GW_ERR_LEN, "cmp.revoked_file \"%s\" is appended to no more since an append failed",
-                 rs->file);
+        gw_conf_bprintf(err, GW_ERR_LEN,
+                        "cmp.revoked_file \"%s\" is appended to no more since an append failed",
+                        gw_conf_show_file(rs->file, shown, sizeof(shown)));
     } else if (!ok) {
-        snprintf(err, GW_ERR_LEN, "cannot append to cmp.revoked_file \"%s\": %s", rs->file,
-                 errno != 0 ? strerror(errno) : "a short write");
+        int why = errno;
+        gw_conf_bprintf(err, GW_ERR_LEN, "cannot append to cmp.revoked_file \"%s\": %s",
+                        gw_conf_show_file(rs->file, shown, sizeof(shown)),
+                        why != 0 ? strerror(why) : "a short write");
         if (!cut_short_write(rs->fd, end, n, len)) {
             close(rs->fd);
             rs->fd = -1;

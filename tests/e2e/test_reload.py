@@ -199,6 +199,23 @@ class Reload(harness.GatewayTestCase):
         for where in (body, self.gw.stderr()):
             self.assertNotIn("CAESIPasted", where)
 
+    def test_refused_pin_in_a_uri_quoted_masked(self):
+        """A PKCS#11 URI written where a file goes, with a PIN in it, names no file: the reload refused quotes
+        it with the PIN "***", in the answer to POST /reload and in the reload_refused line of SIGHUP."""
+        pin = "Hunter4-in-the-uri"
+        uri = "pkcs11:object=signer;pin-value=%s?module-path=/m.so" % pin
+        cfg = json.loads(json.dumps(self.base))
+        cfg["signer"]["cert"] = uri
+        self.write_config(cfg)
+        status, body = admin(self.gw, "/reload", "POST")
+        self.assertEqual(status, 500, body)
+        self.assertIn('$.signer.cert: cannot open "pkcs11:object=signer;pin-value=***?module-path=/m.so"', body)
+        line = self.sighup_and_wait()
+        self.assertEqual(line["event"], "reload_refused", line)
+        self.assertIn("pin-value=***", line["error"])
+        for where in (body, self.gw.stderr()):
+            self.assertNotIn(pin, where)
+
     def test_reload_the_moment_it_serves(self):
         """A POST /reload as soon as a gateway serves: the generation it retires has its health prober
         already, which the reload stops (a prober set after the loop threads start was a data race with

@@ -713,6 +713,23 @@ static const struct bad bad_cases[] = {
      {E("\"key\": \"signer.key\"",
         "\"key\": \"signer.key\", \"key_passphrase_file\": \"s.abcdefgh.Secret2024\"")},
      {"$.signer.key_passphrase_file: cannot open the file named by a value of 21 bytes"}},
+    /* a PIN in a PKCS#11 URI, where it is refused or names no file, is quoted "***" (the check below) */
+    {"signer key URI with a PIN",
+     {E("\"key\": \"signer.key\"",
+        "\"key\": \"pkcs11:object=signer;pin-value=s.abcdefgh?module-path=/m.so\"")},
+     {"$.signer.key: a PIN in the PKCS#11 URI is refused"}},
+    {"signer cert URI with a PIN",
+     {E("\"cert\": \"signer.pem\"",
+        "\"cert\": \"pkcs11:object=signer;pin-value=s.abcdefgh?module-path=/m.so\"")},
+     {"$.signer.cert: cannot open \"pkcs11:object=signer;pin-value=***?module-path=/m.so\": No such file"}},
+    {"signer key URI with a PIN, its scheme upper-case", /* no URI to libp11, so a file name */
+     {E("\"key\": \"signer.key\"",
+        "\"key\": \"PKCS11:object=signer?module-path=/m.so&PIN-VALUE=s.abcdefgh\"")},
+     {"$.signer.key: cannot open \"", "/PKCS11:object=signer?module-path=/m.so&PIN-VALUE=***\""}},
+    {"signer key passphrase file a URI with a PIN",
+     {E("\"key\": \"signer.key\"", "\"key\": \"signer.key\", \"key_passphrase_file\": "
+                                   "\"pkcs11:object=s;pin-value=s.abcdefgh;x=y.pin\"")},
+     {"$.signer.key_passphrase_file: cannot open \"pkcs11:object=s;pin-value=***;x=y.pin\""}},
     /* references */
     {"dangling upstream",
      {E("\"upstream\": \"local\"", "\"upstream\": \"nope\"")},
@@ -1035,6 +1052,13 @@ static const struct bad bad_cases[] = {
     {"url port empty", {UPS, E("https://127.0.0.1:8200", "https://127.0.0.1:")}, {"$.upstreams.vault.url"}},
     {"url no host", {UPS, E("https://127.0.0.1:8200", "https://:8200")}, {"$.upstreams.vault.url"}},
     {"url userinfo", {UPS, E("https://127.0.0.1:8200", "https://u:p@127.0.0.1")}, {"$.upstreams.vault.url"}},
+    /* a URL written where a file or directory goes is quoted with its userinfo "***" */
+    {"tls_ca a URL with userinfo",
+     {UPS, E("\"tls_ca\": \"ca.pem\"", "\"tls_ca\": \"https://vault:s.abcdefgh@127.0.0.1/ca.pem\"")},
+     {"$.upstreams.vault.tls_ca: cannot open \"", "/https://***@127.0.0.1/ca.pem\": No such file"}},
+    {"store a URL with userinfo",
+     {UPS, E("\"store\": \"store\"", "\"store\": \"https://u:s.abcdefgh@h/store\"")},
+     {"$.upstreams.deleg.store: cannot use \"", "/https://***@h/store\": No such file"}},
     {"url userinfo password", /* the check below: "s.abcdefgh" is in no error */
      {UPS, E("https://127.0.0.1:8200", "https://vault:s.abcdefgh@127.0.0.1")},
      {"$.upstreams.vault.url: expected", "got \"https://***@127.0.0.1\""}},
@@ -1374,6 +1398,12 @@ static const struct bad bad_cases[] = {
     {"audit file missing",
      {E("\"audit\": { \"file\": \"audit.log\" }", "\"audit\": { }")},
      {"$.audit.file: missing required key"}},
+    {"audit file a URL with userinfo",
+     {E("\"file\": \"audit.log\"", "\"file\": \"https://u:s.abcdefgh@h/audit.log\"")},
+     {"$.audit.file: cannot create \"", "/https://***@h/audit.log\": No such file"}},
+    {"audit file a URI with a PIN",
+     {E("\"file\": \"audit.log\"", "\"file\": \"pkcs11:object=a;pin-value=s.abcdefgh/audit.log\"")},
+     {"$.audit.file: cannot create \"pkcs11:object=a;pin-value=***\": No such file"}},
     {"audit unknown key",
      {E("\"file\": \"audit.log\"", "\"file\": \"audit.log\", \"fsync\": true")},
      {"$.audit.fsync: unknown key"}},
@@ -2823,6 +2853,42 @@ static void test_names_has(void **state)
 }
 
 /*
+ * gw_conf_show_file hides the value of every "pin-value" attribute after "pkcs11:" (path or query, any
+ * case, the URI at the start or after a directory), and userinfo as gw_conf_show does; other names and
+ * other attributes keep their text.
+ */
+static void test_conf_show_file(void **state)
+{
+    static const struct {
+        const char *file, *shown;
+    } cases[] = {
+        {"pkcs11:token=t;pin-value=1234;object=k", "pkcs11:token=t;pin-value=***;object=k"},
+        {"pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234",
+         "pkcs11:token=t;object=k?module-path=/m.so&pin-value=***"},
+        {"pkcs11:object=k?pin-value=12&pin-value=34", "pkcs11:object=k?pin-value=***&pin-value=***"},
+        {"PKCS11:token=t;PIN-Value=1234?x=y", "PKCS11:token=t;PIN-Value=***?x=y"},
+        {"/etc/cmpgw/pkcs11:object=k;pin-value=1234", "/etc/cmpgw/pkcs11:object=k;pin-value=***"},
+        {"pkcs11:pin-value=1234", "pkcs11:pin-value=***"},
+        {"pkcs11:object=k;pin-value=", "pkcs11:object=k;pin-value=***"},
+        {"pkcs11:object=k;pin-source=file:/etc/pin", "pkcs11:object=k;pin-source=file:/etc/pin"},
+        {"pkcs11:object=k;xpin-value=1", "pkcs11:object=k;xpin-value=1"},
+        {"pin-value=1234.pem", "pin-value=1234.pem"}, /* no PKCS#11 URI */
+        {"https://u:pw@h/ca.pem", "https://***@h/ca.pem"},
+        {"/etc/cmpgw/https://u:pw@h/ca.pem", "/etc/cmpgw/https://***@h/ca.pem"},
+        {"/etc/cmpgw/user:pw@h/ca.pem", "***@h/ca.pem"},
+        {"/etc/cmpgw/ca.pem", "/etc/cmpgw/ca.pem"},
+        {"/run/credentials/cmpgw@a.service/key", "/run/credentials/cmpgw@a.service/key"},
+        {"", ""},
+    };
+    char buf[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (strcmp(gw_conf_show_file(cases[i].file, buf, sizeof(buf)), cases[i].shown) != 0)
+            fail_msg("%s shown as %s, not %s", cases[i].file, buf, cases[i].shown);
+}
+
+/*
  * gw_conf_show hides userinfo: a URL's, to its last '@' whatever comes between (a password's '/', '?',
  * '#', '@' or "://"; an '@' in a path costs the host its place, never a password its mask); and that of a
  * value without a scheme, a Redis address written "user:password@host", where a ':' comes before the
@@ -3277,6 +3343,7 @@ int main(void)
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_conf_show_userinfo),
+        cmocka_unit_test(test_conf_show_file),
         cmocka_unit_test(test_conf_key_shown),
         cmocka_unit_test(test_cert_file_key_not_left),
         cmocka_unit_test(test_key_file_text_not_left),
