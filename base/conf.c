@@ -129,15 +129,22 @@ static const char *url_in(const char *s)
 
 const char *gw_conf_show_file(const char *file, char *buf, size_t cap)
 {
-    char pinless[GW_ERR_LEN];
-    size_t dir;
+    /* whole, not cut to an error's length: a cut before a URL's '@' would leave its userinfo unmasked. At
+       most twice as long: each "***" stands for an attribute's value after its 10 bytes "pin-value=" */
+    size_t need = 2 * strlen(file) + 4, dir;
+    char *pinless = malloc(need);
 
-    without_pin(pinless, sizeof(pinless), file);
+    if (pinless == NULL) {
+        gw_conf_bprintf(buf, cap, "(a name of %zu bytes)", strlen(file));
+        return buf;
+    }
+    without_pin(pinless, need, file);
     dir = (size_t)(url_in(pinless) - pinless);
     if (dir >= cap)
         dir = cap - 1;
     memcpy(buf, pinless, dir);
     without_userinfo(buf + dir, cap - dir, pinless + dir);
+    free(pinless);
     return buf;
 }
 

@@ -2880,12 +2880,19 @@ static void test_conf_show_file(void **state)
         {"/run/credentials/cmpgw@a.service/key", "/run/credentials/cmpgw@a.service/key"},
         {"", ""},
     };
-    char buf[GW_ERR_LEN];
+    char buf[GW_ERR_LEN], name[512];
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         if (strcmp(gw_conf_show_file(cases[i].file, buf, sizeof(buf)), cases[i].shown) != 0)
             fail_msg("%s shown as %s, not %s", cases[i].file, buf, cases[i].shown);
+    /* a name longer than an error: its password is masked before it is cut, wherever the cut falls */
+    for (int len = 200; len < 300; len += 7) {
+        snprintf(name, sizeof(name), "/%.*s/https://u:%s@h/ca.pem", len, A256 A256, A16 "-PaSsWoRd-" A16);
+        gw_conf_show_file(name, buf, sizeof(buf));
+        assert_null(strstr(buf, "PaSs"));
+        assert_null(strstr(buf, "u:aaaa"));
+    }
 }
 
 /*
