@@ -284,10 +284,12 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
 
+/* The messageTime first: it looks nothing up, and a request it refuses is refused whatever the revocation
+   lookups (the CA, Redis) and the chain checks of the authorization would have said. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     cmp_identify(t, c);
-    return cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) || check_time(c, r) ||
+    return check_time(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
            check_replay(c, t, r);
 }
 

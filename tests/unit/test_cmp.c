@@ -2627,6 +2627,39 @@ static void test_kur_revoked(void **state)
     env_free(e);
 }
 
+/*
+ * A request whose messageTime is off is refused before its signer's revocation status is looked up: that
+ * lookup may be a call to the CA (or to Redis), and the answer is badTime whatever it says. The signer is
+ * a certificate the test CA issued, whose status the CA is asked for. Twin: the same kur on time.
+ */
+static void test_message_time_before_status(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    X509 *old;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
+    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(kur, old);
+    fake.status_calls = 0;
+    gw_cmp_engine_set_clock(e->engine, skewed_clock);
+    assert_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badTime, "off the server clock");
+    assert_int_equal(fake.status_calls, 0);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    OSSL_CMP_CTX_reinit(kur);
+    assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_int_equal(fake.status_calls, 2); /* the kur's signer, then its certConf's */
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(kur);
+    env_free(e);
+}
+
 /* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
 static time_t two_ca_now;
 
@@ -10876,6 +10909,7 @@ int main(void)
         cmocka_unit_test(test_verbatim_csr_upfront),
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
+        cmocka_unit_test(test_message_time_before_status),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
