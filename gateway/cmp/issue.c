@@ -445,11 +445,11 @@ static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const O
 }
 
 /*
- * The checks in order: the messageTime (cmp_check_request: nothing looked up), who asks (authorization, a
- * 3GPP allow-list with it), then protocol (the POPO's hash and what it signs on every route, then a
- * route's stricter min_hash), then the old certificate; all before anything is reserved or an upstream
- * is asked. A client that may not ask learns nothing about its algorithms, and a weak POPO costs no CA
- * call, no intent record, no issued certificate to withdraw.
+ * The checks in order: the messageTime and the replays known here (cmp_check_request: nothing looked
+ * up), who asks (authorization, a 3GPP allow-list with it), then protocol (the POPO's hash and what it
+ * signs on every route, then a route's stricter min_hash), then the old certificate; all before anything
+ * is reserved or an upstream is asked. A client that may not ask learns nothing about its algorithms,
+ * and a weak POPO costs no CA call, no intent record, no issued certificate to withdraw.
  */
 static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,

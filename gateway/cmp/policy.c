@@ -213,28 +213,9 @@ time_t cmp_replay_ttl(const struct gw_cmp_conf *cc)
     return 2 * window;
 }
 
-/*
- * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
- * seen by any instance (for the same time, cmp_replay_ttl).
- */
-static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+/* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */
+static int replay_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
 {
-    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
-    char err[GW_ERR_LEN];
-    int rc = 0;
-
-    /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
-    if (c->e->cluster != NULL)
-        rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, t->quota, c->now, cmp_replay_ttl(cc),
-                             cc->max_recent_per_identity, err);
-    if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
-        int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                                        c->hdr.sender_nonce_len, t->quota, c->now);
-
-        if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
-            rc = local;
-    }
     switch (rc) {
     case 0:
         return 0;
@@ -256,6 +237,45 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
     default:
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
     }
+}
+
+/*
+ * A replay or a transactionID reuse this instance's cache knows already, refused before any lookup (the
+ * revocation status, the cluster) as check_replay would refuse it after them. Nothing is recorded here:
+ * check_replay does, once the credentials and authorization passed, so that the retry of a request they
+ * refused is no replay.
+ */
+static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
+{
+    int rc = gw_replay_seen(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                            c->hdr.sender_nonce_len, c->now);
+
+    return rc == GW_ERR_REPLAY || rc == GW_ERR_EXISTS ? replay_refused(c, rc, NULL, r) : 0;
+}
+
+/*
+ * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
+ * seen by any instance (for the same time, cmp_replay_ttl).
+ */
+static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+{
+    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    char err[GW_ERR_LEN] = "";
+    int rc = 0;
+
+    /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
+    if (c->e->cluster != NULL)
+        rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                             c->hdr.sender_nonce_len, t->quota, c->now, cmp_replay_ttl(cc),
+                             cc->max_recent_per_identity, err);
+    if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
+        int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                        c->hdr.sender_nonce_len, t->quota, c->now);
+
+        if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
+            rc = local;
+    }
+    return replay_refused(c, rc, err, r);
 }
 
 void cmp_quota_key(char *out, const char *identity, const char *tls_client)
@@ -284,12 +304,13 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
     snprintf(c->rsp->identity, sizeof(c->rsp->identity), "%s", t->identity);
 }
 
-/* The messageTime first: it looks nothing up, and a request it refuses is refused whatever the revocation
-   lookups (the CA, Redis) and the chain checks of the authorization would have said. */
+/* The messageTime and the replays known here first: they look nothing up, and a request they refuse is
+   refused whatever the revocation lookups (the CA, Redis) and the chain checks of the authorization would
+   have said. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     cmp_identify(t, c);
-    return check_time(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
+    return check_time(c, r) || check_seen(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
            check_replay(c, t, r);
 }
 

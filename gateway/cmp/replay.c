@@ -235,6 +235,21 @@ static int grow(struct gw_replay *r, struct entry **emptied)
     return 0;
 }
 
+static int bad_lengths(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
+                       const unsigned char *nonce, size_t nonce_len)
+{
+    return r == NULL || tid == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
+           nonce_len > GW_MAX_NONCE_LEN || (nonce == NULL && nonce_len > 0);
+}
+
+/* What the live entry |e| of a tid says of a message with |nonce|: the same one again, or another. */
+static int seen_as(const struct entry *e, const unsigned char *nonce, size_t nonce_len)
+{
+    return e->nonce_len == nonce_len && (nonce_len == 0 || memcmp(e->nonce, nonce, nonce_len) == 0)
+               ? GW_ERR_REPLAY
+               : GW_ERR_EXISTS;
+}
+
 int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
                         const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now)
 {
@@ -242,8 +257,7 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
     uint64_t who;
     int rc = 0;
 
-    if (r == NULL || tid == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
-        nonce_len > GW_MAX_NONCE_LEN || (nonce == NULL && nonce_len > 0))
+    if (bad_lengths(r, tid, tid_len, nonce, nonce_len))
         return GW_ERR_INVAL;
     if (identity == NULL)
         identity = "";
@@ -252,9 +266,7 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
     expire(r, now);
     emptied = move_some(r, 2);
     if ((e = lookup(r, tid, tid_len)) != NULL)
-        rc = e->nonce_len == nonce_len && (nonce_len == 0 || memcmp(e->nonce, nonce, nonce_len) == 0)
-                 ? GW_ERR_REPLAY
-                 : GW_ERR_EXISTS;
+        rc = seen_as(e, nonce, nonce_len);
     else if (over_share(r, who))
         rc = GW_ERR_LIMIT;
     else if (r->count == r->cap && grow(r, &emptied) != 0)
@@ -263,6 +275,22 @@ int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t ti
         insert(r, tid, tid_len, nonce, nonce_len, who, now);
     pthread_mutex_unlock(&r->lock);
     free(emptied);
+    return rc;
+}
+
+int gw_replay_seen(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
+                   size_t nonce_len, time_t now)
+{
+    const struct entry *e;
+    int rc = 0;
+
+    if (bad_lengths(r, tid, tid_len, nonce, nonce_len))
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&r->lock);
+    /* live as expire() keeps it: the entries of the chain are not dropped here */
+    if ((e = lookup(r, tid, tid_len)) != NULL && e->seen > now - r->ttl)
+        rc = seen_as(e, nonce, nonce_len);
+    pthread_mutex_unlock(&r->lock);
     return rc;
 }
 

@@ -29,6 +29,13 @@ void gw_replay_free(struct gw_replay *r);
 int gw_replay_check_add(struct gw_replay *r, const unsigned char *tid, size_t tid_len,
                         const unsigned char *nonce, size_t nonce_len, const char *identity, time_t now);
 
+/*
+ * gw_replay_seen: what gw_replay_check_add would say of (tid, nonce) at |now| for a tid seen before
+ * (GW_ERR_REPLAY, GW_ERR_EXISTS), recording nothing: 0 for a tid not seen, GW_ERR_INVAL for bad lengths.
+ */
+int gw_replay_seen(struct gw_replay *r, const unsigned char *tid, size_t tid_len, const unsigned char *nonce,
+                   size_t nonce_len, time_t now);
+
 size_t gw_replay_count(struct gw_replay *r);
 
 /* gw_replay_clear forgets every entry: the cache is as new (fuzzing: each input meets the same cache). */

@@ -2660,6 +2660,43 @@ static void test_message_time_before_status(void **state)
     env_free(e);
 }
 
+/*
+ * A byte-identical resend of a request is refused as a replay before its signer's revocation status is
+ * looked up again, as a stale one is (test_message_time_before_status). Twin: the first kur was looked up.
+ */
+static void test_replay_before_status(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    unsigned char *out;
+    size_t out_len = 0;
+    char desc[4096];
+    X509 *old;
+    int http;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
+    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(kur, old);
+    fake.status_calls = 0;
+    assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_int_equal(fake.status_calls, 2); /* the kur's signer, then its certConf's */
+    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    assert_non_null(strstr(desc, "replayed message"));
+    assert_int_equal(fake.status_calls, 2);
+    assert_int_equal(fake.sign_calls, 2); /* the ir's and the kur's */
+    OPENSSL_free(out);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(kur);
+    env_free(e);
+}
+
 /* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
 static time_t two_ca_now;
 
@@ -10910,6 +10947,7 @@ int main(void)
         cmocka_unit_test(test_result_unrevocable),
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_message_time_before_status),
+        cmocka_unit_test(test_replay_before_status),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),

@@ -1,6 +1,6 @@
 /* Replay cache: replay vs reuse, TTL expiry, bounded when full, a ring that grows to its cap with its
  * entries still found (also with threads adding at once), a share per identity, clearing, bad
- * lengths.
+ * lengths, a look that records nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -224,6 +224,52 @@ static void test_clear(void **state)
     gw_replay_clear(NULL);
 }
 
+/*
+ * gw_replay_seen says what gw_replay_check_add would of a tid seen before, and records nothing: a tid it
+ * was asked about is still new to gw_replay_check_add, and so is one whose entry expired (not dropped yet).
+ */
+static void test_seen(void **state)
+{
+    static const struct {
+        const char *tid, *nonce;
+        time_t now;
+        int want;
+    } looks[] = {
+        {"t1", "n1", 101, GW_ERR_REPLAY},
+        {"t1", "n2", 101, GW_ERR_EXISTS},
+        {"t1", "", 101, GW_ERR_EXISTS},
+        {"t1", "n1", 159, GW_ERR_REPLAY},
+        {"t1", "n1", 160, 0}, /* TTL 60 passed */
+        {"t2", "n1", 101, 0},
+        {"t3", "", 101, 0},
+    };
+    static const struct step added[] = {
+        {"t1", "n1", 100, 0, NULL},
+        {"t2", "n1", 101, 0, NULL}, /* looked at, not recorded */
+        {"t2", "n1", 102, GW_ERR_REPLAY, NULL},
+    };
+    unsigned char big[GW_MAX_TID_LEN + 1];
+    struct gw_replay *r = gw_replay_new(16, 16, 60);
+
+    (void)state;
+    run(r, added, 1);
+    for (size_t i = 0; i < sizeof(looks) / sizeof(looks[0]); i++) {
+        int rc = gw_replay_seen(r, (const unsigned char *)looks[i].tid, strlen(looks[i].tid),
+                                (const unsigned char *)looks[i].nonce, strlen(looks[i].nonce), looks[i].now);
+        if (rc != looks[i].want)
+            fail_msg("look %zu (%s/%s@%ld): got %d, want %d", i, looks[i].tid, looks[i].nonce,
+                     (long)looks[i].now, rc, looks[i].want);
+    }
+    assert_int_equal(gw_replay_count(r), 1);
+    run(r, added + 1, 2);
+    memset(big, 7, sizeof(big));
+    assert_int_equal(gw_replay_seen(r, big, 0, big, 1, 101), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_seen(r, big, GW_MAX_TID_LEN + 1, big, 1, 101), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_seen(r, big, 1, NULL, 3, 101), GW_ERR_INVAL);
+    assert_int_equal(gw_replay_seen(NULL, big, 1, big, 1, 101), GW_ERR_INVAL);
+    gw_replay_free(r);
+}
+
 static void test_lengths(void **state)
 {
     unsigned char big[GW_MAX_TID_LEN + GW_MAX_NONCE_LEN + 2];
@@ -255,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_identity_share),
         cmocka_unit_test(test_clear),
         cmocka_unit_test(test_lengths),
+        cmocka_unit_test(test_seen),
         cmocka_unit_test(test_grows),
         cmocka_unit_test(test_expires_while_moving),
         cmocka_unit_test(test_grows_concurrently),
