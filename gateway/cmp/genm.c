@@ -533,29 +533,40 @@ static size_t value_size(const OSSL_CMP_ITAV *itav)
                : 0;
 }
 
+/* The index in handlers[] of |in|'s infoType, written dotted into |oid| (|cap| bytes); -1 if none. */
+static int handler_of(const OSSL_CMP_ITAV *in, char *oid, size_t cap)
+{
+    if (OBJ_obj2txt(oid, (int)cap, OSSL_CMP_ITAV_get0_type(in), 1) <= 0)
+        snprintf(oid, cap, "?");
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+        if (strcmp(oid, handlers[i].oid) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* RFC 9483 §4.3: an infoType the PKI management entity does not support gets an error message */
+static int unsupported(const char *oid, struct cmp_refusal *r)
+{
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "infoType %.60s is not supported: %s", oid,
+                      TEXT_SUPPORTED);
+}
+
 /* Answers one requested ITAV. */
 static int answer(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in,
                   STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
 {
     char oid[80];
     ASN1_OBJECT *type;
-    int refused;
+    int h = handler_of(in, oid, sizeof(oid)), refused;
 
-    if (OBJ_obj2txt(oid, sizeof(oid), OSSL_CMP_ITAV_get0_type(in), 1) <= 0)
-        snprintf(oid, sizeof(oid), "?");
-    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
-        if (strcmp(oid, handlers[i].oid) != 0)
-            continue;
-        if ((type = oid_of(handlers[i].rsp)) == NULL)
-            return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
-                              "internal error: the answer could not be built");
-        refused = handlers[i].fn(t, c, in, type, out, r);
-        ASN1_OBJECT_free(type);
-        return refused;
-    }
-    /* RFC 9483 §4.3: an infoType the PKI management entity does not support gets an error message */
-    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "infoType %.60s is not supported: %s", oid,
-                      TEXT_SUPPORTED);
+    if (h < 0)
+        return unsupported(oid, r);
+    if ((type = oid_of(handlers[h].rsp)) == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                          "internal error: the answer could not be built");
+    refused = handlers[h].fn(t, c, in, type, out, r);
+    ASN1_OBJECT_free(type);
+    return refused;
 }
 
 /*
@@ -590,6 +601,10 @@ static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "a genm must ask for each infoType once; %.60s was asked for twice", oid);
     }
+    /* each one known before any is answered: a crlStatusList may fetch the CA's CRL on this worker */
+    for (int i = 0; i < n; i++)
+        if (handler_of(sk_OSSL_CMP_ITAV_value(in, i), oid, sizeof(oid)) < 0)
+            return unsupported(oid, r);
     for (int i = 0; i < n; i++) {
         if (answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, r) != 0)
             return 1;

@@ -1006,6 +1006,35 @@ static void test_genm_crl_limits(void **state)
     }
 }
 
+/*
+ * A genm naming an infoType the gateway does not answer beside a crlStatusList is refused before the CA's
+ * CRL is fetched for the other: its answer is that refusal whatever the CA says. Twin: the crlStatusList
+ * alone fetches it.
+ */
+static void test_genm_unknown_before_crl(void **state)
+{
+    const char *oids[] = {OID_CRLSTATUS, "1.2.3.4.5"};
+    struct env *e = env_new(NULL, NULL);
+    OSSL_CMP_CTX *ctx;
+    STACK_OF(OSSL_CMP_ITAV) *out;
+
+    (void)state;
+    fake_crl_upstream(e);
+    fake_crl_mode = 4;
+    fake_crl_fetches = 0;
+    ctx = client_new(e, client_cert, client_key);
+    assert_null(genm(e, ctx, oids, 2, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "infoType 1.2.3.4.5 is not supported");
+    assert_int_equal(fake_crl_fetches, 0);
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(out = genm(e, ctx, oids, 1, NULL));
+    assert_int_equal(fake_crl_fetches, 1);
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 static time_t crl_clock_ahead; /* how far crl_clock runs ahead */
 
 static time_t crl_clock(void)
@@ -3203,6 +3232,7 @@ int main(void)
         cmocka_unit_test(test_genm_cert_template),
         cmocka_unit_test(test_genm_refusals),
         cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_genm_unknown_before_crl),
         cmocka_unit_test(test_genm_crl_reuse),
         cmocka_unit_test(test_genm_crl_single_flight),
         cmocka_unit_test(test_genm_crl_expires_cached),
