@@ -452,6 +452,31 @@ static int refused(struct cmp_txn *t, struct cmp_call *c, const ASN1_INTEGER *se
 }
 
 /*
+ * What the rr itself must say: the certificate's issuer and serial (into t->serial), one reason this
+ * server revokes with. Nothing is looked up for it: it comes before the request's checks, which ask the
+ * CA (or Redis) about the signer.
+ */
+static int check_named(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
+                       const X509_NAME *issuer, const ASN1_INTEGER *serial, int *reason,
+                       struct cmp_refusal *r)
+{
+    if (issuer == NULL || serial == NULL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
+                          "the revocation request must name the certificate's issuer and serial number");
+    gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
+    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
+    if (gw_shim_rr_reason(req, reason) != 0)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
+    /* an un-revocation: a CMP CA may release the hold, Vault and cfssl would revoke instead */
+    if (*reason == CRL_REASON_REMOVE_FROM_CRL)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "revocation reason removeFromCRL releases a certificate from hold, which this "
+                          "server does not do: ask the CA's operator");
+    return 0;
+}
+
+/*
  * Who asks, which certificate (an RA's in *target, the caller's to free), why, and which upstream
  * revokes it.
  */
@@ -461,25 +486,15 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     struct gw_upstream *ups[GW_ROLE_ISSUERS];
     size_t n;
 
+    cmp_identify(t, c); /* the refusal's audit record names the signer */
+    if (check_named(t, c, req, issuer, serial, reason, r) != 0)
+        return 1;
     /* the credential check logs a revoked signer as what refused() answers */
-    t->signer_named = issuer != NULL && serial != NULL && names_signer(t, issuer, serial);
+    t->signer_named = names_signer(t, issuer, serial);
     if (cmp_check_request(t, c, r) != 0)
         return refused(t, c, serial, r);
-    if (issuer == NULL || serial == NULL)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId,
-                          "the revocation request must name the certificate's issuer and serial number");
-    gw_x509_serial_hex(serial, t->serial, sizeof(t->serial));
-    snprintf(c->rsp->serial, sizeof(c->rsp->serial), "%s", t->serial);
     if (authorize_rr(t, c, issuer, serial, as_ra, r) != 0)
         return 1;
-    if (gw_shim_rr_reason(req, reason) != 0)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "crlEntryDetails must hold one valid CRLReason (RFC 5280 §5.3.1)");
-    /* an un-revocation: a CMP CA may release the hold, Vault and cfssl would revoke instead */
-    if (*reason == CRL_REASON_REMOVE_FROM_CRL)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                          "revocation reason removeFromCRL releases a certificate from hold, which this "
-                          "server does not do: ask the CA's operator");
     n = revokers(c, t->role, issuer, ups);
     if (pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r) != 0)
         return 1;

@@ -2697,6 +2697,42 @@ static void test_replay_before_status(void **state)
     env_free(e);
 }
 
+/*
+ * An rr whose reason is removeFromCRL is refused before its signer's revocation status is looked up: the
+ * reason is in the message, and the answer is that refusal whatever the CA says. Twin: the holder's rr with
+ * another reason, looked up (its credential, then whether the CA revoked it already) and revoked.
+ */
+static void test_rr_reason_before_status(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *rr;
+    X509 *cert;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    rr = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(rr, cert);
+    OSSL_CMP_CTX_set_option(rr, OSSL_CMP_OPT_REVOCATION_REASON, CRL_REASON_REMOVE_FROM_CRL);
+    fake.status_calls = 0;
+    assert_null(OSSL_CMP_exec_RR_ses(rr));
+    assert_status(rr, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "revocation reason removeFromCRL releases a certificate from hold");
+    assert_int_equal(fake.status_calls, 0);
+    OSSL_CMP_CTX_reinit(rr);
+    OSSL_CMP_CTX_set_option(rr, OSSL_CMP_OPT_REVOCATION_REASON, CRL_REASON_KEY_COMPROMISE);
+    assert_non_null(OSSL_CMP_exec_RR_ses(rr));
+    assert_status(rr, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    assert_int_equal(fake.status_calls, 2);
+    assert_int_equal(revoke_calls(e), 1);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(rr);
+    env_free(e);
+}
+
 /* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
 static time_t two_ca_now;
 
@@ -10948,6 +10984,7 @@ int main(void)
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_message_time_before_status),
         cmocka_unit_test(test_replay_before_status),
+        cmocka_unit_test(test_rr_reason_before_status),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
