@@ -584,27 +584,47 @@ static const ASN1_OBJECT *asked_twice(const STACK_OF(OSSL_CMP_ITAV) *in)
     return NULL;
 }
 
-static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) *in,
-                      STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
+static int count_refused(struct cmp_refusal *r)
+{
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "a genm must ask for 1 to %d infoTypes; %s",
+                      GW_MAX_GENM_ITAVS, TEXT_SUPPORTED);
+}
+
+/*
+ * What a genm asks for, read from the message alone: at most GW_MAX_GENM_ITAVS infoTypes, each once, each
+ * one the gateway answers. Checked before anything is looked up for it: the signer's revocation status
+ * (the CA, Redis), a CRL another infoType would fetch. An empty genm passes here (answer_all refuses it).
+ */
+static int check_asked(const STACK_OF(OSSL_CMP_ITAV) *in, struct cmp_refusal *r)
 {
     int n = sk_OSSL_CMP_ITAV_num(in);
     const ASN1_OBJECT *twice;
-    size_t total = 0;
     char oid[80];
 
-    if (n <= 0 || n > GW_MAX_GENM_ITAVS)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "a genm must ask for 1 to %d infoTypes; %s",
-                          GW_MAX_GENM_ITAVS, TEXT_SUPPORTED);
+    if (n > GW_MAX_GENM_ITAVS)
+        return count_refused(r);
     if ((twice = asked_twice(in)) != NULL) {
         if (OBJ_obj2txt(oid, sizeof(oid), twice, 1) <= 0)
             snprintf(oid, sizeof(oid), "?");
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                           "a genm must ask for each infoType once; %.60s was asked for twice", oid);
     }
-    /* each one known before any is answered: a crlStatusList may fetch the CA's CRL on this worker */
     for (int i = 0; i < n; i++)
         if (handler_of(sk_OSSL_CMP_ITAV_value(in, i), oid, sizeof(oid)) < 0)
             return unsupported(oid, r);
+    return 0;
+}
+
+static int answer_all(struct cmp_txn *t, struct cmp_call *c, const STACK_OF(OSSL_CMP_ITAV) *in,
+                      STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
+{
+    int n = sk_OSSL_CMP_ITAV_num(in);
+    size_t total = 0;
+
+    /* after the request's checks: openssl cmp 3.0 sends -cmd genm without -infotype empty, and one trying
+       its credentials so is told what is wrong with them */
+    if (n <= 0)
+        return count_refused(r);
     for (int i = 0; i < n; i++) {
         if (answer(t, c, sk_OSSL_CMP_ITAV_value(in, i), out, r) != 0)
             return 1;
@@ -628,7 +648,8 @@ int cmp_genm_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(O
 
     (void)req;
     *out = NULL;
-    if (cmp_check_request(t, c, &r) != 0 || answer_all(t, c, in, &res, &r) != 0) {
+    cmp_identify(t, c); /* the access log names the signer of a genm refused for what it asks */
+    if (check_asked(in, &r) != 0 || cmp_check_request(t, c, &r) != 0 || answer_all(t, c, in, &res, &r) != 0) {
         sk_OSSL_CMP_ITAV_pop_free(res, OSSL_CMP_ITAV_free);
         return cmp_fail(c, &r);
     }

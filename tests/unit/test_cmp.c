@@ -2733,6 +2733,43 @@ static void test_rr_reason_before_status(void **state)
     env_free(e);
 }
 
+/*
+ * A genm asking for an infoType the gateway does not answer is refused before its signer's revocation
+ * status is looked up: its answer does not depend on it. Twin: a genm for caCerts, looked up and answered.
+ */
+static void test_genm_unknown_before_status(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *genm;
+    STACK_OF(OSSL_CMP_ITAV) *itavs;
+    X509 *cert;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    genm = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    assert_int_equal(
+        OSSL_CMP_CTX_push0_genm_ITAV(genm, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.2.3.4.5", 1), NULL)), 1);
+    fake.status_calls = 0;
+    assert_null(OSSL_CMP_exec_GENM_ses(genm));
+    assert_status(genm, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "infoType 1.2.3.4.5 is not supported");
+    assert_int_equal(fake.status_calls, 0);
+    OSSL_CMP_CTX_reinit(genm);
+    assert_int_equal(
+        OSSL_CMP_CTX_push0_genm_ITAV(genm, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.3.6.1.5.5.7.4.17", 1), NULL)),
+        1);
+    assert_non_null(itavs = OSSL_CMP_exec_GENM_ses(genm));
+    assert_int_equal(fake.status_calls, 1);
+    sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(genm);
+    env_free(e);
+}
+
 /* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
 static time_t two_ca_now;
 
@@ -10985,6 +11022,7 @@ int main(void)
         cmocka_unit_test(test_message_time_before_status),
         cmocka_unit_test(test_replay_before_status),
         cmocka_unit_test(test_rr_reason_before_status),
+        cmocka_unit_test(test_genm_unknown_before_status),
         cmocka_unit_test(test_kur_expired),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
