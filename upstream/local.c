@@ -781,7 +781,7 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
 {
     struct gw_local_conf *lc = u->impl;
     STACK_OF(X509) *certs = NULL;
-    char cpath[GW_CONF_PATH_LEN];
+    char cpath[GW_CONF_PATH_LEN], shown[GW_ERR_LEN];
 
     if (gw_pem_load_pair(pc, path, lc->cert_file, lc->key_file, lc->key_passphrase_file, GW_PEM_KEY_CERTS,
                          &lc->cert, NULL, &lc->key) != 0)
@@ -789,7 +789,7 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
     gw_conf_join_key(cpath, path, "cert");
     if ((X509_get_extension_flags(lc->cert) & EXFLAG_CA) == 0)
         return gw_conf_fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
-                            lc->cert_file);
+                            gw_conf_show_file(lc->cert_file, shown, sizeof(shown)));
     if (lc->store_dir != NULL && check_store(pc, path, lc->store_dir) != 0)
         return GW_ERR_INVAL;
     if (gw_pem_load_chain(pc, path, lc->chain_file, &lc->chain) != 0)

@@ -210,6 +210,8 @@ static const char *const pki_cmds[] = {
     "-subj '/CN=other' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
     "-addext keyUsage=critical,keyCertSign",
     "mkdir -p store store2 audit.dir && touch plain.file && ln -s plain.file audit.link",
+    /* a directory whose name reads as a URL's scheme and userinfo: "https://u:s.abcdefgh@ca/client.pem" */
+    "mkdir -p 'https:/u:s.abcdefgh@ca' && cp -p client.pem client.key 'https:/u:s.abcdefgh@ca/'",
     /* a key OpenSSL 3.0's CMP has no protection algorithm for */
     "openssl req -x509 -newkey ed25519 -nodes -keyout ed25519.key -out ed25519.pem -subj '/CN=ed25519' "
     "-days 30 && chmod 0600 ed25519.key",
@@ -677,6 +679,10 @@ static const struct bad bad_cases[] = {
      {E("\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"",
         "\"cert\": \"client.pem\", \"key\": \"client.key\"")},
      {"$.upstreams.local.cert: \"", "client.pem\" is not a CA certificate"}},
+    {"upstream not a CA, named by a URL with userinfo", /* it loads: the name read as a path */
+     {E("\"cert\": \"issuing.pem\", \"key\": \"issuing.key\"",
+        "\"cert\": \"https://u:s.abcdefgh@ca/client.pem\", \"key\": \"https://u:s.abcdefgh@ca/client.key\"")},
+     {"$.upstreams.local.cert: \"", "/https://***@ca/client.pem\" is not a CA certificate"}},
     {"untrusted missing",
      {E("\"untrusted_file\": \"issuing.pem\"", "\"untrusted_file\": \"nope.pem\"")},
      {"$.trust.demo.untrusted_file: cannot open"}},
