@@ -56,8 +56,9 @@ struct gw_audit {
     bool gen_ok[GW_AUDIT_SYNC_RING];
     unsigned long errs_suppressed;
     char *path;
-    uid_t owner;     /* who may own the file and its directory, besides root: the gateway's user */
-    unsigned fields; /* enum gw_audit_field */
+    char shown[GW_ERR_LEN]; /* |path| as its log lines name it (gw_conf_show_file) */
+    uid_t owner;            /* who may own the file and its directory, besides root: the gateway's user */
+    unsigned fields;        /* enum gw_audit_field */
 };
 
 /* ---- a growable buffer with a cap ---- */
@@ -592,7 +593,7 @@ static void log_failure(struct gw_audit *a, const char *what, int errnum)
         return;
     }
     gw_log(GW_LOG_ERROR, "audit_failed", "audit log %s: %s%s%s; %lu more failures since the last report",
-           a->path, what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "", a->errs_suppressed);
+           a->shown, what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "", a->errs_suppressed);
     a->last_err_log = now;
     a->errs_suppressed = 0;
 }
@@ -607,6 +608,7 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, ch
     }
     if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(conf->file)) == NULL)
         goto nomem;
+    gw_conf_show_file(a->path, a->shown, sizeof(a->shown));
     a->fields = conf->fields;
     a->owner = owner;
     if ((a->fd = open_log(a->path, owner, err)) < 0) {
@@ -722,7 +724,7 @@ static void sync_generation(struct gw_audit *a, int fd)
     if (e != 0 && fd == a->fd) /* the log written now fails (readiness says so) */
         log_failure(a, "fsync", e);
     else if (e != 0) /* a rotated file's: its writers are told; the new file is not at fault */
-        gw_log(GW_LOG_ERROR, "audit_fsync_failed", "audit log %s before its reopen: fsync: %s", a->path,
+        gw_log(GW_LOG_ERROR, "audit_fsync_failed", "audit log %s before its reopen: fsync: %s", a->shown,
                strerror(e));
     pthread_cond_broadcast(&a->synced);
 }
@@ -782,7 +784,7 @@ int gw_audit_reopen(struct gw_audit *a)
         return GW_ERR_IO;
     if ((fd = open_log(a->path, a->owner, why)) < 0) {
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
-               "audit log %s: cannot reopen (still writing to the old file): %s", a->path, why);
+               "audit log %s: cannot reopen (still writing to the old file): %s", a->shown, why);
         pthread_mutex_lock(&a->lock);
         gw_conf_bprintf(a->reopen_failed, sizeof(a->reopen_failed), "reopen: %s", why);
         pthread_mutex_unlock(&a->lock);
@@ -802,7 +804,7 @@ int gw_audit_reopen(struct gw_audit *a)
     sync_generation(a, old);
     pthread_mutex_unlock(&a->lock);
     close(old);
-    gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->path);
+    gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->shown);
     return 0;
 }
 

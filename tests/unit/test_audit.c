@@ -472,6 +472,52 @@ static void test_reopen_rotation(void **state)
     unlink(rotated);
 }
 
+/*
+ * The log lines of a reopen name the file as a configuration error does (gw_conf_show_file): a name
+ * that reads as a URL with userinfo keeps its password out of the log.
+ */
+static void test_reopen_names_masked(void **state)
+{
+    char sub[128], moved[128], logged[160], buf[4096] = "";
+    int saved, fd;
+    ssize_t n;
+    struct gw_audit *a;
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/https:", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(sub, sizeof(sub), "%s/https:/u:s.abcdefgh@h", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(moved, sizeof(moved), "%s/https:/moved", dir);
+    snprintf(path, sizeof(path), "%s/https://u:s.abcdefgh@h/m.log", dir);
+    snprintf(logged, sizeof(logged), "%s/reopen-stderr.log", dir);
+    assert_non_null(a = open_log(path, 0));
+    fflush(stderr);
+    assert_true((saved = dup(STDERR_FILENO)) >= 0);
+    assert_true((fd = open(logged, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    assert_int_equal(gw_audit_reopen(a), 0);
+    assert_int_equal(rename(sub, moved), 0); /* the path cannot be created any more */
+    assert_int_equal(gw_audit_reopen(a), GW_ERR_IO);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    gw_audit_close(a);
+    assert_true((fd = open(logged, O_RDONLY | O_CLOEXEC)) >= 0);
+    assert_true((n = read(fd, buf, sizeof(buf) - 1)) > 0);
+    close(fd);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "audit_reopened"));
+    assert_non_null(strstr(buf, "audit_reopen_failed"));
+    assert_non_null(strstr(buf, "https://***@h/m.log"));
+    assert_null(strstr(buf, "s.abcdefgh"));
+    snprintf(logged, sizeof(logged), "%s/m.log", moved);
+    unlink(logged);
+    rmdir(moved);
+    snprintf(sub, sizeof(sub), "%s/https:", dir);
+    rmdir(sub);
+}
+
 /* A failed reopen keeps the old file: GW_ERR_IO, and lines still land. */
 static void test_reopen_failure_keeps_old(void **state)
 {
@@ -680,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_reopen_rotation),
         cmocka_unit_test(test_reopen_failure_keeps_old),
+        cmocka_unit_test(test_reopen_names_masked),
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_group_commit_failure_shared),
