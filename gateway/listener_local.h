@@ -39,7 +39,8 @@ struct gw_conn {
     X509 *peer;                         /* verified TLS client certificate, or NULL */
     time_t peer_until;                  /* ... which, with the chain it verified with, is valid until then */
     bool peer_expired;                  /* a session's certificate, out of its validity: not kept */
-    bool peer_required;                 /* ... on a listener that requires one: requests refused */
+    bool peer_required;                 /* ... on a listener that requires one (as the last reload left it):
+                                           requests refused */
     int shut;                           /* what gw_conn_recheck refuses each of its requests with, or 0 */
     STACK_OF(X509) *peer_chain;         /* what the client sent with it, for gw_conn_recheck */
     char tls_client[GW_TLS_CLIENT_LEN]; /* gw_cmp_tls_client of |peer|, or "" (none, or not made) */
@@ -158,8 +159,9 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
  * certificate the listener requires, or to a listener that is gone. GW_ERR_FORBIDDEN also for a resumed
  * session whose certificate was out of its validity, and for a connection whose certificate, or a
  * certificate of the chain it verified with, has expired since its handshake (checked before every request:
- * a connection kept alive is not served with it past its notAfter), on a listener that requires one. 0 when
- * nothing changed (loop thread).
+ * a connection kept alive is not served with it past its notAfter), on a listener that requires one: as its
+ * listener is now, a reload having made it require one or not since the handshake. 0 when nothing changed
+ * (loop thread).
  */
 int gw_conn_recheck(struct gw_conn *c);
 

@@ -498,25 +498,18 @@ static void drop_peer(struct gw_conn *c, const char *why)
     c->tls_client[0] = '\0';
 }
 
-int gw_conn_recheck(struct gw_conn *c)
+/*
+ * What a reload changed for |c| (its listener gone, its client certificate no longer trusted, one required
+ * now): the refusal, kept for its later requests, or 0. Whether its listener requires a certificate now
+ * goes with the connection: one dropped later (its expiry) is refused or not by the listener as it is.
+ */
+static int recheck_reloaded(struct gw_conn *c)
 {
     const struct gw_gen *g = c->loop->gen;
     SSL_CTX *ctx = NULL;
     bool listed = false;
     int mode;
 
-    if (c->shut != 0)
-        return c->shut;
-    if (c->peer_expired && c->peer_required)
-        return GW_ERR_FORBIDDEN;
-    if (c->peer != NULL && time(NULL) >= c->peer_until) {
-        /* what verified at the handshake has expired since: a connection kept alive, or one whose client
-           held back the end of its handshake */
-        drop_peer(c, "the client certificate of this connection, or a certificate of the chain it verified "
-                     "with, has expired since its TLS handshake");
-        c->peer_expired = true;
-        return c->peer_required ? GW_ERR_FORBIDDEN : 0;
-    }
     if (c->gen == g->id)
         return 0;
     c->gen = g->id;
@@ -528,17 +521,36 @@ int gw_conn_recheck(struct gw_conn *c)
     if (ctx == NULL)
         return 0;
     mode = SSL_CTX_get_verify_mode(ctx);
+    c->peer_required = (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     if (c->peer == NULL) { /* accepted without one, before a reload made the listener require one */
-        if ((mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0)
+        if (c->peer_required)
             c->shut = GW_ERR_FORBIDDEN;
         return c->shut;
     }
     if ((mode & SSL_VERIFY_PEER) != 0 && verifies(ctx, c->peer, c->peer_chain))
         return 0;
     drop_peer(c, "the client certificate of a connection opened before a reload no longer verifies");
-    if ((mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0)
+    if (c->peer_required)
         c->shut = GW_ERR_FORBIDDEN;
     return c->shut;
+}
+
+int gw_conn_recheck(struct gw_conn *c)
+{
+    int rc;
+
+    if (c->shut != 0)
+        return c->shut;
+    if (c->peer != NULL && time(NULL) >= c->peer_until) {
+        /* what verified at the handshake has expired since: a connection kept alive, or one whose client
+           held back the end of its handshake */
+        drop_peer(c, "the client certificate of this connection, or a certificate of the chain it verified "
+                     "with, has expired since its TLS handshake");
+        c->peer_expired = true;
+    }
+    if ((rc = recheck_reloaded(c)) != 0)
+        return rc;
+    return c->peer_expired && c->peer_required ? GW_ERR_FORBIDDEN : 0;
 }
 
 /* The request a refusal answered is freed: libh2o frees an HTTP/2 stream's once its answer is written. */

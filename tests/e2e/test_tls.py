@@ -617,6 +617,52 @@ class KeptAliveExpiry(harness.GatewayTestCase):
                          and l.get("tls_subject") == "/O=cmpgw demo/CN=short-lived"
                          and "since its TLS handshake" in l.get("msg", "")])
 
+    def test_not_served_past_its_expiry_once_a_reload_requires_one(self):
+        """A connection to a listener that let clients in without a certificate, which a reload then made
+        require one: its certificate, which still verified, is dropped at its expiry, and the connection is
+        refused from then on, as the listener requires one now, not served without it."""
+        import datetime
+        import http.client
+        from cryptography import x509
+
+        base = json.loads(self.gw.config_path.read_text())
+        self.assertNotEqual(base["listeners"][0]["tls"].get("client_auth"), "require")
+        cert, key = short_lived_client(self.gw.dir, 4)
+        until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after.replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.load_cert_chain(str(cert), str(key))
+        answers = []  # (the time each answer came, its status), all on one connection
+        try:
+            with socket.create_connection(("127.0.0.1", self.gw.port), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                    def ask():
+                        t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                                  b"Content-Length: 1\r\n\r\nx")
+                        r = http.client.HTTPResponse(t)
+                        r.begin()
+                        r.read()
+                        answers.append((time.time(), r.status))
+
+                    ask()
+                    cfg = json.loads(json.dumps(base))
+                    cfg["listeners"][0]["tls"]["client_auth"] = "require"
+                    self.gw.config_path.write_text(json.dumps(cfg, indent=2))
+                    status, body = harness.admin(self.gw, "/reload", "POST")
+                    self.assertEqual(status, 200, body)
+                    ask()  # its certificate verifies still, against the reloaded listener
+                    while answers[-1][1] != 403 and answers[-1][0] < until + 3:
+                        time.sleep(0.5)  # within the 5 s a kept-alive connection may idle
+                        ask()
+        finally:
+            self.gw.config_path.write_text(json.dumps(base, indent=2))
+            status, body = harness.admin(self.gw, "/reload", "POST")
+            self.assertEqual(status, 200, body)
+        self.assertEqual(answers[:2], [(answers[0][0], 415), (answers[1][0], 415)], answers)
+        self.assertLess(answers[1][0], until, "the reload came after the expiry: nothing tested")
+        self.assertEqual(answers[-1][1], 403, answers)  # past it: the listener requires one
+        self.assertGreaterEqual(answers[-1][0], until, answers)
+
 
 class PlainListener(harness.GatewayTestCase):
     """A CMP listener with "plain_http" on loopback (a benchmark, a sidecar behind a local TLS
