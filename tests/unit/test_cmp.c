@@ -2698,6 +2698,46 @@ static void test_replay_before_status(void **state)
 }
 
 /*
+ * A request its credentials refused is not on record as seen: the replay cache is read before them but
+ * written only once they passed, so the same bytes sent again are judged anew, not refused as a replay.
+ * Twin: the resend of a kur that was answered is a replay (test_replay_before_status).
+ */
+static void test_refused_resend_no_replay(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    unsigned char *out;
+    size_t out_len = 0;
+    char desc[4096];
+    X509 *old;
+    int http;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
+    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(kur, old);
+    fake.revoked = 1;
+    assert_null(OSSL_CMP_exec_KUR_ses(kur));
+    assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the signer certificate (serial ");
+    fake.revoked = 0;
+    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    assert_null(strstr(desc, "replayed message"));
+    assert_non_null(strstr(desc, "certificate:"));
+    assert_int_equal(fake.sign_calls, 2); /* the ir's and the resent kur's */
+    OPENSSL_free(out);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(kur);
+    env_free(e);
+}
+
+/*
  * An rr whose reason is removeFromCRL is refused before its signer's revocation status is looked up: the
  * reason is in the message, and the answer is that refusal whatever the CA says. Twin: the holder's rr with
  * another reason, looked up (its credential, then whether the CA revoked it already) and revoked.
@@ -11021,6 +11061,7 @@ int main(void)
         cmocka_unit_test(test_kur_revoked),
         cmocka_unit_test(test_message_time_before_status),
         cmocka_unit_test(test_replay_before_status),
+        cmocka_unit_test(test_refused_resend_no_replay),
         cmocka_unit_test(test_rr_reason_before_status),
         cmocka_unit_test(test_genm_unknown_before_status),
         cmocka_unit_test(test_kur_expired),
