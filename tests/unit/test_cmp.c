@@ -2738,6 +2738,49 @@ static void test_refused_resend_no_replay(void **state)
 }
 
 /*
+ * The holder's rr for its own certificate, answered (revoked), sent again byte for byte is a replay, refused
+ * as one before its signer's revocation status is read; a new rr for it is told by that read that the
+ * certificate is already revoked (docs/errors.md rr_already_revoked). Neither asks the CA to revoke again.
+ */
+static void test_rr_resent_replay(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+    struct client cl = {.env = e}, cl2 = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *rr;
+    unsigned char *out;
+    size_t out_len = 0;
+    char desc[4096];
+    X509 *cert;
+    int http;
+
+    (void)state;
+    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS, FK_PLAIN);
+    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
+    rr = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
+    OSSL_CMP_CTX_set1_oldCert(rr, cert);
+    assert_non_null(OSSL_CMP_exec_RR_ses(rr));
+    assert_int_equal(revoke_calls(e), 1);
+    fake.status_calls = 0;
+    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    assert_int_equal(http, 200);
+    describe(out, out_len, desc, sizeof(desc));
+    assert_non_null(strstr(desc, "replayed message"));
+    assert_null(strstr(desc, "already revoked"));
+    assert_int_equal(fake.status_calls, 0);
+    OPENSSL_free(out);
+    OSSL_CMP_CTX_reinit(rr);
+    assert_null(OSSL_CMP_exec_RR_ses(rr));
+    assert_status(rr, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the certificate is already revoked");
+    assert_int_equal(revoke_calls(e), 1);
+    client_cleanup(&cl);
+    client_cleanup(&cl2);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(rr);
+    env_free(e);
+}
+
+/*
  * An rr whose reason is removeFromCRL is refused before its signer's revocation status is looked up: the
  * reason is in the message, and the answer is that refusal whatever the CA says. Twin: the holder's rr with
  * another reason, looked up (its credential, then whether the CA revoked it already) and revoked.
@@ -11062,6 +11105,7 @@ int main(void)
         cmocka_unit_test(test_message_time_before_status),
         cmocka_unit_test(test_replay_before_status),
         cmocka_unit_test(test_refused_resend_no_replay),
+        cmocka_unit_test(test_rr_resent_replay),
         cmocka_unit_test(test_rr_reason_before_status),
         cmocka_unit_test(test_genm_unknown_before_status),
         cmocka_unit_test(test_kur_expired),
