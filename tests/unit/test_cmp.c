@@ -2598,18 +2598,46 @@ static void test_kur_expired(void **state)
     env_free(e);
 }
 
+/*
+ * A certificate's holder at the fake CA of |caps| (with GW_UP_CERT_STATUS, its status is asked for): a
+ * client enrolled with the test client's certificate (|cl|, |ctx|), and a second (|cl2|, |req|) that signs
+ * with the certificate it got (|cert|), for a kur, rr or genm. Returns |req|.
+ */
+struct holder {
+    struct env *e;
+    struct client cl, cl2;
+    OSSL_CMP_CTX *ctx, *req;
+    X509 *cert;
+};
+
+static OSSL_CMP_CTX *holder_new(struct holder *h, unsigned caps)
+{
+    h->e = env_new(CMP_DEFAULTS);
+    h->cl = (struct client){.env = h->e};
+    h->cl2 = (struct client){.env = h->e};
+    h->ctx = client_new(&h->cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    env_fake(h->e, caps, FK_PLAIN);
+    assert_non_null(h->cert = OSSL_CMP_exec_IR_ses(h->ctx));
+    return h->req = client_new(&h->cl2, SIG, h->cert, OSSL_CMP_CTX_get0_newPkey(h->ctx, 1), NULL, NULL, 0);
+}
+
+static void holder_free(struct holder *h)
+{
+    client_cleanup(&h->cl);
+    client_cleanup(&h->cl2);
+    OSSL_CMP_CTX_free(h->ctx);
+    OSSL_CMP_CTX_free(h->req);
+    env_free(h->e);
+}
+
 /* kur: the upstream's view of the old certificate (the signer) counts; revoked -> certRevoked. */
 static void test_kur_revoked(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
-    X509 *old;
+    struct holder h;
+    OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
+    X509 *old = h.cert;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
-    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(kur, old);
     fake.revoked = 1;
     assert_null(OSSL_CMP_exec_KUR_ses(kur));
@@ -2620,11 +2648,7 @@ static void test_kur_revoked(void **state)
     OSSL_CMP_CTX_reinit(kur);
     assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
     assert_int_equal(fake.status_calls, 3); /* the ir's signer, then each kur's */
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(kur);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2634,15 +2658,12 @@ static void test_kur_revoked(void **state)
  */
 static void test_message_time_before_status(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
-    X509 *old;
+    struct holder h;
+    OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
+    struct env *e = h.e;
+    X509 *old = h.cert;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
-    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(kur, old);
     fake.status_calls = 0;
     gw_cmp_engine_set_clock(e->engine, skewed_clock);
@@ -2653,11 +2674,7 @@ static void test_message_time_before_status(void **state)
     OSSL_CMP_CTX_reinit(kur);
     assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
     assert_int_equal(fake.status_calls, 2); /* the kur's signer, then its certConf's */
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(kur);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2666,35 +2683,28 @@ static void test_message_time_before_status(void **state)
  */
 static void test_replay_before_status(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    struct holder h;
+    OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
+    struct env *e = h.e;
+    X509 *old = h.cert;
     unsigned char *out;
     size_t out_len = 0;
     char desc[4096];
-    X509 *old;
     int http;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
-    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(kur, old);
     fake.status_calls = 0;
     assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
     assert_int_equal(fake.status_calls, 2); /* the kur's signer, then its certConf's */
-    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
     assert_int_equal(http, 200);
     describe(out, out_len, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
     assert_int_equal(fake.status_calls, 2);
     assert_int_equal(fake.sign_calls, 2); /* the ir's and the kur's */
     OPENSSL_free(out);
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(kur);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2704,37 +2714,30 @@ static void test_replay_before_status(void **state)
  */
 static void test_refused_resend_no_replay(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+    struct holder h;
+    OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
+    struct env *e = h.e;
+    X509 *old = h.cert;
     unsigned char *out;
     size_t out_len = 0;
     char desc[4096];
-    X509 *old;
     int http;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
-    kur = client_new(&cl2, SIG, old, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(kur, old);
     fake.revoked = 1;
     assert_null(OSSL_CMP_exec_KUR_ses(kur));
     assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
                   "the signer certificate (serial ");
     fake.revoked = 0;
-    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
     assert_int_equal(http, 200);
     describe(out, out_len, desc, sizeof(desc));
     assert_null(strstr(desc, "replayed message"));
     assert_non_null(strstr(desc, "certificate:"));
     assert_int_equal(fake.sign_calls, 2); /* the ir's and the resent kur's */
     OPENSSL_free(out);
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(kur);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2744,24 +2747,21 @@ static void test_refused_resend_no_replay(void **state)
  */
 static void test_rr_resent_replay(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *rr;
+    struct holder h;
+    OSSL_CMP_CTX *rr = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS);
+    struct env *e = h.e;
+    X509 *cert = h.cert;
     unsigned char *out;
     size_t out_len = 0;
     char desc[4096];
-    X509 *cert;
     int http;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
-    rr = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(rr, cert);
     assert_non_null(OSSL_CMP_exec_RR_ses(rr));
     assert_int_equal(revoke_calls(e), 1);
     fake.status_calls = 0;
-    out = exchange(e, cl2.first_req, cl2.first_req_len, &http, &out_len);
+    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
     assert_int_equal(http, 200);
     describe(out, out_len, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
@@ -2773,11 +2773,7 @@ static void test_rr_resent_replay(void **state)
     assert_status(rr, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
                   "the certificate is already revoked");
     assert_int_equal(revoke_calls(e), 1);
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(rr);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2787,15 +2783,12 @@ static void test_rr_resent_replay(void **state)
  */
 static void test_rr_reason_before_status(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *rr;
-    X509 *cert;
+    struct holder h;
+    OSSL_CMP_CTX *rr = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS);
+    struct env *e = h.e;
+    X509 *cert = h.cert;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
-    rr = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     OSSL_CMP_CTX_set1_oldCert(rr, cert);
     OSSL_CMP_CTX_set_option(rr, OSSL_CMP_OPT_REVOCATION_REASON, CRL_REASON_REMOVE_FROM_CRL);
     fake.status_calls = 0;
@@ -2809,11 +2802,7 @@ static void test_rr_reason_before_status(void **state)
     assert_status(rr, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(fake.status_calls, 2);
     assert_int_equal(revoke_calls(e), 1);
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(rr);
-    env_free(e);
+    holder_free(&h);
 }
 
 /*
@@ -2822,16 +2811,11 @@ static void test_rr_reason_before_status(void **state)
  */
 static void test_genm_unknown_before_status(void **state)
 {
-    struct env *e = env_new(CMP_DEFAULTS);
-    struct client cl = {.env = e}, cl2 = {.env = e};
-    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *genm;
+    struct holder h;
+    OSSL_CMP_CTX *genm = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
     STACK_OF(OSSL_CMP_ITAV) *itavs;
-    X509 *cert;
 
     (void)state;
-    env_fake(e, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS, FK_PLAIN);
-    assert_non_null(cert = OSSL_CMP_exec_IR_ses(ctx));
-    genm = client_new(&cl2, SIG, cert, OSSL_CMP_CTX_get0_newPkey(ctx, 1), NULL, NULL, 0);
     assert_int_equal(
         OSSL_CMP_CTX_push0_genm_ITAV(genm, OSSL_CMP_ITAV_create(OBJ_txt2obj("1.2.3.4.5", 1), NULL)), 1);
     fake.status_calls = 0;
@@ -2846,11 +2830,7 @@ static void test_genm_unknown_before_status(void **state)
     assert_non_null(itavs = OSSL_CMP_exec_GENM_ses(genm));
     assert_int_equal(fake.status_calls, 1);
     sk_OSSL_CMP_ITAV_pop_free(itavs, OSSL_CMP_ITAV_free);
-    client_cleanup(&cl);
-    client_cleanup(&cl2);
-    OSSL_CMP_CTX_free(ctx);
-    OSSL_CMP_CTX_free(genm);
-    env_free(e);
+    holder_free(&h);
 }
 
 /* An upstream that issues under two CAs (a Vault mount during a rotation) and serves one CRL. */
