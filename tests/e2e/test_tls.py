@@ -232,15 +232,7 @@ class Resumption(harness.GatewayTestCase):
             inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = self.ctx().wrap_bio(inc, out, server_hostname="127.0.0.1")
             with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-                while True:
-                    try:
-                        tls.do_handshake()
-                        break
-                    except ssl.SSLWantReadError:
-                        s.sendall(out.read())
-                        data = s.recv(65536)
-                        self.assertTrue(data, "the gateway closed during the handshake")
-                        inc.write(data)
+                bio_handshake(s, inc, out, tls)
                 s.sendall(out.read())  # the client's Finished, and no request
                 s.settimeout(2)
                 inc.write(s.recv(65536))  # socket.timeout here: nothing came
@@ -274,6 +266,21 @@ class Resumption(harness.GatewayTestCase):
         self.assertIn(b"ticket_keys_file", p.stdout + p.stderr)
         self.assertIn(b"line 1", p.stdout + p.stderr)
         self.assertNotIn(b"abcd", p.stdout + p.stderr)  # a secret is never quoted
+
+
+def bio_handshake(s, inc, out, tls):
+    """Runs the handshake of |tls| (over the memory BIOs |inc| and |out|) on the socket |s|, until the client's
+    last flight is written to |out|, not sent."""
+    while True:
+        try:
+            tls.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            data = s.recv(65536)
+            if not data:
+                raise AssertionError("the gateway closed during the handshake")
+            inc.write(data)
 
 
 def short_lived_client(d, seconds):
@@ -517,15 +524,7 @@ class ResumptionBounds(harness.GatewayTestCase):
                     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
                     tls = self.ctx(c, k).wrap_bio(inc, out, server_hostname="127.0.0.1")
                     conns.append((s, inc, out, tls))
-                    while True:
-                        try:
-                            tls.do_handshake()
-                            break
-                        except ssl.SSLWantReadError:
-                            s.sendall(out.read())
-                            data = s.recv(65536)
-                            self.assertTrue(data, "the gateway closed during the handshake")
-                            inc.write(data)
+                    bio_handshake(s, inc, out, tls)
                     # (ChangeCipherSpec,) Certificate, CertificateVerify, Finished: a record each
                     flight = out.read()
                     held = last_record(flight)
