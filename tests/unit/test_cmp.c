@@ -530,6 +530,18 @@ static void describe(const unsigned char *der, size_t len, char *out, size_t cap
     OSSL_CMP_MSG_free(m);
 }
 
+/* Sends |cl|'s first request again, byte for byte: the answer (HTTP 200) described into |desc|. */
+static void resend_first(struct env *e, const struct client *cl, char *desc, size_t cap)
+{
+    size_t len = 0;
+    int http;
+    unsigned char *out = exchange(e, cl->first_req, cl->first_req_len, &http, &len);
+
+    assert_int_equal(http, 200);
+    describe(out, len, desc, cap);
+    OPENSSL_free(out);
+}
+
 static void test_ir_signature_certconf(void **state)
 {
     struct env *e = env_new(CMP_DEFAULTS);
@@ -713,19 +725,13 @@ static void test_replay(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    unsigned char *out;
-    size_t out_len = 0;
     char desc[4096];
-    int http;
 
     (void)state;
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
-    out = exchange(e, cl.first_req, cl.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &cl, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
     assert_null(strstr(desc, "certificate:")); /* no certificate in it */
-    OPENSSL_free(out);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -2687,23 +2693,17 @@ static void test_replay_before_status(void **state)
     OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
     struct env *e = h.e;
     X509 *old = h.cert;
-    unsigned char *out;
-    size_t out_len = 0;
     char desc[4096];
-    int http;
 
     (void)state;
     OSSL_CMP_CTX_set1_oldCert(kur, old);
     fake.status_calls = 0;
     assert_non_null(OSSL_CMP_exec_KUR_ses(kur));
     assert_int_equal(fake.status_calls, 2); /* the kur's signer, then its certConf's */
-    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &h.cl2, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
     assert_int_equal(fake.status_calls, 2);
     assert_int_equal(fake.sign_calls, 2); /* the ir's and the kur's */
-    OPENSSL_free(out);
     holder_free(&h);
 }
 
@@ -2718,10 +2718,7 @@ static void test_refused_resend_no_replay(void **state)
     OSSL_CMP_CTX *kur = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CERT_STATUS);
     struct env *e = h.e;
     X509 *old = h.cert;
-    unsigned char *out;
-    size_t out_len = 0;
     char desc[4096];
-    int http;
 
     (void)state;
     OSSL_CMP_CTX_set1_oldCert(kur, old);
@@ -2730,13 +2727,10 @@ static void test_refused_resend_no_replay(void **state)
     assert_status(kur, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
                   "the signer certificate (serial ");
     fake.revoked = 0;
-    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &h.cl2, desc, sizeof(desc));
     assert_null(strstr(desc, "replayed message"));
     assert_non_null(strstr(desc, "certificate:"));
     assert_int_equal(fake.sign_calls, 2); /* the ir's and the resent kur's */
-    OPENSSL_free(out);
     holder_free(&h);
 }
 
@@ -2751,23 +2745,17 @@ static void test_rr_resent_replay(void **state)
     OSSL_CMP_CTX *rr = holder_new(&h, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE | GW_UP_CERT_STATUS);
     struct env *e = h.e;
     X509 *cert = h.cert;
-    unsigned char *out;
-    size_t out_len = 0;
     char desc[4096];
-    int http;
 
     (void)state;
     OSSL_CMP_CTX_set1_oldCert(rr, cert);
     assert_non_null(OSSL_CMP_exec_RR_ses(rr));
     assert_int_equal(revoke_calls(e), 1);
     fake.status_calls = 0;
-    out = exchange(e, h.cl2.first_req, h.cl2.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &h.cl2, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
     assert_null(strstr(desc, "already revoked"));
     assert_int_equal(fake.status_calls, 0);
-    OPENSSL_free(out);
     OSSL_CMP_CTX_reinit(rr);
     assert_null(OSSL_CMP_exec_RR_ses(rr));
     assert_status(rr, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
@@ -4509,10 +4497,7 @@ static void test_engine_reset(void **state)
     struct env *e = env_new(CMP_DEFAULTS);
     struct client cl = {.env = e};
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-    unsigned char *out;
-    size_t out_len = 0;
     char desc[4096];
-    int http;
 
     (void)state;
     OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DISABLE_CONFIRM, 1);
@@ -4522,14 +4507,11 @@ static void test_engine_reset(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
     /* the same ir again: a new transaction, not a replay */
-    out = exchange(e, cl.first_req, cl.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &cl, desc, sizeof(desc));
     assert_null(strstr(desc, "replayed message"));
     assert_non_null(strstr(desc, "certificate:"));
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     assert_int_equal(gw_cmp_engine_reset(NULL), 0);
-    OPENSSL_free(out);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -4556,9 +4538,6 @@ static void test_reload_shares_transactions(void **state)
     OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     struct gw_cmp_settings settings;
     char err[GW_ERR_LEN] = "", desc[4096];
-    unsigned char *out;
-    size_t out_len = 0;
-    int http;
 
     (void)state;
     reload_prev = e->engine;
@@ -4576,11 +4555,8 @@ static void test_reload_shares_transactions(void **state)
     assert_int_equal(gw_cmp_engine_open_transactions(reload_next), 0);
     assert_int_equal(audit_count(e, "confirmed", NULL, NULL, NULL), 1); /* one audit log, shared */
     /* the replay cache is shared too: the ir again is a replay under the next engine */
-    out = exchange(e, cl.first_req, cl.first_req_len, &http, &out_len);
-    assert_int_equal(http, 200);
-    describe(out, out_len, desc, sizeof(desc));
+    resend_first(e, &cl, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
-    OPENSSL_free(out);
     gw_cmp_engine_free(reload_prev); /* not the last: the shared state stays with the next */
     assert_int_equal(gw_cmp_engine_open_transactions(reload_next), 0);
     client_cleanup(&cl);
