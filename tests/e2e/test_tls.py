@@ -587,9 +587,9 @@ class KeptAliveExpiry(harness.GatewayTestCase):
         super().setUpClass()
         cls.gw.wait_ready(cls.gw.require_port)
 
-    def test_not_served_past_the_certificate_expiry(self):
+    def short_lived(self):
+        """A TLS context with a client certificate that expires in 4 s, and when (seconds since the epoch)."""
         import datetime
-        import http.client
         from cryptography import x509
 
         cert, key = short_lived_client(self.gw.dir, 4)
@@ -597,16 +597,27 @@ class KeptAliveExpiry(harness.GatewayTestCase):
             tzinfo=datetime.timezone.utc).timestamp()
         ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
         ctx.load_cert_chain(str(cert), str(key))
+        return ctx, until
+
+    @staticmethod
+    def ask(t, answers):
+        """A request on the kept-alive connection |t|: the time its answer came and its status, to |answers|."""
+        import http.client
+
+        t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 1\r\n\r\nx")
+        r = http.client.HTTPResponse(t)
+        r.begin()
+        r.read()
+        answers.append((time.time(), r.status))
+
+    def test_not_served_past_the_certificate_expiry(self):
+        ctx, until = self.short_lived()
         answers = []  # (the time each answer came, its status), all on one connection
         with socket.create_connection(("127.0.0.1", self.gw.require_port), timeout=10) as s:
             with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
                 while not answers or (answers[-1][1] != 403 and answers[-1][0] < until + 3):
-                    t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
-                              b"Content-Length: 1\r\n\r\nx")
-                    r = http.client.HTTPResponse(t)
-                    r.begin()
-                    r.read()
-                    answers.append((time.time(), r.status))
+                    self.ask(t, answers)
                     time.sleep(0.5)  # within the 5 s a kept-alive connection may idle
         self.assertEqual(answers[0][1], 415, answers)  # served: the certificate taken, as it was valid
         self.assertEqual(answers[-1][1], 403, answers)  # the same connection, past it: no longer
@@ -620,39 +631,23 @@ class KeptAliveExpiry(harness.GatewayTestCase):
         """A connection to a listener that let clients in without a certificate, which a reload then made
         require one: its certificate, which still verified, is dropped at its expiry, and the connection is
         refused from then on, as the listener requires one now, not served without it."""
-        import datetime
-        import http.client
-        from cryptography import x509
-
         base = json.loads(self.gw.config_path.read_text())
         self.assertNotEqual(base["listeners"][0]["tls"].get("client_auth"), "require")
-        cert, key = short_lived_client(self.gw.dir, 4)
-        until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after.replace(
-            tzinfo=datetime.timezone.utc).timestamp()
-        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
-        ctx.load_cert_chain(str(cert), str(key))
+        ctx, until = self.short_lived()
         answers = []  # (the time each answer came, its status), all on one connection
         try:
             with socket.create_connection(("127.0.0.1", self.gw.port), timeout=10) as s:
                 with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
-                    def ask():
-                        t.sendall(b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
-                                  b"Content-Length: 1\r\n\r\nx")
-                        r = http.client.HTTPResponse(t)
-                        r.begin()
-                        r.read()
-                        answers.append((time.time(), r.status))
-
-                    ask()
+                    self.ask(t, answers)
                     cfg = json.loads(json.dumps(base))
                     cfg["listeners"][0]["tls"]["client_auth"] = "require"
                     self.gw.config_path.write_text(json.dumps(cfg, indent=2))
                     status, body = harness.admin(self.gw, "/reload", "POST")
                     self.assertEqual(status, 200, body)
-                    ask()  # its certificate verifies still, against the reloaded listener
+                    self.ask(t, answers)  # its certificate verifies still, against the reloaded listener
                     while answers[-1][1] != 403 and answers[-1][0] < until + 3:
                         time.sleep(0.5)  # within the 5 s a kept-alive connection may idle
-                        ask()
+                        self.ask(t, answers)
         finally:
             self.gw.config_path.write_text(json.dumps(base, indent=2))
             status, body = harness.admin(self.gw, "/reload", "POST")
