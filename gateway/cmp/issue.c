@@ -457,6 +457,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
 {
     struct cmp_refusal r = {0};
 
+    cmp_identify(t, c);
     if (cmp_check_request(t, c, &r) != 0 || cmp_check_allowlist(c, t, crm, &r) != 0 ||
         cmp_check_popo_hash(c, crm, p10cr, &r) != 0 || cmp_check_popo_input(c, crm, &r) != 0 ||
         cmp_check_min_hash(c, t, crm, p10cr, &r) != 0 || check_kur(t, c, crm, &r) != 0 ||

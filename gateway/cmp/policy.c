@@ -309,7 +309,6 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
    have said. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    cmp_identify(t, c);
     return check_time(c, r) || check_seen(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
            check_replay(c, t, r);
 }

@@ -62,8 +62,9 @@ void cmp_identity_of(char *out, int pbm, const unsigned char *kid, size_t kid_le
  */
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
 
-/* cmp_check_request: who sent it (t->identity), then in this order messageTime, the replays this instance
- * knows, credentials, authorization, replay (recorded, and in a cluster asked of the shared state). */
+/* cmp_check_request, once the caller has said who sent it (cmp_identify): in this order messageTime, the
+ * replays this instance knows, credentials, authorization, replay (recorded, and in a cluster asked of the
+ * shared state). */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
 
 /* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role: 0, or
