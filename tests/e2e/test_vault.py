@@ -1186,8 +1186,11 @@ class VaultShutdownRevocationsOfThreeEngines(VaultShutdownRevocationPastDeadline
     def test_certificate_recorded_after_the_drain_gave_up(self):
         serials = self.stop_during_calls("engine1", "engine2", "engine3")
         self.assertEqual(len(self.vault.requests("/revoke")), 3)  # each engine asked, none answered in time
+        # a withdrawal asked before its engine's drain began is given up by the drain; one whose sign call
+        # answered later is asked during the drain, its call cut short at the drain's deadline by its own
+        # thread: which one depends on when each sign call comes back, and both say the same to an operator
         failed = [r["serial"] for r in harness.audit_records(self.gw, "revoke_failed")
-                  if r["status"] == GAVE_UP_ASKED]
+                  if r["status"] in (GAVE_UP_ASKED, "not revoked: " + CUT_SHORT)]
         self.assertEqual(sorted(failed), sorted(serials))
         self.assertEqual(harness.audit_records(self.gw, "revoked"), [])
 
