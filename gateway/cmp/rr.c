@@ -213,6 +213,14 @@ static int is_named(const struct gw_upstream *up, const X509 *cert, const X509_N
            X509_NAME_cmp(X509_get_issuer_name(cert), issuer) == 0 && gw_upstream_issued(up, cert);
 }
 
+/* An RA's rr refused as a CA it may name cannot look a certificate up by serial at all. 1. */
+static int no_lookup(const struct cmp_txn *t, const struct cmp_call *c, struct cmp_refusal *r)
+{
+    return cmp_deny(c, t, "rr_ra_no_lookup", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+                    "an RA may revoke on this route only the certificate it signs with: the CA cannot "
+                    "look a certificate up by its serial");
+}
+
 /* An RA's rr refused as |up| could not look its serial up now (|err|, logged). 1. */
 static int lookup_failed(const struct cmp_txn *t, const struct cmp_call *c, const struct gw_upstream *up,
                          const char *err, struct cmp_refusal *r)
@@ -244,9 +252,7 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
     if (rc == GW_ERR_NOT_FOUND)
         refused = *elsewhere = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     else if (rc == GW_ERR_INVAL)
-        refused = cmp_deny(c, t, "rr_ra_no_lookup", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-                           "an RA may revoke on this route only the certificate it signs with: the CA cannot "
-                           "look a certificate up by its serial");
+        refused = no_lookup(t, c, r);
     else if (rc != 0)
         refused = lookup_failed(t, c, t->up, err, r);
     else if (!is_named(t->up, cert, issuer, serial))
@@ -273,7 +279,9 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
  * certificate of that serial too: "to" and "from" of a migration may have CAs of one name, and CAs that
  * number their certificates from 1 give the same serials. An RA's rr names issuer and serial only, which
  * then fits both, and revoking either may leave valid the one the RA meant (a compromised key). 0, or
- * refused with |r|; a lookup that fails refuses too, since the answer is not known.
+ * refused with |r|; a lookup that fails refuses too, since the answer is not known, and so does an
+ * upstream that cannot look a certificate up by serial (a CMP CA, cfssl, a local issuer without store),
+ * which never knows it.
  */
 static int issued_twice(const struct cmp_txn *t, const struct cmp_call *c, struct gw_upstream *const *ups,
                         size_t n, const X509_NAME *issuer, const ASN1_INTEGER *serial, struct cmp_refusal *r)
@@ -286,7 +294,9 @@ static int issued_twice(const struct cmp_txn *t, const struct cmp_call *c, struc
         if (ups[i] == t->up)
             continue;
         rc = gw_upstream_cert_by_serial(ups[i], serial, &cert, err);
-        if (rc != 0 && rc != GW_ERR_NOT_FOUND && rc != GW_ERR_INVAL) /* INVAL: no RA revokes there */
+        if (rc == GW_ERR_INVAL)
+            return no_lookup(t, c, r);
+        if (rc != 0 && rc != GW_ERR_NOT_FOUND)
             return lookup_failed(t, c, ups[i], err, r);
         twice = rc == 0 && is_named(ups[i], cert, issuer, serial);
         X509_free(cert);

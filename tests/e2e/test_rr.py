@@ -15,7 +15,9 @@ subjectAltName copying the CN is held to the role's SAN types, and on Vault the 
 Vault copies it to. A holder's rr for a certificate Vault has revoked already (its operator's doing) is
 certRevoked, Vault not asked to revoke it again, whatever check_revocation says. Each certRevoked answer
 to an rr writes one rr_already_revoked log line that names the certificate and what told (the gateway's
-record, the upstream's status of the holder's certificate, or of an RA's target). RevokedOnceWhenTheSetIsFull:
+record, the upstream's status of the holder's certificate, or of an RA's target). An RA's rr on a migration
+whose "from" and "to" have CAs of one name is refused where one of them cannot look a serial up: it may
+have issued that serial too. RevokedOnceWhenTheSetIsFull:
 with this instance's revoked set full (cmp.max_revoked), two rrs of one cfssl certificate at once still
 reach cfssl once, the second answered certRevoked."""
 import concurrent.futures
@@ -750,6 +752,46 @@ class RevokedTwinOfAnotherCa(harness.GatewayTestCase):
         self.as_an_earlier_gateway_writes_it()
         self.assert_signer_revoked(self.ir_as("twin-b-earlier", twin, twin_key), twin)
         self.assert_signer_revoked(self.ir_as("twin-a-earlier", cert, key), cert)
+
+
+class RaOfTwoCasOfOneName(harness.GatewayTestCase):
+    """A migration whose "from" ("local2": no store, so no lookup by serial) and "to" ("local", the demo's
+    issuing CA with its store) have CAs of one name and another key each. An RA's rr names issuer and
+    serial only: a serial "to" issued may have been issued by "from" too (a device's, perhaps for a
+    compromised key), which "from" cannot say. The RA's rr is refused (rr_ra_no_lookup) and "to"'s
+    certificate stays valid; once, "to" revoked it and the RA was told the certificate it named was. The
+    holder, signing with its certificate, still revokes it."""
+
+    rr = Revocation.rr
+    twin_of = RevokedTwinOfAnotherCa.twin_of
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        d = gw.dir
+        harness.keep_store(cfg, gw)
+        vaultenv.sign_cert(d, "issuing2", "/O=cmpgw demo/CN=cmpgw demo issuing CA", "ca", vaultenv.ca_ext())
+        cfg["upstreams"]["local2"] = {"type": "local", "cert": "issuing2.pem", "key": "issuing2.key",
+                                      "chain": "ca.pem", "check_revocation": False}
+        role = cfg["roles"]["default"]
+        role["upstream"] = "local2"
+        role["migration"] = {"name": "same-name", "from": "local2", "to": "local", "mode": "live",
+                             "cohort": {"percent": 100}}
+        role["authorization"] = {"ra_subjects": [RA_SUBJECT]}
+
+    def test_ra_refused_holder_revokes(self):
+        d = self.gw.dir
+        cert, key = self.enrol("two-cas")  # by "to", the cohort being everyone
+        self.assertEqual(x509.load_pem_x509_certificate(Path(cert).read_bytes()).issuer.rfc4514_string(),
+                         "CN=cmpgw demo issuing CA,O=cmpgw demo")
+        twin, _ = self.twin_of(cert, "two-cas-from")  # "from"'s certificate of that issuer name and serial
+        text = ("an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
+                "up by its serial")
+        self.assertEqual(rp_status(self.rr("two-cas-ra", twin, (d / "signer.pem", d / "signer.key"))[1]),
+                         (2, ["notAuthorized"], [text]))
+        self.assertEqual(self.gw.denials("rr_ra_no_lookup"), [("default", RA_SUBJECT, text)])
+        self.assertFalse([r for r in audit(self.gw, "intent") if int(r.get("serial", "0"), 16) ==
+                          int(harness.serial_hex(cert), 16)])
+        self.assertEqual(rp_status(self.rr("two-cas-holder", cert, (cert, key))[1])[0], 0)
 
 
 class RaOfAnotherCa(harness.GatewayTestCase):
