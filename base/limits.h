@@ -241,6 +241,7 @@ _Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a cer
 #define GW_MAX_UPSTREAM_CHAIN 16                  /* CA certificates of one answer's chain */
 #define GW_MAX_UPSTREAM_MESSAGES 16               /* entries of an answer's errors, warnings or messages */
 #define GW_MAX_UPSTREAM_MESSAGE (4 * 1024)        /* one of them, bytes */
+#define GW_MAX_UPSTREAM_CONTAINERS 1024           /* JSON objects and arrays: its '{' and '[' bytes */
 #define GW_MAX_VAULT_QUOTE 150                    /* bytes of Vault's error message a reason quotes */
 #define GW_MAX_VAULT_WHY 150                      /* bytes of why a Vault call failed a reason keeps */
 #define GW_MAX_VAULT_CALL_ERR 120                 /* ... of a failed call's reason, under its path */

@@ -50,6 +50,21 @@ static bool blank(const char *s, size_t len)
     return true;
 }
 
+/*
+ * The objects and arrays json-c would build of |len| bytes of |s|, or more: its '{' and '[' bytes, those
+ * in strings too, which a real answer's PEM, base64, serials and words next to never hold. json-c spends
+ * some 750 bytes on an object (a hash table of 16 slots) and 140 on an array: 1 MiB of "{}," took 260 MB
+ * before a field was read. Counted as bytes, not parsed: json-c is the only parser.
+ */
+static size_t containers(const char *s, size_t len)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++)
+        n += s[i] == '{' || s[i] == '[';
+    return n;
+}
+
 /* gw_field_parse_object, and when |leading| is not NULL, gw_field_parse_leading's *leading. */
 static json_object *parse_object(const char *body, size_t len, json_object **leading, char *err)
 {
@@ -64,6 +79,11 @@ static json_object *parse_object(const char *body, size_t len, json_object **lea
     }
     if (len > GW_MAX_UPSTREAM_BODY) {
         gw_field_fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+        return NULL;
+    }
+    if (containers(body, len) > GW_MAX_UPSTREAM_CONTAINERS) {
+        gw_field_fail(err, "the answer holds more than %d '{' and '[' (objects and arrays)",
+                      GW_MAX_UPSTREAM_CONTAINERS);
         return NULL;
     }
     if ((tok = json_tokener_new()) == NULL) {

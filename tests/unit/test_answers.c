@@ -34,7 +34,7 @@ struct tag {
     size_t len;
 };
 
-static struct tag tags[40];
+static struct tag tags[48];
 static size_t n_tags;
 
 struct buf {
@@ -265,6 +265,15 @@ static int setup(void **state)
     tag_repeat("@S17@", "\"w\"", GW_MAX_UPSTREAM_MESSAGES + 1);
     tag_repeat("@E17@", "{\"code\":1,\"message\":\"m\"}", GW_MAX_UPSTREAM_MESSAGES + 1);
     tag_repeat("@D257@", "\"example.com\"", GW_MAX_PATTERNS + 1);
+    /* with the document's '{' and the two arrays' '[': the cap, one over it, and a MiB of objects */
+    tag_repeat("@OBJCAP@", "{}", GW_MAX_UPSTREAM_CONTAINERS - 3);
+    tag_repeat("@OBJOVER@", "{}", GW_MAX_UPSTREAM_CONTAINERS - 2);
+    tag_repeat("@OBJMIB@", "{}", (GW_MAX_UPSTREAM_BODY - 64) / 3);
+    big = malloc(GW_MAX_UPSTREAM_CONTAINERS + 1);
+    assert_non_null(big);
+    memset(big, '[', GW_MAX_UPSTREAM_CONTAINERS + 1);
+    tag_quoted("@BRACKETS@", big, GW_MAX_UPSTREAM_CONTAINERS + 1);
+    free(big);
     {
         const struct tag *c = &tags[1]; /* @CA@ */
         char *item = strndup(c->text, c->len);
@@ -465,6 +474,13 @@ static void test_document(void **state)
         {"deep nesting",
          "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", UP,
          "not Vault JSON"},
+        /* json-c spends some 750 bytes on an object: 1 MiB of them took 260 MB before any field was read */
+        {"objects and arrays at the cap", "{\"errors\":[],\"pad\":[@OBJCAP@]}", 0, NULL},
+        {"objects and arrays over the cap", "{\"errors\":[],\"pad\":[@OBJOVER@]}", UP,
+         "not Vault JSON: the answer holds more than 1024 '{' and '[' (objects and arrays)"},
+        {"a MiB of empty objects", "{\"errors\":[],\"pad\":[@OBJMIB@]}", UP, "more than 1024 '{' and '['"},
+        {"brackets in a string count too", "{\"errors\":[],\"note\":@BRACKETS@}", UP,
+         "more than 1024 '{' and '['"},
         /* twins that are fine: whitespace after the document, as Go's json.Encoder writes it */
         {"newline after", "{\"errors\":[]}\n", 0, NULL},
         {"whitespace around", " \t{\"errors\":[]}\r\n ", 0, NULL},
