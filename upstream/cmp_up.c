@@ -569,8 +569,11 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
             snprintf(reason, GW_ERR_LEN, PREFIX "request rejected (%s)", status_name(st));
         return;
     }
+    /* an answer came, so the CA took the request: one OpenSSL refused (its protection, its sender, another
+       transactionID) may have been the CA's ip with a certificate in it, which the gateway never read */
     *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
-    snprintf(reason, GW_ERR_LEN, "upstream CA %s gave no usable answer (%s, status %s); nothing was issued",
+    snprintf(reason, GW_ERR_LEN,
+             "upstream CA %s gave no usable answer (%s, status %s); the outcome is unknown",
              gw_upstream_conf_name(cu->conf), openssl_reason(), status_name(st));
 }
 
