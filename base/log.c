@@ -199,6 +199,53 @@ bool gw_log_pace_due(struct gw_log_pace *p, time_t now, char held[GW_LOG_HELD_LE
     return due;
 }
 
+void gw_log_outage_init(struct gw_log_outage *o)
+{
+    pthread_mutex_init(&o->lock, NULL);
+    atomic_init(&o->open, false);
+    o->last = 0;
+    o->held = 0;
+}
+
+void gw_log_outage_cleanup(struct gw_log_outage *o)
+{
+    pthread_mutex_destroy(&o->lock);
+}
+
+bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
+{
+    bool due;
+
+    pthread_mutex_lock(&o->lock);
+    due = !atomic_load(&o->open) || now < o->last || now - o->last >= GW_LOG_OUTAGE_SECS;
+    if (due) {
+        snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
+        o->held = 0;
+        o->last = now;
+        atomic_store(&o->open, true);
+    } else {
+        o->held++;
+    }
+    pthread_mutex_unlock(&o->lock);
+    return due;
+}
+
+bool gw_log_outage_end(struct gw_log_outage *o, char held[GW_LOG_HELD_LEN])
+{
+    bool said;
+
+    if (!atomic_load(&o->open))
+        return false;
+    pthread_mutex_lock(&o->lock);
+    if ((said = atomic_load(&o->open))) {
+        snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
+        o->held = 0;
+        atomic_store(&o->open, false);
+    }
+    pthread_mutex_unlock(&o->lock);
+    return said;
+}
+
 /* FNV-1a of the first GW_LOG_PACE_NAME_LEN - 1 bytes of |name|: where its places begin. */
 static size_t name_hash(const char *name)
 {

@@ -7,6 +7,7 @@
 #include "base/limits.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,6 +96,36 @@ struct gw_log_peer_held {
  */
 bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t now,
                           char held[GW_LOG_HELD_LEN], struct gw_log_peer_held *gone);
+
+/*
+ * An error that every request meets while it lasts (the shared state unreachable) is paced by its outage:
+ * the first line of one goes out at once, for the operator to see, then at most one a GW_LOG_OUTAGE_SECS,
+ * the lines held back counted as gw_log_pace_due counts them. The outage ends when what failed answers
+ * again (gw_log_outage_end), which says how many were held back since the last line out; the next line
+ * is the first of another. Embedded: gw_log_outage_init / gw_log_outage_cleanup.
+ */
+struct gw_log_outage {
+    pthread_mutex_t lock;
+    atomic_bool open;   /* a line of the outage went out, and its end was not said */
+    time_t last;        /* when that line went out */
+    unsigned long held; /* lines held back since */
+};
+void gw_log_outage_init(struct gw_log_outage *o);
+void gw_log_outage_cleanup(struct gw_log_outage *o);
+
+/*
+ * gw_log_outage_due: whether one more line of |o|'s outage may go out at |now|, the first of one at once:
+ * true with |held| (gw_log_pace_due's), false with the line counted as held back. A clock that went back
+ * lets the line out. Thread-safe.
+ */
+bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
+
+/*
+ * gw_log_outage_end: whether an outage of |o| was said (a line of it went out) and is over now: true with
+ * |held| the decimal count of its lines held back since the last one out, for the line that says its end.
+ * Takes no lock while no outage was said, so that every success may call it. Thread-safe.
+ */
+bool gw_log_outage_end(struct gw_log_outage *o, char held[GW_LOG_HELD_LEN]);
 
 /*
  * The escaper of every text a person reads that a client or a CA wrote. gw_json_escape writes |s|

@@ -78,6 +78,7 @@ struct gw_cluster {
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
     atomic_bool reachable;
+    struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
     bool pinging;
@@ -115,6 +116,21 @@ static int mark_down(struct gw_cluster *cl, const char *err)
     snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
     pthread_mutex_unlock(&cl->lock);
     return GW_ERR_UNAVAILABLE;
+}
+
+/*
+ * Redis answered a command: an outage whose lines went out is over, said with the count of those held back
+ * since the last one (gw_cluster_unavailable_due). Before readiness says so: a ready instance has said it.
+ */
+static void reached(struct gw_cluster *cl)
+{
+    char held[GW_LOG_HELD_LEN], msg[GW_ERR_LEN];
+
+    if (gw_log_outage_end(&cl->outage, held)) {
+        snprintf(msg, sizeof(msg), "the shared state (Redis at %s:%d) answers again", cl->address, cl->port);
+        gw_log_kv(GW_LOG_INFO, "shared_state_recovered", "msg", msg, "suppressed", held, NULL);
+    }
+    atomic_store(&cl->reachable, true);
 }
 
 /* Says why |c| failed (or |r| is an error) into |err|; the context is dropped for a reconnect. */
@@ -374,7 +390,7 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
         freeReplyObject(r);
         return NULL;
     }
-    atomic_store(&cl->reachable, true);
+    reached(cl);
     return r;
 }
 
@@ -507,6 +523,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     }
     pthread_mutex_init(&cl->lock, NULL);
     pthread_cond_init(&cl->wake, NULL);
+    gw_log_outage_init(&cl->outage);
     cl->password_len = conf->password_len;
     if (conf->mac_key != NULL && (cl->mac_key = OPENSSL_memdup(conf->mac_key, conf->mac_key_len)) == NULL) {
         snprintf(err, GW_ERR_LEN, "shared state: out of memory");
@@ -565,6 +582,7 @@ void gw_cluster_free(struct gw_cluster *cl)
     OPENSSL_clear_free(cl->mac_key, cl->mac_key_len);
     pthread_cond_destroy(&cl->wake);
     pthread_mutex_destroy(&cl->lock);
+    gw_log_outage_cleanup(&cl->outage);
     free(cl);
 }
 
@@ -1022,6 +1040,15 @@ int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)
     snprintf(why, cap, "%s", cl->last_err);
     pthread_mutex_unlock(&cl->lock);
     return GW_ERR_UNAVAILABLE;
+}
+
+bool gw_cluster_unavailable_due(struct gw_cluster *cl, char held[GW_LOG_HELD_LEN])
+{
+    if (cl == NULL) {
+        snprintf(held, GW_LOG_HELD_LEN, "0");
+        return true;
+    }
+    return gw_log_outage_due(&cl->outage, time(NULL), held);
 }
 
 /* The revoked: entries of the certificate whose ids are |id| (keyed) and |plain| (issuer and serial). */

@@ -19,6 +19,7 @@
 
 #include "gateway/cmp/conf.h"
 #include "base/limits.h"
+#include "base/log.h"
 
 struct gw_cluster;
 
@@ -262,5 +263,15 @@ void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unsh
  * GW_STATE_PING_SECS), else GW_ERR_UNAVAILABLE with the last reason in |why|. NULL-safe (0).
  */
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap);
+
+/*
+ * gw_cluster_unavailable_due: whether the shared_state_unavailable line of a request refused for a call
+ * of |cl| that returned GW_ERR_UNAVAILABLE goes out now. Every request meets an outage, so its lines are
+ * paced by it (gw_log_outage_due): the first at once, then one a GW_LOG_OUTAGE_SECS, |held| the count
+ * of those held back since the last one out (its "suppressed"). The next command Redis answers ends the
+ * outage, logged shared_state_recovered with the count held back since. NULL |cl|: always, held "0".
+ * Thread-safe.
+ */
+bool gw_cluster_unavailable_due(struct gw_cluster *cl, char held[GW_LOG_HELD_LEN]);
 
 #endif

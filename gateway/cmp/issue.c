@@ -75,7 +75,7 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
 static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct gw_cmp_conf *cc = c->e->cfg.cmp;
-    char err[GW_ERR_LEN];
+    char err[GW_ERR_LEN], held[GW_LOG_HELD_LEN];
     int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->quota);
 
     if (rc == 0 && c->e->cluster != NULL &&
@@ -88,7 +88,9 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
         return 0;
     }
     if (rc == GW_ERR_UNAVAILABLE) {
-        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+        if (gw_cluster_unavailable_due(c->e->cluster, held)) /* paced: every request meets an outage */
+            gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err,
+                      "suppressed", held, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the gateway cannot open this transaction in its cluster now; retry later");
     }

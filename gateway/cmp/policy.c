@@ -216,6 +216,8 @@ time_t cmp_replay_ttl(const struct gw_cmp_conf *cc)
 /* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */
 static int replay_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
 {
+    char held[GW_LOG_HELD_LEN];
+
     switch (rc) {
     case 0:
         return 0;
@@ -230,8 +232,10 @@ static int replay_refused(struct cmp_call *c, int rc, const char *err, struct cm
     case GW_ERR_BUSY:
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "too many recent transactions: retry later");
-    case GW_ERR_UNAVAILABLE:
-        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+    case GW_ERR_UNAVAILABLE: /* paced: every request meets an outage */
+        if (gw_cluster_unavailable_due(c->e->cluster, held))
+            gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err,
+                      "suppressed", held, NULL);
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the gateway cannot check this request against its cluster now; retry later");
     default:
@@ -859,7 +863,7 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
                             const char *tid, int *fail_info, char *text)
 {
     char serial[2 * GW_MAX_SERIAL_OCTETS + 1], err[GW_ERR_LEN] = ""; /* cmp_check_issued released it */
-    char earlier[2 * GW_MAX_TID_LEN + 1] = "";
+    char earlier[2 * GW_MAX_TID_LEN + 1] = "", held[GW_LOG_HELD_LEN] = "";
     unsigned char id[CMP_REVOKED_ID_LEN];
     int rc = GW_ERR_CRYPTO, again = 0;
 
@@ -875,9 +879,12 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
     }
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     if (rc < 0) { /* as a credential's lookup: a certificate that may be revoked is not released */
-        gw_log_kv(rc == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
-                  rc == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid", tid,
-                  "certificate", "issued", "serial", serial, "reason", err, NULL);
+        /* shared_state_unavailable is paced by the outage (gw_cluster_unavailable_due) */
+        if (rc != GW_ERR_UNAVAILABLE || gw_cluster_unavailable_due(e->cluster, held))
+            gw_log_kv(rc == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
+                      rc == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid", tid,
+                      "certificate", "issued", "serial", serial, "reason", err,
+                      rc == GW_ERR_UNAVAILABLE ? "suppressed" : NULL, held, NULL);
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         snprintf(text, GW_ERR_LEN,
                  "whether a certificate with this issuer name and serial %s was revoked through this gateway "

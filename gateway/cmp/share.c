@@ -346,11 +346,15 @@ static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, c
 
 int cmp_share_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
 {
+    char held[GW_LOG_HELD_LEN];
+
     if (rc == GW_ERR_BUSY)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_TXN_BUSY);
     if (rc != GW_ERR_UNAVAILABLE)
         return 0;
-    gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, NULL);
+    if (gw_cluster_unavailable_due(c->e->cluster, held)) /* paced: every request meets an outage */
+        gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err, "suppressed",
+                  held, NULL);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                       "the gateway cannot reach its cluster to answer this transaction; retry later");
 }

@@ -21,6 +21,7 @@
  * that says "upstream" accepts certificates of configured upstreams only.
  */
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/cluster.h"
 #include "gateway/cmp/outcome.h"
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/urole.h"
@@ -814,7 +815,7 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                      size_t n, const char *what, bool named, struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
-    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN];
+    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN], held[GW_LOG_HELD_LEN] = "";
     size_t i = 0;
     int ca = 0;
     struct gw_upstream *up = issuer_upstream(e, cert, &i, &ca);
@@ -832,10 +833,13 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                  gw_upstream_get0_conf(up)->name);
         return 0;
     } else if (revoked < 0 || upstream_status(c, i, up, ca, cert, &revoked, &reason, note, err) != 0) {
-        /* Redis not answering is an error, logged as every other use of the shared state logs it */
-        gw_log_kv(revoked == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
-                  revoked == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid",
-                  c->rsp->tid, "certificate", what, "reason", err, NULL);
+        /* Redis not answering is an error, logged (paced by the outage) as every other use of the shared
+           state logs it */
+        if (revoked != GW_ERR_UNAVAILABLE || gw_cluster_unavailable_due(e->cluster, held))
+            gw_log_kv(revoked == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
+                      revoked == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid",
+                      c->rsp->tid, "certificate", what, "reason", err,
+                      revoked == GW_ERR_UNAVAILABLE ? "suppressed" : NULL, held, NULL);
         /* where the shared state is and what it answered are the operator's, as for every other use of it */
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,

@@ -1,7 +1,9 @@
 """Two gateway instances sharing their state in a real redis-server ("cmp.state": "redis"; docs/operations.md,
 "Several instances"). SharedState: a request replayed to the second instance is refused (transactionIdInUse),
 the per-identity cap of open transactions holds across both; with Redis stopped new requests are refused with
-systemUnavail and /readyz says so, and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
+systemUnavail and /readyz says so, the outage's shared_state_unavailable lines paced (the first at once, then one
+in 10 s counting those held back, the end logged with the rest), and after a restart (scripts flushed: NOSCRIPT)
+both serve again; a Redis
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
 also after the first was killed -9; an altered record is refused; a forged certConf, or one from another TLS
@@ -68,8 +70,20 @@ class TwoInstances(harness.GatewayTestCase):
     def audit(gw, event, cn=None):
         return harness.audit_records(gw, event, cn)
 
+    def readyz(self, gw, want_status, wait=10):
+        """Waits until /readyz answers |want_status|; its JSON. Ready again after Redis was down, the
+        outage's end is logged (shared_state_recovered): the next shared_state_unavailable line goes out."""
+        deadline = time.monotonic() + wait
+        while True:
+            status, body = harness.admin(gw, "/readyz")
+            if status == want_status or time.monotonic() > deadline:
+                self.assertEqual(status, want_status, body)
+                return json.loads(body)
+            time.sleep(0.2)
+
 
 class SharedState(TwoInstances):
+    FLOOD = 15  # requests sent while Redis is down: fewer than the 20 refusals whose lines a client has in 10 s
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -103,16 +117,6 @@ class SharedState(TwoInstances):
         self.assertEqual([a.body_type for a in res.answers], ["ip", "pkiconf"])
         self.assertEqual(self.redis.command("KEYS", "cmpgw:txn:*"), "*0")
 
-    def readyz(self, gw, want_status, wait=10):
-        """Waits until /readyz answers |want_status|; its JSON."""
-        deadline = time.monotonic() + wait
-        while True:
-            status, body = harness.admin(gw, "/readyz")
-            if status == want_status or time.monotonic() > deadline:
-                self.assertEqual(status, want_status, body)
-                return json.loads(body)
-            time.sleep(0.2)
-
     def test_redis_down_then_back(self):
         self.assertEqual(self.readyz(self.gw, 200)["checks"]["shared_state"], "ok")
         self.redis.stop()
@@ -132,6 +136,37 @@ class SharedState(TwoInstances):
             res = gw.cmp("ir", name, newkey=self.newkey(name), subject="/CN=%s" % name,
                          extra=("-implicit_confirm",))
             self.assertEqual(res.first.body_type, "ip")
+
+    def test_redis_down_lines_paced(self):
+        """Each request Redis fails wrote its own shared_state_unavailable line at level error: a client, or
+        many, flooded the log just as the operator read it. The first line of an outage goes out at once, then
+        one in GW_LOG_OUTAGE_SECS, each saying how many it held back; the outage's end, when Redis answers
+        again, says how many since the last line. Every request is still refused, and its request line out."""
+        self.readyz(self.gw, 200)  # another test's outage over: the first line of this one goes out
+        der = self.gw.make_request("downmany")
+        before = len(self.gw.log_lines())
+        self.redis.stop()
+        try:
+            start = time.monotonic()
+            for _ in range(self.FLOOD):  # the same message: one Redis cannot check leaves no trace
+                self.assert_cmp_error(self.post(self.gw, der), ("ip", "error"), "systemUnavail", "retry later")
+            elapsed = time.monotonic() - start
+        finally:
+            self.redis.start()
+        self.readyz(self.gw, 200)
+        lines = [l for l in self.gw.log_lines()[before:]
+                 if l.get("event") in ("shared_state_unavailable", "shared_state_recovered", "request")]
+        down = [l for l in lines if l["event"] == "shared_state_unavailable"]
+        self.assertTrue(down and down[0].get("suppressed") == "0" and down[0]["tid"], down[:3])
+        self.assertLessEqual(len(down), 1 + int(elapsed // GW_LOG_OUTAGE_SECS), (len(down), elapsed))
+        self.assertEqual(down[0]["level"], "error")
+        back = [l for l in lines if l["event"] == "shared_state_recovered"]
+        self.assertEqual(len(back), 1, back)
+        self.assertIn("answers again", back[0]["msg"])
+        # every line held back is counted once, by the next line out or by the end
+        self.assertEqual(len(down) + sum(int(l["suppressed"]) for l in down + back), self.FLOOD)
+        self.assertEqual(len([l for l in lines if l["event"] == "request" and l["tid"] == down[0]["tid"]]),
+                         self.FLOOD)  # each its own request line
 
     def test_redis_that_evicts_refused_at_start(self):
         self.redis.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
@@ -230,6 +265,7 @@ class RevokedElsewhere(TwoInstances):
 
 CLIENT_BIN = os.environ.get("CMPGW_CLIENT_BIN", str(harness.BUILD_DIR / "tests" / "cmpclient"))
 GW_STATE_CLAIM_SLACK = 5  # base/limits.h
+GW_LOG_OUTAGE_SECS = 10  # base/limits.h: one shared_state_unavailable line in so many seconds of an outage
 
 
 class RevokedOnceAcrossInstances(TwoInstances):
@@ -770,22 +806,27 @@ class Continuation(ThreeInstances):
 
     def test_redis_down_for_an_error_message(self):
         """The twin for the client's error message: on the instance without its copy it aborts nothing and is
-        told to retry, its record asked once (one shared_state_unavailable line; once, asked again after the
-        message was authenticated, and logged twice)."""
+        told to retry, its record asked once (the outage's one shared_state_unavailable line, none held back
+        when it ends; once, asked again after the message was authenticated, and logged twice)."""
         flag = self.gw.dir / "statelesserr.flag"
         p = self.parked("statelesserr", flag)
         conf = test_errors.load(self.held_certconf("statelesserr").read_bytes())
         tid = self.audit(self.gw, "issued", "statelesserr")[0]["tid"]
         err = self.gw.dir / "statelesserr.error.der"
         err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(conf, self.gw.dir / "client.key")))
+        self.readyz(self.gw2, 200)  # an earlier outage over: the first line of this one goes out
+        before = len(self.gw2.log_lines())
         self.redis.stop()
         try:
             ans = harness.decode_cmp(self.gw2.curl(data=err).body)
         finally:
             self.redis.start()
         self.assert_cmp_error(ans, ("error",), "systemUnavail", "cannot reach its cluster")
-        lines = [l for l in self.gw2.log_lines() if l.get("event") == "shared_state_unavailable" and l.get("tid") == tid]
-        self.assertEqual(len(lines), 1, lines)
+        self.readyz(self.gw2, 200)  # the outage's end logged, with the count of its lines held back
+        lines = [l for l in self.gw2.log_lines()[before:]
+                 if l.get("event") in ("shared_state_unavailable", "shared_state_recovered")]
+        self.assertEqual([(l["event"], l.get("tid"), l.get("suppressed")) for l in lines],
+                         [("shared_state_unavailable", tid, "0"), ("shared_state_recovered", None, "0")])
         self.assertEqual(self.everywhere("rejected_by_client", "statelesserr"), [])
         p.kill()
         p.communicate(timeout=10)

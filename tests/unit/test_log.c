@@ -673,6 +673,87 @@ static void test_log_pace_threads(void **state)
     assert_int_equal(strtoul(held, NULL, 10), 4000 - GW_LOG_PACE_LINES);
 }
 
+/* A step of an outage: |calls| lines at |now|, |due| of them out, the first saying |held|; or, at
+ * OUTAGE_END, its end, |due| whether said, with |held|. */
+#define OUTAGE_END ((time_t)-1)
+
+static const struct pace_step outage_script[] = {
+    {OUTAGE_END, 0, 0, NULL},                   /* none said: no end to say */
+    {100, 50, 1, "0"},                          /* the first line at once, the rest held back */
+    {100 + GW_LOG_OUTAGE_SECS - 1, 9, 0, NULL}, /* within the interval */
+    {100 + GW_LOG_OUTAGE_SECS, 3, 1, "58"},     /* one line, saying how many */
+    {OUTAGE_END, 0, 1, "2"},                    /* the end says those held since */
+    {OUTAGE_END, 0, 0, NULL},                   /* once */
+    {100 + GW_LOG_OUTAGE_SECS + 1, 2, 1, "0"},  /* another outage: its first line at once */
+    {50, 1, 1, "1"}, /* the clock went back: out, not held shut until it catches up */
+};
+
+/* An outage's lines: its first out at once, one an interval after, and the count of the rest said by the
+ * next line out or by its end. */
+static void test_log_outage(void **state)
+{
+    struct gw_log_outage o;
+
+    (void)state;
+    gw_log_outage_init(&o);
+    for (size_t i = 0; i < sizeof(outage_script) / sizeof(outage_script[0]); i++) {
+        const struct pace_step *s = &outage_script[i];
+        char held[GW_LOG_HELD_LEN], first[GW_LOG_HELD_LEN] = "";
+        int due = 0;
+
+        for (int n = 0; n < (s->now == OUTAGE_END ? 1 : s->calls); n++) {
+            strcpy(held, "untouched");
+            if ((s->now == OUTAGE_END ? gw_log_outage_end(&o, held) : gw_log_outage_due(&o, s->now, held)) &&
+                due++ == 0)
+                snprintf(first, sizeof(first), "%s", held);
+        }
+        if (due != s->due || (s->held != NULL && strcmp(first, s->held) != 0))
+            fail_msg("step %zu: %d out (want %d), first held \"%s\" (want \"%s\")", i, due, s->due, first,
+                     s->held != NULL ? s->held : "");
+    }
+    gw_log_outage_cleanup(&o);
+}
+
+struct outage_flood {
+    struct gw_log_outage *o;
+    int out;
+};
+
+static void *outage_flood(void *arg)
+{
+    struct outage_flood *f = arg;
+    char held[GW_LOG_HELD_LEN];
+
+    for (int i = 0; i < 1000; i++)
+        f->out += gw_log_outage_due(f->o, 300, held);
+    return NULL;
+}
+
+/* Workers failing at once in an outage: one line out, and every other one counted by its end. */
+static void test_log_outage_threads(void **state)
+{
+    struct gw_log_outage o;
+    struct outage_flood f[4];
+    pthread_t th[4];
+    char held[GW_LOG_HELD_LEN];
+    int out = 0;
+
+    (void)state;
+    gw_log_outage_init(&o);
+    for (int i = 0; i < 4; i++) {
+        f[i] = (struct outage_flood){&o, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, outage_flood, &f[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        out += f[i].out;
+    }
+    assert_int_equal(out, 1);
+    assert_true(gw_log_outage_end(&o, held));
+    assert_int_equal(strtoul(held, NULL, 10), 4000 - 1);
+    gw_log_outage_cleanup(&o);
+}
+
 /* Lines out of |n| calls for |name| at |now|; |held_sum| adds up the "suppressed" of those out, and the
  * counts of the peers whose places it took. */
 static int peer_lines(struct gw_log_peer_pace *p, const char *name, time_t now, int n,
@@ -812,6 +893,8 @@ int main(void)
         cmocka_unit_test(test_log_peer_pace),
         cmocka_unit_test(test_log_peer_pace_full),
         cmocka_unit_test(test_log_peer_pace_held),
+        cmocka_unit_test(test_log_outage),
+        cmocka_unit_test(test_log_outage_threads),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
