@@ -382,7 +382,8 @@ static const char *request_client(const X509 *peer, const char *tls_client, cons
 
 /* One JSON line per request, and its count: never a body, secret or key. |rsp| is NULL for early
  * refusals. |gone|: the answer never left, its client gone or the gateway stopped (log_unsent).
- * |client|: the name its authenticated peer is paced under (request_client), or NULL. */
+ * |client|: the name its authenticated peer is paced under (request_client), or NULL; the line names
+ * it ("client", "" for none), so that it joins the request_lines_held lines of that client. */
 static void log_request(const struct gw_config *cfg, const struct reqlog *l, const struct gw_route_match *m,
                         int status, const struct gw_cmp_response *rsp, const char *outcome, bool gone,
                         const char *client)
@@ -409,7 +410,8 @@ static void log_request(const struct gw_config *cfg, const struct reqlog *l, con
               l->path, "status", st, "req_type", rsp != NULL ? rsp->req_type : "", "rsp_type",
               rsp != NULL ? rsp->rsp_type : "", "tid", rsp != NULL ? rsp->tid : "", "identity",
               rsp != NULL ? rsp->identity : "", "outcome", outcome, "serial", rsp != NULL ? rsp->serial : "",
-              "duration_ms", dur, paced ? "suppressed" : (const char *)NULL, held, (const char *)NULL);
+              "client", client != NULL ? client : "", "duration_ms", dur,
+              paced ? "suppressed" : (const char *)NULL, held, (const char *)NULL);
 }
 
 /* Content-Type must be exactly application/pkixcmp, once, no parameters (RFC 9811 §3.4). */

@@ -46,7 +46,8 @@ now paced per client certificate (its plain successes aside), so that its flood 
 not another client's. So did a client authenticated by its CMP protection alone, and anyone replaying a message
 of it they captured (each replay refused and a line): its lines are now paced per sender credential. The count
 of a client's lines held back was said late, under another client's line, when its place in the bounded table
-of clients went to another: it is now said then, in a line of its own naming the client.
+of clients went to another: it is now said then, in a line of its own naming the client, and every request
+line names its client the same way ("client").
 
 A CRL past its nextUpdate, which a CA late to publish serves again and again, was fetched anew for every
 request one of its certificates signed, a replay refused right after too: now at most every
@@ -1502,6 +1503,35 @@ class CmpSenderLinesPaced(harness.GatewayTestCase):
         replays = self.lines_of(before, "/O=cmpgw demo/CN=demo-client")[1:]
         self.assertEqual(len(replays) + sum(int(l["suppressed"]) for l in replays), n)
         self.assertGreater(int(replays[-1]["suppressed"]), 0, replays[-1])
+
+    def test_request_line_names_its_client(self):
+        """The request_lines_held line names a client by what its lines are paced under (the hash of its TLS
+        client certificate, or of the certificate that signed its message, or its PBM reference), which its
+        request lines did not say: neither could be joined to the other. A request line now says it as
+        "client", "" for a peer not authenticated."""
+        import http.client
+        signed = self.gw.make_request("named-signer").read_bytes()
+        pbm = self.gw.make_request("named-pbm", auth="pbm").read_bytes()
+        tls = self.gw.make_request("named-tls", auth="pbm").read_bytes()
+        cert = ssl.PEM_cert_to_DER_cert((self.gw.dir / "client.pem").read_text())  # signs, and TLS client
+        client = "sha256:" + hashlib.sha256(cert).hexdigest()
+        before = len(self.gw.log_lines())
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
+        self.assertEqual(post(conn, signed)[0], 200)  # its signer
+        conn.request("POST", "/no/such/path", body=b"x", headers={"Content-Type": "application/pkixcmp"})
+        r = conn.getresponse()
+        r.read()
+        self.assertEqual(r.status, 404)  # no credential
+        conn.close()
+        for der, cert in ((pbm, None), (tls, "client.pem")):  # its PBM reference; its TLS client certificate
+            conn = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
+                                               context=self.gw.tls_context(cert=cert))
+            self.assertEqual(post(conn, der)[0], 200)
+            conn.close()
+        lines = [l for l in self.gw.log_lines()[before:] if l.get("event") == "request"]
+        self.assertEqual([(l["identity"], l.get("client")) for l in lines],
+                         [("/O=cmpgw demo/CN=demo-client", client), ("", ""),
+                          ("pbm:demo-device", "pbm:demo-device"), ("pbm:demo-device", client)], lines)
 
 
 def fnv1a(data):
