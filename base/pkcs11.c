@@ -8,7 +8,9 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 
 #include "base/pkcs11.h"
+#include "base/conf.h"
 #include "base/err.h"
+#include "base/limits.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -75,17 +77,22 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
     return 0;
 }
 
-/* The engine, initialised for |module| on first use. Called with |lock| held. */
+/*
+ * The engine, initialised for |module| on first use. Called with |lock| held. Names from the configuration
+ * are quoted as gw_conf_show_file quotes them, here as everywhere else.
+ */
 static ENGINE *engine_for(const char *module, char *err, size_t cap)
 {
+    char shown[GW_ERR_LEN], used[GW_ERR_LEN];
     ENGINE *e;
 
+    gw_conf_show_file(module[0] != '\0' ? module : "(default)", shown, sizeof(shown));
     if (engine != NULL) {
         if (strcmp(module, engine_module) == 0)
             return engine;
-        snprintf(err, cap, "PKCS#11 module %s: this process already uses %s (one module per process)",
-                 module[0] != '\0' ? module : "(default)",
-                 engine_module[0] != '\0' ? engine_module : "the default");
+        snprintf(
+            err, cap, "PKCS#11 module %s: this process already uses %s (one module per process)", shown,
+            gw_conf_show_file(engine_module[0] != '\0' ? engine_module : "the default", used, sizeof(used)));
         return NULL;
     }
     if ((e = ENGINE_by_id("pkcs11")) == NULL) {
@@ -95,7 +102,7 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
     }
     if ((module[0] != '\0' && ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) != 1) ||
         ENGINE_init(e) != 1) {
-        snprintf(err, cap, "PKCS#11 module %s cannot be loaded", module[0] != '\0' ? module : "(default)");
+        snprintf(err, cap, "PKCS#11 module %s cannot be loaded", shown);
         ENGINE_free(e);
         return NULL;
     }
@@ -107,7 +114,7 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
 
 EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap)
 {
-    char path[GW_PKCS11_MAX_URI], module[GW_PKCS11_MAX_URI];
+    char path[GW_PKCS11_MAX_URI], module[GW_PKCS11_MAX_URI], shown[GW_ERR_LEN];
     EVP_PKEY *key = NULL;
     ENGINE *e;
 
@@ -118,7 +125,8 @@ EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t
         if (pin != NULL && ENGINE_ctrl_cmd_string(e, "PIN", pin, 0) != 1)
             snprintf(err, cap, "the PKCS#11 engine refused the PIN");
         else if ((key = ENGINE_load_private_key(e, path, NULL, NULL)) == NULL)
-            snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)", path);
+            snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)",
+                     gw_conf_show_file(path, shown, sizeof(shown)));
     }
     pthread_mutex_unlock(&lock);
     ERR_clear_error();

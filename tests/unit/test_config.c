@@ -32,6 +32,7 @@
 #include "base/limits.h"
 #include "base/names.h"
 #include "base/pem.h"
+#include "base/pkcs11.h"
 #include "base/user.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_int.h"
@@ -2902,6 +2903,34 @@ static void test_conf_show_file(void **state)
 }
 
 /*
+ * A PKCS#11 URI that names no key in its token is quoted as gw_conf_show_file quotes a name from the
+ * configuration: what reads as userinfo is hidden there too. Before, the error quoted the URI whole. The
+ * token is SoftHSM's, with no token at all (skipped without SoftHSM).
+ */
+static void test_pkcs11_missing_key_masked(void **state)
+{
+    static const char module[] = "/usr/lib/softhsm/libsofthsm2.so";
+    char conf[128], tokens[128], uri[256], err[GW_ERR_LEN] = "";
+    EVP_PKEY *key;
+    FILE *f;
+
+    (void)state;
+    if (access(module, R_OK) != 0)
+        skip();
+    snprintf(tokens, sizeof(tokens), "%s/softhsm-tokens", dir);
+    snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+    assert_true(mkdir(tokens, 0700) == 0 || errno == EEXIST);
+    assert_non_null(f = fopen(conf, "w"));
+    fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
+    fclose(f);
+    assert_int_equal(setenv("SOFTHSM2_CONF", conf, 1), 0);
+    snprintf(uri, sizeof(uri), "pkcs11:token=u:s.abcdefgh@t;object=k?module-path=%s", module);
+    key = gw_pkcs11_load_key(uri, NULL, err, sizeof(err));
+    assert_null(key);
+    assert_string_equal(err, "no private key ***@t;object=k in the token (or the PIN is wrong)");
+}
+
+/*
  * gw_conf_show hides userinfo: a URL's, to its last '@' whatever comes between (a password's '/', '?',
  * '#', '@' or "://"; an '@' in a path costs the host its place, never a password its mask); and that of a
  * value without a scheme, a Redis address written "user:password@host", where a ':' comes before the
@@ -3357,6 +3386,7 @@ int main(void)
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_conf_show_userinfo),
         cmocka_unit_test(test_conf_show_file),
+        cmocka_unit_test(test_pkcs11_missing_key_masked),
         cmocka_unit_test(test_conf_key_shown),
         cmocka_unit_test(test_cert_file_key_not_left),
         cmocka_unit_test(test_key_file_text_not_left),
