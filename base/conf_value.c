@@ -6,6 +6,7 @@
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/pkcs11.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -345,7 +346,7 @@ int gw_conf_p_file(struct gw_conf_ctx *pc, const char *path, struct json_object 
     if (s[0] == '\0')
         return gw_conf_fail(pc, path, "expected a file name, got \"\"");
     /* absolute, or a PKCS#11 URI (RFC 7512) where a private key is named (base/pkcs11.h) */
-    if (s[0] == '/' || strncmp(s, "pkcs11:", 7) == 0 || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
+    if (s[0] == '/' || gw_pkcs11_is_uri(s) || pc->base_dir == NULL || pc->base_dir[0] == '\0') {
         *dst = strdup(s);
         return *dst != NULL ? 0 : GW_ERR_NOMEM;
     }

@@ -26,9 +26,10 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static ENGINE *engine;
 static char engine_module[GW_PKCS11_MAX_URI];
 
+/* A URI's scheme is case-insensitive (RFC 3986 §3.1): "PKCS11:" is one too. */
 bool gw_pkcs11_is_uri(const char *s)
 {
-    return s != NULL && strncmp(s, "pkcs11:", 7) == 0;
+    return s != NULL && strncasecmp(s, "pkcs11:", 7) == 0;
 }
 
 /*
@@ -64,6 +65,7 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
     }
     memcpy(path, uri, n);
     path[n] = '\0';
+    memcpy(path, "pkcs11:", 7); /* libp11 takes a URI by its scheme in lower case only */
     for (const char *a = q; a != NULL; a = strchr(a + 1, '&')) {
         const char *v = a + 1, *end = strchr(v, '&');
         size_t len = end != NULL ? (size_t)(end - v) : strlen(v);

@@ -84,12 +84,13 @@ class TokenKeys(harness.GatewayTestCase):
 
     def test_reload_naming_the_token_otherwise(self):
         """The same token named by another URI (its label percent-encoded, one more attribute before its label,
-        or another attribute instead) reloads with its PIN."""
+        another attribute instead, or its scheme in upper case: RFC 3986 §3.1) reloads with its PIN."""
         cfg = self.gw.dir / "cmpgw.json"
         before = cfg.read_text()
-        for token in ("token=cmp%67w", "manufacturer=SoftHSM%20project;token=cmpgw", "model=SoftHSM%20v2"):
+        for token in ("pkcs11:token=cmp%67w", "pkcs11:manufacturer=SoftHSM%20project;token=cmpgw",
+                      "pkcs11:model=SoftHSM%20v2", "PKCS11:token=cmpgw"):
             with self.subTest(token=token):
-                cfg.write_text(before.replace("pkcs11:token=cmpgw;", "pkcs11:%s;" % token))
+                cfg.write_text(before.replace("pkcs11:token=cmpgw;", "%s;" % token))
                 try:
                     self.assertEqual(harness.admin(self.gw, "/reload", "POST")[0], 200)
                 finally:
