@@ -200,7 +200,9 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        certificate at least: whoever reads it next refuses this certificate until then. A keyed entry
        that is one key with the other (a certificate that names no CA key) and found marked is taken as
        new, "1" from then on, its TTL kept where longer. The keyed entry's member is scored by the entry's
-       expiry, whichever TTL it keeps, and the set lives as long: the cap counts the entry while it lives */
+       expiry, whichever TTL it keeps, and the set lives as long: the cap counts the entry while it lives.
+       An entry whose member is not there (any more: an expired score swept, a set lost) is counted under
+       the cap as a new one is: 3 with the set full, the entry left as it was (still found) */
     [S_PUT_REVOKED] =
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
@@ -214,13 +216,15 @@ const char *const cluster_scripts[N_SCRIPTS] = {
         "  if redis.call('TTL', set) < t then redis.call('EXPIRE', set, t) end\n"
         "end\n"
         "local v = redis.call('GET', KEYS[1])\n"
-        "if v and v ~= ARGV[4] then outlive(KEYS[1]) count() else\n"
-        "  redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[2])\n"
-        "  if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[3]) then return 3 end\n"
-        "  if v then redis.call('SET', KEYS[1], '1', 'KEEPTTL') outlive(KEYS[1])\n"
-        "  else redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
-        "  count()\n"
+        "redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[2])\n"
+        "local counted = redis.call('ZADD', set, 'XX', 'INCR', 0, KEYS[1])\n"
+        "if not counted and tonumber(ARGV[3]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[3]) then\n"
+        "  return 3\n"
         "end\n"
+        "if v and v ~= ARGV[4] then outlive(KEYS[1])\n"
+        "elseif v then redis.call('SET', KEYS[1], '1', 'KEEPTTL') outlive(KEYS[1])\n"
+        "else redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
+        "count()\n"
         "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[1]) then\n"
         "  outlive(KEYS[2])\n"
         "end\n"

@@ -7908,6 +7908,53 @@ static void test_shared_revoked_counted_while_kept(void **state)
     gw_cluster_free(cl);
 }
 
+/* The count of the test's Redis sorted set |set| (ZCARD). */
+static long long redis_card(const char *set)
+{
+    char out[64];
+
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"ZCARD", set}), 0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
+/*
+ * A revoked: entry there already whose member of the counted set has gone is counted again only under
+ * cmp.max_revoked, as a new entry is: with the set full, 3 (GW_ERR_LIMIT), nothing written, the entry still
+ * found. Twin: an entry whose member is there counts nothing new, and is taken with the set full. Before,
+ * the entry's member was added back past the cap.
+ */
+static void test_shared_revoked_readded_under_cap(void **state)
+{
+    static const char k1[] = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", p1[] = "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
+                      k2[] = "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2", p2[] = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+                      k3[] = "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3", p3[] = "b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3";
+    char rec[64], set[96], key1[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
+    snprintf(key1, sizeof(key1), "%s:%s", set, k1);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 600, 2, err), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"ZREM", set, key1}), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, now, 600, 2, err), 0);
+    assert_int_equal(redis_card(set), 2);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 600, 2, err), GW_ERR_LIMIT);
+    assert_non_null(strstr(err, "cmp.max_revoked"));
+    assert_int_equal(redis_card(set), 2);
+    assert_int_equal(redis_score(set, key1), -1);
+    assert_int_equal(gw_cluster_revoked(cl, k1, p1, err), 1);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 6000, 2, err), 0);
+    assert_int_equal(redis_card(set), 2);
+    gw_cluster_free(cl);
+}
+
 /*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
@@ -11133,6 +11180,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
         cmocka_unit_test_teardown(test_shared_keyless_revocation_unmarks, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
