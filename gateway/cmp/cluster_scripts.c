@@ -17,25 +17,29 @@
 #define LUA_MARK_OF(k) "(string.gsub(" k ", 'revoked:(%x+)$', 'revoking:%1'))"
 /* In a script: the counted set of the revoked: entry |k| */
 #define LUA_REVOKED_SET_OF(k) "(string.gsub(" k ", 'revoked:%x+$', 'revoked'))"
-
-/*
- * KEYS: the entry and the share's sorted set; ARGV: value, ttl, now, cap (0: none). Both
- * counted steps end alike: expired members out, the cap, then the entry and its member.
- */
-#define LUA_COUNTED_SET                                                                                      \
-    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"                                             \
-    "if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 3 end\n"     \
-    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"                                                   \
-    "redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), KEYS[1])\n"                          \
-    "if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end\n"    \
-    "return 0\n"
+/* In a script: the seconds (or milliseconds) |a| as a TTL, 1 at least: Redis refuses SET ... EX 0, or a
+   negative one, failing the whole script, and EXPIRE 0 deletes the key */
+#define LUA_TTL(a) "math.max(1, tonumber(" a "))"
 
 /* clang-format off */
+/*
+ * KEYS: the entry and the share's sorted set; ARGV: value, ttl (1 at least), now, cap (0: none). Both
+ * counted steps end alike: expired members out, the cap, then the entry and its member.
+ */
+#define LUA_COUNTED_SET \
+    "local ttl = " LUA_TTL("ARGV[2]") "\n" \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n" \
+    "if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 3 end\n" \
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)\n" \
+    "redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + ttl, KEYS[1])\n" \
+    "if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end\n" \
+    "return 0\n"
+
 /* In a script: the reservation of the record KEYS[1] lasts |secs| seconds more at least, as what is
    written beside the record for that long does (TTL rounds to the second: <= keeps it the longer) */
 #define LUA_HOLD_TXN(secs) \
     "if redis.call('TTL', " LUA_TXN_OF("KEYS[1]") ") <= tonumber(" secs ") then\n" \
-    "  redis.call('EXPIRE', " LUA_TXN_OF("KEYS[1]") ", " secs ")\n" \
+    "  redis.call('EXPIRE', " LUA_TXN_OF("KEYS[1]") ", " LUA_TTL(secs) ")\n" \
     "end\n"
 
 /* One line of Lua per line of C: */
@@ -60,8 +64,8 @@ const char *const cluster_scripts[N_SCRIPTS] = {
     [S_PUT] = "local t = " LUA_TXN_OF("KEYS[1]") "\n"
               "local o = redis.call('GET', t)\n"
               "if o and o ~= ARGV[4] then return 2 end\n"
-              "redis.call('SET', t, ARGV[4], 'EX', ARGV[2])\n"
-              "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+              "redis.call('SET', t, ARGV[4], 'EX', " LUA_TTL("ARGV[2]") ")\n"
+              "redis.call('SET', KEYS[1], ARGV[1], 'EX', " LUA_TTL("ARGV[2]") ")\n"
               "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
               "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
@@ -77,7 +81,7 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                "local r = redis.call('GET', " LUA_RES_OF("KEYS[1]") ")\n"
                "if #v > tonumber(ARGV[3]) or (r and #r > tonumber(ARGV[4])) then return 2 end\n"
                "if ARGV[1] ~= '' then\n"
-               "  if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
+               "  if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', " LUA_TTL("ARGV[2]") ") then return 1 end\n"
                LUA_HOLD_TXN("ARGV[2]")
                "end\n"
                "return {v, r}\n",
@@ -151,7 +155,7 @@ const char *const cluster_scripts[N_SCRIPTS] = {
     /* KEYS: the record, the result; ARGV: the result, its seconds. 1, or 0 when the record is gone; the
        result holds the reservation */
     [S_RESULT] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-                 "redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])\n"
+                 "redis.call('SET', KEYS[2], ARGV[1], 'EX', " LUA_TTL("ARGV[2]") ")\n"
                  LUA_HOLD_TXN("ARGV[2]")
                  "return 1\n",
     /* KEYS: the record, its lease; ARGV: the record, this instance. 1; 0 when the record is gone; 2
@@ -183,7 +187,7 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                    "local m = redis.call('GET', k)\n"
                    "if m == 'done' then return 2 end\n"
                    "if m and m ~= ARGV[1] then return 1 end\n"
-                   "redis.call('SET', k, ARGV[1], 'PX', ARGV[2])\n"
+                   "redis.call('SET', k, ARGV[1], 'PX', " LUA_TTL("ARGV[2]") ")\n"
                    "return 0\n",
     /* KEYS: a certificate's revoked: entry and its revoking: mark; ARGV: this instance, '1' when it
        revoked the certificate but the revoked set did not take it. The mark, while this instance's,
@@ -204,14 +208,15 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        An entry whose member is not there (any more: an expired score swept, a set lost) is counted under
        the cap as a new one is: 3 with the set full, the entry left as it was (still found) */
     [S_PUT_REVOKED] =
+        "local ttl = " LUA_TTL("ARGV[1]") "\n"
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
-        "  if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIRE', k, ARGV[1]) end\n"
+        "  if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end\n"
         "end\n"
         "local set = " LUA_REVOKED_SET_OF("KEYS[1]") "\n"
         "local function count()\n"
         "  local t = redis.call('TTL', KEYS[1])\n"
-        "  if t < 0 then t = tonumber(ARGV[1]) end\n"
+        "  if t < 0 then t = ttl end\n"
         "  redis.call('ZADD', set, tonumber(ARGV[2]) + t, KEYS[1])\n"
         "  if redis.call('TTL', set) < t then redis.call('EXPIRE', set, t) end\n"
         "end\n"
@@ -223,9 +228,9 @@ const char *const cluster_scripts[N_SCRIPTS] = {
         "end\n"
         "if v and v ~= ARGV[4] then outlive(KEYS[1])\n"
         "elseif v then redis.call('SET', KEYS[1], '1', 'KEEPTTL') outlive(KEYS[1])\n"
-        "else redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
+        "else redis.call('SET', KEYS[1], '1', 'EX', ttl) end\n"
         "count()\n"
-        "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ARGV[1]) then\n"
+        "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ttl) then\n"
         "  outlive(KEYS[2])\n"
         "end\n"
         "return 0\n",

@@ -7956,6 +7956,35 @@ static void test_shared_revoked_readded_under_cap(void **state)
 }
 
 /*
+ * A TTL of 0 or less, which Redis refuses in SET ... EX (the whole script failing), is taken as 1 s by the
+ * scripts that write one: a replay entry, a reservation, a revocation are written, and live 1 s. Before,
+ * each failed as the shared state being unavailable.
+ */
+static void test_shared_ttl_at_least_one_second(void **state)
+{
+    static const unsigned char tid[] = "ttl0", nonce[] = "n";
+    char rec[64], key[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", now, 0, 10, err), 0);
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", now, -GW_STATE_GRACE - 5, 10, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
+                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", now, 0, 10, err),
+                     0);
+    snprintf(key, sizeof(key), "%.*srevoked:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
+             (int)(strstr(rec, "rec:") - rec), rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key}), 0);
+    /* 1 s at most: 1 or 0, or -2 once it went; never -1 (no TTL) */
+    assert_true(out[0] == ':' && strtol(out + 1, NULL, 10) <= 1 && strtol(out + 1, NULL, 10) != -1);
+    gw_cluster_free(cl);
+}
+
+/*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
  * this instance's earlier end of the same transactionID took (a client may open a new transaction under
@@ -11181,6 +11210,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_keyless_revocation_unmarks, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
+        cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
