@@ -5,7 +5,9 @@
  *   recent:<id hash>   sorted set: a share's live replay keys, scored by expiry
  *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE,
  *                      and at least as long as the transactionID's rec:, res: and lease:
- *   open:<id hash>     sorted set: a share's open transactions, scored by expiry
+ *   open:<id hash>     sorted set: a share's open transactions, scored by when their reservation (txn:)
+ *                      expires as the reservation or the record's write (S_PUT) set it; a hold past that
+ *                      for a lease or a result keeps the transactionID, but not the transaction open
  *   rec:<tid hex>      a transaction record (cluster.h); TTL: its deadline + GW_STATE_GRACE
  *   res:<tid hex>      a deferred request's upstream result, beside its record
  *   lease:<tid hex>    the instance answering the transaction now; TTL: GW_STATE_LEASE_SECS
@@ -693,16 +695,18 @@ static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, s
     return 0;
 }
 
-int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                           const struct gw_txn_record *rec, time_t ttl, char *err)
 {
-    char k[KEY_LEN], dk[KEY_LEN], secs[24], deadline[24];
+    char k[KEY_LEN], dk[KEY_LEN], ok[KEY_LEN], secs[24], deadline[24];
     size_t len = 0;
     unsigned char *blob;
     long long rc;
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return GW_ERR_INVAL;
+    if (id_key(cl, ok, "open", quota, err) != 0)
+        return GW_ERR_UNAVAILABLE;
     if ((blob =
              cluster_blob_within(cluster_record_encode(cl->mac_key, cl->mac_key_len, tid, tid_len, rec, &len),
                                  &len, GW_STATE_MAX_RECORD, "transaction record", err)) == NULL)
@@ -713,8 +717,9 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     snprintf(deadline, sizeof(deadline), "%lld", (long long)ttl);
     rc = integer_of(
         cl,
-        eval_n(cl, S_PUT, k, dk, 4, (const char *const[]){(const char *)blob, secs, deadline, cl->owner},
-               (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner)}, NULL, err),
+        eval_n(cl, S_PUT, k, dk, 5, (const char *const[]){(const char *)blob, secs, deadline, cl->owner, ok},
+               (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner), strlen(ok)}, NULL,
+               err),
         err);
     free(blob);
     if (rc == 2)

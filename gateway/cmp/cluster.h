@@ -112,12 +112,12 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl);
 /*
  * gw_cluster_put_record stores |rec| for |tid| until |ttl| + GW_STATE_GRACE seconds from now, its
  * deadline (|ttl| from now, on Redis's clock) among those gw_cluster_claim_expired looks at, and keeps
- * |tid| reserved (gw_cluster_reserve) for as long: no instance opens a transaction under it while the
- * record may be continued. 0; GW_ERR_EXISTS when another instance reserved |tid| meanwhile (this
- * instance's reservation ran out during the upstream call): nothing is written; GW_ERR_UNAVAILABLE;
- * each with |err|.
+ * |tid| reserved (gw_cluster_reserve) for as long, counted as open under |quota| as long: no instance
+ * opens a transaction under it while the record may be continued. 0; GW_ERR_EXISTS when another instance
+ * reserved |tid| meanwhile (this instance's reservation ran out during the upstream call): nothing is
+ * written; GW_ERR_UNAVAILABLE; each with |err|.
  */
-int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                           const struct gw_txn_record *rec, time_t ttl, char *err);
 
 /*

@@ -98,10 +98,10 @@ bool gw_cluster_keeps_records(const struct gw_cluster *cl)
     return false;
 }
 
-int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                           const struct gw_txn_record *rec, time_t ttl, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)rec, (void)ttl, (void)err;
+    (void)cl, (void)tid, (void)tid_len, (void)quota, (void)rec, (void)ttl, (void)err;
     return GW_ERR_INVAL;
 }
 

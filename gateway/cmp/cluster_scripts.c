@@ -5,6 +5,8 @@
 #include "gateway/cmp/cluster_local.h"
 #include "base/limits.h"
 
+_Static_assert(GW_STATE_LEASE_SECS < GW_STATE_GRACE, "a lease's hold (S_TAKE) never outlasts a reservation");
+
 /* In a script: the result key, or the reservation, of the record key KEYS[1] (or |k|) */
 #define LUA_RES_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'res:%1'))"
 #define LUA_TXN_OF(k) "(string.gsub(" k ", 'rec:(%x+)$', 'txn:%1'))"
@@ -36,7 +38,11 @@
     "return 0\n"
 
 /* In a script: the reservation of the record KEYS[1] lasts |secs| seconds more at least, as what is
-   written beside the record for that long does (TTL rounds to the second: <= keeps it the longer) */
+   written beside the record for that long does (TTL rounds to the second: <= keeps it the longer). Its
+   score in the share's open: set stays: a lease's hold (S_TAKE) acts only with the record's deadline
+   passed, which S_TAKE refuses first (the reservation lives GW_STATE_GRACE past it, longer than a lease),
+   and a result's (S_RESULT) outlasts the record's deadline and grace only for the result: the transaction
+   is past its deadline then, and counts as open no more, as one its instance released */
 #define LUA_HOLD_TXN(secs) \
     "if redis.call('TTL', " LUA_TXN_OF("KEYS[1]") ") <= tonumber(" secs ") then\n" \
     "  redis.call('EXPIRE', " LUA_TXN_OF("KEYS[1]") ", " LUA_TTL(secs) ")\n" \
@@ -57,16 +63,22 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                   "redis.call('ZREM', KEYS[2], KEYS[1])\n"
                   "return 0\n",
     /* KEYS: the record and the deadlines; ARGV: the record, its seconds, the seconds to its deadline,
-       this instance. The record, its deadline on Redis's clock (for the instance that records its
-       expiry if its own is gone: gw_cluster_claim_expired), and the transactionID's reservation until
-       the record goes, taken again if it ran out (an upstream call longer than it): 0; 2, nothing
-       written, when another instance reserved the transactionID meanwhile */
+       this instance, the share's open: set. The record, its deadline on Redis's clock (for the instance
+       that records its expiry if its own is gone: gw_cluster_claim_expired), and the transactionID's
+       reservation until the record goes, taken again if it ran out (an upstream call longer than it),
+       counted in the share as long: the reservation's score moves with it, or the count would sweep a
+       transaction still open once its first score passed (on Redis's clock here, the instances' in
+       LUA_COUNTED_SET: they differ by the skew, the grace is a minute). 0; 2, nothing written, when
+       another instance reserved the transactionID meanwhile */
     [S_PUT] = "local t = " LUA_TXN_OF("KEYS[1]") "\n"
               "local o = redis.call('GET', t)\n"
               "if o and o ~= ARGV[4] then return 2 end\n"
-              "redis.call('SET', t, ARGV[4], 'EX', " LUA_TTL("ARGV[2]") ")\n"
-              "redis.call('SET', KEYS[1], ARGV[1], 'EX', " LUA_TTL("ARGV[2]") ")\n"
-              "redis.call('ZADD', KEYS[2], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3]), KEYS[1])\n"
+              "local secs, now = " LUA_TTL("ARGV[2]") ", tonumber(redis.call('TIME')[1])\n"
+              "redis.call('SET', t, ARGV[4], 'EX', secs)\n"
+              "redis.call('SET', KEYS[1], ARGV[1], 'EX', secs)\n"
+              "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), KEYS[1])\n"
+              "redis.call('ZADD', ARGV[5], now + secs, t)\n"
+              "if redis.call('TTL', ARGV[5]) < secs then redis.call('EXPIRE', ARGV[5], secs) end\n"
               "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
        seconds, the largest record and result an instance writes. The record and its result (or nil), 1

@@ -50,8 +50,9 @@ static int put_record(struct cmp_call *c, struct cmp_txn *t, const unsigned char
         rec.requested_at = (long long)t->requested_at;
         if (t->request != NULL)
             cmp_poll_describe(t, &rec.deadline_ms, &rec.check_after);
-        rc = ttl != 0 ? gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, ttl, err)
-                      : gw_cluster_update_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
+        rc = ttl != 0
+                 ? gw_cluster_put_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->quota, &rec, ttl, err)
+                 : gw_cluster_update_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, &rec, err);
         if (rc == 0)
             t->step = rec.step;
     }

@@ -7985,6 +7985,34 @@ static void test_shared_ttl_at_least_one_second(void **state)
 }
 
 /*
+ * A transaction's record written after a long upstream call keeps it counted as open under its share
+ * (max_transactions_per_identity) while the record lives: a reservation 100 s later, past the first
+ * reservation's 10 s and grace, is refused with the cap at 1; one past the record's 600 s and grace is
+ * taken. Before, the record's write took the reservation longer but left its score in the count, which
+ * then swept it while the transaction was open.
+ */
+static void test_shared_record_keeps_its_count(void **state)
+{
+    static const unsigned char first[] = "opn1", second[] = "opn2", third[] = "opn3";
+    struct gw_txn_record rec = {.req = (unsigned char *)"req", .req_len = 3};
+    char rk[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rk);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    snprintf(rec.role, sizeof(rec.role), "default");
+    assert_int_equal(gw_cluster_reserve(cl, first, 4, "slow", now, 10, 1, err), 0);
+    assert_int_equal(gw_cluster_put_record(cl, first, 4, "slow", &rec, 600, err), 0);
+    assert_int_equal(gw_cluster_reserve(cl, second, 4, "slow", now + 100, 10, 1, err), GW_ERR_LIMIT);
+    assert_int_equal(gw_cluster_reserve(cl, third, 4, "slow", now + 700, 10, 1, err), 0);
+    gw_cluster_free(cl);
+}
+
+/*
  * An end of a transactionID whose first try went out whole and never ran (its connection dropped before
  * Redis read it) is asked again. The record is gone (another instance closed the transaction), and what
  * this instance's earlier end of the same transactionID took (a client may open a new transaction under
@@ -11211,6 +11239,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
+        cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_after_flush, redis_stop),
