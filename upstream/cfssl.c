@@ -239,6 +239,14 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
 
     memset(a, 0, sizeof(*a));
     a->http = rsp->status;
+    if (rc == GW_ERR_TIMEOUT && rsp->cut_short) {
+        answer_fail(
+            a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "cfssl %s did not answer %s before the drain's deadline cut the call short; the outcome is "
+            "unknown",
+            gw_upstream_conf_name(conf), endpoint);
+        goto out;
+    }
     if (rc == GW_ERR_TIMEOUT) {
         answer_fail(a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                     "cfssl %s did not answer %s in time; the outcome is unknown, not retried",
@@ -286,14 +294,14 @@ out:
     }
 }
 
-/* call_as sends |method| to |endpoint| by |until_ms| (gw_http_request_by; 0: the timeout alone) and reduces
+/* call_as sends |method| to |endpoint| by *end (gw_http_request_until; NULL: the timeout alone) and reduces
  * the answer (worker). */
 static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const char *method,
-                    const char *endpoint, const char *body, enum reading what, uint64_t until_ms,
+                    const char *endpoint, const char *body, enum reading what, const _Atomic uint64_t *end,
                     struct answer *a)
 {
     struct gw_http_response rsp;
-    int rc = gw_http_request_by(c->http, method, endpoint, body, NULL, until_ms, &rsp);
+    int rc = gw_http_request_until(c->http, method, endpoint, body, NULL, 0, end, &rsp);
 
     reduce(conf, endpoint, what, rc, &rsp, a);
     gw_http_response_cleanup(&rsp);
@@ -303,7 +311,7 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
 static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
                  enum reading what, struct answer *a)
 {
-    call_as(c, conf, "POST", endpoint, body, what, 0, a);
+    call_as(c, conf, "POST", endpoint, body, what, NULL, a);
 }
 
 /* ---- the CA chain (info) ---- */
@@ -822,12 +830,13 @@ out:
 }
 
 /*
- * One revoke call with |aki|, by |until_ms| (0: the timeout alone); 0 or a gw_err with |err|; *not_found
+ * One revoke call with |aki|, by *end (NULL: the timeout alone); 0 or a gw_err with |err|; *not_found
  * says cfssl does not know it. A 4xx is cfssl refusing this revocation (GW_ERR_REFUSED), but for what
  * error_map calls an operator problem (systemUnavail): fixed, the same request passes.
  */
 static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const ASN1_INTEGER *serial,
-                       const char *aki, const char *reason, uint64_t until_ms, int *not_found, char *err)
+                       const char *aki, const char *reason, const _Atomic uint64_t *end, int *not_found,
+                       char *err)
 {
     char *body = make_revoke_request(serial, aki, reason);
     struct answer a;
@@ -838,7 +847,7 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
         snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
     }
-    call_as(c, conf, "POST", EP_REVOKE, body, READ_ENVELOPE, until_ms, &a);
+    call_as(c, conf, "POST", EP_REVOKE, body, READ_ENVELOPE, end, &a);
     free(body);
     rc = a.status;
     if (rc != 0) {
@@ -856,10 +865,10 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
 /*
  * cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so a "not
  * found" is retried once with "" (revocation is idempotent: a second call changes nothing). Both end
- * by |until_ms| (0: each by the timeout).
+ * by *end (NULL: each by the timeout), which may be lowered meanwhile.
  */
 static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const char *aki, int reason,
-                     uint64_t until_ms, char *err)
+                     const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
@@ -878,9 +887,9 @@ static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const c
                  reason);
         return GW_ERR_INVAL;
     }
-    rc = revoke_once(c, conf, serial, aki, name, until_ms, &not_found, err);
+    rc = revoke_once(c, conf, serial, aki, name, end, &not_found, err);
     if (rc != 0 && not_found && aki[0] != '\0')
-        rc = revoke_once(c, conf, serial, "", name, until_ms, &not_found, err);
+        rc = revoke_once(c, conf, serial, "", name, end, &not_found, err);
     return rc;
 }
 
@@ -893,7 +902,7 @@ static void aki_hex(const ASN1_OCTET_STRING *kid, char *aki)
 }
 
 /* worker: the certificate's own AKID says which CA key cfssl recorded. */
-static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                         int *fail_info, char *err)
 {
     char aki[2 * 64 + 1];
@@ -905,7 +914,7 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, ui
         return GW_ERR_INVAL;
     }
     aki_hex(X509_get0_authority_key_id((X509 *)cert), aki);
-    return revoke_by(up, X509_get0_serialNumber(cert), aki, reason, until_ms, err);
+    return revoke_by(up, X509_get0_serialNumber(cert), aki, reason, end, err);
 }
 
 /*
@@ -913,7 +922,7 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, ui
  * that name (the first one when |issuer| is NULL). No such issuer: cfssl did not issue it.
  */
 static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, uint64_t until_ms, int *fail_info, char *err)
+                               int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     X509 *ca = NULL;
@@ -932,7 +941,7 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         return GW_ERR_NOT_FOUND;
     }
     aki_hex(X509_get0_subject_key_id(ca), aki);
-    return revoke_by(up, serial, aki, reason, until_ms, err);
+    return revoke_by(up, serial, aki, reason, end, err);
 }
 
 /* worker: GET crl, a base64 DER CRL as the result (docs/design.md U4). */
@@ -963,7 +972,7 @@ static int cfssl_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     (void)issuer_ref; /* always NULL: cfssl takes no issuer_ref */
     *der = NULL;
     *len = 0;
-    call_as(c, conf, "GET", EP_CRL, NULL, READ_CRL, 0, &a);
+    call_as(c, conf, "GET", EP_CRL, NULL, READ_CRL, NULL, &a);
     if (a.status != 0) {
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
         rc = a.status == GW_ERR_POLICY ? GW_ERR_UPSTREAM : a.status;

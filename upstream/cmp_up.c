@@ -55,9 +55,10 @@ struct cmp_up {
  * of the message left: it issued nothing), or it was and did not answer (it may have issued), or its
  * answer is no CMP answer.
  */
-enum xfer_fault { XFER_UNREACHED, XFER_UNANSWERED, XFER_UNUSABLE };
+enum xfer_fault { XFER_UNREACHED, XFER_UNANSWERED, XFER_UNUSABLE, XFER_NOT_ASKED };
 static const char *const xfer_said[] = {
     [XFER_UNREACHED] = "could not be reached, it is unavailable: ",
+    [XFER_NOT_ASKED] = "was not asked: ",  /* its caller's end came before a message left (TEXT_NOT_ASKED) */
     [XFER_UNANSWERED] = "did not answer ", /* then "in time (...)" or "(...)" */
     [XFER_UNUSABLE] = "gave no usable answer, it is unavailable: ",
 };
@@ -66,11 +67,13 @@ static const char *const xfer_said[] = {
 struct xfer {
     const struct cmp_up *cu;
     uint64_t deadline_ms;
-    CURL *curl;            /* one handle per exchange: servers keep a transaction to its connection */
-    int failed;            /* no usable answer came: |fault| says how, |err| what failed */
-    enum xfer_fault fault; /* then why */
-    int sent;              /* a message of this exchange (some of it at least) left: the CA was reached */
-    int conf_answered;     /* our certConf got a pkiconf (not yet verified: see rejection_confirmed) */
+    struct gw_http_end end; /* a revocation's end, which may be lowered while it runs (NULL: none) */
+    int by_end;             /* |deadline_ms| is that end's, not the upstream timeout's */
+    CURL *curl;             /* one handle per exchange: servers keep a transaction to its connection */
+    int failed;             /* no usable answer came: |fault| says how, |err| what failed */
+    enum xfer_fault fault;  /* then why */
+    int sent;               /* a message of this exchange (some of it at least) left: the CA was reached */
+    int conf_answered;      /* our certConf got a pkiconf (not yet verified: see rejection_confirmed) */
     char err[GW_ERR_LEN];
 };
 
@@ -84,6 +87,21 @@ struct sink {
 static uint32_t timeout_of(const struct gw_upstream_conf *conf)
 {
     return conf->timeout_ms != 0 ? conf->timeout_ms : GW_DEFAULT_UPSTREAM_TIMEOUT_MS;
+}
+
+/* What the drain's deadline did to an exchange it ended (x->by_end): the words beside xfer_said. */
+#define TEXT_NOT_ASKED "the drain's deadline came before its request was sent"
+#define TEXT_CUT_SHORT "before the drain's deadline cut the exchange short"
+
+/* The exchange's end as it stands now: its end, if lowered below the upstream timeout's (x->by_end). */
+static void read_end(struct xfer *x)
+{
+    uint64_t end = x->end.end != NULL ? atomic_load(x->end.end) : 0;
+
+    if (end != 0 && end < x->deadline_ms) {
+        x->deadline_ms = end;
+        x->by_end = 1;
+    }
 }
 
 /* ---- transfer: one POST of application/pkixcmp over libcurl (RFC 9811) ---- */
@@ -208,8 +226,12 @@ static int extra_certs(const unsigned char *der, size_t der_len)
  */
 static void transfer_failed(struct xfer *x, CURL *curl, CURLcode rc, int too_big)
 {
+    int cut = x->end.cut || (x->by_end && rc == CURLE_OPERATION_TIMEDOUT);
+
     if (!x->sent && gw_http_nothing_sent(curl, rc)) {
-        if (rc == CURLE_OPERATION_TIMEDOUT)
+        if (cut)
+            xfer_fail(x, XFER_NOT_ASKED, TEXT_NOT_ASKED);
+        else if (rc == CURLE_OPERATION_TIMEDOUT)
             xfer_fail(x, XFER_UNREACHED, "no connection within %u ms", timeout_of(x->cu->conf));
         else
             xfer_fail(x, XFER_UNREACHED, "%s", curl_easy_strerror(rc));
@@ -218,6 +240,8 @@ static void transfer_failed(struct xfer *x, CURL *curl, CURLcode rc, int too_big
     x->sent = 1;
     if (too_big)
         xfer_fail(x, XFER_UNUSABLE, "its answer is too large");
+    else if (cut)
+        xfer_fail(x, XFER_UNANSWERED, TEXT_CUT_SHORT);
     else if (rc == CURLE_OPERATION_TIMEDOUT)
         xfer_fail(x, XFER_UNANSWERED, "in time (none within %u ms)", timeout_of(x->cu->conf));
     else
@@ -252,6 +276,11 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     CURLcode rc;
     int len, n_extra;
 
+    read_end(x);
+    if (now >= x->deadline_ms && x->by_end) { /* the drain's: before this message, as below */
+        xfer_fail(x, x->sent ? XFER_UNANSWERED : XFER_NOT_ASKED, x->sent ? TEXT_CUT_SHORT : TEXT_NOT_ASKED);
+        return NULL;
+    }
     if (now >= x->deadline_ms) { /* before this message: an earlier one may have reached the CA */
         xfer_fail(x, x->sent ? XFER_UNANSWERED : XFER_UNREACHED,
                   x->sent ? "in time (none within %u ms)" : "no time left within %u ms",
@@ -270,7 +299,8 @@ static OSSL_CMP_MSG *transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
     /* no "Expect: 100-continue": CMP servers (OpenSSL's among them) do not answer it */
     if ((h = curl_slist_append(hdrs, "Expect:")) != NULL)
         hdrs = h;
-    if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK) {
+    if ((rc = set_options(curl, x, der, len, hdrs, &sink, (long)(x->deadline_ms - now))) != CURLE_OK ||
+        (rc = gw_http_setopt_end(curl, &x->end)) != CURLE_OK) {
         send_failed(x, curl_easy_strerror(rc));
         goto out;
     }
@@ -802,9 +832,10 @@ static int revoke_outcome(int fi, int status, int *fail_info)
     return GW_ERR_REFUSED;
 }
 
-/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|, by |until_ms| too (0: none). Worker, synchronous. */
-static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms, int *fail_info,
-                      char *err)
+/* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|, by *end too (NULL or 0: none), which may be lowered
+ * while it runs (read before each message and during each transfer). Worker, synchronous. */
+static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
+                      int *fail_info, char *err)
 {
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct xfer x = {0};
@@ -819,8 +850,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, uint
                  gw_upstream_conf_name(cu != NULL ? cu->conf : NULL));
         goto out;
     }
-    if (until_ms != 0 && until_ms < x.deadline_ms) /* the transfer sends nothing past it, and cuts it short */
-        x.deadline_ms = until_ms;
+    x.end.end = end; /* the transfer sends nothing past it, and cuts it short */
     if (OSSL_CMP_exec_RR_ses(ctx) == 1) {
         rc = 0;
         goto out;

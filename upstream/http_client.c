@@ -463,21 +463,55 @@ int gw_http_nothing_sent(CURL *curl, CURLcode rc)
             pretransfer == 0);
 }
 
-/* Copies what the answer said into |rsp|; returns 0 or GW_ERR_TIMEOUT / GW_ERR_IO. */
-static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_response *rsp)
+/* CURLOPT_XFERINFOFUNCTION: non-zero aborts the transfer once its end came (gw_http_setopt_end). */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct gw_http_end *e = arg;
+    uint64_t end = atomic_load(e->end);
+
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    if (end == 0 || gw_now_ms() < end)
+        return 0;
+    e->cut = 1;
+    return 1;
+}
+
+CURLcode gw_http_setopt_end(CURL *curl, struct gw_http_end *e)
+{
+    CURLcode rc;
+
+    e->cut = 0;
+    if (e->end == NULL)
+        return CURLE_OK;
+    if ((rc = curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress)) != CURLE_OK ||
+        (rc = curl_easy_setopt(curl, CURLOPT_XFERINFODATA, e)) != CURLE_OK)
+        return rc;
+    return curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+}
+
+/* Copies what the answer said into |rsp|, its call ended by its caller's end with |cut|; returns 0 or
+ * GW_ERR_TIMEOUT / GW_ERR_IO. */
+static int finish(CURL *curl, CURLcode rc, int cut, struct sink *sink, struct gw_http_response *rsp)
 {
     char *ct = NULL;
 
+    rsp->cut_short = cut && (rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_ABORTED_BY_CALLBACK);
     if (rc != CURLE_OK && gw_http_nothing_sent(curl, rc)) { /* the upstream cannot have acted on it */
         rsp->not_sent = 1;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
-                 rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
-                                                : curl_easy_strerror(rc));
+                 rsp->cut_short                   ? "not sent: the drain's deadline came first"
+                 : rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
+                                                  : curl_easy_strerror(rc));
         return GW_ERR_IO;
     }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
+    if (rsp->cut_short || rc == CURLE_OPERATION_TIMEDOUT) {
         rsp->timed_out = 1;
-        snprintf(rsp->error, sizeof(rsp->error), "no answer within the timeout");
+        snprintf(rsp->error, sizeof(rsp->error), "%s",
+                 rsp->cut_short ? "no answer: the drain's deadline cut the call short"
+                                : "no answer within the timeout");
         return GW_ERR_TIMEOUT;
     }
     if (sink->overflow) {
@@ -501,18 +535,34 @@ static int finish(CURL *curl, CURLcode rc, struct sink *sink, struct gw_http_res
 int gw_http_request(struct gw_http_client *c, const char *method, const char *path, const char *body,
                     const char *const *headers, struct gw_http_response *rsp)
 {
-    return gw_http_request_by(c, method, path, body, headers, 0, rsp);
+    return gw_http_request_until(c, method, path, body, headers, 0, NULL, rsp);
 }
 
 /* worker */
 int gw_http_request_by(struct gw_http_client *c, const char *method, const char *path, const char *body,
                        const char *const *headers, uint64_t deadline_ms, struct gw_http_response *rsp)
 {
+    return gw_http_request_until(c, method, path, body, headers, deadline_ms, NULL, rsp);
+}
+
+/* The sooner of two ends (gw_now_ms; 0: none). */
+static uint64_t sooner(uint64_t a, uint64_t b)
+{
+    return a == 0 || (b != 0 && b < a) ? b : a;
+}
+
+/* worker */
+int gw_http_request_until(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, uint64_t deadline_ms, const _Atomic uint64_t *end,
+                          struct gw_http_response *rsp)
+{
     struct sink sink = {0};
     struct source src = {body != NULL ? body : "", body != NULL ? strlen(body) : 0, 0};
+    struct gw_http_end check = {end, 0};
+    int by_end = 0; /* its timeout is what is left until *end, not the client's */
     struct curl_slist *hdrs = NULL;
     char *url = NULL;
-    uint64_t now = gw_now_ms();
+    uint64_t now = gw_now_ms(), end_ms = end != NULL ? atomic_load(end) : 0;
     long timeout_ms;
     CURL *curl;
     CURLcode rc;
@@ -522,24 +572,31 @@ int gw_http_request_by(struct gw_http_client *c, const char *method, const char 
     if (c == NULL || method == NULL || path == NULL)
         return GW_ERR_INVAL;
     timeout_ms = c->timeout_ms;
-    if (deadline_ms != 0 && deadline_ms <= now) { /* libcurl reads a timeout of 0 as none */
+    if ((deadline_ms = sooner(deadline_ms, end_ms)) != 0 && deadline_ms <= now) { /* libcurl: 0 is none */
         rsp->not_sent = 1;
-        snprintf(rsp->error, sizeof(rsp->error), "no time left within the timeout");
+        rsp->cut_short = deadline_ms == end_ms;
+        snprintf(rsp->error, sizeof(rsp->error), "%s",
+                 rsp->cut_short ? "not sent: the drain's deadline came first"
+                                : "no time left within the timeout");
         return GW_ERR_IO;
     }
-    if (deadline_ms != 0 && deadline_ms - now < (uint64_t)timeout_ms)
+    if (deadline_ms != 0 && deadline_ms - now < (uint64_t)timeout_ms) {
         timeout_ms = (long)(deadline_ms - now);
+        by_end = deadline_ms == end_ms;
+    }
     if ((curl = thread_handle(c)) == NULL || (url = join_url(c, path)) == NULL ||
         (hdrs = make_headers(body, headers)) == NULL) {
         snprintf(rsp->error, sizeof(rsp->error), "out of memory");
         goto out;
     }
     curl_easy_reset(curl);
-    if ((rc = set_options(c, curl, method, url, &src, hdrs, &sink, timeout_ms)) == CURLE_OK)
+    if ((rc = set_options(c, curl, method, url, &src, hdrs, &sink, timeout_ms)) == CURLE_OK &&
+        (rc = gw_http_setopt_end(curl, &check)) == CURLE_OK)
         rc = curl_easy_perform(curl);
-    ret = finish(curl, rc, &sink, rsp);
+    ret = finish(curl, rc, check.cut || (by_end && rc == CURLE_OPERATION_TIMEDOUT), &sink, rsp);
     /* the handle keeps nothing that points at this call's memory */
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 1L);
 out:
     headers_free(hdrs);
     free(url);
@@ -583,7 +640,7 @@ static void transfer_complete(struct transfer *tr, CURLcode rc)
     int ret;
 
     memset(&rsp, 0, sizeof(rsp));
-    ret = finish(tr->curl, rc, &tr->sink, &rsp);
+    ret = finish(tr->curl, rc, 0, &tr->sink, &rsp);
     tr->done(tr->arg, ret, &rsp);
     gw_http_response_cleanup(&rsp);
     transfer_free(tr);

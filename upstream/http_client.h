@@ -10,6 +10,7 @@
 #ifndef GW_HTTP_CLIENT_H
 #define GW_HTTP_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@ struct gw_http_client;
 struct gw_http_response {
     long status;   /* HTTP status; 0 if no answer (transport error or timeout) */
     int timed_out; /* 1 if the deadline passed (outcome unknown) */
+    int cut_short; /* 1 if its caller's end (a drain's deadline) ended it before an answer came */
     int not_sent;  /* 1 if the request never left (connect or TLS handshake failed): nothing
                       happened upstream */
     char *body;    /* NUL-terminated; at most GW_MAX_UPSTREAM_BODY bytes */
@@ -87,6 +89,29 @@ int gw_http_request(struct gw_http_client *c, const char *method, const char *pa
  */
 int gw_http_request_by(struct gw_http_client *c, const char *method, const char *path, const char *body,
                        const char *const *headers, uint64_t deadline_ms, struct gw_http_response *rsp);
+
+/*
+ * gw_http_request_until is gw_http_request_by within *end as well (gw_now_ms; 0 or NULL: none), an end its
+ * caller may lower while the call runs (a drain's deadline, come to a withdrawal asked before it began): it
+ * is read as the call begins and then by the transfer's progress check (gw_http_setopt_end). A call it
+ * cut short has rsp->cut_short: GW_ERR_TIMEOUT once the request may have left (rsp->timed_out), else
+ * rsp->not_sent and GW_ERR_IO.
+ */
+int gw_http_request_until(struct gw_http_client *c, const char *method, const char *path, const char *body,
+                          const char *const *headers, uint64_t deadline_ms, const _Atomic uint64_t *end,
+                          struct gw_http_response *rsp);
+
+/*
+ * An end a transfer checks while it runs: gw_http_setopt_end has libcurl's progress callback abort the
+ * transfer on |curl| (CURLE_ABORTED_BY_CALLBACK) once gw_now_ms reaches *e->end (0: not yet), and set
+ * e->cut. libcurl calls it at least every GW_UPSTREAM_END_CHECK_MS, also while no byte moves: an end
+ * lowered during the transfer ends it that much later at most. |e| outlives the transfer.
+ */
+struct gw_http_end {
+    const _Atomic uint64_t *end;
+    int cut;
+};
+CURLcode gw_http_setopt_end(CURL *curl, struct gw_http_end *e);
 
 /*
  * gw_http_response_cleanup wipes |rsp|'s body before it frees it: an answer may carry a secret (a

@@ -497,10 +497,10 @@ static int reason_usable(int reason)
 /*
  * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
  * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend. Nothing
- * goes over a network: |until_ms| does not cut its store's write short.
+ * goes over a network: |end| does not cut its store's write short.
  */
 static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, uint64_t until_ms, int *fail_info, char *err)
+                               int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
@@ -508,7 +508,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     char hex[2 * 20 + 1] = "";
     int rc;
 
-    (void)until_ms;
+    (void)end;
     (void)fail_info;
     if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",

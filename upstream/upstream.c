@@ -869,8 +869,8 @@ int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, cha
     return GW_ERR_POLICY;
 }
 
-/* gw_upstream_revoke_cert ended by |until_ms| as well (0: none). */
-static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+/* gw_upstream_revoke_cert ended by *end as well (NULL: none). */
+static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                        int *fail_info, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
@@ -883,14 +883,14 @@ static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, uin
     if (!gw_upstream_issued(up, cert))
         return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
     return up->ops->revoke != NULL
-               ? up->ops->revoke(up, cert, reason, until_ms, fail_info, err)
+               ? up->ops->revoke(up, cert, reason, end, fail_info, err)
                : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
-                                        until_ms, fail_info, err);
+                                        end, fail_info, err);
 }
 
 int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
-    return revoke_cert(up, cert, reason, 0, fail_info, err);
+    return revoke_cert(up, cert, reason, NULL, fail_info, err);
 }
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
@@ -901,7 +901,15 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
 int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
                              char *err)
 {
-    int fail_info, rc = revoke_cert(up, cert, reason, until_ms, &fail_info, err);
+    _Atomic uint64_t end = until_ms;
+
+    return gw_upstream_revoke_by(up, cert, reason, &end, err);
+}
+
+int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
+                          char *err)
+{
+    int fail_info, rc = revoke_cert(up, cert, reason, end, &fail_info, err);
 
     return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
@@ -923,7 +931,7 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     }
     if (issuer != NULL && !gw_upstream_issues_under(up, issuer))
         return not_its_ca(up, issuer, serial, err);
-    return up->ops->revoke_serial(up, issuer, serial, reason, 0, fail_info, err);
+    return up->ops->revoke_serial(up, issuer, serial, reason, NULL, fail_info, err);
 }
 
 int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,

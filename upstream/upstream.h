@@ -13,6 +13,7 @@
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -224,7 +225,12 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * takes an already revoked certificate as done (0), for a withdrawal; gw_upstream_revoke_until is
  * that call ended by |until_ms| (gw_now_ms; 0: none) as well as by the upstream's timeout, for a
  * withdrawal during a drain: past it nothing more is sent, and a call under way is cut short, a
- * failure that may pass whose outcome is unknown. Each asks the upstream only
+ * failure that may pass whose outcome is unknown. gw_upstream_revoke_by is that call with an end its
+ * caller may lower while it runs (*end; 0: none, written with atomic_store): a withdrawal asked before
+ * a drain began, whose answer no longer matters once the drain's deadline came. The call reads it before
+ * each request it sends and while a transfer waits (GW_UPSTREAM_END_CHECK_MS later at most): an end
+ * lowered meanwhile cuts it short there. Only such a call gets one: never a sign call, whose certificate
+ * the gateway must hear of. Each asks the upstream only
  * about a certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them,
  * |issuer| the name of one; else nothing is sent, an error is logged, and the answer is
  * GW_ERR_NOT_FOUND with "not the CA of upstream X: revoke ... by hand at its issuer ..." in |err|.
@@ -236,6 +242,8 @@ int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
 int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
                              char *err);
+int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
+                          char *err);
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
  * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without

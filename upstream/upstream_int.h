@@ -58,15 +58,16 @@ struct gw_upstream_ops {
     int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
     /* Optional (NULL unless caps say so). Synchronous; worker threads; bounded by the upstream timeout. */
     /* A refusal for good (GW_ERR_REFUSED) may name its failInfo in *fail_info (else badRequest). A
-       revocation ends by |until_ms| (gw_now_ms; 0: none) as well: past it nothing more is sent, and a
-       call under way is cut short, a failure that may pass (a withdrawal during a drain). */
-    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms, int *fail_info,
-                  char *err);
+       revocation ends by *end (gw_now_ms; 0: none; NULL for none at all) as well, which its caller may
+       lower while it runs (gw_upstream_revoke_by): past it nothing more is sent, and a call under way is
+       cut short, a failure that may pass (a withdrawal during a drain), its text saying so. */
+    int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
+                  int *fail_info, char *err);
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
     int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
     /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
     int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                         int reason, uint64_t until_ms, int *fail_info, char *err);
+                         int reason, const _Atomic uint64_t *end, int *fail_info, char *err);
     /* GW_UP_CERT_LOOKUP: the certificate it issued with |serial|, into *cert (the caller's). */
     int (*cert_by_serial)(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
     /* GW_UP_CRL: the current CRL of issuer |issuer_ref| (NULL: the default), DER, malloc'd (free()). */

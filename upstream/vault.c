@@ -554,11 +554,11 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. A refusal Vault would
  * repeat (a 4xx, an expired certificate) is GW_ERR_REFUSED with badRequest: Vault names no failInfo.
  * A 404 naming a path Vault does not have is the gateway's configuration (no_route). Its attempts end
- * by |until_ms| too (0: the timeout alone). Worker.
+ * by *end too (NULL or 0: the timeout alone), which may be lowered while they run. Worker.
  */
 static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
-                               const ASN1_INTEGER *serial_int, int reason, uint64_t until_ms, int *fail_info,
-                               char *err)
+                               const ASN1_INTEGER *serial_int, int reason, const _Atomic uint64_t *end,
+                               int *fail_info, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
@@ -566,14 +566,16 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     struct gw_vault_revoked rv;
     struct attempts a = vault_attempts_start(v);
     json_object *req = NULL;
+    uint64_t end_ms = end != NULL ? atomic_load(end) : 0;
     long status = 0;
     int rc;
 
     (void)issuer;
     (void)reason;
     (void)fail_info;
-    if (until_ms != 0 && until_ms < a.deadline)
-        a.deadline = until_ms;
+    a.end = end;
+    if (end_ms != 0 && end_ms < a.deadline)
+        a.deadline = end_ms;
     if ((rc = serial_text(serial_int, serial, err)) != 0)
         return rc;
     if ((req = json_object_new_object()) == NULL)

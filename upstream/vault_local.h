@@ -7,6 +7,7 @@
 #define GW_UPSTREAM_VAULT_LOCAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -50,6 +51,8 @@ struct attempts {
     /* a sign's: an attempt sent before the deadline has the client's whole timeout, so that a
        certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten */
     bool whole_sends;
+    /* a revocation's: an end its caller may lower while it runs (gw_http_request_until); NULL: none */
+    const _Atomic uint64_t *end;
 };
 
 /* The upstream's name for logs and errors: its configured name, else "vault". */

@@ -365,7 +365,7 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
         0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
-        (rc = gw_http_request_by(v->http, method, path, body, h.list, send_by(a), rsp)) != 0)
+        (rc = gw_http_request_until(v->http, method, path, body, h.list, send_by(a), a->end, rsp)) != 0)
         vault_set_err(err, "%s", rsp->error);
     if (tok != NULL)
         vault_mask_token(rsp, tok);

@@ -1257,10 +1257,10 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
     return rc;
 }
 
-static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                        int *fail_info, char *err)
 {
-    (void)up, (void)cert, (void)reason, (void)until_ms, (void)fail_info;
+    (void)up, (void)cert, (void)reason, (void)end, (void)fail_info;
     fake.revoke_calls++;
     if (fake.during_revoke != NULL)
         fake.during_revoke();
@@ -6408,7 +6408,7 @@ static struct {
     int entered, released, on_caller;
 } held_revoke = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
+static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                           int *fail_info, char *err)
 {
     struct timespec until;
@@ -6426,7 +6426,7 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
             ;
     }
     pthread_mutex_unlock(&held_revoke.lock);
-    return fake_revoke(up, cert, reason, until_ms, fail_info, err);
+    return fake_revoke(up, cert, reason, end, fail_info, err);
 }
 
 /* |e|'s slow adapter's revocations are held (it revokes: slow_revokes first). */

@@ -8,6 +8,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <openssl/x509v3.h>
 #include "gateway/config.h"
 #include "base/err.h"
+#include "base/clock.h"
 #include "base/limits.h"
 #include "gateway/cmp/shim.h"
 #include "upstream/upstream.h"
@@ -214,6 +216,7 @@ enum mode {
     M_TRUNC,
     M_BIG,
     M_SILENT,
+    M_HELD, /* silent for 3 s, past any end a test lowers */
     M_EXTRA,
     M_OTHER_TID,
     M_GONE_AFTER_IP
@@ -472,6 +475,9 @@ static void *serve(void *arg)
                 break;
             case M_SILENT:
                 poll(NULL, 0, 800); /* past the upstream's 300 ms */
+                break;
+            case M_HELD:
+                poll(NULL, 0, 3000);
                 break;
             case M_GONE_AFTER_IP:
                 serve_cmp(s, srv, c, buf, len);
@@ -1270,6 +1276,61 @@ static void test_revoke_cert(void **state)
     X509_free(x);
 }
 
+/* An end lowered while a call runs: |after_ms| after the call began, to |to_ms| from then. */
+struct lowered {
+    _Atomic uint64_t end;
+    uint64_t after_ms, to_ms;
+};
+
+static void *lowered_main(void *arg)
+{
+    struct lowered *l = arg;
+
+    usleep((useconds_t)l->after_ms * 1000);
+    atomic_store(&l->end, gw_now_ms() + l->to_ms);
+    return NULL;
+}
+
+/*
+ * A withdrawal's rr ended by the drain's deadline: one given its end as it began, one whose end a drain
+ * lowered while the CA held it, and one whose end had passed. Each says what the drain's deadline did,
+ * not the upstream's own timeout (10 s here), which did not end it; the last was not sent. Before, the
+ * first said "in time (none within 10000 ms)", and the second waited for the CA to close the connection
+ * (3 s), as the exchange read its end only as it began.
+ */
+static void test_revoke_drain_deadline(void **state)
+{
+    X509 *x = make_cert("issued", client_key, 0);
+    struct lowered l = {0, 200, 200};
+    char err[GW_ERR_LEN] = "";
+    struct server s;
+    struct run r;
+    uint64_t start;
+    pthread_t t;
+
+    (void)state;
+    server_start(&s, M_HELD);
+    run_open(&r, s.port);
+    start = gw_now_ms();
+    assert_int_equal(gw_upstream_revoke_until(r.up, x, CRL_REASON_KEY_COMPROMISE, start + 300, err),
+                     GW_ERR_UPSTREAM);
+    assert_true(gw_now_ms() - start < 1000);
+    assert_non_null(strstr(err, "did not answer before the drain's deadline cut the exchange short"));
+    assert_null(strstr(err, "10000 ms"));
+    start = gw_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    assert_int_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_KEY_COMPROMISE, &l.end, err), GW_ERR_UPSTREAM);
+    pthread_join(t, NULL);
+    assert_true(gw_now_ms() - start < 400 + GW_UPSTREAM_END_CHECK_MS + 300);
+    assert_non_null(strstr(err, "did not answer before the drain's deadline cut the exchange short"));
+    assert_int_equal(gw_upstream_revoke_until(r.up, x, CRL_REASON_KEY_COMPROMISE, gw_now_ms() - 1, err),
+                     GW_ERR_UPSTREAM);
+    assert_non_null(strstr(err, "was not asked: the drain's deadline came before its request was sent"));
+    run_close(&r);
+    server_stop(&s);
+    X509_free(x);
+}
+
 /*
  * A CMP CA's rejection of an rr: its own trouble, and its refusal of the gateway's message or
  * credentials, may pass (the client is told to retry later); any other is for good, with its failInfo
@@ -1383,6 +1444,7 @@ int main(void)
         cmocka_unit_test(test_certconf_rejects),
         cmocka_unit_test(test_certconf_rejects_another_signer),
         cmocka_unit_test(test_down),
+        cmocka_unit_test(test_revoke_drain_deadline),
         cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_sender_default),

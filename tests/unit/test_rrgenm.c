@@ -1504,13 +1504,13 @@ static struct {
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
 
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                            int reason, uint64_t until_ms, int *fail_info, char *err)
+                            int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
 {
     int n = __atomic_add_fetch(&by_serial.revokes, 1, __ATOMIC_SEQ_CST); /* a withdrawal's thread too */
 
     (void)up, (void)issuer, (void)serial;
     __atomic_store_n(&by_serial.reason, reason, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&by_serial.until_ms, until_ms, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&by_serial.until_ms, end != NULL ? atomic_load(end) : 0, __ATOMIC_SEQ_CST);
     if (by_serial.during != NULL)
         by_serial.during(n);
     if (by_serial.fails == 0)

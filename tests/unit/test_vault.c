@@ -8,6 +8,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1636,6 +1637,54 @@ static void test_revoke_until(void **state)
     fx_cleanup(&f);
 }
 
+/* An end lowered while a call runs: |ms| after the call began, to |to_ms| from then (lowered_main). */
+struct lowered {
+    _Atomic uint64_t end;
+    uint64_t after_ms, to_ms;
+};
+
+static void *lowered_main(void *arg)
+{
+    struct lowered *l = arg;
+
+    usleep((useconds_t)l->after_ms * 1000);
+    atomic_store(&l->end, gw_now_ms() + l->to_ms);
+    return NULL;
+}
+
+/*
+ * A revocation at Vault when its caller lowers its end (a drain begun while it runs, for a withdrawal
+ * asked before it): the call ends by that end, GW_UPSTREAM_END_CHECK_MS later at most, cut short, and
+ * says that the drain's deadline cut it. Before, the call read its end only as it began, and waited for
+ * Vault's answer (1.5 s here), which revoked. The twin: an end never lowered leaves the call alone.
+ */
+static void test_revoke_end_lowered(void **state)
+{
+    static const struct answer slow = {200, REVOKED_BODY, 2500};
+    struct lowered l = {0, 200, 200};
+    struct fx f;
+    char err[GW_ERR_LEN];
+    pthread_t t;
+    uint64_t start;
+    int rc;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&slow, 1);
+    start = gw_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, GW_ERR_TIMEOUT);
+    assert_true(gw_now_ms() - start < 400 + GW_UPSTREAM_END_CHECK_MS + 200);
+    assert_non_null(strstr(err, "the drain's deadline cut the call short"));
+    assert_int_equal(fake_n_reqs(), 1);
+    atomic_store(&l.end, 0);
+    fake_script(&(struct answer){200, REVOKED_BODY, 600}, 1);
+    assert_int_equal(gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err), 0);
+    fx_cleanup(&f);
+}
+
 /* Vault's router for a mount the gateway's configuration names and Vault does not have. */
 #define NO_ROUTE "{\"errors\":[\"no handler for route \\\"pki/revoke\\\". route entry not found.\"]}"
 
@@ -2548,6 +2597,7 @@ int main(void)
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_revoke_until),
+        cmocka_unit_test(test_revoke_end_lowered),
         cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
