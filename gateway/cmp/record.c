@@ -15,6 +15,7 @@
 #include "upstream/upstream.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +140,11 @@ struct withdrawal {
     char tid[2 * GW_MAX_TID_LEN + 1];
     X509 *cert;
     int reason;
-    int attempts;      /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
-    uint64_t took_ms;  /* how long its last call to its upstream took */
-    uint64_t until_ms; /* its last call's end when it began during a drain (calls_end), else 0 */
+    int attempts;     /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
+    uint64_t took_ms; /* how long its last call to its upstream took */
+    /* its last call's end, which the call reads as it runs (gw_upstream_revoke_by): calls_end when it
+       began during a drain, lowered by a drain begun while it ran (cut_in), else 0 */
+    _Atomic uint64_t until_ms;
 };
 
 struct cmp_withdrawals {
@@ -149,11 +152,11 @@ struct cmp_withdrawals {
     pthread_cond_t cond;              /* a job queued or ended, or the queue stopping */
     struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
     size_t queued;
-    int running;                     /* a job the thread took and has not ended yet */
-    const struct withdrawal *asking; /* that job, until its upstream answered */
-    int asked;                       /* |asking| was sent to its upstream (not waiting to begin still) */
-    int failed;                      /* its upstream failed it, and it waits to ask again (ask_again) */
-    int given_up;                    /* |asking| is on record as not revoked: the drain's end came first */
+    int running;               /* a job the thread took and has not ended yet */
+    struct withdrawal *asking; /* that job, until its upstream answered */
+    int asked;                 /* |asking| was sent to its upstream (not waiting to begin still) */
+    int failed;                /* its upstream failed it, and it waits to ask again (ask_again) */
+    int given_up;              /* |asking| is on record as not revoked: the drain's end came first */
     int started, stopping;
     uint64_t until_ms;   /* once stopping: the drain's deadline (gw_now_ms) */
     uint64_t backoff_ms; /* the wait before a job's second attempt: GW_WITHDRAWAL_BACKOFF_MS, or a test's */
@@ -211,17 +214,51 @@ static uint64_t calls_end(const struct cmp_withdrawals *q)
 }
 
 /*
- * worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again).
- * Once a drain began, its call ends by calls_end (w->until_ms); before, by its upstream's timeout alone.
+ * The end of a call a drain finds under way (lock held): calls_end, less the time libcurl may take to see
+ * an end lowered while a transfer runs (GW_UPSTREAM_END_CHECK_MS), so that the call cut short there is on
+ * record by the deadline, as one begun during the drain is (calls_end). Never 0, which is no end.
  */
-static void sending(struct cmp_withdrawals *q, struct withdrawal *w)
+static uint64_t cut_in(const struct cmp_withdrawals *q)
 {
+    uint64_t end = calls_end(q);
+
+    return end > GW_UPSTREAM_END_CHECK_MS + 1 ? end - GW_UPSTREAM_END_CHECK_MS : 1;
+}
+
+/*
+ * Why a withdrawal was not sent to its upstream during a drain: what the drain left of it was gone
+ * (calls_end) when it was to be sent, once it had waited for another revocation of it. Nothing reached
+ * the CA: not revoked, unlike one cut short (TEXT_CUT_SHORT), whose request may have.
+ */
+#define TEXT_NOT_SENT                                                                                        \
+    "the drain's deadline came before it was sent to the upstream, which was not asked (the gateway "        \
+    "stopping or its configuration retired)"
+
+/*
+ * worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again):
+ * 0. Once a drain began, its call ends by calls_end (w->until_ms); before, by its upstream's timeout, or
+ * by the end a drain begun meanwhile gives it (cut_in). GW_ERR_TIMEOUT: calls_end passed already, and
+ * nothing is sent; unless the drain gave up on it first, it is on record as not sent (TEXT_NOT_SENT).
+ */
+static int sending(struct gw_cmp_engine *e, struct withdrawal *w)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    int rc = 0;
+
     pthread_mutex_lock(&q->lock);
-    q->asked = 1;
-    q->failed = 0;
-    w->attempts++;
-    w->until_ms = q->stopping ? calls_end(q) : 0;
+    if (q->stopping && !q->given_up && gw_now_ms() >= calls_end(q)) {
+        q->failed = 1; /* nothing more is asked: a drain need not wait for the thread */
+        q->given_up = 1;
+        not_revoked(e, w, TEXT_NOT_SENT);
+        rc = GW_ERR_TIMEOUT;
+    } else {
+        q->asked = 1;
+        q->failed = 0;
+        w->attempts++;
+        atomic_store(&w->until_ms, q->stopping ? calls_end(q) : 0);
+    }
     pthread_mutex_unlock(&q->lock);
+    return rc;
 }
 
 /* worker: the upstream answered the job it was asking; 1 if the drain gave up on it meanwhile. */
@@ -299,8 +336,9 @@ static bool may_pass(int rc)
 static void cut_short(struct gw_cmp_engine *e, const struct withdrawal *w, int rc)
 {
     struct cmp_withdrawals *q = e->withdrawals;
+    uint64_t end = atomic_load(&w->until_ms);
 
-    if (rc >= 0 || w->until_ms == 0 || gw_now_ms() < w->until_ms || !may_pass(rc))
+    if (rc >= 0 || end == 0 || gw_now_ms() < end || !may_pass(rc))
         return;
     pthread_mutex_lock(&q->lock);
     q->failed = 1; /* nothing more is asked: a drain need not wait for the thread */
@@ -409,14 +447,16 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
     if (mine < 0 && t->up != NULL)
         gw_log_kv(GW_LOG_WARN, "revoke_not_marked", "tid", w->tid, "serial", t->serial, "reason", err, "msg",
                   "withdrawn all the same: another revocation of it may reach the CA too", NULL);
-    sending(e->withdrawals, w);
+    if ((rc = sending(e, w)) != 0)
+        goto out;
     start = gw_now_ms();
-    rc = t->up != NULL ? gw_upstream_revoke_until(t->up, w->cert, w->reason, w->until_ms, err)
+    rc = t->up != NULL ? gw_upstream_revoke_by(t->up, w->cert, w->reason, &w->until_ms, err)
                        : no_upstream(w->cert, err);
     w->took_ms = gw_now_ms() - start;
     cut_short(e, w, rc);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
+out:
     if (mine == 0)
         cmp_revoked_end(e, w->cert); /* after cmp_status_revoked: who waited finds it revoked */
     return rc;
@@ -700,10 +740,11 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
  * configuration generation, and cannot tell which. One asked goes on until its upstream answers: the
  * CA may revoke the certificate (its "revoked" record then follows this one) or not. One waiting to
  * begin goes on once its wait ends: the revocation it waited for may revoke the certificate, or this
- * withdrawal may reach the CA after all. One asked during the drain is not "asked" here unless its
- * adapter overran the end it was given (calls_end): it ended GW_WITHDRAWAL_RECORD_MS before the
- * deadline, and its thread, not the drain, put it on record (cut_short), so that its answer coming at
- * the deadline, before the thread takes the lock, is not taken for none.
+ * withdrawal may reach the CA after all. One asked during the drain, or at its upstream as it began (its
+ * end lowered then: cut_in), is not "asked" here unless its adapter overran the end it was given (calls_end):
+ * it ended GW_WITHDRAWAL_RECORD_MS before the deadline, and its thread, not the drain, put it on record
+ * (cut_short), so that its answer coming at the deadline, before the thread takes the lock, is not taken for
+ * none.
  */
 #define TEXT_GAVE_UP_ASKED                                                                                   \
     "the drain gave up on it after the upstream was asked, before it answered (the gateway stopping or its " \
@@ -751,6 +792,9 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
     q->until_ms = until_ms;
+    /* one at its upstream already: its answer no longer matters past the deadline, and its call ends */
+    if (q->asking != NULL && q->asked && atomic_load(&q->asking->until_ms) == 0)
+        atomic_store(&q->asking->until_ms, cut_in(q));
     pthread_cond_broadcast(&q->cond);
     /* the thread signals |cond| as each job ends (take) */
     while ((q->head != NULL || q->running) && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)

@@ -78,7 +78,10 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
  * ask its upstream again is asked a last time at once only if more is left than its failed attempt took.
  * A call begun during the drain (that last attempt, a job taken from the queue) ends
  * GW_WITHDRAWAL_RECORD_MS before |until_ms| (gw_upstream_revoke_until), and one cut short there is on
- * record by its own thread, which then ends: the drain need not leave |e| to it.
+ * record by its own thread, which then ends: the drain need not leave |e| to it. One at its upstream
+ * when the drain begins gets an end then, which its call reads as it runs (gw_upstream_revoke_by), early
+ * enough by GW_UPSTREAM_END_CHECK_MS to be cut short and on record the same way; one whose wait to begin
+ * outlasted the end for calls is not sent, and on record as not revoked.
  * Then every withdrawal not done gets "revoke_failed" and a log line with its serial and upstream, the
  * one whose upstream has not answered too. false: that one still runs, and |e| with all it uses must be
  * left to the process exit. NULL-safe on e->withdrawals.

@@ -1496,9 +1496,10 @@ static struct {
     X509 *own_ca; /* the local conf's, set aside */
     int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
     int fail_info;
-    int reason;            /* the CRLReason the last revocation was asked with */
-    uint64_t until_ms;     /* the end the last revocation was given (gw_now_ms; 0: none) */
-    void (*during)(int n); /* called by revocation |n| (1, 2, ...) before it answers, on its thread */
+    int reason;                  /* the CRLReason the last revocation was asked with */
+    uint64_t until_ms;           /* the end the last revocation was given (gw_now_ms; 0: none) */
+    const _Atomic uint64_t *end; /* that end as it stands, while the revocation runs (NULL: none) */
+    void (*during)(int n);       /* called by revocation |n| (1, 2, ...) before it answers, on its thread */
 } by_serial;
 
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
@@ -1511,6 +1512,7 @@ static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, con
     (void)up, (void)issuer, (void)serial;
     __atomic_store_n(&by_serial.reason, reason, __ATOMIC_SEQ_CST);
     __atomic_store_n(&by_serial.until_ms, end != NULL ? atomic_load(end) : 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&by_serial.end, end, __ATOMIC_SEQ_CST);
     if (by_serial.during != NULL)
         by_serial.during(n);
     if (by_serial.fails == 0)
@@ -2922,6 +2924,108 @@ static void test_drain_cuts_queued_withdrawal_short(void **state)
     assert_cut_short(g, "not revoked: " TEXT_CUT_SHORT);
 }
 
+/* A CA that does not answer a revocation until its end as it stands (a drain may lower it), or 5 s. */
+static void silent_until_lowered_end(int n)
+{
+    const _Atomic uint64_t *end = __atomic_load_n(&by_serial.end, __ATOMIC_SEQ_CST);
+    uint64_t start = gw_now_ms(), until;
+
+    (void)n;
+    while (gw_now_ms() < ((until = end != NULL ? atomic_load(end) : 0) != 0 ? until : start + 5000))
+        usleep(10 * 1000);
+    __atomic_store_n(&by_serial.fails, GW_ERR_TIMEOUT, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A drain begun while a withdrawal is at the CA, asked before it with no end: the drain gives the call an
+ * end, which the call reads as it runs, and the CA not answering ends it there, on record by its thread as
+ * cut short; the drain ends before its deadline with the thread done. Before, the call kept its upstream's
+ * timeout: the drain gave up at its deadline ("before it answered") and left the engine running it.
+ */
+static void test_drain_cuts_withdrawal_at_the_ca_short(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    by_serial.during = silent_until_lowered_end;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
+        usleep(10 * 1000);
+    assert_int_equal(__atomic_load_n(&by_serial.until_ms, __ATOMIC_SEQ_CST), 0);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 2500));
+    assert_true(gw_now_ms() - start < 2500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_cut_short(g, "not revoked: " TEXT_CUT_SHORT);
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
+#define TEXT_NOT_SENT                                                                                        \
+    "the drain's deadline came before it was sent to the upstream, which was not asked (the gateway "        \
+    "stopping or its configuration retired)"
+
+static uint64_t drain_until; /* the deadline of drain_main's drain */
+static bool drained;         /* what it returned */
+
+static void *drain_main(void *arg)
+{
+    struct env *e = arg;
+
+    drained = cmp_withdrawals_drain(e->engine, drain_until);
+    return NULL;
+}
+
+static pthread_t drain_thread;
+
+/*
+ * The holder's rr at the CA (n 1): a withdrawal of its certificate waits for it, and a drain begins on a
+ * thread of its own; the rr answers once what the drain leaves for calls (its deadline less
+ * GW_WITHDRAWAL_RECORD_MS) has passed, before the deadline. A later revocation answers as an adapter whose
+ * end had passed: nothing sent.
+ */
+static void rr_outlasts_calls_end(int n)
+{
+    if (n != 1) {
+        if (gw_now_ms() >= __atomic_load_n(&by_serial.until_ms, __ATOMIC_SEQ_CST))
+            __atomic_store_n(&by_serial.fails, GW_ERR_IO, __ATOMIC_SEQ_CST);
+        return;
+    }
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && gw_cmp_engine_revocations_waiting(race.env->engine) == 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(gw_cmp_engine_revocations_waiting(race.env->engine), 1);
+    drain_until = gw_now_ms() + 800;
+    assert_int_equal(pthread_create(&drain_thread, NULL, drain_main, race.env), 0);
+    usleep((800 - GW_WITHDRAWAL_RECORD_MS + 100) * 1000);
+}
+
+/*
+ * A withdrawal whose wait for the holder's rr outlasted what the drain left for calls: it is not sent,
+ * and on record as not revoked, to revoke by hand, for nothing reached the CA. Before, it was sent with
+ * an end already passed, which the adapter does not send, and put on record as cut short, "may or may
+ * not be revoked".
+ */
+static void test_drain_end_passed_before_withdrawal_sent(void **state)
+{
+    struct gave_up *g = *state;
+    struct env *e = g->e;
+
+    by_serial.fails = GW_ERR_REFUSED;
+    by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    by_serial.during = rr_outlasts_calls_end;
+    expect_rr(e, g->held, g->k, g->held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+              NULL);
+    pthread_join(drain_thread, NULL);
+    assert_true(drained);
+    gave_up_read_log(g);
+    assert_int_equal(audit_count(e, "revoke_failed", "serial", "race"), 1); /* the rr's aside */
+    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT), 1);
+    assert_non_null(strstr(g->logged, "is still valid: revoke it by hand"));
+    assert_null(strstr(g->logged, TEXT_CUT_SHORT));
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 0);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -3274,6 +3378,10 @@ int main(void)
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_cuts_last_attempt_short, gave_up_setup, gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_cuts_queued_withdrawal_short, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_withdrawal_at_the_ca_short, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_end_passed_before_withdrawal_sent, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
