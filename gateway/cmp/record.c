@@ -407,9 +407,9 @@ static bool ask_again(struct gw_cmp_engine *e, const struct withdrawal *w, int r
     if (!may_pass(rc) || w->attempts >= GW_WITHDRAWAL_ATTEMPTS)
         return false;
     pthread_mutex_lock(&q->lock);
-    q->failed = 1; /* a drain giving up from now on says that the upstream answered */
-    ms = q->backoff_ms << (2 * (w->attempts - 1));
-    again = !q->stopping;
+    q->failed = 1;        /* a drain giving up from now on says that the upstream answered */
+    again = !q->stopping; /* a job not sent (sending) has no attempt yet: only ever when stopping */
+    ms = again ? q->backoff_ms << (2 * (w->attempts - 1)) : 0;
     pthread_mutex_unlock(&q->lock);
     if (!again)
         return false;
