@@ -21,8 +21,8 @@
  * gw_field_parse_object parses exactly |len| bytes of |body| (no NUL terminator needed; NULL with
  * len 0 is an empty answer) as one JSON object followed by nothing but whitespace, in json-c's strict
  * mode (no comments, trailing commas or leading zeros) and valid UTF-8, as Go's encoding/json, which
- * Vault and cfssl answer with, writes it, of at most GW_MAX_UPSTREAM_CONTAINERS '{' and '[' (counted
- * before json-c builds them, strings included). Returns the object (the caller's: json_object_put), or
+ * Vault and cfssl answer with, writes it, of at most GW_MAX_UPSTREAM_CONTAINERS '{' and '[' outside
+ * strings (counted before json-c builds them). Returns the object (the caller's: json_object_put), or
  * NULL with the reason in |err| (empty, too large, too many of them, truncated, trailing data, not an
  * object, json-c's reason).
  */

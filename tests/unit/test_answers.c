@@ -34,7 +34,7 @@ struct tag {
     size_t len;
 };
 
-static struct tag tags[48];
+static struct tag tags[56];
 static size_t n_tags;
 
 struct buf {
@@ -274,6 +274,11 @@ static int setup(void **state)
     memset(big, '[', GW_MAX_UPSTREAM_CONTAINERS + 1);
     tag_quoted("@BRACKETS@", big, GW_MAX_UPSTREAM_CONTAINERS + 1);
     free(big);
+    /* a role's templated patterns, as Vault writes them back: two '{' (and two '}') in each string */
+    tag_repeat("@URITMPL256@", "\"spiffe://x/{{identity.entity.aliases.auth_cert_1.name}}\"",
+               GW_MAX_PATTERNS);
+    tag_repeat("@DOMTMPL256@", "\"{{identity.entity.metadata.host}}.example.com\"", GW_MAX_PATTERNS);
+    tag_repeat("@ESCAPED@", "\"\\\"{[\\\\\"", GW_MAX_UPSTREAM_CONTAINERS);
     {
         const struct tag *c = &tags[1]; /* @CA@ */
         char *item = strndup(c->text, c->len);
@@ -479,7 +484,11 @@ static void test_document(void **state)
         {"objects and arrays over the cap", "{\"errors\":[],\"pad\":[@OBJOVER@]}", UP,
          "not Vault JSON: the answer holds more than 1024 '{' and '[' (objects and arrays)"},
         {"a MiB of empty objects", "{\"errors\":[],\"pad\":[@OBJMIB@]}", UP, "more than 1024 '{' and '['"},
-        {"brackets in a string count too", "{\"errors\":[],\"note\":@BRACKETS@}", UP,
+        /* only json-c's objects and arrays count: brackets in a string, after escaped quotes and backslashes,
+           are characters */
+        {"brackets in a string", "{\"errors\":[],\"note\":@BRACKETS@}", 0, NULL},
+        {"brackets after escapes", "{\"errors\":[],\"notes\":[@ESCAPED@]}", 0, NULL},
+        {"objects after escapes over the cap", "{\"errors\":[],\"notes\":[\"\\\\\",@OBJOVER@]}", UP,
          "more than 1024 '{' and '['"},
         /* twins that are fine: whitespace after the document, as Go's json.Encoder writes it */
         {"newline after", "{\"errors\":[]}\n", 0, NULL},
@@ -930,6 +939,11 @@ static void test_vault_role(void **state)
         {"issuer_ref query", ROLE(",\"issuer_ref\":\"a?b\""), UP, "data.issuer_ref is not a plain name"},
         {"issuer_ref NUL", ROLE(",\"issuer_ref\":\"a\\u0000b\""), UP, "data.issuer_ref holds a NUL"},
         {"issuer_ref too long", ROLE(",\"issuer_ref\":@REFOVER@"), UP, "data.issuer_ref is 129 bytes"},
+        /* 1024 '{' in templated patterns' strings, which are no objects: the policy reads */
+        {"templated patterns",
+         ROLE(",\"allowed_uri_sans\":[@URITMPL256@],\"allowed_domains\":[@DOMTMPL256@],"
+              "\"allowed_uri_sans_template\":true,\"allowed_domains_template\":true"),
+         0, NULL},
         {"data missing", "{}", UP, "data is missing or null"},
         {"trailing data", ROLE("") "}", UP, "trailing data"},
     };
