@@ -79,6 +79,7 @@ struct answer {
     X509 *cert;         /* READ_SIGN, READ_INFO */
     unsigned char *der; /* READ_CRL */
     size_t der_len;
+    bool unread; /* READ_SIGN: an answer too large, or of too many objects and arrays, to be read */
 };
 
 /* How a cfssl error becomes a CMP failInfo: by code range, then by message for the HTTP-level code 400. */
@@ -268,6 +269,16 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
             answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                         "cfssl %s could not be reached, it is unavailable: %s", gw_upstream_conf_name(conf),
                         rsp->error[0] ? rsp->error : gw_err_str(rc));
+        goto out;
+    }
+    if (what == READ_SIGN && gw_field_unread(rsp->body, rsp->body_len, why) != 0) {
+        /* not a field of it is read, result.certificate neither: a certificate cfssl may have issued is
+           neither recorded nor withdrawn, which only cfssl can tell */
+        answer_fail(a, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                    "cfssl %s: the %s answer (HTTP %ld) could not be read (%s); the outcome is unknown "
+                    "(cfssl may have issued: see its database), not retried",
+                    gw_upstream_conf_name(conf), strrchr(endpoint, '/') + 1, rsp->status, why);
+        a->unread = true;
         goto out;
     }
     rc = read_answer(rsp, what, &env, a, why);
@@ -714,6 +725,9 @@ static void sign_call_done(void *arg, int rc, const struct gw_http_response *rsp
     struct answer a;
 
     reduce(sc->conf, sc->endpoint, READ_SIGN, rc, rsp, &a);
+    if (a.unread) /* the operator must look at cfssl: the client's refusal says no more than that */
+        gw_log_kv(GW_LOG_ERROR, "cfssl_sign_unread", "upstream", gw_upstream_conf_name(sc->conf),
+                  "request_id", sc->rid, "reason", a.reason, NULL);
     if (a.status != 0) {
         set_error(sc->res, &a);
         sc->res->cert = a.cert; /* issued all the same, if set: the engine records and revokes it */

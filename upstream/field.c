@@ -74,6 +74,16 @@ static size_t containers(const char *s, size_t len)
     return n;
 }
 
+int gw_field_unread(const char *body, size_t len, char *err)
+{
+    if (len > GW_MAX_UPSTREAM_BODY)
+        return gw_field_fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+    if (body != NULL && containers(body, len) > GW_MAX_UPSTREAM_CONTAINERS)
+        return gw_field_fail(err, "the answer holds more than %d '{' and '[' (objects and arrays)",
+                             GW_MAX_UPSTREAM_CONTAINERS);
+    return 0;
+}
+
 /* gw_field_parse_object, and when |leading| is not NULL, gw_field_parse_leading's *leading. */
 static json_object *parse_object(const char *body, size_t len, json_object **leading, char *err)
 {
@@ -86,15 +96,8 @@ static json_object *parse_object(const char *body, size_t len, json_object **lea
         gw_field_fail(err, "the answer is empty");
         return NULL;
     }
-    if (len > GW_MAX_UPSTREAM_BODY) {
-        gw_field_fail(err, "the answer is larger than %d bytes", GW_MAX_UPSTREAM_BODY);
+    if (gw_field_unread(body, len, err) != 0)
         return NULL;
-    }
-    if (containers(body, len) > GW_MAX_UPSTREAM_CONTAINERS) {
-        gw_field_fail(err, "the answer holds more than %d '{' and '[' (objects and arrays)",
-                      GW_MAX_UPSTREAM_CONTAINERS);
-        return NULL;
-    }
     if ((tok = json_tokener_new()) == NULL) {
         gw_field_fail(err, "out of memory");
         return NULL;

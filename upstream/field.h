@@ -29,6 +29,13 @@
 json_object *gw_field_parse_object(const char *body, size_t len, char *err);
 
 /*
+ * gw_field_unread: 0, or GW_ERR_UPSTREAM with the reason in |err| when gw_field_parse_object refuses |len|
+ * bytes of |body| unread, for their size (over GW_MAX_UPSTREAM_BODY) or their objects and arrays (over
+ * GW_MAX_UPSTREAM_CONTAINERS): what such an answer holds, a certificate included, is not known.
+ */
+int gw_field_unread(const char *body, size_t len, char *err);
+
+/*
  * gw_field_parse_leading is gw_field_parse_object, and when its only fault is bytes after a complete
  * JSON object, that object goes to *leading (the caller's: json_object_put; else NULL) while NULL is
  * returned: enough to learn what an answer says was done (a certificate issued), never to act on it.

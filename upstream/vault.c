@@ -330,12 +330,21 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
                         const struct gw_http_response *rsp, const char *tok, const char *err,
                         struct gw_sign_result *res)
 {
+    bool unread = false;
     char why[GW_ERR_LEN];
     X509 *cert;
 
     if (rc != 0) {
         unanswered(rc, rsp, err, why);
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "%s", why);
+    } else if (gw_field_unread(rsp->body, rsp->body_len, why) != 0) {
+        /* not a field of it is read, data.certificate neither: Vault may have issued a certificate that is
+           neither recorded nor withdrawn, which only Vault can tell */
+        gw_sign_result_fail(res, GW_ERR_UPSTREAM, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                            "Vault's answer (HTTP %ld) could not be read (%s); the outcome is unknown (Vault "
+                            "may have issued: see its audit device), do not retry blindly",
+                            rsp->status, why);
+        unread = true;
     } else if (rsp->status >= 200 &&
                rsp->status < 300) { /* a certificate in any 2xx is kept (parse_signed) */
         parse_signed(v, rid, rsp, tok, res);
@@ -351,8 +360,9 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
                            res->reason);
     }
     if (res->status != 0)
-        gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v), "request_id", rid, "path",
-                  path, "reason", res->reason, "error", err != NULL ? err : "", NULL);
+        gw_log_kv(unread ? GW_LOG_ERROR : GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v),
+                  "request_id", rid, "path", path, "reason", res->reason, "error", err != NULL ? err : "",
+                  NULL);
 }
 
 /*

@@ -982,6 +982,52 @@ static void test_sign_envelope_strict(void **state)
 }
 
 /*
+ * A sign answer of more objects and arrays than the gateway lets json-c build is not read at all, its
+ * result.certificate neither: cfssl may have issued a certificate that is neither recorded nor withdrawn,
+ * so the reason says the outcome is unknown rather than a refusal of what cfssl said. Its twin, under
+ * the cap, is read and delivered.
+ */
+static void test_sign_answer_unread(void **state)
+{
+    static const size_t pads[] = {GW_MAX_UPSTREAM_CONTAINERS, GW_MAX_UPSTREAM_CONTAINERS / 2};
+    char *q = json_quote(leaf_pem), *body;
+    size_t cap = strlen(q) + 128 + 3 * GW_MAX_UPSTREAM_CONTAINERS;
+
+    (void)state;
+    assert_non_null(body = malloc(cap));
+    for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++) {
+        struct fixture f;
+        struct gw_sign_result *res;
+        size_t len =
+            (size_t)snprintf(body, cap, "{\"success\":true,\"result\":{\"certificate\":%s},\"pad\":[", q);
+
+        for (size_t n = 0; n < pads[i]; n++)
+            len += (size_t)snprintf(body + len, cap - len, n == 0 ? "{}" : ",{}");
+        snprintf(body + len, cap - len, "],\"errors\":[],\"messages\":[]}\n");
+        srv_set(&srv.sign, (struct reply){200, "application/json", body, 0});
+        fixture_init(&f, srv.port, 0);
+        res = sign(&f, csr);
+        if (i == 0) {
+            assert_int_equal(res->status, GW_ERR_UPSTREAM);
+            assert_int_equal(res->fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+            assert_null(res->cert);
+            if (strstr(res->reason,
+                       "cfssl cf: the sign answer (HTTP 200) could not be read (the answer holds "
+                       "more than 1024 '{' and '[' (objects and arrays)); the outcome is unknown "
+                       "(cfssl may have issued: see its database), not retried") != res->reason)
+                fail_msg("reason \"%s\"", res->reason);
+        } else {
+            assert_int_equal(res->status, 0);
+            assert_int_equal(X509_cmp(res->cert, leaf), 0);
+        }
+        result_free(res);
+        fixture_cleanup(&f);
+    }
+    free(body);
+    free(q);
+}
+
+/*
  * cfssl writes every error with "result": null. An error answer that holds a certificate all the same
  * (a broken or altered cfssl) is refused as systemFailure whatever its status and code, and its
  * certificate handed on to be recorded and withdrawn; the reason still says cfssl's error. Each twin
@@ -1529,6 +1575,7 @@ int main(void)
         cmocka_unit_test(test_authsign_token),
         cmocka_unit_test(test_sign_answers),
         cmocka_unit_test(test_sign_envelope_strict),
+        cmocka_unit_test(test_sign_answer_unread),
         cmocka_unit_test(test_sign_error_with_certificate),
         cmocka_unit_test(test_sign_message_bounded),
         cmocka_unit_test(test_sign_foreign_issuer),

@@ -986,6 +986,59 @@ static void test_sign_answer_out_of_range(void **state)
     fx_cleanup(&f);
 }
 
+/* |body| (one JSON object) with a member of |n| empty objects added: one '{' each. */
+static char *padded(const char *body, size_t n)
+{
+    size_t len = strlen(body), cap = len + 16 + 3 * n;
+    char *out = malloc(cap), *p;
+
+    assert_non_null(out);
+    p = out + snprintf(out, cap, "%.*s,\"pad\":[", (int)(len - 1), body); /* its closing '}' left off */
+    for (size_t i = 0; i < n; i++)
+        p += snprintf(p, cap - (size_t)(p - out), i == 0 ? "{}" : ",{}");
+    snprintf(p, cap - (size_t)(p - out), "]}");
+    return out;
+}
+
+/*
+ * A sign answer of more objects and arrays than the gateway lets json-c build is not read at all, its
+ * data.certificate neither: Vault may have issued a certificate that is neither recorded nor withdrawn,
+ * so the reason says the outcome is unknown rather than a refusal of what Vault said. Its twin, under
+ * the cap, is read and delivered.
+ */
+static void test_sign_answer_unread(void **state)
+{
+    struct answer a = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct fx f;
+    char *body;
+
+    (void)state;
+    fx_init(&f, 5000);
+    a.body = body = padded(ok_body, GW_MAX_UPSTREAM_CONTAINERS);
+    fake_script(&a, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_UPSTREAM);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemFailure);
+    assert_null(res.cert);
+    if (strstr(res.reason,
+               "Vault's answer (HTTP 200) could not be read (the answer holds more than 1024 '{' "
+               "and '[' (objects and arrays)); the outcome is unknown (Vault may have issued: see "
+               "its audit device), do not retry blindly") != res.reason)
+        fail_msg("reason \"%s\"", res.reason);
+    assert_int_equal(fake_n_reqs(), 1); /* not asked again */
+    gw_sign_result_cleanup(&res);
+    free(body);
+    a.body = body = padded(ok_body, GW_MAX_UPSTREAM_CONTAINERS / 2);
+    fake_script(&a, 1);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_non_null(res.cert);
+    gw_sign_result_cleanup(&res);
+    free(body);
+    fx_cleanup(&f);
+}
+
 /*
  * Vault signs with HTTP 200. Another 2xx (201, 202: a proxy's, or no answer of Vault's sign) with a
  * certificate is refused, and the certificate handed on to be recorded and revoked: as an error it
@@ -2579,6 +2632,7 @@ int main(void)
         cmocka_unit_test(test_sign_errors),
         cmocka_unit_test(test_map_error_long_message),
         cmocka_unit_test(test_sign_answer_out_of_range),
+        cmocka_unit_test(test_sign_answer_unread),
         cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),
