@@ -52,8 +52,8 @@ struct cmp_up {
 
 /*
  * Why no usable answer came, in the words the client gets (map_failure): the CA was not reached (nothing
- * of the message left: it issued nothing), or it was and did not answer (it may have issued), or its
- * answer is no CMP answer.
+ * of the message left: it issued nothing), or it was and did not answer, or its answer is no CMP answer
+ * (either way it may have issued).
  */
 enum xfer_fault { XFER_UNREACHED, XFER_UNANSWERED, XFER_UNUSABLE, XFER_NOT_ASKED };
 static const char *const xfer_said[] = {
@@ -579,8 +579,10 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
     *status = GW_ERR_UPSTREAM;
     if (x->failed) {
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+        /* whatever came back, if anything, the CA may have taken a request that left (an answer that is no
+           CMP answer may have been a proxy's, the CA's ip garbled, or one over our caps) */
         snprintf(reason, GW_ERR_LEN, "upstream CA %.48s %s%.100s%s", gw_upstream_conf_name(cu->conf),
-                 xfer_said[x->fault], x->err, x->fault == XFER_UNANSWERED ? "; the outcome is unknown" : "");
+                 xfer_said[x->fault], x->err, x->sent ? "; the outcome is unknown" : "");
         return;
     }
     if (OSSL_CMP_CTX_get0_newCert(ctx) != NULL) {
@@ -599,9 +601,15 @@ static void map_failure(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
             snprintf(reason, GW_ERR_LEN, PREFIX "request rejected (%s)", status_name(st));
         return;
     }
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
+    if (!x->sent) { /* OpenSSL failed before the transfer: the request's protection (a signer's key out of
+                       reach), its encoding */
+        snprintf(reason, GW_ERR_LEN, "upstream CA %s was not asked (%s); nothing was sent",
+                 gw_upstream_conf_name(cu->conf), openssl_reason());
+        return;
+    }
     /* an answer came, so the CA took the request: one OpenSSL refused (its protection, its sender, another
        transactionID) may have been the CA's ip with a certificate in it, which the gateway never read */
-    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
     snprintf(reason, GW_ERR_LEN,
              "upstream CA %s gave no usable answer (%s, status %s); the outcome is unknown",
              gw_upstream_conf_name(cu->conf), openssl_reason(), status_name(st));
