@@ -889,8 +889,12 @@ static void test_failures(void **state)
         server_start(&s, cases[i].mode);
         run_open_timed(&r, s.port, cases[i].mode == M_SILENT ? "300ms" : "10s", ""); /* silent: waited out */
         sign(&r, client_key, &res);
+        /* silent: the blocking wait (gw_upstream_sign_wait) has the same 300 ms as the exchange, and on a
+           loaded machine it may end first, in its own words */
         if (res.status == 0 || res.fail_info != cases[i].fail_info ||
-            strstr(res.reason, cases[i].want) == NULL)
+            (strstr(res.reason, cases[i].want) == NULL &&
+             (cases[i].mode != M_SILENT || strstr(res.reason, "upstream up did not answer within 300 ms; the "
+                                                              "outcome is unknown") == NULL)))
             fail_msg("%s: status %d failInfo %d reason \"%s\"", cases[i].name, res.status, res.fail_info,
                      res.reason);
         /* the CA took the request and answered: whether it issued is not for the gateway to say (the CA of
