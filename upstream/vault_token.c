@@ -5,7 +5,6 @@
  * a time (the others wait for it); and one API call that sends it, retried only on the answers that
  * guarantee nothing happened (412, 429, 503). The token never reaches a log, not even quoted by an answer.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,18 +225,43 @@ static int token_usable(const struct vault *v)
 }
 
 /*
- * Waits, lock held, for the refresh after |attempt| to end, until |deadline|: 0 when it brought a token,
- * else its failure, or GW_ERR_TIMEOUT when the deadline came first (the refresh goes on for the others).
+ * The sooner of a call's |deadline| and its caller's end as it stands now (*end; NULL or 0: none); *by_end
+ * (may be NULL) says it is the end's.
  */
-static int refresh_wait(struct vault *v, unsigned attempt, uint64_t deadline, char *err)
+static uint64_t wait_end(uint64_t deadline, const _Atomic uint64_t *end, int *by_end)
 {
-    struct timespec until = gw_timespec_ms(deadline); /* gw_now_ms is the condition's clock (vault_init) */
+    uint64_t e = end != NULL ? atomic_load(end) : 0;
+    int its = e != 0 && e <= deadline;
+
+    if (by_end != NULL)
+        *by_end = its;
+    return its ? e : deadline;
+}
+
+/*
+ * Waits, lock held, for the refresh after |attempt| to end, until |deadline| or *end (wait_end): 0 when it
+ * brought a token, else its failure, or GW_ERR_TIMEOUT when either came first (the refresh goes on for the
+ * others). An end that may be lowered meanwhile is read again at least every GW_UPSTREAM_END_CHECK_MS, as
+ * a transfer's is (gw_http_request_until): a drain begun while a revocation waits for a login ends it too.
+ */
+static int refresh_wait(struct vault *v, unsigned attempt, uint64_t deadline, const _Atomic uint64_t *end,
+                        char *err)
+{
+    struct timespec until;
+    uint64_t now, by;
+    int by_end;
 
     while (v->refreshing && v->attempts == attempt) {
-        if (pthread_cond_timedwait(&v->cond, &v->lock, &until) == ETIMEDOUT && v->attempts == attempt) {
-            vault_set_err(err, "Vault cert login: no token within the call's timeout");
+        now = gw_now_ms();
+        if (now >= (by = wait_end(deadline, end, &by_end))) {
+            vault_set_err(err, "Vault cert login: no token %s",
+                          by_end ? "before the drain's deadline" : "within the call's timeout");
             return GW_ERR_TIMEOUT;
         }
+        if (end != NULL && by - now > GW_UPSTREAM_END_CHECK_MS)
+            by = now + GW_UPSTREAM_END_CHECK_MS;
+        until = gw_timespec_ms(by); /* gw_now_ms is the condition's clock (vault_init) */
+        (void)pthread_cond_timedwait(&v->cond, &v->lock, &until);
     }
     if (v->attempts != attempt && v->last_rc != 0) {
         vault_set_err(err, "%s", v->last_err);
@@ -249,9 +273,10 @@ static int refresh_wait(struct vault *v, unsigned attempt, uint64_t deadline, ch
 /*
  * token_get copies the current token into |*out| (NULL: none configured), obtaining a new one first if
  * needed. One refresh at a time; callers arriving meanwhile share its outcome. Each waits at most until
- * its own |deadline|.
+ * its own |deadline|, or its end *end (NULL: none) as it stands while it waits (refresh_wait).
  */
-static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *gen, char *err)
+static int token_get(struct vault *v, uint64_t deadline, const _Atomic uint64_t *end, char **out,
+                     unsigned *gen, char *err)
 {
     unsigned attempt;
     int rc = 0;
@@ -261,7 +286,8 @@ static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *g
         return 0;
     pthread_mutex_lock(&v->lock);
     for (int round = 0; !token_usable(v); round++) {
-        if (round > 0 && gw_now_ms() >= deadline) { /* new tokens refused one after the other */
+        if (round > 0 &&
+            gw_now_ms() >= wait_end(deadline, end, NULL)) { /* new tokens refused one after the other */
             vault_set_err(err, "no usable Vault token within the call's timeout");
             rc = GW_ERR_TIMEOUT;
             goto out;
@@ -273,7 +299,7 @@ static int token_get(struct vault *v, uint64_t deadline, char **out, unsigned *g
             refresh_start(v);
             pthread_mutex_lock(&v->lock);
         }
-        if ((rc = refresh_wait(v, attempt, deadline, err)) != 0)
+        if ((rc = refresh_wait(v, attempt, deadline, end, err)) != 0)
             goto out;
         if (v->token != NULL) /* the token just had, even one whose lease is short of the margin */
             break;
@@ -361,7 +387,7 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
     int rc;
 
     memset(rsp, 0, sizeof(*rsp));
-    if ((rc = token_get(v, a->deadline, &tok, &a->gen, err)) !=
+    if ((rc = token_get(v, a->deadline, a->end, &tok, &a->gen, err)) !=
         0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&

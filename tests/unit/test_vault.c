@@ -1709,7 +1709,7 @@ static void *lowered_main(void *arg)
  * A revocation at Vault when its caller lowers its end (a drain begun while it runs, for a withdrawal
  * asked before it): the call ends by that end, GW_UPSTREAM_END_CHECK_MS later at most, cut short, and
  * says that the drain's deadline cut it. Before, the call read its end only as it began, and waited for
- * Vault's answer (1.5 s here), which revoked. The twin: an end never lowered leaves the call alone.
+ * Vault's answer (2.5 s here), which revoked. The twin: an end never lowered leaves the call alone.
  */
 static void test_revoke_end_lowered(void **state)
 {
@@ -1735,6 +1735,43 @@ static void test_revoke_end_lowered(void **state)
     atomic_store(&l.end, 0);
     fake_script(&(struct answer){200, REVOKED_BODY, 600}, 1);
     assert_int_equal(gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err), 0);
+    fx_cleanup(&f);
+}
+
+/*
+ * A revocation waiting for a cert login (no token yet) when its caller lowers its end: the wait reads the
+ * end again, GW_UPSTREAM_END_CHECK_MS later at most, and ends there, nothing sent to Vault, saying that
+ * the drain's deadline came first. Before, the wait kept the deadline its call began with, and the call
+ * went on to revoke once the login (2.5 s here) brought a token. The twin: a revocation with no end waits
+ * for that login, which went on for the others, and revokes with its token.
+ */
+static void test_revoke_login_wait_end_lowered(void **state)
+{
+    static const char login[] = "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}";
+    struct lowered l = {0, 200, 200};
+    _Atomic uint64_t none = 0;
+    struct fx f;
+    char err[GW_ERR_LEN];
+    pthread_t t;
+    uint64_t start;
+    int rc;
+
+    (void)state;
+    fx_init_cert_login(&f, 5000);
+    fake_set_login((struct answer){200, login, 2500});
+    fake_script(&(struct answer){200, REVOKED_BODY, 0}, 1);
+    start = gw_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err);
+    pthread_join(t, NULL);
+    if (rc == 0 || gw_now_ms() - start >= 400 + GW_UPSTREAM_END_CHECK_MS + 200)
+        fail_msg("rc %d after %llu ms: %s", rc, (unsigned long long)(gw_now_ms() - start), err);
+    assert_non_null(strstr(err, "Vault cert login: no token before the drain's deadline"));
+    assert_int_equal(fake_n_reqs(), 0);
+    assert_int_equal(gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &none, err), 0);
+    assert_int_equal(fake_n_logins(), 1);
+    assert_int_equal(fake_n_reqs(), 1);
+    assert_string_equal(fake_req(0)->token, "hvb.login");
     fx_cleanup(&f);
 }
 
@@ -2652,6 +2689,7 @@ int main(void)
         cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_revoke_end_lowered),
+        cmocka_unit_test(test_revoke_login_wait_end_lowered),
         cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
