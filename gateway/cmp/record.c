@@ -739,12 +739,13 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
  * it was still queued. The drain is an engine's end, at a shutdown or once a reload retired its
  * configuration generation, and cannot tell which. One asked goes on until its upstream answers: the
  * CA may revoke the certificate (its "revoked" record then follows this one) or not. One waiting to
- * begin goes on once its wait ends: the revocation it waited for may revoke the certificate, or this
- * withdrawal may reach the CA after all. One asked during the drain, or at its upstream as it began (its
- * end lowered then: cut_in), is not "asked" here unless its adapter overran the end it was given (calls_end):
- * it ended GW_WITHDRAWAL_RECORD_MS before the deadline, and its thread, not the drain, put it on record
- * (cut_short), so that its answer coming at the deadline, before the thread takes the lock, is not taken for
- * none.
+ * begin goes on once its wait ends: the revocation it waited for may revoke the certificate; by then the
+ * drain's end for calls has passed (sending), which no adapter over the network sends, and only a local
+ * upstream, whose store no end cuts short, may still revoke it with this withdrawal. One asked during the
+ * drain, or at its upstream as it began (its end lowered then: cut_in), is not "asked" here unless its
+ * adapter overran the end it was given (calls_end): it ended GW_WITHDRAWAL_RECORD_MS before the deadline, and
+ * its thread, not the drain, put it on record (cut_short), so that its answer coming at the deadline, before
+ * the thread takes the lock, is not taken for none.
  */
 #define TEXT_GAVE_UP_ASKED                                                                                   \
     "the drain gave up on it after the upstream was asked, before it answered (the gateway stopping or its " \
@@ -774,7 +775,7 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     }
     q->given_up = 1;
     /* either may end revoked: one asked by its upstream's answer yet; one still waiting to begin
-       (cmp_revoked_begin) by the rr it waits for, or by asking once that ends (revoke) */
+       (cmp_revoked_begin) by the rr it waits for, or, its end passed, by a local upstream once that ends */
     not_revoked_said(e, q->asking, q->asked ? TEXT_GAVE_UP_ASKED : TEXT_GAVE_UP_WAITING, TEXT_CHECK_AT_CA);
     return left;
 }
