@@ -64,6 +64,12 @@ void gw_cmp_engine_set_withdrawal_backoff(struct gw_cmp_engine *e, uint64_t ms)
         cmp_withdrawals_set_backoff(e, ms);
 }
 
+void gw_cmp_engine_set_withdrawal_record_ms(struct gw_cmp_engine *e, uint64_t ms)
+{
+    if (e != NULL)
+        cmp_withdrawals_set_record_ms(e, ms);
+}
+
 size_t gw_cmp_engine_revocations_waiting(struct gw_cmp_engine *e)
 {
     return e != NULL && e->revoked != NULL ? cmp_revoked_waiting(e->revoked) : 0;

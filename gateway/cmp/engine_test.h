@@ -34,6 +34,10 @@ void gw_cmp_engine_settle_withdrawals(struct gw_cmp_engine *e);
  * one four times as long) instead of GW_WITHDRAWAL_BACKOFF_MS. */
 void gw_cmp_engine_set_withdrawal_backoff(struct gw_cmp_engine *e, uint64_t ms);
 
+/* gw_cmp_engine_set_withdrawal_record_ms: what a drain leaves for the record of a withdrawal's call it
+ * ended, |ms| before its deadline instead of GW_WITHDRAWAL_RECORD_MS. */
+void gw_cmp_engine_set_withdrawal_record_ms(struct gw_cmp_engine *e, uint64_t ms);
+
 /*
  * gw_cmp_engine_revocations_waiting: the revocations under |e| (an rr, a withdrawal) that wait for another
  * revocation of the same certificate to end now, for a test to go on once one waits.

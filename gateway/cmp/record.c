@@ -160,6 +160,7 @@ struct cmp_withdrawals {
     int started, stopping;
     uint64_t until_ms;   /* once stopping: the drain's deadline (gw_now_ms) */
     uint64_t backoff_ms; /* the wait before a job's second attempt: GW_WITHDRAWAL_BACKOFF_MS, or a test's */
+    uint64_t record_ms;  /* what calls_end leaves for a record: GW_WITHDRAWAL_RECORD_MS, or a test's */
     pthread_t thread;
 };
 
@@ -204,13 +205,13 @@ static void not_revoked(struct gw_cmp_engine *e, const struct withdrawal *w, con
     "is not revoked"
 
 /*
- * The end of a call to an upstream begun during a drain (lock held): GW_WITHDRAWAL_RECORD_MS before the
- * drain's deadline, so that a call cut short there is on record by the deadline, by its own thread
- * (cut_short), and the drain need not leave the engine to it. Never 0, which is no end.
+ * The end of a call to an upstream begun during a drain (lock held): GW_WITHDRAWAL_RECORD_MS (record_ms)
+ * before the drain's deadline, so that a call cut short there is on record by the deadline, by its own
+ * thread (cut_short), and the drain need not leave the engine to it. Never 0, which is no end.
  */
 static uint64_t calls_end(const struct cmp_withdrawals *q)
 {
-    return q->until_ms > GW_WITHDRAWAL_RECORD_MS + 1 ? q->until_ms - GW_WITHDRAWAL_RECORD_MS : 1;
+    return q->until_ms > q->record_ms + 1 ? q->until_ms - q->record_ms : 1;
 }
 
 /*
@@ -228,17 +229,35 @@ static uint64_t cut_in(const struct cmp_withdrawals *q)
 /*
  * Why a withdrawal was not sent to its upstream during a drain: what the drain left of it was gone
  * (calls_end) when it was to be sent, once it had waited for another revocation of it. Nothing reached
- * the CA: not revoked, unlike one cut short (TEXT_CUT_SHORT), whose request may have.
+ * the CA: not revoked, unlike one cut short (TEXT_CUT_SHORT), whose request may have. Unless it was to be
+ * asked again (TEXT_NOT_SENT_AGAIN): its failed attempt may have reached the CA (a call with no answer in
+ * time, cut off), and revoked it, which is not known.
  */
 #define TEXT_NOT_SENT                                                                                        \
     "the drain's deadline came before it was sent to the upstream, which was not asked (the gateway "        \
     "stopping or its configuration retired)"
+#define TEXT_NOT_SENT_AGAIN                                                                                  \
+    "attempt %d, whose outcome may be unknown, failed, and the drain's deadline came before it was asked "   \
+    "again (the gateway stopping or its configuration retired); it may be revoked: check at the CA"
+
+/* |w| not sent (sending) on record as not revoked (lock held): TEXT_NOT_SENT, or TEXT_NOT_SENT_AGAIN. */
+static void not_sent(struct gw_cmp_engine *e, const struct withdrawal *w)
+{
+    char why[GW_ERR_LEN];
+
+    if (w->attempts == 0) {
+        not_revoked(e, w, TEXT_NOT_SENT);
+        return;
+    }
+    snprintf(why, sizeof(why), TEXT_NOT_SENT_AGAIN, w->attempts);
+    not_revoked_said(e, w, why, TEXT_CHECK_AT_CA);
+}
 
 /*
  * worker: the job |w| it is asking goes to its upstream now (it waited to begin until then, or again):
  * 0. Once a drain began, its call ends by calls_end (w->until_ms); before, by its upstream's timeout, or
  * by the end a drain begun meanwhile gives it (cut_in). GW_ERR_TIMEOUT: calls_end passed already, and
- * nothing is sent; unless the drain gave up on it first, it is on record as not sent (TEXT_NOT_SENT).
+ * nothing is sent; unless the drain gave up on it first, it is on record as not sent (not_sent).
  */
 static int sending(struct gw_cmp_engine *e, struct withdrawal *w)
 {
@@ -249,7 +268,7 @@ static int sending(struct gw_cmp_engine *e, struct withdrawal *w)
     if (q->stopping && !q->given_up && gw_now_ms() >= calls_end(q)) {
         q->failed = 1; /* nothing more is asked: a drain need not wait for the thread */
         q->given_up = 1;
-        not_revoked(e, w, TEXT_NOT_SENT);
+        not_sent(e, w);
         rc = GW_ERR_TIMEOUT;
     } else {
         q->asked = 1;
@@ -687,6 +706,7 @@ int cmp_withdrawals_init(struct gw_cmp_engine *e)
         return GW_ERR_NOMEM;
     q->tailp = &q->head;
     q->backoff_ms = GW_WITHDRAWAL_BACKOFF_MS;
+    q->record_ms = GW_WITHDRAWAL_RECORD_MS;
     pthread_mutex_init(&q->lock, NULL);
     /* the drain's deadline (gw_now_ms) ignores clock steps: a condition on the realtime clock would not */
     if (gw_cond_init_monotonic(&q->cond) != 0) { /* e->withdrawals stays NULL: no queue to drain */
@@ -719,6 +739,17 @@ void cmp_withdrawals_set_backoff(struct gw_cmp_engine *e, uint64_t ms)
         return;
     pthread_mutex_lock(&q->lock);
     q->backoff_ms = ms;
+    pthread_mutex_unlock(&q->lock);
+}
+
+void cmp_withdrawals_set_record_ms(struct gw_cmp_engine *e, uint64_t ms)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->record_ms = ms;
     pthread_mutex_unlock(&q->lock);
 }
 

@@ -2981,10 +2981,39 @@ static bool drain_started; /* rr_outlasts_calls_end started drain_thread */
 static int drain_waited;   /* the revocations waiting then */
 
 /*
+ * What the drains below leave for the record of a call they end (gw_cmp_engine_set_withdrawal_record_ms),
+ * and their deadlines from their start: the rr that outlasts what they leave for calls answers 100 ms
+ * after that, which leaves the withdrawal about 2 s to be on record and its thread to end.
+ */
+#define OUTLAST_RECORD_MS 2300
+#define OUTLAST_DRAIN_MS 2700
+
+/* The rr waits for a revocation of its certificate to wait for it (the test's thread checks). */
+static void wait_for_waiting(void)
+{
+    for (int i = 0; i < 500 && gw_cmp_engine_revocations_waiting(race.env->engine) == 0; i++)
+        usleep(10 * 1000);
+    drain_waited = gw_cmp_engine_revocations_waiting(race.env->engine);
+}
+
+/* A drain begun on a thread of its own; the rr answers once what it leaves for calls has passed. */
+static void drain_outlasted(void)
+{
+    gw_cmp_engine_set_withdrawal_record_ms(race.env->engine, OUTLAST_RECORD_MS);
+    drain_until = gw_now_ms() + OUTLAST_DRAIN_MS;
+    drain_started = pthread_create(&drain_thread, NULL, drain_main, race.env) == 0;
+}
+
+static void outlast_calls_end(void)
+{
+    usleep((OUTLAST_DRAIN_MS - OUTLAST_RECORD_MS + 100) * 1000);
+}
+
+/*
  * The holder's rr at the CA (n 1): a withdrawal of its certificate waits for it, and a drain begins on a
- * thread of its own; the rr answers once what the drain leaves for calls (its deadline less
- * GW_WITHDRAWAL_RECORD_MS) has passed, before the deadline. A later revocation answers as an adapter whose
- * end had passed: nothing sent.
+ * thread of its own; the rr answers once what the drain leaves for calls (its deadline less what it leaves
+ * for a record) has passed, before the deadline. A later revocation answers as an adapter whose end had
+ * passed: nothing sent.
  */
 static void rr_outlasts_calls_end(int n)
 {
@@ -2994,12 +3023,9 @@ static void rr_outlasts_calls_end(int n)
         return;
     }
     withdraw_race_cert();
-    for (int i = 0; i < 500 && gw_cmp_engine_revocations_waiting(race.env->engine) == 0; i++)
-        usleep(10 * 1000);
-    drain_waited = gw_cmp_engine_revocations_waiting(race.env->engine); /* the test's thread checks */
-    drain_until = gw_now_ms() + 800;
-    drain_started = pthread_create(&drain_thread, NULL, drain_main, race.env) == 0;
-    usleep((800 - GW_WITHDRAWAL_RECORD_MS + 100) * 1000);
+    wait_for_waiting();
+    drain_outlasted();
+    outlast_calls_end();
 }
 
 /*
@@ -3028,6 +3054,53 @@ static void test_drain_end_passed_before_withdrawal_sent(void **state)
     assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT), 1);
     assert_non_null(strstr(g->logged, "is still valid: revoke it by hand"));
     assert_null(strstr(g->logged, TEXT_CUT_SHORT));
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL), 0);
+}
+
+#define TEXT_NOT_SENT_AGAIN_1                                                                                \
+    "attempt 1, whose outcome may be unknown, failed, and the drain's deadline came before it was asked "    \
+    "again (the gateway stopping or its configuration retired); it may be revoked: check at the CA"
+
+/*
+ * The holder's rr at the CA (n 2), once the withdrawal's first attempt failed (n 1, by_serial.fails) and it
+ * waits to ask again: a drain begins, which ends that wait; the withdrawal then waits for the rr, which
+ * answers once what the drain leaves for calls has passed, refused.
+ */
+static void rr_outlasts_calls_end_after_attempt(int n)
+{
+    if (n != 2)
+        return;
+    __atomic_store_n(&by_serial.fails, GW_ERR_REFUSED, __ATOMIC_SEQ_CST);
+    drain_outlasted();
+    wait_for_waiting();
+    outlast_calls_end();
+}
+
+/*
+ * A withdrawal not sent again once what the drain left for calls had passed, its first attempt ended with
+ * no answer in time: that attempt may have revoked it at the CA, so its record says so, and which attempt,
+ * to check at the CA. Before, it said "which was not asked" and "revoke it by hand", as for one never sent.
+ */
+static void test_drain_end_passed_before_withdrawal_sent_again(void **state)
+{
+    struct gave_up *g = *state;
+    struct env *e = g->e;
+
+    drain_started = false;
+    by_serial.fail_info = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+    by_serial.during = rr_outlasts_calls_end_after_attempt;
+    withdrawal_waiting(g, GW_ERR_TIMEOUT);
+    expect_rr(e, g->held, g->k, g->held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+              NULL);
+    assert_true(drain_started);
+    assert_int_equal(drain_waited, 1);
+    pthread_join(drain_thread, NULL);
+    assert_true(drained);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(audit_count(e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT_AGAIN_1), 1);
+    assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
+    assert_null(strstr(g->logged, TEXT_NOT_SENT));
     assert_int_equal(audit_count(e, "revoked", NULL, NULL), 0);
 }
 
@@ -3387,6 +3460,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_cuts_withdrawal_at_the_ca_short, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_end_passed_before_withdrawal_sent, gave_up_setup,
+                                        gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_end_passed_before_withdrawal_sent_again, gave_up_setup,
                                         gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
