@@ -354,9 +354,9 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 #define GW_LOG_PACE_PROBE 8
 /* a peer's name: its TLS client certificate's hash, or the credential of its CMP protection */
 #define GW_LOG_PACE_NAME_LEN GW_CREDENTIAL_LEN
-/* an error every request meets while it lasts (the shared state unreachable): the first line of an outage
-   at once, then one in GW_LOG_OUTAGE_SECS, the rest counted and reported with the next line or its end
-   (gw_log_outage_due) */
+/* an error every request meets while it lasts (the shared state unreachable): one line in GW_LOG_OUTAGE_SECS,
+   the first of an outage at once unless the last went out within the interval (an earlier outage's), the
+   rest counted and reported with the next line or its end (gw_log_outage_due) */
 #define GW_LOG_OUTAGE_SECS 10
 
 #endif

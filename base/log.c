@@ -217,15 +217,16 @@ bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
     bool due;
 
     pthread_mutex_lock(&o->lock);
-    due = !atomic_load(&o->open) || now < o->last || now - o->last >= GW_LOG_OUTAGE_SECS;
+    /* an end leaves |last| as it is: the first line of the next outage waits out its interval too */
+    due = o->last == 0 || now < o->last || now - o->last >= GW_LOG_OUTAGE_SECS;
     if (due) {
         snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
         o->held = 0;
         o->last = now;
-        atomic_store(&o->open, true);
     } else {
         o->held++;
     }
+    atomic_store(&o->open, true);
     pthread_mutex_unlock(&o->lock);
     return due;
 }

@@ -99,31 +99,33 @@ bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t n
 
 /*
  * An error that every request meets while it lasts (the shared state unreachable) is paced by its outage:
- * the first line of one goes out at once, for the operator to see, then at most one a GW_LOG_OUTAGE_SECS,
- * the lines held back counted as gw_log_pace_due counts them. The outage ends when what failed answers
- * again (gw_log_outage_end), which says how many were held back since the last line out; the next line
- * is the first of another. Embedded: gw_log_outage_init / gw_log_outage_cleanup.
+ * its first line goes out at once, for the operator to see, then at most one a GW_LOG_OUTAGE_SECS, the
+ * lines held back counted as gw_log_pace_due counts them. The outage ends when what failed works again
+ * (gw_log_outage_end), which says how many were held back since the last line out. The interval outlives
+ * an end: the first line of the next outage goes out at once only if the last line went out an interval
+ * before, so that a service that flaps, or a late failure just after an end, writes one line an interval
+ * and one end a flap. Embedded: gw_log_outage_init / gw_log_outage_cleanup.
  */
 struct gw_log_outage {
     pthread_mutex_t lock;
-    atomic_bool open;   /* a line of the outage went out, and its end was not said */
-    time_t last;        /* when that line went out */
+    atomic_bool open;   /* a line of the outage went out or was held back, and its end was not said */
+    time_t last;        /* when the last line went out, of this outage or an earlier one (0: none yet) */
     unsigned long held; /* lines held back since */
 };
 void gw_log_outage_init(struct gw_log_outage *o);
 void gw_log_outage_cleanup(struct gw_log_outage *o);
 
 /*
- * gw_log_outage_due: whether one more line of |o|'s outage may go out at |now|, the first of one at once:
- * true with |held| (gw_log_pace_due's), false with the line counted as held back. A clock that went back
- * lets the line out. Thread-safe.
+ * gw_log_outage_due: whether one more line of |o|'s outage (begun by this one if none is open) may go out
+ * at |now|: true with |held| (gw_log_pace_due's), false with the line counted as held back. A clock that
+ * went back lets the line out. Thread-safe.
  */
 bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /*
- * gw_log_outage_end: whether an outage of |o| was said (a line of it went out) and is over now: true with
- * |held| the decimal count of its lines held back since the last one out, for the line that says its end.
- * Takes no lock while no outage was said, so that every success may call it. Thread-safe.
+ * gw_log_outage_end: whether an outage of |o| was open (a line of it went out or was held back) and is over
+ * now: true with |held| the decimal count of the lines held back since the last one out, for the line that
+ * says its end. Takes no lock while none is open. Thread-safe.
  */
 bool gw_log_outage_end(struct gw_log_outage *o, char held[GW_LOG_HELD_LEN]);
 

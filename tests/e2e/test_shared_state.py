@@ -28,6 +28,7 @@ revoked set is full (cmp.max_revoked) and cannot keep that revocation.
 MigrationStepBetweenInstances: a request answered `waiting` by an
 instance at one migration step is collected on one at another (a rolling reload), from the CA it was sent to.
 """
+import calendar
 import concurrent.futures
 import contextlib
 import hashlib
@@ -72,7 +73,7 @@ class TwoInstances(harness.GatewayTestCase):
 
     def readyz(self, gw, want_status, wait=10):
         """Waits until /readyz answers |want_status|; its JSON. Ready again after Redis was down, the
-        outage's end is logged (shared_state_recovered): the next shared_state_unavailable line goes out."""
+        outage's end is logged (shared_state_recovered)."""
         deadline = time.monotonic() + wait
         while True:
             status, body = harness.admin(gw, "/readyz")
@@ -80,6 +81,15 @@ class TwoInstances(harness.GatewayTestCase):
                 self.assertEqual(status, want_status, body)
                 return json.loads(body)
             time.sleep(0.2)
+
+    @staticmethod
+    def outage_lines_due(gw):
+        """Waits until the last shared_state_unavailable line of |gw| (an earlier test's outage) went out
+        GW_LOG_OUTAGE_SECS ago: the first line of the next outage goes out at once."""
+        down = [l for l in gw.log_lines() if l.get("event") == "shared_state_unavailable"]
+        if down:
+            last = calendar.timegm(time.strptime(down[-1]["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+            time.sleep(max(0.0, last + GW_LOG_OUTAGE_SECS + 0.1 - time.time()))
 
 
 class SharedState(TwoInstances):
@@ -142,7 +152,8 @@ class SharedState(TwoInstances):
         many, flooded the log just as the operator read it. The first line of an outage goes out at once, then
         one in GW_LOG_OUTAGE_SECS, each saying how many it held back; the outage's end, when Redis answers
         again, says how many since the last line. Every request is still refused, and its request line out."""
-        self.readyz(self.gw, 200)  # another test's outage over: the first line of this one goes out
+        self.readyz(self.gw, 200)  # another test's outage over
+        self.outage_lines_due(self.gw)  # and its last line 10 s ago: the first line of this one goes out
         der = self.gw.make_request("downmany")
         before = len(self.gw.log_lines())
         self.redis.stop()
@@ -814,7 +825,8 @@ class Continuation(ThreeInstances):
         tid = self.audit(self.gw, "issued", "statelesserr")[0]["tid"]
         err = self.gw.dir / "statelesserr.error.der"
         err.write_bytes(test_errors.encoder.encode(test_errors.error_msg(conf, self.gw.dir / "client.key")))
-        self.readyz(self.gw2, 200)  # an earlier outage over: the first line of this one goes out
+        self.readyz(self.gw2, 200)  # an earlier outage over
+        self.outage_lines_due(self.gw2)  # and its last line 10 s ago: the first line of this one goes out
         before = len(self.gw2.log_lines())
         self.redis.stop()
         try:

@@ -684,12 +684,15 @@ static const struct pace_step outage_script[] = {
     {100 + GW_LOG_OUTAGE_SECS, 3, 1, "58"},     /* one line, saying how many */
     {OUTAGE_END, 0, 1, "2"},                    /* the end says those held since */
     {OUTAGE_END, 0, 0, NULL},                   /* once */
-    {100 + GW_LOG_OUTAGE_SECS + 1, 2, 1, "0"},  /* another outage: its first line at once */
+    /* another outage within the last line's interval (a flap, a late failure just after the end): held */
+    {100 + 2 * GW_LOG_OUTAGE_SECS - 1, 2, 0, NULL},
+    {OUTAGE_END, 0, 1, "2"},                   /* its end says them, though none of its lines went out */
+    {100 + 2 * GW_LOG_OUTAGE_SECS, 2, 1, "0"}, /* an interval after the last line: another's first at once */
     {50, 1, 1, "1"}, /* the clock went back: out, not held shut until it catches up */
 };
 
 /* An outage's lines: its first out at once, one an interval after, and the count of the rest said by the
- * next line out or by its end. */
+ * next line out or by its end; the first of the next outage within the interval of the last line held. */
 static void test_log_outage(void **state)
 {
     struct gw_log_outage o;
