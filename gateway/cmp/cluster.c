@@ -110,7 +110,7 @@ static void conn_free(void *c)
     redisFree(c);
 }
 
-/* Redis cannot be used now, for the reason in |err|: readiness says so until a command succeeds. */
+/* Redis cannot be used now, for the reason in |err|: readiness says so until a ping succeeds (reached). */
 static int mark_down(struct gw_cluster *cl, const char *err)
 {
     atomic_store(&cl->reachable, false);
@@ -121,8 +121,11 @@ static int mark_down(struct gw_cluster *cl, const char *err)
 }
 
 /*
- * Redis answered a command: an outage whose lines went out is over, said with the count of those held back
- * since the last one (gw_cluster_unavailable_due). Before readiness says so: a ready instance has said it.
+ * The ping went through, its SET NX with it: Redis takes writes again, and an outage is over, said with the
+ * count of its lines held back since the last one (gw_cluster_unavailable_due). Before readiness says so: a
+ * ready instance has said it. Another script's answer proves less: a replica after a failover (READONLY),
+ * or a Redis at its maxmemory (OOM), answers a lookup and refuses a write, and a request that looks up
+ * before it writes would end every time the outage its write begins again.
  */
 static void reached(struct gw_cluster *cl)
 {
@@ -392,7 +395,6 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
         freeReplyObject(r);
         return NULL;
     }
-    reached(cl);
     return r;
 }
 
@@ -440,9 +442,9 @@ static void ping(struct gw_cluster *cl)
 
     snprintf(k, sizeof(k), "%sepoch", cl->prefix); /* keys under the prefix, as its ACL allows */
     snprintf(v, sizeof(v), "%s:%llu", cl->owner, ++cl->epochs);
-    r = eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err); /* sets |reachable| either way */
-    if (r == NULL)
-        return;
+    if ((r = eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err)) == NULL)
+        return; /* marked down */
+    reached(cl);
     pthread_mutex_lock(&cl->lock);
     if (r->type == REDIS_REPLY_STRING && r->len < sizeof(cl->epoch))
         snprintf(cl->epoch, sizeof(cl->epoch), "%s", r->str);

@@ -259,18 +259,20 @@ int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, const char *
 void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared);
 
 /*
- * gw_cluster_status: 0 while Redis answers (the last command of any thread, or the PING sent every
- * GW_STATE_PING_SECS), else GW_ERR_UNAVAILABLE with the last reason in |why|. NULL-safe (0).
+ * gw_cluster_status: 0 while Redis answers: the PING sent every GW_STATE_PING_SECS (a write) went through,
+ * and no command of any thread failed since; else GW_ERR_UNAVAILABLE with the last reason in |why|.
+ * NULL-safe (0).
  */
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap);
 
 /*
  * gw_cluster_unavailable_due: whether the shared_state_unavailable line of a request refused for a call
  * of |cl| that returned GW_ERR_UNAVAILABLE goes out now. Every request meets an outage, so its lines are
- * paced by it (gw_log_outage_due): the first at once, then one a GW_LOG_OUTAGE_SECS, |held| the count
- * of those held back since the last one out (its "suppressed"). The next command Redis answers ends the
- * outage, logged shared_state_recovered with the count held back since. NULL |cl|: always, held "0".
- * Thread-safe.
+ * paced by it (gw_log_outage_due): one a GW_LOG_OUTAGE_SECS, the first at once unless an earlier
+ * outage's last line went out within the interval, |held| the count of those held back since the last one
+ * out (its "suppressed"). The next PING that goes through (it writes: a lookup Redis answers proves
+ * nothing of the writes a request makes after it) ends the outage, logged shared_state_recovered with the
+ * count held back since. NULL |cl|: always, held "0". Thread-safe.
  */
 bool gw_cluster_unavailable_due(struct gw_cluster *cl, char held[GW_LOG_HELD_LEN]);
 

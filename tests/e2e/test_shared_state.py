@@ -2,8 +2,8 @@
 "Several instances"). SharedState: a request replayed to the second instance is refused (transactionIdInUse),
 the per-identity cap of open transactions holds across both; with Redis stopped new requests are refused with
 systemUnavail and /readyz says so, the outage's shared_state_unavailable lines paced (the first at once, then one
-in 10 s counting those held back, the end logged with the rest), and after a restart (scripts flushed: NOSCRIPT)
-both serve again; a Redis
+in 10 s counting those held back, the end logged with the rest), also while Redis answers lookups and refuses
+writes (a replica), and after a restart (scripts flushed: NOSCRIPT) both serve again; a Redis
 that could evict keys is refused at start; an unshared local store is refused. Continuation ("mac_key_file"):
 the certConf of an ir answered by one instance is answered by the other (context rebuilt from the record),
 also after the first was killed -9; an altered record is refused; a forged certConf, or one from another TLS
@@ -178,6 +178,36 @@ class SharedState(TwoInstances):
         self.assertEqual(len(down) + sum(int(l["suppressed"]) for l in down + back), self.FLOOD)
         self.assertEqual(len([l for l in lines if l["event"] == "request" and l["tid"] == down[0]["tid"]]),
                          self.FLOOD)  # each its own request line
+
+    def test_redis_refusing_writes_lines_paced(self):
+        """Redis answers lookups and refuses writes (a replica after a failover: READONLY). A request signed by
+        a certificate an upstream issued has its revocation looked up, which goes through, then its replay
+        check refused, a write: before, each lookup ended the outage (shared_state_recovered) and each write
+        began another, its line out at once, two lines a request. The outage lasts until the PING, which
+        writes, goes through again: one line in GW_LOG_OUTAGE_SECS, one end counting the rest."""
+        key = self.newkey("rosigner")
+        signer = self.gw.cmp("ir", "rosigner", newkey=key, subject="/CN=rosigner", extra=("-implicit_confirm",))
+        der = self.gw.make_request("readonly", auth=(signer.cert, key))
+        self.readyz(self.gw, 200)  # another test's outage over
+        self.outage_lines_due(self.gw)  # and its last line 10 s ago: the first line of this one goes out
+        before = len(self.gw.log_lines())
+        self.assertEqual(self.redis.command("REPLICAOF", "127.0.0.1", "1"), "+OK")  # no primary there
+        try:
+            start = time.monotonic()
+            for _ in range(self.FLOOD):  # the same message: one Redis cannot check leaves no trace
+                self.assert_cmp_error(self.post(self.gw, der), ("ip", "error"), "systemUnavail", "retry later")
+            elapsed = time.monotonic() - start
+        finally:
+            self.assertEqual(self.redis.command("REPLICAOF", "NO", "ONE"), "+OK")
+        self.readyz(self.gw, 200)
+        lines = [l for l in self.gw.log_lines()[before:]
+                 if l.get("event") in ("shared_state_unavailable", "shared_state_recovered")]
+        down = [l for l in lines if l["event"] == "shared_state_unavailable"]
+        self.assertTrue(down and "READONLY" in down[0]["reason"], down[:3])
+        self.assertLessEqual(len(down), 1 + int(elapsed // GW_LOG_OUTAGE_SECS), (len(down), elapsed))
+        back = [l for l in lines if l["event"] == "shared_state_recovered"]
+        self.assertEqual(len(back), 1, back[:3])
+        self.assertEqual(len(down) + sum(int(l["suppressed"]) for l in down + back), self.FLOOD)
 
     def test_redis_that_evicts_refused_at_start(self):
         self.redis.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")

@@ -7984,6 +7984,68 @@ static void test_shared_ttl_at_least_one_second(void **state)
     gw_cluster_free(cl);
 }
 
+/* How many lines of |event| |logged| has. */
+static int logged_events(const char *logged, const char *event)
+{
+    char ev[96];
+    int n = 0;
+
+    snprintf(ev, sizeof(ev), "\"event\":\"%s\"", event);
+    for (const char *p = logged; (p = strstr(p, ev)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* Waits up to 5 s for the pinger to find the test's Redis taking writes: gw_cluster_status's 0, or not. */
+static int cluster_ready(struct gw_cluster *cl)
+{
+    char why[GW_ERR_LEN];
+    int rc = GW_ERR_UNAVAILABLE;
+
+    for (int i = 0; i < 50 && (rc = gw_cluster_status(cl, why, sizeof(why))) != 0; i++)
+        usleep(100 * 1000);
+    return rc;
+}
+
+/*
+ * A Redis that answers lookups and refuses writes (a replica after a failover: READONLY) keeps the outage
+ * of shared_state_unavailable open, and readiness not ready: a request's lookup that goes through ends
+ * nothing, and the line of the write after it is held. The ping that goes through again ends it, counting
+ * that line. Before, each lookup ended the outage (shared_state_recovered) and set readiness ready, and
+ * the write after it began another: two lines a request.
+ */
+static void test_shared_lookup_ends_no_outage(void **state)
+{
+    static const unsigned char tid[] = "ro01", nonce[] = "n";
+    static const char id[] = "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0", plain[] = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
+    char rec[64], out[64], held[GW_LOG_HELD_LEN], why[GW_ERR_LEN], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+    time_t now = time(NULL);
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    log_capture_start();
+    log_level(GW_LOG_INFO);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    for (int i = 0; i < 2; i++) { /* a request's lookup, then its write */
+        assert_int_equal(gw_cluster_revoked(cl, id, plain, err), 0);
+        if (i > 0) /* not ready for that lookup: the write before it failed */
+            assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ro", now, 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_non_null(strstr(err, "READONLY"));
+        assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
+    }
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
+    assert_int_equal(cluster_ready(cl), 0);
+    logged = log_capture_end();
+    assert_int_equal(logged_events(logged, "shared_state_recovered"), 1);
+    assert_non_null(strstr(logged, "\"suppressed\":\"1\""));
+    free(logged);
+    gw_cluster_free(cl);
+}
+
 /*
  * A transaction's record written after a long upstream call keeps it counted as open under its share
  * (max_transactions_per_identity) while the record lives: a reservation 100 s later, past the first
@@ -11239,6 +11301,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
+        cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
