@@ -565,6 +565,24 @@ fail_crypto:
     return NULL;
 }
 
+/*
+ * An outage still open as |cl| goes (the gateway stopping, Redis still away) says the lines it held back
+ * since its last one, as its end would have: one line more, so that every line is out or counted.
+ */
+static void held_at_stop(struct gw_cluster *cl)
+{
+    char held[GW_LOG_HELD_LEN], why[GW_ERR_LEN];
+
+    if (!gw_log_outage_end(&cl->outage, held) || strcmp(held, "0") == 0)
+        return;
+    pthread_mutex_lock(&cl->lock);
+    snprintf(why, sizeof(why), "%s", cl->last_err);
+    pthread_mutex_unlock(&cl->lock);
+    gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "reason", why, "suppressed", held, "msg",
+              "the outage was still open as the gateway stopped: the lines it held back since its last one",
+              NULL);
+}
+
 void gw_cluster_free(struct gw_cluster *cl)
 {
     if (cl == NULL)
@@ -576,6 +594,7 @@ void gw_cluster_free(struct gw_cluster *cl)
         pthread_mutex_unlock(&cl->lock);
         pthread_join(cl->pinger, NULL);
     }
+    held_at_stop(cl);
     conn_free(pthread_getspecific(cl->conn)); /* the calling thread's; the others' went with them */
     pthread_setspecific(cl->conn, NULL);
     pthread_key_delete(cl->conn);

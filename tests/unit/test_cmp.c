@@ -8047,6 +8047,35 @@ static void test_shared_lookup_ends_no_outage(void **state)
 }
 
 /*
+ * An outage still open when the cluster goes (the gateway stopping, Redis away) says the lines it held back,
+ * in one shared_state_unavailable line with their count. Before, they were neither out nor counted.
+ */
+static void test_shared_outage_said_at_stop(void **state)
+{
+    static const unsigned char tid[] = "st01", nonce[] = "n";
+    char rec[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    (void)redis_stop(NULL);
+    for (int i = 0; i < 3; i++) { /* the first line out, two held */
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "st", time(NULL), 60, 10, err),
+                         GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
+    }
+    log_capture_start();
+    gw_cluster_free(cl);
+    logged = log_capture_end();
+    assert_int_equal(logged_events(logged, "shared_state_unavailable"), 1);
+    assert_non_null(strstr(logged, "\"suppressed\":\"2\""));
+    assert_non_null(strstr(logged, "still open as the gateway stopped"));
+    free(logged);
+}
+
+/*
  * A transaction's record written after a long upstream call keeps it counted as open under its share
  * (max_transactions_per_identity) while the record lives: a reservation 100 s later, past the first
  * reservation's 10 s and grace, is refused with the cap at 1; one past the record's 600 s and grace is
@@ -11302,6 +11331,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
+        cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
