@@ -65,7 +65,7 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
     }
     memcpy(path, uri, n);
     path[n] = '\0';
-    memcpy(path, "pkcs11:", 7); /* libp11 takes a URI by its scheme in lower case only */
+    memcpy(path, "pkcs11:", 7); /* libp11 takes the scheme in any case; one form of it is passed on */
     for (const char *a = q; a != NULL; a = strchr(a + 1, '&')) {
         const char *v = a + 1, *end = strchr(v, '&');
         size_t len = end != NULL ? (size_t)(end - v) : strlen(v);
