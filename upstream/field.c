@@ -55,20 +55,24 @@ static bool blank(const char *s, size_t len)
  * strings (a Vault role's templated allowed_uri_sans, "spiffe://x/{{identity.entity.id}}", holds hundreds
  * in strings). json-c spends some 750 bytes on an object (a hash table of 16 slots) and 140 on an array:
  * 1 MiB of "{}," took 260 MB before a field was read. Only a string's quotes and backslashes are followed,
- * nothing is parsed: json-c is the only parser. On JSON the two agree, and json-c builds nothing past the
- * first byte that is not JSON.
+ * nothing is parsed: json-c is the only parser. A string ends at the quote that opened it, '"' or '\'':
+ * json-c takes a single-quoted key even when strict, so a '"' in one opens no string (were it taken as
+ * one, every bracket after it would go uncounted). On JSON the two agree, and json-c builds nothing past
+ * the first byte that is not JSON.
  */
 static size_t containers(const char *s, size_t len)
 {
-    bool in_string = false;
+    char quote = 0; /* the quote of the string |s[i]| is in, or 0 */
     size_t n = 0;
 
     for (size_t i = 0; i < len; i++) {
-        if (in_string && s[i] == '\\')
+        if (quote != 0 && s[i] == '\\')
             i++; /* the escaped byte, a quote or a backslash among them, neither ends nor starts a string */
-        else if (s[i] == '"')
-            in_string = !in_string;
-        else if (!in_string)
+        else if (quote != 0)
+            quote = s[i] == quote ? 0 : quote;
+        else if (s[i] == '"' || s[i] == '\'')
+            quote = s[i];
+        else
             n += s[i] == '{' || s[i] == '[';
     }
     return n;

@@ -490,6 +490,10 @@ static void test_document(void **state)
         {"brackets after escapes", "{\"errors\":[],\"notes\":[@ESCAPED@]}", 0, NULL},
         {"objects after escapes over the cap", "{\"errors\":[],\"notes\":[\"\\\\\",@OBJOVER@]}", UP,
          "more than 1024 '{' and '['"},
+        /* json-c takes a single-quoted key even when strict: a '"' in it opens no string */
+        {"objects after a single-quoted key over the cap", "{'\"':[@OBJOVER@],\"errors\":[]}", UP,
+         "more than 1024 '{' and '['"},
+        {"a single-quoted key's brackets", "{'[{\"':1,\"errors\":[]}", 0, NULL},
         /* twins that are fine: whitespace after the document, as Go's json.Encoder writes it */
         {"newline after", "{\"errors\":[]}\n", 0, NULL},
         {"whitespace around", " \t{\"errors\":[]}\r\n ", 0, NULL},
