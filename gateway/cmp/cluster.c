@@ -80,6 +80,7 @@ struct gw_cluster {
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
     atomic_bool reachable;
+    atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
     struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
@@ -114,6 +115,7 @@ static void conn_free(void *c)
 static int mark_down(struct gw_cluster *cl, const char *err)
 {
     atomic_store(&cl->reachable, false);
+    atomic_fetch_add(&cl->downs, 1);
     pthread_mutex_lock(&cl->lock);
     snprintf(cl->last_err, sizeof(cl->last_err), "%s", err);
     pthread_mutex_unlock(&cl->lock);
@@ -125,12 +127,16 @@ static int mark_down(struct gw_cluster *cl, const char *err)
  * count of its lines held back since the last one (gw_cluster_unavailable_due). Before readiness says so: a
  * ready instance has said it. Another script's answer proves less: a replica after a failover (READONLY),
  * or a Redis at its maxmemory (OOM), answers a lookup and refuses a write, and a request that looks up
- * before it writes would end every time the outage its write begins again.
+ * before it writes would end every time the outage its write begins again. |downs| is mark_down's count
+ * as the ping was sent: a command that failed since, while the ping's answer came back, leaves the
+ * outage open and readiness down (the next ping decides).
  */
-static void reached(struct gw_cluster *cl)
+static void reached(struct gw_cluster *cl, unsigned long downs)
 {
     char held[GW_LOG_HELD_LEN], msg[GW_ERR_LEN];
 
+    if (atomic_load(&cl->downs) != downs)
+        return;
     if (gw_log_outage_end(&cl->outage, held)) {
         snprintf(msg, sizeof(msg), "the shared state (Redis at %s:%d) answers again", cl->address, cl->port);
         gw_log_kv(GW_LOG_INFO, "shared_state_recovered", "msg", msg, "suppressed", held, NULL);
@@ -438,13 +444,14 @@ static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k
 static void ping(struct gw_cluster *cl)
 {
     char k[KEY_LEN], v[GW_STATE_EPOCH_LEN], err[GW_ERR_LEN];
+    unsigned long downs = atomic_load(&cl->downs);
     redisReply *r;
 
     snprintf(k, sizeof(k), "%sepoch", cl->prefix); /* keys under the prefix, as its ACL allows */
     snprintf(v, sizeof(v), "%s:%llu", cl->owner, ++cl->epochs);
     if ((r = eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err)) == NULL)
         return; /* marked down */
-    reached(cl);
+    reached(cl, downs);
     pthread_mutex_lock(&cl->lock);
     if (r->type == REDIS_REPLY_STRING && r->len < sizeof(cl->epoch))
         snprintf(cl->epoch, sizeof(cl->epoch), "%s", r->str);
@@ -538,6 +545,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     cl->port = conf->port;
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
     atomic_init(&cl->reachable, true);
+    atomic_init(&cl->downs, 0);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         goto fail_crypto;
     gw_hex(cl->owner, rnd, sizeof(rnd));
