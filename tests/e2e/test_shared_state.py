@@ -147,26 +147,32 @@ class SharedState(TwoInstances):
                          extra=("-implicit_confirm",))
             self.assertEqual(res.first.body_type, "ip")
 
-    def test_redis_down_lines_paced(self):
-        """Each request Redis fails wrote its own shared_state_unavailable line at level error: a client, or
-        many, flooded the log just as the operator read it. The first line of an outage goes out at once, then
-        one in GW_LOG_OUTAGE_SECS, each saying how many it held back; the outage's end, when Redis answers
-        again, says how many since the last line. Every request is still refused, and its request line out."""
+    def flood_outage(self, der, begin, end):
+        """Sends |der| FLOOD times between begin() and end() of an outage, each refused systemUnavail, the first
+        line of the outage due at once; returns the outage's and the request lines after, and the seconds the
+        flood took."""
         self.readyz(self.gw, 200)  # another test's outage over
         self.outage_lines_due(self.gw)  # and its last line 10 s ago: the first line of this one goes out
-        der = self.gw.make_request("downmany")
         before = len(self.gw.log_lines())
-        self.redis.stop()
+        begin()
         try:
             start = time.monotonic()
             for _ in range(self.FLOOD):  # the same message: one Redis cannot check leaves no trace
                 self.assert_cmp_error(self.post(self.gw, der), ("ip", "error"), "systemUnavail", "retry later")
             elapsed = time.monotonic() - start
         finally:
-            self.redis.start()
+            end()
         self.readyz(self.gw, 200)
-        lines = [l for l in self.gw.log_lines()[before:]
-                 if l.get("event") in ("shared_state_unavailable", "shared_state_recovered", "request")]
+        return [l for l in self.gw.log_lines()[before:]
+                if l.get("event") in ("shared_state_unavailable", "shared_state_recovered", "request")], elapsed
+
+    def test_redis_down_lines_paced(self):
+        """Each request Redis fails wrote its own shared_state_unavailable line at level error: a client, or
+        many, flooded the log just as the operator read it. The first line of an outage goes out at once, then
+        one in GW_LOG_OUTAGE_SECS, each saying how many it held back; the outage's end, when Redis answers
+        again, says how many since the last line. Every request is still refused, and its request line out."""
+        der = self.gw.make_request("downmany")
+        lines, elapsed = self.flood_outage(der, self.redis.stop, self.redis.start)
         down = [l for l in lines if l["event"] == "shared_state_unavailable"]
         self.assertTrue(down and down[0].get("suppressed") == "0" and down[0]["tid"], down[:3])
         self.assertLessEqual(len(down), 1 + int(elapsed // GW_LOG_OUTAGE_SECS), (len(down), elapsed))
@@ -188,20 +194,14 @@ class SharedState(TwoInstances):
         key = self.newkey("rosigner")
         signer = self.gw.cmp("ir", "rosigner", newkey=key, subject="/CN=rosigner", extra=("-implicit_confirm",))
         der = self.gw.make_request("readonly", auth=(signer.cert, key))
-        self.readyz(self.gw, 200)  # another test's outage over
-        self.outage_lines_due(self.gw)  # and its last line 10 s ago: the first line of this one goes out
-        before = len(self.gw.log_lines())
-        self.assertEqual(self.redis.command("REPLICAOF", "127.0.0.1", "1"), "+OK")  # no primary there
-        try:
-            start = time.monotonic()
-            for _ in range(self.FLOOD):  # the same message: one Redis cannot check leaves no trace
-                self.assert_cmp_error(self.post(self.gw, der), ("ip", "error"), "systemUnavail", "retry later")
-            elapsed = time.monotonic() - start
-        finally:
+
+        def refuse_writes():
+            self.assertEqual(self.redis.command("REPLICAOF", "127.0.0.1", "1"), "+OK")  # no primary there
+
+        def take_writes():
             self.assertEqual(self.redis.command("REPLICAOF", "NO", "ONE"), "+OK")
-        self.readyz(self.gw, 200)
-        lines = [l for l in self.gw.log_lines()[before:]
-                 if l.get("event") in ("shared_state_unavailable", "shared_state_recovered")]
+
+        lines, elapsed = self.flood_outage(der, refuse_writes, take_writes)
         down = [l for l in lines if l["event"] == "shared_state_unavailable"]
         self.assertTrue(down and "READONLY" in down[0]["reason"], down[:3])
         self.assertLessEqual(len(down), 1 + int(elapsed // GW_LOG_OUTAGE_SECS), (len(down), elapsed))
