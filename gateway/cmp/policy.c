@@ -871,7 +871,9 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
         snprintf(err, sizeof(err), "the certificate's issuer and serial cannot be read");
     else
         rc = cmp_revoked_check_id(e, id, now, err);
-    if (rc == 0 && (again = cmp_recent_note(e->recent, id, cert, tid, earlier)) == 0)
+    if (rc == 0 && (again = cmp_recent_note(e->recent, id, cert, tid, earlier)) >= 0)
+        cmp_status_issued_known(e, up); /* looked up: an outage of its status_unknown lines is over */
+    if (rc == 0 && again == 0)
         return 0;
     if (again < 0) {
         rc = again;
@@ -879,12 +881,12 @@ int cmp_check_serial_reused(struct gw_cmp_engine *e, const struct gw_upstream *u
     }
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     if (rc < 0) { /* as a credential's lookup: a certificate that may be revoked is not released */
-        /* shared_state_unavailable is paced by the outage (gw_cluster_unavailable_due) */
-        if (rc != GW_ERR_UNAVAILABLE || gw_cluster_unavailable_due(e->cluster, held))
+        /* each paced by its outage: the shared state's, or this upstream's (cmp_status_issued_due) */
+        if (rc == GW_ERR_UNAVAILABLE ? gw_cluster_unavailable_due(e->cluster, held)
+                                     : cmp_status_issued_due(e, up, held))
             gw_log_kv(rc == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
                       rc == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid", tid,
-                      "certificate", "issued", "serial", serial, "reason", err,
-                      rc == GW_ERR_UNAVAILABLE ? "suppressed" : NULL, held, NULL);
+                      "certificate", "issued", "serial", serial, "reason", err, "suppressed", held, NULL);
         *fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
         snprintf(text, GW_ERR_LEN,
                  "whether a certificate with this issuer name and serial %s was revoked through this gateway "

@@ -55,6 +55,7 @@ struct crl_slot {
     char why[GW_ERR_LEN]; /* why the last fetch gave none of this CA's, told until the next */
     /* the issuer_ref whose CRL was last this CA's ("": the default issuer's), tried first next time */
     char ref[GW_MAX_ISSUER_REF_LEN + 1];
+    struct gw_log_outage unknown; /* the status_unknown lines of this CA's credentials (log_unknown) */
 };
 
 /*
@@ -80,6 +81,8 @@ struct cmp_crl_cache {
     unsigned long revocations; /* revocations through cmpgw so far: one during a fetch keeps slots stale */
     unsigned long flights;     /* fetches for a genm ended so far */
     int fetching;              /* a worker is fetching: others use the cached ones or wait */
+    /* the status_unknown lines of its issued certificates (cmp_status_issued_due) */
+    struct gw_log_outage issued;
 };
 
 /* What one certificate's check found, for the audit record. */
@@ -96,11 +99,14 @@ int cmp_status_init(struct gw_cmp_engine *e, char *err)
     for (size_t i = 0; i < e->cfg.n_upstreams; i++) {
         pthread_mutex_init(&e->crls[i].lock, NULL);
         pthread_cond_init(&e->crls[i].fetched_cond, NULL);
+        gw_log_outage_init(&e->crls[i].issued);
         if ((e->crls[i].cas = gw_upstream_conf_issuing_cas(&e->cfg.upstreams[i])) == NULL)
             goto nomem;
         if (sk_X509_num(e->crls[i].cas) > 0 &&
             (e->crls[i].slots = calloc((size_t)sk_X509_num(e->crls[i].cas), sizeof(struct crl_slot))) == NULL)
             goto nomem;
+        for (int j = 0; j < sk_X509_num(e->crls[i].cas); j++)
+            gw_log_outage_init(&e->crls[i].slots[j].unknown);
     }
     return 0;
 nomem:
@@ -108,11 +114,35 @@ nomem:
     return GW_ERR_NOMEM;
 }
 
+/*
+ * An outage of |o| still open as the engine goes (a reload retired its configuration, or the gateway
+ * stops) says the lines it held back since its last one, as its end would have: one line more, so that
+ * every line is out or counted. The next generation paces its own.
+ */
+static void held_at_free(struct gw_log_outage *o, const char *name, const char *certificate)
+{
+    char held[GW_LOG_HELD_LEN];
+
+    if (!gw_log_outage_end(o, held) || strcmp(held, "0") == 0)
+        return;
+    gw_log_kv(GW_LOG_WARN, "status_unknown", "upstream", name, "suppressed", held, "msg",
+              "the outage was still open as its configuration was retired: the lines it held back since its "
+              "last one",
+              certificate != NULL ? "certificate" : NULL, certificate, NULL);
+}
+
 void cmp_status_cleanup(struct gw_cmp_engine *e)
 {
     for (size_t i = 0; e->crls != NULL && i < e->cfg.n_upstreams; i++) {
-        for (int j = 0; e->crls[i].slots != NULL && j < sk_X509_num(e->crls[i].cas); j++)
+        const char *name = e->cfg.upstreams[i].name;
+
+        for (int j = 0; e->crls[i].slots != NULL && j < sk_X509_num(e->crls[i].cas); j++) {
             X509_CRL_free(e->crls[i].slots[j].crl);
+            held_at_free(&e->crls[i].slots[j].unknown, name, NULL);
+            gw_log_outage_cleanup(&e->crls[i].slots[j].unknown);
+        }
+        held_at_free(&e->crls[i].issued, name, "issued");
+        gw_log_outage_cleanup(&e->crls[i].issued);
         free(e->crls[i].slots);
         sk_X509_pop_free(e->crls[i].cas, X509_free);
         pthread_cond_destroy(&e->crls[i].fetched_cond);
@@ -808,6 +838,63 @@ static int entry_status(const struct gw_cmp_settings *cfg, char *const *names, s
 }
 
 /*
+ * The line of a credential whose status could not be had (|rc| GW_ERR_UNAVAILABLE: Redis did not say whether
+ * it was revoked through the gateway; else the status at the upstream of its CA, slot |s|). While either
+ * lasts every request of such a certificate meets it, as fast as its client sends: each is paced by its
+ * outage, shared_state_unavailable by the shared state's (gw_cluster_unavailable_due), status_unknown by the
+ * CA's (gw_log_outage_due), which a status had again ends (known_again).
+ */
+static void log_unknown(struct cmp_call *c, struct crl_slot *s, int rc, const char *what, const char *err)
+{
+    char held[GW_LOG_HELD_LEN];
+
+    if (rc == GW_ERR_UNAVAILABLE) {
+        if (gw_cluster_unavailable_due(c->e->cluster, held))
+            gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "certificate", what,
+                      "reason", err, "suppressed", held, NULL);
+        return;
+    }
+    if (gw_log_outage_due(&s->unknown, time(NULL), held))
+        gw_log_kv(GW_LOG_WARN, "status_unknown", "tid", c->rsp->tid, "certificate", what, "reason", err,
+                  "suppressed", held, NULL);
+}
+
+/* A status of a certificate of CA |ca| of |cc| (upstream |name|) was had: an outage of its lines is over. */
+static void known_again(struct cmp_crl_cache *cc, int ca, const char *name)
+{
+    char held[GW_LOG_HELD_LEN], ca_name[96], msg[GW_ERR_LEN];
+
+    if (!gw_log_outage_end(&cc->slots[ca].unknown, held))
+        return;
+    name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), ca_name, sizeof(ca_name));
+    snprintf(msg, sizeof(msg), "the revocation status of the certificates of its CA %s can be had again",
+             ca_name);
+    gw_log_kv(GW_LOG_INFO, "status_recovered", "upstream", name, "msg", msg, "suppressed", held, NULL);
+}
+
+bool cmp_status_issued_due(struct gw_cmp_engine *e, const struct gw_upstream *up, char held[GW_LOG_HELD_LEN])
+{
+    struct cmp_crl_cache *cc = cache_of(e, up);
+
+    if (cc != NULL)
+        return gw_log_outage_due(&cc->issued, time(NULL), held);
+    snprintf(held, GW_LOG_HELD_LEN, "0");
+    return true;
+}
+
+void cmp_status_issued_known(struct gw_cmp_engine *e, const struct gw_upstream *up)
+{
+    struct cmp_crl_cache *cc = cache_of(e, up);
+    char held[GW_LOG_HELD_LEN];
+
+    if (cc != NULL && gw_log_outage_end(&cc->issued, held))
+        gw_log_kv(GW_LOG_INFO, "status_recovered", "upstream", gw_upstream_get0_conf(up)->name, "certificate",
+                  "issued", "msg",
+                  "whether its certificates were revoked through this gateway can be told again",
+                  "suppressed", held, NULL);
+}
+
+/*
  * One authenticating certificate: 0 if it may be used (|note| says how that was known), else refused.
  * |named|: it is the certificate the request (an rr) asks about, whose revocation is its answer.
  */
@@ -815,7 +902,7 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                      size_t n, const char *what, bool named, struct status_note *note, struct cmp_refusal *r)
 {
     struct gw_cmp_engine *e = c->e;
-    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN], held[GW_LOG_HELD_LEN] = "";
+    char err[GW_ERR_LEN] = "", serial[GW_SERIAL_HEX_LEN];
     size_t i = 0;
     int ca = 0;
     struct gw_upstream *up = issuer_upstream(e, cert, &i, &ca);
@@ -833,19 +920,15 @@ static int check_one(struct cmp_call *c, X509 *cert, const STACK_OF(X509) *chain
                  gw_upstream_get0_conf(up)->name);
         return 0;
     } else if (revoked < 0 || upstream_status(c, i, up, ca, cert, &revoked, &reason, note, err) != 0) {
-        /* Redis not answering is an error, logged (paced by the outage) as every other use of the shared
-           state logs it */
-        if (revoked != GW_ERR_UNAVAILABLE || gw_cluster_unavailable_due(e->cluster, held))
-            gw_log_kv(revoked == GW_ERR_UNAVAILABLE ? GW_LOG_ERROR : GW_LOG_WARN,
-                      revoked == GW_ERR_UNAVAILABLE ? "shared_state_unavailable" : "status_unknown", "tid",
-                      c->rsp->tid, "certificate", what, "reason", err,
-                      revoked == GW_ERR_UNAVAILABLE ? "suppressed" : NULL, held, NULL);
+        log_unknown(c, &e->crls[i].slots[ca], revoked, what, err);
         /* where the shared state is and what it answered are the operator's, as for every other use of it */
         return cmp_refuse(
             r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
             "the revocation status of the %s certificate cannot be checked now (%.120s); retry later", what,
             revoked < 0 ? "whether it was revoked through this gateway cannot be looked up" : err);
     }
+    if (!by_gateway)
+        known_again(&e->crls[i], ca, gw_upstream_get0_conf(up)->name);
     if (!revoked)
         return 0;
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));

@@ -6,12 +6,16 @@
 #define GW_CMP_STATUS_H
 
 #include "gateway/cmp/cmp_local.h"
+#include "base/log.h"
+
+#include <stdbool.h>
 
 /*
  * cmp_check_credentials checks the revocation status of the certificates that authenticate a
  * request (t->signer, the TLS client certificate): 0 if both may be used (t->credential_status says
  * how that was known), else refused with certRevoked, systemUnavail (status unknown: fail closed)
- * or notAuthorized.
+ * or notAuthorized. A status unknown is logged status_unknown, paced by its outage per CA of each upstream
+ * (gw_log_outage_due); the next status had of a certificate of that CA ends it, logged status_recovered.
  */
 int cmp_check_credentials(struct cmp_call *c, struct cmp_txn *t, struct cmp_refusal *r);
 
@@ -103,10 +107,25 @@ int cmp_status_relay_get(struct cmp_call *c, struct gw_upstream *up, const char 
 void cmp_status_relay_put(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL *crl, int ca,
                           unsigned long ticket, const struct cmp_crl_failure *f, X509_CRL **newer);
 
+/*
+ * cmp_status_issued_due: whether the status_unknown line of a certificate |up| returned goes out now, whose
+ * issuer and serial could not be looked up among those revoked through the gateway (cmp_check_serial_reused;
+ * not for GW_ERR_UNAVAILABLE: gw_cluster_unavailable_due). Every certificate of |up| meets such a failure
+ * while it lasts, so its lines are paced by it, per upstream (gw_log_outage_due), |held| the count of those
+ * held back since the last one out (its "suppressed"); cmp_status_issued_known, the next lookup of a
+ * certificate of |up| that succeeds, ends the outage, logged status_recovered. An upstream not of |e|'s
+ * configuration: always, held "0". Thread-safe.
+ */
+bool cmp_status_issued_due(struct gw_cmp_engine *e, const struct gw_upstream *up, char held[GW_LOG_HELD_LEN]);
+void cmp_status_issued_known(struct gw_cmp_engine *e, const struct gw_upstream *up);
+
 /* cmp_status_init sets up the CRL caches of every upstream. 0 or GW_ERR_NOMEM with |err|. */
 int cmp_status_init(struct gw_cmp_engine *e, char *err);
 
-/* cmp_status_cleanup frees the CRL caches. Safe on a partly built engine. */
+/*
+ * cmp_status_cleanup frees the CRL caches. An outage of status_unknown lines still open says the lines it
+ * held back since its last one in one more. Safe on a partly built engine.
+ */
 void cmp_status_cleanup(struct gw_cmp_engine *e);
 
 #endif

@@ -19,6 +19,7 @@ import hashlib
 import json
 import ssl
 import sys
+import time
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -754,6 +755,51 @@ class StaleCrlAtVault(VaultCase):
         self.vault.control({})  # a current CRL again: read at the next request, as the old one ran out
         served, _ = self.p10cr("v-stale-3", auth=(first.cert, key))
         self.assertIsNotNone(served.cert, served.answers)
+
+
+class StatusUnknownPaced(VaultCase):
+    """While the Vault-API test server's CRL is past its nextUpdate and cert/<serial> fails, every request
+    signed by one of its certificates is refused, as fast as its client sends: the status_unknown lines are
+    paced by that outage (the first at once, then one in 10 s, each with the count held back before it), and
+    the first status had again ends it, status_recovered counting those held back since. The answers stay."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        cls.vault.control({"crl_stale": True, "force_status": 503, "match": "/cert/"})
+
+    def unknown_lines(self):
+        return [e for e in self.gw.log_lines() if e.get("event") == "status_unknown"]
+
+    def test_outage_paced_then_ended(self):
+        first, key = self.p10cr("v-paced")
+        self.assertIsNotNone(first.cert, first.answers)
+        start, refused = time.monotonic(), 0
+        for k in range(15):
+            res, _ = self.p10cr("v-paced-%d" % k, auth=(first.cert, key))
+            self.assert_cmp_error(res.first, ("cp",), "systemUnavail",
+                                  "the revocation status of the signer certificate cannot be checked now (the CRL "
+                                  "of upstream vault is past its nextUpdate")
+            refused += 1
+        elapsed = time.monotonic() - start
+        lines = self.unknown_lines()
+        self.assertLessEqual(len(lines), 1 + int(elapsed // 10), (elapsed, lines))
+        self.assertTrue(lines[0].get("tid"), lines)
+        self.vault.control({})  # a current CRL again, fetched once the stale one's retry interval is over
+        deadline = time.monotonic() + 20
+        while True:
+            res, _ = self.p10cr("v-paced-again-%d" % refused, auth=(first.cert, key))
+            if res.cert is not None or time.monotonic() > deadline:
+                break
+            refused += 1
+            time.sleep(1)
+        self.assertIsNotNone(res.cert, res.answers)
+        log = self.gw.log_lines()
+        lines = self.unknown_lines()
+        ended = [e for e in log if e.get("event") == "status_recovered"]
+        self.assertEqual([e.get("upstream") for e in ended], ["vault"], ended)
+        held = sum(int(e["suppressed"]) for e in lines + ended)
+        self.assertEqual(len(lines) + held, refused, (lines, ended))
 
 if __name__ == "__main__":
     harness.main()

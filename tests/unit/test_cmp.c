@@ -3197,6 +3197,54 @@ static void test_status_two_cas_crl(void **state)
     two_cas_close(&t);
 }
 
+/* How many times |needle| occurs in |hay|. */
+static int occurrences(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/*
+ * A CA whose status cannot be had refuses every request of its certificates, as fast as they come: its
+ * status_unknown lines are paced by that outage, the first at once and the rest held back and counted. The
+ * outage is the CA's: the other CA of the upstream, whose CRL serves, neither ends it nor is held back by it.
+ * An outage still open as the engine goes says its count in one line more.
+ */
+static void test_status_unknown_paced(void **state)
+{
+    struct two_cas t;
+    unsigned char *crl1;
+    size_t crl1_len;
+    char *logged;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    crl1 = crl_of(t.ca1, t.ca1_key, two_ca_now - 60, two_ca_now + 3600, NULL, &crl1_len);
+    fake.crl = crl1, fake.crl_len = crl1_len;
+    log_capture_start();
+    for (int k = 0; k < 3; k++) {
+        ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+              "cannot be checked now (no CRL of upstream local for its CA \"cmpgw test issuing CA 2\"");
+        ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    }
+    logged = log_capture_end();
+    if (occurrences(logged, "\"event\":\"status_unknown\"") != 1 ||
+        strstr(logged, "\"suppressed\":\"0\"") == NULL || strstr(logged, "status_recovered") != NULL)
+        fail_msg("not one status_unknown line and no end in: %s", logged);
+    free(logged);
+    log_capture_start();
+    two_cas_close(&t);
+    logged = log_capture_end();
+    if (occurrences(logged, "\"event\":\"status_unknown\"") != 1 ||
+        strstr(logged, "\"upstream\":\"local\",\"suppressed\":\"2\"") == NULL)
+        fail_msg("no status_unknown line with the 2 held back in: %s", logged);
+    free(logged);
+    free(crl1);
+}
+
 /*
  * A revocation through cmpgw makes stale the CRL of the revoked certificate's CA only: another CA's CRL of
  * the same upstream cannot list it and is used on. Once, every CA's of the revoking upstream was marked,
@@ -11263,6 +11311,7 @@ int main(void)
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_unknown_paced),
         cmocka_unit_test(test_status_revoked_marks_its_ca),
         cmocka_unit_test(test_status_revoked_marks_rekeyed_ca),
         cmocka_unit_test(test_status_after_genm_fetch),
