@@ -79,7 +79,8 @@ struct answer {
     X509 *cert;         /* READ_SIGN, READ_INFO */
     unsigned char *der; /* READ_CRL */
     size_t der_len;
-    bool unread; /* READ_SIGN: an answer too large, or of too many objects and arrays, to be read */
+    bool unread;   /* READ_SIGN: an answer too large, or of too many objects and arrays, to be read */
+    bool not_sent; /* no answer, and nothing of the request left (gw_http_response.not_sent) */
 };
 
 /* How a cfssl error becomes a CMP failInfo: by code range, then by message for the HTTP-level code 400. */
@@ -240,6 +241,7 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
 
     memset(a, 0, sizeof(*a));
     a->http = rsp->status;
+    a->not_sent = rc != 0 && rsp->not_sent;
     if (rc == GW_ERR_TIMEOUT && rsp->cut_short) {
         answer_fail(
             a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
@@ -845,18 +847,20 @@ out:
 
 /*
  * One revoke call with |aki|, by *end (NULL: the timeout alone); 0 or a gw_err with |err|; *not_found
- * says cfssl does not know it. A 4xx is cfssl refusing this revocation (GW_ERR_REFUSED), but for what
- * error_map calls an operator problem (systemUnavail): fixed, the same request passes.
+ * says cfssl does not know it, *not_sent that nothing of the request left. A 4xx is cfssl refusing this
+ * revocation (GW_ERR_REFUSED), but for what error_map calls an operator problem (systemUnavail): fixed, the
+ * same request passes.
  */
 static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, const ASN1_INTEGER *serial,
                        const char *aki, const char *reason, const _Atomic uint64_t *end, int *not_found,
-                       char *err)
+                       int *not_sent, char *err)
 {
     char *body = make_revoke_request(serial, aki, reason);
     struct answer a;
     int rc;
 
     *not_found = 0;
+    *not_sent = 0;
     if (body == NULL) {
         snprintf(err, GW_ERR_LEN, "cfssl %s: out of memory", gw_upstream_conf_name(conf));
         return GW_ERR_NOMEM;
@@ -864,6 +868,7 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
     call_as(c, conf, "POST", EP_REVOKE, body, READ_ENVELOPE, end, &a);
     free(body);
     rc = a.status;
+    *not_sent = a.not_sent;
     if (rc != 0) {
         *not_found = a.code / 1000 * 1000 == CFSSL_CERT_STORE_ERROR && strstr(a.reason, "not found") != NULL;
         snprintf(err, GW_ERR_LEN, "%s", a.reason);
@@ -879,15 +884,16 @@ static int revoke_once(struct cfssl *c, const struct gw_upstream_conf *conf, con
 /*
  * cfssl's certdb keys certificates by (serial, AKI); cfssl 1.2.0 records an empty AKI, so a "not
  * found" is retried once with "" (revocation is idempotent: a second call changes nothing). Both end
- * by *end (NULL: each by the timeout), which may be lowered meanwhile.
+ * by *end (NULL: each by the timeout), which may be lowered meanwhile. *not_sent is the first call's: one
+ * retried was answered, so a retry not sent leaves it 0, the cautious side.
  */
 static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const char *aki, int reason,
-                     const _Atomic uint64_t *end, char *err)
+                     const _Atomic uint64_t *end, int *not_sent, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
     const char *name;
-    int not_found = 0, rc;
+    int not_found = 0, again_not_sent, rc;
 
     if (c == NULL || serial == NULL || ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER) {
         snprintf(err, GW_ERR_LEN, "cfssl %s: no serial number to revoke", gw_upstream_conf_name(conf));
@@ -901,9 +907,9 @@ static int revoke_by(struct gw_upstream *up, const ASN1_INTEGER *serial, const c
                  reason);
         return GW_ERR_INVAL;
     }
-    rc = revoke_once(c, conf, serial, aki, name, end, &not_found, err);
+    rc = revoke_once(c, conf, serial, aki, name, end, &not_found, not_sent, err);
     if (rc != 0 && not_found && aki[0] != '\0')
-        rc = revoke_once(c, conf, serial, "", name, end, &not_found, err);
+        rc = revoke_once(c, conf, serial, "", name, end, &not_found, &again_not_sent, err);
     return rc;
 }
 
@@ -917,7 +923,7 @@ static void aki_hex(const ASN1_OCTET_STRING *kid, char *aki)
 
 /* worker: the certificate's own AKID says which CA key cfssl recorded. */
 static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                        int *fail_info, char *err)
+                        int *fail_info, int *not_sent, char *err)
 {
     char aki[2 * 64 + 1];
 
@@ -928,7 +934,7 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, co
         return GW_ERR_INVAL;
     }
     aki_hex(X509_get0_authority_key_id((X509 *)cert), aki);
-    return revoke_by(up, X509_get0_serialNumber(cert), aki, reason, end, err);
+    return revoke_by(up, X509_get0_serialNumber(cert), aki, reason, end, not_sent, err);
 }
 
 /*
@@ -936,7 +942,8 @@ static int cfssl_revoke(struct gw_upstream *up, const X509 *cert, int reason, co
  * that name (the first one when |issuer| is NULL). No such issuer: cfssl did not issue it.
  */
 static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
+                               int reason, const _Atomic uint64_t *end, int *fail_info, int *not_sent,
+                               char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     X509 *ca = NULL;
@@ -955,7 +962,7 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         return GW_ERR_NOT_FOUND;
     }
     aki_hex(X509_get0_subject_key_id(ca), aki);
-    return revoke_by(up, serial, aki, reason, end, err);
+    return revoke_by(up, serial, aki, reason, end, not_sent, err);
 }
 
 /* worker: GET crl, a base64 DER CRL as the result (docs/design.md U4). */

@@ -841,9 +841,10 @@ static int revoke_outcome(int fi, int status, int *fail_info)
 }
 
 /* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|, by *end too (NULL or 0: none), which may be lowered
- * while it runs (read before each message and during each transfer). Worker, synchronous. */
+ * while it runs (read before each message and during each transfer); *not_sent when no message of it left
+ * (x.sent). Worker, synchronous. */
 static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                      int *fail_info, char *err)
+                      int *fail_info, int *not_sent, char *err)
 {
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct xfer x = {0};
@@ -866,6 +867,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, cons
     map_failure(cu, ctx, &x, &status, &fi, err);
     gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
               "reason", err, NULL);
+    *not_sent = !x.sent;
     rc = refused_gateway(cu, ctx, fi, RR_GATEWAY) ? status : revoke_outcome(fi, status, fail_info);
 out:
     ERR_clear_error();

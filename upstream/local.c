@@ -497,10 +497,12 @@ static int reason_usable(int reason)
 /*
  * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
  * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend. Nothing
- * goes over a network: |end| does not cut its store's write short.
+ * goes over a network: |end| does not cut its store's write short, and a failed write may have revoked
+ * (*not_sent stays 0).
  */
 static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                               int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
+                               int reason, const _Atomic uint64_t *end, int *fail_info, int *not_sent,
+                               char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
@@ -510,6 +512,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
 
     (void)end;
     (void)fail_info;
+    (void)not_sent;
     if (lc->store_dir == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s keeps no store, so it cannot revoke: configure \"store\"",
                  conf->name);

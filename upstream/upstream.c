@@ -869,11 +869,12 @@ int gw_upstream_check_signer(const struct gw_upstream *up, const X509 *cert, cha
     return GW_ERR_POLICY;
 }
 
-/* gw_upstream_revoke_cert ended by *end as well (NULL: none). */
+/* gw_upstream_revoke_cert ended by *end as well (NULL: none), with what its adapter says of *not_sent. */
 static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                       int *fail_info, char *err)
+                       int *fail_info, int *not_sent, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
+    *not_sent = 0; /* what the adapter cannot tell may have reached the CA */
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
@@ -883,14 +884,16 @@ static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, con
     if (!gw_upstream_issued(up, cert))
         return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
     return up->ops->revoke != NULL
-               ? up->ops->revoke(up, cert, reason, end, fail_info, err)
+               ? up->ops->revoke(up, cert, reason, end, fail_info, not_sent, err)
                : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
-                                        end, fail_info, err);
+                                        end, fail_info, not_sent, err);
 }
 
 int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
 {
-    return revoke_cert(up, cert, reason, NULL, fail_info, err);
+    int not_sent;
+
+    return revoke_cert(up, cert, reason, NULL, fail_info, &not_sent, err);
 }
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
@@ -902,14 +905,15 @@ int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reaso
                              char *err)
 {
     _Atomic uint64_t end = until_ms;
+    int not_sent;
 
-    return gw_upstream_revoke_by(up, cert, reason, &end, err);
+    return gw_upstream_revoke_by(up, cert, reason, &end, &not_sent, err);
 }
 
 int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                          char *err)
+                          int *not_sent, char *err)
 {
-    int fail_info, rc = revoke_cert(up, cert, reason, end, &fail_info, err);
+    int fail_info, rc = revoke_cert(up, cert, reason, end, &fail_info, not_sent, err);
 
     return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
 }
@@ -917,6 +921,8 @@ int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, 
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                               int reason, int *fail_info, char *err)
 {
+    int not_sent = 0;
+
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
@@ -931,7 +937,7 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     }
     if (issuer != NULL && !gw_upstream_issues_under(up, issuer))
         return not_its_ca(up, issuer, serial, err);
-    return up->ops->revoke_serial(up, issuer, serial, reason, NULL, fail_info, err);
+    return up->ops->revoke_serial(up, issuer, serial, reason, NULL, fail_info, &not_sent, err);
 }
 
 int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,

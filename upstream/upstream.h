@@ -229,12 +229,14 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * caller may lower while it runs (*end; 0: none, written with atomic_store): a withdrawal asked before
  * a drain began, whose answer no longer matters once the drain's deadline came. The call reads it before
  * each request it sends and while a transfer waits (GW_UPSTREAM_END_CHECK_MS later at most): an end
- * lowered meanwhile cuts it short there. Only such a call gets one: never a sign call, whose certificate
- * the gateway must hear of. Each asks the upstream only
- * about a certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them,
- * |issuer| the name of one; else nothing is sent, an error is logged, and the answer is
- * GW_ERR_NOT_FOUND with "not the CA of upstream X: revoke ... by hand at its issuer ..." in |err|.
- * (worker)
+ * lowered meanwhile cuts it short there. A failed one sets *not_sent to 1 where nothing of it the upstream
+ * may have acted on reached it (no request left: a connection or TLS handshake not made, a Vault login
+ * waited for; or only those Vault answered that nothing was done, 412, 429, 503 or a 403 before a new
+ * token, and the next not sent), else to 0: it may have revoked the certificate. Only such a call gets one:
+ * never a sign call, whose certificate the gateway must hear of. Each asks the upstream only about a
+ * certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them, |issuer| the name
+ * of one; else nothing is sent, an error is logged, and the answer is GW_ERR_NOT_FOUND with "not the CA of
+ * upstream X: revoke ... by hand at its issuer ..." in |err|. (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                               int reason, int *fail_info, char *err);
@@ -243,7 +245,7 @@ int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, cha
 int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
                              char *err);
 int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                          char *err);
+                          int *not_sent, char *err);
 /*
  * gw_upstream_crl fetches (local: builds or returns the cached) current CRL of |up| as DER into a
  * malloc'd *der of *len bytes (caller free()s); *der is NULL on failure. GW_ERR_INVAL without

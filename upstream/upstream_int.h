@@ -60,14 +60,17 @@ struct gw_upstream_ops {
     /* A refusal for good (GW_ERR_REFUSED) may name its failInfo in *fail_info (else badRequest). A
        revocation ends by *end (gw_now_ms; 0: none; NULL for none at all) as well, which its caller may
        lower while it runs (gw_upstream_revoke_by): past it nothing more is sent, and a call under way is
-       cut short, a failure that may pass (a withdrawal during a drain), its text saying so. */
+       cut short, a failure that may pass (a withdrawal during a drain), its text saying so. A failed one
+       sets *not_sent (0 on entry) where nothing of it that the upstream may act on reached it: no request
+       left, or each that did was answered with a refusal that says nothing was done (Vault's 503). Where
+       unsure, it leaves it 0. */
     int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                  int *fail_info, char *err);
+                  int *fail_info, int *not_sent, char *err);
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
     int (*cert_status)(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
     /* GW_UP_REVOKE: revoke by issuer and serial (rr carries only a CertTemplate). */
     int (*revoke_serial)(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                         int reason, const _Atomic uint64_t *end, int *fail_info, char *err);
+                         int reason, const _Atomic uint64_t *end, int *fail_info, int *not_sent, char *err);
     /* GW_UP_CERT_LOOKUP: the certificate it issued with |serial|, into *cert (the caller's). */
     int (*cert_by_serial)(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
     /* GW_UP_CRL: the current CRL of issuer |issuer_ref| (NULL: the default), DER, malloc'd (free()). */

@@ -564,11 +564,12 @@ static int serial_text(const ASN1_INTEGER *s, char serial[GW_VAULT_SERIAL_LEN], 
  * within the mount, whatever |issuer| says. Unknown serial: GW_ERR_NOT_FOUND. A refusal Vault would
  * repeat (a 4xx, an expired certificate) is GW_ERR_REFUSED with badRequest: Vault names no failInfo.
  * A 404 naming a path Vault does not have is the gateway's configuration (no_route). Its attempts end
- * by *end too (NULL or 0: the timeout alone), which may be lowered while they run. Worker.
+ * by *end too (NULL or 0: the timeout alone), which may be lowered while they run; *not_sent when none
+ * reached Vault to act on (attempts.sent). Worker.
  */
 static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
                                const ASN1_INTEGER *serial_int, int reason, const _Atomic uint64_t *end,
-                               int *fail_info, char *err)
+                               int *fail_info, int *not_sent, char *err)
 {
     struct vault *v = gw_upstream_get0_impl(up);
     char path[GW_MAX_PATH_LEN], serial[GW_VAULT_SERIAL_LEN], why[GW_ERR_LEN], when[32];
@@ -619,6 +620,7 @@ static int vault_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer,
     }
     gw_http_response_cleanup(&rsp);
 out:
+    *not_sent = rc != 0 && !a.sent;
     vault_attempts_cleanup(&a);
     json_object_put(req);
     return rc;

@@ -53,6 +53,9 @@ struct attempts {
     bool whole_sends;
     /* a revocation's: an end its caller may lower while it runs (gw_http_request_until); NULL: none */
     const _Atomic uint64_t *end;
+    /* a request of the call may have reached Vault, to act on: one that may have left with no answer, or
+       answered other than as nothing done (what vault_send_again sends again) */
+    bool sent;
 };
 
 /* The upstream's name for logs and errors: its configured name, else "vault". */

@@ -391,8 +391,10 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
         0) /* nothing was sent: not an unknown outcome */
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
-        (rc = gw_http_request_until(v->http, method, path, body, h.list, send_by(a), a->end, rsp)) != 0)
+        (rc = gw_http_request_until(v->http, method, path, body, h.list, send_by(a), a->end, rsp)) != 0) {
         vault_set_err(err, "%s", rsp->error);
+        a->sent = a->sent || !rsp->not_sent;
+    }
     if (tok != NULL)
         vault_mask_token(rsp, tok);
     vault_headers_cleanup(&h);
@@ -463,8 +465,10 @@ int vault_call_on(struct vault *v, const char *method, const char *path, const c
     for (;;) {
         if ((rc = send_once(v, method, path, body, rsp, a, err)) != 0)
             return rc;
-        if (!vault_send_again(v, a, path, rsp, &sleep_ms))
+        if (!vault_send_again(v, a, path, rsp, &sleep_ms)) {
+            a->sent = true; /* an answer Vault may have acted on */
             return 0;
+        }
         gw_http_response_cleanup(rsp);
         gw_sleep_ms(sleep_ms);
     }

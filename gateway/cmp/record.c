@@ -228,7 +228,8 @@ static uint64_t cut_in(const struct cmp_withdrawals *q)
 
 /*
  * Why a withdrawal was not sent to its upstream during a drain: what the drain left of it was gone
- * (calls_end) when it was to be sent, once it had waited for another revocation of it. Nothing reached
+ * (calls_end) when it was to be sent, once it had waited for another revocation of it, or came while its
+ * adapter had sent nothing yet (cut_short: a connection not made, a login waited for). Nothing reached
  * the CA: not revoked, unlike one cut short (TEXT_CUT_SHORT), whose request may have. Unless it was to be
  * asked again (TEXT_NOT_SENT_AGAIN): its failed attempt may have reached the CA (a call with no answer in
  * time, cut off), and revoked it, which is not known.
@@ -339,9 +340,9 @@ static bool may_pass(int rc)
 }
 
 /*
- * Why a withdrawal asked during a drain did not revoke: the call reached the end the drain left it
- * (calls_end) with no answer, or with one that may pass at the last moment, and ended there. The
- * upstream may have acted on it all the same: not "revoke it by hand" alone.
+ * Why a withdrawal asked during a drain did not revoke: the call, its request sent (or maybe sent),
+ * reached the end the drain left it (calls_end) with no answer, or with one that may pass at the last moment,
+ * and ended there. The upstream may have acted on it all the same: not "revoke it by hand" alone.
  */
 #define TEXT_CUT_SHORT                                                                                       \
     "the drain's deadline came while the upstream had not answered, which ended its call (the gateway "      \
@@ -350,9 +351,11 @@ static bool may_pass(int rc)
 /*
  * worker: |w|'s call, which failed with |rc|, was cut short by the drain's deadline: on record at once, as
  * near that end as its thread can be, unless the drain gave up on it first; its thread asks nothing more
- * (ask_again: the queue is stopping).
+ * (ask_again: the queue is stopping). One whose adapter says nothing of it reached the CA (|unsent|: a
+ * connection not made by then, a login waited for) asked nothing: on record as one the end let no call
+ * begin (sending, not_sent), this attempt not counted. Any other may have reached the CA (TEXT_CUT_SHORT).
  */
-static void cut_short(struct gw_cmp_engine *e, const struct withdrawal *w, int rc)
+static void cut_short(struct gw_cmp_engine *e, struct withdrawal *w, int rc, int unsent)
 {
     struct cmp_withdrawals *q = e->withdrawals;
     uint64_t end = atomic_load(&w->until_ms);
@@ -361,8 +364,15 @@ static void cut_short(struct gw_cmp_engine *e, const struct withdrawal *w, int r
         return;
     pthread_mutex_lock(&q->lock);
     q->failed = 1; /* nothing more is asked: a drain need not wait for the thread */
-    if (!q->given_up) {
-        q->given_up = 1;
+    if (q->given_up) {
+        pthread_mutex_unlock(&q->lock);
+        return;
+    }
+    q->given_up = 1;
+    if (unsent) {
+        w->attempts--; /* it asked nothing: no attempt, as sending counts none it stops */
+        not_sent(e, w);
+    } else {
         not_revoked_said(e, w, TEXT_CUT_SHORT, TEXT_CHECK_AT_CA);
     }
     pthread_mutex_unlock(&q->lock);
@@ -459,7 +469,7 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
     const struct cmp_txn *t = &w->view;
     int mine = t->up != NULL ? cmp_revoked_begin(e, w->cert, gw_upstream_timeout_ms(t->up), err) : -1;
     uint64_t start;
-    int rc;
+    int unsent = 0, rc;
 
     if (mine == 1)
         return 1;
@@ -469,10 +479,10 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
     if ((rc = sending(e, w)) != 0)
         goto out;
     start = gw_now_ms();
-    rc = t->up != NULL ? gw_upstream_revoke_by(t->up, w->cert, w->reason, &w->until_ms, err)
+    rc = t->up != NULL ? gw_upstream_revoke_by(t->up, w->cert, w->reason, &w->until_ms, &unsent, err)
                        : no_upstream(w->cert, err);
     w->took_ms = gw_now_ms() - start;
-    cut_short(e, w, rc);
+    cut_short(e, w, rc, unsent);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);
 out:

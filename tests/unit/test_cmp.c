@@ -1258,9 +1258,9 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
 }
 
 static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                       int *fail_info, char *err)
+                       int *fail_info, int *not_sent, char *err)
 {
-    (void)up, (void)cert, (void)reason, (void)end, (void)fail_info;
+    (void)up, (void)cert, (void)reason, (void)end, (void)fail_info, (void)not_sent;
     fake.revoke_calls++;
     if (fake.during_revoke != NULL)
         fake.during_revoke();
@@ -6457,7 +6457,7 @@ static struct {
 } held_revoke = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
-                          int *fail_info, char *err)
+                          int *fail_info, int *not_sent, char *err)
 {
     struct timespec until;
 
@@ -6474,7 +6474,7 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
             ;
     }
     pthread_mutex_unlock(&held_revoke.lock);
-    return fake_revoke(up, cert, reason, end, fail_info, err);
+    return fake_revoke(up, cert, reason, end, fail_info, not_sent, err);
 }
 
 /* |e|'s slow adapter's revocations are held (it revokes: slow_revokes first). */

@@ -1303,15 +1303,17 @@ static void *lowered_main(void *arg)
 /*
  * A withdrawal's rr ended by the drain's deadline: one given its end as it began, one whose end a drain
  * lowered while the CA held it, and one whose end had passed. Each says what the drain's deadline did,
- * not the upstream's own timeout (10 s here), which did not end it; the last was not sent. Before, the
- * first said "in time (none within 10000 ms)", and the second waited for the CA to close the connection
- * (3 s), as the exchange read its end only as it began.
+ * not the upstream's own timeout (10 s here), which did not end it; the last was not sent, and says so
+ * to its caller (not_sent), the one the CA held not. Before, the first said "in time (none within
+ * 10000 ms)", and the second waited for the CA to close the connection (3 s), as the exchange read its end
+ * only as it began.
  */
 static void test_revoke_drain_deadline(void **state)
 {
     X509 *x = make_cert("issued", client_key, 0);
     struct lowered l = {0, 200, 200};
     char err[GW_ERR_LEN] = "";
+    int unsent = -1;
     struct server s;
     struct run r;
     uint64_t start;
@@ -1328,13 +1330,17 @@ static void test_revoke_drain_deadline(void **state)
     assert_null(strstr(err, "10000 ms"));
     start = gw_now_ms();
     assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
-    assert_int_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_KEY_COMPROMISE, &l.end, err), GW_ERR_UPSTREAM);
+    assert_int_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_KEY_COMPROMISE, &l.end, &unsent, err),
+                     GW_ERR_UPSTREAM);
     pthread_join(t, NULL);
     assert_true(gw_now_ms() - start < 400 + GW_UPSTREAM_END_CHECK_MS + 300);
     assert_non_null(strstr(err, "did not answer before the drain's deadline cut the exchange short"));
-    assert_int_equal(gw_upstream_revoke_until(r.up, x, CRL_REASON_KEY_COMPROMISE, gw_now_ms() - 1, err),
+    assert_int_equal(unsent, 0); /* the rr left: the CA may have acted on it */
+    atomic_store(&l.end, gw_now_ms() - 1);
+    assert_int_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_KEY_COMPROMISE, &l.end, &unsent, err),
                      GW_ERR_UPSTREAM);
     assert_non_null(strstr(err, "was not asked: the drain's deadline came before its request was sent"));
+    assert_int_equal(unsent, 1);
     run_close(&r);
     server_stop(&s);
     X509_free(x);

@@ -1496,6 +1496,7 @@ static struct {
     X509 *own_ca; /* the local conf's, set aside */
     int fails;    /* what a revocation returns (with |fail_info| for GW_ERR_REFUSED), and UPSTREAM_SAYS */
     int fail_info;
+    int unsent;                  /* a failed revocation says that nothing of it was sent (*not_sent) */
     int reason;                  /* the CRLReason the last revocation was asked with */
     uint64_t until_ms;           /* the end the last revocation was given (gw_now_ms; 0: none) */
     const _Atomic uint64_t *end; /* that end as it stands, while the revocation runs (NULL: none) */
@@ -1505,7 +1506,7 @@ static struct {
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
 
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                            int reason, const _Atomic uint64_t *end, int *fail_info, char *err)
+                            int reason, const _Atomic uint64_t *end, int *fail_info, int *not_sent, char *err)
 {
     int n = __atomic_add_fetch(&by_serial.revokes, 1, __ATOMIC_SEQ_CST); /* a withdrawal's thread too */
 
@@ -1518,6 +1519,7 @@ static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, con
     if (by_serial.fails == 0)
         return 0;
     *fail_info = by_serial.fail_info;
+    *not_sent = __atomic_load_n(&by_serial.unsent, __ATOMIC_SEQ_CST);
     snprintf(err, GW_ERR_LEN, UPSTREAM_SAYS);
     return by_serial.fails;
 }
@@ -1578,6 +1580,7 @@ static struct env *env_by_serial(const char *role_extra, const struct gw_upstrea
     by_serial.revokes = 0;
     by_serial.answer = NULL;
     by_serial.fails = 0;
+    by_serial.unsent = 0;
     by_serial.until_ms = 0;
     by_serial.during = NULL;
     assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
@@ -3104,6 +3107,76 @@ static void test_drain_end_passed_before_withdrawal_sent_again(void **state)
     assert_int_equal(audit_count(e, "revoked", NULL, NULL), 0);
 }
 
+/* A CA not reached until the end its call was given, as it stands (a connection or TLS handshake not made
+   by then): the call ends there, its adapter saying that nothing of it was sent. */
+static void unreached_until_end(int n)
+{
+    const _Atomic uint64_t *end = __atomic_load_n(&by_serial.end, __ATOMIC_SEQ_CST);
+    uint64_t start = gw_now_ms(), until;
+
+    if (n < silent_from)
+        return;
+    while (gw_now_ms() < ((until = end != NULL ? atomic_load(end) : 0) != 0 ? until : start + 5000))
+        usleep(10 * 1000);
+    __atomic_store_n(&by_serial.unsent, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&by_serial.fails, GW_ERR_IO, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * A drain begun while a withdrawal's call has reached no CA yet: the end it gives the call cuts it there,
+ * and the adapter says nothing was sent. It is on record as not sent, to revoke by hand, for the CA was not
+ * asked. Before, the record was taken from the time alone: cut short, "may or may not be revoked: check at
+ * the CA". The twin, test_drain_cuts_withdrawal_at_the_ca_short: a call the CA held is cut short.
+ */
+static void test_drain_cuts_withdrawal_unsent(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    silent_from = 1;
+    by_serial.during = unreached_until_end;
+    withdraw_race_cert();
+    for (int i = 0; i < 500 && __atomic_load_n(&by_serial.revokes, __ATOMIC_SEQ_CST) < 1; i++)
+        usleep(10 * 1000);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 2500));
+    assert_true(gw_now_ms() - start < 2500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT), 1);
+    assert_int_equal(occurrences(g->logged, "\"event\":\"revoke_failed\""), 1);
+    assert_non_null(strstr(g->logged, "is still valid: revoke it by hand"));
+    assert_null(strstr(g->logged, TEXT_CUT_SHORT));
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
+/*
+ * The last attempt a drain lets a withdrawal make, after one that failed with no answer in time, reaches no
+ * CA by the end it was given: nothing of it was sent, but the first attempt may have revoked the
+ * certificate, so its record says which, to check at the CA, as one the drain's end let no call begin.
+ * Before: "not revoked after 2 attempts", cut short.
+ */
+static void test_drain_cuts_last_attempt_unsent(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    silent_from = 2;
+    by_serial.during = unreached_until_end;
+    withdrawal_waiting(g, GW_ERR_TIMEOUT);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
+    assert_true(gw_now_ms() - start < 1500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT_AGAIN_1), 1);
+    assert_non_null(strstr(g->logged, "may still be valid: check at the CA"));
+    assert_null(strstr(g->logged, TEXT_CUT_SHORT));
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -3463,6 +3536,8 @@ int main(void)
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_end_passed_before_withdrawal_sent_again, gave_up_setup,
                                         gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_withdrawal_unsent, gave_up_setup, gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_last_attempt_unsent, gave_up_setup, gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),

@@ -1717,6 +1717,7 @@ static void test_revoke_end_lowered(void **state)
     struct lowered l = {0, 200, 200};
     struct fx f;
     char err[GW_ERR_LEN];
+    int unsent = -1;
     pthread_t t;
     uint64_t start;
     int rc;
@@ -1726,15 +1727,17 @@ static void test_revoke_end_lowered(void **state)
     fake_script(&slow, 1);
     start = gw_now_ms();
     assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
-    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
     pthread_join(t, NULL);
     assert_int_equal(rc, GW_ERR_TIMEOUT);
     assert_true(gw_now_ms() - start < 400 + GW_UPSTREAM_END_CHECK_MS + 200);
     assert_non_null(strstr(err, "the drain's deadline cut the call short"));
     assert_int_equal(fake_n_reqs(), 1);
+    assert_int_equal(unsent, 0); /* Vault had the request: it may have revoked */
     atomic_store(&l.end, 0);
     fake_script(&(struct answer){200, REVOKED_BODY, 600}, 1);
-    assert_int_equal(gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err), 0);
+    assert_int_equal(
+        gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err), 0);
     fx_cleanup(&f);
 }
 
@@ -1742,8 +1745,9 @@ static void test_revoke_end_lowered(void **state)
  * A revocation waiting for a cert login (no token yet) when its caller lowers its end: the wait reads the
  * end again, GW_UPSTREAM_END_CHECK_MS later at most, and ends there, nothing sent to Vault, saying that
  * the drain's deadline came first. Before, the wait kept the deadline its call began with, and the call
- * went on to revoke once the login (2.5 s here) brought a token. The twin: a revocation with no end waits
- * for that login, which went on for the others, and revokes with its token.
+ * went on to revoke once the login (2.5 s here) brought a token. It tells its caller that nothing was sent
+ * (not_sent), which before it could not. The twin: a revocation with no end waits for that login, which
+ * went on for the others, and revokes with its token.
  */
 static void test_revoke_login_wait_end_lowered(void **state)
 {
@@ -1752,6 +1756,7 @@ static void test_revoke_login_wait_end_lowered(void **state)
     _Atomic uint64_t none = 0;
     struct fx f;
     char err[GW_ERR_LEN];
+    int unsent = -1;
     pthread_t t;
     uint64_t start;
     int rc;
@@ -1762,16 +1767,47 @@ static void test_revoke_login_wait_end_lowered(void **state)
     fake_script(&(struct answer){200, REVOKED_BODY, 0}, 1);
     start = gw_now_ms();
     assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
-    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, err);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
     pthread_join(t, NULL);
     if (rc == 0 || gw_now_ms() - start >= 400 + GW_UPSTREAM_END_CHECK_MS + 200)
         fail_msg("rc %d after %llu ms: %s", rc, (unsigned long long)(gw_now_ms() - start), err);
     assert_non_null(strstr(err, "Vault cert login: no token before the drain's deadline"));
     assert_int_equal(fake_n_reqs(), 0);
-    assert_int_equal(gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &none, err), 0);
+    assert_int_equal(unsent, 1);
+    assert_int_equal(
+        gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &none, &unsent, err), 0);
     assert_int_equal(fake_n_logins(), 1);
     assert_int_equal(fake_n_reqs(), 1);
     assert_string_equal(fake_req(0)->token, "hvb.login");
+    fx_cleanup(&f);
+}
+
+/*
+ * A revocation Vault answered 503 (sealed: nothing done) whose retry its caller's end, lowered during the
+ * backoff, left unsent: it tells its caller that nothing reached Vault to act on (not_sent), so that a
+ * withdrawal is on record as not asked, not as "may or may not be revoked". The twin is
+ * test_revoke_end_lowered: a request Vault held says it may have been acted on.
+ */
+static void test_revoke_retry_not_sent(void **state)
+{
+    static const struct answer script[] = {{503, "{\"errors\":[\"Vault is sealed\"]}", 0},
+                                           {200, REVOKED_BODY, 0}};
+    struct lowered l = {0, 50, 20};
+    struct fx f;
+    char err[GW_ERR_LEN];
+    int unsent = -1, rc;
+    pthread_t t;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(script, 2);
+    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
+    pthread_join(t, NULL);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(fake_n_reqs(), 1);
+    assert_non_null(strstr(err, "not sent: the drain's deadline came first"));
+    assert_int_equal(unsent, 1);
     fx_cleanup(&f);
 }
 
@@ -2690,6 +2726,7 @@ int main(void)
         cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_revoke_end_lowered),
         cmocka_unit_test(test_revoke_login_wait_end_lowered),
+        cmocka_unit_test(test_revoke_retry_not_sent),
         cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
