@@ -1457,14 +1457,15 @@ static void test_revoke(void **state)
 /*
  * A revocation given an end (a withdrawal during a drain) ends by it, cfssl answering or not, its retry with
  * an empty AKI too: both calls share that end. Before, each ran for the upstream's timeout, whatever a
- * drain's deadline was.
+ * drain's deadline was. It says whether anything was sent (not_sent): not once the end has passed.
  */
 static void test_revoke_until(void **state)
 {
     struct fixture f;
     char err[GW_ERR_LEN];
+    _Atomic uint64_t end;
     uint64_t start;
-    int rc;
+    int unsent = -1, rc;
 
     (void)state;
     fixture_init_revoking(&f, srv.port);
@@ -1475,12 +1476,20 @@ static void test_revoke_until(void **state)
     srv_set(&srv.revoke[0], (struct reply){400, "text/plain", revoke_not_found, 200});
     srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, 1500});
     start = gw_now_ms();
-    rc = gw_upstream_revoke_until(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, start + 600, err);
+    end = start + 600;
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &end, &unsent, err);
     assert_true(gw_now_ms() - start < 1200);
     assert_int_not_equal(rc, 0);
     assert_int_not_equal(rc, GW_ERR_REFUSED);
     assert_int_not_equal(rc, GW_ERR_NOT_FOUND);
     assert_int_equal(srv_n_reqs(), 2);
+    assert_int_equal(unsent, 0); /* cfssl had both requests */
+    clear_requests();
+    end = gw_now_ms() - 1;
+    assert_int_not_equal(
+        gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &end, &unsent, err), 0);
+    assert_int_equal(srv_n_reqs(), 0);
+    assert_int_equal(unsent, 1);
     fixture_cleanup(&f);
 }
 
