@@ -54,7 +54,7 @@ struct attempts {
     /* a revocation's: an end its caller may lower while it runs (gw_http_request_until); NULL: none */
     const _Atomic uint64_t *end;
     /* a request of the call may have reached Vault, to act on: one that may have left with no answer, or
-       answered other than as nothing done (what vault_send_again sends again) */
+       any answer, a 412, 429 or 503 that vault_send_again sends again too (what answered may be a proxy) */
     bool sent;
 };
 

@@ -465,10 +465,10 @@ int vault_call_on(struct vault *v, const char *method, const char *path, const c
     for (;;) {
         if ((rc = send_once(v, method, path, body, rsp, a, err)) != 0)
             return rc;
-        if (!vault_send_again(v, a, path, rsp, &sleep_ms)) {
-            a->sent = true; /* an answer Vault may have acted on */
+        a->sent =
+            true; /* answered: what answered may have acted on it, whatever it said (a 503 of a proxy) */
+        if (!vault_send_again(v, a, path, rsp, &sleep_ms))
             return 0;
-        }
         gw_http_response_cleanup(rsp);
         gw_sleep_ms(sleep_ms);
     }
