@@ -290,8 +290,8 @@ class CheckDocs(unittest.TestCase):
                     r"\(upstream/vault_token\.c:\d+")
 
     def test_level_and_event_picked_together(self):
-        # status.c picks (error, shared_state_unavailable) or (warn, status_unknown) by one condition
-        self.edit("gateway/cmp/status.c", r"GW_LOG_ERROR : GW_LOG_WARN,", "GW_LOG_WARN : GW_LOG_ERROR,")
+        # policy.c picks (error, shared_state_unavailable) or (warn, status_unknown) by one condition
+        self.edit("gateway/cmp/policy.c", r"GW_LOG_ERROR : GW_LOG_WARN,", "GW_LOG_WARN : GW_LOG_ERROR,")
         self.expect(r"^docs/operations\.md:\d+: log event status_unknown: the row's levels are not `error`")
 
     def test_event_held_in_a_variable(self):
