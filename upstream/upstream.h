@@ -231,8 +231,8 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * each request it sends and while a transfer waits (GW_UPSTREAM_END_CHECK_MS later at most): an end
  * lowered meanwhile cuts it short there. A failed one sets *not_sent to 1 where nothing of it the upstream
  * may have acted on reached it (no request left: a connection or TLS handshake not made, a Vault login
- * waited for; or only those Vault answered that nothing was done, 412, 429, 503 or a 403 before a new
- * token, and the next not sent), else to 0: it may have revoked the certificate. Only such a call gets one:
+ * waited for; any request answered, a 503 too, counts as sent, since what answered may have passed it
+ * on), else to 0: it may have revoked the certificate. Only such a call gets one:
  * never a sign call, whose certificate the gateway must hear of. Each asks the upstream only about a
  * certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them, |issuer| the name
  * of one; else nothing is sent, an error is logged, and the answer is GW_ERR_NOT_FOUND with "not the CA of

@@ -61,9 +61,8 @@ struct gw_upstream_ops {
        revocation ends by *end (gw_now_ms; 0: none; NULL for none at all) as well, which its caller may
        lower while it runs (gw_upstream_revoke_by): past it nothing more is sent, and a call under way is
        cut short, a failure that may pass (a withdrawal during a drain), its text saying so. A failed one
-       sets *not_sent (0 on entry) where nothing of it that the upstream may act on reached it: no request
-       left, or each that did was answered with a refusal that says nothing was done (Vault's 503). Where
-       unsure, it leaves it 0. */
+       sets *not_sent (0 on entry) only where no request of it left; one answered, whatever it said (a 503
+       of a proxy that passed it on), may have been acted on. Where unsure, it leaves it 0. */
     int (*revoke)(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                   int *fail_info, int *not_sent, char *err);
     int (*role_policy)(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
