@@ -204,6 +204,7 @@ void gw_log_outage_init(struct gw_log_outage *o)
     pthread_mutex_init(&o->lock, NULL);
     atomic_init(&o->open, false);
     o->last = 0;
+    o->last_end = 0;
     o->held = 0;
 }
 
@@ -231,14 +232,17 @@ bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
     return due;
 }
 
-bool gw_log_outage_end(struct gw_log_outage *o, char held[GW_LOG_HELD_LEN])
+bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
 {
     bool said;
 
     if (!atomic_load(&o->open))
         return false;
     pthread_mutex_lock(&o->lock);
-    if ((said = atomic_load(&o->open))) {
+    said = atomic_load(&o->open) &&
+           (now == 0 || o->last_end == 0 || now < o->last_end || now - o->last_end >= GW_LOG_OUTAGE_SECS);
+    if (said) {
+        o->last_end = now;
         snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
         o->held = 0;
         atomic_store(&o->open, false);

@@ -103,13 +103,17 @@ bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t n
  * lines held back counted as gw_log_pace_due counts them. The outage ends when what failed works again
  * (gw_log_outage_end), which says how many were held back since the last line out. The interval outlives
  * an end: the first line of the next outage goes out at once only if the last line went out an interval
- * before, so that a service that flaps, or a late failure just after an end, writes one line an interval
- * and one end a flap. Embedded: gw_log_outage_init / gw_log_outage_cleanup.
+ * before, so that a service that flaps, or a late failure just after an end, writes one line an interval.
+ * Ends are paced alike: one within an interval of the last end said is not said, and the outage stays open
+ * with its count, for the next end after it (or the next line out) to say; so requests that fail and
+ * succeed in turn write at most a line and an end an interval. Embedded: gw_log_outage_init /
+ * gw_log_outage_cleanup.
  */
 struct gw_log_outage {
     pthread_mutex_t lock;
     atomic_bool open;   /* a line of the outage went out or was held back, and its end was not said */
     time_t last;        /* when the last line went out, of this outage or an earlier one (0: none yet) */
+    time_t last_end;    /* when the last end was said (0: none yet) */
     unsigned long held; /* lines held back since */
 };
 void gw_log_outage_init(struct gw_log_outage *o);
@@ -124,10 +128,12 @@ bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
 
 /*
  * gw_log_outage_end: whether an outage of |o| was open (a line of it went out or was held back) and is over
- * now: true with |held| the decimal count of the lines held back since the last one out, for the line that
- * says its end. Takes no lock while none is open. Thread-safe.
+ * at |now|: true with |held| the decimal count of the lines held back since the last one out, for the line
+ * that says its end; false, the outage left open, when the last end was said less than GW_LOG_OUTAGE_SECS
+ * before (a clock that went back lets it be said). |now| 0: said at once whenever (a stop, whose count
+ * must not be lost). Takes no lock while none is open. Thread-safe.
  */
-bool gw_log_outage_end(struct gw_log_outage *o, char held[GW_LOG_HELD_LEN]);
+bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /*
  * The escaper of every text a person reads that a client or a CA wrote. gw_json_escape writes |s|

@@ -125,11 +125,12 @@ static int mark_down(struct gw_cluster *cl, const char *err)
 /*
  * The ping went through, its SET NX with it: Redis takes writes again, and an outage is over, said with the
  * count of its lines held back since the last one (gw_cluster_unavailable_due). Before readiness says so: a
- * ready instance has said it. Another script's answer proves less: a replica after a failover (READONLY),
- * or a Redis at its maxmemory (OOM), answers a lookup and refuses a write, and a request that looks up
- * before it writes would end every time the outage its write begins again. |downs| is mark_down's count
- * as the ping was sent: a command that failed since, while the ping's answer came back, leaves the
- * outage open and readiness down (the next ping decides).
+ * ready instance has said it, but for an end within GW_LOG_OUTAGE_SECS of the last one said (a flap),
+ * which the first ping past that interval says (gw_log_outage_end). Another script's answer proves less: a
+ * replica after a failover (READONLY), or a Redis at its maxmemory (OOM), answers a lookup and refuses a
+ * write, and a request that looks up before it writes would end every time the outage its write begins again.
+ * |downs| is mark_down's count as the ping was sent: a command that failed since, while the ping's answer
+ * came back, leaves the outage open and readiness down (the next ping decides).
  */
 static void reached(struct gw_cluster *cl, unsigned long downs)
 {
@@ -137,7 +138,7 @@ static void reached(struct gw_cluster *cl, unsigned long downs)
 
     if (atomic_load(&cl->downs) != downs)
         return;
-    if (gw_log_outage_end(&cl->outage, held)) {
+    if (gw_log_outage_end(&cl->outage, time(NULL), held)) {
         snprintf(msg, sizeof(msg), "the shared state (Redis at %s:%d) answers again", cl->address, cl->port);
         gw_log_kv(GW_LOG_INFO, "shared_state_recovered", "msg", msg, "suppressed", held, NULL);
     }
@@ -581,7 +582,7 @@ static void held_at_stop(struct gw_cluster *cl)
 {
     char held[GW_LOG_HELD_LEN], why[GW_ERR_LEN];
 
-    if (!gw_log_outage_end(&cl->outage, held) || strcmp(held, "0") == 0)
+    if (!gw_log_outage_end(&cl->outage, 0, held) || strcmp(held, "0") == 0)
         return;
     pthread_mutex_lock(&cl->lock);
     snprintf(why, sizeof(why), "%s", cl->last_err);

@@ -123,7 +123,7 @@ static void held_at_free(struct gw_log_outage *o, const char *name, const char *
 {
     char held[GW_LOG_HELD_LEN];
 
-    if (!gw_log_outage_end(o, held) || strcmp(held, "0") == 0)
+    if (!gw_log_outage_end(o, 0, held) || strcmp(held, "0") == 0)
         return;
     gw_log_kv(GW_LOG_WARN, "status_unknown", "upstream", name, "suppressed", held, "msg",
               "the outage was still open as its configuration was retired: the lines it held back since its "
@@ -864,7 +864,7 @@ static void known_again(struct cmp_crl_cache *cc, int ca, const char *name)
 {
     char held[GW_LOG_HELD_LEN], ca_name[96], msg[GW_ERR_LEN];
 
-    if (!gw_log_outage_end(&cc->slots[ca].unknown, held))
+    if (!gw_log_outage_end(&cc->slots[ca].unknown, time(NULL), held))
         return;
     name_text(X509_get_subject_name(sk_X509_value(cc->cas, ca)), ca_name, sizeof(ca_name));
     snprintf(msg, sizeof(msg), "the revocation status of the certificates of its CA %s can be had again",
@@ -887,7 +887,7 @@ void cmp_status_issued_known(struct gw_cmp_engine *e, const struct gw_upstream *
     struct cmp_crl_cache *cc = cache_of(e, up);
     char held[GW_LOG_HELD_LEN];
 
-    if (cc != NULL && gw_log_outage_end(&cc->issued, held))
+    if (cc != NULL && gw_log_outage_end(&cc->issued, time(NULL), held))
         gw_log_kv(GW_LOG_INFO, "status_recovered", "upstream", gw_upstream_get0_conf(up)->name, "certificate",
                   "issued", "msg",
                   "whether its certificates were revoked through this gateway can be told again",

@@ -783,7 +783,8 @@ class StatusUnknownPaced(VaultCase):
             refused += 1
         elapsed = time.monotonic() - start
         lines = self.unknown_lines()
-        self.assertLessEqual(len(lines), 1 + int(elapsed // 10), (elapsed, lines))
+        # the pacer counts whole seconds of time(): a second line may come 9.x s of this clock after the first
+        self.assertLessEqual(len(lines), 1 + int((elapsed + 1) // 10), (elapsed, lines))
         self.assertTrue(lines[0].get("tid"), lines)
         self.vault.control({})  # a current CRL again, fetched once the stale one's retry interval is over
         deadline = time.monotonic() + 20

@@ -706,7 +706,8 @@ static void test_log_outage(void **state)
 
         for (int n = 0; n < (s->now == OUTAGE_END ? 1 : s->calls); n++) {
             strcpy(held, "untouched");
-            if ((s->now == OUTAGE_END ? gw_log_outage_end(&o, held) : gw_log_outage_due(&o, s->now, held)) &&
+            if ((s->now == OUTAGE_END ? gw_log_outage_end(&o, 0, held)
+                                      : gw_log_outage_due(&o, s->now, held)) &&
                 due++ == 0)
                 snprintf(first, sizeof(first), "%s", held);
         }
@@ -752,8 +753,39 @@ static void test_log_outage_threads(void **state)
         out += f[i].out;
     }
     assert_int_equal(out, 1);
-    assert_true(gw_log_outage_end(&o, held));
+    assert_true(gw_log_outage_end(&o, 300, held));
     assert_int_equal(strtoul(held, NULL, 10), 4000 - 1);
+    gw_log_outage_cleanup(&o);
+}
+
+/*
+ * Requests that fail and succeed in turn (one client's certificate of a CA whose status cannot be had, one
+ * whose can): each success ends the outage its failure began. An end within an interval of the last end said
+ * is not said, the outage left open with its count: at most a line and an end an interval. Before, each
+ * pair wrote an end.
+ */
+static void test_log_outage_ends_paced(void **state)
+{
+    struct gw_log_outage o;
+    char held[GW_LOG_HELD_LEN];
+    int ends = 0;
+
+    (void)state;
+    gw_log_outage_init(&o);
+    assert_true(gw_log_outage_due(&o, 100, held)); /* the first line at once */
+    assert_true(gw_log_outage_end(&o, 100, held)); /* and the first end */
+    assert_string_equal(held, "0");
+    for (time_t t = 100; t < 100 + GW_LOG_OUTAGE_SECS; t++) {
+        assert_false(gw_log_outage_due(&o, t, held));
+        ends += gw_log_outage_end(&o, t, held);
+    }
+    assert_int_equal(ends, 0);
+    assert_true(
+        gw_log_outage_end(&o, 100 + GW_LOG_OUTAGE_SECS, held)); /* an interval after: said, with all */
+    assert_int_equal(strtoul(held, NULL, 10), GW_LOG_OUTAGE_SECS);
+    assert_false(gw_log_outage_end(&o, 100 + GW_LOG_OUTAGE_SECS, held)); /* once */
+    assert_true(gw_log_outage_due(&o, 101 + GW_LOG_OUTAGE_SECS, held));
+    assert_true(gw_log_outage_end(&o, 0, held)); /* at a stop, whenever */
     gw_log_outage_cleanup(&o);
 }
 
@@ -898,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_log_peer_pace_held),
         cmocka_unit_test(test_log_outage),
         cmocka_unit_test(test_log_outage_threads),
+        cmocka_unit_test(test_log_outage_ends_paced),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
