@@ -34,6 +34,7 @@
 #include "gateway/cmp/shim.h"
 #include "upstream/upstream.h"
 #include "upstream/upstream_test.h"
+#include "tests/unit/testutil.h"
 
 #define SECRET "cmp-upstream-pbm-secret"
 #define REF "gateway-ra"
@@ -1285,21 +1286,6 @@ static void test_revoke_cert(void **state)
     X509_free(x);
 }
 
-/* An end lowered while a call runs: |after_ms| after the call began, to |to_ms| from then. */
-struct lowered {
-    _Atomic uint64_t end;
-    uint64_t after_ms, to_ms;
-};
-
-static void *lowered_main(void *arg)
-{
-    struct lowered *l = arg;
-
-    usleep((useconds_t)l->after_ms * 1000);
-    atomic_store(&l->end, gw_now_ms() + l->to_ms);
-    return NULL;
-}
-
 /*
  * A withdrawal's rr ended by the drain's deadline: one given its end as it began, one whose end a drain
  * lowered while the CA held it, and one whose end had passed. Each says what the drain's deadline did,
@@ -1311,7 +1297,7 @@ static void *lowered_main(void *arg)
 static void test_revoke_drain_deadline(void **state)
 {
     X509 *x = make_cert("issued", client_key, 0);
-    struct lowered l = {0, 200, 200};
+    struct tu_lowered l = {0, 200, 200};
     char err[GW_ERR_LEN] = "";
     int unsent = -1;
     struct server s;
@@ -1329,7 +1315,7 @@ static void test_revoke_drain_deadline(void **state)
     assert_non_null(strstr(err, "did not answer before the drain's deadline cut the exchange short"));
     assert_null(strstr(err, "10000 ms"));
     start = gw_now_ms();
-    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
     assert_int_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_KEY_COMPROMISE, &l.end, &unsent, err),
                      GW_ERR_UPSTREAM);
     pthread_join(t, NULL);

@@ -1690,21 +1690,6 @@ static void test_revoke_until(void **state)
     fx_cleanup(&f);
 }
 
-/* An end lowered while a call runs: |ms| after the call began, to |to_ms| from then (lowered_main). */
-struct lowered {
-    _Atomic uint64_t end;
-    uint64_t after_ms, to_ms;
-};
-
-static void *lowered_main(void *arg)
-{
-    struct lowered *l = arg;
-
-    usleep((useconds_t)l->after_ms * 1000);
-    atomic_store(&l->end, gw_now_ms() + l->to_ms);
-    return NULL;
-}
-
 /*
  * A revocation at Vault when its caller lowers its end (a drain begun while it runs, for a withdrawal
  * asked before it): the call ends by that end, GW_UPSTREAM_END_CHECK_MS later at most, cut short, and
@@ -1714,7 +1699,7 @@ static void *lowered_main(void *arg)
 static void test_revoke_end_lowered(void **state)
 {
     static const struct answer slow = {200, REVOKED_BODY, 2500};
-    struct lowered l = {0, 200, 200};
+    struct tu_lowered l = {0, 200, 200};
     struct fx f;
     char err[GW_ERR_LEN];
     int unsent = -1;
@@ -1726,7 +1711,7 @@ static void test_revoke_end_lowered(void **state)
     fx_init(&f, 5000);
     fake_script(&slow, 1);
     start = gw_now_ms();
-    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
     rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
     pthread_join(t, NULL);
     assert_int_equal(rc, GW_ERR_TIMEOUT);
@@ -1752,7 +1737,7 @@ static void test_revoke_end_lowered(void **state)
 static void test_revoke_login_wait_end_lowered(void **state)
 {
     static const char login[] = "{\"auth\":{\"client_token\":\"hvb.login\",\"lease_duration\":3600}}";
-    struct lowered l = {0, 200, 200};
+    struct tu_lowered l = {0, 200, 200};
     _Atomic uint64_t none = 0;
     struct fx f;
     char err[GW_ERR_LEN];
@@ -1766,7 +1751,7 @@ static void test_revoke_login_wait_end_lowered(void **state)
     fake_set_login((struct answer){200, login, 2500});
     fake_script(&(struct answer){200, REVOKED_BODY, 0}, 1);
     start = gw_now_ms();
-    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
     rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
     pthread_join(t, NULL);
     if (rc == 0 || gw_now_ms() - start >= 400 + GW_UPSTREAM_END_CHECK_MS + 200)
@@ -1793,7 +1778,7 @@ static void test_revoke_retry_not_sent(void **state)
 {
     static const struct answer script[] = {{503, "{\"errors\":[\"Vault is sealed\"]}", 0},
                                            {200, REVOKED_BODY, 0}};
-    struct lowered l = {0, 50, 20};
+    struct tu_lowered l = {0, 50, 20};
     struct fx f;
     char err[GW_ERR_LEN];
     int unsent = -1, rc;
@@ -1802,7 +1787,7 @@ static void test_revoke_retry_not_sent(void **state)
     (void)state;
     fx_init(&f, 5000);
     fake_script(script, 2);
-    assert_int_equal(pthread_create(&t, NULL, lowered_main, &l), 0);
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
     rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
     pthread_join(t, NULL);
     assert_int_not_equal(rc, 0);

@@ -8,7 +8,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include "base/clock.h"
 
 #define TU_SLURP_MAX 65536
 
@@ -272,6 +275,24 @@ static inline void tu_run_within(void (*fn)(void *), void *arg, int secs, const 
     pthread_join(t, NULL);
     pthread_cond_destroy(&c.cond);
     pthread_mutex_destroy(&c.lock);
+}
+
+/*
+ * An end its caller lowers while a call under test runs (gw_upstream_revoke_by's, a drain begun meanwhile):
+ * tu_lowered_main, on a thread of its own, sets |end| |after_ms| after it starts to |to_ms| from then.
+ */
+struct tu_lowered {
+    _Atomic uint64_t end;
+    uint64_t after_ms, to_ms;
+};
+
+static inline void *tu_lowered_main(void *arg)
+{
+    struct tu_lowered *l = arg;
+
+    usleep((useconds_t)l->after_ms * 1000);
+    atomic_store(&l->end, gw_now_ms() + l->to_ms);
+    return NULL;
 }
 
 #endif
