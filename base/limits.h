@@ -228,9 +228,10 @@ _Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a cer
 #define GW_UPSTREAM_RETRIES 2              /* 412/429/503 retries, only where nothing happened */
 #define GW_UPSTREAM_BACKOFF_MS 200         /* first backoff; doubles */
 #define GW_UPSTREAM_END_CHECK_MS                                                                             \
-    1000                             /* libcurl's progress callback comes at least this often: an end        \
-                                        lowered while a transfer runs is seen that much later at most */
-#define GW_DEFAULT_PROBE_INTERVAL 10 /* seconds between an upstream's health probes */
+    1000                              /* libcurl's progress callback comes at least this often: an end       \
+                                         lowered while a transfer runs is seen that much later at most */
+#define GW_UPSTREAM_PAUSE_CHECK_MS 20 /* a backoff pause reads its call's end this often */
+#define GW_DEFAULT_PROBE_INTERVAL 10  /* seconds between an upstream's health probes */
 #define GW_MAX_PROBE_INTERVAL 3600
 #define GW_UPSTREAM_DOWN_AFTER 2       /* failed probes in a row before an upstream counts as down */
 #define GW_VAULT_TOKEN_RENEW_MARGIN 60 /* re-login this many seconds before the token expires */

@@ -452,6 +452,25 @@ int vault_send_again(struct vault *v, struct attempts *a, const char *path,
 }
 
 /*
+ * The pause of |ms| before a call is sent again (vault_send_again), ended by *a->end as it stands while it
+ * sleeps (wait_end), read again every GW_UPSTREAM_PAUSE_CHECK_MS as a login wait reads it (refresh_wait): 0
+ * when the pause is over, else GW_ERR_IO with |err|, the call not sent again (a drain's deadline came).
+ */
+static int pause_until(const struct attempts *a, uint64_t ms, char *err)
+{
+    uint64_t until = gw_now_ms() + ms, now, by;
+    int by_end;
+
+    while ((now = gw_now_ms()) < (by = wait_end(until, a->end, &by_end)))
+        gw_sleep_ms(a->end != NULL && by - now > GW_UPSTREAM_PAUSE_CHECK_MS ? GW_UPSTREAM_PAUSE_CHECK_MS
+                                                                            : by - now);
+    if (!by_end)
+        return 0;
+    vault_set_err(err, "not sent: the drain's deadline came first");
+    return GW_ERR_IO;
+}
+
+/*
  * vault_call_on performs |method| on |path| from where |a| stands (send_again). Returns 0 when an
  * HTTP answer is in |rsp| (any status), else a gw_err with |err| (timeout: outcome unknown, never
  * retried).
@@ -470,7 +489,8 @@ int vault_call_on(struct vault *v, const char *method, const char *path, const c
         if (!vault_send_again(v, a, path, rsp, &sleep_ms))
             return 0;
         gw_http_response_cleanup(rsp);
-        gw_sleep_ms(sleep_ms);
+        if ((rc = pause_until(a, sleep_ms, err)) != 0)
+            return rc;
     }
 }
 

@@ -1797,6 +1797,39 @@ static void test_revoke_retry_not_sent(void **state)
     fx_cleanup(&f);
 }
 
+/*
+ * A revocation in its second backoff (400 ms, after two 503s) when its caller lowers its end: the pause
+ * reads the end as it sleeps and stops there, the retry not sent, as a login wait does
+ * (test_revoke_login_wait_end_lowered). Before, the pause slept the backoff its call began with, 600 ms in
+ * all, past the drain's deadline. The requests answered 503 may have been acted on (not_sent 0).
+ */
+static void test_revoke_backoff_end_lowered(void **state)
+{
+    static const struct answer script[] = {{503, "{\"errors\":[\"Vault is sealed\"]}", 0},
+                                           {503, "{\"errors\":[\"Vault is sealed\"]}", 0},
+                                           {200, REVOKED_BODY, 0}};
+    struct tu_lowered l = {0, 300, 20};
+    struct fx f;
+    char err[GW_ERR_LEN];
+    int unsent = -1, rc;
+    pthread_t t;
+    uint64_t start;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(script, 3);
+    start = gw_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
+    rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &l.end, &unsent, err);
+    pthread_join(t, NULL);
+    if (rc == 0 || gw_now_ms() - start >= 480)
+        fail_msg("rc %d after %llu ms: %s", rc, (unsigned long long)(gw_now_ms() - start), err);
+    assert_int_equal(fake_n_reqs(), 2);
+    assert_non_null(strstr(err, "not sent: the drain's deadline came first"));
+    assert_int_equal(unsent, 0);
+    fx_cleanup(&f);
+}
+
 /* Vault's router for a mount the gateway's configuration names and Vault does not have. */
 #define NO_ROUTE "{\"errors\":[\"no handler for route \\\"pki/revoke\\\". route entry not found.\"]}"
 
@@ -2713,6 +2746,7 @@ int main(void)
         cmocka_unit_test(test_revoke_end_lowered),
         cmocka_unit_test(test_revoke_login_wait_end_lowered),
         cmocka_unit_test(test_revoke_retry_not_sent),
+        cmocka_unit_test(test_revoke_backoff_end_lowered),
         cmocka_unit_test(test_reasons_cut_between_characters),
         cmocka_unit_test(test_login_reasons_cut_between_characters),
         cmocka_unit_test(test_role_policy),
