@@ -142,6 +142,7 @@ struct withdrawal {
     int reason;
     int attempts;     /* calls to its upstream begun so far (under the queue's lock: a drain reads it) */
     uint64_t took_ms; /* how long its last call to its upstream took */
+    bool reached;     /* one of its calls may have reached its CA (not not_sent); its thread's own */
     /* its last call's end, which the call reads as it runs (gw_upstream_revoke_by): calls_end when it
        began during a drain, lowered by a drain begun while it ran (cut_in), else 0 */
     _Atomic uint64_t until_ms;
@@ -232,7 +233,8 @@ static uint64_t cut_in(const struct cmp_withdrawals *q)
  * adapter had sent nothing yet (cut_short: a connection not made, a login waited for). Nothing reached
  * the CA: not revoked, unlike one cut short (TEXT_CUT_SHORT), whose request may have. Unless it was to be
  * asked again (TEXT_NOT_SENT_AGAIN): its failed attempt may have reached the CA (a call with no answer in
- * time, cut off), and revoked it, which is not known.
+ * time, cut off), and revoked it, which is not known; not when every attempt of it sent nothing (a
+ * connection refused): TEXT_NOT_SENT.
  */
 #define TEXT_NOT_SENT                                                                                        \
     "the drain's deadline came before it was sent to the upstream, which was not asked (the gateway "        \
@@ -246,7 +248,7 @@ static void not_sent(struct gw_cmp_engine *e, const struct withdrawal *w)
 {
     char why[GW_ERR_LEN];
 
-    if (w->attempts == 0) {
+    if (!w->reached) { /* no attempt, or none that may have reached the CA */
         not_revoked(e, w, TEXT_NOT_SENT);
         return;
     }
@@ -482,6 +484,7 @@ static int attempt(struct gw_cmp_engine *e, struct withdrawal *w, char *err)
     rc = t->up != NULL ? gw_upstream_revoke_by(t->up, w->cert, w->reason, &w->until_ms, &unsent, err)
                        : no_upstream(w->cert, err);
     w->took_ms = gw_now_ms() - start;
+    w->reached = w->reached || !unsent;
     cut_short(e, w, rc, unsent);
     if (rc == 0)
         cmp_status_revoked(e, t->up, w->cert, w->tid);

@@ -3177,6 +3177,32 @@ static void test_drain_cuts_last_attempt_unsent(void **state)
     assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
 }
 
+/*
+ * The twin of test_drain_cuts_last_attempt_unsent whose first attempt sent nothing either (a connection
+ * refused): no attempt may have reached the CA, so its record says it was not sent, to revoke by hand.
+ * Before, it said "attempt 1, whose outcome may be unknown, failed", to check at the CA.
+ */
+static void test_drain_cuts_last_attempt_none_sent(void **state)
+{
+    struct gave_up *g = *state;
+    uint64_t start;
+
+    silent_from = 2;
+    by_serial.during = unreached_until_end;
+    by_serial.unsent = 1;
+    withdrawal_waiting(g, GW_ERR_IO);
+    start = gw_now_ms();
+    assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
+    assert_true(gw_now_ms() - start < 1500);
+    gave_up_read_log(g);
+    assert_int_equal(by_serial.revokes, 2);
+    assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
+    assert_int_equal(audit_count(g->e, "revoke_failed", "status", "not revoked: " TEXT_NOT_SENT), 1);
+    assert_non_null(strstr(g->logged, "is still valid: revoke it by hand"));
+    assert_null(strstr(g->logged, "whose outcome may be unknown"));
+    assert_int_equal(audit_count(g->e, "revoked", NULL, NULL), 0);
+}
+
 /* ---- shim ------------------------------------------------------------------------------------ */
 
 /* An rr as the client builds it (not sent), with |reason|. */
@@ -3538,6 +3564,8 @@ int main(void)
                                         gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_cuts_withdrawal_unsent, gave_up_setup, gave_up_teardown),
         cmocka_unit_test_setup_teardown(test_drain_cuts_last_attempt_unsent, gave_up_setup, gave_up_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_cuts_last_attempt_none_sent, gave_up_setup,
+                                        gave_up_teardown),
         cmocka_unit_test(test_shim_rr_reason),
         cmocka_unit_test(test_shim_itavs),
         cmocka_unit_test(test_shim_crl_status),
