@@ -842,7 +842,7 @@ static int revoke_outcome(int fi, int status, int *fail_info)
 
 /* rr (RFC 9483 §4.2) for |cert| with CRLReason |reason|, by *end too (NULL or 0: none), which may be lowered
  * while it runs (read before each message and during each transfer); *not_sent when no message of it left
- * (x.sent). Worker, synchronous. */
+ * (x.sent), one that could not be set up too. Worker, synchronous. */
 static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
                       int *fail_info, int *not_sent, char *err)
 {
@@ -855,8 +855,11 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, cons
     if (cu == NULL || cert == NULL || (ctx = new_ctx(cu, &x)) == NULL ||
         OSSL_CMP_CTX_set1_oldCert(ctx, (X509 *)cert) != 1 ||
         OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_REVOCATION_REASON, reason) != 1) {
-        snprintf(err, GW_ERR_LEN, "upstream CA %s: cannot set up the revocation request",
+        snprintf(err, GW_ERR_LEN,
+                 "upstream CA %s was not asked (cannot set up the revocation request); "
+                 "nothing was sent",
                  gw_upstream_conf_name(cu != NULL ? cu->conf : NULL));
+        *not_sent = 1; /* no message was made, none left */
         goto out;
     }
     x.end.end = end; /* the transfer sends nothing past it, and cuts it short */

@@ -1333,6 +1333,33 @@ static void test_revoke_drain_deadline(void **state)
 }
 
 /*
+ * An rr that cannot be set up (a reason OpenSSL's client does not take) leaves before anything is sent: it
+ * says so to its caller (not_sent), as an rr whose protection fails does, and the CA is asked nothing.
+ * Before, not_sent stayed 0: a withdrawal cut so would be on record as one the CA may have revoked.
+ */
+static void test_revoke_not_set_up(void **state)
+{
+    X509 *x = make_cert("issued", client_key, 0);
+    _Atomic uint64_t end = 0;
+    char err[GW_ERR_LEN] = "";
+    int unsent = -1;
+    struct server s;
+    struct run r;
+
+    (void)state;
+    server_start(&s, M_ISSUE);
+    run_open(&r, s.port);
+    assert_int_not_equal(gw_upstream_revoke_by(r.up, x, CRL_REASON_AA_COMPROMISE + 1, &end, &unsent, err), 0);
+    assert_int_equal(unsent, 1);
+    assert_non_null(strstr(err, "was not asked ("));
+    assert_non_null(strstr(err, "); nothing was sent"));
+    run_close(&r);
+    server_stop(&s);
+    assert_int_equal(s.n_requests, 0);
+    X509_free(x);
+}
+
+/*
  * A CMP CA's rejection of an rr: its own trouble, and its refusal of the gateway's message or
  * credentials, may pass (the client is told to retry later); any other is for good, with its failInfo
  * where that speaks of the revocation asked for, else badRequest (one about what the gateway built of
@@ -1498,6 +1525,7 @@ int main(void)
         cmocka_unit_test(test_certconf_rejects_another_signer),
         cmocka_unit_test(test_down),
         cmocka_unit_test(test_revoke_drain_deadline),
+        cmocka_unit_test(test_revoke_not_set_up),
         cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_sender_default),
