@@ -263,6 +263,7 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
                   rsp->error[0] ? rsp->error : gw_err_str(rc), NULL);
         /* a sign that went out (then its connection closed, or the answer was too large): cfssl may
            have issued the certificate, which "could not be reached" would deny */
+        a->unread = what == READ_SIGN && rsp->too_large; /* result.certificate not read either */
         if (what == READ_SIGN && !rsp->not_sent)
             answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                         "cfssl %s did not answer %s (%s); the outcome is unknown, not retried",

@@ -515,6 +515,7 @@ static int finish(CURL *curl, CURLcode rc, int cut, struct sink *sink, struct gw
         return GW_ERR_TIMEOUT;
     }
     if (sink->overflow) {
+        rsp->too_large = 1;
         snprintf(rsp->error, sizeof(rsp->error), "answer larger than %d bytes", GW_MAX_UPSTREAM_BODY);
         return GW_ERR_IO;
     }

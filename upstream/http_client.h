@@ -27,6 +27,7 @@ struct gw_http_response {
     int cut_short; /* 1 if its caller's end (a drain's deadline) ended it before an answer came */
     int not_sent;  /* 1 if the request never left (connect or TLS handshake failed): nothing
                       happened upstream */
+    int too_large; /* 1 if the answer was over GW_MAX_UPSTREAM_BODY: not read (outcome unknown) */
     char *body;    /* NUL-terminated; at most GW_MAX_UPSTREAM_BODY bytes */
     size_t body_len;
     char content_type[128];

@@ -337,6 +337,7 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
     if (rc != 0) {
         unanswered(rc, rsp, err, why);
         gw_sign_result_fail(res, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "%s", why);
+        unread = rsp->too_large; /* nor is an answer over the cap read, data.certificate neither */
     } else if (gw_field_unread(rsp->body, rsp->body_len, why) != 0) {
         /* not a field of it is read, data.certificate neither: Vault may have issued a certificate that is
            neither recorded nor withdrawn, which only Vault can tell */

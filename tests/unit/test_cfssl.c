@@ -1028,6 +1028,37 @@ static void test_sign_answer_unread(void **state)
 }
 
 /*
+ * A sign answer over GW_MAX_UPSTREAM_BODY is not read either, result.certificate neither: the outcome is
+ * unknown, and it is logged cfssl_sign_unread, an error, as one of too many objects and arrays is
+ * (test_sign_answer_unread), for the operator must look for the certificate at cfssl. Before, only the
+ * warning cfssl_unavailable said it.
+ */
+static void test_sign_answer_over_cap(void **state)
+{
+    char logged[4096], *body = malloc(GW_MAX_UPSTREAM_BODY + 2);
+    struct gw_sign_result *res;
+    struct fixture f;
+    struct tu_log l;
+
+    (void)state;
+    assert_non_null(body);
+    memset(body, ' ', GW_MAX_UPSTREAM_BODY + 1);
+    body[GW_MAX_UPSTREAM_BODY + 1] = '\0';
+    srv_set(&srv.sign, (struct reply){200, "application/json", body, 0}); /* a copy */
+    free(body);
+    fixture_init(&f, srv.port, 0);
+    tu_log_capture(&l, GW_LOG_ERROR);
+    res = sign(&f, csr);
+    tu_log_release_into(&l, logged, sizeof(logged));
+    assert_int_not_equal(res->status, 0);
+    assert_null(res->cert);
+    assert_non_null(strstr(res->reason, "larger than 1048576 bytes); the outcome is unknown"));
+    assert_non_null(strstr(logged, "\"event\":\"cfssl_sign_unread\""));
+    result_free(res);
+    fixture_cleanup(&f);
+}
+
+/*
  * cfssl writes every error with "result": null. An error answer that holds a certificate all the same
  * (a broken or altered cfssl) is refused as systemFailure whatever its status and code, and its
  * certificate handed on to be recorded and withdrawn; the reason still says cfssl's error. Each twin
@@ -1585,6 +1616,7 @@ int main(void)
         cmocka_unit_test(test_sign_answers),
         cmocka_unit_test(test_sign_envelope_strict),
         cmocka_unit_test(test_sign_answer_unread),
+        cmocka_unit_test(test_sign_answer_over_cap),
         cmocka_unit_test(test_sign_error_with_certificate),
         cmocka_unit_test(test_sign_message_bounded),
         cmocka_unit_test(test_sign_foreign_issuer),

@@ -1040,6 +1040,40 @@ static void test_sign_answer_unread(void **state)
 }
 
 /*
+ * A sign answer over GW_MAX_UPSTREAM_BODY is not read either, data.certificate neither: the outcome is
+ * unknown, and its vault_sign_failed line is an error, as for one of too many objects and arrays
+ * (test_sign_answer_unread), for the operator must look for the certificate at Vault. Before, it was a
+ * warning.
+ */
+static void test_sign_answer_over_cap(void **state)
+{
+    struct answer a = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct tu_log l;
+    struct fx f;
+    char logged[4096], *big = malloc(GW_MAX_UPSTREAM_BODY + 2);
+
+    (void)state;
+    assert_non_null(big);
+    memset(big, ' ', GW_MAX_UPSTREAM_BODY + 1);
+    big[GW_MAX_UPSTREAM_BODY + 1] = '\0';
+    a.body = big;
+    fx_init(&f, 5000);
+    fake_script(&a, 1); /* the fake answers its copy */
+    free(big);
+    tu_log_capture(&l, GW_LOG_ERROR);
+    sign(&f, &res);
+    tu_log_release_into(&l, logged, sizeof(logged));
+    assert_int_not_equal(res.status, 0);
+    assert_null(res.cert);
+    assert_non_null(strstr(res.reason, "larger than 1048576 bytes); the outcome is unknown"));
+    assert_non_null(strstr(logged, "\"event\":\"vault_sign_failed\""));
+    assert_int_equal(fake_n_reqs(), 1); /* not asked again */
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/*
  * Vault signs with HTTP 200. Another 2xx (201, 202: a proxy's, or no answer of Vault's sign) with a
  * certificate is refused, and the certificate handed on to be recorded and revoked: as an error it
  * was dropped, the certificate issued and forgotten. One without a certificate is refused as well.
@@ -2725,6 +2759,7 @@ int main(void)
         cmocka_unit_test(test_map_error_long_message),
         cmocka_unit_test(test_sign_answer_out_of_range),
         cmocka_unit_test(test_sign_answer_unread),
+        cmocka_unit_test(test_sign_answer_over_cap),
         cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_timeout_not_retried),

@@ -21,6 +21,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include "base/clock.h"
+#include "base/log.h"
 
 #define TU_SLURP_MAX 65536
 
@@ -293,6 +294,38 @@ static inline void *tu_lowered_main(void *arg)
     usleep((useconds_t)l->after_ms * 1000);
     atomic_store(&l->end, gw_now_ms() + l->to_ms);
     return NULL;
+}
+
+/*
+ * tu_log_capture sends stderr, the log's, to a file of its own and the log to |level|, until
+ * tu_log_release_into puts both back (the level at GW_LOG_INFO, the log's default) and copies what was said
+ * meanwhile into |logged| (|cap| bytes, NUL-terminated).
+ */
+struct tu_log {
+    int fd, saved;
+};
+static inline void tu_log_capture(struct tu_log *l, enum gw_log_level level)
+{
+    char path[] = "/tmp/cmpgw-tu-log-XXXXXX";
+
+    fflush(stderr);
+    l->fd = mkstemp(path);
+    (void)unlink(path);
+    l->saved = dup(STDERR_FILENO);
+    (void)dup2(l->fd, STDERR_FILENO);
+    gw_log_set_level(level);
+}
+static inline void tu_log_release_into(struct tu_log *l, char *logged, size_t cap)
+{
+    ssize_t n;
+
+    fflush(stderr);
+    gw_log_set_level(GW_LOG_INFO);
+    (void)dup2(l->saved, STDERR_FILENO);
+    close(l->saved);
+    n = pread(l->fd, logged, cap - 1, 0);
+    close(l->fd);
+    logged[n > 0 ? (size_t)n : 0] = '\0';
 }
 
 #endif
