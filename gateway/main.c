@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,6 +539,10 @@ struct runner {
     const char *path;
     pthread_mutex_t lock; /* one reload at a time; |closed| once shutdown began */
     bool closed;
+    pthread_t hup;         /* the thread of SIGHUP's reload (hup_start) */
+    bool hup_started;      /* |hup| runs, or ended and is not joined yet (main thread) */
+    bool hup_again;        /* a SIGHUP came while |hup| ran: reload once more when it ends (main thread) */
+    atomic_bool hup_ended; /* set by |hup| as it ends */
     struct gw_gens *gens;
     struct gw_server *server;
     struct gw_handover *handover; /* "handover_socket": the sockets to a successor */
@@ -731,7 +736,10 @@ static int reload(void *arg, char *err)
     struct restart_only loaded;
     int rc = GW_ERR_UNAVAILABLE;
 
-    pthread_mutex_lock(&r->lock);
+    if (pthread_mutex_trylock(&r->lock) != 0) {
+        gw_log(GW_LOG_INFO, "reload_queued", "a reload is in progress: this one begins once it has ended");
+        pthread_mutex_lock(&r->lock);
+    }
     if (r->closed) {
         snprintf(err, GW_ERR_LEN, "the gateway is stopping");
         pthread_mutex_unlock(&r->lock);
@@ -765,11 +773,71 @@ static int reload(void *arg, char *err)
     return 0;
 }
 
+/* SIGHUP's reload, on a thread of its own (every signal blocked, as in the main thread that starts it). */
+static void *hup_main(void *arg)
+{
+    struct runner *r = arg;
+    char err[GW_ERR_LEN];
+
+    (void)reload(r, err);
+    atomic_store(&r->hup_ended, true);
+    return NULL;
+}
+
+/* Joins SIGHUP's reload thread once it ended, or, with |wait|, when it ends (main thread). */
+static void hup_join(struct runner *r, bool wait)
+{
+    if (!r->hup_started || (!wait && !atomic_load(&r->hup_ended)))
+        return;
+    pthread_join(r->hup, NULL);
+    r->hup_started = false;
+}
+
+/*
+ * SIGHUP: the reload runs on a thread of its own, as POST /reload's does, for the main thread sends the
+ * watchdog's pings and a reload may take long (a loop thread slow to take it up, another reload before
+ * it). One SIGHUP while it runs has it run once more when it ends: the file may have changed after it
+ * was read; more are one with that one (main thread).
+ */
+static void hup_start(struct runner *r)
+{
+    int rc;
+
+    hup_join(r, false);
+    if (r->hup_started) {
+        if (!r->hup_again)
+            gw_log(
+                GW_LOG_INFO, "reload_queued",
+                "SIGHUP while a reload is in progress: the configuration is loaded again once it has ended");
+        r->hup_again = true;
+        return;
+    }
+    r->hup_again = false;
+    atomic_store(&r->hup_ended, false);
+    if ((rc = pthread_create(&r->hup, NULL, hup_main, r)) != 0) {
+        char err[GW_ERR_LEN];
+
+        snprintf(err, sizeof(err), "SIGHUP: cannot start the reload's thread: %s", strerror(rc));
+        pthread_mutex_lock(&r->lock);
+        reload_done(r, NULL, GW_ERR_NOMEM, err);
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
+    r->hup_started = true;
+}
+
+/* Once a second: a SIGHUP reload that ended is joined, and one that came meanwhile starts (main thread). */
+static void hup_tick(struct runner *r)
+{
+    hup_join(r, false);
+    if (!r->hup_started && r->hup_again)
+        hup_start(r);
+}
+
 /* Waits for SIGINT/SIGTERM, expiring transactions and freeing retired configurations once a second. */
 static void serve(const sigset_t *set, struct runner *r)
 {
     const struct timespec tick = {1, 0};
-    char err[GW_ERR_LEN];
     int sig;
 
     for (;;) {
@@ -784,7 +852,7 @@ static void serve(const sigset_t *set, struct runner *r)
             return;
         }
         if (sig == SIGHUP)
-            (void)reload(r, err);
+            hup_start(r);
         if (sig == SIGUSR1)
             reopen_audit(r);
         if (sig < 0 && errno != EAGAIN && errno != EINTR) {
@@ -795,6 +863,7 @@ static void serve(const sigset_t *set, struct runner *r)
         gw_cmp_engine_expire(g->engine, time(NULL));
         gw_gen_drop(g);
         (void)gw_gens_reap(r->gens);
+        hup_tick(r);
         gw_notify_watchdog();
     }
 }
@@ -975,6 +1044,7 @@ out:
     pthread_mutex_lock(&r.lock);
     r.closed = true;
     pthread_mutex_unlock(&r.lock);
+    hup_join(&r, true); /* done with the runner: a SIGHUP reload yet to take the lock found it closed */
     /* no reload compares with them any more */
     restart_only_cleanup(&r.running);
     OPENSSL_cleanse(r.state_key, sizeof(r.state_key));

@@ -1,6 +1,7 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
-RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
+reload waits for a health probe that an upstream never answers; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import json
 import os
@@ -10,6 +11,8 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
+import http.server
 import time
 import unittest
 from pathlib import Path
@@ -17,6 +20,41 @@ from pathlib import Path
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+
+
+class HeldHealth:
+    """A Vault that takes each request and never answers it until stop(): got counts the requests taken.
+    Its health probe waits for the upstream's timeout."""
+
+    def __init__(self):
+        self.got, self.release = [], threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.got.append(self.path)
+                outer.release.wait(60)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def upstream(self, gw):
+        token = gw.dir / "held.token"
+        token.write_text("s.held\n")
+        token.chmod(0o600)
+        return {"type": "vault", "url": "http://127.0.0.1:%d" % self.port, "issuer_ca": "ca.pem",
+                "token_file": str(token), "timeout": "60s", "probe_interval": 1}
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Notify(unittest.TestCase):
@@ -61,6 +99,31 @@ class Notify(unittest.TestCase):
         finally:
             gw.stop()
         self.messages("STOPPING=1", timeout=5)
+
+    def test_watchdog_pinged_while_a_reload_waits_for_a_probe(self):
+        """A Vault that takes the health probe's request and never answers, with a timeout of a minute: the
+        SIGHUP reload that retires the probing generation waits for its probe, and the watchdog's pings,
+        which the main thread sends, go on meanwhile (a reload on the main thread missed them for the
+        probe's whole timeout, and systemd's WatchdogSec= killed the gateway)."""
+        held = HeldHealth()
+
+        def edit(cfg, gw):
+            cfg["upstreams"]["held"] = held.upstream(gw)
+
+        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
+        gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
+        try:
+            self.messages("READY=1")
+            if not harness.settled(lambda: list(held.got), bool):
+                self.fail("no probe reached the held cfssl")
+            gw.proc.send_signal(signal.SIGHUP)
+            self.messages("RELOADING=1", timeout=5)
+            # a reload that held the main thread pinged nothing for the probe's 60 s
+            self.messages("WATCHDOG=1", timeout=5)
+            self.messages("WATCHDOG=1", timeout=5)
+        finally:
+            held.stop()  # its probes fail: nothing waits for them at the stop
+            gw.stop()
 
 
 class Unit(unittest.TestCase):
