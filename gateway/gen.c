@@ -122,19 +122,22 @@ void gw_gens_swap(struct gw_gens *gs, struct gw_gen *next)
 {
     struct gw_gen *old;
 
+    /* retired as it stops being current: a message of a transaction begun under it, on a path it
+       alone routes, finds it on the list (gw_gens_acquire_retired) from the moment the swap is seen */
     pthread_mutex_lock(&gs->lock);
     old = gs->current;
     gs->current = next;
     atomic_store(&gs->current_id, next->id);
-    pthread_mutex_unlock(&gs->lock);
-    /* its upstreams' health is no longer what /readyz reports (only the reloader touches it) */
-    gw_prober_stop(old->prober);
-    old->prober = NULL;
-    pthread_mutex_lock(&gs->lock);
+    gw_gen_hold(old); /* not reaped while its prober stops */
     old->next = gs->retired;
     gs->retired = old;
     atomic_fetch_add(&gs->n_retired, 1);
     pthread_mutex_unlock(&gs->lock);
+    /* its upstreams' health is no longer what /readyz reports (only the reloader touches it); out of
+       the lock, for a probe in progress ends first */
+    gw_prober_stop(old->prober);
+    old->prober = NULL;
+    gw_gen_drop(old);
 }
 
 struct gw_gen *gw_gens_acquire_retired(struct gw_gens *gs, const char *path, size_t len,

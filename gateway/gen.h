@@ -74,8 +74,8 @@ struct gw_gen *gw_gens_acquire(struct gw_gens *gs);
 unsigned long gw_gens_current_id(struct gw_gens *gs);
 
 /*
- * gw_gens_swap makes |next| current and retires the one before, stopping its prober (one reload
- * at a time). Requests already holding the old one finish with it.
+ * gw_gens_swap makes |next| current and retires the one before in one step, then stops its prober
+ * (one reload at a time). Requests already holding the old one finish with it.
  */
 void gw_gens_swap(struct gw_gens *gs, struct gw_gen *next);
 

@@ -7,7 +7,9 @@ that a reload takes off its role's allow-list collects nothing, its certificate 
 devices whose trust anchor a reload removed are refused without their address being blocked; a polling
 device whose role, and so path, a reload removed is refused at once, its certificate withdrawn; a new
 budget of failed authentications taking effect on an address mid-window, and a lower one that shuts an
-address out said once (an IPv6 one by the prefix the gateway started with); a change that only a restart applies said at each reload until one puts it back, a file's name
+address out said once (an IPv6 one by the prefix the gateway started with); a polling device whose
+role a reload removed reaches its transaction while the replaced configuration's health probe still
+hangs; a change that only a restart applies said at each reload until one puts it back, a file's name
 with the one that runs, and no digest of the shared state's password in the gateway's memory."""
 import hashlib
 import json
@@ -24,6 +26,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 from test_admin_token import held  # noqa: E402
+from test_systemd import HeldHealth  # noqa: E402
 from test_abuse import h2_answers, h2_connect, h2_frame, h2_frames, h2_literal  # noqa: E402
 
 admin = harness.admin
@@ -810,6 +813,51 @@ class ReloadRestartOnlyState(harness.GatewayTestCase):
         self.assertEqual(self.reload_warnings(self.base), [])
         digest = unsalted_state_digest(self.redis.state(), redisenv.PASSWORD)
         self.assertEqual(held(self.gw.proc.pid, digest), 0)
+
+
+class ReloadWhileAProbeHangs(harness.GatewayTestCase):
+    """A replaced configuration whose health probe hangs on an upstream that never answers: the reload
+    waits for the probe to stop, and the transactions begun under that configuration are reached all
+    the while."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        Reload.edit_config.__func__(cls, cfg, gw)
+        cls.held = HeldHealth()
+        cfg["upstreams"]["held"] = cls.held.upstream(gw)
+        cls.base = json.loads(json.dumps(cfg))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.held.stop()  # its probes fail: nothing waits for them at the gateway's stop
+        super().tearDownClass()
+
+    write_config = Reload.write_config
+    polled_across = Reload.polled_across
+
+    def test_role_removed_while_the_old_probe_stops(self):
+        """A reload removes the polling client's role while the configuration it replaces probes an
+        upstream that holds the probe for a minute. Once the new configuration serves, the client's next
+        pollReq reaches the one its transaction began under, which refuses it as its role's removal
+        (it was on no list while its probe stopped, and the pollReq got an HTTP 404)."""
+        if not harness.settled(lambda: list(self.held.got), bool):
+            self.fail("no probe reached the held Vault")
+        ir = self.gw.make_request("probe-gone-ir")
+
+        def remove():
+            cfg = json.loads(json.dumps(self.base))
+            del cfg["roles"]["slow"]
+            self.write_config(cfg)
+            self.gw.proc.send_signal(signal.SIGHUP)
+            gone = harness.settled(lambda: self.gw.curl(path="/pki/roles/slow/cmp", data=ir).status,
+                                   lambda status: status == 404)
+            self.assertEqual(gone, 404)  # swapped: a new ir on the path is what one on no path is
+
+        _, p, answers, cert = self.polled_across("probe-gone", remove)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(cert)
+        self.assert_cmp_error(answers[-1], ("error",), "notAuthorized",
+                              "role slow was removed by a configuration reload after this transaction began")
 
 
 if __name__ == "__main__":

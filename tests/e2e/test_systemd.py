@@ -45,10 +45,12 @@ class HeldHealth:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def upstream(self, gw):
+        """Its "upstreams" entry: an issuer of its own (the client's is asked nothing of it)."""
         token = gw.dir / "held.token"
         token.write_text("s.held\n")
         token.chmod(0o600)
-        return {"type": "vault", "url": "http://127.0.0.1:%d" % self.port, "issuer_ca": "ca.pem",
+        ca, _, _ = harness.make_foreign_pki(gw.dir / "held")
+        return {"type": "vault", "url": "http://127.0.0.1:%d" % self.port, "issuer_ca": str(ca),
                 "token_file": str(token), "timeout": "60s", "probe_interval": 1}
 
     def stop(self):
