@@ -9,7 +9,9 @@
 #include "gateway/cmp/engine.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -25,6 +27,7 @@ struct gw_prober {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* signalled by gw_prober_stop */
     bool stopping;
+    _Atomic uint64_t end; /* 0, then when gw_prober_stop was called: ends a probe in progress */
 };
 
 static bool stopping(struct gw_prober *p)
@@ -37,7 +40,7 @@ static bool stopping(struct gw_prober *p)
     return s;
 }
 
-/* Probes every upstream whose time has come; stops between probes when asked to. */
+/* Probes every upstream whose time has come; stops when asked to, a probe in progress cut short. */
 static void probe_due(struct gw_prober *p)
 {
     char err[GW_ERR_LEN];
@@ -50,7 +53,7 @@ static void probe_due(struct gw_prober *p)
         if (up == NULL || uc->probe_interval == 0 || now < p->due_ms[i])
             continue;
         err[0] = '\0';
-        (void)gw_upstream_probe(up, err);
+        (void)gw_upstream_probe(up, &p->end, err);
         p->due_ms[i] = gw_now_ms() + (uint64_t)uc->probe_interval * 1000;
     }
 }
@@ -115,6 +118,9 @@ void gw_prober_stop(struct gw_prober *p)
     p->stopping = true;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    /* a probe in progress (an upstream that holds it lasts its timeout, up to an hour) ends as well,
+       GW_UPSTREAM_END_CHECK_MS later at most: a reload waits for this join */
+    atomic_store(&p->end, gw_now_ms());
     pthread_join(p->tid, NULL);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);

@@ -19,8 +19,8 @@ struct gw_prober;
 struct gw_prober *gw_prober_start(const struct gw_config *cfg, struct gw_upstream_set *ups,
                                   struct gw_cmp_engine *engine, char *err);
 
-/* gw_prober_stop ends the thread (after a probe in progress, bounded by its upstream's timeout). NULL-safe.
- */
+/* gw_prober_stop ends the thread: an upstream's probe in progress is cut short, GW_UPSTREAM_END_CHECK_MS
+ * later at most, and records nothing; a test signature in progress is waited for. NULL-safe. */
 void gw_prober_stop(struct gw_prober *p);
 
 #endif

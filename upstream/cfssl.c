@@ -968,14 +968,14 @@ static int cfssl_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
 
 /* worker: GET crl, a base64 DER CRL as the result (docs/design.md U4). */
 /* POST info: cfssl answers with its CA certificate while it serves. Prober thread. */
-static int cfssl_probe(struct gw_upstream *up, char *err)
+static int cfssl_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c = gw_upstream_get0_impl(up);
     struct answer a;
     int rc;
 
-    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, &a);
+    call_as(c, conf, "POST", EP_INFO, "{\"profile\":\"\"}", READ_INFO, end, &a);
     rc = a.status;
     if (rc != 0)
         snprintf(err, GW_ERR_LEN, "%s", a.reason);

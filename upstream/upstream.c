@@ -1036,12 +1036,14 @@ static void up_metric_init(void)
                       GW_METRIC_GAUGE, labels, NULL, 0);
 }
 
-int gw_upstream_probe(struct gw_upstream *up, char *err)
+int gw_upstream_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const char *name = gw_upstream_conf_name(up->conf);
-    int rc = up->ops->probe != NULL ? up->ops->probe(up, err) : 0;
+    int rc = up->ops->probe != NULL ? up->ops->probe(up, end, err) : 0;
     bool was, now;
 
+    if (end != NULL && atomic_load(end) != 0) /* cut short, or not: nobody asks for its answer any more */
+        return rc;
     pthread_mutex_lock(&up->health_lock);
     was = up->health.up;
     up->health.probed = true;

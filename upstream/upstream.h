@@ -158,9 +158,10 @@ int gw_upstream_sign_async(struct gw_upstream *up, const struct gw_sign_req *req
  * probed, see upstream/cmp_up.c) and records the answer; GW_UPSTREAM_DOWN_AFTER failures in a row make it
  * down, one success up again. A down upstream with fail_fast refuses sign calls at once with
  * GW_ERR_UNAVAILABLE instead of letting each wait for its timeout. (prober thread; bounded by the upstream's
- * timeout)
+ * timeout, and by *end (gw_now_ms; NULL or 0: none), which the prober sets as it stops: a probe in progress
+ * then ends GW_UPSTREAM_END_CHECK_MS later at most, and one ended so, or begun after, records nothing)
  */
-int gw_upstream_probe(struct gw_upstream *up, char *err);
+int gw_upstream_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char *err);
 
 struct gw_upstream_health {
     bool up;                /* true until probes say otherwise */

@@ -74,8 +74,9 @@ struct gw_upstream_ops {
     int (*cert_by_serial)(struct gw_upstream *up, const ASN1_INTEGER *serial, X509 **cert, char *err);
     /* GW_UP_CRL: the current CRL of issuer |issuer_ref| (NULL: the default), DER, malloc'd (free()). */
     int (*crl)(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len, char *err);
-    /* Optional: is the upstream serving? 0, or a gw_err with why in |err|; cheap, no state changed. */
-    int (*probe)(struct gw_upstream *up, char *err);
+    /* Optional: is the upstream serving? 0, or a gw_err with why in |err|; cheap, no state changed. Ends
+       by *end too (gw_http_request_until; NULL: none), which its caller may set while it runs. */
+    int (*probe)(struct gw_upstream *up, const _Atomic uint64_t *end, char *err);
 };
 
 /* gw_upstream_detach runs |fn(arg)| on a detached thread of its own: 0, or GW_ERR_NOMEM (not run). */

@@ -632,14 +632,14 @@ out:
  * flags (a standby forwards requests; by default it would answer 429 or 473). Sealed, uninitialised
  * or unreachable is down. Prober thread.
  */
-static int vault_probe(struct gw_upstream *up, char *err)
+static int vault_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     static const char path[] = "/v1/sys/health?standbyok=true&perfstandbyok=true";
     struct vault *v = gw_upstream_get0_impl(up);
     struct gw_http_response rsp;
     int rc;
 
-    if ((rc = gw_http_request(v->http, "GET", path, NULL, NULL, &rsp)) != 0)
+    if ((rc = gw_http_request_until(v->http, "GET", path, NULL, NULL, 0, end, &rsp)) != 0)
         gw_field_reason(err, GW_MAX_VAULT_WHY, rsp.error[0] != '\0' ? rsp.error : gw_err_str(rc), "",
                         "GET /v1/sys/health: ");
     else if (rsp.status != 200)

@@ -26,7 +26,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 from test_admin_token import held  # noqa: E402
-from test_systemd import HeldHealth  # noqa: E402
+from test_systemd import Held  # noqa: E402
 from test_abuse import h2_answers, h2_connect, h2_frame, h2_frames, h2_literal  # noqa: E402
 
 admin = harness.admin
@@ -823,8 +823,8 @@ class ReloadWhileAProbeHangs(harness.GatewayTestCase):
     @classmethod
     def edit_config(cls, cfg, gw):
         Reload.edit_config.__func__(cls, cfg, gw)
-        cls.held = HeldHealth()
-        cfg["upstreams"]["held"] = cls.held.upstream(gw)
+        cls.held = Held()
+        cfg["upstreams"]["held"] = cls.held.vault(gw)
         cls.base = json.loads(json.dumps(cfg))
 
     @classmethod

@@ -1,7 +1,7 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
-reload waits for a health probe that an upstream never answers; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+reload waits for an upstream that never answers, and a reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import json
 import os
@@ -22,11 +22,11 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 
 
-class HeldHealth:
-    """A Vault that takes each request and never answers it until stop(): got counts the requests taken.
-    Its health probe waits for the upstream's timeout."""
+class Held:
+    """An upstream that takes each request and never answers it until stop(): got lists the paths taken.
+    On |port| (one nothing listened on before, say) or one of its own."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.got, self.release = [], threading.Event()
         outer = self
 
@@ -36,16 +36,19 @@ class HeldHealth:
                 outer.release.wait(60)
                 self.close_connection = True
 
+            do_POST = do_GET
+
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def upstream(self, gw):
-        """Its "upstreams" entry: an issuer of its own (the client's is asked nothing of it)."""
+    def vault(self, gw):
+        """A Vault "upstreams" entry for it, probed each second: an issuer of its own (the client's is asked
+        nothing of it)."""
         token = gw.dir / "held.token"
         token.write_text("s.held\n")
         token.chmod(0o600)
@@ -102,27 +105,55 @@ class Notify(unittest.TestCase):
             gw.stop()
         self.messages("STOPPING=1", timeout=5)
 
-    def test_watchdog_pinged_while_a_reload_waits_for_a_probe(self):
-        """A Vault that takes the health probe's request and never answers, with a timeout of a minute: the
-        SIGHUP reload that retires the probing generation waits for its probe, and the watchdog's pings,
-        which the main thread sends, go on meanwhile (a reload on the main thread missed them for the
-        probe's whole timeout, and systemd's WatchdogSec= killed the gateway)."""
-        held = HeldHealth()
+    def test_watchdog_pinged_while_a_reload_waits_for_an_upstream(self):
+        """A cfssl that nothing listens for at the start (the gateway starts without its CA certificate),
+        and that takes the request for it at the reload and never answers, with a timeout of a minute: the
+        SIGHUP reload waits for it, and the watchdog's pings, which the main thread sends, go on meanwhile
+        (a reload on the main thread missed them for the upstream's whole timeout, and systemd's
+        WatchdogSec= killed the gateway)."""
+        port = harness.free_port()
+        held = None
 
         def edit(cfg, gw):
-            cfg["upstreams"]["held"] = held.upstream(gw)
+            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
+                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
 
         gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
         gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
         try:
             self.messages("READY=1")
-            if not harness.settled(lambda: list(held.got), bool):
-                self.fail("no probe reached the held cfssl")
+            held = Held(port)
             gw.proc.send_signal(signal.SIGHUP)
             self.messages("RELOADING=1", timeout=5)
-            # a reload that held the main thread pinged nothing for the probe's 60 s
+            if not harness.settled(lambda: list(held.got), bool):
+                self.fail("the reload asked the held cfssl nothing")
+            # a reload that held the main thread pinged nothing for the upstream's 60 s
             self.messages("WATCHDOG=1", timeout=5)
             self.messages("WATCHDOG=1", timeout=5)
+        finally:
+            if held is not None:
+                held.stop()  # the reload's call fails: nothing waits for it at the stop
+            gw.stop()
+
+    def test_reload_stops_a_probe_in_progress(self):
+        """A Vault that takes the health probe's request and never answers, with a timeout of a minute: the
+        SIGHUP reload that retires the probing configuration stops its probe within a second or so, and
+        is done (READY=1) long before the probe's timeout, which it waited for before."""
+        held = Held()
+
+        def edit(cfg, gw):
+            cfg["upstreams"]["held"] = held.vault(gw)
+
+        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
+        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
+        try:
+            self.messages("READY=1")
+            if not harness.settled(lambda: list(held.got), bool):
+                self.fail("no probe reached the held Vault")
+            gw.proc.send_signal(signal.SIGHUP)
+            self.messages("RELOADING=1", timeout=5)
+            after = self.messages("READY=1", timeout=10)
+            self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
         finally:
             held.stop()  # its probes fail: nothing waits for them at the stop
             gw.stop()

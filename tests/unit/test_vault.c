@@ -1761,6 +1761,43 @@ static void test_revoke_end_lowered(void **state)
 }
 
 /*
+ * A health probe that Vault holds when its prober stops (a reload retiring its configuration): the probe
+ * ends by the end the prober sets, GW_UPSTREAM_END_CHECK_MS later at most, and records nothing. Before, it
+ * waited for Vault's answer (2.5 s here; an upstream's whole timeout for one that never answers). The
+ * twin: with no end set, the same slow answer is waited for and recorded.
+ */
+static void test_probe_end_lowered(void **state)
+{
+    static const struct answer slow = {200, "{}", 2500};
+    struct tu_lowered l = {0, 200, 0};
+    struct gw_upstream_health h;
+    struct fx f;
+    char err[GW_ERR_LEN] = "";
+    pthread_t t;
+    uint64_t start;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&slow, 1);
+    start = gw_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, tu_lowered_main, &l), 0);
+    assert_int_not_equal(gw_upstream_probe(f.up, &l.end, err), 0);
+    pthread_join(t, NULL);
+    assert_true(gw_now_ms() - start < 200 + GW_UPSTREAM_END_CHECK_MS + 200);
+    assert_int_equal(fake_n_reqs(), 1);
+    gw_upstream_health(f.up, &h);
+    assert_false(h.probed);
+    assert_int_equal(h.failures, 0);
+    atomic_store(&l.end, 0);
+    fake_script(&slow, 1);
+    assert_int_equal(gw_upstream_probe(f.up, &l.end, err), 0);
+    gw_upstream_health(f.up, &h);
+    assert_true(h.probed);
+    assert_true(h.up);
+    fx_cleanup(&f);
+}
+
+/*
  * A revocation waiting for a cert login (no token yet) when its caller lowers its end: the wait reads the
  * end again, GW_UPSTREAM_END_CHECK_MS later at most, and ends there, nothing sent to Vault, saying that
  * the drain's deadline came first. Before, the wait kept the deadline its call began with, and the call
@@ -2779,6 +2816,7 @@ int main(void)
         cmocka_unit_test(test_revoke_no_route),
         cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_revoke_end_lowered),
+        cmocka_unit_test(test_probe_end_lowered),
         cmocka_unit_test(test_revoke_login_wait_end_lowered),
         cmocka_unit_test(test_revoke_retry_not_sent),
         cmocka_unit_test(test_revoke_backoff_end_lowered),
