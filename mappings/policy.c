@@ -79,9 +79,26 @@ int policy_say(int *fail_info, int bit, char *err, const char *fmt, ...)
 
 /* ---- glob patterns ---- */
 
-static int is_sep(char c)
+/*
+ * How a pattern reads one kind of name: the bytes that end a segment, which a '*' never matches, and
+ * whether case folds. A URI's '*' stays inside one host label or path segment: a URL parser ends the host
+ * at a '?', '#', backslash (WHATWG reads it as '/') or ':' (a port), takes it from after a '@' (userinfo)
+ * and decodes a '%' (RFC 3986 §3.2): a '*' for the first host label of https URIs under example.com must
+ * not admit "https://evil#.example.com/x", whose host is "evil", nor one for a path segment the two
+ * segments of "spiffe://x/ns/a%2Fb".
+ */
+struct pat_syntax {
+    const char *seps;
+    int fold;
+};
+
+static const struct pat_syntax pat_text = {"./=", 0};
+static const struct pat_syntax pat_host = {"./=", 1}; /* DNS names fold case (RFC 4343) */
+static const struct pat_syntax pat_uri = {"./=?#@%\\:", 0};
+
+static int is_sep(const struct pat_syntax *syn, char c)
 {
-    return c == '.' || c == '/' || c == '=';
+    return memchr(syn->seps, c, strlen(syn->seps)) != NULL;
 }
 
 static unsigned char fold_c(char c, int fold)
@@ -132,21 +149,21 @@ int policy_eq_fold(const char *a, size_t an, const char *b, size_t bn)
     return 1;
 }
 
-static size_t seg_len(const char *s, size_t n)
+static size_t seg_len(const struct pat_syntax *syn, const char *s, size_t n)
 {
     size_t i = 0;
 
-    while (i < n && !is_sep(s[i]))
+    while (i < n && !is_sep(syn, s[i]))
         i++;
     return i;
 }
 
 /*
- * pattern_match: '*' never crosses '.', '/' or '=', so the separators of |pat| and |s| must line up
- * one for one and each segment is a plain glob. A segment that is a lone '*' ("*.example.com",
- * "/CN=*") stands for one non-empty label or value.
+ * pattern_match: '*' never crosses a separator of |syn| ('.', '/', '=', and a URI's others), so the
+ * separators of |pat| and |s| must line up one for one and each segment is a plain glob. A segment that is
+ * a lone '*' ("*.example.com", "/CN=*") stands for one non-empty label or value.
  */
-static int pattern_match(const char *pat, const char *s, size_t len, int fold)
+static int pattern_match(const char *pat, const char *s, size_t len, const struct pat_syntax *syn)
 {
     size_t pi = 0, si = 0, pn, pl, sl;
 
@@ -154,11 +171,11 @@ static int pattern_match(const char *pat, const char *s, size_t len, int fold)
         return 0;
     pn = strlen(pat);
     for (;;) {
-        pl = seg_len(pat + pi, pn - pi);
-        sl = seg_len(s + si, len - si);
+        pl = seg_len(syn, pat + pi, pn - pi);
+        sl = seg_len(syn, s + si, len - si);
         if (pl == 1 && pat[pi] == '*' && sl == 0)
             return 0;
-        if (!policy_glob(pat + pi, pl, s + si, sl, fold))
+        if (!policy_glob(pat + pi, pl, s + si, sl, syn->fold))
             return 0;
         pi += pl;
         si += sl;
@@ -173,15 +190,15 @@ static int pattern_match(const char *pat, const char *s, size_t len, int fold)
 
 int gw_pattern_match(const char *pat, const char *s, size_t len)
 {
-    return pattern_match(pat, s, len, 0);
+    return pattern_match(pat, s, len, &pat_text);
 }
 
-static int match_any(const struct gw_patterns *ps, const char *s, size_t len, int fold)
+static int match_any(const struct gw_patterns *ps, const char *s, size_t len, const struct pat_syntax *syn)
 {
     size_t i;
 
     for (i = 0; i < ps->n; i++) {
-        if (pattern_match(ps->v[i], s, len, fold))
+        if (pattern_match(ps->v[i], s, len, syn))
             return 1;
     }
     return 0;
@@ -205,7 +222,7 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
                           "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
                           "against %s of role %s",
                           who, key, policy_rname(role));
-    if (!match_any(ps, line, strlen(line), 0))
+    if (!match_any(ps, line, strlen(line), &pat_text))
         rc = policy_say(fail_info, DENY, err, "%s subject %s is not allowed on role %s (allowed: %s)", who,
                         policy_shown(buf, line, strlen(line)), policy_rname(role),
                         policy_join(list, sizeof(list), ps));
@@ -223,7 +240,8 @@ int policy_check_allowed_subject(const struct gw_role *role, const char *who, co
 }
 
 /*
- * TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes (DNS names fold case).
+ * TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes, read as policy_check_san
+ * reads it (DNS names fold case, a URI's '*' is one host label or path segment).
  * A pattern with a '@' is an email's, with a ':' a URI's, else a DNS name's: across types, the email
  * "x@dev.example.com" would match the DNS pattern "*.example.com".
  */
@@ -234,6 +252,11 @@ static int pattern_type(const char *pat)
     if (colon != NULL && (at == NULL || colon < at))
         return GEN_URI; /* a scheme first: "sip:alice@example.com", "ssh://git@host" */
     return at != NULL ? GEN_EMAIL : GEN_DNS;
+}
+
+static const struct pat_syntax *san_syntax(int gen_type)
+{
+    return gen_type == GEN_DNS ? &pat_host : gen_type == GEN_URI ? &pat_uri : &pat_text;
 }
 
 static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
@@ -252,7 +275,7 @@ static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info
         for (size_t k = 0; !ok && k < ps->n; k++)
             ok = pattern_type(ps->v[k]) == gn->type &&
                  pattern_match(ps->v[k], (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length,
-                               gn->type == GEN_DNS);
+                               san_syntax(gn->type));
     }
     GENERAL_NAMES_free(sans);
     if (ok)
@@ -515,11 +538,11 @@ static const struct {
     unsigned bit;
     const char *what;
     size_t off; /* of the struct gw_patterns in struct gw_authz */
-    int fold;   /* DNS names compare case-insensitively (RFC 4343) */
+    const struct pat_syntax *syn;
 } name_kinds[] = {
-    {GEN_DNS, GW_SAN_DNS, "DNS name", offsetof(struct gw_authz, dns_names), 1},
-    {GEN_URI, GW_SAN_URI, "URI", offsetof(struct gw_authz, uris), 0},
-    {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), 0},
+    {GEN_DNS, GW_SAN_DNS, "DNS name", offsetof(struct gw_authz, dns_names), &pat_host},
+    {GEN_URI, GW_SAN_URI, "URI", offsetof(struct gw_authz, uris), &pat_uri},
+    {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), &pat_text},
 };
 
 /* policy_cn_copy: |gn| is a DNS name or email equal to a CN of |subject|: what Vault adds on its own. */
@@ -600,7 +623,7 @@ int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fa
         return GW_ERR_POLICY;
     ps = (const struct gw_patterns *)((const char *)&role->authz + name_kinds[k].off);
     if (ps->n == 0 ||
-        match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].fold))
+        match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].syn))
         return 0;
     return policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)",
                       name_kinds[k].what,
@@ -759,7 +782,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
         else
             rc = email ? 0 : check_wildcard(role, kind, v, len, fail_info, err);
         if (rc == 0 && ps->n > 0 && (!host || host_like(v, len) || (server && bare_host(v, len))) &&
-            !match_any(ps, v, len, host))
+            !match_any(ps, v, len, host ? &pat_host : &pat_text))
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));

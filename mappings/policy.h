@@ -185,8 +185,9 @@ int gw_policy_issued_refusal(enum gw_issued_verdict v, const char *why, char *te
 /*
  * gw_pattern_match matches |s| (|len| bytes) against glob |pat|: '*' matches any run of characters
  * other than '.', '/' and '='; a '*' that is a whole label or value ("*.example.com", "/CN=*")
- * matches a non-empty one. Exact bytes (the policy checks fold case for DNS names); |s| holding a
- * NUL never matches; O(|pat| * |len|). Exported for tests and config validation.
+ * matches a non-empty one. Exact bytes (the policy checks fold case for DNS names, and stop a URI's '*'
+ * at '?', '#', '@', '%', ':' and a backslash too); |s| holding a NUL never matches; O(|pat| * |len|).
+ * Exported for tests and config validation.
  */
 int gw_pattern_match(const char *pat, const char *s, size_t len);
 

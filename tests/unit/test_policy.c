@@ -221,6 +221,8 @@ enum cert_id {
     C_EMAIL_DNS,
     C_EMAIL_URI,
     C_URI_AT,
+    C_URI_HOST,
+    C_URI_FRAG,
     C_N
 };
 
@@ -250,6 +252,13 @@ static const struct {
                      0},
     /* a URI with an '@' after its scheme, for a URI pattern of tls_sans */
     [C_URI_AT] = {{"O=x|CN=dev-9", "URI:sip:dev-9@example.com", NULL, NULL, -3600, 30 * DAY, 111}, K_P256, 0},
+    /* a host under example.com, and the host "evil" with a fragment that reads as under it */
+    [C_URI_HOST] = {{"O=x|CN=dev-10", "URI:https://dev-10.example.com/x", NULL, NULL, -3600, 30 * DAY, 112},
+                    K_P256,
+                    0},
+    [C_URI_FRAG] = {{"O=x|CN=dev-11", "URI:https://evil#.example.com/x", NULL, NULL, -3600, 30 * DAY, 113},
+                    K_P256,
+                    0},
 };
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
@@ -405,6 +414,7 @@ static void test_pattern_no_blowup(void **state)
 static char *p_dev[] = {"/O=x/CN=dev-*"};
 static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
 static char *p_sip[] = {"sip:*@example.com"};
+static char *p_https[] = {"https://*.example.com/*"};
 static char *p_pbm[] = {"dev-ref"};
 
 enum store_id { S_NONE, S_TLS, S_STALE };
@@ -580,6 +590,26 @@ static const struct {
      1,
      NULL,
      NULL},
+    {"tls URI SAN, a host label",
+     {.tls_sans = PATS(p_https)},
+     S_NONE,
+     0,
+     C_URI_HOST,
+     C_NONE,
+     "dev-ref",
+     1,
+     NULL,
+     NULL},
+    {"tls URI SAN, a host ended by '#'",
+     {.tls_sans = PATS(p_https)},
+     S_NONE,
+     0,
+     C_URI_FRAG,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName allowed",
+     "tls_san"},
     {"tls email SAN vs a DNS pattern",
      {.tls_sans = PATS(p_dns)},
      S_NONE,
@@ -787,6 +817,9 @@ static char *p_cn[] = {"dev-*.example.com"};
 static char *p_subj[] = {"/O=Corp/OU=Devices/CN=dev-*"};
 static char *p_dnsn[] = {"*.example.com"};
 static char *p_uri[] = {"spiffe://example.org/*"};
+static char *p_uri_host[] = {"https://*.example.com/*"};
+static char *p_uri_ns[] = {"spiffe://example.org/ns/*/sa/*"};
+static char *p_sip_uri[] = {"sip:*@example.com"};
 static char *p_mail[] = {"*@example.com"};
 static char *p_ip[] = {"10.0.0.0/8", "::1/128", "2001:db8::/32", "192.0.2.7", "198.51.100.0/31"};
 static char *p_ip_bad[] = {"10.0.0.0/33",   "10.0.0.0/", "/8",   "10.0.0.0/8x",
@@ -921,6 +954,92 @@ static const struct {
     {"uri ok", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://example.org/dev", K_P256, NULL},
     {"uri deeper", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://example.org/dev/x", K_P256, "URI"},
     {"uri case", {.uris = PATS(p_uri)}, ALL_SANS, "CN=x", "URI:spiffe://EXAMPLE.org/dev", K_P256, "URI"},
+    /* a '*' of a URI pattern is one host label or path segment: it matches none of ?#@%\: by which a
+       URL parser ends or decodes the host (RFC 3986 §3.2, WHATWG) or a segment */
+    {"uri host label",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://intranet.example.com/x",
+     K_P256,
+     NULL},
+    {"uri host ends at '?'",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://intranet?.example.com/x",
+     K_P256,
+     "=URI https://intranet?.example.com/x is not allowed on role iot (allowed: https://*.example.com/*)"},
+    {"uri host ends at '#'",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://evil#.example.com/x",
+     K_P256,
+     "URI https://evil#.example.com/x is not allowed"},
+    {"uri host ends at '\\'",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://evil\\.example.com/x",
+     K_P256,
+     "URI https://evil\\.example.com/x is not allowed"},
+    {"uri IPv6 host ends at '?'",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://[::1]?.example.com/x",
+     K_P256,
+     "URI https://[::1]?.example.com/x is not allowed"},
+    {"uri host with userinfo",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://evil@intranet.example.com/x",
+     K_P256,
+     "URI https://evil@intranet.example.com/x is not allowed"},
+    {"uri host with a port",
+     {.uris = PATS(p_uri_host)},
+     ALL_SANS,
+     "CN=x",
+     "URI:https://a:1.example.com/x",
+     K_P256,
+     "URI https://a:1.example.com/x is not allowed"},
+    {"uri path segment ends at '?'",
+     {.uris = PATS(p_uri_ns)},
+     ALL_SANS,
+     "CN=x",
+     "URI:spiffe://example.org/ns/a?/sa/b",
+     K_P256,
+     "URI spiffe://example.org/ns/a?/sa/b is not allowed"},
+    {"uri path segment with an encoded '/'",
+     {.uris = PATS(p_uri_ns)},
+     ALL_SANS,
+     "CN=x",
+     "URI:spiffe://example.org/ns/a%2Fsa%2Fx/sa/b",
+     K_P256,
+     "URI spiffe://example.org/ns/a%2Fsa%2Fx/sa/b is not allowed"},
+    {"uri path segments",
+     {.uris = PATS(p_uri_ns)},
+     ALL_SANS,
+     "CN=x",
+     "URI:spiffe://example.org/ns/a/sa/b-1",
+     K_P256,
+     NULL},
+    {"uri literal '@' and ':'",
+     {.uris = PATS(p_sip_uri)},
+     ALL_SANS,
+     "CN=x",
+     "URI:sip:dev-9@example.com",
+     K_P256,
+     NULL},
+    {"uri '*' across '@'",
+     {.uris = PATS(p_sip_uri)},
+     ALL_SANS,
+     "CN=x",
+     "URI:sip:dev-9@evil@example.com",
+     K_P256,
+     "URI sip:dev-9@evil@example.com is not allowed"},
     {"email ok", {.emails = PATS(p_mail)}, ALL_SANS, "CN=x", "email:alice@example.com", K_P256, NULL},
     {"email refused",
      {.emails = PATS(p_mail)},
@@ -2825,6 +2944,59 @@ static void test_check_issued(void **state)
 }
 
 /*
+ * A URI SAN the upstream signed as asked is held to the role's URI patterns as a request is: a '*' is one
+ * host label or path segment, so a URI whose host a URL parser ends early is outside the role.
+ */
+static char *i_uri[] = {"https://*.example.com/*", "spiffe://example.org/ns/*/sa/*"};
+
+static void test_check_issued_uri(void **state)
+{
+    static const struct {
+        const char *name;
+        const char *san;
+        enum gw_issued_verdict want;
+        const char *want_err;
+    } t[] = {
+        {"a host label", "URI:https://dev-1.example.com/x", GW_ISSUED_OK, "="},
+        {"a path segment", "URI:spiffe://example.org/ns/a/sa/b", GW_ISSUED_OK, "="},
+        {"a host ended by '?'", "URI:https://intranet?.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: URI https://intranet?.example.com/x is not "
+         "allowed "
+         "on role iot (allowed: https://*.example.com/*, spiffe://example.org/ns/*/sa/*)"},
+        {"a host ended by '#'", "URI:https://evil#.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
+         "URI https://evil#.example.com/x is not allowed"},
+        {"a segment with an encoded '/'", "URI:spiffe://example.org/ns/a%2Fsa%2Fx/sa/b",
+         GW_ISSUED_OUTSIDE_POLICY, "URI spiffe://example.org/ns/a%2Fsa%2Fx/sa/b is not allowed"},
+    };
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                               .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                               .max_ttl = 30 * DAY,
+                               .allowed_san_types = GW_SAN_URI,
+                               .authz = {.uris = PATS(i_uri)}};
+        struct cspec spec = {
+            "CN=dev-1.example.com", t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+        struct gw_cert_plan plan;
+        X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, "CN=dev-1.example.com", t[i].san, K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
+        if (v != t[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", t[i].name, v, t[i].want, err);
+        check_err(t[i].name, err, t[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
+/*
  * A validity longer than planned, within max_ttl: a change only where the client asked for its notAfter
  * (RFC 9810 §5.2.3: accepted is exactly what was asked), and then only past GW_ISSUED_SHORTEN_SLACK.
  */
@@ -4046,6 +4218,7 @@ int main(void)
         cmocka_unit_test(test_cn_copy_san_type),
         cmocka_unit_test(test_upstream_cn_san_issued),
         cmocka_unit_test(test_check_issued),
+        cmocka_unit_test(test_check_issued_uri),
         cmocka_unit_test(test_check_issued_longer),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_collected_late),
