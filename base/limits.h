@@ -344,6 +344,8 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 
 /* logs and errors */
 #define GW_ERR_LEN 256 /* one human-readable error line */
+/* a name a client sent, quoted in an error line: a longer one is cut and ends in "..." */
+#define GW_ERR_NAME_SHOWN 96
 #define GW_LOG_LINE_MAX 4096
 /* an event a peer can cause before it authenticates: at most GW_LOG_PACE_LINES lines a window of
    GW_LOG_PACE_SECS, the rest counted and reported with the next line (gw_log_pace_due) */

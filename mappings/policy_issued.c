@@ -154,6 +154,28 @@ static const GENERAL_NAME *san_added(const struct gw_cert_plan *plan, const GENE
 }
 
 /*
+ * A URI no request may hold (gw_cert_uri_why), whatever the role's patterns: one a URL parser reads with
+ * another host than it seems to name. Not asked of a certificate an rr names, which an RA may still revoke.
+ */
+static int uri_refused(const GENERAL_NAMES *sans, char *why)
+{
+    char buf[SHOWN_LEN];
+    const char *bad;
+
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+
+        if (gn->type != GEN_URI ||
+            (bad = gw_cert_uri_why(gn->d.ia5->data, (size_t)gn->d.ia5->length)) == NULL)
+            continue;
+        snprintf(why, GW_ERR_LEN, "URI %s is refused: %s",
+                 policy_shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length), bad);
+        return GW_ERR_POLICY;
+    }
+    return 0;
+}
+
+/*
  * subject_outside: a subject other than the planned one or a reduction of it (subject_fit), or
  * reduced to nothing where the role requires a subject. Returns NULL, or the reason, also in |err|.
  */
@@ -227,6 +249,8 @@ static enum gw_issued_verdict issued_outside(const struct gw_role *role, const s
         /* a copy of the CN too: its type is one the role allows, or the request was refused
            (gw_policy_check_cn_copy) */
         rc = policy_check_names(role, X509_get_subject_name(cert), sans, &fi, why);
+    if (rc == 0)
+        rc = uri_refused(sans, why);
     if (rc == 0 && (added = san_added(plan, sans)) != NULL)
         policy_san_text(name, added);
     GENERAL_NAMES_free(sans);

@@ -134,6 +134,53 @@ static int dns_ok(const ASN1_STRING *s)
     return label > 0 && d[n - 1] != '-';
 }
 
+static int scheme_char(unsigned char c, int first)
+{
+    int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+
+    return alpha || (!first && ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'));
+}
+
+/*
+ * The authority is what follows "//" up to the next '/' (RFC 3986 §3.2), read before a '?' or '#' would
+ * end it: "https://intranet?.example.com/x" is the host "intranet" to a URL parser, though a reader and a
+ * pattern see example.com. A '#' or backslash anywhere is refused before this is asked.
+ */
+static const char *authority_why(const unsigned char *d, size_t n)
+{
+    const unsigned char *slash = memchr(d, '/', n);
+    size_t len = slash != NULL ? (size_t)(slash - d) : n;
+
+    if (memchr(d, '@', len) != NULL)
+        return "its authority holds a '@' (userinfo): URL parsers take the host from after it";
+    if (memchr(d, '?', len) != NULL)
+        return "its authority holds a '?', which ends the host for URL parsers";
+    if (memchr(d, '%', len) != NULL)
+        return "its authority holds a '%', which URL parsers decode";
+    return NULL;
+}
+
+const char *gw_cert_uri_why(const unsigned char *d, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (d[i] < 0x21 || d[i] > 0x7e)
+            return "it holds a space, a control character or a byte outside ASCII";
+    }
+    if (memchr(d, '\\', n) != NULL) /* WHATWG's special schemes read it as '/' */
+        return "it holds a backslash, which URL parsers read as '/'";
+    if (memchr(d, '#', n) != NULL)
+        return "it holds a '#', which begins a fragment";
+    for (i = 0; i < n && scheme_char(d[i], i == 0); i++)
+        ;
+    if (i == 0 || i == n || d[i] != ':')
+        return "it does not begin with a scheme: a letter, then letters, digits, '+', '-' or '.', and a ':'";
+    if (n - i < 3 || d[i + 1] != '/' || d[i + 2] != '/')
+        return NULL; /* no authority: urn:..., sip:user@host */
+    return authority_why(d + i + 3, n - i - 3);
+}
+
 static int san_value_ok(const GENERAL_NAME *gn)
 {
     const ASN1_STRING *s = gn->d.ia5;
@@ -143,14 +190,28 @@ static int san_value_ok(const GENERAL_NAME *gn)
         return gn->d.iPAddress->length == 4 || gn->d.iPAddress->length == 16;
     case GEN_DNS:
         return ia5_ok(s) && dns_ok(s);
-    case GEN_URI: /* a scheme, then something (RFC 3986 §3) */
-        return ia5_ok(s) && memchr(s->data, ':', (size_t)s->length) != NULL && s->data[0] != ':';
+    case GEN_URI: /* the rest is check_san's, which names the URI and says why (gw_cert_uri_why) */
+        return ia5_ok(s);
     case GEN_EMAIL: /* local-part@domain (RFC 5280 §4.2.1.6) */
         return ia5_ok(s) && memchr(s->data, '@', (size_t)s->length) != NULL && s->data[0] != '@' &&
                s->data[s->length - 1] != '@';
     default:
         return 0;
     }
+}
+
+/* check_uri names the URI |s| (printable: san_value_ok held it to ia5_ok) and says why it is refused. */
+static int check_uri(const ASN1_STRING *s, int *fail_info, char *err)
+{
+    const char *bad = gw_cert_uri_why(s->data, (size_t)s->length);
+    int cut = s->length > GW_ERR_NAME_SHOWN;
+    char why[GW_ERR_LEN];
+
+    if (bad == NULL)
+        return 0;
+    snprintf(why, sizeof(why), "subjectAltName URI %.*s%s is refused: %s",
+             cut ? GW_ERR_NAME_SHOWN - 3 : s->length, (const char *)s->data, cut ? "..." : "", bad);
+    return refuse(fail_info, err, why);
 }
 
 /* check_san refuses a SAN whose type the role does not allow: refused, not dropped, so the
@@ -172,7 +233,7 @@ static int check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fa
             snprintf(why, sizeof(why), "subjectAltName %s entry is malformed", san_types[i].name);
             return refuse(fail_info, err, why);
         }
-        return 0;
+        return gn->type == GEN_URI ? check_uri(gn->d.ia5, fail_info, err) : 0;
     }
     return refuse(fail_info, err, "subjectAltName entry of unknown type");
 }

@@ -75,6 +75,14 @@ int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_
                       struct gw_cert_plan *out, int *fail_info, char *err);
 
 /*
+ * gw_cert_uri_why says why the URI |d| (|n| bytes) may not be a subjectAltName, in words that follow
+ * "it" ("it holds a '#', which begins a fragment"), or NULL where it may: a scheme first (RFC 5280
+ * §4.2.1.6), printable ASCII without a space, and nothing a URL parser (RFC 3986 §3.2, WHATWG) reads as
+ * the end of the host or another host than the name seems to give. A static string.
+ */
+const char *gw_cert_uri_why(const unsigned char *d, size_t n);
+
+/*
  * gw_usage_exts_add appends the keyUsage (critical, for KU_* bits |ku|, RFC 5280 §4.2.1.3) and
  * extendedKeyUsage (for enum gw_eku bits |eku|) extensions to |*exts| (created if NULL), each only
  * when it has a bit set. One encoding of the profile's usages for every issuer: the local issuer,

@@ -1129,6 +1129,17 @@ class Errors(Base):
                 a = self.expect("san_malformed", self.ir(name, extra=("-sans", san)))
                 self.assertEqual(a.status_strings, ["subjectAltName dns entry is malformed"])
 
+    def test_san_uri_refused(self):
+        """A URI whose host a URL parser reads as another than it seems (intranet, evil), on a role that
+        allows any URI: refused whatever the patterns, naming the URI and why."""
+        for name, uri, why in (
+                ("uriquery", "https://intranet?.example.com/x",
+                 "its authority holds a '?', which ends the host for URL parsers"),
+                ("urifrag", "https://evil#.example.com/x", "it holds a '#', which begins a fragment")):
+            with self.subTest(uri=uri):
+                a = self.expect("san_uri_refused", self.ir(name, extra=("-sans", uri)))
+                self.assertEqual(a.status_strings, ["subjectAltName URI %s is refused: %s" % (uri, why)])
+
     def test_too_many_sans(self):
         sans = ",".join("h%d.example.com" % i for i in range(101))
         a = self.expect("too_many_sans", self.ir("sans101", extra=("-sans", sans)))

@@ -2945,7 +2945,8 @@ static void test_check_issued(void **state)
 
 /*
  * A URI SAN the upstream signed as asked is held to the role's URI patterns as a request is: a '*' is one
- * host label or path segment, so a URI whose host a URL parser ends early is outside the role.
+ * host label or path segment, so a URI whose host a URL parser ends early is outside the role. Without
+ * patterns, one a request could not hold (gw_cert_uri_why) is outside it all the same.
  */
 static char *i_uri[] = {"https://*.example.com/*", "spiffe://example.org/ns/*/sa/*"};
 
@@ -2953,20 +2954,26 @@ static void test_check_issued_uri(void **state)
 {
     static const struct {
         const char *name;
+        int any; /* the role has no allowed_uris */
         const char *san;
         enum gw_issued_verdict want;
         const char *want_err;
     } t[] = {
-        {"a host label", "URI:https://dev-1.example.com/x", GW_ISSUED_OK, "="},
-        {"a path segment", "URI:spiffe://example.org/ns/a/sa/b", GW_ISSUED_OK, "="},
-        {"a host ended by '?'", "URI:https://intranet?.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
+        {"a host label", 0, "URI:https://dev-1.example.com/x", GW_ISSUED_OK, "="},
+        {"a path segment", 0, "URI:spiffe://example.org/ns/a/sa/b", GW_ISSUED_OK, "="},
+        {"a host ended by '?'", 0, "URI:https://intranet?.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
          "=the upstream's certificate is outside role policy: URI https://intranet?.example.com/x is not "
-         "allowed "
-         "on role iot (allowed: https://*.example.com/*, spiffe://example.org/ns/*/sa/*)"},
-        {"a host ended by '#'", "URI:https://evil#.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
+         "allowed on role iot (allowed: https://*.example.com/*, spiffe://example.org/ns/*/sa/*)"},
+        {"a host ended by '#'", 0, "URI:https://evil#.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
          "URI https://evil#.example.com/x is not allowed"},
-        {"a segment with an encoded '/'", "URI:spiffe://example.org/ns/a%2Fsa%2Fx/sa/b",
+        {"a segment with an encoded '/'", 0, "URI:spiffe://example.org/ns/a%2Fsa%2Fx/sa/b",
          GW_ISSUED_OUTSIDE_POLICY, "URI spiffe://example.org/ns/a%2Fsa%2Fx/sa/b is not allowed"},
+        {"any URI, a URN", 1, "URI:urn:example:dev:7", GW_ISSUED_OK, "="},
+        {"any URI, a fragment", 1, "URI:https://evil#.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: URI https://evil#.example.com/x is refused: it "
+         "holds a '#', which begins a fragment"},
+        {"any URI, userinfo", 1, "URI:https://dev-1.example.com@evil.org/x", GW_ISSUED_OUTSIDE_POLICY,
+         "URI https://dev-1.example.com@evil.org/x is refused: its authority holds a '@' (userinfo)"},
     };
     char err[GW_ERR_LEN];
     size_t i;
@@ -2978,14 +2985,15 @@ static void test_check_issued_uri(void **state)
                                .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
                                .ext_key_usage = GW_EKU_CLIENT_AUTH,
                                .max_ttl = 30 * DAY,
-                               .allowed_san_types = GW_SAN_URI,
-                               .authz = {.uris = PATS(i_uri)}};
+                               .allowed_san_types = GW_SAN_URI};
         struct cspec spec = {
             "CN=dev-1.example.com", t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         enum gw_issued_verdict v;
 
+        if (!t[i].any)
+            role.authz.uris = (struct gw_patterns)PATS(i_uri);
         mkplan(&plan, "CN=dev-1.example.com", t[i].san, K_P256, 7 * DAY);
         v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
         if (v != t[i].want)

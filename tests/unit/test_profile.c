@@ -340,6 +340,47 @@ static const struct plan_case plan_cases[] = {
     {"all four on web", &role_web, 0, K_P256, "www",
      "DNS:a.example,IP:10.0.0.1,URI:urn:x:y,email:a@example.com", NULL, 0, 0, 0, NULL, 0,
      NOW + GW_DEFAULT_TTL},
+    /* URIs as roles use them: SPIFFE IDs, URNs (3GPP's, GSMA's), https with a path, a query and a port, SIP
+     */
+    {"uri forms in use", &role_web, 0, K_P256, "www",
+     "URI:spiffe://example.org/ns/prod/sa/web,URI:urn:gsma:imei:35209900-176148-1,"
+     "URI:urn:3gpp:ue:imsi-001010123456789,URI:https://dev-1.example.com/status?a=1&b=%20,"
+     "URI:https://[::1]:8443/x,URI:sip:dev-9@example.com,URI:spiffe://example.org/ns/a%2Fb/sa/c",
+     NULL, 0, 0, 0, NULL, 0, NOW + GW_DEFAULT_TTL},
+    /* a URI a URL parser (RFC 3986 §3.2, WHATWG) reads with another host than it seems to name */
+    {"uri host ended by '?'", &role_web, 0, K_P256, "www", "URI:https://intranet?.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https://intranet?.example.com/x is refused: its authority holds a '?', which ends "
+     "the host for URL parsers",
+     0, 0},
+    {"uri IPv6 host ended by '?'", &role_web, 0, K_P256, "www", "URI:https://[::1]?.example.com/x", NULL, 0,
+     0, GW_ERR_POLICY, "URI https://[::1]?.example.com/x is refused: its authority holds a '?'", 0, 0},
+    {"uri fragment", &role_web, 0, K_P256, "www", "URI:https://evil#.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https://evil#.example.com/x is refused: it holds a '#', which begins a fragment", 0,
+     0},
+    {"uri fragment in a path", &role_web, 0, K_P256, "www", "URI:spiffe://example.org/ns/a#/sa/b", NULL, 0, 0,
+     GW_ERR_POLICY, "URI spiffe://example.org/ns/a#/sa/b is refused: it holds a '#'", 0, 0},
+    {"uri backslash", &role_web, 0, K_P256, "www", "URI:https://evil\\.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https://evil\\.example.com/x is refused: it holds a backslash, which URL parsers "
+     "read as '/'",
+     0, 0},
+    {"uri userinfo", &role_web, 0, K_P256, "www", "URI:https://dev-1.example.com@evil.org/x", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https://dev-1.example.com@evil.org/x is refused: its authority holds a '@' "
+     "(userinfo): URL parsers take the host from after it",
+     0, 0},
+    {"uri encoded host", &role_web, 0, K_P256, "www", "URI:https://evil%2eorg/x", NULL, 0, 0, GW_ERR_POLICY,
+     "subjectAltName URI https://evil%2eorg/x is refused: its authority holds a '%', which URL parsers "
+     "decode",
+     0, 0},
+    {"uri without a scheme", &role_web, 0, K_P256, "www", "URI://evil.org/x:y", NULL, 0, 0, GW_ERR_POLICY,
+     "subjectAltName URI //evil.org/x:y is refused: it does not begin with a scheme", 0, 0},
+    {"uri scheme with a digit first", &role_web, 0, K_P256, "www", "URI:1x:y", NULL, 0, 0, GW_ERR_POLICY,
+     "URI 1x:y is refused: it does not begin with a scheme", 0, 0},
+    {"uri bytes still first", &role_web, 0, K_P256, "www", "URI:https://a b/", NULL, 0, 0, GW_ERR_POLICY,
+     "subjectAltName uri entry is malformed", 0, 0},
     {"p10 with SANs", &role_iot, 1, K_RSA2048, "dev2", "DNS:dev2.example,IP:127.0.0.1", NULL, 0, 0, 0, NULL,
      0, NOW + DAY},
     {"p10 forbidden SAN", &role_iot, 1, K_P256, "dev2", "URI:urn:a", NULL, 0, 0, GW_ERR_POLICY, "type uri", 0,
@@ -498,26 +539,38 @@ static void test_plan_san_values(void **state)
         int type;
         const char *val;
         int len;
+        const char *want; /* NULL: "malformed" */
     } bad[] = {
-        {GEN_IPADD, "\x7f\0\0", 3},     /* truncated IPv4 */
-        {GEN_IPADD, "\x7f\0\0\1\0", 5}, /* oversized */
-        {GEN_DNS, "", 0},               /* empty */
-        {GEN_DNS, "a b", 3},            /* space */
-        {GEN_DNS, "a\0b", 3},           /* embedded NUL */
-        {GEN_URI, "\x80", 1},           /* not ASCII */
-        {GEN_DNS, "a@example.com", 13}, /* not a host name */
-        {GEN_DNS, "-a.example", 10},    /* label starts with '-' */
-        {GEN_DNS, "a-.example", 10},    /* label ends with '-' */
-        {GEN_DNS, "a..example", 10},    /* empty label */
-        {GEN_DNS, "a.example.", 10},    /* trailing dot */
-        {GEN_DNS, "a.*.example", 11},   /* wildcard not leftmost */
-        {GEN_DNS, "a_b.example", 11},   /* underscore */
-        {GEN_DNS, "*.", 2},             /* wildcard alone */
-        {GEN_URI, "no-scheme", 9},
-        {GEN_URI, ":x", 2},
-        {GEN_EMAIL, "nobody", 6},
-        {GEN_EMAIL, "@example.com", 12},
-        {GEN_EMAIL, "a@", 2},
+        {GEN_IPADD, "\x7f\0\0", 3, NULL},     /* truncated IPv4 */
+        {GEN_IPADD, "\x7f\0\0\1\0", 5, NULL}, /* oversized */
+        {GEN_DNS, "", 0, NULL},               /* empty */
+        {GEN_DNS, "a b", 3, NULL},            /* space */
+        {GEN_DNS, "a\0b", 3, NULL},           /* embedded NUL */
+        {GEN_URI, "\x80", 1, NULL},           /* not ASCII */
+        {GEN_DNS, "a@example.com", 13, NULL}, /* not a host name */
+        {GEN_DNS, "-a.example", 10, NULL},    /* label starts with '-' */
+        {GEN_DNS, "a-.example", 10, NULL},    /* label ends with '-' */
+        {GEN_DNS, "a..example", 10, NULL},    /* empty label */
+        {GEN_DNS, "a.example.", 10, NULL},    /* trailing dot */
+        {GEN_DNS, "a.*.example", 11, NULL},   /* wildcard not leftmost */
+        {GEN_DNS, "a_b.example", 11, NULL},   /* underscore */
+        {GEN_DNS, "*.", 2, NULL},             /* wildcard alone */
+        {GEN_URI, "no-scheme", 9,
+         "=subjectAltName URI no-scheme is refused: it does not begin with a scheme: "
+         "a letter, then letters, digits, '+', '-' or '.', and a ':'"},
+        {GEN_URI, ":x", 2, "URI :x is refused: it does not begin with a scheme"},
+        /* a long one is cut in the text (GW_ERR_NAME_SHOWN) */
+        {GEN_URI,
+         "https://evil#/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaa",
+         134,
+         "=subjectAltName URI "
+         "https://evil#/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... "
+         "is refused: it holds a '#', which begins a fragment"},
+        {GEN_EMAIL, "nobody", 6, NULL},
+        {GEN_EMAIL, "@example.com", 12, NULL},
+        {GEN_EMAIL, "a@", 2, NULL},
     };
     struct gw_cert_req req;
     struct gw_cert_plan plan;
@@ -545,7 +598,12 @@ static void test_plan_san_values(void **state)
         }
         assert_int_equal(gw_cert_plan_make(&role_web, &req, NOW, &plan, &fail_info, err), GW_ERR_POLICY);
         assert_int_equal(fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
-        assert_non_null(strstr(err, j < sizeof(bad) / sizeof(bad[0]) ? "malformed" : "too many"));
+        if (j == sizeof(bad) / sizeof(bad[0]))
+            assert_non_null(strstr(err, "too many"));
+        else if (bad[j].want != NULL && bad[j].want[0] == '=')
+            assert_string_equal(err, bad[j].want + 1);
+        else
+            assert_non_null(strstr(err, bad[j].want != NULL ? bad[j].want : "malformed"));
         gw_cert_req_cleanup(&req);
     }
     /* exactly at the cap: accepted */
