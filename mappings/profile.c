@@ -192,9 +192,10 @@ static int san_value_ok(const GENERAL_NAME *gn)
         return ia5_ok(s) && dns_ok(s);
     case GEN_URI: /* the rest is check_san's, which names the URI and says why (gw_cert_uri_why) */
         return ia5_ok(s);
-    case GEN_EMAIL: /* local-part@domain (RFC 5280 §4.2.1.6) */
-        return ia5_ok(s) && memchr(s->data, '@', (size_t)s->length) != NULL && s->data[0] != '@' &&
-               s->data[s->length - 1] != '@';
+    case GEN_EMAIL: /* local-part@domain (RFC 5280 §4.2.1.6), one '@': mailers differ on which ends it */
+        return ia5_ok(s) && memchr(s->data, '@', (size_t)s->length) != NULL &&
+               memchr(s->data, '@', (size_t)s->length) == memrchr(s->data, '@', (size_t)s->length) &&
+               s->data[0] != '@' && s->data[s->length - 1] != '@';
     default:
         return 0;
     }

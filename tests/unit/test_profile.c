@@ -571,6 +571,7 @@ static void test_plan_san_values(void **state)
         {GEN_EMAIL, "nobody", 6, NULL},
         {GEN_EMAIL, "@example.com", 12, NULL},
         {GEN_EMAIL, "a@", 2, NULL},
+        {GEN_EMAIL, "a@evil@example.com", 18, NULL}, /* two '@': mailers differ on the domain */
     };
     struct gw_cert_req req;
     struct gw_cert_plan plan;
