@@ -232,6 +232,16 @@ bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
     return due;
 }
 
+void gw_log_outage_out(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
+{
+    pthread_mutex_lock(&o->lock);
+    snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
+    o->held = 0;
+    o->last = now;
+    atomic_store(&o->open, true);
+    pthread_mutex_unlock(&o->lock);
+}
+
 bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
 {
     bool said;

@@ -127,6 +127,13 @@ void gw_log_outage_cleanup(struct gw_log_outage *o);
 bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /*
+ * gw_log_outage_out: one more line of |o|'s outage (begun by this one if none is open) that goes out at
+ * |now| whatever the pace, with |held| as gw_log_outage_due's: the first line of another kind within an
+ * outage (a warning the outage also causes), which the operator must see once. Thread-safe.
+ */
+void gw_log_outage_out(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
+
+/*
  * gw_log_outage_end: whether an outage of |o| was open (a line of it went out or was held back) and is over
  * at |now|: true with |held| the decimal count of the lines held back since the last one out, for the line
  * that says its end; false, the outage left open, when the last end was said less than GW_LOG_OUTAGE_SECS

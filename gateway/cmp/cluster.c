@@ -82,6 +82,7 @@ struct gw_cluster {
     atomic_bool reachable;
     atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
     struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
+    atomic_bool warned;          /* a shared_state_*_failed line of the outage open went out (warn_failed) */
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
     bool pinging;
@@ -139,10 +140,29 @@ static void reached(struct gw_cluster *cl, unsigned long downs)
     if (atomic_load(&cl->downs) != downs)
         return;
     if (gw_log_outage_end(&cl->outage, time(NULL), held)) {
+        atomic_store(&cl->warned, false);
         snprintf(msg, sizeof(msg), "the shared state (Redis at %s:%d) answers again", cl->address, cl->port);
         gw_log_kv(GW_LOG_INFO, "shared_state_recovered", "msg", msg, "suppressed", held, NULL);
     }
     atomic_store(&cl->reachable, true);
+}
+
+/*
+ * A step that failed in Redis, said as the warning |event| with |err| (and |msg| unless NULL), paced by the
+ * outage of shared_state_unavailable: every transaction that began before it ends with one such step, so
+ * an outage would write a line per transaction. The first of them in an outage goes out at once (the
+ * operator sees which steps fail, even just after that outage's shared_state_unavailable line); then they
+ * go out as that outage's lines do, the rest counted in its `suppressed` (shared_state_recovered says them).
+ */
+static void warn_failed(struct gw_cluster *cl, const char *event, const char *err, const char *msg)
+{
+    char held[GW_LOG_HELD_LEN];
+
+    if (!atomic_exchange(&cl->warned, true))
+        gw_log_outage_out(&cl->outage, time(NULL), held);
+    else if (!gw_log_outage_due(&cl->outage, time(NULL), held))
+        return;
+    gw_log_kv(GW_LOG_WARN, event, "reason", err, "suppressed", held, msg != NULL ? "msg" : NULL, msg, NULL);
 }
 
 /* Says why |c| failed (or |r| is an error) into |err|; the context is dropped for a reconnect. */
@@ -547,6 +567,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
     atomic_init(&cl->reachable, true);
     atomic_init(&cl->downs, 0);
+    atomic_init(&cl->warned, false);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         goto fail_crypto;
     gw_hex(cl->owner, rnd, sizeof(rnd));
@@ -689,8 +710,8 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
         return;
     key(cl, k1, "txn", tid, tid_len);
     if (id_key(cl, k2, "open", quota, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
-        gw_log_kv(GW_LOG_WARN, "shared_state_release_failed", "reason", err, "msg",
-                  "the transaction's shared reservation ends with its TTL instead", NULL);
+        warn_failed(cl, "shared_state_release_failed", err,
+                    "the transaction's shared reservation ends with its TTL instead");
 }
 
 /* ---- transaction records: what another instance needs to continue a transaction ---- */
@@ -834,7 +855,7 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
         r = eval(cl, S_CLAIM, dk, ck, 5, args, err);
     if (r == NULL) {
         if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
-            gw_log_kv(GW_LOG_WARN, "shared_state_claim_failed", "reason", err, NULL);
+            warn_failed(cl, "shared_state_claim_failed", err, NULL);
             cl->claim_logged = now;
         }
         return 0;
@@ -926,7 +947,7 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
     if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it ends in GW_STATE_LEASE_SECS */
-        gw_log_kv(GW_LOG_WARN, "shared_state_unlease_failed", "reason", err, NULL);
+        warn_failed(cl, "shared_state_unlease_failed", err, NULL);
 }
 
 /* The result that went with a record (|v|, as S_DROP answered it: '' if none) into |left|: present only
@@ -1016,7 +1037,7 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     }
     if (r == NULL) {
         if (!reread)
-            gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+            warn_failed(cl, "shared_state_drop_failed", err, NULL);
         if (left != NULL && !unran && !reread) { /* what it took, if it ran, is kept under its id a while */
             left->unread = id;
             left->unread_until_ms = sent_ms + (uint64_t)GW_STATE_TOOK_SECS * 1000;
@@ -1043,7 +1064,7 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
         snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a record's end with type %d",
                  cl->address, cl->port, r->type);
         if (!reread)
-            gw_log_kv(GW_LOG_WARN, "shared_state_drop_failed", "reason", err, NULL);
+            warn_failed(cl, "shared_state_drop_failed", err, NULL);
         rc = GW_ERR_UNAVAILABLE;
     }
     freeReplyObject(r);
@@ -1161,8 +1182,8 @@ void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unsh
 
     revocation_keys(cl, id, k1, k2);
     if (run(cl, S_UNMARK, k1, k2, cl->owner, unshared ? 1 : 0, 0, 0, err) < 0) /* else it goes with its TTL */
-        gw_log_kv(GW_LOG_WARN, "shared_state_unmark_failed", "reason", err, "msg",
-                  "another instance's revocation of the certificate waits until the mark expires", NULL);
+        warn_failed(cl, "shared_state_unmark_failed", err,
+                    "another instance's revocation of the certificate waits until the mark expires");
 }
 
 #endif /* CMPGW_WITH_HIREDIS: cluster_none.c stands in without it */

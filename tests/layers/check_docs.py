@@ -927,6 +927,8 @@ EVENT_VARIABLES = {
         r'cmp_poll_(?:withdraw_uncollected|closed)\(\s*[^,]+,[^,]+,[^,]+,\s*"([a-z0-9_]+)"',
         r'struct closing \w+ = \{\s*"[a-z0-9_]+",\s*"(?:[^"\\]|\\.)*",\s*"([a-z0-9_]+)"',
     ),
+    # a shared-state step's failure, paced by the outage: its callers' literal
+    "gateway/cmp/cluster.c:event": (r'warn_failed\(\s*cl,\s*"([a-z0-9_]+)"',),
 }
 
 

@@ -8095,6 +8095,42 @@ static void test_shared_lookup_ends_no_outage(void **state)
 }
 
 /*
+ * The warnings of steps that fail in Redis while an outage lasts (here shared_state_unmark_failed: a
+ * revocation's end, once a transaction's) are paced by that outage: the first goes out at once, even just
+ * after the outage's shared_state_unavailable line, the others are counted in its end's `suppressed`.
+ * Before, each failure wrote its own line (three here) and the end counted none of them.
+ */
+static void test_shared_failed_paced_by_outage(void **state)
+{
+    static const unsigned char tid[] = "wf01", nonce[] = "n";
+    static const char id[] = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", plain[] = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+    char rec[64], out[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
+    log_capture_start();
+    log_level(GW_LOG_INFO);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", time(NULL), 60, 10, err),
+                     GW_ERR_UNAVAILABLE);
+    assert_true(gw_cluster_unavailable_due(cl, held)); /* the outage's first line, as a request writes it */
+    for (int i = 0; i < 3; i++) /* the mark stays this instance's: each end's DEL is refused */
+        gw_cluster_unmark_revoking(cl, plain, false);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
+    assert_int_equal(cluster_ready(cl), 0);
+    logged = log_capture_end();
+    assert_int_equal(logged_events(logged, "shared_state_unmark_failed"), 1);
+    assert_int_equal(logged_events(logged, "shared_state_recovered"), 1);
+    assert_non_null(strstr(logged, "\"suppressed\":\"2\""));
+    free(logged);
+    gw_cluster_free(cl);
+}
+
+/*
  * An outage still open when the cluster goes (the gateway stopping, Redis away) says the lines it held back,
  * in one shared_state_unavailable line with their count. Before, they were neither out nor counted.
  */
@@ -11381,6 +11417,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
+        cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),

@@ -718,6 +718,29 @@ static void test_log_outage(void **state)
     gw_log_outage_cleanup(&o);
 }
 
+/* A line of an outage that goes out whatever the pace (the first of another kind) says the count held
+ * back before it, and the next due line's count starts from it; an outage it begins is ended as any. */
+static void test_log_outage_out(void **state)
+{
+    struct gw_log_outage o;
+    char held[GW_LOG_HELD_LEN];
+
+    (void)state;
+    gw_log_outage_init(&o);
+    gw_log_outage_out(&o, 100, held); /* begins one */
+    assert_string_equal(held, "0");
+    assert_false(gw_log_outage_due(&o, 101, held));
+    assert_false(gw_log_outage_due(&o, 102, held));
+    gw_log_outage_out(&o, 103, held); /* within the interval: out all the same, saying the two */
+    assert_string_equal(held, "2");
+    assert_false(gw_log_outage_due(&o, 100 + GW_LOG_OUTAGE_SECS, held)); /* the interval runs from it */
+    assert_true(gw_log_outage_due(&o, 103 + GW_LOG_OUTAGE_SECS, held));
+    assert_string_equal(held, "1");
+    assert_true(gw_log_outage_end(&o, 0, held));
+    assert_string_equal(held, "0");
+    gw_log_outage_cleanup(&o);
+}
+
 struct outage_flood {
     struct gw_log_outage *o;
     int out;
@@ -929,6 +952,7 @@ int main(void)
         cmocka_unit_test(test_log_peer_pace_full),
         cmocka_unit_test(test_log_peer_pace_held),
         cmocka_unit_test(test_log_outage),
+        cmocka_unit_test(test_log_outage_out),
         cmocka_unit_test(test_log_outage_threads),
         cmocka_unit_test(test_log_outage_ends_paced),
     };
