@@ -663,7 +663,7 @@ static int id_key(const struct gw_cluster *cl, char *out, const char *kind, cons
 }
 
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t now, time_t ttl,
+                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
                     unsigned max_recent, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], n[2 * GW_MAX_TID_LEN + 1];
@@ -675,7 +675,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     if (id_key(cl, k2, "recent", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
     gw_hex(n, nonce, nonce_len);
-    rc = run(cl, S_SEEN, k1, k2, n, (long long)ttl, (long long)now, max_recent, err);
+    rc = run(cl, S_SEEN, k1, k2, n, (long long)ttl, max_recent, 0, err);
     return rc == 0   ? 0
            : rc == 1 ? GW_ERR_REPLAY
            : rc == 2 ? GW_ERR_EXISTS
@@ -684,7 +684,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
 }
 
 int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
-                       time_t now, time_t ttl, unsigned max_open, char *err)
+                       time_t ttl, unsigned max_open, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN];
     long long rc;
@@ -694,8 +694,7 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
     key(cl, k1, "txn", tid, tid_len);
     if (id_key(cl, k2, "open", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
-    rc =
-        run(cl, S_RESERVE, k1, k2, cl->owner, (long long)ttl + GW_STATE_GRACE, (long long)now, max_open, err);
+    rc = run(cl, S_RESERVE, k1, k2, cl->owner, (long long)ttl + GW_STATE_GRACE, max_open, 0, err);
     return rc == 0 ? 0 : rc == 2 ? GW_ERR_EXISTS : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
 }
 

@@ -39,16 +39,17 @@ void gw_cluster_free(struct gw_cluster *cl);
  * with |err|.
  */
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t now, time_t ttl,
+                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
                     unsigned max_recent, char *err);
 
 /*
- * gw_cluster_reserve marks |tid| open under |quota| until |now| + |ttl| + GW_STATE_GRACE: 0,
+ * gw_cluster_reserve marks |tid| open under |quota| for |ttl| + GW_STATE_GRACE seconds on Redis's clock
+ * (as every count of a share: an instance's own clock plays no part): 0,
  * GW_ERR_EXISTS (open on any instance), GW_ERR_LIMIT (|max_open| count under |quota| already),
  * GW_ERR_UNAVAILABLE with |err|.
  */
 int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
-                       time_t now, time_t ttl, unsigned max_open, char *err);
+                       time_t ttl, unsigned max_open, char *err);
 
 /*
  * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted

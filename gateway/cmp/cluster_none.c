@@ -29,19 +29,19 @@ void gw_cluster_free(struct gw_cluster *cl)
 }
 
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t now, time_t ttl,
+                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
                     unsigned max_recent, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)nonce, (void)nonce_len, (void)quota, (void)now, (void)ttl,
+    (void)cl, (void)tid, (void)tid_len, (void)nonce, (void)nonce_len, (void)quota, (void)ttl,
         (void)max_recent;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }
 
 int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
-                       time_t now, time_t ttl, unsigned max_open, char *err)
+                       time_t ttl, unsigned max_open, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)quota, (void)now, (void)ttl, (void)max_open;
+    (void)cl, (void)tid, (void)tid_len, (void)quota, (void)ttl, (void)max_open;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }

@@ -25,15 +25,17 @@ _Static_assert(GW_STATE_LEASE_SECS < GW_STATE_GRACE, "a lease's hold (S_TAKE) ne
 
 /* clang-format off */
 /*
- * KEYS: the entry and the share's sorted set; ARGV: value, ttl (1 at least), now, cap (0: none). Both
- * counted steps end alike: expired members out, the cap, then the entry and its member.
+ * KEYS: the entry and the share's sorted set; ARGV: value, ttl (1 at least), cap (0: none). Both counted
+ * steps end alike: expired members out, the cap, then the entry and its member. Scores are expiries on
+ * Redis's clock, as S_PUT writes them: an instance's own clock, skewed, would keep a member counted past
+ * its end or sweep one still open (scripts replicate as their effects, so TIME is safe before a write).
  */
 #define LUA_COUNTED_SET \
-    "local ttl = " LUA_TTL("ARGV[2]") "\n" \
-    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n" \
-    "if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 3 end\n" \
+    "local ttl, now = " LUA_TTL("ARGV[2]") ", tonumber(redis.call('TIME')[1])\n" \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n" \
+    "if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 3 end\n" \
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)\n" \
-    "redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + ttl, KEYS[1])\n" \
+    "redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])\n" \
     "if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end\n" \
     "return 0\n"
 
@@ -67,8 +69,8 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        that records its expiry if its own is gone: gw_cluster_claim_expired), and the transactionID's
        reservation until the record goes, taken again if it ran out (an upstream call longer than it),
        counted in the share as long: the reservation's score moves with it, or the count would sweep a
-       transaction still open once its first score passed (on Redis's clock here, the instances' in
-       LUA_COUNTED_SET: they differ by the skew, the grace is a minute). 0; 2, nothing written, when
+       transaction still open once its first score passed (on Redis's clock, as LUA_COUNTED_SET's). 0; 2,
+       nothing written, when
        another instance reserved the transactionID meanwhile */
     [S_PUT] = "local t = " LUA_TXN_OF("KEYS[1]") "\n"
               "local o = redis.call('GET', t)\n"

@@ -270,7 +270,7 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, t->quota, c->now, cmp_replay_ttl(cc),
+                             c->hdr.sender_nonce_len, t->quota, cmp_replay_ttl(cc),
                              cc->max_recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,

@@ -8019,8 +8019,8 @@ static void test_shared_ttl_at_least_one_second(void **state)
     if (redis_start() != 0)
         skip();
     cl = unit_cluster(rec);
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", now, 0, 10, err), 0);
-    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", now, -GW_STATE_GRACE - 5, 10, err), 0);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
                                             "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", now, 0, 10, err),
                      0);
@@ -8068,7 +8068,6 @@ static void test_shared_lookup_ends_no_outage(void **state)
     static const char id[] = "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0", plain[] = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
     char rec[64], out[64], held[GW_LOG_HELD_LEN], why[GW_ERR_LEN], err[GW_ERR_LEN] = "", *logged;
     struct gw_cluster *cl;
-    time_t now = time(NULL);
 
     (void)state;
     if (redis_start() != 0)
@@ -8081,7 +8080,7 @@ static void test_shared_lookup_ends_no_outage(void **state)
         assert_int_equal(gw_cluster_revoked(cl, id, plain, err), 0);
         if (i > 0) /* not ready for that lookup: the write before it failed */
             assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
-        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ro", now, 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ro", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_non_null(strstr(err, "READONLY"));
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
@@ -8115,8 +8114,7 @@ static void test_shared_failed_paced_by_outage(void **state)
     log_capture_start();
     log_level(GW_LOG_INFO);
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", time(NULL), 60, 10, err),
-                     GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
     assert_true(gw_cluster_unavailable_due(cl, held)); /* the outage's first line, as a request writes it */
     for (int i = 0; i < 3; i++) /* the mark stays this instance's: each end's DEL is refused */
         gw_cluster_unmark_revoking(cl, plain, false);
@@ -8146,8 +8144,7 @@ static void test_shared_outage_said_at_stop(void **state)
     cl = unit_cluster(rec);
     (void)redis_stop(NULL);
     for (int i = 0; i < 3; i++) { /* the first line out, two held */
-        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "st", time(NULL), 60, 10, err),
-                         GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "st", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
     log_capture_start();
@@ -8160,11 +8157,56 @@ static void test_shared_outage_said_at_stop(void **state)
 }
 
 /*
+ * A share's open transactions (max_transactions_per_identity) count on Redis's clock alone, which scores
+ * every reservation and sweeps the set: a reservation is not swept by the next one while it lives, and a
+ * 1-s one is gone 2 s later. Before, each reservation was scored, and the set swept, on the calling
+ * instance's clock (an argument): with that clock an hour behind the first was swept at once (a second
+ * reservation taken over the cap of 1), an hour ahead the 1-s one was counted for an hour (the cap refused
+ * every reservation meanwhile). The instance passes no clock now.
+ */
+static void test_shared_open_on_redis_clock(void **state)
+{
+    char rk[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rk);
+    assert_int_equal(gw_cluster_reserve(cl, (const unsigned char *)"skb1", 4, "behind", 10, 1, err), 0);
+    assert_int_equal(gw_cluster_reserve(cl, (const unsigned char *)"skb2", 4, "behind", 10, 1, err),
+                     GW_ERR_LIMIT);
+    assert_int_equal(
+        gw_cluster_reserve(cl, (const unsigned char *)"ska1", 4, "ahead", 1 - GW_STATE_GRACE, 1, err), 0);
+    sleep(2);
+    assert_int_equal(gw_cluster_reserve(cl, (const unsigned char *)"ska2", 4, "ahead", 10, 1, err), 0);
+    gw_cluster_free(cl);
+}
+
+/* Every score of the shares' open: sets in the test's Redis |secs| earlier: as if that much time passed
+ * for the count (the reservations' own keys keep their TTLs). */
+static void open_scores_back(const char *rk, long secs)
+{
+    char pattern[80], n[24], out[64];
+
+    snprintf(pattern, sizeof(pattern), "%.*sopen:*", (int)(strstr(rk, "rec:") - rk), rk);
+    snprintf(n, sizeof(n), "%ld", -secs);
+    assert_int_equal(redis_cmd(out, sizeof(out), 5,
+                               (const char *const[]){"EVAL",
+                                                     "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+                                                     "for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do "
+                                                     "redis.call('ZINCRBY', k, ARGV[2], m) end end return 0",
+                                                     "0", pattern, n}),
+                     0);
+    assert_string_equal(out, ":0");
+}
+
+/*
  * A transaction's record written after a long upstream call keeps it counted as open under its share
- * (max_transactions_per_identity) while the record lives: a reservation 100 s later, past the first
- * reservation's 10 s and grace, is refused with the cap at 1; one past the record's 600 s and grace is
- * taken. Before, the record's write took the reservation longer but left its score in the count, which
- * then swept it while the transaction was open.
+ * (max_transactions_per_identity) while the record lives: a reservation 100 s later (the set's scores
+ * moved back as much), past the first reservation's 10 s and grace, is refused with the cap at 1; one past
+ * the record's 600 s and grace is taken. Before, the record's write took the reservation longer but left
+ * its score in the count, which then swept it while the transaction was open.
  */
 static void test_shared_record_keeps_its_count(void **state)
 {
@@ -8172,7 +8214,6 @@ static void test_shared_record_keeps_its_count(void **state)
     struct gw_txn_record rec = {.req = (unsigned char *)"req", .req_len = 3};
     char rk[64], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
-    time_t now = time(NULL);
 
     (void)state;
     if (redis_start() != 0)
@@ -8180,10 +8221,12 @@ static void test_shared_record_keeps_its_count(void **state)
     cl = unit_cluster(rk);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(rec.role, sizeof(rec.role), "default");
-    assert_int_equal(gw_cluster_reserve(cl, first, 4, "slow", now, 10, 1, err), 0);
+    assert_int_equal(gw_cluster_reserve(cl, first, 4, "slow", 10, 1, err), 0);
     assert_int_equal(gw_cluster_put_record(cl, first, 4, "slow", &rec, 600, err), 0);
-    assert_int_equal(gw_cluster_reserve(cl, second, 4, "slow", now + 100, 10, 1, err), GW_ERR_LIMIT);
-    assert_int_equal(gw_cluster_reserve(cl, third, 4, "slow", now + 700, 10, 1, err), 0);
+    open_scores_back(rk, 100);
+    assert_int_equal(gw_cluster_reserve(cl, second, 4, "slow", 10, 1, err), GW_ERR_LIMIT);
+    open_scores_back(rk, 600);
+    assert_int_equal(gw_cluster_reserve(cl, third, 4, "slow", 10, 1, err), 0);
     gw_cluster_free(cl);
 }
 
@@ -11418,6 +11461,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
+        cmocka_unit_test_teardown(test_shared_open_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_of_nothing_leaves_a_later_record, redis_stop),
