@@ -8102,7 +8102,7 @@ static void test_shared_lookup_ends_no_outage(void **state)
 static void test_shared_failed_paced_by_outage(void **state)
 {
     static const unsigned char tid[] = "wf01", nonce[] = "n";
-    static const char id[] = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", plain[] = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+    static const char id[] = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7", plain[] = "b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7";
     char rec[64], out[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
     struct gw_cluster *cl;
 
