@@ -341,6 +341,15 @@ void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_
     give_back(g, sa, len, HELD_CONNS);
 }
 
+bool gw_guard_same_address(const struct gw_guard *g, const struct sockaddr *a, socklen_t alen,
+                           const struct sockaddr *b, socklen_t blen)
+{
+    uint8_t x[16], y[16];
+    size_t n = addr_of(g, a, alen, x);
+
+    return n != 0 && addr_of(g, b, blen, y) == n && memcmp(x, y, n) == 0;
+}
+
 int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
     return take(g, sa, len, HELD_REQS);

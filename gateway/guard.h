@@ -65,6 +65,10 @@ int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_
 int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 
+/* gw_guard_same_address: whether |a| and |b| are one client address as the guard counts them. Any thread. */
+bool gw_guard_same_address(const struct gw_guard *g, const struct sockaddr *a, socklen_t alen,
+                           const struct sockaddr *b, socklen_t blen);
+
 /*
  * gw_guard_req_begin counts a request of |sa| that is handed to the workers: 0, or GW_ERR_LIMIT
  * (max_requests are in flight), GW_ERR_BUSY (this address holds max_requests_per_address, or the

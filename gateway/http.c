@@ -68,6 +68,7 @@ struct http_job {
 /* Lives in req->pool; its dispose hook tells a pending job that the request is gone (docs/design.md H6). */
 struct req_ref {
     struct http_job *job;
+    struct gw_conn *conn; /* whose in_flight counts the request: h2o disposes of it before the connection */
 };
 
 enum extra_header {
@@ -601,6 +602,8 @@ static void on_req_disposed(void *p)
 
     if (ref->job != NULL)
         ref->job->req = NULL;
+    if (ref->conn != NULL)
+        ref->conn->in_flight--;
 }
 
 /*
@@ -652,12 +655,17 @@ static int submit(struct gw_loop *lt, struct gw_gen *gen, h2o_req_t *req, const 
     job->req = req;
     job->ref = h2o_mem_alloc_shared(&req->pool, sizeof(*job->ref), on_req_disposed);
     job->ref->job = job;
+    job->ref->conn = NULL;
     if (gw_pool_submit(lt->server->pool, &job->job) != 0) {
         job->ref->job = NULL;
         job_free(job);
         return refuse(r, 503, HDR_RETRY_AFTER, "server busy: retry later");
     }
     lt->jobs_inflight++;
+    if (c != NULL) { /* not one to make room with (gw_conn_attach) until h2o is done with it */
+        c->in_flight++;
+        job->ref->conn = c;
+    }
     return 0;
 }
 
@@ -783,6 +791,7 @@ static int respond(struct http_job *job)
     const struct gw_cmp_response *rsp = &job->rsp;
     const char *reason;
     int status = final_status(rsp, &reason);
+    struct gw_conn *c;
 
     /* counted also when the client went away: resetting the stream must not escape the budget */
     if (rsp->auth_failed)
@@ -796,6 +805,8 @@ static int respond(struct http_job *job)
         return 1;
     }
     job->ref->job = NULL;
+    if (rsp->authenticated && (c = gw_conn_get0(job->req)) != NULL)
+        c->authed = true; /* a proven client's: not one to make room with (gw_conn_attach) */
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
                 rsp->outcome[0] != '\0' ? rsp->outcome : reason, false,
                 request_client(job->peer, job->tls_client, rsp)); /* before it leaves, as above */

@@ -33,6 +33,9 @@ struct gw_conn {
     bool flight_sent;                   /* its handshake flight for the ClientHello went out (tls.c) */
     bool handshake_late;                /* its TLS handshake ended by limits.handshake_timeout (sweep.c) */
     bool requested;                     /* a request of it reached a handler (a plain listener's opening) */
+    bool authed;                        /* a request of it was authenticated (its CMP protection verified) */
+    unsigned in_flight;                 /* its requests handed to the workers, until h2o disposes of them */
+    bool released;                      /* its place in the guard given back early, to make room (tls.c) */
     uint64_t accepted_at;               /* ms (gw_now_ms): when it was admitted */
     unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */
     unsigned long gen;                  /* the generation whose client CAs verified |peer| */
@@ -139,10 +142,10 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *e
 
 /*
  * gw_conn_attach admits an accepted socket of the listener whose key id is |listener| (the server's
- * connection limits, by the client's address; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per
- * loop thread, at which the oldest admin connection with nothing to send is shut down to make room) and
- * hangs a new gw_conn on it. 0, or GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or GW_ERR_NOMEM (loop
- * thread).
+ * connection limits, by the client's address, at which the loop's oldest CMP connection of no proven client
+ * is shut down to make room; on the admin listener, its own GW_MAX_ADMIN_CONNECTIONS per loop thread, at
+ * which the oldest admin connection with nothing to send is) and hangs a new gw_conn on it. 0, or
+ * GW_ERR_LIMIT / GW_ERR_BUSY (refused: close it) or GW_ERR_NOMEM (loop thread).
  */
 int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, bool admin);
 

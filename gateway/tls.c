@@ -39,7 +39,7 @@ static void conn_on_close(void *data)
     if (c->admin) { /* never counted in the guard */
         c->loop->admin_conns--;
         c->loop->admin_evicted -= c->evicted;
-    } else
+    } else if (!c->released)
         gw_guard_conn_close(c->loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len);
     X509_free(c->peer);
     sk_X509_pop_free(c->peer_chain, X509_free);
@@ -93,6 +93,78 @@ static bool admin_make_room(struct gw_loop *loop)
     return false;
 }
 
+/*
+ * Whether |o|, a CMP connection, may be shut down for a newcomer at a connection cap: past its opening (a
+ * completed TLS handshake, on a plain listener a request; before it limits.handshake_timeout bounds it), with
+ * no verified TLS client certificate, no request handed to the workers and not yet done with, and none of its
+ * requests authenticated. A client without credentials can hold a connection past its opening for good: a
+ * request to an unknown path every few seconds (libh2o's HTTP/1 request timer starts again with each), or
+ * over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again with each read).
+ */
+static bool unproven(const struct gw_conn *o)
+{
+    bool opened = o->sock->ssl != NULL ? o->handshaken : o->requested;
+
+    return !o->admin && !o->ended && opened && o->peer == NULL && !o->authed && o->in_flight == 0;
+}
+
+/*
+ * loop thread: room for one more CMP connection from |sa|, at max_connections (|per_address| false) or at its
+ * address's max_connections_per_address. Clients without credentials could otherwise hold every place for
+ * good (unproven) and have every newcomer closed at accept. The loop's oldest unproven connection (of |sa|'s
+ * address, at its cap) is shut down (libh2o closes it) and its place given back at once, so that holding the
+ * cap takes a new connection for every one that comes, and a client that proved itself keeps its place. The
+ * connections of the other loop threads are theirs: a newcomer whose thread holds none is refused. false if
+ * there is none.
+ */
+static bool cmp_make_room(struct gw_loop *loop, const struct sockaddr *sa, socklen_t len, bool per_address)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who connects causes it: paced */
+    static const char *const why[] = {
+        "the server holds max_connections connections: the oldest of no proven client (no verified TLS "
+        "client "
+        "certificate, no request in flight, none authenticated) was closed for a new one",
+        "its address holds max_connections_per_address connections: the oldest of no proven client (no "
+        "verified TLS client certificate, no request in flight, none authenticated) was closed for a new one "
+        "of it"};
+    struct gw_guard *guard = loop->server->guard;
+    char peer[INET6_ADDRSTRLEN + 8], held[GW_LOG_HELD_LEN];
+
+    for (h2o_linklist_t *n = loop->conns.next; n != &loop->conns; n = n->next) { /* oldest first */
+        struct gw_conn *o = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
+        int fd = unproven(o) ? h2o_socket_get_fd(o->sock) : -1;
+
+        if (fd < 0 ||
+            (per_address && !gw_guard_same_address(guard, (struct sockaddr *)&o->addr, o->addr_len, sa, len)))
+            continue;
+        if (shutdown(fd, SHUT_RDWR) != 0)
+            continue;
+        o->ended = o->released = true;
+        gw_guard_conn_close(guard, (struct sockaddr *)&o->addr, o->addr_len);
+        if (gw_log_pace_due(&pace, time(NULL), held)) {
+            gw_sockaddr_string((struct sockaddr *)&o->addr, peer, sizeof(peer));
+            gw_log_kv(GW_LOG_WARN, "connection_evicted", "peer", peer, "reason", why[per_address],
+                      "suppressed", held, (const char *)NULL);
+        }
+        return true;
+    }
+    return false;
+}
+
+/* loop thread: counts |c| in the server's guard, making room at a cap (cmp_make_room) at most twice: once for
+ * max_connections, once for its address's. 0, or gw_guard_conn_open's refusal. */
+static int cmp_admit(struct gw_loop *loop, struct gw_conn *c)
+{
+    const struct sockaddr *sa = (struct sockaddr *)&c->addr;
+    int rc;
+
+    for (int tries = 0; (rc = gw_guard_conn_open(loop->server->guard, sa, c->addr_len)) != 0; tries++)
+        if ((rc != GW_ERR_LIMIT && rc != GW_ERR_BUSY) || tries == 2 ||
+            !cmp_make_room(loop, sa, c->addr_len, rc == GW_ERR_BUSY))
+            break;
+    return rc;
+}
+
 _Static_assert(GW_ADMIN_INPUT_BUFFER >= H2O_MAX_REQLEN + GW_MAX_CMP_BODY + 4096,
                "an admin request h2o takes whole fits its input buffer with room for a read");
 
@@ -120,8 +192,7 @@ int gw_conn_attach(struct gw_loop *loop, h2o_socket_t *sock, unsigned listener, 
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return GW_ERR_NOMEM;
     c->addr_len = h2o_socket_getpeername(sock, (struct sockaddr *)&c->addr);
-    if (!admin &&
-        (rc = gw_guard_conn_open(loop->server->guard, (struct sockaddr *)&c->addr, c->addr_len)) != 0) {
+    if (!admin && (rc = cmp_admit(loop, c)) != 0) {
         free(c);
         return rc;
     }

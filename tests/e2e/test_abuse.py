@@ -31,6 +31,10 @@ back at once): a client sending one request after another, each in time, lost it
 limits.body_timeout; each request now counts from its own start. (An ASan build, whose allocator holds
 freed memory back, would not reuse the memory and cannot show it.)
 
+Clients without a certificate held every connection place of a plain listener (or of a TLS one that asks
+none) for good, each connection past its opening sending a request to an unknown path every few seconds:
+a newcomer at either connection cap now has the oldest connection of no proven client closed for it.
+
 One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
 
@@ -1156,6 +1160,112 @@ class PlainIdleConnections(harness.GatewayTestCase):
             s.sendall(b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             self.assertTrue(harness.read_to_eof(s).startswith(b"HTTP/1.1 405 "))
 
+
+def http1_exchange(s, request):
+    """Sends |request| on the connected socket |s| and reads one answer to it (its head and its
+    Content-Length of body): (status, body), or (None, b"") where the gateway closed the connection."""
+    s.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None, b""
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    n = [int(l.split(b":", 1)[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    while n and len(body) < n[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split(b" ", 2)[1]), body
+
+
+class IdleHeldConnections(harness.GatewayTestCase):
+    """A gateway of its own with a plain listener beside the TLS one (a client there has no certificate, as on
+    a TLS listener with client_auth "none" or "optional"), 8 connections in all, 4 an address, and one loop
+    thread (the room for a newcomer is made on the thread that accepts it)."""
+
+    UNKNOWN = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        gw.plain_port = harness.free_port(avoid=(gw.port, gw.admin_port))
+        cfg["listeners"].append({"address": "127.0.0.1", "port": gw.plain_port, "plain_http": True})
+        cfg["loop_threads"] = 1
+        cfg["limits"] = {"max_connections": 8, "max_connections_per_address": 4}
+
+    def setUp(self):
+        super().setUp()
+        # the harness's own connections (wait_ready) and those of an earlier test are gone: each held a place
+        for port in (self.gw.port, self.gw.plain_port):
+            self.assertEqual(harness.settled(lambda: harness.connections(self.gw, port), lambda k: k == 0), 0)
+
+    def idle(self, source):
+        """A connection from |source| past its opening that holds its place with a request now and then to an
+        unknown path (404, never a failed authentication): what holds a place for good on a plain listener,
+        and with a TLS handshake without a certificate on a TLS one."""
+        s = socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=harness.CLIENT_TIMEOUT,
+                                     source_address=(source, 0))
+        self.assertEqual(http1_exchange(s, self.UNKNOWN)[0], 404)
+        return s
+
+    def evicted_lines(self):
+        return [e for e in self.gw.log_lines() if e.get("event") == "connection_evicted"]
+
+    def test_idle_connections_make_room_at_max_connections(self):
+        """Connections with no certificate that send a request to an unknown path every few seconds (libh2o's
+        request timer starts again with each) held the 8 places for good: every newcomer was closed at accept
+        (connection_refused). Now a newcomer at max_connections has the oldest connection with no verified
+        certificate, no request in flight and no authenticated request shut down for it (connection_evicted),
+        and is served; a connection that made an authenticated request keeps its place."""
+        held = []
+        try:
+            authed = socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=harness.CLIENT_TIMEOUT,
+                                              source_address=("127.0.0.5", 0))
+            held.append(authed)
+            der = self.gw.make_request("idle-held").read_bytes()
+            post = (b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(der)) + der
+            status, body = http1_exchange(authed, post)
+            self.assertEqual(status, 200, body)
+            for source in ("127.0.0.2",) * 4 + ("127.0.0.3",) * 3:
+                held.append(self.idle(source))
+            oldest_idle = held[1]
+            oldest_port = oldest_idle.getsockname()[1]
+            newcomer = socket.create_connection(("127.0.0.1", self.gw.plain_port),
+                                                timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.4", 0))
+            held.append(newcomer)
+            self.assertEqual(http1_exchange(newcomer, self.UNKNOWN)[0], 404, "refused at max_connections")
+            self.assertEqual(harness.read_to_eof(oldest_idle), b"")  # shut down for the newcomer
+            self.assertTrue(all(still_open(s) for s in held[2:]))
+            self.assertEqual(http1_exchange(authed, self.UNKNOWN)[0], 404)  # kept its place, and is served
+        finally:
+            for s in held:
+                s.close()
+        lines = harness.settled(self.evicted_lines, lambda l: len(l) >= 1)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["peer"], "127.0.0.2:%d" % oldest_port)
+        self.assertIn("max_connections", lines[0]["reason"])
+
+    def test_idle_connections_make_room_at_the_address_cap(self):
+        """The same at max_connections_per_address: the oldest of the address's idle connections makes room for
+        its newcomer, which was closed at accept, and another address's connections keep their places."""
+        other = self.idle("127.0.0.3")
+        held = [self.idle("127.0.0.2") for _ in range(4)]
+        try:
+            newcomer = socket.create_connection(("127.0.0.1", self.gw.plain_port),
+                                                timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.2", 0))
+            held.append(newcomer)
+            self.assertEqual(http1_exchange(newcomer, self.UNKNOWN)[0], 404, "refused at the address cap")
+            self.assertEqual(harness.read_to_eof(held[0]), b"")
+            self.assertTrue(still_open(other) and all(still_open(s) for s in held[1:]))
+        finally:
+            other.close()
+            for s in held:
+                s.close()
+        lines = harness.settled(self.evicted_lines, lambda l: len(l) >= 1)
+        self.assertIn("max_connections_per_address", lines[-1]["reason"])
 
 class UndecodableBodyBudget(harness.GatewayTestCase):
     """A gateway of its own: its address is over budget after three messages refused before their sender

@@ -521,6 +521,50 @@ static void test_address_key(void **state)
     gw_guard_free(g);
 }
 
+/* gw_guard_same_address: one client address as the connections are counted, table-driven, and never an
+ * address that is not one (the connection cap's room is made among a newcomer's address only). */
+static void test_same_address(void **state)
+{
+    static const struct {
+        const char *a, *b;
+        bool same;
+    } cases[] = {
+        {"192.0.2.7", "192.0.2.7", true},
+        {"192.0.2.7", "192.0.2.8", false},
+        {"192.0.2.7", "::ffff:192.0.2.7", true}, /* a dual-stack socket's view of it */
+        {"::ffff:192.0.2.7", "::ffff:192.0.2.8", false},
+        {"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", true}, /* one /64 */
+        {"2001:db8:1:2::1", "2001:db8:1:3::1", false},
+        {"192.0.2.7", "2001:db8:1:2::1", false},
+        {"::ffff:0.0.0.0", "0.0.0.0", true},
+    };
+    struct gw_guard_conf conf = {.max_connections = 8,
+                                 .max_connections_per_address = 2,
+                                 .max_requests_per_address = 1,
+                                 .auth_failures = 2,
+                                 .auth_failure_window = 60,
+                                 .ipv6_prefix = 64};
+    struct gw_guard *g = gw_guard_new(&conf);
+    struct sockaddr_storage unix_sa = {.ss_family = AF_UNIX};
+
+    (void)state;
+    assert_non_null(g);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        socklen_t la, lb;
+        struct sockaddr_storage a = strchr(cases[i].a, ':') != NULL ? v6(cases[i].a, &la)
+                                                                    : v4(cases[i].a, 1, &la),
+                                b = strchr(cases[i].b, ':') != NULL ? v6(cases[i].b, &lb)
+                                                                    : v4(cases[i].b, 2, &lb);
+
+        assert_int_equal(gw_guard_same_address(g, SA(a), la, SA(b), lb), cases[i].same);
+        assert_int_equal(gw_guard_same_address(g, SA(b), lb, SA(a), la), cases[i].same);
+        assert_false(gw_guard_same_address(g, SA(a), la, SA(unix_sa), sizeof(unix_sa)));
+        assert_false(gw_guard_same_address(g, SA(a), 2, SA(a), 2)); /* truncated: no address */
+    }
+    assert_false(gw_guard_same_address(g, SA(unix_sa), sizeof(unix_sa), SA(unix_sa), sizeof(unix_sa)));
+    gw_guard_free(g);
+}
+
 /*
  * A fleet of clients that each connect once: many more addresses over time than the table has slots.
  * A slot once taken was never given back to the probe chains, so once every slot had held an address,
@@ -587,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_orphaned_requests_leave_room),
         cmocka_unit_test(test_max_requests_reloaded),
         cmocka_unit_test(test_address_key),
+        cmocka_unit_test(test_same_address),
         cmocka_unit_test(test_many_addresses_over_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
