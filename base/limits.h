@@ -64,6 +64,9 @@
    a trusted proxy's PROXY header: past the longest handshake_timeout and the sweep that ends it */
 #define GW_H2O_HANDSHAKE_TIMEOUT_MS (GW_MAX_HANDSHAKE_TIMEOUT * 1000 + 2 * GW_SWEEP_MS)
 #define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against all three */
+/* request input a connection may hold beyond a CMP body (GW_MAX_CMP_BODY): a request head, whose own cap in
+   libh2o 2.2.5 is H2O_MAX_REQLEN, some 408 KiB; past the two a connection is ended at the sweep */
+#define GW_MAX_HEAD_INPUT (16 * 1024)
 /* HTTP/2 requests of one connection arriving, queued, or answered and unsent since the last sweep */
 #define GW_MAX_H2_OPEN 4
 

@@ -186,8 +186,9 @@ void gw_conn_mark_requested(h2o_req_t *req);
 
 /*
  * sweep.c: every GW_SWEEP_MS, ends the connections that have not completed their TLS handshake (on a
- * plain listener: had a request reach a handler) within limits.handshake_timeout, those whose output
- * has made no progress for limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past
+ * plain listener: had a request reach a handler) within limits.handshake_timeout, those holding more
+ * request input than a head and a CMP body take, those whose output has made no progress for
+ * limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past
  * its timeouts. From the loop's start until its context is disposed, through the drain (loop thread).
  */
 void gw_sweep_start(struct gw_loop *lt);

@@ -18,6 +18,10 @@
  * a request reach a handler) within limits.handshake_timeout: one that sends nothing would otherwise
  * hold its share of max_connections until libh2o's own timeouts, which are neither configurable nor
  * seen by the budget of failed authentications (tls.c counts the TLS ones ended here).
+ * It also ends a CMP connection holding more request input than a request takes, a head of
+ * GW_MAX_HEAD_INPUT and a CMP body: libh2o 2.2.5 buffers an HTTP/1 request head up to H2O_MAX_REQLEN (some
+ * 408 KiB) until its request timer, which starts again with each request, so that a client could hold that
+ * much for each of its connections, again and again; now for a sweep at most.
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -41,7 +45,8 @@ static void metrics_init(void)
     m_ended = gw_metric_new("cmpgw_slow_connections_ended_total",
                             "Connections ended for a slow client: no TLS handshake (tls) or first request "
                             "(http1) within handshake_timeout, a request not all received within "
-                            "body_timeout (HTTP/2), or output that made no progress for send_timeout.",
+                            "body_timeout (HTTP/2), output that made no progress for send_timeout, or more "
+                            "request input held than a request head and a CMP body take (input).",
                             GW_METRIC_COUNTER, labels, NULL, 0);
 }
 
@@ -112,6 +117,16 @@ static void end_opening(struct gw_conn *c, uint32_t secs)
               "reason", why, "timeout_s", s, "suppressed", held, (const char *)NULL);
 }
 
+_Static_assert(GW_MAX_HEAD_INPUT == 16 * 1024 && GW_MAX_CMP_BODY == 64 * 1024,
+               "overfed's text names the bounds");
+
+/* Whether |c|, a CMP connection, holds more request input than one request takes (the admin listener's input
+ * buffer is allocated whole: tls.c). */
+static bool overfed(const struct gw_conn *c)
+{
+    return !c->admin && !c->ended && c->sock->input->size > GW_MAX_HEAD_INPUT + GW_MAX_CMP_BODY;
+}
+
 /* The bytes of |sock|'s output its client's TCP has acknowledged; h2o's count where TCP_INFO fails. */
 static uint64_t acked(h2o_socket_t *sock)
 {
@@ -160,6 +175,9 @@ static void on_sweep(h2o_timeout_entry_t *entry)
         struct gw_conn *c = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
         if (opening_late(c, now, open_s))
             end_opening(c, open_s);
+        else if (overfed(c))
+            gw_sweep_end(c, "input", 0,
+                         "more request input held than a request head (16 KiB) and a CMP body (64 KiB) take");
         else if (stalled(c, now, send_s))
             gw_sweep_end(c, "send_timeout", send_s, "no output taken by the client within send_timeout");
     }

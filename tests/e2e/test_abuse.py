@@ -33,7 +33,9 @@ freed memory back, would not reuse the memory and cannot show it.)
 
 Clients without a certificate held every connection place of a plain listener (or of a TLS one that asks
 none) for good, each connection past its opening sending a request to an unknown path every few seconds:
-a newcomer at either connection cap now has the oldest connection of no proven client closed for it.
+a newcomer at either connection cap now has the oldest connection of no proven client closed for it. A
+connection holding more request input than a 16 KiB head and a CMP body is ended at the next sweep: libh2o
+buffers a head up to 408 KiB until its 5 s request timer.
 
 One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
@@ -1266,6 +1268,26 @@ class IdleHeldConnections(harness.GatewayTestCase):
                 s.close()
         lines = harness.settled(self.evicted_lines, lambda l: len(l) >= 1)
         self.assertIn("max_connections_per_address", lines[-1]["reason"])
+
+    def test_large_head_ended(self):
+        """libh2o 2.2.5 buffers a request head up to 417 792 bytes, for up to its 5 s request timeout (which
+        starts again with each request): a connection past its opening could hold some 0.4 MB that long, again
+        and again. Input buffered beyond a head allowance of 16 KiB and a CMP body is now ended at the next
+        sweep (every second), logged http1_connection_closed with timeout "input"."""
+        with self.idle("127.0.0.2") as s:
+            pad = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+            s.sendall(b"GET /y HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad * 15)  # 120 KB, the head not ended
+            sent = time.monotonic()
+            s.settimeout(10)
+            self.assertEqual(harness.read_to_eof(s), b"")
+            self.assertLess(time.monotonic() - sent, 3, "held until libh2o's request timeout")
+        lines = harness.settled(
+            lambda: [e for e in self.gw.log_lines() if e.get("event") == "http1_connection_closed"],
+            lambda l: len(l) >= 1)
+        self.assertEqual(lines[-1]["timeout"], "input")
+        self.assertEqual(harness.metric(self.gw, "cmpgw_slow_connections_ended_total", 0, protocol="http1",
+                                        timeout="input"), 1)
+
 
 class UndecodableBodyBudget(harness.GatewayTestCase):
     """A gateway of its own: its address is over budget after three messages refused before their sender
