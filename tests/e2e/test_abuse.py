@@ -1289,6 +1289,57 @@ class IdleHeldConnections(harness.GatewayTestCase):
                                         timeout="input"), 1)
 
 
+
+class IdleHeldHttp2(harness.GatewayTestCase):
+    """A gateway of its own whose TLS listener speaks HTTP/2 and asks for a client certificate without requiring
+    one, 2 connections an address, one loop thread."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["listeners"][0]["tls"].update({"http2": True, "client_auth": "optional"})
+        cfg["loop_threads"] = 1
+        cfg["limits"] = {"max_connections_per_address": 2}
+
+    def bare_h2(self):
+        """An HTTP/2 connection from 127.0.0.2 with no client certificate that opens no stream and PINGs: libh2o
+        starts its idle timer again with each read, so no timer of its own ends it."""
+        ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT,
+                                       source_address=("127.0.0.2", 0))
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.assertEqual(s.selected_alpn_protocol(), "h2")
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+        self.ping(s)
+        return s
+
+    def ping(self, s):
+        """Sends a PING on |s| and reads until its answer (an ACK PING)."""
+        s.sendall(h2_frame(6, 0, 0, b"8 bytes!"))
+        data = b""
+        while not any(t == 6 and f & 1 for t, f, _, _ in h2_frames(data)[0]):
+            chunk = s.recv(65536)
+            self.assertNotEqual(chunk, b"", "closed")
+            data += chunk
+
+    def test_bare_http2_connections_make_room(self):
+        """Two such connections held their address's places for good, and its newcomer was closed at accept.
+        Now the oldest is closed for the newcomer, which is served (its PING answered)."""
+        held = []
+        try:
+            held = [self.bare_h2(), self.bare_h2()]
+            held.append(self.bare_h2())  # raised "closed", or a TLS error, where the cap refused it
+            held[0].settimeout(10)
+            harness.read_to_eof(held[0])  # closed by the gateway: a timeout raises
+            self.ping(held[1])
+            self.ping(held[2])
+        finally:
+            for s in held:
+                s.close()
+        lines = harness.settled(lambda: [e for e in self.gw.log_lines() if e.get("event") == "connection_evicted"],
+                                lambda l: len(l) >= 1)
+        self.assertIn("max_connections_per_address", lines[0]["reason"])
+
 class UndecodableBodyBudget(harness.GatewayTestCase):
     """A gateway of its own: its address is over budget after three messages refused before their sender
     is known."""
