@@ -884,21 +884,78 @@ static int check_dir_writers(const char *key, const char *dir, const struct stat
     return GW_ERR_FORBIDDEN;
 }
 
+/*
+ * One name on the way to a written file, |first| the directory the file is created in. That one may
+ * not be a symbolic link: whoever may replace the link could point it elsewhere between two uses. A
+ * link higher up stands in a directory judged as well, and is judged where it leads (check_dir_walk
+ * of the real path); where the sticky bit is set its owner may still replace it, so it must be the
+ * gateway's user's or root's.
+ */
+static int check_on_the_way(const char *key, const char *path, bool first, uid_t owner, char *err)
+{
+    char shown[GW_ERR_LEN], *real = NULL;
+    struct stat st;
+
+    gw_conf_show_file(path, shown, sizeof(shown));
+    if (lstat(path, &st) != 0) {
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, shown,
+                        strerror(errno));
+        return GW_ERR_IO;
+    }
+    if (!S_ISLNK(st.st_mode))
+        return check_dir_writers(key, path, &st, owner, err);
+    if (!first)
+        return gw_conf_check_owner(key, "the symbolic link ", path, &st, owner, err);
+    real = realpath(path, NULL);
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "%s: the directory \"%s\" is a symbolic link%s%s%s: name the directory itself", key,
+                    shown, real != NULL ? " to \"" : "", real != NULL ? real : "", real != NULL ? "\"" : "");
+    free(real);
+    return GW_ERR_FORBIDDEN;
+}
+
+/* |dir| and every directory above it by name, up to "/" (or ".", where a relative name starts). */
+static int check_dir_walk(const char *key, const char *dir, uid_t owner, char *err)
+{
+    char *cur = strdup(dir), *up;
+    int rc = 0;
+
+    for (bool first = true; rc == 0 && cur != NULL; first = false) {
+        if ((rc = check_on_the_way(key, cur, first, owner, err)) != 0 || strcmp(cur, "/") == 0 ||
+            strcmp(cur, ".") == 0)
+            break;
+        up = gw_conf_dir_of(cur);
+        free(cur);
+        cur = up;
+    }
+    if (cur == NULL) {
+        snprintf(err, GW_ERR_LEN, "out of memory");
+        rc = GW_ERR_NOMEM;
+    }
+    free(cur);
+    return rc;
+}
+
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
 {
-    char *dir = gw_conf_dir_of(file), shown[GW_ERR_LEN];
-    struct stat st;
-    int rc = GW_ERR_IO;
+    char *dir = gw_conf_dir_of(file), *real = NULL, shown[GW_ERR_LEN];
+    int rc;
 
     if (dir == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
-    } else if (stat(dir, &st) != 0) {
-        int why = errno;
-        gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key,
-                        gw_conf_show_file(dir, shown, sizeof(shown)), strerror(why));
-    } else {
-        rc = check_dir_writers(key, dir, &st, owner, err);
+        return GW_ERR_NOMEM;
     }
+    /* by name (each directory a lookup happens in), then where links on the way lead */
+    if ((rc = check_dir_walk(key, dir, owner, err)) == 0) {
+        if ((real = realpath(dir, NULL)) != NULL) {
+            rc = check_dir_walk(key, real, owner, err);
+        } else {
+            gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key,
+                            gw_conf_show_file(dir, shown, sizeof(shown)), strerror(errno));
+            rc = GW_ERR_IO;
+        }
+    }
+    free(real);
     free(dir);
     return rc;
 }

@@ -26,10 +26,11 @@ int gw_store_put(const char *dir, const X509 *cert, char *err);
  * whoever may add or remove one could revoke a certificate (a record in revoked/), let a revoked one
  * authenticate again (its record removed), answer a lookup by serial with a certificate of their own,
  * or set the CRL number back. So |dir| and its revoked/ are held to gw_conf_check_own_dir (the sticky
- * bit is no help there), and |dir|'s own directory to gw_conf_check_dir: the store is opened by name
- * at every use, and whoever could rename it could put another in its place. Neither |dir| nor its
- * revoked/ may be a symbolic link, which whoever may replace it could point elsewhere; directories
- * above |dir| are judged where they lead. (start-up, reload, `cmpgw check`)
+ * bit is no help there), and |dir|'s own directory and those above it to gw_conf_check_dir: the store
+ * is opened by name at every use, and whoever could rename it, or a directory on its way, could put
+ * another in its place. Neither |dir|, nor its revoked/, nor the directory holding it may be a
+ * symbolic link, which whoever may replace it could point elsewhere; a link higher up is judged where
+ * it leads. (start-up, reload, `cmpgw check`)
  */
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err);
 

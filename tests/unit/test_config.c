@@ -2512,6 +2512,71 @@ static void test_dir_of(void **state)
     }
 }
 
+/* gw_conf_check_dir of |file| under |top|: its rc, with the error expected to hold |why| (or none). */
+static void check_dir_case(const char *top, const char *file, int rc, const char *why)
+{
+    char path[256], err[GW_ERR_LEN] = "";
+    int got;
+
+    snprintf(path, sizeof(path), "%s/%s", top, file);
+    got = gw_conf_check_dir("audit.file", path, geteuid(), err);
+    if (got != rc || (why != NULL && strstr(err, why) == NULL) || (why == NULL && err[0] != '\0'))
+        fail_msg("%s: rc %d (not %d): \"%s\"", file, got, rc, err);
+}
+
+/*
+ * The directory a written file is created in is named by itself, and every directory above it, by
+ * name and where a link on the way leads, is held to the same rule: whoever may rename a name on the
+ * way, or replace a link there, could put a directory of their choice under the file (a syslog group
+ * swapping /var/log/cmpgw for a link to /etc/cron.d). A sticky directory (/tmp) passes.
+ */
+static void test_check_dir_chain(void **state)
+{
+    char top[64], path[256], want[GW_ERR_LEN];
+    static const char *const dirs[] = {"a", "a/logs", "b", "b/c", "b/c/real"};
+
+    (void)state;
+    snprintf(top, sizeof(top), "%s", "/tmp/cmpgw-test-dirchain-XXXXXX");
+    assert_non_null(mkdtemp(top));
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", top, dirs[i]);
+        assert_int_equal(mkdir(path, 0700), 0);
+    }
+    check_dir_case(top, "a/logs/audit.log", 0, NULL);
+    /* the file's directory a link, even to a directory that passes */
+    snprintf(path, sizeof(path), "%s/a/logs", top);
+    assert_int_equal(symlink(path, strcat(strcpy(want, top), "/a/link")), 0);
+    snprintf(want, sizeof(want), "audit.file: the directory \"%s/a/link\" is a symbolic link", top);
+    check_dir_case(top, "a/link/audit.log", GW_ERR_FORBIDDEN, want);
+    /* a directory above it that others may write, with the sticky bit and without */
+    assert_int_equal(chmod(strcat(strcpy(path, top), "/a"), 01777), 0);
+    check_dir_case(top, "a/logs/audit.log", 0, NULL);
+    assert_int_equal(chmod(path, 0777), 0);
+    snprintf(want, sizeof(want),
+             "audit.file: the directory \"%s/a\" is writable by group or others without the sticky bit "
+             "(mode 0777)",
+             top);
+    check_dir_case(top, "a/logs/audit.log", GW_ERR_FORBIDDEN, want);
+    check_dir_case(top, "a/logs/../logs/audit.log", GW_ERR_FORBIDDEN, "/a/logs/..\" is writable by group");
+    assert_int_equal(chmod(path, 0700), 0);
+    /* a link higher up: judged where it leads, every directory above that as well */
+    snprintf(path, sizeof(path), "%s/b/c", top);
+    assert_int_equal(symlink(path, strcat(strcpy(want, top), "/up")), 0);
+    check_dir_case(top, "up/real/audit.log", 0, NULL);
+    assert_int_equal(chmod(strcat(strcpy(path, top), "/b"), 0770), 0);
+    snprintf(want, sizeof(want), "the directory \"%s/b\" is writable by group or others", top);
+    check_dir_case(top, "up/real/audit.log", GW_ERR_FORBIDDEN, want);
+    assert_int_equal(chmod(path, 0700), 0);
+    /* a link of another user's where the sticky bit lets its owner replace it */
+    if (geteuid() == 0) {
+        assert_int_equal(lchown(strcat(strcpy(path, top), "/up"), 65534, (gid_t)-1), 0);
+        snprintf(want, sizeof(want), "audit.file: the symbolic link \"%s/up\" is owned by uid 65534", top);
+        check_dir_case(top, "up/real/audit.log", GW_ERR_FORBIDDEN, want);
+    }
+    snprintf(path, sizeof(path), "rm -rf '%s'", top);
+    assert_int_equal(system(path), 0);
+}
+
 /* The whole file |name| of the PKI directory into a new buffer, read without stdio (whose buffer is freed
    as it is), NUL-terminated. */
 static char *read_raw(const char *name, size_t *len)
@@ -3383,6 +3448,7 @@ int main(void)
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
+        cmocka_unit_test(test_check_dir_chain),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_conf_show_userinfo),
         cmocka_unit_test(test_conf_show_file),

@@ -1525,8 +1525,8 @@ static void test_store_check(void **state)
 /*
  * A store named by a symbolic link is refused, with or without a trailing slash, as is a revoked/ that
  * is one: whoever may replace the link could point it elsewhere, and no check would look at what it
- * leads to from where the link stands. A directory above the store that is a link is judged where it
- * leads: the directory that holds the store's name.
+ * leads to from where the link stands. So is a directory holding the store's name that is a link; a
+ * link higher up is judged where it leads, with every directory above that.
  */
 static void test_store_symlink(void **state)
 {
@@ -1553,9 +1553,14 @@ static void test_store_symlink(void **state)
     assert_int_equal(gw_store_check("upstreams.x.store", real, geteuid(), err), GW_ERR_FORBIDDEN);
     assert_non_null(strstr(err, "/" GW_STORE_REVOKED_DIR "\" is a symbolic link to \""));
     assert_int_equal(unlink(path), 0);
-    /* the parent through a link: the directory it leads to holds the store's name, and is judged */
+    /* the parent through a link: refused as the store is, whoever could replace the link */
     assert_int_equal(unlink(link) == 0 && symlink(base, link) == 0, 1);
     snprintf(path, sizeof(path), "%s/real", link);
+    assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), GW_ERR_FORBIDDEN);
+    assert_non_null(strstr(err, "/store\" is a symbolic link to \""));
+    /* a link higher up: judged where it leads, and every directory above that */
+    assert_int_equal(mkdir(strcat(strcpy(path, real), "/inner"), 0700), 0);
+    snprintf(path, sizeof(path), "%s/real/inner", link);
     assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), 0);
     assert_int_equal(chmod(base, 0777), 0);
     assert_int_equal(gw_store_check("upstreams.x.store", path, geteuid(), err), GW_ERR_FORBIDDEN);
