@@ -35,6 +35,7 @@
 #define GW_MAX_ADMIN_CONNECTIONS 16 /* per loop thread, on the admin listener (outside the CMP limits) */
 #define GW_MAX_INHERITED_FDS 256    /* listening sockets taken over per listener (activation, hand-over) */
 #define GW_LOOP_LISTENS 64          /* listening sockets one loop thread serves (bound, inherited) */
+#define GW_MAX_HANDOVER_FDS 253     /* listening sockets one hand-over sends: the kernel's SCM_MAX_FD */
 #define GW_APPLY_TIMEOUT_MS 5000    /* a reload waits this long for every loop thread to take it up */
 #define GW_SIGNER_CHECK_MS 5000     /* the signer's last signature older than this: the prober makes one */
 #define GW_MAX_UNIX_PATH 90         /* a Unix socket path, below sun_path's 108 with a suffix to spare */

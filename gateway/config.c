@@ -563,6 +563,26 @@ static int routes_init(struct gw_config *cfg)
     return 0;
 }
 
+/*
+ * Each loop thread binds its own socket per listener, the admin listener's too, and a hand-over sends
+ * them all in one message, which carries at most GW_MAX_HANDOVER_FDS: with more, every hand-over would
+ * fail (the old gateway serving on), which only an upgrade would show.
+ */
+static int check_handover_count(struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    size_t per_loop = cfg->n_listeners + (cfg->admin.listen.port != 0);
+    size_t n = (size_t)cfg->loop_threads * per_loop;
+
+    if (cfg->handover_socket == NULL || n <= GW_MAX_HANDOVER_FDS)
+        return 0;
+    return gw_conf_fail(pc, "$.handover_socket",
+                        "loop_threads (%u) x listening sockets per loop thread (%zu%s) = %zu, more than one "
+                        "hand-over carries (%d): lower loop_threads to %zu or fewer, or have fewer listeners",
+                        (unsigned)cfg->loop_threads, per_loop,
+                        cfg->admin.listen.port != 0 ? ", the admin listener's among them" : "", n,
+                        GW_MAX_HANDOVER_FDS, GW_MAX_HANDOVER_FDS / per_loop);
+}
+
 static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_config *cfg = base;
@@ -578,6 +598,8 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     if (cfg->handover_socket != NULL && strlen(cfg->handover_socket) > GW_MAX_UNIX_PATH)
         return gw_conf_fail(pc, "$.handover_socket", "a Unix socket path of at most %d bytes, got %zu",
                             GW_MAX_UNIX_PATH, strlen(cfg->handover_socket));
+    if ((rc = check_handover_count(pc, cfg)) != 0)
+        return rc;
     gw_config_warn_handover(pc, cfg);
     /* whom a local issuer's store must belong to (or root): the user the gateway will serve as */
     owner = gw_config_uid(cfg);

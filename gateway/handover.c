@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #define HANDOVER_MAGIC "CMPGW-HANDOVER 1 "
-#define HANDOVER_MAX_FDS 253         /* the kernel's SCM_MAX_FD */
 #define HANDOVER_TAKE_TIMEOUT_S 10   /* the successor waiting for the sockets */
 #define HANDOVER_READY_TIMEOUT_S 120 /* the predecessor waiting for its successor to start */
 
@@ -74,7 +73,7 @@ int gw_handover_check(const char *path, uid_t owner, char *err)
 /* Reads the predecessor's message: the header and the sockets. 0 or an error with |err|. */
 static int receive_fds(int fd, const char *path, struct gw_inherited *out, char *err)
 {
-    char buf[64] = "", ctl[CMSG_SPACE(sizeof(int) * HANDOVER_MAX_FDS)];
+    char buf[64] = "", ctl[CMSG_SPACE(sizeof(int) * GW_MAX_HANDOVER_FDS)];
     struct iovec iov = {buf, sizeof(buf) - 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
     struct cmsghdr *cm;
@@ -181,14 +180,14 @@ void gw_handover_ready(int peer)
 /* Sends every listening socket to |conn|. 0 or -1 (logged). */
 static int send_fds(struct gw_handover *h, int conn, pid_t pid)
 {
-    char head[64], ctl[CMSG_SPACE(sizeof(int) * HANDOVER_MAX_FDS)];
+    char head[64], ctl[CMSG_SPACE(sizeof(int) * GW_MAX_HANDOVER_FDS)];
     struct iovec iov = {head, 0};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl};
     struct cmsghdr *cm;
     int *fds = NULL, rc = -1;
     size_t n = 0;
 
-    if (gw_server_listen_fds(h->server, &fds, &n) != 0 || n == 0 || n > HANDOVER_MAX_FDS) {
+    if (gw_server_listen_fds(h->server, &fds, &n) != 0 || n == 0 || n > GW_MAX_HANDOVER_FDS) {
         gw_log(GW_LOG_ERROR, "handover", "cannot hand %zu listening sockets to pid %ld", n, (long)pid);
         goto out;
     }

@@ -2419,6 +2419,49 @@ static void test_any_dns_san_role_warns(void **state)
 }
 
 /*
+ * Every loop thread has its own socket per listener (the admin listener too), and one hand-over message
+ * carries at most GW_MAX_HANDOVER_FDS: with more, every hand-over would fail, so a configuration that
+ * asks for one is refused at load. Three listeners and the admin one: 63 loop threads pass (252), 64 do
+ * not (256), nor without handover_socket need they.
+ */
+static void test_handover_socket_count(void **state)
+{
+#define MORE_LISTENERS                                                                                       \
+    "\"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 8445, \"tls\": {\"cert\": \"server.pem\", "      \
+    "\"key\": \"server.key\", \"client_auth\": \"none\"}}, {\"address\": \"127.0.0.1\", \"port\": 8446, "    \
+    "\"tls\": {\"cert\": "                                                                                   \
+    "\"server.pem\", \"key\": \"server.key\", \"client_auth\": \"none\"}}, "
+    static const struct {
+        const char *top;
+        bool ok;
+    } cases[] = {
+        {"\"handover_socket\": \"h.sock\", \"loop_threads\": 63, \"signer\":", true},
+        {"\"handover_socket\": \"h.sock\", \"loop_threads\": 64, \"signer\":", false},
+        {"\"loop_threads\": 64, \"signer\":", true},
+    };
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[2] = {E("\"listeners\": [", MORE_LISTENERS), E("\"signer\":", cases[i].top)};
+        char *text = edited(e, 2);
+        struct gw_config *cfg;
+
+        err[0] = '\0';
+        cfg = parse_text(text, strlen(text), err);
+        if ((cfg != NULL) != cases[i].ok)
+            fail_msg("case %zu: %s", i, cfg != NULL ? "accepted" : err);
+        if (!cases[i].ok && strstr(err, "$.handover_socket: loop_threads (64) x listening sockets per loop "
+                                        "thread (4, the admin listener's among them) = 256, more than one "
+                                        "hand-over carries (253): lower loop_threads") == NULL)
+            fail_msg("case %zu: %s", i, err);
+        gw_config_free(cfg);
+        free(text);
+    }
+#undef MORE_LISTENERS
+}
+
+/*
  * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
  * through its predecessor. With the file it does not.
  */
@@ -3446,6 +3489,7 @@ int main(void)
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
+        cmocka_unit_test(test_handover_socket_count),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_check_dir_chain),
