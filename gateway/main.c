@@ -529,7 +529,7 @@ struct restart_only {
     struct gw_guard_conf admission;
     uint32_t max_transactions, max_transactions_per_identity, max_recent_per_identity;
     uint32_t message_time_window, transaction_ttl;
-    char *user, *group, *revoked_file; /* copies; NULL where unset */
+    char *user, *group, *revoked_file, *handover_socket; /* copies; NULL where unset */
     unsigned char state[RESTART_MAC_LEN];
     bool whole; /* every copy and the MAC were made: else a change to them goes unmentioned */
 };
@@ -613,6 +613,7 @@ static void restart_only_cleanup(struct restart_only *ro)
     free(ro->user);
     free(ro->group);
     free(ro->revoked_file);
+    free(ro->handover_socket);
     OPENSSL_cleanse(ro, sizeof(*ro));
 }
 
@@ -632,6 +633,7 @@ static void restart_only_of(const struct gw_config *c, const unsigned char *key,
     };
     out->whole = copy_str(c->user, &out->user) && copy_str(c->group, &out->group) &&
                  copy_str(c->cmp.revoked_file, &out->revoked_file) &&
+                 copy_str(c->handover_socket, &out->handover_socket) &&
                  state_mac(&c->cmp.state, key, out->state);
     if (!out->whole)
         gw_log(GW_LOG_WARN, "reload", "out of memory: a change to a restart-only setting may go unmentioned");
@@ -684,6 +686,9 @@ static void warn_restart_only(const struct restart_only *a, const struct restart
          NULL},
         {"cmp.state", whole && CRYPTO_memcmp(a->state, b->state, sizeof(a->state)) != 0, false, NULL},
         {"cmp.revoked_file", whole && differ(a->revoked_file, b->revoked_file), true, a->revoked_file},
+        /* bound (or taken over) at start only: a reload neither binds a new one nor stops the old */
+        {"handover_socket", whole && differ(a->handover_socket, b->handover_socket), true,
+         a->handover_socket},
     };
 
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {

@@ -772,6 +772,17 @@ class ReloadRestartOnly(harness.GatewayTestCase):
                                                     % running), said)
         self.assertEqual(self.reload_warnings(self.base), [])
 
+    def test_handover_socket_named_as_unset(self):
+        """A reload that sets handover_socket, which only a start binds, says it waits for a restart and
+        that none runs; the twin, one that leaves it out again, says nothing."""
+        cfg = json.loads(json.dumps(self.base))
+        cfg["handover_socket"] = str(self.gw.dir / "handover.sock")
+        said = self.reload_warnings(cfg)
+        self.assertEqual(len(said), 1, said)
+        self.assertTrue(said[0]["msg"].endswith("applied only at the next restart: handover_socket (still unset)"),
+                        said)
+        self.assertEqual(self.reload_warnings(self.base), [])
+
 
 def unsalted_state_digest(state, password):
     """The SHA-256 over the shared state's settings, its Redis password among them, that the gateway kept of
