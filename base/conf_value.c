@@ -188,16 +188,18 @@ static int duration_ms(struct json_object *v, uint64_t *out)
     s = json_object_get_string(v);
     for (p = s; *p >= '0' && *p <= '9'; p++) {
         if (p - s >= 12)
-            return -1; /* 12 digits of days is far past any bound: refuse before overflow */
+            return -1; /* past 12 digits is far past any bound, and n stays below 10^12 */
         n = n * 10 + (uint64_t)(*p - '0');
     }
     if (p == s)
         return -1;
     for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) == 0) {
-            *out = n * units[i].ms;
-            return 0;
-        }
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (n > UINT64_MAX / units[i].ms)
+            return -1; /* 12 digits of days pass 2^64 ms: refused, not wrapped into range */
+        *out = n * units[i].ms;
+        return 0;
     }
     return -1;
 }

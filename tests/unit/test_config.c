@@ -595,6 +595,13 @@ static const struct bad bad_cases[] = {
     {"duration overflow",
      {E("\"ttl\": \"720h\"", "\"ttl\": \"99999999999999999999d\"")},
      {"$.roles.default.ttl"}},
+    /* 2^64 ms is 213503982334.6 days: one day more would wrap to 34448384 ms, not be refused */
+    {"duration wraps",
+     {E("\"ttl\": \"720h\"", "\"ttl\": \"213503982335d\"")},
+     {"$.roles.default.ttl: expected a duration like \"720h\" or seconds, got \"213503982335d\""}},
+    {"duration just short of the wrap",
+     {E("\"ttl\": \"720h\"", "\"ttl\": \"213503982334d\"")},
+     {"$.roles.default.ttl: expected a duration of 1s..", "got \"213503982334d\""}},
     {"duration ms not whole",
      {E("\"ttl\": \"720h\"", "\"ttl\": \"1500ms\"")},
      {"$.roles.default.ttl: expected whole seconds"}},
