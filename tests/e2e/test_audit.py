@@ -121,6 +121,25 @@ class Audit(harness.GatewayTestCase):
         self.assertIn('audit.file: the directory "%s" is writable by group or others without the sticky bit '
                       '(mode 0777): make it 0755' % d, check.stderr)
 
+    def test_check_refuses_a_directory_named_by_a_link(self):
+        """`cmpgw check` refuses a log whose directory is a symbolic link, which whoever may replace it
+        could point at a directory of their choice; the same log named by the directory itself passes."""
+        d = self.gw.dir
+        (d / "logs").mkdir(mode=0o700)
+        (d / "logs-link").symlink_to(d / "logs")
+        cfg = json.loads(self.gw.config_path.read_text())
+        results = {}
+        for name in ("logs-link", "logs"):
+            cfg["audit"]["file"] = str(d / name / "audit.log")
+            path = d / ("check-%s.json" % name)
+            path.write_text(json.dumps(cfg))
+            results[name] = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)],
+                                           capture_output=True, text=True, env=self.gw.env())
+        self.assertEqual(results["logs-link"].returncode, 1, results["logs-link"].stderr)
+        self.assertIn('audit.file: the directory "%s" is a symbolic link to "%s": name the directory itself'
+                      % (d / "logs-link", (d / "logs").resolve()), results["logs-link"].stderr)
+        self.assertEqual(results["logs"].returncode, 0, results["logs"].stdout + results["logs"].stderr)
+
     def test_zz_unwritable_log_issues_nothing(self):
         # last (zz): the log of this gateway is broken for good afterwards
         harness.audit_log_full(self.gw)  # every write fails with EFBIG
