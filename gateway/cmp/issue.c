@@ -101,6 +101,29 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
                       t->identity);
 }
 
+/*
+ * Each certificate a client rejects (or abandons uncollected) queues its revocation on the engine's one
+ * withdrawal thread, which a slow CA drains slowly; a full queue fails every later withdrawal at once,
+ * anyone's, leaving those certificates valid. So a share of the caps (t->quota) with more than
+ * GW_MAX_WITHDRAWALS_PER_KEY of its own still queued gets no new certificate until they are done: the
+ * withdrawals themselves are never refused.
+ */
+static int check_withdrawals(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    size_t owed = cmp_withdrawals_owed(c->e, t->quota);
+    char queued[24];
+
+    if (owed <= GW_MAX_WITHDRAWALS_PER_KEY)
+        return 0;
+    snprintf(queued, sizeof(queued), "%zu", owed);
+    gw_log_kv(GW_LOG_WARN, "withdrawals_backlog", "tid", c->rsp->tid, "identity", t->identity, "queued",
+              queued, NULL);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "too many revocations of certificates %.150s did not keep are waiting for the CA: "
+                      "retry in a minute",
+                      t->identity);
+}
+
 static enum gw_req_kind req_kind(int body)
 {
     switch (body) {
@@ -463,7 +486,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     if (cmp_check_request(t, c, &r) != 0 || cmp_check_allowlist(c, t, crm, &r) != 0 ||
         cmp_check_popo_hash(c, crm, p10cr, &r) != 0 || cmp_check_popo_input(c, crm, &r) != 0 ||
         cmp_check_min_hash(c, t, crm, p10cr, &r) != 0 || check_kur(t, c, crm, &r) != 0 ||
-        reserve(t, c, &r) != 0)
+        check_withdrawals(t, c, &r) != 0 || reserve(t, c, &r) != 0)
         return cmp_reject(c, &r);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }

@@ -153,6 +153,7 @@ static struct cmp_pending *pending_new(const struct cmp_txn *t, const struct cmp
     snprintf(p->view.route, sizeof(p->view.route), "%s", t->route);
     snprintf(p->view.tls_subject, sizeof(p->view.tls_subject), "%s", t->tls_subject);
     snprintf(p->view.body, sizeof(p->view.body), "%s", t->body);
+    snprintf(p->view.quota, sizeof(p->view.quota), "%s", t->quota); /* its withdrawal counts there */
     snprintf(p->tid, sizeof(p->tid), "%s", c->rsp->tid);
     snprintf(p->upstream, sizeof(p->upstream), "%s", gw_upstream_conf_name(gw_upstream_get0_conf(t->up)));
     return p;

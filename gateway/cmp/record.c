@@ -61,6 +61,7 @@ void cmp_audit_view(struct cmp_txn *v, const struct cmp_txn *t)
     memcpy(v->route, t->route, sizeof(v->route));
     memcpy(v->tls_subject, t->tls_subject, sizeof(v->tls_subject));
     memcpy(v->body, t->body, sizeof(v->body));
+    memcpy(v->quota, t->quota, sizeof(v->quota));
 }
 
 void cmp_audit_refusal(struct cmp_call *c, const struct cmp_txn *t)
@@ -764,6 +765,24 @@ void cmp_withdrawals_set_record_ms(struct gw_cmp_engine *e, uint64_t ms)
     pthread_mutex_lock(&q->lock);
     q->record_ms = ms;
     pthread_mutex_unlock(&q->lock);
+}
+
+/* The scan is bounded by GW_MAX_WITHDRAWALS, and stops at the cap: a short walk under the queue's lock. */
+size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    size_t n = 0;
+
+    if (q == NULL || quota[0] == '\0')
+        return 0;
+    pthread_mutex_lock(&q->lock);
+    if (q->running && q->asking != NULL && strcmp(q->asking->view.quota, quota) == 0)
+        n++;
+    for (const struct withdrawal *w = q->head; w != NULL && n <= GW_MAX_WITHDRAWALS_PER_KEY; w = w->next)
+        if (strcmp(w->view.quota, quota) == 0)
+            n++;
+    pthread_mutex_unlock(&q->lock);
+    return n;
 }
 
 void cmp_withdrawals_settle(struct gw_cmp_engine *e)

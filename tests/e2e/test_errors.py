@@ -43,6 +43,7 @@ ELSEWHERE = {
     "audit_down": ("test_audit.py", "the audit log cannot be written; nothing was issued"),
     "audit_lost": ("test_vault.py", "the audit log cannot be written; the certificate was not released"),
     "signer_failed": ("test_pkcs11.py", "the gateway's signer key could not sign the CMP "),
+    "withdrawals_backlog": ("../unit/test_cmp.c", "too many revocations of certificates "),
     "txn_not_kept": ("../unit/test_cmp.c", "the gateway could not keep this transaction open for its certConf; "),
     "txn_role_removed": ("../unit/test_cmp.c", " was removed by a configuration reload after this transaction "),
     "txn_signer_untrusted": ("../unit/test_cmp.c", "the signer certificate no longer chains to a CA trusted on this "),

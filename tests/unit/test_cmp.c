@@ -7103,6 +7103,55 @@ static void *open_gate_later(void *arg)
     return NULL;
 }
 
+/* One ir of |ctx|'s client whose certificate it rejects in its certConf: refused by the client. */
+static void ir_rejected_by_client(OSSL_CMP_CTX *ctx)
+{
+    OSSL_CMP_CTX_reinit(ctx);
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_cert);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(OSSL_CMP_CTX_get_status(ctx), OSSL_CMP_PKISTATUS_rejection);
+}
+
+/*
+ * A client that rejects its own certificates over and over queues a revocation for each on the engine's
+ * one withdrawal thread, which a slow CA drains slowly. Past GW_MAX_WITHDRAWALS_PER_KEY of its own
+ * waiting, its next ir is refused (the queue stays for the withdrawals of others); another client's is
+ * not, its own withdrawals are all done, and once they are its ir is served again.
+ */
+static void test_withdrawals_per_key(void **state)
+{
+    struct env *e = env_slow(NULL, 0);
+    struct client cl = {.env = e}, other = {.env = e};
+    OSSL_CMP_CTX *ctx, *ctx2;
+    int n = GW_MAX_WITHDRAWALS_PER_KEY + 1;
+
+    (void)state;
+    slow_revokes(e);
+    held_revokes(e);
+    slow_gate(1);
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    ctx2 = client_new(&other, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    for (int i = 0; i < n; i++)
+        ir_rejected_by_client(ctx);
+    assert_int_equal(held_revoke_wait_entered(), 1); /* the first at its CA, the others queued */
+    OSSL_CMP_CTX_reinit(ctx);
+    OSSL_CMP_CTX_set_certConf_cb(ctx, NULL);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "too many revocations of certificates ");
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx2)); /* another share of the caps */
+    held_revoke_release();
+    assert_int_equal(revoke_calls(e), n); /* none of its own refused */
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), n);
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    client_cleanup(&cl);
+    client_cleanup(&other);
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_CMP_CTX_free(ctx2);
+    env_free(e);
+}
+
 static void test_poll_shutdown(void **state)
 {
     struct env *e = env_slow("100ms", 0);
@@ -11443,6 +11492,7 @@ int main(void)
         cmocka_unit_test(test_poll_aborted_after_result),
         cmocka_unit_test(test_poll_park_failed),
         cmocka_unit_test(test_poll_shutdown),
+        cmocka_unit_test(test_withdrawals_per_key),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
