@@ -8,6 +8,7 @@
  */
 #include "gateway/cmp/carry.h"
 #include "gateway/cmp/cluster.h"
+#include "gateway/cmp/poll.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/txn.h"
 #include "base/log.h"
@@ -83,6 +84,16 @@ void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t 
 {
     gw_txn_release(e->txns, tid, tid_len);
     end_record(e, tid, tid_len, quota, left);
+}
+
+void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsigned char *tid,
+                    size_t tid_len, const char *quota, struct gw_txn_result *left)
+{
+    if (!cmp_poll_hold_slot(t->pending, tid, tid_len, quota)) {
+        cmp_release_slot(e, tid, tid_len, quota, left);
+        return;
+    }
+    (void)gw_cluster_end_record(e->cluster, tid, tid_len, left);
 }
 
 void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)

@@ -27,6 +27,16 @@ void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t 
                       struct gw_txn_result *left);
 
 /*
+ * cmp_close_slot is cmp_release_slot for |t| closing for good (cmp_poll_abandon first), but a deferred
+ * request whose call still runs keeps its slot, here and in the cluster's reservation, counted under
+ * |quota| against cmp.max_transactions_per_identity until the call returns (cmp_poll_hold_slot): else
+ * a client ending each waiting transaction would have more calls running at its CA than that cap.
+ * Its shared record ends now either way.
+ */
+void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsigned char *tid,
+                    size_t tid_len, const char *quota, struct gw_txn_result *left);
+
+/*
  * cmp_txn_return puts |txn|, checked out for the message |c| that does not end it, back where it was
  * open; if the answer carrying its certificate was lost meanwhile (gw_cmp_undelivered), it is closed
  * instead: that certificate is withdrawn.

@@ -420,6 +420,18 @@ static void end_slot(struct cmp_call *c)
     c->reserved = 0;
 }
 
+/* end_slot for |t|, not parked: a deferred request's call still running keeps it (cmp_close_slot). */
+static void close_slot(struct cmp_call *c, const struct cmp_txn *t)
+{
+    char quota[GW_QUOTA_KEY_LEN];
+
+    if (c->reserved) {
+        cmp_quota_key(quota, c->rsp->identity, c->tls_client);
+        cmp_close_slot(c->e, t, c->hdr.tid, c->hdr.tid_len, quota, NULL);
+    }
+    c->reserved = 0;
+}
+
 /*
  * After an ip/cp/kup awaiting certConf: pin the sender, then park the context (docs/design.md O6),
  * with t->nonce the senderNonce of the answer the client got. 1 when it cannot be kept (out of
@@ -567,8 +579,8 @@ static void start_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     /* a deferred request not parked: no pollReq can collect what its call returns */
     cmp_poll_drop_uncollected(c->e, t, c->rsp->tid, 0);
     cmp_carry(c, t, 0);
+    close_slot(c, t);
     cmp_txn_free(t);
-    end_slot(c);
 }
 
 /*
@@ -797,7 +809,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
     cmp_poll_abandon(t->pending);
     /* the record goes first: no other instance may answer this transaction while its outcome (a
        revocation at the upstream, say) is being written */
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, t->quota, &left);
+    cmp_close_slot(c->e, t, c->hdr.tid, c->hdr.tid_len, t->quota, &left);
     if (!c->released) {
         cmp_audit_closed(c, t);
         /* a deferred request ended by a certConf, or a malformed pollReq, before a pollReq collected it */
@@ -825,7 +837,7 @@ static void abort_txn(struct cmp_call *c, struct gw_txn *txn)
         cmp_withdraw(c->e, old, c->rsp->tid, old->issued, CRL_REASON_CESSATION_OF_OPERATION);
     }
     cmp_poll_drop_uncollected(c->e, old, c->rsp->tid, 1);
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, txn->quota, &left);
+    cmp_close_slot(c->e, old, c->hdr.tid, c->hdr.tid_len, txn->quota, &left);
     /* one its call's instance put beside the record since this one leased it went with the record */
     (void)cmp_poll_withdraw_left(c->e, old, c->rsp->tid, &left, 1);
     gw_txn_free(txn);

@@ -20,7 +20,7 @@ void gw_cmp_engine_set_clock(struct gw_cmp_engine *e, time_t (*clock)(void));
  * gw_cmp_engine_reset closes every open transaction (logged as abandoned) and forgets the replay
  * cache, so that the next request meets the engine as new (each test or fuzz input alike). Only
  * while no request runs. Returns the transaction slots a finished request left held: 0 unless one
- * leaked a slot.
+ * leaked a slot, or a deferred request closed while its call runs keeps one (cmp_close_slot).
  */
 size_t gw_cmp_engine_reset(struct gw_cmp_engine *e);
 

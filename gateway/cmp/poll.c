@@ -29,6 +29,7 @@
 #include "gateway/cmp/policy.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/status.h"
+#include "gateway/cmp/txn.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/clock.h"
@@ -85,6 +86,12 @@ struct cmp_pending {
     unsigned char tid_raw[GW_MAX_TID_LEN];
     size_t tid_len;
     time_t ttl;
+    int returned; /* the completion has begun: the call no longer runs */
+    /* under |lock|: the slot of its closed transaction, which the completion ends (cmp_poll_hold_slot) */
+    int holds_slot;
+    unsigned char slot_tid[GW_MAX_TID_LEN];
+    size_t slot_tid_len;
+    char slot_quota[GW_QUOTA_KEY_LEN];
 };
 
 /* A deferred request rebuilt from its record: the call runs, or ran, on another instance. */
@@ -459,6 +466,23 @@ static void check_arrival(struct cmp_pending *p, struct gw_sign_result *res)
     res->fail_info = gw_policy_issued_refusal(v, err, res->reason);
 }
 
+/* The slot the closed transaction of |p| left to its call (cmp_poll_hold_slot) ends with it (call thread). */
+static void end_held_slot(struct cmp_pending *p)
+{
+    struct gw_cmp_engine *e;
+    int held;
+
+    pthread_mutex_lock(&p->lock);
+    held = p->holds_slot;
+    p->holds_slot = 0;
+    pthread_mutex_unlock(&p->lock);
+    if (!held || (e = hold_engine(p)) == NULL) /* the engine gone: its table and reservations with it */
+        return;
+    gw_txn_release(e->txns, p->slot_tid, p->slot_tid_len);
+    gw_cluster_release(e->cluster, p->slot_tid, p->slot_tid_len, p->slot_quota);
+    let_engine_go();
+}
+
 /* The completion of a deferrable call (call thread). */
 static void pending_done(void *arg, struct gw_sign_result *res)
 {
@@ -469,6 +493,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     int recorded = 0, share = 0;
 
     pthread_mutex_lock(&p->lock);
+    p->returned = 1;
     if (res->cert != NULL)
         gw_x509_cert_serial_hex(res->cert, p->view.serial, sizeof(p->view.serial));
     if (!p->deferred) { /* the worker still waits: it delivers, and writes the records */
@@ -528,6 +553,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
         }
     }
 out:
+    end_held_slot(p);
     unlink_call(p);
     cmp_poll_release(p);
 }
@@ -797,6 +823,24 @@ void cmp_poll_abandon(struct cmp_pending *p)
     if (!p->done)
         p->closed = 1;
     pthread_mutex_unlock(&p->lock);
+}
+
+bool cmp_poll_hold_slot(struct cmp_pending *p, const unsigned char *tid, size_t tid_len, const char *quota)
+{
+    bool held;
+
+    if (p == NULL || tid_len > sizeof(p->slot_tid))
+        return false;
+    pthread_mutex_lock(&p->lock);
+    /* the completion sets |returned| before it reads |holds_slot|, both under the lock: one side ends it */
+    held = p->closed && !p->returned;
+    if (held) {
+        memcpy(p->slot_tid, tid, p->slot_tid_len = tid_len);
+        snprintf(p->slot_quota, sizeof(p->slot_quota), "%s", quota);
+        p->holds_slot = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return held;
 }
 
 /*

@@ -75,6 +75,14 @@ time_t cmp_poll_extra_ttl(const struct cmp_txn *t);
 void cmp_poll_abandon(struct cmp_pending *p);
 
 /*
+ * cmp_poll_hold_slot: the transaction of |p|, abandoned (cmp_poll_abandon), closes while its call still
+ * runs: the call keeps the transaction's slot (|tid| under |quota|: the table's, the cluster's
+ * reservation) and its completion ends it. true if it took it so; false when the call has returned
+ * (or there is none: NULL), the caller's to end now.
+ */
+bool cmp_poll_hold_slot(struct cmp_pending *p, const unsigned char *tid, size_t tid_len, const char *quota);
+
+/*
  * cmp_poll_withdraw_uncollected: |t| (a deferred request, its call made here or its result read from
  * its record) closes, by expiry or its client's abort (|aborted|), with a certificate that came in
  * time but that no pollReq collected: nobody received it, so it is on record as "expired_undelivered"

@@ -7558,23 +7558,24 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * thread that ends a transaction's record (the only script whose keys are a record's lease and the
  * deadlines) first runs |fn|, once: what another instance does while this one closes the transaction;
  * with |fn_skip|, that many ends (a try whose answer is lost, and its retry, are two) go out before it.
- * With |after_end|, the one after it instead, which releases the transaction's reservation (its keys the
- * reservation and its share's open set): the record is gone by then. With |lose_answer|, the end's answer
- * is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know. With |lose_unrun|, the
- * end goes out whole but Redis never runs it (a PING goes in its stead), and its answer is lost: the
- * connection dropped before Redis read it. While |put_fn| is set, the next put of a deferred request's
- * result (the only script whose keys are a record and its result), from any thread, first runs |put_fn|,
- * once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of that many
- * expiry claims sent from |thread| (the only script with the deadlines and no record among its keys) are lost
- * once they came.
+ * With |after_end|, |fn| runs once that end's answer came (redisBufferRead) instead: the record is gone by
+ * then, and the close goes on (a deferred request's reservation is its call's to end). With |lose_answer|,
+ * the end's answer is lost once it came (redisBufferRead): Redis ran it, the gateway cannot know. With
+ * |lose_unrun|, the end goes out whole but Redis never runs it (a PING goes in its stead), and its answer is
+ * lost: the connection dropped before Redis read it. While |put_fn| is set, the next put of a deferred
+ * request's result (the only script whose keys are a record and its result), from any thread, first runs
+ * |put_fn|, once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of
+ * that many expiry claims sent from |thread| (the only script with the deadlines and no record among its
+ * keys) are lost once they came.
  */
 static struct {
     pthread_t thread;
     void (*fn)(void);
     int fn_skip; /* how many ends go out before |fn| runs */
     bool after_end, lose_unrun;
-    int lose_answer; /* how many ends' answers are lost */
-    bool losing;     /* the next read on |thread| fails */
+    bool fn_after_read; /* |after_end|: the end went out, |fn| runs once its answer came */
+    int lose_answer;    /* how many ends' answers are lost */
+    bool losing;        /* the next read on |thread| fails */
     void (*put_fn)(void);
     int lose_claims;
 } drop_hook;
@@ -7608,10 +7609,9 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
         drop_hook.fn_skip--;
         fn = NULL;
     }
-    if (fn != NULL && pthread_equal(pthread_self(), drop_hook.thread) &&
-        (drop_hook.after_end
-             ? arg_has(argc, argv, argvlen, ":txn:", false) && arg_has(argc, argv, argvlen, ":open:", false)
-             : end)) {
+    if (fn != NULL && end && drop_hook.after_end) {
+        drop_hook.fn_after_read = true;
+    } else if (fn != NULL && end) {
         drop_hook.fn = NULL;
         fn();
     }
@@ -7645,13 +7645,22 @@ int redisBufferRead(redisContext *c)
 {
     int (*real)(redisContext *) = (int (*)(redisContext *))dlsym(RTLD_NEXT, "redisBufferRead");
 
+    void (*fn)(void) = drop_hook.fn;
+    int rc;
+
     if (drop_hook.losing && pthread_equal(pthread_self(), drop_hook.thread)) {
         drop_hook.losing = false;
         c->err = REDIS_ERR_IO;
         snprintf(c->errstr, sizeof(c->errstr), "the test lost the answer");
         return REDIS_ERR;
     }
-    return real(c);
+    rc = real(c);
+    if (drop_hook.fn_after_read && fn != NULL && pthread_equal(pthread_self(), drop_hook.thread)) {
+        drop_hook.fn_after_read = false;
+        drop_hook.fn = NULL;
+        fn();
+    }
+    return rc;
 }
 #endif
 
@@ -7717,6 +7726,7 @@ static void test_shared_closed_while_call_runs(void **state)
         drop_hook.fn = landing == 2 ? call_lands : NULL;
         (void)poll_step(ctx, &after); /* its next pollReq goes as that message */
         drop_hook.fn = NULL;
+        drop_hook.fn_after_read = false;
         if (landing == 1)
             missed = hold_release(); /* before any assertion: the completion holds detach_lock */
         else
@@ -7739,6 +7749,114 @@ static void test_shared_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/* The transactions counted open in the shares of the test's Redis under slot_cmp's prefix (its "open:" sets).
+ */
+static long long redis_open_count(void)
+{
+    static const char sum[] =
+        "local n = 0\n"
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end\n"
+        "return n\n";
+    char pattern[64], out[64];
+
+    snprintf(pattern, sizeof(pattern), "unit%dslot:open:*", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", sum, "0", pattern}), 0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
+/* shared_cmp_with under a key prefix of its own: no earlier test's reservations count against the cap. */
+static const char *slot_cmp(char *cmp, size_t cap, const char *defaults)
+{
+    char *prefix = strstr(shared_cmp_with(cmp, cap, defaults), "\"key_prefix\"");
+
+    assert_non_null(prefix);
+    snprintf(prefix, cap - (size_t)(prefix - cmp), "\"key_prefix\": \"unit%dslot:\"}", (int)getpid());
+    return cmp;
+}
+
+/*
+ * A deferred request its client ends (an error message, a certConf in place of its pollReq) while its call
+ * still runs keeps its slot under cmp.max_transactions_per_identity until the call returns, here and
+ * (|shared|) in its share of the cluster's count: a client that ends each waiting transaction and sends
+ * the next ir has no more calls running at its CA than the cap, nor takes the upstream's max_inflight from
+ * the others. Once the calls returned, the slots are free and it is served again.
+ */
+static void closed_keeps_slot(bool shared)
+{
+    enum { CAP = 2 };
+    char defaults[256], cmp[512];
+    long long open0 = 0;
+
+    snprintf(defaults, sizeof(defaults),
+             "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "
+             "\"max_transactions_per_identity\": %d",
+             CAP);
+    for (int conf = 0; conf < 2; conf++) {
+        struct env *e = env_slow_cmp(shared ? slot_cmp(cmp, sizeof(cmp), defaults) : defaults, "100ms", 0);
+        struct client cl[CAP + 1], dummy[CAP + 1];
+        OSSL_CMP_CTX *ctx[CAP + 1];
+        long long counted;
+        size_t open;
+        int after, refused, calls;
+
+        print_message("ended by %s\n", conf ? "a certConf" : "the client's error message");
+        slow_revokes(e);
+        if (shared)
+            open0 = redis_open_count(); /* 0, or what a failed run left, until it expires */
+        for (int i = 0; i <= CAP; i++) {
+            cl[i] = (struct client){.env = e};
+            dummy[i] = (struct client){.env = e};
+            ctx[i] = client_new(&cl[i], SIG, client_cert, client_key, NULL, NULL, 0);
+            cl[i].other = client_new(&dummy[i], SIG, client_cert, client_key, NULL, NULL, 0);
+        }
+        for (int i = 0; i < CAP; i++) {
+            assert_int_equal(poll_step(ctx[i], &after), -1); /* ir -> waiting: its call runs */
+            cl[i].tamper = conf ? tamper_poll_certconf : tamper_poll_error;
+            (void)poll_step(ctx[i], &after); /* its next pollReq goes as that message */
+        }
+        open = gw_cmp_engine_open_transactions(e->engine);
+        counted = shared ? redis_open_count() - open0 : CAP;
+        refused = poll_step(ctx[CAP], &after);
+        pthread_mutex_lock(&slow.lock);
+        calls = slow.calls;
+        pthread_mutex_unlock(&slow.lock);
+        slow_gate(1); /* before any assertion: calls left running would fail the tests after this one */
+        slow_wait_completed(e, calls);
+        assert_int_equal(open, 0);
+        assert_int_equal(counted, CAP);
+        assert_int_equal(refused, 0);
+        assert_status(ctx[CAP], OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      "too many open transactions for ");
+        assert_int_equal(calls, CAP);           /* the refused ir asked no CA */
+        assert_int_equal(revoke_calls(e), CAP); /* what they returned after the close is withdrawn */
+        if (shared)
+            assert_int_equal(redis_open_count(), open0);
+        OSSL_CMP_CTX_reinit(ctx[CAP]);
+        assert_int_equal(poll_step(ctx[CAP], &after), 1); /* the slots went with the calls */
+        for (int i = 0; i <= CAP; i++) {
+            client_cleanup(&cl[i]);
+            client_cleanup(&dummy[i]);
+            OSSL_CMP_CTX_free(ctx[i]);
+        }
+        env_free(e);
+    }
+}
+
+static void test_poll_closed_keeps_slot(void **state)
+{
+    (void)state;
+    closed_keeps_slot(false);
+}
+
+static void test_shared_closed_keeps_slot(void **state)
+{
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    closed_keeps_slot(true);
 }
 
 static void *expire_copy(void *arg)
@@ -11489,6 +11607,7 @@ int main(void)
         cmocka_unit_test(test_poll_deadline_race),
         cmocka_unit_test(test_poll_expiry),
         cmocka_unit_test(test_poll_closed_while_call_runs),
+        cmocka_unit_test(test_poll_closed_keeps_slot),
         cmocka_unit_test(test_poll_aborted_after_result),
         cmocka_unit_test(test_poll_park_failed),
         cmocka_unit_test(test_poll_shutdown),
@@ -11501,6 +11620,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_claim_answer_lost, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
+        cmocka_unit_test_teardown(test_shared_closed_keeps_slot, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
