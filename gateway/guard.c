@@ -1,14 +1,18 @@
 /*
  * Per-address accounting: an open-addressing table keyed by the client's address (IPv4 as 4
  * bytes, an IPv6 prefix as 16 with the bits past it zero), probed linearly from a keyed hash so
- * that addresses cannot be picked to collide. An entry with no connection, no request in flight and
- * no live failure window is free to be taken again; lookups go on past such entries until a
- * never-used slot, so an address is never counted twice, and those right before that slot become
- * never-used again (trim_before), so that chains stay as short as the addresses they hold.
+ * that addresses cannot be picked to collide, and never further than GW_GUARD_PROBES slots, so that
+ * a table crowded with failures costs each lookup under the lock that many slots at most. An entry
+ * with no connection, no request in flight and no live failure window is free to be taken again;
+ * lookups go on past such entries until a never-used slot, so an address is never counted twice, and
+ * those right before that slot become never-used again (trim_before), so that chains stay as short as
+ * the addresses they hold. One that holds only failures gives way to a new address when there is no
+ * other room, the one with fewest failures first (worth_less).
  */
 #include "gateway/guard.h"
 #include "base/err.h"
 #include "base/hash.h"
+#include "base/limits.h"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -36,14 +40,19 @@ struct gw_guard {
     uint32_t held[HELD_KINDS]; /* in total */
     size_t cap;                /* power of two */
     struct slot *slots;
+    uint64_t probes;
 };
 
 /*
  * The table's size for |max_connections| and |max_requests|: an address holds a slot while it has a
  * connection or a request in flight, which outlives its connection when the client leaves first: room
- * for every one of both on an address of its own, twice over, so that probes stay short and addresses
- * that merely failed find room too. A power of two.
+ * for every one of both on an address of its own, twice over, so that what they hold stays within
+ * GW_GUARD_PROBES of where each address's hash points (at full load the longest run of held slots
+ * measured some 20). Addresses that merely failed fill the rest, and past it take each other's places.
+ * A power of two, never below GW_GUARD_PROBES.
  */
+_Static_assert(GW_GUARD_PROBES <= 64, "a lookup would go round the smallest table");
+
 static size_t cap_for(uint32_t max_connections, uint32_t max_requests)
 {
     size_t cap = 64;
@@ -121,42 +130,6 @@ static size_t hash(const struct gw_guard *g, const uint8_t *a, size_t n)
     return (size_t)(h ^ (h >> 29));
 }
 
-int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests)
-{
-    struct slot *slots;
-    size_t cap;
-    int rc = 0;
-
-    pthread_mutex_lock(&g->lock);
-    if (max_requests == 0)
-        max_requests = g->conf.max_connections;
-    cap = cap_for(g->conf.max_connections, max_requests);
-    if (cap > g->cap) {
-        /* the same key: every address keeps its counts, each moved to where a lookup now finds it */
-        if ((slots = calloc(cap, sizeof(*slots))) == NULL) {
-            rc = GW_ERR_NOMEM;
-            goto out;
-        }
-        for (size_t i = 0; i < g->cap; i++) {
-            size_t j;
-
-            if (!g->slots[i].used)
-                continue;
-            for (j = hash(g, g->slots[i].addr, g->slots[i].len) & (cap - 1); slots[j].used;
-                 j = (j + 1) & (cap - 1))
-                ;
-            slots[j] = g->slots[i];
-        }
-        free(g->slots);
-        g->slots = slots;
-        g->cap = cap;
-    }
-    g->conf.max_requests = max_requests; /* a lower one lets no new request in until enough are answered */
-out:
-    pthread_mutex_unlock(&g->lock);
-    return rc;
-}
-
 /*
  * Whether a failure window of |window| seconds that began at |start| is open at |now|. Each caller
  * reads the clock before it takes the lock, so a window another thread opened may begin a second or
@@ -225,14 +198,14 @@ static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
     return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0 && !window_live(g, s, now);
 }
 
-enum make { LOOKUP, CREATE, CREATE_EVICTING };
+enum make { LOOKUP, CREATE };
 
 /*
  * The idle slots right before the never-used slot |end| become never-used again: a lookup that got
  * past one of them would also have to get past |end|, where every lookup stops, so none needs them.
  * Without this every slot would in time be one ever used (more addresses come over a process's life
- * than the table has slots), and each lookup of an address not in it a scan of the whole table under
- * the lock. Lock held.
+ * than the table has slots), and each lookup of an address not in it would look at GW_GUARD_PROBES
+ * slots. Lock held.
  */
 static void trim_before(struct gw_guard *g, size_t end, time_t now)
 {
@@ -244,19 +217,41 @@ static void trim_before(struct gw_guard *g, size_t end, time_t now)
     }
 }
 
+/* Whether |s| holds only failures (no connection, no request), the slots a new address may take. */
+static bool failures_only(const struct slot *s)
+{
+    return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0;
+}
+
 /*
- * The slot of |a|; LOOKUP: NULL if absent. CREATE takes a never-used or idle slot; CREATE_EVICTING
- * (a connection) may also take one that holds only failures: addresses that merely failed, however
- * many an attacker has, must not keep real connections out. NULL if there is no room. Lock held.
+ * Whether |s|, of failures only, is worth less than |than|: fewer failures, or as many in an older
+ * window. Fewer, not older alone: an address that fails again and again outranks the one-off failures
+ * of a flood from many addresses, which take each other's places, and keeps its count until shut out.
+ */
+static bool worth_less(const struct slot *s, const struct slot *than)
+{
+    return s->failures != than->failures ? s->failures < than->failures
+                                         : s->window_start < than->window_start;
+}
+
+/*
+ * The slot of |a|, always within GW_GUARD_PROBES slots of where its hash points, so that no lookup
+ * looks at more however crowded the table; LOOKUP: NULL if absent. CREATE takes a never-used or idle
+ * slot there, else the one that holds only failures and is worth least (worth_less): a new address's
+ * connection or failure is counted in its place, for addresses that merely failed, however many an
+ * attacker has, must neither keep real connections out nor have new failures go uncounted. NULL if
+ * every slot there holds a connection or request, which the table's size makes all but impossible
+ * (cap_for). Lock held.
  */
 static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum make make, time_t now)
 {
     size_t i = hash(g, a, n) & (g->cap - 1);
     struct slot *spare = NULL, *victim = NULL;
 
-    for (size_t probes = 0; probes < g->cap; probes++, i = (i + 1) & (g->cap - 1)) {
+    for (size_t probes = 0; probes < GW_GUARD_PROBES; probes++, i = (i + 1) & (g->cap - 1)) {
         struct slot *s = &g->slots[i];
 
+        g->probes++;
         if (!s->used) {
             /* |a| is absent: a |spare| among the idle slots trimmed is now the first free one on its way */
             trim_before(g, i, now);
@@ -267,10 +262,10 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
             return s;
         if (spare == NULL && idle(g, s, now))
             spare = s;
-        if (victim == NULL && s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0)
+        if (failures_only(s) && (victim == NULL || worth_less(s, victim)))
             victim = s;
     }
-    if (spare == NULL && make == CREATE_EVICTING)
+    if (spare == NULL)
         spare = victim;
     if (make == LOOKUP || spare == NULL)
         return NULL;
@@ -279,6 +274,67 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
     spare->len = (uint8_t)n;
     memcpy(spare->addr, a, n);
     return spare;
+}
+
+/*
+ * Moves what |g|'s slots hold into |slots|, a larger table (the same key): each address within
+ * GW_GUARD_PROBES of where a lookup now finds it, those that hold a connection or request first; one
+ * that holds only failures and finds no room takes the place of the one worth least there, or is
+ * dropped if it is worth less itself. GW_ERR_NOMEM with |slots| to be freed if one that holds a
+ * connection or request finds none (at odds cap_for makes negligible). Lock held.
+ */
+static int move_to(struct gw_guard *g, struct slot *slots, size_t cap, time_t now)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < g->cap; i++) {
+            const struct slot *s = &g->slots[i];
+            size_t j = hash(g, s->addr, s->len) & (cap - 1), probes;
+            struct slot *victim = NULL;
+
+            if (!s->used || idle(g, s, now) || failures_only(s) != (pass == 1))
+                continue;
+            for (probes = 0; probes < GW_GUARD_PROBES && slots[j].used; probes++, j = (j + 1) & (cap - 1))
+                if (failures_only(&slots[j]) && (victim == NULL || worth_less(&slots[j], victim)))
+                    victim = &slots[j];
+            if (probes < GW_GUARD_PROBES)
+                slots[j] = *s;
+            else if (pass == 0)
+                return GW_ERR_NOMEM;
+            else if (victim != NULL && worth_less(victim, s))
+                *victim = *s;
+        }
+    }
+    return 0;
+}
+
+int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests)
+{
+    struct slot *slots = NULL;
+    size_t cap;
+    int rc = 0;
+
+    pthread_mutex_lock(&g->lock);
+    if (max_requests == 0)
+        max_requests = g->conf.max_connections;
+    cap = cap_for(g->conf.max_connections, max_requests);
+    if (cap > g->cap) {
+        /* every address keeps its counts, each moved to where a lookup now finds it */
+        if ((slots = calloc(cap, sizeof(*slots))) == NULL) {
+            rc = GW_ERR_NOMEM;
+            goto out;
+        }
+        if ((rc = move_to(g, slots, cap, time(NULL))) != 0)
+            goto out;
+        free(g->slots);
+        g->slots = slots;
+        g->cap = cap;
+        slots = NULL;
+    }
+    g->conf.max_requests = max_requests; /* a lower one lets no new request in until enough are answered */
+out:
+    free(slots);
+    pthread_mutex_unlock(&g->lock);
+    return rc;
 }
 
 /* The cap on |h| in all, or per address. */
@@ -304,7 +360,7 @@ static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, en
     /* the caps in all are what the table was sized for; a request finds the slot its connection holds */
     if (g->held[h] >= cap_of(g, h, false))
         rc = GW_ERR_LIMIT;
-    else if ((s = find(g, a, n, CREATE_EVICTING, time(NULL))) == NULL || s->held[h] >= cap_of(g, h, true))
+    else if ((s = find(g, a, n, CREATE, time(NULL))) == NULL || s->held[h] >= cap_of(g, h, true))
         rc = GW_ERR_BUSY;
     else {
         s->held[h]++;
@@ -402,4 +458,14 @@ bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen
     }
     pthread_mutex_unlock(&g->lock);
     return crossed;
+}
+
+uint64_t gw_guard_probes(struct gw_guard *g)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&g->lock);
+    n = g->probes;
+    pthread_mutex_unlock(&g->lock);
+    return n;
 }

@@ -31,8 +31,9 @@ struct gw_guard;
 /*
  * gw_guard_new sizes its table for |conf| (copied): for every connection and every request in flight
  * on addresses of their own (a request outlives its connection when its client leaves before the
- * answer), so that an address that holds none is always let in. NULL on a zero limit, an
- * |ipv6_prefix| outside 1..128, or out of memory.
+ * answer), so that an address that holds none is let in: an address that holds only failures gives
+ * up its slot to it if need be, and to another's new failure when the table is full of them, the one
+ * with fewest failures first. NULL on a zero limit, an |ipv6_prefix| outside 1..128, or out of memory.
  */
 struct gw_guard *gw_guard_new(const struct gw_guard_conf *conf);
 void gw_guard_free(struct gw_guard *g);
@@ -40,7 +41,9 @@ void gw_guard_free(struct gw_guard *g);
 /*
  * gw_guard_set_max_requests sets the guard's max_requests (0: max_connections), as a reload changes
  * what the upstream calls can hold, and grows the table to have room for them as gw_guard_new would:
- * 0, or GW_ERR_NOMEM with nothing changed. The requests in flight stay counted. Any thread.
+ * 0, or GW_ERR_NOMEM with nothing changed (out of memory, or, at negligible odds, an address that
+ * holds a connection or request finds no room near where it now belongs). The requests in flight stay
+ * counted. Any thread.
  */
 int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests);
 
@@ -87,5 +90,11 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
                         uint32_t *retry_after);
 bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
+
+/*
+ * gw_guard_probes: the slots the guard has looked at to find addresses since gw_guard_new, at most
+ * GW_GUARD_PROBES a lookup however crowded the table: what a caller holds the lock for. Any thread.
+ */
+uint64_t gw_guard_probes(struct gw_guard *g);
 
 #endif

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "base/err.h"
+#include "base/limits.h"
 #include "gateway/guard.h"
 
 static struct sockaddr_storage v4(const char *ip, uint16_t port, socklen_t *len)
@@ -618,6 +619,180 @@ static void test_many_addresses_over_time(void **state)
     gw_guard_free(g);
 }
 
+/* The |i|th prefix of a flood from one /48: a /64 of its own each, 2001:db8:1:<i>::/64. */
+static struct sockaddr_storage flood_v6(int i, socklen_t *l)
+{
+    char ip[64];
+
+    snprintf(ip, sizeof(ip), "2001:db8:1:%x::1", i);
+    return v6(ip, l);
+}
+
+/* The defaults' table (16 384 slots) and budget. */
+static const struct gw_guard_conf flood_conf = {.max_connections = 4096,
+                                                .max_connections_per_address = 64,
+                                                .max_requests_per_address = 64,
+                                                .max_requests = 4000,
+                                                .auth_failures = 50,
+                                                .auth_failure_window = 60,
+                                                .ipv6_prefix = 64};
+
+/*
+ * More prefixes than the table has slots fail once each within a window (a ClientHello with no TLS
+ * version the listener speaks, from each /64 of a /48). Slots that hold a live failure are never idle,
+ * so the table filled up: a failure that found no room was not counted, and an address that then
+ * failed 50 times was never shut out.
+ */
+static void test_repeat_offender_after_a_flood(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    struct sockaddr_storage x;
+    time_t now = 1000;
+    uint32_t wait;
+    socklen_t l;
+    char ip[64];
+
+    (void)state;
+    assert_non_null(g);
+    for (int i = 0; i < 20000; i++) {
+        x = flood_v6(i, &l);
+        assert_false(gw_guard_auth_failed(g, SA(x), l, now));
+    }
+    for (int k = 0; k < 100; k++) { /* offenders of their own, half IPv4, half IPv6 */
+        if (k % 2 == 0)
+            snprintf(ip, sizeof(ip), "198.51.100.%d", k + 1);
+        else
+            snprintf(ip, sizeof(ip), "2001:db8:ff:%x::1", k);
+        x = k % 2 == 0 ? v4(ip, 1, &l) : v6(ip, &l);
+        for (int i = 1; i <= 50; i++)
+            if (gw_guard_auth_failed(g, SA(x), l, now + 1) != (i == 50))
+                fail_msg("%s: failure %d", ip, i);
+        if (gw_guard_auth_check(g, SA(x), l, now + 2, &wait) != GW_ERR_LIMIT)
+            fail_msg("%s: not shut out after 50 failures", ip);
+        assert_int_equal(wait, 60 - 1);
+    }
+    gw_guard_free(g);
+}
+
+/*
+ * Once the table is full of live failure windows, a lookup of an address it does not hold went on to
+ * the end of the chain: all of it, some 16 000 slots, under the lock every loop thread takes for each
+ * connection (180 us a lookup measured). Each lookup now looks at GW_GUARD_PROBES slots at most.
+ */
+static void test_probes_bounded(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    struct sockaddr_storage x;
+    uint64_t before, most = 0;
+    time_t now = time(NULL); /* the conn calls read the clock */
+    uint32_t wait;
+    socklen_t l;
+    char ip[32];
+
+    (void)state;
+    assert_non_null(g);
+    for (int i = 0; i < 40000; i++) {
+        x = flood_v6(i, &l);
+        before = gw_guard_probes(g);
+        gw_guard_auth_failed(g, SA(x), l, now);
+        most = gw_guard_probes(g) - before > most ? gw_guard_probes(g) - before : most;
+    }
+    for (int k = 0; k < 1000; k++) {
+        snprintf(ip, sizeof(ip), "10.9.%d.%d", k / 250, k % 250 + 1);
+        x = v4(ip, 1, &l);
+        before = gw_guard_probes(g);
+        assert_int_equal(gw_guard_auth_check(g, SA(x), l, now, &wait), 0);
+        assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+        assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
+        gw_guard_req_end(g, SA(x), l);
+        gw_guard_conn_close(g, SA(x), l);
+        assert_true(gw_guard_probes(g) - before <= 5 * GW_GUARD_PROBES); /* five lookups */
+        assert_true(gw_guard_probes(g) - before > 0);                    /* counted: the test can fail */
+    }
+    assert_true(most <= GW_GUARD_PROBES);
+    assert_true(most > 1); /* the table was crowded */
+    gw_guard_free(g);
+}
+
+/*
+ * Connections and requests keep their counts through a flood of failures from more prefixes than the
+ * table has slots: a failure may take the place of another failure, never of a connection or request.
+ * Every address of max_connections gets in, each address's cap holds, and all are given back.
+ */
+static void test_flood_leaves_connections_counted(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    socklen_t l, lone;
+    struct sockaddr_storage x, one = v4("192.0.2.1", 1, &lone);
+    time_t now = time(NULL);
+    char ip[32];
+
+    (void)state;
+    assert_non_null(g);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 20000; i++) { /* before the connections, and among them */
+            x = flood_v6(round * 20000 + i, &l);
+            gw_guard_auth_failed(g, SA(x), l, now);
+        }
+        for (int k = 0; k < 4096; k++) {
+            snprintf(ip, sizeof(ip), "10.8.%d.%d", k / 250, k % 250 + 1);
+            x = v4(ip, 1, &l);
+            if (gw_guard_conn_open(g, SA(x), l) != 0)
+                fail_msg("round %d: %s refused", round, ip);
+            x = flood_v6(40000 + round * 4096 + k, &l);
+            gw_guard_auth_failed(g, SA(x), l, now);
+        }
+        assert_int_equal(gw_guard_conn_open(g, SA(one), lone), GW_ERR_LIMIT); /* 4096 in total */
+        for (int i = 0; i < 20000; i++) {
+            x = flood_v6(50000 + round * 20000 + i, &l);
+            gw_guard_auth_failed(g, SA(x), l, now);
+        }
+        for (int k = 0; k < 4096; k++) { /* each still found, and given back */
+            snprintf(ip, sizeof(ip), "10.8.%d.%d", k / 250, k % 250 + 1);
+            x = v4(ip, 1, &l);
+            gw_guard_conn_close(g, SA(x), l);
+        }
+    }
+    for (int i = 0; i < 64; i++) /* room for all again, and one address's cap */
+        assert_int_equal(gw_guard_conn_open(g, SA(one), lone), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(one), lone), GW_ERR_BUSY);
+    gw_guard_free(g);
+}
+
+/*
+ * A reload that grows a table crowded with failures (gw_guard_set_max_requests) moves each address
+ * within reach of where a lookup now finds it: connections stay counted, a shut-out address stays out.
+ */
+static void test_crowded_table_grown(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&(struct gw_guard_conf){.max_connections = 100,
+                                                              .max_connections_per_address = 1,
+                                                              .max_requests_per_address = 1,
+                                                              .auth_failures = 5,
+                                                              .auth_failure_window = 60,
+                                                              .ipv6_prefix = 64});
+    socklen_t lh, lo, l;
+    struct sockaddr_storage held = v4("192.0.2.1", 1, &lh), out = v4("192.0.2.2", 1, &lo), x;
+    time_t now = time(NULL);
+    uint32_t wait;
+
+    (void)state;
+    assert_non_null(g);
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
+    for (int i = 0; i < 5; i++)
+        gw_guard_auth_failed(g, SA(out), lo, now);
+    for (int i = 0; i < 5000; i++) {
+        x = flood_v6(i, &l);
+        gw_guard_auth_failed(g, SA(x), l, now);
+    }
+    assert_int_equal(gw_guard_set_max_requests(g, 100000), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), GW_ERR_BUSY); /* its one, still counted */
+    assert_int_equal(gw_guard_auth_check(g, SA(out), lo, now, &wait), GW_ERR_LIMIT);
+    gw_guard_conn_close(g, SA(held), lh);
+    assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
+    gw_guard_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +808,10 @@ int main(void)
         cmocka_unit_test(test_address_key),
         cmocka_unit_test(test_same_address),
         cmocka_unit_test(test_many_addresses_over_time),
+        cmocka_unit_test(test_repeat_offender_after_a_flood),
+        cmocka_unit_test(test_probes_bounded),
+        cmocka_unit_test(test_flood_leaves_connections_counted),
+        cmocka_unit_test(test_crowded_table_grown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
