@@ -30,6 +30,8 @@
 #define GW_DEFAULT_IPV6_PREFIX 64              /* an IPv6 client's address for the limits: its /64 */
 #define GW_MIN_IPV6_PREFIX 48
 #define GW_GUARD_PROBES 64 /* slots a lookup in the per-address table looks at, at most */
+#define GW_GUARD_SITE_BITS                                                                                   \
+    48 /* an IPv6 site, whose failures also count together when that table is crowded */
 #define GW_MAX_CONNECTIONS 1000000
 #define GW_DEFAULT_AUTH_FAILURES 50 /* failed authentications per address and window; then 429 */
 #define GW_MAX_AUTH_FAILURES 1000000

@@ -41,6 +41,7 @@ struct gw_guard {
     size_t cap;                /* power of two */
     struct slot *slots;
     uint64_t probes;
+    time_t crowded; /* when a new address last took the place of a live failure; 0: never */
 };
 
 /*
@@ -52,6 +53,8 @@ struct gw_guard {
  * A power of two, never below GW_GUARD_PROBES.
  */
 _Static_assert(GW_GUARD_PROBES <= 64, "a lookup would go round the smallest table");
+_Static_assert(GW_GUARD_SITE_BITS % 8 == 0 && GW_GUARD_SITE_BITS <= GW_MIN_IPV6_PREFIX,
+               "a site is whole bytes");
 
 static size_t cap_for(uint32_t max_connections, uint32_t max_requests)
 {
@@ -147,6 +150,12 @@ static bool shut_out(const struct slot *s, uint32_t failures, uint32_t window, t
     return failures != 0 && s->failures >= failures && window_open(s->window_start, window, now);
 }
 
+/* The bits of |s|'s address that make it: 32 for IPv4, else an IPv6 address's prefix or a site's. */
+static uint32_t bits_of(const struct gw_guard *g, const struct slot *s)
+{
+    return s->len == 4 ? 32 : s->len == 16 ? g->conf.ipv6_prefix : (uint32_t)s->len * 8;
+}
+
 /* The address of |s| as a socket address: an IPv4 one, or an IPv6 prefix with the bits past it zero. */
 static socklen_t sockaddr_of(const struct slot *s, struct sockaddr_storage *ss)
 {
@@ -164,10 +173,9 @@ static socklen_t sockaddr_of(const struct slot *s, struct sockaddr_storage *ss)
     return sizeof(*sin6);
 }
 
-int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window,
-                             time_t now,
-                             void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len),
-                             void *arg)
+int gw_guard_set_auth_budget(
+    struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window, time_t now,
+    void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits), void *arg)
 {
     struct sockaddr_storage ss;
 
@@ -180,7 +188,7 @@ int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_
         /* said as when a failure uses the budget up: once, for the failures after it never equal it */
         if (s->used && !shut_out(s, g->conf.auth_failures, g->conf.auth_failure_window, now) &&
             shut_out(s, auth_failures, auth_failure_window, now))
-            on_shut_out(arg, (struct sockaddr *)&ss, sockaddr_of(s, &ss));
+            on_shut_out(arg, (struct sockaddr *)&ss, sockaddr_of(s, &ss), bits_of(g, s));
     }
     g->conf.auth_failures = auth_failures;
     g->conf.auth_failure_window = auth_failure_window;
@@ -265,9 +273,13 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
         if (failures_only(s) && (victim == NULL || worth_less(s, victim)))
             victim = s;
     }
+    if (make == LOOKUP)
+        return NULL;
+    if (spare == NULL && victim != NULL) {
+        spare = victim; /* not idle: its window is live */
+        g->crowded = now;
+    }
     if (spare == NULL)
-        spare = victim;
-    if (make == LOOKUP || spare == NULL)
         return NULL;
     memset(spare, 0, sizeof(*spare));
     spare->used = true;
@@ -416,46 +428,82 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
     give_back(g, sa, len, HELD_REQS);
 }
 
+/*
+ * Whether the failures of |a|'s site count too: an IPv6 address counted by a prefix longer than a
+ * site's, while the table is crowded (a new address took the place of a live failure within the last
+ * window). From one site's many prefixes, each failing a few times, the table keeps only so many, and
+ * those it keeps each have a budget of their own: as one, the site is shut out (docs/security.md).
+ */
+static bool site_counts(const struct gw_guard *g, size_t n, time_t now)
+{
+    return n == 16 && g->conf.ipv6_prefix > GW_GUARD_SITE_BITS && g->crowded != 0 &&
+           window_open(g->crowded, g->conf.auth_failure_window, now);
+}
+
+/* Whether the key |a| of |n| bytes is shut out at |now|, with *retry_after the seconds until its window ends.
+ */
+static bool key_shut_out(struct gw_guard *g, const uint8_t *a, size_t n, time_t now, uint32_t *retry_after)
+{
+    const struct slot *s = find(g, a, n, LOOKUP, now);
+
+    if (s == NULL || !shut_out(s, g->conf.auth_failures, g->conf.auth_failure_window, now))
+        return false;
+    *retry_after = (uint32_t)(s->window_start + (time_t)g->conf.auth_failure_window - now);
+    return true;
+}
+
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
                         uint32_t *retry_after)
 {
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
-    struct slot *s;
     int rc = 0;
 
     *retry_after = 0;
     if (n == 0)
         return 0;
     pthread_mutex_lock(&g->lock);
-    if (g->conf.auth_failures != 0 && (s = find(g, a, n, LOOKUP, now)) != NULL && window_live(g, s, now) &&
-        s->failures >= g->conf.auth_failures) {
-        *retry_after = (uint32_t)(s->window_start + (time_t)g->conf.auth_failure_window - now);
+    /* a site's slot is there only if the table was crowded as it failed: looked for whenever one may be */
+    if (g->conf.auth_failures != 0 && (key_shut_out(g, a, n, now, retry_after) ||
+                                       (n == 16 && g->conf.ipv6_prefix > GW_GUARD_SITE_BITS &&
+                                        key_shut_out(g, a, GW_GUARD_SITE_BITS / 8, now, retry_after))))
         rc = GW_ERR_LIMIT;
-    }
     pthread_mutex_unlock(&g->lock);
     return rc;
 }
 
-bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
+/* Counts a failure of the key |a| of |n| bytes at |now|: true for the one that uses its budget up. Lock held.
+ */
+static bool count_failure(struct gw_guard *g, const uint8_t *a, size_t n, time_t now)
+{
+    struct slot *s = find(g, a, n, CREATE, now);
+
+    if (s == NULL)
+        return false;
+    if (!window_live(g, s, now)) {
+        s->failures = 0;
+        s->window_start = now;
+    }
+    if (s->failures < UINT32_MAX)
+        s->failures++;
+    return s->failures == g->conf.auth_failures;
+}
+
+uint32_t gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now)
 {
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
-    struct slot *s;
-    bool crossed = false;
+    uint32_t crossed = 0;
 
     if (n == 0)
-        return false;
+        return 0;
     pthread_mutex_lock(&g->lock);
-    if (g->conf.auth_failures != 0 && (s = find(g, a, n, CREATE, now)) != NULL) {
-        if (!window_live(g, s, now)) {
-            s->failures = 0;
-            s->window_start = now;
-        }
-        if (s->failures < UINT32_MAX)
-            s->failures++;
-        crossed = s->failures == g->conf.auth_failures;
-    }
+    if (g->conf.auth_failures != 0 && count_failure(g, a, n, now))
+        crossed = n == 4 ? 32 : g->conf.ipv6_prefix;
+    /* the site said rather than the address when both use their budget up at once: it shuts out more */
+    if (g->conf.auth_failures != 0 && site_counts(g, n, now) &&
+        count_failure(g, a, GW_GUARD_SITE_BITS / 8, now))
+        crossed = GW_GUARD_SITE_BITS;
     pthread_mutex_unlock(&g->lock);
     return crossed;
 }

@@ -51,14 +51,14 @@ int gw_guard_set_max_requests(struct gw_guard *g, uint32_t max_requests);
  * gw_guard_set_auth_budget sets auth_failures and auth_failure_window, as a reload changes them:
  * neither sizes the table. A window already open keeps its start and its failures and is judged by
  * the new values from then on. Each address the new values shut out at |now| and the old ones did not
- * (a lower budget than its failures) is passed to |on_shut_out| (NULL: none is) as its IPv4 address or
- * its IPv6 prefix, the bits past it zero, with the guard's lock held: it must not call the guard.
- * GW_ERR_INVAL with nothing changed on a budget without a window. Any thread.
+ * (a lower budget than its failures) is passed to |on_shut_out| (NULL: none is) as its IPv4 address,
+ * its IPv6 prefix or its IPv6 site (gw_guard_auth_failed), the bits past it zero, with |bits| the
+ * bits that make it (32, ipv6_prefix, GW_GUARD_SITE_BITS), with the guard's lock held: it must not call
+ * the guard. GW_ERR_INVAL with nothing changed on a budget without a window. Any thread.
  */
-int gw_guard_set_auth_budget(struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window,
-                             time_t now,
-                             void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len),
-                             void *arg);
+int gw_guard_set_auth_budget(
+    struct gw_guard *g, uint32_t auth_failures, uint32_t auth_failure_window, time_t now,
+    void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits), void *arg);
 
 /*
  * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),
@@ -83,13 +83,16 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
 
 /*
  * gw_guard_auth_check: 0 if |sa| may still try to authenticate at |now|, else GW_ERR_LIMIT with
- * *retry_after the seconds until its window ends. gw_guard_auth_failed counts one failure: true for
- * the one that uses up the address's budget (once a window, however many come after), so that the
- * caller says so once and not at every refusal that follows.
+ * *retry_after the seconds until its window ends. gw_guard_auth_failed counts one failure: nonzero for
+ * the one that uses up a budget (once a window, however many come after), so that the caller says so
+ * once and not at every refusal that follows: the bits of |sa| that make what is now shut out, 32 or
+ * ipv6_prefix for its address, GW_GUARD_SITE_BITS for its IPv6 site. A site's failures count together
+ * besides its addresses' only while the table is crowded (a new address took the place of a live
+ * failure within the last window), and only for an ipv6_prefix longer than a site's.
  */
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
                         uint32_t *retry_after);
-bool gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
+uint32_t gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now);
 
 /*
  * gw_guard_probes: the slots the guard has looked at to find addresses since gw_guard_new, at most

@@ -273,35 +273,54 @@ static void log_exhausted(const char *peer, const char *what)
               "suppressed", held, (const char *)NULL);
 }
 
+/*
+ * |sa|, an IPv4 address or an IPv6 one with the bits past its first |bits| zero, as the range the guard
+ * shut out: the address alone, an IPv6 one with its prefix length ("2001:db8::/64").
+ */
+static void range_string(const struct sockaddr *sa, uint32_t bits, char *peer, size_t size)
+{
+    char addr[INET6_ADDRSTRLEN] = "";
+
+    if (sa->sa_family == AF_INET) {
+        (void)inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+        snprintf(peer, size, "%s", addr);
+        return;
+    }
+    (void)inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
+    snprintf(peer, size, "%s/%u", addr, (unsigned)bits);
+}
+
 void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, socklen_t len, const char *what)
 {
     char peer[INET6_ADDRSTRLEN + 8];
+    uint32_t bits = gw_guard_auth_failed(s->guard, sa, len, time(NULL));
+    struct sockaddr_in6 site;
 
-    if (!gw_guard_auth_failed(s->guard, sa, len, time(NULL)))
+    if (bits == 0)
         return;
-    gw_sockaddr_string(sa, peer, sizeof(peer));
+    if (bits != GW_GUARD_SITE_BITS || sa->sa_family != AF_INET6 || len < (socklen_t)sizeof(site)) {
+        gw_sockaddr_string(sa, peer, sizeof(peer));
+    } else { /* the client's whole site, by its prefix */
+        memcpy(&site, sa, sizeof(site));
+        memset(&site.sin6_addr.s6_addr[GW_GUARD_SITE_BITS / 8], 0, 16 - GW_GUARD_SITE_BITS / 8);
+        range_string((struct sockaddr *)&site, bits, peer, sizeof(peer));
+    }
     log_exhausted(peer, what);
 }
 
 /*
  * An address a reload's lower budget shuts out within its open window: said as one whose failure used
- * the budget up is, by its address alone (an IPv6 one by its prefix, as the guard counts it: the one it
- * started with, not the reloaded file's), for no connection of it is at hand. Under the guard's lock
- * (the reloading thread).
+ * the budget up is, by its address alone (an IPv6 one by its prefix or its site, as the guard counts it:
+ * the prefix it started with, not the reloaded file's), for no connection of it is at hand. Under the
+ * guard's lock (the reloading thread).
  */
-static void reload_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
+static void reload_shut_out(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits)
 {
-    const struct gw_server *s = arg;
-    char addr[INET6_ADDRSTRLEN] = "", peer[INET6_ADDRSTRLEN + 8];
-    const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
-                                             : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+    char peer[INET6_ADDRSTRLEN + 8];
 
+    (void)arg;
     (void)len;
-    (void)inet_ntop(sa->sa_family, a, addr, sizeof(addr));
-    if (sa->sa_family == AF_INET6)
-        snprintf(peer, sizeof(peer), "%s/%u", addr, (unsigned)s->ipv6_prefix);
-    else
-        snprintf(peer, sizeof(peer), "%s", addr);
+    range_string(sa, bits, peer, sizeof(peer));
     log_exhausted(peer, "a reload lowered limits.auth_failures_per_address under the failures this address "
                         "made in its window");
 }
@@ -871,7 +890,7 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
     /* the budget of failed authentications sizes nothing, so a reload applies it (its window is never 0) */
     (void)gw_guard_set_auth_budget(s->guard, g->cfg->limits.admission.auth_failures,
                                    g->cfg->limits.admission.auth_failure_window, time(NULL), reload_shut_out,
-                                   s);
+                                   NULL);
     gw_server_wake(s);
     while (t < s->n_loops && gw_now_ms() < deadline) {
         if (atomic_load(&s->loops[t].seen) >= g->id)
@@ -915,7 +934,6 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         goto err;
     }
     admission = admission_of(s, cfg);
-    s->ipv6_prefix = admission.ipv6_prefix;
     if ((s->guard = gw_guard_new(&admission)) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;

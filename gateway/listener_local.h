@@ -114,7 +114,6 @@ struct gw_server {
     size_t n_loops;
     struct gw_pool *pool;
     struct gw_guard *guard; /* connections and failed authentications per address */
-    uint32_t ipv6_prefix;   /* the guard's, as it started: a reload leaves it (restart-only) */
     atomic_bool stopping;
     atomic_bool admin_reloading; /* a POST /reload runs (admin.c): another one is refused */
     atomic_bool successor;       /* stopping for a successor that serves the same sockets */

@@ -99,7 +99,7 @@ static void test_auth_budget(void **state)
     assert_int_equal(wait, 0);
     /* the third failure uses the budget up, and only it says so: not those before, nor those after */
     for (int i = 0; i < 3; i++)
-        assert_int_equal(gw_guard_auth_failed(g, SA(a), la, 1000 + i), i == 2);
+        assert_int_equal(gw_guard_auth_failed(g, SA(a), la, 1000 + i), i == 2 ? 32 : 0);
     assert_false(gw_guard_auth_failed(g, SA(a), la, 1005));
     assert_int_equal(gw_guard_auth_check(g, SA(a), la, 1010, &wait), GW_ERR_LIMIT);
     assert_int_equal(wait, 50);                                          /* the window opened at 1000 */
@@ -161,13 +161,14 @@ struct shut {
     char addr[4][INET6_ADDRSTRLEN];
 };
 
-static void on_shut_out(void *arg, const struct sockaddr *sa, socklen_t len)
+static void on_shut_out(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits)
 {
     struct shut *sh = arg;
     const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
                                              : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
 
     assert_true(sh->n < 4);
+    assert_int_equal(bits, sa->sa_family == AF_INET ? 32 : 64);
     assert_int_equal(len,
                      sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
     assert_non_null(inet_ntop(sa->sa_family, a, sh->addr[sh->n++], INET6_ADDRSTRLEN));
@@ -656,7 +657,7 @@ static void test_repeat_offender_after_a_flood(void **state)
     assert_non_null(g);
     for (int i = 0; i < 20000; i++) {
         x = flood_v6(i, &l);
-        assert_false(gw_guard_auth_failed(g, SA(x), l, now));
+        assert_int_not_equal(gw_guard_auth_failed(g, SA(x), l, now), 64); /* its site's may be used up */
     }
     for (int k = 0; k < 100; k++) { /* offenders of their own, half IPv4, half IPv6 */
         if (k % 2 == 0)
@@ -665,7 +666,7 @@ static void test_repeat_offender_after_a_flood(void **state)
             snprintf(ip, sizeof(ip), "2001:db8:ff:%x::1", k);
         x = k % 2 == 0 ? v4(ip, 1, &l) : v6(ip, &l);
         for (int i = 1; i <= 50; i++)
-            if (gw_guard_auth_failed(g, SA(x), l, now + 1) != (i == 50))
+            if ((gw_guard_auth_failed(g, SA(x), l, now + 1) != 0) != (i == 50))
                 fail_msg("%s: failure %d", ip, i);
         if (gw_guard_auth_check(g, SA(x), l, now + 2, &wait) != GW_ERR_LIMIT)
             fail_msg("%s: not shut out after 50 failures", ip);
@@ -709,8 +710,8 @@ static void test_probes_bounded(void **state)
         assert_true(gw_guard_probes(g) - before <= 5 * GW_GUARD_PROBES); /* five lookups */
         assert_true(gw_guard_probes(g) - before > 0);                    /* counted: the test can fail */
     }
-    assert_true(most <= GW_GUARD_PROBES);
-    assert_true(most > 1); /* the table was crowded */
+    assert_true(most <= 2 * GW_GUARD_PROBES); /* the address, and its site while the table is crowded */
+    assert_true(most > GW_GUARD_PROBES);      /* the table was crowded */
     gw_guard_free(g);
 }
 
@@ -793,6 +794,89 @@ static void test_crowded_table_grown(void **state)
     gw_guard_free(g);
 }
 
+/*
+ * A crowded table keeps only so many of one site's prefixes, each failing a few times, and each it
+ * keeps has a budget of its own: while it is crowded their failures count together too, so a flood
+ * from one /48 is shut out as a whole (a new /64 of it included), said once as the /48; another site,
+ * and an uncrowded table's /48, are not.
+ */
+static void test_crowded_site_shut_out(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    socklen_t l, lo, ln;
+    struct sockaddr_storage x, other = v6("2001:db8:2::1", &lo), fresh = v6("2001:db8:1:ffff::1", &ln);
+    time_t now = 1000;
+    uint32_t wait, crossed = 0, said = 0;
+
+    (void)state;
+    assert_non_null(g);
+    for (int i = 0; i < 100; i++) { /* room for all: each its own */
+        x = flood_v6(i, &l);
+        assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
+    }
+    assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now, &wait), 0);
+    for (int i = 100; i < 40000; i++) {
+        x = flood_v6(i, &l);
+        crossed = gw_guard_auth_failed(g, SA(x), l, now + 1);
+        said += crossed != 0;
+        if (crossed != 0)
+            assert_int_equal(crossed, 48);
+    }
+    assert_int_equal(said, 1);
+    assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now + 2, &wait), GW_ERR_LIMIT);
+    assert_int_equal(wait, 59);
+    assert_int_equal(gw_guard_auth_check(g, SA(other), lo, now + 2, &wait), 0);
+    assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now + 61, &wait), 0); /* its window ended */
+    gw_guard_free(g);
+
+    g = gw_guard_new(&(struct gw_guard_conf){.max_connections = 4096,
+                                             .max_connections_per_address = 64,
+                                             .max_requests_per_address = 64,
+                                             .auth_failures = 50,
+                                             .auth_failure_window = 60,
+                                             .ipv6_prefix = 48}); /* the address is the site */
+    for (int i = 0; i < 49; i++) {
+        x = flood_v6(i, &l);
+        assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
+    }
+    assert_int_equal(gw_guard_auth_failed(g, SA(fresh), ln, now), 48);
+    gw_guard_free(g);
+}
+
+/* A reload's lower budget says a site it shuts out as the site. */
+static void on_site_shut_out(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits)
+{
+    char addr[INET6_ADDRSTRLEN];
+
+    (void)len;
+    if (sa->sa_family != AF_INET6 || bits != 48)
+        return;
+    assert_non_null(inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr)));
+    assert_string_equal(addr, "2001:db8:1::");
+    (*(int *)arg)++;
+}
+
+static void test_crowded_site_lowered(void **state)
+{
+    struct gw_guard_conf conf = flood_conf;
+    struct gw_guard *g;
+    struct sockaddr_storage x;
+    socklen_t l;
+    int sites = 0;
+
+    (void)state;
+    conf.auth_failures = 100000;
+    g = gw_guard_new(&conf);
+    assert_non_null(g);
+    for (int i = 0; i < 40000; i++) {
+        x = flood_v6(i, &l);
+        gw_guard_auth_failed(g, SA(x), l, 1000);
+    }
+    assert_int_equal(gw_guard_set_auth_budget(g, 50, 60, 1001, on_site_shut_out, &sites), 0);
+    assert_int_equal(sites, 1);
+    gw_guard_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +896,8 @@ int main(void)
         cmocka_unit_test(test_probes_bounded),
         cmocka_unit_test(test_flood_leaves_connections_counted),
         cmocka_unit_test(test_crowded_table_grown),
+        cmocka_unit_test(test_crowded_site_shut_out),
+        cmocka_unit_test(test_crowded_site_lowered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
