@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/bn.h>
 #include <openssl/cmp.h>
 #include <openssl/core_names.h>
@@ -144,7 +145,8 @@ static int scheme_char(unsigned char c, int first)
 /*
  * The authority is what follows "//" up to the next '/' (RFC 3986 §3.2), read before a '?' or '#' would
  * end it: "https://intranet?.example.com/x" is the host "intranet" to a URL parser, though a reader and a
- * pattern see example.com. A '#' or backslash anywhere is refused before this is asked.
+ * pattern see example.com. So a query must follow a path: "https://example.com?x=1" cannot be told from
+ * it. A '#' or backslash anywhere is refused before this is asked.
  */
 static const char *authority_why(const unsigned char *d, size_t n)
 {
@@ -154,15 +156,56 @@ static const char *authority_why(const unsigned char *d, size_t n)
     if (memchr(d, '@', len) != NULL)
         return "its authority holds a '@' (userinfo): URL parsers take the host from after it";
     if (memchr(d, '?', len) != NULL)
-        return "its authority holds a '?', which ends the host for URL parsers";
+        return "it has a '?' before the '/' that would end its authority, where URL parsers end the host: a "
+               "query must follow a path";
     if (memchr(d, '%', len) != NULL)
         return "its authority holds a '%', which URL parsers decode";
     return NULL;
 }
 
-const char *gw_cert_uri_why(const unsigned char *d, size_t n)
+/*
+ * WHATWG's special schemes: its parser reads a host after any run of slashes that follows the ':', none
+ * included ("https:intranet/x" and "https:////intranet/x" are https://intranet/x), where RFC 3986 sees a
+ * path. file: is special too, but its host may be empty ("file:///etc/hosts").
+ */
+static const char *const special_schemes[] = {"http", "https", "ws", "wss", "ftp", "file"};
+
+static int is_special(const unsigned char *d, size_t n)
 {
     size_t i;
+
+    for (i = 0; i < sizeof(special_schemes) / sizeof(special_schemes[0]); i++) {
+        if (strlen(special_schemes[i]) == n && strncasecmp((const char *)d, special_schemes[i], n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * |d| is what follows a special scheme's ':': exactly "//" and a non-empty authority that does not begin
+ * with '/', or for file: "///" and a path whose first segment is not empty ("file:////evil/x" is a UNC
+ * share to Windows).
+ */
+static const char *special_slashes_why(const unsigned char *d, size_t n, int file)
+{
+    int two = n >= 2 && d[0] == '/' && d[1] == '/';
+
+    if (two && n > 2 && d[2] != '/')
+        return NULL;
+    if (file && two && n > 2 && (n == 3 || d[3] != '/'))
+        return NULL;
+    return file
+               ? "a URL parser adds or skips slashes after \"file:\": it must have \"//\" and a host, or "
+                 "\"///\" and a path"
+               : "a URL parser adds or skips slashes after the scheme of an http, https, ws, wss or ftp URI: "
+                 "it must have \"//\" and a host";
+}
+
+const char *gw_cert_uri_why(const unsigned char *d, size_t n)
+{
+    const char *bad;
+    size_t i;
+    int file;
 
     for (i = 0; i < n; i++) {
         if (d[i] < 0x21 || d[i] > 0x7e)
@@ -176,6 +219,9 @@ const char *gw_cert_uri_why(const unsigned char *d, size_t n)
         ;
     if (i == 0 || i == n || d[i] != ':')
         return "it does not begin with a scheme: a letter, then letters, digits, '+', '-' or '.', and a ':'";
+    file = i == 4 && strncasecmp((const char *)d, "file", 4) == 0;
+    if (is_special(d, i) && (bad = special_slashes_why(d + i + 1, n - i - 1, file)) != NULL)
+        return bad;
     if (n - i < 3 || d[i + 1] != '/' || d[i + 2] != '/')
         return NULL; /* no authority: urn:..., sip:user@host */
     return authority_why(d + i + 3, n - i - 3);

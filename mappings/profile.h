@@ -77,8 +77,9 @@ int gw_cert_plan_make(const struct gw_role *role, struct gw_cert_req *req, time_
 /*
  * gw_cert_uri_why says why the URI |d| (|n| bytes) may not be a subjectAltName, in words that follow
  * "it" ("it holds a '#', which begins a fragment"), or NULL where it may: a scheme first (RFC 5280
- * §4.2.1.6), printable ASCII without a space, and nothing a URL parser (RFC 3986 §3.2, WHATWG) reads as
- * the end of the host or another host than the name seems to give. A static string.
+ * §4.2.1.6), printable ASCII without a space, exactly "//" and a host after the ':' of a WHATWG special
+ * scheme (http, https, ws, wss, ftp; file: "///" and a path too), and nothing a URL parser (RFC 3986
+ * §3.2, WHATWG) reads as the end of the host or another host than the name seems to give. A static string.
  */
 const char *gw_cert_uri_why(const unsigned char *d, size_t n);
 

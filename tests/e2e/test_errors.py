@@ -1135,7 +1135,11 @@ class Errors(Base):
         allows any URI: refused whatever the patterns, naming the URI and why."""
         for name, uri, why in (
                 ("uriquery", "https://intranet?.example.com/x",
-                 "its authority holds a '?', which ends the host for URL parsers"),
+                 "it has a '?' before the '/' that would end its authority, where URL parsers end the host: "
+                 "a query must follow a path"),
+                ("urislash", "https:///intranet?.example.com/x",
+                 "a URL parser adds or skips slashes after the scheme of an http, https, ws, wss or ftp URI: "
+                 "it must have \"//\" and a host"),
                 ("urifrag", "https://evil#.example.com/x", "it holds a '#', which begins a fragment")):
             with self.subTest(uri=uri):
                 a = self.expect("san_uri_refused", self.ir(name, extra=("-sans", uri)))

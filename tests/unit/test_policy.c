@@ -2972,6 +2972,8 @@ static void test_check_issued_uri(void **state)
         {"any URI, a fragment", 1, "URI:https://evil#.example.com/x", GW_ISSUED_OUTSIDE_POLICY,
          "=the upstream's certificate is outside role policy: URI https://evil#.example.com/x is refused: it "
          "holds a '#', which begins a fragment"},
+        {"any URI, slashes a URL parser skips", 1, "URI:https:///intranet/x", GW_ISSUED_OUTSIDE_POLICY,
+         "URI https:///intranet/x is refused: a URL parser adds or skips slashes"},
         {"any URI, userinfo", 1, "URI:https://dev-1.example.com@evil.org/x", GW_ISSUED_OUTSIDE_POLICY,
          "URI https://dev-1.example.com@evil.org/x is refused: its authority holds a '@' (userinfo)"},
     };

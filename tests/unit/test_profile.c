@@ -350,11 +350,11 @@ static const struct plan_case plan_cases[] = {
     /* a URI a URL parser (RFC 3986 §3.2, WHATWG) reads with another host than it seems to name */
     {"uri host ended by '?'", &role_web, 0, K_P256, "www", "URI:https://intranet?.example.com/x", NULL, 0, 0,
      GW_ERR_POLICY,
-     "subjectAltName URI https://intranet?.example.com/x is refused: its authority holds a '?', which ends "
-     "the host for URL parsers",
+     "subjectAltName URI https://intranet?.example.com/x is refused: it has a '?' before the '/' that would "
+     "end its authority, where URL parsers end the host: a query must follow a path",
      0, 0},
     {"uri IPv6 host ended by '?'", &role_web, 0, K_P256, "www", "URI:https://[::1]?.example.com/x", NULL, 0,
-     0, GW_ERR_POLICY, "URI https://[::1]?.example.com/x is refused: its authority holds a '?'", 0, 0},
+     0, GW_ERR_POLICY, "URI https://[::1]?.example.com/x is refused: it has a '?' before the '/'", 0, 0},
     {"uri fragment", &role_web, 0, K_P256, "www", "URI:https://evil#.example.com/x", NULL, 0, 0,
      GW_ERR_POLICY,
      "subjectAltName URI https://evil#.example.com/x is refused: it holds a '#', which begins a fragment", 0,
@@ -375,6 +375,55 @@ static const struct plan_case plan_cases[] = {
      "subjectAltName URI https://evil%2eorg/x is refused: its authority holds a '%', which URL parsers "
      "decode",
      0, 0},
+    /* the slashes after a WHATWG special scheme's ':', which URL parsers add or skip: each of these names
+       the host "intranet" to them, as "https://intranet/x" does */
+    {"uri https without '//'", &role_web, 0, K_P256, "www", "URI:https:intranet?.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https:intranet?.example.com/x is refused: a URL parser adds or skips slashes after "
+     "the scheme of an http, https, ws, wss or ftp URI: it must have \"//\" and a host",
+     0, 0},
+    {"uri https with one '/'", &role_web, 0, K_P256, "www", "URI:https:/intranet?.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY, "URI https:/intranet?.example.com/x is refused: a URL parser adds or skips slashes", 0,
+     0},
+    {"uri https with '///'", &role_web, 0, K_P256, "www", "URI:https:///intranet?.example.com/x", NULL, 0, 0,
+     GW_ERR_POLICY, "URI https:///intranet?.example.com/x is refused: a URL parser adds or skips slashes", 0,
+     0},
+    {"uri https with '////'", &role_web, 0, K_P256, "www", "URI:https:////evil@intranet/", NULL, 0, 0,
+     GW_ERR_POLICY, "URI https:////evil@intranet/ is refused: a URL parser adds or skips slashes", 0, 0},
+    {"uri special scheme in capitals", &role_web, 0, K_P256, "www", "URI:HTTPS:evil@intranet/x", NULL, 0, 0,
+     GW_ERR_POLICY, "URI HTTPS:evil@intranet/x is refused: a URL parser adds or skips slashes", 0, 0},
+    {"uri ws without '//'", &role_web, 0, K_P256, "www", "URI:wS:intranet/x", NULL, 0, 0, GW_ERR_POLICY,
+     "URI wS:intranet/x is refused: a URL parser adds or skips slashes", 0, 0},
+    {"uri http, empty authority", &role_web, 0, K_P256, "www", "URI:http://", NULL, 0, 0, GW_ERR_POLICY,
+     "URI http:// is refused: a URL parser adds or skips slashes", 0, 0},
+    {"uri ftp without '//'", &role_web, 0, K_P256, "www", "URI:ftp:intranet", NULL, 0, 0, GW_ERR_POLICY,
+     "URI ftp:intranet is refused: a URL parser adds or skips slashes", 0, 0},
+    /* file: has an empty host in its usual form, file:///path; "file:////evil/x" is a UNC share to Windows */
+    {"uri file forms", &role_web, 0, K_P256, "www",
+     "URI:file:///etc/hosts,URI:file://host.example.com/x,URI:file:///", NULL, 0, 0, 0, NULL, 0,
+     NOW + GW_DEFAULT_TTL},
+    {"uri file with '////'", &role_web, 0, K_P256, "www", "URI:file:////evil/x", NULL, 0, 0, GW_ERR_POLICY,
+     "subjectAltName URI file:////evil/x is refused: a URL parser adds or skips slashes after \"file:\": it "
+     "must have \"//\" and a host, or \"///\" and a path",
+     0, 0},
+    {"uri file with one '/'", &role_web, 0, K_P256, "www", "URI:file:/etc/hosts", NULL, 0, 0, GW_ERR_POLICY,
+     "URI file:/etc/hosts is refused: a URL parser adds or skips slashes after \"file:\"", 0, 0},
+    {"uri file without '//'", &role_web, 0, K_P256, "www", "URI:FILE:evil/x", NULL, 0, 0, GW_ERR_POLICY,
+     "URI FILE:evil/x is refused: a URL parser adds or skips slashes after \"file:\"", 0, 0},
+    {"uri file, empty", &role_web, 0, K_P256, "www", "URI:file://", NULL, 0, 0, GW_ERR_POLICY,
+     "URI file:// is refused: a URL parser adds or skips slashes after \"file:\"", 0, 0},
+    /* other schemes keep their own syntax: no authority, or one after "//" */
+    {"uri other schemes, any slashes", &role_web, 0, K_P256, "www",
+     "URI:spiffe:x,URI:urn:/x,URI:sip:///x,URI:httpx:evil@intranet/x,URI:xhttps:/x", NULL, 0, 0, 0, NULL, 0,
+     NOW + GW_DEFAULT_TTL},
+    /* a '?' right after the host ends it for URL parsers as in "https://intranet?.example.com/x" */
+    {"uri query without a path", &role_web, 0, K_P256, "www", "URI:https://example.com?x=1", NULL, 0, 0,
+     GW_ERR_POLICY,
+     "subjectAltName URI https://example.com?x=1 is refused: it has a '?' before the '/' that would end its "
+     "authority, where URL parsers end the host: a query must follow a path",
+     0, 0},
+    {"uri query after a path", &role_web, 0, K_P256, "www", "URI:https://example.com/?x=1", NULL, 0, 0, 0,
+     NULL, 0, NOW + GW_DEFAULT_TTL},
     {"uri without a scheme", &role_web, 0, K_P256, "www", "URI://evil.org/x:y", NULL, 0, 0, GW_ERR_POLICY,
      "subjectAltName URI //evil.org/x:y is refused: it does not begin with a scheme", 0, 0},
     {"uri scheme with a digit first", &role_web, 0, K_P256, "www", "URI:1x:y", NULL, 0, 0, GW_ERR_POLICY,
