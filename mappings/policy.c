@@ -85,7 +85,9 @@ int policy_say(int *fail_info, int bit, char *err, const char *fmt, ...)
  * at a '?', '#', backslash (WHATWG reads it as '/') or ':' (a port), takes it from after a '@' (userinfo)
  * and decodes a '%' (RFC 3986 §3.2): a '*' for the first host label of https URIs under example.com must
  * not admit "https://evil#.example.com/x", whose host is "evil", nor one for a path segment the two
- * segments of "spiffe://x/ns/a%2Fb".
+ * segments of "spiffe://x/ns/a%2Fb". An email's '*' stops at '@': mailers differ on which of two ends the
+ * local part, so "*@example.com" must not admit "a@evil@example.com" (a request may hold only one '@',
+ * but a TLS client's certificate, a subject emailAddress or what an upstream returns may hold more).
  */
 struct pat_syntax {
     const char *seps;
@@ -95,6 +97,7 @@ struct pat_syntax {
 static const struct pat_syntax pat_text = {"./=", 0};
 static const struct pat_syntax pat_host = {"./=", 1}; /* DNS names fold case (RFC 4343) */
 static const struct pat_syntax pat_uri = {"./=?#@%\\:", 0};
+static const struct pat_syntax pat_email = {"./=@", 0};
 
 static int is_sep(const struct pat_syntax *syn, char c)
 {
@@ -256,7 +259,7 @@ static int pattern_type(const char *pat)
 
 static const struct pat_syntax *san_syntax(int gen_type)
 {
-    return gen_type == GEN_DNS ? &pat_host : gen_type == GEN_URI ? &pat_uri : &pat_text;
+    return gen_type == GEN_DNS ? &pat_host : gen_type == GEN_URI ? &pat_uri : &pat_email;
 }
 
 static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
@@ -542,7 +545,7 @@ static const struct {
 } name_kinds[] = {
     {GEN_DNS, GW_SAN_DNS, "DNS name", offsetof(struct gw_authz, dns_names), &pat_host},
     {GEN_URI, GW_SAN_URI, "URI", offsetof(struct gw_authz, uris), &pat_uri},
-    {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), &pat_text},
+    {GEN_EMAIL, GW_SAN_EMAIL, "email address", offsetof(struct gw_authz, emails), &pat_email},
 };
 
 /* policy_cn_copy: |gn| is a DNS name or email equal to a CN of |subject|: what Vault adds on its own. */
@@ -762,6 +765,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
     const struct gw_authz *a = &role->authz;
     int email = nid == NID_pkcs9_emailAddress, host = !email && a->common_names.n == 0, i = -1, rc;
     const struct gw_patterns *ps = email ? &a->emails : host ? &a->dns_names : &a->common_names;
+    const struct pat_syntax *syn = email ? &pat_email : host ? &pat_host : &pat_text;
     const char *what = email ? "subject emailAddress" : host ? "host name in the common name" : "common name";
     const char *kind = email ? "subject emailAddress" : "common name";
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2], *v;
@@ -782,7 +786,7 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
         else
             rc = email ? 0 : check_wildcard(role, kind, v, len, fail_info, err);
         if (rc == 0 && ps->n > 0 && (!host || host_like(v, len) || (server && bare_host(v, len))) &&
-            !match_any(ps, v, len, host ? &pat_host : &pat_text))
+            !match_any(ps, v, len, syn))
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));

@@ -223,6 +223,8 @@ enum cert_id {
     C_URI_AT,
     C_URI_HOST,
     C_URI_FRAG,
+    C_EMAIL_OK,
+    C_EMAIL_AT2,
     C_N
 };
 
@@ -259,6 +261,13 @@ static const struct {
     [C_URI_FRAG] = {{"O=x|CN=dev-11", "URI:https://evil#.example.com/x", NULL, NULL, -3600, 30 * DAY, 113},
                     K_P256,
                     0},
+    /* an email under example.com, and one with two '@' that mailers read as under evil */
+    [C_EMAIL_OK] = {{"O=x|CN=dev-12", "email:dev-12@example.com", NULL, NULL, -3600, 30 * DAY, 114},
+                    K_P256,
+                    0},
+    [C_EMAIL_AT2] = {{"O=x|CN=dev-13", "email:dev-13@evil@example.com", NULL, NULL, -3600, 30 * DAY, 115},
+                     K_P256,
+                     0},
 };
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
@@ -415,6 +424,7 @@ static char *p_dev[] = {"/O=x/CN=dev-*"};
 static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
 static char *p_sip[] = {"sip:*@example.com"};
 static char *p_https[] = {"https://*.example.com/*"};
+static char *p_tls_mail[] = {"*@example.com"};
 static char *p_pbm[] = {"dev-ref"};
 
 enum store_id { S_NONE, S_TLS, S_STALE };
@@ -605,6 +615,27 @@ static const struct {
      S_NONE,
      0,
      C_URI_FRAG,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName allowed",
+     "tls_san"},
+    /* an email pattern's '*' stops at '@', as a request's email may hold only one */
+    {"tls email SAN",
+     {.tls_sans = PATS(p_tls_mail)},
+     S_NONE,
+     0,
+     C_EMAIL_OK,
+     C_NONE,
+     "dev-ref",
+     1,
+     NULL,
+     NULL},
+    {"tls email SAN with two '@'",
+     {.tls_sans = PATS(p_tls_mail)},
+     S_NONE,
+     0,
+     C_EMAIL_AT2,
      C_NONE,
      "dev-ref",
      0,
@@ -1041,6 +1072,21 @@ static const struct {
      K_P256,
      "URI sip:dev-9@evil@example.com is not allowed"},
     {"email ok", {.emails = PATS(p_mail)}, ALL_SANS, "CN=x", "email:alice@example.com", K_P256, NULL},
+    /* a '*' of an email pattern stops at '@': mailers differ on which '@' ends the local part */
+    {"email '*' across '@'",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x",
+     "email:alice@evil@example.com",
+     K_P256,
+     "email address alice@evil@example.com is not allowed"},
+    {"subject email '*' across '@'",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x|emailAddress=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "subject emailAddress alice@evil@example.com is not allowed"},
     {"email refused",
      {.emails = PATS(p_mail)},
      ALL_SANS,
@@ -1349,6 +1395,14 @@ static const struct {
      "CN=alice@example.com",
      "email:alice@example.com",
      NULL},
+    {"email with two '@'",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=dev-1",
+     "email:alice@evil@example.com",
+     "email address alice@evil@example.com is not allowed on role iot"},
     {"email copy of the CN outside the email patterns",
      {.emails = PATS(p_mail)},
      GW_SAN_EMAIL,
@@ -3006,6 +3060,50 @@ static void test_check_issued_uri(void **state)
     }
 }
 
+/* An issued certificate's email addresses, SAN or subject emailAddress: a '*' of allowed_emails stops at '@'.
+ */
+static void test_check_issued_email(void **state)
+{
+    static const struct {
+        const char *name, *subject, *san;
+        enum gw_issued_verdict want;
+        const char *want_err;
+    } t[] = {
+        {"one '@'", "CN=dev-1", "email:alice@example.com", GW_ISSUED_OK, "="},
+        {"two '@'", "CN=dev-1", "email:alice@evil@example.com", GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: email address alice@evil@example.com is not "
+         "allowed on role iot (allowed: *@example.com)"},
+        {"subject, one '@'", "CN=dev-1|emailAddress=alice@example.com", NULL, GW_ISSUED_OK, "="},
+        {"subject, two '@'", "CN=dev-1|emailAddress=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
+         "subject emailAddress alice@evil@example.com is not allowed on role iot"},
+    };
+    char err[GW_ERR_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct gw_role role = {.name = "iot",
+                               .upstream_name = "vault",
+                               .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
+                               .ext_key_usage = GW_EKU_CLIENT_AUTH,
+                               .max_ttl = 30 * DAY,
+                               .allowed_san_types = GW_SAN_EMAIL,
+                               .authz.emails = PATS(p_mail)};
+        struct cspec spec = {t[i].subject, t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
+        struct gw_cert_plan plan;
+        X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
+        enum gw_issued_verdict v;
+
+        mkplan(&plan, t[i].subject, t[i].san, K_P256, 7 * DAY);
+        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
+        if (v != t[i].want)
+            fail_msg("%s: verdict %d, want %d; err \"%s\"", t[i].name, v, t[i].want, err);
+        check_err(t[i].name, err, t[i].want_err);
+        gw_cert_plan_cleanup(&plan);
+        X509_free(cert);
+    }
+}
+
 /*
  * A validity longer than planned, within max_ttl: a change only where the client asked for its notAfter
  * (RFC 9810 §5.2.3: accepted is exactly what was asked), and then only past GW_ISSUED_SHORTEN_SLACK.
@@ -4229,6 +4327,7 @@ int main(void)
         cmocka_unit_test(test_upstream_cn_san_issued),
         cmocka_unit_test(test_check_issued),
         cmocka_unit_test(test_check_issued_uri),
+        cmocka_unit_test(test_check_issued_email),
         cmocka_unit_test(test_check_issued_longer),
         cmocka_unit_test(test_check_issued_start_and_wildcard),
         cmocka_unit_test(test_check_issued_collected_late),
