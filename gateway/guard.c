@@ -31,6 +31,7 @@ struct slot {
     uint32_t held[HELD_KINDS];
     uint32_t failures;
     time_t window_start;
+    time_t crowded; /* a site's: when one of its prefixes last crowded out another's failure; 0: never */
 };
 
 struct gw_guard {
@@ -41,7 +42,6 @@ struct gw_guard {
     size_t cap;                /* power of two */
     struct slot *slots;
     uint64_t probes;
-    time_t crowded; /* when a new address last took the place of a live failure; 0: never */
 };
 
 /*
@@ -201,9 +201,16 @@ static bool window_live(const struct gw_guard *g, const struct slot *s, time_t n
     return s->failures > 0 && window_open(s->window_start, g->conf.auth_failure_window, now);
 }
 
+/* Whether |s| is a site that counts its prefixes' failures together at |now| (site_of). */
+static bool crowd_live(const struct gw_guard *g, const struct slot *s, time_t now)
+{
+    return s->crowded != 0 && window_open(s->crowded, g->conf.auth_failure_window, now);
+}
+
 static bool idle(const struct gw_guard *g, const struct slot *s, time_t now)
 {
-    return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0 && !window_live(g, s, now);
+    return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0 && !window_live(g, s, now) &&
+           !crowd_live(g, s, now);
 }
 
 enum make { LOOKUP, CREATE };
@@ -231,15 +238,28 @@ static bool failures_only(const struct slot *s)
     return s->held[HELD_CONNS] == 0 && s->held[HELD_REQS] == 0;
 }
 
+/* The failures |s| is worth at |now|: a counting site one more, or it would be the first to go. */
+static uint64_t worth(const struct gw_guard *g, const struct slot *s, time_t now)
+{
+    return (uint64_t)s->failures + crowd_live(g, s, now);
+}
+
 /*
  * Whether |s|, of failures only, is worth less than |than|: fewer failures, or as many in an older
  * window. Fewer, not older alone: an address that fails again and again outranks the one-off failures
  * of a flood from many addresses, which take each other's places, and keeps its count until shut out.
  */
-static bool worth_less(const struct slot *s, const struct slot *than)
+static bool worth_less(const struct gw_guard *g, const struct slot *s, const struct slot *than, time_t now)
 {
-    return s->failures != than->failures ? s->failures < than->failures
-                                         : s->window_start < than->window_start;
+    uint64_t a = worth(g, s, now), b = worth(g, than, now);
+
+    return a != b ? a < b : s->window_start < than->window_start;
+}
+
+/* Whether the IPv6 prefix |a| (16 bytes) and the slot |s| are of one site. */
+static bool same_site(const uint8_t *a, const struct slot *s)
+{
+    return s->len == 16 && memcmp(s->addr, a, GW_GUARD_SITE_BITS / 8) == 0;
 }
 
 /*
@@ -249,9 +269,11 @@ static bool worth_less(const struct slot *s, const struct slot *than)
  * connection or failure is counted in its place, for addresses that merely failed, however many an
  * attacker has, must neither keep real connections out nor have new failures go uncounted. NULL if
  * every slot there holds a connection or request, which the table's size makes all but impossible
- * (cap_for). Lock held.
+ * (cap_for). *crowded (CREATE with an IPv6 prefix; else NULL) is set if |a|'s site crowded itself:
+ * |a| took the place of a live failure of another of its prefixes, or found no place. Lock held.
  */
-static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum make make, time_t now)
+static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum make make, time_t now,
+                         bool *crowded)
 {
     size_t i = hash(g, a, n) & (g->cap - 1);
     struct slot *spare = NULL, *victim = NULL;
@@ -270,15 +292,15 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
             return s;
         if (spare == NULL && idle(g, s, now))
             spare = s;
-        if (failures_only(s) && (victim == NULL || worth_less(s, victim)))
+        if (failures_only(s) && (victim == NULL || worth_less(g, s, victim, now)))
             victim = s;
     }
     if (make == LOOKUP)
         return NULL;
-    if (spare == NULL && victim != NULL) {
+    if (spare == NULL && crowded != NULL)
+        *crowded = victim == NULL || same_site(a, victim);
+    if (spare == NULL)
         spare = victim; /* not idle: its window is live */
-        g->crowded = now;
-    }
     if (spare == NULL)
         return NULL;
     memset(spare, 0, sizeof(*spare));
@@ -306,13 +328,13 @@ static int move_to(struct gw_guard *g, struct slot *slots, size_t cap, time_t no
             if (!s->used || idle(g, s, now) || failures_only(s) != (pass == 1))
                 continue;
             for (probes = 0; probes < GW_GUARD_PROBES && slots[j].used; probes++, j = (j + 1) & (cap - 1))
-                if (failures_only(&slots[j]) && (victim == NULL || worth_less(&slots[j], victim)))
+                if (failures_only(&slots[j]) && (victim == NULL || worth_less(g, &slots[j], victim, now)))
                     victim = &slots[j];
             if (probes < GW_GUARD_PROBES)
                 slots[j] = *s;
             else if (pass == 0)
                 return GW_ERR_NOMEM;
-            else if (victim != NULL && worth_less(victim, s))
+            else if (victim != NULL && worth_less(g, victim, s, now))
                 *victim = *s;
         }
     }
@@ -349,6 +371,34 @@ out:
     return rc;
 }
 
+/* Whether a key of |n| bytes is an IPv6 prefix longer than a site's, which may count for its site. */
+static bool has_site(const struct gw_guard *g, size_t n)
+{
+    return n == 16 && g->conf.ipv6_prefix > GW_GUARD_SITE_BITS;
+}
+
+/*
+ * The slot of the IPv6 prefix |a|'s site, NULL if absent; |crowded| (find: one of its prefixes took
+ * the place of another's live failure, or found no place) creates it if need be and has it count its
+ * prefixes' failures together for a window from |now|. Only the site's own prefixes mark it: a flood
+ * from other addresses, however crowded it leaves the table, merges no site (docs/security.md). Lock
+ * held.
+ */
+static struct slot *site_of(struct gw_guard *g, const uint8_t *a, bool crowded, time_t now)
+{
+    struct slot *s = find(g, a, GW_GUARD_SITE_BITS / 8, crowded ? CREATE : LOOKUP, now, NULL);
+
+    if (s == NULL || !crowded)
+        return s;
+    if (!window_live(g, s, now)) { /* its window starts with its mark, not at 0, the oldest (worth_less) */
+        s->failures = 0;
+        s->window_start = now;
+    }
+    if (!crowd_live(g, s, now) || now > s->crowded)
+        s->crowded = now;
+    return s;
+}
+
 /* The cap on |h| in all, or per address. */
 static uint32_t cap_of(const struct gw_guard *g, enum held h, bool per_address)
 {
@@ -363,6 +413,8 @@ static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, en
 {
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
+    time_t now = time(NULL);
+    bool crowded = false;
     struct slot *s;
     int rc = 0;
 
@@ -372,12 +424,16 @@ static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, en
     /* the caps in all are what the table was sized for; a request finds the slot its connection holds */
     if (g->held[h] >= cap_of(g, h, false))
         rc = GW_ERR_LIMIT;
-    else if ((s = find(g, a, n, CREATE, time(NULL))) == NULL || s->held[h] >= cap_of(g, h, true))
+    else if ((s = find(g, a, n, CREATE, now, has_site(g, n) ? &crowded : NULL)) == NULL ||
+             s->held[h] >= cap_of(g, h, true))
         rc = GW_ERR_BUSY;
     else {
         s->held[h]++;
         g->held[h]++;
     }
+    /* a connection comes before its handshake's failure: the place it took is the one that failure gets */
+    if (crowded && g->conf.auth_failures != 0)
+        site_of(g, a, true, now);
     pthread_mutex_unlock(&g->lock);
     return rc;
 }
@@ -392,7 +448,7 @@ static void give_back(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
     if (n == 0)
         return;
     pthread_mutex_lock(&g->lock);
-    if ((s = find(g, a, n, LOOKUP, time(NULL))) != NULL && s->held[h] > 0) {
+    if ((s = find(g, a, n, LOOKUP, time(NULL), NULL)) != NULL && s->held[h] > 0) {
         s->held[h]--;
         g->held[h]--;
     }
@@ -428,23 +484,11 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
     give_back(g, sa, len, HELD_REQS);
 }
 
-/*
- * Whether the failures of |a|'s site count too: an IPv6 address counted by a prefix longer than a
- * site's, while the table is crowded (a new address took the place of a live failure within the last
- * window). From one site's many prefixes, each failing a few times, the table keeps only so many, and
- * those it keeps each have a budget of their own: as one, the site is shut out (docs/security.md).
- */
-static bool site_counts(const struct gw_guard *g, size_t n, time_t now)
-{
-    return n == 16 && g->conf.ipv6_prefix > GW_GUARD_SITE_BITS && g->crowded != 0 &&
-           window_open(g->crowded, g->conf.auth_failure_window, now);
-}
-
 /* Whether the key |a| of |n| bytes is shut out at |now|, with *retry_after the seconds until its window ends.
  */
 static bool key_shut_out(struct gw_guard *g, const uint8_t *a, size_t n, time_t now, uint32_t *retry_after)
 {
-    const struct slot *s = find(g, a, n, LOOKUP, now);
+    const struct slot *s = find(g, a, n, LOOKUP, now, NULL);
 
     if (s == NULL || !shut_out(s, g->conf.auth_failures, g->conf.auth_failure_window, now))
         return false;
@@ -463,23 +507,18 @@ int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t
     if (n == 0)
         return 0;
     pthread_mutex_lock(&g->lock);
-    /* a site's slot is there only if the table was crowded as it failed: looked for whenever one may be */
-    if (g->conf.auth_failures != 0 && (key_shut_out(g, a, n, now, retry_after) ||
-                                       (n == 16 && g->conf.ipv6_prefix > GW_GUARD_SITE_BITS &&
-                                        key_shut_out(g, a, GW_GUARD_SITE_BITS / 8, now, retry_after))))
+    /* a site's slot holds failures only if its prefixes crowded each other: looked for whenever it may */
+    if (g->conf.auth_failures != 0 &&
+        (key_shut_out(g, a, n, now, retry_after) ||
+         (has_site(g, n) && key_shut_out(g, a, GW_GUARD_SITE_BITS / 8, now, retry_after))))
         rc = GW_ERR_LIMIT;
     pthread_mutex_unlock(&g->lock);
     return rc;
 }
 
-/* Counts a failure of the key |a| of |n| bytes at |now|: true for the one that uses its budget up. Lock held.
- */
-static bool count_failure(struct gw_guard *g, const uint8_t *a, size_t n, time_t now)
+/* Counts a failure in |s| at |now|: true for the one that uses its budget up. Lock held. */
+static bool count_on(const struct gw_guard *g, struct slot *s, time_t now)
 {
-    struct slot *s = find(g, a, n, CREATE, now);
-
-    if (s == NULL)
-        return false;
     if (!window_live(g, s, now)) {
         s->failures = 0;
         s->window_start = now;
@@ -494,16 +533,23 @@ uint32_t gw_guard_auth_failed(struct gw_guard *g, const struct sockaddr *sa, soc
     uint8_t a[16];
     size_t n = addr_of(g, sa, len, a);
     uint32_t crossed = 0;
+    bool crowded = false;
+    struct slot *s;
 
     if (n == 0)
         return 0;
     pthread_mutex_lock(&g->lock);
-    if (g->conf.auth_failures != 0 && count_failure(g, a, n, now))
+    if (g->conf.auth_failures == 0)
+        goto out;
+    s = find(g, a, n, CREATE, now, has_site(g, n) ? &crowded : NULL);
+    if (s != NULL && count_on(g, s, now))
         crossed = n == 4 ? 32 : g->conf.ipv6_prefix;
-    /* the site said rather than the address when both use their budget up at once: it shuts out more */
-    if (g->conf.auth_failures != 0 && site_counts(g, n, now) &&
-        count_failure(g, a, GW_GUARD_SITE_BITS / 8, now))
+    /* after the address's count, which keeps the slot it took from being the site's spare; the site said
+       rather than the address when both use their budget up at once: it shuts out more */
+    if (has_site(g, n) && (s = site_of(g, a, crowded, now)) != NULL && crowd_live(g, s, now) &&
+        count_on(g, s, now))
         crossed = GW_GUARD_SITE_BITS;
+out:
     pthread_mutex_unlock(&g->lock);
     return crossed;
 }

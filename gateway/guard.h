@@ -87,8 +87,10 @@ void gw_guard_req_end(struct gw_guard *g, const struct sockaddr *sa, socklen_t l
  * the one that uses up a budget (once a window, however many come after), so that the caller says so
  * once and not at every refusal that follows: the bits of |sa| that make what is now shut out, 32 or
  * ipv6_prefix for its address, GW_GUARD_SITE_BITS for its IPv6 site. A site's failures count together
- * besides its addresses' only while the table is crowded (a new address took the place of a live
- * failure within the last window), and only for an ipv6_prefix longer than a site's.
+ * besides its addresses' only for an ipv6_prefix longer than a site's, and only within a window of the
+ * last time one of its own prefixes, to be counted (a connection, a request or a failure), took the
+ * place of another of its prefixes' live failure or found no place: a table crowded by other addresses
+ * merges no site.
  */
 int gw_guard_auth_check(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, time_t now,
                         uint32_t *retry_after);

@@ -843,6 +843,52 @@ static void test_crowded_site_shut_out(void **state)
     gw_guard_free(g);
 }
 
+/*
+ * A flood from elsewhere (60 000 IPv4 addresses failing once each) crowds the table, but merges no
+ * /48 by itself: a carrier /48 whose 50 /64s each failed once after it (abandoned handshakes, each
+ * /64 connecting first) has a fresh /64 let in, and nothing is said for the /48. Its twin: a /48
+ * whose own /64s, connecting and failing the same way, take each other's places is shut out as one.
+ */
+static void test_crowded_elsewhere_site_apart(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    socklen_t l, ln;
+    struct sockaddr_storage x, fresh = v6("2001:db8:c:ffff::1", &ln);
+    time_t now = time(NULL); /* the conn calls read the clock */
+    uint32_t wait, said = 0;
+    char ip[64];
+
+    (void)state;
+    assert_non_null(g);
+    for (int i = 0; i < 60000; i++) {
+        snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16, (i >> 8) & 0xff, i & 0xff);
+        x = v4(ip, 1, &l);
+        assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
+    }
+    for (int i = 0; i < 50; i++) {
+        snprintf(ip, sizeof(ip), "2001:db8:c:%x::1", i);
+        x = v6(ip, &l);
+        assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+        if (gw_guard_auth_failed(g, SA(x), l, now + 1) != 0)
+            fail_msg("%s: its failure used a budget up", ip);
+        gw_guard_conn_close(g, SA(x), l);
+    }
+    assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now + 2, &wait), 0);
+    assert_int_equal(gw_guard_conn_open(g, SA(fresh), ln), 0);
+
+    for (int i = 0; i < 40000; i++) {
+        x = flood_v6(i, &l);
+        assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
+        said += gw_guard_auth_failed(g, SA(x), l, now + 2) == 48;
+        gw_guard_conn_close(g, SA(x), l);
+    }
+    assert_int_equal(said, 1);
+    x = v6("2001:db8:1:ffff::1", &l);
+    assert_int_equal(gw_guard_auth_check(g, SA(x), l, now + 3, &wait), GW_ERR_LIMIT);
+    assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now + 3, &wait), 0);
+    gw_guard_free(g);
+}
+
 /* A reload's lower budget says a site it shuts out as the site. */
 static void on_site_shut_out(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits)
 {
@@ -898,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_crowded_table_grown),
         cmocka_unit_test(test_crowded_site_shut_out),
         cmocka_unit_test(test_crowded_site_lowered),
+        cmocka_unit_test(test_crowded_elsewhere_site_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
