@@ -24,7 +24,8 @@ struct gw_gens {
     atomic_size_t n_retired; /* of them, for the metrics */
 };
 
-struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, char *err)
+struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const _Atomic uint64_t *end,
+                           char *err)
 {
     struct gw_gen *g = calloc(1, sizeof(*g));
     struct gw_cmp_settings settings;
@@ -40,7 +41,7 @@ struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, char *er
         goto fail;
     gw_config_cmp_settings(g->cfg, &settings);
     if ((g->ups = gw_upstream_set_new(g->cfg->upstreams, g->cfg->n_upstreams, g->cfg->roles, g->cfg->n_roles,
-                                      &g->cfg->upstream_signer, err)) == NULL ||
+                                      &g->cfg->upstream_signer, end, err)) == NULL ||
         (g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, err)) == NULL)
         goto fail;
     return g;

@@ -28,6 +28,7 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "base/clock.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -543,6 +544,7 @@ struct runner {
     bool hup_started;      /* |hup| runs, or ended and is not joined yet (main thread) */
     bool hup_again;        /* a SIGHUP came while |hup| ran: reload once more when it ends (main thread) */
     atomic_bool hup_ended; /* set by |hup| as it ends */
+    _Atomic uint64_t end;  /* 0, then when the gateway began to stop (gw_now_ms): ends a reload's calls */
     struct gw_gens *gens;
     struct gw_server *server;
     struct gw_handover *handover; /* "handover_socket": the sockets to a successor */
@@ -725,7 +727,26 @@ static void reload_done(struct runner *r, const struct gw_gen *g, int rc, const 
         gw_log_kv(GW_LOG_ERROR, "reload_refused", "config", r->path, "error", err, "msg",
                   "the running configuration stays in use", NULL);
     }
-    gw_notify_ready(rc == 0 ? "serving (reloaded)" : "serving (last reload refused)");
+    if (atomic_load(&r->end) == 0) /* else STOPPING=1 was said: no READY=1 after it */
+        gw_notify_ready(rc == 0 ? "serving (reloaded)" : "serving (last reload refused)");
+}
+
+/* GW_ERR_UNAVAILABLE once the gateway began to stop: a configuration loaded meanwhile (its upstreams'
+ * calls cut short by the stop) is not swapped in, for the drain serves the running one to its end. */
+static int stopping(struct runner *r, char *err)
+{
+    if (atomic_load(&r->end) == 0)
+        return 0;
+    snprintf(err, GW_ERR_LEN, "the gateway is stopping");
+    return GW_ERR_UNAVAILABLE;
+}
+
+/* The gateway stops: a reload in progress ends its upstream calls and is not applied (main thread). */
+static void end_reloads(struct runner *r)
+{
+    uint64_t none = 0;
+
+    (void)atomic_compare_exchange_strong(&r->end, &none, gw_now_ms());
 }
 
 /*
@@ -745,7 +766,7 @@ static int reload(void *arg, char *err)
         gw_log(GW_LOG_INFO, "reload_queued", "a reload is in progress: this one begins once it has ended");
         pthread_mutex_lock(&r->lock);
     }
-    if (r->closed) {
+    if (r->closed || atomic_load(&r->end) != 0) {
         snprintf(err, GW_ERR_LEN, "the gateway is stopping");
         pthread_mutex_unlock(&r->lock);
         return rc;
@@ -753,9 +774,10 @@ static int reload(void *arg, char *err)
     gw_notify_reloading();
     gw_log_kv(GW_LOG_INFO, "reloading", "config", r->path, NULL);
     cur = gw_gens_acquire(r->gens);
-    if ((next = gw_gen_load(r->path, cur, err)) == NULL ||
+    if ((next = gw_gen_load(r->path, cur, &r->end, err)) == NULL ||
         (rc = gw_server_prepare(r->server, next, err)) != 0 ||
-        (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL) {
+        (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL ||
+        (rc = stopping(r, err)) != 0) {
         rc = rc != 0 ? rc : GW_ERR_INVAL;
         gw_gen_drop(cur);
         gw_gen_free(next);
@@ -853,6 +875,7 @@ static void serve(const sigset_t *set, struct runner *r)
             else
                 gw_log(GW_LOG_INFO, "stopping", "received %s, draining",
                        sig == SIGINT ? "SIGINT" : "SIGTERM");
+            end_reloads(r); /* before STOPPING=1: a reload that ends after it says no READY=1 */
             gw_notify_stopping();
             return;
         }
@@ -1000,7 +1023,7 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "the random generator failed");
         goto out;
     }
-    if ((first = gw_gen_load(path, NULL, err)) == NULL) {
+    if ((first = gw_gen_load(path, NULL, NULL, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
         goto out;
     }
@@ -1045,7 +1068,9 @@ static int cmd_run(const char *path)
 out:
     if (predecessor >= 0) /* not started: the predecessor serves on */
         close(predecessor);
-    /* a reload in progress ends first; none starts after this */
+    /* a reload in progress ends first, its upstream calls cut short (within GW_UPSTREAM_END_CHECK_MS);
+       none starts after this */
+    end_reloads(&r);
     pthread_mutex_lock(&r.lock);
     r.closed = true;
     pthread_mutex_unlock(&r.lock);

@@ -321,13 +321,6 @@ static void call_as(struct cfssl *c, const struct gw_upstream_conf *conf, const 
     gw_http_response_cleanup(&rsp);
 }
 
-/* call POSTs |body| to |endpoint|. */
-static void call(struct cfssl *c, const struct gw_upstream_conf *conf, const char *endpoint, const char *body,
-                 enum reading what, struct answer *a)
-{
-    call_as(c, conf, "POST", endpoint, body, what, NULL, a);
-}
-
 /* ---- the CA chain (info) ---- */
 
 /* cfssl's CA certificate, then the configured issuer_ca certificates that differ from it. */
@@ -354,13 +347,14 @@ err:
     return NULL;
 }
 
-/* Fetches cfssl's CA certificate and makes the chain: a call to cfssl, made with no lock held. NULL
- * with the failure in |a|. */
-static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_conf *conf, struct answer *a)
+/* Fetches cfssl's CA certificate and makes the chain: a call to cfssl, made with no lock held, by *end
+ * (NULL: the timeout alone). NULL with the failure in |a|. */
+static STACK_OF(X509) *fetch_chain(struct cfssl *c, const struct gw_upstream_conf *conf,
+                                   const _Atomic uint64_t *end, struct answer *a)
 {
     STACK_OF(X509) *chain;
 
-    call(c, conf, EP_INFO, "{\"profile\":\"\"}", READ_INFO, a);
+    call_as(c, conf, "POST", EP_INFO, "{\"profile\":\"\"}", READ_INFO, end, a);
     if (a->status != 0)
         return NULL;
     if ((chain = make_chain(a->cert, conf)) == NULL)
@@ -390,7 +384,7 @@ static STACK_OF(X509) *get1_chain(struct cfssl *c, const struct gw_upstream_conf
         out = X509_chain_up_ref(c->chain);
     since = c->fetches;
     pthread_mutex_unlock(&c->lock);
-    if (!cached && (fresh = fetch_chain(c, conf, a)) != NULL) {
+    if (!cached && (fresh = fetch_chain(c, conf, NULL, a)) != NULL) {
         pthread_mutex_lock(&c->lock);
         if (c->fetches == since) {
             old = c->chain;
@@ -428,7 +422,7 @@ static void cfssl_free(struct cfssl *c)
     free(c);
 }
 
-static int cfssl_init(struct gw_upstream *up, char *err)
+static int cfssl_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c;
@@ -445,7 +439,7 @@ static int cfssl_init(struct gw_upstream *up, char *err)
         return GW_ERR_INVAL;
     }
     /* A cfssl that is down at start is fetched from again on the first sign call. */
-    c->chain = fetch_chain(c, conf, &a);
+    c->chain = fetch_chain(c, conf, end, &a);
     if (a.status != 0)
         gw_log(GW_LOG_WARN, "upstream_ca", "%s; will retry on the first request", a.reason);
     answer_cleanup(&a);

@@ -891,7 +891,7 @@ static void cmp_cleanup(struct gw_upstream *up)
     curl_global_cleanup();
 }
 
-static int cmp_init(struct gw_upstream *up, char *err)
+static int cmp_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_cmp_up_conf *cc = conf->impl;
@@ -899,6 +899,7 @@ static int cmp_init(struct gw_upstream *up, char *err)
     struct cmp_up *cu;
     size_t n;
 
+    (void)end; /* nothing it does as it starts waits for its upstream */
     if (cc->http.url == NULL || cc->cmp_path == NULL || conf->issuer_store == NULL ||
         (cc->cmp_secret == NULL && (signer == NULL || signer->key == NULL))) {
         snprintf(err, GW_ERR_LEN,

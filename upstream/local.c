@@ -155,12 +155,13 @@ static int store_sweep(const struct gw_upstream_conf *conf, char *err)
     return 1;
 }
 
-static int local_init(struct gw_upstream *up, char *err)
+static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
     struct local *l;
 
+    (void)end; /* nothing it does as it starts waits for its upstream */
     if (lc->cert == NULL || lc->key == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: the local issuer needs a CA certificate and key", conf->name);
         return GW_ERR_INVAL;

@@ -126,9 +126,10 @@ void gw_sign_result_cleanup(struct gw_sign_result *r)
     gw_sign_result_init(r);
 }
 
-struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
-                                        const struct gw_upstream_ops *ops,
-                                        const struct gw_upstream_signer *signer, char *err)
+/* gw_upstream_new_ops whose adapter's start ends by *end as well (its init; NULL: none). */
+static struct gw_upstream *new_until(const struct gw_upstream_conf *conf, const struct gw_upstream_ops *ops,
+                                     const struct gw_upstream_signer *signer, const _Atomic uint64_t *end,
+                                     char *err)
 {
     struct gw_upstream *up = NULL;
 
@@ -150,7 +151,7 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
         goto fail;
     }
-    if (ops->init != NULL && ops->init(up, err) != 0)
+    if (ops->init != NULL && ops->init(up, end, err) != 0)
         goto fail;
     return up;
 fail:
@@ -162,14 +163,29 @@ fail:
     return NULL;
 }
 
-struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
-                                    const struct gw_upstream_signer *signer, char *err)
+struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
+                                        const struct gw_upstream_ops *ops,
+                                        const struct gw_upstream_signer *signer, char *err)
+{
+    return new_until(conf, ops, signer, NULL, err);
+}
+
+/* gw_upstream_new whose adapter's start ends by *end as well (NULL: none). */
+static struct gw_upstream *upstream_new_until(const struct gw_upstream_conf *conf,
+                                              const struct gw_upstream_signer *signer,
+                                              const _Atomic uint64_t *end, char *err)
 {
     if (conf == NULL || conf->ops == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", gw_upstream_conf_name(conf));
         return NULL;
     }
-    return gw_upstream_new_ops(conf, conf->ops, signer, err);
+    return new_until(conf, conf->ops, signer, end, err);
+}
+
+struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
+                                    const struct gw_upstream_signer *signer, char *err)
+{
+    return upstream_new_until(conf, signer, NULL, err);
 }
 
 /* gw_upstream_free, waiting for calls in flight up to |until_ms| (gw_now_ms) at most. */
@@ -718,7 +734,8 @@ struct gw_upstream_set {
 
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
-                                            const struct gw_upstream_signer *signer, char *err)
+                                            const struct gw_upstream_signer *signer,
+                                            const _Atomic uint64_t *end, char *err)
 {
     struct gw_upstream_set *set;
     size_t i;
@@ -733,7 +750,7 @@ struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs
         if (gw_upstream_check_role(roles[i].upstream, &roles[i], err) != 0)
             goto fail;
     for (i = 0; i < n; i++) {
-        if ((set->ups[i] = gw_upstream_new(&confs[i], signer, err)) == NULL)
+        if ((set->ups[i] = upstream_new_until(&confs[i], signer, end, err)) == NULL)
             goto fail;
         set->n++;
     }

@@ -291,11 +291,13 @@ int gw_upstream_check_role(const struct gw_upstream_conf *up, const struct gw_ro
 const struct gw_upstream_conf *gw_upstream_delegated_for(const struct gw_role *role);
 
 /* The upstreams of a config snapshot (|confs|, borrowed), by name; every role is checked with
- * gw_upstream_check_role. */
+ * gw_upstream_check_role. What an adapter asks of its upstream as it starts ends by *end as well
+ * (gw_now_ms; NULL or 0: none), which its caller may set while it runs (a stop during a reload). */
 struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
-                                            const struct gw_upstream_signer *signer, char *err);
+                                            const struct gw_upstream_signer *signer,
+                                            const _Atomic uint64_t *end, char *err);
 /* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free).
  * gw_upstream_set_free_until waits for their calls in flight until |until_ms| (gw_now_ms), all told. */
 bool gw_upstream_set_free(struct gw_upstream_set *set);

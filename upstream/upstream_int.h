@@ -53,7 +53,9 @@ struct gw_upstream_ops {
     /* Optional: the files of its section read again after start are readable now (0), else why. */
     int (*conf_access)(const struct gw_upstream_conf *u, char *err);
     /* Calls. */
-    int (*init)(struct gw_upstream *up, char *err);
+    /* Blocking calls it makes (cfssl's CA certificate) end by *end too (gw_http_request_until; NULL:
+       none), which its caller may set while it runs: a reload a stop ends. */
+    int (*init)(struct gw_upstream *up, const _Atomic uint64_t *end, char *err);
     void (*cleanup)(struct gw_upstream *up);
     int (*sign)(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done, void *arg);
     /* Optional (NULL unless caps say so). Synchronous; worker threads; bounded by the upstream timeout. */

@@ -806,12 +806,13 @@ static void vault_free(struct vault *v)
     free(v);
 }
 
-static int vault_init(struct gw_upstream *up, char *err)
+static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_vault_conf *vc = conf->impl;
     struct vault *v;
 
+    (void)end; /* nothing it does as it starts waits for its upstream */
     if ((v = calloc(1, sizeof(*v))) == NULL) {
         vault_set_err(err, "upstream %s: out of memory", conf->name);
         return GW_ERR_NOMEM;

@@ -1,7 +1,8 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
-reload waits for an upstream that never answers, and a reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+reload waits for an upstream that never answers, a SIGTERM ends such a reload and drains at once, and a
+reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import json
 import os
@@ -133,6 +134,53 @@ class Notify(unittest.TestCase):
         finally:
             if held is not None:
                 held.stop()  # the reload's call fails: nothing waits for it at the stop
+            gw.stop()
+
+    def test_sigterm_ends_a_reload_that_waits_for_an_upstream(self):
+        """A SIGHUP reload waits for a cfssl that takes the request for its CA certificate and never
+        answers, with a timeout of a minute; a SIGTERM meanwhile cuts that call short: the reload is
+        refused (the configuration it loaded is not swapped in), the gateway drains and exits within a
+        few seconds, and says nothing is ready after STOPPING=1 (the main thread waited for the reload's
+        lock for the upstream's whole timeout, while the listeners went on accepting, and systemd's
+        TimeoutStopSec= killed it with no drain)."""
+        port = harness.free_port()
+        held = None
+
+        def edit(cfg, gw):
+            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
+                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
+
+        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
+        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
+        try:
+            self.messages("READY=1")
+            held = Held(port)
+            gw.proc.send_signal(signal.SIGHUP)
+            self.messages("RELOADING=1", timeout=5)
+            if not harness.settled(lambda: list(held.got), bool):
+                self.fail("the reload asked the held cfssl nothing")
+            begun = time.monotonic()
+            gw.signal_stop()
+            after = self.messages("STOPPING=1", timeout=5)
+            self.assertEqual(gw.wait_exit(timeout=15), 0)
+            self.assertLess(time.monotonic() - begun, 15)
+            proc, gw.proc = gw.proc, None
+            gw.check_stderr()
+            try:
+                while True:
+                    after.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+            said = after[next(i for i, m in enumerate(after) if "STOPPING=1" in m.split("\n")):]
+            self.assertFalse([m for m in said if "READY=1" in m.split("\n")], said)
+            events = [e["event"] for e in gw.log_lines()
+                      if e.get("event") in ("stopping", "reload_refused", "reloaded", "stopped")]
+            self.assertEqual(events, ["stopping", "reload_refused", "stopped"])
+            refused = next(e for e in gw.log_lines() if e.get("event") == "reload_refused")
+            self.assertIn("the gateway is stopping", refused.get("error", ""))
+        finally:
+            if held is not None:
+                held.stop()
             gw.stop()
 
     def test_reload_stops_a_probe_in_progress(self):

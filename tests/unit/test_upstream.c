@@ -1208,7 +1208,7 @@ static void test_upstream_set(void **state)
     conf_init(&ups[0], "a", ca, ca_key, root);
     conf_init(&ups[1], "b", ed_ca, ed_ca_key, NULL);
     assert_non_null(
-        set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, err));
+        set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, NULL, err));
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "a")), &ups[0]);
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "b")), &ups[1]);
     assert_null(gw_upstream_set_get0(set, "c"));
@@ -1216,7 +1216,7 @@ static void test_upstream_set(void **state)
     assert_null(gw_upstream_set_get0(set, NULL));
     gw_upstream_set_free(set);
     LOCAL(&ups[1])->key = ca_key; /* mismatched: the whole set fails, naming the upstream */
-    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, err));
+    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, NULL, err));
     assert_non_null(strstr(err, "upstream b"));
     gw_upstream_set_free(NULL);
     gw_upstream_free(NULL);
@@ -2079,7 +2079,7 @@ static void test_local_crl_clock(void **state)
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
-    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, err));
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
     assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_int_equal(gw_upstream_set_put0(set, up), 0);
     issue_n(up, &cert, 1);
