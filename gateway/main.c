@@ -543,6 +543,7 @@ struct runner {
     pthread_t hup;         /* the thread of SIGHUP's reload (hup_start) */
     bool hup_started;      /* |hup| runs, or ended and is not joined yet (main thread) */
     bool hup_again;        /* a SIGHUP came while |hup| ran: reload once more when it ends (main thread) */
+    bool hup_retrying;     /* |hup| could not start: hup_tick tries again, said once (main thread) */
     atomic_bool hup_ended; /* set by |hup| as it ends */
     _Atomic uint64_t end;  /* 0, then when the gateway began to stop (gw_now_ms): ends a reload's calls */
     struct gw_gens *gens;
@@ -842,18 +843,19 @@ static void hup_start(struct runner *r)
     r->hup_again = false;
     atomic_store(&r->hup_ended, false);
     if ((rc = pthread_create(&r->hup, NULL, hup_main, r)) != 0) {
-        char err[GW_ERR_LEN];
-
-        snprintf(err, sizeof(err), "SIGHUP: cannot start the reload's thread: %s", strerror(rc));
-        pthread_mutex_lock(&r->lock);
-        reload_done(r, NULL, GW_ERR_NOMEM, err);
-        pthread_mutex_unlock(&r->lock);
+        /* never the reload on this thread: it would wait for a POST /reload's, and the watchdog with it */
+        if (!r->hup_retrying)
+            gw_log(GW_LOG_WARN, "reload",
+                   "SIGHUP: cannot start the reload's thread (%s): tried again each second", strerror(rc));
+        r->hup_again = r->hup_retrying = true;
         return;
     }
     r->hup_started = true;
+    r->hup_retrying = false;
 }
 
-/* Once a second: a SIGHUP reload that ended is joined, and one that came meanwhile starts (main thread). */
+/* Once a second: a SIGHUP reload that ended is joined, and one that came meanwhile, or whose thread could
+ * not start, starts (main thread). */
 static void hup_tick(struct runner *r)
 {
     hup_join(r, false);

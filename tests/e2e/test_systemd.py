@@ -1,12 +1,13 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
-reload waits for an upstream that never answers, a SIGTERM ends such a reload and drains at once, and a
-reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
+reload waits for an upstream that never answers, a SIGTERM ends such a reload and drains at once, a
+SIGHUP whose thread cannot start is tried again, and a reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -181,6 +182,36 @@ class Notify(unittest.TestCase):
         finally:
             if held is not None:
                 held.stop()
+            gw.stop()
+
+    def test_sighup_retried_when_its_thread_cannot_start(self):
+        """A SIGHUP whose reload thread cannot start (the address space capped just above what the
+        gateway maps, so no thread stack fits) is said in a `reload` warning and tried again each second
+        on the main thread's tick: once the cap is lifted the reload runs, RELOADING=1 then READY=1
+        (the main thread took the reload lock itself, waiting for any reload in progress, and said
+        READY=1 "last reload refused" with no RELOADING=1 before it, and nothing tried again)."""
+        gw = harness.Gateway(self.tmp / "pki", widen=False)
+        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
+        try:
+            self.messages("READY=1")
+            pid = gw.proc.pid
+            was = resource.prlimit(pid, resource.RLIMIT_AS)
+            with open("/proc/%d/status" % pid) as f:
+                size = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+            resource.prlimit(pid, resource.RLIMIT_AS, (size + (2 << 20), was[1]))
+            try:
+                gw.proc.send_signal(signal.SIGHUP)
+                cut = harness.settled(lambda: [l for l in gw.log_lines() if "reload's thread" in json.dumps(l)],
+                                      bool, timeout=10)
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_AS, was)
+            self.assertEqual([(l.get("event"), l.get("level")) for l in cut], [("reload", "warn")], cut)
+            after = self.messages("READY=1", timeout=10)
+            said = [m for m in after if "READY=1" in m.split("\n") or "RELOADING=1" in m.split("\n")]
+            self.assertTrue(said[0].startswith("RELOADING=1"), said)
+            self.assertTrue(said[-1].startswith("READY=1\nSTATUS=serving (reloaded)"), said)
+            self.assertFalse([l for l in gw.log_lines() if l.get("event") == "reload_refused"])
+        finally:
             gw.stop()
 
     def test_reload_stops_a_probe_in_progress(self):
