@@ -228,6 +228,40 @@ static int read_answer(const struct gw_http_response *rsp, enum reading what, st
     return gw_cfssl_parse_envelope(rsp->body, rsp->body_len, env, why);
 }
 
+#define CUT_NOT_SENT "not sent: the drain's deadline came first"
+
+/*
+ * A call to |endpoint| its caller's end cut short (|rc|: GW_ERR_TIMEOUT once sent), into |a|. Only a
+ * withdrawal (a revocation, READ_ENVELOPE) is given the drain's deadline; any other call's end is a stop
+ * (a health probe's as its configuration is retired, the CA certificate's fetch of a reload the gateway's
+ * stop ended), which is no failure of cfssl: said in the reason only, never logged as one.
+ */
+static void reduce_cut(const struct gw_upstream_conf *conf, const char *endpoint, enum reading what, int rc,
+                       struct answer *a)
+{
+    const char *name = gw_upstream_conf_name(conf);
+
+    if (what != READ_ENVELOPE && rc == GW_ERR_TIMEOUT) {
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s did not answer %s before a stop cut the call short", name, endpoint);
+    } else if (what != READ_ENVELOPE) {
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s was not asked %s: a stop came first", name, endpoint);
+    } else if (rc == GW_ERR_TIMEOUT) {
+        answer_fail(
+            a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+            "cfssl %s did not answer %s before the drain's deadline cut the call short; the outcome is "
+            "unknown",
+            name, endpoint);
+    } else {
+        gw_log_kv(GW_LOG_WARN, "cfssl_unavailable", "upstream", name, "url",
+                  ((const struct gw_http_conf *)conf->impl)->url, "endpoint", endpoint, "error", CUT_NOT_SENT,
+                  NULL);
+        answer_fail(a, rc, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                    "cfssl %s could not be reached, it is unavailable: %s", name, CUT_NOT_SENT);
+    }
+}
+
 /*
  * reduce turns the answer |rsp| (or the failure |rc|) to a call of |endpoint| into |a| with |what|'s
  * parser: a success needs HTTP 200, "success": true and a result that reads. Error bodies come as
@@ -242,12 +276,8 @@ static void reduce(const struct gw_upstream_conf *conf, const char *endpoint, en
     memset(a, 0, sizeof(*a));
     a->http = rsp->status;
     a->not_sent = rc != 0 && rsp->not_sent;
-    if (rc == GW_ERR_TIMEOUT && rsp->cut_short) {
-        answer_fail(
-            a, GW_ERR_TIMEOUT, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-            "cfssl %s did not answer %s before the drain's deadline cut the call short; the outcome is "
-            "unknown",
-            gw_upstream_conf_name(conf), endpoint);
+    if (rc != 0 && rsp->cut_short) {
+        reduce_cut(conf, endpoint, what, rc, a);
         goto out;
     }
     if (rc == GW_ERR_TIMEOUT) {
@@ -440,7 +470,7 @@ static int cfssl_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     }
     /* A cfssl that is down at start is fetched from again on the first sign call. */
     c->chain = fetch_chain(c, conf, end, &a);
-    if (a.status != 0)
+    if (a.status != 0 && !(end != NULL && atomic_load(end) != 0)) /* not when a stop cut it short */
         gw_log(GW_LOG_WARN, "upstream_ca", "%s; will retry on the first request", a.reason);
     answer_cleanup(&a);
     gw_upstream_set0_impl(up, c);

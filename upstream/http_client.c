@@ -502,7 +502,7 @@ static int finish(CURL *curl, CURLcode rc, int cut, struct sink *sink, struct gw
     if (rc != CURLE_OK && gw_http_nothing_sent(curl, rc)) { /* the upstream cannot have acted on it */
         rsp->not_sent = 1;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
-                 rsp->cut_short                   ? "not sent: the drain's deadline came first"
+                 rsp->cut_short                   ? GW_HTTP_CUT_NOT_SENT
                  : rc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
                                                   : curl_easy_strerror(rc));
         return GW_ERR_IO;
@@ -510,8 +510,7 @@ static int finish(CURL *curl, CURLcode rc, int cut, struct sink *sink, struct gw
     if (rsp->cut_short || rc == CURLE_OPERATION_TIMEDOUT) {
         rsp->timed_out = 1;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
-                 rsp->cut_short ? "no answer: the drain's deadline cut the call short"
-                                : "no answer within the timeout");
+                 rsp->cut_short ? GW_HTTP_CUT_NO_ANSWER : "no answer within the timeout");
         return GW_ERR_TIMEOUT;
     }
     if (sink->overflow) {
@@ -577,8 +576,7 @@ int gw_http_request_until(struct gw_http_client *c, const char *method, const ch
         rsp->not_sent = 1;
         rsp->cut_short = deadline_ms == end_ms;
         snprintf(rsp->error, sizeof(rsp->error), "%s",
-                 rsp->cut_short ? "not sent: the drain's deadline came first"
-                                : "no time left within the timeout");
+                 rsp->cut_short ? GW_HTTP_CUT_NOT_SENT : "no time left within the timeout");
         return GW_ERR_IO;
     }
     if (deadline_ms != 0 && deadline_ms - now < (uint64_t)timeout_ms) {

@@ -24,7 +24,7 @@ struct gw_http_client;
 struct gw_http_response {
     long status;   /* HTTP status; 0 if no answer (transport error or timeout) */
     int timed_out; /* 1 if the deadline passed (outcome unknown) */
-    int cut_short; /* 1 if its caller's end (a drain's deadline) ended it before an answer came */
+    int cut_short; /* 1 if its caller's end (a drain's deadline, a stop) ended it before an answer came */
     int not_sent;  /* 1 if the request never left (connect or TLS handshake failed): nothing
                       happened upstream */
     int too_large; /* 1 if the answer was over GW_MAX_UPSTREAM_BODY: not read (outcome unknown) */
@@ -96,8 +96,12 @@ int gw_http_request_by(struct gw_http_client *c, const char *method, const char 
  * caller may lower while the call runs (a drain's deadline, come to a withdrawal asked before it began): it
  * is read as the call begins and then by the transfer's progress check (gw_http_setopt_end). A call it
  * cut short has rsp->cut_short: GW_ERR_TIMEOUT once the request may have left (rsp->timed_out), else
- * rsp->not_sent and GW_ERR_IO.
+ * rsp->not_sent and GW_ERR_IO. Its rsp->error then says GW_HTTP_CUT_NO_ANSWER or GW_HTTP_CUT_NOT_SENT,
+ * naming no cause: only its caller knows what the end was (a drain's deadline, a prober's or a reload's
+ * stop) and says so in its own words.
  */
+#define GW_HTTP_CUT_NOT_SENT "not sent: cut short by its caller's end"
+#define GW_HTTP_CUT_NO_ANSWER "no answer: cut short by its caller's end"
 int gw_http_request_until(struct gw_http_client *c, const char *method, const char *path, const char *body,
                           const char *const *headers, uint64_t deadline_ms, const _Atomic uint64_t *end,
                           struct gw_http_response *rsp);

@@ -392,7 +392,11 @@ static int send_once(struct vault *v, const char *method, const char *path, cons
         return rc == GW_ERR_FORBIDDEN || rc == GW_ERR_NOMEM ? rc : GW_ERR_UPSTREAM;
     if ((rc = vault_headers_make(v, tok, &h, err)) == 0 &&
         (rc = gw_http_request_until(v->http, method, path, body, h.list, send_by(a), a->end, rsp)) != 0) {
-        vault_set_err(err, "%s", rsp->error);
+        /* a->end is a withdrawal's: the drain's deadline */
+        vault_set_err(err, "%s",
+                      !rsp->cut_short ? rsp->error
+                      : rsp->not_sent ? "not sent: the drain's deadline came first"
+                                      : "no answer: the drain's deadline cut the call short");
         a->sent = a->sent || !rsp->not_sent;
     }
     if (tok != NULL)

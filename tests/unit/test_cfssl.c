@@ -1524,6 +1524,50 @@ static void test_revoke_until(void **state)
     fixture_cleanup(&f);
 }
 
+/*
+ * A health probe its caller's end cut short (the prober of a configuration a reload retires, or the
+ * gateway's stop) says a stop cut it, sent or not, and logs nothing at warn; the twin, a withdrawal's
+ * revocation past the same end, still names the drain's deadline and logs cfssl_unavailable. Before, the
+ * probe logged cfssl_unavailable at warn, "not sent: the drain's deadline came first", at every reload,
+ * blaming a drain that never happened.
+ */
+static void test_probe_cut_by_a_stop(void **state)
+{
+    struct fixture f;
+    struct tu_log l;
+    char err[GW_ERR_LEN], logged[4096];
+    _Atomic uint64_t end;
+    int unsent = -1;
+
+    (void)state;
+    fixture_init_revoking(&f, srv.port);
+    end = gw_now_ms() - 1; /* before anything was sent */
+    tu_log_capture(&l, GW_LOG_DEBUG);
+    assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
+    tu_log_release_into(&l, logged, sizeof(logged));
+    assert_non_null(strstr(err, "was not asked /api/v1/cfssl/info: a stop came first"));
+    assert_null(strstr(err, "drain"));
+    assert_null(strstr(logged, "\"level\":\"warn\""));
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 1500});
+    end = gw_now_ms() + 300; /* sent, then cut short */
+    tu_log_capture(&l, GW_LOG_DEBUG);
+    assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
+    tu_log_release_into(&l, logged, sizeof(logged));
+    assert_non_null(strstr(err, "did not answer /api/v1/cfssl/info before a stop cut the call short"));
+    assert_null(strstr(err, "drain"));
+    assert_null(strstr(logged, "\"level\":\"warn\""));
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
+    end = gw_now_ms() - 1;
+    tu_log_capture(&l, GW_LOG_DEBUG);
+    assert_int_not_equal(
+        gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &end, &unsent, err), 0);
+    tu_log_release_into(&l, logged, sizeof(logged));
+    assert_int_equal(unsent, 1);
+    assert_non_null(strstr(err, "not sent: the drain's deadline came first"));
+    assert_non_null(strstr(logged, "\"event\":\"cfssl_unavailable\""));
+    fixture_cleanup(&f);
+}
+
 static void test_revoke_reasons(void **state)
 {
     static const struct {
@@ -1626,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_init_errors),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_until),
+        cmocka_unit_test(test_probe_cut_by_a_stop),
         cmocka_unit_test(test_revoke_reasons),
         cmocka_unit_test(test_revoke_refusals),
         cmocka_unit_test(test_chain_fetch_blocks_nobody),
