@@ -13,7 +13,8 @@
 #define GW_HTTP1_REQ_TIMEOUT_MS 5000 /* below the drain deadline (docs/design.md H8.12) */
 #define GW_DRAIN_TIMEOUT_MS 10000    /* graceful shutdown: wait this long for in-flight work */
 #define GW_MAX_WITHDRAWALS 1024      /* revocations of undelivered certificates queued per engine */
-/* withdrawals of one quota key's certificates (queued or running) past which its issuing requests wait */
+/* places one quota key's withdrawals take in the queue (more wait outside GW_MAX_WITHDRAWALS, after the
+   others'); with more than these queued, running or waiting, its issuing requests wait */
 #define GW_MAX_WITHDRAWALS_PER_KEY 8
 
 /* a withdrawal (gateway/cmp/record.c) whose revocation at the CA fails for a reason that may pass */

@@ -105,8 +105,9 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
  * Each certificate a client rejects (or abandons uncollected) queues its revocation on the engine's one
  * withdrawal thread, which a slow CA drains slowly; a full queue fails every later withdrawal at once,
  * anyone's, leaving those certificates valid. So a share of the caps (t->quota) with more than
- * GW_MAX_WITHDRAWALS_PER_KEY of its own still queued gets no new certificate until they are done: the
- * withdrawals themselves are never refused.
+ * GW_MAX_WITHDRAWALS_PER_KEY of its own still owed gets no new certificate until they are done: the
+ * withdrawals themselves are never refused. Its transactions open meanwhile may add as many again; those
+ * past its share of the queue wait outside it (record.c, enqueue).
  */
 static int check_withdrawals(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {

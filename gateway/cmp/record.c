@@ -154,6 +154,9 @@ struct cmp_withdrawals {
     pthread_cond_t cond;              /* a job queued or ended, or the queue stopping */
     struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
     size_t queued;
+    /* a quota key's jobs past its share of the FIFO (enqueue): outside GW_MAX_WITHDRAWALS, run once the
+       FIFO is empty; FIFO as well */
+    struct withdrawal *over, **over_tailp;
     int running;               /* a job the thread took and has not ended yet */
     struct withdrawal *asking; /* that job, until its upstream answered */
     int asked;                 /* |asking| was sent to its upstream (not waiting to begin still) */
@@ -540,7 +543,7 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
     pthread_mutex_lock(&q->lock);
     q->running = 0;
     pthread_cond_broadcast(&q->cond); /* a drain or a test waits for the queue to empty */
-    while (q->head == NULL && !q->stopping)
+    while (q->head == NULL && q->over == NULL && !q->stopping)
         pthread_cond_wait(&q->cond, &q->lock);
     if (q->stopping && gw_now_ms() >= calls_end(q))
         w = NULL;
@@ -548,6 +551,10 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
         if ((q->head = w->next) == NULL)
             q->tailp = &q->head;
         q->queued--;
+    } else if ((w = q->over) != NULL && (q->over = w->next) == NULL) {
+        q->over_tailp = &q->over;
+    }
+    if (w != NULL) {
         q->running = 1;
         q->asking = w;
         q->asked = 0;
@@ -587,28 +594,53 @@ static struct withdrawal *withdrawal_new(const struct cmp_txn *t, const char *ti
     return w;
 }
 
-/* Queues |w| on |e|'s thread, started on first use: 0, or the reason it cannot be in |why|. */
+/* How many jobs counted under |quota| run or wait in |q|'s FIFO (and, |over|, past it), up to |cap|. */
+static size_t count_key(const struct cmp_withdrawals *q, const char *quota, bool over, size_t cap)
+{
+    size_t n = 0;
+
+    if (q->running && q->asking != NULL && strcmp(q->asking->view.quota, quota) == 0)
+        n++;
+    for (const struct withdrawal *w = q->head; w != NULL && n < cap; w = w->next)
+        n += strcmp(w->view.quota, quota) == 0;
+    for (const struct withdrawal *w = over ? q->over : NULL; w != NULL && n < cap; w = w->next)
+        n += strcmp(w->view.quota, quota) == 0;
+    return n;
+}
+
+/*
+ * Queues |w| on |e|'s thread, started on first use: 0, or the reason it cannot be in |why|. A quota key
+ * with GW_MAX_WITHDRAWALS_PER_KEY of its own in the FIFO already (certificates it was issued before it
+ * rejected them, as many as its open transactions) waits past it, where it neither fills the FIFO for the
+ * others nor goes before them; it is bounded there by the transactions the key could open (issue.c).
+ */
 static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **why)
 {
     struct cmp_withdrawals *q = e->withdrawals;
     int rc = GW_ERR_BUSY;
+    bool over;
 
     if (q == NULL) { /* the engine is going: nothing runs after its drain */
         *why = "the gateway is stopping";
         return rc;
     }
     pthread_mutex_lock(&q->lock);
+    over = w->view.quota[0] != '\0' &&
+           count_key(q, w->view.quota, false, GW_MAX_WITHDRAWALS_PER_KEY) >= GW_MAX_WITHDRAWALS_PER_KEY;
     if (q->stopping) {
         *why = "the gateway is stopping";
-    } else if (q->queued >= GW_MAX_WITHDRAWALS) {
+    } else if (!over && q->queued >= GW_MAX_WITHDRAWALS) {
         *why = "too many withdrawals are waiting for their upstreams";
     } else if (!q->started && pthread_create(&q->thread, NULL, withdrawals_main, e) != 0) {
         *why = "no thread to revoke it on";
     } else {
         q->started = 1;
-        *q->tailp = w;
-        q->tailp = &w->next;
-        q->queued++;
+        *(over ? q->over_tailp : q->tailp) = w;
+        if (over)
+            q->over_tailp = &w->next;
+        else
+            q->tailp = &w->next;
+        q->queued += !over;
         pthread_cond_broadcast(&q->cond);
         rc = 0;
     }
@@ -719,6 +751,7 @@ int cmp_withdrawals_init(struct gw_cmp_engine *e)
     if (q == NULL)
         return GW_ERR_NOMEM;
     q->tailp = &q->head;
+    q->over_tailp = &q->over;
     q->backoff_ms = GW_WITHDRAWAL_BACKOFF_MS;
     q->record_ms = GW_WITHDRAWAL_RECORD_MS;
     pthread_mutex_init(&q->lock, NULL);
@@ -740,7 +773,7 @@ bool cmp_withdrawals_busy(struct gw_cmp_engine *e)
     if (q == NULL)
         return false;
     pthread_mutex_lock(&q->lock);
-    busy = q->head != NULL || q->running;
+    busy = q->head != NULL || q->over != NULL || q->running;
     pthread_mutex_unlock(&q->lock);
     return busy;
 }
@@ -776,11 +809,7 @@ size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota)
     if (q == NULL || quota[0] == '\0')
         return 0;
     pthread_mutex_lock(&q->lock);
-    if (q->running && q->asking != NULL && strcmp(q->asking->view.quota, quota) == 0)
-        n++;
-    for (const struct withdrawal *w = q->head; w != NULL && n <= GW_MAX_WITHDRAWALS_PER_KEY; w = w->next)
-        if (strcmp(w->view.quota, quota) == 0)
-            n++;
+    n = count_key(q, quota, true, GW_MAX_WITHDRAWALS_PER_KEY + 1);
     pthread_mutex_unlock(&q->lock);
     return n;
 }
@@ -792,7 +821,7 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
     if (q == NULL)
         return;
     pthread_mutex_lock(&q->lock);
-    while (q->head != NULL || q->running)
+    while (q->head != NULL || q->over != NULL || q->running)
         pthread_cond_wait(&q->cond, &q->lock);
     pthread_mutex_unlock(&q->lock);
 }
@@ -825,11 +854,15 @@ void cmp_withdrawals_settle(struct gw_cmp_engine *e)
  */
 static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawals *q)
 {
-    struct withdrawal *left = q->head;
+    struct withdrawal *left;
 
+    *q->tailp = q->over; /* those past the FIFO after it */
+    left = q->head;
     q->head = NULL;
     q->tailp = &q->head;
     q->queued = 0;
+    q->over = NULL;
+    q->over_tailp = &q->over;
     if (q->asking == NULL || q->given_up) /* its thread put it on record already (last_ask_fits) */
         return left;
     if (q->failed) { /* its upstream answered: it will not be asked again (ask_again) */
@@ -861,7 +894,8 @@ bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms)
         atomic_store(&q->asking->until_ms, cut_in(q));
     pthread_cond_broadcast(&q->cond);
     /* the thread signals |cond| as each job ends (take) */
-    while ((q->head != NULL || q->running) && pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
+    while ((q->head != NULL || q->over != NULL || q->running) &&
+           pthread_cond_timedwait(&q->cond, &q->lock, &until) == 0)
         ;
     left = give_up(e, q);
     /* one its upstream failed asks nothing more (ask_again): its thread ends without waiting for it */

@@ -90,7 +90,8 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
 int cmp_withdrawals_init(struct gw_cmp_engine *e);
 /*
  * cmp_withdrawals_owed: how many withdrawals of certificates of transactions counted under |quota|
- * (cmp_quota_key) are queued or running on |e|, counted up to GW_MAX_WITHDRAWALS_PER_KEY + 1 at most.
+ * (cmp_quota_key) are queued, running or waiting past the key's share of the queue on |e|, counted up
+ * to GW_MAX_WITHDRAWALS_PER_KEY + 1 at most.
  * A withdrawal is never refused for its key: new issuing requests of that key are (issue.c).
  */
 size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota);

@@ -7152,6 +7152,103 @@ static void test_withdrawals_per_key(void **state)
     env_free(e);
 }
 
+/* Of the "revoked" records in |e|'s audit log, the index of the first whose identity has |who|; -1: none. */
+static int revoked_index(const struct env *e, const char *who)
+{
+    FILE *f = fopen(e->audit_path, "r");
+    char line[16384];
+    int n = 0, at = -1;
+
+    assert_non_null(f);
+    while (at < 0 && fgets(line, sizeof(line), f) != NULL) {
+        struct json_object *o = json_tokener_parse(line), *v;
+
+        assert_non_null(o);
+        if (json_object_object_get_ex(o, "event", &v) && strcmp(json_object_get_string(v), "revoked") == 0) {
+            if (json_object_object_get_ex(o, "identity", &v) &&
+                strstr(json_object_get_string(v), who) != NULL)
+                at = n;
+            n++;
+        }
+        json_object_put(o);
+    }
+    fclose(f);
+    return at;
+}
+
+enum { OPEN_AT_ONCE = 2 * GW_MAX_WITHDRAWALS_PER_KEY };
+static pthread_barrier_t all_issued;
+
+/* The client rejects its certificate once every transaction of open_all_reject has one. */
+static int reject_once_all_issued(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **text)
+{
+    (void)pthread_barrier_wait(&all_issued);
+    return reject_cert(ctx, cert, fail_info, text);
+}
+
+static void *ir_rejected_once_all_issued(void *arg)
+{
+    OSSL_CMP_CTX *ctx = arg;
+
+    OSSL_CMP_CTX_set_certConf_cb(ctx, reject_once_all_issued);
+    return OSSL_CMP_exec_IR_ses(ctx) == NULL && OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_rejection
+               ? ctx
+               : NULL;
+}
+
+/*
+ * The cap on a key's withdrawals is judged when an issuing request is decided, so a client with several
+ * transactions open at once has each certificate issued, then rejects them all: here twice
+ * GW_MAX_WITHDRAWALS_PER_KEY (with a raised max_transactions_per_identity, enough to fill the engine's
+ * queue). Those past its share wait behind the others' withdrawals: another client's, queued after them,
+ * is revoked once the key's first GW_MAX_WITHDRAWALS_PER_KEY are, not after all of them. All of them are
+ * revoked, none refused, and meanwhile the client gets no new certificate.
+ */
+static void test_withdrawals_per_key_open_at_once(void **state)
+{
+    struct env *e = env_slow(NULL, 0);
+    struct client cl[OPEN_AT_ONCE], other = {.env = e};
+    OSSL_CMP_CTX *ctx[OPEN_AT_ONCE], *ctx2;
+    pthread_t th[OPEN_AT_ONCE];
+    void *rejected;
+
+    (void)state;
+    slow_revokes(e);
+    held_revokes(e);
+    slow_gate(1);
+    assert_int_equal(pthread_barrier_init(&all_issued, NULL, OPEN_AT_ONCE), 0);
+    for (int i = 0; i < OPEN_AT_ONCE; i++) {
+        cl[i] = (struct client){.env = e};
+        ctx[i] = client_new(&cl[i], SIG, client_cert, client_key, NULL, NULL, 0);
+    }
+    ctx2 = client_new(&other, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    for (int i = 0; i < OPEN_AT_ONCE; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, ir_rejected_once_all_issued, ctx[i]), 0);
+    for (int i = 0; i < OPEN_AT_ONCE; i++) {
+        assert_int_equal(pthread_join(th[i], &rejected), 0);
+        assert_non_null(rejected);
+    }
+    pthread_barrier_destroy(&all_issued);
+    assert_int_equal(held_revoke_wait_entered(), 1); /* the first at its CA, the others waiting */
+    ir_rejected_by_client(ctx2);                     /* another share of the caps */
+    OSSL_CMP_CTX_reinit(ctx[0]);
+    OSSL_CMP_CTX_set_certConf_cb(ctx[0], NULL);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx[0]));
+    assert_status(ctx[0], OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "too many revocations of certificates ");
+    held_revoke_release();
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), OPEN_AT_ONCE + 1);
+    assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL, NULL), 0);
+    assert_int_equal(revoked_index(e, "demo-device"), GW_MAX_WITHDRAWALS_PER_KEY);
+    for (int i = 0; i < OPEN_AT_ONCE; i++) {
+        client_cleanup(&cl[i]);
+        OSSL_CMP_CTX_free(ctx[i]);
+    }
+    client_cleanup(&other);
+    OSSL_CMP_CTX_free(ctx2);
+    env_free(e);
+}
+
 static void test_poll_shutdown(void **state)
 {
     struct env *e = env_slow("100ms", 0);
@@ -11612,6 +11709,7 @@ int main(void)
         cmocka_unit_test(test_poll_park_failed),
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_withdrawals_per_key),
+        cmocka_unit_test(test_withdrawals_per_key_open_at_once),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
