@@ -466,20 +466,32 @@ static void check_arrival(struct cmp_pending *p, struct gw_sign_result *res)
     res->fail_info = gw_policy_issued_refusal(v, err, res->reason);
 }
 
-/* The slot the closed transaction of |p| left to its call (cmp_poll_hold_slot) ends with it (call thread). */
-static void end_held_slot(struct cmp_pending *p)
+/*
+ * Ends the slot the closed transaction of |p| left to its call (cmp_poll_hold_slot), if it still holds one,
+ * in |e|'s table and cluster: by the completion, or by cmp_poll_detach for a call the stop cut loose.
+ */
+static void release_held_slot(struct gw_cmp_engine *e, struct cmp_pending *p)
 {
-    struct gw_cmp_engine *e;
     int held;
 
     pthread_mutex_lock(&p->lock);
     held = p->holds_slot;
     p->holds_slot = 0;
     pthread_mutex_unlock(&p->lock);
-    if (!held || (e = hold_engine(p)) == NULL) /* the engine gone: its table and reservations with it */
+    if (!held)
         return;
     gw_txn_release(e->txns, p->slot_tid, p->slot_tid_len);
     gw_cluster_release(e->cluster, p->slot_tid, p->slot_tid_len, p->slot_quota);
+}
+
+/* The slot ends with the call (call thread); the engine gone, cmp_poll_detach ended it. */
+static void end_held_slot(struct cmp_pending *p)
+{
+    struct gw_cmp_engine *e = hold_engine(p);
+
+    if (e == NULL)
+        return;
+    release_held_slot(e, p);
     let_engine_go();
 }
 
@@ -1106,6 +1118,9 @@ void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms)
         next = p->next;
         gw_log_kv(GW_LOG_ERROR, "upstream_call_abandoned", "tid", p->tid, "upstream", p->upstream, "msg",
                   "still running at shutdown: a certificate it returns is logged, not audited", NULL);
+        /* the table and the cluster outlive |e| (a reload's next engine, the other instances): the
+           slot it holds there ends now, else its share and transactionID stay taken until they expire */
+        release_held_slot(e, p);
         p->e = NULL;
         p->linked = 0;
         p->prev = p->next = NULL;

@@ -77,7 +77,8 @@ void cmp_poll_abandon(struct cmp_pending *p);
 /*
  * cmp_poll_hold_slot: the transaction of |p|, abandoned (cmp_poll_abandon), closes while its call still
  * runs: the call keeps the transaction's slot (|tid| under |quota|: the table's, the cluster's
- * reservation) and its completion ends it. true if it took it so; false when the call has returned
+ * reservation) and its completion ends it, or cmp_poll_detach if the call outlives the engine. true if
+ * it took it so; false when the call has returned
  * (or there is none: NULL), the caller's to end now.
  */
 bool cmp_poll_hold_slot(struct cmp_pending *p, const unsigned char *tid, size_t tid_len, const char *quota);
@@ -145,7 +146,10 @@ void cmp_poll_release(struct cmp_pending *p);
 /* cmp_poll_busy tells whether upstream calls begun under |e| are still running. */
 bool cmp_poll_busy(struct gw_cmp_engine *e);
 
-/* cmp_poll_detach (shutdown) waits until |until_ms| (gw_now_ms) for running calls, then cuts them loose. */
+/*
+ * cmp_poll_detach (shutdown) waits until |until_ms| (gw_now_ms) for running calls, then cuts them loose,
+ * ending the slots they hold (cmp_poll_hold_slot) in the table and the cluster, which outlive |e|.
+ */
 void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms);
 
 #endif

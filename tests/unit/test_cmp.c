@@ -7956,6 +7956,59 @@ static void test_shared_closed_keeps_slot(void **state)
     closed_keeps_slot(true);
 }
 
+/*
+ * A deferred request its client ended keeps its slot while its call runs (closed_keeps_slot). When the stop's
+ * drain gives up on that call, the engine goes without it, but the cluster does not: the slot's reservation
+ * there ends with the engine, as the open transactions' do at the stop. Else the client's share of the cap
+ * and the transactionID stayed taken on every instance until they expired, after a restart too.
+ */
+static void test_shared_held_slot_at_stop(void **state)
+{
+    char defaults[] = "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\"", cmp[512];
+    struct env *e;
+    struct client cl, dummy;
+    OSSL_CMP_CTX *ctx;
+    long long open0, held, left;
+    bool freed;
+    int after, completed;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_slow_cmp(slot_cmp(cmp, sizeof(cmp), defaults), "100ms", 0);
+    slow_revokes(e);
+    open0 = redis_open_count(); /* 0, or what a failed run left, until it expires */
+    cl = (struct client){.env = e};
+    dummy = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_int_equal(poll_step(ctx, &after), -1); /* ir -> waiting: its call runs */
+    cl.tamper = tamper_poll_error;
+    (void)poll_step(ctx, &after); /* the transaction ends, its slot held by the call */
+    held = redis_open_count() - open0;
+    gw_cmp_engine_close_all(e->engine);
+    freed = gw_cmp_engine_free_until(e->engine, gw_now_ms() + 200); /* the call outlives the drain */
+    e->engine = NULL;
+    left = redis_open_count() - open0;
+    slow_gate(1); /* before any assertion: a call left running would fail the tests after this one */
+    pthread_mutex_lock(&slow.lock);
+    for (int i = 0; i < CALL_WAIT_S * 100 && slow.completed < 1; i++) {
+        pthread_mutex_unlock(&slow.lock);
+        usleep(10000);
+        pthread_mutex_lock(&slow.lock);
+    }
+    completed = slow.completed;
+    pthread_mutex_unlock(&slow.lock);
+    assert_int_equal(completed, 1);
+    assert_true(freed);
+    assert_int_equal(held, 1);
+    assert_int_equal(left, 0);
+    client_cleanup(&cl);
+    client_cleanup(&dummy);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 static void *expire_copy(void *arg)
 {
     gw_cmp_engine_expire(arg, time(NULL) + 300 + 12); /* the transaction's copy, past its TTL and call */
@@ -11719,6 +11772,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_claim_answer_lost, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_while_call_runs, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_keeps_slot, redis_stop),
+        cmocka_unit_test_teardown(test_shared_held_slot_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_elsewhere_while_result_lands, redis_stop),
         cmocka_unit_test_teardown(test_shared_unread_end_after_flush, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_not_handed_an_earlier_end, redis_stop),
