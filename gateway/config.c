@@ -566,21 +566,29 @@ static int routes_init(struct gw_config *cfg)
 /*
  * Each loop thread binds its own socket per listener, the admin listener's too, and a hand-over sends
  * them all in one message, which carries at most GW_MAX_HANDOVER_FDS: with more, every hand-over would
- * fail (the old gateway serving on), which only an upgrade would show.
+ * fail (the old gateway serving on), which only an upgrade would show. At a reload, loop_threads and
+ * handover_socket are restart-only while listeners are added: the count is the running gateway's.
  */
 static int check_handover_count(struct gw_conf_ctx *pc, const struct gw_config *cfg)
 {
+    const struct gw_config_running *run = &cfg->running;
     size_t per_loop = cfg->n_listeners + (cfg->admin.listen.port != 0);
-    size_t n = (size_t)cfg->loop_threads * per_loop;
+    size_t loops = run->loop_threads != 0 ? run->loop_threads : cfg->loop_threads, n = loops * per_loop;
+    bool handover = run->loop_threads != 0 ? run->handover : cfg->handover_socket != NULL;
+    const char *admin = cfg->admin.listen.port != 0 ? ", the admin listener's among them" : "";
 
-    if (cfg->handover_socket == NULL || n <= GW_MAX_HANDOVER_FDS)
+    if (!handover || n <= GW_MAX_HANDOVER_FDS)
         return 0;
+    if (run->loop_threads != 0)
+        return gw_conf_fail(
+            pc, "$.listeners",
+            "the running loop_threads (%zu: restart-only) x listening sockets per loop thread "
+            "(%zu%s) = %zu, more than one hand-over carries (%d): have fewer listeners",
+            loops, per_loop, admin, n, GW_MAX_HANDOVER_FDS);
     return gw_conf_fail(pc, "$.handover_socket",
-                        "loop_threads (%u) x listening sockets per loop thread (%zu%s) = %zu, more than one "
+                        "loop_threads (%zu) x listening sockets per loop thread (%zu%s) = %zu, more than one "
                         "hand-over carries (%d): lower loop_threads to %zu or fewer, or have fewer listeners",
-                        (unsigned)cfg->loop_threads, per_loop,
-                        cfg->admin.listen.port != 0 ? ", the admin listener's among them" : "", n,
-                        GW_MAX_HANDOVER_FDS, GW_MAX_HANDOVER_FDS / per_loop);
+                        loops, per_loop, admin, n, GW_MAX_HANDOVER_FDS, GW_MAX_HANDOVER_FDS / per_loop);
 }
 
 static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
@@ -628,8 +636,9 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     return routes_init(cfg);
 }
 
-struct gw_config *gw_config_parse(const char *json, size_t len, const char *base_dir, const char *name,
-                                  char *err)
+/* gw_config_parse, for a reload of the gateway |run| says runs (NULL: not a reload). */
+static struct gw_config *parse(const char *json, size_t len, const char *base_dir, const char *name,
+                               const struct gw_config_running *run, char *err)
 {
     char errbuf[GW_ERR_LEN];
     struct gw_conf_ctx pc = {
@@ -638,7 +647,9 @@ struct gw_config *gw_config_parse(const char *json, size_t len, const char *base
     int rc = GW_ERR_NOMEM;
 
     pc.err[0] = '\0';
-    if ((cfg = calloc(1, sizeof(*cfg))) != NULL && (rc = gw_conf_read(&pc, json, len, &top_def, cfg)) == 0)
+    if ((cfg = calloc(1, sizeof(*cfg))) != NULL && run != NULL)
+        cfg->running = *run;
+    if (cfg != NULL && (rc = gw_conf_read(&pc, json, len, &top_def, cfg)) == 0)
         return cfg;
     if (rc == GW_ERR_NOMEM)
         gw_conf_fail(&pc, NULL, "out of memory");
@@ -646,7 +657,13 @@ struct gw_config *gw_config_parse(const char *json, size_t len, const char *base
     return NULL;
 }
 
-struct gw_config *gw_config_load(const char *path, char *err)
+struct gw_config *gw_config_parse(const char *json, size_t len, const char *base_dir, const char *name,
+                                  char *err)
+{
+    return parse(json, len, base_dir, name, NULL, err);
+}
+
+static struct gw_config *load(const char *path, const struct gw_config_running *run, char *err)
 {
     char errbuf[GW_ERR_LEN];
     struct gw_conf_ctx pc = {.name = path, .err = err != NULL ? err : errbuf};
@@ -661,7 +678,7 @@ struct gw_config *gw_config_load(const char *path, char *err)
         gw_conf_fail(&pc, NULL, "out of memory");
         goto out;
     }
-    if ((cfg = gw_config_parse(buf, len, dir, path, pc.err)) == NULL)
+    if ((cfg = parse(buf, len, dir, path, run, pc.err)) == NULL)
         goto out;
     if ((cfg->path = strdup(path)) == NULL) {
         gw_config_free(cfg);
@@ -672,6 +689,16 @@ out:
     free(dir);
     free(buf);
     return cfg;
+}
+
+struct gw_config *gw_config_load(const char *path, char *err)
+{
+    return load(path, NULL, err);
+}
+
+struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, char *err)
+{
+    return load(path, run, err);
 }
 
 /* ---- free and lookups --------------------------------------------------------------------- */

@@ -77,8 +77,16 @@ struct gw_limits_conf {
     uint32_t handshake_timeout; /* seconds to a TLS handshake's end, or a plain listener's first request */
 };
 
+/* What runs of a gateway a reload cannot change (restart-only), which some of the reload's checks need. */
+struct gw_config_running {
+    uint32_t loop_threads; /* 0: not a reload */
+    bool handover;         /* it serves a hand-over socket */
+};
+
 struct gw_config {
     char *path; /* file it was loaded from */
+    /* a reload's: what runs of the restart-only keys the checks of the running gateway judge with */
+    struct gw_config_running running;
     struct gw_listener_conf *listeners;
     size_t n_listeners;
     struct gw_admin_conf admin; /* "admin": health, readiness, metrics; port 0 = none */
@@ -114,6 +122,13 @@ struct gw_config {
     struct gw_route_upstream *route_ups;
     struct gw_upstream_signer upstream_signer; /* what the upstreams may use of |signer| */
 };
+
+/*
+ * gw_config_reload is gw_config_load for a reload of a running gateway, which keeps what |run| says of
+ * it (restart-only keys): the hand-over's count of listening sockets is judged with the loop threads
+ * that run and the hand-over socket that is served, not with the file's. |run| NULL: gw_config_load.
+ */
+struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, char *err);
 
 /*
  * gw_config_load reads, validates and loads the file at |path|. Returns a new snapshot or NULL

@@ -24,8 +24,8 @@ struct gw_gens {
     atomic_size_t n_retired; /* of them, for the metrics */
 };
 
-struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const _Atomic uint64_t *end,
-                           char *err)
+struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
+                           const _Atomic uint64_t *end, char *err)
 {
     struct gw_gen *g = calloc(1, sizeof(*g));
     struct gw_cmp_settings settings;
@@ -37,7 +37,7 @@ struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const _A
     g->id = prev != NULL ? prev->id + 1 : 1;
     g->loaded = time(NULL);
     atomic_init(&g->refs, 0);
-    if ((g->cfg = gw_config_load(path, err)) == NULL)
+    if ((g->cfg = gw_config_reload(path, run, err)) == NULL)
         goto fail;
     gw_config_cmp_settings(g->cfg, &settings);
     if ((g->ups = gw_upstream_set_new(g->cfg->upstreams, g->cfg->n_upstreams, g->cfg->roles, g->cfg->n_roles,

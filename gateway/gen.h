@@ -51,12 +51,13 @@ struct gw_gen {
 /*
  * gw_gen_load loads the configuration at |path| and builds its upstreams and CMP engine; with
  * |prev| (the current generation), the engine shares prev's transactions, replay cache and audit
- * log. Nothing is served with it yet. What its upstreams ask as they start ends by *end as well
+ * log. Nothing is served with it yet. |run|: a reload's, what runs of the restart-only keys
+ * (gw_config_reload); NULL at a start. What its upstreams ask as they start ends by *end as well
  * (gw_upstream_set_new; NULL: none), which a stop sets. NULL with |err| on failure (the error names
  * the JSON path).
  */
-struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const _Atomic uint64_t *end,
-                           char *err);
+struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
+                           const _Atomic uint64_t *end, char *err);
 
 /* gw_gen_hold and gw_gen_drop count a holder of |g| (any thread; drop is NULL-safe). */
 void gw_gen_hold(struct gw_gen *g);

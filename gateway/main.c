@@ -761,6 +761,9 @@ static int reload(void *arg, char *err)
     struct runner *r = arg;
     struct gw_gen *cur, *next = NULL;
     struct restart_only loaded;
+    /* the loop threads that run bind a reload's new listeners, and the hand-over socket served sends them */
+    const struct gw_config_running run = {.loop_threads = r->running.loop_threads,
+                                          .handover = r->running.handover_socket != NULL};
     int rc = GW_ERR_UNAVAILABLE;
 
     if (pthread_mutex_trylock(&r->lock) != 0) {
@@ -775,7 +778,7 @@ static int reload(void *arg, char *err)
     gw_notify_reloading();
     gw_log_kv(GW_LOG_INFO, "reloading", "config", r->path, NULL);
     cur = gw_gens_acquire(r->gens);
-    if ((next = gw_gen_load(r->path, cur, &r->end, err)) == NULL ||
+    if ((next = gw_gen_load(r->path, cur, &run, &r->end, err)) == NULL ||
         (rc = gw_server_prepare(r->server, next, err)) != 0 ||
         (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL ||
         (rc = stopping(r, err)) != 0) {
@@ -1025,7 +1028,7 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "the random generator failed");
         goto out;
     }
-    if ((first = gw_gen_load(path, NULL, NULL, err)) == NULL) {
+    if ((first = gw_gen_load(path, NULL, NULL, NULL, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
         goto out;
     }

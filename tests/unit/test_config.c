@@ -2469,6 +2469,58 @@ static void test_handover_socket_count(void **state)
 }
 
 /*
+ * At a reload, loop_threads and handover_socket are restart-only while listeners are added: the sockets
+ * a hand-over would send are counted with the loop threads that run, and only if a hand-over socket is
+ * served. A file lowering loop_threads does not let a listener in that 64 running loop threads cannot hand
+ * over; one raising them does not refuse a listener the running 2 can. The start still counts the file's.
+ */
+static void test_handover_socket_count_at_reload(void **state)
+{
+#define MORE_LISTENERS                                                                                       \
+    "\"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 8445, \"tls\": {\"cert\": \"server.pem\", "      \
+    "\"key\": \"server.key\", \"client_auth\": \"none\"}}, {\"address\": \"127.0.0.1\", \"port\": 8446, "    \
+    "\"tls\": {\"cert\": "                                                                                   \
+    "\"server.pem\", \"key\": \"server.key\", \"client_auth\": \"none\"}}, "
+    static const struct {
+        const char *top;
+        struct gw_config_running run;
+        bool ok, start_ok;
+    } cases[] = {
+        {"\"handover_socket\": \"h.sock\", \"loop_threads\": 2, \"signer\":", {64, true}, false, true},
+        {"\"handover_socket\": \"h.sock\", \"loop_threads\": 64, \"signer\":", {2, true}, true, false},
+        {"\"handover_socket\": \"h.sock\", \"loop_threads\": 2, \"signer\":", {64, false}, true, true},
+        {"\"loop_threads\": 2, \"signer\":", {63, true}, true, true},
+    };
+    char err[GW_ERR_LEN], path[256];
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/reload.json", dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[2] = {E("\"listeners\": [", MORE_LISTENERS), E("\"signer\":", cases[i].top)};
+        char *text = edited(e, 2);
+        struct gw_config *cfg, *start;
+
+        put_file("reload.json", text, strlen(text), 0644);
+        err[0] = '\0';
+        cfg = gw_config_reload(path, &cases[i].run, err);
+        if ((cfg != NULL) != cases[i].ok)
+            fail_msg("case %zu: %s", i, cfg != NULL ? "accepted" : err);
+        if (!cases[i].ok &&
+            strstr(err, "$.listeners: the running loop_threads (64: restart-only) x listening sockets per "
+                        "loop thread (4, the admin listener's among them) = 256, more than one hand-over "
+                        "carries (253): have fewer listeners") == NULL)
+            fail_msg("case %zu: %s", i, err);
+        start = gw_config_load(path, err);
+        if ((start != NULL) != cases[i].start_ok)
+            fail_msg("case %zu at a start: %s", i, start != NULL ? "accepted" : err);
+        gw_config_free(cfg);
+        gw_config_free(start);
+        free(text);
+    }
+#undef MORE_LISTENERS
+}
+
+/*
  * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
  * through its predecessor. With the file it does not.
  */
@@ -3497,6 +3549,7 @@ int main(void)
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_handover_socket_count),
+        cmocka_unit_test(test_handover_socket_count_at_reload),
         cmocka_unit_test(test_check_role),
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_check_dir_chain),
