@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -885,77 +886,153 @@ static int check_dir_writers(const char *key, const char *dir, const struct stat
 }
 
 /*
- * One name on the way to a written file, |first| the directory the file is created in. That one may
- * not be a symbolic link: whoever may replace the link could point it elsewhere between two uses. A
- * link higher up stands in a directory judged as well, and is judged where it leads (check_dir_walk
- * of the real path); where the sticky bit is set its owner may still replace it, so it must be the
- * gateway's user's or root's.
+ * The walk of a written file's directory, one name at a time, each opened from the directory before
+ * it (openat O_PATH | O_NOFOLLOW) and judged by fstat of what was opened, so what is judged is what the
+ * walk goes on from. A link is read where it stands (readlinkat of its own descriptor) and its target
+ * walked on, from "/" or from the directory holding it, so every link of a chain and every directory
+ * it leads through is judged; the kernel's resolution, done by hand.
  */
-static int check_on_the_way(const char *key, const char *path, bool first, uid_t owner, char *err)
-{
-    char shown[GW_ERR_LEN], *real = NULL;
-    struct stat st;
+struct dir_walk {
+    const char *key;
+    uid_t owner;
+    int fd;              /* the directory reached */
+    char name[PATH_MAX]; /* its name as walked, links and ".." kept: the same directory to the kernel */
+    char rest[PATH_MAX]; /* what is left to walk */
+    unsigned links;      /* symbolic links followed */
+};
 
-    gw_conf_show_file(path, shown, sizeof(shown));
-    if (lstat(path, &st) != 0) {
-        gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, shown,
-                        strerror(errno));
-        return GW_ERR_IO;
-    }
-    if (!S_ISLNK(st.st_mode))
-        return check_dir_writers(key, path, &st, owner, err);
-    if (!first)
-        return gw_conf_check_owner(key, "the symbolic link ", path, &st, owner, err);
-    real = realpath(path, NULL);
-    gw_conf_bprintf(err, GW_ERR_LEN,
-                    "%s: the directory \"%s\" is a symbolic link%s%s%s: name the directory itself", key,
-                    shown, real != NULL ? " to \"" : "", real != NULL ? real : "", real != NULL ? "\"" : "");
-    free(real);
-    return GW_ERR_FORBIDDEN;
+static int walk_fail(struct dir_walk *w, const char *name, const char *why, int rc, char *err)
+{
+    char shown[GW_ERR_LEN];
+
+    gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", w->key,
+                    gw_conf_show_file(name, shown, sizeof(shown)), why);
+    return rc;
 }
 
-/* |dir| and every directory above it by name, up to "/" (or ".", where a relative name starts). */
-static int check_dir_walk(const char *key, const char *dir, uid_t owner, char *err)
+/* |w| at "/", judged. */
+static int walk_from_root(struct dir_walk *w, char *err)
 {
-    char *cur = strdup(dir), *up;
-    int rc = 0;
+    struct stat st;
 
-    for (bool first = true; rc == 0 && cur != NULL; first = false) {
-        if ((rc = check_on_the_way(key, cur, first, owner, err)) != 0 || strcmp(cur, "/") == 0 ||
-            strcmp(cur, ".") == 0)
-            break;
-        up = gw_conf_dir_of(cur);
-        free(cur);
-        cur = up;
+    if (w->fd >= 0)
+        close(w->fd);
+    snprintf(w->name, sizeof(w->name), "/");
+    if ((w->fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 || fstat(w->fd, &st) != 0)
+        return walk_fail(w, "/", strerror(errno), GW_ERR_IO, err);
+    return check_dir_writers(w->key, "/", &st, w->owner, err);
+}
+
+/* The next name of |w->rest| into |comp| (PATH_MAX bytes), taken off it: its length, 0 when none is left. */
+static size_t walk_next(struct dir_walk *w, char *comp)
+{
+    const char *p = w->rest + strspn(w->rest, "/");
+    size_t n = strcspn(p, "/");
+
+    memcpy(comp, p, n);
+    comp[n] = '\0';
+    memmove(w->rest, p + n, strlen(p + n) + 1);
+    return n;
+}
+
+/*
+ * The link |path|, opened as |fd| with status |st|, that stands in |w|'s directory before |w->rest|: its
+ * owner judged (where the sticky bit is set its owner may still replace it; the directory holding it
+ * was judged on the way), its target put before what is left, and |w| back at "/" for an absolute one.
+ */
+static int walk_link(struct dir_walk *w, const char *path, int fd, const struct stat *st, char *err)
+{
+    char target[PATH_MAX], shown[GW_ERR_LEN];
+    ssize_t n;
+    int rc;
+
+    if ((rc = gw_conf_check_owner(w->key, "the symbolic link ", path, st, w->owner, err)) != 0)
+        return rc;
+    if (++w->links > GW_MAX_DIR_LINKS) {
+        gw_conf_bprintf(err, GW_ERR_LEN,
+                        "%s: the directory \"%s\" is reached through more than %d symbolic links", w->key,
+                        gw_conf_show_file(path, shown, sizeof(shown)), GW_MAX_DIR_LINKS);
+        return GW_ERR_FORBIDDEN;
     }
-    if (cur == NULL) {
-        snprintf(err, GW_ERR_LEN, "out of memory");
-        rc = GW_ERR_NOMEM;
+    if ((n = readlinkat(fd, "", target, sizeof(target))) < 0)
+        return walk_fail(w, path, strerror(errno), GW_ERR_IO, err);
+    if ((size_t)n >= sizeof(target) || (size_t)n + 1 + strlen(w->rest) >= sizeof(w->rest))
+        return walk_fail(w, path, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+    memmove(w->rest + n + 1, w->rest, strlen(w->rest) + 1);
+    memcpy(w->rest, target, (size_t)n);
+    w->rest[n] = '/';
+    return target[0] == '/' ? walk_from_root(w, err) : 0;
+}
+
+/*
+ * One name |comp| on the way, from |w|'s directory. The last, the directory the file is created in, may
+ * not be a symbolic link: whoever may replace the link could point it elsewhere between two uses.
+ */
+static int walk_step(struct dir_walk *w, const char *comp, char *err)
+{
+    char path[PATH_MAX], shown[GW_ERR_LEN], *real = NULL;
+    bool last = w->rest[strspn(w->rest, "/")] == '\0';
+    struct stat st;
+    int fd, rc;
+
+    if (snprintf(path, sizeof(path), "%s%s%s", w->name, strcmp(w->name, "/") == 0 ? "" : "/", comp) >=
+        (int)sizeof(path))
+        return walk_fail(w, w->name, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+    if ((fd = openat(w->fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0 || fstat(fd, &st) != 0) {
+        rc = walk_fail(w, path, strerror(errno), GW_ERR_IO, err);
+    } else if (!S_ISLNK(st.st_mode)) {
+        if ((rc = check_dir_writers(w->key, path, &st, w->owner, err)) == 0) {
+            close(w->fd);
+            w->fd = fd;
+            fd = -1;
+            memcpy(w->name, path, strlen(path) + 1);
+        }
+    } else if (!last) {
+        rc = walk_link(w, path, fd, &st, err);
+    } else {
+        real = realpath(path, NULL);
+        gw_conf_bprintf(err, GW_ERR_LEN,
+                        "%s: the directory \"%s\" is a symbolic link%s%s%s: name the directory itself",
+                        w->key, gw_conf_show_file(path, shown, sizeof(shown)), real != NULL ? " to \"" : "",
+                        real != NULL ? real : "", real != NULL ? "\"" : "");
+        rc = GW_ERR_FORBIDDEN;
     }
-    free(cur);
+    if (fd >= 0)
+        close(fd);
+    free(real);
     return rc;
 }
 
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
 {
-    char *dir = gw_conf_dir_of(file), *real = NULL, shown[GW_ERR_LEN];
+    char *dir = gw_conf_dir_of(file), comp[PATH_MAX];
+    struct dir_walk *w = calloc(1, sizeof(*w));
     int rc;
 
-    if (dir == NULL) {
+    if (dir == NULL || w == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
-        return GW_ERR_NOMEM;
+        rc = GW_ERR_NOMEM;
+        goto out;
     }
-    /* by name (each directory a lookup happens in), then where links on the way lead */
-    if ((rc = check_dir_walk(key, dir, owner, err)) == 0) {
-        if ((real = realpath(dir, NULL)) != NULL) {
-            rc = check_dir_walk(key, real, owner, err);
-        } else {
-            gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key,
-                            gw_conf_show_file(dir, shown, sizeof(shown)), strerror(errno));
-            rc = GW_ERR_IO;
-        }
+    *w = (struct dir_walk){.key = key, .owner = owner, .fd = -1};
+    /* a relative name starts where the gateway stands, and every directory above that is judged too */
+    if (dir[0] != '/' && getcwd(comp, sizeof(comp)) == NULL) {
+        rc = walk_fail(w, ".", strerror(errno), GW_ERR_IO, err);
+        goto out;
     }
-    free(real);
+    if (snprintf(w->rest, sizeof(w->rest), "%s/%s", dir[0] != '/' ? comp : "", dir) >= (int)sizeof(w->rest)) {
+        rc = walk_fail(w, dir, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+        goto out;
+    }
+    rc = walk_from_root(w, err);
+    while (rc == 0 && walk_next(w, comp) > 0) {
+        if (strcmp(comp, ".") != 0)
+            rc = walk_step(w, comp, err);
+    }
+out:
+    if (w != NULL && w->fd >= 0)
+        close(w->fd);
+    free(w);
     free(dir);
     return rc;
 }

@@ -227,9 +227,11 @@ int gw_conf_check_owner(const char *key, const char *what, const char *path, con
  * 0 when no one but |owner| or root may add names to the directory of |file|, or take them from it,
  * unless the sticky bit keeps each name to its owner, and |owner| or root owns it; else an error with
  * |err|: anyone else could plant a link at |file| and have the gateway write through it. The same holds
- * for every directory above it up to "/", by name and, where a symbolic link stands on the way (one
- * of |owner|'s or root's), where it leads: whoever may rename one could put a directory of their
- * choice under |file|. The directory itself may not be a symbolic link, which whoever may replace it
+ * for every directory on the way from "/" (a relative name: from the working directory's real path),
+ * walked one name at a time as the kernel would, ".." included; each symbolic link on the way must be
+ * |owner|'s or root's and its target is walked on (from the directory holding it, if relative), at
+ * most GW_MAX_DIR_LINKS of them: whoever may rename one could put a directory of their choice under
+ * |file|. The directory itself may not be a symbolic link, which whoever may replace it
  * could point elsewhere between two uses.
  */
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err);

@@ -45,6 +45,7 @@
 #define GW_APPLY_TIMEOUT_MS 5000    /* a reload waits this long for every loop thread to take it up */
 #define GW_SIGNER_CHECK_MS 5000     /* the signer's last signature older than this: the prober makes one */
 #define GW_MAX_UNIX_PATH 90         /* a Unix socket path, below sun_path's 108 with a suffix to spare */
+#define GW_MAX_DIR_LINKS 40         /* symbolic links followed on the way to a written file: Linux's own */
 #define GW_MAX_PROXY_HEADER 1024    /* a PROXY protocol header, TLVs included (haproxy's are far smaller) */
 #define GW_MAX_PROXY_PENDING 1024   /* per loop thread: proxied connections whose header has not arrived */
 #define GW_MAX_TRUSTED_PROXIES 64   /* "trusted_proxies" ranges of one listener */
