@@ -206,6 +206,9 @@ void gw_log_outage_init(struct gw_log_outage *o)
     o->last = 0;
     o->last_end = 0;
     o->held = 0;
+    o->other_out = false;
+    o->other_last = 0;
+    o->other_held = 0;
 }
 
 void gw_log_outage_cleanup(struct gw_log_outage *o)
@@ -232,14 +235,23 @@ bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
     return due;
 }
 
-void gw_log_outage_out(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
+bool gw_log_outage_other_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
 {
+    bool due;
+
     pthread_mutex_lock(&o->lock);
-    snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
-    o->held = 0;
-    o->last = now;
+    due = !o->other_out || now < o->other_last || now - o->other_last >= GW_LOG_OUTAGE_SECS;
+    if (due) {
+        snprintf(held, GW_LOG_HELD_LEN, "%lu", o->other_held);
+        o->other_held = 0;
+        o->other_last = now;
+        o->other_out = true;
+    } else {
+        o->other_held++;
+    }
     atomic_store(&o->open, true);
     pthread_mutex_unlock(&o->lock);
+    return due;
 }
 
 bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
@@ -253,8 +265,10 @@ bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
            (now == 0 || o->last_end == 0 || now < o->last_end || now - o->last_end >= GW_LOG_OUTAGE_SECS);
     if (said) {
         o->last_end = now;
-        snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
+        snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held + o->other_held);
         o->held = 0;
+        o->other_held = 0;
+        o->other_out = false; /* the next outage's first warning goes out at once */
         atomic_store(&o->open, false);
     }
     pthread_mutex_unlock(&o->lock);

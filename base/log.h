@@ -106,8 +106,9 @@ bool gw_log_peer_pace_due(struct gw_log_peer_pace *p, const char *name, time_t n
  * before, so that a service that flaps, or a late failure just after an end, writes one line an interval.
  * Ends are paced alike: one within an interval of the last end said is not said, and the outage stays open
  * with its count, for the next end after it (or the next line out) to say; so requests that fail and
- * succeed in turn write at most a line and an end an interval. Embedded: gw_log_outage_init /
- * gw_log_outage_cleanup.
+ * succeed in turn write at most a line and an end an interval. Lines of another kind the outage also
+ * causes (warnings: gw_log_outage_other_due) are paced apart, so that neither kind keeps the other's first
+ * line from going out. Embedded: gw_log_outage_init / gw_log_outage_cleanup.
  */
 struct gw_log_outage {
     pthread_mutex_t lock;
@@ -115,6 +116,10 @@ struct gw_log_outage {
     time_t last;        /* when the last line went out, of this outage or an earlier one (0: none yet) */
     time_t last_end;    /* when the last end was said (0: none yet) */
     unsigned long held; /* lines held back since */
+    /* the lines of another kind (gw_log_outage_other_due) */
+    bool other_out;           /* the first of them in the outage open went out */
+    time_t other_last;        /* when the last of them went out */
+    unsigned long other_held; /* those held back since */
 };
 void gw_log_outage_init(struct gw_log_outage *o);
 void gw_log_outage_cleanup(struct gw_log_outage *o);
@@ -127,18 +132,22 @@ void gw_log_outage_cleanup(struct gw_log_outage *o);
 bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /*
- * gw_log_outage_out: one more line of |o|'s outage (begun by this one if none is open) that goes out at
- * |now| whatever the pace, with |held| as gw_log_outage_due's: the first line of another kind within an
- * outage (a warning the outage also causes), which the operator must see once. Thread-safe.
+ * gw_log_outage_other_due: whether one more line of another kind that |o|'s outage (begun by this one if
+ * none is open) also causes, a warning, may go out at |now|. The first of them in an outage goes out at
+ * once, for the operator to see which steps fail; the next ones once a GW_LOG_OUTAGE_SECS from the last
+ * of them, |held| their count held back since it. Apart from gw_log_outage_due's lines: neither their
+ * interval nor their count is touched, so the outage's first line goes out at once after a warning too.
+ * The end says both counts (gw_log_outage_end). A clock that went back lets the line out. Thread-safe.
  */
-void gw_log_outage_out(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
+bool gw_log_outage_other_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 
 /*
  * gw_log_outage_end: whether an outage of |o| was open (a line of it went out or was held back) and is over
- * at |now|: true with |held| the decimal count of the lines held back since the last one out, for the line
- * that says its end; false, the outage left open, when the last end was said less than GW_LOG_OUTAGE_SECS
- * before (a clock that went back lets it be said). |now| 0: said at once whenever (a stop, whose count
- * must not be lost). Takes no lock while none is open. Thread-safe.
+ * at |now|: true with |held| the decimal count of the lines held back since the last one out of either
+ * kind (gw_log_outage_other_due's too), for the line that says its end; false, the outage left open, when
+ * the last end was said less than GW_LOG_OUTAGE_SECS before (a clock that went back lets it be said). |now|
+ * 0: said at once whenever (a stop, whose count must not be lost). Takes no lock while none is open.
+ * Thread-safe.
  */
 bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN]);
 

@@ -82,7 +82,6 @@ struct gw_cluster {
     atomic_bool reachable;
     atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
     struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
-    atomic_bool warned;          /* a shared_state_*_failed line of the outage open went out (warn_failed) */
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
     bool pinging;
@@ -140,7 +139,6 @@ static void reached(struct gw_cluster *cl, unsigned long downs)
     if (atomic_load(&cl->downs) != downs)
         return;
     if (gw_log_outage_end(&cl->outage, time(NULL), held)) {
-        atomic_store(&cl->warned, false);
         snprintf(msg, sizeof(msg), "the shared state (Redis at %s:%d) answers again", cl->address, cl->port);
         gw_log_kv(GW_LOG_INFO, "shared_state_recovered", "msg", msg, "suppressed", held, NULL);
     }
@@ -151,16 +149,16 @@ static void reached(struct gw_cluster *cl, unsigned long downs)
  * A step that failed in Redis, said as the warning |event| with |err| (and |msg| unless NULL), paced by the
  * outage of shared_state_unavailable: every transaction that began before it ends with one such step, so
  * an outage would write a line per transaction. The first of them in an outage goes out at once (the
- * operator sees which steps fail, even just after that outage's shared_state_unavailable line); then they
- * go out as that outage's lines do, the rest counted in its `suppressed` (shared_state_recovered says them).
+ * operator sees which steps fail), then one a GW_LOG_OUTAGE_SECS, the rest counted in their `suppressed`
+ * and by shared_state_recovered; apart from the outage's own lines (gw_log_outage_other_due): a step fails
+ * first most often (the claim runs every second), and its warning must not hold back the outage's first
+ * shared_state_unavailable line, which alerts look for, nor take its count.
  */
 static void warn_failed(struct gw_cluster *cl, const char *event, const char *err, const char *msg)
 {
     char held[GW_LOG_HELD_LEN];
 
-    if (!atomic_exchange(&cl->warned, true))
-        gw_log_outage_out(&cl->outage, time(NULL), held);
-    else if (!gw_log_outage_due(&cl->outage, time(NULL), held))
+    if (!gw_log_outage_other_due(&cl->outage, time(NULL), held))
         return;
     gw_log_kv(GW_LOG_WARN, event, "reason", err, "suppressed", held, msg != NULL ? "msg" : NULL, msg, NULL);
 }
@@ -567,7 +565,6 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
     atomic_init(&cl->reachable, true);
     atomic_init(&cl->downs, 0);
-    atomic_init(&cl->warned, false);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         goto fail_crypto;
     gw_hex(cl->owner, rnd, sizeof(rnd));

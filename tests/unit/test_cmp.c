@@ -8445,6 +8445,95 @@ static void test_shared_failed_paced_by_outage(void **state)
     gw_cluster_free(cl);
 }
 
+/* Whether |logged| has a line of |event| with the field |key| holding |value|. */
+static bool logged_field(const char *logged, const char *event, const char *key, const char *value)
+{
+    char ev[96], pair[96];
+
+    snprintf(ev, sizeof(ev), "\"event\":\"%s\"", event);
+    snprintf(pair, sizeof(pair), "\"%s\":\"%s\"", key, value);
+    for (const char *p = logged; (p = strstr(p, ev)) != NULL; p++) {
+        const char *end = strchr(p, '\n'), *at = strstr(p, pair);
+
+        if (at != NULL && (end == NULL || at < end))
+            return true;
+    }
+    return false;
+}
+
+static void no_expired(void *arg, const unsigned char *tid, size_t tid_len, const struct gw_txn_record *rec)
+{
+    (void)arg, (void)tid, (void)tid_len, (void)rec;
+    fail_msg("nothing to claim");
+}
+
+/*
+ * Redis gone, the claim of expired records (every second) is most often the first step to fail: its
+ * shared_state_claim_failed goes out, and the first shared_state_unavailable of a request after it goes
+ * out at once too, the next one paced. Before, the warning took the outage's pace: the request's line
+ * was held, and an outage shorter than GW_LOG_OUTAGE_SECS never wrote one.
+ */
+static void test_shared_unavailable_after_failed_step(void **state)
+{
+    static const unsigned char tid[] = "wf02", nonce[] = "n";
+    char rec[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    log_capture_start();
+    (void)redis_stop(NULL);
+    assert_int_equal(gw_cluster_claim_expired(cl, time(NULL), no_expired, NULL), 0);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+    assert_true(gw_cluster_unavailable_due(cl, held));
+    assert_string_equal(held, "0");
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+    assert_false(gw_cluster_unavailable_due(cl, held));
+    logged = log_capture_end();
+    assert_int_equal(logged_events(logged, "shared_state_claim_failed"), 1);
+    free(logged);
+    gw_cluster_free(cl);
+}
+
+/*
+ * The other order: a request's shared_state_unavailable first (one more held back), then a step's
+ * warning, out at once with its own count (none), the request's line held back said by the end with the
+ * warning held back after it. Before, the warning said the request's count as its own, and the end
+ * counted the second warning alone.
+ */
+static void test_shared_failed_step_keeps_outage_count(void **state)
+{
+    static const unsigned char tid[] = "wf03", nonce[] = "n";
+    static const char id[] = "a8a8a8a8a8a8a8a8a8a8a8a8a8a8a8a8", plain[] = "b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8";
+    char rec[64], out[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
+    log_capture_start();
+    log_level(GW_LOG_INFO);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
+    }
+    for (int i = 0; i < 2; i++) /* the mark stays this instance's: each end's DEL is refused */
+        gw_cluster_unmark_revoking(cl, plain, false);
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
+    assert_int_equal(cluster_ready(cl), 0);
+    logged = log_capture_end();
+    assert_int_equal(logged_events(logged, "shared_state_unmark_failed"), 1);
+    assert_true(logged_field(logged, "shared_state_unmark_failed", "suppressed", "0"));
+    assert_true(logged_field(logged, "shared_state_recovered", "suppressed", "2"));
+    free(logged);
+    gw_cluster_free(cl);
+}
+
 /*
  * An outage still open when the cluster goes (the gateway stopping, Redis away) says the lines it held back,
  * in one shared_state_unavailable line with their count. Before, they were neither out nor counted.
@@ -11783,6 +11872,8 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
+        cmocka_unit_test_teardown(test_shared_unavailable_after_failed_step, redis_stop),
+        cmocka_unit_test_teardown(test_shared_failed_step_keeps_outage_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_open_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_record_keeps_its_count, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_retry_leaves_a_later_record, redis_stop),

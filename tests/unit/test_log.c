@@ -718,26 +718,64 @@ static void test_log_outage(void **state)
     gw_log_outage_cleanup(&o);
 }
 
-/* A line of an outage that goes out whatever the pace (the first of another kind) says the count held
- * back before it, and the next due line's count starts from it; an outage it begins is ended as any. */
-static void test_log_outage_out(void **state)
+/*
+ * A warning an outage also causes (a line of another kind) is paced apart from the outage's own lines,
+ * first the warning: it goes out at once, and so does the outage's first line after it; each goes out
+ * once an interval of its own, saying the count of its own kind held back; the end says both counts.
+ * Before, the warning took the outage's pace: that first line, a second later, was held.
+ */
+static void test_log_outage_other_first(void **state)
 {
     struct gw_log_outage o;
     char held[GW_LOG_HELD_LEN];
 
     (void)state;
     gw_log_outage_init(&o);
-    gw_log_outage_out(&o, 100, held); /* begins one */
+    assert_true(gw_log_outage_other_due(&o, 100, held)); /* begins one */
     assert_string_equal(held, "0");
-    assert_false(gw_log_outage_due(&o, 101, held));
-    assert_false(gw_log_outage_due(&o, 102, held));
-    gw_log_outage_out(&o, 103, held); /* within the interval: out all the same, saying the two */
-    assert_string_equal(held, "2");
-    assert_false(gw_log_outage_due(&o, 100 + GW_LOG_OUTAGE_SECS, held)); /* the interval runs from it */
-    assert_true(gw_log_outage_due(&o, 103 + GW_LOG_OUTAGE_SECS, held));
-    assert_string_equal(held, "1");
+    assert_true(gw_log_outage_due(&o, 101, held));
+    assert_string_equal(held, "0");
+    assert_false(gw_log_outage_other_due(&o, 102, held)); /* paced itself */
+    assert_false(gw_log_outage_due(&o, 103, held));
+    assert_false(gw_log_outage_due(&o, 104, held));
+    assert_true(gw_log_outage_other_due(&o, 100 + GW_LOG_OUTAGE_SECS, held));
+    assert_string_equal(held, "1");                                      /* its own kind's alone */
+    assert_false(gw_log_outage_due(&o, 100 + GW_LOG_OUTAGE_SECS, held)); /* its interval runs from 101 */
+    assert_true(gw_log_outage_due(&o, 101 + GW_LOG_OUTAGE_SECS, held));
+    assert_string_equal(held, "3");
+    assert_false(gw_log_outage_other_due(&o, 101 + GW_LOG_OUTAGE_SECS, held));
+    assert_false(gw_log_outage_due(&o, 102 + GW_LOG_OUTAGE_SECS, held));
     assert_true(gw_log_outage_end(&o, 0, held));
+    assert_string_equal(held, "2"); /* one of each */
+    gw_log_outage_cleanup(&o);
+}
+
+/*
+ * The other order: the outage's first line, then a warning it also causes, out at once without taking
+ * the count of the outage's lines held back, nor moving their interval; the next outage's first warning
+ * goes out at once again. Before, the warning said (and zeroed) that count, and the outage's next line
+ * waited an interval from the warning.
+ */
+static void test_log_outage_other_after(void **state)
+{
+    struct gw_log_outage o;
+    char held[GW_LOG_HELD_LEN];
+
+    (void)state;
+    gw_log_outage_init(&o);
+    assert_true(gw_log_outage_due(&o, 200, held));
+    assert_false(gw_log_outage_due(&o, 201, held));
+    assert_true(gw_log_outage_other_due(&o, 202, held));
     assert_string_equal(held, "0");
+    assert_false(gw_log_outage_other_due(&o, 203, held));
+    assert_false(gw_log_outage_due(&o, 209, held));
+    assert_true(gw_log_outage_due(&o, 200 + GW_LOG_OUTAGE_SECS, held));
+    assert_string_equal(held, "2");
+    assert_true(gw_log_outage_end(&o, 0, held));
+    assert_string_equal(held, "1");                      /* the warning held back */
+    assert_true(gw_log_outage_other_due(&o, 211, held)); /* the next outage's: at once */
+    assert_string_equal(held, "0");
+    assert_true(gw_log_outage_end(&o, 0, held));
     gw_log_outage_cleanup(&o);
 }
 
@@ -952,7 +990,8 @@ int main(void)
         cmocka_unit_test(test_log_peer_pace_full),
         cmocka_unit_test(test_log_peer_pace_held),
         cmocka_unit_test(test_log_outage),
-        cmocka_unit_test(test_log_outage_out),
+        cmocka_unit_test(test_log_outage_other_first),
+        cmocka_unit_test(test_log_outage_other_after),
         cmocka_unit_test(test_log_outage_threads),
         cmocka_unit_test(test_log_outage_ends_paced),
     };
