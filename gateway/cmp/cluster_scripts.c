@@ -210,8 +210,8 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                  "if ARGV[2] == '1' then redis.call('SET', KEYS[2], 'done', 'KEEPTTL') return 1 end\n"
                  "redis.call('DEL', KEYS[2])\n"
                  "return 0\n",
-    /* KEYS: as S_REVOKED; ARGV: the seconds to the certificate's expiry, now, the cap (0: none), the
-       marking value. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps
+    /* KEYS: as S_REVOKED; ARGV: the seconds to the certificate's expiry, the cap (0: none), the marking
+       value. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps
        one: 3 when the cap is reached, nothing written; else 0. The entry by issuer and serial (which an
        earlier version only tests the presence of) is written marked where none is: one there already,
        marked or an earlier version's, stays as it is. Either one there already lives as long as this
@@ -220,9 +220,11 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        new, "1" from then on, its TTL kept where longer. The keyed entry's member is scored by the entry's
        expiry, whichever TTL it keeps, and the set lives as long: the cap counts the entry while it lives.
        An entry whose member is not there (any more: an expired score swept, a set lost) is counted under
-       the cap as a new one is: 3 with the set full, the entry left as it was (still found) */
+       the cap as a new one is: 3 with the set full, the entry left as it was (still found). Scores are
+       expiries on Redis's clock, as LUA_COUNTED_SET's: an instance's own clock, skewed, would sweep
+       another's live entry (the cap counting low) or count expired ones (refusing a revocation) */
     [S_PUT_REVOKED] =
-        "local ttl = " LUA_TTL("ARGV[1]") "\n"
+        "local ttl, now = " LUA_TTL("ARGV[1]") ", tonumber(redis.call('TIME')[1])\n"
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
         "  if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end\n"
@@ -231,20 +233,20 @@ const char *const cluster_scripts[N_SCRIPTS] = {
         "local function count()\n"
         "  local t = redis.call('TTL', KEYS[1])\n"
         "  if t < 0 then t = ttl end\n"
-        "  redis.call('ZADD', set, tonumber(ARGV[2]) + t, KEYS[1])\n"
+        "  redis.call('ZADD', set, now + t, KEYS[1])\n"
         "  if redis.call('TTL', set) < t then redis.call('EXPIRE', set, t) end\n"
         "end\n"
         "local v = redis.call('GET', KEYS[1])\n"
-        "redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[2])\n"
+        "redis.call('ZREMRANGEBYSCORE', set, '-inf', now)\n"
         "local counted = redis.call('ZADD', set, 'XX', 'INCR', 0, KEYS[1])\n"
-        "if not counted and tonumber(ARGV[3]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[3]) then\n"
+        "if not counted and tonumber(ARGV[2]) > 0 and redis.call('ZCARD', set) >= tonumber(ARGV[2]) then\n"
         "  return 3\n"
         "end\n"
-        "if v and v ~= ARGV[4] then outlive(KEYS[1])\n"
+        "if v and v ~= ARGV[3] then outlive(KEYS[1])\n"
         "elseif v then redis.call('SET', KEYS[1], '1', 'KEEPTTL') outlive(KEYS[1])\n"
         "else redis.call('SET', KEYS[1], '1', 'EX', ttl) end\n"
         "count()\n"
-        "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', ttl) then\n"
+        "if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ttl) then\n"
         "  outlive(KEYS[2])\n"
         "end\n"
         "return 0\n",

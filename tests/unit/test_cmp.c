@@ -8193,7 +8193,6 @@ static void test_shared_keyless_revocation_unmarks(void **state)
                       plain[] = "33333333333333333333333333333333";
     char rec[64], key[160], set[96], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
-    time_t now = time(NULL);
 
     (void)state;
     if (redis_start() != 0)
@@ -8201,11 +8200,11 @@ static void test_shared_keyless_revocation_unmarks(void **state)
     cl = unit_cluster(rec);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key, sizeof(key), "%s:%s", set, plain);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, now, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, 6000, 100, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
     assert_string_equal(out, "$5");
     assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, plain, plain, now, 600, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, plain, plain, 600, 100, err), 0);
     assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 1);
     assert_int_equal(gw_cluster_revoked(cl, plain, plain, err), 1);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
@@ -8231,6 +8230,23 @@ static long long redis_score(const char *set, const char *member)
     return strtoll(out + 1, NULL, 10);
 }
 
+/* Every score of the test's Redis sorted set |set| |secs| earlier: as if that much time passed for its
+ * count (the keys it counts keep their TTLs). */
+static void set_scores_back(const char *set, long secs)
+{
+    char n[24], out[64];
+
+    snprintf(n, sizeof(n), "%ld", -secs);
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5,
+                  (const char *const[]){"EVAL",
+                                        "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+                                        "redis.call('ZINCRBY', KEYS[1], ARGV[1], m) end return 0",
+                                        "1", set, n}),
+        0);
+    assert_string_equal(out, ":0");
+}
+
 /*
  * A revoked: entry a later revocation of its certificate keeps longer (another CA's certificate of its
  * issuer and serial, a keyed entry taken as the keyless one's) is counted as long: its member's score in
@@ -8254,20 +8270,22 @@ static void test_shared_revoked_counted_while_kept(void **state)
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
     snprintf(key2, sizeof(key2), "%s:%s", set, p2);
     /* a keyed entry there already, kept longer */
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 60, 100, err), 0);
-    assert_int_equal(redis_score(set, key1), (long long)now + 60);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 60, 100, err), 0);
+    assert_true(redis_score(set, key1) >= (long long)now + 60); /* Redis's clock, read since */
+    assert_true(redis_score(set, key1) <= (long long)time(NULL) + 60);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 6000, 100, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key1}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
     assert_true(redis_score(set, key1) >= (long long)now + 5999);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", set}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
     /* a marked entry taken as a keyless certificate's, its longer TTL kept */
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 6000, 100, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, now, 600, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, 600, 100, err), 0);
     assert_true(redis_score(set, key2) >= (long long)now + 5999);
-    /* a revocation past the first TTLs leaves both counted */
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, now + 700, 60, 100, err), 0);
+    /* a revocation past the first TTLs (the set's scores moved back as much) leaves both counted */
+    set_scores_back(set, 700);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 60, 100, err), 0);
     assert_true(redis_score(set, key1) > 0);
     assert_true(redis_score(set, key2) > 0);
     gw_cluster_free(cl);
@@ -8296,7 +8314,6 @@ static void test_shared_revoked_readded_under_cap(void **state)
                       k3[] = "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3", p3[] = "b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3";
     char rec[64], set[96], key1[160], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
-    time_t now = time(NULL);
 
     (void)state;
     if (redis_start() != 0)
@@ -8305,18 +8322,56 @@ static void test_shared_revoked_readded_under_cap(void **state)
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"ZREM", set, key1}), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 600, 2, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, now, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 600, 2, err), 0);
     assert_int_equal(redis_card(set), 2);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, now, 600, 2, err), GW_ERR_LIMIT);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), GW_ERR_LIMIT);
     assert_non_null(strstr(err, "cmp.max_revoked"));
     assert_int_equal(redis_card(set), 2);
     assert_int_equal(redis_score(set, key1), -1);
     assert_int_equal(gw_cluster_revoked(cl, k1, p1, err), 1);
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, now, 6000, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 6000, 2, err), 0);
     assert_int_equal(redis_card(set), 2);
+    gw_cluster_free(cl);
+}
+
+/*
+ * The shared revoked set (cmp.max_revoked) counts on Redis's clock alone, which scores every entry and
+ * sweeps the set: another instance's live entry stays counted (the cap of 1 refuses the next), and an
+ * expired one is not (2 s after a 1-s entry the next is taken under a cap of 2, scored by Redis's clock).
+ * Before, the set was scored and swept on the calling instance's clock (an argument): an instance an hour
+ * ahead swept the live entry and took the next over the cap, one an hour behind counted the expired entry and
+ * refused the next (GW_ERR_LIMIT: that revocation not shared). The instance passes no clock now.
+ */
+static void test_shared_revoked_on_redis_clock(void **state)
+{
+    static const char k1[] = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", p1[] = "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1",
+                      k2[] = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2", p2[] = "d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2",
+                      k3[] = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", p3[] = "d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3",
+                      k4[] = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4", p4[] = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+    char rec[64], set[96], key4[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t before;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    cl = unit_cluster(rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
+    snprintf(key4, sizeof(key4), "%s:%s", set, k4);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 1, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 600, 1, err), GW_ERR_LIMIT);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), 0); /* keeps the set */
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 1, 2, err), 0);
+    sleep(2);
+    before = time(NULL);
+    assert_int_equal(gw_cluster_put_revoked(cl, k4, p4, 600, 2, err), 0);
+    assert_true(redis_score(set, key4) >= (long long)before + 600);
+    assert_true(redis_score(set, key4) <= (long long)time(NULL) + 600);
     gw_cluster_free(cl);
 }
 
@@ -8330,7 +8385,6 @@ static void test_shared_ttl_at_least_one_second(void **state)
     static const unsigned char tid[] = "ttl0", nonce[] = "n";
     char rec[64], key[160], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
-    time_t now = time(NULL);
 
     (void)state;
     if (redis_start() != 0)
@@ -8339,7 +8393,7 @@ static void test_shared_ttl_at_least_one_second(void **state)
     assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
-                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", now, 0, 10, err),
+                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", 0, 10, err),
                      0);
     snprintf(key, sizeof(key), "%.*srevoked:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
              (int)(strstr(rec, "rec:") - rec), rec);
@@ -11868,6 +11922,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_keyless_revocation_unmarks, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_counted_while_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
+        cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
