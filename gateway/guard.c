@@ -407,8 +407,9 @@ static uint32_t cap_of(const struct gw_guard *g, enum held h, bool per_address)
     return per_address ? g->conf.max_requests_per_address : g->conf.max_requests;
 }
 
-/* Takes one |h| for |sa|'s address: 0, GW_ERR_LIMIT (the cap in all), GW_ERR_BUSY (the address's cap, or
- * no slot to take), GW_ERR_INVAL (no address). */
+/* Takes one |h| for |sa|'s address: 0, GW_ERR_BUSY (the address's cap, or no slot to take), GW_ERR_LIMIT
+ * (the cap in all), GW_ERR_INVAL (no address). An address at its own cap is told so even where the cap in
+ * all is reached too: room made for it is made among its own (tls.c), not taken from another address. */
 static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, enum held h)
 {
     uint8_t a[16];
@@ -416,16 +417,20 @@ static int take(struct gw_guard *g, const struct sockaddr *sa, socklen_t len, en
     time_t now = time(NULL);
     bool crowded = false;
     struct slot *s;
+    bool full;
     int rc = 0;
 
     if (n == 0)
         return GW_ERR_INVAL;
     pthread_mutex_lock(&g->lock);
     /* the caps in all are what the table was sized for; a request finds the slot its connection holds */
-    if (g->held[h] >= cap_of(g, h, false))
+    full = g->held[h] >= cap_of(g, h, false);
+    if ((s = find(g, a, n, full ? LOOKUP : CREATE, now, has_site(g, n) ? &crowded : NULL)) != NULL &&
+        s->held[h] >= cap_of(g, h, true))
+        rc = GW_ERR_BUSY;
+    else if (full)
         rc = GW_ERR_LIMIT;
-    else if ((s = find(g, a, n, CREATE, now, has_site(g, n) ? &crowded : NULL)) == NULL ||
-             s->held[h] >= cap_of(g, h, true))
+    else if (s == NULL)
         rc = GW_ERR_BUSY;
     else {
         s->held[h]++;

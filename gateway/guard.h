@@ -61,9 +61,10 @@ int gw_guard_set_auth_budget(
     void (*on_shut_out)(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits), void *arg);
 
 /*
- * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_LIMIT (the total is reached),
- * GW_ERR_BUSY (this address holds its share, or the table has no room for another address),
- * GW_ERR_INVAL (not an IPv4 or IPv6 address). Only a 0 is to be closed with gw_guard_conn_close.
+ * gw_guard_conn_open counts a new connection from |sa|: 0, or GW_ERR_BUSY (this address holds its share,
+ * said first where the total is reached too; or the table has no room for another address), GW_ERR_LIMIT
+ * (the total is reached), GW_ERR_INVAL (not an IPv4 or IPv6 address). Only a 0 is to be closed with
+ * gw_guard_conn_close.
  */
 int gw_guard_conn_open(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);
 void gw_guard_conn_close(struct gw_guard *g, const struct sockaddr *sa, socklen_t len);

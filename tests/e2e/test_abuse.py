@@ -1269,6 +1269,24 @@ class IdleHeldConnections(harness.GatewayTestCase):
         lines = harness.settled(self.evicted_lines, lambda l: len(l) >= 1)
         self.assertIn("max_connections_per_address", lines[-1]["reason"])
 
+    def test_newcomer_at_its_address_cap_makes_room_among_its_own(self):
+        """At max_connections and at its address's cap both, a newcomer had the oldest idle connection of
+        another address shut down first (the cap in all was judged first), and then, still over its own cap, one
+        of its own as well: two places taken for one. Now only its own address's oldest makes room for it."""
+        others = [self.idle("127.0.0.3") for _ in range(4)]
+        held = [self.idle("127.0.0.2") for _ in range(4)]
+        try:
+            newcomer = socket.create_connection(("127.0.0.1", self.gw.plain_port),
+                                                timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.2", 0))
+            held.append(newcomer)
+            self.assertEqual(http1_exchange(newcomer, self.UNKNOWN)[0], 404, "refused at the address cap")
+            self.assertEqual(harness.read_to_eof(held[0]), b"")
+            self.assertTrue(all(still_open(s) for s in others), "another address's connection closed")
+            self.assertTrue(all(still_open(s) for s in held[1:]))
+        finally:
+            for s in others + held:
+                s.close()
+
     def test_large_head_ended(self):
         """libh2o 2.2.5 buffers a request head up to 417 792 bytes, for up to its 5 s request timeout (which
         starts again with each request): a connection past its opening could hold some 0.4 MB that long, again

@@ -69,6 +69,8 @@ static void test_connections(void **state)
     assert_int_equal(gw_guard_conn_open(g, SA(six), l6), 0);
     assert_int_equal(gw_guard_conn_open(g, SA(six), l6), 0);
     assert_int_equal(gw_guard_conn_open(g, SA(c), lc), GW_ERR_LIMIT); /* 5 in total */
+    /* at its own cap as well: that one is said first, so that room is made among its own connections */
+    assert_int_equal(gw_guard_conn_open(g, SA(a), la), GW_ERR_BUSY);
     gw_guard_conn_close(g, SA(a), la);
     assert_int_equal(gw_guard_conn_open(g, SA(c), lc), 0); /* room again */
     assert_int_equal(gw_guard_conn_open(g, SA(bad), lbad), GW_ERR_INVAL);
