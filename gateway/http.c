@@ -68,7 +68,8 @@ struct http_job {
 /* Lives in req->pool; its dispose hook tells a pending job that the request is gone (docs/design.md H6). */
 struct req_ref {
     struct http_job *job;
-    struct gw_conn *conn; /* whose in_flight counts the request: h2o disposes of it before the connection */
+    struct gw_conn *conn; /* whose in_flight counts the request until answered (h2o disposes of it before the
+                             connection), or NULL */
 };
 
 enum extra_header {
@@ -807,6 +808,12 @@ static int respond(struct http_job *job)
     job->ref->job = NULL;
     if (rsp->authenticated && (c = gw_conn_get0(job->req)) != NULL)
         c->authed = true; /* a proven client's: not one to make room with (gw_conn_attach) */
+    /* answered: it no longer protects its connection. An answer its client never takes (an HTTP/2 window
+       kept shut, a CRL read slowly) is not disposed of, and would protect it as long as the client liked */
+    if (job->ref->conn != NULL) {
+        job->ref->conn->in_flight--;
+        job->ref->conn = NULL; /* on_req_disposed does not count it again */
+    }
     log_request(job->gen->cfg, &job->log, &job->match, status, rsp,
                 rsp->outcome[0] != '\0' ? rsp->outcome : reason, false,
                 request_client(job->peer, job->tls_client, rsp)); /* before it leaves, as above */

@@ -34,7 +34,7 @@ struct gw_conn {
     bool handshake_late;                /* its TLS handshake ended by limits.handshake_timeout (sweep.c) */
     bool requested;                     /* a request of it reached a handler (a plain listener's opening) */
     bool authed;                        /* a request of it was authenticated (its CMP protection verified) */
-    unsigned in_flight;                 /* its requests handed to the workers, until h2o disposes of them */
+    unsigned in_flight;                 /* its requests handed to the workers, until answered */
     bool released;                      /* its place in the guard given back early, to make room (tls.c) */
     uint64_t accepted_at;               /* ms (gw_now_ms): when it was admitted */
     unsigned listener;                  /* the id of its listener's socket (struct gw_listen_key) */

@@ -96,7 +96,7 @@ static bool admin_make_room(struct gw_loop *loop)
 /*
  * Whether |o|, a CMP connection, may be shut down for a newcomer at a connection cap: past its opening (a
  * completed TLS handshake, on a plain listener a request; before it limits.handshake_timeout bounds it), with
- * no verified TLS client certificate, no request handed to the workers and not yet done with, and none of its
+ * no verified TLS client certificate, no request handed to the workers and not yet answered, and none of its
  * requests authenticated. A client without credentials can hold a connection past its opening for good: a
  * request to an unknown path every few seconds (libh2o's HTTP/1 request timer starts again with each), or
  * over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again with each read).

@@ -1358,6 +1358,38 @@ class IdleHeldHttp2(harness.GatewayTestCase):
                                 lambda l: len(l) >= 1)
         self.assertIn("max_connections_per_address", lines[0]["reason"])
 
+    def test_unread_answer_does_not_hold_a_place(self):
+        """A connection with no certificate whose client takes no answer (SETTINGS_INITIAL_WINDOW_SIZE 0, then a
+        GET of a CRL, which counts no failure) kept its request undisposed and so counted as one with a request
+        in flight for as long as it liked: the newcomer had the other, bare, connection closed instead. Now a
+        request answered no longer protects its connection: the oldest, that one, is closed."""
+        held = []
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))
+            ctx.set_alpn_protocols(["h2"])
+            raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT,
+                                           source_address=("127.0.0.2", 0))
+            stuck = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            held.append(stuck)
+            block = (h2_literal(b":method", b"GET") + h2_literal(b":scheme", b"https") +
+                     h2_literal(b":path", b"/pki/crl/local") + h2_literal(b":authority", b"127.0.0.1"))
+            stuck.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b"\x00\x04\x00\x00\x00\x00") +
+                          h2_frame(1, 0x5, 1, block))
+            data = b""
+            while not any(t == 1 and st == 1 for t, _, st, _ in h2_frames(data)[0]):  # answered: its HEADERS
+                chunk = stuck.recv(65536)
+                self.assertNotEqual(chunk, b"", "closed")
+                data += chunk
+            held.append(self.bare_h2())
+            held.append(self.bare_h2())  # raised "closed", or a TLS error, where the cap refused it
+            stuck.settimeout(3)  # within libh2o's idle timeout, which would close it too
+            harness.read_to_eof(stuck)  # closed by the gateway: a timeout raises
+            self.ping(held[1])
+            self.ping(held[2])
+        finally:
+            for s in held:
+                s.close()
+
 class UndecodableBodyBudget(harness.GatewayTestCase):
     """A gateway of its own: its address is over budget after three messages refused before their sender
     is known."""
