@@ -806,8 +806,8 @@ static int respond(struct http_job *job)
         return 1;
     }
     job->ref->job = NULL;
-    if (rsp->authenticated && (c = gw_conn_get0(job->req)) != NULL)
-        c->authed = true; /* a proven client's: not one to make room with (gw_conn_attach) */
+    if (rsp->proven && (c = gw_conn_get0(job->req)) != NULL)
+        c->proven = true; /* a proven client's: not one to make room with (gw_conn_attach) */
     /* answered: it no longer protects its connection. An answer its client never takes (an HTTP/2 window
        kept shut, a CRL read slowly) is not disposed of, and would protect it as long as the client liked */
     if (job->ref->conn != NULL) {

@@ -96,16 +96,18 @@ static bool admin_make_room(struct gw_loop *loop)
 /*
  * Whether |o|, a CMP connection, may be shut down for a newcomer at a connection cap: past its opening (a
  * completed TLS handshake, on a plain listener a request; before it limits.handshake_timeout bounds it), with
- * no verified TLS client certificate, no request handed to the workers and not yet answered, and none of its
- * requests authenticated. A client without credentials can hold a connection past its opening for good: a
- * request to an unknown path every few seconds (libh2o's HTTP/1 request timer starts again with each), or
- * over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again with each read).
+ * no request handed to the workers and not yet answered, and none of its requests past every check of its
+ * sender (gw_cmp_response.proven). A client without credentials can hold a connection past its opening for
+ * good: a request to an unknown path every few seconds (libh2o's HTTP/1 request timer starts again with
+ * each), or over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again with each read).
+ * A verified TLS client certificate proves nothing by itself: it may be revoked (looked up per request), and
+ * a certificate its holder had revoked still chains.
  */
 static bool unproven(const struct gw_conn *o)
 {
     bool opened = o->sock->ssl != NULL ? o->handshaken : o->requested;
 
-    return !o->admin && !o->ended && opened && o->peer == NULL && !o->authed && o->in_flight == 0;
+    return !o->admin && !o->ended && opened && !o->proven && o->in_flight == 0;
 }
 
 /*
@@ -121,12 +123,10 @@ static bool cmp_make_room(struct gw_loop *loop, const struct sockaddr *sa, sockl
 {
     static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who connects causes it: paced */
     static const char *const why[] = {
-        "the server holds max_connections connections: the oldest of no proven client (no verified TLS "
-        "client "
-        "certificate, no request in flight, none authenticated) was closed for a new one",
+        "the server holds max_connections connections: the oldest of no proven client (no request in flight, "
+        "none that passed its checks) was closed for a new one",
         "its address holds max_connections_per_address connections: the oldest of no proven client (no "
-        "verified TLS client certificate, no request in flight, none authenticated) was closed for a new one "
-        "of it"};
+        "request in flight, none that passed its checks) was closed for a new one of it"};
     struct gw_guard *guard = loop->server->guard;
     char peer[INET6_ADDRSTRLEN + 8], held[GW_LOG_HELD_LEN];
 

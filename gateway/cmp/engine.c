@@ -788,6 +788,7 @@ static void continue_txn(struct cmp_call *c, const OSSL_CMP_MSG *msg)
         refuse(c, msg, &r);
         return;
     }
+    c->rsp->proven = true; /* its transaction's signer, answering its last answer, still authorized */
     cmp_set_outcome(c, "closed without certificate status", NULL);
     rsp = cmp_run(t, c, msg, 1);
     /* still waiting (pollRep), or the released certificate now awaits its certConf */

@@ -93,6 +93,11 @@ struct gw_cmp_response {
     /* the message's protection verified (by OpenSSL before it called back, or by the engine against a
        transaction's pinned signer): its sender is known, and its request line is paced as its own (http.c) */
     bool authenticated;
+    /* ... and the request passed every check of its sender: the messageTime, replay, revocation and
+       authorization checks (cmp_check_request), for a certConf or pollReq its transaction's pinned signer and
+       nonce as well. Only this proves its connection's client (http.c): a replayed message, or one signed by
+       a revoked certificate, is authenticated and refused without counting a failure */
+    bool proven;
     /* with which credential (cmp_authenticated): "sha256:" and the hash of its signer certificate (as
        gw_cmp_tls_client), or "pbm:" and its PBM reference; "" if not authenticated */
     char credential[GW_CREDENTIAL_LEN];

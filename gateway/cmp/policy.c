@@ -313,8 +313,11 @@ void cmp_identify(struct cmp_txn *t, struct cmp_call *c)
    have said. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    return check_time(c, r) || check_seen(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
-           check_replay(c, t, r);
+    if (check_time(c, r) || check_seen(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
+        check_replay(c, t, r))
+        return 1;
+    c->rsp->proven = true;
+    return 0;
 }
 
 const struct gw_role *cmp_role_named(const struct gw_cmp_engine *e, const char *name)

@@ -421,10 +421,11 @@ class Admission(harness.GatewayTestCase):
         s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
         return self.gw.tls_context().wrap_socket(s, server_hostname="127.0.0.1")
 
-    def hold(self, n):
+    def hold(self, n, proven=False):
         """|n| connections held at once, each admitted. First the gateway is seen to have closed those an
         earlier test held, which gave back their count: one refused now is a failure, not a close it had
-        yet to see."""
+        yet to see. |proven|: each then makes an ir that passes its checks, so that none is one to close for
+        a newcomer at the cap (its client certificate alone proves nothing)."""
         self.assertEqual(harness.settled(lambda: harness.socket_inodes(self.gw.proc.pid) & self.ends,
                                          lambda left: not left), set())
         self.assertEqual(harness.settled(lambda: harness.connections(self.gw, self.gw.port),
@@ -436,6 +437,12 @@ class Admission(harness.GatewayTestCase):
             ends = harness.gateway_ends(self.gw, held)
             self.assertEqual(len(ends), n)
             type(self).ends = self.ends | ends
+            for i, c in enumerate(held if proven else []):
+                der = self.gw.make_request("admission-%d" % i).read_bytes()
+                status, body = http1_exchange(c, (b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                  b"Content-Type: application/pkixcmp\r\n"
+                                                  b"Content-Length: %d\r\n\r\n" % len(der)) + der)
+                self.assertEqual(status, 200, body)
         except BaseException:
             for c in held:
                 c.close()
@@ -465,7 +472,7 @@ class Admission(harness.GatewayTestCase):
     def test_connections_per_address(self):
         for c in self.hold(4):
             c.close()
-        held = self.hold(4)  # the closes gave back every count
+        held = self.hold(4, proven=True)  # the closes gave back every count
         try:
             self.assert_closed_at_accept()
         finally:
@@ -478,7 +485,7 @@ class Admission(harness.GatewayTestCase):
         """Connections to the admin listener are outside the per-address count: closing them gave back
         none of the CMP listener's, or a client of that address (every local account, on loopback) could
         open connections past its limit by closing admin ones in between."""
-        held = self.hold(4)
+        held = self.hold(4, proven=True)
         try:
             for _ in range(3):
                 self.assertEqual(harness.admin(self.gw, "/healthz")[0], 200)
@@ -1287,6 +1294,36 @@ class IdleHeldConnections(harness.GatewayTestCase):
             for s in others + held:
                 s.close()
 
+    def test_replayed_message_proves_nothing(self):
+        """A connection that sent a message captured from another client (its protection verifies, and the
+        replay is refused without counting a failure) was marked as one of a proven client, and kept its place
+        for good. Now only a request that passed every check proves its connection: the replaying one is the
+        oldest idle one, shut down for the newcomer."""
+        der = self.gw.make_request("replayed").read_bytes()
+        post = (b"POST /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/pkixcmp\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(der)) + der
+        with socket.create_connection(("127.0.0.1", self.gw.plain_port), timeout=harness.CLIENT_TIMEOUT,
+                                      source_address=("127.0.0.6", 0)) as client:
+            self.assertEqual(http1_exchange(client, post)[0], 200)
+        held = []
+        try:
+            replayer = socket.create_connection(("127.0.0.1", self.gw.plain_port),
+                                                timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.2", 0))
+            held.append(replayer)
+            status, body = http1_exchange(replayer, post)
+            self.assertEqual(status, 200, body)  # an error PKIMessage: a replay
+            held += [self.idle("127.0.0.2") for _ in range(3)]
+            newcomer = socket.create_connection(("127.0.0.1", self.gw.plain_port),
+                                                timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.2", 0))
+            held.append(newcomer)
+            self.assertEqual(http1_exchange(newcomer, self.UNKNOWN)[0], 404, "refused at the address cap")
+            replayer.settimeout(3)  # well within libh2o's 5 s request timer, which would close it too
+            self.assertEqual(harness.read_to_eof(replayer), b"", "the replaying connection kept its place")
+            self.assertTrue(all(still_open(s) for s in held[1:]))
+        finally:
+            for s in held:
+                s.close()
+
     def test_large_head_ended(self):
         """libh2o 2.2.5 buffers a request head up to 417 792 bytes, for up to its 5 s request timeout (which
         starts again with each request): a connection past its opening could hold some 0.4 MB that long, again
@@ -1384,6 +1421,29 @@ class IdleHeldHttp2(harness.GatewayTestCase):
             held.append(self.bare_h2())  # raised "closed", or a TLS error, where the cap refused it
             stuck.settimeout(3)  # within libh2o's idle timeout, which would close it too
             harness.read_to_eof(stuck)  # closed by the gateway: a timeout raises
+            self.ping(held[1])
+            self.ping(held[2])
+        finally:
+            for s in held:
+                s.close()
+
+    def test_client_certificate_alone_proves_nothing(self):
+        """A connection with a verified client certificate (which may be revoked: that is checked per request)
+        and no request was never one to make room with. Now it is, until a request on it passed its checks."""
+        held = []
+        try:
+            ctx = self.gw.tls_context()
+            ctx.set_alpn_protocols(["h2"])
+            raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT,
+                                           source_address=("127.0.0.2", 0))
+            certified = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            held.append(certified)
+            certified.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+            self.ping(certified)
+            held.append(self.bare_h2())
+            held.append(self.bare_h2())
+            certified.settimeout(3)  # within libh2o's idle timeout, which would close it too
+            harness.read_to_eof(certified)
             self.ping(held[1])
             self.ping(held[2])
         finally:

@@ -92,8 +92,9 @@ struct env {
     /* Counts of answers, atomic as concurrent requests (job_run) add to them: those that count against
        the client's address (gw_cmp_response.auth_failed), those that were the HTTP 404 of |gone|, and
        those whose sender was authenticated (gw_cmp_response.authenticated), of them those with another
-       credential than |credential| when it is set. */
-    atomic_int auth_failures, gone_answers, authenticated, other_credential;
+       credential than |credential| when it is set, and those whose sender passed every check
+       (gw_cmp_response.proven). */
+    atomic_int auth_failures, gone_answers, authenticated, other_credential, proven;
     const char *credential;
     /* The slow adapter (slow_put) of this engine's upstream, which borrows it: each engine has its own,
        as the calls of another (a second instance of a test, or a test before) may still be reading
@@ -376,6 +377,8 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
     e->authenticated += rsp.authenticated;
+    e->proven += rsp.proven;
+    assert_true(!rsp.proven || rsp.authenticated);
     e->other_credential +=
         rsp.authenticated && e->credential != NULL && strcmp(rsp.credential, e->credential) != 0;
     e->gone_answers += e->gone != NULL && rsp.http_status == 404 && strcmp(rsp.http_reason, e->gone) == 0;
@@ -558,6 +561,7 @@ static void test_ir_signature_certconf(void **state)
     assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     assert_int_equal(cl.exchanges, 2); /* ir + certConf */
     assert_int_equal(e->authenticated, 2);
+    assert_int_equal(e->proven, 2);
     assert_int_equal(e->other_credential, 0);
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
     client_cleanup(&cl);
@@ -711,9 +715,11 @@ static void test_message_time(void **state)
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badTime, "off the server clock");
     assert_int_equal(e->authenticated, 1); /* refused once its signature verified */
+    assert_int_equal(e->proven, 0);        /* ... which proves nothing: its connection is not kept for it */
     gw_cmp_engine_set_clock(e->engine, NULL);
     OSSL_CMP_CTX_reinit(ctx);
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx)); /* twin: same client, right clock */
+    assert_int_equal(e->proven, 2);             /* its ir and certConf */
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -729,9 +735,12 @@ static void test_replay(void **state)
 
     (void)state;
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(e->proven, 2);
     resend_first(e, &cl, desc, sizeof(desc));
     assert_non_null(strstr(desc, "replayed message"));
     assert_null(strstr(desc, "certificate:")); /* no certificate in it */
+    assert_int_equal(e->authenticated, 3);     /* the replay's protection verifies ... */
+    assert_int_equal(e->proven, 2);            /* ... and proves nothing */
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
