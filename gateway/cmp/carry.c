@@ -89,6 +89,8 @@ void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t 
 void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsigned char *tid,
                     size_t tid_len, const char *quota, struct gw_txn_result *left)
 {
+    /* closed before the call may end the slot: a later message finds no open transaction, not a busy one */
+    gw_txn_end_held(e->txns, tid, tid_len);
     if (!cmp_poll_hold_slot(t->pending, tid, tid_len, quota)) {
         cmp_release_slot(e, tid, tid_len, quota, left);
         return;

@@ -29,7 +29,7 @@ struct slot {
     size_t tid_len;
     char quota[GW_QUOTA_KEY_LEN];
     struct gw_txn *txn; /* OPEN only */
-    int ended;          /* CHECKED_OUT only: ended meanwhile (gw_txn_take_or_end), not to open again */
+    int ended; /* not OPEN: ended meanwhile (gw_txn_take_or_end, gw_txn_end_held), not to open again */
 };
 
 struct ident {
@@ -321,14 +321,27 @@ void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid
     pthread_mutex_unlock(&t->lock);
 }
 
+void gw_txn_end_held(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)
+{
+    struct slot *s;
+
+    if (t == NULL || !tid_ok(tid, tid_len))
+        return;
+    pthread_mutex_lock(&t->lock);
+    if ((s = *slot_link(t, tid, tid_len)) != NULL && s->state != SLOT_OPEN)
+        s->ended = 1;
+    pthread_mutex_unlock(&t->lock);
+}
+
 int gw_txn_contains(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len)
 {
+    struct slot *s;
     int found;
 
     if (t == NULL || !tid_ok(tid, tid_len))
         return 0;
     pthread_mutex_lock(&t->lock);
-    found = *slot_link(t, tid, tid_len) != NULL;
+    found = (s = *slot_link(t, tid, tid_len)) != NULL && !s->ended;
     pthread_mutex_unlock(&t->lock);
     return found;
 }

@@ -91,7 +91,13 @@ struct gw_txn *gw_txn_take_expired(struct gw_txn_table *t, const unsigned char *
 /* gw_txn_release ends a reservation or a check-out of |tid| (no-op on an open entry or none). */
 void gw_txn_release(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
 
-/* gw_txn_contains tells whether |tid| is open, reserved or checked out. */
+/*
+ * gw_txn_end_held marks the reservation or check-out of |tid| ended: it stays counted, and |tid| taken,
+ * until gw_txn_release, but no message finds it open any more (a closed transaction whose call runs on).
+ */
+void gw_txn_end_held(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
+
+/* gw_txn_contains tells whether |tid| is open, reserved or checked out, and not ended. */
 int gw_txn_contains(struct gw_txn_table *t, const unsigned char *tid, size_t tid_len);
 
 /* gw_txn_count counts the entries in the table (checked-out ones excluded). */

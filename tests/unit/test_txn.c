@@ -54,6 +54,27 @@ static void test_put_take_release(void **state)
     assert_int_equal(freed, 2);
 }
 
+/* A closed transaction's slot its call still holds: found open by no message, yet counted and taken. */
+static void test_end_held(void **state)
+{
+    struct gw_txn_table *t = gw_txn_table_new(10, 1);
+    const unsigned char *a = (const unsigned char *)"a";
+
+    (void)state;
+    assert_int_equal(gw_txn_reserve(t, a, 1, "dev"), 0);
+    assert_null(gw_txn_take(t, a, 1)); /* reserved: nothing to take */
+    gw_txn_end_held(t, a, 1);
+    assert_false(gw_txn_contains(t, a, 1));
+    assert_int_equal(gw_txn_reserve(t, a, 1, "dev"), GW_ERR_EXISTS);
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"b", 1, "dev"), GW_ERR_LIMIT);
+    assert_int_equal(gw_txn_count_quota(t, "dev"), 1);
+    gw_txn_release(t, a, 1);
+    assert_int_equal(gw_txn_count_quota(t, "dev"), 0);
+    assert_int_equal(gw_txn_reserve(t, (const unsigned char *)"b", 1, "dev"), 0);
+    gw_txn_end_held(t, (const unsigned char *)"zz", 2); /* none: nothing happens */
+    gw_txn_table_free(t, NULL, NULL);
+}
+
 /* Ended while another holds it: that holder's put closes the slot instead of opening it again. */
 static void test_take_or_end(void **state)
 {
@@ -269,10 +290,15 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_take_release), cmocka_unit_test(test_take_or_end),
-        cmocka_unit_test(test_tid_lengths),      cmocka_unit_test(test_caps),
-        cmocka_unit_test(test_expiry_order),     cmocka_unit_test(test_clear),
-        cmocka_unit_test(test_take_expired),     cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_put_take_release),
+        cmocka_unit_test(test_take_or_end),
+        cmocka_unit_test(test_end_held),
+        cmocka_unit_test(test_tid_lengths),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_expiry_order),
+        cmocka_unit_test(test_clear),
+        cmocka_unit_test(test_take_expired),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
