@@ -263,9 +263,27 @@ static bool same_site(const uint8_t *a, const struct slot *s)
 }
 
 /*
+ * Whether |s|, of failures only, is the one to take rather than |victim| (NULL: none yet) for a prefix of
+ * the site |site| (NULL: the newcomer has none): worth less (worth_less), or as much but of another address
+ * while |victim| is of the site. A flood from elsewhere keeps its one-off failures the newest, so of slots
+ * worth the same the site's own would be the oldest; taking one would mark the site (find) while a flood's
+ * slot could be taken instead. The site is marked only when its own prefixes are the cheapest slots left.
+ */
+static bool takes_before(const struct gw_guard *g, const struct slot *s, const struct slot *victim,
+                         const uint8_t *site, time_t now)
+{
+    if (victim == NULL)
+        return true;
+    if (site != NULL && worth(g, s, now) == worth(g, victim, now) &&
+        same_site(site, s) != same_site(site, victim))
+        return same_site(site, victim);
+    return worth_less(g, s, victim, now);
+}
+
+/*
  * The slot of |a|, always within GW_GUARD_PROBES slots of where its hash points, so that no lookup
  * looks at more however crowded the table; LOOKUP: NULL if absent. CREATE takes a never-used or idle
- * slot there, else the one that holds only failures and is worth least (worth_less): a new address's
+ * slot there, else the one that holds only failures and is worth least (takes_before): a new address's
  * connection or failure is counted in its place, for addresses that merely failed, however many an
  * attacker has, must neither keep real connections out nor have new failures go uncounted. NULL if
  * every slot there holds a connection or request, which the table's size makes all but impossible
@@ -292,7 +310,7 @@ static struct slot *find(struct gw_guard *g, const uint8_t *a, size_t n, enum ma
             return s;
         if (spare == NULL && idle(g, s, now))
             spare = s;
-        if (failures_only(s) && (victim == NULL || worth_less(g, s, victim, now)))
+        if (failures_only(s) && takes_before(g, s, victim, crowded != NULL ? a : NULL, now))
             victim = s;
     }
     if (make == LOOKUP)

@@ -891,6 +891,43 @@ static void test_crowded_elsewhere_site_apart(void **state)
     gw_guard_free(g);
 }
 
+/*
+ * A flood from elsewhere keeps the table full of one-off failures, always the newest, while a carrier
+ * /48 has one /64 after another fail once in between. The oldest, cheapest slots are then the
+ * carrier's: a new /64 of it took an older failure of another of its /64s, marking the /48, and a fresh
+ * /64 that never failed was refused within a minute or two. A tie goes against another address first,
+ * so the /48 stays apart while others' slots are as cheap as its own.
+ */
+static void test_interleaved_flood_site_apart(void **state)
+{
+    struct gw_guard *g = gw_guard_new(&flood_conf);
+    socklen_t l, ln;
+    struct sockaddr_storage x, fresh = v6("2001:db8:c:ffff::1", &ln);
+    time_t now = 1000;
+    uint32_t wait;
+    int flood = 0, carrier = 0, said = 0;
+    char ip[64];
+
+    (void)state;
+    assert_non_null(g);
+    for (int sec = 0; sec < 180; sec++, now++) {
+        for (int i = 0; i < 2000; i++, flood++) { /* 2000 IPv4 failures a second, 10 of the carrier's */
+            snprintf(ip, sizeof(ip), "10.%d.%d.%d", flood >> 16, (flood >> 8) & 0xff, flood & 0xff);
+            x = v4(ip, 1, &l);
+            assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
+            if (i % 200 != 0)
+                continue;
+            snprintf(ip, sizeof(ip), "2001:db8:c:%x::1", carrier++);
+            x = v6(ip, &l);
+            said += gw_guard_auth_failed(g, SA(x), l, now) != 0;
+        }
+        if (gw_guard_auth_check(g, SA(fresh), ln, now, &wait) != 0)
+            fail_msg("a fresh /64 of the carrier refused at second %d", sec);
+    }
+    assert_int_equal(said, 0); /* nothing said for a /64 or the /48 either */
+    gw_guard_free(g);
+}
+
 /* A reload's lower budget says a site it shuts out as the site. */
 static void on_site_shut_out(void *arg, const struct sockaddr *sa, socklen_t len, uint32_t bits)
 {
@@ -947,6 +984,7 @@ int main(void)
         cmocka_unit_test(test_crowded_site_shut_out),
         cmocka_unit_test(test_crowded_site_lowered),
         cmocka_unit_test(test_crowded_elsewhere_site_apart),
+        cmocka_unit_test(test_interleaved_flood_site_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
