@@ -30,6 +30,9 @@
 #define GW_DEFAULT_MAX_REQUESTS_PER_ADDRESS 64 /* in flight: as many as its HTTP/1 connections may hold */
 #define GW_DEFAULT_IPV6_PREFIX 64              /* an IPv6 client's address for the limits: its /64 */
 #define GW_MIN_IPV6_PREFIX 48
+/* a connection with a verified TLS client certificate is not one to make room with for this long after its
+   handshake, until its first request is answered: the time libh2o gives an HTTP/1 request to arrive whole */
+#define GW_PEER_GRACE_MS GW_HTTP1_REQ_TIMEOUT_MS
 #define GW_GUARD_PROBES 64 /* slots a lookup in the per-address table looks at, at most */
 #define GW_GUARD_SITE_BITS                                                                                   \
     48 /* an IPv6 site, whose failures also count together when that table is crowded */

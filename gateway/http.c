@@ -806,8 +806,13 @@ static int respond(struct http_job *job)
         return 1;
     }
     job->ref->job = NULL;
-    if (rsp->proven && (c = gw_conn_get0(job->req)) != NULL)
-        c->proven = true; /* a proven client's: not one to make room with (gw_conn_attach) */
+    if ((c = gw_conn_get0(job->req)) != NULL) {
+        /* a proven client's: not one to make room with (gw_conn_attach). An answer that is not proven (a
+           revoked certificate's, a replay's) ends its certificate's grace */
+        if (rsp->proven)
+            c->proven = true;
+        c->grace_until = 0;
+    }
     /* answered: it no longer protects its connection. An answer its client never takes (an HTTP/2 window
        kept shut, a CRL read slowly) is not disposed of, and would protect it as long as the client liked */
     if (job->ref->conn != NULL) {

@@ -97,17 +97,20 @@ static bool admin_make_room(struct gw_loop *loop)
  * Whether |o|, a CMP connection, may be shut down for a newcomer at a connection cap: past its opening (a
  * completed TLS handshake, on a plain listener a request; before it limits.handshake_timeout bounds it), with
  * no request handed to the workers and not yet answered, and none of its requests past every check of its
- * sender (gw_cmp_response.proven). A client without credentials can hold a connection past its opening for
- * good: a request to an unknown path every few seconds (libh2o's HTTP/1 request timer starts again with
- * each), or over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again with each read).
- * A verified TLS client certificate proves nothing by itself: it may be revoked (looked up per request), and
- * a certificate its holder had revoked still chains.
+ * sender (gw_cmp_response.proven). A client without credentials can hold a connection
+ * past its opening for good: a request to an unknown path every few seconds (libh2o's HTTP/1 request timer
+ * starts again with each), or over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again
+ * with each read). A verified TLS client certificate proves nothing by itself (it may be revoked: looked up
+ * per request), but keeps its connection GW_PEER_GRACE_MS after the handshake until its first answer: libh2o
+ * hands a request over only once its body arrived, and devices behind one address re-enrolling at once would
+ * otherwise close each other part-way through their uploads. An answer not proven ends that grace.
  */
 static bool unproven(const struct gw_conn *o)
 {
     bool opened = o->sock->ssl != NULL ? o->handshaken : o->requested;
 
-    return !o->admin && !o->ended && opened && !o->proven && o->in_flight == 0;
+    return !o->admin && !o->ended && opened && !o->proven && o->in_flight == 0 &&
+           gw_now_ms() >= o->grace_until;
 }
 
 /*
@@ -526,6 +529,7 @@ static void on_ssl_info(const SSL *ssl, int where, int ret)
     }
     c->peer = peer;
     c->peer_until = session_until(SSL_get_session(ssl), peer);
+    c->grace_until = gw_now_ms() + GW_PEER_GRACE_MS; /* its first request's upload (unproven) */
     c->peer_required = (SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
     c->peer_chain = X509_chain_up_ref(SSL_get_peer_cert_chain(ssl)); /* NULL: recheck with the leaf */
     /* what binds a transaction to its TLS client, made once for the connection's requests: its

@@ -1427,19 +1427,47 @@ class IdleHeldHttp2(harness.GatewayTestCase):
             for s in held:
                 s.close()
 
-    def test_client_certificate_alone_proves_nothing(self):
-        """A connection with a verified client certificate (which may be revoked: that is checked per request)
-        and no request was never one to make room with. Now it is, until a request on it passed its checks."""
+    def certified_h2(self):
+        """An HTTP/2 connection from 127.0.0.2 with a verified client certificate that opens no stream (a device
+        part-way through its upload, to the gateway) and PINGs."""
+        ctx = self.gw.tls_context()
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT,
+                                       source_address=("127.0.0.2", 0))
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+        self.ping(s)
+        return s
+
+    def test_client_certificate_kept_until_its_first_request(self):
+        """A connection with a verified client certificate whose request had not reached the workers yet (libh2o
+        hands it over once its body arrived) was the oldest to make room with: devices behind one address
+        re-enrolling at once closed each other part-way through their uploads. Now it is kept for its grace
+        time after the handshake, and the bare connection after it is closed for the newcomer."""
         held = []
         try:
-            ctx = self.gw.tls_context()
-            ctx.set_alpn_protocols(["h2"])
-            raw = socket.create_connection(("127.0.0.1", self.gw.port), timeout=harness.CLIENT_TIMEOUT,
-                                           source_address=("127.0.0.2", 0))
-            certified = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            held.append(self.certified_h2())
+            held.append(self.bare_h2())
+            held.append(self.bare_h2())  # raised "closed", or a TLS error, where the cap refused it
+            held[1].settimeout(3)  # within the certificate's grace (GW_PEER_GRACE_MS, 5 s)
+            harness.read_to_eof(held[1])  # closed by the gateway: a timeout raises
+            self.ping(held[0])
+            self.ping(held[2])
+        finally:
+            for s in held:
+                s.close()
+
+    def test_client_certificate_alone_proves_nothing(self):
+        """A connection with a verified client certificate (which may be revoked: that is checked per request)
+        and no request was never one to make room with. Now it is, once its grace time after the handshake
+        (GW_PEER_GRACE_MS, 5 s) passed without a request answered."""
+        held = []
+        try:
+            certified = self.certified_h2()
             held.append(certified)
-            certified.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
-            self.ping(certified)
+            for _ in range(6):  # past the grace; a PING a second keeps libh2o's idle timer from ending it
+                time.sleep(1)
+                self.ping(certified)
             held.append(self.bare_h2())
             held.append(self.bare_h2())
             certified.settimeout(3)  # within libh2o's idle timeout, which would close it too
