@@ -30,6 +30,9 @@
 #define GW_DEFAULT_MAX_REQUESTS_PER_ADDRESS 64 /* in flight: as many as its HTTP/1 connections may hold */
 #define GW_DEFAULT_IPV6_PREFIX 64              /* an IPv6 client's address for the limits: its /64 */
 #define GW_MIN_IPV6_PREFIX 48
+/* a connection whose last request that passed every check was answered this long ago is no longer one of a
+   proven client at the connection caps: one cheap proven request (a genm) must not keep a place for good */
+#define GW_PROVEN_HOLD_MS 30000
 /* a connection with a verified TLS client certificate is not one to make room with for this long after its
    handshake, until its first request is answered: the time libh2o gives an HTTP/1 request to arrive whole */
 #define GW_PEER_GRACE_MS GW_HTTP1_REQ_TIMEOUT_MS

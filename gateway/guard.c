@@ -497,6 +497,14 @@ bool gw_guard_same_address(const struct gw_guard *g, const struct sockaddr *a, s
     return n != 0 && addr_of(g, b, blen, y) == n && memcmp(x, y, n) == 0;
 }
 
+bool gw_guard_conn_kept(uint64_t now, uint64_t proven_at, uint64_t grace_until)
+{
+    /* a clock read before |proven_at| (another thread's) is not past it */
+    if (proven_at != 0 && (now < proven_at || now - proven_at < GW_PROVEN_HOLD_MS))
+        return true;
+    return now < grace_until;
+}
+
 int gw_guard_req_begin(struct gw_guard *g, const struct sockaddr *sa, socklen_t len)
 {
     return take(g, sa, len, HELD_REQS);

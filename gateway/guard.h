@@ -74,6 +74,14 @@ bool gw_guard_same_address(const struct gw_guard *g, const struct sockaddr *a, s
                            const struct sockaddr *b, socklen_t blen);
 
 /*
+ * gw_guard_conn_kept: whether a connection is not one to make room with at |now| (ms, gw_now_ms) for what its
+ * client showed: its last request that passed every check of its sender was answered at |proven_at| (0: none)
+ * less than GW_PROVEN_HOLD_MS ago, or it is before |grace_until| (0: none), the end of a verified TLS client
+ * certificate's grace for its first request. Any thread.
+ */
+bool gw_guard_conn_kept(uint64_t now, uint64_t proven_at, uint64_t grace_until);
+
+/*
  * gw_guard_req_begin counts a request of |sa| that is handed to the workers: 0, or GW_ERR_LIMIT
  * (max_requests are in flight), GW_ERR_BUSY (this address holds max_requests_per_address, or the
  * table has no room for it), GW_ERR_INVAL.

@@ -807,10 +807,10 @@ static int respond(struct http_job *job)
     }
     job->ref->job = NULL;
     if ((c = gw_conn_get0(job->req)) != NULL) {
-        /* a proven client's: not one to make room with (gw_conn_attach). An answer that is not proven (a
-           revoked certificate's, a replay's) ends its certificate's grace */
+        /* a proven client's, for GW_PROVEN_HOLD_MS: not one to make room with (gw_conn_attach). An answer
+           that is not proven (a revoked certificate's, a replay's) ends its certificate's grace */
         if (rsp->proven)
-            c->proven = true;
+            c->proven_at = gw_now_ms();
         c->grace_until = 0;
     }
     /* answered: it no longer protects its connection. An answer its client never takes (an HTTP/2 window

@@ -33,7 +33,7 @@ struct gw_conn {
     bool flight_sent;                   /* its handshake flight for the ClientHello went out (tls.c) */
     bool handshake_late;                /* its TLS handshake ended by limits.handshake_timeout (sweep.c) */
     bool requested;                     /* a request of it reached a handler (a plain listener's opening) */
-    bool proven;                        /* a request of it passed its checks (gw_cmp_response.proven) */
+    uint64_t proven_at;                 /* ms (gw_now_ms): its last answer proven (gw_cmp_response.proven) */
     uint64_t grace_until;               /* ms: its client certificate keeps it till then, or a first answer */
     unsigned in_flight;                 /* its requests handed to the workers, until answered */
     bool released;                      /* its place in the guard given back early, to make room (tls.c) */

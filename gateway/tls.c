@@ -97,7 +97,8 @@ static bool admin_make_room(struct gw_loop *loop)
  * Whether |o|, a CMP connection, may be shut down for a newcomer at a connection cap: past its opening (a
  * completed TLS handshake, on a plain listener a request; before it limits.handshake_timeout bounds it), with
  * no request handed to the workers and not yet answered, and none of its requests past every check of its
- * sender (gw_cmp_response.proven). A client without credentials can hold a connection
+ * sender (gw_cmp_response.proven) answered within GW_PROVEN_HOLD_MS: one trusted certificate and a genm a
+ * connection would otherwise hold every place for good. A client without credentials can hold a connection
  * past its opening for good: a request to an unknown path every few seconds (libh2o's HTTP/1 request timer
  * starts again with each), or over HTTP/2 no stream and a PING now and then (libh2o's idle timer starts again
  * with each read). A verified TLS client certificate proves nothing by itself (it may be revoked: looked up
@@ -109,8 +110,8 @@ static bool unproven(const struct gw_conn *o)
 {
     bool opened = o->sock->ssl != NULL ? o->handshaken : o->requested;
 
-    return !o->admin && !o->ended && opened && !o->proven && o->in_flight == 0 &&
-           gw_now_ms() >= o->grace_until;
+    return !o->admin && !o->ended && opened && o->in_flight == 0 &&
+           !gw_guard_conn_kept(gw_now_ms(), o->proven_at, o->grace_until);
 }
 
 /*

@@ -962,6 +962,30 @@ static void test_crowded_site_lowered(void **state)
     gw_guard_free(g);
 }
 
+/* A proven request keeps its connection GW_PROVEN_HOLD_MS, no longer; a certificate's grace until its end. */
+static void test_conn_kept(void **state)
+{
+    static const struct {
+        uint64_t now, proven_at, grace_until;
+        bool kept;
+    } cases[] = {
+        {100000, 0, 0, false},                               /* nothing shown */
+        {100000, 100000, 0, true},                           /* proven just now */
+        {100000 + GW_PROVEN_HOLD_MS - 1, 100000, 0, true},   /* ... within the bound */
+        {100000 + GW_PROVEN_HOLD_MS, 100000, 0, false},      /* ... idle since: evictable */
+        {100000 + 10 * GW_PROVEN_HOLD_MS, 100000, 0, false}, /* one genm long ago keeps nothing */
+        {99999, 100000, 0, true},                            /* a clock read before it */
+        {100000, 0, 100000 + GW_PEER_GRACE_MS, true},        /* a certificate before its first answer */
+        {100000 + GW_PEER_GRACE_MS, 0, 100000 + GW_PEER_GRACE_MS, false}, /* ... its grace over */
+        {100000 + GW_PEER_GRACE_MS, 100000, 0, true}, /* proven: the bound, not the grace */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(gw_guard_conn_kept(cases[i].now, cases[i].proven_at, cases[i].grace_until),
+                         cases[i].kept);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -985,6 +1009,7 @@ int main(void)
         cmocka_unit_test(test_crowded_site_lowered),
         cmocka_unit_test(test_crowded_elsewhere_site_apart),
         cmocka_unit_test(test_interleaved_flood_site_apart),
+        cmocka_unit_test(test_conn_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
