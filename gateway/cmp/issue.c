@@ -107,14 +107,17 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
  * anyone's, leaving those certificates valid. So a share of the caps (t->quota) with more than
  * GW_MAX_WITHDRAWALS_PER_KEY of its own still owed gets no new certificate until they are done: the
  * withdrawals themselves are never refused. Its transactions open meanwhile may add as many again; those
- * past its share of the queue wait outside it (record.c, enqueue).
+ * past its share of the queue wait outside it (record.c, enqueue), and while GW_MAX_WITHDRAWALS wait
+ * there, every share owing any is refused: a share adds to them only past its own share in the queue,
+ * and a share owing none, whose first GW_MAX_WITHDRAWALS_PER_KEY still find room there, is not made to
+ * pay for the others.
  */
 static int check_withdrawals(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
     size_t owed = cmp_withdrawals_owed(c->e, t->quota);
     char queued[24];
 
-    if (owed <= GW_MAX_WITHDRAWALS_PER_KEY)
+    if (owed <= GW_MAX_WITHDRAWALS_PER_KEY && (owed == 0 || !cmp_withdrawals_crowded(c->e)))
         return 0;
     snprintf(queued, sizeof(queued), "%zu", owed);
     gw_log_kv(GW_LOG_WARN, "withdrawals_backlog", "tid", c->rsp->tid, "identity", t->identity, "queued",

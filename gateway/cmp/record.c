@@ -154,9 +154,10 @@ struct cmp_withdrawals {
     pthread_cond_t cond;              /* a job queued or ended, or the queue stopping */
     struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
     size_t queued;
-    /* a quota key's jobs past its share of the FIFO (enqueue): outside GW_MAX_WITHDRAWALS, run once the
-       FIFO is empty; FIFO as well */
+    /* a quota key's jobs past its share of the FIFO (enqueue), oldest first: each moves to the FIFO's tail
+       when a job of its key ends (bring_forward); at most GW_MAX_WITHDRAWALS of them, |overs| */
     struct withdrawal *over, **over_tailp;
+    size_t overs;
     int running;               /* a job the thread took and has not ended yet */
     struct withdrawal *asking; /* that job, until its upstream answered */
     int asked;                 /* |asking| was sent to its upstream (not waiting to begin still) */
@@ -533,14 +534,41 @@ static void revoke(struct gw_cmp_engine *e, struct withdrawal *w)
 }
 
 /*
- * The next job to run, or NULL once the queue is stopped and empty, or its drain left no time for a call
- * (calls_end): what is still queued then is the drain's to put on record (give_up).
+ * |quota|'s oldest job past its share of the FIFO, moved to the FIFO's tail: one of its jobs ended, so
+ * the place it held is this one's, whatever the other keys keep queued (else those could keep the FIFO
+ * from ever emptying, and this job waiting for ever). The place was counted already: no cap applies.
  */
-static struct withdrawal *take(struct cmp_withdrawals *q)
+static void bring_forward(struct cmp_withdrawals *q, const char *quota)
+{
+    struct withdrawal **pp = &q->over, *w;
+
+    if (quota[0] == '\0')
+        return;
+    while (*pp != NULL && strcmp((*pp)->view.quota, quota) != 0)
+        pp = &(*pp)->next;
+    if ((w = *pp) == NULL)
+        return;
+    if ((*pp = w->next) == NULL)
+        q->over_tailp = pp;
+    q->overs--;
+    w->next = NULL;
+    *q->tailp = w;
+    q->tailp = &w->next;
+    q->queued++;
+}
+
+/*
+ * The job after |done| (the one that just ended, NULL at first; freed here), or NULL once the queue is
+ * stopped and empty, or its drain left no time for a call (calls_end): what is still queued then is the
+ * drain's to put on record (give_up).
+ */
+static struct withdrawal *take(struct cmp_withdrawals *q, struct withdrawal *done)
 {
     struct withdrawal *w;
 
     pthread_mutex_lock(&q->lock);
+    if (done != NULL)
+        bring_forward(q, done->view.quota);
     q->running = 0;
     pthread_cond_broadcast(&q->cond); /* a drain or a test waits for the queue to empty */
     while (q->head == NULL && q->over == NULL && !q->stopping)
@@ -551,8 +579,11 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
         if ((q->head = w->next) == NULL)
             q->tailp = &q->head;
         q->queued--;
-    } else if ((w = q->over) != NULL && (q->over = w->next) == NULL) {
-        q->over_tailp = &q->over;
+    } else if ((w = q->over) !=
+               NULL) { /* its key has no job left in the FIFO to end: a drain gave up on them */
+        if ((q->over = w->next) == NULL)
+            q->over_tailp = &q->over;
+        q->overs--;
     }
     if (w != NULL) {
         q->running = 1;
@@ -562,6 +593,7 @@ static struct withdrawal *take(struct cmp_withdrawals *q)
         q->given_up = 0;
     }
     pthread_mutex_unlock(&q->lock);
+    withdrawal_free(done);
     return w;
 }
 
@@ -571,10 +603,9 @@ static void *withdrawals_main(void *arg)
     struct gw_cmp_engine *e = arg;
     struct withdrawal *w;
 
-    while ((w = take(e->withdrawals)) != NULL) {
+    w = NULL;
+    while ((w = take(e->withdrawals, w)) != NULL)
         revoke(e, w);
-        withdrawal_free(w);
-    }
     return NULL;
 }
 
@@ -608,11 +639,22 @@ static size_t count_key(const struct cmp_withdrawals *q, const char *quota, bool
     return n;
 }
 
+/* |quota| has jobs waiting past its share of the FIFO: a new one of its own goes after them. */
+static bool has_over(const struct cmp_withdrawals *q, const char *quota)
+{
+    for (const struct withdrawal *w = q->over; w != NULL; w = w->next)
+        if (strcmp(w->view.quota, quota) == 0)
+            return true;
+    return false;
+}
+
 /*
  * Queues |w| on |e|'s thread, started on first use: 0, or the reason it cannot be in |why|. A quota key
  * with GW_MAX_WITHDRAWALS_PER_KEY of its own in the FIFO already (certificates it was issued before it
- * rejected them, as many as its open transactions) waits past it, where it neither fills the FIFO for the
- * others nor goes before them; it is bounded there by the transactions the key could open (issue.c).
+ * rejected them, as many as its open transactions), or with some waiting past it, waits past it, behind
+ * its own, where it neither fills the FIFO for the others nor goes before them, and moves up as its own
+ * end (bring_forward). GW_MAX_WITHDRAWALS wait there at most: the keys owing any get no new certificate
+ * meanwhile (issue.c), and one more still fails, as a full FIFO does: memory stays bounded.
  */
 static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **why)
 {
@@ -626,10 +668,11 @@ static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **w
     }
     pthread_mutex_lock(&q->lock);
     over = w->view.quota[0] != '\0' &&
-           count_key(q, w->view.quota, false, GW_MAX_WITHDRAWALS_PER_KEY) >= GW_MAX_WITHDRAWALS_PER_KEY;
+           (has_over(q, w->view.quota) ||
+            count_key(q, w->view.quota, false, GW_MAX_WITHDRAWALS_PER_KEY) >= GW_MAX_WITHDRAWALS_PER_KEY);
     if (q->stopping) {
         *why = "the gateway is stopping";
-    } else if (!over && q->queued >= GW_MAX_WITHDRAWALS) {
+    } else if (over ? q->overs >= GW_MAX_WITHDRAWALS : q->queued >= GW_MAX_WITHDRAWALS) {
         *why = "too many withdrawals are waiting for their upstreams";
     } else if (!q->started && pthread_create(&q->thread, NULL, withdrawals_main, e) != 0) {
         *why = "no thread to revoke it on";
@@ -641,6 +684,7 @@ static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **w
         else
             q->tailp = &w->next;
         q->queued += !over;
+        q->overs += over;
         pthread_cond_broadcast(&q->cond);
         rc = 0;
     }
@@ -814,6 +858,19 @@ size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota)
     return n;
 }
 
+bool cmp_withdrawals_crowded(struct gw_cmp_engine *e)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+    bool full;
+
+    if (q == NULL)
+        return false;
+    pthread_mutex_lock(&q->lock);
+    full = q->overs >= GW_MAX_WITHDRAWALS;
+    pthread_mutex_unlock(&q->lock);
+    return full;
+}
+
 void cmp_withdrawals_settle(struct gw_cmp_engine *e)
 {
     struct cmp_withdrawals *q = e->withdrawals;
@@ -863,6 +920,7 @@ static struct withdrawal *give_up(struct gw_cmp_engine *e, struct cmp_withdrawal
     q->queued = 0;
     q->over = NULL;
     q->over_tailp = &q->over;
+    q->overs = 0;
     if (q->asking == NULL || q->given_up) /* its thread put it on record already (last_ask_fits) */
         return left;
     if (q->failed) { /* its upstream answered: it will not be asked again (ask_again) */

@@ -95,6 +95,8 @@ int cmp_withdrawals_init(struct gw_cmp_engine *e);
  * A withdrawal is never refused for its key: new issuing requests of that key are (issue.c).
  */
 size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota);
+/* cmp_withdrawals_crowded: GW_MAX_WITHDRAWALS wait past their keys' shares of |e|'s queue; one more fails. */
+bool cmp_withdrawals_crowded(struct gw_cmp_engine *e);
 bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
 void cmp_withdrawals_settle(struct gw_cmp_engine *e);
 void cmp_withdrawals_set_backoff(struct gw_cmp_engine *e, uint64_t ms);

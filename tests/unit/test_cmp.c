@@ -6462,7 +6462,7 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t caller;
-    int entered, released, on_caller;
+    int entered, released, on_caller, permits; /* permits: held ones let go one by one (held_revoke_step) */
 } held_revoke = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, const _Atomic uint64_t *end,
@@ -6478,9 +6478,11 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
         pthread_cond_broadcast(&held_revoke.cond);
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += HOLD_MAX_S;
-        while (!held_revoke.released &&
+        while (!held_revoke.released && held_revoke.permits == 0 &&
                pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
             ;
+        if (!held_revoke.released && held_revoke.permits > 0)
+            held_revoke.permits--;
     }
     pthread_mutex_unlock(&held_revoke.lock);
     return fake_revoke(up, cert, reason, end, fail_info, not_sent, err);
@@ -6491,7 +6493,7 @@ static void held_revokes(struct env *e)
 {
     e->slow_ops.revoke = held_revoke_fn;
     held_revoke.caller = pthread_self();
-    held_revoke.entered = held_revoke.released = held_revoke.on_caller = 0;
+    held_revoke.entered = held_revoke.released = held_revoke.on_caller = held_revoke.permits = 0;
 }
 
 /* Waits (up to HOLD_WAIT_S) until a revocation is held: 1, or 0 if none came. */
@@ -6507,6 +6509,26 @@ static int held_revoke_wait_entered(void)
            pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
         ;
     entered = held_revoke.entered > 0;
+    pthread_mutex_unlock(&held_revoke.lock);
+    return entered;
+}
+
+/* Lets the one held revocation go and waits (up to HOLD_WAIT_S) for the next to be held: 1, 0 if none. */
+static int held_revoke_step(void)
+{
+    struct timespec until;
+    int next, entered;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HOLD_WAIT_S;
+    pthread_mutex_lock(&held_revoke.lock);
+    next = held_revoke.entered + 1;
+    held_revoke.permits++;
+    pthread_cond_broadcast(&held_revoke.cond);
+    while (held_revoke.entered < next &&
+           pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+        ;
+    entered = held_revoke.entered >= next;
     pthread_mutex_unlock(&held_revoke.lock);
     return entered;
 }
@@ -7158,6 +7180,57 @@ static void test_withdrawals_per_key(void **state)
     client_cleanup(&other);
     OSSL_CMP_CTX_free(ctx);
     OSSL_CMP_CTX_free(ctx2);
+    env_free(e);
+}
+
+/*
+ * A client past its share of the withdrawal queue waits outside it, but only for its own places to free:
+ * each of its jobs that ends brings its oldest waiting one into the queue. Here B rejects
+ * GW_MAX_WITHDRAWALS_PER_KEY + 1 (one at the CA, the last past its share) while A keeps its full share
+ * queued at a held CA, replacing each of its own as it ends, so the queue never empties: B's last is
+ * revoked all the same, after the ones of A queued before it ended; B, owing no more than its share
+ * once its first ended, is served again.
+ */
+static void test_withdrawals_overflow_not_starved(void **state)
+{
+    struct env *e = env_slow(NULL, 0);
+    struct client a = {.env = e}, b = {.env = e};
+    OSSL_CMP_CTX *ctx_a, *ctx_b;
+    int n = GW_MAX_WITHDRAWALS_PER_KEY;
+
+    (void)state;
+    slow_revokes(e);
+    held_revokes(e);
+    slow_gate(1);
+    ctx_a = client_new(&a, SIG, client_cert, client_key, NULL, NULL, 0);
+    ctx_b = client_new(&b, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    for (int i = 0; i < n + 1; i++)
+        ir_rejected_by_client(ctx_b);
+    assert_int_equal(held_revoke_wait_entered(), 1); /* B's first at the CA, n - 1 queued, 1 past them */
+    for (int i = 0; i < n; i++)
+        ir_rejected_by_client(ctx_a);
+    OSSL_CMP_CTX_reinit(ctx_b);
+    OSSL_CMP_CTX_set_certConf_cb(ctx_b, NULL);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx_b));
+    assert_status(ctx_b, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "too many revocations of certificates ");
+    assert_int_equal(held_revoke_step(), 1); /* B's first done: it owes n, and is served again */
+    OSSL_CMP_CTX_reinit(ctx_b);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx_b));
+    for (int i = 1; i < n; i++) /* B's n - 1 queued after its first */
+        assert_int_equal(held_revoke_step(), 1);
+    for (int i = 0; i < n + 1; i++) { /* A's n and B's last: A queues one for each of its own ended */
+        assert_int_equal(held_revoke_step(), 1);
+        if (i < n - 1)
+            ir_rejected_by_client(ctx_a);
+    }
+    assert_int_equal(audit_count_now(e, "revoked", NULL, "identity", "demo-device"), n + 1);
+    held_revoke_release();
+    assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL, NULL), 0);
+    client_cleanup(&a);
+    client_cleanup(&b);
+    OSSL_CMP_CTX_free(ctx_a);
+    OSSL_CMP_CTX_free(ctx_b);
     env_free(e);
 }
 
@@ -11915,6 +11988,7 @@ int main(void)
         cmocka_unit_test(test_poll_shutdown),
         cmocka_unit_test(test_withdrawals_per_key),
         cmocka_unit_test(test_withdrawals_per_key_open_at_once),
+        cmocka_unit_test(test_withdrawals_overflow_not_starved),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
