@@ -484,6 +484,53 @@ static void release_held_slot(struct gw_cmp_engine *e, struct cmp_pending *p)
     gw_cluster_release(e->cluster, p->slot_tid, p->slot_tid_len, p->slot_quota);
 }
 
+/* A slot cmp_poll_detach took from its call, ended once detach_lock is let go. */
+struct held_slot {
+    struct held_slot *next;
+    unsigned char tid[GW_MAX_TID_LEN];
+    size_t tid_len;
+    char quota[GW_QUOTA_KEY_LEN];
+};
+
+/*
+ * The slot |p| holds, taken from it onto |*list| (under detach_lock: its call no longer ends it). Without
+ * memory to carry it past the lock, it ends here, under it: a slot left taken would outlive |e|.
+ */
+static void collect_held_slot(struct gw_cmp_engine *e, struct cmp_pending *p, struct held_slot **list)
+{
+    struct held_slot *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        release_held_slot(e, p);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    if (p->holds_slot) {
+        memcpy(s->tid, p->slot_tid, s->tid_len = p->slot_tid_len);
+        snprintf(s->quota, sizeof(s->quota), "%s", p->slot_quota);
+        p->holds_slot = 0;
+        s->next = *list;
+        *list = s;
+        s = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(s);
+}
+
+/* Ends and frees the slots of |list| in |e|'s table and cluster (a Redis script each): outside detach_lock.
+ */
+static void release_held_slots(struct gw_cmp_engine *e, struct held_slot *list)
+{
+    struct held_slot *next;
+
+    for (; list != NULL; list = next) {
+        next = list->next;
+        gw_txn_release(e->txns, list->tid, list->tid_len);
+        gw_cluster_release(e->cluster, list->tid, list->tid_len, list->quota);
+        free(list);
+    }
+}
+
 /* The slot ends with the call (call thread); the engine gone, cmp_poll_detach ended it. */
 static void end_held_slot(struct cmp_pending *p)
 {
@@ -1094,10 +1141,15 @@ bool cmp_poll_busy(struct gw_cmp_engine *e)
     return busy;
 }
 
-/* Waits for running calls to land until the stop's deadline; the rest are logged and cut loose. */
+/*
+ * Waits for running calls to land until the stop's deadline; the rest are logged and cut loose. The slots
+ * they hold end after detach_lock is let go: each is a Redis script of up to the shared state's timeout,
+ * which every engine's calls would wait for (|e| lives on meanwhile: gw_cmp_engine_free_until).
+ */
 void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms)
 {
     struct cmp_pending *p, *next;
+    struct held_slot *held = NULL;
     int busy = 1;
 
     while (gw_now_ms() < until_ms) {
@@ -1119,12 +1171,14 @@ void cmp_poll_detach(struct gw_cmp_engine *e, uint64_t until_ms)
         gw_log_kv(GW_LOG_ERROR, "upstream_call_abandoned", "tid", p->tid, "upstream", p->upstream, "msg",
                   "still running at shutdown: a certificate it returns is logged, not audited", NULL);
         /* the table and the cluster outlive |e| (a reload's next engine, the other instances): the
-           slot it holds there ends now, else its share and transactionID stay taken until they expire */
-        release_held_slot(e, p);
+           slot it holds there ends (below, past the lock), else its share and transactionID stay taken until
+           they expire */
+        collect_held_slot(e, p, &held);
         p->e = NULL;
         p->linked = 0;
         p->prev = p->next = NULL;
     }
     e->pending = NULL;
     pthread_mutex_unlock(&detach_lock);
+    release_held_slots(e, held);
 }
