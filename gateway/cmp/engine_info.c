@@ -70,6 +70,12 @@ void gw_cmp_engine_set_withdrawal_record_ms(struct gw_cmp_engine *e, uint64_t ms
         cmp_withdrawals_set_record_ms(e, ms);
 }
 
+void gw_cmp_engine_set_withdrawal_over_cap(struct gw_cmp_engine *e, size_t cap)
+{
+    if (e != NULL)
+        cmp_withdrawals_set_over_cap(e, cap);
+}
+
 size_t gw_cmp_engine_revocations_waiting(struct gw_cmp_engine *e)
 {
     return e != NULL && e->revoked != NULL ? cmp_revoked_waiting(e->revoked) : 0;

@@ -38,6 +38,10 @@ void gw_cmp_engine_set_withdrawal_backoff(struct gw_cmp_engine *e, uint64_t ms);
  * ended, |ms| before its deadline instead of GW_WITHDRAWAL_RECORD_MS. */
 void gw_cmp_engine_set_withdrawal_record_ms(struct gw_cmp_engine *e, uint64_t ms);
 
+/* gw_cmp_engine_set_withdrawal_over_cap: how many withdrawals may wait past their keys' shares of the
+ * queue, |cap| instead of GW_MAX_WITHDRAWALS. */
+void gw_cmp_engine_set_withdrawal_over_cap(struct gw_cmp_engine *e, size_t cap);
+
 /*
  * gw_cmp_engine_revocations_waiting: the revocations under |e| (an rr, a withdrawal) that wait for another
  * revocation of the same certificate to end now, for a test to go on once one waits.

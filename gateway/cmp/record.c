@@ -155,9 +155,9 @@ struct cmp_withdrawals {
     struct withdrawal *head, **tailp; /* FIFO: |tailp| is where the next job goes */
     size_t queued;
     /* a quota key's jobs past its share of the FIFO (enqueue), oldest first: each moves to the FIFO's tail
-       when a job of its key ends (bring_forward); at most GW_MAX_WITHDRAWALS of them, |overs| */
+       when a job of its key ends (bring_forward); at most |over_cap| (GW_MAX_WITHDRAWALS) of them, |overs| */
     struct withdrawal *over, **over_tailp;
-    size_t overs;
+    size_t overs, over_cap;
     int running;               /* a job the thread took and has not ended yet */
     struct withdrawal *asking; /* that job, until its upstream answered */
     int asked;                 /* |asking| was sent to its upstream (not waiting to begin still) */
@@ -672,7 +672,7 @@ static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **w
             count_key(q, w->view.quota, false, GW_MAX_WITHDRAWALS_PER_KEY) >= GW_MAX_WITHDRAWALS_PER_KEY);
     if (q->stopping) {
         *why = "the gateway is stopping";
-    } else if (over ? q->overs >= GW_MAX_WITHDRAWALS : q->queued >= GW_MAX_WITHDRAWALS) {
+    } else if (over ? q->overs >= q->over_cap : q->queued >= GW_MAX_WITHDRAWALS) {
         *why = "too many withdrawals are waiting for their upstreams";
     } else if (!q->started && pthread_create(&q->thread, NULL, withdrawals_main, e) != 0) {
         *why = "no thread to revoke it on";
@@ -798,6 +798,7 @@ int cmp_withdrawals_init(struct gw_cmp_engine *e)
     q->over_tailp = &q->over;
     q->backoff_ms = GW_WITHDRAWAL_BACKOFF_MS;
     q->record_ms = GW_WITHDRAWAL_RECORD_MS;
+    q->over_cap = GW_MAX_WITHDRAWALS;
     pthread_mutex_init(&q->lock, NULL);
     /* the drain's deadline (gw_now_ms) ignores clock steps: a condition on the realtime clock would not */
     if (gw_cond_init_monotonic(&q->cond) != 0) { /* e->withdrawals stays NULL: no queue to drain */
@@ -858,6 +859,17 @@ size_t cmp_withdrawals_owed(struct gw_cmp_engine *e, const char *quota)
     return n;
 }
 
+void cmp_withdrawals_set_over_cap(struct gw_cmp_engine *e, size_t cap)
+{
+    struct cmp_withdrawals *q = e->withdrawals;
+
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->over_cap = cap;
+    pthread_mutex_unlock(&q->lock);
+}
+
 bool cmp_withdrawals_crowded(struct gw_cmp_engine *e)
 {
     struct cmp_withdrawals *q = e->withdrawals;
@@ -866,7 +878,7 @@ bool cmp_withdrawals_crowded(struct gw_cmp_engine *e)
     if (q == NULL)
         return false;
     pthread_mutex_lock(&q->lock);
-    full = q->overs >= GW_MAX_WITHDRAWALS;
+    full = q->overs >= q->over_cap;
     pthread_mutex_unlock(&q->lock);
     return full;
 }

@@ -72,7 +72,8 @@ void cmp_withdraw_answered(struct gw_cmp_engine *e, const struct cmp_txn *t, con
  * first job), or none (GW_ERR_NOMEM: out of memory, or its condition cannot wait on CLOCK_MONOTONIC).
  * cmp_withdrawals_busy: jobs are queued or running. cmp_withdrawals_settle waits until none is (tests).
  * cmp_withdrawals_set_backoff: the wait before a job's second attempt, |ms| instead of
- * GW_WITHDRAWAL_BACKOFF_MS (tests). cmp_withdrawals_set_record_ms: what a drain leaves for the record of a
+ * GW_WITHDRAWAL_BACKOFF_MS (tests). cmp_withdrawals_set_over_cap: GW_MAX_WITHDRAWALS past the keys' shares,
+ * |cap| instead (tests). cmp_withdrawals_set_record_ms: what a drain leaves for the record of a
  * call it ended, |ms| instead of GW_WITHDRAWAL_RECORD_MS (tests).
  * cmp_withdrawals_drain (engine free) stops taking jobs and waits for them until |until_ms|
  * (gw_now_ms), never longer: a stop gives all its engines one deadline, not one each. A job waiting to
@@ -101,6 +102,7 @@ bool cmp_withdrawals_busy(struct gw_cmp_engine *e);
 void cmp_withdrawals_settle(struct gw_cmp_engine *e);
 void cmp_withdrawals_set_backoff(struct gw_cmp_engine *e, uint64_t ms);
 void cmp_withdrawals_set_record_ms(struct gw_cmp_engine *e, uint64_t ms);
+void cmp_withdrawals_set_over_cap(struct gw_cmp_engine *e, size_t cap);
 bool cmp_withdrawals_drain(struct gw_cmp_engine *e, uint64_t until_ms);
 
 /* cmp_audit_closed writes the record of |t| closing with its certificate issued: confirmed, or

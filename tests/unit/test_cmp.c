@@ -7331,6 +7331,63 @@ static void test_withdrawals_per_key_open_at_once(void **state)
     env_free(e);
 }
 
+/*
+ * The withdrawals waiting past their keys' shares of the queue are bounded too (here at 1): once full,
+ * one more of a key past its share fails at once (on record, as a full queue's does), a key owing any
+ * gets no new certificate, and one owing none still does.
+ */
+static void test_withdrawals_overflow_full(void **state)
+{
+    struct env *e = env_slow(NULL, 0);
+    struct client cl[2], other = {.env = e};
+    OSSL_CMP_CTX *ctx[2], *ctx2;
+    pthread_t th[2];
+    void *rejected;
+
+    (void)state;
+    slow_revokes(e);
+    held_revokes(e);
+    slow_gate(1);
+    gw_cmp_engine_set_withdrawal_over_cap(e->engine, 1);
+    for (int i = 0; i < 2; i++) {
+        cl[i] = (struct client){.env = e};
+        ctx[i] = client_new(&cl[i], SIG, client_cert, client_key, NULL, NULL, 0);
+    }
+    ctx2 = client_new(&other, PBM, NULL, NULL, "demo-device", pbm_secret, pbm_secret_len);
+    for (int i = 0; i < GW_MAX_WITHDRAWALS_PER_KEY; i++) /* its share: one at the CA, the others queued */
+        ir_rejected_by_client(ctx[0]);
+    assert_int_equal(held_revoke_wait_entered(), 1);
+    assert_int_equal(pthread_barrier_init(&all_issued, NULL, 2), 0);
+    OSSL_CMP_CTX_reinit(ctx[0]);
+    for (int i = 0; i < 2; i++) /* both issued while it owes its share: one waits past it, one fails */
+        assert_int_equal(pthread_create(&th[i], NULL, ir_rejected_once_all_issued, ctx[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(th[i], &rejected), 0);
+        assert_non_null(rejected);
+    }
+    pthread_barrier_destroy(&all_issued);
+    assert_int_equal(audit_count_now(e, "revoke_failed", NULL, "status",
+                                     "too many withdrawals are waiting for their upstreams"),
+                     1);
+    ir_rejected_by_client(ctx2); /* owing none: served, its withdrawal in its own share */
+    OSSL_CMP_CTX_reinit(ctx2);
+    OSSL_CMP_CTX_set_certConf_cb(ctx2, NULL);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx2)); /* owing one while the list is full */
+    assert_status(ctx2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "too many revocations of certificates ");
+    held_revoke_release();
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), GW_MAX_WITHDRAWALS_PER_KEY + 2);
+    OSSL_CMP_CTX_reinit(ctx2);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx2));
+    for (int i = 0; i < 2; i++) {
+        client_cleanup(&cl[i]);
+        OSSL_CMP_CTX_free(ctx[i]);
+    }
+    client_cleanup(&other);
+    OSSL_CMP_CTX_free(ctx2);
+    env_free(e);
+}
+
 static void test_poll_shutdown(void **state)
 {
     struct env *e = env_slow("100ms", 0);
@@ -11989,6 +12046,7 @@ int main(void)
         cmocka_unit_test(test_withdrawals_per_key),
         cmocka_unit_test(test_withdrawals_per_key_open_at_once),
         cmocka_unit_test(test_withdrawals_overflow_not_starved),
+        cmocka_unit_test(test_withdrawals_overflow_full),
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
