@@ -579,8 +579,8 @@ static struct withdrawal *take(struct cmp_withdrawals *q, struct withdrawal *don
         if ((q->head = w->next) == NULL)
             q->tailp = &q->head;
         q->queued--;
-    } else if ((w = q->over) !=
-               NULL) { /* its key has no job left in the FIFO to end: a drain gave up on them */
+    } else if ((w = q->over) != NULL) {
+        /* its key has no job left in the FIFO to end: a drain gave up on them */
         if ((q->over = w->next) == NULL)
             q->over_tailp = &q->over;
         q->overs--;
