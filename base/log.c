@@ -216,13 +216,19 @@ void gw_log_outage_cleanup(struct gw_log_outage *o)
     pthread_mutex_destroy(&o->lock);
 }
 
+/* Whether GW_LOG_OUTAGE_SECS have passed since |last| at |now| (a clock that went back passes them too). */
+static bool outage_interval_over(time_t last, time_t now)
+{
+    return now < last || now - last >= GW_LOG_OUTAGE_SECS;
+}
+
 bool gw_log_outage_due(struct gw_log_outage *o, time_t now, char held[GW_LOG_HELD_LEN])
 {
     bool due;
 
     pthread_mutex_lock(&o->lock);
     /* an end leaves |last| as it is: the first line of the next outage waits out its interval too */
-    due = o->last == 0 || now < o->last || now - o->last >= GW_LOG_OUTAGE_SECS;
+    due = o->last == 0 || outage_interval_over(o->last, now);
     if (due) {
         snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held);
         o->held = 0;
@@ -240,7 +246,7 @@ bool gw_log_outage_other_due(struct gw_log_outage *o, time_t now, char held[GW_L
     bool due;
 
     pthread_mutex_lock(&o->lock);
-    due = !o->other_out || now < o->other_last || now - o->other_last >= GW_LOG_OUTAGE_SECS;
+    due = !o->other_out || outage_interval_over(o->other_last, now);
     if (due) {
         snprintf(held, GW_LOG_HELD_LEN, "%lu", o->other_held);
         o->other_held = 0;
@@ -261,8 +267,7 @@ bool gw_log_outage_end(struct gw_log_outage *o, time_t now, char held[GW_LOG_HEL
     if (!atomic_load(&o->open))
         return false;
     pthread_mutex_lock(&o->lock);
-    said = atomic_load(&o->open) &&
-           (now == 0 || o->last_end == 0 || now < o->last_end || now - o->last_end >= GW_LOG_OUTAGE_SECS);
+    said = atomic_load(&o->open) && (now == 0 || o->last_end == 0 || outage_interval_over(o->last_end, now));
     if (said) {
         o->last_end = now;
         snprintf(held, GW_LOG_HELD_LEN, "%lu", o->held + o->other_held);
