@@ -533,6 +533,16 @@ static void revoke(struct gw_cmp_engine *e, struct withdrawal *w)
               gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), "attempts", attempts, NULL);
 }
 
+/* The link to |quota|'s oldest job waiting past its share of the FIFO; *link NULL if it has none. */
+static struct withdrawal **first_over(struct cmp_withdrawals *q, const char *quota)
+{
+    struct withdrawal **pp = &q->over;
+
+    while (*pp != NULL && strcmp((*pp)->view.quota, quota) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
 /*
  * |quota|'s oldest job past its share of the FIFO, moved to the FIFO's tail: one of its jobs ended, so
  * the place it held is this one's, whatever the other keys keep queued (else those could keep the FIFO
@@ -540,12 +550,11 @@ static void revoke(struct gw_cmp_engine *e, struct withdrawal *w)
  */
 static void bring_forward(struct cmp_withdrawals *q, const char *quota)
 {
-    struct withdrawal **pp = &q->over, *w;
+    struct withdrawal **pp, *w;
 
     if (quota[0] == '\0')
         return;
-    while (*pp != NULL && strcmp((*pp)->view.quota, quota) != 0)
-        pp = &(*pp)->next;
+    pp = first_over(q, quota);
     if ((w = *pp) == NULL)
         return;
     if ((*pp = w->next) == NULL)
@@ -639,15 +648,6 @@ static size_t count_key(const struct cmp_withdrawals *q, const char *quota, bool
     return n;
 }
 
-/* |quota| has jobs waiting past its share of the FIFO: a new one of its own goes after them. */
-static bool has_over(const struct cmp_withdrawals *q, const char *quota)
-{
-    for (const struct withdrawal *w = q->over; w != NULL; w = w->next)
-        if (strcmp(w->view.quota, quota) == 0)
-            return true;
-    return false;
-}
-
 /*
  * Queues |w| on |e|'s thread, started on first use: 0, or the reason it cannot be in |why|. A quota key
  * with GW_MAX_WITHDRAWALS_PER_KEY of its own in the FIFO already (certificates it was issued before it
@@ -668,7 +668,7 @@ static int enqueue(struct gw_cmp_engine *e, struct withdrawal *w, const char **w
     }
     pthread_mutex_lock(&q->lock);
     over = w->view.quota[0] != '\0' &&
-           (has_over(q, w->view.quota) ||
+           (*first_over(q, w->view.quota) != NULL ||
             count_key(q, w->view.quota, false, GW_MAX_WITHDRAWALS_PER_KEY) >= GW_MAX_WITHDRAWALS_PER_KEY);
     if (q->stopping) {
         *why = "the gateway is stopping";
