@@ -162,17 +162,15 @@ static size_t seg_len(const struct pat_syntax *syn, const char *s, size_t n)
 }
 
 /*
- * pattern_match: '*' never crosses a separator of |syn| ('.', '/', '=', and a URI's others), so the
- * separators of |pat| and |s| must line up one for one and each segment is a plain glob. A segment that is
- * a lone '*' ("*.example.com", "/CN=*") stands for one non-empty label or value.
+ * pattern_match_n: '*' never crosses a separator of |syn| ('.', '/', '=', and a URI's others), so the
+ * separators of |pat| (|pn| bytes) and |s| must line up one for one and each segment is a plain glob. A
+ * segment that is a lone '*' ("*.example.com", "/CN=*") stands for one non-empty label or value.
  */
-static int pattern_match(const char *pat, const char *s, size_t len, const struct pat_syntax *syn)
+static int pattern_match_n(const char *pat, size_t pn, const char *s, size_t len,
+                           const struct pat_syntax *syn)
 {
-    size_t pi = 0, si = 0, pn, pl, sl;
+    size_t pi = 0, si = 0, pl, sl;
 
-    if (pat == NULL || s == NULL || memchr(s, '\0', len) != NULL)
-        return 0;
-    pn = strlen(pat);
     for (;;) {
         pl = seg_len(syn, pat + pi, pn - pi);
         sl = seg_len(syn, s + si, len - si);
@@ -191,9 +189,91 @@ static int pattern_match(const char *pat, const char *s, size_t len, const struc
     }
 }
 
+static int pattern_match(const char *pat, const char *s, size_t len, const struct pat_syntax *syn)
+{
+    if (pat == NULL || s == NULL || memchr(s, '\0', len) != NULL)
+        return 0;
+    return pattern_match_n(pat, strlen(pat), s, len, syn);
+}
+
 int gw_pattern_match(const char *pat, const char *s, size_t len)
 {
     return pattern_match(pat, s, len, &pat_text);
+}
+
+/*
+ * A subject's one-line form (gw_x509_name_line, X509_NAME_oneline) writes '/' before each RDN and '+'
+ * between the attributes of a multi-valued one; a value's own '+' as "\+", a byte outside printable ASCII
+ * as "\xHH". No value of such a line holds a '/' or a backslash, so every backslash begins an escape, and
+ * attr_len reads up to the next '/' or unescaped '+': the end of one attribute.
+ */
+static size_t attr_len(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && s[i] != '/' && s[i] != '+')
+        i += s[i] == '\\' ? 2 : 1;
+    return i < n ? i : n;
+}
+
+static int is_email_attr(const char *s, size_t n)
+{
+    static const char email[] = "emailAddress=";
+
+    return n >= sizeof(email) - 1 && memcmp(s, email, sizeof(email) - 1) == 0;
+}
+
+/*
+ * One attribute ("CN=dev-1") against one of a pattern: an emailAddress value is read as an email pattern
+ * reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing: mailers differ on
+ * which ends the local part, so "a@evil@example.com" may be mail for evil.
+ */
+static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
+{
+    const char *at;
+
+    if (!is_email_attr(s, sn))
+        return pattern_match_n(pat, pn, s, sn, &pat_text);
+    at = memchr(s, '@', sn);
+    if (at != NULL && memchr(at + 1, '@', sn - (size_t)(at + 1 - s)) != NULL)
+        return 0;
+    return pattern_match_n(pat, pn, s, sn, &pat_email);
+}
+
+/*
+ * gw_subject_match: the attributes of |pat| and |s| line up one for one, each boundary the same ('/' or
+ * '+'), so a '*' never reaches into another attribute, and each pair matches (attr_match).
+ */
+int gw_subject_match(const char *pat, const char *s, size_t len)
+{
+    size_t pi = 0, si = 0, pn, pl, sl;
+
+    if (pat == NULL || s == NULL || memchr(s, '\0', len) != NULL)
+        return 0;
+    pn = strlen(pat);
+    for (;;) {
+        pl = attr_len(pat + pi, pn - pi);
+        sl = attr_len(s + si, len - si);
+        if (!attr_match(pat + pi, pl, s + si, sl))
+            return 0;
+        pi += pl;
+        si += sl;
+        if (pi == pn || si == len)
+            return pi == pn && si == len;
+        if (pat[pi] != s[si])
+            return 0;
+        pi++;
+        si++;
+    }
+}
+
+static int match_any_subject(const struct gw_patterns *ps, const char *line)
+{
+    for (size_t i = 0; i < ps->n; i++) {
+        if (gw_subject_match(ps->v[i], line, strlen(line)))
+            return 1;
+    }
+    return 0;
 }
 
 static int match_any(const struct gw_patterns *ps, const char *s, size_t len, const struct pat_syntax *syn)
@@ -225,7 +305,7 @@ static int check_subject(const struct gw_role *role, const struct gw_patterns *p
                           "%s subject has a '/' or a backslash in an attribute value and cannot be matched "
                           "against %s of role %s",
                           who, key, policy_rname(role));
-    if (!match_any(ps, line, strlen(line), &pat_text))
+    if (!match_any_subject(ps, line))
         rc = policy_say(fail_info, DENY, err, "%s subject %s is not allowed on role %s (allowed: %s)", who,
                         policy_shown(buf, line, strlen(line)), policy_rname(role),
                         policy_join(list, sizeof(list), ps));

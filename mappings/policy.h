@@ -191,4 +191,14 @@ int gw_policy_issued_refusal(enum gw_issued_verdict v, const char *why, char *te
  */
 int gw_pattern_match(const char *pat, const char *s, size_t len);
 
+/*
+ * gw_subject_match matches one-line subject |s| (|len| bytes, as gw_x509_name_line writes it: no '/' or
+ * backslash inside a value) against subject pattern |pat| ("/O=x/CN=dev-*"): attribute by attribute, each
+ * boundary ('/' before an RDN, '+' inside a multi-valued one; a value's "\+" is no boundary) the same in
+ * both, and each attribute read as gw_pattern_match reads it, so a '*' never reaches into another
+ * attribute. In an emailAddress value a '*' matches no '@' either, and a value with more than one '@'
+ * matches no pattern. |s| holding a NUL never matches; O(|pat| * |len|).
+ */
+int gw_subject_match(const char *pat, const char *s, size_t len);
+
 #endif

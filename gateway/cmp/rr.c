@@ -52,7 +52,7 @@ static int ra_subject_matches(const struct gw_patterns *ps, const X509_NAME *nam
     int found = 0;
 
     for (size_t i = 0; line != NULL && i < ps->n && !found; i++)
-        found = gw_pattern_match(ps->v[i], line, strlen(line));
+        found = gw_subject_match(ps->v[i], line, strlen(line));
     OPENSSL_free(line);
     return found;
 }

@@ -55,7 +55,10 @@ static EVP_PKEY *keygen(enum key_id k)
     }
 }
 
-/* A certificate: subject entries separated by '|' (so that a value may hold a '/'). */
+/*
+ * A certificate: subject entries separated by '|' (so that a value may hold a '/'); an entry that begins
+ * with '+' joins the RDN before it (a multi-valued RDN, "CN=a|+OU=b").
+ */
 struct cspec {
     const char *subject;
     const char *sans; /* "DNS:a,IP:1.2.3.4" */
@@ -69,15 +72,18 @@ static X509_NAME *mkname(const char *spec)
 {
     X509_NAME *n = X509_NAME_new();
     char buf[256], *p, *e, *bar;
+    int set;
 
     assert_non_null(n);
     snprintf(buf, sizeof(buf), "%s", spec);
     for (p = buf; p != NULL && *p != '\0'; p = bar != NULL ? bar + 1 : NULL) {
         if ((bar = strchr(p, '|')) != NULL)
             *bar = '\0';
+        set = *p == '+' ? -1 : 0;
+        p += set != 0;
         assert_non_null(e = strchr(p, '='));
         *e = '\0';
-        assert_int_equal(X509_NAME_add_entry_by_txt(n, p, MBSTRING_UTF8, (unsigned char *)e + 1, -1, -1, 0),
+        assert_int_equal(X509_NAME_add_entry_by_txt(n, p, MBSTRING_UTF8, (unsigned char *)e + 1, -1, -1, set),
                          1);
     }
     return n;
@@ -225,6 +231,10 @@ enum cert_id {
     C_URI_FRAG,
     C_EMAIL_OK,
     C_EMAIL_AT2,
+    C_SUBJ_MAIL,
+    C_SUBJ_AT2,
+    C_SUBJ_RDN,
+    C_SUBJ_PLUS,
     C_N
 };
 
@@ -268,6 +278,19 @@ static const struct {
     [C_EMAIL_AT2] = {{"O=x|CN=dev-13", "email:dev-13@evil@example.com", NULL, NULL, -3600, 30 * DAY, 115},
                      K_P256,
                      0},
+    /* subject emailAddress attributes, one under example.com and one with two '@' */
+    [C_SUBJ_MAIL] = {{"O=x|CN=dev-14|emailAddress=dev-14@example.com", NULL, NULL, NULL, -3600, 30 * DAY,
+                      116},
+                     K_P256,
+                     0},
+    [C_SUBJ_AT2] = {{"O=x|CN=dev-15|emailAddress=dev-15@evil@example.com", NULL, NULL, NULL, -3600, 30 * DAY,
+                     117},
+                    K_P256,
+                    0},
+    /* a multi-valued RDN, "/O=x/CN=dev-16+OU=operations" in the one-line form (DER sorts the shorter first),
+       and a CN holding a '+' of its own, which that form writes "\+": "/O=x/CN=dev-17\+ops" */
+    [C_SUBJ_RDN] = {{"O=x|CN=dev-16|+OU=operations", NULL, NULL, NULL, -3600, 30 * DAY, 118}, K_P256, 0},
+    [C_SUBJ_PLUS] = {{"O=x|CN=dev-17+ops", NULL, NULL, NULL, -3600, 30 * DAY, 119}, K_P256, 0},
 };
 
 static X509 *ca, *other_ca, *int_ca, *tls[C_N];
@@ -402,6 +425,64 @@ static void test_pattern(void **state)
     assert_int_equal(gw_pattern_match("*", NULL, 0), 0);
 }
 
+/* ---- gw_subject_match: tls_subjects, signer_subjects, allowed_subjects, ra_subjects ---- */
+
+static void test_subject_pattern(void **state)
+{
+    static const struct {
+        const char *pat, *s;
+        int len; /* -1 = strlen */
+        int want;
+    } t[] = {
+        {"/O=x/CN=dev-*", "/O=x/CN=dev-7", -1, 1},
+        {"/O=x/CN=dev-*", "/O=x/CN=dev-7/CN=admin", -1, 0},
+        {"/O=x/CN=dev-*", "/O=x/CN=dev-7+OU=admin", -1, 0},
+        {"/O=x/CN=*", "/O=x/CN=", -1, 0},
+        {"/O=*/CN=a", "/O=x=y/CN=a", -1, 0},
+        {"/O=x/CN=*", "/O=x/CN=a.b", -1, 0}, /* a '*' is one label here too */
+        /* '+' between the attributes of one RDN is a boundary; a value's own, written "\+", is not */
+        {"/O=x/CN=*=admin", "/O=x/CN=dev+OU=admin", -1, 0},
+        {"/O=x/CN=*=admin", "/O=x/CN=dev=admin", -1, 1},
+        {"/O=x/CN=*+OU=admin", "/O=x/CN=dev+OU=admin", -1, 1},
+        {"/O=x/CN=*+OU=admin", "/O=x/CN=dev\\+OU=admin", -1, 0},
+        {"/O=x/CN=*+OU=admin", "/O=x/CN=dev/OU=admin", -1, 0},
+        {"/O=x/CN=*/OU=admin", "/O=x/CN=dev+OU=admin", -1, 0},
+        {"/O=x/CN=*", "/O=x/CN=a\\+b", -1, 1},
+        {"/O=x/CN=*", "/O=x/CN=M\\xC3\\xBCller", -1, 1},
+        {"/O=x/CN=*", "/O=x/CN=a\\", -1, 1}, /* a cut escape ends the line, not the match */
+        /* ',' and '@' outside an emailAddress are value characters */
+        {"/O=x/CN=*", "/O=x/CN=Smith, Ann", -1, 1},
+        {"/O=x/CN=*", "/O=x/CN=alice@corp", -1, 1},
+        /* an emailAddress value: '*' stops at '@', and two '@' match nothing */
+        {"/CN=*/emailAddress=*@example.com", "/CN=a/emailAddress=alice@example.com", -1, 1},
+        {"/CN=*/emailAddress=*@example.com", "/CN=a/emailAddress=alice@evil@example.com", -1, 0},
+        {"/CN=*/emailAddress=*@example.com", "/CN=a/emailAddress=alice@evil.com", -1, 0},
+        {"/CN=*/emailAddress=*@*.com", "/CN=a/emailAddress=alice@evil@example.com", -1, 0},
+        {"/CN=*/emailAddress=a@b@c", "/CN=a/emailAddress=a@b@c", -1, 0},
+        {"/CN=*/emailAddress=*", "/CN=a/emailAddress=alice@example.com", -1, 0},
+        {"/CN=*/emailAddress=*@*", "/CN=a/emailAddress=alice@corp", -1, 1},
+        {"/CN=*/emailAddress=*@*", "/CN=a/emailAddress=@corp", -1, 0},
+        {"/CN=*/*=*@example.com", "/CN=a/emailAddress=alice@evil@example.com", -1, 0},
+        {"/CN=*/*=*@example.com", "/CN=a/OU=alice@evil@example.com", -1,
+         1}, /* no emailAddress: '@' is text */
+        {"/emailAddress=*@example.com+CN=*", "/emailAddress=a@x@example.com+CN=b", -1, 0},
+        {"/CN=a", "/CN=a\0/CN=b", 9, 0},
+        {"/CN=a", "/CN=ab", 5, 1}, /* |len| bounds |s| */
+        {"", "", -1, 1},
+        {"/CN=a", "", -1, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t len = t[i].len < 0 ? strlen(t[i].s) : (size_t)t[i].len;
+
+        if (gw_subject_match(t[i].pat, t[i].s, len) != t[i].want)
+            fail_msg("case %zu: \"%s\" vs \"%s\": want %d", i, t[i].pat, t[i].s, t[i].want);
+    }
+    assert_int_equal(gw_subject_match(NULL, "/CN=a", 5), 0);
+    assert_int_equal(gw_subject_match("/CN=*", NULL, 0), 0);
+}
+
 /* Many stars against a long near-miss: a backtracking matcher takes forever, ours O(|p| * |s|). */
 static void test_pattern_no_blowup(void **state)
 {
@@ -425,6 +506,8 @@ static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
 static char *p_sip[] = {"sip:*@example.com"};
 static char *p_https[] = {"https://*.example.com/*"};
 static char *p_tls_mail[] = {"*@example.com"};
+static char *p_dev_mail[] = {"/O=x/CN=dev-*/emailAddress=*@example.com"};
+static char *p_dev_eq[] = {"/O=x/CN=dev-*=operations"};
 static char *p_pbm[] = {"dev-ref"};
 
 enum store_id { S_NONE, S_TLS, S_STALE };
@@ -703,6 +786,59 @@ static const struct {
      0,
      "=CMP signer certificate subject /O=x/CN=admin is not allowed on role iot (allowed: /O=x/CN=dev-*)",
      "signer_subject"},
+    /* a subject pattern's '*' stays in one attribute, and in an emailAddress value stops at '@' */
+    {"signer subject emailAddress",
+     {.signer_subjects = PATS(p_dev_mail)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_SUBJ_MAIL,
+     NULL,
+     1,
+     NULL,
+     NULL},
+    {"signer subject emailAddress '*' across '@'",
+     {.signer_subjects = PATS(p_dev_mail)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_SUBJ_AT2,
+     NULL,
+     0,
+     "=CMP signer certificate subject /O=x/CN=dev-15/emailAddress=dev-15@evil@example.com is not allowed on "
+     "role iot (allowed: /O=x/CN=dev-*/emailAddress=*@example.com)",
+     "signer_subject"},
+    {"signer subject '*' across '+' into another attribute",
+     {.signer_subjects = PATS(p_dev_eq)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_SUBJ_RDN,
+     NULL,
+     0,
+     "=CMP signer certificate subject /O=x/CN=dev-16+OU=operations is not allowed on role iot (allowed: "
+     "/O=x/CN=dev-*=operations)",
+     "signer_subject"},
+    {"signer subject with a '+' in a value",
+     {.signer_subjects = PATS(p_dev)},
+     S_NONE,
+     1,
+     C_NONE,
+     C_SUBJ_PLUS,
+     NULL,
+     1,
+     NULL,
+     NULL},
+    {"tls subject emailAddress '*' across '@'",
+     {.tls_subjects = PATS(p_dev_mail)},
+     S_NONE,
+     0,
+     C_SUBJ_AT2,
+     C_NONE,
+     "dev-ref",
+     0,
+     "is not allowed on role iot",
+     "tls_subject"},
     {"signer subjects do not bind PBM",
      {.signer_subjects = PATS(p_dev)},
      S_NONE,
@@ -846,6 +982,12 @@ static void mkplan(struct gw_cert_plan *p, const char *subject, const char *sans
 
 static char *p_cn[] = {"dev-*.example.com"};
 static char *p_subj[] = {"/O=Corp/OU=Devices/CN=dev-*"};
+static char *p_subj_mail[] = {"/CN=*/emailAddress=*@example.com"};
+static char *p_subj_mail2[] = {"/CN=*/emailAddress=alice@evil@example.com"};
+static char *p_subj_mail3[] = {"/CN=*/emailAddress=*@*.com"};
+static char *p_subj_cn[] = {"/O=Corp/CN=*"};
+static char *p_subj_eq[] = {"/O=Corp/CN=dev-*=Admins"};
+static char *p_subj_rdn[] = {"/O=Corp/CN=dev-*+OU=Admins"};
 static char *p_dnsn[] = {"*.example.com"};
 static char *p_uri[] = {"spiffe://example.org/*"};
 static char *p_uri_host[] = {"https://*.example.com/*"};
@@ -914,6 +1056,81 @@ static const struct {
      K_P256,
      "=requested subject has a '/' or a backslash in an attribute value and cannot be matched against "
      "allowed_subjects of role iot"},
+    /* a '*' stays in one attribute ('/', '+' between those of one RDN), in an emailAddress value before '@'
+     */
+    {"subject pattern, emailAddress",
+     {.subjects = PATS(p_subj_mail)},
+     ALL_SANS,
+     "CN=dev-1|emailAddress=alice@example.com",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, emailAddress '*' across '@'",
+     {.subjects = PATS(p_subj_mail)},
+     ALL_SANS,
+     "CN=dev-1|emailAddress=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "=requested subject /CN=dev-1/emailAddress=alice@evil@example.com is not allowed on role iot (allowed: "
+     "/CN=*/emailAddress=*@example.com)"},
+    {"subject pattern, emailAddress with two '@' spelt out",
+     {.subjects = PATS(p_subj_mail2)},
+     ALL_SANS,
+     "CN=dev-1|emailAddress=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "not allowed on role iot"},
+    {"subject pattern, '*' across '@' in an emailAddress, two '*'",
+     {.subjects = PATS(p_subj_mail3)},
+     ALL_SANS,
+     "CN=dev-1|emailAddress=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "not allowed on role iot"},
+    {"subject pattern, CN with '@'",
+     {.subjects = PATS(p_subj_cn)},
+     0,
+     "O=Corp|CN=alice@corp",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, CN with ','",
+     {.subjects = PATS(p_subj_cn)},
+     0,
+     "O=Corp|CN=Smith, Ann",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, CN with '+'", {.subjects = PATS(p_subj_cn)}, 0, "O=Corp|CN=a+b", NULL, K_P256, NULL},
+    {"subject pattern, '*' across '+' into another attribute",
+     {.subjects = PATS(p_subj_eq)},
+     0,
+     "O=Corp|CN=dev-1|+OU=Admins",
+     NULL,
+     K_P256,
+     "=requested subject /O=Corp/CN=dev-1+OU=Admins is not allowed on role iot (allowed: "
+     "/O=Corp/CN=dev-*=Admins)"},
+    {"subject pattern, '=' in a value",
+     {.subjects = PATS(p_subj_eq)},
+     0,
+     "O=Corp|CN=dev-1=Admins",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, a multi-valued RDN spelt out",
+     {.subjects = PATS(p_subj_rdn)},
+     0,
+     "O=Corp|CN=dev-1|+OU=Admins",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, a multi-valued RDN vs one value with '+'",
+     {.subjects = PATS(p_subj_rdn)},
+     0,
+     "O=Corp|CN=dev-1+OU=Admins",
+     NULL,
+     K_P256,
+     "not allowed on role iot"},
     {"subject pattern, empty subject",
      {.subjects = PATS(p_subj)},
      ALL_SANS,
@@ -4309,6 +4526,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pattern),
         cmocka_unit_test(test_pattern_no_blowup),
+        cmocka_unit_test(test_subject_pattern),
         cmocka_unit_test(test_authorize),
         cmocka_unit_test(test_authorize_tls_weak),
         cmocka_unit_test(test_authorize_long_list),
