@@ -547,6 +547,8 @@ class Errors(Base):
             "dnsonly": dict(base, allowed_san_types=["dns"]),
             "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
             "subjects": dict(base, authorization={"allowed_subjects": ["/O=cmpgw demo/CN=dev-*"]}),
+            "subjmail": dict(base, allowed_san_types=["dns", "email"], authorization={
+                "allowed_subjects": ["/O=cmpgw demo/CN=dev-*/emailAddress=*@example.com"]}),
             "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
             "tlstrust": dict(base, authorization={"tls_trust": ["foreign"]}),
         })
@@ -1258,6 +1260,18 @@ class Errors(Base):
                                                        subject="/O=cmpgw demo/OU=admins/CN=dev-1"))
         self.assertEqual(a.status_strings, ["requested subject /O=cmpgw demo/OU=admins/CN=dev-1 is not allowed on "
                                             "role subjects (allowed: /O=cmpgw demo/CN=dev-*)"])
+        # in an emailAddress value a '*' stops at '@': a second '@' (mail for evil, to some mailers) is refused,
+        # the twin with one '@' is issued
+        mail = "pki/roles/subjmail/cmp"
+        a = self.expect("subject_not_allowed", self.ir("subjmail", path=mail,
+                                                       subject="/O=cmpgw demo/CN=dev-1/emailAddress=a@evil@example.com"))
+        self.assertEqual(a.status_strings, ["requested subject /O=cmpgw demo/CN=dev-1/emailAddress=a@evil@example.com "
+                                            "is not allowed on role subjmail (allowed: "
+                                            "/O=cmpgw demo/CN=dev-*/emailAddress=*@example.com)"])
+        res = self.gw.cmp("ir", "subjmail-ok", newkey=self.newkey("subjmail-ok"), path=mail,
+                          subject="/O=cmpgw demo/CN=dev-1/emailAddress=a@example.com")
+        subject = harness.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "compat", "-in", res.cert]).stdout
+        self.assertIn(b"emailAddress=a@example.com", subject)
 
     def test_tls_san(self):
         a = self.expect("tls_san", self.ir("tlssan", path="pki/roles/tlssan/cmp"))
