@@ -223,21 +223,23 @@ static int is_email_attr(const char *s, size_t n)
     return n >= sizeof(email) - 1 && memcmp(s, email, sizeof(email) - 1) == 0;
 }
 
+/* Whether |s| holds more than one '@': mailers differ on which ends the local part ("a@evil@example.com"). */
+static int two_at(const char *s, size_t n)
+{
+    const char *at = memchr(s, '@', n);
+
+    return at != NULL && memchr(at + 1, '@', n - (size_t)(at + 1 - s)) != NULL;
+}
+
 /*
  * One attribute ("CN=dev-1") against one of a pattern: an emailAddress value is read as an email pattern
- * reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing: mailers differ on
- * which ends the local part, so "a@evil@example.com" may be mail for evil.
+ * reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing.
  */
 static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
 {
-    const char *at;
-
     if (!is_email_attr(s, sn))
         return pattern_match_n(pat, pn, s, sn, &pat_text);
-    at = memchr(s, '@', sn);
-    if (at != NULL && memchr(at + 1, '@', sn - (size_t)(at + 1 - s)) != NULL)
-        return 0;
-    return pattern_match_n(pat, pn, s, sn, &pat_email);
+    return !two_at(s, sn) && pattern_match_n(pat, pn, s, sn, &pat_email);
 }
 
 /*
@@ -837,7 +839,8 @@ int policy_has_control(const char *v, size_t len)
  * emailAddress is held to the role's email rules, refused where it allows no email, and without
  * allowed_common_names a CN that is a host name to allowed_dns_names: one with a dot (or a wildcard), and
  * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Either
- * with a control byte is refused whatever the patterns (policy_has_control).
+ * with a control byte is refused whatever the patterns (policy_has_control), and so is an emailAddress with
+ * more than one '@' (two_at).
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int server,
                        int *fail_info, char *err)
@@ -870,6 +873,11 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));
+        /* as an email subjectAltName may not hold one, whatever the patterns */
+        if (rc == 0 && email && two_at(v, len))
+            rc = policy_say(fail_info, BADT, err,
+                            "%s %s holds more than one '@': mailers differ on which ends the local part",
+                            kind, policy_shown(buf, v, len));
         OPENSSL_free(v);
         if (rc != 0)
             return rc;

@@ -547,6 +547,7 @@ class Errors(Base):
             "dnsonly": dict(base, allowed_san_types=["dns"]),
             "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
             "subjects": dict(base, authorization={"allowed_subjects": ["/O=cmpgw demo/CN=dev-*"]}),
+            "mailany": dict(base, allowed_san_types=["dns", "email"]),
             "subjmail": dict(base, allowed_san_types=["dns", "email"], authorization={
                 "allowed_subjects": ["/O=cmpgw demo/CN=dev-*/emailAddress=*@example.com"]}),
             "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
@@ -1254,6 +1255,16 @@ class Errors(Base):
     def test_subject_email(self):
         a = self.expect("subject_email", self.ir("mail", subject="/CN=mail/emailAddress=ceo@bank.example"))
         self.assertEqual(a.status_strings, ["the subject holds an emailAddress, which role default does not allow"])
+
+    def test_subject_email_two_at(self):
+        """On a role that allows email addresses and has no pattern for them, as an email subjectAltName may not."""
+        a = self.expect("subject_email_two_at", self.ir("mail2at", path="pki/roles/mailany/cmp",
+                                                        subject="/CN=mail/emailAddress=ceo@evil@bank.example"))
+        self.assertEqual(a.status_strings, ["subject emailAddress ceo@evil@bank.example holds more than one '@': "
+                                            "mailers differ on which ends the local part"])
+        res = self.gw.cmp("ir", "mail1at", newkey=self.newkey("mail1at"), path="pki/roles/mailany/cmp",
+                          subject="/CN=mail/emailAddress=ceo@bank.example")
+        self.assertIsNotNone(res.cert)
 
     def test_subject_not_allowed(self):
         a = self.expect("subject_not_allowed", self.ir("subj", path="pki/roles/subjects/cmp",

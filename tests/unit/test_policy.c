@@ -1304,6 +1304,16 @@ static const struct {
      NULL,
      K_P256,
      "subject emailAddress alice@evil@example.com is not allowed"},
+    /* as an email subjectAltName may not (san_malformed), whatever the patterns: none here */
+    {"subject email with two '@'",
+     {0},
+     ALL_SANS,
+     "CN=x|emailAddress=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "=subject emailAddress alice@evil@example.com holds more than one '@': mailers differ on which ends the "
+     "local part"},
+    {"subject email with one '@'", {0}, ALL_SANS, "CN=x|emailAddress=alice@example.com", NULL, K_P256, NULL},
     {"email refused",
      {.emails = PATS(p_mail)},
      ALL_SANS,
