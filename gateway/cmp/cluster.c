@@ -80,6 +80,9 @@ struct gw_cluster {
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
     atomic_bool reachable;
+    /* while not |reachable|: the last failure was Redis's own refusal (OOM at its maxmemory, READONLY),
+       not a connection's: it answers, and takes what takes no memory (gw_cluster_release) */
+    atomic_bool refusing;
     atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
     struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
     /* the pinger: readiness follows Redis even while no request comes */
@@ -111,9 +114,13 @@ static void conn_free(void *c)
     redisFree(c);
 }
 
-/* Redis cannot be used now, for the reason in |err|: readiness says so until a ping succeeds (reached). */
-static int mark_down(struct gw_cluster *cl, const char *err)
+/*
+ * Redis cannot be used now, for the reason in |err|: readiness says so until a ping succeeds (reached).
+ * |refused|: Redis answered, refusing the command (an error reply), rather than not at all.
+ */
+static int mark_down(struct gw_cluster *cl, const char *err, bool refused)
 {
+    atomic_store(&cl->refusing, refused);
     atomic_store(&cl->reachable, false);
     atomic_fetch_add(&cl->downs, 1);
     pthread_mutex_lock(&cl->lock);
@@ -176,7 +183,7 @@ static int unavailable(struct gw_cluster *cl, redisContext *c, const redisReply 
         redisFree(c);
         pthread_setspecific(cl->conn, NULL);
     }
-    return mark_down(cl, err);
+    return mark_down(cl, err, r != NULL && r->type == REDIS_REPLY_ERROR);
 }
 
 static redisReply *answer(const struct gw_cluster *cl, redisContext *c, uint64_t until);
@@ -371,7 +378,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
             auth_refused(cl, c, r, err);
             freeReplyObject(r);
             redisFree(c);
-            (void)mark_down(cl, err);
+            (void)mark_down(cl, err, false);
             return NULL;
         }
         freeReplyObject(r);
@@ -564,6 +571,7 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     cl->port = conf->port;
     cl->timeout = (struct timeval){conf->timeout_ms / 1000, (conf->timeout_ms % 1000) * 1000};
     atomic_init(&cl->reachable, true);
+    atomic_init(&cl->refusing, false);
     atomic_init(&cl->downs, 0);
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         goto fail_crypto;
@@ -701,8 +709,10 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
 
     if (cl == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return;
-    if (!atomic_load(
-            &cl->reachable)) /* best effort: it expires anyway, and no thread waits on a dead Redis */
+    /* best effort: it expires anyway, and no thread waits on a dead Redis. But one that refuses writes
+       (its maxmemory reached: OOM) takes it, deletes and a member out taking no memory: readiness is down
+       then, and a reservation skipped would count against the cap until its TTL, past Redis's recovery */
+    if (!atomic_load(&cl->reachable) && !atomic_load(&cl->refusing))
         return;
     key(cl, k1, "txn", tid, tid_len);
     if (id_key(cl, k2, "open", quota, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)

@@ -54,7 +54,8 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
 /*
  * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted
  * under |quota| no more; while a record, result or lease of |tid| lives, the reservation stays until it
- * expires (gw_cluster_put_record).
+ * expires (gw_cluster_put_record). Not sent while the last failure found Redis unreachable; sent while
+ * Redis refuses writes (maxmemory: it takes this one, which frees memory).
  */
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota);
 

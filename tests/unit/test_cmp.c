@@ -8603,6 +8603,87 @@ static void test_shared_lookup_ends_no_outage(void **state)
     gw_cluster_free(cl);
 }
 
+/* The transactions counted open in the shares of the test's Redis under unit_cluster's prefix. */
+static long long unit_open_count(void)
+{
+    static const char sum[] =
+        "local n = 0\n"
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end\n"
+        "return n\n";
+    char pattern[64], out[64];
+
+    snprintf(pattern, sizeof(pattern), "unit%d:open:*", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", sum, "0", pattern}), 0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
+/*
+ * The test's Redis at its maxmemory (1 MB, noeviction, filled past it: |fill| 1) refuses every write that
+ * takes memory (OOM), or (0) takes them again, the filling gone.
+ */
+static void redis_full(int fill)
+{
+    static const char lua[] =
+        "for i = 1, 64 do\n"
+        "  if ARGV[1] == '1' then redis.call('SET', KEYS[1] .. i, string.rep('x', 65536))\n"
+        "  else redis.call('DEL', KEYS[1] .. i) end\n"
+        "end\n"
+        "return 0\n";
+    char prefix[64], out[128];
+
+    snprintf(prefix, sizeof(prefix), "unit%d:fill:", (int)getpid());
+    if (!fill) { /* the limit first: the DELs of a full Redis go through all the same */
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 4, (const char *const[]){"CONFIG", "SET", "maxmemory", "0"}), 0);
+        assert_string_equal(out, "+OK");
+    }
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 5, (const char *const[]){"EVAL", lua, "1", prefix, fill ? "1" : "0"}), 0);
+    assert_string_equal(out, ":0");
+    if (fill) { /* 4 MB written: past the limit set after them */
+        assert_int_equal(
+            redis_cmd(out, sizeof(out), 4, (const char *const[]){"CONFIG", "SET", "maxmemory", "1mb"}), 0);
+        assert_string_equal(out, "+OK");
+    }
+}
+
+/*
+ * A reservation taken just before Redis began refusing writes (its maxmemory reached: OOM) is released while
+ * readiness is down for it: the release deletes and takes a member out, which Redis allows at its
+ * maxmemory, so the transaction counts no more against cmp.max_transactions_per_identity once Redis takes
+ * writes again. Before, a release was skipped while readiness was down, and the reservation counted until
+ * its TTL: the next transaction under a cap of 1 was refused. The twin: a reservation while Redis is full
+ * is refused, counted nowhere.
+ */
+static void test_shared_release_at_maxmemory(void **state)
+{
+    static const unsigned char tid[] = "mm01", tid2[] = "mm02";
+    char rec[64], out[64], why[GW_ERR_LEN], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    /* the test Redis keeps its keys (append-only): a failed run's reservations and filling, out */
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    cl = unit_cluster(rec);
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "full", 300, 1, err), 0);
+    assert_int_equal(unit_open_count(), 1);
+    redis_full(1);
+    for (int i = 0; i < 50 && gw_cluster_status(cl, why, sizeof(why)) == 0; i++) /* the next ping's SET */
+        usleep(100 * 1000);
+    assert_non_null(strstr(why, "OOM"));
+    gw_cluster_release(cl, tid, 4, "full");
+    assert_int_equal(unit_open_count(), 0);
+    redis_full(0);
+    assert_int_equal(cluster_ready(cl), 0);
+    assert_int_equal(gw_cluster_reserve(cl, tid2, 4, "full", 300, 1, err), 0);
+    gw_cluster_release(cl, tid2, 4, "full");
+    assert_int_equal(unit_open_count(), 0);
+    gw_cluster_free(cl);
+}
+
 /*
  * The warnings of steps that fail in Redis while an outage lasts (here shared_state_unmark_failed: a
  * revocation's end, once a transaction's) are paced by that outage: the first goes out at once, even just
@@ -12066,6 +12147,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
+        cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_unavailable_after_failed_step, redis_stop),
