@@ -1122,14 +1122,14 @@ static void revoked_keys(const struct gw_cluster *cl, const char *id, const char
 }
 
 /* The keyed entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t ttl, uint32_t max,
-                           char *err)
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t not_after,
+                           uint32_t max, char *err)
 {
     char k1[KEY_LEN], k2[KEY_LEN], n1[24], n2[24];
     long long rc;
 
     revoked_keys(cl, id, plain, k1, k2);
-    snprintf(n1, sizeof(n1), "%lld", (long long)ttl);
+    snprintf(n1, sizeof(n1), "%lld", (long long)not_after);
     snprintf(n2, sizeof(n2), "%u", max);
     rc = integer_of(
         cl, eval(cl, S_PUT_REVOKED, k1, k2, 3, (const char *const[]){n1, n2, REVOKED_MARKED}, err), err);

@@ -224,12 +224,12 @@ void gw_txn_result_cleanup(struct gw_txn_result *res);
  * name and serial alone (the same for a certificate that names no CA key), as an earlier version named it.
  *
  * gw_cluster_put_revoked: the certificate named |id| and |plain| was revoked through this instance; every
- * instance refuses it for |ttl| seconds (until it expires), an earlier version by |plain|: 0; GW_ERR_LIMIT
- * when |max| unexpired ones are kept already, counted on Redis's clock (an instance's own plays no part),
- * or GW_ERR_UNAVAILABLE, each with |err|.
+ * instance refuses it until |not_after| (its expiry, seconds since the epoch) on Redis's clock, an earlier
+ * version by |plain|: 0; GW_ERR_LIMIT when |max| unexpired ones are kept already, counted on Redis's clock
+ * (an instance's own plays no part in either), or GW_ERR_UNAVAILABLE, each with |err|.
  */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t ttl, uint32_t max,
-                           char *err);
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t not_after,
+                           uint32_t max, char *err);
 
 /*
  * gw_cluster_revoked: whether an instance revoked the certificate named |id| and |plain|, kept in the

@@ -64,10 +64,10 @@ bool gw_cluster_unavailable_due(struct gw_cluster *cl, char held[GW_LOG_HELD_LEN
     return true;
 }
 
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t ttl, uint32_t max,
-                           char *err)
+int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t not_after,
+                           uint32_t max, char *err)
 {
-    (void)cl, (void)id, (void)plain, (void)ttl, (void)max;
+    (void)cl, (void)id, (void)plain, (void)not_after, (void)max;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;
 }

@@ -210,21 +210,26 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                  "if ARGV[2] == '1' then redis.call('SET', KEYS[2], 'done', 'KEEPTTL') return 1 end\n"
                  "redis.call('DEL', KEYS[2])\n"
                  "return 0\n",
-    /* KEYS: as S_REVOKED; ARGV: the seconds to the certificate's expiry, the cap (0: none), the marking
-       value. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps
-       one: 3 when the cap is reached, nothing written; else 0. The entry by issuer and serial (which an
-       earlier version only tests the presence of) is written marked where none is: one there already,
-       marked or an earlier version's, stays as it is. Either one there already lives as long as this
-       certificate at least: whoever reads it next refuses this certificate until then. A keyed entry
-       that is one key with the other (a certificate that names no CA key) and found marked is taken as
-       new, "1" from then on, its TTL kept where longer. The keyed entry's member is scored by the entry's
-       expiry, whichever TTL it keeps, and the set lives as long: the cap counts the entry while it lives.
-       An entry whose member is not there (any more: an expired score swept, a set lost) is counted under
-       the cap as a new one is: 3 with the set full, the entry left as it was (still found). Scores are
-       expiries on Redis's clock, as LUA_COUNTED_SET's: an instance's own clock, skewed, would sweep
-       another's live entry (the cap counting low) or count expired ones (refusing a revocation) */
+    /* KEYS: as S_REVOKED; ARGV: the certificate's expiry (its notAfter, seconds since the epoch), the cap (0:
+       none), the marking value. The TTL is counted to that expiry on Redis's clock, the same for every
+       instance: one counted on an instance's own clock, skewed, would end the entries early (the certificate
+       let in again everywhere before it expires) or keep them late. An earlier version runs its own script
+       (another text, another SHA-1), which takes the seconds to the expiry as its own clock counts them, over
+       the same keys. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps one: 3
+       when the cap is reached, nothing written; else 0. The entry by issuer and serial (which an earlier
+       version only tests the presence of) is written marked where none is: one there already, marked or an
+       earlier version's, stays as it is. Either one there already lives as long as this certificate at least:
+       whoever reads it next refuses this certificate until then. A keyed entry that is one key with the other
+       (a certificate that names no CA key) and found marked is taken as new, "1" from then on, its TTL kept
+       where longer. The keyed entry's member is scored by the entry's expiry, whichever TTL it keeps, and the
+       set lives as long: the cap counts the entry while it lives. An entry whose member is not there (any
+       more: an expired score swept, a set lost) is counted under the cap as a new one is: 3 with the set
+       full, the entry left as it was (still found). Scores are expiries on Redis's clock, as
+       LUA_COUNTED_SET's: an instance's own clock, skewed, would sweep another's live entry (the cap counting
+       low) or count expired ones (refusing a revocation) */
     [S_PUT_REVOKED] =
-        "local ttl, now = " LUA_TTL("ARGV[1]") ", tonumber(redis.call('TIME')[1])\n"
+        "local now = tonumber(redis.call('TIME')[1])\n"
+        "local ttl = " LUA_TTL("ARGV[1] - now") "\n"
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
         "  if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end\n"

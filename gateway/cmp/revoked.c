@@ -887,7 +887,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     }
     /* shared even when not kept here: the other instances are where it is not known otherwise */
     names_hex(&n, hex, plain);
-    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, plain, until - now, max, why) != 0) {
+    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, plain, until, max, why) != 0) {
         if (missed == 0)
             snprintf(err, GW_ERR_LEN, "%s", why);
         missed |= CMP_REVOKED_NOT_SHARED;

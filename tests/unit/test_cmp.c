@@ -8339,11 +8339,11 @@ static void test_shared_keyless_revocation_unmarks(void **state)
     cl = unit_cluster(rec);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key, sizeof(key), "%s:%s", set, plain);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, time(NULL) + 6000, 100, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
     assert_string_equal(out, "$5");
     assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, plain, plain, 600, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, plain, plain, time(NULL) + 600, 100, err), 0);
     assert_int_equal(gw_cluster_revoked(cl, k2, plain, err), 1);
     assert_int_equal(gw_cluster_revoked(cl, plain, plain, err), 1);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"GET", key}), 0);
@@ -8409,22 +8409,22 @@ static void test_shared_revoked_counted_while_kept(void **state)
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
     snprintf(key2, sizeof(key2), "%s:%s", set, p2);
     /* a keyed entry there already, kept longer */
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 60, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 60, 100, err), 0);
     assert_true(redis_score(set, key1) >= (long long)now + 60); /* Redis's clock, read since */
     assert_true(redis_score(set, key1) <= (long long)time(NULL) + 60);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 6000, 100, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key1}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
     assert_true(redis_score(set, key1) >= (long long)now + 5999);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", set}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
     /* a marked entry taken as a keyless certificate's, its longer TTL kept */
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 6000, 100, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, 600, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 6000, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, time(NULL) + 600, 100, err), 0);
     assert_true(redis_score(set, key2) >= (long long)now + 5999);
     /* a revocation past the first TTLs (the set's scores moved back as much) leaves both counted */
     set_scores_back(set, 700);
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 60, 100, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 60, 100, err), 0);
     assert_true(redis_score(set, key1) > 0);
     assert_true(redis_score(set, key2) > 0);
     gw_cluster_free(cl);
@@ -8461,17 +8461,17 @@ static void test_shared_revoked_readded_under_cap(void **state)
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 2, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"ZREM", set, key1}), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 600, 2, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 600, 2, err), 0);
     assert_int_equal(redis_card(set), 2);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), GW_ERR_LIMIT);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 2, err), GW_ERR_LIMIT);
     assert_non_null(strstr(err, "cmp.max_revoked"));
     assert_int_equal(redis_card(set), 2);
     assert_int_equal(redis_score(set, key1), -1);
     assert_int_equal(gw_cluster_revoked(cl, k1, p1, err), 1);
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 6000, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 6000, 2, err), 0);
     assert_int_equal(redis_card(set), 2);
     gw_cluster_free(cl);
 }
@@ -8501,14 +8501,14 @@ static void test_shared_revoked_on_redis_clock(void **state)
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key4, sizeof(key4), "%s:%s", set, k4);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 1, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, 600, 1, err), GW_ERR_LIMIT);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 1, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 600, 1, err), GW_ERR_LIMIT);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, 600, 2, err), 0); /* keeps the set */
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, 1, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 2, err), 0); /* keeps the set */
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 1, 2, err), 0);
     sleep(2);
     before = time(NULL);
-    assert_int_equal(gw_cluster_put_revoked(cl, k4, p4, 600, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k4, p4, time(NULL) + 600, 2, err), 0);
     assert_true(redis_score(set, key4) >= (long long)before + 600);
     assert_true(redis_score(set, key4) <= (long long)time(NULL) + 600);
     gw_cluster_free(cl);
@@ -8516,7 +8516,8 @@ static void test_shared_revoked_on_redis_clock(void **state)
 
 /*
  * A TTL of 0 or less, which Redis refuses in SET ... EX (the whole script failing), is taken as 1 s by the
- * scripts that write one: a replay entry, a reservation, a revocation are written, and live 1 s. Before,
+ * scripts that write one: a replay entry, a reservation, a revocation (its expiry reached on Redis's clock)
+ * are written, and live 1 s. Before,
  * each failed as the shared state being unavailable.
  */
 static void test_shared_ttl_at_least_one_second(void **state)
@@ -8532,7 +8533,7 @@ static void test_shared_ttl_at_least_one_second(void **state)
     assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
-                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", 0, 10, err),
+                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", time(NULL), 10, err),
                      0);
     snprintf(key, sizeof(key), "%.*srevoked:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
              (int)(strstr(rec, "rec:") - rec), rec);
@@ -10774,6 +10775,45 @@ static void test_shared_revoking_done_when_expired(void **state)
 }
 
 /*
+ * A revocation shared by an instance whose clock runs 120 s ahead of Redis's (within the messageTime window)
+ * keeps the certificate in the shared revoked set until its notAfter on Redis's clock, which every instance
+ * reads alike: its entries' TTLs and its score in the counted set end at the notAfter. Before, the TTL was
+ * counted from the instance's own clock (the notAfter less its now), and the entries ended 120 s early on
+ * every instance: the certificate authenticated there again before it expired.
+ */
+static void test_shared_revoked_until_not_after(void **state)
+{
+    static const char min_ttl[] = "local m = -1\n"
+                                  "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do\n"
+                                  "  local t = redis.call('TTL', k)\n"
+                                  "  if m < 0 or t < m then m = t end\n"
+                                  "end\n"
+                                  "return m\n";
+    static const char score[] = "local s = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+                                "return #s == 2 and tonumber(s[2]) or -1\n";
+    struct two_cas *t = *state;
+    char pattern[64], set[64], out[64];
+    time_t was = two_ca_now, not_after;
+    struct tm tm;
+
+    if (t == NULL)
+        skip();
+    assert_int_equal(ASN1_TIME_to_tm(X509_get0_notAfter(t->x1), &tm), 1);
+    not_after = timegm(&tm);
+    two_ca_now = time(NULL) + 120;
+    rr_as(t, t->x1, t->x1_key, t->ca1);
+    two_ca_now = was;
+    assert_int_equal(fake.revoke_calls, 1);
+    snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", score, "1", set}), 0);
+    assert_int_equal(strtoll(out + 1, NULL, 10), (long long)not_after);
+    snprintf(pattern, sizeof(pattern), "unit%d:revoked:*", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", min_ttl, "0", pattern}), 0);
+    assert_in_range(strtoll(out + 1, NULL, 10), (long long)(not_after - time(NULL)) - 1,
+                    (long long)(not_after - time(NULL)) + 1);
+}
+
+/*
  * A mark another instance left "done" (its revocation of the certificate stands at the CA, but the shared
  * revoked set did not keep it) refuses that certificate as a credential on every instance while it lives,
  * as it stops a second revocation: an ir signed with it is certRevoked, as for one in the set, though the
@@ -12190,6 +12230,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_not_kept, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_expired, revoking_setup,
+                                        revoking_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_revoked_until_not_after, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_unmarkable, revoking_setup, revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_done_mark_refuses_credential, revoking_setup,
