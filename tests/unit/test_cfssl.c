@@ -1047,7 +1047,7 @@ static void test_sign_answer_over_cap(void **state)
     srv_set(&srv.sign, (struct reply){200, "application/json", body, 0}); /* a copy */
     free(body);
     fixture_init(&f, srv.port, 0);
-    tu_log_capture(&l, GW_LOG_ERROR);
+    tu_log_capture(&l, GW_LOG_ERROR, GW_LOG_INFO);
     res = sign(&f, csr);
     tu_log_release_into(&l, logged, sizeof(logged));
     assert_int_not_equal(res->status, 0);
@@ -1542,7 +1542,7 @@ static void test_probe_cut_by_a_stop(void **state)
     (void)state;
     fixture_init_revoking(&f, srv.port);
     end = gw_now_ms() - 1; /* before anything was sent */
-    tu_log_capture(&l, GW_LOG_DEBUG);
+    tu_log_capture(&l, GW_LOG_DEBUG, GW_LOG_INFO);
     assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
     tu_log_release_into(&l, logged, sizeof(logged));
     assert_non_null(strstr(err, "was not asked /api/v1/cfssl/info: a stop came first"));
@@ -1550,7 +1550,7 @@ static void test_probe_cut_by_a_stop(void **state)
     assert_null(strstr(logged, "\"level\":\"warn\""));
     srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 1500});
     end = gw_now_ms() + 300; /* sent, then cut short */
-    tu_log_capture(&l, GW_LOG_DEBUG);
+    tu_log_capture(&l, GW_LOG_DEBUG, GW_LOG_INFO);
     assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
     tu_log_release_into(&l, logged, sizeof(logged));
     assert_non_null(strstr(err, "did not answer /api/v1/cfssl/info before a stop cut the call short"));
@@ -1558,7 +1558,7 @@ static void test_probe_cut_by_a_stop(void **state)
     assert_null(strstr(logged, "\"level\":\"warn\""));
     srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 0});
     end = gw_now_ms() - 1;
-    tu_log_capture(&l, GW_LOG_DEBUG);
+    tu_log_capture(&l, GW_LOG_DEBUG, GW_LOG_INFO);
     assert_int_not_equal(
         gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &end, &unsent, err), 0);
     tu_log_release_into(&l, logged, sizeof(logged));

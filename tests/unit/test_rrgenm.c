@@ -279,71 +279,19 @@ static int occurrences(const char *hay, const char *needle)
     return n;
 }
 
-/* The log (stderr) while a test captures it (log_capture), and stderr itself meanwhile; -1 otherwise. */
-static int captured_fd = -1, saved_stderr = -1;
+/* The log while a test captures it (log_capture), at the group's level otherwise. */
+static struct tu_log captured = {.fd = -1, .saved = -1};
 
-/* From here the log goes to a file of its own, at |level|, until log_release_into (or log_release). */
 static void log_capture(enum gw_log_level level)
 {
-    char path[] = "/tmp/cmpgw-rr-log-XXXXXX";
-
-    fflush(stderr);
-    assert_true((captured_fd = mkstemp(path)) >= 0);
-    unlink(path);
-    assert_true((saved_stderr = dup(STDERR_FILENO)) >= 0);
-    assert_int_equal(dup2(captured_fd, STDERR_FILENO), STDERR_FILENO);
-    gw_log_set_level(level);
+    tu_log_capture(&captured, level, getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : GW_LOG_ERROR);
 }
 
-/* stderr and the log's level back as the group set them; |captured_fd| stays open. */
-static void log_restore(void)
-{
-    fflush(stderr);
-    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : GW_LOG_ERROR);
-    (void)dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-}
-
-/* The log back (log_restore), and what it said since log_capture into |logged| (|cap| bytes, NUL-terminated):
- * 0, or -1 when the file cannot be read. */
-static int log_release_into(char *logged, size_t cap)
-{
-    ssize_t n;
-
-    log_restore();
-    n = pread(captured_fd, logged, cap - 1, 0);
-    close(captured_fd);
-    captured_fd = -1;
-    if (n < 0)
-        return -1;
-    logged[n] = '\0';
-    return 0;
-}
-
-/*
- * The teardown of the tests that capture the log: one that failed meanwhile, whose cmocka message went to
- * the file too, gets its stderr back with the file's end shown there.
- */
+/* The teardown of the tests that capture the log: one that failed meanwhile gets the log's end shown. */
 static int log_release(void **state)
 {
-    char end[4096];
-    off_t size;
-    ssize_t n;
-
     (void)state;
-    if (saved_stderr < 0)
-        return 0;
-    log_restore();
-    size = lseek(captured_fd, 0, SEEK_END);
-    n = pread(captured_fd, end, sizeof(end) - 1,
-              size > (off_t)sizeof(end) - 1 ? size - (off_t)sizeof(end) + 1 : 0);
-    close(captured_fd);
-    captured_fd = -1;
-    if (n >= 0) {
-        end[n] = '\0';
-        fprintf(stderr, "the end of the log while the test failed:\n%s\n", end);
-    }
+    tu_log_release_shown(&captured);
     return 0;
 }
 
@@ -1817,7 +1765,7 @@ static void test_rr_ra_without_lookup(void **state)
         e, mine, NULL, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
         "an RA may revoke on this route only the certificate it signs with: the CA cannot look a certificate "
         "up by its serial");
-    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    tu_log_release_into(&captured, logged, sizeof(logged));
     assert_null(strstr(logged, "rr_lookup_failed"));
     assert_int_equal(by_serial.revokes, 0);
     expect_rr(e, mine, k, mine, CRL_REASON_KEY_COMPROMISE, -1, NULL);
@@ -2326,13 +2274,13 @@ static void test_rr_waits_for_withdrawal(void **state)
     log_capture(GW_LOG_INFO);
     expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
               "the certificate is already revoked");
-    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    tu_log_release_into(&captured, logged, sizeof(logged));
     assert_int_equal(occurrences(logged, "\"event\":\"rr_already_revoked\""), 1);
     assert_int_equal(occurrences(logged, "\"event\":\"credential_revoked\""), 0);
     log_capture(GW_LOG_INFO);
     expect_rr(e, held, k, client_cert, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
               "the signer certificate (serial ");
-    assert_int_equal(log_release_into(logged, sizeof(logged)), 0);
+    tu_log_release_into(&captured, logged, sizeof(logged));
     assert_int_equal(occurrences(logged, "\"event\":\"rr_already_revoked\""), 0);
     assert_int_equal(occurrences(logged, "\"event\":\"credential_revoked\""), 1);
     assert_int_equal(by_serial.revokes, 1);
@@ -2455,7 +2403,7 @@ static int gave_up_teardown(void **state)
 static void gave_up_read_log(struct gave_up *g)
 {
     by_serial.during = NULL;
-    assert_int_equal(log_release_into(g->logged, sizeof(g->logged)), 0);
+    tu_log_release_into(&captured, g->logged, sizeof(g->logged));
 }
 
 /*
@@ -2716,12 +2664,8 @@ static void test_withdrawal_retried(void **state)
 static bool logged_yet(const char *needle)
 {
     char logged[8192];
-    ssize_t n = pread(captured_fd, logged, sizeof(logged) - 1, 0);
 
-    if (n < 0)
-        return false;
-    logged[n] = '\0';
-    return strstr(logged, needle) != NULL;
+    return tu_log_peek(&captured, logged, sizeof(logged)) == 0 && strstr(logged, needle) != NULL;
 }
 
 /* A withdrawal the upstream fails with |fails|, waiting (60 s, beyond any drain's deadline) to ask again. */

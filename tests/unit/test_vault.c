@@ -1061,7 +1061,7 @@ static void test_sign_answer_over_cap(void **state)
     fx_init(&f, 5000);
     fake_script(&a, 1); /* the fake answers its copy */
     free(big);
-    tu_log_capture(&l, GW_LOG_ERROR);
+    tu_log_capture(&l, GW_LOG_ERROR, GW_LOG_INFO);
     sign(&f, &res);
     tu_log_release_into(&l, logged, sizeof(logged));
     assert_int_not_equal(res.status, 0);

@@ -297,35 +297,75 @@ static inline void *tu_lowered_main(void *arg)
 }
 
 /*
- * tu_log_capture sends stderr, the log's, to a file of its own and the log to |level|, until
- * tu_log_release_into puts both back (the level at GW_LOG_INFO, the log's default) and copies what was said
- * meanwhile into |logged| (|cap| bytes, NUL-terminated).
+ * tu_log_capture sends stderr, the log's, to a file of its own and the log to |level|, until a release puts
+ * both back, the level at |after| (the one the test runs at otherwise): tu_log_release_into copies what was
+ * said meanwhile into |logged| (|cap| bytes, NUL-terminated); tu_log_release_shown, for a teardown, shows the
+ * end of it on stderr when a test failed before it released (its cmocka message went to the file too) and
+ * does nothing once released. tu_log_peek copies what was said so far, capturing on: 0, or -1 when the file
+ * cannot be read. One that captured nothing yet has fd and saved -1.
  */
 struct tu_log {
     int fd, saved;
+    enum gw_log_level after;
 };
-static inline void tu_log_capture(struct tu_log *l, enum gw_log_level level)
+static inline void tu_log_capture(struct tu_log *l, enum gw_log_level level, enum gw_log_level after)
 {
     char path[] = "/tmp/cmpgw-tu-log-XXXXXX";
 
     fflush(stderr);
-    l->fd = mkstemp(path);
+    l->after = after;
+    assert_true((l->fd = mkstemp(path)) >= 0);
     (void)unlink(path);
-    l->saved = dup(STDERR_FILENO);
-    (void)dup2(l->fd, STDERR_FILENO);
+    assert_true((l->saved = dup(STDERR_FILENO)) >= 0);
+    assert_int_equal(dup2(l->fd, STDERR_FILENO), STDERR_FILENO);
     gw_log_set_level(level);
+}
+/* stderr and the log's level back; the file stays open. */
+static inline void tu_log_restore(struct tu_log *l)
+{
+    fflush(stderr);
+    gw_log_set_level(l->after);
+    (void)dup2(l->saved, STDERR_FILENO);
+    close(l->saved);
+    l->saved = -1;
+}
+static inline int tu_log_peek(struct tu_log *l, char *logged, size_t cap)
+{
+    ssize_t n;
+
+    fflush(stderr);
+    n = pread(l->fd, logged, cap - 1, 0);
+    logged[n > 0 ? (size_t)n : 0] = '\0';
+    return n < 0 ? -1 : 0;
 }
 static inline void tu_log_release_into(struct tu_log *l, char *logged, size_t cap)
 {
     ssize_t n;
 
-    fflush(stderr);
-    gw_log_set_level(GW_LOG_INFO);
-    (void)dup2(l->saved, STDERR_FILENO);
-    close(l->saved);
+    tu_log_restore(l);
     n = pread(l->fd, logged, cap - 1, 0);
     close(l->fd);
+    l->fd = -1;
     logged[n > 0 ? (size_t)n : 0] = '\0';
+    assert_true(n >= 0);
+}
+static inline void tu_log_release_shown(struct tu_log *l)
+{
+    char end[4096];
+    off_t size;
+    ssize_t n;
+
+    if (l->saved < 0)
+        return;
+    tu_log_restore(l);
+    size = lseek(l->fd, 0, SEEK_END);
+    n = pread(l->fd, end, sizeof(end) - 1, size > (off_t)sizeof(end) - 1 ? size - (off_t)sizeof(end) + 1 : 0);
+    close(l->fd);
+    l->fd = -1;
+    if (n >= 0) {
+        end[n] = '\0';
+        fprintf(stderr, "the end of the log while the test failed:\n%s\n", end);
+    }
 }
 
 #endif
