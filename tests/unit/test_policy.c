@@ -859,6 +859,32 @@ static void check_err(const char *name, const char *err, const char *want)
         fail_msg("%s: err \"%s\", want \"%s\"", name, err, want);
 }
 
+/*
+ * check_issued_at judges |cert| as |role|'s upstream returned it for |plan|, with |chain| and |store|, at
+ * |now|: verdict |want| and the reason |want_err| asks (check_err), or a failure that names |name|. It frees
+ * |cert| and |plan|'s contents. check_issued_case: without a chain, against the intermediate CA, at NOW.
+ */
+static void check_issued_at(const char *name, const struct gw_role *role, struct gw_cert_plan *plan,
+                            X509 *cert, STACK_OF(X509) *chain, X509_STORE *store, time_t now,
+                            enum gw_issued_verdict want, const char *want_err)
+{
+    char err[GW_ERR_LEN];
+    enum gw_issued_verdict v = gw_policy_check_issued(role, plan, cert, chain, store, NULL, now, NULL, err);
+
+    if (v != want)
+        fail_msg("%s: verdict %d, want %d; err \"%s\"", name, v, want, err);
+    check_err(name, err, want_err);
+    assert_true(strlen(err) < GW_ERR_LEN);
+    gw_cert_plan_cleanup(plan);
+    X509_free(cert);
+}
+
+static void check_issued_case(const char *name, const struct gw_role *role, struct gw_cert_plan *plan,
+                              X509 *cert, enum gw_issued_verdict want, const char *want_err)
+{
+    check_issued_at(name, role, plan, cert, NULL, st_issuer_int, NOW, want, want_err);
+}
+
 static void test_authorize(void **state)
 {
     X509_STORE *stores[] = {[S_NONE] = NULL, [S_TLS] = st_tls, [S_STALE] = st_tls_stale_crl};
@@ -3190,7 +3216,6 @@ static void test_check_issued(void **state)
 {
     X509_STORE *stores[] = {
         [ST_INT] = st_issuer_int, [ST_ROOT] = st_issuer_root, [ST_OTHER] = st_other, [ST_NULL] = NULL};
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -3207,20 +3232,14 @@ static void test_check_issued(void **state)
         bool bare = spec.ku != NULL && strcmp(spec.ku, NO_USAGES) == 0;
         struct gw_cert_plan plan;
         X509 *cert;
-        enum gw_issued_verdict v;
 
         spec.ku = bare ? NULL : spec.ku != NULL ? spec.ku : "critical,digitalSignature";
         cert = mkcert_ext(&spec, bare ? NULL : "clientAuth", NULL, keys[iss[i].key],
                           iss[i].issuer == I_INT ? int_ca : other_ca,
                           keys[iss[i].issuer == I_INT ? K_CA3 : K_CA2]);
         mkplan(&plan, "CN=dev-1.example.com", iss[i].plan_sans, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
-                                   stores[iss[i].store], NULL, NOW, NULL, err);
-        if (v != iss[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", iss[i].name, v, iss[i].want, err);
-        check_err(iss[i].name, err, iss[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_at(iss[i].name, &role, &plan, cert, iss[i].with_chain ? chain_int : NULL,
+                        stores[iss[i].store], NOW, iss[i].want, iss[i].want_err);
     }
 }
 
@@ -3258,7 +3277,6 @@ static void test_check_issued_uri(void **state)
         {"any URI, userinfo", 1, "URI:https://dev-1.example.com@evil.org/x", GW_ISSUED_OUTSIDE_POLICY,
          "URI https://dev-1.example.com@evil.org/x is refused: its authority holds a '@' (userinfo)"},
     };
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -3273,17 +3291,11 @@ static void test_check_issued_uri(void **state)
             "CN=dev-1.example.com", t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
-        enum gw_issued_verdict v;
 
         if (!t[i].any)
             role.authz.uris = (struct gw_patterns)PATS(i_uri);
         mkplan(&plan, "CN=dev-1.example.com", t[i].san, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != t[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", t[i].name, v, t[i].want, err);
-        check_err(t[i].name, err, t[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(t[i].name, &role, &plan, cert, t[i].want, t[i].want_err);
     }
 }
 
@@ -3304,7 +3316,6 @@ static void test_check_issued_email(void **state)
         {"subject, two '@'", "CN=dev-1|emailAddress=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
          "subject emailAddress alice@evil@example.com is not allowed on role iot"},
     };
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -3319,15 +3330,9 @@ static void test_check_issued_email(void **state)
         struct cspec spec = {t[i].subject, t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
-        enum gw_issued_verdict v;
 
         mkplan(&plan, t[i].subject, t[i].san, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != t[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", t[i].name, v, t[i].want, err);
-        check_err(t[i].name, err, t[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(t[i].name, &role, &plan, cert, t[i].want, t[i].want_err);
     }
 }
 
@@ -3357,7 +3362,6 @@ static void test_check_issued_longer(void **state)
                            .max_ttl = 30 * DAY,
                            .allowed_san_types = ALL_SANS,
                            .authz = {.dns_names = PATS(i_dns)}};
-    char err[GW_ERR_LEN];
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -3365,16 +3369,10 @@ static void test_check_issued_longer(void **state)
             "CN=dev-1.example.com", NULL, NULL, "critical,digitalSignature", -60, cases[i].to, 0};
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         struct gw_cert_plan plan;
-        enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 7 * DAY);
         plan.not_after_asked = cases[i].asked;
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != cases[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
-        check_err(cases[i].name, err, cases[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(cases[i].name, &role, &plan, cert, cases[i].want, cases[i].want_err);
     }
 }
 
@@ -3757,7 +3755,6 @@ static const struct {
 static void test_check_issued_start_and_wildcard(void **state)
 {
     struct gw_role role = issued_role();
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -3766,15 +3763,9 @@ static void test_check_issued_start_and_wildcard(void **state)
                              iss_more[i].from,       7 * DAY,          0};
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         struct gw_cert_plan plan;
-        enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", iss_more[i].sans, K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != iss_more[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", iss_more[i].name, v, iss_more[i].want, err);
-        check_err(iss_more[i].name, err, iss_more[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(iss_more[i].name, &role, &plan, cert, iss_more[i].want, iss_more[i].want_err);
     }
 }
 
@@ -3796,7 +3787,6 @@ static void test_check_issued_collected_late(void **state)
         {"issued when collected, max_ttl from then", 2 * DAY - 60, 32 * DAY - 60, GW_ISSUED_OK, "="},
     };
     struct gw_role role = issued_role();
-    char err[GW_ERR_LEN];
 
     (void)state;
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -3804,15 +3794,10 @@ static void test_check_issued_collected_late(void **state)
                              rows[i].from,           rows[i].to, 0};
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         struct gw_cert_plan plan;
-        enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", NULL, K_P256, 30 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW + 2 * DAY, NULL, err);
-        if (v != rows[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", rows[i].name, v, rows[i].want, err);
-        check_err(rows[i].name, err, rows[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_at(rows[i].name, &role, &plan, cert, NULL, st_issuer_int, NOW + 2 * DAY, rows[i].want,
+                        rows[i].want_err);
     }
 }
 
@@ -3861,7 +3846,6 @@ static const struct {
 
 static void test_check_issued_subject(void **state)
 {
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -3878,16 +3862,10 @@ static void test_check_issued_subject(void **state)
             subj[i].subject, subj[i].sans, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert;
-        enum gw_issued_verdict v;
 
         cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, PLAN_SUBJECT, "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != subj[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", subj[i].name, v, subj[i].want, err);
-        check_err(subj[i].name, err, subj[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(subj[i].name, &role, &plan, cert, subj[i].want, subj[i].want_err);
     }
 }
 
@@ -3921,7 +3899,6 @@ static const struct {
 
 static void test_check_issued_allowed_subjects(void **state)
 {
-    char err[GW_ERR_LEN];
 
     (void)state;
     for (size_t i = 0; i < sizeof(subj_allowed) / sizeof(subj_allowed[0]); i++) {
@@ -3930,18 +3907,12 @@ static void test_check_issued_allowed_subjects(void **state)
             subj_allowed[i].got, "DNS:a.example.com", NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert;
-        enum gw_issued_verdict v;
 
         role.authz.subjects = (struct gw_patterns)PATS(i_subjects);
         cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, subj_allowed[i].plan, "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != subj_allowed[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", subj_allowed[i].name, v, subj_allowed[i].want,
-                     err);
-        check_err(subj_allowed[i].name, err, subj_allowed[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(subj_allowed[i].name, &role, &plan, cert, subj_allowed[i].want,
+                          subj_allowed[i].want_err);
     }
 }
 
@@ -4115,7 +4086,6 @@ static void test_check_issued_exts(void **state)
     static const struct cspec base = {
         "CN=dev-1.example.com", "DNS:a.example.com", NULL, NULL, -60, 7 * DAY, 0};
     ASN1_OBJECT *allowed[2] = {OBJ_txt2obj("1.2.3.4", 1), OBJ_txt2obj(o_ct_poison, 1)};
-    char err[GW_ERR_LEN];
     size_t i;
 
     (void)state;
@@ -4131,7 +4101,6 @@ static void test_check_issued_exts(void **state)
         struct cspec spec = base;
         struct gw_cert_plan plan;
         X509 *cert;
-        enum gw_issued_verdict v;
 
         if (exts[i].role == R_NONE)
             role.key_usage = role.ext_key_usage = 0;
@@ -4145,13 +4114,7 @@ static void test_check_issued_exts(void **state)
         spec.bc = exts[i].bc;
         cert = mkcert_ext(&spec, exts[i].eku, exts[i].ext, keys[K_P256], int_ca, keys[K_CA3]);
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != exts[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", exts[i].name, v, exts[i].want, err);
-        check_err(exts[i].name, err, exts[i].want_err);
-        assert_true(strlen(err) < GW_ERR_LEN);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(exts[i].name, &role, &plan, cert, exts[i].want, exts[i].want_err);
     }
     ASN1_OBJECT_free(allowed[0]);
     ASN1_OBJECT_free(allowed[1]);
@@ -4190,7 +4153,6 @@ static void test_check_issued_copied(void **state)
          "crlDistributionPoints=URI:http://127.0.0.1/dev.crl", 1, GW_ISSUED_OK, "="},
     };
     ASN1_OBJECT *allowed[] = {OBJ_nid2obj(NID_crl_distribution_points)};
-    char err[GW_ERR_LEN];
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -4203,16 +4165,10 @@ static void test_check_issued_copied(void **state)
                                .max_ttl = 30 * DAY};
         X509 *cert = mkcert_ext(&base, NULL, cases[i].cert, keys[K_P256], int_ca, keys[K_CA3]);
         struct gw_cert_plan plan;
-        enum gw_issued_verdict v;
 
         mkplan(&plan, "CN=dev-1.example.com", "DNS:a.example.com", K_P256, 7 * DAY);
         plan.csr_exts = cases[i].csr != NULL ? exts_of(cases[i].csr) : NULL;
-        v = gw_policy_check_issued(&role, &plan, cert, NULL, st_issuer_int, NULL, NOW, NULL, err);
-        if (v != cases[i].want)
-            fail_msg("%s: verdict %d, want %d; err \"%s\"", cases[i].name, v, cases[i].want, err);
-        check_err(cases[i].name, err, cases[i].want_err);
-        gw_cert_plan_cleanup(&plan);
-        X509_free(cert);
+        check_issued_case(cases[i].name, &role, &plan, cert, cases[i].want, cases[i].want_err);
     }
 }
 
