@@ -46,6 +46,33 @@ static struct sockaddr_storage v6(const char *ip, socklen_t *len)
 
 #define SA(ss) ((const struct sockaddr *)&(ss))
 
+/* The |i|th address of an IPv4 flood, 10.<i as three bytes>. */
+static struct sockaddr_storage flood_v4(int i, socklen_t *l)
+{
+    char ip[32];
+
+    snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16, (i >> 8) & 0xff, i & 0xff);
+    return v4(ip, 1, l);
+}
+
+/* The |i|th /64 of a carrier's /48, 2001:db8:c:<i>::/64. */
+static struct sockaddr_storage carrier_v6(int i, socklen_t *l)
+{
+    char ip[64];
+
+    snprintf(ip, sizeof(ip), "2001:db8:c:%x::1", i);
+    return v6(ip, l);
+}
+
+/* The |k|th IPv4 address of 10.<net>.0.0/16, 250 to a /24. */
+static struct sockaddr_storage nth_v4(int net, int k, socklen_t *l)
+{
+    char ip[32];
+
+    snprintf(ip, sizeof(ip), "10.%d.%d.%d", net, k / 250, k % 250 + 1);
+    return v4(ip, 1, l);
+}
+
 static void test_connections(void **state)
 {
     struct gw_guard_conf conf = {.max_connections = 5,
@@ -242,23 +269,19 @@ static void test_auth_window_from_a_later_read(void **state)
     struct sockaddr_storage x;
     socklen_t l;
     uint32_t wait;
-    char ip[32];
 
     (void)state;
     for (int i = 0; i < 40; i++) {
-        snprintf(ip, sizeof(ip), "10.2.0.%d", i + 1);
-        x = v4(ip, 1, &l);
+        x = nth_v4(2, i, &l);
         assert_false(gw_guard_auth_failed(g, SA(x), l, 1001));
         assert_true(gw_guard_auth_failed(g, SA(x), l, 1001));
     }
     for (int i = 0; i < 40; i++) {
-        snprintf(ip, sizeof(ip), "10.3.0.%d", i + 1);
-        x = v4(ip, 1, &l);
+        x = nth_v4(3, i, &l);
         assert_false(gw_guard_auth_failed(g, SA(x), l, 1000));
     }
     for (int i = 0; i < 40; i++) {
-        snprintf(ip, sizeof(ip), "10.2.0.%d", i + 1);
-        x = v4(ip, 1, &l);
+        x = nth_v4(2, i, &l);
         assert_int_equal(gw_guard_auth_check(g, SA(x), l, 1001, &wait), GW_ERR_LIMIT);
         assert_int_equal(wait, 60);
     }
@@ -277,12 +300,10 @@ static void test_table_reuse(void **state)
     struct gw_guard *g = gw_guard_new(&conf);
     struct sockaddr_storage x;
     socklen_t l;
-    char ip[32];
 
     (void)state;
     for (int i = 0; i < 1000; i++) {
-        snprintf(ip, sizeof(ip), "10.1.%d.%d", i / 250, i % 250 + 1);
-        x = v4(ip, 1, &l);
+        x = nth_v4(1, i, &l);
         gw_guard_auth_failed(g, SA(x), l, 100);
     }
     x = v4("192.0.2.1", 1, &l);
@@ -590,15 +611,13 @@ static void test_many_addresses_over_time(void **state)
     time_t now = time(NULL); /* the conn and req calls take the clock's */
     uint32_t wait = 0;
     double cpu;
-    char ip[32];
 
     (void)state;
     assert_non_null(g);
     assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
     for (int i = 0; i < 400000; i++) {
-        snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16, (i >> 8) & 0xff, i & 0xff);
-        x = v4(ip, 1, &l);
+        x = flood_v4(i, &l);
         assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
         assert_int_equal(gw_guard_req_begin(g, SA(x), l), 0);
         gw_guard_req_end(g, SA(x), l);
@@ -631,6 +650,23 @@ static struct sockaddr_storage flood_v6(int i, socklen_t *l)
     return v6(ip, l);
 }
 
+/*
+ * flood_v6's prefixes |from| to |from| + |n| - 1 fail once each at |now|: how many of those failures
+ * gw_guard_auth_failed answered with |what|.
+ */
+static int flood_failed(struct gw_guard *g, int from, int n, time_t now, uint32_t what)
+{
+    struct sockaddr_storage x;
+    socklen_t l;
+    int got = 0;
+
+    for (int i = from; i < from + n; i++) {
+        x = flood_v6(i, &l);
+        got += gw_guard_auth_failed(g, SA(x), l, now) == what;
+    }
+    return got;
+}
+
 /* The defaults' table (16 384 slots) and budget. */
 static const struct gw_guard_conf flood_conf = {.max_connections = 4096,
                                                 .max_connections_per_address = 64,
@@ -657,10 +693,7 @@ static void test_repeat_offender_after_a_flood(void **state)
 
     (void)state;
     assert_non_null(g);
-    for (int i = 0; i < 20000; i++) {
-        x = flood_v6(i, &l);
-        assert_int_not_equal(gw_guard_auth_failed(g, SA(x), l, now), 64); /* its site's may be used up */
-    }
+    assert_int_equal(flood_failed(g, 0, 20000, now, 64), 0); /* its site's may be used up */
     for (int k = 0; k < 100; k++) { /* offenders of their own, half IPv4, half IPv6 */
         if (k % 2 == 0)
             snprintf(ip, sizeof(ip), "198.51.100.%d", k + 1);
@@ -690,7 +723,6 @@ static void test_probes_bounded(void **state)
     time_t now = time(NULL); /* the conn calls read the clock */
     uint32_t wait;
     socklen_t l;
-    char ip[32];
 
     (void)state;
     assert_non_null(g);
@@ -701,8 +733,7 @@ static void test_probes_bounded(void **state)
         most = gw_guard_probes(g) - before > most ? gw_guard_probes(g) - before : most;
     }
     for (int k = 0; k < 1000; k++) {
-        snprintf(ip, sizeof(ip), "10.9.%d.%d", k / 250, k % 250 + 1);
-        x = v4(ip, 1, &l);
+        x = nth_v4(9, k, &l);
         before = gw_guard_probes(g);
         assert_int_equal(gw_guard_auth_check(g, SA(x), l, now, &wait), 0);
         assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
@@ -728,31 +759,22 @@ static void test_flood_leaves_connections_counted(void **state)
     socklen_t l, lone;
     struct sockaddr_storage x, one = v4("192.0.2.1", 1, &lone);
     time_t now = time(NULL);
-    char ip[32];
 
     (void)state;
     assert_non_null(g);
     for (int round = 0; round < 2; round++) {
-        for (int i = 0; i < 20000; i++) { /* before the connections, and among them */
-            x = flood_v6(round * 20000 + i, &l);
-            gw_guard_auth_failed(g, SA(x), l, now);
-        }
+        (void)flood_failed(g, round * 20000, 20000, now, 0); /* before the connections, and among them */
         for (int k = 0; k < 4096; k++) {
-            snprintf(ip, sizeof(ip), "10.8.%d.%d", k / 250, k % 250 + 1);
-            x = v4(ip, 1, &l);
+            x = nth_v4(8, k, &l);
             if (gw_guard_conn_open(g, SA(x), l) != 0)
-                fail_msg("round %d: %s refused", round, ip);
+                fail_msg("round %d: address %d refused", round, k);
             x = flood_v6(40000 + round * 4096 + k, &l);
             gw_guard_auth_failed(g, SA(x), l, now);
         }
         assert_int_equal(gw_guard_conn_open(g, SA(one), lone), GW_ERR_LIMIT); /* 4096 in total */
-        for (int i = 0; i < 20000; i++) {
-            x = flood_v6(50000 + round * 20000 + i, &l);
-            gw_guard_auth_failed(g, SA(x), l, now);
-        }
+        (void)flood_failed(g, 50000 + round * 20000, 20000, now, 0);
         for (int k = 0; k < 4096; k++) { /* each still found, and given back */
-            snprintf(ip, sizeof(ip), "10.8.%d.%d", k / 250, k % 250 + 1);
-            x = v4(ip, 1, &l);
+            x = nth_v4(8, k, &l);
             gw_guard_conn_close(g, SA(x), l);
         }
     }
@@ -774,8 +796,8 @@ static void test_crowded_table_grown(void **state)
                                                               .auth_failures = 5,
                                                               .auth_failure_window = 60,
                                                               .ipv6_prefix = 64});
-    socklen_t lh, lo, l;
-    struct sockaddr_storage held = v4("192.0.2.1", 1, &lh), out = v4("192.0.2.2", 1, &lo), x;
+    socklen_t lh, lo;
+    struct sockaddr_storage held = v4("192.0.2.1", 1, &lh), out = v4("192.0.2.2", 1, &lo);
     time_t now = time(NULL);
     uint32_t wait;
 
@@ -784,10 +806,7 @@ static void test_crowded_table_grown(void **state)
     assert_int_equal(gw_guard_conn_open(g, SA(held), lh), 0);
     for (int i = 0; i < 5; i++)
         gw_guard_auth_failed(g, SA(out), lo, now);
-    for (int i = 0; i < 5000; i++) {
-        x = flood_v6(i, &l);
-        gw_guard_auth_failed(g, SA(x), l, now);
-    }
+    (void)flood_failed(g, 0, 5000, now, 0);
     assert_int_equal(gw_guard_set_max_requests(g, 100000), 0);
     assert_int_equal(gw_guard_conn_open(g, SA(held), lh), GW_ERR_BUSY); /* its one, still counted */
     assert_int_equal(gw_guard_auth_check(g, SA(out), lo, now, &wait), GW_ERR_LIMIT);
@@ -812,10 +831,7 @@ static void test_crowded_site_shut_out(void **state)
 
     (void)state;
     assert_non_null(g);
-    for (int i = 0; i < 100; i++) { /* room for all: each its own */
-        x = flood_v6(i, &l);
-        assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
-    }
+    assert_int_equal(flood_failed(g, 0, 100, now, 0), 100); /* room for all: each its own */
     assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now, &wait), 0);
     for (int i = 100; i < 40000; i++) {
         x = flood_v6(i, &l);
@@ -837,10 +853,7 @@ static void test_crowded_site_shut_out(void **state)
                                              .auth_failures = 50,
                                              .auth_failure_window = 60,
                                              .ipv6_prefix = 48}); /* the address is the site */
-    for (int i = 0; i < 49; i++) {
-        x = flood_v6(i, &l);
-        assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
-    }
+    assert_int_equal(flood_failed(g, 0, 49, now, 0), 49);
     assert_int_equal(gw_guard_auth_failed(g, SA(fresh), ln, now), 48);
     gw_guard_free(g);
 }
@@ -858,21 +871,18 @@ static void test_crowded_elsewhere_site_apart(void **state)
     struct sockaddr_storage x, fresh = v6("2001:db8:c:ffff::1", &ln);
     time_t now = time(NULL); /* the conn calls read the clock */
     uint32_t wait, said = 0;
-    char ip[64];
 
     (void)state;
     assert_non_null(g);
     for (int i = 0; i < 60000; i++) {
-        snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16, (i >> 8) & 0xff, i & 0xff);
-        x = v4(ip, 1, &l);
+        x = flood_v4(i, &l);
         assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
     }
     for (int i = 0; i < 50; i++) {
-        snprintf(ip, sizeof(ip), "2001:db8:c:%x::1", i);
-        x = v6(ip, &l);
+        x = carrier_v6(i, &l);
         assert_int_equal(gw_guard_conn_open(g, SA(x), l), 0);
         if (gw_guard_auth_failed(g, SA(x), l, now + 1) != 0)
-            fail_msg("%s: its failure used a budget up", ip);
+            fail_msg("the carrier's /64 %d: its failure used a budget up", i);
         gw_guard_conn_close(g, SA(x), l);
     }
     assert_int_equal(gw_guard_auth_check(g, SA(fresh), ln, now + 2, &wait), 0);
@@ -906,19 +916,16 @@ static void test_interleaved_flood_site_apart(void **state)
     time_t now = 1000;
     uint32_t wait;
     int flood = 0, carrier = 0, said = 0;
-    char ip[64];
 
     (void)state;
     assert_non_null(g);
     for (int sec = 0; sec < 180; sec++, now++) {
         for (int i = 0; i < 2000; i++, flood++) { /* 2000 IPv4 failures a second, 10 of the carrier's */
-            snprintf(ip, sizeof(ip), "10.%d.%d.%d", flood >> 16, (flood >> 8) & 0xff, flood & 0xff);
-            x = v4(ip, 1, &l);
+            x = flood_v4(flood, &l);
             assert_int_equal(gw_guard_auth_failed(g, SA(x), l, now), 0);
             if (i % 200 != 0)
                 continue;
-            snprintf(ip, sizeof(ip), "2001:db8:c:%x::1", carrier++);
-            x = v6(ip, &l);
+            x = carrier_v6(carrier++, &l);
             said += gw_guard_auth_failed(g, SA(x), l, now) != 0;
         }
         if (gw_guard_auth_check(g, SA(fresh), ln, now, &wait) != 0)
@@ -945,18 +952,13 @@ static void test_crowded_site_lowered(void **state)
 {
     struct gw_guard_conf conf = flood_conf;
     struct gw_guard *g;
-    struct sockaddr_storage x;
-    socklen_t l;
     int sites = 0;
 
     (void)state;
     conf.auth_failures = 100000;
     g = gw_guard_new(&conf);
     assert_non_null(g);
-    for (int i = 0; i < 40000; i++) {
-        x = flood_v6(i, &l);
-        gw_guard_auth_failed(g, SA(x), l, 1000);
-    }
+    (void)flood_failed(g, 0, 40000, 1000, 0);
     assert_int_equal(gw_guard_set_auth_budget(g, 50, 60, 1001, on_site_shut_out, &sites), 0);
     assert_int_equal(sites, 1);
     gw_guard_free(g);
