@@ -342,11 +342,24 @@ def h2_literal(name, value):  # HPACK literal without indexing, new name, no Huf
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
 
+# SETTINGS_INITIAL_WINDOW_SIZE 0: the flow-control window of each stream shut (RFC 9113 §6.5.2)
+H2_WINDOW_SHUT = (4).to_bytes(2, "big") + (0).to_bytes(4, "big")
+
+
+def h2_block(method, path, content_type=None, length=None):
+    """The HEADERS block of a request to this host: |content_type| and content-length |length| where given."""
+    block = (h2_literal(b":method", method) + h2_literal(b":scheme", b"https") + h2_literal(b":path", path) +
+             h2_literal(b":authority", b"127.0.0.1"))
+    if content_type is not None:
+        block += h2_literal(b"content-type", content_type)
+    if length is not None:
+        block += h2_literal(b"content-length", str(length).encode())
+    return block
+
+
 def h2_post(stream, body, path=b"/pki/cmp"):
     """HEADERS and DATA (END_STREAM) of one POST of |body| on |stream|."""
-    block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") + h2_literal(b":path", path) +
-             h2_literal(b":authority", b"127.0.0.1") + h2_literal(b"content-type", b"application/pkixcmp") +
-             h2_literal(b"content-length", str(len(body)).encode()))
+    block = h2_block(b"POST", path, b"application/pkixcmp", len(body))
     return h2_frame(1, 0x4, stream, block) + h2_frame(0, 0x1, stream, body)
 
 
@@ -384,6 +397,23 @@ def h2_status(block):
     if block[0] in (0x48, 0x08, 0x18) and not block[1] & 0x80:
         return int(block[2:2 + block[1]])
     return None
+
+
+def h2_batches(test, sock, deadline, closed):
+    """The frames |sock| reads until |deadline|, a list each read, the server's SETTINGS ACKed; a read of
+    nothing (the connection closed) fails |test| with |closed|."""
+    buf = b""
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        test.assertNotEqual(data, b"", closed)
+        frames, buf = h2_frames(buf + data)
+        for ftype, flags, _, _ in frames:
+            if ftype == 4 and not flags & 1:
+                sock.sendall(h2_frame(4, 1, 0, b""))
+        yield frames
 
 
 def h2_answers(sock, streams, deadline):
@@ -552,9 +582,7 @@ class Admission(harness.GatewayTestCase):
         def ended():
             return [e for e in self.gw.log_lines() if e.get("event") == "http2_connection_closed" and
                     e.get("peer") == peer]
-        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
-                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
-                 h2_literal(b"content-type", b"application/pkixcmp") + h2_literal(b"content-length", b"60000"))
+        block = h2_block(b"POST", b"/pki/cmp", b"application/pkixcmp", 60000)
         try:
             sock.sendall(b"".join(h2_frame(1, 0x4, 2 * i + 1, block) + h2_frame(0, 0, 2 * i + 1, b"0" * 1000)
                                   for i in range(count)))
@@ -583,7 +611,7 @@ class Admission(harness.GatewayTestCase):
         and the body libh2o buffered for it held. The log lines of the gateway ending that connection within
         |wait| s (by default 2.5), returned as soon as there is one: the second sweep that finds the answers
         unsent ends it for their number, within 2 s; send_timeout (2 s) ends it at the third, from 2 s."""
-        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        sock = h2_connect(self.gw, settings=H2_WINDOW_SHUT)
         peer = "127.0.0.1:%d" % sock.getsockname()[1]
         try:
             sock.sendall(b"".join(h2_post(2 * i + 1, b"") for i in range(count)))
@@ -611,26 +639,18 @@ class Admission(harness.GatewayTestCase):
         answer waits unsent. They are counted against the 4 a connection only from the next sweep, which
         finds them taken: the connection and its answers stay. Three rounds, a sweep in the wait in most."""
         for _ in range(3):
-            sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"), timeout=0.2)
+            sock = h2_connect(self.gw, settings=H2_WINDOW_SHUT, timeout=0.2)
             streams = tuple(2 * i + 1 for i in range(6))
-            block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
-                     h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
-                     h2_literal(b"content-type", b"text/plain"))  # a 415: no failed authentication
+            block = h2_block(b"POST", b"/pki/cmp", b"text/plain")  # a 415: no failed authentication
             try:
                 sock.sendall(b"".join(h2_frame(1, 0x4, s, block) + h2_frame(0, 0x1, s, b"x") for s in streams))
-                buf, answered, deadline = b"", {}, time.monotonic() + 5
-                while set(answered) != set(streams) and time.monotonic() < deadline:
-                    try:
-                        data = sock.recv(65536)
-                    except socket.timeout:
-                        continue
-                    self.assertNotEqual(data, b"", "the connection closed before its answers came")
-                    frames, buf = h2_frames(buf + data)
-                    for ftype, flags, stream, payload in frames:
-                        if ftype == 4 and not flags & 1:
-                            sock.sendall(h2_frame(4, 1, 0, b""))
-                        if ftype == 1:
-                            answered[stream] = h2_status(payload)
+                answered = {}
+                for frames in h2_batches(self, sock, time.monotonic() + 5,
+                                         "the connection closed before its answers came"):
+                    answered.update((stream, h2_status(payload)) for ftype, _, stream, payload in frames
+                                    if ftype == 1)
+                    if set(answered) == set(streams):
+                        break
                 self.assertEqual(answered, {s: 415 for s in streams})
                 time.sleep(0.7)
                 sock.sendall(h2_frame(4, 0, 0, (4).to_bytes(2, "big") + (65535).to_bytes(4, "big")))
@@ -644,7 +664,7 @@ class Admission(harness.GatewayTestCase):
         """SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE: the answer (a 400) can never be sent, and its
         stream would live as long as the connection. The gateway ends the connection and says so. The PINGs the
         client sends meanwhile make the gateway write, but move no answer: no progress."""
-        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        sock = h2_connect(self.gw, settings=H2_WINDOW_SHUT)
         sock.sendall(h2_post(1, b"not a PKIMessage"))
         buf, statuses, closed = b"", [], False
         deadline = time.monotonic() + 2 + 1 + 10 * harness.SLOW  # send_timeout 2 s, swept every second
@@ -738,7 +758,7 @@ class Admission(harness.GatewayTestCase):
         """A window of 0, then 2 bytes more every 0.3 s: the answer's body goes out for longer than send_timeout,
         a few bytes at each step. Its connection stays until the answer is all sent (the deadline this timer
         replaced ended it send_timeout after the answer)."""
-        sock = h2_connect(self.gw, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        sock = h2_connect(self.gw, settings=H2_WINDOW_SHUT)
         sock.settimeout(0.3)
         peer = "127.0.0.1:%d" % sock.getsockname()[1]
         sock.sendall(h2_post(1, b"not a PKIMessage"))
@@ -798,29 +818,20 @@ class Admission(harness.GatewayTestCase):
         stream is reset (REFUSED_STREAM), with no 413 and no request line, and the connection serves its next
         stream (docs/errors.md, http_too_large)."""
         body = b"\x30" * 70000
-        block = (h2_literal(b":method", b"POST") + h2_literal(b":scheme", b"https") +
-                 h2_literal(b":path", b"/pki/cmp") + h2_literal(b":authority", b"127.0.0.1") +
-                 h2_literal(b"content-type", b"application/pkixcmp") +
-                 h2_literal(b"content-length", str(len(body)).encode()))
+        block = h2_block(b"POST", b"/pki/cmp", b"application/pkixcmp", len(body))
         chunks = [body[i:i + 16384] for i in range(0, len(body), 16384)]  # SETTINGS_MAX_FRAME_SIZE
         sock = h2_connect(self.gw)
         try:
             sock.sendall(h2_frame(1, 0x4, 1, block) +
                          b"".join(h2_frame(0, 0x1 if c is chunks[-1] else 0, 1, c) for c in chunks))
-            buf, reset, deadline = b"", None, time.monotonic() + 5 * harness.SLOW
-            while reset is None and time.monotonic() < deadline:
-                try:
-                    data = sock.recv(65536)
-                except socket.timeout:
-                    continue
-                self.assertNotEqual(data, b"", "the connection closed")
-                frames, buf = h2_frames(buf + data)
+            reset = None
+            for frames in h2_batches(self, sock, time.monotonic() + 5 * harness.SLOW, "the connection closed"):
                 for ftype, flags, stream, payload in frames:
                     self.assertNotIn((ftype, stream), ((1, 1), (7, 0)), "an answer or a GOAWAY")
-                    if ftype == 4 and not flags & 1:
-                        sock.sendall(h2_frame(4, 1, 0, b""))
                     if ftype == 3 and stream == 1 and reset is None:
                         reset = int.from_bytes(payload, "big")
+                if reset is not None:
+                    break
             self.assertEqual(reset, 7)  # REFUSED_STREAM (RFC 9113 §7)
             sock.sendall(h2_post(3, b""))
             answer = h2_answers(sock, (3,), time.monotonic() + 5 * harness.SLOW)
@@ -1408,9 +1419,8 @@ class IdleHeldHttp2(harness.GatewayTestCase):
                                            source_address=("127.0.0.2", 0))
             stuck = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
             held.append(stuck)
-            block = (h2_literal(b":method", b"GET") + h2_literal(b":scheme", b"https") +
-                     h2_literal(b":path", b"/pki/crl/local") + h2_literal(b":authority", b"127.0.0.1"))
-            stuck.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b"\x00\x04\x00\x00\x00\x00") +
+            block = h2_block(b"GET", b"/pki/crl/local")
+            stuck.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, H2_WINDOW_SHUT) +
                           h2_frame(1, 0x5, 1, block))
             data = b""
             while not any(t == 1 and st == 1 for t, _, st, _ in h2_frames(data)[0]):  # answered: its HEADERS
