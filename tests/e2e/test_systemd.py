@@ -4,6 +4,7 @@ RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 
 reload waits for an upstream that never answers, a SIGTERM ends such a reload and drains at once, a
 SIGHUP whose thread cannot start is tried again, and a reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
 and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
+import contextlib
 import json
 import os
 import pwd
@@ -90,11 +91,45 @@ class Notify(unittest.TestCase):
                 return got
         self.fail("no %s in %r" % (want, got))
 
+    @contextlib.contextmanager
+    def notifying(self, edit=None, **env):
+        """A gateway of the demo's configuration (as |edit| changes it), started with this test's
+        NOTIFY_SOCKET and |env|, stopped after."""
+        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
+        gw.start(extra_env=dict(env, NOTIFY_SOCKET=self.path))
+        try:
+            yield gw
+        finally:
+            gw.stop()
+
+    @contextlib.contextmanager
+    def reload_held(self, **env):
+        """A gateway (notifying) whose SIGHUP reload waits for a cfssl that nothing listened for at the start
+        (the gateway starts without its CA certificate) and that takes the request for it and never answers,
+        with a timeout of a minute: yielded once the reload asked it. The cfssl stops before the gateway."""
+        port = harness.free_port()
+        held = None
+
+        def edit(cfg, gw):
+            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
+                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
+
+        with self.notifying(edit, **env) as gw:
+            try:
+                self.messages("READY=1")
+                held = Held(port)
+                gw.proc.send_signal(signal.SIGHUP)
+                self.messages("RELOADING=1", timeout=5)
+                if not harness.settled(lambda: list(held.got), bool):
+                    self.fail("the reload asked the held cfssl nothing")
+                yield gw
+            finally:
+                if held is not None:
+                    held.stop()  # the reload's call fails: nothing waits for it at the stop
+
     def test_ready_watchdog_reloading_stopping(self):
         # the demo's configuration as deploy/demo-pki.sh writes it: nothing here asks for a name
-        gw = harness.Gateway(self.tmp / "pki", widen=False)
-        gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
-        try:
+        with self.notifying(WATCHDOG_USEC="1000000") as gw:
             first = self.messages("READY=1")
             self.assertTrue(any(m.startswith("READY=1\nSTATUS=") for m in first), first)
             self.messages("WATCHDOG=1", timeout=5)
@@ -103,8 +138,6 @@ class Notify(unittest.TestCase):
             self.assertTrue(any("MONOTONIC_USEC=" in m for m in reloading), reloading)
             after = self.messages("READY=1", timeout=10)
             self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
-        finally:
-            gw.stop()
         self.messages("STOPPING=1", timeout=5)
 
     def test_watchdog_pinged_while_a_reload_waits_for_an_upstream(self):
@@ -113,29 +146,10 @@ class Notify(unittest.TestCase):
         SIGHUP reload waits for it, and the watchdog's pings, which the main thread sends, go on meanwhile
         (a reload on the main thread missed them for the upstream's whole timeout, and systemd's
         WatchdogSec= killed the gateway)."""
-        port = harness.free_port()
-        held = None
-
-        def edit(cfg, gw):
-            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
-                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
-
-        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
-        gw.start(extra_env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"})
-        try:
-            self.messages("READY=1")
-            held = Held(port)
-            gw.proc.send_signal(signal.SIGHUP)
-            self.messages("RELOADING=1", timeout=5)
-            if not harness.settled(lambda: list(held.got), bool):
-                self.fail("the reload asked the held cfssl nothing")
+        with self.reload_held(WATCHDOG_USEC="1000000"):
             # a reload that held the main thread pinged nothing for the upstream's 60 s
             self.messages("WATCHDOG=1", timeout=5)
             self.messages("WATCHDOG=1", timeout=5)
-        finally:
-            if held is not None:
-                held.stop()  # the reload's call fails: nothing waits for it at the stop
-            gw.stop()
 
     def test_sigterm_ends_a_reload_that_waits_for_an_upstream(self):
         """A SIGHUP reload waits for a cfssl that takes the request for its CA certificate and never
@@ -144,22 +158,7 @@ class Notify(unittest.TestCase):
         few seconds, and says nothing is ready after STOPPING=1 (the main thread waited for the reload's
         lock for the upstream's whole timeout, while the listeners went on accepting, and systemd's
         TimeoutStopSec= killed it with no drain)."""
-        port = harness.free_port()
-        held = None
-
-        def edit(cfg, gw):
-            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
-                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
-
-        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
-        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
-        try:
-            self.messages("READY=1")
-            held = Held(port)
-            gw.proc.send_signal(signal.SIGHUP)
-            self.messages("RELOADING=1", timeout=5)
-            if not harness.settled(lambda: list(held.got), bool):
-                self.fail("the reload asked the held cfssl nothing")
+        with self.reload_held() as gw:
             begun = time.monotonic()
             gw.signal_stop()
             after = self.messages("STOPPING=1", timeout=5)
@@ -179,10 +178,6 @@ class Notify(unittest.TestCase):
             self.assertEqual(events, ["stopping", "reload_refused", "stopped"])
             refused = next(e for e in gw.log_lines() if e.get("event") == "reload_refused")
             self.assertIn("the gateway is stopping", refused.get("error", ""))
-        finally:
-            if held is not None:
-                held.stop()
-            gw.stop()
 
     def test_sighup_retried_when_its_thread_cannot_start(self):
         """A SIGHUP whose reload thread cannot start (the address space capped just above what the
@@ -190,9 +185,7 @@ class Notify(unittest.TestCase):
         on the main thread's tick: once the cap is lifted the reload runs, RELOADING=1 then READY=1
         (the main thread took the reload lock itself, waiting for any reload in progress, and said
         READY=1 "last reload refused" with no RELOADING=1 before it, and nothing tried again)."""
-        gw = harness.Gateway(self.tmp / "pki", widen=False)
-        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
-        try:
+        with self.notifying() as gw:
             self.messages("READY=1")
             pid = gw.proc.pid
             was = resource.prlimit(pid, resource.RLIMIT_AS)
@@ -211,8 +204,6 @@ class Notify(unittest.TestCase):
             self.assertTrue(said[0].startswith("RELOADING=1"), said)
             self.assertTrue(said[-1].startswith("READY=1\nSTATUS=serving (reloaded)"), said)
             self.assertFalse([l for l in gw.log_lines() if l.get("event") == "reload_refused"])
-        finally:
-            gw.stop()
 
     def test_reload_stops_a_probe_in_progress(self):
         """A Vault that takes the health probe's request and never answers, with a timeout of a minute: the
@@ -223,19 +214,17 @@ class Notify(unittest.TestCase):
         def edit(cfg, gw):
             cfg["upstreams"]["held"] = held.vault(gw)
 
-        gw = harness.Gateway(self.tmp / "pki", edit_config=edit, widen=False)
-        gw.start(extra_env={"NOTIFY_SOCKET": self.path})
-        try:
-            self.messages("READY=1")
-            if not harness.settled(lambda: list(held.got), bool):
-                self.fail("no probe reached the held Vault")
-            gw.proc.send_signal(signal.SIGHUP)
-            self.messages("RELOADING=1", timeout=5)
-            after = self.messages("READY=1", timeout=10)
-            self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
-        finally:
-            held.stop()  # its probes fail: nothing waits for them at the stop
-            gw.stop()
+        with self.notifying(edit) as gw:
+            try:
+                self.messages("READY=1")
+                if not harness.settled(lambda: list(held.got), bool):
+                    self.fail("no probe reached the held Vault")
+                gw.proc.send_signal(signal.SIGHUP)
+                self.messages("RELOADING=1", timeout=5)
+                after = self.messages("READY=1", timeout=10)
+                self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
+            finally:
+                held.stop()  # its probes fail: nothing waits for them at the stop
 
 
 class Unit(unittest.TestCase):
