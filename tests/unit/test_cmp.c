@@ -8319,6 +8319,29 @@ static struct gw_cluster *unit_cluster(char *rec)
     return cl;
 }
 
+/* The test's Redis started and an instance of it (unit_cluster); skips the test without a redis-server. */
+static struct gw_cluster *redis_cluster(char *rec)
+{
+    if (redis_start() != 0)
+        skip();
+    return unit_cluster(rec);
+}
+
+/*
+ * The test's Redis a replica of a primary that is not there (|readonly|: it refuses each write with
+ * READONLY), or a primary again.
+ */
+static void redis_readonly(bool readonly)
+{
+    char out[64];
+
+    if (readonly)
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}),
+                         0);
+    else
+        assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
+}
+
 /*
  * A certificate that names no CA key, revoked where the other CA's certificate of its issuer and serial
  * left the entry by issuer and serial marked ("keyed"): that entry is its own now, "1", the member of the
@@ -8334,9 +8357,7 @@ static void test_shared_keyless_revocation_unmarks(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key, sizeof(key), "%s:%s", set, plain);
     assert_int_equal(gw_cluster_put_revoked(cl, k1, plain, time(NULL) + 6000, 100, err), 0);
@@ -8402,9 +8423,7 @@ static void test_shared_revoked_counted_while_kept(void **state)
     time_t now = time(NULL);
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
     snprintf(key2, sizeof(key2), "%s:%s", set, p2);
@@ -8455,9 +8474,7 @@ static void test_shared_revoked_readded_under_cap(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key1, sizeof(key1), "%s:%s", set, k1);
@@ -8495,9 +8512,7 @@ static void test_shared_revoked_on_redis_clock(void **state)
     time_t before;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
     snprintf(key4, sizeof(key4), "%s:%s", set, k4);
@@ -8527,9 +8542,7 @@ static void test_shared_ttl_at_least_one_second(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
@@ -8566,6 +8579,22 @@ static int cluster_ready(struct gw_cluster *cl)
     return rc;
 }
 
+/* An outage of the test's Redis that refuses writes (redis_readonly), the log captured at GW_LOG_INFO. */
+static void readonly_outage_begin(void)
+{
+    log_capture_start();
+    log_level(GW_LOG_INFO);
+    redis_readonly(true);
+}
+
+/* Its end: Redis a primary again, |cl| ready on it; what the log said meanwhile (to free). */
+static char *readonly_outage_end(struct gw_cluster *cl)
+{
+    redis_readonly(false);
+    assert_int_equal(cluster_ready(cl), 0);
+    return log_capture_end();
+}
+
 /*
  * A Redis that answers lookups and refuses writes (a replica after a failover: READONLY) keeps the outage
  * of shared_state_unavailable open, and readiness not ready: a request's lookup that goes through ends
@@ -8577,16 +8606,12 @@ static void test_shared_lookup_ends_no_outage(void **state)
 {
     static const unsigned char tid[] = "ro01", nonce[] = "n";
     static const char id[] = "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0", plain[] = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
-    char rec[64], out[64], held[GW_LOG_HELD_LEN], why[GW_ERR_LEN], err[GW_ERR_LEN] = "", *logged;
+    char rec[64], held[GW_LOG_HELD_LEN], why[GW_ERR_LEN], err[GW_ERR_LEN] = "", *logged;
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
-    log_capture_start();
-    log_level(GW_LOG_INFO);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    cl = redis_cluster(rec);
+    readonly_outage_begin();
     for (int i = 0; i < 2; i++) { /* a request's lookup, then its write */
         assert_int_equal(gw_cluster_revoked(cl, id, plain, err), 0);
         if (i > 0) /* not ready for that lookup: the write before it failed */
@@ -8595,9 +8620,7 @@ static void test_shared_lookup_ends_no_outage(void **state)
         assert_non_null(strstr(err, "READONLY"));
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
-    assert_int_equal(cluster_ready(cl), 0);
-    logged = log_capture_end();
+    logged = readonly_outage_end(cl);
     assert_int_equal(logged_events(logged, "shared_state_recovered"), 1);
     assert_non_null(strstr(logged, "\"suppressed\":\"1\""));
     free(logged);
@@ -8695,24 +8718,18 @@ static void test_shared_failed_paced_by_outage(void **state)
 {
     static const unsigned char tid[] = "wf01", nonce[] = "n";
     static const char id[] = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7", plain[] = "b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7";
-    char rec[64], out[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    char rec[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
-    log_capture_start();
-    log_level(GW_LOG_INFO);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    readonly_outage_begin();
     assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
     assert_true(gw_cluster_unavailable_due(cl, held)); /* the outage's first line, as a request writes it */
     for (int i = 0; i < 3; i++) /* the mark stays this instance's: each end's DEL is refused */
         gw_cluster_unmark_revoking(cl, plain, false);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
-    assert_int_equal(cluster_ready(cl), 0);
-    logged = log_capture_end();
+    logged = readonly_outage_end(cl);
     assert_int_equal(logged_events(logged, "shared_state_unmark_failed"), 1);
     assert_int_equal(logged_events(logged, "shared_state_recovered"), 1);
     assert_non_null(strstr(logged, "\"suppressed\":\"2\""));
@@ -8755,9 +8772,7 @@ static void test_shared_unavailable_after_failed_step(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     log_capture_start();
     (void)redis_stop(NULL);
     assert_int_equal(gw_cluster_claim_expired(cl, time(NULL), no_expired, NULL), 0);
@@ -8782,26 +8797,20 @@ static void test_shared_failed_step_keeps_outage_count(void **state)
 {
     static const unsigned char tid[] = "wf03", nonce[] = "n";
     static const char id[] = "a8a8a8a8a8a8a8a8a8a8a8a8a8a8a8a8", plain[] = "b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8b8";
-    char rec[64], out[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
+    char rec[64], held[GW_LOG_HELD_LEN], err[GW_ERR_LEN] = "", *logged;
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
-    log_capture_start();
-    log_level(GW_LOG_INFO);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "127.0.0.1", "1"}), 0);
+    readonly_outage_begin();
     for (int i = 0; i < 2; i++) {
         assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
     for (int i = 0; i < 2; i++) /* the mark stays this instance's: each end's DEL is refused */
         gw_cluster_unmark_revoking(cl, plain, false);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
-    assert_int_equal(cluster_ready(cl), 0);
-    logged = log_capture_end();
+    logged = readonly_outage_end(cl);
     assert_int_equal(logged_events(logged, "shared_state_unmark_failed"), 1);
     assert_true(logged_field(logged, "shared_state_unmark_failed", "suppressed", "0"));
     assert_true(logged_field(logged, "shared_state_recovered", "suppressed", "2"));
@@ -8820,9 +8829,7 @@ static void test_shared_outage_said_at_stop(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     (void)redis_stop(NULL);
     for (int i = 0; i < 3; i++) { /* the first line out, two held */
         assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "st", 60, 10, err), GW_ERR_UNAVAILABLE);
@@ -8851,9 +8858,7 @@ static void test_shared_open_on_redis_clock(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rk);
+    cl = redis_cluster(rk);
     assert_int_equal(gw_cluster_reserve(cl, (const unsigned char *)"skb1", 4, "behind", 10, 1, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, (const unsigned char *)"skb2", 4, "behind", 10, 1, err),
                      GW_ERR_LIMIT);
@@ -8897,9 +8902,7 @@ static void test_shared_record_keeps_its_count(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rk);
+    cl = redis_cluster(rk);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(rec.role, sizeof(rec.role), "default");
     assert_int_equal(gw_cluster_reserve(cl, first, 4, "slow", 10, 1, err), 0);
@@ -8927,9 +8930,7 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     struct gw_cluster *cl;
 
     (void)state;
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     snprintf(res.reason, sizeof(res.reason), "the first transaction's");
     /* the first transaction's record, its result beside it; this instance ends it and is handed that */
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
@@ -8968,9 +8969,7 @@ static struct gw_cluster *end_retry_start(bool later, bool result, void (*before
     char rec[64], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
 
-    if (redis_start() != 0)
-        skip();
-    cl = unit_cluster(rec);
+    cl = redis_cluster(rec);
     if (later)
         later_instance = unit_cluster(later_rec);
     snprintf(res.reason, sizeof(res.reason), "the first transaction's");
