@@ -171,10 +171,16 @@ static X509 *self_signed(EVP_PKEY *key, const char *cn)
     return x;
 }
 
+/* The log's level for |quiet|: everything with CMPGW_TEST_DEBUG set. */
+static enum gw_log_level quiet_level(enum gw_log_level quiet)
+{
+    return getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : quiet;
+}
+
 /* The log from here on: |quiet| and above, everything with CMPGW_TEST_DEBUG set. */
 static void log_level(enum gw_log_level quiet)
 {
-    gw_log_set_level(getenv("CMPGW_TEST_DEBUG") != NULL ? GW_LOG_DEBUG : quiet);
+    gw_log_set_level(quiet_level(quiet));
 }
 
 static int group_setup(void **state)
@@ -3485,34 +3491,34 @@ static void rr_as(struct two_cas *t, X509 *cert, EVP_PKEY *key, X509 *ca)
     OSSL_CMP_CTX_free(ctx);
 }
 
-/* stderr into the test's file from here to log_capture_end, which answers what was written there
-   (warnings included). */
-static int log_saved = -1;
+/*
+ * The log (stderr) captured from here to log_capture_end, at GW_LOG_WARN (warnings included), the group's
+ * level after. log_so_far and log_capture_end answer what it said meanwhile, its first TU_SLURP_MAX - 1
+ * bytes (to free).
+ */
+static struct tu_log captured = {.fd = -1, .saved = -1};
 
 static void log_capture_start(void)
 {
-    char path[96];
-    int fd;
+    tu_log_capture(&captured, quiet_level(GW_LOG_WARN), quiet_level(GW_LOG_ERROR));
+}
 
-    snprintf(path, sizeof(path), "%s/stderr.log", dir);
-    fflush(stderr);
-    assert_true((log_saved = dup(STDERR_FILENO)) >= 0);
-    assert_true((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
-    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-    log_level(GW_LOG_WARN);
+static char *log_so_far(void)
+{
+    char *logged = malloc(TU_SLURP_MAX);
+
+    assert_non_null(logged);
+    assert_int_equal(tu_log_peek(&captured, logged, TU_SLURP_MAX), 0);
+    return logged;
 }
 
 static char *log_capture_end(void)
 {
-    char path[96];
+    char *logged = malloc(TU_SLURP_MAX);
 
-    snprintf(path, sizeof(path), "%s/stderr.log", dir);
-    log_level(GW_LOG_ERROR);
-    fflush(stderr);
-    assert_int_equal(dup2(log_saved, STDERR_FILENO), STDERR_FILENO);
-    close(log_saved);
-    return slurp(path, NULL);
+    assert_non_null(logged);
+    tu_log_release_into(&captured, logged, TU_SLURP_MAX);
+    return logged;
 }
 
 /* Whether |logged| has a line of |event| whose reason is |reason|. */
@@ -9297,7 +9303,7 @@ static void test_shared_unread_end_after_flush(void **state)
     struct env *b, *a;
     struct client cl, dummy;
     OSSL_CMP_CTX *ctx;
-    char out[64], path[96], *logged = NULL;
+    char out[64], *logged = NULL;
     int after;
 
     (void)state;
@@ -9323,15 +9329,13 @@ static void test_shared_unread_end_after_flush(void **state)
         fail_msg("the call did not land within CALL_WAIT_S");
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     assert_string_equal(out, "+OK");
-    snprintf(path, sizeof(path), "%s/stderr.log", dir);
     log_capture_start();
     /* the next ticks: the read-back waits until readiness saw Redis again (GW_STATE_PING_SECS) */
     for (int j = 0; j < 50 && (logged == NULL || strstr(logged, "txn_end_unread") == NULL); j++) {
         free(logged);
         usleep(100 * 1000);
         gw_cmp_engine_expire(b->engine, time(NULL));
-        fflush(stderr);
-        logged = slurp(path, NULL);
+        logged = log_so_far();
     }
     free(logged);
     logged = log_capture_end();
