@@ -19,8 +19,12 @@ void cmp_chains_free(struct cmp_chains *cc);
  * X509_verify_cert decides at security level GW_SIGNER_AUTH_LEVEL (every signature below the trust
  * anchor and every key of the chain 112 bits of security or more): 1 or 0. A positive answer is remembered
  * for GW_CHAIN_CACHE_SECS, for the same store, certificate and intermediates (in order), and reused only
- * while every certificate of the chain it found is within its validity; never for a store that checks CRLs (a
- * CRL can expire or be replaced) or verifies at a fixed time, or when |cc| is NULL.
+ * while every certificate of the chain it found is within its validity; never for a store that verifies at
+ * a fixed time, or when |cc| is NULL. For a store that checks CRLs, the signatures, times and security level
+ * are checked first, the CRLs only for a chain that passes them; the CRLs' answer is remembered for that
+ * chain too (whatever intermediates come with |cert| next), and both no later than the first thisUpdate or
+ * nextUpdate of a CRL of the store still to come (the CRLs are the configuration's: a new set comes with
+ * a new generation, and a new cache).
  */
 int cmp_chains_valid(struct cmp_chains *cc, X509_STORE *store, STACK_OF(X509) *untrusted, X509 *cert);
 

@@ -5,10 +5,12 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/x509v3.h>
+#include <openssl/x509_vfy.h>
 
 #include "gateway/cmp/chains.h"
 #include "base/x509.h"
@@ -279,6 +281,203 @@ static void test_security_level(void **state)
     EVP_PKEY_free(rsa1024);
 }
 
+/* ---- stores that check CRLs ---- */
+
+static int (*default_check_crl)(X509_STORE_CTX *ctx, X509_CRL *crl);
+static int crl_checks; /* CRLs OpenSSL checked, each with its signature (X509_CRL_verify) */
+
+/* OpenSSL's own check_crl, counted. */
+static int counted_check_crl(X509_STORE_CTX *ctx, X509_CRL *crl)
+{
+    crl_checks++;
+    return default_check_crl(ctx, crl);
+}
+
+/* |x| made a CA that signs certificates and CRLs, signed again by |signer|. */
+static void make_crl_ca(X509 *x, EVP_PKEY *signer)
+{
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+
+    bc->ca = 1;
+    ASN1_BIT_STRING_set_bit(ku, 5, 1); /* keyCertSign */
+    ASN1_BIT_STRING_set_bit(ku, 6, 1); /* cRLSign */
+    assert_int_equal(X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, 0), 1);
+    assert_int_equal(X509_add1_ext_i2d(x, NID_key_usage, ku, 1, 0), 1);
+    assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+    BASIC_CONSTRAINTS_free(bc);
+    ASN1_BIT_STRING_free(ku);
+}
+
+/*
+ * A CRL of |issuer| signed with |key|, current until |next| seconds from now, listing |entries| serials
+ * (|revoked| among them if not 0), parsed from its DER as a configuration's is.
+ */
+static X509_CRL *make_crl(X509 *issuer, EVP_PKEY *key, long entries, long revoked, long next)
+{
+    X509_CRL *crl = X509_CRL_new(), *parsed;
+    ASN1_TIME *t = ASN1_TIME_new();
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int len;
+
+    assert_int_equal(X509_CRL_set_version(crl, 1), 1);
+    assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)), 1);
+    assert_non_null(X509_gmtime_adj(t, -60));
+    assert_int_equal(X509_CRL_set1_lastUpdate(crl, t), 1);
+    for (long i = 0; i < entries; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *sn = ASN1_INTEGER_new();
+
+        assert_int_equal(ASN1_INTEGER_set(sn, i == 0 && revoked != 0 ? revoked : 1000000 + i), 1);
+        assert_int_equal(X509_REVOKED_set_serialNumber(r, sn), 1);
+        assert_int_equal(X509_REVOKED_set_revocationDate(r, t), 1);
+        assert_int_equal(X509_CRL_add0_revoked(crl, r), 1);
+        ASN1_INTEGER_free(sn);
+    }
+    assert_non_null(X509_gmtime_adj(t, next));
+    assert_int_equal(X509_CRL_set1_nextUpdate(crl, t), 1);
+    assert_int_equal(X509_CRL_sort(crl), 1);
+    assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+    assert_true((len = i2d_X509_CRL(crl, &der)) > 0);
+    p = der;
+    assert_non_null(parsed = d2i_X509_CRL(NULL, &p, len));
+    OPENSSL_free(der);
+    ASN1_TIME_free(t);
+    X509_CRL_free(crl);
+    return parsed;
+}
+
+/* A store of |anchor| and |crls| that checks them for the whole chain, as a trust with crl_file; counted. */
+static X509_STORE *store_with_crls(X509 *anchor, X509_CRL *crls[], size_t n)
+{
+    X509_STORE *s = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+
+    assert_int_equal(X509_STORE_CTX_init(ctx, s, NULL, NULL), 1);
+    default_check_crl = X509_STORE_CTX_get_check_crl(ctx); /* OpenSSL's: the store sets none */
+    X509_STORE_CTX_free(ctx);
+    assert_int_equal(X509_STORE_add_cert(s, anchor), 1);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(X509_STORE_add_crl(s, crls[i]), 1);
+    assert_int_equal(X509_STORE_set_flags(s, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL), 1);
+    X509_STORE_set_check_crl(s, counted_check_crl);
+    return s;
+}
+
+/* A root and an intermediate that issue CRLs, and a leaf under them of serial |serial|. */
+struct crl_pki {
+    X509 *root, *mid, *leaf;
+};
+
+static void crl_pki_init(struct crl_pki *p, long serial)
+{
+    p->root = tu_make_cert(root_key, root_key, NULL, "crl root", 1);
+    make_crl_ca(p->root, root_key);
+    p->mid = tu_make_cert(mid_key, root_key, p->root, "crl intermediate", 2);
+    make_crl_ca(p->mid, root_key);
+    p->leaf = tu_make_cert(leaf_key, mid_key, p->mid, "crl leaf", serial);
+}
+
+static void crl_pki_cleanup(struct crl_pki *p)
+{
+    X509_free(p->root), X509_free(p->mid), X509_free(p->leaf);
+}
+
+/*
+ * A chain validated against a store that checks CRLs is remembered too: OpenSSL verifies each CRL's
+ * signature with every validation, and a CRL of 50 000 entries would cost that again with each message
+ * of the same signer. Twins: other intermediates offered with the same certificate (a client's junk in
+ * extraCerts) find the answer of the chain found, without a CRL checked again; a certificate whose
+ * signature fails is refused before any CRL is checked; a revoked certificate is refused each time; an
+ * intermediate whose CRL is missing fails every certificate it issued; a trust anchor validated again (a
+ * client naming the CA as the sender) is remembered as any chain.
+ */
+static void test_crl_checked_remembered(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    struct crl_pki p;
+    X509_CRL *crls[2];
+    X509_STORE *s, *no_mid_crl;
+    STACK_OF(X509) *u = sk_X509_new_null(), *junk = sk_X509_new_null();
+    X509 *forged, *revoked;
+    int first, code = -1, depth = -1;
+
+    (void)state;
+    crl_pki_init(&p, 3);
+    crls[0] = make_crl(p.mid, mid_key, 50000, 77, 3600);
+    crls[1] = make_crl(p.root, root_key, 10, 0, 3600);
+    s = store_with_crls(p.root, crls, 2);
+    no_mid_crl = store_with_crls(p.root, &crls[1], 1);
+    sk_X509_push(u, p.mid);
+    sk_X509_push(junk, stranger);
+    sk_X509_push(junk, p.mid);
+    forged = tu_make_cert(leaf_key, other_key, p.mid, "crl leaf", 3); /* the leaf's names, not its CA's key */
+    revoked = tu_make_cert(leaf_key, mid_key, p.mid, "crl revoked", 77);
+
+    crl_checks = 0;
+    assert_int_equal(cmp_chains_valid(cc, s, u, p.leaf), 1);
+    assert_true((first = crl_checks) > 0);
+    assert_int_equal(cmp_chains_valid(cc, s, u, p.leaf), 1);
+    assert_int_equal(crl_checks, first); /* remembered */
+    assert_int_equal(cmp_chains_valid(cc, s, junk, p.leaf), 1);
+    assert_int_equal(crl_checks, first); /* the chain found is the one remembered */
+    assert_int_equal(cmp_chains_verify(cc, s, u, forged, NULL, &code, &depth), 0);
+    assert_int_equal(code, X509_V_ERR_CERT_SIGNATURE_FAILURE);
+    assert_int_equal(crl_checks, first); /* refused before any CRL */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(cmp_chains_verify(cc, s, u, revoked, NULL, &code, &depth), 0);
+        assert_int_equal(code, X509_V_ERR_CERT_REVOKED);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(cmp_chains_verify(cc, no_mid_crl, u, p.leaf, NULL, &code, &depth), 0);
+        assert_int_equal(code, X509_V_ERR_UNABLE_TO_GET_CRL);
+    }
+    assert_int_equal(cmp_chains_valid(cc, s, u, p.leaf), 1);
+    first = crl_checks;
+    for (int i = 0; i < 2; i++) /* a CA of the trust named as the sender: its own chain, checked once */
+        assert_int_equal(cmp_chains_valid(cc, s, u, p.root), 1);
+    assert_int_equal(crl_checks, first + 1);
+
+    X509_free(forged), X509_free(revoked);
+    X509_CRL_free(crls[0]), X509_CRL_free(crls[1]);
+    sk_X509_free(u), sk_X509_free(junk);
+    X509_STORE_free(s), X509_STORE_free(no_mid_crl);
+    crl_pki_cleanup(&p);
+    cmp_chains_free(cc);
+}
+
+/*
+ * A chain checked against CRLs is remembered no longer than they are current: past the nextUpdate of one
+ * of them it is checked again, and refused as OpenSSL refuses it then.
+ */
+static void test_crl_checked_until_next_update(void **state)
+{
+    struct cmp_chains *cc = cmp_chains_new();
+    struct crl_pki p;
+    X509_CRL *crls[2];
+    X509_STORE *s;
+    STACK_OF(X509) *u = sk_X509_new_null();
+    int code = -1, depth = -1;
+
+    (void)state;
+    crl_pki_init(&p, 3);
+    crls[0] = make_crl(p.mid, mid_key, 1, 0, 2);
+    crls[1] = make_crl(p.root, root_key, 1, 0, 3600);
+    s = store_with_crls(p.root, crls, 2);
+    sk_X509_push(u, p.mid);
+    assert_int_equal(cmp_chains_valid(cc, s, u, p.leaf), 1);
+    sleep(3);
+    assert_int_equal(cmp_chains_verify(cc, s, u, p.leaf, NULL, &code, &depth), 0);
+    assert_int_equal(code, X509_V_ERR_CRL_HAS_EXPIRED);
+
+    X509_CRL_free(crls[0]), X509_CRL_free(crls[1]);
+    sk_X509_free(u);
+    X509_STORE_free(s);
+    crl_pki_cleanup(&p);
+    cmp_chains_free(cc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +487,8 @@ int main(void)
         cmocka_unit_test(test_fixed_time_store_not_remembered),
         cmocka_unit_test(test_expired_leaf),
         cmocka_unit_test(test_security_level),
+        cmocka_unit_test(test_crl_checked_remembered),
+        cmocka_unit_test(test_crl_checked_until_next_update),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
