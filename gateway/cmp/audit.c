@@ -46,6 +46,8 @@ struct gw_audit {
     int fd;
     bool torn;                          /* the last line was cut short by a failed write */
     char failing[GW_ERR_LEN / 2];       /* why the last write failed; "" after a success */
+    char sync_failing[GW_ERR_LEN / 2];  /* why the last fsync of |fd| failed; "" after a successful one or a
+                                           reopen: a write alone says nothing of what fsync will do */
     char reopen_failed[GW_ERR_LEN / 2]; /* why the last reopen failed; "" after a successful one:
                                            records still go to the rotated file until then */
     time_t last_err_log;                /* rate limit of the error log line */
@@ -581,13 +583,17 @@ static void sync_dir(const char *path)
     free(copy);
 }
 
-/* Logs an audit failure at most once per GW_AUDIT_ERR_LOG_SECS; called with the lock held. */
-static void log_failure(struct gw_audit *a, const char *what, int errnum)
+/*
+ * Keeps why for readiness (an fsync's failure apart: a write does not clear it) and logs an audit failure
+ * at most once per GW_AUDIT_ERR_LOG_SECS; called with the lock held.
+ */
+static void log_failure(struct gw_audit *a, bool of_fsync, const char *what, int errnum)
 {
+    char *why = of_fsync ? a->sync_failing : a->failing;
+    size_t cap = of_fsync ? sizeof(a->sync_failing) : sizeof(a->failing);
     time_t now = time(NULL);
 
-    snprintf(a->failing, sizeof(a->failing), "%s%s%s", what, errnum != 0 ? ": " : "",
-             errnum != 0 ? strerror(errnum) : "");
+    snprintf(why, cap, "%s%s%s", what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "");
     if (now - a->last_err_log < GW_AUDIT_ERR_LOG_SECS) {
         a->errs_suppressed++;
         return;
@@ -721,8 +727,10 @@ static void sync_generation(struct gw_audit *a, int fd)
     a->gen_ok[g % GW_AUDIT_SYNC_RING] = e == 0;
     a->gen_done = g;
     a->syncing = false;
-    if (e != 0 && fd == a->fd) /* the log written now fails (readiness says so) */
-        log_failure(a, "fsync", e);
+    if (e != 0 && fd == a->fd) /* the log written now fails (readiness says so until an fsync works) */
+        log_failure(a, true, "fsync", e);
+    else if (fd == a->fd) /* whatever was written to it is on disk now */
+        a->sync_failing[0] = '\0';
     else if (e != 0) /* a rotated file's: its writers are told; the new file is not at fault */
         gw_log(GW_LOG_ERROR, "audit_fsync_failed", "audit log %s before its reopen: fsync: %s", a->shown,
                strerror(e));
@@ -755,18 +763,18 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
     build_line(&b, r, a->fields);
     pthread_mutex_lock(&a->lock);
     if (b.failed) {
-        log_failure(a, "record too large or out of memory", 0);
+        log_failure(a, false, "record too large or out of memory", 0);
         goto out;
     }
     if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1)) != 0) {
         a->torn = true; /* part of it may have reached the file */
-        log_failure(a, "write", e);
+        log_failure(a, false, "write", e);
         goto out;
     }
     a->torn = false;
+    a->failing[0] = '\0'; /* not sync_failing: only an fsync that works clears that (sync_generation) */
     if (sync && !await_sync(a))
         goto out; /* logged by the writer that ran it */
-    a->failing[0] = '\0';
     rc = 0;
 out:
     pthread_mutex_unlock(&a->lock);
@@ -798,6 +806,7 @@ int gw_audit_reopen(struct gw_audit *a)
     a->fd = fd;
     a->torn = false;
     a->failing[0] = '\0';
+    a->sync_failing[0] = '\0';
     a->reopen_failed[0] = '\0';
     /* what went to the rotated file is on disk before we let go of it: the next generation, which
        the writers waiting on those records take as theirs */
@@ -817,8 +826,11 @@ int gw_audit_status(struct gw_audit *a, char *why, size_t cap)
         return GW_ERR_IO;
     }
     pthread_mutex_lock(&a->lock);
-    rc = a->failing[0] != '\0' || a->reopen_failed[0] != '\0' ? GW_ERR_IO : 0;
-    snprintf(why, cap, "%s", a->failing[0] != '\0' ? a->failing : a->reopen_failed);
+    rc = a->failing[0] != '\0' || a->sync_failing[0] != '\0' || a->reopen_failed[0] != '\0' ? GW_ERR_IO : 0;
+    snprintf(why, cap, "%s",
+             a->failing[0] != '\0'        ? a->failing
+             : a->sync_failing[0] != '\0' ? a->sync_failing
+                                          : a->reopen_failed);
     pthread_mutex_unlock(&a->lock);
     return rc;
 }

@@ -69,8 +69,10 @@ unsigned long gw_audit_fsyncs(void);
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);
 
-/* gw_audit_status is 0 when the last write (and fsync) or reopen succeeded, else GW_ERR_IO with
- * what failed in |why| (|cap| bytes): a gateway that cannot record what it issues is not ready. */
+/* gw_audit_status is GW_ERR_IO, with what failed in |why| (|cap| bytes), when the last write failed, the
+ * last fsync of the file now written failed (a write since does not clear it: the next fsync that works or
+ * a reopen does), or the last reopen failed; else 0. A gateway that cannot record what it issues is not
+ * ready. */
 int gw_audit_status(struct gw_audit *a, char *why, size_t cap);
 
 #endif

@@ -545,6 +545,12 @@ static void test_reopen_failure_keeps_old(void **state)
     assert_int_equal(gw_audit_reopen(NULL), GW_ERR_IO);
 }
 
+/* The audit check of readiness names the failure: *why holds it; "" when there is none. */
+static int status(struct gw_audit *a, char *why)
+{
+    return gw_audit_status(a, why, GW_ERR_LEN);
+}
+
 /*
  * Unopenable files are refused at open with the path named, and so is anything but a regular file
  * (a device, a directory); a full disk is GW_ERR_IO on write.
@@ -560,7 +566,7 @@ static void test_unwritable(void **state)
                {"", NULL}};
     struct gw_audit_conf conf = {0};
     struct gw_audit_rec r = {.event = "issued"};
-    char err[GW_ERR_LEN];
+    char err[GW_ERR_LEN], why[GW_ERR_LEN];
     struct gw_audit *a;
     size_t i;
 
@@ -579,8 +585,12 @@ static void test_unwritable(void **state)
     tu_cap_files(0);
     assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_non_null(strstr(why, "write"));
     tu_uncap_files();
-    /* the twin: room again, it takes writes (and fsync) */
+    /* the twin: room again, it takes writes (and fsync); a write that works clears a failed one */
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    assert_int_equal(status(a, why), 0);
     assert_int_equal(gw_audit_write(a, &r, 1), 0);
     gw_audit_close(a);
     assert_int_equal(gw_audit_write(NULL, &r, 1), GW_ERR_IO);
@@ -589,10 +599,11 @@ static void test_unwritable(void **state)
 
 /*
  * A log (fresh, <name>.log) that then writes to a FIFO instead, at |path|, which fsync refuses
- * (EINVAL) where write works; *rd reads it. The gateway never opens a FIFO as its log: the descriptor
- * is swapped under it, as the lowest free one, which its open takes.
+ * (EINVAL) where write works; *rd reads it, and *at (unless NULL) is the log's descriptor. The gateway
+ * never opens a FIFO as its log: the descriptor is swapped under it, as the lowest free one, which
+ * its open takes.
  */
-static struct gw_audit *open_on_fifo(const char *name, int *rd)
+static struct gw_audit *open_on_fifo(const char *name, int *rd, int *at)
 {
     char log[160];
     struct gw_audit *a;
@@ -609,6 +620,8 @@ static struct gw_audit *open_on_fifo(const char *name, int *rd)
     assert_int_equal(dup2(wr, next), next);
     close(wr);
     unlink(log);
+    if (at != NULL)
+        *at = next;
     return a;
 }
 
@@ -621,13 +634,64 @@ static void test_fsync_checked(void **state)
     int rd;
 
     (void)state;
-    a = open_on_fifo("fifo", &rd);
+    a = open_on_fifo("fifo", &rd, NULL);
     assert_int_equal(gw_audit_write(a, &r, 0), 0);
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
     assert_true(read(rd, buf, sizeof(buf)) > 0);
     gw_audit_close(a);
     close(rd);
     unlink(path);
+}
+
+/*
+ * Readiness after a failed fsync where write still works (a full thin pool, an NFS quota): it stays
+ * not ok through records that need no fsync (each issuance's intent), until an fsync of the log
+ * succeeds; and a reopen starts afresh.
+ */
+static void test_fsync_failure_stays(void **state)
+{
+    struct gw_audit_rec r = {.event = "intent"};
+    char why[GW_ERR_LEN], log[160];
+    struct gw_audit *a;
+    int rd, at, fd;
+
+    (void)state;
+    a = open_on_fifo("fifo3", &rd, &at);
+    assert_int_equal(status(a, why), 0);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_non_null(strstr(why, "fsync"));
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_non_null(strstr(why, "fsync"));
+    /* the disk works again (the log's descriptor now on a regular file): a write alone does not
+       show it, the next fsync does */
+    snprintf(log, sizeof(log), "%s/fifo3.log", dir);
+    assert_true((fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0);
+    assert_int_equal(dup2(fd, at), at);
+    close(fd);
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    assert_int_equal(status(a, why), 0);
+    assert_string_equal(why, "");
+    gw_audit_close(a);
+    close(rd);
+    unlink(path);
+    unlink(log);
+
+    /* a reopen: the new file has not failed (the rotated one's fsync failing is logged apart) */
+    a = open_on_fifo("fifo4", &rd, NULL);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_int_equal(gw_audit_reopen(a), 0);
+    assert_int_equal(status(a, why), 0);
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    close(rd);
+    unlink(path);
+    snprintf(log, sizeof(log), "%s/fifo4.log", dir);
+    unlink(log);
 }
 
 /* Group commit: writers that share a failed fsync each learn that it failed (a FIFO cannot be
@@ -660,7 +724,7 @@ static void test_group_commit_failure_shared(void **state)
     int rd;
 
     (void)state;
-    a = open_on_fifo("fifo2", &rd);
+    a = open_on_fifo("fifo2", &rd, NULL);
     fcntl(rd, F_SETFL, 0); /* blocking reads: the drain keeps the writers going */
     assert_int_equal(pthread_create(&d, NULL, drain, &rd), 0);
     for (int i = 0; i < 4; i++)
@@ -729,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_reopen_names_masked),
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_fsync_checked),
+        cmocka_unit_test(test_fsync_failure_stays),
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
     };
