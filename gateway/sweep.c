@@ -21,7 +21,9 @@
  * It also ends a CMP connection holding more request input than a request takes, a head of
  * GW_MAX_HEAD_INPUT and a CMP body: libh2o 2.2.5 buffers an HTTP/1 request head up to H2O_MAX_REQLEN (some
  * 408 KiB) until its request timer, which starts again with each request, so that a client could hold that
- * much for each of its connections, again and again; now for a sweep at most.
+ * much for each of its connections, again and again; now for a sweep at most. An admin connection is held
+ * to its input buffer (GW_ADMIN_INPUT_BUFFER): libh2o reads on while the socket has more, so one that
+ * pipelines requests and reads no answer held all it sent, megabytes each.
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -42,12 +44,14 @@ static void metrics_init(void)
 {
     static const char *const labels[] = {"protocol", "timeout", NULL};
 
-    m_ended = gw_metric_new("cmpgw_slow_connections_ended_total",
-                            "Connections ended for a slow client: no TLS handshake (tls) or first request "
-                            "(http1) within handshake_timeout, a request not all received within "
-                            "body_timeout (HTTP/2), output that made no progress for send_timeout, or more "
-                            "request input held than a request head and a CMP body take (input).",
-                            GW_METRIC_COUNTER, labels, NULL, 0);
+    m_ended =
+        gw_metric_new("cmpgw_slow_connections_ended_total",
+                      "Connections ended for a slow client: no TLS handshake (tls) or first request "
+                      "(http1) within handshake_timeout, a request not all received within "
+                      "body_timeout (HTTP/2), output that made no progress for send_timeout, or more "
+                      "request input held than a request head and a CMP body take, on the admin listener "
+                      "than its input buffer (input).",
+                      GW_METRIC_COUNTER, labels, NULL, 0);
 }
 
 /* Whether |sock| speaks HTTP/2: negotiated by ALPN, the only way a listener offers it. */
@@ -117,14 +121,26 @@ static void end_opening(struct gw_conn *c, uint32_t secs)
               "reason", why, "timeout_s", s, "suppressed", held, (const char *)NULL);
 }
 
-_Static_assert(GW_MAX_HEAD_INPUT == 16 * 1024 && GW_MAX_CMP_BODY == 64 * 1024,
-               "overfed's text names the bounds");
+_Static_assert(GW_MAX_HEAD_INPUT == 16 * 1024 && GW_MAX_CMP_BODY == 64 * 1024 &&
+                   GW_ADMIN_INPUT_BUFFER / 1024 == 476,
+               "overfed's texts name the bounds");
 
-/* Whether |c|, a CMP connection, holds more request input than one request takes (the admin listener's input
- * buffer is allocated whole: tls.c). */
-static bool overfed(const struct gw_conn *c)
+/*
+ * Why |c| is to be ended for the request input it holds, or NULL: on a CMP listener more than one request
+ * takes; on the admin listener more than its input buffer, allocated whole as large as any request h2o takes
+ * (tls.c), which libh2o has then moved out of the token wipe's reach.
+ */
+static const char *overfed(const struct gw_conn *c)
 {
-    return !c->admin && !c->ended && c->sock->input->size > GW_MAX_HEAD_INPUT + GW_MAX_CMP_BODY;
+    if (c->ended)
+        return NULL;
+    if (c->admin)
+        return c->sock->input->size > GW_ADMIN_INPUT_BUFFER
+                   ? "more request input held than the admin listener's input buffer (476 KiB) takes"
+                   : NULL;
+    return c->sock->input->size > GW_MAX_HEAD_INPUT + GW_MAX_CMP_BODY
+               ? "more request input held than a request head (16 KiB) and a CMP body (64 KiB) take"
+               : NULL;
 }
 
 /* The bytes of |sock|'s output its client's TCP has acknowledged; h2o's count where TCP_INFO fails. */
@@ -170,14 +186,14 @@ static void on_sweep(h2o_timeout_entry_t *entry)
     struct gw_loop *lt = H2O_STRUCT_FROM_MEMBER(struct gw_loop, sweep_entry, entry);
     uint32_t send_s = lt->gen->cfg->limits.send_timeout, open_s = lt->gen->cfg->limits.handshake_timeout;
     uint64_t now = gw_now_ms();
+    const char *why;
 
     for (h2o_linklist_t *n = lt->conns.next; n != &lt->conns; n = n->next) {
         struct gw_conn *c = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
         if (opening_late(c, now, open_s))
             end_opening(c, open_s);
-        else if (overfed(c))
-            gw_sweep_end(c, "input", 0,
-                         "more request input held than a request head (16 KiB) and a CMP body (64 KiB) take");
+        else if ((why = overfed(c)) != NULL)
+            gw_sweep_end(c, "input", 0, why);
         else if (stalled(c, now, send_s))
             gw_sweep_end(c, "send_timeout", send_s, "no output taken by the client within send_timeout");
     }

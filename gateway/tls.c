@@ -178,7 +178,8 @@ _Static_assert(GW_ADMIN_INPUT_BUFFER >= H2O_MAX_REQLEN + GW_MAX_CMP_BODY + 4096,
  * out of the reach of admin.c's wipe: from h2o's default 8 KiB, any request of more than
  * 4 KiB arriving in more than one read (a long token, a padded header). Allocated at once as large as
  * the largest request h2o takes, none is moved, but by input that outgrows it at one read event:
- * libh2o reads on while each read fills what it asked for, and then moves it all (docs/security.md).
+ * libh2o reads on while each read fills what it asked for, and then moves it all (docs/security.md); the
+ * sweep ends such a connection (sweep.c), which bounds its memory, not the move.
  * Kept by no allocator list, each is freed once the request in it was answered, its head wiped.
  */
 static __thread h2o_buffer_prototype_t admin_input = {.allocator = {.max = 0},

@@ -310,6 +310,42 @@ class AdminSlowReaders(harness.GatewayTestCase):
                    for e in self.gw.log_lines())
 
 
+class AdminOverfed(harness.GatewayTestCase):
+    """A connection to the admin listener that pipelines GET /healthz and does not read the answers. libh2o
+    reads on until the socket has nothing more, so its input buffer held whatever the client's bytes came to:
+    16 such connections per loop thread grew the process by tens of MB, which stayed, and input outgrowing
+    the admin listener's input buffer is moved by libh2o where the token wipe does not reach. Past that
+    buffer's size it is now ended at the next sweep, as a CMP connection past a request's input is. A
+    send_timeout of 300 s keeps the stall timer out of it."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["limits"] = {"send_timeout": "300s"}
+
+    def test_pipelined_input_ended(self):
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # before connect: its answers soon wait
+        s.settimeout(5)
+        s.connect(("127.0.0.1", self.gw.admin_port))
+        sent = 0
+        with s:  # open until the gateway ended it: closed with answers unread, it would be reset at once
+            try:
+                while sent < 16 << 20:  # far past the admin input buffer (476 KiB)
+                    s.sendall(request * 1024)
+                    sent += len(request) * 1024
+            except OSError:  # ended (reset), or the gateway reads no more: a timeout
+                pass
+            ended = harness.settled(lambda: harness.metric(self.gw, "cmpgw_slow_connections_ended_total", 0,
+                                                           protocol="http1", timeout="input"),
+                                    lambda n: n >= 1, timeout=10)
+        self.assertEqual(ended, 1, "%d bytes sent" % sent)
+        lines = [e for e in self.gw.log_lines() if e.get("event") == "http1_connection_closed"]
+        self.assertEqual([e["timeout"] for e in lines], ["input"], lines)
+        self.assertIn("admin", lines[0]["reason"])
+        self.assertEqual(get(self.gw, "/healthz")[:3:2], (200, b"ok\n"))
+
+
 class Probes(harness.GatewayTestCase):
     """An upstream's health probes: /readyz follows the one in ready_requires, and while it is down
     its role answers at once (fail_fast) instead of waiting for the upstream's timeout."""
