@@ -190,6 +190,7 @@ class Migration(harness.GatewayTestCase):
         since = audit(self.gw, "issued")[-1]["time"][:19]  # whole seconds: the report's granularity
         mark = self.vault.mark()
         before = len(audit(self.gw, "shadow"))
+        synced = harness.metric(self.gw, "cmpgw_audit_write_seconds_count")
         self.assertEqual(issuer_of(self.ir("dev3")), OLD_ISSUER)
         # a name Vault's role does not allow: the old CA issues it, the shadow record says Vault would not
         self.assertEqual(issuer_of(self.ir("odd", subject="/CN=odd.other.org")), OLD_ISSUER)
@@ -199,6 +200,10 @@ class Migration(harness.GatewayTestCase):
         self.assertTrue(shadows[1]["status"].startswith("would refuse: "), shadows[1])
         self.assertIn("other.org", shadows[1]["status"])
         self.assertEqual(shadows[1]["common_name"], "odd.other.org")
+        # the names asked for are on the record, as on every other (they were left out)
+        self.assertEqual([s["alt_names"] for s in shadows], ["dev3.example.com", "odd.other.org"], shadows)
+        # a shadow record certifies nothing: only the two issued records waited for an fsync
+        self.assertEqual(harness.metric(self.gw, "cmpgw_audit_write_seconds_count") - synced, 2)
         got = [e["path"] for e in self.vault.since(mark)]
         self.assertTrue(got and all(p == "/v1/pki/roles/devices" for p in got), got)  # read, never signed
         self.assertEqual(list((self.gw.dir / "delegate-store").glob("*.pem")), [])
