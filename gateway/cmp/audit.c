@@ -27,7 +27,6 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
