@@ -268,11 +268,14 @@ _Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a cer
 #define GW_MAX_VAULT_CALL_ERR 120                 /* ... of a failed call's reason, under its path */
 #define GW_MAX_VAULT_SIGN_ERR 200                 /* ... of why a sign was not asked or answered */
 #define GW_MAX_VAULT_WARNINGS 200                 /* bytes of Vault's warnings a reason quotes */
-#define GW_MAX_CFSSL_QUOTE 120                    /* bytes of cfssl's error message a reason quotes */
-#define GW_MAX_CFSSL_WHY 150                      /* bytes of why a cfssl answer is refused a reason keeps */
-#define GW_MAX_UPSTREAM_TIME 253402300799LL       /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
-#define GW_MAX_CFSSL_CODE 99999                   /* cfssl error codes: category * 1000 + reason */
-#define GW_MAX_KEY_TYPE_LEN 15                    /* an upstream role's key_type ("rsa", "ec", "ed25519") */
+/* one comma-separated SAN list of a Vault sign call (alt_names, ip_sans, uri_sans): every name a plan may
+   hold, each whole with its comma; one that would not fit refuses the sign, never cuts the list */
+#define GW_VAULT_SAN_LIST_LEN (GW_MAX_SANS * (GW_MAX_PATTERN_LEN + 1))
+#define GW_MAX_CFSSL_QUOTE 120              /* bytes of cfssl's error message a reason quotes */
+#define GW_MAX_CFSSL_WHY 150                /* bytes of why a cfssl answer is refused a reason keeps */
+#define GW_MAX_UPSTREAM_TIME 253402300799LL /* a Unix time: 9999-12-31T23:59:59Z (RFC 5280 §4.1.2.5) */
+#define GW_MAX_CFSSL_CODE 99999             /* cfssl error codes: category * 1000 + reason */
+#define GW_MAX_KEY_TYPE_LEN 15              /* an upstream role's key_type ("rsa", "ec", "ed25519") */
 #define GW_MAX_ISSUER_REF_LEN 128 /* an upstream role's issuer_ref (Vault: an issuer's id or name) */
 #define GW_MAX_SERIAL_OCTETS 20   /* a certificate serial number (RFC 5280 §4.1.2.2) */
 #define GW_MAX_CHECK_AFTER 60     /* seconds: the longest checkAfter a pollRep asks (polling) */

@@ -49,8 +49,6 @@
 #include "base/clock.h"
 #include "base/x509.h"
 
-#define SAN_LIST_LEN (GW_MAX_SANS * 80) /* one comma-separated SAN list of a request */
-
 const char *vault_up_name(const struct vault *v)
 {
     return v->conf->name != NULL ? v->conf->name : "vault";
@@ -135,47 +133,79 @@ bad_role:
     return GW_ERR_INVAL;
 }
 
-static void append(char *buf, size_t cap, const char *s)
-{
-    size_t used = strlen(buf);
+/* Vault's SAN lists of a sign call, in the order they are sent (docs/vault.md). */
+enum san_list { SAN_ALT, SAN_IP, SAN_URI, SAN_NONE };
+static const char *const san_keys[] = {"alt_names", "ip_sans", "uri_sans"};
 
-    if (used + 1 < cap)
-        snprintf(buf + used, cap - used, "%s%s", used != 0 ? "," : "", s);
+_Static_assert(INET6_ADDRSTRLEN <= GW_MAX_PATTERN_LEN + 1, "an IP address's text fits a name's room");
+
+/* Appends |s| (|n| bytes) to the list of *used bytes in |buf|: 0, or -1 when it would not fit whole. */
+static int append(char *buf, size_t cap, size_t *used, const char *s, size_t n)
+{
+    size_t sep = *used != 0;
+
+    if (*used + sep + n >= cap)
+        return -1;
+    if (sep != 0)
+        buf[(*used)++] = ',';
+    memcpy(buf + *used, s, n);
+    *used += n;
+    buf[*used] = '\0';
+    return 0;
 }
 
-/* The plan's SANs as Vault's alt_names (DNS, email), ip_sans and uri_sans. */
-static void add_sans(json_object *req, const GENERAL_NAMES *sans)
+/*
+ * The list |gn| goes into, its text into |text| (GW_MAX_PATTERN_LEN + 1 bytes) and *len; SAN_NONE for
+ * one left out. A name with a comma or NUL would change the list: left out (an email address or URI
+ * may hold a comma), and the certificate without it is a change the result check reports.
+ */
+static enum san_list san_text(const GENERAL_NAME *gn, char *text, size_t *len)
 {
-    char alt[SAN_LIST_LEN] = "", ips[SAN_LIST_LEN] = "", uris[SAN_LIST_LEN] = "", one[INET6_ADDRSTRLEN];
-    int i;
+    const ASN1_OCTET_STRING *ip = gn->d.iPAddress;
+    const ASN1_IA5STRING *s = gn->d.ia5;
 
-    for (i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans); i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
-        const ASN1_OCTET_STRING *ip = gn->d.iPAddress;
-
-        if (gn->type == GEN_DNS || gn->type == GEN_EMAIL || gn->type == GEN_URI) {
-            const ASN1_IA5STRING *s = gn->d.ia5;
-            char name[GW_MAX_PATTERN_LEN + 1];
-
-            /* a name with a comma or NUL would change the list: left out (an email address or URI may
-               hold a comma), and the certificate without it is a change the result check reports */
-            if (s->length <= 0 || (size_t)s->length > GW_MAX_PATTERN_LEN ||
-                memchr(s->data, ',', (size_t)s->length) != NULL ||
-                memchr(s->data, 0, (size_t)s->length) != NULL)
-                continue;
-            snprintf(name, sizeof(name), "%.*s", s->length, (const char *)s->data);
-            append(gn->type == GEN_URI ? uris : alt, SAN_LIST_LEN, name);
-        } else if (gn->type == GEN_IPADD && (ip->length == 4 || ip->length == 16) &&
-                   inet_ntop(ip->length == 4 ? AF_INET : AF_INET6, ip->data, one, sizeof(one)) != NULL) {
-            append(ips, SAN_LIST_LEN, one);
-        }
+    if (gn->type == GEN_IPADD) {
+        if ((ip->length != 4 && ip->length != 16) ||
+            inet_ntop(ip->length == 4 ? AF_INET : AF_INET6, ip->data, text, INET6_ADDRSTRLEN) == NULL)
+            return SAN_NONE;
+        *len = strlen(text);
+        return SAN_IP;
     }
-    if (alt[0] != '\0')
-        json_object_object_add(req, "alt_names", json_object_new_string(alt));
-    if (ips[0] != '\0')
-        json_object_object_add(req, "ip_sans", json_object_new_string(ips));
-    if (uris[0] != '\0')
-        json_object_object_add(req, "uri_sans", json_object_new_string(uris));
+    if (gn->type != GEN_DNS && gn->type != GEN_EMAIL && gn->type != GEN_URI)
+        return SAN_NONE;
+    if (s->length <= 0 || (size_t)s->length > GW_MAX_PATTERN_LEN ||
+        memchr(s->data, ',', (size_t)s->length) != NULL || memchr(s->data, 0, (size_t)s->length) != NULL)
+        return SAN_NONE;
+    memcpy(text, s->data, (size_t)s->length);
+    *len = (size_t)s->length;
+    return gn->type == GEN_URI ? SAN_URI : SAN_ALT;
+}
+
+/*
+ * The plan's SANs as Vault's alt_names (DNS, email), ip_sans and uri_sans, every name whole: 0, or
+ * GW_ERR_LIMIT when a list would not fit GW_VAULT_SAN_LIST_LEN (more names than a plan may hold), or
+ * GW_ERR_NOMEM. A list cut short would ask Vault for a name's prefix, another name.
+ */
+static int add_sans(json_object *req, const GENERAL_NAMES *sans)
+{
+    char *list = malloc(GW_VAULT_SAN_LIST_LEN), text[GW_MAX_PATTERN_LEN + 1];
+    size_t used, len;
+    int rc = 0;
+
+    if (list == NULL)
+        return GW_ERR_NOMEM;
+    for (enum san_list l = SAN_ALT; rc == 0 && l < SAN_NONE; l++) {
+        used = 0;
+        for (int i = 0; rc == 0 && i < sk_GENERAL_NAME_num(sans); i++) {
+            if (san_text(sk_GENERAL_NAME_value(sans, i), text, &len) == l &&
+                append(list, GW_VAULT_SAN_LIST_LEN, &used, text, len) != 0)
+                rc = GW_ERR_LIMIT;
+        }
+        if (rc == 0 && used != 0)
+            json_object_object_add(req, san_keys[l], json_object_new_string_len(list, (int)used));
+    }
+    free(list);
+    return rc;
 }
 
 static char *csr_pem(const X509_REQ *csr)
@@ -219,13 +249,18 @@ static void add_usages(json_object *o, const struct gw_cert_plan *plan)
     json_object_object_add(o, "ext_key_usage_oids", oids);
 }
 
-/* The JSON body of a sign call; NULL with |err|. The CN comes from the CSR, so none is sent. */
-static char *sign_body(const struct gw_sign_req *req, char *err)
+/*
+ * The JSON body of a sign call; NULL with |err| and *fail_info (systemFailure, or badCertTemplate for
+ * names that do not fit). The CN comes from the CSR, so none is sent.
+ */
+static char *sign_body(const struct gw_sign_req *req, int *fail_info, char *err)
 {
     json_object *o = json_object_new_object();
     char *pem = csr_pem(req->csr), *out = NULL;
     time_t ttl = req->plan->not_after - time(NULL);
+    int rc;
 
+    *fail_info = OSSL_CMP_PKIFAILUREINFO_systemFailure;
     if (o == NULL || pem == NULL) {
         vault_set_err(err, "cannot encode the CSR");
         goto out;
@@ -239,7 +274,19 @@ static char *sign_body(const struct gw_sign_req *req, char *err)
     json_object_object_add(o, "format", json_object_new_string("pem"));
     json_object_object_add(o, "exclude_cn_from_sans",
                            json_object_new_boolean(req->role->exclude_cn_from_sans));
-    add_sans(o, req->plan->sans);
+    if ((rc = add_sans(o, req->plan->sans)) == GW_ERR_LIMIT) {
+        *fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+        vault_set_err(
+            err,
+            "the subjectAltNames do not fit the call to Vault whole (at most %d names of %d bytes): "
+            "ask for fewer",
+            GW_MAX_SANS, GW_MAX_PATTERN_LEN);
+        goto out;
+    }
+    if (rc != 0) {
+        vault_set_err(err, "out of memory");
+        goto out;
+    }
     if (req->role->sign_policy == GW_SIGN_VERBATIM)
         add_usages(o, req->plan);
     if ((out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN))) == NULL)
@@ -456,6 +503,7 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     struct vault *v = gw_upstream_get0_impl(up);
     struct sign_call *sc;
     char err[GW_ERR_LEN] = "";
+    int fi = OSSL_CMP_PKIFAILUREINFO_systemFailure;
 
     /* Vault signs CSRs only: a CRMF request is the route's to reject or delegate */
     if (v == NULL || req->csr == NULL || req->role == NULL || req->plan == NULL)
@@ -472,9 +520,8 @@ static int vault_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_
     sc->arg = arg;
     snprintf(sc->rid, sizeof(sc->rid), "%s", req->request_id != NULL ? req->request_id : "");
     if (sign_path(v, req->role, sc->path, sizeof(sc->path), err) != 0 ||
-        (sc->body = sign_body(req, err)) == NULL) {
-        gw_sign_result_fail(sc->res, GW_ERR_INVAL, OSSL_CMP_PKIFAILUREINFO_systemFailure, "upstream %s: %s",
-                            vault_up_name(v), err);
+        (sc->body = sign_body(req, &fi, err)) == NULL) {
+        gw_sign_result_fail(sc->res, GW_ERR_INVAL, fi, "upstream %s: %s", vault_up_name(v), err);
         gw_log_kv(GW_LOG_WARN, "vault_sign_failed", "upstream", vault_up_name(v), "request_id", sc->rid,
                   "path", sc->path, "reason", sc->res->reason, NULL);
         done(arg, sc->res);

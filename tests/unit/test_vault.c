@@ -57,7 +57,7 @@ struct seen {
     char path[256];
     char token[128];
     char ns[64];
-    char body[8192];
+    char body[32768]; /* a sign with 100 names of 256 bytes in its lists, and the CSR */
 };
 
 struct answer {
@@ -741,6 +741,88 @@ static void test_sign_bad_names(void **state)
     req.plan = &f.plan;
     tu_sign_wait(f.up, &req, &res);
     assert_int_not_equal(res.status, 0);
+    assert_int_equal(fake_n_reqs(), 0);
+    gw_sign_result_cleanup(&res);
+    fx_cleanup(&f);
+}
+
+/* The plan's names replaced by |n| DNS names of |len| bytes, the i-th starting with the digits of i. */
+static void plan_long_names(struct fx *f, int n, size_t len)
+{
+    char name[GW_MAX_PATTERN_LEN + 1];
+    GENERAL_NAME *gn;
+
+    assert_true(len >= 16 && len <= GW_MAX_PATTERN_LEN);
+    sk_GENERAL_NAME_pop_free(f->plan.sans, GENERAL_NAME_free);
+    f->plan.sans = sk_GENERAL_NAME_new_null();
+    for (int i = 0; i < n; i++) {
+        memset(name, 'a', len);
+        name[len] = '\0';
+        for (size_t dot = 60; dot < len - 13; dot += 61) /* labels of 60 bytes or so: a host name's */
+            name[dot] = '.';
+        name[snprintf(name, 8, "n%03d", i)] = '-';
+        memcpy(name + len - 12, ".example.com", 12);
+        assert_non_null(gn = GENERAL_NAME_new());
+        gn->type = GEN_DNS;
+        gn->d.dNSName = ASN1_IA5STRING_new();
+        assert_int_equal(ASN1_STRING_set(gn->d.dNSName, name, (int)len), 1);
+        sk_GENERAL_NAME_push(f->plan.sans, gn);
+    }
+}
+
+/* The plan's DNS names as the alt_names Vault is sent: comma-separated, in order. */
+static char *plan_alt_names(const struct fx *f)
+{
+    size_t cap = (size_t)GW_MAX_SANS * (GW_MAX_PATTERN_LEN + 1) + 1, used = 0;
+    char *out = calloc(1, cap);
+
+    assert_non_null(out);
+    for (int i = 0; i < sk_GENERAL_NAME_num(f->plan.sans); i++) {
+        const ASN1_IA5STRING *s = sk_GENERAL_NAME_value(f->plan.sans, i)->d.dNSName;
+
+        used += (size_t)snprintf(out + used, cap - used, "%s%.*s", used != 0 ? "," : "", s->length,
+                                 (const char *)s->data);
+    }
+    return out;
+}
+
+/*
+ * Names past 8000 bytes in all (the lists' old room) go to Vault whole: once, the name that crossed
+ * it went as its prefix ("victim.com" of "victim.com.pad.example.com"), a name outside the role, and
+ * the names after it were left out. 100 names of the longest a pattern allows fit; 101 do not, and
+ * the sign is refused before any call (badCertTemplate), never sent with a list cut short.
+ */
+static void test_sign_long_san_lists(void **state)
+{
+    struct answer ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    json_object *body;
+    char *want;
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    fake_script(&ok, 1);
+    plan_long_names(&f, GW_MAX_SANS, GW_MAX_PATTERN_LEN);
+    want = plan_alt_names(&f);
+    assert_true(strlen(want) > 8000);
+    sign(&f, &res);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(fake_n_reqs(), 1);
+    assert_non_null(body = json_tokener_parse(fake_req(0)->body));
+    assert_string_equal(json_object_get_string(json_object_object_get(body, "alt_names")), want);
+    assert_null(json_object_object_get(body, "ip_sans"));
+    json_object_put(body);
+    free(want);
+    gw_sign_result_cleanup(&res);
+
+    fake_script(&ok, 1);
+    plan_long_names(&f, GW_MAX_SANS + 1, GW_MAX_PATTERN_LEN);
+    sign(&f, &res);
+    assert_int_equal(res.status, GW_ERR_INVAL);
+    assert_null(res.cert);
+    assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_badCertTemplate);
+    assert_non_null(strstr(res.reason, "the subjectAltNames do not fit"));
     assert_int_equal(fake_n_reqs(), 0);
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f);
@@ -2790,6 +2872,7 @@ int main(void)
         cmocka_unit_test(test_sign_verbatim_usages),
         cmocka_unit_test(test_sign_paths),
         cmocka_unit_test(test_sign_bad_names),
+        cmocka_unit_test(test_sign_long_san_lists),
         cmocka_unit_test(test_sign_chain_from_issuing_ca),
         cmocka_unit_test(test_sign_chain_parsed_once),
         cmocka_unit_test(test_sign_errors),
