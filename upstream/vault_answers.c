@@ -69,6 +69,32 @@ bool gw_vault_no_entry(const char *body, size_t len)
     return gw_vault_parse_error(body, len, NULL, &e, why) == 0 && e.message[0] == '\0';
 }
 
+/* Vault's (and OpenBao's) messages of a 503 its HTTP layer answers before any engine sees the request. */
+static const char *const unavailable_messages[] = {
+    "Vault is sealed",                /* consts.ErrSealed */
+    "no active Vault instance found", /* a standby that knows no active node (respondStandby) */
+    "node is not active",             /* the same without HA */
+};
+
+bool gw_vault_unavailable(const char *body, size_t len)
+{
+    char why[GW_ERR_LEN];
+    json_object *root = gw_field_document(body, len, "not Vault JSON", why);
+    json_object *errors = gw_field_member(root, "errors"), *e;
+    bool own = false;
+
+    if (root != NULL && json_object_object_length(root) == 1 &&
+        json_object_is_type(errors, json_type_array) && json_object_array_length(errors) == 1 &&
+        json_object_is_type(e = json_object_array_get_idx(errors, 0), json_type_string)) {
+        for (size_t i = 0; !own && i < sizeof(unavailable_messages) / sizeof(unavailable_messages[0]); i++)
+            own = (size_t)json_object_get_string_len(e) == strlen(unavailable_messages[i]) &&
+                  memcmp(json_object_get_string(e), unavailable_messages[i],
+                         strlen(unavailable_messages[i])) == 0;
+    }
+    json_object_put(root);
+    return own;
+}
+
 /* Visible ASCII only: the token goes into an X-Vault-Token header line as it is. */
 static bool token_chars(const char *s, size_t n)
 {

@@ -49,7 +49,8 @@ struct attempts {
     unsigned gen; /* the token generation last sent */
     char *tok;    /* the token last sent (vault_free_token), or NULL: its answer is masked of it */
     /* a sign's: an attempt sent before the deadline has the client's whole timeout, so that a
-       certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten */
+       certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten; and a 503
+       is sent again only when Vault's own (vault_send_again) */
     bool whole_sends;
     /* a revocation's: an end its caller may lower while it runs (gw_http_request_until); NULL: none */
     const _Atomic uint64_t *end;

@@ -8,6 +8,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -535,6 +536,52 @@ static void test_vault_error(void **state)
     /* a long message is cut to the buffer, and never inside a UTF-8 character */
     assert_int_equal(parse_tmpl(VAULT_ERROR, "{\"errors\":[@MSGOVER@]}", &o, err), UP);
     assert_int_equal(o.error.message[0], '\0');
+}
+
+/*
+ * A 503 that is Vault's own word that the node handled nothing: one key, one entry, one of Vault's
+ * messages, whole. Its twins: a proxy's text or page, JSON of another shape, more beside it, the
+ * message inside a longer one or cut by a NUL, a document with more after it.
+ */
+static void test_vault_unavailable(void **state)
+{
+    static const struct {
+        const char *body;
+        bool own;
+    } cases[] = {
+        {"{\"errors\":[\"Vault is sealed\"]}", true},
+        {"{\"errors\": [\"Vault is sealed\"]}\n", true},
+        {"{\"errors\":[\"no active Vault instance found\"]}", true},
+        {"{\"errors\":[\"node is not active\"]}", true},
+        {"upstream connect error or disconnect/reset before headers. reset reason: overflow", false},
+        {"<html><body>503 Service Unavailable</body></html>", false},
+        {"", false},
+        {"{}", false},
+        {"{\"errors\":[]}", false},
+        {"{\"errors\":null}", false},
+        {"{\"errors\":\"Vault is sealed\"}", false},
+        {"{\"errors\":[42]}", false},
+        {"{\"errors\":[\"Vault is sealed\",\"Vault is sealed\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\"],\"warnings\":[]}", false},
+        {"{\"errors\":[\"vault is sealed\"]}", false},
+        {"{\"errors\":[\"Vault is sealed.\"]}", false},
+        {"{\"errors\":[\"error: Vault is sealed\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\\u0000\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\"]}{}", false},
+        {"{\"errors\":[\"Vault is sealed\"]", false},
+        {"[{\"errors\":[\"Vault is sealed\"]}]", false},
+    };
+    size_t i, len;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *body = body_of(cases[i].body, &len);
+
+        if (gw_vault_unavailable(body, len) != cases[i].own)
+            fail_msg("case %zu: %s", i, cases[i].body);
+        free(body);
+    }
+    assert_false(gw_vault_unavailable(NULL, 0));
 }
 
 #define LOGIN(x) "{\"auth\":{\"client_token\":\"hvb.tok\",\"lease_duration\":" x ",\"renewable\":false}}"
@@ -1320,21 +1367,14 @@ static void test_vault_sign_warnings_cut(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_document),
-        cmocka_unit_test(test_vault_error),
-        cmocka_unit_test(test_vault_login),
-        cmocka_unit_test(test_vault_sign),
-        cmocka_unit_test(test_vault_answer_cert),
-        cmocka_unit_test(test_vault_revoke),
-        cmocka_unit_test(test_vault_cert),
-        cmocka_unit_test(test_vault_role),
-        cmocka_unit_test(test_cfssl_envelope),
-        cmocka_unit_test(test_cfssl_sign_info),
-        cmocka_unit_test(test_cfssl_crl),
-        cmocka_unit_test(test_field_text),
-        cmocka_unit_test(test_field_quote),
-        cmocka_unit_test(test_field_reason),
-        cmocka_unit_test(test_vault_sign_warnings_cut),
+        cmocka_unit_test(test_document),          cmocka_unit_test(test_vault_error),
+        cmocka_unit_test(test_vault_unavailable), cmocka_unit_test(test_vault_login),
+        cmocka_unit_test(test_vault_sign),        cmocka_unit_test(test_vault_answer_cert),
+        cmocka_unit_test(test_vault_revoke),      cmocka_unit_test(test_vault_cert),
+        cmocka_unit_test(test_vault_role),        cmocka_unit_test(test_cfssl_envelope),
+        cmocka_unit_test(test_cfssl_sign_info),   cmocka_unit_test(test_cfssl_crl),
+        cmocka_unit_test(test_field_text),        cmocka_unit_test(test_field_quote),
+        cmocka_unit_test(test_field_reason),      cmocka_unit_test(test_vault_sign_warnings_cut),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1208,6 +1208,81 @@ static void test_sign_retry_then_ok(void **state)
     fx_cleanup(&f);
 }
 
+#define ENVOY_503                                                                                            \
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+
+/*
+ * A sign answered 503 is sent again only when the 503 is Vault's own, its JSON naming a sealed node or
+ * a standby without an active one: Vault handled nothing. A 503 of anything else (a proxy in front of
+ * Vault: Envoy's, an ingress's page, JSON of another shape) may come after it passed the call on to
+ * Vault, which may have issued: the outcome is unknown, said so, and the sign is not sent again. Once,
+ * every 503 was sent again, and a certificate Vault issued for the first went unrecorded. Each case
+ * runs from the asynchronous call (the first answer) and from its synchronous repetition (a Vault
+ * sealed first, then the answer). A revocation, which may be asked twice, repeats any 503.
+ */
+static void test_sign_503_not_vaults(void **state)
+{
+    static const struct {
+        const char *body;
+        bool vaults; /* sent again, then answered 200 */
+    } cases[] = {
+        {"{\"errors\":[\"Vault is sealed\"]}", true},
+        {"{\"errors\":[\"Vault is sealed\"]}\n", true}, /* Go's json.Encoder ends with a newline */
+        {"{\"errors\":[\"no active Vault instance found\"]}", true},
+        {"{\"errors\":[\"node is not active\"]}", true},
+        {ENVOY_503, false},
+        {"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", false},
+        {"", false},
+        {"{\"message\":\"no healthy upstream\"}", false},
+        {"{\"errors\":[\"upstream unavailable\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\",\"x\"]}", false},
+        {"{\"errors\":[\"failed to store certificate: Vault is sealed\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\\u0000 and more\"]}", false},
+        {"{\"errors\":[\"Vault is sealed\"],\"data\":{}}", false},
+        {"{\"errors\":\"Vault is sealed\"}", false},
+        {"{\"errors\":[\"Vault is sealed\"]} trailing", false},
+    };
+    const struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0}, ok = {200, NULL, 0};
+    char err[GW_ERR_LEN];
+    struct gw_sign_result res;
+    struct answer script[3];
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int first_sealed = 0; first_sealed <= 1; first_sealed++) {
+            int n = 0;
+
+            if (first_sealed)
+                script[n++] = sealed;
+            script[n++] = (struct answer){503, cases[i].body, 0};
+            script[n++] = ok;
+            fake_script(script, n);
+            sign(&f, &res);
+            print_message("case %zu (%s): %s\n", i, first_sealed ? "repeated" : "first", res.reason);
+            assert_int_equal(fake_n_reqs(), n - (cases[i].vaults ? 0 : 1));
+            if (cases[i].vaults) {
+                assert_int_equal(res.status, 0);
+                assert_non_null(res.cert);
+            } else {
+                assert_int_equal(res.status, GW_ERR_IO);
+                assert_null(res.cert);
+                assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+                assert_non_null(strstr(res.reason, "not Vault's own answer"));
+                assert_non_null(strstr(res.reason, "the outcome is unknown, do not retry blindly"));
+            }
+            gw_sign_result_cleanup(&res);
+        }
+    }
+    script[0] = (struct answer){503, ENVOY_503, 0};
+    script[1] = (struct answer){200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0};
+    fake_script(script, 2);
+    assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
+    assert_int_equal(fake_n_reqs(), 2);
+    fx_cleanup(&f);
+}
+
 /* A timeout or a dropped connection has an unknown outcome: one call only, said so. */
 static void test_sign_timeout_not_retried(void **state)
 {
@@ -2882,6 +2957,7 @@ int main(void)
         cmocka_unit_test(test_sign_answer_over_cap),
         cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
+        cmocka_unit_test(test_sign_503_not_vaults),
         cmocka_unit_test(test_sign_timeout_not_retried),
         cmocka_unit_test(test_sign_not_resent_on_a_reused_connection),
         cmocka_unit_test(test_sign_retry_bounded_by_deadline),
