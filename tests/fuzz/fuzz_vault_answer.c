@@ -1,9 +1,10 @@
 /*
  * fuzz_vault_answer: the input is the body of an answer from Vault, given to every parser of
- * upstream/answers.h that reads one (error, login, sign, revoke, cert, role). Besides the
- * sanitizers, each must keep its promises: 0 or a gw_err; on a refusal a one-line reason; what a
- * success fills stays within the caps the header states (a token of visible ASCII, a lease within
- * GW_MAX_VAULT_LEASE, a chain within GW_MAX_UPSTREAM_CHAIN, times within GW_MAX_UPSTREAM_TIME).
+ * upstream/answers.h that reads one (error, login, sign, revoke, cert, role, Vault's own 503).
+ * Besides the sanitizers, each must keep its promises: 0 or a gw_err; on a refusal a one-line
+ * reason; what a success fills stays within the caps the header states (a token of visible ASCII, a
+ * lease within GW_MAX_VAULT_LEASE, a chain within GW_MAX_UPSTREAM_CHAIN, times within
+ * GW_MAX_UPSTREAM_TIME).
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -74,6 +75,10 @@ static void others(const char *body, size_t len)
     int rc;
 
     fuzz_check_reason("error", gw_vault_parse_error(body, len, SECRET, &e, err), err);
+    /* Vault's own 503 is one message alone: an error answer that reads, and that names something */
+    if (gw_vault_unavailable(body, len) &&
+        (gw_vault_parse_error(body, len, NULL, &e, err) != 0 || e.message[0] == '\0'))
+        fuzz_die("unavailable: not an error answer of one message");
     err[0] = '\0';
     rc = gw_vault_parse_revoke(body, len, SECRET, &r, err);
     fuzz_check_reason("revoke", rc, err);
