@@ -320,7 +320,8 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
                     if int(r.get("serial", "0"), 16) == serial]
 
         def ended():
-            return len(revoked()) > 1 or any(l.get("event") == "revoke_not_repeated" for l in self.gw.log_lines())
+            return len(revoked()) > 1 or any(l.get("event") == "revoke_not_repeated"
+                                             and int(l.get("serial", "0"), 16) == serial for l in self.gw.log_lines())
         harness.settled(ended, bool)
         self.assertTrue(ended(), "the withdrawal did not end")
         self.assertEqual(revoked(), ["revoked; reason keyCompromise"])
