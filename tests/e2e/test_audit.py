@@ -65,12 +65,14 @@ class Audit(harness.GatewayTestCase):
             self.assertNotIn("uri_sans", r)  # not configured
         p10 = by_serial[serial_of(res.cert)]
         self.assertEqual((p10["body_type"], p10["common_name"]), ("p10cr", "audit-p10"))
-        # each issued certificate was announced before the upstream call and confirmed after it
-        tids = {r["tid"] for r in lines[before:]}
-        intents = {r["tid"] for r in records(d / "audit.log") if r["event"] == "intent"}
-        confirmed = {r["tid"] for r in records(d / "audit.log") if r["event"] == "confirmed"}
-        self.assertLessEqual(tids, intents)
-        self.assertLessEqual(tids, confirmed)
+        # each issued certificate was announced before the upstream call and confirmed after it: in the file,
+        # its transaction's intent line comes first, then its issued line, then its confirmed line
+        events = [(r["event"], r.get("tid")) for r in records(d / "audit.log")]
+        for tid in {r["tid"] for r in lines[before:]}:
+            at = [[i for i, ev in enumerate(events) if ev == (e, tid)] for e in ("intent", "issued", "confirmed")]
+            self.assertEqual([len(a) for a in at], [1, 1, 1], (tid, events))
+            self.assertLess(at[0][0], at[1][0], (tid, events))
+            self.assertLess(at[1][0], at[2][0], (tid, events))
 
     def test_sigusr1_reopens_after_rename(self):
         d = self.gw.dir
