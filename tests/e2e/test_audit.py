@@ -1,7 +1,7 @@
 """The audit log with a real gateway and `openssl cmp`: one "issued" line per certificate, its
 serial the certificate's and its fields the configured audit_fields; SIGUSR1 reopens the file after a rename
 (rotation); `cmpgw check` refuses a directory others may write; and when the log cannot be written,
-nothing is issued."""
+nothing is issued: the CA is not even asked."""
 import json
 import os
 import signal
@@ -13,6 +13,7 @@ import unittest
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import test_admin  # noqa: E402
 
 FIELDS = ["common_name", "alt_names", "ip_sans", "key_type"]
 
@@ -144,12 +145,29 @@ class Audit(harness.GatewayTestCase):
 
     def test_zz_unwritable_log_issues_nothing(self):
         # last (zz): the log of this gateway is broken for good afterwards
+        d = self.gw.dir
         harness.audit_log_full(self.gw)  # every write fails with EFBIG
+        calls, seen = self.sign_calls(), len(self.gw.log_lines())
         res = self.gw.cmp("ir", "full", newkey=self.newkey("full"), subject="/CN=no-audit", expect_cert=False)
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.last, ("ip",), "systemUnavail",
                               "the audit log cannot be written; nothing was issued")
         self.assertEqual(res.last.status_strings, ["the audit log cannot be written; nothing was issued"])
+        # what the client cannot see: the CA was never asked (an intent whose write failed was only logged, or
+        # one written after the sign call, would leave a certificate the log does not announce)
+        self.assertEqual(self.sign_calls(), calls)
+        # the records attempted were its intent and its refusal, both lost (logged), none on record
+        lost = [(l.get("record"), l.get("tid")) for l in self.gw.log_lines()[seen:]
+                if l.get("event") == "audit_write_failed"]
+        self.assertEqual([r for (r, _) in lost], ["intent", "rejected"], lost)
+        self.assertEqual(lost[0][1], lost[1][1], lost)
+        self.assertEqual([r for r in records(d / "audit.log.kept") if r.get("tid") == lost[0][1]], [])
+
+    def sign_calls(self):
+        """The sign calls to any upstream counted on /metrics so far, whatever their result."""
+        status, body = harness.admin(self.gw, "/metrics")
+        self.assertEqual(status, 200, body)
+        return test_admin.total(test_admin.samples(body), "cmpgw_upstream_sign_calls_total")
 
 
 if __name__ == "__main__":
