@@ -669,7 +669,8 @@ class SlowVault(harness.GatewayTestCase):
     def leave_once_held(self, req, http="--http1.1"):
         """curl posts |req| on the role "vault" and leaves, its connection closed, once the sign call is held
         at Vault: a client that gives up while its call waits. A client leaving after a fixed time (1 s
-        once) may leave before a loaded sanitizer build has sent the call, and then nothing is issued."""
+        once) may leave before a loaded sanitizer build has sent the call, and then nothing is issued.
+        Returns the inode of the gateway's end of that connection (a set of one, as harness.gateway_ends)."""
         d = self.gw.dir
         argv = ["curl", "-sS", http, "--cacert", d / "ca.pem", "--cert", d / "client.pem", "--key",
                 d / "client.key", "-o", os.devnull, "--data-binary", "@%s" % req,
@@ -680,8 +681,12 @@ class SlowVault(harness.GatewayTestCase):
             try:
                 self.held_at_vault(mark)
                 self.assertIsNone(curl.poll(), "curl ended before it was to leave")
+                mine = {s["local"] for s in harness.tcp_sockets(curl.pid)}
+                ends = {s["inode"] for s in harness.tcp_sockets(self.gw.proc.pid) if s["remote"] in mine}
             finally:
                 curl.kill()
+        self.assertEqual(len(ends), 1, "the gateway's end of curl's connection")
+        return ends
 
     def p10cr(self, name):
         key = self.newkey(name)
@@ -741,7 +746,7 @@ class VaultLatencyHidden(SlowVault):
         """The client hangs up while its call waits: the second pass still runs, the certificate goes on
         record, and the request is logged (h2o notices the hang-up only when the answer is written)."""
         req = self.gw.make_request("gone", "p10cr", subject="/CN=gone.example.com")
-        self.leave_once_held(req)
+        end = self.leave_once_held(req)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not harness.audit_records(self.gw, "issued", "gone.example.com"):
             time.sleep(0.1)
@@ -755,9 +760,12 @@ class VaultLatencyHidden(SlowVault):
             time.sleep(0.1)
         self.assertIn(("request", "p10cr", "accepted"),
                       [(l.get("event"), l.get("req_type"), l.get("outcome")) for l in lines()], lines())
-        # written to the socket: it may have reached the client (HTTP/1 reads nothing while it answers)
-        time.sleep(0.5)
+        # written to the socket: it may have reached the client (HTTP/1 reads nothing while it answers). Only
+        # once the gateway closed that connection has it seen all there is of the hang-up: nothing withdrawn
+        open_end = harness.settled(lambda: end & harness.socket_inodes(self.gw.proc.pid), lambda e: not e)
+        self.assertEqual(open_end, set(), "the gateway did not close the connection its client left")
         self.assertEqual(harness.audit_records(self.gw, "rejected", "gone.example.com"), [])
+        self.assertEqual([l for l in lines() if l.get("event") == "cert_undelivered"], [])
 
 
 class Http2Listener:
