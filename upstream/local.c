@@ -5,8 +5,8 @@
  *
  * Revocation needs a store: only there does the issuer know what it issued (unknown serial:
  * GW_ERR_NOT_FOUND, badCertId). Revocations are files beside the inventory (upstream/store.h), and
- * the CRL is built from them, signed with the CA key, and cached until the next revocation or
- * GW_CRL_REFRESH_SECS.
+ * the CRL is built from them, signed with the CA key, and cached until the next revocation, here or
+ * by another instance sharing the store (its generation: upstream/store.h), or GW_CRL_REFRESH_SECS.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,6 +43,7 @@ struct crl_cache {
     size_t len;
     time_t built;
     int dirty;               /* a revocation was added since |der| was built */
+    uint64_t gen;            /* the store's generation |der| was built at (gw_store_revocations_gen) */
     uint64_t last_number;    /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
     time_t last_this_update; /* its thisUpdate: never goes backwards either */
 };
@@ -496,6 +497,20 @@ static int reason_usable(int reason)
 }
 
 /*
+ * worker. The other instances sharing the store build their CRL again when its generation changes. The
+ * revocation stands if that fails: they list it at their next rebuild, and this instance at once.
+ */
+static void tell_instances(const struct gw_upstream_conf *conf, const char *hex)
+{
+    const struct gw_local_conf *lc = conf->impl;
+    char err[GW_ERR_LEN];
+
+    if (gw_store_revocations_bump(lc->store_dir, err) != 0)
+        gw_log_kv(GW_LOG_WARN, "local_revocation_not_shared", "upstream", conf->name, "serial", hex, "msg",
+                  err, NULL);
+}
+
+/*
  * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
  * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend. Nothing
  * goes over a network: |end| does not cut its store's write short, and a failed write may have revoked
@@ -541,6 +556,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     l->crl.dirty = 1;
     pthread_mutex_unlock(&l->crl.crl_lock);
     gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, NULL);
+    tell_instances(conf, hex);
     return 0;
 }
 
@@ -659,9 +675,12 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
      * across a restart makes neither go backwards */
     uint64_t number = realtime_us();
     time_t this_update = now > c->last_this_update ? now : c->last_this_update;
+    uint64_t gen = 0;
     int len = 0, rc;
 
-    if (lc->store_dir != NULL && (rc = gw_store_revocations(lc->store_dir, &v, &n, err)) != 0)
+    /* the generation before the list: a revocation recorded after it changes it again */
+    if (lc->store_dir != NULL && ((rc = gw_store_revocations_gen(lc->store_dir, &gen, err)) != 0 ||
+                                  (rc = gw_store_revocations(lc->store_dir, &v, &n, err)) != 0))
         goto out;
     if (number <= c->last_number)
         number = c->last_number + 1;
@@ -686,6 +705,7 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     c->len = (size_t)len;
     c->built = now;
     c->dirty = 0;
+    c->gen = gen;
     c->last_number = number;
     c->last_this_update = this_update;
     rc = 0;
@@ -700,7 +720,24 @@ out:
     return rc;
 }
 
-/* The cached CRL, rebuilt after a revocation, when older than GW_CRL_REFRESH_SECS, or the clock went back. */
+/*
+ * Is the cached CRL to be built again? After a revocation here or through another instance sharing the
+ * store (its generation changed; one that cannot be read counts as changed, and the rebuild says why),
+ * when older than GW_CRL_REFRESH_SECS, or when the clock went back. Lock held.
+ */
+static int crl_stale(const struct local *l, const struct gw_local_conf *lc, time_t now)
+{
+    const struct crl_cache *c = &l->crl;
+    char ignored[GW_ERR_LEN];
+    uint64_t gen;
+
+    if (c->der == NULL || c->dirty || now < c->built || now - c->built >= GW_CRL_REFRESH_SECS)
+        return 1;
+    return lc->store_dir != NULL &&
+           (gw_store_revocations_gen(lc->store_dir, &gen, ignored) != 0 || gen != c->gen);
+}
+
+/* The cached CRL, or a new one where it is stale (crl_stale). */
 static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
                      char *err)
 {
@@ -711,7 +748,7 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
 
     (void)issuer_ref; /* always NULL: one CA, no issuer_ref */
     pthread_mutex_lock(&l->crl.crl_lock);
-    if (l->crl.der == NULL || l->crl.dirty || now < l->crl.built || now - l->crl.built >= GW_CRL_REFRESH_SECS)
+    if (crl_stale(l, conf->impl, now))
         rc = crl_rebuild(l, conf, now, err);
     if (rc == 0 && (*der = malloc(l->crl.len)) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", conf->name);

@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/pem.h>
@@ -33,6 +35,8 @@
 #define TMP_SUFFIX ".tmp"
 #define TMP_NAME_MAX 128
 #define CRL_STATE_FILE "crl.state"
+#define CRL_GEN_FILE "crl.gen"
+#define CRL_LOCK_FILE "crl.lock"
 #define CRL_STATE_MAX 128
 
 static int write_all(int fd, const char *p, size_t n)
@@ -801,29 +805,59 @@ int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err)
 
 /* ---- the local issuer's CRL state ---- */
 
+/* Reads the small file <dirfd>/|name| into |buf| as a string. Its length, or -1 with errno. */
+static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
+{
+    ssize_t len;
+    int fd, e;
+
+    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return -1;
+    len = read(fd, buf, cap - 1);
+    e = errno;
+    close(fd);
+    errno = e;
+    if (len >= 0)
+        buf[len] = '\0';
+    return len;
+}
+
+/* Replaces <dirfd>/|name| with |rec| as a whole: after a crash it holds the old or the new. 0, or -1 with
+ * errno. */
+static int replace_file(int dirfd, const char *name, const char *rec, size_t len)
+{
+    char tmp[TMP_NAME_MAX];
+    int e;
+
+    tmp_name(tmp, sizeof(tmp), name);
+    if (write_tmp(dirfd, tmp, rec, len) != 0)
+        return -1;
+    if (renameat(dirfd, tmp, dirfd, name) == 0 && fsync(dirfd) == 0)
+        return 0;
+    e = errno;
+    unlinkat(dirfd, tmp, 0);
+    errno = e;
+    return -1;
+}
+
 int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_update, char *err)
 {
     char buf[CRL_STATE_MAX];
     const char *p = buf;
     long long n, t;
     ssize_t len;
-    int dirfd, fd;
+    int dirfd;
 
     *number = 0;
     *this_update = 0;
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         goto io;
-    fd = openat(dirfd, CRL_STATE_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    len = read_small(dirfd, CRL_STATE_FILE, buf, sizeof(buf));
     close(dirfd);
-    if (fd < 0 && errno == ENOENT)
+    if (len < 0 && errno == ENOENT)
         return GW_ERR_NOT_FOUND;
-    if (fd < 0)
-        goto io;
-    len = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
     if (len < 0)
         goto io;
-    buf[len] = '\0';
     /* "number=<decimal> this_update=<unix seconds>\n" and nothing else */
     if (!parse_field(&p, "number", 1, INT64_MAX, &n) || !parse_field(&p, "this_update", 0, INT64_MAX, &t) ||
         *p != '\0') {
@@ -840,24 +874,103 @@ io:
 
 int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update, char *err)
 {
-    char rec[CRL_STATE_MAX], tmp[TMP_NAME_MAX];
+    char rec[CRL_STATE_MAX];
     int dirfd, len, rc = GW_ERR_IO;
 
     len = snprintf(rec, sizeof(rec), "number=%llu this_update=%lld\n", (unsigned long long)number,
                    (long long)this_update);
-    tmp_name(tmp, sizeof(tmp), CRL_STATE_FILE);
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        goto out;
-    /* replaced as a whole: after a crash the file holds the old state or the new one */
-    if (write_tmp(dirfd, tmp, rec, (size_t)len) == 0) {
-        if (renameat(dirfd, tmp, dirfd, CRL_STATE_FILE) == 0 && fsync(dirfd) == 0)
-            rc = 0;
-        else
-            unlinkat(dirfd, tmp, 0);
-    }
-out:
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0 &&
+        replace_file(dirfd, CRL_STATE_FILE, rec, (size_t)len) == 0)
+        rc = 0;
     if (rc != 0)
         store_fail(err, dir, ": cannot write %s: %s", CRL_STATE_FILE, strerror(errno));
+    if (dirfd >= 0)
+        close(dirfd);
+    return rc;
+}
+
+/* ---- what instances sharing the store tell each other ---- */
+
+/*
+ * Opens <dirfd>/crl.lock and waits for its exclusive lock: the descriptor (closing it lets go), or -1
+ * with errno. Read-write, as NFS locks it the way fcntl(2) does; mode 0600, for anyone who may open it
+ * may lock it and hold up every CRL and revocation of the store.
+ */
+static int crl_lock(int dirfd)
+{
+    int fd, e;
+
+    if ((fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+        return -1;
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno == EINTR)
+            continue;
+        e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* The generation in <dirfd>/crl.gen: 0 and *gen (0 when there is none), GW_ERR_IO (errno), or GW_ERR_INVAL
+   (malformed). */
+static int read_gen(int dirfd, uint64_t *gen)
+{
+    char buf[CRL_STATE_MAX];
+    const char *p = buf;
+    long long g;
+
+    *gen = 0;
+    if (read_small(dirfd, CRL_GEN_FILE, buf, sizeof(buf)) < 0)
+        return errno == ENOENT ? 0 : GW_ERR_IO;
+    /* "generation=<decimal>\n" and nothing else */
+    if (!parse_field(&p, "generation", 1, INT64_MAX, &g) || *p != '\0')
+        return GW_ERR_INVAL;
+    *gen = (uint64_t)g;
+    return 0;
+}
+
+int gw_store_revocations_gen(const char *dir, uint64_t *gen, char *err)
+{
+    int dirfd, rc;
+
+    *gen = 0;
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        store_fail(err, dir, ": %s", strerror(errno));
+        return GW_ERR_IO;
+    }
+    rc = read_gen(dirfd, gen);
+    if (rc == GW_ERR_IO)
+        store_fail(err, dir, ": cannot read %s: %s", CRL_GEN_FILE, strerror(errno));
+    else if (rc != 0)
+        store_fail(err, dir, ": %s is malformed: remove it", CRL_GEN_FILE);
+    close(dirfd);
+    return rc == 0 ? 0 : GW_ERR_IO;
+}
+
+int gw_store_revocations_bump(const char *dir, char *err)
+{
+    char rec[CRL_STATE_MAX];
+    struct timespec ts;
+    uint64_t gen, now_us;
+    int dirfd, lock = -1, len, rc = GW_ERR_IO;
+
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (lock = crl_lock(dirfd)) < 0)
+        goto out;
+    if (read_gen(dirfd, &gen) != 0 || gen >= INT64_MAX)
+        gen = 0; /* replaced by one past the clock below */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    gen = gen + 1 > now_us ? gen + 1 : now_us;
+    len = snprintf(rec, sizeof(rec), "generation=%llu\n", (unsigned long long)gen);
+    if (replace_file(dirfd, CRL_GEN_FILE, rec, (size_t)len) == 0)
+        rc = 0;
+out:
+    if (rc != 0)
+        store_fail(err, dir, ": cannot write %s: %s", CRL_GEN_FILE, strerror(errno));
+    if (lock >= 0)
+        close(lock);
     if (dirfd >= 0)
         close(dirfd);
     return rc;

@@ -111,4 +111,24 @@ int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err);
 int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_update, char *err);
 int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update, char *err);
 
+/*
+ * Instances sharing a store ("shared_store") learn of each other's revocations through <dir>/crl.gen,
+ * the generation of revoked/: it changes after each revocation is recorded (gw_store_revocations_bump),
+ * and an instance whose CRL was built at another generation builds it again before serving it. Reading
+ * it is one small file, not a listing of revoked/. It is changed under an exclusive flock(2) of
+ * <dir>/crl.lock, a file that holds nothing.
+ *
+ * gw_store_revocations_gen reads it into *gen: 0 (0 too when there is none yet), or GW_ERR_IO with
+ * |err| (unreadable or malformed: whether a CRL is current cannot be told). (worker)
+ */
+int gw_store_revocations_gen(const char *dir, uint64_t *gen, char *err);
+
+/*
+ * gw_store_revocations_bump gives the generation a value no instance can hold: past the last one and
+ * past the wall clock's microseconds (so a file lost or damaged starts again from a new one), replaced
+ * durably under the lock. Called after a revocation's record is written. 0 or GW_ERR_IO with |err|.
+ * (worker)
+ */
+int gw_store_revocations_bump(const char *dir, char *err);
+
 #endif

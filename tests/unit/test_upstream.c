@@ -2043,6 +2043,107 @@ static void test_local_crl_no_store(void **state)
     conf_cleanup(&conf);
 }
 
+/* The CRL of |up|, with its number and whether it lists |serial|. */
+static uint64_t crl_lists(struct gw_upstream *up, const ASN1_INTEGER *serial, int *listed)
+{
+    X509_CRL *crl = fetch_crl(up, NULL, NULL);
+    uint64_t n = crl_number(crl);
+
+    *listed = crl_reason(crl, serial) != -2;
+    X509_CRL_free(crl);
+    return n;
+}
+
+/*
+ * The twins of the store's generation (crl.gen): damaged, no instance can tell its CRL current, so
+ * none is served (never a stale one), until the next revocation writes it anew; and a revocation whose
+ * generation cannot be written stands, said in the log.
+ */
+static void shared_store_twins(struct gw_upstream *a, struct gw_upstream *b, const char *dir)
+{
+    char path[PATH_MAX], err[GW_ERR_LEN], logged[4096];
+    unsigned char *der = NULL;
+    size_t len = 0;
+    struct tu_log log;
+    X509 *certs[2];
+    int listed = 0;
+    FILE *f;
+
+    issue_n(a, certs, 2);
+    snprintf(path, sizeof(path), "%s/crl.gen", dir);
+    assert_non_null(f = fopen(path, "w"));
+    fputs("generation=x\n", f);
+    fclose(f);
+    assert_int_equal(gw_upstream_crl(b, NULL, &der, &len, err), GW_ERR_IO);
+    assert_null(der);
+    assert_non_null(strstr(err, "crl.gen is malformed"));
+    assert_int_equal(gw_upstream_revoke(a, certs[0], CRL_REASON_UNSPECIFIED, err), 0);
+    crl_lists(b, X509_get0_serialNumber(certs[0]), &listed);
+    assert_int_equal(listed, 1);
+    /* a directory where crl.gen goes: it cannot be replaced */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkdir(path, 0700), 0);
+    tu_log_capture(&log, GW_LOG_INFO);
+    assert_int_equal(gw_upstream_revoke(b, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
+    tu_log_release_into(&log, logged, sizeof(logged));
+    assert_non_null(strstr(logged, "\"event\":\"local_revocation_not_shared\""));
+    assert_non_null(strstr(logged, "cannot write crl.gen"));
+    assert_int_equal(rmdir(path), 0);
+    crl_lists(b, X509_get0_serialNumber(certs[1]), &listed);
+    assert_int_equal(listed, 1);
+    X509_free(certs[0]);
+    X509_free(certs[1]);
+}
+
+/*
+ * Two instances on one store ("shared_store"): what one revokes, the other's CRL lists at once, not
+ * after its cached CRL's hour; an unchanged store still answers from the cache, byte for byte.
+ */
+static void test_local_crl_shared_store(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *a, *b;
+    char dir[64], err[GW_ERR_LEN];
+    unsigned char *der1, *der2;
+    size_t len1, len2;
+    X509 *certs[2];
+    X509_CRL *crl;
+    int listed = -1;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(a = gw_upstream_new(&conf, NULL, err));
+    assert_non_null(b = gw_upstream_new(&conf, NULL, err));
+    issue_n(a, certs, 2);
+    X509_CRL_free(fetch_crl(a, NULL, NULL));
+    crl = fetch_crl(b, &der1, &len1);
+    check_crl(crl, 0);
+    X509_CRL_free(crl);
+    /* the twin: nothing changed, so the cached CRL, not a new one per request */
+    X509_CRL_free(fetch_crl(b, &der2, &len2));
+    assert_true(len1 == len2 && memcmp(der1, der2, len1) == 0);
+    free(der1);
+    free(der2);
+    assert_int_equal(gw_upstream_revoke(a, certs[0], CRL_REASON_KEY_COMPROMISE, err), 0);
+    crl_lists(b, X509_get0_serialNumber(certs[0]), &listed);
+    assert_int_equal(listed, 1);
+    /* and the other way round, each instance having built a CRL since */
+    assert_int_equal(gw_upstream_revoke(b, certs[1], CRL_REASON_SUPERSEDED, err), 0);
+    crl = fetch_crl(a, NULL, NULL);
+    check_crl(crl, 2);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])), CRL_REASON_SUPERSEDED);
+    X509_CRL_free(crl);
+    shared_store_twins(a, b, dir);
+    X509_free(certs[0]);
+    X509_free(certs[1]);
+    gw_upstream_free(a);
+    gw_upstream_free(b);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static time_t fixed_now;
 
 static time_t fixed_clock(void)
@@ -2643,6 +2744,7 @@ int main(void)
         cmocka_unit_test(test_local_revoke_cases),
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
+        cmocka_unit_test(test_local_crl_shared_store),
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
