@@ -662,35 +662,40 @@ static uint64_t realtime_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/*
+ * The next CRL's number, thisUpdate and entries into |next|. Neither goes backwards, whatever the clock
+ * does: with a store, against crl.state, which every instance sharing it takes them from under the
+ * store's lock (gw_store_crl_next), across restarts too; without one, against the last CRL built here.
+ * 0 or a gw_err with |err|.
+ */
+static int crl_next(const struct crl_cache *c, const struct gw_local_conf *lc, time_t now,
+                    struct gw_store_crl_next *next, char *err)
+{
+    memset(next, 0, sizeof(*next));
+    next->number = realtime_us();
+    if (next->number <= c->last_number)
+        next->number = c->last_number + 1;
+    next->this_update = now > c->last_this_update ? now : c->last_this_update;
+    return lc->store_dir != NULL ? gw_store_crl_next(lc->store_dir, next, err) : 0;
+}
+
 /* Builds and signs the CRL of |l| from the store into |c|. Lock held. 0 or a gw_err with |err|. */
 static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
 {
-    const struct gw_local_conf *lc = conf->impl;
-    struct gw_store_revocation *v = NULL;
+    struct gw_store_crl_next next;
     struct crl_cache *c = &l->crl;
     unsigned char *der = NULL;
     X509_CRL *crl = NULL;
-    size_t n = 0, i;
-    /* with a store, the last number and thisUpdate are on disk (crl.state): a clock stepped back
-     * across a restart makes neither go backwards */
-    uint64_t number = realtime_us();
-    time_t this_update = now > c->last_this_update ? now : c->last_this_update;
-    uint64_t gen = 0;
+    size_t i;
     int len = 0, rc;
 
-    /* the generation before the list: a revocation recorded after it changes it again */
-    if (lc->store_dir != NULL && ((rc = gw_store_revocations_gen(lc->store_dir, &gen, err)) != 0 ||
-                                  (rc = gw_store_revocations(lc->store_dir, &v, &n, err)) != 0))
-        goto out;
-    if (number <= c->last_number)
-        number = c->last_number + 1;
-    if (lc->store_dir != NULL && (rc = gw_store_crl_state_put(lc->store_dir, number, this_update, err)) != 0)
+    if ((rc = crl_next(c, conf->impl, now, &next, err)) != 0)
         goto out;
     rc = GW_ERR_CRYPTO;
-    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, this_update, number))
+    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, next.this_update, next.number))
         goto fail;
-    for (i = 0; i < n; i++)
-        if (!add_entry(crl, &v[i]))
+    for (i = 0; i < next.n; i++)
+        if (!add_entry(crl, &next.v[i]))
             goto fail;
     if (X509_CRL_sort(crl) != 1 || X509_CRL_sign(crl, l->key, sign_md(l->key)) <= 0 ||
         (len = i2d_X509_CRL(crl, &der)) <= 0)
@@ -705,9 +710,9 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     c->len = (size_t)len;
     c->built = now;
     c->dirty = 0;
-    c->gen = gen;
-    c->last_number = number;
-    c->last_this_update = this_update;
+    c->gen = next.gen;
+    c->last_number = next.number;
+    c->last_this_update = next.this_update;
     rc = 0;
     goto out;
 fail:
@@ -716,7 +721,7 @@ fail:
 out:
     OPENSSL_free(der);
     X509_CRL_free(crl);
-    free(v);
+    free(next.v);
     return rc;
 }
 

@@ -975,3 +975,40 @@ out:
         close(dirfd);
     return rc;
 }
+
+int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err)
+{
+    uint64_t last = 0;
+    time_t last_update = 0;
+    int dirfd, lock = -1, rc = GW_ERR_IO;
+
+    next->gen = 0;
+    next->v = NULL;
+    next->n = 0;
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (lock = crl_lock(dirfd)) < 0) {
+        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
+        goto out;
+    }
+    if ((rc = gw_store_revocations_gen(dir, &next->gen, err)) != 0)
+        goto out;
+    if ((rc = gw_store_crl_state_get(dir, &last, &last_update, err)) != 0 && rc != GW_ERR_NOT_FOUND)
+        goto out;
+    if (next->number <= last)
+        next->number = last + 1; /* |last| is at most INT64_MAX */
+    if (next->this_update < last_update)
+        next->this_update = last_update;
+    if ((rc = gw_store_revocations(dir, &next->v, &next->n, err)) != 0)
+        goto out;
+    rc = gw_store_crl_state_put(dir, next->number, next->this_update, err);
+out:
+    if (lock >= 0)
+        close(lock);
+    if (dirfd >= 0)
+        close(dirfd);
+    if (rc != 0) {
+        free(next->v);
+        next->v = NULL;
+        next->n = 0;
+    }
+    return rc;
+}

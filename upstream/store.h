@@ -131,4 +131,24 @@ int gw_store_revocations_gen(const char *dir, uint64_t *gen, char *err);
  */
 int gw_store_revocations_bump(const char *dir, char *err);
 
+/*
+ * What the next CRL of a store is built from, taken under the lock of crl.lock, so that the instances
+ * sharing the store number their CRLs (RFC 5280 §5.2.3: increasing) in the order they read revoked/:
+ * a CRL with a higher number lists every revocation one with a lower number lists.
+ */
+struct gw_store_crl_next {
+    uint64_t number;    /* in: the least the caller takes (its clock's µs); out: past crl.state's */
+    time_t this_update; /* in: the caller's now; out: not before crl.state's */
+    uint64_t gen;       /* out: the generation revoked/ was read at (gw_store_revocations_gen) */
+    struct gw_store_revocation *v; /* out: as gw_store_revocations gives them (free()) */
+    size_t n;
+};
+
+/*
+ * gw_store_crl_next locks crl.lock; reads crl.state, the generation and revoked/; writes the number and
+ * thisUpdate it settled on to crl.state (as gw_store_crl_state_put); lets the lock go. 0, or a gw_err
+ * with |err| (next->v NULL, next->n 0; crl.state unchanged unless writing it was what failed). (worker)
+ */
+int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err);
+
 #endif

@@ -1628,6 +1628,70 @@ static void test_store_crl_state(void **state)
     assert_int_equal(gw_store_crl_state_put(dir, 1, 1, err), GW_ERR_IO);
 }
 
+/*
+ * The next CRL's number and thisUpdate: past crl.state's and the caller's both, written back before
+ * the lock is let go; a damaged crl.state, or a crl.lock that is a link, gives no number at all.
+ */
+static void test_store_crl_next(void **state)
+{
+    static const struct {
+        const char *name, *file; /* crl.state before; NULL: none */
+        uint64_t number;         /* the caller's least */
+        time_t now;
+        int rc;
+        uint64_t want_number;
+        time_t want_update;
+    } cases[] = {
+        {"none yet: the caller's", NULL, 5, 10, 0, 5, 10},
+        {"the file's ahead: past it", "number=100 this_update=50\n", 5, 10, 0, 101, 50},
+        {"the caller's ahead", "number=100 this_update=50\n", 500, 60, 0, 500, 60},
+        {"equal: one past", "number=100 this_update=50\n", 100, 50, 0, 101, 50},
+        {"damaged: refused", "number=x\n", 5, 10, GW_ERR_IO, 0, 0},
+    };
+    char dir[64], err[GW_ERR_LEN], p[PATH_MAX];
+    struct gw_store_crl_next next;
+    uint64_t n;
+    time_t t;
+    FILE *f;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    snprintf(p, sizeof(p), "%s/crl.state", dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("case: %s\n", cases[i].name);
+        unlink(p);
+        if (cases[i].file != NULL) {
+            assert_non_null(f = fopen(p, "w"));
+            fputs(cases[i].file, f);
+            fclose(f);
+        }
+        next.number = cases[i].number;
+        next.this_update = cases[i].now;
+        assert_int_equal(gw_store_crl_next(dir, &next, err), cases[i].rc);
+        assert_null(next.v);
+        assert_int_equal(next.n, 0);
+        if (cases[i].rc != 0)
+            continue;
+        assert_true(next.number == cases[i].want_number);
+        assert_int_equal(next.this_update, cases[i].want_update);
+        assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), 0);
+        assert_true(n == cases[i].want_number);
+        assert_int_equal(t, cases[i].want_update);
+    }
+    /* the twin: a link where the lock goes is not followed */
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/crl.lock", dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(symlink("/tmp", p), 0);
+    next.number = 5;
+    next.this_update = 10;
+    assert_int_equal(gw_store_crl_next(dir, &next, err), GW_ERR_IO);
+    assert_non_null(strstr(err, "cannot lock crl.lock"));
+    snprintf(p, sizeof(p), "%s/crl.state", dir);
+    assert_int_equal(access(p, F_OK), -1);
+    remove_tree(dir);
+}
+
 /* A store that cannot be written: the certificate is not returned, and the reason says nothing was issued. */
 static void test_store_failing(void **state)
 {
@@ -2138,6 +2202,57 @@ static void test_local_crl_shared_store(void **state)
     shared_store_twins(a, b, dir);
     X509_free(certs[0]);
     X509_free(certs[1]);
+    gw_upstream_free(a);
+    gw_upstream_free(b);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/*
+ * CRL numbers keep growing across the instances of a store (RFC 5280 §5.2.3), whatever each one's
+ * clock: an instance whose clock runs ahead wrote a number past this one's microseconds into
+ * crl.state since this one started, and the next CRL here still counts on from it.
+ */
+static void test_local_crl_shared_numbers(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *a, *b;
+    char dir[64], err[GW_ERR_LEN];
+    X509 *certs[4];
+    uint64_t last, n, ahead;
+    time_t t;
+    int listed;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(a = gw_upstream_new(&conf, NULL, err));
+    assert_non_null(b = gw_upstream_new(&conf, NULL, err));
+    issue_n(a, certs, 4);
+    last = crl_lists(a, X509_get0_serialNumber(certs[0]), &listed);
+    for (int i = 0; i < 4; i++) {
+        struct gw_upstream *by = i % 2 == 0 ? a : b, *other = i % 2 == 0 ? b : a;
+
+        print_message("revocation %d\n", i);
+        if (i == 1) { /* a peer a day ahead signed a CRL meanwhile */
+            assert_int_equal(gw_store_crl_state_get(dir, &ahead, &t, err), 0);
+            ahead += (uint64_t)DAY * 1000000;
+            assert_int_equal(gw_store_crl_state_put(dir, ahead, t, err), 0);
+            last = ahead;
+        }
+        assert_int_equal(gw_upstream_revoke(by, certs[i], CRL_REASON_UNSPECIFIED, err), 0);
+        n = crl_lists(by, X509_get0_serialNumber(certs[i]), &listed);
+        assert_int_equal(listed, 1);
+        assert_true(n > last);
+        last = n;
+        n = crl_lists(other, X509_get0_serialNumber(certs[i]), &listed);
+        assert_int_equal(listed, 1);
+        assert_true(n > last);
+        last = n;
+    }
+    for (int i = 0; i < 4; i++)
+        X509_free(certs[i]);
     gw_upstream_free(a);
     gw_upstream_free(b);
     conf_cleanup(&conf);
@@ -2738,6 +2853,7 @@ int main(void)
         cmocka_unit_test(test_store_failing),
         cmocka_unit_test(test_store_sweep),
         cmocka_unit_test(test_store_crl_state),
+        cmocka_unit_test(test_store_crl_next),
         cmocka_unit_test(test_store_check),
         cmocka_unit_test(test_store_symlink),
         cmocka_unit_test(test_store_others_may_write),
@@ -2745,6 +2861,7 @@ int main(void)
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
         cmocka_unit_test(test_local_crl_shared_store),
+        cmocka_unit_test(test_local_crl_shared_numbers),
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
