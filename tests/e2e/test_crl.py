@@ -6,7 +6,9 @@ point from "crl_url"); after an `openssl cmp -cmd rr` by the holder the CRL list
 reason and `openssl verify -crl_check` refuses the certificate while another one still verifies. The
 twins: POST on the CRL path (405, Allow: GET), GET on a CMP path (405, Allow: POST), unknown upstream
 (404), a CRL path that is not a local issuer's (404), a store that cannot be read when the CRL is due
-(500)."""
+(500). CrlAcrossInstances: two gateways on one store ("shared_store"): a certificate revoked through one
+is on the CRL the other serves at once, though it had built its CRL before, and the CRL numbers grow
+across both."""
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -143,6 +145,61 @@ class CrlUnavailable(harness.GatewayTestCase):
         out = self.gw.dir / "repaired.crl.der"
         out.write_bytes(r.body)
         crl_text(out)
+
+
+def crl_number(text):
+    """The CRL Number of `openssl crl -text` output."""
+    lines = text.splitlines()
+    at = [i for i, line in enumerate(lines) if "X509v3 CRL Number" in line]
+    if not at:
+        raise harness.Failure("no CRL number in %s" % text)
+    return int(lines[at[0] + 1].strip(), 16 if ":" in lines[at[0] + 1] else 10)
+
+
+class CrlAcrossInstances(harness.GatewayTestCase):
+    """Two instances of a cluster on one local store (docs/operations.md, "Several instances")."""
+
+    get_crl, rr = CrlOverHttp.get_crl, CrlOverHttp.rr
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        CrlOverHttp.edit_config(cfg, gw)
+        cfg["upstreams"]["local"]["store"] = str(gw.dir / "store")  # the twin's too
+        cfg["upstreams"]["local"]["shared_store"] = True
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gw2 = cls.gw.twin(cls.gw.dir.parent / "pki2")
+        cls.gw2.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw2.stop()
+        finally:
+            super().tearDownClass()
+
+    def get_crl2(self, name):
+        r = self.gw2.curl(path="/pki/crl/local", tls=None)
+        self.assertEqual(r.status, 200, r)
+        out = self.gw.dir / ("%s.crl.der" % name)
+        out.write_bytes(r.body)
+        return crl_text(out)
+
+    def test_revoked_through_one_on_the_others_crl(self):
+        cert, key = self.enrol("shared-holder")
+        serial = "Serial Number: %s" % harness.serial_hex(cert).upper()
+        before = self.get_crl2("shared-before")  # the second instance holds a CRL without it
+        self.assertNotIn(serial, before)
+        self.assertEqual(self.get_crl2("shared-cached"), before)  # and serves it while nothing changes
+        first = crl_number(crl_text(self.get_crl("shared-first")))
+        self.assertGreater(first, crl_number(before))
+        self.rr("shared-rr", cert, key, "1")
+        after = self.get_crl2("shared-after")
+        self.assertIn(serial, after)
+        self.assertGreater(crl_number(after), first)
+        self.assertIn(serial, crl_text(self.get_crl("shared-first-after")))
 
 
 if __name__ == "__main__":
