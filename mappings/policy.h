@@ -58,8 +58,10 @@ int gw_policy_check_names(const struct gw_role *role, X509 *cert, int cn_in_sans
 /* What an upstream role writes into a certificate in place of the request's (gw_policy_check_upstream_role).
  */
 struct gw_upstream_names {
-    X509_NAME *subject;  /* the caller's to free */
-    GENERAL_NAMES *sans; /* the request's and the one the role adds for the CN; NULL: the request's */
+    X509_NAME *subject;     /* the caller's to free */
+    GENERAL_NAMES *sans;    /* the request's and the one the role adds for the CN; NULL: the request's */
+    unsigned key_usage;     /* KU_* bits the role writes into every certificate, never keyCertSign/cRLSign */
+    unsigned ext_key_usage; /* enum gw_eku bits it writes likewise (its flags, names and known OIDs) */
 };
 
 /*
@@ -87,7 +89,10 @@ int gw_policy_check_cn_copy(const struct gw_role *role, const struct gw_cert_pla
  * CN Vault adds unless |role|'s exclude_cn_from_sans (an email address, or a hostname as a DNS name),
  * where the plan lacks it: badCertTemplate if |role|'s SAN types or patterns do not allow it
  * (gw_policy_check_cn_copy). That subject must be within |role|'s allowed_subjects, as the
- * certificate's is (badCertTemplate, gw_policy_check_issued's reason).
+ * certificate's is (badCertTemplate, gw_policy_check_issued's reason). And out->key_usage and
+ * out->ext_key_usage the usages the upstream role writes into every certificate (|p|'s, without
+ * keyCertSign and cRLSign: the certificate is an end entity's), in place of |role|'s: whether they
+ * are within |role|'s is gw_policy_check_upstream_grants's to say, before this.
  */
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
                                   const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,

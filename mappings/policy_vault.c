@@ -594,6 +594,8 @@ int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_ro
         return GW_ERR_POLICY;
     }
     out->sans = sans;
+    out->key_usage = p->key_usage & ~(unsigned)(KU_KEY_CERT_SIGN | KU_CRL_SIGN);
+    out->ext_key_usage = p->ext_key_usage;
     return 0;
 }
 

@@ -435,9 +435,10 @@ int cmp_check_current(struct cmp_call *c, struct gw_cmp_engine *now, struct cmp_
 
 /* Which rules of an upstream role a request is checked against before the upstream is asked. */
 enum role_check {
-    RC_NAMES,  /* a delegate issues on the upstream's behalf: its names, key and validity rules */
+    RC_NAMES,  /* a delegate issues on the upstream's behalf: its grants, names, key and validity rules */
     RC_GRANTS, /* the upstream signs: the usages it grants every certificate must be the role's */
-    RC_SHADOW, /* RC_NAMES for a shadow record: a read that failed is not tried again before its TTL */
+    RC_SHADOW, /* RC_NAMES but the grants (RC_GRANTS apart) for a shadow record: a read that failed is
+                  not tried again before its TTL */
 };
 
 /*
@@ -469,20 +470,24 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the policy of upstream role %.40s could not be read: %.150s", name, err);
     r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
-    if (what == RC_GRANTS) {
-        if (gw_policy_check_upstream_grants(role, name, &rp->policy, &r->fail_info, r->text) == 0)
-            return 0;
+    /* a delegate writes the usages the upstream role grants (delegate_names), so they must be the role's
+       as they must where the upstream signs */
+    if (what != RC_SHADOW &&
+        gw_policy_check_upstream_grants(role, name, &rp->policy, &r->fail_info, r->text) != 0) {
         gw_log_kv(GW_LOG_WARN, "upstream_role_too_wide", "tid", c->rsp->tid, "role", role->name,
                   "upstream_role", name, "reason", r->text, NULL);
         return 1;
     }
+    if (what == RC_GRANTS)
+        return 0;
+    r->fail_info = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
     return gw_policy_check_upstream_role(role, &rp->policy, plan, c->now, names, &r->fail_info, r->text) != 0;
 }
 
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
  * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
- * stays NULL). With |names| (RC_NAMES), the subject and SANs that role writes into *names.
+ * stays NULL). With |names| (RC_NAMES), the subject, SANs and usages that role writes into *names.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                const struct gw_cert_plan *plan, enum role_check what,
@@ -664,10 +669,13 @@ static const char *migration_upstream(struct cmp_call *c, const struct cmp_txn *
 /*
  * A delegate issues the subject and SANs its upstream's role would write (the role's own attributes,
  * not the client's; the CN among the SANs): a change from the requested ones is granted with
- * modifications, and the certificate is checked against them.
+ * modifications, and the certificate is checked against them. Its usages too, which check_cached held
+ * within the role's: those the upstream role grants, not the role's wider ones (none asked for them).
  */
 static void delegate_names(struct gw_cert_plan *plan, struct gw_upstream_names *names)
 {
+    plan->key_usage = names->key_usage;
+    plan->ext_key_usage = names->ext_key_usage;
     if (X509_NAME_cmp(plan->subject, names->subject) != 0)
         plan->modified = 1;
     X509_NAME_free(plan->subject);
@@ -691,7 +699,7 @@ int cmp_pick_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_cer
     const struct gw_role *role = t->role;
     const char *name = migration_upstream(c, t, plan);
     struct gw_upstream *up = gw_upstream_set_get0(c->e->ups, name);
-    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_upstream_names names = {NULL, NULL, 0, 0};
     int crmf = p10cr == NULL;
 
     *out = NULL;
@@ -730,7 +738,7 @@ int cmp_replan_upstream(struct cmp_call *c, const struct cmp_txn *t, struct gw_c
 {
     const struct gw_role *role = t->role;
     const struct gw_upstream_conf *over = gw_upstream_delegated_for(role);
-    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_upstream_names names = {NULL, NULL, 0, 0};
 
     if (up == NULL)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,

@@ -53,7 +53,9 @@ class VaultFrontDoor(harness.GatewayTestCase):
             "org": dict(vaultenv.DEVICES, organization=["Role Org"], ou=["Devices"], allowed_user_ids=["dev-*"]),
             "email-cn": dict(vaultenv.DEVICES, cn_validations=["email"]),
             "cn-san": dict(vaultenv.DEVICES),
-            "second-issuer": dict(vaultenv.DEVICES, issuer_ref="second")})
+            "second-issuer": dict(vaultenv.DEVICES, issuer_ref="second"),
+            "client-only": dict(vaultenv.DEVICES, server_flag=False, key_usage=["DigitalSignature"]),
+            "code-signing": dict(vaultenv.DEVICES, code_signing_flag=True)})
         cls.vault.make_delegate()
         common = cls.vault.upstream(namespace=NS)
         cfg["upstreams"].update({
@@ -104,6 +106,10 @@ class VaultFrontDoor(harness.GatewayTestCase):
                                         delegate="vault-delegate", exclude_cn_from_sans=True),
             "vault-delegate-email-nocn": dict(base, upstream="vault", upstream_role="email-cn", crmf="delegate",
                                               delegate="vault-delegate", exclude_cn_from_sans=True),
+            "vault-delegate-client": dict(base, upstream="vault", upstream_role="client-only", crmf="delegate",
+                                          delegate="vault-delegate"),
+            "vault-delegate-codesign": dict(base, upstream="vault", upstream_role="code-signing", crmf="delegate",
+                                            delegate="vault-delegate"),
         })
         cfg["path_prefix"] = "/v1/pki"
         cfg["default_path_policy"] = "sign-verbatim"
@@ -240,6 +246,28 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(len(res.first.status_strings), 1, res.first)
         self.assertTrue(res.first.status_strings[0].startswith("name evil.org is not allowed by the upstream role ("),
                         res.first)
+
+    def test_crmf_delegate_writes_the_vault_roles_usages(self):
+        """The delegate writes the usages the Vault role grants every certificate, as sign/<role> would, not the
+        cmpgw role's wider ones: a Vault role of clientAuth and digitalSignature alone gets a certificate of
+        those on a cmpgw role that also allows serverAuth and keyAgreement; one that grants codeSigning, which
+        the cmpgw role does not allow, has nothing issued (systemUnavail, naming the Vault role's setting)."""
+        key = self.newkey("v-usage")
+        res = self.gw.cmp("ir", "v-usage", path="v1/pki/roles/vault-delegate-client/cmp", newkey=key,
+                          subject="/CN=usage.example.com", extra=["-sans", "usage.example.com"])
+        self.assertEqual(res.first.body_type, "ip", res.answers)
+        cert = x509.load_pem_x509_certificate(Path(res.cert).read_bytes())
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        self.assertEqual(list(eku), [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        self.assertTrue(ku.digital_signature)
+        self.assertFalse(ku.key_agreement)
+        res = self.gw.cmp("ir", "v-codesign", path="v1/pki/roles/vault-delegate-codesign/cmp",
+                          newkey=self.newkey("v-codesign"), subject="/CN=codesign.example.com", expect_cert=False)
+        self.assert_rejected(res, "systemUnavail", "upstream role code-signing grants extendedKeyUsage codeSigning, "
+                             "which role vault-delegate-codesign does not allow; restrict the Vault role "
+                             "(code_signing_flag, ext_key_usage)")
+        self.assertIsNone(res.cert)
 
     def test_crmf_delegate_keeps_the_vault_roles_wildcard_rule(self):
         """A wildcard the cmpgw role allows is issued by the delegate only where the Vault role it issues for

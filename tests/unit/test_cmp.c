@@ -1720,6 +1720,10 @@ static struct env *delegating(struct env *e)
     role->delegate_name = strdup("deleg");
     role->delegate = upstream_conf(e, "deleg");
     env_fake(e, GW_UP_SIGN_CSR | GW_UP_ROLE_POLICY, FK_PLAIN);
+    /* an upstream role granting the role's usages, which the delegate writes: one granting none would
+       have it write no keyUsage (any usage), which the role refuses */
+    fake.grant_ku = role->key_usage;
+    fake.grant_eku = role->ext_key_usage;
     return e;
 }
 

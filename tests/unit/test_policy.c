@@ -2595,7 +2595,7 @@ static void test_upstream_subject(void **state)
                                .allowed_serial_numbers = PATS(sn_dev),
                                .key_type = "any"};
     struct gw_cert_plan plan;
-    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_upstream_names names = {NULL, NULL, 0, 0};
     char err[GW_ERR_LEN], *line;
     X509 *cert;
     int fi = -1;
@@ -2604,12 +2604,19 @@ static void test_upstream_subject(void **state)
     *role_values(&p, "organization") = (struct gw_patterns)PATS(o);
     *role_values(&p, "ou") = (struct gw_patterns)PATS(ou);
     *role_values(&p, "country") = (struct gw_patterns)PATS(c);
+    /* the usages it grants every certificate, but a CA's: the delegate writes them, not the role's */
+    p.key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN | KU_CRL_SIGN;
+    p.ext_key_usage = GW_EKU_CLIENT_AUTH;
+    role.ext_key_usage |= GW_EKU_SERVER_AUTH;
     mkplan(&plan,
            "C=US|O=Client Org|OU=x|CN=first.example|CN=dev.example.com|serialNumber=SN-1|UID=dev-1|"
            "emailAddress=x@example.com",
            NULL, K_P256, DAY);
     assert_int_equal(gw_policy_check_upstream_role(&role, &p, &plan, NOW, &names, &fi, err), 0);
     assert_int_equal(fi, 0);
+    assert_int_equal(names.key_usage, KU_DIGITAL_SIGNATURE);
+    assert_int_equal(names.ext_key_usage, GW_EKU_CLIENT_AUTH);
+    role.ext_key_usage = GW_EKU_CLIENT_AUTH;
     assert_non_null(names.subject);
     assert_int_equal(sk_GENERAL_NAME_num(names.sans), 1); /* the CN, as test_upstream_cn_san checks */
     GENERAL_NAMES_free(names.sans);
@@ -2741,7 +2748,7 @@ static void test_upstream_cn_san(void **state)
                                .allowed_san_types = GW_SAN_DNS | GW_SAN_EMAIL,
                                .exclude_cn_from_sans = rows[i].exclude};
         struct gw_role_policy p = base;
-        struct gw_upstream_names names = {NULL, NULL};
+        struct gw_upstream_names names = {NULL, NULL, 0, 0};
         struct gw_cert_plan plan;
         char err[GW_ERR_LEN], *line;
         int fi = -1, rc;
@@ -2849,7 +2856,7 @@ static void test_upstream_cn_san_issued(void **state)
                                  .max_ttl = 30 * DAY,
                                  .allowed_san_types = GW_SAN_DNS};
     const struct gw_role_policy p = {.allow_any_name = true, .key_type = "any"};
-    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_upstream_names names = {NULL, NULL, 0, 0};
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
     X509 *cert;
@@ -3927,7 +3934,7 @@ static void test_upstream_subject_allowed_subjects(void **state)
                 *role_org[] = {"/O=Role Org/OU=Devices/CN=*.example.com"};
     struct gw_role role = issued_role();
     struct gw_role_policy p = {.allow_any_name = true, .key_type = "any"};
-    struct gw_upstream_names names = {NULL, NULL};
+    struct gw_upstream_names names = {NULL, NULL, 0, 0};
     struct gw_cert_plan plan;
     char err[GW_ERR_LEN];
     int fi = -1;
