@@ -38,6 +38,11 @@ struct vault_name {
     int wildcard;
 };
 
+/*
+ * A template entry (allowed_domains_template) is filled in with the identity that calls Vault, the
+ * gateway's, so it stands for no client, as in vault_check_uri; taken as a literal domain, with
+ * allow_subdomains it would admit "x.{{identity.entity.name}}.example.com".
+ */
 static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_name *v)
 {
     size_t i;
@@ -45,7 +50,7 @@ static int vault_domain_ok(const struct gw_role_policy *p, const struct vault_na
     for (i = 0; i < p->allowed_domains.n; i++) {
         const char *d = p->allowed_domains.v[i];
 
-        if (d == NULL || d[0] == '\0')
+        if (d == NULL || d[0] == '\0' || (p->allowed_domains_template && strstr(d, "{{") != NULL))
             continue;
         if (p->allow_bare_domains &&
             (streq_fold(v->name, d) || (v->email_domain != NULL && streq_fold(v->email_domain, d))))

@@ -223,6 +223,7 @@ extern const struct gw_upstream_subject_attr gw_upstream_subject_attrs[GW_UPSTRE
  */
 struct gw_role_policy {
     struct gw_patterns allowed_domains;
+    bool allowed_domains_template;       /* its entries with "{{" are templates Vault fills in per caller */
     struct gw_patterns allowed_uri_sans; /* globs ('*' any run, case counts); none: no URI SAN */
     bool allowed_uri_sans_template;      /* its entries are templates Vault fills in per caller */
     bool allow_any_name, allow_subdomains, allow_bare_domains, allow_glob_domains, allow_localhost;

@@ -704,6 +704,7 @@ int gw_vault_parse_role(const char *body, size_t len, const char *secret, struct
         (rc = flag(data, "allow_ip_sans", false, &out->allow_ip_sans, err)) != 0 ||
         (rc = flag(data, "enforce_hostnames", false, &out->enforce_hostnames, err)) != 0 ||
         (rc = flag(data, "allowed_uri_sans_template", false, &out->allowed_uri_sans_template, err)) != 0 ||
+        (rc = flag(data, "allowed_domains_template", false, &out->allowed_domains_template, err)) != 0 ||
         (rc = flag(data, "allow_wildcard_certificates", true, &wildcards, err)) != 0)
         goto out;
     out->no_wildcards = !wildcards;

@@ -1008,7 +1008,8 @@ static void test_vault_role(void **state)
                    "{\"data\":{\"allowed_domains\":\"example.com, corp.example\",\"allow_subdomains\":"
                    "true,\"key_type\":\"ec\",\"key_bits\":384,\"max_ttl\":\"7200\",\"key_usage\":["
                    "\"DigitalSignature\"],\"ext_key_usage\":\"ClientAuth\",\"server_flag\":false,"
-                   "\"allowed_uri_sans\":[\"spiffe://example.org/*\"],\"allowed_uri_sans_template\":true}}",
+                   "\"allowed_uri_sans\":[\"spiffe://example.org/*\"],\"allowed_uri_sans_template\":true,"
+                   "\"allowed_domains_template\":true}}",
                    &o, err),
         0);
     assert_int_equal(o.role.allowed_domains.n, 2);
@@ -1016,6 +1017,7 @@ static void test_vault_role(void **state)
     assert_int_equal(o.role.allowed_uri_sans.n, 1);
     assert_string_equal(o.role.allowed_uri_sans.v[0], "spiffe://example.org/*");
     assert_true(o.role.allowed_uri_sans_template);
+    assert_true(o.role.allowed_domains_template);
     assert_true(o.role.allow_subdomains);
     assert_false(o.role.allow_any_name);
     assert_string_equal(o.role.key_type, "ec");
@@ -1031,6 +1033,7 @@ static void test_vault_role(void **state)
     assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT);
     assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
     assert_false(o.role.no_wildcards);
+    assert_false(o.role.allowed_domains_template);
     assert_int_equal(o.role.allowed_uri_sans.n, 0); /* Vault's default: no URI */
     assert_false(o.role.no_csr_common_name);
     assert_false(o.role.cn_optional);

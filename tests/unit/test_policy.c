@@ -2087,6 +2087,8 @@ static char *d_example[] = {"example.com"};
 static char *d_glob[] = {"*.example.com"};
 static char *u_spiffe[] = {"spiffe://example.org/*"};
 static char *u_template[] = {"spiffe://example.org/{{identity.entity.name}}"};
+static char *d_template[] = {"{{identity.entity.name}}.example.com", "*.{{identity.entity.name}}.example.org",
+                             "example.net"};
 static char *uid_dev[] = {"dev-*", "Admin"};
 static char *sn_dev[] = {"SN-*"};
 
@@ -2284,6 +2286,45 @@ static const struct {
      K_P256,
      DAY,
      "is not allowed by the upstream role"},
+    /* so is a domain template: neither its subdomains nor the name itself, nor its glob, is a client's */
+    {"domain template, subdomain",
+     {PATS(d_template), .allowed_domains_template = true, .allow_subdomains = true,
+      .allow_bare_domains = true, .allow_glob_domains = true, .key_type = "any"},
+     "CN=x.{{identity.entity.name}}.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "=name x.{{identity.entity.name}}.example.com is not allowed by the upstream role (allowed_domains: "
+     "{{identity.entity.name}}.example.com, *.{{identity.entity.name}}.example.org, example.net; "
+     "allow_bare_domains; allow_subdomains; allow_glob_domains)"},
+    {"domain template, bare",
+     {PATS(d_template), .allowed_domains_template = true, .allow_bare_domains = true, .key_type = "any"},
+     "CN={{identity.entity.name}}.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     "is not allowed by the upstream role"},
+    {"domain template, glob",
+     {PATS(d_template), .allowed_domains_template = true, .allow_glob_domains = true, .key_type = "any"},
+     "CN=a.{{identity.entity.name}}.example.org",
+     NULL,
+     K_P256,
+     DAY,
+     "is not allowed by the upstream role"},
+    {"domain template: the role's other domains still apply",
+     {PATS(d_template), .allowed_domains_template = true, .allow_subdomains = true, .key_type = "any"},
+     "CN=a.example.net",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
+    {"domain template off: a literal domain",
+     {PATS(d_template), .allow_subdomains = true, .key_type = "any"},
+     "CN=x.{{identity.entity.name}}.example.com",
+     NULL,
+     K_P256,
+     DAY,
+     NULL},
     {"uri template off: a plain glob",
      {.allow_any_name = true, .allowed_uri_sans = PATS(u_template), .key_type = "any"},
      "CN=x",
