@@ -288,6 +288,9 @@ _Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a cer
 #define GW_SERIAL_BITS 159 /* random serials; RFC 5280 caps at 20 octets */
 #define GW_DEFAULT_TTL (30 * 24 * 3600)
 #define GW_DEFAULT_MAX_TTL (90 * 24 * 3600)
+/* what caps a Vault role without max_ttl: the mount's max lease TTL, which the gateway does not read (a
+   delegate holds to Vault's default system max lease TTL, 768h, whatever the mount is tuned to) */
+#define GW_VAULT_MAX_LEASE_TTL (768 * 3600)
 #define GW_BACKDATE_SECS 60 /* notBefore backdated against client clock skew */
 #define GW_MAX_SANS 100     /* subjectAltName entries one request may ask for */
 /* their DER, all entries together: what the gateway issues stays within what it accepts from a client

@@ -13,6 +13,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 #include "base/err.h"
+#include "base/limits.h"
 #include "base/log.h"
 #include "base/x509.h"
 #include "mappings/policy.h"
@@ -552,11 +553,39 @@ static int vault_sans(const struct gw_role *role, const struct gw_role_policy *p
     return 0;
 }
 
+/*
+ * Vault's getCertificateNotAfter: the role's max_ttl, or where it has none the mount's max lease TTL
+ * (GW_VAULT_MAX_LEASE_TTL, Vault's default: the mount's tune is not read); and the role's not_after,
+ * which Vault writes in place of a ttl (the gateway's sign call sends one, which Vault then refuses):
+ * the delegate ends no later.
+ */
+static int vault_check_validity(const struct gw_role_policy *p, const struct gw_cert_plan *plan, time_t now,
+                                int *fail_info, char *err)
+{
+    char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
+    time_t max_ttl = p->max_ttl != 0 ? (time_t)p->max_ttl : GW_VAULT_MAX_LEASE_TTL;
+
+    if (plan->not_after - now > max_ttl)
+        return policy_say(
+            fail_info, BADT, err,
+            "the validity asked for (until %s, %s) exceeds the upstream role's max_ttl of %s%s; "
+            "ask for a shorter one",
+            policy_when(b1, plan->not_after), policy_dur(b2, (long long)(plan->not_after - now)),
+            policy_dur(b3, (long long)max_ttl),
+            p->max_ttl != 0 ? "" : " (it sets none: Vault's default max lease TTL)");
+    if (p->not_after != 0 && plan->not_after > p->not_after)
+        return policy_say(fail_info, BADT, err,
+                          "the validity asked for (until %s) ends after the upstream role's not_after of %s; "
+                          "ask for a shorter one",
+                          policy_when(b1, plan->not_after), policy_when(b2, p->not_after));
+    return 0;
+}
+
 int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_role_policy *p,
                                   const struct gw_cert_plan *plan, time_t now, struct gw_upstream_names *out,
                                   int *fail_info, char *err)
 {
-    char b1[SHOWN_LEN], b2[SHOWN_LEN], b3[SHOWN_LEN];
+    char b1[SHOWN_LEN];
     GENERAL_NAMES *sans = NULL;
     int rc;
 
@@ -570,13 +599,8 @@ int gw_policy_check_upstream_role(const struct gw_role *role, const struct gw_ro
         return policy_say(fail_info, BADT, err,
                           "key %s is not allowed by the upstream role (key_type %.16s, key_bits %d)",
                           policy_key_name(b1, plan->pubkey), p->key_type, p->key_bits);
-    if (p->max_ttl != 0 && plan->not_after - now > (time_t)p->max_ttl)
-        return policy_say(fail_info, BADT, err,
-                          "the validity asked for (until %s, %s) exceeds the upstream role's "
-                          "max_ttl of %s; ask for a shorter one",
-                          policy_when(b1, plan->not_after),
-                          policy_dur(b2, (long long)(plan->not_after - now)), policy_dur(b3, p->max_ttl));
-    if ((rc = vault_sans(role, p, plan, &sans, fail_info, err)) != 0)
+    if ((rc = vault_check_validity(p, plan, now, fail_info, err)) != 0 ||
+        (rc = vault_sans(role, p, plan, &sans, fail_info, err)) != 0)
         return rc;
     *fail_info = 0;
     if (out == NULL) {

@@ -232,7 +232,8 @@ struct gw_role_policy {
     bool no_wildcards;                      /* allow_wildcard_certificates false (Vault's default: true) */
     char key_type[GW_MAX_KEY_TYPE_LEN + 1]; /* "rsa", "ec", "ed25519", "any" */
     int key_bits;                           /* 0 = any */
-    uint32_t max_ttl;                       /* seconds, 0 = none */
+    uint32_t max_ttl;                       /* seconds, 0 = the mount's (GW_VAULT_MAX_LEASE_TTL) */
+    time_t not_after;                       /* Vault's not_after: no certificate ends later; 0 = none */
     unsigned key_usage;     /* KU_* bits: what it puts into every certificate, whatever the request */
     unsigned ext_key_usage; /* enum gw_eku bits: likewise */
     /* an extendedKeyUsage it grants that no role can allow, as the upstream names it (Vault "Any",

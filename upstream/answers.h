@@ -141,8 +141,9 @@ int gw_vault_parse_cert_x509(const char *body, size_t len, struct gw_vault_cert 
  * frees it). What a role grants never reads narrower than it is: absent usage fields take Vault's
  * defaults (key_usage DigitalSignature, KeyAgreement, KeyEncipherment; server_flag and client_flag
  * true), and a usage list longer than GW_MAX_ROLE_USAGES reads as granting every usage. Other absent
- * fields: key_type "rsa", switches false, key_bits and max_ttl 0 (Vault's choice, none). max_ttl is an
- * integer or a string of digits, 0 to GW_MAX_CERT_TTL; key_bits 0 to GW_MAX_RSA_BITS; key_type up to
+ * fields: key_type "rsa", switches false, key_bits and max_ttl 0 (Vault's choice, the mount's), not_after
+ * 0 (none). max_ttl is an integer or a string of digits, 0 to GW_MAX_CERT_TTL; not_after "" or a UTC time
+ * YYYY-MM-DDTHH:MM:SSZ up to GW_MAX_UPSTREAM_TIME; key_bits 0 to GW_MAX_RSA_BITS; key_type up to
  * GW_MAX_KEY_TYPE_LEN of a-z, 0-9, '-'; allowed_domains and allowed_uri_sans at most GW_MAX_PATTERNS of
  * 1 to GW_MAX_PATTERN_LEN bytes, usage names and OIDs 1 to GW_MAX_OID_TEXT. Those lists and the usage
  * fields are lists of strings or, as older Vaults answer, one comma-separated string.

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <json-c/json.h>
 #include <openssl/cmp.h>
 #include <openssl/crypto.h>
@@ -679,6 +680,35 @@ static int parse_issuer_ref(json_object *data, struct gw_role_policy *out, char 
     return 0;
 }
 
+/*
+ * not_after: the notAfter Vault writes in place of a ttl, in the form Vault's documentation gives
+ * (YYYY-MM-DDTHH:MM:SSZ, UTC); "" is none. libc reads it, and it must read back the same: a form
+ * strptime is lenient with (a field without its leading zero, an offset, a fraction) is refused.
+ */
+static int parse_not_after(json_object *data, struct gw_role_policy *out, char *err)
+{
+    json_object *m = gw_field_member(data, "not_after");
+    char back[sizeof("YYYY-MM-DDTHH:MM:SSZ")];
+    struct tm tm = {0};
+    const char *s, *end;
+    size_t n;
+    time_t t;
+    int rc;
+
+    if (m == NULL)
+        return 0;
+    if ((rc = gw_field_string(m, "data.not_after", 0, sizeof(back) - 1, &s, &n, err)) != 0)
+        return rc;
+    if (n == 0)
+        return 0;
+    if ((end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) == NULL || *end != '\0' || (t = timegm(&tm)) <= 0 ||
+        t > GW_MAX_UPSTREAM_TIME || strftime(back, sizeof(back), "%Y-%m-%dT%H:%M:%SZ", &tm) != n ||
+        memcmp(back, s, n) != 0)
+        return gw_field_fail(err, "data.not_after is not a time in Vault's form YYYY-MM-DDTHH:MM:SSZ");
+    out->not_after = t;
+    return 0;
+}
+
 int gw_vault_parse_role(const char *body, size_t len, const char *secret, struct gw_role_policy *out,
                         char *err)
 {
@@ -715,7 +745,8 @@ int gw_vault_parse_role(const char *body, size_t len, const char *secret, struct
         (rc = gw_field_int(m, "data.max_ttl", GW_FIELD_DIGITS, 0, GW_MAX_CERT_TTL, &max_ttl, err)) != 0)
         goto out;
     out->max_ttl = (uint32_t)max_ttl;
-    if ((rc = parse_subject(data, out, err)) == 0 && (rc = parse_grants(data, out, err)) == 0)
+    if ((rc = parse_not_after(data, out, err)) == 0 && (rc = parse_subject(data, out, err)) == 0 &&
+        (rc = parse_grants(data, out, err)) == 0)
         rc = parse_issuer_ref(data, out, err);
 out:
     json_object_put(root);

@@ -83,6 +83,8 @@ ELSEWHERE = {
     "delegate_role_subject": ("../unit/test_policy.c", "cannot be written into a certificate"),
     "delegate_cn_san": ("../unit/test_policy.c", "upstream role adds as a subjectAltName unless exclude_cn_from_sans)"),
     "delegate_cn_email": ("../unit/test_policy.c", "cannot be the email subjectAltName the upstream role adds for it"),
+    "delegate_max_ttl": ("../unit/test_policy.c", "exceeds the upstream role's max_ttl of "),
+    "delegate_not_after": ("../unit/test_policy.c", "ends after the upstream role's not_after of "),
     "cn_san_type": ("test_vault.py", " does not allow: set exclude_cn_from_sans on the role, or "),
     "rr_not_holder": ("test_rr.py", "only the holder of a certificate (signing the rr with it) or an RA of role "),
     "rr_ra_untrusted": ("test_rr.py", "the RA certificate was not issued by a CA of role "),

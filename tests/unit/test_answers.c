@@ -924,6 +924,23 @@ static void test_vault_role(void **state)
         {"max_ttl NUL", ROLE(",\"max_ttl\":\"1\\u00002\""), UP, "not a number"},
         {"max_ttl a fraction", ROLE(",\"max_ttl\":1.5"), UP, "data.max_ttl is 1.5, not an integer"},
         {"max_ttl a boolean", ROLE(",\"max_ttl\":true"), UP, "data.max_ttl is a boolean"},
+        {"not_after Vault's form", ROLE(",\"not_after\":\"2031-01-02T03:04:05Z\""), 0, NULL},
+        {"not_after the last time", ROLE(",\"not_after\":\"9999-12-31T23:59:59Z\""), 0, NULL},
+        {"not_after empty: none", ROLE(",\"not_after\":\"\""), 0, NULL},
+        {"not_after an offset", ROLE(",\"not_after\":\"2031-01-02T03:04:05+01:00\""), UP,
+         "data.not_after is 25 bytes, more than 20"},
+        {"not_after a fraction", ROLE(",\"not_after\":\"2031-01-02T03:04:05.5Z\""), UP,
+         "data.not_after is 22 bytes, more than 20"},
+        {"not_after short fields", ROLE(",\"not_after\":\"2031-1-2T3:04:05Z\""), UP,
+         "data.not_after is not a time in Vault's form YYYY-MM-DDTHH:MM:SSZ"},
+        {"not_after no zone", ROLE(",\"not_after\":\"2031-01-02T03:04:05\""), UP,
+         "data.not_after is not a time"},
+        {"not_after out of range", ROLE(",\"not_after\":\"2031-02-30T03:04:05Z\""), UP,
+         "data.not_after is not a time"},
+        {"not_after the epoch", ROLE(",\"not_after\":\"1970-01-01T00:00:00Z\""), UP,
+         "data.not_after is not a time"},
+        {"not_after a number", ROLE(",\"not_after\":1924992000"), UP, "data.not_after is "},
+        {"not_after too long", ROLE(",\"not_after\":\"2031-01-02T03:04:05ZZ\""), UP, "data.not_after is "},
         {"key_bits negative", ROLE(",\"key_bits\":-256"), UP, "data.key_bits is -256, not 0 to 16384"},
         {"key_bits over the cap", ROLE(",\"key_bits\":@BITSOVER@"), UP, "data.key_bits is 16385"},
         {"key_bits a string", ROLE(",\"key_bits\":\"256\""), UP, "data.key_bits is a string, not an integer"},
@@ -1009,7 +1026,7 @@ static void test_vault_role(void **state)
                    "true,\"key_type\":\"ec\",\"key_bits\":384,\"max_ttl\":\"7200\",\"key_usage\":["
                    "\"DigitalSignature\"],\"ext_key_usage\":\"ClientAuth\",\"server_flag\":false,"
                    "\"allowed_uri_sans\":[\"spiffe://example.org/*\"],\"allowed_uri_sans_template\":true,"
-                   "\"allowed_domains_template\":true}}",
+                   "\"allowed_domains_template\":true,\"not_after\":\"2031-01-02T03:04:05Z\"}}",
                    &o, err),
         0);
     assert_int_equal(o.role.allowed_domains.n, 2);
@@ -1018,6 +1035,7 @@ static void test_vault_role(void **state)
     assert_string_equal(o.role.allowed_uri_sans.v[0], "spiffe://example.org/*");
     assert_true(o.role.allowed_uri_sans_template);
     assert_true(o.role.allowed_domains_template);
+    assert_int_equal(o.role.not_after, 1925089445); /* 2031-01-02T03:04:05Z */
     assert_true(o.role.allow_subdomains);
     assert_false(o.role.allow_any_name);
     assert_string_equal(o.role.key_type, "ec");
@@ -1030,6 +1048,7 @@ static void test_vault_role(void **state)
     assert_int_equal(parse_tmpl(VAULT_ROLE, "{\"data\":{}}", &o, err), 0);
     assert_string_equal(o.role.key_type, "rsa");
     assert_int_equal(o.role.max_ttl, 0);
+    assert_int_equal(o.role.not_after, 0);
     assert_int_equal(o.role.key_usage, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT | KU_KEY_ENCIPHERMENT);
     assert_int_equal(o.role.ext_key_usage, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH);
     assert_false(o.role.no_wildcards);

@@ -2535,6 +2535,40 @@ static const struct {
      "=the validity asked for (until 2030-03-18T17:46:41Z, 86401s) exceeds the upstream role's max_ttl of "
      "1d; ask "
      "for a shorter one"},
+    /* none set: Vault caps at the mount's max lease TTL, whose default (768h) the delegate holds to */
+    {"max_ttl none, 768h", {.allow_any_name = true, .key_type = "any"}, "CN=x", NULL, K_P256, 32 * DAY, NULL},
+    {"max_ttl none, beyond 768h",
+     {.allow_any_name = true, .key_type = "any"},
+     "CN=x",
+     NULL,
+     K_P256,
+     32 * DAY + 1,
+     "=the validity asked for (until 2030-04-18T17:46:41Z, 2764801s) exceeds the upstream role's max_ttl of "
+     "32d "
+     "(it sets none: Vault's default max lease TTL); ask for a shorter one"},
+    /* not_after: no certificate of the role ends later, whatever max_ttl allows */
+    {"not_after exact",
+     {.allow_any_name = true, .key_type = "any", .max_ttl = 30 * DAY, .not_after = NOW + 2 * DAY},
+     "CN=x",
+     NULL,
+     K_P256,
+     2 * DAY,
+     NULL},
+    {"not_after exceeded",
+     {.allow_any_name = true, .key_type = "any", .max_ttl = 30 * DAY, .not_after = NOW + 2 * DAY},
+     "CN=x",
+     NULL,
+     K_P256,
+     2 * DAY + 1,
+     "=the validity asked for (until 2030-03-19T17:46:41Z) ends after the upstream role's not_after of "
+     "2030-03-19T17:46:40Z; ask for a shorter one"},
+    {"not_after in the past",
+     {.allow_any_name = true, .key_type = "any", .not_after = NOW - DAY},
+     "CN=x",
+     NULL,
+     K_P256,
+     DAY,
+     "ends after the upstream role's not_after of 2030-03-16T17:46:40Z"},
 };
 
 /* A plan of |subject| and |sans| checked against |p| for |role|: refused with |want|, or not (NULL). */
