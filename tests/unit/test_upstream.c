@@ -2147,7 +2147,7 @@ static void shared_store_twins(struct gw_upstream *a, struct gw_upstream *b, con
     /* a directory where crl.gen goes: it cannot be replaced */
     assert_int_equal(unlink(path), 0);
     assert_int_equal(mkdir(path, 0700), 0);
-    tu_log_capture(&log, GW_LOG_INFO);
+    tu_log_capture(&log, GW_LOG_INFO, GW_LOG_INFO);
     assert_int_equal(gw_upstream_revoke(b, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
     tu_log_release_into(&log, logged, sizeof(logged));
     assert_non_null(strstr(logged, "\"event\":\"local_revocation_not_shared\""));
