@@ -216,11 +216,16 @@ static size_t attr_len(const char *s, size_t n)
     return i < n ? i : n;
 }
 
+/* An attribute whose value is an email address: emailAddress (PKCS #9) or mail (rfc822Mailbox, RFC 4524). */
 static int is_email_attr(const char *s, size_t n)
 {
-    static const char email[] = "emailAddress=";
+    static const char *const names[] = {"emailAddress=", "mail="};
 
-    return n >= sizeof(email) - 1 && memcmp(s, email, sizeof(email) - 1) == 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (n >= strlen(names[i]) && memcmp(s, names[i], strlen(names[i])) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 /* Whether |s| holds more than one '@': mailers differ on which ends the local part ("a@evil@example.com"). */
@@ -232,8 +237,8 @@ static int two_at(const char *s, size_t n)
 }
 
 /*
- * One attribute ("CN=dev-1") against one of a pattern: an emailAddress value is read as an email pattern
- * reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing.
+ * One attribute ("CN=dev-1") against one of a pattern: an email address value (emailAddress, mail) is read
+ * as an email pattern reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing.
  */
 static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
 {
@@ -839,8 +844,8 @@ int policy_has_control(const char *v, size_t len)
  * emailAddress is held to the role's email rules, refused where it allows no email, and without
  * allowed_common_names a CN that is a host name to allowed_dns_names: one with a dot (or a wildcard), and
  * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Either
- * with a control byte is refused whatever the patterns (policy_has_control), and so is an emailAddress with
- * more than one '@' (two_at).
+ * with a control byte is refused whatever the patterns (policy_has_control); an emailAddress with more than
+ * one '@' is, after them, by check_two_at.
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int server,
                        int *fail_info, char *err)
@@ -873,11 +878,6 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
             rc = policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)", what,
                             policy_shown(buf, v, len), policy_rname(role),
                             policy_join(list, sizeof(list), ps));
-        /* as an email subjectAltName may not hold one, whatever the patterns */
-        if (rc == 0 && email && two_at(v, len))
-            rc = policy_say(fail_info, BADT, err,
-                            "%s %s holds more than one '@': mailers differ on which ends the local part",
-                            kind, policy_shown(buf, v, len));
         OPENSSL_free(v);
         if (rc != 0)
             return rc;
@@ -924,6 +924,33 @@ static const char *attr_kind(char buf[SHOWN_LEN], int nid)
 }
 
 /*
+ * A subject's email addresses, emailAddress and mail (rfc822Mailbox) attributes, hold one '@' each, whatever
+ * the patterns, as an email subjectAltName must: mailers differ on which of two ends the local part, so
+ * "ceo@evil@bank.example" may be mail for evil. X509_check_email reads only emailAddress, but LDAP
+ * directories and the mail software that read a subject take mail as the holder's address as much.
+ */
+static int check_two_at(const X509_NAME *subject, int *fail_info, char *err)
+{
+    static const int nids[] = {NID_pkcs9_emailAddress, NID_rfc822Mailbox};
+    char buf[SHOWN_LEN], kind[SHOWN_LEN], *v;
+    size_t len;
+    int i, rc = 0;
+
+    for (size_t k = 0; rc == 0 && k < sizeof(nids) / sizeof(nids[0]); k++) {
+        for (i = -1; rc == 0 && (i = X509_NAME_get_index_by_NID(subject, nids[k], i)) >= 0;) {
+            if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
+                return policy_say(fail_info, BADT, err, "%s cannot be decoded", attr_kind(kind, nids[k]));
+            if (two_at(v, len))
+                rc = policy_say(fail_info, BADT, err,
+                                "%s %s holds more than one '@': mailers differ on which ends the local part",
+                                attr_kind(kind, nids[k]), policy_shown(buf, v, len));
+            OPENSSL_free(v);
+        }
+    }
+    return rc;
+}
+
+/*
  * No attribute of a requested |subject| may hold a character that a reader does not see as itself
  * (gw_utf8_hidden: a C1 control, a bidirectional control, a zero-width or other invisible format
  * character, a line separator): a CN "bank\u200b.example" or an O with U+202E reads, to an operator
@@ -959,7 +986,8 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
     int i, rc, server = cn_is_server_host(role, sans);
 
     if ((rc = check_attrs(role, subject, NID_commonName, server, fail_info, err)) != 0 ||
-        (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, 0, fail_info, err)) != 0)
+        (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, 0, fail_info, err)) != 0 ||
+        (subject != NULL && (rc = check_two_at(subject, fail_info, err)) != 0))
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
         return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",

@@ -1269,6 +1269,11 @@ class Errors(Base):
         res = self.gw.cmp("ir", "mail1at", newkey=self.newkey("mail1at"), path="pki/roles/mailany/cmp",
                           subject="/CN=mail/emailAddress=ceo@bank.example")
         self.assertIsNotNone(res.cert)
+        # a mail (rfc822Mailbox) attribute is an address as much, to LDAP and mail software
+        a = self.expect("subject_email_two_at", self.ir("ldap2at", path="pki/roles/mailany/cmp",
+                                                        subject="/CN=mail/mail=ceo@evil@bank.example"))
+        self.assertEqual(a.status_strings, ["subject attribute mail ceo@evil@bank.example holds more than one '@': "
+                                            "mailers differ on which ends the local part"])
 
     def test_subject_not_allowed(self):
         a = self.expect("subject_not_allowed", self.ir("subj", path="pki/roles/subjects/cmp",

@@ -466,6 +466,16 @@ static void test_subject_pattern(void **state)
         {"/CN=*/*=*@example.com", "/CN=a/OU=alice@evil@example.com", -1,
          1}, /* no emailAddress: '@' is text */
         {"/emailAddress=*@example.com+CN=*", "/emailAddress=a@x@example.com+CN=b", -1, 0},
+        /* so is a mail (rfc822Mailbox) value: an address as much, to LDAP and the mailers reading it */
+        {"/O=Corp/mail=*@corp.example", "/O=Corp/mail=a@corp.example", -1, 1},
+        {"/O=Corp/mail=*@corp.example", "/O=Corp/mail=a@evil@corp.example", -1, 0},
+        {"/O=Corp/mail=*@*.example", "/O=Corp/mail=a@evil@corp.example", -1, 0},
+        {"/O=Corp/mail=a@b@c", "/O=Corp/mail=a@b@c", -1, 0},
+        {"/O=Corp/mail=*", "/O=Corp/mail=a@corp.example", -1, 0},
+        {"/CN=*/*=*@example.com", "/CN=a/mail=alice@evil@example.com", -1, 0},
+        {"/CN=*+mail=*@example.com", "/CN=a+mail=alice@evil@example.com", -1, 0},
+        /* an attribute whose name only begins with "mail" is text */
+        {"/CN=*/mailPreferenceOption=*@*@*", "/CN=a/mailPreferenceOption=a@b@c", -1, 1},
         {"/CN=a", "/CN=a\0/CN=b", 9, 0},
         {"/CN=a", "/CN=ab", 5, 1}, /* |len| bounds |s| */
         {"", "", -1, 1},
@@ -1012,6 +1022,7 @@ static char *p_subj_mail[] = {"/CN=*/emailAddress=*@example.com"};
 static char *p_subj_mail2[] = {"/CN=*/emailAddress=alice@evil@example.com"};
 static char *p_subj_mail3[] = {"/CN=*/emailAddress=*@*.com"};
 static char *p_subj_cn[] = {"/O=Corp/CN=*"};
+static char *p_subj_mailattr[] = {"/O=Corp/mail=*@corp.example"};
 static char *p_subj_eq[] = {"/O=Corp/CN=dev-*=Admins"};
 static char *p_subj_rdn[] = {"/O=Corp/CN=dev-*+OU=Admins"};
 static char *p_dnsn[] = {"*.example.com"};
@@ -1113,6 +1124,22 @@ static const struct {
      NULL,
      K_P256,
      "not allowed on role iot"},
+    /* a mail (rfc822Mailbox) value is read as an emailAddress one */
+    {"subject pattern, mail",
+     {.subjects = PATS(p_subj_mailattr)},
+     0,
+     "O=Corp|mail=alice@corp.example",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, mail '*' across '@'",
+     {.subjects = PATS(p_subj_mailattr)},
+     0,
+     "O=Corp|mail=alice@evil@corp.example",
+     NULL,
+     K_P256,
+     "=requested subject /O=Corp/mail=alice@evil@corp.example is not allowed on role iot (allowed: "
+     "/O=Corp/mail=*@corp.example)"},
     {"subject pattern, CN with '@'",
      {.subjects = PATS(p_subj_cn)},
      0,
@@ -1340,6 +1367,24 @@ static const struct {
      "=subject emailAddress alice@evil@example.com holds more than one '@': mailers differ on which ends the "
      "local part"},
     {"subject email with one '@'", {0}, ALL_SANS, "CN=x|emailAddress=alice@example.com", NULL, K_P256, NULL},
+    /* nor a mail (rfc822Mailbox) attribute, an address to LDAP and the mailers that read it */
+    {"subject mail with two '@'",
+     {0},
+     0,
+     "CN=x|mail=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "=subject attribute mail alice@evil@example.com holds more than one '@': mailers differ on which ends "
+     "the "
+     "local part"},
+    {"subject mail with one '@'", {0}, 0, "CN=x|mail=alice@example.com", NULL, K_P256, NULL},
+    {"subject mail with two '@', in a multi-valued RDN",
+     {0},
+     0,
+     "CN=x|+mail=a@b@example.com",
+     NULL,
+     K_P256,
+     "subject attribute mail a@b@example.com holds more than one '@'"},
     {"email refused",
      {.emails = PATS(p_mail)},
      ALL_SANS,
@@ -3397,6 +3442,11 @@ static void test_check_issued_email(void **state)
         {"subject, one '@'", "CN=dev-1|emailAddress=alice@example.com", NULL, GW_ISSUED_OK, "="},
         {"subject, two '@'", "CN=dev-1|emailAddress=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
          "subject emailAddress alice@evil@example.com is not allowed on role iot"},
+        /* a mail attribute with two '@' is outside whatever the patterns, as a requested one is refused */
+        {"subject mail, one '@'", "CN=dev-1|mail=alice@example.com", NULL, GW_ISSUED_OK, "="},
+        {"subject mail, two '@'", "CN=dev-1|mail=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: subject attribute mail alice@evil@example.com "
+         "holds more than one '@': mailers differ on which ends the local part"},
     };
     size_t i;
 
