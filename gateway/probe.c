@@ -67,6 +67,7 @@ static void *prober_main(void *arg)
     while (!p->stopping) {
         pthread_mutex_unlock(&p->lock);
         gw_cmp_engine_probe_signer(p->engine); /* first: an upstream's probe may take its timeout */
+        gw_cmp_engine_probe_audit(p->engine);
         probe_due(p);
         pthread_mutex_lock(&p->lock);
         until = gw_timespec_ms(gw_now_ms() + PROBE_TICK_MS); /* the condition's clock (gw_prober_start) */

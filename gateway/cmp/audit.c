@@ -709,9 +709,10 @@ unsigned long gw_audit_fsyncs(void)
 
 /*
  * Runs the next fsync generation of |fd| (lock held, none running): the lock is let go meanwhile.
- * Its result is kept for the writers whose records it covers, and they are woken.
+ * Its result is kept for the writers whose records it covers, and they are woken. A |retry| of the
+ * prober's (gw_audit_probe), which runs only while the last one failed, logs no failure of its own.
  */
-static void sync_generation(struct gw_audit *a, int fd)
+static void sync_generation(struct gw_audit *a, int fd, bool retry)
 {
     uint64_t g = ++a->gen_started;
     int e;
@@ -726,11 +727,13 @@ static void sync_generation(struct gw_audit *a, int fd)
     a->gen_ok[g % GW_AUDIT_SYNC_RING] = e == 0;
     a->gen_done = g;
     a->syncing = false;
-    if (e != 0 && fd == a->fd) /* the log written now fails (readiness says so until an fsync works) */
+    /* the log written now fails (readiness says so until an fsync works); a retry's failure was
+       logged when it began */
+    if (e != 0 && fd == a->fd && !retry)
         log_failure(a, true, "fsync", e);
-    else if (fd == a->fd) /* whatever was written to it is on disk now */
+    else if (e == 0 && fd == a->fd) /* whatever was written to it is on disk now */
         a->sync_failing[0] = '\0';
-    else if (e != 0) /* a rotated file's: its writers are told; the new file is not at fault */
+    else if (e != 0 && fd != a->fd) /* a rotated file's: its writers are told; the new file is not at fault */
         gw_log(GW_LOG_ERROR, "audit_fsync_failed", "audit log %s before its reopen: fsync: %s", a->shown,
                strerror(e));
     pthread_cond_broadcast(&a->synced);
@@ -743,7 +746,7 @@ static bool await_sync(struct gw_audit *a)
 
     while (a->gen_done < mine) {
         if (!a->syncing)
-            sync_generation(a, a->fd);
+            sync_generation(a, a->fd, false);
         else
             pthread_cond_wait(&a->synced, &a->lock);
     }
@@ -781,6 +784,18 @@ out:
     return rc;
 }
 
+/* prober thread */
+void gw_audit_probe(struct gw_audit *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    /* an fsync running already tells as much; a reopen waits for ours (|syncing|) before it swaps |fd| */
+    if (a->sync_failing[0] != '\0' && !a->syncing)
+        sync_generation(a, a->fd, true);
+    pthread_mutex_unlock(&a->lock);
+}
+
 /* main thread (SIGUSR1) */
 int gw_audit_reopen(struct gw_audit *a)
 {
@@ -809,7 +824,7 @@ int gw_audit_reopen(struct gw_audit *a)
     a->reopen_failed[0] = '\0';
     /* what went to the rotated file is on disk before we let go of it: the next generation, which
        the writers waiting on those records take as theirs */
-    sync_generation(a, old);
+    sync_generation(a, old, false);
     pthread_mutex_unlock(&a->lock);
     close(old);
     gw_log(GW_LOG_INFO, "audit_reopened", "audit log %s reopened", a->shown);

@@ -66,6 +66,13 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync);
 /* gw_audit_fsyncs counts the fsyncs of every audit log since start (group commit: fewer than records). */
 unsigned long gw_audit_fsyncs(void);
 
+/*
+ * gw_audit_probe runs one fsync of the file now written when its last one failed (gw_audit_status says so
+ * until one works), and none else: with readiness down no request may come to run it. The health prober
+ * calls it once a tick; a failure it repeats is not logged again.
+ */
+void gw_audit_probe(struct gw_audit *a);
+
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);
 

@@ -77,6 +77,10 @@ int gw_cmp_engine_signer_status(struct gw_cmp_engine *e, char *why, size_t cap);
  * or is older than GW_SIGNER_CHECK_MS, at most once in that span (the prober's thread). NULL-safe. */
 void gw_cmp_engine_probe_signer(struct gw_cmp_engine *e);
 
+/* gw_cmp_engine_probe_audit is gw_audit_probe of the engine's audit log: one fsync while the last one
+ * failed, so that readiness comes back with the disk, no request needed (the prober's thread). NULL-safe. */
+void gw_cmp_engine_probe_audit(struct gw_cmp_engine *e);
+
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */
 void gw_cmp_engine_expire(struct gw_cmp_engine *e, time_t now);
 

@@ -35,6 +35,12 @@ void gw_cmp_engine_probe_signer(struct gw_cmp_engine *e)
         cmp_signer_probe(e->signer);
 }
 
+void gw_cmp_engine_probe_audit(struct gw_cmp_engine *e)
+{
+    if (e != NULL)
+        gw_audit_probe(e->audit);
+}
+
 int gw_cmp_engine_reopen_audit(struct gw_cmp_engine *e)
 {
     if (e == NULL || e->audit == NULL)

@@ -694,6 +694,47 @@ static void test_fsync_failure_stays(void **state)
     unlink(log);
 }
 
+/*
+ * The prober's fsync (gw_audit_probe): with /readyz down a balancer sends no request, so no record
+ * would run the fsync that shows the disk works again. While the last fsync failed it tries one, and
+ * readiness comes back without a record; while none failed it runs none.
+ */
+static void test_fsync_failure_probed(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    char why[GW_ERR_LEN], log[160];
+    struct gw_audit *a;
+    unsigned long n;
+    int rd, at, fd;
+
+    (void)state;
+    a = open_on_fifo("fifo5", &rd, &at);
+    n = gw_audit_fsyncs();
+    gw_audit_probe(a); /* nothing failed: no fsync */
+    assert_int_equal(gw_audit_fsyncs(), n);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    gw_audit_probe(a); /* the disk still fails: so does readiness */
+    assert_int_equal(gw_audit_fsyncs(), n + 2);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_non_null(strstr(why, "fsync"));
+    snprintf(log, sizeof(log), "%s/fifo5.log", dir);
+    assert_true((fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0);
+    assert_int_equal(dup2(fd, at), at);
+    close(fd);
+    gw_audit_probe(a); /* the disk works again: ready, no record written */
+    assert_int_equal(gw_audit_fsyncs(), n + 3);
+    assert_int_equal(status(a, why), 0);
+    assert_string_equal(why, "");
+    gw_audit_probe(a);
+    assert_int_equal(gw_audit_fsyncs(), n + 3);
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    close(rd);
+    unlink(path);
+    unlink(log);
+}
+
 /* Group commit: writers that share a failed fsync each learn that it failed (a FIFO cannot be
  * fsync'd); none is told its record is on disk on the strength of a later one. */
 static void *sync_writer(void *arg)
@@ -794,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_fsync_failure_stays),
+        cmocka_unit_test(test_fsync_failure_probed),
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
     };
