@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/pem.h"
 #include "base/pkcs11.h"
+#include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/role.h"
 
@@ -666,17 +667,47 @@ X509 *gw_upstream_conf_issuing_ca(const struct gw_upstream_conf *uc)
     return uc == NULL ? NULL : uc->own_ca != NULL ? uc->own_ca : sk_X509_value(uc->issuer_certs, 0);
 }
 
+/* Whether CA certificates |a| and |b| are one CA: the same subject name and key. */
+static bool same_ca(const X509 *a, const X509 *b)
+{
+    return X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 &&
+           EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1;
+}
+
+/*
+ * The subject of a CA both |a| and |b| issue under (gw_upstream_conf_issuing_cas: every one, not only
+ * the first of an issuer_ca), into *shared (free with OPENSSL_free): 0, with *shared NULL if they share
+ * none; GW_ERR_NOMEM.
+ */
+static int shared_issuing_ca(const struct gw_upstream_conf *a, const struct gw_upstream_conf *b,
+                             char **shared)
+{
+    STACK_OF(X509) *as = gw_upstream_conf_issuing_cas(a), *bs = gw_upstream_conf_issuing_cas(b);
+    int rc = as != NULL && bs != NULL ? 0 : GW_ERR_NOMEM;
+
+    *shared = NULL;
+    for (int i = 0; rc == 0 && *shared == NULL && i < sk_X509_num(as); i++)
+        for (int j = 0; rc == 0 && *shared == NULL && j < sk_X509_num(bs); j++)
+            if (same_ca(sk_X509_value(as, i), sk_X509_value(bs, j)) &&
+                (*shared = gw_x509_name_line(X509_get_subject_name(sk_X509_value(as, i)))) == NULL)
+                rc = GW_ERR_NOMEM;
+    sk_X509_pop_free(as, X509_free);
+    sk_X509_pop_free(bs, X509_free);
+    return rc;
+}
+
 /*
  * "migration": "to" names an upstream other than the role's, able to sign what the role asks. Its
  * certificates and "from"'s are told apart by their issuer (rr and status checks follow the
- * issuer), so the two may not share an issuing CA name and key.
+ * issuer, among every CA each issues under), so the two may not share an issuing CA name and key.
  */
 static int resolve_migration(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,
                              size_t n)
 {
     struct gw_migration *m = &r->migration;
     char path[GW_CONF_PATH_LEN];
-    X509 *a, *b;
+    char *shared = NULL;
+    int rc;
 
     if (!gw_migration_configured(m))
         return 0;
@@ -684,15 +715,16 @@ static int resolve_migration(struct gw_conf_ctx *pc, struct gw_role *r, const st
     if ((m->to = find(confs, n, m->to_name)) == NULL)
         return gw_conf_fail(pc, path, "unknown upstream \"%s\"", m->to_name);
     m->from = r->upstream;
-    a = gw_upstream_conf_issuing_ca(m->from);
-    b = gw_upstream_conf_issuing_ca(m->to);
-    if (a != NULL && b != NULL && X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 &&
-        EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1)
-        return gw_conf_fail(pc, path,
-                            "\"%s\" and \"%s\" issue under the same CA name and key: their certificates "
-                            "could not be told apart",
-                            m->from_name, m->to_name);
-    return 0;
+    if (shared_issuing_ca(m->from, m->to, &shared) != 0)
+        return gw_conf_fail(pc, path, "out of memory");
+    if (shared == NULL)
+        return 0;
+    rc = gw_conf_fail(pc, path,
+                      "\"%s\" and \"%s\" issue under the same CA name and key (%s): their certificates "
+                      "could not be told apart",
+                      m->from_name, m->to_name, shared);
+    OPENSSL_free(shared);
+    return rc;
 }
 
 int gw_upstream_resolve_role(struct gw_conf_ctx *pc, struct gw_role *r, const struct gw_upstream_conf *confs,

@@ -220,6 +220,9 @@ static const char *const pki_cmds[] = {
     "cat ca.pem other.key > ca-key.pem && cat ca.pem delegate.csr > ca-csr.pem && "
     "openssl x509 -in ca.pem -trustout -out ca-trusted.pem && cat ca.pem crl-ok.pem > ca-crl.pem && "
     "(echo '# the demo root'; cat ca.pem; echo 'subject=CN=other'; cat other.pem) > ca-bundle.pem",
+    /* issuer_ca bundles of two CAs under the demo root (issuing and delegate), the root listed too */
+    "cat issuing.pem ca.pem > issuing-root.pem && cat delegate.pem ca.pem > delegate-root.pem && "
+    "cat delegate.pem issuing.pem ca.pem > both-root.pem",
 };
 
 static int extra_pki(void)
@@ -2327,6 +2330,56 @@ static void test_migration_weak_chain_warns(void **state)
 }
 
 /*
+ * A migration's "from" and "to" may not share an issuing CA (name and key): an rr or a status check
+ * follows the issuer, and would go to the other. Every issuing CA of either issuer_ca counts, not its
+ * first: with "to" issuing under two CAs, one of them "from"'s, a holder's rr of a "from" certificate
+ * could go to "to". A root both bundles list for their chains issues neither's certificates.
+ */
+static void test_migration_shared_issuing_ca(void **state)
+{
+    static const struct {
+        const char *from, *to; /* the issuer_ca of "cfssl" (from) and of "vault" (to) */
+        bool refused;
+    } cases[] = {
+        {"issuing.pem", "both-root.pem", true},           /* "to" adds a CA before "from"'s */
+        {"both-root.pem", "issuing-root.pem", true},      /* "from" had one before "to"'s */
+        {"issuing-root.pem", "both-root.pem", true},      /* that CA and the root in both */
+        {"issuing.pem", "issuing-root.pem", true},        /* the first of each */
+        {"issuing-root.pem", "delegate-root.pem", false}, /* only the root in common */
+        {"delegate-root.pem", "issuing-root.pem", false},
+    };
+    char from[128], to[128], err[GW_ERR_LEN];
+    struct gw_config *cfg;
+    char *text;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {
+            UPS,
+            ROLES,
+            MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"percent\": 5}}"),
+            {"\"issuer_ca\": \"issuing.pem\"", from},
+            {"\"issuer_ca\": \"ca.pem\"", to},
+        };
+
+        snprintf(from, sizeof(from), "\"issuer_ca\": \"%s\"", cases[i].from);
+        snprintf(to, sizeof(to), "\"issuer_ca\": \"%s\"", cases[i].to);
+        text = edited(e, sizeof(e) / sizeof(e[0]));
+        err[0] = '\0';
+        cfg = parse_text(text, strlen(text), err);
+        free(text);
+        if ((cfg == NULL) != cases[i].refused)
+            fail_msg("case %zu (%s, %s): %s", i, cases[i].from, cases[i].to, cfg == NULL ? err : "accepted");
+        if (cases[i].refused &&
+            (strstr(err, "$.roles.rc.migration.to: \"cfssl\" and \"vault\" issue under the same CA name and "
+                         "key (/O=cmpgw demo/CN=cmpgw demo issuing CA): their certificates could not be told "
+                         "apart") == NULL))
+            fail_msg("case %zu: %s", i, err);
+        gw_config_free(cfg);
+    }
+}
+
+/*
  * A role that bounds neither the DNS names nor the CNs a request may ask for (nor its whole subject)
  * warns, once, naming itself and what to set: it issues certificates naming any host. Its twins, a
  * role with any of the three, load without it; a second role of each kind is warned of by its own name.
@@ -3616,6 +3669,7 @@ int main(void)
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
+        cmocka_unit_test(test_migration_shared_issuing_ca),
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
