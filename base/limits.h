@@ -254,6 +254,8 @@ _Static_assert(GW_CREDENTIAL_LEN >= GW_TLS_CLIENT_LEN, "a credential holds a cer
 #define GW_VAULT_TOKEN_RENEW_MARGIN 60 /* re-login this many seconds before the token expires */
 #define GW_MAX_VAULT_TOKEN_LEN 4096    /* a Vault token (file or login); batch tokens are the longest */
 #define GW_ROLE_POLICY_TTL 60          /* seconds an upstream role policy stays cached */
+#define GW_ROLE_POLICY_RETRY 5         /* seconds a failed read of a delegate's role refuses at once */
+#define GW_ROLE_POLICY_WAIT_MS 200     /* a request's wait for another's read of its role's policy */
 #define GW_MAX_ROLE_USAGES 64          /* usage names or OIDs read from one field of an upstream role */
 #define GW_MAX_UPSTREAM_INFLIGHT 100000
 /* what one upstream JSON answer may hold (upstream/answers.h); beyond it the answer is refused */

@@ -272,8 +272,8 @@ static void call_done(void *arg, struct gw_sign_result *res)
     done(done_arg, res);
 }
 
-/* Whether sign calls to |up| are refused at once: its probes say it is down, and it fails fast. */
-static bool fast_failing(struct gw_upstream *up)
+/* Whether calls to |up| are refused at once: its probes say it is down, and it fails fast. */
+static bool known_down(struct gw_upstream *up)
 {
     bool down;
 
@@ -282,9 +282,16 @@ static bool fast_failing(struct gw_upstream *up)
     pthread_mutex_lock(&up->health_lock);
     down = !up->health.up;
     pthread_mutex_unlock(&up->health_lock);
-    if (down)
-        count_call(up, "unavailable");
     return down;
+}
+
+/* known_down for a sign call, counted as one refused so. */
+static bool fast_failing(struct gw_upstream *up)
+{
+    if (!known_down(up))
+        return false;
+    count_call(up, "unavailable");
+    return true;
 }
 
 static int slot_take(struct gw_upstream *up)
@@ -980,6 +987,12 @@ int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_
 {
     if (lacks(up, GW_UP_ROLE_POLICY, "describe its roles", err))
         return GW_ERR_INVAL;
+    /* as a sign call: not sent to wait out the timeout of an upstream its probes found down */
+    if (known_down(up)) {
+        snprintf(err, GW_ERR_LEN, "upstream %s is down (its probes): its role %.64s was not read",
+                 gw_upstream_conf_name(up->conf), role != NULL ? role : "(null)");
+        return GW_ERR_UNAVAILABLE;
+    }
     return up->ops->role_policy(up, role, out, err);
 }
 
@@ -1082,7 +1095,7 @@ int gw_upstream_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     if (was && !now)
         gw_log(GW_LOG_ERROR, "upstream_down", "upstream %s is down after %d failed probes: %s%s", name,
                GW_UPSTREAM_DOWN_AFTER, err,
-               up->conf->fail_fast ? "; its sign calls are refused at once" : "");
+               up->conf->fail_fast ? "; its sign calls and role reads are refused at once" : "");
     else if (!was && now)
         gw_log(GW_LOG_INFO, "upstream_up", "upstream %s answers its probes again", name);
     return rc;

@@ -257,6 +257,11 @@ int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, 
  */
 int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
                     char *err);
+/*
+ * gw_upstream_role_policy reads the policy of the upstream's role |role| into |out| (Vault
+ * roles/<name>); while probes say |up| is down and it fails fast, nothing is sent and the answer is
+ * GW_ERR_UNAVAILABLE. (worker)
+ */
 int gw_upstream_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err);
 int gw_upstream_cert_status(struct gw_upstream *up, const X509 *cert, int *revoked, char *err);
 /*

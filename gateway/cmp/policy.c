@@ -42,6 +42,12 @@
 #define TEXT_ROLE_REMOVED                                                                                    \
     "role %s was removed by a configuration reload after this transaction began: enrol again on a route "    \
     "that exists"
+/* a delegate's upstream role, while its last read failed (GW_ROLE_POLICY_RETRY) or another is under way */
+#define TEXT_ROLE_UNREAD_LATELY                                                                              \
+    "the policy of upstream role %.40s could not be read a moment ago: the CA's role definition is needed "  \
+    "to issue; retry in a few seconds"
+#define TEXT_ROLE_BEING_READ                                                                                 \
+    "the policy of upstream role %.40s is being read for another request: retry in a few seconds"
 
 static int init_issuer_stores(struct gw_cmp_engine *e, char *err)
 {
@@ -445,7 +451,9 @@ enum role_check {
  * Checks the cached policy of |up|'s role, fetching it when stale. Lock held. A policy that cannot
  * be read refuses a delegate (it would issue unchecked), but not a request the upstream signs
  * itself: that certificate is checked when it comes back (deliver), so the read is only a shortcut,
- * and it is not tried again before GW_ROLE_POLICY_TTL.
+ * and it is not tried again before GW_ROLE_POLICY_TTL. A delegate's is tried again sooner, after
+ * GW_ROLE_POLICY_RETRY, and meanwhile refused at once: each request reading it again would hold a
+ * worker up to the upstream's timeout while the upstream does not answer.
  */
 static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up,
                         const struct gw_role *role, const struct gw_cert_plan *plan, enum role_check what,
@@ -453,11 +461,14 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
 {
     char err[GW_ERR_LEN] = "";
     const char *name = cmp_urole_name(role);
-    int rc = cmp_urole_fresh(c, rp, up, name, what == RC_NAMES, err);
+    int rc =
+        cmp_urole_fresh(c, rp, up, name, what == RC_NAMES ? GW_ROLE_POLICY_RETRY : GW_ROLE_POLICY_TTL, err);
 
     if (rc == 1 && what == RC_SHADOW)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                           "the policy of upstream role %.40s could not be read lately", name);
+    if (rc == 1 && what == RC_NAMES)
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_ROLE_UNREAD_LATELY, name);
     if (rc == 1)
         return 0;
     if (rc != 0 && what == RC_GRANTS) {
@@ -487,7 +498,9 @@ static int check_cached(struct cmp_call *c, struct cmp_role_policy *rp, struct g
 /*
  * Checks a request against the role of the upstream |up| (cached per role, GW_ROLE_POLICY_TTL),
  * where the upstream can describe its roles; one that cannot lets the request go on (|*subject|
- * stays NULL). With |names| (RC_NAMES), the subject, SANs and usages that role writes into *names.
+ * stays NULL). With |names| (RC_NAMES), the subject, SANs and usages that role writes into *names. While
+ * another request reads that role (cmp_urole_lock), a delegate is refused and the usages an upstream
+ * grants are left to the certificate's check.
  */
 static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                const struct gw_cert_plan *plan, enum role_check what,
@@ -499,7 +512,12 @@ static int check_upstream_role(struct cmp_call *c, const struct gw_role *role, s
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0)
         return 0;
     rp = cmp_urole_slot(c->e, role, up, &scratch);
-    pthread_mutex_lock(&rp->lock);
+    if (cmp_urole_lock(rp) != 0) {
+        cmp_urole_release(rp, &scratch);
+        return what == RC_NAMES ? cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail, TEXT_ROLE_BEING_READ,
+                                             cmp_urole_name(role))
+                                : 0;
+    }
     refused = check_cached(c, rp, up, role, plan, what, names, r);
     pthread_mutex_unlock(&rp->lock);
     cmp_urole_release(rp, &scratch);

@@ -4,6 +4,7 @@
  * time. What a route's sign call names decides which Vault issuer signs for it.
  */
 #include "gateway/cmp/urole.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "upstream/upstream.h"
@@ -40,24 +41,39 @@ const char *cmp_urole_name(const struct gw_role *role)
     return role->upstream_role != NULL ? role->upstream_role : role->name;
 }
 
-int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up, const char *name,
-                    int retry, char *err)
+int cmp_urole_lock(struct cmp_role_policy *rp)
 {
+    struct timespec until = gw_timespec_ms(gw_now_ms() + GW_ROLE_POLICY_WAIT_MS);
+
+    return pthread_mutex_clocklock(&rp->lock, CLOCK_MONOTONIC, &until) == 0 ? 0 : GW_ERR_BUSY;
+}
+
+/* The engine's time now: a request that waited for the lock began before a read that ended meanwhile. */
+static time_t now_of(const struct gw_cmp_engine *e)
+{
+    return e->clock != NULL ? e->clock() : time(NULL);
+}
+
+int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up, const char *name,
+                    time_t backoff, char *err)
+{
+    time_t now = now_of(c->e);
     int rc;
 
-    if (rp->valid && c->now - rp->fetched < GW_ROLE_POLICY_TTL && c->now >= rp->fetched)
+    if (rp->valid && now - rp->fetched < GW_ROLE_POLICY_TTL && now >= rp->fetched)
         return 0;
-    if (!retry && rp->failed != 0 && c->now >= rp->failed && c->now - rp->failed < GW_ROLE_POLICY_TTL)
+    if (rp->failed != 0 && now >= rp->failed && now - rp->failed < backoff)
         return 1;
     gw_role_policy_cleanup(&rp->policy);
     rp->valid = 0;
     if ((rc = gw_upstream_role_policy(up, name, &rp->policy, err)) != 0) {
         gw_role_policy_cleanup(&rp->policy);
-        rp->failed = c->now;
+        /* when it ended: a read that waits out the upstream's timeout must not eat the back-off */
+        rp->failed = now_of(c->e);
         return rc;
     }
     rp->valid = 1;
-    rp->fetched = c->now;
+    rp->fetched = now;
     rp->failed = 0;
     return 0;
 }
@@ -123,8 +139,12 @@ static const char *signing_issuer(struct cmp_call *c, const struct gw_role *role
     if ((gw_upstream_caps(up) & GW_UP_ROLE_POLICY) == 0 || name == NULL)
         return NULL;
     rp = cmp_urole_slot(c->e, role, up, &scratch);
-    pthread_mutex_lock(&rp->lock);
-    if ((*rc = cmp_urole_fresh(c, rp, up, name, 0, err)) == 0)
+    if (cmp_urole_lock(rp) != 0) {
+        *rc = 1; /* as a read that failed lately: another request's is under way */
+        cmp_urole_release(rp, &scratch);
+        return NULL;
+    }
+    if ((*rc = cmp_urole_fresh(c, rp, up, name, GW_ROLE_POLICY_TTL, err)) == 0)
         snprintf(ref, GW_MAX_ISSUER_REF_LEN + 1, "%s", rp->policy.issuer_ref);
     pthread_mutex_unlock(&rp->lock);
     cmp_urole_release(rp, &scratch);

@@ -17,7 +17,8 @@
 /* An upstream role's policy, read for a delegate issuer, for the usages it grants or for its
  * issuer_ref, and kept GW_ROLE_POLICY_TTL seconds. */
 struct cmp_role_policy {
-    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request */
+    pthread_mutex_t lock; /* held across a fetch: one fetch per role at a time, not one per request;
+                             taken with cmp_urole_lock, never waited for longer than that */
     int valid;
     time_t fetched;
     time_t failed; /* when the last read failed; 0 after a success */
@@ -50,14 +51,22 @@ struct cmp_role_policy *cmp_urole_slot(struct gw_cmp_engine *e, const struct gw_
 void cmp_urole_release(struct cmp_role_policy *rp, struct cmp_role_policy *scratch);
 
 /*
+ * cmp_urole_lock takes |rp|'s lock, waiting GW_ROLE_POLICY_WAIT_MS at most: 0 with it held, else
+ * GW_ERR_BUSY (another request's read holds it, which may last the upstream's timeout: each worker
+ * waiting that long for it, then reading again itself, would stall the pool). Worker.
+ */
+int cmp_urole_lock(struct cmp_role_policy *rp);
+
+/*
  * cmp_urole_fresh: |rp| made current: |up|'s policy of role |name|, read again when older than
  * GW_ROLE_POLICY_TTL. Lock held. 0 when rp->policy may be used; 1 when the last read failed less
- * than GW_ROLE_POLICY_TTL ago and |retry| is not set (a Vault policy without read on roles/ would
- * otherwise cost a refused call, and a token re-read or re-login, on every request); a gw_err with
- * |err| when the read failed. Worker.
+ * than |backoff| seconds before now (a Vault policy without read on roles/, or a Vault that does not
+ * answer, would otherwise cost a refused call, or a worker for the upstream's timeout, on every
+ * request); a gw_err with |err| when the read failed. The time of a failure is when the read ended.
+ * Worker.
  */
 int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_upstream *up, const char *name,
-                    int retry, char *err);
+                    time_t backoff, char *err);
 
 /*
  * cmp_urole_signing_issuer: the issuer |up| signs |role|'s certificates with, as the name the
@@ -65,7 +74,8 @@ int cmp_urole_fresh(struct cmp_call *c, struct cmp_role_policy *rp, struct gw_up
  * (Vault), the issuer_ref of the upstream role its sign call names, read like the role's grants
  * (cached GW_ROLE_POLICY_TTL, a failed read not tried again before then, logged
  * upstream_role_unread); NULL for the upstream's default issuer, or when the upstream role cannot
- * be read. Borrowed from |role| or written into |ref| (GW_MAX_ISSUER_REF_LEN + 1). Worker.
+ * be read, or is being read for another request longer than GW_ROLE_POLICY_WAIT_MS (not logged). Borrowed
+ * from |role| or written into |ref| (GW_MAX_ISSUER_REF_LEN + 1). Worker.
  */
 const char *cmp_urole_signing_issuer(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
                                      char *ref);

@@ -50,6 +50,10 @@ ELSEWHERE = {
     "txn_secret_changed": ("../unit/test_cmp.c", "the secret of this PBM reference was changed by a configuration "),
     "txn_secret_removed": ("../unit/test_cmp.c", "this PBM reference was removed by a configuration reload after this "),
     "pbm_not_accepted": ("../unit/test_cmp.c", " is not accepted on role "),
+    "delegate_role_unread": ("../unit/test_cmp.c", " could not be read: "),
+    "delegate_role_unread_lately": ("../unit/test_cmp.c", " could not be read a moment ago: the CA's role "
+                                    "definition is needed to issue; "),
+    "delegate_role_being_read": ("../unit/test_cmp.c", " is being read for another request: retry in a few seconds"),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),

@@ -1111,6 +1111,7 @@ static struct {
     enum fake_mode mode;
     int revoked;                  /* cert_status answer */
     int policy_fails;             /* role_policy fails */
+    int policy_hangs;             /* role_policy waits for hang_release (or HANG_MS), then times out */
     unsigned grant_ku, grant_eku; /* what role_policy says the upstream role grants */
     const char *org;              /* the upstream role's organization, which its subject carries */
     int revoke_fails;             /* revoke fails */
@@ -1285,10 +1286,56 @@ static int fake_revoke(struct gw_upstream *up, const X509 *cert, int reason, con
     return -12;
 }
 
+#define HANG_MS 2000 /* the timeout of a read of a role that does not answer */
+
+/* A role read that does not answer: how many began (entered), and whether the test let them end. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int entered, released;
+} hang = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+/* A read of a hung role: it waits to be released, HANG_MS at most (its timeout). */
+static void hang_wait(void)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    pthread_mutex_lock(&hang.lock);
+    hang.entered++;
+    pthread_cond_broadcast(&hang.cond);
+    while (!hang.released && pthread_cond_timedwait(&hang.cond, &hang.lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&hang.lock);
+}
+
+/* Waits until |n| reads have begun hanging. */
+static void hang_entered(int n)
+{
+    pthread_mutex_lock(&hang.lock);
+    while (hang.entered < n)
+        pthread_cond_wait(&hang.cond, &hang.lock);
+    pthread_mutex_unlock(&hang.lock);
+}
+
+static void hang_release(void)
+{
+    pthread_mutex_lock(&hang.lock);
+    hang.released = 1;
+    pthread_cond_broadcast(&hang.cond);
+    pthread_mutex_unlock(&hang.lock);
+}
+
 static int fake_role_policy(struct gw_upstream *up, const char *role, struct gw_role_policy *out, char *err)
 {
     (void)up, (void)role;
     fake.policy_calls++;
+    if (fake.policy_hangs) {
+        hang_wait();
+        snprintf(err, GW_ERR_LEN, "the test CA did not answer in time");
+        return GW_ERR_TIMEOUT;
+    }
     if (fake.policy_fails) {
         snprintf(err, GW_ERR_LEN, "the test CA is sealed");
         return -12;
@@ -1817,12 +1864,149 @@ static void test_crmf_delegate_policy_down(void **state)
     set_cn(ctx, "dev.example.com");
     assert_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
-                  "the test CA is sealed");
-    /* twin: the upstream is back; a failure is not cached */
+                  " could not be read: the test CA is sealed");
+    /* the upstream is back, but for GW_ROLE_POLICY_RETRY the failure stands: refused at once, not read */
     fake.policy_fails = 0;
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  " could not be read a moment ago: the CA's role definition is needed to issue; retry in a "
+                  "few seconds");
+    assert_int_equal(fake.policy_calls, 1);
+    /* twin: past it, read again */
+    ahead_secs = GW_ROLE_POLICY_RETRY;
+    gw_cmp_engine_set_clock(e->engine, ahead_clock);
     OSSL_CMP_CTX_reinit(ctx);
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_int_equal(fake.policy_calls, 2);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+#define HANG_CLIENTS 3
+
+/* An ir on a delegating role, on a thread of its own, and how long it took. */
+struct hung_ir {
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    X509 *got;
+    uint64_t ms;
+};
+
+static void hung_ir_init(struct hung_ir *h, struct env *e)
+{
+    h->cl = (struct client){.env = e};
+    h->ctx = client_new(&h->cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    set_cn(h->ctx, "dev.example.com");
+}
+
+static void *hung_ir_run(void *arg)
+{
+    struct hung_ir *h = arg;
+    uint64_t start = gw_now_ms();
+
+    h->got = OSSL_CMP_exec_IR_ses(h->ctx);
+    h->ms = gw_now_ms() - start;
+    return NULL;
+}
+
+static void hung_ir_cleanup(struct hung_ir *h)
+{
+    client_cleanup(&h->cl);
+    OSSL_CMP_CTX_free(h->ctx);
+}
+
+/*
+ * A Vault whose roles/ does not answer must not take the workers: while one request reads the
+ * delegate's upstream role (up to the upstream's timeout, HANG_MS here), the others are refused
+ * within GW_ROLE_POLICY_WAIT_MS rather than each waiting for it and then reading again itself (N
+ * requests, N times the timeout, the pool full); once the read failed, the next is refused at once,
+ * without a read, for GW_ROLE_POLICY_RETRY.
+ */
+static void test_crmf_delegate_policy_hangs(void **state)
+{
+    struct env *e = env_delegate();
+    struct hung_ir first, other[HANG_CLIENTS];
+    pthread_t th, oth[HANG_CLIENTS];
+    uint64_t start;
+
+    (void)state;
+    hang.entered = hang.released = 0;
+    fake.policy_hangs = 1;
+    hung_ir_init(&first, e);
+    assert_int_equal(pthread_create(&th, NULL, hung_ir_run, &first), 0);
+    hang_entered(1);
+    start = gw_now_ms();
+    for (int i = 0; i < HANG_CLIENTS; i++) {
+        hung_ir_init(&other[i], e);
+        assert_int_equal(pthread_create(&oth[i], NULL, hung_ir_run, &other[i]), 0);
+    }
+    for (int i = 0; i < HANG_CLIENTS; i++)
+        assert_int_equal(pthread_join(oth[i], NULL), 0);
+    if (gw_now_ms() - start >= HANG_MS)
+        fail_msg("%d requests took %llu ms while one read hung", HANG_CLIENTS,
+                 (unsigned long long)(gw_now_ms() - start));
+    for (int i = 0; i < HANG_CLIENTS; i++) {
+        assert_null(other[i].got);
+        assert_status(other[i].ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                      " is being read for another request: retry in a few seconds");
+    }
+    assert_int_equal(fake.policy_calls, 1);
+    hang_release();
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_null(first.got);
+    assert_status(first.ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "could not be read: the test CA did not answer in time");
+    /* the read failed: the next is refused at once, not read again */
+    OSSL_CMP_CTX_reinit(other[0].ctx);
+    set_cn(other[0].ctx, "dev.example.com");
+    hung_ir_run(&other[0]);
+    assert_null(other[0].got);
+    assert_status(other[0].ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "could not be read a moment ago");
+    assert_int_equal(fake.policy_calls, 1);
+    hung_ir_cleanup(&first);
+    for (int i = 0; i < HANG_CLIENTS; i++)
+        hung_ir_cleanup(&other[i]);
+    env_free(e);
+}
+
+static int fake_probe(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
+{
+    (void)up, (void)end;
+    snprintf(err, GW_ERR_LEN, "the test CA does not answer its health check");
+    return GW_ERR_UNAVAILABLE;
+}
+
+/*
+ * While its probes say the upstream is down (fail_fast, the default), its role is not read: the
+ * delegate is refused at once, as a sign call would be. Twin: without fail_fast it is read.
+ */
+static void test_crmf_delegate_upstream_down(void **state)
+{
+    struct env *e = env_delegate();
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    struct gw_upstream *up = gw_upstream_set_get0(e->ups, "local");
+    char err[GW_ERR_LEN];
+
+    (void)state;
+    fake_ops.probe = fake_probe;
+    for (int i = 0; i < GW_UPSTREAM_DOWN_AFTER; i++)
+        assert_int_not_equal(gw_upstream_probe(up, NULL, err), 0);
+    set_cn(ctx, "dev.example.com");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "could not be read: upstream local is down (its probes)");
+    assert_int_equal(fake.policy_calls, 0);
+    upstream_conf(e, "local")->fail_fast = false;
+    ahead_secs = GW_ROLE_POLICY_RETRY;
+    gw_cmp_engine_set_clock(e->engine, ahead_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "dev.example.com");
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(fake.policy_calls, 1);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
@@ -12088,6 +12272,8 @@ int main(void)
         cmocka_unit_test(test_crmf_reject),
         cmocka_unit_test(test_crmf_delegate),
         cmocka_unit_test(test_crmf_delegate_policy_down),
+        cmocka_unit_test(test_crmf_delegate_policy_hangs),
+        cmocka_unit_test(test_crmf_delegate_upstream_down),
         cmocka_unit_test(test_crmf_delegate_text_controls),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),
