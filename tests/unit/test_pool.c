@@ -231,7 +231,6 @@ static void test_full_queue_refuses(void **state)
     static struct gate g;
     struct gw_pool *p;
     char err[GW_ERR_LEN];
-    uint64_t t0;
     (void)state;
 
     tjobs_init(t, 5);
@@ -243,9 +242,8 @@ static void test_full_queue_refuses(void **state)
     for (int i = 1; i <= 3; i++)
         assert_int_equal(gw_pool_submit(p, &t[i].job), 0);
     assert_int_equal(gw_pool_queued(p), 3);
-    t0 = gw_now_ms();
+    /* refused, not waited: a submit that waited for room would wait for ever, the worker held at the gate */
     assert_int_equal(gw_pool_submit(p, &t[4].job), GW_ERR_BUSY);
-    assert_true(gw_now_ms() - t0 < 100); /* refused, not waited */
     assert_int_equal(gw_pool_queued(p), 3);
     gate_open(&g);
     gw_pool_free(p);
