@@ -364,6 +364,48 @@ static void env_free(struct env *e)
     free(e);
 }
 
+/*
+ * The PBM keys derived for the request while the engine processes it (exchange), with the iterationCount
+ * of the last: OpenSSL's, to verify a message under a known reference (with the PBMParameter the request
+ * carries), and the gateway's, for one under a reference it refuses (cmp_pbm_spend, over the request's
+ * DER); not the key that protects the answer. Interposed on libcrypto's own symbol, as ASN1_item_sign_ex is.
+ */
+static _Thread_local const unsigned char *engine_req;
+static _Thread_local size_t engine_req_len;
+static struct {
+    int keys;
+    long iterations;
+} pbm_work;
+
+int OSSL_CRMF_pbm_new(OSSL_LIB_CTX *libctx, const char *propq, const OSSL_CRMF_PBMPARAMETER *pbmp,
+                      const unsigned char *msg, size_t msglen, const unsigned char *sec, size_t seclen,
+                      unsigned char **mac, size_t *maclen)
+{
+    static int (*real)(OSSL_LIB_CTX *, const char *, const OSSL_CRMF_PBMPARAMETER *, const unsigned char *,
+                       size_t, const unsigned char *, size_t, unsigned char **, size_t *);
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    STACK_OF(ASN1_TYPE) *seq = NULL;
+    int len;
+
+    if (engine_req != NULL && (len = i2d_OSSL_CRMF_PBMPARAMETER(pbmp, &der)) > 0 &&
+        ((msglen == engine_req_len && memcmp(msg, engine_req, msglen) == 0) ||
+         memmem(engine_req, engine_req_len, der, (size_t)len) != NULL)) {
+        p = der; /* PBMParameter (RFC 4211 §4.4): salt, owf, iterationCount, mac */
+        seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, len);
+        pbm_work.keys++;
+        pbm_work.iterations =
+            seq != NULL && sk_ASN1_TYPE_num(seq) == 4 && sk_ASN1_TYPE_value(seq, 2)->type == V_ASN1_INTEGER
+                ? ASN1_INTEGER_get(sk_ASN1_TYPE_value(seq, 2)->value.integer)
+                : -1;
+        sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+    }
+    OPENSSL_free(der);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "OSSL_CRMF_pbm_new");
+    return real(libctx, propq, pbmp, msg, msglen, sec, seclen, mac, maclen);
+}
+
 /* Runs one request through the engine; returns the response DER (caller frees) and the HTTP status. */
 static unsigned char *exchange(struct env *e, const unsigned char *der, size_t len, int *http,
                                size_t *out_len)
@@ -372,6 +414,8 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     unsigned char *out = NULL;
 
     gw_cmp_response_init(&rsp);
+    engine_req = der;
+    engine_req_len = len;
     gw_cmp_process(e->engine,
                    &(struct gw_cmp_request){.der = der,
                                             .len = len,
@@ -380,6 +424,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
                                             .tls_client = e->tls_client,
                                             .gone = e->gone},
                    &rsp);
+    engine_req = NULL;
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
     e->authenticated += rsp.authenticated;
@@ -667,19 +712,26 @@ struct refusal_case {
     int wrong_secret;
     int fail_bit;
     const char *text;
+    int pbm_keys; /* derived as the engine refused it, each with the message's iterationCount */
 };
 
+/*
+ * Each refusal with its failInfo and text, and the PBM work it cost the engine: a message under a
+ * reference that does not exist costs what one under a reference that does (a wrong secret) costs, one
+ * key derived with its iterationCount, so that the time of the answer tells no more than its text which
+ * references exist; one over the iteration cap costs none.
+ */
 static void test_refusals(void **state)
 {
     static const struct refusal_case cases[] = {
         {"untrusted signer", CMP_DEFAULTS, SIG, 1, NULL, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         TEXT_UNTRUSTED},
+         TEXT_UNTRUSTED, 0},
         {"wrong PBM secret", CMP_DEFAULTS, PBM, 0, "demo-device", 1, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "PBM protection could not be verified"},
+         "PBM protection could not be verified", 1},
         {"unknown PBM reference", CMP_DEFAULTS, PBM, 0, "nobody", 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "PBM protection could not be verified"},
+         "PBM protection could not be verified", 1},
         {"PBM iterations over the cap", CMP_DEFAULTS ", \"pbm_max_iterations\": 200", PBM, 0, "demo-device",
-         0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "cap of 200"},
+         0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "cap of 200", 0},
     };
     static const unsigned char wrong[] = "0123456789abcdef0123456789abcdef";
 
@@ -695,8 +747,12 @@ static void test_refusals(void **state)
                                          rc->wrong_secret ? sizeof(wrong) - 1 : pbm_secret_len);
 
         print_message("case: %s\n", rc->name);
+        memset(&pbm_work, 0, sizeof(pbm_work));
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, rc->fail_bit, rc->text);
+        assert_int_equal(pbm_work.keys, rc->pbm_keys);
+        if (rc->pbm_keys > 0)
+            assert_int_equal(pbm_work.iterations, 500); /* OpenSSL's client sends 500 (over the cap of 200) */
         assert_int_equal(e->authenticated, 0);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         client_cleanup(&cl);
