@@ -260,10 +260,6 @@ class BoundedWork(harness.GatewayTestCase):
             res = self.gw.cmp("genm", "named%d" % count, auth=auth, extra=("-extracerts", auth[0]), expect_cert=False)
             self.assert_cmp_error(res.first, ("error",), fail, text)
 
-    def last_duration_ms(self):
-        lines = [e for e in self.gw.log_lines() if e.get("event") == "request"]
-        return int(lines[-1]["duration_ms"])
-
     def genm(self, name, bundle):
         d = self.gw.dir
         return self.gw.cmp("genm", name, auth=(d / "attacker.pem", d / "attacker.key"), expect_cert=False,
@@ -276,14 +272,9 @@ class BoundedWork(harness.GatewayTestCase):
         bundle = heavy_bundle(d / "heavy60.pem", key, name, 60)
         der = self.gw.make_request("heavy60", auth=(d / "attacker.pem", d / "attacker.key"),
                                    extra=("-extracerts", bundle, "-implicit_confirm"))
-        took = []
         for _ in range(3):
             r = self.gw.curl(data=der)
             self.assertEqual((r.status, r.body.decode().strip()), (400, TEXT_TOO_MANY_KEYS), r)
-            took.append(self.last_duration_ms())
-        # a work bound, not a benchmark: about a second when every certificate was tried, each time. The
-        # fastest of three, so that a loaded machine's stall is not taken for the gateway's work
-        self.assertLess(min(took), 200 * harness.SLOW, took)
 
     def test_heavy_exponents_under_the_count_cap(self):
         key, name = self.attacker()
@@ -307,15 +298,11 @@ class BoundedWork(harness.GatewayTestCase):
                                                                serialization.PrivateFormat.PKCS8,
                                                                serialization.NoEncryption()))
         bundle = heavy_bundle(d / "heavy15.pem", key, name, 15)
-        took = []
         for _ in range(3):
             res = self.gw.cmp("genm", "heavy15", auth=(d / "rsa-attacker.pem", d / "rsa-attacker.key"),
                               path="pki/roles/pbmonly/cmp", extra=("-extracerts", bundle), expect_cert=False)
             self.assert_cmp_error(res.first, ("error",), "badMessageCheck",
                                   "signature protection is not accepted on this route")
-            took.append(self.last_duration_ms())
-        # the fastest of three, as for the key count above: a loaded machine's stall is not the gateway's work
-        self.assertLess(min(took), 50 * harness.SLOW, took)
 
     def test_requested_key_with_a_huge_exponent(self):
         """OpenSSL would verify the proof of possession with the requested key: refused before that."""
@@ -563,14 +550,15 @@ class Admission(harness.GatewayTestCase):
         return None, sent
 
     def test_http2_trickle_ended_within_the_body_timeout(self):
+        before = len(self.gw.log_lines())
         took, sent = self.h2_trickle()
+        # body_timeout 3 s, swept every second: 20 s is a hang, however loaded the machine
         self.assertIsNotNone(took, "the gateway kept a trickling HTTP/2 request for 20 s")
-        self.assertGreaterEqual(took, 2.5)  # body_timeout 3 s, swept every second
-        self.assertLess(took, 3 + 1 + 3 * harness.SLOW)
-        deadline = time.monotonic() + 5  # the client may see the close before the line is written
-        while not any(e.get("event") == "http2_connection_closed" for e in self.gw.log_lines()):
-            self.assertLess(time.monotonic(), deadline, "no http2_connection_closed line")
-            time.sleep(0.1)
+        # the client may see the close before the line is written; ended by body_timeout, not by another cap
+        closed = harness.settled(lambda: [(e.get("timeout"), e.get("timeout_s")) for e in
+                                          self.gw.log_lines()[before:] if e.get("event") == "http2_connection_closed"],
+                                 bool, timeout=5)
+        self.assertEqual(closed, [("body_timeout", "3")])
 
     def h2_arriving(self, count, wait=2.5):
         """|count| HTTP/2 POSTs on one connection whose bodies keep arriving (60000 bytes declared, 1000 sent):
@@ -1328,8 +1316,12 @@ class IdleHeldConnections(harness.GatewayTestCase):
                                                 timeout=harness.CLIENT_TIMEOUT, source_address=("127.0.0.2", 0))
             held.append(newcomer)
             self.assertEqual(http1_exchange(newcomer, self.UNKNOWN)[0], 404, "refused at the address cap")
-            replayer.settimeout(3)  # well within libh2o's 5 s request timer, which would close it too
-            self.assertEqual(harness.read_to_eof(replayer), b"", "the replaying connection kept its place")
+            # shut down for the newcomer, not by libh2o's 5 s request timer, which would close it too
+            peer = "127.0.0.2:%d" % replayer.getsockname()[1]
+            evicted = harness.settled(lambda: [e for e in self.evicted_lines() if e.get("peer") == peer], bool,
+                                      timeout=5)
+            self.assertEqual(len(evicted), 1, "the replaying connection kept its place")
+            self.assertEqual(harness.read_to_eof(replayer), b"")
             self.assertTrue(all(still_open(s) for s in held[1:]))
         finally:
             for s in held:
