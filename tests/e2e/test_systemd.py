@@ -159,11 +159,10 @@ class Notify(unittest.TestCase):
         lock for the upstream's whole timeout, while the listeners went on accepting, and systemd's
         TimeoutStopSec= killed it with no drain)."""
         with self.reload_held() as gw:
-            begun = time.monotonic()
             gw.signal_stop()
             after = self.messages("STOPPING=1", timeout=5)
+            # the held call's timeout is a minute: an exit within 15 s is the only sign that the stop cut it
             self.assertEqual(gw.wait_exit(timeout=15), 0)
-            self.assertLess(time.monotonic() - begun, 15)
             proc, gw.proc = gw.proc, None
             gw.check_stderr()
             try:

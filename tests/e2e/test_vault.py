@@ -961,13 +961,11 @@ class VaultStopCutsLastRevocationShort(Http2Listener, SlowVault):
         self.assertEqual(len(retry), 1, self.gw.stderr()[-3000:])
         mark = self.vault.mark()
         self.vault.control({"latency_ms": 40000, "match": "/revoke"})
-        start = time.monotonic()
         self.gw.signal_stop()  # within the withdrawal's 2 s back-off
         rc = self.gw.wait_exit()
         self.gw.proc = None
         self.gw.check_stderr()
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
-        self.assertLess(time.monotonic() - start, 15)
         self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)  # the last attempt, never answered
         self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoke_failed", cn)],
                          ["not revoked after 2 attempts: " + CUT_SHORT])
@@ -1199,13 +1197,9 @@ class VaultShutdownRevocationPastDeadline(VaultShutdownPastDrain):
         self.vault.control({"latency_ms": int(self.REVOKE_LATENCY_S * 1000), "match": "/revoke"})
 
     def test_certificate_recorded_after_the_drain_gave_up(self):
-        start = time.monotonic()
-        serial = self.stop_during_call("unrevoked")  # within STOP_TIMEOUT (30 s): not after the revocation
-        # the sign call's 12 s and the withdrawals' 10 s, not the revocation's 40 s nor its timeout's 60 s.
-        # This bound does not tell the call cut short from a drain that gives up on it at its deadline: that
-        # comes 250 ms to 1.25 s later (GW_WITHDRAWAL_RECORD_MS, GW_UPSTREAM_END_CHECK_MS), about 22 s from
-        # the stop against 21.2 s, too close to bound on a loaded machine; the records below tell them apart
-        self.assertLess(time.monotonic() - start, 30)
+        # the records below tell the call cut short by the deadline from a drain that gave up on it there,
+        # and from a revocation waited for (its 40 s) or cut by its timeout (60 s)
+        serial = self.stop_during_call("unrevoked")
         self.assertEqual(len(self.vault.requests("/revoke")), 1)  # asked, never answered in time
         self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoke_failed") if r["serial"] == serial],
                          ["not revoked: " + CUT_SHORT])
