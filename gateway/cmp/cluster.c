@@ -1136,9 +1136,9 @@ int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *pl
     if (rc == 3)
         snprintf(err, GW_ERR_LEN, "the shared state keeps %u unexpired revocations already (cmp.max_revoked)",
                  max);
-    else if (rc != 0 && rc != GW_ERR_UNAVAILABLE)
+    else if (rc != 0 && rc != 4 && rc != GW_ERR_UNAVAILABLE)
         snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation", rc);
-    return rc == 0 ? 0 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
+    return rc == 0 ? 0 : rc == 4 ? 1 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
 }
 
 int gw_cluster_revoked(struct gw_cluster *cl, const char *id, const char *plain, char *err)

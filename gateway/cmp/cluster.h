@@ -224,9 +224,11 @@ void gw_txn_result_cleanup(struct gw_txn_result *res);
  * name and serial alone (the same for a certificate that names no CA key), as an earlier version named it.
  *
  * gw_cluster_put_revoked: the certificate named |id| and |plain| was revoked through this instance; every
- * instance refuses it until |not_after| (its expiry, seconds since the epoch) on Redis's clock, an earlier
- * version by |plain|: 0; GW_ERR_LIMIT when |max| unexpired ones are kept already, counted on Redis's clock
- * (an instance's own plays no part in either), or GW_ERR_UNAVAILABLE, each with |err|.
+ * instance refuses it until |not_after| (its expiry, seconds since the epoch) and GW_STATE_GRACE on Redis's
+ * clock (an instance whose clock lags Redis's by that much still takes it as valid), an earlier version by
+ * |plain|: 0; 1, nothing written, when that time has passed; GW_ERR_LIMIT when |max| unexpired ones are kept
+ * already, counted on Redis's clock (an instance's own plays no part in any of these: |not_after| is sent
+ * even where this instance's clock says it passed), or GW_ERR_UNAVAILABLE, each with |err|.
  */
 int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t not_after,
                            uint32_t max, char *err);

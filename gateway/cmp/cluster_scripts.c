@@ -211,9 +211,13 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                  "redis.call('DEL', KEYS[2])\n"
                  "return 0\n",
     /* KEYS: as S_REVOKED; ARGV: the certificate's expiry (its notAfter, seconds since the epoch), the cap (0:
-       none), the marking value. The TTL is counted to that expiry on Redis's clock, the same for every
-       instance: one counted on an instance's own clock, skewed, would end the entries early (the certificate
-       let in again everywhere before it expires) or keep them late. An earlier version runs its own script
+       none), the marking value. 4, nothing written, when that expiry is GW_STATE_GRACE seconds past or more
+       on Redis's clock. Else the TTL is counted to that expiry and GW_STATE_GRACE on Redis's clock, the same
+       for every instance: one counted on an instance's own clock, skewed, would end the entries early (the
+       certificate let in again everywhere before it expires) or keep them late; the grace covers an instance
+       whose clock lags Redis's, which takes the certificate as valid that much past its expiry on Redis's
+       clock (an instance that sent it, its own clock ahead, may take it as expired already: the write does
+       not depend on it). An earlier version runs its own script
        (another text, another SHA-1), which takes the seconds to the expiry as its own clock counts them, over
        the same keys. The keyed entry ("1") and its member in the counted set, as LUA_COUNTED_SET keeps one: 3
        when the cap is reached, nothing written; else 0. The entry by issuer and serial (which an earlier
@@ -229,7 +233,9 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        low) or count expired ones (refusing a revocation) */
     [S_PUT_REVOKED] =
         "local now = tonumber(redis.call('TIME')[1])\n"
-        "local ttl = " LUA_TTL("ARGV[1] - now") "\n"
+        "local ends = tonumber(ARGV[1]) + " LUA_NUM(GW_STATE_GRACE) "\n"
+        "if ends <= now then return 4 end\n"
+        "local ttl = " LUA_TTL("ends - now") "\n"
         "local function outlive(k)\n"
         "  local t = redis.call('TTL', k)\n"
         "  if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end\n"

@@ -60,15 +60,17 @@
  * to expire, never deleted while the certificate is in no set.
  *
  * A revocation this instance's set could not keep (cmp.max_revoked reached, no memory), or need not (the
- * certificate expired, before its rr or while at the CA: neither set holds an expired one), would likewise
- * not be found here by the one that waited for its mark: without a shared state, nothing else stops that
- * one. Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go,
+ * certificate expired on its clock, before its rr or while at the CA: no set holds an expired one), would
+ * likewise not be found here by the one that waited for its mark: without a shared state, nothing else stops
+ * that one. Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go,
  * remembers it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as
  * revoked, and so does the credential check (cmp_revoked_check), from the note on: the certificate does
  * not authenticate here meanwhile, though its CA's CRL may not list it yet. Those are
  * GW_MAX_REVOKED_UNKEPT at most, the one that ends first forgotten first: a second revocation of it at
- * worst, as before, and the certificate left to its CA's CRL. An expired one also leaves its shared mark
- * "done", as one the shared set did not keep.
+ * worst, as before, and the certificate left to its CA's CRL. One expired on this instance's clock goes to
+ * the shared set all the same: Redis's clock decides there (gw_cluster_put_revoked), as another instance's
+ * clock, behind this one's, may take the certificate as valid still. One expired on Redis's clock too
+ * leaves its shared mark "done", as one the shared set did not keep.
  */
 #include "gateway/cmp/revoked.h"
 #include "gateway/cmp/cluster.h"
@@ -854,13 +856,56 @@ static int keep_names(struct cmp_revoked *rs, const struct names *n, time_t unti
     return rc;
 }
 
+/*
+ * |n| (notAfter |until|) kept in this instance's set, and its file: 0, or the CMP_REVOKED_NOT_* bit of
+ * where it is not with |err|; *|marked| false where that was noted on no revocation under way.
+ */
+static int keep_here(struct gw_cmp_engine *e, const struct names *n, time_t until, time_t now, bool *marked,
+                     char *err)
+{
+    uint32_t max = e->cfg.cmp->max_revoked;
+    int rc = keep_names(e->revoked, n, until, max, now);
+
+    if (rc == 1 && save(e->revoked, n, until, err) != 0)
+        return CMP_REVOKED_NOT_SAVED;
+    if (rc >= 0)
+        return 0;
+    *marked = set_missed(e->revoked, n->plain, false, true);
+    if (rc == GW_ERR_LIMIT)
+        snprintf(err, GW_ERR_LEN, "this instance keeps %u unexpired revocations already (cmp.max_revoked)",
+                 max);
+    else
+        snprintf(err, GW_ERR_LEN, "out of memory");
+    return CMP_REVOKED_NOT_HERE;
+}
+
+/*
+ * |n| (notAfter |until|) put in the shared state: 0, or CMP_REVOKED_NOT_SHARED with |err| (unless |missed|:
+ * it says why already); *|marked| as keep_here's. Expired on Redis's clock, it is kept there by no instance,
+ * which none needs, but is noted as not shared: a revocation waiting for this one's mark finds it revoked.
+ */
+static int share(struct gw_cmp_engine *e, const struct names *n, time_t until, int missed, bool *marked,
+                 char *err)
+{
+    char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
+    int rc;
+
+    names_hex(n, hex, plain);
+    if ((rc = gw_cluster_put_revoked(e->cluster, hex, plain, until, e->cfg.cmp->max_revoked, why)) == 1)
+        (void)set_missed(e->revoked, n->plain, true, false);
+    if (rc >= 0)
+        return 0;
+    if (missed == 0)
+        snprintf(err, GW_ERR_LEN, "%s", why);
+    *marked = set_missed(e->revoked, n->plain, true, false);
+    return CMP_REVOKED_NOT_SHARED;
+}
+
 int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
 {
     struct names n;
-    char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1], why[GW_ERR_LEN] = "";
     time_t until = 0;
-    uint32_t max = e->cfg.cmp->max_revoked;
-    int rc, missed = 0;
+    int missed = 0;
     bool marked = true;
 
     if (gw_asn1_time(X509_get0_notAfter(cert), &until) != 0 || names_of(cert, &n) != 0) {
@@ -868,31 +913,16 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         return CMP_REVOKED_NOT_HERE | CMP_REVOKED_UNMARKED |
                (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
-    /* expired (before its rr, or while at the CA): no chain validates with it, so the set need not keep
-       it; but a revocation of it waiting for this one's mark would find it nowhere, and send it again */
-    if (until <= now) {
-        set_missed(e->revoked, n.plain, e->cluster != NULL, true);
-        return 0;
-    }
-    if ((rc = keep_names(e->revoked, &n, until, max, now)) == 1 && save(e->revoked, &n, until, err) != 0) {
-        missed |= CMP_REVOKED_NOT_SAVED;
-    } else if (rc < 0) {
-        missed |= CMP_REVOKED_NOT_HERE;
-        marked = set_missed(e->revoked, n.plain, false, true);
-        if (rc == GW_ERR_LIMIT)
-            snprintf(err, GW_ERR_LEN,
-                     "this instance keeps %u unexpired revocations already (cmp.max_revoked)", max);
-        else
-            snprintf(err, GW_ERR_LEN, "out of memory");
-    }
-    /* shared even when not kept here: the other instances are where it is not known otherwise */
-    names_hex(&n, hex, plain);
-    if (e->cluster != NULL && gw_cluster_put_revoked(e->cluster, hex, plain, until, max, why) != 0) {
-        if (missed == 0)
-            snprintf(err, GW_ERR_LEN, "%s", why);
-        missed |= CMP_REVOKED_NOT_SHARED;
-        marked = set_missed(e->revoked, n.plain, true, false);
-    }
+    /* expired on this instance's clock (before its rr, or while at the CA): no chain validates with it here,
+       so this set need not keep it; but a revocation of it waiting for this one's mark would find it nowhere
+       here, and send it again */
+    if (until <= now)
+        (void)set_missed(e->revoked, n.plain, false, true);
+    else
+        missed = keep_here(e, &n, until, now, &marked, err);
+    /* shared even when not kept here, expired or not: the other instances' clocks, and Redis's, decide */
+    if (e->cluster != NULL)
+        missed |= share(e, &n, until, missed, &marked, err);
     return missed != 0 && !marked ? missed | CMP_REVOKED_UNMARKED : missed;
 }
 

@@ -53,7 +53,8 @@ void cmp_revoked_free(struct cmp_revoked *rs);
 
 /*
  * cmp_revoked_add: |cert| was revoked at its CA through |e| at |now|. 0 when it is kept wherever |e|
- * keeps revocations (or expired by |now|: kept nowhere, as it authenticates nothing), else the
+ * keeps revocations (or expired by |now|: not kept here, as it authenticates nothing here; with a shared
+ * state, kept there unless expired on Redis's clock too, gw_cluster_put_revoked), else the
  * CMP_REVOKED_NOT_* bits of where it is not, with |err| saying why: there it is known once the CA's CRL says
  * so. What is not kept is noted on the revocation's mark, for cmp_revoked_end, which has it known a while
  * (remembered here, or the shared mark left "done"); with CMP_REVOKED_UNMARKED where there was no mark

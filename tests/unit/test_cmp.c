@@ -8679,18 +8679,19 @@ static void test_shared_revoked_counted_while_kept(void **state)
     snprintf(key2, sizeof(key2), "%s:%s", set, p2);
     /* a keyed entry there already, kept longer */
     assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 60, 100, err), 0);
-    assert_true(redis_score(set, key1) >= (long long)now + 60); /* Redis's clock, read since */
-    assert_true(redis_score(set, key1) <= (long long)time(NULL) + 60);
+    assert_true(redis_score(set, key1) >=
+                (long long)now + 60 + GW_STATE_GRACE); /* Redis's clock, read since */
+    assert_true(redis_score(set, key1) <= (long long)time(NULL) + 60 + GW_STATE_GRACE);
     assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 6000, 100, err), 0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", key1}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
-    assert_true(redis_score(set, key1) >= (long long)now + 5999);
+    assert_true(redis_score(set, key1) >= (long long)now + 5999 + GW_STATE_GRACE);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"TTL", set}), 0);
     assert_true(strtol(out + 1, NULL, 10) > 5000);
     /* a marked entry taken as a keyless certificate's, its longer TTL kept */
     assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 6000, 100, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, p2, p2, time(NULL) + 600, 100, err), 0);
-    assert_true(redis_score(set, key2) >= (long long)now + 5999);
+    assert_true(redis_score(set, key2) >= (long long)now + 5999 + GW_STATE_GRACE);
     /* a revocation past the first TTLs (the set's scores moved back as much) leaves both counted */
     set_scores_back(set, 700);
     assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 60, 100, err), 0);
@@ -8746,7 +8747,8 @@ static void test_shared_revoked_readded_under_cap(void **state)
 /*
  * The shared revoked set (cmp.max_revoked) counts on Redis's clock alone, which scores every entry and
  * sweeps the set: another instance's live entry stays counted (the cap of 1 refuses the next), and an
- * expired one is not (2 s after a 1-s entry the next is taken under a cap of 2, scored by Redis's clock).
+ * expired one is not (2 s after a 1-s entry, its certificate's expiry GW_STATE_GRACE less, the next is taken
+ * under a cap of 2, scored by Redis's clock).
  * Before, the set was scored and swept on the calling instance's clock (an argument): an instance an hour
  * ahead swept the live entry and took the next over the cap, one an hour behind counted the expired entry and
  * refused the next (GW_ERR_LIMIT: that revocation not shared). The instance passes no clock now.
@@ -8770,20 +8772,20 @@ static void test_shared_revoked_on_redis_clock(void **state)
     assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 600, 1, err), GW_ERR_LIMIT);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 2, err), 0); /* keeps the set */
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 1, 2, err), 0);
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 1 - GW_STATE_GRACE, 2, err), 0);
     sleep(2);
     before = time(NULL);
     assert_int_equal(gw_cluster_put_revoked(cl, k4, p4, time(NULL) + 600, 2, err), 0);
-    assert_true(redis_score(set, key4) >= (long long)before + 600);
-    assert_true(redis_score(set, key4) <= (long long)time(NULL) + 600);
+    assert_true(redis_score(set, key4) >= (long long)before + 600 + GW_STATE_GRACE);
+    assert_true(redis_score(set, key4) <= (long long)time(NULL) + 600 + GW_STATE_GRACE);
     gw_cluster_free(cl);
 }
 
 /*
  * A TTL of 0 or less, which Redis refuses in SET ... EX (the whole script failing), is taken as 1 s by the
- * scripts that write one: a replay entry, a reservation, a revocation (its expiry reached on Redis's clock)
- * are written, and live 1 s. Before,
- * each failed as the shared state being unavailable.
+ * scripts that write one: a replay entry and a reservation are written, and live 1 s. Before, each failed as
+ * the shared state being unavailable. A revocation whose expiry and GW_STATE_GRACE are reached on Redis's
+ * clock is not written (1); one a second or two short of it lives that long.
  */
 static void test_shared_ttl_at_least_one_second(void **state)
 {
@@ -8795,14 +8797,21 @@ static void test_shared_ttl_at_least_one_second(void **state)
     cl = redis_cluster(rec);
     assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
-    assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
-                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", time(NULL), 10, err),
-                     0);
     snprintf(key, sizeof(key), "%.*srevoked:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
              (int)(strstr(rec, "rec:") - rec), rec);
+    assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
+                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", time(NULL) - GW_STATE_GRACE,
+                                            10, err),
+                     1);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    assert_int_equal(gw_cluster_put_revoked(cl, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
+                                            "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0",
+                                            time(NULL) + 2 - GW_STATE_GRACE, 10, err),
+                     0);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"PTTL", key}), 0);
-    /* there, for 1 s at most (read within it): never -1 (no TTL), nor -2 (not written) */
-    assert_true(out[0] == ':' && strtol(out + 1, NULL, 10) > 0 && strtol(out + 1, NULL, 10) <= 1000);
+    /* there, for 2 s at most (read within it): never -1 (no TTL), nor -2 (not written) */
+    assert_true(out[0] == ':' && strtol(out + 1, NULL, 10) > 0 && strtol(out + 1, NULL, 10) <= 2000);
     gw_cluster_free(cl);
 }
 
@@ -10983,14 +10992,29 @@ static void cert_expires(void)
     two_ca_now = expires_at;
 }
 
+/* How many revoked: entries the test's Redis holds (under the test's prefix). */
+static long long revoked_entries(void)
+{
+    char pattern[64], out[64];
+
+    snprintf(pattern, sizeof(pattern), "unit%d:revoked:*", (int)getpid());
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4,
+                  (const char *const[]){"EVAL", "return #redis.call('KEYS', ARGV[1])", "0", pattern}),
+        0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
 /*
- * A certificate that expires while its revocation is at the CA is kept in no revoked set (it authenticates
- * nothing), but its mark is left "done" as one the shared set could not keep, and this instance remembers
- * it: a revocation of it that waited for that mark, here or on another instance, is not sent again. Once,
- * the mark was deleted and the certificate found nowhere. The twin: one still valid goes into the set,
- * its mark deleted.
+ * A certificate expired on this instance's clock as its revocation is at the CA (the clock 300 s past the
+ * notAfter; on Redis's, the certificate has an hour to run) is kept in this instance's set no more (it
+ * authenticates nothing here), but it is shared: an instance whose clock is right refuses it until its
+ * notAfter. Its mark is deleted, as any shared one's; this instance remembers it too. Before, the
+ * revocation was kept nowhere, its mark left "done" for the mark's TTL alone: the other instances let the
+ * certificate in for the hour. The twin: x1b, valid here too, kept in the shared set; its mark deleted.
  */
-static void test_shared_revoking_done_when_expired(void **state)
+static void test_shared_revoked_when_expired_here(void **state)
 {
     struct two_cas *t = *state;
     char out[64];
@@ -11000,16 +11024,17 @@ static void test_shared_revoking_done_when_expired(void **state)
     if (t == NULL)
         skip();
     assert_int_equal(ASN1_TIME_to_tm(X509_get0_notAfter(t->x1), &tm), 1);
-    expires_at = timegm(&tm) + 1;
+    expires_at = timegm(&tm) + 300;
     revoking_key(t->x1, mark_key, sizeof(mark_key));
     fake.during_revoke = cert_expires;
     rr_as(t, t->x1, t->x1_key, t->ca1);
     fake.during_revoke = NULL;
     two_ca_now = was;
     assert_int_equal(fake.revoke_calls, 1);
-    mark_is(mark_key, "done", out, sizeof(out));
-    assert_string_equal(out, ":1");
-    /* this instance remembers it too: its holder asking again is answered, the CA not asked */
+    assert_int_equal(revoked_entries(), 2); /* keyed, and by issuer and serial */
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
+    assert_string_equal(out, ":0");
+    /* its holder asking again is answered, the CA not asked */
     rr_answered(t, t->x1, t->x1_key, t->ca1, OSSL_CMP_PKISTATUS_rejection,
                 OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     assert_int_equal(fake.revoke_calls, 1);
@@ -11017,6 +11042,7 @@ static void test_shared_revoking_done_when_expired(void **state)
     revoking_key(t->x1b, mark_key, sizeof(mark_key));
     rr_as(t, t->x1b, t->x1b_key, t->ca1);
     assert_int_equal(fake.revoke_calls, 2);
+    assert_int_equal(revoked_entries(), 4);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
     assert_string_equal(out, ":0");
 }
@@ -11024,7 +11050,8 @@ static void test_shared_revoking_done_when_expired(void **state)
 /*
  * A revocation shared by an instance whose clock runs 120 s ahead of Redis's (within the messageTime window)
  * keeps the certificate in the shared revoked set until its notAfter on Redis's clock, which every instance
- * reads alike: its entries' TTLs and its score in the counted set end at the notAfter. Before, the TTL was
+ * reads alike, and GW_STATE_GRACE (an instance whose clock lags Redis's takes it as valid that much longer):
+ * its entries' TTLs and its score in the counted set end then. Before, the TTL was
  * counted from the instance's own clock (the notAfter less its now), and the entries ended 120 s early on
  * every instance: the certificate authenticated there again before it expired.
  */
@@ -11053,11 +11080,11 @@ static void test_shared_revoked_until_not_after(void **state)
     assert_int_equal(fake.revoke_calls, 1);
     snprintf(set, sizeof(set), "unit%d:revoked", (int)getpid());
     assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", score, "1", set}), 0);
-    assert_int_equal(strtoll(out + 1, NULL, 10), (long long)not_after);
+    assert_int_equal(strtoll(out + 1, NULL, 10), (long long)not_after + GW_STATE_GRACE);
     snprintf(pattern, sizeof(pattern), "unit%d:revoked:*", (int)getpid());
     assert_int_equal(redis_cmd(out, sizeof(out), 4, (const char *const[]){"EVAL", min_ttl, "0", pattern}), 0);
-    assert_in_range(strtoll(out + 1, NULL, 10), (long long)(not_after - time(NULL)) - 1,
-                    (long long)(not_after - time(NULL)) + 1);
+    assert_in_range(strtoll(out + 1, NULL, 10), (long long)(not_after + GW_STATE_GRACE - time(NULL)) - 1,
+                    (long long)(not_after + GW_STATE_GRACE - time(NULL)) + 1);
 }
 
 /*
@@ -12478,7 +12505,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_revoking_mark_own, revoking_setup, revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_not_kept, revoking_setup,
                                         revoking_teardown),
-        cmocka_unit_test_setup_teardown(test_shared_revoking_done_when_expired, revoking_setup,
+        cmocka_unit_test_setup_teardown(test_shared_revoked_when_expired_here, revoking_setup,
                                         revoking_teardown),
         cmocka_unit_test_setup_teardown(test_shared_revoked_until_not_after, revoking_setup,
                                         revoking_teardown),
