@@ -1079,6 +1079,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
+    /* its caller (an expiry, on the main thread: the watchdog's) waits no Redis timeout per transaction
+       while Redis is known unreachable: the record ends with its TTL, as one whose drop failed */
+    if (cl != NULL && !atomic_load(&cl->reachable))
+        return GW_ERR_UNAVAILABLE;
     return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL, NULL);
 }
 

@@ -182,7 +182,8 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
  * gw_cluster_drop_record ends |tid|'s record: 1 if this call removed it, 0 if it was gone (another
  * instance closed the transaction: an expiry is then not this instance's to record), GW_ERR_BUSY
  * if another instance holds its lease (it is answering it now: the record stays), or
- * GW_ERR_UNAVAILABLE. An answer lost once Redis may have run the end is asked for once more, and Redis
+ * GW_ERR_UNAVAILABLE, at once while Redis is known to be unreachable (nothing sent: the record ends with
+ * its TTL). An answer lost once Redis may have run the end is asked for once more, and Redis
  * answers it as it would have (what an end took is kept for that: GW_STATE_TOOK_SECS).
  */
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);

@@ -8052,7 +8052,7 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * request's result (the only script whose keys are a record and its result), from any thread, first runs
  * |put_fn|, once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of
  * that many expiry claims sent from |thread| (the only script with the deadlines and no record among its
- * keys) are lost once they came.
+ * keys) are lost once they came. |sent| counts the commands sent from |thread|, whatever they are.
  */
 static struct {
     pthread_t thread;
@@ -8064,6 +8064,7 @@ static struct {
     bool losing;        /* the next read on |thread| fails */
     void (*put_fn)(void);
     int lose_claims;
+    int sent;
 } drop_hook;
 
 /* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
@@ -8090,6 +8091,9 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
     bool end = pthread_equal(pthread_self(), drop_hook.thread) &&
                arg_has(argc, argv, argvlen, ":deadlines", true) &&
                arg_has(argc, argv, argvlen, ":lease:", false);
+
+    if (pthread_equal(pthread_self(), drop_hook.thread))
+        drop_hook.sent++;
 
     if (fn != NULL && end && !drop_hook.after_end && drop_hook.fn_skip > 0) {
         drop_hook.fn_skip--;
@@ -8235,6 +8239,60 @@ static void test_shared_closed_while_call_runs(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/* Waits up to 5 s for |e|'s pinger to find the test's Redis (paused) unreachable: whether it did. */
+static bool state_down(struct env *e)
+{
+    char why[GW_ERR_LEN];
+
+    for (int i = 0; i < 50; i++) {
+        if (gw_cmp_engine_state_status(e->engine, why, sizeof(why)) != 0)
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/*
+ * A shared transaction whose certConf never came expires while Redis is known to be unreachable (paused:
+ * the pinger's PING found no answer): the expiry, on the main thread that also sends the watchdog, sends
+ * Redis nothing; the certificate goes on record as expired_unconfirmed, the record left to its TTL. Before,
+ * the record's end went out all the same (and its retry), each waiting out the Redis timeout: the main
+ * thread stalled that long for every such transaction.
+ */
+static void test_shared_expiry_skips_unreachable(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char cmp[512];
+    bool down;
+    int sent;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+    cl = (struct client){.env = e};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_DISABLE_CONFIRM, 1);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
+    kill(redis_pid, SIGSTOP);
+    down = state_down(e);
+    drop_hook.thread = pthread_self();
+    drop_hook.sent = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+    sent = drop_hook.sent;
+    kill(redis_pid, SIGCONT);
+    assert_true(down);
+    assert_int_equal(sent, 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /* The transactions counted open in the shares of the test's Redis under slot_cmp's prefix (its "open:" sets).
@@ -12447,6 +12505,7 @@ int main(void)
         cmocka_unit_test(test_poll_config),
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
+        cmocka_unit_test_teardown(test_shared_expiry_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
