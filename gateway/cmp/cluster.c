@@ -711,7 +711,9 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
         return;
     /* best effort: it expires anyway, and no thread waits on a dead Redis. But one that refuses writes
        (its maxmemory reached: OOM) takes it, deletes and a member out taking no memory: readiness is down
-       then, and a reservation skipped would count against the cap until its TTL, past Redis's recovery */
+       then, and a reservation skipped would count against the cap until its TTL, past Redis's recovery. A
+       Redis that refused and then went silent costs one timeout at most: the first command or PING it
+       leaves unanswered (the pinger's within GW_STATE_PING_SECS and a timeout) ends |refusing| */
     if (!atomic_load(&cl->reachable) && !atomic_load(&cl->refusing))
         return;
     key(cl, k1, "txn", tid, tid_len);

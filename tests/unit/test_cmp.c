@@ -8896,6 +8896,55 @@ static int cluster_ready(struct gw_cluster *cl)
     return rc;
 }
 
+/* Waits up to 5 s for the reason |cl| gives for its outage to hold |text|: whether it did. */
+static bool down_for(struct gw_cluster *cl, const char *text)
+{
+    char why[GW_ERR_LEN] = "";
+
+    for (int i = 0; i < 50; i++) {
+        if (gw_cluster_status(cl, why, sizeof(why)) != 0 && strstr(why, text) != NULL)
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/*
+ * A reservation's release, on the main thread among others, goes to a Redis that refuses writes (a replica:
+ * it answers, and takes a delete), but not to one that went silent since: the pinger's PING, unanswered,
+ * ends the refusal, and the release then sends nothing. Its twin: while Redis refuses, it is sent.
+ */
+static void test_shared_release_refusing_then_silent(void **state)
+{
+    static const unsigned char tid[] = "silent";
+    char rec[64];
+    struct gw_cluster *cl;
+    bool refusing, silent;
+    int sent_refusing, sent_silent;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    assert_int_equal(cluster_ready(cl), 0);
+    redis_readonly(true);
+    refusing = down_for(cl, "refused a command");
+    drop_hook.thread = pthread_self();
+    drop_hook.sent = 0;
+    gw_cluster_release(cl, tid, sizeof(tid) - 1, "silent");
+    sent_refusing = drop_hook.sent;
+    kill(redis_pid, SIGSTOP);
+    silent = down_for(cl, "is unreachable");
+    drop_hook.sent = 0;
+    gw_cluster_release(cl, tid, sizeof(tid) - 1, "silent");
+    sent_silent = drop_hook.sent;
+    kill(redis_pid, SIGCONT);
+    redis_readonly(false);
+    gw_cluster_free(cl);
+    assert_true(refusing);
+    assert_true(sent_refusing >= 1); /* an EVALSHA, and an EVAL where Redis had not the script */
+    assert_true(silent);
+    assert_int_equal(sent_silent, 0);
+}
+
 /* An outage of the test's Redis that refuses writes (redis_readonly), the log captured at GW_LOG_INFO. */
 static void readonly_outage_begin(void)
 {
@@ -12521,6 +12570,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
+        cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
