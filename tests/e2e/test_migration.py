@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
