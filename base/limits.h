@@ -325,7 +325,11 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 #define GW_MIN_POPO_HASH_BITS 224
 #define GW_CRL_NEXT_UPDATE_SECS (24 * 3600) /* local issuer's CRL: nextUpdate = thisUpdate + this */
 #define GW_CRL_REFRESH_SECS 3600            /* its cached CRL is re-signed at least this often */
-#define GW_MAX_CERT_EXTS 64                 /* extensions of an issued certificate (compared pairwise) */
+/* a store's crl.lock (the local issuer's CRL number, a revocation's generation) is waited for this long,
+   never more: a frozen instance holding it must not hold every worker asking for a CRL here */
+#define GW_CRL_LOCK_WAIT_MS 2000
+#define GW_CRL_LOCK_PAUSE_MS 50 /* the longest pause between two tries of it */
+#define GW_MAX_CERT_EXTS 64     /* extensions of an issued certificate (compared pairwise) */
 #define GW_MAX_SUBJECT_ATTRS 64 /* planned subject attributes an issued one is matched against (pairwise) */
 
 /* config */

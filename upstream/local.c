@@ -43,6 +43,7 @@ struct crl_cache {
     size_t len;
     time_t built;
     int dirty;               /* a revocation was added since |der| was built */
+    int rebuilding;          /* a worker is building the next one, the lock let go meanwhile */
     uint64_t gen;            /* the store's generation |der| was built at (gw_store_revocations_gen) */
     uint64_t last_number;    /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
     time_t last_this_update; /* its thisUpdate: never goes backwards either */
@@ -679,82 +680,124 @@ static int crl_next(const struct crl_cache *c, const struct gw_local_conf *lc, t
     return lc->store_dir != NULL ? gw_store_crl_next(lc->store_dir, next, err) : 0;
 }
 
-/* Builds and signs the CRL of |l| from the store into |c|. Lock held. 0 or a gw_err with |err|. */
-static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
+/* Builds and signs the CRL of |l| from the store into *der, numbered past |last|. 0 or a gw_err with |err|.
+ */
+static int crl_build(const struct local *l, const struct gw_upstream_conf *conf, const struct crl_cache *last,
+                     time_t now, struct gw_store_crl_next *next, unsigned char **der, int *len, char *err)
 {
-    struct gw_store_crl_next next;
-    struct crl_cache *c = &l->crl;
-    unsigned char *der = NULL;
     X509_CRL *crl = NULL;
-    size_t i;
-    int len = 0, rc;
+    int rc;
 
-    if ((rc = crl_next(c, conf->impl, now, &next, err)) != 0)
+    *der = NULL;
+    if ((rc = crl_next(last, conf->impl, now, next, err)) != 0)
         goto out;
     rc = GW_ERR_CRYPTO;
-    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, next.this_update, next.number))
+    if ((crl = X509_CRL_new()) == NULL || !crl_header(crl, l, next->this_update, next->number))
         goto fail;
-    for (i = 0; i < next.n; i++)
-        if (!add_entry(crl, &next.v[i]))
+    for (size_t i = 0; i < next->n; i++)
+        if (!add_entry(crl, &next->v[i]))
             goto fail;
     if (X509_CRL_sort(crl) != 1 || X509_CRL_sign(crl, l->key, sign_md(l->key)) <= 0 ||
-        (len = i2d_X509_CRL(crl, &der)) <= 0)
+        (*len = i2d_X509_CRL(crl, der)) <= 0)
         goto fail;
-    free(c->der);
-    if ((c->der = malloc((size_t)len)) == NULL) {
-        c->len = 0;
-        rc = GW_ERR_NOMEM;
-        goto fail;
-    }
-    memcpy(c->der, der, (size_t)len);
-    c->len = (size_t)len;
-    c->built = now;
-    c->dirty = 0;
-    c->gen = next.gen;
-    c->last_number = next.number;
-    c->last_this_update = next.this_update;
     rc = 0;
     goto out;
 fail:
-    snprintf(err, GW_ERR_LEN, "upstream %s: the CRL could not be %s", conf->name,
-             rc == GW_ERR_NOMEM ? "kept (out of memory)" : "signed");
+    snprintf(err, GW_ERR_LEN, "upstream %s: the CRL could not be signed", conf->name);
 out:
-    OPENSSL_free(der);
     X509_CRL_free(crl);
-    free(next.v);
     return rc;
 }
 
 /*
- * Is the cached CRL to be built again? After a revocation here or through another instance sharing the
- * store (its generation changed; one that cannot be read counts as changed, and the rebuild says why),
- * when older than GW_CRL_REFRESH_SECS, or when the clock went back. Lock held.
+ * Builds the CRL of |l| again into its cache. Lock held on entry and on return, but let go while the
+ * store is read (it may wait GW_CRL_LOCK_WAIT_MS for crl.lock) and the CRL signed: the others asking
+ * meanwhile see |rebuilding| and do not queue behind this one. A revocation recorded meanwhile sets
+ * |dirty| again, so the CRL that may have missed it is built anew at the next request. 0 or a gw_err
+ * with |err|.
  */
-static int crl_stale(const struct local *l, const struct gw_local_conf *lc, time_t now)
+static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
+{
+    struct gw_store_crl_next next;
+    struct crl_cache *c = &l->crl,
+                     last = {.last_number = c->last_number, .last_this_update = c->last_this_update};
+    unsigned char *der = NULL, *kept = NULL;
+    int len = 0, rc, was_dirty = c->dirty;
+
+    c->rebuilding = 1;
+    c->dirty = 0;
+    pthread_mutex_unlock(&c->crl_lock);
+    rc = crl_build(l, conf, &last, now, &next, &der, &len, err);
+    free(next.v);
+    pthread_mutex_lock(&c->crl_lock);
+    c->rebuilding = 0;
+    if (rc == 0 && (kept = malloc((size_t)len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: the CRL could not be kept (out of memory)", conf->name);
+        rc = GW_ERR_NOMEM;
+    }
+    if (rc != 0) {
+        c->dirty |= was_dirty;
+        OPENSSL_free(der);
+        return rc;
+    }
+    memcpy(kept, der, (size_t)len);
+    free(c->der);
+    c->der = kept;
+    c->len = (size_t)len;
+    c->built = now;
+    c->gen = next.gen;
+    c->last_number = next.number;
+    c->last_this_update = next.this_update;
+    OPENSSL_free(der);
+    return 0;
+}
+
+enum crl_age { CRL_FRESH, CRL_OLD, CRL_CHANGED };
+
+/*
+ * Is the cached CRL to be built again? CRL_CHANGED when there is none, or after a revocation here or
+ * through another instance sharing the store (its generation changed; one that cannot be read counts as
+ * changed, and the rebuild says why): it must not be served. CRL_OLD when older than
+ * GW_CRL_REFRESH_SECS, or when the clock went back: still true, served while another request builds
+ * the next. Lock held.
+ */
+static enum crl_age crl_stale(const struct local *l, const struct gw_local_conf *lc, time_t now)
 {
     const struct crl_cache *c = &l->crl;
     char ignored[GW_ERR_LEN];
     uint64_t gen;
 
-    if (c->der == NULL || c->dirty || now < c->built || now - c->built >= GW_CRL_REFRESH_SECS)
-        return 1;
-    return lc->store_dir != NULL &&
-           (gw_store_revocations_gen(lc->store_dir, &gen, ignored) != 0 || gen != c->gen);
+    if (c->der == NULL || c->dirty)
+        return CRL_CHANGED;
+    if (lc->store_dir != NULL &&
+        (gw_store_revocations_gen(lc->store_dir, &gen, ignored) != 0 || gen != c->gen))
+        return CRL_CHANGED;
+    return now < c->built || now - c->built >= GW_CRL_REFRESH_SECS ? CRL_OLD : CRL_FRESH;
 }
 
-/* The cached CRL, or a new one where it is stale (crl_stale). */
+/*
+ * The cached CRL, or a new one where it is stale (crl_stale). One request builds it at a time; the others
+ * meanwhile get the cached one if it is merely old, else GW_ERR_BUSY at once rather than a worker each
+ * waiting on the store. worker
+ */
 static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
                      char *err)
 {
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct local *l = gw_upstream_get0_impl(up);
     time_t now = gw_upstream_now(up);
+    enum crl_age age;
     int rc = 0;
 
     (void)issuer_ref; /* always NULL: one CA, no issuer_ref */
     pthread_mutex_lock(&l->crl.crl_lock);
-    if (crl_stale(l, conf->impl, now))
+    age = crl_stale(l, conf->impl, now);
+    if (age != CRL_FRESH && !l->crl.rebuilding)
         rc = crl_rebuild(l, conf, now, err);
+    else if (age == CRL_CHANGED) {
+        snprintf(err, GW_ERR_LEN, "upstream %s: another request is building its CRL", conf->name);
+        rc = GW_ERR_BUSY;
+    }
     if (rc == 0 && (*der = malloc(l->crl.len)) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", conf->name);
         rc = GW_ERR_NOMEM;

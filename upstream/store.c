@@ -5,6 +5,7 @@
  * link(2), not rename(2): a serial already recorded is an error, never silently overwritten.
  */
 #include "upstream/store.h"
+#include "base/clock.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -892,25 +893,45 @@ int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update,
 /* ---- what instances sharing the store tell each other ---- */
 
 /*
- * Opens <dirfd>/crl.lock and waits for its exclusive lock: the descriptor (closing it lets go), or -1
- * with errno. Read-write, as NFS locks it the way fcntl(2) does; mode 0600, for anyone who may open it
- * may lock it and hold up every CRL and revocation of the store.
+ * Opens <dirfd>/crl.lock and takes its exclusive lock into *fd (closing it lets go): 0, GW_ERR_TIMEOUT
+ * when another holder kept it GW_CRL_LOCK_WAIT_MS, or GW_ERR_IO with errno. Read-write, as NFS locks it
+ * the way fcntl(2) does. Never a blocking wait: a holder that is frozen (SIGSTOP, a paused container)
+ * or stuck in NFS I/O would hold every worker asking for a CRL or revoking, and the stop behind them.
  */
-static int crl_lock(int dirfd)
+static int crl_lock(int dirfd, int *fd)
 {
-    int fd, e;
+    uint64_t deadline = gw_now_ms() + GW_CRL_LOCK_WAIT_MS, pause_ms = 1;
+    int e;
 
-    if ((fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
-        return -1;
-    while (flock(fd, LOCK_EX) != 0) {
-        if (errno == EINTR)
-            continue;
+    if ((*fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+        return GW_ERR_IO;
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
         e = errno;
-        close(fd);
-        errno = e;
-        return -1;
+        if (e != EINTR && e != EWOULDBLOCK)
+            goto fail;
+        if (e == EWOULDBLOCK && gw_now_ms() >= deadline) {
+            e = ETIMEDOUT;
+            goto fail;
+        }
+        gw_sleep_ms(pause_ms);
+        pause_ms = pause_ms * 2 < GW_CRL_LOCK_PAUSE_MS ? pause_ms * 2 : GW_CRL_LOCK_PAUSE_MS;
     }
-    return fd;
+    return 0;
+fail:
+    close(*fd);
+    *fd = -1;
+    errno = e;
+    return e == ETIMEDOUT ? GW_ERR_TIMEOUT : GW_ERR_IO;
+}
+
+/* Says in |err| why crl_lock (|rc|, errno) failed. */
+static void lock_fail(const char *dir, int rc, char *err)
+{
+    if (rc == GW_ERR_TIMEOUT)
+        store_fail(err, dir, ": cannot lock %s: another holder kept it %d ms", CRL_LOCK_FILE,
+                   GW_CRL_LOCK_WAIT_MS);
+    else
+        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
 }
 
 /* The generation in <dirfd>/crl.gen: 0 and *gen (0 when there is none), GW_ERR_IO (errno), or GW_ERR_INVAL
@@ -956,8 +977,13 @@ int gw_store_revocations_bump(const char *dir, char *err)
     uint64_t gen, now_us;
     int dirfd, lock = -1, len, rc = GW_ERR_IO;
 
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (lock = crl_lock(dirfd)) < 0)
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         goto out;
+    if ((rc = crl_lock(dirfd, &lock)) != 0) {
+        lock_fail(dir, rc, err);
+        goto done;
+    }
+    rc = GW_ERR_IO;
     if (read_gen(dirfd, &gen) != 0 || gen >= INT64_MAX)
         gen = 0; /* replaced by one past the clock below */
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -969,6 +995,7 @@ int gw_store_revocations_bump(const char *dir, char *err)
 out:
     if (rc != 0)
         store_fail(err, dir, ": cannot write %s: %s", CRL_GEN_FILE, strerror(errno));
+done:
     if (lock >= 0)
         close(lock);
     if (dirfd >= 0)
@@ -985,8 +1012,12 @@ int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err
     next->gen = 0;
     next->v = NULL;
     next->n = 0;
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (lock = crl_lock(dirfd)) < 0) {
-        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        store_fail(err, dir, ": %s", strerror(errno));
+        goto out;
+    }
+    if ((rc = crl_lock(dirfd, &lock)) != 0) {
+        lock_fail(dir, rc, err);
         goto out;
     }
     if ((rc = gw_store_revocations_gen(dir, &next->gen, err)) != 0)

@@ -126,7 +126,8 @@ int gw_store_revocations_gen(const char *dir, uint64_t *gen, char *err);
 /*
  * gw_store_revocations_bump gives the generation a value no instance can hold: past the last one and
  * past the wall clock's microseconds (so a file lost or damaged starts again from a new one), replaced
- * durably under the lock. Called after a revocation's record is written. 0 or GW_ERR_IO with |err|.
+ * durably under the lock. Called after a revocation's record is written. 0, GW_ERR_TIMEOUT (crl.lock
+ * held by another for GW_CRL_LOCK_WAIT_MS: no wait is longer) or GW_ERR_IO with |err|.
  * (worker)
  */
 int gw_store_revocations_bump(const char *dir, char *err);
@@ -147,7 +148,8 @@ struct gw_store_crl_next {
 /*
  * gw_store_crl_next locks crl.lock; reads crl.state, the generation and revoked/; writes the number and
  * thisUpdate it settled on to crl.state (as gw_store_crl_state_put); lets the lock go. 0, or a gw_err
- * with |err| (next->v NULL, next->n 0; crl.state unchanged unless writing it was what failed). (worker)
+ * with |err|: GW_ERR_TIMEOUT when another held crl.lock GW_CRL_LOCK_WAIT_MS (next->v NULL, next->n 0;
+ * crl.state unchanged unless writing it was what failed). (worker)
  */
 int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err);
 

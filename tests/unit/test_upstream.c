@@ -11,7 +11,11 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -23,6 +27,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/x509.h"
@@ -2159,6 +2164,116 @@ static void shared_store_twins(struct gw_upstream *a, struct gw_upstream *b, con
     X509_free(certs[1]);
 }
 
+/* A child process holding |dir|'s crl.lock until release_crl_lock, as an instance frozen while it held it. */
+static pid_t hold_crl_lock(const char *dir)
+{
+    char path[PATH_MAX], c = 0;
+    int fds[2], fd;
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/crl.lock", dir);
+    assert_int_equal(pipe(fds), 0);
+    assert_true((pid = fork()) >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its alarm leaves no holder behind */
+        if ((fd = open(path, O_RDWR | O_CREAT, 0600)) < 0 || flock(fd, LOCK_EX) != 0 ||
+            write(fds[1], "x", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+    return pid;
+}
+
+static void release_crl_lock(pid_t pid)
+{
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
+struct crl_fetch {
+    struct gw_upstream *up;
+    int rc;
+};
+
+static void *crl_fetch_run(void *arg)
+{
+    struct crl_fetch *f = arg;
+    char err[GW_ERR_LEN];
+    unsigned char *der = NULL;
+    size_t len = 0;
+
+    f->rc = gw_upstream_crl(f->up, NULL, &der, &len, err);
+    free(der);
+    return NULL;
+}
+
+/*
+ * A crl.lock another process holds: each wait for it ends after GW_CRL_LOCK_WAIT_MS with an error (no CRL
+ * served, a revocation standing but not shared), never a worker blocked for good; and while one request
+ * waits, another asking for a CRL that must be built is refused at once, not queued behind it. alarm()
+ * ends the test should a wait block.
+ */
+static void test_local_crl_lock_held(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_store_crl_next next = {.number = 5, .this_update = 10};
+    struct crl_fetch waiting = {.rc = 1};
+    char dir[64], err[GW_ERR_LEN], logged[4096];
+    unsigned char *der = NULL;
+    size_t len = 0;
+    struct tu_log log;
+    pthread_t t;
+    uint64_t t0;
+    X509_CRL *crl;
+    X509 *cert;
+    pid_t pid;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    issue_n(up, &cert, 1);
+    pid = hold_crl_lock(dir);
+    alarm(30);
+    t0 = gw_now_ms();
+    assert_int_equal(gw_store_crl_next(dir, &next, err), GW_ERR_TIMEOUT);
+    assert_true(gw_now_ms() - t0 >= GW_CRL_LOCK_WAIT_MS);
+    assert_non_null(strstr(err, "cannot lock crl.lock"));
+    assert_null(next.v);
+    /* the first CRL of an instance, with a second request while the first waits */
+    waiting.up = up;
+    assert_int_equal(pthread_create(&t, NULL, crl_fetch_run, &waiting), 0);
+    gw_sleep_ms(GW_CRL_LOCK_WAIT_MS / 4);
+    t0 = gw_now_ms();
+    assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), GW_ERR_BUSY);
+    assert_true(gw_now_ms() - t0 < GW_CRL_LOCK_WAIT_MS / 4);
+    assert_null(der);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(waiting.rc, GW_ERR_TIMEOUT);
+    tu_log_capture(&log, GW_LOG_INFO, GW_LOG_INFO);
+    assert_int_equal(gw_upstream_revoke(up, cert, CRL_REASON_KEY_COMPROMISE, err), 0);
+    tu_log_release_into(&log, logged, sizeof(logged));
+    assert_non_null(strstr(logged, "\"event\":\"local_revocation_not_shared\""));
+    assert_non_null(strstr(logged, "cannot lock crl.lock"));
+    release_crl_lock(pid);
+    alarm(0);
+    /* the twin: let go, the CRL is built and lists the revocation */
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 1);
+    X509_CRL_free(crl);
+    X509_free(cert);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 /*
  * Two instances on one store ("shared_store"): what one revokes, the other's CRL lists at once, not
  * after its cached CRL's hour; an unchanged store still answers from the cache, byte for byte.
@@ -2861,6 +2976,7 @@ int main(void)
         cmocka_unit_test(test_local_crl),
         cmocka_unit_test(test_local_crl_no_store),
         cmocka_unit_test(test_local_crl_shared_store),
+        cmocka_unit_test(test_local_crl_lock_held),
         cmocka_unit_test(test_local_crl_shared_numbers),
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_crl_caps),
