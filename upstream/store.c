@@ -893,24 +893,56 @@ int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update,
 /* ---- what instances sharing the store tell each other ---- */
 
 /*
- * Opens <dirfd>/crl.lock and takes its exclusive lock into *fd (closing it lets go): 0, GW_ERR_TIMEOUT
- * when another holder kept it GW_CRL_LOCK_WAIT_MS, or GW_ERR_IO with errno. Read-write, as NFS locks it
- * the way fcntl(2) does. Never a blocking wait: a holder that is frozen (SIGSTOP, a paused container)
- * or stuck in NFS I/O would hold every worker asking for a CRL or revoking, and the stop behind them.
+ * crl.lock as found: a regular file of the gateway's user (the one it runs as) or root that its group and
+ * others may not open, as crl_lock creates it. One left 0644 (restored from a backup) or another's lets
+ * any local user hold it. 0, or GW_ERR_FORBIDDEN with |err|.
  */
-static int crl_lock(int dirfd, int *fd)
+static int check_lock_file(int fd, const char *dir, char *err)
+{
+    char path[PATH_MAX];
+    struct stat st;
+
+    if (fstat(fd, &st) != 0) {
+        store_fail(err, dir, ": cannot read %s: %s", CRL_LOCK_FILE, strerror(errno));
+        return GW_ERR_IO;
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        store_fail(err, dir, ": %s is not a regular file of mode 0600 (mode %04o): remove it", CRL_LOCK_FILE,
+                   (unsigned)(st.st_mode & 07777));
+        return GW_ERR_FORBIDDEN;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, CRL_LOCK_FILE);
+    return gw_conf_check_owner("store", "", path, &st, geteuid(), err);
+}
+
+/*
+ * Opens <dirfd>/crl.lock, judges it (check_lock_file) and takes its exclusive lock into *fd (closing it
+ * lets go): 0, or a gw_err with |err|: GW_ERR_TIMEOUT when another holder kept it GW_CRL_LOCK_WAIT_MS.
+ * Read-write, as NFS locks it the way fcntl(2) does. Never a blocking wait: a holder that is frozen
+ * (SIGSTOP, a paused container) or stuck in NFS I/O would hold every worker asking for a CRL or
+ * revoking, and the stop behind them.
+ */
+static int crl_lock(int dirfd, const char *dir, int *fd, char *err)
 {
     uint64_t deadline = gw_now_ms() + GW_CRL_LOCK_WAIT_MS, pause_ms = 1;
-    int e;
+    int rc;
 
-    if ((*fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+    if ((*fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
         return GW_ERR_IO;
+    }
+    if ((rc = check_lock_file(*fd, dir, err)) != 0)
+        goto fail;
     while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        e = errno;
-        if (e != EINTR && e != EWOULDBLOCK)
+        if (errno != EINTR && errno != EWOULDBLOCK) {
+            store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
+            rc = GW_ERR_IO;
             goto fail;
-        if (e == EWOULDBLOCK && gw_now_ms() >= deadline) {
-            e = ETIMEDOUT;
+        }
+        if (errno == EWOULDBLOCK && gw_now_ms() >= deadline) {
+            store_fail(err, dir, ": cannot lock %s: another holder kept it %d ms", CRL_LOCK_FILE,
+                       GW_CRL_LOCK_WAIT_MS);
+            rc = GW_ERR_TIMEOUT;
             goto fail;
         }
         gw_sleep_ms(pause_ms);
@@ -920,18 +952,7 @@ static int crl_lock(int dirfd, int *fd)
 fail:
     close(*fd);
     *fd = -1;
-    errno = e;
-    return e == ETIMEDOUT ? GW_ERR_TIMEOUT : GW_ERR_IO;
-}
-
-/* Says in |err| why crl_lock (|rc|, errno) failed. */
-static void lock_fail(const char *dir, int rc, char *err)
-{
-    if (rc == GW_ERR_TIMEOUT)
-        store_fail(err, dir, ": cannot lock %s: another holder kept it %d ms", CRL_LOCK_FILE,
-                   GW_CRL_LOCK_WAIT_MS);
-    else
-        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
+    return rc;
 }
 
 /* The generation in <dirfd>/crl.gen: 0 and *gen (0 when there is none), GW_ERR_IO (errno), or GW_ERR_INVAL
@@ -979,10 +1000,8 @@ int gw_store_revocations_bump(const char *dir, char *err)
 
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         goto out;
-    if ((rc = crl_lock(dirfd, &lock)) != 0) {
-        lock_fail(dir, rc, err);
+    if ((rc = crl_lock(dirfd, dir, &lock, err)) != 0)
         goto done;
-    }
     rc = GW_ERR_IO;
     if (read_gen(dirfd, &gen) != 0 || gen >= INT64_MAX)
         gen = 0; /* replaced by one past the clock below */
@@ -1016,10 +1035,8 @@ int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err
         store_fail(err, dir, ": %s", strerror(errno));
         goto out;
     }
-    if ((rc = crl_lock(dirfd, &lock)) != 0) {
-        lock_fail(dir, rc, err);
+    if ((rc = crl_lock(dirfd, dir, &lock, err)) != 0)
         goto out;
-    }
     if ((rc = gw_store_revocations_gen(dir, &next->gen, err)) != 0)
         goto out;
     if ((rc = gw_store_crl_state_get(dir, &last, &last_update, err)) != 0 && rc != GW_ERR_NOT_FOUND)

@@ -1635,7 +1635,8 @@ static void test_store_crl_state(void **state)
 
 /*
  * The next CRL's number and thisUpdate: past crl.state's and the caller's both, written back before
- * the lock is let go; a damaged crl.state, or a crl.lock that is a link, gives no number at all.
+ * the lock is let go; a damaged crl.state, or a crl.lock that is a link, others may open, or another
+ * user's, gives no number at all.
  */
 static void test_store_crl_next(void **state)
 {
@@ -1692,6 +1693,20 @@ static void test_store_crl_next(void **state)
     next.this_update = 10;
     assert_int_equal(gw_store_crl_next(dir, &next, err), GW_ERR_IO);
     assert_non_null(strstr(err, "cannot lock crl.lock"));
+    assert_int_equal(unlink(p), 0);
+    /* nor one others may open (restored from a backup 0644), or another user's: they could hold it */
+    assert_int_equal(close(open(p, O_RDWR | O_CREAT, 0600)), 0);
+    assert_int_equal(chmod(p, 0644), 0);
+    assert_int_equal(gw_store_crl_next(dir, &next, err), GW_ERR_FORBIDDEN);
+    assert_non_null(strstr(err, "crl.lock is not a regular file of mode 0600 (mode 0644)"));
+    assert_int_equal(gw_store_revocations_bump(dir, err), GW_ERR_FORBIDDEN);
+    assert_int_equal(chmod(p, 0600), 0);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(p, 4242, 4242), 0);
+        assert_int_equal(gw_store_crl_next(dir, &next, err), GW_ERR_FORBIDDEN);
+        assert_non_null(strstr(err, "is owned by uid 4242"));
+        assert_int_equal(chown(p, 0, 0), 0);
+    }
     snprintf(p, sizeof(p), "%s/crl.state", dir);
     assert_int_equal(access(p, F_OK), -1);
     remove_tree(dir);
