@@ -329,6 +329,8 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
    never more: a frozen instance holding it must not hold every worker asking for a CRL here */
 #define GW_CRL_LOCK_WAIT_MS 2000
 #define GW_CRL_LOCK_PAUSE_MS 50 /* the longest pause between two tries of it */
+/* a shared store's crl.gen (another instance's revocation) is read at most this often per instance */
+#define GW_CRL_GEN_CHECK_MS 1000
 #define GW_MAX_CERT_EXTS 64     /* extensions of an issued certificate (compared pairwise) */
 #define GW_MAX_SUBJECT_ATTRS 64 /* planned subject attributes an issued one is matched against (pairwise) */
 

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,8 +43,9 @@ struct crl_cache {
     unsigned char *der;
     size_t len;
     time_t built;
-    int dirty;               /* a revocation was added since |der| was built */
-    int rebuilding;          /* a worker is building the next one, the lock let go meanwhile */
+    int dirty;                       /* a revocation was added since |der| was built */
+    int rebuilding;                  /* a worker is building the next one, the lock let go meanwhile */
+    _Atomic uint64_t gen_checked_ms; /* gw_now_ms of the last read of the store's generation; no lock */
     uint64_t gen;            /* the store's generation |der| was built at (gw_store_revocations_gen) */
     uint64_t last_number;    /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
     time_t last_this_update; /* its thisUpdate: never goes backwards either */
@@ -756,23 +758,40 @@ enum crl_age { CRL_FRESH, CRL_OLD, CRL_CHANGED };
 
 /*
  * Is the cached CRL to be built again? CRL_CHANGED when there is none, or after a revocation here or
- * through another instance sharing the store (its generation changed; one that cannot be read counts as
- * changed, and the rebuild says why): it must not be served. CRL_OLD when older than
- * GW_CRL_REFRESH_SECS, or when the clock went back: still true, served while another request builds
- * the next. Lock held.
+ * through another instance sharing the store (|dirty|, crl_peers_check): it must not be served. CRL_OLD
+ * when older than GW_CRL_REFRESH_SECS, or when the clock went back: still true, served while another
+ * request builds the next. Lock held.
  */
-static enum crl_age crl_stale(const struct local *l, const struct gw_local_conf *lc, time_t now)
+static enum crl_age crl_stale(const struct local *l, time_t now)
 {
     const struct crl_cache *c = &l->crl;
-    char ignored[GW_ERR_LEN];
-    uint64_t gen;
 
     if (c->der == NULL || c->dirty)
         return CRL_CHANGED;
-    if (lc->store_dir != NULL &&
-        (gw_store_revocations_gen(lc->store_dir, &gen, ignored) != 0 || gen != c->gen))
-        return CRL_CHANGED;
     return now < c->built || now - c->built >= GW_CRL_REFRESH_SECS ? CRL_OLD : CRL_FRESH;
+}
+
+/*
+ * Did another instance sharing the store revoke since the cached CRL was built? Its generation is read
+ * at most once each GW_CRL_GEN_CHECK_MS, lock not held, and only with "shared_store": a store no other
+ * instance writes changes only through this one, which sets |dirty| itself. A generation that changed
+ * or cannot be read sets |dirty| (the rebuild reads it again and says why). Takes the lock. worker
+ */
+static void crl_peers_check(struct local *l, const struct gw_local_conf *lc)
+{
+    struct crl_cache *c = &l->crl;
+    char ignored[GW_ERR_LEN];
+    uint64_t gen, now_ms = gw_now_ms(), last = atomic_load(&c->gen_checked_ms);
+    int rc;
+
+    if (!lc->shared_store || lc->store_dir == NULL || now_ms - last < GW_CRL_GEN_CHECK_MS ||
+        !atomic_compare_exchange_strong(&c->gen_checked_ms, &last, now_ms))
+        return; /* checked lately, or another request is checking now */
+    rc = gw_store_revocations_gen(lc->store_dir, &gen, ignored);
+    pthread_mutex_lock(&c->crl_lock);
+    if (rc != 0 || gen != c->gen)
+        c->dirty = 1;
+    pthread_mutex_unlock(&c->crl_lock);
 }
 
 /*
@@ -790,8 +809,9 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     int rc = 0;
 
     (void)issuer_ref; /* always NULL: one CA, no issuer_ref */
+    crl_peers_check(l, conf->impl);
     pthread_mutex_lock(&l->crl.crl_lock);
-    age = crl_stale(l, conf->impl, now);
+    age = crl_stale(l, now);
     if (age != CRL_FRESH && !l->crl.rebuilding)
         rc = crl_rebuild(l, conf, now, err);
     else if (age == CRL_CHANGED) {

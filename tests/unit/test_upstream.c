@@ -2158,10 +2158,12 @@ static void shared_store_twins(struct gw_upstream *a, struct gw_upstream *b, con
     assert_non_null(f = fopen(path, "w"));
     fputs("generation=x\n", f);
     fclose(f);
+    gw_sleep_ms(GW_CRL_GEN_CHECK_MS);
     assert_int_equal(gw_upstream_crl(b, NULL, &der, &len, err), GW_ERR_IO);
     assert_null(der);
     assert_non_null(strstr(err, "crl.gen is malformed"));
     assert_int_equal(gw_upstream_revoke(a, certs[0], CRL_REASON_UNSPECIFIED, err), 0);
+    gw_sleep_ms(GW_CRL_GEN_CHECK_MS);
     crl_lists(b, X509_get0_serialNumber(certs[0]), &listed);
     assert_int_equal(listed, 1);
     /* a directory where crl.gen goes: it cannot be replaced */
@@ -2308,6 +2310,7 @@ static void test_local_crl_shared_store(void **state)
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
+    LOCAL(&conf)->shared_store = true;
     assert_non_null(a = gw_upstream_new(&conf, NULL, err));
     assert_non_null(b = gw_upstream_new(&conf, NULL, err));
     issue_n(a, certs, 2);
@@ -2321,10 +2324,12 @@ static void test_local_crl_shared_store(void **state)
     free(der1);
     free(der2);
     assert_int_equal(gw_upstream_revoke(a, certs[0], CRL_REASON_KEY_COMPROMISE, err), 0);
+    gw_sleep_ms(GW_CRL_GEN_CHECK_MS); /* b read the generation this very second */
     crl_lists(b, X509_get0_serialNumber(certs[0]), &listed);
     assert_int_equal(listed, 1);
     /* and the other way round, each instance having built a CRL since */
     assert_int_equal(gw_upstream_revoke(b, certs[1], CRL_REASON_SUPERSEDED, err), 0);
+    gw_sleep_ms(GW_CRL_GEN_CHECK_MS);
     crl = fetch_crl(a, NULL, NULL);
     check_crl(crl, 2);
     assert_int_equal(crl_reason(crl, X509_get0_serialNumber(certs[1])), CRL_REASON_SUPERSEDED);
@@ -2334,6 +2339,55 @@ static void test_local_crl_shared_store(void **state)
     X509_free(certs[1]);
     gw_upstream_free(a);
     gw_upstream_free(b);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/* Writes |text| into <dir>/crl.gen. */
+static void put_gen(const char *dir, const char *text)
+{
+    char path[PATH_MAX];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/crl.gen", dir);
+    assert_non_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+/*
+ * A store no other instance shares: a cached CRL is answered without reading the store's generation (a
+ * damaged crl.gen does not matter to it). The twin, with "shared_store": the damaged generation keeps
+ * the cached CRL from being served, once the last read of it is GW_CRL_GEN_CHECK_MS old.
+ */
+static void test_local_crl_unshared(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN];
+    unsigned char *der = NULL;
+    size_t len = 0;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    for (int shared = 0; shared < 2; shared++) {
+        print_message("case: shared_store %d\n", shared);
+        put_gen(dir, "generation=1\n");
+        LOCAL(&conf)->shared_store = shared;
+        assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+        X509_CRL_free(fetch_crl(up, NULL, NULL));
+        put_gen(dir, "generation=x\n");
+        gw_sleep_ms(GW_CRL_GEN_CHECK_MS);
+        if (!shared) {
+            X509_CRL_free(fetch_crl(up, NULL, NULL));
+        } else {
+            assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), GW_ERR_IO);
+            assert_non_null(strstr(err, "crl.gen is malformed"));
+        }
+        gw_upstream_free(up);
+    }
     conf_cleanup(&conf);
     remove_tree(dir);
 }
@@ -2357,6 +2411,7 @@ static void test_local_crl_shared_numbers(void **state)
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
+    LOCAL(&conf)->shared_store = true;
     assert_non_null(a = gw_upstream_new(&conf, NULL, err));
     assert_non_null(b = gw_upstream_new(&conf, NULL, err));
     issue_n(a, certs, 4);
@@ -2376,6 +2431,7 @@ static void test_local_crl_shared_numbers(void **state)
         assert_int_equal(listed, 1);
         assert_true(n > last);
         last = n;
+        gw_sleep_ms(GW_CRL_GEN_CHECK_MS);
         n = crl_lists(other, X509_get0_serialNumber(certs[i]), &listed);
         assert_int_equal(listed, 1);
         assert_true(n > last);
@@ -2992,6 +3048,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_no_store),
         cmocka_unit_test(test_local_crl_shared_store),
         cmocka_unit_test(test_local_crl_lock_held),
+        cmocka_unit_test(test_local_crl_unshared),
         cmocka_unit_test(test_local_crl_shared_numbers),
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_crl_caps),
