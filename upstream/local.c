@@ -772,10 +772,12 @@ static enum crl_age crl_stale(const struct local *l, time_t now)
 }
 
 /*
- * Did another instance sharing the store revoke since the cached CRL was built? Its generation is read
- * at most once each GW_CRL_GEN_CHECK_MS, lock not held, and only with "shared_store": a store no other
- * instance writes changes only through this one, which sets |dirty| itself. A generation that changed
- * or cannot be read sets |dirty| (the rebuild reads it again and says why). Takes the lock. worker
+ * Did another writer of the store revoke since the cached CRL was built? Its generation is read at
+ * most once each GW_CRL_GEN_CHECK_MS, lock not held. Not only with "shared_store": across a reload the
+ * old configuration's issuer may still record a revocation its in-flight rr asked for after the new one
+ * built its CRL, and across a hand-over two processes write the store, each with a cache of its own. A
+ * generation that changed or cannot be read sets |dirty| (the rebuild reads it again and says why).
+ * Takes the lock. worker
  */
 static void crl_peers_check(struct local *l, const struct gw_local_conf *lc)
 {
@@ -784,7 +786,7 @@ static void crl_peers_check(struct local *l, const struct gw_local_conf *lc)
     uint64_t gen, now_ms = gw_now_ms(), last = atomic_load(&c->gen_checked_ms);
     int rc;
 
-    if (!lc->shared_store || lc->store_dir == NULL || now_ms - last < GW_CRL_GEN_CHECK_MS ||
+    if (lc->store_dir == NULL || now_ms - last < GW_CRL_GEN_CHECK_MS ||
         !atomic_compare_exchange_strong(&c->gen_checked_ms, &last, now_ms))
         return; /* checked lately, or another request is checking now */
     rc = gw_store_revocations_gen(lc->store_dir, &gen, ignored);
