@@ -337,6 +337,7 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
 {
     char what[GW_ERR_LEN / 2] = "", fields[GW_ERR_LEN / 2] = "", list[GW_ERR_LEN / 2];
     unsigned ku, eku;
+    int any_ku, any_eku;
     size_t i;
 
     err[0] = '\0';
@@ -345,17 +346,27 @@ int gw_policy_check_upstream_grants(const struct gw_role *role, const char *upst
                           "no role or upstream role to check");
     ku = p->key_usage & ~role->key_usage;
     eku = p->ext_key_usage & ~role->ext_key_usage;
-    if (ku == 0 && eku == 0 && p->other_eku[0] == '\0') {
+    /* Vault writes no keyUsage for none granted ("key_usage": []), and no extendedKeyUsage for no flag,
+       ext_key_usage or OID: any usage, which a role listing its usages does not allow */
+    any_ku = p->key_usage == 0 && role->key_usage != 0;
+    any_eku = p->ext_key_usage == 0 && p->other_eku[0] == '\0' && role->ext_key_usage != 0;
+    if (ku == 0 && eku == 0 && p->other_eku[0] == '\0' && !any_ku && !any_eku) {
         *fail_info = 0;
         return 0;
     }
-    if (ku != 0) {
+    if (any_ku)
+        snprintf(what, sizeof(what), "any keyUsage (it writes none)");
+    else if (ku != 0)
         snprintf(what, sizeof(what), "keyUsage %s", ku_list(list, sizeof(list), ku));
+    if (any_ku || ku != 0)
         append(fields, sizeof(fields), "key_usage");
-    }
-    if (eku != 0 || p->other_eku[0] != '\0') {
+    if (any_eku) {
+        snprintf(what + strlen(what), sizeof(what) - strlen(what), "%sany extendedKeyUsage (it writes none)",
+                 what[0] != '\0' ? " and " : "");
+        append(fields, sizeof(fields), "ext_key_usage");
+    } else if (eku != 0 || p->other_eku[0] != '\0') {
         snprintf(what + strlen(what), sizeof(what) - strlen(what), "%sextendedKeyUsage %s",
-                 ku != 0 ? " and " : "", eku_list(list, sizeof(list), eku, p->other_eku));
+                 what[0] != '\0' ? " and " : "", eku_list(list, sizeof(list), eku, p->other_eku));
         for (i = 0; i < sizeof(eku_fields) / sizeof(eku_fields[0]); i++) {
             if ((eku & eku_fields[i].eku) != 0)
                 append(fields, sizeof(fields), eku_fields[i].field);

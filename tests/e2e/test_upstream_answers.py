@@ -132,6 +132,7 @@ class VaultAnswers(Answers):
             "vault-narrowed": dict(base, upstream_role="narrow"),
             "vault-blind": dict(base, upstream_role="wide"),
             "vault-bare": dict(base, upstream_role="bare"),
+            "vault-bare-blind": dict(base, upstream_role="bare"),
             "vault-backdated": dict(base, upstream_role="backdating"),
             "verbatim-backdated": dict(base, sign="verbatim", upstream_role="backdating"),
         })
@@ -288,13 +289,28 @@ class VaultAnswers(Answers):
         self.assertNotEqual(state["data"]["revocation_time"], 0)
         self.assertTrue(any(line.get("event") == "upstream_role_unread" for line in self.gw.log_lines()))
 
-    def test_vault_role_granting_no_purpose_refused_and_revoked(self):
-        # the Vault role grants less than the role allows, so nothing stops the call; what comes back
-        # has no extendedKeyUsage, which is no restriction at all
-        serial, got = self.refused_by_vault_answer(
-            "vault-bare", "r-bare", "issued_ext_key_usage",
-            "the CA issued a certificate outside this route's policy (extendedKeyUsage any (the certificate has "
-            "none) is outside role vault-bare (allowed: clientAuth)); it was not released")
+    def test_vault_role_granting_no_purpose_refused_before_signing(self):
+        # a Vault role granting no purpose writes no extendedKeyUsage, which is any purpose: refused
+        # before the sign call, not signed and then revoked
+        mark = self.vault.mark()
+        res, _ = self.p10cr("vault-bare", "r-bare", "r-bare.example.com", expect_cert=False)
+        self.assert_refused_before_signing(
+            res, "upstream_role_grants", "systemUnavail",
+            "upstream role bare grants any extendedKeyUsage (it writes none), which role vault-bare does not "
+            "allow; restrict the Vault role (ext_key_usage)")
+        self.assertEqual([e["path"] for e in self.vault.since(mark)], ["/v1/pki/roles/bare"])
+
+    def test_vault_role_granting_no_purpose_unread_refused_and_revoked(self):
+        # twin: the Vault role cannot be read, so nothing stops the call; what comes back has no
+        # extendedKeyUsage, which is no restriction at all
+        self.vault.control({"force_status": 403, "match": "/roles/bare"})
+        try:
+            serial, got = self.refused_by_vault_answer(
+                "vault-bare-blind", "r-bare-blind", "issued_ext_key_usage",
+                "the CA issued a certificate outside this route's policy (extendedKeyUsage any (the certificate "
+                "has none) is outside role vault-bare-blind (allowed: clientAuth)); it was not released")
+        finally:
+            self.vault.control({})
         self.assertEqual([e["path"] for e in got if e["path"] != "/v1/pki/roles/bare"],
                          ["/v1/pki/sign/bare", "/v1/pki/revoke"])
         self.assertEqual(got[-1]["body"]["serial_number"].replace(":", ""), serial)

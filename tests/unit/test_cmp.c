@@ -1888,6 +1888,55 @@ static void test_crmf_delegate(void **state)
 }
 
 /*
+ * A Vault role granting no usages ("key_usage": [], no flags, no ext_key_usage) has Vault write no
+ * keyUsage and no extendedKeyUsage: any usage, which a role listing its usages does not allow. It is
+ * refused before the delegate signs: nothing is issued, so nothing is withdrawn.
+ */
+static time_t much_later_clock(void);
+
+static void test_crmf_delegate_grants_any_usage(void **state)
+{
+    struct env *e = env_delegate();
+    struct client cl = {.env = e};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    const struct gw_role *role = e->cfg->default_path_policy.role;
+
+    (void)state;
+    assert_int_not_equal(role->key_usage, 0);
+    assert_int_not_equal(role->ext_key_usage, 0);
+    fake.grant_ku = 0;
+    fake.grant_eku = 0;
+    set_cn(ctx, "dev.example.com");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "upstream role default grants any keyUsage (it writes none) and any extendedKeyUsage (it "
+                  "writes none), which role default does not allow; restrict the Vault role (key_usage, "
+                  "ext_key_usage)");
+    assert_int_equal(audit_count(e, "issued", NULL, NULL, NULL), 0);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
+    /* twin: a Vault role granting the role's keyUsage but no extendedKeyUsage is refused for that alone */
+    fake.grant_ku = role->key_usage;
+    gw_cmp_engine_set_clock(e->engine, later_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "dev.example.com");
+    assert_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "upstream role default grants any extendedKeyUsage (it writes none), which role default "
+                  "does not allow; restrict the Vault role (ext_key_usage)");
+    /* twin: granting the role's usages, it is issued */
+    fake.grant_eku = role->ext_key_usage;
+    gw_cmp_engine_set_clock(e->engine, much_later_clock);
+    OSSL_CMP_CTX_reinit(ctx);
+    set_cn(ctx, "dev.example.com");
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    assert_int_equal(audit_count(e, "issued", NULL, "upstream", "deleg"), 1);
+    assert_int_equal(audit_count(e, "revoked", NULL, NULL, NULL), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
  * What an upstream says is no more trusted than what a client says: a Vault role's allowed_domains entry
  * with a control byte (an escape sequence) is quoted to the client with '?' for it, as a CA's message is.
  */
@@ -12464,6 +12513,7 @@ int main(void)
         cmocka_unit_test(test_crmf_delegate_policy_down),
         cmocka_unit_test(test_crmf_delegate_policy_hangs),
         cmocka_unit_test(test_crmf_delegate_upstream_down),
+        cmocka_unit_test(test_crmf_delegate_grants_any_usage),
         cmocka_unit_test(test_crmf_delegate_text_controls),
         cmocka_unit_test(test_result_checks),
         cmocka_unit_test(test_refused_answer_other_key),

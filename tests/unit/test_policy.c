@@ -4562,7 +4562,19 @@ static const struct {
     const char *want_err;
 } grants[] = {
     {"the same", KU_DIGITAL_SIGNATURE, GW_EKU_CLIENT_AUTH, "", 0, "="},
-    {"less", 0, 0, "", 0, "="},
+    /* Vault writes no keyUsage or extendedKeyUsage for none granted: any usage, not less */
+    {"none", 0, 0, "", SU,
+     "=upstream role devices grants any keyUsage (it writes none) and any extendedKeyUsage (it writes none), "
+     "which role iot does not allow; restrict the Vault role (key_usage, ext_key_usage)"},
+    {"no keyUsage", 0, GW_EKU_CLIENT_AUTH, "", SU,
+     "=upstream role devices grants any keyUsage (it writes none), which role iot does not allow; restrict "
+     "the Vault role (key_usage)"},
+    {"no extendedKeyUsage", KU_DIGITAL_SIGNATURE, 0, "", SU,
+     "=upstream role devices grants any extendedKeyUsage (it writes none), which role iot does not allow; "
+     "restrict the Vault role (ext_key_usage)"},
+    {"an OID alone is an extendedKeyUsage", KU_DIGITAL_SIGNATURE, 0, "1.3.6.1.5.5.7.3.17", SU,
+     "=upstream role devices grants extendedKeyUsage 1.3.6.1.5.5.7.3.17, which role iot does not allow; "
+     "restrict the Vault role (ext_key_usage, ext_key_usage_oids)"},
     {"Vault's defaults", VAULT_DEFAULT_KU, GW_EKU_SERVER_AUTH | GW_EKU_CLIENT_AUTH, "", SU,
      "=upstream role devices grants keyUsage keyEncipherment, keyAgreement and extendedKeyUsage serverAuth, "
      "which role iot does not allow; restrict the Vault role (key_usage, server_flag, ext_key_usage)"},
@@ -4579,8 +4591,8 @@ static const struct {
      "role "
      "(ext_key_usage)"},
     {"an OID", 0, 0, "1.3.6.1.5.5.7.3.17", SU,
-     "=upstream role devices grants extendedKeyUsage 1.3.6.1.5.5.7.3.17, which role iot does not allow; "
-     "restrict the Vault role (ext_key_usage, ext_key_usage_oids)"},
+     "=upstream role devices grants any keyUsage (it writes none) and extendedKeyUsage 1.3.6.1.5.5.7.3.17, "
+     "which role iot does not allow; restrict the Vault role (key_usage, ext_key_usage, ext_key_usage_oids)"},
 };
 
 static void test_upstream_grants(void **state)
@@ -4600,6 +4612,15 @@ static void test_upstream_grants(void **state)
         if ((rc == 0) != (grants[i].want_fi == 0) || fi != grants[i].want_fi)
             fail_msg("%s: rc %d fail_info %d err \"%s\"", grants[i].name, rc, fi, err);
         check_err(grants[i].name, err, grants[i].want_err);
+    }
+    /* twin: a role that lists no usages allows any, so a Vault role granting none is within it */
+    {
+        struct gw_role any = {.name = "any"};
+        struct gw_role_policy p = {0};
+        int fi = -1;
+
+        assert_int_equal(gw_policy_check_upstream_grants(&any, "devices", &p, &fi, err), 0);
+        assert_int_equal(fi, 0);
     }
 }
 
