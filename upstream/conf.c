@@ -675,6 +675,28 @@ static bool same_ca(const X509 *a, const X509 *b)
 }
 
 /*
+ * |name| to show in a configuration error (free with OPENSSL_free): X509_NAME_oneline's form, or, for a
+ * name that form cannot write (a '/' or '\\' in it), RFC 2253's with controls and non-ASCII escaped, or
+ * "(unprintable)"; NULL only when out of memory.
+ */
+static char *ca_name_text(const X509_NAME *name)
+{
+    char *line = gw_x509_name_line(name), *text = NULL;
+    BIO *mem;
+    long n;
+
+    if (line != NULL)
+        return line;
+    if ((mem = BIO_new(BIO_s_mem())) != NULL && X509_NAME_print_ex(mem, name, 0, XN_FLAG_RFC2253) >= 0 &&
+        (n = BIO_get_mem_data(mem, &text)) > 0)
+        line = OPENSSL_strndup(text, (size_t)n);
+    else
+        line = OPENSSL_strdup("(unprintable)");
+    BIO_free(mem);
+    return line;
+}
+
+/*
  * The subject of a CA both |a| and |b| issue under (gw_upstream_conf_issuing_cas: every one, not only
  * the first of an issuer_ca), into *shared (free with OPENSSL_free): 0, with *shared NULL if they share
  * none; GW_ERR_NOMEM.
@@ -689,7 +711,7 @@ static int shared_issuing_ca(const struct gw_upstream_conf *a, const struct gw_u
     for (int i = 0; rc == 0 && *shared == NULL && i < sk_X509_num(as); i++)
         for (int j = 0; rc == 0 && *shared == NULL && j < sk_X509_num(bs); j++)
             if (same_ca(sk_X509_value(as, i), sk_X509_value(bs, j)) &&
-                (*shared = gw_x509_name_line(X509_get_subject_name(sk_X509_value(as, i)))) == NULL)
+                (*shared = ca_name_text(X509_get_subject_name(sk_X509_value(as, i)))) == NULL)
                 rc = GW_ERR_NOMEM;
     sk_X509_pop_free(as, X509_free);
     sk_X509_pop_free(bs, X509_free);

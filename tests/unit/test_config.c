@@ -223,6 +223,10 @@ static const char *const pki_cmds[] = {
     /* issuer_ca bundles of two CAs under the demo root (issuing and delegate), the root listed too */
     "cat issuing.pem ca.pem > issuing-root.pem && cat delegate.pem ca.pem > delegate-root.pem && "
     "cat delegate.pem issuing.pem ca.pem > both-root.pem",
+    /* a CA whose name holds a '/', which X509_NAME_oneline cannot write unambiguously */
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout slash.key -out slash.pem "
+    "-subj '/O=ops\\/east/CN=slash CA' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
+    "-addext keyUsage=critical,keyCertSign && cat slash.pem ca.pem > slash-root.pem",
 };
 
 static int extra_pki(void)
@@ -2380,6 +2384,30 @@ static void test_migration_shared_issuing_ca(void **state)
 }
 
 /*
+ * A shared issuing CA whose name X509_NAME_oneline cannot write (a '/' in it) is still named, in RFC 2253
+ * form: the refusal is the shared CA, not "out of memory".
+ */
+static void test_migration_shared_ca_name_with_slash(void **state)
+{
+    const struct edit e[] = {
+        UPS,
+        ROLES,
+        MIG("{\"from\": \"cfssl\", \"to\": \"vault\", \"cohort\": {\"percent\": 5}}"),
+        {"\"issuer_ca\": \"issuing.pem\"", "\"issuer_ca\": \"slash.pem\""},
+        {"\"issuer_ca\": \"ca.pem\"", "\"issuer_ca\": \"slash-root.pem\""}, /* its delegate's root too */
+    };
+    char err[GW_ERR_LEN] = "", *text = edited(e, sizeof(e) / sizeof(e[0]));
+    struct gw_config *cfg = parse_text(text, strlen(text), err);
+
+    (void)state;
+    free(text);
+    assert_null(cfg);
+    if (strstr(err, "$.roles.rc.migration.to: \"cfssl\" and \"vault\" issue under the same CA name and key "
+                    "(CN=slash CA,O=ops/east): their certificates could not be told apart") == NULL)
+        fail_msg("%s", err);
+}
+
+/*
  * A role that bounds neither the DNS names nor the CNs a request may ask for (nor its whole subject)
  * warns, once, naming itself and what to set: it issues certificates naming any host. Its twins, a
  * role with any of the three, load without it; a second role of each kind is warned of by its own name.
@@ -3670,6 +3698,7 @@ int main(void)
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
         cmocka_unit_test(test_migration_shared_issuing_ca),
+        cmocka_unit_test(test_migration_shared_ca_name_with_slash),
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
