@@ -2,8 +2,9 @@
  * The upstreams' health probes: one thread that asks each upstream with a "probe_interval" whether
  * it serves, as often as that says, and records the answer in the upstream (upstream/upstream.h),
  * where /readyz, the metrics and fail_fast read it. The same thread makes the engine's test signatures
- * with the signer's key (gw_cmp_engine_probe_signer) and, while the audit log's last fsync failed, one
- * fsync a tick (gw_cmp_engine_probe_audit), both of which /readyz reads too.
+ * with the signer's key (gw_cmp_engine_probe_signer) and, while the audit log's last fsync failed, starts
+ * one fsync a tick on a thread of its own, not waiting for it (gw_cmp_engine_probe_audit), both of which
+ * /readyz reads too.
  */
 #ifndef GW_PROBE_H
 #define GW_PROBE_H

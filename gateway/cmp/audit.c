@@ -53,6 +53,7 @@ struct gw_audit {
     /* group commit: generations of fsync, one running at a time (|syncing|) */
     pthread_cond_t synced;
     bool syncing;
+    bool retrying; /* a thread of gw_audit_probe's runs (or waits to run) its fsync, holding a reference */
     uint64_t gen_started, gen_done;
     bool gen_ok[GW_AUDIT_SYNC_RING];
     unsigned long errs_suppressed;
@@ -784,15 +785,64 @@ out:
     return rc;
 }
 
-/* prober thread */
-void gw_audit_probe(struct gw_audit *a)
+/* The retry of gw_audit_probe, on a detached thread of its own: it holds a reference to |arg| (its last). */
+static void *retry_main(void *arg)
 {
-    if (a == NULL)
-        return;
+    struct gw_audit *a = arg;
+
     pthread_mutex_lock(&a->lock);
     /* an fsync running already tells as much; a reopen waits for ours (|syncing|) before it swaps |fd| */
     if (a->sync_failing[0] != '\0' && !a->syncing)
         sync_generation(a, a->fd, true);
+    a->retrying = false;
+    pthread_cond_broadcast(&a->synced);
+    pthread_mutex_unlock(&a->lock);
+    gw_audit_close(a); /* frees it if the log was closed meanwhile */
+    return NULL;
+}
+
+/* prober thread */
+void gw_audit_probe(struct gw_audit *a)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    bool start;
+
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    start = a->sync_failing[0] != '\0' && !a->syncing && !a->retrying;
+    a->retrying = a->retrying || start;
+    pthread_mutex_unlock(&a->lock);
+    if (!start)
+        return;
+    /* not on the prober's thread: an fsync on a hung disk (multipath queue_if_no_path, a hard NFS
+       mount) lasts as long as the disk, and would stop the upstreams' probes and hold a reload's or
+       shutdown's join of the prober; the thread is never joined, its reference keeps |a| alive */
+    atomic_fetch_add(&a->refs, 1);
+    if (pthread_attr_init(&attr) == 0) {
+        start = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                pthread_create(&tid, &attr, retry_main, a) == 0;
+        pthread_attr_destroy(&attr);
+    } else {
+        start = false;
+    }
+    if (start)
+        return;
+    pthread_mutex_lock(&a->lock); /* no thread: the next tick tries again */
+    a->retrying = false;
+    pthread_cond_broadcast(&a->synced);
+    pthread_mutex_unlock(&a->lock);
+    atomic_fetch_sub(&a->refs, 1); /* not the last: the caller holds one */
+}
+
+void gw_audit_probe_wait(struct gw_audit *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    while (a->retrying)
+        pthread_cond_wait(&a->synced, &a->lock);
     pthread_mutex_unlock(&a->lock);
 }
 

@@ -67,11 +67,17 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync);
 unsigned long gw_audit_fsyncs(void);
 
 /*
- * gw_audit_probe runs one fsync of the file now written when its last one failed (gw_audit_status says so
- * until one works), and none else: with readiness down no request may come to run it. The health prober
- * calls it once a tick; a failure it repeats is not logged again.
+ * gw_audit_probe starts one fsync of the file now written when its last one failed (gw_audit_status says
+ * so until one works), and none else: with readiness down no request may come to run it. The health
+ * prober calls it once a tick; a failure it repeats is not logged again. The fsync runs on a detached
+ * thread holding a reference to |a|, at most one at a time, and this returns without waiting for it: a
+ * hung disk holds that thread, not the caller; gw_audit_close does not wait for it either (the thread
+ * frees |a| if its reference is the last).
  */
 void gw_audit_probe(struct gw_audit *a);
+
+/* gw_audit_probe_wait waits until no fsync started by gw_audit_probe runs (tests). NULL-safe. */
+void gw_audit_probe_wait(struct gw_audit *a);
 
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);

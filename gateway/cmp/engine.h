@@ -78,7 +78,8 @@ int gw_cmp_engine_signer_status(struct gw_cmp_engine *e, char *why, size_t cap);
 void gw_cmp_engine_probe_signer(struct gw_cmp_engine *e);
 
 /* gw_cmp_engine_probe_audit is gw_audit_probe of the engine's audit log: one fsync while the last one
- * failed, so that readiness comes back with the disk, no request needed (the prober's thread). NULL-safe. */
+ * failed, so that readiness comes back with the disk, no request needed (the prober's thread; the fsync
+ * runs on a thread of its own, which it does not wait for). NULL-safe. */
 void gw_cmp_engine_probe_audit(struct gw_cmp_engine *e);
 
 /* gw_cmp_engine_expire closes transactions whose TTL passed, logging each (any thread). */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include "tests/unit/testutil.h"
@@ -48,6 +50,56 @@ static int teardown(void **state)
     EVP_PKEY_free(ed_key);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/*
+ * fsync as the code under test calls it: the system's, but for descriptor |held.fd|, whose fsync hangs
+ * (a disk behind multipath's queue_if_no_path, a hard NFS mount) until the test lets it go, then fails.
+ * An fsync of it on the thread that set it is counted and fails at once, so a test that would hang
+ * says so instead.
+ */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int fd;           /* -1: none held */
+    pthread_t setter; /* the thread that set |fd| */
+    int entered, inline_calls, released;
+} held = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, 0, 0, 0, 0};
+
+int fsync(int fd)
+{
+    pthread_mutex_lock(&held.lock);
+    if (fd != held.fd) {
+        pthread_mutex_unlock(&held.lock);
+        return (int)syscall(SYS_fsync, fd);
+    }
+    if (pthread_equal(pthread_self(), held.setter))
+        held.inline_calls++;
+    else
+        held.entered++;
+    pthread_cond_broadcast(&held.cond);
+    while (!held.released && !pthread_equal(pthread_self(), held.setter))
+        pthread_cond_wait(&held.cond, &held.lock);
+    pthread_mutex_unlock(&held.lock);
+    errno = EIO;
+    return -1;
+}
+
+/* Waits (10 s at most) until threads other than the test's entered the held fsync |n| times: whether they
+ * did. */
+static bool held_entered(int n)
+{
+    struct timespec until;
+    bool in;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&held.lock);
+    while (held.entered < n && pthread_cond_timedwait(&held.cond, &held.lock, &until) == 0)
+        ;
+    in = held.entered >= n;
+    pthread_mutex_unlock(&held.lock);
+    return in;
 }
 
 /* A fresh log path per test. */
@@ -715,6 +767,7 @@ static void test_fsync_failure_probed(void **state)
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
     assert_int_equal(status(a, why), GW_ERR_IO);
     gw_audit_probe(a); /* the disk still fails: so does readiness */
+    gw_audit_probe_wait(a);
     assert_int_equal(gw_audit_fsyncs(), n + 2);
     assert_int_equal(status(a, why), GW_ERR_IO);
     assert_non_null(strstr(why, "fsync"));
@@ -723,16 +776,62 @@ static void test_fsync_failure_probed(void **state)
     assert_int_equal(dup2(fd, at), at);
     close(fd);
     gw_audit_probe(a); /* the disk works again: ready, no record written */
+    gw_audit_probe_wait(a);
     assert_int_equal(gw_audit_fsyncs(), n + 3);
     assert_int_equal(status(a, why), 0);
     assert_string_equal(why, "");
     gw_audit_probe(a);
+    gw_audit_probe_wait(a);
     assert_int_equal(gw_audit_fsyncs(), n + 3);
     assert_int_equal(gw_audit_write(a, &r, 1), 0);
     gw_audit_close(a);
     close(rd);
     unlink(path);
     unlink(log);
+}
+
+/*
+ * The prober's fsync on a hung disk: gw_audit_probe returns at once, the fsync held on a thread of its
+ * own, not the prober's (whose upstream probes, test signatures and a reload's or shutdown's join of it
+ * would wait as long as the disk); the next ticks start no second one while it hangs; closing the log
+ * meanwhile does not wait for it, and the log lives on until it returns.
+ */
+static void test_fsync_probe_hung(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    char why[GW_ERR_LEN];
+    struct gw_audit *a;
+    int rd, at;
+
+    (void)state;
+    a = open_on_fifo("fifo6", &rd, &at);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    pthread_mutex_lock(&held.lock);
+    held.fd = at;
+    held.setter = pthread_self();
+    held.entered = held.inline_calls = held.released = 0;
+    pthread_mutex_unlock(&held.lock);
+    gw_audit_probe(a);
+    assert_int_equal(held.inline_calls, 0); /* before: the probe's fsync ran on the calling thread */
+    assert_true(held_entered(1));
+    gw_audit_probe(a); /* the next tick: one is hung already */
+    gw_audit_probe(a);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    pthread_mutex_lock(&held.lock);
+    assert_int_equal(held.entered, 1);
+    assert_int_equal(held.inline_calls, 0);
+    pthread_mutex_unlock(&held.lock);
+    gw_audit_close(a); /* the thread's reference keeps it; its end frees it */
+    pthread_mutex_lock(&held.lock);
+    held.released = 1;
+    pthread_cond_broadcast(&held.cond);
+    pthread_mutex_unlock(&held.lock);
+    assert_true(held_entered(2)); /* the last holder's close syncs once more, then the number is free */
+    pthread_mutex_lock(&held.lock);
+    held.fd = -1;
+    pthread_mutex_unlock(&held.lock);
+    close(rd);
+    unlink(path);
 }
 
 /* Group commit: writers that share a failed fsync each learn that it failed (a FIFO cannot be
@@ -835,6 +934,7 @@ int main(void)
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_fsync_failure_stays),
+        cmocka_unit_test(test_fsync_probe_hung),
         cmocka_unit_test(test_fsync_failure_probed),
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
