@@ -161,11 +161,13 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_DEFAULT_MAX_TXNS 10000
 #define GW_DEFAULT_MAX_TXNS_PER_IDENTITY 16
 #define GW_MAX_TXNS 1000000
-#define GW_DEFAULT_PBM_MAX_ITER 10000       /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
-#define GW_MIN_PBM_ITER 100                 /* OpenSSL's own floor (crmf_pbm.c) */
-#define GW_PBM_SPEND_SALT_LEN 16            /* the salt of cmp_pbm_spend's key: what OpenSSL's client sends */
-#define GW_REPLAY_MAX_ENTRIES 100000        /* transactionIDs remembered for replay detection */
-#define GW_REPLAY_INITIAL_SLOTS 1024        /* the replay cache's ring at first; it doubles up to the max */
+#define GW_DEFAULT_PBM_MAX_ITER 10000 /* BouncyCastle sends 10 000; OpenSSL allows 100 000 */
+#define GW_MIN_PBM_ITER 100           /* OpenSSL's own floor (crmf_pbm.c) */
+#define GW_PBM_SPEND_SALT_LEN 16      /* the salt of cmp_pbm_spend's key: what OpenSSL's client sends */
+#define GW_PBM_ANSWER_SALT_LEN 16     /* OpenSSL 3.0's MAC of a PBM answer: its context's pbm_slen, fixed */
+#define GW_PBM_ANSWER_ITERATIONS 500  /* and its pbm_itercnt, which 3.0 has no option to change */
+#define GW_REPLAY_MAX_ENTRIES 100000  /* transactionIDs remembered for replay detection */
+#define GW_REPLAY_INITIAL_SLOTS 1024  /* the replay cache's ring at first; it doubles up to the max */
 #define GW_DEFAULT_REPLAY_PER_IDENTITY 2000 /* of them, one identity's (per 2 x messageTime window) */
 #define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
 #define GW_MIN_PBM_SECRET_LEN 8

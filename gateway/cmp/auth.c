@@ -666,18 +666,37 @@ int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r)
                       owf, mac);
 }
 
-void cmp_pbm_spend(const struct cmp_call *c)
+void cmp_pbm_answer_algs(const struct gw_role *role, int *owf, int *mac)
+{
+    int bits = role != NULL ? role->min_hash_bits : 0;
+
+    *owf = bits > 384 ? NID_sha512 : bits > 256 ? NID_sha384 : NID_sha256;
+    *mac = bits > 384 ? NID_hmacWithSHA512 : bits > 256 ? NID_hmacWithSHA384 : NID_hmacWithSHA256;
+}
+
+/* Derives one PBM key over |msg| from a secret no reference has, and throws it away. */
+static void spend_one(const unsigned char *msg, size_t len, size_t salt_len, int owf, int iterations, int mac)
 {
     static const unsigned char none[] = "the secret of no PBM reference";
-    OSSL_CRMF_PBMPARAMETER *pbmp = OSSL_CRMF_pbmp_new(NULL, GW_PBM_SPEND_SALT_LEN, c->hdr.pbm_owf_nid,
-                                                      c->hdr.pbm_iterations, c->hdr.pbm_mac_nid);
-    unsigned char *mac = NULL;
-    size_t len = 0;
+    OSSL_CRMF_PBMPARAMETER *pbmp = OSSL_CRMF_pbmp_new(NULL, salt_len, owf, (size_t)iterations, mac);
+    unsigned char *out = NULL;
+    size_t out_len = 0;
 
-    if (pbmp != NULL && OSSL_CRMF_pbm_new(NULL, NULL, pbmp, c->req->der, c->req->len, none, sizeof(none) - 1,
-                                          &mac, &len) == 1)
-        OPENSSL_free(mac);
+    if (pbmp != NULL &&
+        OSSL_CRMF_pbm_new(NULL, NULL, pbmp, msg, len, none, sizeof(none) - 1, &out, &out_len) == 1)
+        OPENSSL_free(out);
     OSSL_CRMF_PBMPARAMETER_free(pbmp);
+}
+
+void cmp_pbm_spend(const struct cmp_call *c)
+{
+    int owf, mac;
+
+    spend_one(c->req->der, c->req->len, GW_PBM_SPEND_SALT_LEN, c->hdr.pbm_owf_nid, c->hdr.pbm_iterations,
+              c->hdr.pbm_mac_nid);
+    /* the error OpenSSL MACs when the verification fails; its protected part is about the request's size */
+    cmp_pbm_answer_algs(c->role, &owf, &mac);
+    spend_one(c->req->der, c->req->len, GW_PBM_ANSWER_SALT_LEN, owf, GW_PBM_ANSWER_ITERATIONS, mac);
     ERR_clear_error();
 }
 

@@ -103,12 +103,21 @@ int cmp_refuse_header(const struct gw_hdr_info *h, int rc, struct cmp_refusal *r
 int cmp_check_pbm_algs(const struct cmp_call *c, struct cmp_refusal *r);
 
 /*
- * cmp_pbm_spend derives and throws away a key as OpenSSL derives the one it verifies |c|'s PBM message
- * with (its owf, mac and iterationCount, already within the allow-list and the cap), from a secret no
- * reference has: a message refused for its reference then takes as long as one with a wrong secret, and
- * the time of the answer tells no more than its text which references exist.
+ * cmp_pbm_spend derives and throws away the keys OpenSSL derives for |c|'s PBM message under a known
+ * reference with a wrong secret, from a secret no reference has: the one it verifies the message with
+ * (its owf, mac and iterationCount, already within the allow-list and the cap), and the one it MACs its
+ * error with before the engine throws that away for a signed refusal (cmp_pbm_answer_algs, with OpenSSL
+ * 3.0's own salt length and iterationCount). A message refused for its reference then takes as long as
+ * one with a wrong secret, and the time of the answer tells no more than its text which references exist.
  */
 void cmp_pbm_spend(const struct cmp_call *c);
+
+/*
+ * cmp_pbm_answer_algs gives the owf and mac (NIDs) that answers to a PBM-protected request on |role|
+ * (NULL: none) are MAC'ed with: OpenSSL 3.0's context defaults to HMAC-SHA1; at least SHA-256 here, and
+ * at least the role's min_hash (3GPP TS 33.310 §9.5), as the client is asked.
+ */
+void cmp_pbm_answer_algs(const struct gw_role *role, int *owf, int *mac);
 
 /*
  * cmp_sender_is tells whether the header |h| names the sender a transaction is pinned to: the PBM

@@ -286,17 +286,12 @@ static int setup_common(struct cmp_txn *t, const struct gw_signer_conf *signer)
            OSSL_CMP_SRV_CTX_set_send_unprotected_errors(t->srv, 0) == 1;
 }
 
-/*
- * The OWF and MAC of the answers to a PBM-protected request: OpenSSL 3.0 MACs them with its context's
- * defaults, HMAC-SHA1; at least SHA-256 here, and at least the route's min_hash (3GPP TS 33.310 §9.5),
- * as the client is asked.
- */
+/* The OWF and MAC of the answers to a PBM-protected request (cmp_pbm_answer_algs). */
 static int setup_pbm_answer(OSSL_CMP_CTX *ctx, const struct gw_role *role)
 {
-    int bits = role != NULL ? role->min_hash_bits : 0;
-    int owf = bits > 384 ? NID_sha512 : bits > 256 ? NID_sha384 : NID_sha256;
-    int mac = bits > 384 ? NID_hmacWithSHA512 : bits > 256 ? NID_hmacWithSHA384 : NID_hmacWithSHA256;
+    int owf, mac;
 
+    cmp_pbm_answer_algs(role, &owf, &mac);
     return OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_OWF_ALGNID, owf) == 1 &&
            OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MAC_ALGNID, mac) == 1;
 }

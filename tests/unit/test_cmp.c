@@ -365,16 +365,32 @@ static void env_free(struct env *e)
 }
 
 /*
- * The PBM keys derived for the request while the engine processes it (exchange), with the iterationCount
- * of the last: OpenSSL's, to verify a message under a known reference (with the PBMParameter the request
- * carries), and the gateway's, for one under a reference it refuses (cmp_pbm_spend, over the request's
- * DER); not the key that protects the answer. Interposed on libcrypto's own symbol, as ASN1_item_sign_ex is.
+ * Every PBM key derived while the engine processes a request (exchange), and the sum of their
+ * iterationCounts: OpenSSL's, to verify a message under a known reference (the message's PBMParameter)
+ * and to MAC the error it builds when that fails (its context's own), and the gateway's, for a message
+ * under a reference it refuses (cmp_pbm_spend). Interposed on libcrypto's own symbol, as
+ * ASN1_item_sign_ex is.
  */
-static _Thread_local const unsigned char *engine_req;
-static _Thread_local size_t engine_req_len;
+static _Thread_local int engine_busy;
+
+/* The NID of an AlgorithmIdentifier held in |t| (a SEQUENCE), or NID_undef. */
+static int owf_of(const ASN1_TYPE *t)
+{
+    const unsigned char *p = t->value.sequence->data;
+    X509_ALGOR *alg = d2i_X509_ALGOR(NULL, &p, t->value.sequence->length);
+    const ASN1_OBJECT *obj = NULL;
+    int nid;
+
+    if (alg != NULL)
+        X509_ALGOR_get0(&obj, NULL, NULL, alg);
+    nid = obj != NULL ? OBJ_obj2nid(obj) : NID_undef;
+    X509_ALGOR_free(alg);
+    return nid;
+}
 static struct {
     int keys;
     long iterations;
+    int owf[4]; /* of the first four keys, in order */
 } pbm_work;
 
 int OSSL_CRMF_pbm_new(OSSL_LIB_CTX *libctx, const char *propq, const OSSL_CRMF_PBMPARAMETER *pbmp,
@@ -388,16 +404,17 @@ int OSSL_CRMF_pbm_new(OSSL_LIB_CTX *libctx, const char *propq, const OSSL_CRMF_P
     STACK_OF(ASN1_TYPE) *seq = NULL;
     int len;
 
-    if (engine_req != NULL && (len = i2d_OSSL_CRMF_PBMPARAMETER(pbmp, &der)) > 0 &&
-        ((msglen == engine_req_len && memcmp(msg, engine_req, msglen) == 0) ||
-         memmem(engine_req, engine_req_len, der, (size_t)len) != NULL)) {
+    if (engine_busy && (len = i2d_OSSL_CRMF_PBMPARAMETER(pbmp, &der)) > 0) {
         p = der; /* PBMParameter (RFC 4211 §4.4): salt, owf, iterationCount, mac */
         seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, len);
+        if (pbm_work.keys < 4 && seq != NULL && sk_ASN1_TYPE_num(seq) == 4 &&
+            sk_ASN1_TYPE_value(seq, 1)->type == V_ASN1_SEQUENCE)
+            pbm_work.owf[pbm_work.keys] = owf_of(sk_ASN1_TYPE_value(seq, 1));
         pbm_work.keys++;
-        pbm_work.iterations =
+        pbm_work.iterations +=
             seq != NULL && sk_ASN1_TYPE_num(seq) == 4 && sk_ASN1_TYPE_value(seq, 2)->type == V_ASN1_INTEGER
                 ? ASN1_INTEGER_get(sk_ASN1_TYPE_value(seq, 2)->value.integer)
-                : -1;
+                : -1000000;
         sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
     }
     OPENSSL_free(der);
@@ -414,8 +431,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
     unsigned char *out = NULL;
 
     gw_cmp_response_init(&rsp);
-    engine_req = der;
-    engine_req_len = len;
+    engine_busy = 1;
     gw_cmp_process(e->engine,
                    &(struct gw_cmp_request){.der = der,
                                             .len = len,
@@ -424,7 +440,7 @@ static unsigned char *exchange(struct env *e, const unsigned char *der, size_t l
                                             .tls_client = e->tls_client,
                                             .gone = e->gone},
                    &rsp);
-    engine_req = NULL;
+    engine_busy = 0;
     *http = rsp.http_status;
     e->auth_failures += rsp.auth_failed;
     e->authenticated += rsp.authenticated;
@@ -710,35 +726,42 @@ struct refusal_case {
     int rogue; /* sign with a self-signed look-alike of the demo client */
     const char *ref;
     int wrong_secret;
+    int off_role; /* the role's "pbm" list is empty: the reference exists but the role does not accept it */
     int fail_bit;
     const char *text;
-    int pbm_keys; /* derived as the engine refused it, each with the message's iterationCount */
+    int pbm_refused; /* refused for its PBM reference or secret: it cost what a wrong secret costs */
 };
 
 /*
- * Each refusal with its failInfo and text, and the PBM work it cost the engine: a message under a
- * reference that does not exist costs what one under a reference that does (a wrong secret) costs, one
- * key derived with its iterationCount, so that the time of the answer tells no more than its text which
- * references exist; one over the iteration cap costs none.
+ * Each refusal with its failInfo and text, and the PBM work it cost the engine. A message under a
+ * reference that does not exist, or one the role does not accept, costs what one under an accepted
+ * reference with a wrong secret costs, so that the time of the answer tells no more than its text which
+ * references exist: OpenSSL derives the message's key (its owf, SHA-512 here, and iterationCount, 500 from
+ * OpenSSL's client) and, for the error it builds, a key with its context's parameters (owf SHA-256, 500
+ * iterations), whose MAC'ed error the engine throws away for a signed refusal. One over the iteration cap
+ * costs none.
  */
 static void test_refusals(void **state)
 {
     static const struct refusal_case cases[] = {
-        {"untrusted signer", CMP_DEFAULTS, SIG, 1, NULL, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+        {"untrusted signer", CMP_DEFAULTS, SIG, 1, NULL, 0, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
          TEXT_UNTRUSTED, 0},
-        {"wrong PBM secret", CMP_DEFAULTS, PBM, 0, "demo-device", 1, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "PBM protection could not be verified", 1},
-        {"unknown PBM reference", CMP_DEFAULTS, PBM, 0, "nobody", 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-         "PBM protection could not be verified", 1},
+        {"wrong PBM secret", CMP_DEFAULTS, PBM, 0, "demo-device", 1, 0,
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "PBM protection could not be verified", 1},
+        {"unknown PBM reference", CMP_DEFAULTS, PBM, 0, "nobody", 0, 0,
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "PBM protection could not be verified", 1},
+        {"PBM reference the role does not accept", CMP_DEFAULTS, PBM, 0, "demo-device", 0, 1,
+         OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "PBM protection could not be verified", 1},
         {"PBM iterations over the cap", CMP_DEFAULTS ", \"pbm_max_iterations\": 200", PBM, 0, "demo-device",
-         0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "cap of 200", 0},
+         0, 0, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "cap of 200", 0},
     };
     static const unsigned char wrong[] = "0123456789abcdef0123456789abcdef";
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct refusal_case *rc = &cases[i];
-        struct env *e = env_new(rc->cmp);
+        struct env *e = env_open(&(struct env_opts){
+            .cmp = rc->cmp, .replace = {rc->off_role ? "\"pbm\": [\"demo-device\"]," : NULL, ""}});
         struct client cl = {.env = e};
         OSSL_CMP_CTX *ctx =
             rc->prot == SIG ? client_new(&cl, SIG, rc->rogue ? rogue_cert : client_cert,
@@ -747,12 +770,16 @@ static void test_refusals(void **state)
                                          rc->wrong_secret ? sizeof(wrong) - 1 : pbm_secret_len);
 
         print_message("case: %s\n", rc->name);
+        assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_OWF_ALGNID, NID_sha512), 1);
         memset(&pbm_work, 0, sizeof(pbm_work));
         assert_null(OSSL_CMP_exec_IR_ses(ctx));
         assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, rc->fail_bit, rc->text);
-        assert_int_equal(pbm_work.keys, rc->pbm_keys);
-        if (rc->pbm_keys > 0)
-            assert_int_equal(pbm_work.iterations, 500); /* OpenSSL's client sends 500 (over the cap of 200) */
+        assert_int_equal(pbm_work.keys, rc->pbm_refused ? 2 : 0);
+        if (rc->pbm_refused) {
+            assert_int_equal(pbm_work.iterations, 500 + 500);
+            assert_int_equal(pbm_work.owf[0], NID_sha512); /* the message's */
+            assert_int_equal(pbm_work.owf[1], NID_sha256); /* the error's, as OpenSSL's context MACs it */
+        }
         assert_int_equal(e->authenticated, 0);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         client_cleanup(&cl);
