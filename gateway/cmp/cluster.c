@@ -1030,6 +1030,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
     err = err != NULL ? err : own;
+    /* the main thread's (the watchdog's) drop and read-back wait no timeout while Redis is known unreachable:
+       the record ends with its TTL, as one whose drop failed; the end is read back later (cmp_poll_reread) */
+    if (mode[0] != '1' && gw_cluster_status(cl, err, GW_ERR_LEN) != 0)
+        return GW_ERR_UNAVAILABLE;
     if (!reread)
         id = atomic_fetch_add(&cl->ends, 1) + 1; /* never 0: left->unread's none */
     snprintf(n, sizeof(n), "%llu", id);
@@ -1081,10 +1085,6 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
 
 int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    /* its caller (an expiry, on the main thread: the watchdog's) waits no Redis timeout per transaction
-       while Redis is known unreachable: the record ends with its TTL, as one whose drop failed */
-    if (cl != NULL && !atomic_load(&cl->reachable))
-        return GW_ERR_UNAVAILABLE;
     return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL, NULL);
 }
 

@@ -211,8 +211,9 @@ int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_
  * still |epoch| (that end never ran: the record, and a result beside it, are still there for their
  * expiry; or it is gone); GW_ERR_IO with |err| when nothing is kept and the epoch changed or went (Redis
  * was flushed, or restarted without its data, since the end went out: what it took is unknown, and asking
- * again tells no more); GW_ERR_UNAVAILABLE with |err|. One round trip; it touches nothing but that end's
- * own.
+ * again tells no more); GW_ERR_UNAVAILABLE with |err|, at once while Redis is known to be unreachable
+ * (nothing sent: its caller, the expiry tick on the main thread, asks again at a later tick). One round
+ * trip; it touches nothing but that end's own.
  */
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err);

@@ -1032,7 +1032,9 @@ static int reread_one(struct gw_cmp_engine *e, const struct unread_end *u)
     X509 *cert = NULL;
 
     gw_hex(tid, u->tid, u->tid_len);
-    if (rc < 0 && rc != GW_ERR_IO && !late) /* GW_ERR_IO: Redis lost it; asked again, it tells no more */
+    /* GW_ERR_IO: Redis lost it; asked again, it tells no more. GW_ERR_UNAVAILABLE, also at once while Redis
+       is known to be unreachable (nothing sent): asked again at a later tick, until |until_ms| */
+    if (rc < 0 && rc != GW_ERR_IO && !late)
         return 0;
     if (rc < 0)
         unread_lost(u, err);

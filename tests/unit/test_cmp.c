@@ -8128,7 +8128,8 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * request's result (the only script whose keys are a record and its result), from any thread, first runs
  * |put_fn|, once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of
  * that many expiry claims sent from |thread| (the only script with the deadlines and no record among its
- * keys) are lost once they came. |sent| counts the commands sent from |thread|, whatever they are.
+ * keys) are lost once they came. |sent| counts the commands sent from |thread|, whatever they are, |ends|
+ * the ends (and read-backs of ends) among them.
  */
 static struct {
     pthread_t thread;
@@ -8140,7 +8141,7 @@ static struct {
     bool losing;        /* the next read on |thread| fails */
     void (*put_fn)(void);
     int lose_claims;
-    int sent;
+    int sent, ends;
 } drop_hook;
 
 /* Whether one of the |argc| arguments ends with |s| (|suffix|), or holds it. */
@@ -8170,6 +8171,8 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
 
     if (pthread_equal(pthread_self(), drop_hook.thread))
         drop_hook.sent++;
+    if (end)
+        drop_hook.ends++;
 
     if (fn != NULL && end && !drop_hook.after_end && drop_hook.fn_skip > 0) {
         drop_hook.fn_skip--;
@@ -8368,6 +8371,93 @@ static void test_shared_expiry_skips_unreachable(void **state)
     assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
+ * Waits up to 5 s for |cl|'s pinger to find Redis reachable again after an answer the test lost, which
+ * marked it unreachable: a read-back is not sent until then (the expiry tick asks it again later). Whether
+ * it did.
+ */
+static bool cluster_up(struct gw_cluster *cl)
+{
+    char why[GW_ERR_LEN];
+
+    for (int i = 0; i < 50; i++) {
+        if (gw_cluster_status(cl, why, sizeof(why)) == 0)
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/* Waits up to 5 s for |e|'s pinger to find the test's Redis (resumed) reachable again: whether it did. */
+static bool state_up(struct env *e)
+{
+    char why[GW_ERR_LEN];
+
+    for (int i = 0; i < 50; i++) {
+        if (gw_cmp_engine_state_status(e->engine, why, sizeof(why)) == 0)
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/*
+ * An end of a shared record whose answers were lost waits to be read back while Redis is known to be
+ * unreachable (paused: the pinger's PING found no answer): the expiry tick, on the main thread that also
+ * sends the watchdog, sends Redis nothing for it and keeps it; once Redis answers again, a later tick reads
+ * it back, once, within the 30 s Redis keeps what the end took: nothing said, the end never ran. Before, the
+ * read-back went out at every tick all the same, each of up to 64 such ends waiting out the Redis timeout.
+ */
+static void test_shared_reread_skips_unreachable(void **state)
+{
+    struct env *e;
+    struct cmp_txn view = {.up = NULL};
+    struct gw_txn_result left = {.unread = 7};
+    char key[64], epoch[GW_STATE_EPOCH_LEN + 1], *logged;
+    bool down, up;
+    int sent, ends, again;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    snprintf(view.identity, sizeof(view.identity), "/CN=unread");
+    snprintf(key, sizeof(key), "unit%d:epoch", (int)getpid()); /* as a status line: "+<epoch>" */
+    assert_int_equal(
+        redis_cmd(epoch, sizeof(epoch), 4,
+                  (const char *const[]){"EVAL", "return {ok = redis.call('GET', KEYS[1])}", "1", key}),
+        0);
+    assert_int_equal(epoch[0], '+');
+    snprintf(left.unread_epoch, sizeof(left.unread_epoch), "%s", epoch + 1);
+    left.unread_until_ms = gw_now_ms() + (uint64_t)GW_STATE_TOOK_SECS * 1000;
+    cmp_poll_reread_later(e->engine, &view, "local", "30313233", &left, 0);
+    kill(redis_pid, SIGSTOP);
+    down = state_down(e);
+    log_capture_start();
+    drop_hook.thread = pthread_self();
+    drop_hook.sent = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL));
+    sent = drop_hook.sent;
+    kill(redis_pid, SIGCONT);
+    up = state_up(e);
+    drop_hook.ends = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL));
+    ends = drop_hook.ends;
+    drop_hook.ends = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL)); /* done with at the first: nothing more */
+    again = drop_hook.ends;
+    logged = log_capture_end();
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    assert_true(down);
+    assert_int_equal(sent, 0);
+    assert_true(up);
+    assert_true(ends > 0); /* its EVALSHA, and its EVAL when Redis has no such script yet */
+    assert_int_equal(again, 0);
+    assert_null(strstr(logged, "\"event\":\"txn_end_unread\""));
+    free(logged);
     env_free(e);
 }
 
@@ -9526,6 +9616,7 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
     /* what the first try took is still there to be read back */
+    assert_true(cluster_up(cl));
     assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 1);
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
@@ -9553,6 +9644,7 @@ static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
     end_retry_done();
     assert_false(left.present);
     /* read back, it took nothing */
+    assert_true(cluster_up(cl));
     assert_int_equal(gw_cluster_reread_end(cl, tid, 4, 2, "", &left, err), 0);
     assert_false(left.present);
     later_record_ends(tid);
@@ -9601,6 +9693,7 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         assert_int_equal(gw_cluster_end_record(later, tid, 4, &left), 1);
         assert_false(left.present);
         gw_txn_result_cleanup(&left);
+        assert_true(cluster_up(cl));
         assert_int_equal(gw_cluster_reread_end(cl, tid, 4, id, epoch, &left, err), 1);
         assert_true(left.present);
         assert_string_equal(left.reason, "the first transaction's");
@@ -12632,6 +12725,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_older_record_kept_out, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_skips_unreachable, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reread_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
