@@ -149,9 +149,16 @@ struct closing {
  */
 static int left_to_cluster(const struct closing *how, struct gw_txn *txn, struct cmp_txn *t, const char *tid)
 {
+    char why[GW_ERR_LEN];
+
     if (!t->shared || (!how->leave_to_cluster && t->request == NULL))
         return 0;
-    cmp_poll_republish(t->e, t->pending); /* a result Redis refused before: the others need it */
+    /* a result Redis refused before: the others need it. Not tried again while Redis is known unreachable:
+       the main thread (the watchdog's) waits no timeout per expiring transaction. Nor later: a certificate
+       no try took to Redis then closes here as an unshared one (cmp_poll_leave), as one whose every put
+       failed, and the record ends with its TTL */
+    if (gw_cluster_status(t->e->cluster, why, sizeof(why)) == 0)
+        cmp_poll_republish(t->e, t->pending);
     if (cmp_poll_leave(t->pending, how->pending_event, how->leave_to_cluster))
         return 0;
     if (!how->leave_to_cluster)

@@ -8461,6 +8461,57 @@ static void test_shared_reread_skips_unreachable(void **state)
     env_free(e);
 }
 
+/* drop_hook: a put of a deferred request's result that never goes out, and nothing else. */
+static void put_nothing(void)
+{
+}
+
+/*
+ * A shared deferred request whose result no put took to Redis (every try refused before it went out)
+ * expires here uncollected while Redis is known to be unreachable (paused: the pinger's PING found no
+ * answer): the expiry, on the main thread that also sends the watchdog, sends Redis nothing, the put not
+ * tried again; no other instance can have the certificate, so it expires as an unshared one, on record as
+ * not delivered and withdrawn. Before, the put went out from the expiry and waited out the Redis timeout;
+ * its answer lost, the certificate may have reached Redis, and stayed valid.
+ */
+static void test_shared_republish_skips_unreachable(void **state)
+{
+    struct env *e;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char serial[64] = "";
+    bool down;
+    int sent;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    slow_revokes(e);
+    ctx = shared_waiting(e, &cl, NULL); /* the record shared, the call running */
+    drop_hook.put_fn = put_nothing;
+    slow_gate(1);
+    slow_wait_completed(e, 1);
+    assert_null(drop_hook.put_fn);
+    assert_true(state_up(e)); /* the put's failure over: only the pause below makes Redis unreachable */
+    kill(redis_pid, SIGSTOP);
+    down = state_down(e);
+    drop_hook.thread = pthread_self();
+    drop_hook.sent = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12); /* the copy's expiry, past its TTL and call */
+    sent = drop_hook.sent;
+    kill(redis_pid, SIGCONT);
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    assert_true(down);
+    assert_int_equal(sent, 0);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                 "no pollReq collected it before its transaction closed");
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
 /* The transactions counted open in the shares of the test's Redis under slot_cmp's prefix (its "open:" sets).
  */
 static long long redis_open_count(void)
@@ -12726,6 +12777,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_reread_skips_unreachable, redis_stop),
+        cmocka_unit_test_teardown(test_shared_republish_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
