@@ -1030,9 +1030,9 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
     err = err != NULL ? err : own;
-    /* the main thread's (the watchdog's) drop and read-back wait no timeout while Redis is known unreachable:
-       the record ends with its TTL, as one whose drop failed; the end is read back later (cmp_poll_reread) */
-    if (mode[0] != '1' && gw_cluster_status(cl, err, GW_ERR_LEN) != 0)
+    /* the main thread waits out no unreachable Redis (a read-back, GETs only, goes to one refusing writes) */
+    if (mode[0] != '1' && !(reread && atomic_load(&cl->refusing)) &&
+        gw_cluster_status(cl, err, GW_ERR_LEN) != 0)
         return GW_ERR_UNAVAILABLE;
     if (!reread)
         id = atomic_fetch_add(&cl->ends, 1) + 1; /* never 0: left->unread's none */

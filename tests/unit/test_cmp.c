@@ -8405,25 +8405,16 @@ static bool state_up(struct env *e)
 }
 
 /*
- * An end of a shared record whose answers were lost waits to be read back while Redis is known to be
- * unreachable (paused: the pinger's PING found no answer): the expiry tick, on the main thread that also
- * sends the watchdog, sends Redis nothing for it and keeps it; once Redis answers again, a later tick reads
- * it back, once, within the 30 s Redis keeps what the end took: nothing said, the end never ran. Before, the
- * read-back went out at every tick all the same, each of up to 64 such ends waiting out the Redis timeout.
+ * A shared engine on a started Redis, with one end (of the record "0123") whose answers were lost waiting
+ * to be read back, in the epoch Redis is in.
  */
-static void test_shared_reread_skips_unreachable(void **state)
+static struct env *end_unread(void)
 {
-    struct env *e;
     struct cmp_txn view = {.up = NULL};
     struct gw_txn_result left = {.unread = 7};
-    char key[64], epoch[GW_STATE_EPOCH_LEN + 1], *logged;
-    bool down, up;
-    int sent, ends, again;
+    char key[64], epoch[GW_STATE_EPOCH_LEN + 1];
+    struct env *e = env_shared("100ms");
 
-    (void)state;
-    if (redis_start() != 0)
-        skip();
-    e = env_shared("100ms");
     snprintf(view.identity, sizeof(view.identity), "/CN=unread");
     snprintf(key, sizeof(key), "unit%d:epoch", (int)getpid()); /* as a status line: "+<epoch>" */
     assert_int_equal(
@@ -8434,6 +8425,27 @@ static void test_shared_reread_skips_unreachable(void **state)
     snprintf(left.unread_epoch, sizeof(left.unread_epoch), "%s", epoch + 1);
     left.unread_until_ms = gw_now_ms() + (uint64_t)GW_STATE_TOOK_SECS * 1000;
     cmp_poll_reread_later(e->engine, &view, "local", "30313233", &left, 0);
+    return e;
+}
+
+/*
+ * An end of a shared record whose answers were lost waits to be read back while Redis is known to be
+ * unreachable (paused: the pinger's PING found no answer): the expiry tick, on the main thread that also
+ * sends the watchdog, sends Redis nothing for it and keeps it; once Redis answers again, a later tick reads
+ * it back, once, within the 30 s Redis keeps what the end took: nothing said, the end never ran. Before, the
+ * read-back went out at every tick all the same, each of up to 64 such ends waiting out the Redis timeout.
+ */
+static void test_shared_reread_skips_unreachable(void **state)
+{
+    struct env *e;
+    char *logged;
+    bool down, up;
+    int sent, ends, again;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = end_unread();
     kill(redis_pid, SIGSTOP);
     down = state_down(e);
     log_capture_start();
@@ -8865,6 +8877,42 @@ static void redis_readonly(bool readonly)
                          0);
     else
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"REPLICAOF", "NO", "ONE"}), 0);
+}
+
+/*
+ * An end whose answers were lost is read back while Redis answers but refuses writes (a replica after a
+ * failover: READONLY), readiness down: the read-back only reads. Before, it was skipped as for a Redis
+ * that does not answer, until the 30 s Redis keeps what the end took had passed, and the certificate the
+ * call put beside the record was then neither delivered nor withdrawn.
+ */
+static void test_shared_reread_while_refusing(void **state)
+{
+    struct env *e;
+    bool down, up;
+    int ends;
+    char *logged;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = end_unread();
+    redis_readonly(true);
+    down = state_down(e);
+    log_capture_start();
+    drop_hook.thread = pthread_self();
+    drop_hook.ends = 0;
+    gw_cmp_engine_expire(e->engine, time(NULL));
+    ends = drop_hook.ends;
+    logged = log_capture_end();
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    redis_readonly(false);
+    up = state_up(e);
+    assert_true(down);
+    assert_true(ends > 0);
+    assert_true(up);
+    assert_null(strstr(logged, "\"event\":\"txn_end_unread\""));
+    free(logged);
+    env_free(e);
 }
 
 /*
@@ -12777,6 +12825,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_expiry_withdraws, redis_stop),
         cmocka_unit_test_teardown(test_shared_expiry_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_reread_skips_unreachable, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reread_while_refusing, redis_stop),
         cmocka_unit_test_teardown(test_shared_republish_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
