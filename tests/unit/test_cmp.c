@@ -8320,13 +8320,16 @@ static void test_shared_closed_while_call_runs(void **state)
     }
 }
 
-/* Waits up to 5 s for |e|'s pinger to find the test's Redis (paused) unreachable: whether it did. */
-static bool state_down(struct env *e)
+/*
+ * Waits up to 5 s for |e|'s pinger to find the test's Redis unreachable (paused, or refusing writes) or,
+ * with |reachable|, reachable again (resumed): whether it did.
+ */
+static bool state_is(struct env *e, bool reachable)
 {
     char why[GW_ERR_LEN];
 
     for (int i = 0; i < 50; i++) {
-        if (gw_cmp_engine_state_status(e->engine, why, sizeof(why)) != 0)
+        if ((gw_cmp_engine_state_status(e->engine, why, sizeof(why)) == 0) == reachable)
             return true;
         usleep(100 * 1000);
     }
@@ -8359,7 +8362,7 @@ static void test_shared_expiry_skips_unreachable(void **state)
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
     assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 1);
     kill(redis_pid, SIGSTOP);
-    down = state_down(e);
+    down = state_is(e, false);
     drop_hook.thread = pthread_self();
     drop_hook.sent = 0;
     gw_cmp_engine_expire(e->engine, time(NULL) + 301);
@@ -8385,19 +8388,6 @@ static bool cluster_up(struct gw_cluster *cl)
 
     for (int i = 0; i < 50; i++) {
         if (gw_cluster_status(cl, why, sizeof(why)) == 0)
-            return true;
-        usleep(100 * 1000);
-    }
-    return false;
-}
-
-/* Waits up to 5 s for |e|'s pinger to find the test's Redis (resumed) reachable again: whether it did. */
-static bool state_up(struct env *e)
-{
-    char why[GW_ERR_LEN];
-
-    for (int i = 0; i < 50; i++) {
-        if (gw_cmp_engine_state_status(e->engine, why, sizeof(why)) == 0)
             return true;
         usleep(100 * 1000);
     }
@@ -8447,14 +8437,14 @@ static void test_shared_reread_skips_unreachable(void **state)
         skip();
     e = end_unread();
     kill(redis_pid, SIGSTOP);
-    down = state_down(e);
+    down = state_is(e, false);
     log_capture_start();
     drop_hook.thread = pthread_self();
     drop_hook.sent = 0;
     gw_cmp_engine_expire(e->engine, time(NULL));
     sent = drop_hook.sent;
     kill(redis_pid, SIGCONT);
-    up = state_up(e);
+    up = state_is(e, true);
     drop_hook.ends = 0;
     gw_cmp_engine_expire(e->engine, time(NULL));
     ends = drop_hook.ends;
@@ -8505,9 +8495,9 @@ static void test_shared_republish_skips_unreachable(void **state)
     slow_gate(1);
     slow_wait_completed(e, 1);
     assert_null(drop_hook.put_fn);
-    assert_true(state_up(e)); /* the put's failure over: only the pause below makes Redis unreachable */
+    assert_true(state_is(e, true)); /* the put's failure over: only the pause below makes Redis unreachable */
     kill(redis_pid, SIGSTOP);
-    down = state_down(e);
+    down = state_is(e, false);
     drop_hook.thread = pthread_self();
     drop_hook.sent = 0;
     gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12); /* the copy's expiry, past its TTL and call */
@@ -8897,7 +8887,7 @@ static void test_shared_reread_while_refusing(void **state)
         skip();
     e = end_unread();
     redis_readonly(true);
-    down = state_down(e);
+    down = state_is(e, false);
     log_capture_start();
     drop_hook.thread = pthread_self();
     drop_hook.ends = 0;
@@ -8906,7 +8896,7 @@ static void test_shared_reread_while_refusing(void **state)
     logged = log_capture_end();
     memset(&drop_hook, 0, sizeof(drop_hook));
     redis_readonly(false);
-    up = state_up(e);
+    up = state_is(e, true);
     assert_true(down);
     assert_true(ends > 0);
     assert_true(up);
