@@ -604,6 +604,27 @@ static void log_failure(struct gw_audit *a, bool of_fsync, const char *what, int
     a->errs_suppressed = 0;
 }
 
+/*
+ * The fsyncs are counted here, and the registry reads the count when rendered: the prober's fsync, on a
+ * detached thread, may return after the stop freed the registry (gw_metrics_free_all), and must then
+ * touch nothing of it. A count in static storage outlives every teardown.
+ */
+static atomic_ulong fsyncs;
+static pthread_once_t m_once = PTHREAD_ONCE_INIT;
+
+static double fsyncs_value(void *arg)
+{
+    (void)arg;
+    return (double)atomic_load(&fsyncs);
+}
+
+static void metrics_init(void)
+{
+    (void)gw_metric_new_counter_fn(
+        "cmpgw_audit_fsyncs_total",
+        "fsyncs of the audit log: concurrent records that must be on disk share one.", fsyncs_value, NULL);
+}
+
 struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err)
 {
     struct gw_audit *a = NULL;
@@ -623,6 +644,7 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, ch
         return NULL;
     }
     sync_dir(a->path);
+    pthread_once(&m_once, metrics_init); /* on the thread that opens it: never on a prober's */
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->synced, NULL);
     atomic_init(&a->refs, 1);
@@ -692,17 +714,6 @@ static int write_all(struct gw_audit *a, const char *p, size_t n)
     return 0;
 }
 
-static atomic_ulong fsyncs;
-static struct gw_metric *m_fsyncs;
-static pthread_once_t m_once = PTHREAD_ONCE_INIT;
-
-static void metrics_init(void)
-{
-    m_fsyncs = gw_metric_new("cmpgw_audit_fsyncs_total",
-                             "fsyncs of the audit log: concurrent records that must be on disk share one.",
-                             GW_METRIC_COUNTER, NULL, NULL, 0);
-}
-
 unsigned long gw_audit_fsyncs(void)
 {
     return atomic_load(&fsyncs);
@@ -722,8 +733,6 @@ static void sync_generation(struct gw_audit *a, int fd, bool retry)
     pthread_mutex_unlock(&a->lock);
     e = fsync(fd) != 0 ? errno : 0;
     atomic_fetch_add(&fsyncs, 1);
-    pthread_once(&m_once, metrics_init);
-    gw_metric_add(m_fsyncs, NULL, 1);
     pthread_mutex_lock(&a->lock);
     a->gen_ok[g % GW_AUDIT_SYNC_RING] = e == 0;
     a->gen_done = g;
@@ -785,7 +794,8 @@ out:
     return rc;
 }
 
-/* The retry of gw_audit_probe, on a detached thread of its own: it holds a reference to |arg| (its last). */
+/* The retry of gw_audit_probe, on a detached thread of its own: it holds a reference to |arg| (its last).
+ * Its fsync may return after the stop freed everything else: it touches |arg| and |fsyncs| alone. */
 static void *retry_main(void *arg)
 {
     struct gw_audit *a = arg;

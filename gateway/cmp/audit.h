@@ -72,7 +72,9 @@ unsigned long gw_audit_fsyncs(void);
  * prober calls it once a tick; a failure it repeats is not logged again. The fsync runs on a detached
  * thread holding a reference to |a|, at most one at a time, and this returns without waiting for it: a
  * hung disk holds that thread, not the caller; gw_audit_close does not wait for it either (the thread
- * frees |a| if its reference is the last).
+ * frees |a| if its reference is the last). Nor does the stop: past its fsync the thread touches |a| and
+ * this module's count of fsyncs alone (the metric registry reads that count; no log line), so it may
+ * return after gw_metrics_free_all.
  */
 void gw_audit_probe(struct gw_audit *a);
 

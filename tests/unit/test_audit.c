@@ -21,6 +21,7 @@
 #include "gateway/cmp/audit.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/metrics.h"
 
 #define ALL_FIELDS ((GW_AUDIT_ADD_BASIC_CONSTRAINTS << 1) - 1)
 
@@ -83,6 +84,25 @@ int fsync(int fd)
     pthread_mutex_unlock(&held.lock);
     errno = EIO;
     return -1;
+}
+
+/* Holds every fsync of |fd| by other threads from now on (-1: none), counting afresh. */
+static void hold_fsync(int fd)
+{
+    pthread_mutex_lock(&held.lock);
+    held.fd = fd;
+    held.setter = pthread_self();
+    held.entered = held.inline_calls = held.released = 0;
+    pthread_mutex_unlock(&held.lock);
+}
+
+/* Lets the held fsyncs return (failing), and those that come after at once. */
+static void release_fsync(void)
+{
+    pthread_mutex_lock(&held.lock);
+    held.released = 1;
+    pthread_cond_broadcast(&held.cond);
+    pthread_mutex_unlock(&held.lock);
 }
 
 /* Waits (10 s at most) until threads other than the test's entered the held fsync |n| times: whether they
@@ -806,11 +826,7 @@ static void test_fsync_probe_hung(void **state)
     (void)state;
     a = open_on_fifo("fifo6", &rd, &at);
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
-    pthread_mutex_lock(&held.lock);
-    held.fd = at;
-    held.setter = pthread_self();
-    held.entered = held.inline_calls = held.released = 0;
-    pthread_mutex_unlock(&held.lock);
+    hold_fsync(at);
     gw_audit_probe(a);
     assert_int_equal(held.inline_calls, 0); /* before: the probe's fsync ran on the calling thread */
     assert_true(held_entered(1));
@@ -822,14 +838,42 @@ static void test_fsync_probe_hung(void **state)
     assert_int_equal(held.inline_calls, 0);
     pthread_mutex_unlock(&held.lock);
     gw_audit_close(a); /* the thread's reference keeps it; its end frees it */
-    pthread_mutex_lock(&held.lock);
-    held.released = 1;
-    pthread_cond_broadcast(&held.cond);
-    pthread_mutex_unlock(&held.lock);
+    release_fsync();
     assert_true(held_entered(2)); /* the last holder's close syncs once more, then the number is free */
-    pthread_mutex_lock(&held.lock);
-    held.fd = -1;
-    pthread_mutex_unlock(&held.lock);
+    hold_fsync(-1);
+    close(rd);
+    unlink(path);
+}
+
+/*
+ * A stop while the prober's fsync hangs: the gateway closes the log and frees the metrics registry
+ * (its last steps), and only then does the fsync return. The thread touches neither: it holds its own
+ * reference to the log, and the fsyncs it counts are read by the registry when rendered, not added to
+ * it. Under ASan, a thread that added to the registry is a use after free.
+ */
+static void test_fsync_probe_outlives_teardown(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    char *text = NULL, line[96];
+    struct gw_audit *a;
+    size_t len;
+    int rd, at;
+
+    (void)state;
+    a = open_on_fifo("fifo7", &rd, &at);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO); /* an fsync counted: the counter is in use */
+    assert_int_equal(gw_metrics_render(&text, &len), 0);
+    snprintf(line, sizeof(line), "\ncmpgw_audit_fsyncs_total %lu\n", gw_audit_fsyncs());
+    assert_non_null(strstr(text, line));
+    free(text);
+    hold_fsync(at);
+    gw_audit_probe(a);
+    assert_true(held_entered(1));
+    gw_audit_close(a);
+    gw_metrics_free_all(); /* every handle is invalid from here on */
+    release_fsync();
+    assert_true(held_entered(2)); /* the thread is past its fsync: its last close syncs once more */
+    hold_fsync(-1);
     close(rd);
     unlink(path);
 }
@@ -935,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_fsync_failure_stays),
         cmocka_unit_test(test_fsync_probe_hung),
+        cmocka_unit_test(test_fsync_probe_outlives_teardown),
         cmocka_unit_test(test_fsync_failure_probed),
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
