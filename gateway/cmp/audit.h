@@ -84,7 +84,8 @@ void gw_audit_probe_wait(struct gw_audit *a);
 /* gw_audit_reopen reopens the file at its path (after rotation). 0 or GW_ERR_IO (old fd kept). */
 int gw_audit_reopen(struct gw_audit *a);
 
-/* gw_audit_status is GW_ERR_IO, with what failed in |why| (|cap| bytes), when the last write failed, the
+/* gw_audit_status is GW_ERR_IO, with what failed in |why| (|cap| bytes), when the last write failed (the next
+ * write that works or a reopen clears it, not gw_audit_probe: an fsync does not show that a write works), the
  * last fsync of the file now written failed (a write since does not clear it: the next fsync that works or
  * a reopen does), or the last reopen failed; else 0. A gateway that cannot record what it issues is not
  * ready. */

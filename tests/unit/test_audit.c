@@ -670,6 +670,50 @@ static void test_unwritable(void **state)
 }
 
 /*
+ * A failed write is not the prober's to clear: an fsync says nothing of whether a write works (here the
+ * file may not grow, as on a full disk or a spent quota, and its fsync works all the same), and the
+ * prober writes no record. Readiness comes back with the next record written whole, or a reopen.
+ */
+static void test_write_failure_not_probed(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    char why[GW_ERR_LEN];
+    struct gw_audit *a;
+    struct stat st;
+    unsigned long n;
+    int fd;
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("full2.log"), 0));
+    tu_cap_files(0);
+    assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
+    assert_true((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0);
+    assert_int_equal(fsync(fd), 0); /* what a probe by fsync would have seen */
+    close(fd);
+    n = gw_audit_fsyncs();
+    gw_audit_probe(a);
+    gw_audit_probe_wait(a);
+    assert_int_equal(gw_audit_fsyncs(), n);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_non_null(strstr(why, "write"));
+    tu_uncap_files();
+    gw_audit_probe(a); /* room again: still not cleared, and nothing written */
+    gw_audit_probe_wait(a);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    assert_int_equal(gw_audit_reopen(a), 0); /* SIGUSR1 clears it */
+    assert_int_equal(status(a, why), 0);
+    tu_cap_files(0);
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    assert_int_equal(status(a, why), GW_ERR_IO);
+    tu_uncap_files();
+    assert_int_equal(gw_audit_write(a, &r, 0), 0); /* so does the next record written whole */
+    assert_int_equal(status(a, why), 0);
+    gw_audit_close(a);
+}
+
+/*
  * A log (fresh, <name>.log) that then writes to a FIFO instead, at |path|, which fsync refuses
  * (EINVAL) where write works; *rd reads it, and *at (unless NULL) is the log's descriptor. The gateway
  * never opens a FIFO as its log: the descriptor is swapped under it, as the lowest free one, which
@@ -976,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_reopen_failure_keeps_old),
         cmocka_unit_test(test_reopen_names_masked),
         cmocka_unit_test(test_unwritable),
+        cmocka_unit_test(test_write_failure_not_probed),
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_fsync_failure_stays),
         cmocka_unit_test(test_fsync_probe_hung),
