@@ -318,6 +318,39 @@ class SlowRelay:
         self.sock.close()
 
 
+def all_stopped(pid):
+    """Whether every thread of process |pid| is stopped (state T in /proc/PID/task/*/stat): a SIGSTOP is
+    taken by each thread in turn."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+        states = [Path("/proc/%d/task/%s/stat" % (pid, t)).read_text().rsplit(")", 1)[1].split()[0]
+                  for t in tasks]
+    except OSError:  # gone, or a thread ended meanwhile
+        return False
+    return all(s in ("T", "t") for s in states)
+
+
+@contextlib.contextmanager
+def stopped(proc):
+    """|proc| (a real upstream's subprocess.Popen) stopped with SIGSTOP for the block: a CA that hangs. The
+    kernel still completes the connections made to it and takes the bytes sent on them (waiting() counts
+    those), and nothing reads or answers them. SIGCONT after the block, however it ends."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        if not settled(lambda: all_stopped(proc.pid), bool, timeout=10):
+            raise Failure("process %d did not stop on SIGSTOP" % proc.pid)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def waiting(port):
+    """The bytes sent to loopback |port| that nothing has read: those of the connections to it, accepted or
+    still in its listener's queue, as /proc/net/tcp shows them (its process stopped, say)."""
+    here = tcp_address(("127.0.0.1", port))
+    return sum(s["rx"] for s in tcp_sockets() if not s["listening"] and s["local"] == here)
+
+
 # The ports this test process drew, each held by a lock on a file of its own until the process ends; the
 # file goes with the lock (release_port), so that the files of finished runs do not pile up.
 PORT_LOCKS = {}

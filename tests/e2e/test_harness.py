@@ -4,13 +4,16 @@ nothing. No gateway: the claims' own logic, in a lock directory of the test's ow
 The harness's reading of a gateway's log (Gateway.log_lines): each line parsed once, a line still being
 written read once it is whole, a gateway started again read from its new file's start.
 Its readings of a gateway's sockets in /proc (accepted, listen_queue, connections, gateway_ends,
-read_whole), over sockets of this process standing in for the gateway's."""
+read_whole), over sockets of this process standing in for the gateway's. Its stop of an upstream's process
+(stopped, waiting), over a real process: what is sent to it waits unread, and it goes on after the block,
+one that raised too."""
 import fcntl
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import unittest
 from pathlib import Path
@@ -218,6 +221,46 @@ class SocketStates(unittest.TestCase):
         self.assertEqual(harness.socket_inodes(os.getpid()) & ends, ends)
         s.close()
         self.assertEqual(harness.socket_inodes(os.getpid()) & ends, set())
+
+
+class Stopped(unittest.TestCase):
+    """A real process stands in for an upstream: Python's http.server on a port of its own."""
+
+    REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+
+    def setUp(self):
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.proc.wait)
+        self.addCleanup(self.proc.kill)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def connect(self):
+        c = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(c.close)
+        return c
+
+    def test_unread_while_stopped_answered_after(self):
+        c = self.connect()
+        with self.assertRaises(KeyError):
+            with harness.stopped(self.proc):
+                self.assertTrue(harness.all_stopped(self.proc.pid))
+                c.sendall(self.REQUEST)
+                self.assertGreaterEqual(harness.settled(lambda: harness.waiting(self.port), bool), len(self.REQUEST))
+                ends = (harness.tcp_address(c.getpeername()), harness.tcp_address(c.getsockname()))
+                self.assertEqual([t["rx"] for t in harness.tcp_sockets() if (t["local"], t["remote"]) == ends],
+                                 [len(self.REQUEST)])
+                raise KeyError("the block's failure")
+        self.assertTrue(c.recv(64).startswith(b"HTTP/1.0 200"))
+        self.assertFalse(harness.all_stopped(self.proc.pid))
 
 
 if __name__ == "__main__":

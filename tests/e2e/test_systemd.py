@@ -1,9 +1,11 @@
 """cmpgw under systemd's protocol: a real gateway started with NOTIFY_SOCKET pointing at a datagram
 socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATCHDOG_USEC set),
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
-reload waits for an upstream that never answers, a SIGTERM ends such a reload and drains at once, a
-SIGHUP whose thread cannot start is tried again, and a reload stops a health probe that one holds; and deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent)
-and `systemd-analyze security --offline=true --threshold=30`, as does cmpgw.socket the first."""
+reload waits for an upstream that never answers (a real `cfssl serve` stopped with SIGSTOP), a SIGTERM
+ends such a reload and drains at once, a SIGHUP whose thread cannot start is tried again, and a reload
+stops a health probe that one holds (the Vault-API test server, stopped likewise); and
+deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent) and `systemd-analyze security
+--offline=true --threshold=30`, as does cmpgw.socket the first."""
 import contextlib
 import json
 import os
@@ -14,55 +16,15 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
-import http.server
 import time
 import unittest
 from pathlib import Path
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import cfsslenv  # noqa: E402
 import harness  # noqa: E402
-
-
-class Held:
-    """An upstream that takes each request and never answers it until stop(): got lists the paths taken.
-    On |port| (one nothing listened on before, say) or one of its own."""
-
-    def __init__(self, port=0):
-        self.got, self.release = [], threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.got.append(self.path)
-                outer.release.wait(60)
-                self.close_connection = True
-
-            do_POST = do_GET
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def vault(self, gw):
-        """A Vault "upstreams" entry for it, probed each second: an issuer of its own (the client's is asked
-        nothing of it)."""
-        token = gw.dir / "held.token"
-        token.write_text("s.held\n")
-        token.chmod(0o600)
-        ca, _, _ = harness.make_foreign_pki(gw.dir / "held")
-        return {"type": "vault", "url": "http://127.0.0.1:%d" % self.port, "issuer_ca": str(ca),
-                "token_file": str(token), "timeout": "60s", "probe_interval": 1}
-
-    def stop(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+import vaultenv  # noqa: E402
 
 
 class Notify(unittest.TestCase):
@@ -104,28 +66,28 @@ class Notify(unittest.TestCase):
 
     @contextlib.contextmanager
     def reload_held(self, **env):
-        """A gateway (notifying) whose SIGHUP reload waits for a cfssl that nothing listened for at the start
-        (the gateway starts without its CA certificate) and that takes the request for it and never answers,
-        with a timeout of a minute: yielded once the reload asked it. The cfssl stops before the gateway."""
-        port = harness.free_port()
-        held = None
+        """A gateway (notifying) whose SIGHUP reload waits for a real `cfssl serve` that nothing listened for at
+        the start (the gateway starts without its CA certificate), started then and stopped (SIGSTOP) before
+        the reload, with a timeout of a minute: yielded once the reload's request for that certificate waits
+        at cfssl unread. cfssl goes on (SIGCONT) before the gateway stops, and ends after the test."""
+        cfssl = None
 
         def edit(cfg, gw):
-            cfg["upstreams"]["held"] = {"type": "cfssl", "url": "http://127.0.0.1:%d" % port,
-                                        "issuer_ca": "ca.pem", "timeout": "60s", "probe_interval": 0}
+            nonlocal cfssl
+            cfssl = cfsslenv.Cfssl(gw.dir)
+            self.addCleanup(cfssl.stop)
+            cfssl.make_pki()
+            cfg["upstreams"]["held"] = cfssl.upstream(timeout="60s", probe_interval=0)
 
         with self.notifying(edit, **env) as gw:
-            try:
-                self.messages("READY=1")
-                held = Held(port)
+            self.messages("READY=1")
+            cfssl.start()
+            with harness.stopped(cfssl.proc):
                 gw.proc.send_signal(signal.SIGHUP)
                 self.messages("RELOADING=1", timeout=5)
-                if not harness.settled(lambda: list(held.got), bool):
-                    self.fail("the reload asked the held cfssl nothing")
+                if not harness.settled(lambda: harness.waiting(cfssl.port), bool):
+                    self.fail("the reload asked the stopped cfssl nothing")
                 yield gw
-            finally:
-                if held is not None:
-                    held.stop()  # the reload's call fails: nothing waits for it at the stop
 
     def test_ready_watchdog_reloading_stopping(self):
         # the demo's configuration as deploy/demo-pki.sh writes it: nothing here asks for a name
@@ -142,9 +104,9 @@ class Notify(unittest.TestCase):
 
     def test_watchdog_pinged_while_a_reload_waits_for_an_upstream(self):
         """A cfssl that nothing listens for at the start (the gateway starts without its CA certificate),
-        and that takes the request for it at the reload and never answers, with a timeout of a minute: the
-        SIGHUP reload waits for it, and the watchdog's pings, which the main thread sends, go on meanwhile
-        (a reload on the main thread missed them for the upstream's whole timeout, and systemd's
+        and that is stopped (SIGSTOP) when the reload asks it for that certificate, with a timeout of a
+        minute: the SIGHUP reload waits for it, and the watchdog's pings, which the main thread sends, go on
+        meanwhile (a reload on the main thread missed them for the upstream's whole timeout, and systemd's
         WatchdogSec= killed the gateway)."""
         with self.reload_held(WATCHDOG_USEC="1000000"):
             # a reload that held the main thread pinged nothing for the upstream's 60 s
@@ -152,8 +114,8 @@ class Notify(unittest.TestCase):
             self.messages("WATCHDOG=1", timeout=5)
 
     def test_sigterm_ends_a_reload_that_waits_for_an_upstream(self):
-        """A SIGHUP reload waits for a cfssl that takes the request for its CA certificate and never
-        answers, with a timeout of a minute; a SIGTERM meanwhile cuts that call short: the reload is
+        """A SIGHUP reload waits for a cfssl, stopped (SIGSTOP), that it asks for its CA certificate,
+        with a timeout of a minute; a SIGTERM meanwhile cuts that call short: the reload is
         refused (the configuration it loaded is not swapped in), the gateway drains and exits within a
         few seconds, and says nothing is ready after STOPPING=1 (the main thread waited for the reload's
         lock for the upstream's whole timeout, while the listeners went on accepting, and systemd's
@@ -205,25 +167,28 @@ class Notify(unittest.TestCase):
             self.assertFalse([l for l in gw.log_lines() if l.get("event") == "reload_refused"])
 
     def test_reload_stops_a_probe_in_progress(self):
-        """A Vault that takes the health probe's request and never answers, with a timeout of a minute: the
-        SIGHUP reload that retires the probing configuration stops its probe within a second or so, and
-        is done (READY=1) long before the probe's timeout, which it waited for before."""
-        held = Held()
+        """The Vault-API server, stopped (SIGSTOP) with a health probe's request waiting at it unread, with a
+        timeout of a minute: the SIGHUP reload that retires the probing configuration stops its probe within
+        a second or so, and is done (READY=1) long before the probe's timeout, which it waited for before."""
+        vault = None
 
         def edit(cfg, gw):
-            cfg["upstreams"]["held"] = held.vault(gw)
+            nonlocal vault
+            vault = vaultenv.VaultApi(gw.dir)
+            self.addCleanup(vault.stop)
+            vault.make_pki()
+            vault.start()
+            cfg["upstreams"]["held"] = vault.upstream(timeout="60s", probe_interval=1)
 
         with self.notifying(edit) as gw:
-            try:
-                self.messages("READY=1")
-                if not harness.settled(lambda: list(held.got), bool):
-                    self.fail("no probe reached the held Vault")
+            self.messages("READY=1")
+            with harness.stopped(vault.proc):
+                if not harness.settled(lambda: harness.waiting(vault.port), bool):
+                    self.fail("no probe reached the stopped Vault")
                 gw.proc.send_signal(signal.SIGHUP)
                 self.messages("RELOADING=1", timeout=5)
                 after = self.messages("READY=1", timeout=10)
                 self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
-            finally:
-                held.stop()  # its probes fail: nothing waits for them at the stop
 
 
 class Unit(unittest.TestCase):
