@@ -11,20 +11,18 @@ CA's text) or for its own trouble (retry later);
 an upstream rejection and an upstream error message passed through with their failInfo and text, but
 a rejection of the gateway's own request (badMessageCheck, notAuthorized) told as retry later; a
 certificate for another key refused; the upstream down -> systemUnavail "could not be reached"; a CA that
-took the whole request and held its answer past the timeout -> systemUnavail "did not answer in time; the
-outcome is unknown"; an answer signed by another certificate of the upstream CA than the expected sender's
-refused. A certificate outside the role
+took the whole request and held its answer past the timeout (the mock stopped with SIGSTOP) -> systemUnavail
+"did not answer in time; the outcome is unknown"; an answer signed by another certificate of the upstream CA
+than the expected sender's refused. A certificate outside the role
 (an extension of the CA's own, a pathLenConstraint, a name or a subject nobody asked for, a notBefore a
 month back) refused with its docs/errors.md row, rejected in the upstream certConf with that text (no
 rr: the CA confirmed the rejection) and on record as such, each with its twin that is released."""
 import datetime
-import http.server
 import json
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -111,37 +109,6 @@ class Mock:
             self.log = None
 
 
-class Holding:
-    """A CMP CA that reads each request whole and never answers it: it holds the connection until stop().
-    got holds the length of each request body read, against its Content-Length."""
-
-    def __init__(self):
-        self.got, self.release = [], threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                want = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(want)
-                outer.got.append((len(body), want))
-                outer.release.wait(30)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class CmpUpstream(RowAssertions, harness.GatewayTestCase):
     mock = None
 
@@ -154,12 +121,12 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         common = {"type": "cmp", "url": "http://127.0.0.1:%d" % cls.mock.port, "path": "/pkix/",
                   "trusted": "up-ca.pem", "expected_sender": "/O=cmp upstream/CN=upstream CMP server",
                   "issuer_ca": "up-ca.pem", "timeout": "5s", "check_revocation": False}
-        cls.holding = cls.keep_running(Holding())
         cfg["upstreams"].update({
             "ca-cmp": dict(common),
             # nothing listens there: a port that was free a moment ago
             "ca-cmp-down": dict(common, url="http://127.0.0.1:%d" % harness.free_port()),
-            "ca-cmp-held": dict(common, url="http://127.0.0.1:%d" % cls.holding.port, timeout="2s"),
+            # the mock too: stopped (SIGSTOP) by the test that needs a CA that holds its answer
+            "ca-cmp-held": dict(common, timeout="2s"),
         })
         cfg["trust"]["up"] = {"ca_file": "up-ca.pem", "revocation": "upstream"}
         base = dict(cfg["roles"]["default"])
@@ -548,21 +515,23 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             "upstream CA ca-cmp-down could not be reached, it is unavailable: Couldn't connect to server"])
 
     def test_upstream_held_the_answer(self):
-        """The CA took the whole ir and did not answer within the upstream's timeout (2 s): it was reached
-        and may have issued, so the client is told the outcome is unknown, not that the CA could not be
-        reached. Its twin is test_upstream_down."""
-        key = self.newkey("held")
-        before = len(self.holding.got)
-        res = self.gw.cmp("ir", "held", newkey=key, subject="/CN=held.example.com", path="pki/roles/cmp-held/cmp",
-                          expect_cert=False)
+        """The CA (the mock, stopped with SIGSTOP) took the whole ir and did not answer within the upstream's
+        timeout (2 s): it was reached and may have issued, so the client is told the outcome is unknown, not
+        that the CA could not be reached. Its twin is test_upstream_down. Once it goes on (SIGCONT), the CA
+        reads that ir, whole and once, before the next client's."""
+        key, canned = self.canned("held")
+        self.mock.start(canned)
+        with harness.stopped(self.mock.proc):
+            res = self.gw.cmp("ir", "held", newkey=key, subject="/CN=held.example.com",
+                              path="pki/roles/cmp-held/cmp", expect_cert=False)
         self.assertIsNone(res.cert, res.answers)
         ans = self.expect("upstream_no_answer", res.first)
         self.assertEqual(ans.status_strings, [
             "upstream CA ca-cmp-held did not answer in time (none within 2000 ms); the outcome is unknown"])
-        got = self.holding.got[before:]
-        self.assertEqual(len(got), 1, got)  # sent once, not repeated
-        self.assertEqual(got[0][0], got[0][1], got)  # the request went out whole
-        self.assertGreater(got[0][0], 0, got)
+        res = self.gw.cmp("ir", "held-next", newkey=key, subject="/CN=held.example.com", path="pki/roles/cmp/cmp")
+        self.assert_from_upstream(res, key, canned)
+        # the held ir went out whole (the CA decoded it) and once (sent again, the CA would read it again)
+        self.assertEqual(self.upstream_saw(), ["IR", "IR", "CERTCONF"])
 
     def test_upstream_untrusted_answer(self):
         # the mock signs with a key its CA did not certify for us: the answer is not trusted
