@@ -403,7 +403,11 @@ class Probes(harness.GatewayTestCase):
 
 class HostileCfssl(http.server.BaseHTTPRequestHandler):
     """A cfssl that is down, and says why with a C1 control, a bidi override and U+2028 (a byte not UTF-8 would
-    not pass: the gateway's JSON reader refuses it)."""
+    not pass: the gateway's JSON reader refuses it).
+
+    A stand-in, not `cfssl serve`: the probe's request is the gateway's own (info, no profile), and a real cfssl
+    answers it with error texts of its own, which nothing a test can do fills with these characters. The answer
+    under test is one only a hostile or broken CA sends."""
     BODY = (b'{"success":false,"result":null,"messages":[],"errors":[{"code":1000,'
             b'"message":"a\\u009bb\\u202ec\\u2028d"}]}')
 
