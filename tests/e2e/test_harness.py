@@ -230,6 +230,7 @@ class Stopped(unittest.TestCase):
 
     def setUp(self):
         self.port = harness.free_port()
+        self.addCleanup(harness.release_port, self.port)  # no claim left for PortClaims in this process
         self.proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(self.proc.wait)
