@@ -102,6 +102,12 @@ enum gw_crmf_mode {
     GW_CRMF_DELEGATE,   /* issue from the role's delegate local issuer */
 };
 
+/* "kur_key_reuse": may a kur ask to certify the key its old certificate certifies? (RFC 9483 §4.1.3) */
+enum gw_kur_key_reuse {
+    GW_KUR_KEY_REFUSE = 0, /* badCertTemplate: a kur brings a new key pair */
+    GW_KUR_KEY_ALLOW,      /* renewed with the same key (RFC 9810 §5.3.5 allows it) */
+};
+
 /*
  * One "device_allowlist" line (docs/3gpp.md): a CMP signer certificate by its one-line subject or its
  * serial number, and the trust entry that certificate must chain to. Neither says which CA made the
@@ -162,6 +168,7 @@ struct gw_role {
     struct gw_authz authz;                        /* "authorization" */
     struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
     bool kur_any_signer; /* "kur_any_signer": a kur may renew any certificate `trust` admits */
+    enum gw_kur_key_reuse kur_key_reuse; /* "kur_key_reuse": "refuse" | "allow" */
     /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
     char *device_allowlist_file;  /* "device_allowlist": one CMP signer per line, read at (re)load */
     struct gw_allow_entry *allow; /* its entries, in file order */

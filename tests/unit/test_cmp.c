@@ -31,6 +31,7 @@
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -63,6 +64,9 @@
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 /* revocation_not_kept where cmp.max_revoked is 1 */
 #define TEXT_ONE_KEPT "this instance keeps 1 unexpired revocations already (cmp.max_revoked)"
+#define TEXT_KUR_KEY_REUSE                                                                                   \
+    "key update must certify a new key (RFC 9483 §4.1.3): the certTemplate's public key is the one the "    \
+    "certificate being updated certifies; generate a new key pair and send its public key"
 #define TEXT_HERE_A_WHILE                                                                                    \
     "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "  \
     "CRL lists it"
@@ -2300,6 +2304,7 @@ static void test_success_answer_backdated(void **state)
 
 static void log_capture_start(void);
 static char *log_capture_end(void);
+static bool logged_reason(const char *logged, const char *event, const char *reason);
 
 /* |ctx|'s ir under the transactionID |tid| (16 bytes, for a log to name): a copy of its certificate. */
 static X509 *ir_under(OSSL_CMP_CTX *ctx, const char *tid)
@@ -2897,6 +2902,90 @@ static void test_pbm_answer_mac(void **state)
         OSSL_CMP_MSG_free(ip);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
+ * kur and the key it asks for (RFC 9483 §4.1.3: a new key pair SHOULD be used): the key its old
+ * certificate (the signer) certifies is refused with badCertTemplate before the CA is asked, logged
+ * not_authorized kur_key_reuse; so is that key with its EC point compressed, another encoding of the same
+ * key. Twins: a new key renews; a role with "kur_key_reuse": "allow" renews with the same key.
+ */
+static void test_kur_key_reuse(void **state)
+{
+    enum { NEW_KEY, OLD_KEY, OLD_COMPRESSED };
+    static const struct {
+        const char *name;
+        const char *role_extra;
+        int key;
+        int fail_bit; /* -1: renewed */
+    } cases[] = {
+        {"the old certificate's key", NULL, OLD_KEY, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"the old key, its point compressed", NULL, OLD_COMPRESSED, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"a new key", NULL, NEW_KEY, -1},
+        {"the old key, reuse refused by name", "\"kur_key_reuse\": \"refuse\"", OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"the old key, reuse allowed", "\"kur_key_reuse\": \"allow\"", OLD_KEY, -1},
+        {"the old key compressed, reuse allowed", "\"kur_key_reuse\": \"allow\"", OLD_COMPRESSED, -1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = cases[i].role_extra});
+        struct client cl = {.env = e}, cl2 = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
+        EVP_PKEY *old_key, *asked = NULL;
+        X509 *old, *got;
+        char *logged;
+        int intents;
+
+        print_message("case: %s\n", cases[i].name);
+        assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
+        old_key = OSSL_CMP_CTX_get0_newPkey(ctx, 1);
+        kur = client_new(&cl2, SIG, old, old_key, NULL, NULL, 0);
+        assert_int_equal(OSSL_CMP_CTX_set1_oldCert(kur, old), 1);
+        if (cases[i].key == OLD_KEY) {
+            assert_int_equal(EVP_PKEY_up_ref(old_key), 1);
+            asked = old_key;
+        } else if (cases[i].key == OLD_COMPRESSED) {
+            unsigned char *der = NULL;
+
+            assert_non_null(asked = EVP_PKEY_dup(old_key));
+            assert_int_equal(EVP_PKEY_set_utf8_string_param(asked, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                                            OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED),
+                             1);
+            /* the template then carries other bytes than the certificate's key */
+            assert_int_not_equal(i2d_PUBKEY(asked, &der), i2d_X509_PUBKEY(X509_get_X509_PUBKEY(old), NULL));
+            OPENSSL_free(der);
+        }
+        if (asked != NULL)
+            assert_int_equal(OSSL_CMP_CTX_set0_newPkey(kur, 1, asked), 1);
+        intents = audit_count(e, "intent", NULL, NULL, NULL);
+        log_capture_start();
+        log_level(GW_LOG_INFO);
+        got = OSSL_CMP_exec_KUR_ses(kur);
+        logged = log_capture_end();
+        if (cases[i].fail_bit < 0) {
+            if (got == NULL)
+                fail_msg("%s: not renewed", cases[i].name);
+            assert_status(kur, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+            assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), intents + 1);
+        } else {
+            if (got != NULL)
+                fail_msg("%s: renewed", cases[i].name);
+            assert_status(kur, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, TEXT_KUR_KEY_REUSE);
+            assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), intents); /* the CA never asked */
+            if (!logged_reason(logged, "not_authorized", "kur_key_reuse"))
+                fail_msg("%s: no not_authorized line with reason kur_key_reuse in: %s", cases[i].name,
+                         logged);
+        }
+        free(logged);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        client_cleanup(&cl);
+        client_cleanup(&cl2);
+        OSSL_CMP_CTX_free(ctx);
+        OSSL_CMP_CTX_free(kur);
         env_free(e);
     }
 }
@@ -12749,6 +12838,7 @@ int main(void)
         cmocka_unit_test(test_rr_reason_before_status),
         cmocka_unit_test(test_genm_unknown_before_status),
         cmocka_unit_test(test_kur_expired),
+        cmocka_unit_test(test_kur_key_reuse),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),

@@ -1164,6 +1164,9 @@ static const struct bad bad_cases[] = {
     {"crmf bad",
      {UPS, ROLES, E("\"crmf\": \"delegate\"", "\"crmf\": \"accept\"")},
      {"$.roles.rv.crmf: expected one of \"reject\"|\"delegate\", got \"accept\""}},
+    {"kur_key_reuse bad",
+     {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"kur_key_reuse\": \"sometimes\"")},
+     {"$.roles.default.kur_key_reuse: expected one of \"refuse\"|\"allow\", got \"sometimes\""}},
     {"delegate missing",
      {UPS, ROLES, E(", \"delegate\": \"deleg\"", "")},
      {"$.roles.rv.delegate: missing: required with \"crmf\": \"delegate\""}},
@@ -1779,6 +1782,8 @@ static void test_upstreams(void **state)
     assert_string_equal(rc->upstream_role, "client");
     assert_int_equal(rc->crmf, GW_CRMF_REJECT);
     assert_null(rc->delegate);
+    /* RFC 9483 §4.1.3: a new key pair SHOULD be used */
+    assert_int_equal(rc->kur_key_reuse, GW_KUR_KEY_REFUSE);
     assert_false(rc->authz.tls_required);
     assert_null(rc->authz.key_rules);
     /* the local role keeps no upstream role */
@@ -1818,7 +1823,7 @@ static void test_upstreams_full(void **state)
           "\"max_inflight\": 4"),
         E("\"crmf\": \"delegate\"",
           "\"crmf\": \"delegate\", \"sign\": \"verbatim\", \"issuer_ref\": \"root-2024\", "
-          "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\""),
+          "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\", \"kur_key_reuse\": \"allow\""),
         AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
               "[\"*.example.com\"], "
               "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
@@ -1849,6 +1854,7 @@ static void test_upstreams_full(void **state)
     assert_int_equal(rv->sign_policy, GW_SIGN_VERBATIM);
     assert_string_equal(rv->issuer_ref, "root-2024");
     assert_true(rv->exclude_cn_from_sans);
+    assert_int_equal(rv->kur_key_reuse, GW_KUR_KEY_ALLOW);
     assert_string_equal(rv->upstream_role, "devices");
     assert_int_equal(a->n_tls_trust, 1);
     assert_non_null(a->tls_store);
