@@ -10,6 +10,7 @@
 
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
+#include <string.h>
 
 /*
  * X509_V_OK when CA certificate |ca| chains to |store| (with |untrusted|) under the store's own flags
@@ -48,6 +49,41 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
                pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
 }
 
+/*
+ * Whether a certificate of |r| may serve as a TLS server's: its role grants serverAuth, or no
+ * extendedKeyUsage at all, which is any purpose (RFC 5280 §4.2.1.12).
+ */
+static bool serves_tls(const struct gw_role *r)
+{
+    return r->ext_key_usage == 0 || (r->ext_key_usage & GW_EKU_SERVER_AUTH) != 0;
+}
+
+/* Whether a pattern of |ps| holds a '*': one without names its one subject, its CN with it. */
+static bool any_wildcard(const struct gw_patterns *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (strchr(ps->v[i], '*') != NULL)
+            return true;
+    return false;
+}
+
+/*
+ * allowed_subjects bounds no host name without a dot: the policy holds a CN such as "vault" to
+ * allowed_dns_names alone, and X509_check_host takes it as the host of https://vault/ where the
+ * certificate has no DNS SAN.
+ */
+static void warn_bare_host(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    if (!serves_tls(r) || !any_wildcard(&r->authz.subjects))
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.roles.%s.authorization: role \"%s\" may issue TLS server certificates and only "
+           "allowed_subjects bounds their common name, where a '*' admits any host name without a dot "
+           "(\"localhost\", \"vault\"), which TLS clients take as the host name of a certificate without DNS "
+           "SANs: set allowed_common_names or allowed_dns_names (a host-name CN is held to it too) on \"%s\"",
+           pc->name, r->name, r->name, r->name);
+}
+
 void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role *r)
 {
     const struct gw_authz *a = &r->authz;
@@ -56,10 +92,12 @@ void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role 
      * Also where the upstream copies a host-name CN into the DNS SANs (Vault), which a role without "dns"
      * in allowed_san_types then refuses: Vault copies only what its own host-name check passes, and
      * X509_check_host compares any CN with a dot ("a_b.example.org"). An allowed_subjects pattern's '*'
-     * matches no '.': it names the host names it lets through.
+     * matches no '.', but it does match a host name without one (warn_bare_host).
      */
     if (a->dns_names.n > 0)
         return;
+    if (a->common_names.n == 0 && a->subjects.n > 0)
+        warn_bare_host(pc, r);
     if (a->common_names.n > 0 || a->subjects.n > 0) {
         /* the subject is bounded, a DNS SAN is not */
         if (r->allowed_san_types & GW_SAN_DNS)

@@ -2509,6 +2509,61 @@ static void test_any_dns_san_role_warns(void **state)
 }
 
 /*
+ * A role that may issue TLS server certificates (serverAuth, or no ext_key_usage: any purpose) and bounds
+ * its CN by allowed_subjects alone issues "CN=localhost" or "CN=vault" where a pattern's '*' stands for
+ * the CN: a host name without a dot, which X509_check_host takes as the host of https://vault/. It warns,
+ * once, naming itself and what to set. Its twins load without it: a client-only role, one with
+ * allowed_common_names or allowed_dns_names as well, and one whose patterns hold no '*' (each names its
+ * one subject).
+ */
+static void test_subjects_only_server_role_warns(void **state)
+{
+    static const struct {
+        const char *eku; /* the default role's ext_key_usage (the demo's grants serverAuth) */
+        const char *authz;
+        bool warns;
+    } cases[] = {
+        {"[\"clientAuth\", \"serverAuth\"]", "{ \"allowed_subjects\": [\"/O=acme/CN=*\"] }", true},
+        {"[]", "{ \"allowed_subjects\": [\"/O=acme/CN=*\"] }", true},
+        {"[\"serverAuth\"]", "{ \"allowed_subjects\": [\"/O=acme/CN=x\", \"/O=acme/CN=dev-*\"] }", true},
+        {"[\"serverAuth\"]", "{ \"allowed_subjects\": [\"/O=acme/*=*\"] }", true},
+        {"[\"clientAuth\"]", "{ \"allowed_subjects\": [\"/O=acme/CN=*\"] }", false},
+        {"[\"serverAuth\"]",
+         "{ \"allowed_subjects\": [\"/O=acme/CN=*\"], \"allowed_common_names\": [\"dev-*\"] }", false},
+        {"[\"serverAuth\"]",
+         "{ \"allowed_subjects\": [\"/O=acme/CN=*\"], \"allowed_dns_names\": [\"*.example.com\"] }", false},
+        {"[\"serverAuth\"]", "{ \"allowed_subjects\": [\"/O=acme/CN=vault\"] }", false},
+    };
+    static const char *const want =
+        "cmpgw.json: $.roles.default.authorization: role \\\"default\\\" may issue TLS server certificates "
+        "and "
+        "only allowed_subjects bounds their common name, where a '*' admits any host name without a dot";
+    char eku[128], authz[256], *log, *at;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {{"\"ext_key_usage\": [\"clientAuth\", \"serverAuth\"]", eku},
+                                 {"\"implicit_confirm\": true", authz}};
+
+        snprintf(eku, sizeof(eku), "\"ext_key_usage\": %s", cases[i].eku);
+        snprintf(authz, sizeof(authz), "\"implicit_confirm\": true, \"authorization\": %s", cases[i].authz);
+        cfg = parse_edits_logged(e, 2, &log);
+        at = strstr(log, want);
+        if ((at != NULL) != cases[i].warns || (at != NULL && strstr(at + 1, want) != NULL))
+            fail_msg("case %zu: %s", i, log);
+        if (at != NULL &&
+            strstr(at, "set allowed_common_names or allowed_dns_names (a host-name CN is held to "
+                       "it too) on \\\"default\\\"") == NULL)
+            fail_msg("case %zu: no advice: %s", i, log);
+        if (strstr(log, "$.roles.default.authorization: neither allowed_dns_names") != NULL)
+            fail_msg("case %zu: warned as a role of any name: %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * Every loop thread has its own socket per listener (the admin listener too), and one hand-over message
  * carries at most GW_MAX_HANDOVER_FDS: with more, every hand-over would fail, so a configuration that
  * asks for one is refused at load. Three listeners and the admin one: 63 loop threads pass (252), 64 do
@@ -3707,6 +3762,7 @@ int main(void)
         cmocka_unit_test(test_migration_shared_ca_name_with_slash),
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
+        cmocka_unit_test(test_subjects_only_server_role_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_handover_socket_count),
         cmocka_unit_test(test_handover_socket_count_at_reload),
