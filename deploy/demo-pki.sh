@@ -9,6 +9,8 @@
 #   client.pem/.key   a client certificate accepted for TLS and for CMP signature protection
 #   pbm.ref/.secret   a PBM reference (senderKID) and secret accepted on /pki/cmp
 #   admin.token       the bearer token of POST /reload on the admin listener (mode 0600)
+#   store/            the local upstream's inventory (mode 0700): every certificate it issues, and
+#                     the revocations of an rr, so that its certificates can be revoked
 #   cmpgw.json        the gateway configuration (port from CMPGW_PORT, default 8443; the admin
 #                     listener's from CMPGW_ADMIN_PORT, default 8444); its audit log goes to
 #                     audit.log beside it. Its one role issues what a device of the demo needs and
@@ -27,14 +29,15 @@ mkdir -p "$dir"
 cd "$dir"
 
 # A configuration from before the admin listener's token (and "run_as_root", which a demo started
-# as root needs), or before the role's bounds on the names it issues (its CNs among them), is
-# rewritten; the PKI is kept.
+# as root needs), before the role's bounds on the names it issues (its CNs among them), or before
+# the local upstream's store, is rewritten; the PKI is kept.
 have_pki=0
 if [[ -f ca.pem && -f client.pem && -f pbm.secret && -f issuing.key ]]; then
     have_pki=1
     if [[ -f cmpgw.json && -f admin.token ]] && grep -q '"run_as_root"' cmpgw.json &&
         grep -q '"token_file": "admin.token"' cmpgw.json && grep -q '"allowed_dns_names"' cmpgw.json &&
-        grep -q '"allowed_common_names"' cmpgw.json; then
+        grep -q '"allowed_common_names"' cmpgw.json && grep -q '"store": "store"' cmpgw.json &&
+        [[ -d store ]]; then
         exit 0
     fi
 fi
@@ -76,6 +79,8 @@ openssl rand -hex 16 | tr -d '\n' > pbm.secret
 [[ $have_pki == 1 ]] || make_pki
 # the gateway refuses a token file group or others may read (umask 077 above makes it 0600)
 [[ -f admin.token ]] || openssl rand -hex 32 | tr -d '\n' > admin.token
+# the issuer refuses a store its group or others may write (umask 077 above makes it 0700)
+mkdir -p store
 
 cat > cmpgw.json <<JSON
 {
@@ -99,7 +104,7 @@ cat > cmpgw.json <<JSON
     "demo-device": { "secret_file": "pbm.secret" }
   },
   "upstreams": {
-    "local": { "type": "local", "cert": "issuing.pem", "key": "issuing.key", "chain": "ca.pem" }
+    "local": { "type": "local", "cert": "issuing.pem", "key": "issuing.key", "chain": "ca.pem", "store": "store" }
   },
   "roles": {
     "default": {

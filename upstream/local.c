@@ -903,6 +903,13 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
                             gw_conf_show_file(lc->cert_file, shown, sizeof(shown)));
     if (lc->store_dir != NULL && check_store(pc, path, lc->store_dir) != 0)
         return GW_ERR_INVAL;
+    if (lc->store_dir == NULL) /* local_revoke_serial refuses, local_cert_status says "not revoked" */
+        gw_log(
+            GW_LOG_WARN, "config",
+            "%s: %s: no store, so this issuer keeps no record of what it issues: its certificates can never "
+            "be revoked (every rr naming one is refused, and check_revocation finds none revoked): set "
+            "\"store\"",
+            pc->name, path);
     if (gw_pem_load_chain(pc, path, lc->chain_file, &lc->chain) != 0)
         return GW_ERR_INVAL;
     if (X509_up_ref(lc->cert) != 1)

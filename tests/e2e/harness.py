@@ -651,7 +651,9 @@ def widen_demo_role(cfg):
     bounds them, as a deployment should (the subject "/O=cmpgw demo/CN=...", DNS SANs under demo.example,
     no IP or URI SANs); the suite enrols whatever subjects and SANs a test is about (IP and URI SANs, names
     outside demo.example) and tests the bounds on roles of its own. Tests of the demo itself keep its
-    configuration (Gateway(..., widen=False))."""
+    configuration (Gateway(..., widen=False)). Its local issuer keeps no store either, as the suite's tests
+    are written for (keep_store gives it one)."""
+    del cfg["upstreams"]["local"]["store"]
     role = cfg["roles"]["default"]
     role["allowed_san_types"] = ["dns", "ip", "uri"]
     role.pop("authorization")

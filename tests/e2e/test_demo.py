@@ -1,6 +1,6 @@
 """make demo as a new user meets it: deploy/demo.sh over a fresh demo directory starts the gateway with a
 configuration that loads without a warning (at its start and in `cmpgw check`), and every command it
-prints runs and issues; the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
+prints runs and issues, and a certificate it issued can be revoked (its issuer keeps a store); the role's bounds hold (a DNS SAN outside demo.example, an IP SAN, another
 subject and a host name as the CN, with a dot or without, are refused); and deploy/demo-pki.sh rewrites
 the configuration of a demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
 writes it, never the suite's widened copy (harness.widen_demo_role). The example the Debian package
@@ -178,6 +178,20 @@ class Demo(unittest.TestCase):
         p = self.enrol_outside("inside", "/O=cmpgw demo/CN=device-inside", "inside.demo.example")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
+    def test_5_a_certificate_of_the_demo_is_revoked(self):
+        """The holder of the third printed command's certificate revokes it, and a second rr finds it
+        revoked. Before the demo's issuer kept a store, every rr was refused: it could revoke nothing."""
+        d = self.demo
+        rr = ["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.port, "-path", "pki/cmp",
+              "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert", d / "client.pem",
+              "-tls_key", d / "client.key", "-cert", d / "device3.pem", "-key", d / "device3.key",
+              "-oldcert", d / "device3.pem", "-revreason", "1"]
+        p = subprocess.run(rr, capture_output=True, text=True, timeout=harness.CLIENT_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertTrue(any((d / "store" / "revoked").iterdir()))
+        p = subprocess.run(rr, capture_output=True, text=True, timeout=harness.CLIENT_TIMEOUT)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+
 
 class OlderDemo(unittest.TestCase):
 
@@ -205,6 +219,15 @@ class OlderDemo(unittest.TestCase):
             self.assertEqual((d / "ca.pem").read_bytes(), ca)
             role = json.loads((d / "cmpgw.json").read_text())["roles"]["default"]
             self.assertEqual(role["authorization"]["allowed_common_names"], ["device*"])
+            # from before its issuer kept a store: none of its certificates could be revoked
+            cfg = json.loads((d / "cmpgw.json").read_text())
+            del cfg["upstreams"]["local"]["store"]
+            (d / "cmpgw.json").write_text(json.dumps(cfg, indent=2))
+            (d / "store").rmdir()
+            harness.run(["bash", script, d])
+            self.assertEqual((d / "ca.pem").read_bytes(), ca)
+            self.assertEqual(json.loads((d / "cmpgw.json").read_text())["upstreams"]["local"]["store"], "store")
+            self.assertEqual((d / "store").stat().st_mode & 0o777, 0o700)
             # and a current one is left as it is
             (d / "cmpgw.json").write_text((d / "cmpgw.json").read_text() + "\n")
             before = (d / "cmpgw.json").read_text()

@@ -231,6 +231,7 @@ class Unit(unittest.TestCase):
             log.mkdir()
             os.chown(log, nobody.pw_uid, nobody.pw_gid)
             log.chmod(mode)
+            os.chown(d / "store", nobody.pw_uid, nobody.pw_gid)  # the local issuer's, which its user writes
             cfg = json.loads((d / "cmpgw.json").read_text())
             cfg["audit"] = {"file": str(log / "audit.log")}
             cfg["user"] = "nobody"

@@ -62,7 +62,7 @@ rm -rf "$pki"
     # deploy/examples/3gpp.json's role trusts two entries: each line names the one its device chains to
     printf 'trust:vendor /O=cmpgw demo/CN=demo-client\ntrust:vendor serial:01ab\n' >enb.allow
     printf '/O=cmpgw demo/CN=demo-client\nserial:01ab\n' >demo.allow
-    mkdir store
+    mkdir -p store
     touch store/.keep
     chmod 0600 delegate.key vault.token hmac.key
 )
@@ -80,6 +80,7 @@ cfg["listeners"][0]["port"] = port
 # seeds ask for IP and URI SANs and names outside demo.example
 cfg["roles"]["default"]["allowed_san_types"] = ["dns", "ip", "uri"]
 cfg["roles"]["default"].pop("authorization", None)
+cfg["upstreams"]["local"].pop("store", None)  # the seeds were captured without (the slow copy would share it)
 cfg["upstreams"]["slow"] = dict(cfg["upstreams"]["local"], delay="2500ms")
 cfg["roles"]["slow"] = dict(cfg["roles"]["default"], upstream="slow", poll_after="200ms")
 json.dump(cfg, open(path, "w"), indent=2)

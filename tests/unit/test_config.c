@@ -2564,6 +2564,37 @@ static void test_subjects_only_server_role_warns(void **state)
 }
 
 /*
+ * A local issuer without a store knows nothing it issued: every rr naming one of its certificates is
+ * refused and its status is always "not revoked", so none can ever be revoked, whatever check_revocation
+ * says. It warns, once, naming itself and what to set; its twin with a store (the delegate's too) does not.
+ */
+static void test_storeless_local_warns(void **state)
+{
+    static const char *const want =
+        "cmpgw.json: $.upstreams.local: no store, so this issuer keeps no record of what it issues: its "
+        "certificates can never be revoked (every rr naming one is refused, and check_revocation finds none "
+        "revoked): set \\\"store\\\"";
+    static const char *const stores[] = {"\"chain\": \"ca.pem\"",
+                                         "\"chain\": \"ca.pem\", \"store\": \"store\""};
+    char *log, *at;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
+        const struct edit e[] = {{"\"chain\": \"ca.pem\"", stores[i]}, UPS, ROLES};
+
+        cfg = parse_edits_logged(e, 3, &log);
+        at = strstr(log, want);
+        if ((at != NULL) != (i == 0) || (at != NULL && strstr(at + 1, want) != NULL))
+            fail_msg("case %zu: %s", i, log);
+        if (strstr(log, "$.upstreams.deleg: no store") != NULL)
+            fail_msg("case %zu: warned of the delegate: %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * Every loop thread has its own socket per listener (the admin listener too), and one hand-over message
  * carries at most GW_MAX_HANDOVER_FDS: with more, every hand-over would fail, so a configuration that
  * asks for one is refused at load. Three listeners and the admin one: 63 loop threads pass (252), 64 do
@@ -3763,6 +3794,7 @@ int main(void)
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_subjects_only_server_role_warns),
+        cmocka_unit_test(test_storeless_local_warns),
         cmocka_unit_test(test_handover_without_revoked_file_warns),
         cmocka_unit_test(test_handover_socket_count),
         cmocka_unit_test(test_handover_socket_count_at_reload),
