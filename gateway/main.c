@@ -38,6 +38,7 @@
 #include "gateway/config.h"
 #include "gateway/gen.h"
 #include "gateway/handover.h"
+#include "gateway/inventory.h"
 #include "gateway/listener.h"
 #include "gateway/notify.h"
 #include "gateway/probe.h"
@@ -362,120 +363,19 @@ static int cmd_report(const char *path, const struct gw_report_opts *o)
 
 /* ---- cmpgw inventory ---- */
 
-struct inv_row {
-    const struct gw_store_entry *e;
-    const char *upstream;
-};
-
-static int by_not_before(const void *a, const void *b)
-{
-    const struct inv_row *x = a, *y = b;
-
-    if (x->e->not_before != y->e->not_before)
-        return x->e->not_before < y->e->not_before ? -1 : 1;
-    return strcmp(x->e->serial, y->e->serial);
-}
-
-static void iso_time(time_t t, char *buf, size_t cap)
-{
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* Prints the entries of all |lists| as one table sorted by notBefore. */
-static int print_inventory(const struct gw_config *cfg, const struct gw_store_list *lists)
-{
-    struct inv_row *rows;
-    size_t i, j, n = 0;
-    char nb[32], na[32];
-
-    for (i = 0; i < cfg->n_upstreams; i++)
-        n += lists[i].n;
-    if ((rows = calloc(n + 1, sizeof(*rows))) == NULL)
-        return -1;
-    for (i = 0, n = 0; i < cfg->n_upstreams; i++)
-        for (j = 0; j < lists[i].n; j++)
-            rows[n++] = (struct inv_row){&lists[i].v[j], cfg->upstreams[i].name};
-    qsort(rows, n, sizeof(*rows), by_not_before);
-    printf("serial\tnot_before\tnot_after\tsubject\tsans\tupstream\n");
-    for (i = 0; i < n; i++) {
-        iso_time(rows[i].e->not_before, nb, sizeof(nb));
-        iso_time(rows[i].e->not_after, na, sizeof(na));
-        printf("%s\t%s\t%s\t%s\t%s\t%s\n", rows[i].e->serial, nb, na, rows[i].e->subject, rows[i].e->sans,
-               rows[i].upstream);
-    }
-    free(rows);
-    return 0;
-}
-
-/* Which upstreams to list: |name| (a local issuer with a store) or every one that has a store. */
-static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick)
-{
-    size_t i, n = 0;
-
-    for (i = 0; i < cfg->n_upstreams; i++) {
-        const struct gw_upstream_conf *u = &cfg->upstreams[i];
-
-        pick[i] = u->store_dir != NULL && (name == NULL || strcmp(name, u->name) == 0);
-        n += pick[i];
-        if (name != NULL && strcmp(name, u->name) == 0 && !pick[i]) {
-            fprintf(stderr, "cmpgw: upstream %s is not a local issuer with a \"store\"\n", name);
-            return -1;
-        }
-    }
-    if (name != NULL && n == 0) {
-        fprintf(stderr, "cmpgw: no upstream named %s in %s\n", name, cfg->path);
-        return -1;
-    }
-    if (n == 0)
-        fprintf(stderr, "cmpgw: no local upstream in %s has a \"store\": nothing to list\n", cfg->path);
-    return 0;
-}
-
-/*
- * Lists what the local issuers recorded (docs/design.md D5). Exit 0 when every record was read;
- * 1 when the configuration, a store or a record in it could not be (the rest is still printed).
- */
 static int cmd_inventory(const char *path, const char *name)
 {
     char err[GW_ERR_LEN];
     struct gw_config *cfg = gw_config_load(path, err);
-    struct gw_store_list *lists = NULL;
-    bool *pick = NULL;
-    int rc = EXIT_FAILURE, bad = 0;
-    size_t i;
+    int rc;
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
         return EXIT_FAILURE;
     }
-    if ((lists = calloc(cfg->n_upstreams + 1, sizeof(*lists))) == NULL ||
-        (pick = calloc(cfg->n_upstreams + 1, sizeof(*pick))) == NULL || pick_stores(cfg, name, pick) != 0)
-        goto out;
-    for (i = 0; i < cfg->n_upstreams; i++) {
-        if (pick[i] && gw_store_list(cfg->upstreams[i].store_dir, &lists[i], err) != 0) {
-            fprintf(stderr, "cmpgw: upstream %s: %s\n", cfg->upstreams[i].name, err);
-            bad = 1;
-        } else if (pick[i] && lists[i].n_bad > 0) {
-            fprintf(stderr, "cmpgw: upstream %s: %zu unreadable record(s); the last: %s\n",
-                    cfg->upstreams[i].name, lists[i].n_bad, err);
-            bad = 1;
-        }
-    }
-    if (print_inventory(cfg, lists) != 0) {
-        fprintf(stderr, "cmpgw: out of memory\n");
-        goto out;
-    }
-    rc = bad ? EXIT_FAILURE : EXIT_SUCCESS;
-out:
-    for (i = 0; lists != NULL && i < cfg->n_upstreams; i++)
-        gw_store_list_cleanup(&lists[i]);
-    free(lists);
-    free(pick);
+    rc = gw_inventory_run(cfg, name);
     gw_config_free(cfg);
-    return rc;
+    return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 static int block_signals(sigset_t *set)
