@@ -194,28 +194,37 @@ static int check_access(const struct gw_config *cfg)
     return rc;
 }
 
+/* Why a process of this euid may not run |cfg|, or NULL: root without "user" stops unless "run_as_root". */
+static const char *root_refusal(const struct gw_config *cfg)
+{
+    if (geteuid() != 0 || cfg->user != NULL || cfg->run_as_root)
+        return NULL;
+    return "refusing to run as root: set \"user\" (root binds and loads keys, then the gateway runs as that "
+           "user) or \"run_as_root\": true";
+}
+
 /*
  * Root is needed only to bind low ports and read keys only root may read, both done by now (files
  * read again later must be readable by the user: check_access). With "user", the process becomes
  * that user (and "group", or the user's own group) for good; without it, a process started as
- * root stops unless the configuration says "run_as_root".
+ * root stops unless the configuration says "run_as_root" (root_refusal, which `cmpgw check` asks too).
  */
 static int drop_privileges(const struct gw_config *cfg)
 {
+    const char *why = root_refusal(cfg);
+
     if (geteuid() != 0) {
         if (cfg->user != NULL)
             gw_log(GW_LOG_WARN, "privileges", "not started as root: \"user\": \"%s\" has nothing to drop",
                    cfg->user);
         return 0;
     }
-    if (cfg->user == NULL) {
-        if (cfg->run_as_root)
-            return 0;
-        gw_log(GW_LOG_ERROR, "privileges",
-               "refusing to run as root: set \"user\" (root binds and loads keys, then the gateway runs as "
-               "that user) or \"run_as_root\": true");
+    if (why != NULL) {
+        gw_log(GW_LOG_ERROR, "privileges", "%s", why);
         return -1;
     }
+    if (cfg->user == NULL)
+        return 0;
     return become_user(cfg) != 0 || check_access(cfg) != 0 ? -1 : 0;
 }
 
@@ -315,33 +324,37 @@ static int cmd_check(const char *path)
 {
     char err[GW_ERR_LEN];
     struct gw_config *cfg = gw_config_load(path, err);
-    size_t i;
+    const char *why;
+    int rc = EXIT_FAILURE;
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
         return EXIT_FAILURE;
     }
+    /* run by root as the service would be started: the start would stop */
+    if ((why = root_refusal(cfg)) != NULL) {
+        fprintf(stderr, "%s: %s\n", path, why);
+        goto out;
+    }
     /* a route that asks for more than its upstream can do fails here, not on the first request */
-    for (i = 0; i < cfg->n_roles; i++) {
+    for (size_t i = 0; i < cfg->n_roles; i++) {
         if (gw_upstream_check_role(cfg->roles[i].upstream, &cfg->roles[i], err) != 0) {
             fprintf(stderr, "%s: %s\n", path, err);
-            gw_config_free(cfg);
-            return EXIT_FAILURE;
+            goto out;
         }
     }
-    if (check_written_files(path, cfg) != 0) {
-        gw_config_free(cfg);
-        return EXIT_FAILURE;
-    }
+    if (check_written_files(path, cfg) != 0)
+        goto out;
     /* files read or written after start, as the user the gateway will run as */
     if (check_as_user(cfg) != 0) {
         fprintf(stderr, "%s: not usable as user %s (see the log above)\n", path, cfg->user);
-        gw_config_free(cfg);
-        return EXIT_FAILURE;
+        goto out;
     }
     printf("%s: OK\n", path);
+    rc = EXIT_SUCCESS;
+out:
     gw_config_free(cfg);
-    return EXIT_SUCCESS;
+    return rc;
 }
 
 /* ---- cmpgw report ---- */

@@ -473,6 +473,34 @@ class Privileges(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("refusing to run as root", err)
 
+    def test_check_refuses_root(self):
+        """`cmpgw check` as root refuses what the start refuses, with its reason: a configuration without
+        "user" or "run_as_root" (it said OK, and the start then stopped). Its twins pass: with
+        "run_as_root", and with "user" instead."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        gw = self.gateway(lambda cfg: cfg.pop("run_as_root"))
+        rc, err = gw.start_refused()
+        self.assertNotEqual(rc, 0)
+        why = ('refusing to run as root: set "user" (root binds and loads keys, then the gateway runs as '
+               'that user) or "run_as_root": true')
+        self.assertIn(json.dumps(why)[1:-1], err)  # the start's log line is JSON
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("%s: %s" % (gw.config_path, why), check.stderr)
+        self.assertNotIn("OK", check.stdout)
+        for twin in ({"run_as_root": True}, {"user": "nobody"}):
+            with self.subTest(twin):
+                cfg = json.loads(gw.config_path.read_text())
+                cfg.pop("run_as_root", None)
+                cfg.update(twin)
+                gw.config_path.write_text(json.dumps(cfg, indent=2))
+                check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                                       capture_output=True, text=True, env=gw.env())
+                self.assertNotIn("refusing to run as root", check.stderr)
+                self.assertIn("%s: OK" % gw.config_path, check.stdout, check.stderr)
+
     def test_check_as_user(self):
         if os.geteuid() != 0:
             self.skipTest("needs root")
