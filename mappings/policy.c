@@ -838,24 +838,26 @@ int policy_has_control(const char *v, size_t len)
 }
 
 /*
- * The subject's common names, or its emailAddress attributes (|nid|), against the role's patterns. Where
- * a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
- * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name: so an
- * emailAddress is held to the role's email rules, refused where it allows no email, and without
+ * The subject's common names, or its emailAddress or mail attributes (|nid|), against the role's patterns.
+ * Where a certificate has no SAN of the type, OpenSSL's X509_check_email takes a subject emailAddress as its
+ * email address (RFC 5280 §4.1.2.6 deprecates it) and X509_check_host a CN as its host name; LDAP
+ * directories and mail software take a mail (rfc822Mailbox, RFC 4524 §2.16) as the holder's address: so
+ * either address is held to the role's email rules, refused where it allows no email, and without
  * allowed_common_names a CN that is a host name to allowed_dns_names: one with a dot (or a wildcard), and
- * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Either
- * with a control byte is refused whatever the patterns (policy_has_control); an emailAddress with more than
+ * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Any of
+ * them with a control byte is refused whatever the patterns (policy_has_control); an address with more than
  * one '@' is, after them, by check_two_at.
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int server,
                        int *fail_info, char *err)
 {
     const struct gw_authz *a = &role->authz;
-    int email = nid == NID_pkcs9_emailAddress, host = !email && a->common_names.n == 0, i = -1, rc;
+    int mail = nid == NID_rfc822Mailbox, email = mail || nid == NID_pkcs9_emailAddress;
+    int host = !email && a->common_names.n == 0, i = -1, rc;
     const struct gw_patterns *ps = email ? &a->emails : host ? &a->dns_names : &a->common_names;
     const struct pat_syntax *syn = email ? &pat_email : host ? &pat_host : &pat_text;
-    const char *what = email ? "subject emailAddress" : host ? "host name in the common name" : "common name";
-    const char *kind = email ? "subject emailAddress" : "common name";
+    const char *kind = mail ? "subject attribute mail" : email ? "subject emailAddress" : "common name";
+    const char *what = host ? "host name in the common name" : kind;
     char buf[SHOWN_LEN], list[GW_ERR_LEN / 2], *v;
     size_t len;
 
@@ -863,9 +865,8 @@ static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int
         return 0;
     while ((i = X509_NAME_get_index_by_NID(subject, nid, i)) >= 0) {
         if (email && (role->allowed_san_types & GW_SAN_EMAIL) == 0)
-            return policy_say(fail_info, BADT, err,
-                              "the subject holds an emailAddress, which role %s does not allow",
-                              policy_rname(role));
+            return policy_say(fail_info, BADT, err, "the subject holds %s, which role %s does not allow",
+                              mail ? "a mail attribute" : "an emailAddress", policy_rname(role));
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "the %s cannot be decoded", what);
         if (policy_has_control(v, len))
@@ -898,8 +899,8 @@ static int check_attr_bytes(const X509_NAME *subject, int *fail_info, char *err)
 
     for (int i = 0; rc == 0 && i < X509_NAME_entry_count(subject); i++) {
         nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(subject, i)));
-        if (nid == NID_commonName || nid == NID_pkcs9_emailAddress) /* check_attrs names them */
-            continue;
+        if (nid == NID_commonName || nid == NID_pkcs9_emailAddress || nid == NID_rfc822Mailbox)
+            continue; /* check_attrs names them */
         if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
             return policy_say(fail_info, BADT, err, "subject attribute %s cannot be decoded",
                               nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown type)");
@@ -987,6 +988,7 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
 
     if ((rc = check_attrs(role, subject, NID_commonName, server, fail_info, err)) != 0 ||
         (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, 0, fail_info, err)) != 0 ||
+        (rc = check_attrs(role, subject, NID_rfc822Mailbox, 0, fail_info, err)) != 0 ||
         (subject != NULL && (rc = check_two_at(subject, fail_info, err)) != 0))
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)

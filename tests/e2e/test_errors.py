@@ -556,6 +556,8 @@ class Errors(Base):
             "p384": dict(base, authorization={"allowed_key_types": ["ec:P-384"]}),
             "subjects": dict(base, authorization={"allowed_subjects": ["/O=cmpgw demo/CN=dev-*"]}),
             "mailany": dict(base, allowed_san_types=["dns", "email"]),
+            "mailpat": dict(base, allowed_san_types=["dns", "email"], authorization={
+                "allowed_emails": ["*@example.com"]}),
             "subjmail": dict(base, allowed_san_types=["dns", "email"], authorization={
                 "allowed_subjects": ["/O=cmpgw demo/CN=dev-*/emailAddress=*@example.com"]}),
             "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
@@ -1076,6 +1078,17 @@ class Errors(Base):
                                                     extra=("-sans", "evil.example.org")))
         self.assertEqual(a.status_strings, ["DNS name evil.example.org is not allowed on role names "
                                             "(allowed: *.example.com)"])
+        # a subject emailAddress or mail is held to allowed_emails as an email subjectAltName is; each has a twin
+        for name, attr, kind in (("mailpat", "emailAddress", "subject emailAddress"),
+                                 ("ldappat", "mail", "subject attribute mail")):
+            with self.subTest(attr=attr):
+                a = self.expect("name_not_allowed", self.ir(name, path="pki/roles/mailpat/cmp",
+                                                            subject="/CN=mail/%s=ceo@bank.example" % attr))
+                self.assertEqual(a.status_strings, ["%s ceo@bank.example is not allowed on role mailpat "
+                                                    "(allowed: *@example.com)" % kind])
+                res = self.gw.cmp("ir", name + "-ok", newkey=self.newkey(name + "-ok"), path="pki/roles/mailpat/cmp",
+                                  subject="/CN=mail/%s=ceo@example.com" % attr)
+                self.assertIsNotNone(res.cert)
 
     def test_tls_signer_pbm(self):
         a = self.expect("tls_signer_pbm", self.ir("tlspbm", path="pki/roles/tlssigner/cmp", auth="pbm"))
@@ -1285,6 +1298,14 @@ class Errors(Base):
     def test_subject_email(self):
         a = self.expect("subject_email", self.ir("mail", subject="/CN=mail/emailAddress=ceo@bank.example"))
         self.assertEqual(a.status_strings, ["the subject holds an emailAddress, which role default does not allow"])
+        # a mail (rfc822Mailbox) attribute is the holder's address to LDAP and mail software: the same rule
+        a = self.expect("subject_email", self.ir("ldapmail", subject="/CN=mail/mail=ceo@bank.example"))
+        self.assertEqual(a.status_strings, ["the subject holds a mail attribute, which role default does not allow"])
+        # twin: a role that allows email addresses issues it
+        res = self.gw.cmp("ir", "ldapmail-ok", newkey=self.newkey("ldapmail-ok"), path="pki/roles/mailany/cmp",
+                          subject="/CN=mail/mail=ceo@bank.example")
+        subject = harness.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "compat", "-in", res.cert]).stdout
+        self.assertIn(b"/mail=ceo@bank.example", subject)
 
     def test_subject_email_two_at(self):
         """On a role that allows email addresses and has no pattern for them, as an email subjectAltName may not."""

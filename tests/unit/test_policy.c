@@ -1127,14 +1127,14 @@ static const struct {
     /* a mail (rfc822Mailbox) value is read as an emailAddress one */
     {"subject pattern, mail",
      {.subjects = PATS(p_subj_mailattr)},
-     0,
+     ALL_SANS,
      "O=Corp|mail=alice@corp.example",
      NULL,
      K_P256,
      NULL},
     {"subject pattern, mail '*' across '@'",
      {.subjects = PATS(p_subj_mailattr)},
-     0,
+     ALL_SANS,
      "O=Corp|mail=alice@evil@corp.example",
      NULL,
      K_P256,
@@ -1370,17 +1370,17 @@ static const struct {
     /* nor a mail (rfc822Mailbox) attribute, an address to LDAP and the mailers that read it */
     {"subject mail with two '@'",
      {0},
-     0,
+     ALL_SANS,
      "CN=x|mail=alice@evil@example.com",
      NULL,
      K_P256,
      "=subject attribute mail alice@evil@example.com holds more than one '@': mailers differ on which ends "
      "the "
      "local part"},
-    {"subject mail with one '@'", {0}, 0, "CN=x|mail=alice@example.com", NULL, K_P256, NULL},
+    {"subject mail with one '@'", {0}, ALL_SANS, "CN=x|mail=alice@example.com", NULL, K_P256, NULL},
     {"subject mail with two '@', in a multi-valued RDN",
      {0},
-     0,
+     ALL_SANS,
      "CN=x|+mail=a@b@example.com",
      NULL,
      K_P256,
@@ -1415,6 +1415,43 @@ static const struct {
      K_P256,
      NULL},
     {"subject email, any email", {0}, ALL_SANS, "CN=x|emailAddress=x@y.example", NULL, K_P256, NULL},
+    /* a mail (rfc822Mailbox) attribute is the holder's address to LDAP and mail software: the same rules */
+    {"subject mail, no email type",
+     {0},
+     GW_SAN_DNS,
+     "CN=x|mail=ceo@bank.example",
+     NULL,
+     K_P256,
+     "=the subject holds a mail attribute, which role iot does not allow"},
+    {"subject mail in a multi-valued RDN, no email type",
+     {0},
+     GW_SAN_DNS,
+     "CN=x|+mail=ceo@bank.example",
+     NULL,
+     K_P256,
+     "=the subject holds a mail attribute, which role iot does not allow"},
+    {"subject mail outside allowed_emails",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x|mail=ceo@bank.example",
+     NULL,
+     K_P256,
+     "=subject attribute mail ceo@bank.example is not allowed on role iot (allowed: *@example.com)"},
+    {"subject mail '*' across '@'",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x|mail=alice@evil@example.com",
+     NULL,
+     K_P256,
+     "subject attribute mail alice@evil@example.com is not allowed on role iot"},
+    {"subject mail in allowed_emails",
+     {.emails = PATS(p_mail)},
+     ALL_SANS,
+     "CN=x|mail=alice@example.com",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject mail, any email", {0}, ALL_SANS, "CN=x|mail=x@y.example", NULL, K_P256, NULL},
     {"ip v4 in /8", {.ip_ranges = PATS(p_ip)}, ALL_SANS, "CN=x", "IP:10.1.2.3", K_P256, NULL},
     {"ip v4 outside",
      {.ip_ranges = PATS(p_ip)},
@@ -1798,6 +1835,31 @@ static const struct {
      1,
      false,
      "CN=Device 42",
+     NULL,
+     NULL},
+    /* a subject mail (rfc822Mailbox) attribute, as a subject emailAddress */
+    {"a subject mail, email not allowed",
+     {.emails = PATS(p_mail)},
+     GW_SAN_DNS,
+     0,
+     false,
+     "CN=dev-1|mail=alice@example.com",
+     NULL,
+     "=the subject holds a mail attribute, which role iot does not allow"},
+    {"a subject mail outside the email patterns",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=dev-1|mail=ceo@bank.example",
+     NULL,
+     "=subject attribute mail ceo@bank.example is not allowed on role iot (allowed: *@example.com)"},
+    {"a subject mail within the email patterns",
+     {.emails = PATS(p_mail)},
+     GW_SAN_EMAIL,
+     0,
+     false,
+     "CN=dev-1|mail=alice@example.com",
      NULL,
      NULL},
     {"a subject outside allowed_subjects: another role's on the same CA",
@@ -3426,27 +3488,52 @@ static void test_check_issued_uri(void **state)
     }
 }
 
-/* An issued certificate's email addresses, SAN or subject emailAddress: a '*' of allowed_emails stops at '@'.
+/*
+ * An issued certificate's email addresses, SAN or subject emailAddress or mail: a '*' of allowed_emails stops
+ * at '@', and a subject address is held to the role's email rules as a requested one is.
  */
 static void test_check_issued_email(void **state)
 {
     static const struct {
         const char *name, *subject, *san;
+        const char *planned; /* the plan's subject; NULL: |subject| */
+        int no_email;        /* the role's allowed_san_types lacks "email" */
         enum gw_issued_verdict want;
         const char *want_err;
     } t[] = {
-        {"one '@'", "CN=dev-1", "email:alice@example.com", GW_ISSUED_OK, "="},
-        {"two '@'", "CN=dev-1", "email:alice@evil@example.com", GW_ISSUED_OUTSIDE_POLICY,
+        {"one '@'", "CN=dev-1", "email:alice@example.com", NULL, 0, GW_ISSUED_OK, "="},
+        {"two '@'", "CN=dev-1", "email:alice@evil@example.com", NULL, 0, GW_ISSUED_OUTSIDE_POLICY,
          "=the upstream's certificate is outside role policy: email address alice@evil@example.com is not "
          "allowed on role iot (allowed: *@example.com)"},
-        {"subject, one '@'", "CN=dev-1|emailAddress=alice@example.com", NULL, GW_ISSUED_OK, "="},
-        {"subject, two '@'", "CN=dev-1|emailAddress=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
-         "subject emailAddress alice@evil@example.com is not allowed on role iot"},
-        /* a mail attribute with two '@' is outside whatever the patterns, as a requested one is refused */
-        {"subject mail, one '@'", "CN=dev-1|mail=alice@example.com", NULL, GW_ISSUED_OK, "="},
-        {"subject mail, two '@'", "CN=dev-1|mail=alice@evil@example.com", NULL, GW_ISSUED_OUTSIDE_POLICY,
+        {"subject, one '@'", "CN=dev-1|emailAddress=alice@example.com", NULL, NULL, 0, GW_ISSUED_OK, "="},
+        {"subject, two '@'", "CN=dev-1|emailAddress=alice@evil@example.com", NULL, NULL, 0,
+         GW_ISSUED_OUTSIDE_POLICY, "subject emailAddress alice@evil@example.com is not allowed on role iot"},
+        /* a mail attribute is an address as much (without patterns, two '@' are refused all the same:
+           test_check_request) */
+        {"subject mail, one '@'", "CN=dev-1|mail=alice@example.com", NULL, NULL, 0, GW_ISSUED_OK, "="},
+        {"subject mail, two '@'", "CN=dev-1|mail=alice@evil@example.com", NULL, NULL, 0,
+         GW_ISSUED_OUTSIDE_POLICY,
          "=the upstream's certificate is outside role policy: subject attribute mail alice@evil@example.com "
-         "holds more than one '@': mailers differ on which ends the local part"},
+         "is not allowed on role iot (allowed: *@example.com)"},
+        /* a mail outside the role's email rules: a delegate's or an upstream role's plan holds what no
+           request may, and a certificate is judged on its own */
+        {"subject mail outside the patterns", "CN=dev-1|mail=ceo@bank.example", NULL, NULL, 0,
+         GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: subject attribute mail ceo@bank.example is not "
+         "allowed on role iot (allowed: *@example.com)"},
+        {"subject mail, email not allowed", "CN=dev-1|mail=alice@example.com", NULL, NULL, 1,
+         GW_ISSUED_OUTSIDE_POLICY,
+         "=the upstream's certificate is outside role policy: the subject holds a mail attribute, which role "
+         "iot does not allow"},
+        {"subject emailAddress, email not allowed", "CN=dev-1|emailAddress=alice@example.com", NULL, NULL, 1,
+         GW_ISSUED_OUTSIDE_POLICY, "the subject holds an emailAddress, which role iot does not allow"},
+        /* an over-generous CA that adds an address the request did not ask for, within the patterns or not */
+        {"subject mail the CA added", "CN=dev-1|mail=alice@example.com", NULL, "CN=dev-1", 0,
+         GW_ISSUED_OUTSIDE_POLICY,
+         "=the CA changed the subject to /CN=dev-1/mail=alice@example.com, which the request did not ask "
+         "for"},
+        {"subject mail the CA added, email not allowed", "CN=dev-1|mail=alice@example.com", NULL, "CN=dev-1",
+         1, GW_ISSUED_OUTSIDE_POLICY, "the CA changed the subject to /CN=dev-1/mail=alice@example.com"},
     };
     size_t i;
 
@@ -3457,13 +3544,13 @@ static void test_check_issued_email(void **state)
                                .key_usage = KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT,
                                .ext_key_usage = GW_EKU_CLIENT_AUTH,
                                .max_ttl = 30 * DAY,
-                               .allowed_san_types = GW_SAN_EMAIL,
+                               .allowed_san_types = t[i].no_email ? GW_SAN_DNS : GW_SAN_EMAIL,
                                .authz.emails = PATS(p_mail)};
         struct cspec spec = {t[i].subject, t[i].san, NULL, "critical,digitalSignature", -60, 7 * DAY, 0};
         struct gw_cert_plan plan;
         X509 *cert = mkcert_ext(&spec, "clientAuth", NULL, keys[K_P256], int_ca, keys[K_CA3]);
 
-        mkplan(&plan, t[i].subject, t[i].san, K_P256, 7 * DAY);
+        mkplan(&plan, t[i].planned != NULL ? t[i].planned : t[i].subject, t[i].san, K_P256, 7 * DAY);
         check_issued_case(t[i].name, &role, &plan, cert, t[i].want, t[i].want_err);
     }
 }
