@@ -27,6 +27,7 @@
 #include "base/x509.h"
 #include "mappings/policy.h"
 #include "mappings/policy_local.h"
+#include "mappings/subject.h"
 
 /* ---- messages ---- */
 
@@ -202,49 +203,14 @@ int gw_pattern_match(const char *pat, const char *s, size_t len)
 }
 
 /*
- * A subject's one-line form (gw_x509_name_line, X509_NAME_oneline) writes '/' before each RDN and '+'
- * between the attributes of a multi-valued one; a value's own '+' as "\+", a byte outside printable ASCII
- * as "\xHH". No value of such a line holds a '/' or a backslash, so every backslash begins an escape, and
- * attr_len reads up to the next '/' or unescaped '+': the end of one attribute.
- */
-static size_t attr_len(const char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n && s[i] != '/' && s[i] != '+')
-        i += s[i] == '\\' ? 2 : 1;
-    return i < n ? i : n;
-}
-
-/* An attribute whose value is an email address: emailAddress (PKCS #9) or mail (rfc822Mailbox, RFC 4524). */
-static int is_email_attr(const char *s, size_t n)
-{
-    static const char *const names[] = {"emailAddress=", "mail="};
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (n >= strlen(names[i]) && memcmp(s, names[i], strlen(names[i])) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Whether |s| holds more than one '@': mailers differ on which ends the local part ("a@evil@example.com"). */
-static int two_at(const char *s, size_t n)
-{
-    const char *at = memchr(s, '@', n);
-
-    return at != NULL && memchr(at + 1, '@', n - (size_t)(at + 1 - s)) != NULL;
-}
-
-/*
  * One attribute ("CN=dev-1") against one of a pattern: an email address value (emailAddress, mail) is read
  * as an email pattern reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing.
  */
 static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
 {
-    if (!is_email_attr(s, sn))
+    if (!gw_subject_attr_is_email(s, sn))
         return pattern_match_n(pat, pn, s, sn, &pat_text);
-    return !two_at(s, sn) && pattern_match_n(pat, pn, s, sn, &pat_email);
+    return !gw_subject_two_at(s, sn) && pattern_match_n(pat, pn, s, sn, &pat_email);
 }
 
 /*
@@ -259,8 +225,8 @@ int gw_subject_match(const char *pat, const char *s, size_t len)
         return 0;
     pn = strlen(pat);
     for (;;) {
-        pl = attr_len(pat + pi, pn - pi);
-        sl = attr_len(s + si, len - si);
+        pl = gw_subject_attr_len(pat + pi, pn - pi);
+        sl = gw_subject_attr_len(s + si, len - si);
         if (!attr_match(pat + pi, pl, s + si, sl))
             return 0;
         pi += pl;
@@ -941,7 +907,7 @@ static int check_two_at(const X509_NAME *subject, int *fail_info, char *err)
         for (i = -1; rc == 0 && (i = X509_NAME_get_index_by_NID(subject, nids[k], i)) >= 0;) {
             if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
                 return policy_say(fail_info, BADT, err, "%s cannot be decoded", attr_kind(kind, nids[k]));
-            if (two_at(v, len))
+            if (gw_subject_two_at(v, len))
                 rc = policy_say(fail_info, BADT, err,
                                 "%s %s holds more than one '@': mailers differ on which ends the local part",
                                 attr_kind(kind, nids[k]), policy_shown(buf, v, len));

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/names.h"
 #include "base/pem.h"
+#include "mappings/subject.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -124,6 +125,39 @@ static int p_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object
                     const struct gw_conf_field *f)
 {
     return refuse_empty(pc, path, v) != 0 ? GW_ERR_INVAL : p_patterns(pc, path, v, base, f);
+}
+
+/*
+ * Subject patterns (p_patterns): none that can never match. A subject's emailAddress or mail with more than
+ * one '@' is refused everywhere and matches no pattern (gw_subject_match), so a pattern spelling one out
+ * admits nothing: a mistake the load would otherwise hide until every subject it was meant for is refused.
+ */
+static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                              const struct gw_conf_field *f)
+{
+    const struct gw_patterns *ps = gw_conf_at(base, f->off);
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    const char *attr;
+    int rc;
+
+    if ((rc = p_patterns(pc, path, v, base, f)) != 0)
+        return rc;
+    for (size_t i = 0; i < ps->n; i++) {
+        if ((attr = gw_subject_pattern_dead(ps->v[i])) == NULL)
+            continue;
+        gw_conf_join_index(ipath, path, i);
+        return gw_conf_fail(
+            pc, ipath, "%s can never match: a subject's %s with more than one '@' is refused; write one '@'",
+            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)), attr);
+    }
+    return 0;
+}
+
+/* Subject patterns (p_subject_patterns) that bound what a role admits: one at least. */
+static int p_subject_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                            const struct gw_conf_field *f)
+{
+    return refuse_empty(pc, path, v) != 0 ? GW_ERR_INVAL : p_subject_patterns(pc, path, v, base, f);
 }
 
 /* Names (gw_conf_p_names) that bound what a role admits: one at least. */
@@ -534,11 +568,11 @@ static const struct gw_conf_field authz_fields[] = {
                 .aux = tls_client_names),
     GW_CONF_OPT("tls_trust", p_bound_names, struct gw_authz, tls_trust_names,
                 .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &gw_conf_names_plain),
-    GW_CONF_OPT("tls_subjects", p_bounds, struct gw_authz, tls_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("tls_subjects", p_subject_bounds, struct gw_authz, tls_subjects, .aux = &names_pattern),
     GW_CONF_OPT("tls_sans", p_bounds, struct gw_authz, tls_sans, .aux = &names_pattern),
     GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
-    GW_CONF_OPT("signer_subjects", p_bounds, struct gw_authz, signer_subjects, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_subjects", p_bounds, struct gw_authz, subjects, .aux = &names_pattern),
+    GW_CONF_OPT("signer_subjects", p_subject_bounds, struct gw_authz, signer_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_subjects", p_subject_bounds, struct gw_authz, subjects, .aux = &names_pattern),
     GW_CONF_OPT("allowed_common_names", p_bounds, struct gw_authz, common_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_dns_names", p_bounds, struct gw_authz, dns_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_uris", p_bounds, struct gw_authz, uris, .aux = &names_pattern),
@@ -546,7 +580,7 @@ static const struct gw_conf_field authz_fields[] = {
     GW_CONF_OPT("allowed_ip_ranges", p_bounds, struct gw_authz, ip_ranges, .aux = &names_cidr),
     GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
                 .off_n = offsetof(struct gw_authz, n_key_rules)),
-    GW_CONF_OPT("ra_subjects", p_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
+    GW_CONF_OPT("ra_subjects", p_subject_patterns, struct gw_authz, ra_subjects, .aux = &names_pattern),
     GW_CONF_OPT("ra_trust", gw_conf_p_names, struct gw_authz, ra_trust_names,
                 .off_n = offsetof(struct gw_authz, n_ra_trust), .aux = &gw_conf_names_plain),
 };

@@ -3,6 +3,7 @@ client the role does not allow, no TLS client certificate at all, a DNS SAN outs
 refusal is asserted on the decoded CMP answer (PKIStatus, failInfo, statusString) and never reaches the
 upstream (no "intent" in the audit log); each has a twin that is issued."""
 import json
+import subprocess
 import unittest
 
 import sys
@@ -162,6 +163,27 @@ class Subjects(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "dev2srv", auth=(res.cert, key), newkey=self.newkey("dev2srv"),
                           subject="/CN=dev-2", path="pki/roles/servers/cmp", expect_cert=False)
         self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized", "CMP signer certificate subject")
+
+    def test_pattern_that_never_matches_refused(self):
+        """A subject pattern whose mail or emailAddress holds two '@' admits nothing (a subject with one is
+        refused everywhere): `cmpgw check` refuses it, naming the role's key and the pattern, as the start
+        and a reload do; its twin with one '@' passes."""
+        cfg = json.loads(json.dumps(self.gw.config))
+        path = self.gw.dir / "dead.json"
+        dead = "/O=cmpgw demo/OU=devices/CN=dev-*/mail=*@*@example.com"
+        for attr, subjects, rc in (("mail", [dead], 1), ("emailAddress", [dead.replace("/mail=", "/emailAddress=")], 1),
+                                   ("", [dead.replace("*@*@", "*@")], 0)):
+            with self.subTest(attr=attr or "twin"):
+                cfg["roles"]["devices"]["authorization"]["allowed_subjects"] = subjects
+                path.write_text(json.dumps(cfg))
+                p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], cwd=self.gw.dir,
+                                   capture_output=True, text=True, timeout=60, env=self.gw.env())
+                self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
+                if rc == 0:
+                    continue
+                self.assertIn("$.roles.devices.authorization.allowed_subjects[0]: \"%s\" can never match: a "
+                              "subject's %s with more than one '@' is refused; write one '@'" % (subjects[0], attr),
+                              p.stderr)
 
 
 if __name__ == "__main__":

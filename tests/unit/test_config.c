@@ -1298,6 +1298,22 @@ static const struct bad bad_cases[] = {
     {"pattern dup",
      {UPS, ROLES, E("[\"*.example.com\"]", "[\"*.example.com\", \"*.example.com\"]")},
      {"$.roles.rv.authorization.allowed_dns_names[1]: duplicate entry \"*.example.com\""}},
+    /* a subject pattern whose email address holds two '@' matches no subject (a subject with one is refused
+       everywhere): refused, naming the role's key and the pattern, in every subject list */
+    {"allowed_subjects emailAddress with two '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_subjects\": [\"/CN=*\", \"/CN=*/emailAddress=a@evil@example.com\"]")},
+     {"$.roles.rv.authorization.allowed_subjects[1]: \"/CN=*/emailAddress=a@evil@example.com\" can never "
+      "match: a subject's emailAddress with more than one '@' is refused; write one '@'"}},
+    {"tls_subjects mail with two '@'",
+     {UPS, ROLES, AUTHZ("\"tls_subjects\": [\"/O=Corp/mail=*@*@corp.example\"]")},
+     {"$.roles.rv.authorization.tls_subjects[0]: \"/O=Corp/mail=*@*@corp.example\" can never match: a "
+      "subject's mail with more than one '@' is refused"}},
+    {"signer_subjects mail with two '@' in a multi-valued RDN",
+     {UPS, ROLES, AUTHZ("\"signer_subjects\": [\"/O=Corp/CN=*+mail=a@@corp.example\"]")},
+     {"$.roles.rv.authorization.signer_subjects[0]: ", "a subject's mail with more than one '@'"}},
+    {"ra_subjects emailAddress with two '@'",
+     {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra/emailAddress=a@b@c\"]")},
+     {"$.roles.rv.authorization.ra_subjects[0]: \"/CN=ra/emailAddress=a@b@c\" can never match"}},
     /* absent, these admit any: an empty list (a template's empty variable) must not read the same */
     {"signer_subjects empty",
      {UPS, ROLES, AUTHZ("\"signer_subjects\": []")},
@@ -3477,6 +3493,28 @@ static void test_check_role(void **state)
     gw_config_free(cfg);
 }
 
+/*
+ * The twins of the subject patterns refused for an address with two '@': the same '@'s in an attribute
+ * that is no address ("\\+" is a plus inside the CN, "*" any attribute, an OU may hold them), or one '@'.
+ */
+static void test_subject_patterns(void **state)
+{
+    static const struct edit e[] = {
+        UPS, ROLES,
+        AUTHZ("\"allowed_subjects\": [\"/CN=*/emailAddress=*@example.com\", \"/CN=a\\\\+mail=a@b@c\", "
+              "\"/CN=*/*=a@b@c\", \"/CN=*/mailPreferenceOption=a@b@c\", \"/CN=*/mail=*@*.example\"], "
+              "\"ra_subjects\": [\"/CN=ra/mail=*@corp.example\"]")};
+    struct gw_config *cfg = parse_edits(e, 3);
+    const struct gw_role *rv = gw_config_role(cfg, "rv", 2);
+
+    (void)state;
+    assert_non_null(rv);
+    assert_int_equal(rv->authz.subjects.n, 5);
+    assert_string_equal(rv->authz.subjects.v[1], "/CN=a\\+mail=a@b@c");
+    assert_int_equal(rv->authz.ra_subjects.n, 1);
+    gw_config_free(cfg);
+}
+
 /* Input that is not even text: NUL bytes, nothing, a cut document. */
 static void test_raw(void **state)
 {
@@ -3799,6 +3837,7 @@ int main(void)
         cmocka_unit_test(test_handover_socket_count),
         cmocka_unit_test(test_handover_socket_count_at_reload),
         cmocka_unit_test(test_check_role),
+        cmocka_unit_test(test_subject_patterns),
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_check_dir_chain),
         cmocka_unit_test(test_check_dir_links),

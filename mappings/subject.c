@@ -1,0 +1,60 @@
+/*
+ * The one-line subject form taken apart attribute by attribute (mappings/subject.h). Pure: no I/O.
+ */
+#include <string.h>
+#include "mappings/subject.h"
+
+size_t gw_subject_attr_len(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && s[i] != '/' && s[i] != '+')
+        i += s[i] == '\\' ? 2 : 1;
+    return i < n ? i : n;
+}
+
+/* The attribute types whose value is an email address, as X509_NAME_oneline names them. */
+static const char *const email_attrs[] = {"emailAddress", "mail"};
+
+/* The name of email address attribute |s| (|n| bytes, "mail=a@b"), or NULL. */
+static const char *email_attr(const char *s, size_t n)
+{
+    size_t k;
+
+    for (size_t i = 0; i < sizeof(email_attrs) / sizeof(email_attrs[0]); i++) {
+        k = strlen(email_attrs[i]);
+        if (n > k && memcmp(s, email_attrs[i], k) == 0 && s[k] == '=')
+            return email_attrs[i];
+    }
+    return NULL;
+}
+
+int gw_subject_attr_is_email(const char *s, size_t n)
+{
+    return email_attr(s, n) != NULL;
+}
+
+int gw_subject_two_at(const char *s, size_t n)
+{
+    const char *at = memchr(s, '@', n);
+
+    return at != NULL && memchr(at + 1, '@', n - (size_t)(at + 1 - s)) != NULL;
+}
+
+const char *gw_subject_pattern_dead(const char *pat)
+{
+    size_t off = 0, n, len;
+    const char *name;
+
+    if (pat == NULL)
+        return NULL;
+    n = strlen(pat);
+    while (off < n) {
+        off += pat[off] == '/' || pat[off] == '+'; /* the boundary before an attribute */
+        len = gw_subject_attr_len(pat + off, n - off);
+        if ((name = email_attr(pat + off, len)) != NULL && gw_subject_two_at(pat + off, len))
+            return name;
+        off += len;
+    }
+    return NULL;
+}

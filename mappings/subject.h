@@ -1,0 +1,37 @@
+/*
+ * The one-line form of a subject that the subject patterns read (gw_x509_name_line, X509_NAME_oneline),
+ * taken apart attribute by attribute: for the matcher (gw_subject_match, mappings/policy.h) and for the
+ * check of a pattern at load (mappings/role.c). Pure.
+ *
+ * The form writes '/' before each RDN and '+' between the attributes of a multi-valued one; a value's own
+ * '+' as "\+", a byte outside printable ASCII as "\xHH". A subject pattern is written the same way, so an
+ * unescaped '+' in a pattern is a boundary too ("/CN=dev-*+OU=ops"), and "\+" a plus inside a value.
+ */
+#ifndef GW_SUBJECT_H
+#define GW_SUBJECT_H
+
+#include <stddef.h>
+
+/*
+ * gw_subject_attr_len is the length of the attribute |s| (|n| bytes) begins with: up to the next '/' or
+ * unescaped '+', or |n|. No value of a subject's line holds a '/' or a backslash (gw_x509_name_line), so
+ * every backslash begins an escape of two bytes or more.
+ */
+size_t gw_subject_attr_len(const char *s, size_t n);
+
+/* Whether attribute |s| (|n| bytes, "mail=a@b") is an email address: emailAddress (PKCS #9) or mail
+ * (rfc822Mailbox, RFC 4524 §2.16). */
+int gw_subject_attr_is_email(const char *s, size_t n);
+
+/* Whether |s| (|n| bytes) holds more than one '@': mailers differ on which ends the local part. */
+int gw_subject_two_at(const char *s, size_t n);
+
+/*
+ * gw_subject_pattern_dead says why subject pattern |pat| can match no subject: the name ("emailAddress",
+ * "mail") of its first email address attribute whose value holds more than one '@', which gw_subject_match
+ * matches against no subject, since a '*' there matches no '@' and a subject's address with two is refused
+ * everywhere. NULL for any other pattern, one with "*" for the attribute type too (an OU may hold "a@b@c").
+ */
+const char *gw_subject_pattern_dead(const char *pat);
+
+#endif

@@ -1,0 +1,103 @@
+/*
+ * Unit tests for mappings/subject.c: the one-line subject form taken apart attribute by attribute, and the
+ * subject patterns that can never match (refused at load: test_config), each with a twin that can.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+#include "mappings/subject.h"
+
+/* An attribute ends at the next '/' or unescaped '+'; "\+" and "\xHH" are inside it. */
+static void test_attr_len(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t want;
+    } t[] = {
+        {"CN=a/O=b", 4},   {"CN=a+OU=b", 4}, {"CN=a\\+OU=b", 10}, {"CN=M\\xC3\\xBCller/O=x", 16},
+        {"CN=a", 4},       {"", 0},          {"/CN=a", 0},        {"CN=a\\", 5}, /* a cut escape */
+        {"CN=a\\\\+b", 6}, /* "\\\\" is one escape, then "+" a boundary: no subject line holds one */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t got = gw_subject_attr_len(t[i].s, strlen(t[i].s));
+
+        if (got != t[i].want)
+            fail_msg("case %zu \"%s\": %zu, want %zu", i, t[i].s, got, t[i].want);
+    }
+}
+
+static void test_attr_is_email(void **state)
+{
+    (void)state;
+    assert_true(gw_subject_attr_is_email("emailAddress=a@b", 16));
+    assert_true(gw_subject_attr_is_email("mail=a@b", 8));
+    assert_true(gw_subject_attr_is_email("mail=", 5));
+    assert_false(gw_subject_attr_is_email("mail", 4));
+    assert_false(gw_subject_attr_is_email("mailPreferenceOption=a@b", 24));
+    assert_false(gw_subject_attr_is_email("CN=mail=a@b", 11));
+    assert_false(gw_subject_attr_is_email("Mail=a@b", 8)); /* as X509_NAME_oneline names it, exactly */
+    assert_false(gw_subject_attr_is_email("mail=a@b", 4)); /* |n| bounds it */
+}
+
+static void test_two_at(void **state)
+{
+    (void)state;
+    assert_true(gw_subject_two_at("a@evil@example.com", 18));
+    assert_true(gw_subject_two_at("@@", 2));
+    assert_false(gw_subject_two_at("a@example.com", 13));
+    assert_false(gw_subject_two_at("a@b@c", 3)); /* |n| bounds it */
+    assert_false(gw_subject_two_at("", 0));
+}
+
+/* A pattern whose email address holds two '@' can never match: gw_subject_match refuses such a subject. */
+static void test_pattern_dead(void **state)
+{
+    static const struct {
+        const char *pat, *want; /* want: the attribute named, or NULL */
+    } t[] = {
+        {"/CN=*/emailAddress=a@evil@example.com", "emailAddress"},
+        {"/CN=*/emailAddress=*@*@example.com", "emailAddress"},
+        {"/O=Corp/mail=a@@corp.example", "mail"},
+        {"/CN=*+mail=a@b@c/O=x", "mail"}, /* in a multi-valued RDN */
+        {"/mail=a@b@c", "mail"},
+        {"/CN=*/emailAddress=a@b@c/mail=x@y@z", "emailAddress"}, /* the first */
+        /* twins: one '@', or the '@'s in an attribute that is no address */
+        {"/CN=*/emailAddress=*@example.com", NULL},
+        {"/O=Corp/mail=*@*.example", NULL},
+        {"/CN=a\\+mail=a@b@c", NULL}, /* "\+" is a plus inside the CN */
+        {"/CN=*/*=a@b@c", NULL},      /* any attribute: an OU may hold that */
+        {"/CN=*/mailPreferenceOption=a@b@c", NULL},
+        {"/CN=a@b@c", NULL},
+        {"/emailAddress=*", NULL},
+        {"", NULL},
+        {"//+/", NULL},
+        {"/CN=a\\", NULL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        const char *got = gw_subject_pattern_dead(t[i].pat);
+
+        if ((got == NULL) != (t[i].want == NULL) || (got != NULL && strcmp(got, t[i].want) != 0))
+            fail_msg("case %zu \"%s\": %s, want %s", i, t[i].pat, got != NULL ? got : "NULL",
+                     t[i].want != NULL ? t[i].want : "NULL");
+    }
+    assert_null(gw_subject_pattern_dead(NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attr_len),
+        cmocka_unit_test(test_attr_is_email),
+        cmocka_unit_test(test_two_at),
+        cmocka_unit_test(test_pattern_dead),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
