@@ -143,6 +143,13 @@ class Subjects(harness.GatewayTestCase):
         servers["authorization"] = {"signer_subjects": ["/O=cmpgw demo/OU=servers/CN=*"]}
         cfg["roles"]["devices"] = devices
         cfg["roles"]["servers"] = servers
+        # a pattern's unescaped '+' joins the attributes of a multi-valued RDN, its "\+" (in JSON "\\+") is a
+        # plus inside the value, as the subject's one-line form writes them
+        for name, pattern in (("rdn", "/O=cmpgw demo/CN=dev-*+OU=ops"), ("plus", "/O=cmpgw demo/CN=dev-*\\+OU=ops")):
+            role = json.loads(json.dumps(cfg["roles"]["default"]))
+            role["ext_key_usage"] = ["clientAuth"]
+            role["authorization"] = {"allowed_subjects": [pattern]}
+            cfg["roles"][name] = role
 
     def test_subject_of_another_role_refused(self):
         before = len(audit_events(self.gw, "intent"))
@@ -163,6 +170,24 @@ class Subjects(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "dev2srv", auth=(res.cert, key), newkey=self.newkey("dev2srv"),
                           subject="/CN=dev-2", path="pki/roles/servers/cmp", expect_cert=False)
         self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized", "CMP signer certificate subject")
+
+    def test_plus_in_a_pattern(self):
+        """`openssl cmp -subject` reads an unescaped '+' as joining a multi-valued RDN and "\+" as a plus in the
+        value; the patterns read them the same way, so each subject is issued on one role and refused on the
+        other."""
+        cases = (("/O=cmpgw demo/CN=dev-2\\+OU=ops", "plus", "rdn", "CN=dev-2\\+OU=ops"),)
+        for subject, ok, refused, shown in cases:
+            with self.subTest(subject=subject):
+                name = "plus-%s" % ok
+                key = self.newkey(name)
+                res = self.gw.cmp("ir", name, newkey=key, subject=subject, path="pki/roles/%s/cmp" % ok)
+                got = harness.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in",
+                                   res.cert]).stdout.decode()
+                self.assertIn(shown, got)
+                res = self.gw.cmp("ir", name + "-no", newkey=self.newkey(name + "-no"), subject=subject,
+                                  path="pki/roles/%s/cmp" % refused, expect_cert=False)
+                self.assertIsNone(res.cert)
+                self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate", "is not allowed on role %s" % refused)
 
     def test_pattern_that_never_matches_refused(self):
         """A subject pattern whose mail or emailAddress holds two '@' admits nothing (a subject with one is

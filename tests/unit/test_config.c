@@ -1314,6 +1314,11 @@ static const struct bad bad_cases[] = {
     {"ra_subjects emailAddress with two '@'",
      {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra/emailAddress=a@b@c\"]")},
      {"$.roles.rv.authorization.ra_subjects[0]: \"/CN=ra/emailAddress=a@b@c\" can never match"}},
+    /* a plus inside a pattern's value is "\\+" in JSON: "\+" is no JSON escape, not read as '+' (a boundary)
+     */
+    {"subject pattern with a JSON \\+",
+     {UPS, ROLES, AUTHZ("\"allowed_subjects\": [\"/CN=dev\\+ops\"]")},
+     {"invalid JSON"}},
     /* absent, these admit any: an empty list (a template's empty variable) must not read the same */
     {"signer_subjects empty",
      {UPS, ROLES, AUTHZ("\"signer_subjects\": []")},

@@ -448,6 +448,15 @@ static void test_subject_pattern(void **state)
         {"/O=x/CN=*+OU=admin", "/O=x/CN=dev/OU=admin", -1, 0},
         {"/O=x/CN=*/OU=admin", "/O=x/CN=dev+OU=admin", -1, 0},
         {"/O=x/CN=*", "/O=x/CN=a\\+b", -1, 1},
+        /* a pattern's "\+" is a plus inside a value too; its unescaped '+' a boundary */
+        {"/O=x/CN=a\\+b", "/O=x/CN=a\\+b", -1, 1},
+        {"/O=x/CN=a\\+OU=b", "/O=x/CN=a+OU=b", -1, 0},
+        {"/O=x/CN=a+OU=b", "/O=x/CN=a+OU=b", -1, 1},
+        {"/O=x/CN=a+OU=b", "/O=x/CN=a\\+OU=b", -1, 0},
+        {"/O=x/CN=dev\\+*", "/O=x/CN=dev\\+1", -1, 1},
+        {"/O=x/CN=dev\\+*", "/O=x/CN=dev+OU=1", -1, 0},
+        {"/O=x/CN=dev\\+*", "/O=x/CN=dev\\+", -1, 1}, /* as "dev-*" admits "dev-": no lone '*' */
+        {"/O=x/CN=*\\+*", "/O=x/CN=a\\+b\\+c", -1, 1},
         {"/O=x/CN=*", "/O=x/CN=M\\xC3\\xBCller", -1, 1},
         {"/O=x/CN=*", "/O=x/CN=a\\", -1, 1}, /* a cut escape ends the line, not the match */
         /* ',' and '@' outside an emailAddress are value characters */
@@ -1025,6 +1034,7 @@ static char *p_subj_cn[] = {"/O=Corp/CN=*"};
 static char *p_subj_mailattr[] = {"/O=Corp/mail=*@corp.example"};
 static char *p_subj_eq[] = {"/O=Corp/CN=dev-*=Admins"};
 static char *p_subj_rdn[] = {"/O=Corp/CN=dev-*+OU=Admins"};
+static char *p_subj_plus[] = {"/O=Corp/CN=dev-*\\+OU=Admins"};
 static char *p_dnsn[] = {"*.example.com"};
 static char *p_uri[] = {"spiffe://example.org/*"};
 static char *p_uri_host[] = {"https://*.example.com/*"};
@@ -1184,6 +1194,22 @@ static const struct {
      NULL,
      K_P256,
      "not allowed on role iot"},
+    /* the twins: a pattern's "\+" is a plus inside the value, as the subject's line writes one */
+    {"subject pattern, a plus spelt out, one value with '+'",
+     {.subjects = PATS(p_subj_plus)},
+     0,
+     "O=Corp|CN=dev-1+OU=Admins",
+     NULL,
+     K_P256,
+     NULL},
+    {"subject pattern, a plus spelt out vs a multi-valued RDN",
+     {.subjects = PATS(p_subj_plus)},
+     0,
+     "O=Corp|CN=dev-1|+OU=Admins",
+     NULL,
+     K_P256,
+     "=requested subject /O=Corp/CN=dev-1+OU=Admins is not allowed on role iot (allowed: "
+     "/O=Corp/CN=dev-*\\+OU=Admins)"},
     {"subject pattern, empty subject",
      {.subjects = PATS(p_subj)},
      ALL_SANS,
