@@ -214,8 +214,52 @@ static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
 }
 
 /*
- * gw_subject_match: the attributes of |pat| and |s| line up one for one, each boundary the same ('/' or
- * '+'), so a '*' never reaches into another attribute, and each pair matches (attr_match).
+ * Whether pattern attribute |p| can take a subject attribute of |ok| (row |p|): a free one, or one whose
+ * holder takes another (Kuhn's augmenting path; |owner| says which pattern attribute holds each).
+ */
+static int pair_off(const unsigned char ok[][GW_MAX_RDN_ATTRS], int k, int p, int *owner, unsigned char *seen)
+{
+    for (int i = 0; i < k; i++) {
+        if (!ok[p][i] || seen[i])
+            continue;
+        seen[i] = 1;
+        if (owner[i] < 0 || pair_off(ok, k, owner[i], owner, seen)) {
+            owner[i] = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * One RDN of a pattern against one of a subject: the same number of attributes, paired off one for one in
+ * any order, each pair matching (attr_match). An RDN is a SET, which DER sorts by encoding (the shorter
+ * first): "-subject /CN=dev-1+OU=ops" travels, and prints, as OU=ops+CN=dev-1. O(k^2) attribute matches.
+ */
+static int rdn_match(const char *pat, size_t pn, const char *s, size_t sn)
+{
+    struct gw_subject_attr pa[GW_MAX_RDN_ATTRS], sa[GW_MAX_RDN_ATTRS];
+    unsigned char ok[GW_MAX_RDN_ATTRS][GW_MAX_RDN_ATTRS], seen[GW_MAX_RDN_ATTRS];
+    int owner[GW_MAX_RDN_ATTRS], k = gw_subject_rdn_attrs(pat, pn, pa, GW_MAX_RDN_ATTRS);
+
+    if (k < 0 || gw_subject_rdn_attrs(s, sn, sa, GW_MAX_RDN_ATTRS) != k)
+        return 0;
+    for (int p = 0; p < k; p++) {
+        owner[p] = -1;
+        for (int i = 0; i < k; i++)
+            ok[p][i] = (unsigned char)attr_match(pat + pa[p].off, pa[p].len, s + sa[i].off, sa[i].len);
+    }
+    for (int p = 0; p < k; p++) {
+        memset(seen, 0, sizeof(seen));
+        if (!pair_off(ok, k, p, owner, seen))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * gw_subject_match: the RDNs of |pat| and |s| line up one for one (each '/' the same), and so do the
+ * attributes of each (rdn_match), so a '*' never reaches into another attribute.
  */
 int gw_subject_match(const char *pat, const char *s, size_t len)
 {
@@ -225,17 +269,15 @@ int gw_subject_match(const char *pat, const char *s, size_t len)
         return 0;
     pn = strlen(pat);
     for (;;) {
-        pl = gw_subject_attr_len(pat + pi, pn - pi);
-        sl = gw_subject_attr_len(s + si, len - si);
-        if (!attr_match(pat + pi, pl, s + si, sl))
+        pl = gw_subject_rdn_len(pat + pi, pn - pi);
+        sl = gw_subject_rdn_len(s + si, len - si);
+        if (!rdn_match(pat + pi, pl, s + si, sl))
             return 0;
         pi += pl;
         si += sl;
         if (pi == pn || si == len)
             return pi == pn && si == len;
-        if (pat[pi] != s[si])
-            return 0;
-        pi++;
+        pi++; /* both at a '/' */
         si++;
     }
 }

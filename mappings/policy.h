@@ -198,11 +198,11 @@ int gw_pattern_match(const char *pat, const char *s, size_t len);
 
 /*
  * gw_subject_match matches one-line subject |s| (|len| bytes, as gw_x509_name_line writes it: no '/' or
- * backslash inside a value) against subject pattern |pat| ("/O=x/CN=dev-*"): attribute by attribute, each
- * boundary ('/' before an RDN, '+' inside a multi-valued one; a value's "\+" is no boundary) the same in
- * both, and each attribute read as gw_pattern_match reads it, so a '*' never reaches into another
- * attribute. In an emailAddress value a '*' matches no '@' either, and a value with more than one '@'
- * matches no pattern. |s| holding a NUL never matches; O(|pat| * |len|).
+ * backslash inside a value) against subject pattern |pat| ("/O=x/CN=dev-*"): RDN by RDN ('/' before each),
+ * the attributes of each (a '+' between them; a value's "\+" is no boundary) paired off one for one in any
+ * order (a SET, which DER sorts), at most GW_MAX_RDN_ATTRS, each read as gw_pattern_match reads it, so a '*'
+ * never reaches into another attribute. In an emailAddress value a '*' matches no '@' either, and a value
+ * with more than one '@' matches no pattern. |s| holding a NUL never matches; O(|pat| * |len|).
  */
 int gw_subject_match(const char *pat, const char *s, size_t len);
 

@@ -13,6 +13,33 @@ size_t gw_subject_attr_len(const char *s, size_t n)
     return i < n ? i : n;
 }
 
+size_t gw_subject_rdn_len(const char *s, size_t n)
+{
+    size_t i = gw_subject_attr_len(s, n);
+
+    while (i < n && s[i] == '+')
+        i += 1 + gw_subject_attr_len(s + i + 1, n - i - 1);
+    return i;
+}
+
+int gw_subject_rdn_attrs(const char *rdn, size_t n, struct gw_subject_attr *out, int max)
+{
+    size_t off = 0, len;
+    int k = 0;
+
+    for (;;) {
+        len = gw_subject_attr_len(rdn + off, n - off);
+        if (k == max)
+            return -1;
+        out[k].off = off;
+        out[k++].len = len;
+        off += len;
+        if (off >= n)
+            return k;
+        off++; /* the '+' */
+    }
+}
+
 /* The attribute types whose value is an email address, as X509_NAME_oneline names them. */
 static const char *const email_attrs[] = {"emailAddress", "mail"};
 

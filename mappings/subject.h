@@ -19,6 +19,21 @@
  */
 size_t gw_subject_attr_len(const char *s, size_t n);
 
+/* gw_subject_rdn_len is the length of the RDN |s| (|n| bytes) begins with: its attributes and the '+'
+ * between them, up to the next '/', or |n|. */
+size_t gw_subject_rdn_len(const char *s, size_t n);
+
+/* One attribute of an RDN: where it begins, from the RDN's start, and its length. */
+struct gw_subject_attr {
+    size_t off, len;
+};
+
+/*
+ * gw_subject_rdn_attrs reads RDN |rdn| (|n| bytes, as gw_subject_rdn_len delimits it) into its attributes
+ * |out|, at most |max|: their count (one, empty, for an empty RDN), or -1 if it has more than |max|.
+ */
+int gw_subject_rdn_attrs(const char *rdn, size_t n, struct gw_subject_attr *out, int max);
+
 /* Whether attribute |s| (|n| bytes, "mail=a@b") is an email address: emailAddress (PKCS #9) or mail
  * (rfc822Mailbox, RFC 4524 §2.16). */
 int gw_subject_attr_is_email(const char *s, size_t n);

@@ -172,11 +172,16 @@ class Subjects(harness.GatewayTestCase):
         self.assert_cmp_error(res.last, CERT_BODIES, "notAuthorized", "CMP signer certificate subject")
 
     def test_plus_in_a_pattern(self):
-        """`openssl cmp -subject` reads an unescaped '+' as joining a multi-valued RDN and "\+" as a plus in the
+        """`openssl cmp -subject` reads an unescaped '+' as joining a multi-valued RDN and "\\+" as a plus in the
         value; the patterns read them the same way, so each subject is issued on one role and refused on the
-        other."""
-        cases = (("/O=cmpgw demo/CN=dev-2\\+OU=ops", "plus", "rdn", "CN=dev-2\\+OU=ops"),)
-        for subject, ok, refused, shown in cases:
+        other. The RDN's attributes travel in DER's order (the OU, shorter, first), not the order asked or
+        the pattern's: a pattern takes them in any order."""
+        # (subject asked, role issuing it, role refusing it, as RFC 2253 prints it, as the gateway's line has it)
+        cases = (("/O=cmpgw demo/CN=dev-1+OU=ops", "rdn", "plus", "CN=dev-1+OU=ops,O=cmpgw demo",
+                  "/O=cmpgw demo/OU=ops+CN=dev-1"),
+                 ("/O=cmpgw demo/CN=dev-2\\+OU=ops", "plus", "rdn", "CN=dev-2\\+OU=ops,O=cmpgw demo",
+                  "/O=cmpgw demo/CN=dev-2\\+OU=ops"))
+        for subject, ok, refused, shown, line in cases:
             with self.subTest(subject=subject):
                 name = "plus-%s" % ok
                 key = self.newkey(name)
@@ -187,7 +192,8 @@ class Subjects(harness.GatewayTestCase):
                 res = self.gw.cmp("ir", name + "-no", newkey=self.newkey(name + "-no"), subject=subject,
                                   path="pki/roles/%s/cmp" % refused, expect_cert=False)
                 self.assertIsNone(res.cert)
-                self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate", "is not allowed on role %s" % refused)
+                self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate",
+                                      "requested subject %s is not allowed on role %s" % (line, refused))
 
     def test_pattern_that_never_matches_refused(self):
         """A subject pattern whose mail or emailAddress holds two '@' admits nothing (a subject with one is

@@ -457,6 +457,24 @@ static void test_subject_pattern(void **state)
         {"/O=x/CN=dev\\+*", "/O=x/CN=dev+OU=1", -1, 0},
         {"/O=x/CN=dev\\+*", "/O=x/CN=dev\\+", -1, 1}, /* as "dev-*" admits "dev-": no lone '*' */
         {"/O=x/CN=*\\+*", "/O=x/CN=a\\+b\\+c", -1, 1},
+        /* the attributes of one RDN are a set, which DER sorts by encoding (the shorter first): any order */
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=admin+CN=dev-1", -1, 1},
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=admin+CN=dev-1/OU=x", -1, 0},
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=admin+CN=dev-1+OU=x", -1, 0},
+        {"/O=x/CN=*+OU=admin+OU=x", "/O=x/OU=admin+CN=dev-1", -1, 0},
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=admin+OU=admin", -1, 0},
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=dev+CN=admin", -1, 0},
+        {"/O=x/CN=*+CN=a", "/O=x/CN=a+CN=b", -1, 1}, /* '*' takes b, once a is left to the other */
+        {"/O=x/CN=a+CN=a", "/O=x/CN=a+CN=b", -1, 0},
+        {"/O=x/CN=*+OU=admin", "/O=x/OU=admin+CN=dev\\+x", -1, 1},
+        {"/O=x+OU=y/CN=a", "/OU=y+O=x/CN=a", -1, 1},
+        {"/O=x/CN=a", "/CN=a/O=x", -1, 0}, /* the RDNs themselves are a sequence */
+        {"/CN=*/mail=*@example.com+CN=*", "/CN=a/CN=b+mail=a@evil@example.com", -1, 0},
+        /* past GW_MAX_RDN_ATTRS in one RDN, no pattern matches */
+        {"/CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*",
+         "/CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a", -1, 1},
+        {"/CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*",
+         "/CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a+CN=a", -1, 0},
         {"/O=x/CN=*", "/O=x/CN=M\\xC3\\xBCller", -1, 1},
         {"/O=x/CN=*", "/O=x/CN=a\\", -1, 1}, /* a cut escape ends the line, not the match */
         /* ',' and '@' outside an emailAddress are value characters */
@@ -1194,6 +1212,13 @@ static const struct {
      NULL,
      K_P256,
      "not allowed on role iot"},
+    {"subject pattern, a multi-valued RDN in another order",
+     {.subjects = PATS(p_subj_rdn)},
+     0,
+     "O=Corp|OU=Admins|+CN=dev-1",
+     NULL,
+     K_P256,
+     NULL},
     /* the twins: a pattern's "\+" is a plus inside the value, as the subject's line writes one */
     {"subject pattern, a plus spelt out, one value with '+'",
      {.subjects = PATS(p_subj_plus)},

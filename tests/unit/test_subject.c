@@ -31,6 +31,31 @@ static void test_attr_len(void **state)
     }
 }
 
+/* An RDN ends at the next '/'; its attributes at each unescaped '+', at most |max| of them. */
+static void test_rdn(void **state)
+{
+    static const char multi[] = "OU=ops+CN=dev\\+1+mail=a@b/O=x";
+    struct gw_subject_attr a[3];
+    size_t n = gw_subject_rdn_len(multi, strlen(multi));
+
+    (void)state;
+    assert_int_equal(n, 25);
+    assert_int_equal(gw_subject_rdn_attrs(multi, n, a, 3), 3);
+    assert_int_equal(a[0].off, 0);
+    assert_int_equal(a[0].len, 6);
+    assert_int_equal(a[1].off, 7);
+    assert_int_equal(a[1].len, 9); /* CN=dev\+1 */
+    assert_int_equal(a[2].off, 17);
+    assert_int_equal(a[2].len, 8);
+    assert_int_equal(gw_subject_rdn_attrs(multi, n, a, 2), -1);
+    assert_int_equal(gw_subject_rdn_len("/O=x", 4), 0);
+    assert_int_equal(gw_subject_rdn_attrs("", 0, a, 3), 1); /* the empty one before a line's first '/' */
+    assert_int_equal(a[0].len, 0);
+    assert_int_equal(gw_subject_rdn_len("CN=a+", 5), 5);
+    assert_int_equal(gw_subject_rdn_attrs("CN=a+", 5, a, 3), 2); /* and an empty one after the "+" */
+    assert_int_equal(gw_subject_rdn_len("CN=a\\", 5), 5);
+}
+
 static void test_attr_is_email(void **state)
 {
     (void)state;
@@ -93,9 +118,8 @@ static void test_pattern_dead(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attr_len),
-        cmocka_unit_test(test_attr_is_email),
-        cmocka_unit_test(test_two_at),
+        cmocka_unit_test(test_attr_len),      cmocka_unit_test(test_rdn),
+        cmocka_unit_test(test_attr_is_email), cmocka_unit_test(test_two_at),
         cmocka_unit_test(test_pattern_dead),
     };
 
