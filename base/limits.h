@@ -352,12 +352,10 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 #define GW_MAX_PBM_ITER 100000                   /* OpenSSL's own ceiling (crmf_pbm.c) */
 #define GW_MAX_PATTERN_LEN (GW_MAX_NAME_LEN * 4) /* one authorization pattern or CIDR */
 #define GW_MAX_PATTERNS 256                      /* entries in one pattern list */
-/* attributes of one multi-valued RDN a subject pattern pairs off in any order (k*k matches): past it,
-   an RDN matches no pattern */
-#define GW_MAX_RDN_ATTRS 16
-#define GW_MAX_KEY_RULES 16         /* entries in allowed_key_types */
-#define GW_MIN_RSA_BITS 2048        /* any requested RSA key, allowed_key_types */
-#define GW_MIN_RSA_EXPONENT 65537UL /* any requested RSA key's public exponent (also odd) */
+#define GW_MAX_RDN_ATTRS 16                      /* attributes of one RDN a subject pattern matches */
+#define GW_MAX_KEY_RULES 16                      /* entries in allowed_key_types */
+#define GW_MIN_RSA_BITS 2048                     /* any requested RSA key, allowed_key_types */
+#define GW_MIN_RSA_EXPONENT 65537UL              /* any requested RSA key's public exponent (also odd) */
 #define GW_MAX_RSA_BITS 16384
 #define GW_MAX_URL_LEN 256     /* upstream base URL */
 #define GW_MAX_MOUNT_LEN 128   /* vault mount path, namespace */
