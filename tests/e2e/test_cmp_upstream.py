@@ -504,6 +504,14 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
         self.assertEqual(res.first.status, 1, res.first)  # grantedWithMods
         self.assert_from_upstream(res, key, canned)
 
+    def test_mail_not_asked_for(self):
+        """An over-generous CA that adds a mail (rfc822Mailbox) attribute, the holder's address to LDAP and mail
+        software: a subject the request did not ask for, refused and rejected to the CA like any other."""
+        self.refused_in_certconf("issued_subject", "xmail", "leaf",
+                                 "the CA issued a certificate outside this route's policy (the CA changed the "
+                                 "subject to /CN=xmail.example.com/mail=ceo@bank.example, which the request did "
+                                 "not ask for); it was not released", subject="/CN=%s.example.com/mail=ceo@bank.example")
+
     def test_upstream_down(self):
         """Nothing listens: nothing of the request left, so the CA was not reached and issued nothing."""
         key = self.newkey("down")
