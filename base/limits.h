@@ -370,6 +370,8 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 
 /* audit log and the local issuer's inventory */
 #define GW_AUDIT_LINE_MAX (1024 * 1024)      /* one audit line: a CSR in PEM, escaped subjects and SANs */
+#define GW_AUDIT_FIELD_MAX (16 * 1024)       /* one audit_fields name field, escaped; cut beyond it */
+#define GW_AUDIT_CSR_MAX (128 * 1024)        /* the "csr" field escaped: a GW_MAX_CMP_BODY request's in PEM */
 #define GW_AUDIT_SYNC_RING 64                /* fsync results an audit log keeps for its waiting writers */
 #define GW_AUDIT_ERR_LOG_SECS 1              /* at most one "audit_failed" log line per second */
 #define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */

@@ -4,9 +4,12 @@
  *
  * Each line is built in a heap buffer (capped at GW_AUDIT_LINE_MAX: a CSR in PEM can be most of a
  * GW_MAX_CMP_BODY request) and written with one write(2) under the lock, so lines from workers
- * never interleave. A line torn by a failed write is closed with a newline before the next one,
- * so every other line still parses. Reopen opens the new file first and swaps the descriptor
- * under the same lock: a failed reopen keeps logging to the old file.
+ * never interleave. The names a certificate holds are its CA's to choose, a hostile upstream's too:
+ * each audit_fields value is cut at GW_AUDIT_FIELD_MAX (the csr at GW_AUDIT_CSR_MAX), so that no
+ * certificate makes a line over the cap, which would refuse every record of it. A record refused
+ * all the same (out of memory) says nothing of the disk and leaves readiness alone. A line torn by a failed
+ * write is closed with a newline before the next one, so every other line still parses. Reopen opens the new
+ * file first and swaps the descriptor under the same lock: a failed reopen keeps logging to the old file.
  *
  * Group commit: a record that must be on disk waits for the next fsync to start after its write;
  * one writer runs it, outside the lock, for every record written until then, and the others wait
@@ -69,6 +72,7 @@ struct buf {
     char *p;
     size_t len, cap;
     bool failed; /* out of memory or over GW_AUDIT_LINE_MAX: the line is not written */
+    bool cut;    /* a value was cut (put_capped): the line says "truncated" */
 };
 
 static bool buf_reserve(struct buf *b, size_t n)
@@ -124,6 +128,40 @@ static void put_string(struct buf *b, const char *s, size_t n)
     put_raw(b, "\"");
 }
 
+/*
+ * put_string of at most |max| bytes escaped: a longer value is cut, never inside an escape or a
+ * character, and ends in GW_AUDIT_TRUNCATED (b->cut). An escape of |max| + 8 bytes tells: it stops
+ * only past |max| (no escape or character is over 6 bytes), so one within |max| is the whole value.
+ */
+static void put_capped(struct buf *b, const char *s, size_t n, size_t max)
+{
+    size_t mark = strlen(GW_AUDIT_TRUNCATED), k;
+
+    if (n <= max / 6) { /* whole even if every byte is a \u00XX */
+        put_string(b, s, n);
+        return;
+    }
+    put_raw(b, "\"");
+    if (buf_reserve(b, max + 8)) {
+        k = gw_json_escape_n(b->p + b->len, max + 8, s, n);
+        if (k > max) {
+            k = gw_json_escape_n(b->p + b->len, max - mark + 1, s, n);
+            memcpy(b->p + b->len + k, GW_AUDIT_TRUNCATED, mark + 1);
+            k += mark;
+            b->cut = true;
+        }
+        b->len += k;
+    }
+    put_raw(b, "\"");
+}
+
+/* The bytes of a name kept for a field: one past GW_AUDIT_FIELD_MAX is enough for put_capped to cut it
+   there (no byte escapes to less than itself), and a certificate's name may be most of a MiB. */
+static size_t upto(size_t n)
+{
+    return n <= GW_AUDIT_FIELD_MAX ? n : GW_AUDIT_FIELD_MAX + 1;
+}
+
 static void put_key(struct buf *b, const char *key)
 {
     put_raw(b, ",\"");
@@ -154,12 +192,15 @@ static void put_bool_field(struct buf *b, const char *key, bool v)
     put_raw(b, v ? "true" : "false");
 }
 
-/* Joins |s| (|n| bytes) onto the raw list |b| with Vault's "," separator. */
+/* Joins |s| (|n| bytes) onto the raw list |b| with Vault's "," separator; nothing once the list is
+   over GW_AUDIT_FIELD_MAX, which put_capped cuts anyway. */
 static void join(struct buf *b, const unsigned char *s, size_t n)
 {
+    if (b->len > GW_AUDIT_FIELD_MAX)
+        return;
     if (b->len > 0)
         put_bytes(b, ",", 1);
-    put_bytes(b, (const char *)s, n);
+    put_bytes(b, (const char *)s, upto(n));
 }
 
 /* Joins an ASN.1 string converted to UTF-8. */
@@ -224,7 +265,7 @@ static void put_name_attr(struct buf *b, const char *key, const X509_NAME *name,
     if (found >= 0)
         join_asn1(&list, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, found)));
     put_key(b, key);
-    put_string(b, list.p != NULL ? list.p : "", list.len);
+    put_capped(b, list.p != NULL ? list.p : "", list.len, GW_AUDIT_FIELD_MAX);
     b->failed |= list.failed;
     free(list.p);
 }
@@ -258,9 +299,9 @@ static void join_other(struct buf *list, const OTHERNAME *on)
     if (on->value != NULL && on->value->type == V_ASN1_UTF8STRING) {
         put_raw(&item, ";UTF8:");
         put_bytes(&item, (const char *)ASN1_STRING_get0_data(on->value->value.utf8string),
-                  (size_t)ASN1_STRING_length(on->value->value.utf8string));
-    } else if ((n = i2d_ASN1_TYPE(on->value, &der)) > 0 && (hex = malloc(2 * (size_t)n + 1)) != NULL) {
-        gw_hex(hex, der, (size_t)n);
+                  upto((size_t)ASN1_STRING_length(on->value->value.utf8string)));
+    } else if ((n = i2d_ASN1_TYPE(on->value, &der)) > 0 && (hex = malloc(2 * upto((size_t)n) + 1)) != NULL) {
+        gw_hex(hex, der, upto((size_t)n));
         put_raw(&item, ";HEX:");
         put_raw(&item, hex);
     }
@@ -290,7 +331,7 @@ static void put_sans(struct buf *b, const char *key, const GENERAL_NAMES *sans, 
             join(&list, ASN1_STRING_get0_data(gn->d.ia5), (size_t)ASN1_STRING_length(gn->d.ia5));
     }
     put_key(b, key);
-    put_string(b, list.p != NULL ? list.p : "", list.len);
+    put_capped(b, list.p != NULL ? list.p : "", list.len, GW_AUDIT_FIELD_MAX);
     b->failed |= list.failed;
     free(list.p);
 }
@@ -378,7 +419,7 @@ static void put_csr(struct buf *b, const X509_REQ *csr)
     if (csr != NULL && n <= 0)
         b->failed = true; /* a configured field is never silently dropped */
     put_key(b, "csr");
-    put_string(b, n > 0 ? pem : "", n > 0 ? (size_t)n : 0);
+    put_capped(b, n > 0 ? pem : "", n > 0 ? (size_t)n : 0, GW_AUDIT_CSR_MAX);
     BIO_free(mem);
 }
 
@@ -423,6 +464,13 @@ static const struct audit_field {
     {GW_AUDIT_USE_PSS, "use_pss", F_PSS, 0, 0},
     {GW_AUDIT_ADD_BASIC_CONSTRAINTS, "add_basic_constraints", F_BC, 0, 0},
 };
+
+/* Every audit_fields value at its cap (a key and its quotes within 32 bytes) takes at most half a line:
+   the other half is the transaction's own fields, each from a buffer of a few hundred bytes. */
+_Static_assert(sizeof(audit_fields) / sizeof(audit_fields[0]) * (GW_AUDIT_FIELD_MAX + 32) +
+                       GW_AUDIT_CSR_MAX <=
+                   GW_AUDIT_LINE_MAX / 2,
+               "audit_fields at their caps fit half an audit line");
 
 static void put_audit_field(struct buf *b, const struct audit_field *f, const struct src *s)
 {
@@ -503,6 +551,8 @@ static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fie
             put_audit_field(b, &audit_fields[i], &s);
     }
     src_cleanup(&s);
+    if (b->cut)
+        put_bool_field(b, "truncated", true);
     put_raw(b, "}\n");
 }
 
@@ -583,17 +633,24 @@ static void sync_dir(const char *path)
     free(copy);
 }
 
+enum failure {
+    FAIL_WRITE,  /* readiness down until a write works */
+    FAIL_FSYNC,  /* until an fsync works: a write does not clear it */
+    FAIL_RECORD, /* a record not built (out of memory): nothing of the disk, readiness left alone */
+};
+
 /*
- * Keeps why for readiness (an fsync's failure apart: a write does not clear it) and logs an audit failure
- * at most once per GW_AUDIT_ERR_LOG_SECS; called with the lock held.
+ * Keeps why for readiness (FAIL_RECORD apart) and logs an audit failure at most once per
+ * GW_AUDIT_ERR_LOG_SECS; called with the lock held.
  */
-static void log_failure(struct gw_audit *a, bool of_fsync, const char *what, int errnum)
+static void log_failure(struct gw_audit *a, enum failure kind, const char *what, int errnum)
 {
-    char *why = of_fsync ? a->sync_failing : a->failing;
-    size_t cap = of_fsync ? sizeof(a->sync_failing) : sizeof(a->failing);
+    char *why = kind == FAIL_FSYNC ? a->sync_failing : a->failing;
+    size_t cap = kind == FAIL_FSYNC ? sizeof(a->sync_failing) : sizeof(a->failing);
     time_t now = time(NULL);
 
-    snprintf(why, cap, "%s%s%s", what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "");
+    if (kind != FAIL_RECORD)
+        snprintf(why, cap, "%s%s%s", what, errnum != 0 ? ": " : "", errnum != 0 ? strerror(errnum) : "");
     if (now - a->last_err_log < GW_AUDIT_ERR_LOG_SECS) {
         a->errs_suppressed++;
         return;
@@ -740,7 +797,7 @@ static void sync_generation(struct gw_audit *a, int fd, bool retry)
     /* the log written now fails (readiness says so until an fsync works); a retry's failure was
        logged when it began */
     if (e != 0 && fd == a->fd && !retry)
-        log_failure(a, true, "fsync", e);
+        log_failure(a, FAIL_FSYNC, "fsync", e);
     else if (e == 0 && fd == a->fd) /* whatever was written to it is on disk now */
         a->sync_failing[0] = '\0';
     else if (e != 0 && fd != a->fd) /* a rotated file's: its writers are told; the new file is not at fault */
@@ -775,12 +832,13 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
     build_line(&b, r, a->fields);
     pthread_mutex_lock(&a->lock);
     if (b.failed) {
-        log_failure(a, false, "record too large or out of memory", 0);
+        log_failure(a, FAIL_RECORD,
+                    "record too large or out of memory (not written; the disk is not at fault)", 0);
         goto out;
     }
     if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1)) != 0) {
         a->torn = true; /* part of it may have reached the file */
-        log_failure(a, false, "write", e);
+        log_failure(a, FAIL_WRITE, "write", e);
         goto out;
     }
     a->torn = false;

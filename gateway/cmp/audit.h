@@ -13,6 +13,9 @@
 
 struct gw_audit;
 
+/* The end of a field value cut at GW_AUDIT_FIELD_MAX; the record then has "truncated": true. */
+#define GW_AUDIT_TRUNCATED "...[truncated]"
+
 /* One record. Strings may be NULL (omitted). Borrowed for the call. */
 struct gw_audit_rec {
     const char *event; /* "intent", "issued", "rejected", "confirmed", "rejected_by_client",

@@ -486,11 +486,16 @@ static void test_hostile_strings(void **state)
     X509_NAME_free(subject);
 }
 
-/* A record over GW_AUDIT_LINE_MAX is refused whole: GW_ERR_IO, nothing written. */
+static int status(struct gw_audit *a, char *why);
+
+/*
+ * A record over GW_AUDIT_LINE_MAX is refused whole: GW_ERR_IO, nothing written. It says nothing of the
+ * disk, so it leaves the audit check of readiness up.
+ */
 static void test_oversized(void **state)
 {
     size_t n = GW_AUDIT_LINE_MAX;
-    char *big = malloc(n + 1);
+    char *big = malloc(n + 1), why[GW_ERR_LEN];
     struct gw_audit_rec r = {.event = "intent"};
     struct gw_audit *a;
     json_object *l[2];
@@ -504,6 +509,9 @@ static void test_oversized(void **state)
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 0);
+    /* the disk did nothing wrong: readiness stays up */
+    assert_int_equal(status(a, why), 0);
+    assert_string_equal(why, "");
     big[n / 8] = '\0'; /* the twin: large but within the cap */
     assert_int_equal(gw_audit_write(a, &r, 1), 0);
     gw_audit_close(a);
@@ -511,6 +519,96 @@ static void test_oversized(void **state)
     assert_int_equal(strlen(str(l[0], "identity")), n / 8);
     free_lines(l, 1);
     free(big);
+}
+
+/* A name of |n| bytes of |c| as an ASN.1 string of |type|, set as is (no size rule of a table). */
+static ASN1_STRING *long_string(int type, size_t n, char c)
+{
+    ASN1_STRING *s = ASN1_STRING_type_new(type);
+    char *p = malloc(n);
+
+    assert_non_null(s);
+    assert_non_null(p);
+    memset(p, c, n);
+    assert_int_equal(ASN1_STRING_set(s, p, (int)n), 1);
+    free(p);
+    return s;
+}
+
+/* The value of |key| in |l|: at most GW_AUDIT_FIELD_MAX bytes, ending in GW_AUDIT_TRUNCATED. */
+static void assert_cut(json_object *l, const char *key)
+{
+    const char *v = str(l, key);
+    size_t n = strlen(v), m = strlen(GW_AUDIT_TRUNCATED);
+
+    assert_true(n > m);
+    assert_true(n <= GW_AUDIT_FIELD_MAX);
+    assert_string_equal(v + n - m, GW_AUDIT_TRUNCATED);
+}
+
+/*
+ * What a certificate holds reaches the record, and a hostile upstream writes the certificate: names of
+ * hundreds of KiB, of control characters six times as long escaped, would make a line over
+ * GW_AUDIT_LINE_MAX. Each name field is cut at GW_AUDIT_FIELD_MAX, with a marker and "truncated", so
+ * the record is written and readiness stays up; the twin, names of ordinary size, is written whole.
+ */
+static void test_hostile_names_bounded(void **state)
+{
+    static const size_t big = 300 * 1024;
+    X509_NAME *subject = X509_NAME_new();
+    GENERAL_NAMES *sans = sk_GENERAL_NAME_new_null();
+    GENERAL_NAME *gn;
+    struct gw_audit_rec r = {.event = "issued", .status = "accepted"};
+    struct gw_audit *a;
+    json_object *l[4];
+    char why[GW_ERR_LEN];
+    int i;
+
+    (void)state;
+    /* two CNs and two OUs (the last CN and every OU are shown), two DNS and two URI SANs */
+    for (i = 0; i < 4; i++) {
+        ASN1_STRING *v = long_string(V_ASN1_UTF8STRING, big, i % 2 == 0 ? '\x01' : 'x');
+        X509_NAME_ENTRY *ne =
+            X509_NAME_ENTRY_create_by_NID(NULL, i < 2 ? NID_commonName : NID_organizationalUnitName,
+                                          V_ASN1_UTF8STRING, ASN1_STRING_get0_data(v), (int)big);
+
+        assert_non_null(ne);
+        assert_int_equal(X509_NAME_add_entry(subject, ne, -1, 0), 1);
+        X509_NAME_ENTRY_free(ne);
+        ASN1_STRING_free(v);
+    }
+    for (i = 0; i < 4; i++) {
+        assert_non_null(gn = GENERAL_NAME_new());
+        GENERAL_NAME_set0_value(gn, i < 2 ? GEN_DNS : GEN_URI, long_string(V_ASN1_IA5STRING, big, '\x02'));
+        sk_GENERAL_NAME_push(sans, gn);
+    }
+    r.subject = subject;
+    r.sans = sans;
+    assert_non_null(a = open_log(fresh("hostile-names.log"), ALL_FIELDS));
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    assert_int_equal(status(a, why), 0);
+    /* the twin: the same fields of ordinary size are whole, and no "truncated" */
+    X509_NAME_free(subject);
+    GENERAL_NAMES_free(sans);
+    r.subject = subject = name_of((const char *const[]){"CN", "dev.example", "OU", "lab", NULL});
+    r.sans = sans = sans_of("DNS:dev.example,URI:urn:x");
+    assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, 4), 2);
+    assert_cut(l[0], "common_name");
+    assert_cut(l[0], "ou");
+    assert_cut(l[0], "alt_names");
+    assert_cut(l[0], "uri_sans");
+    assert_string_equal(str(l[0], "status"), "accepted");
+    assert_true(has(l[0], "truncated"));
+    assert_string_equal(str(l[1], "common_name"), "dev.example");
+    assert_string_equal(str(l[1], "ou"), "lab");
+    assert_string_equal(str(l[1], "alt_names"), "dev.example");
+    assert_string_equal(str(l[1], "uri_sans"), "urn:x");
+    assert_false(has(l[1], "truncated"));
+    free_lines(l, 2);
+    X509_NAME_free(subject);
+    GENERAL_NAMES_free(sans);
 }
 
 /* Rotation: rename, lines still go to the renamed file until reopen; then to a fresh file. */
@@ -1016,6 +1114,7 @@ int main(void)
         cmocka_unit_test(test_empty_record),
         cmocka_unit_test(test_hostile_strings),
         cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_hostile_names_bounded),
         cmocka_unit_test(test_reopen_rotation),
         cmocka_unit_test(test_reopen_failure_keeps_old),
         cmocka_unit_test(test_reopen_names_masked),
