@@ -114,6 +114,9 @@ static bool unproven(const struct gw_conn *o)
            !gw_guard_conn_kept(gw_now_ms(), o->proven_at, o->grace_until);
 }
 
+_Static_assert(GW_PROVEN_HOLD_MS == 30000 && GW_PEER_GRACE_MS == 5000,
+               "connection_evicted's text names the bounds that keep a connection");
+
 /*
  * loop thread: room for one more CMP connection from |sa|, at max_connections (|per_address| false) or at its
  * address's max_connections_per_address. Clients without credentials could otherwise hold every place for
@@ -128,9 +131,12 @@ static bool cmp_make_room(struct gw_loop *loop, const struct sockaddr *sa, sockl
     static struct gw_log_pace pace = GW_LOG_PACE_INIT; /* anyone who connects causes it: paced */
     static const char *const why[] = {
         "the server holds max_connections connections: the oldest of no proven client (no request in flight, "
-        "none that passed its checks) was closed for a new one",
+        "none that passed its checks answered in the last 30 s, not within 5 s after its TLS handshake with "
+        "a verified client certificate before its first answer) was closed for a new one",
         "its address holds max_connections_per_address connections: the oldest of no proven client (no "
-        "request in flight, none that passed its checks) was closed for a new one of it"};
+        "request in flight, none that passed its checks answered in the last 30 s, not within 5 s after its "
+        "TLS handshake with a verified client certificate before its first answer) was closed for a new one "
+        "of it"};
     struct gw_guard *guard = loop->server->guard;
     char peer[INET6_ADDRSTRLEN + 8], held[GW_LOG_HELD_LEN];
 

@@ -1255,6 +1255,9 @@ class IdleHeldConnections(harness.GatewayTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertEqual(lines[0]["peer"], "127.0.0.2:%d" % oldest_port)
         self.assertIn("max_connections", lines[0]["reason"])
+        # the bounds that decide which connection goes: a proven request's 30 s, a certificate's 5 s of grace
+        self.assertIn("in the last 30 s", lines[0]["reason"])
+        self.assertIn("5 s after its TLS handshake", lines[0]["reason"])
 
     def test_idle_connections_make_room_at_the_address_cap(self):
         """The same at max_connections_per_address: the oldest of the address's idle connections makes room for
@@ -1274,6 +1277,7 @@ class IdleHeldConnections(harness.GatewayTestCase):
                 s.close()
         lines = harness.settled(self.evicted_lines, lambda l: len(l) >= 1)
         self.assertIn("max_connections_per_address", lines[-1]["reason"])
+        self.assertIn("in the last 30 s", lines[-1]["reason"])
 
     def test_newcomer_at_its_address_cap_makes_room_among_its_own(self):
         """At max_connections and at its address's cap both, a newcomer had the oldest idle connection of
