@@ -2,8 +2,19 @@
  * Listening sockets handed from a running gateway to its successor over a Unix socket (handover.h).
  *
  * The exchange, on one stream connection opened by the successor:
- *   predecessor -> successor   "CMPGW-HANDOVER 1 <n>\n" with <n> listening sockets (SCM_RIGHTS)
- *   successor -> predecessor   "ready\n" once it serves them (or it closes: the predecessor serves on)
+ *   predecessor -> successor   "CMPGW-HANDOVER 1 <n> confirm\n" with <n> listening sockets (SCM_RIGHTS)
+ *   successor -> predecessor   "ready confirm\n" once it serves them (or it closes: the predecessor
+ *                              serves on)
+ *   predecessor -> successor   "draining\n": it stops accepting (or it closes: the successor stops)
+ * A gateway of an earlier version sends no " confirm" (and drains on "ready\n", confirming nothing),
+ * or reads past it and answers "ready\n" (and serves on whatever follows): each is answered as it
+ * expects, so that a hand-over between versions goes either way, unconfirmed.
+ *
+ * The confirmation keeps the two from both serving for good: a predecessor that gave up waiting
+ * (HANDOVER_READY_TIMEOUT_S) serves on and closes, and a successor that is not told "draining"
+ * within HANDOVER_CONFIRM_TIMEOUT_S of its "ready" stops. The successor's socket takes the
+ * hand-over path only once it is told, so that a successor that stops leaves the path to the
+ * gateway that serves on.
  */
 #include "gateway/handover.h"
 #include "base/conf.h"
@@ -25,14 +36,20 @@
 #include <unistd.h>
 
 #define HANDOVER_MAGIC "CMPGW-HANDOVER 1 "
-#define HANDOVER_TAKE_TIMEOUT_S 10   /* the successor waiting for the sockets */
-#define HANDOVER_READY_TIMEOUT_S 120 /* the predecessor waiting for its successor to start */
+#define HANDOVER_TAKE_TIMEOUT_S 10    /* the successor waiting for the sockets */
+#define HANDOVER_READY_TIMEOUT_S 120  /* the predecessor waiting for its successor to start */
+#define HANDOVER_CONFIRM_TIMEOUT_S 10 /* the successor waiting for "draining" after its "ready" */
+#define HANDOVER_CONFIRM " confirm\n"
+#define HANDOVER_READY "ready\n"                 /* from a successor of an earlier version */
+#define HANDOVER_READY_CONFIRM "ready confirm\n" /* from one that waits for "draining" */
+#define HANDOVER_DRAINING "draining\n"
 
 struct gw_handover {
-    char *path;
-    int fd; /* the listening Unix socket */
+    char *path, *tmp; /* |tmp|: where the socket is bound until publish() renames it to |path| */
+    int fd;           /* the listening Unix socket */
     dev_t dev;
-    ino_t ino; /* of |path| as this gateway bound it */
+    ino_t ino; /* of the socket's file as this gateway bound it */
+    bool published;
     struct gw_server *server;
     pthread_t tid;
     atomic_bool done, stopping;
@@ -71,7 +88,7 @@ int gw_handover_check(const char *path, uid_t owner, char *err)
 /* ---- the successor's side ---- */
 
 /* Reads the predecessor's message: the header and the sockets. 0 or an error with |err|. */
-static int receive_fds(int fd, const char *path, struct gw_inherited *out, char *err)
+static int receive_fds(int fd, const char *path, struct gw_inherited *out, bool *confirms, char *err)
 {
     char buf[64] = "", ctl[CMSG_SPACE(sizeof(int) * GW_MAX_HANDOVER_FDS)];
     struct iovec iov = {buf, sizeof(buf) - 1};
@@ -104,6 +121,7 @@ static int receive_fds(int fd, const char *path, struct gw_inherited *out, char 
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %zu of %zu listening sockets received", path, n, want);
         return GW_ERR_IO;
     }
+    *confirms = strcmp(end, HANDOVER_CONFIRM) == 0;
     return 0;
 }
 
@@ -124,13 +142,14 @@ static bool peer_may_hand_over(int fd, uid_t user, long *uid)
     return cred.uid == user || cred.uid == 0;
 }
 
-int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, int *peer, char *err)
+int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, struct gw_handover_peer *peer,
+                     char *err)
 {
     struct sockaddr_un a;
     long uid;
     int fd, e;
 
-    *peer = -1;
+    *peer = (struct gw_handover_peer){-1, false};
     *out = (struct gw_inherited){NULL, 0};
     if (unix_addr(path, &a) != 0 || (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(errno));
@@ -153,7 +172,7 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, int
         return GW_ERR_IO;
     }
     set_timeout(fd, HANDOVER_TAKE_TIMEOUT_S);
-    if (receive_fds(fd, path, out, err) != 0) {
+    if (receive_fds(fd, path, out, &peer->confirms, err) != 0) {
         for (size_t i = 0; i < out->n; i++)
             close(out->fds[i]);
         free(out->fds);
@@ -162,17 +181,42 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, int
         return GW_ERR_IO;
     }
     gw_log(GW_LOG_INFO, "handover", "took %zu listening sockets from the gateway at %s", out->n, path);
-    *peer = fd;
+    peer->fd = fd;
     return 0;
 }
 
-void gw_handover_ready(int peer)
+/* The successor's "ready" and the predecessor's confirmation; closes |peer|. 0 or an error with |err|. */
+static int ready(struct gw_handover_peer peer, char *err)
 {
-    if (peer < 0)
-        return;
-    if (write(peer, "ready\n", 6) != 6)
-        gw_log(GW_LOG_WARN, "handover", "could not tell the predecessor we serve: %s", strerror(errno));
-    close(peer);
+    const char *say = peer.confirms ? HANDOVER_READY_CONFIRM : HANDOVER_READY;
+    char buf[sizeof(HANDOVER_DRAINING)] = "";
+    size_t want = strlen(HANDOVER_DRAINING);
+    ssize_t got = 0;
+    int rc = GW_ERR_IO;
+
+    if (peer.fd < 0)
+        return 0;
+    set_timeout(peer.fd, HANDOVER_CONFIRM_TIMEOUT_S);
+    if (send(peer.fd, say, strlen(say), MSG_NOSIGNAL) != (ssize_t)strlen(say)) {
+        snprintf(err, GW_ERR_LEN, "the predecessor was not told that this gateway serves (%s): it serves on",
+                 strerror(errno));
+        goto out;
+    }
+    if (!peer.confirms) { /* an earlier version drains on "ready", or it serves on and is gone */
+        rc = 0;
+        goto out;
+    }
+    while ((got = recv(peer.fd, buf, want, MSG_WAITALL)) < 0 && errno == EINTR)
+        ;
+    if (got != (ssize_t)want || memcmp(buf, HANDOVER_DRAINING, want) != 0) {
+        snprintf(err, GW_ERR_LEN, "the predecessor did not confirm that it drains (%s): it serves on",
+                 got < 0 ? strerror(errno) : "it closed the connection");
+        goto out;
+    }
+    rc = 0;
+out:
+    close(peer.fd);
+    return rc;
 }
 
 /* ---- the running gateway's side ---- */
@@ -191,7 +235,7 @@ static int send_fds(struct gw_handover *h, int conn, pid_t pid)
         gw_log(GW_LOG_ERROR, "handover", "cannot hand %zu listening sockets to pid %ld", n, (long)pid);
         goto out;
     }
-    iov.iov_len = (size_t)snprintf(head, sizeof(head), HANDOVER_MAGIC "%zu\n", n);
+    iov.iov_len = (size_t)snprintf(head, sizeof(head), HANDOVER_MAGIC "%zu" HANDOVER_CONFIRM, n);
     memset(ctl, 0, sizeof(ctl));
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
     cm = CMSG_FIRSTHDR(&msg);
@@ -219,6 +263,7 @@ static bool serve_one(struct gw_handover *h, int conn)
     socklen_t len = sizeof(cred);
     char buf[16] = "";
     ssize_t got;
+    bool confirm;
 
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != geteuid() && cred.uid != 0)) {
@@ -232,9 +277,18 @@ static bool serve_one(struct gw_handover *h, int conn)
         return false;
     while ((got = read(conn, buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
         ;
-    if (got < 6 || strncmp(buf, "ready\n", 6) != 0) {
+    confirm = got > 0 && strcmp(buf, HANDOVER_READY_CONFIRM) == 0;
+    if (!confirm && (got < 6 || strncmp(buf, HANDOVER_READY, 6) != 0)) {
         gw_log(GW_LOG_WARN, "handover", "pid %ld did not start serving (%s); this gateway serves on",
                (long)cred.pid, got < 0 ? strerror(errno) : "it closed the connection");
+        return false;
+    }
+    /* unconfirmed, the successor stops: this one must then serve on */
+    if (confirm && send(conn, HANDOVER_DRAINING, strlen(HANDOVER_DRAINING), MSG_NOSIGNAL) !=
+                       (ssize_t)strlen(HANDOVER_DRAINING)) {
+        gw_log(GW_LOG_WARN, "handover",
+               "pid %ld was not told that this gateway drains (%s); this gateway serves on", (long)cred.pid,
+               strerror(errno));
         return false;
     }
     gw_log(GW_LOG_INFO, "handover", "pid %ld serves the listening sockets; this gateway drains and stops",
@@ -271,7 +325,8 @@ static void *handover_main(void *arg)
 }
 
 /*
- * Binds |h->path| through a temporary name renamed over it, so that it never points nowhere. The
+ * Binds a temporary name beside |h->path|, which publish() renames over it, so that the
+ * path never points nowhere, and points to a predecessor until this gateway took over. The
  * file is 0600 from its creation: Linux gives the file bind() creates the mode of the socket's own
  * inode (less the umask), so fchmod before bind leaves no moment with the umask's mode, and no
  * chmod by name follows whatever another process put at that name meanwhile. A process-wide umask
@@ -281,23 +336,57 @@ static int bind_path(struct gw_handover *h, char *err)
 {
     struct sockaddr_un a;
     struct stat st;
-    char tmp[sizeof(a.sun_path) + 32];
+    size_t len = strlen(h->path) + 32;
 
-    snprintf(tmp, sizeof(tmp), "%s.%ld", h->path, (long)getpid());
-    if (unix_addr(tmp, &a) != 0) {
+    if ((h->tmp = malloc(len)) == NULL) {
+        snprintf(err, GW_ERR_LEN, "handover_socket: out of memory");
+        return GW_ERR_NOMEM;
+    }
+    snprintf(h->tmp, len, "%s.%ld", h->path, (long)getpid());
+    if (unix_addr(h->tmp, &a) != 0) {
         snprintf(err, GW_ERR_LEN, "handover_socket %s: the path is too long", h->path);
         return GW_ERR_INVAL;
     }
-    (void)unlink(tmp);
+    (void)unlink(h->tmp);
     if ((h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 || fchmod(h->fd, 0600) != 0 ||
         bind(h->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(h->fd, 4) != 0 ||
-        rename(tmp, h->path) != 0 || lstat(h->path, &st) != 0) {
+        lstat(h->tmp, &st) != 0) {
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", h->path, strerror(errno));
-        (void)unlink(tmp);
+        (void)unlink(h->tmp);
         return GW_ERR_IO;
     }
     h->dev = st.st_dev;
     h->ino = st.st_ino;
+    return 0;
+}
+
+/* Renames the socket from its temporary name over |h->path|. 0 or an error with |err|. */
+static int publish(struct gw_handover *h, char *err)
+{
+    if (h == NULL || h->published)
+        return 0;
+    if (rename(h->tmp, h->path) != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", h->path, strerror(errno));
+        return GW_ERR_IO;
+    }
+    h->published = true;
+    return 0;
+}
+
+int gw_handover_finish(struct gw_handover *h, struct gw_handover_peer *peer, char *err)
+{
+    bool took_over = peer->fd >= 0;
+    int rc = ready(*peer, err);
+
+    peer->fd = -1;
+    if (rc != 0)
+        return rc;
+    if (publish(h, err) != 0) {
+        if (!took_over)
+            return GW_ERR_IO;
+        /* the predecessor drains: this gateway is the only one serving, and serves on */
+        gw_log(GW_LOG_ERROR, "handover", "%s: this gateway serves on, but no successor can find it", err);
+    }
     return 0;
 }
 
@@ -340,6 +429,7 @@ bool gw_handover_done(struct gw_handover *h)
 void gw_handover_stop(struct gw_handover *h)
 {
     struct stat st;
+    const char *name;
 
     if (h == NULL)
         return;
@@ -354,10 +444,13 @@ void gw_handover_stop(struct gw_handover *h)
         pthread_join(h->tid, NULL);
     if (h->fd >= 0)
         close(h->fd);
-    /* a successor renamed its own socket over the path: that one stays */
-    if (h->ino != 0 && lstat(h->path, &st) == 0 && st.st_dev == h->dev && st.st_ino == h->ino)
-        (void)unlink(h->path);
+    /* a successor renames (or renamed) its own socket over the path: that one stays */
+    name = h->published ? h->path : h->tmp;
+    if (h->ino != 0 && (!h->published || !atomic_load(&h->done)) && lstat(name, &st) == 0 &&
+        st.st_dev == h->dev && st.st_ino == h->ino)
+        (void)unlink(name);
     pthread_mutex_destroy(&h->lock);
+    free(h->tmp);
     free(h->path);
     free(h);
 }

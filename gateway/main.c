@@ -878,14 +878,14 @@ static void metrics_init(struct runner *r)
 
 /*
  * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
- * of the gateway at "handover_socket" (|*peer|: the predecessor, told gw_handover_ready). 0 or -1.
+ * of the gateway at "handover_socket" (|*peer|: the predecessor, for gw_handover_finish). 0 or -1.
  */
-static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, int *peer)
+static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct gw_handover_peer *peer)
 {
     char err[GW_ERR_LEN];
     int n;
 
-    *peer = -1;
+    peer->fd = -1;
     /* before anything is taken: a successor that could not serve the socket would not start */
     if (cfg->handover_socket != NULL &&
         gw_handover_check(cfg->handover_socket, gw_config_uid(cfg), err) != 0) {
@@ -923,7 +923,7 @@ static int cmd_run(const char *path)
     struct gw_gen *first = NULL;
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
-    int predecessor = -1;
+    struct gw_handover_peer predecessor = {-1, false};
     bool successor;
     sigset_t set;
     int rc = EXIT_FAILURE;
@@ -966,17 +966,16 @@ static int cmd_run(const char *path)
     if (drop_privileges(cfg) != 0)
         goto out;
     /* the prober before the loop threads: a POST /reload on one of them swaps it out with its generation
-       (gw_gens_swap), so it must be in place before any of them can start a reload */
+       (gw_gens_swap), so it must be in place before any of them can start a reload; once serving, the
+       predecessor drains, or it serves on and this gateway stops */
     if ((first->prober = gw_prober_start(cfg, first->ups, first->engine, err)) == NULL ||
         gw_server_run(r.server, err) != 0 ||
         (cfg->handover_socket != NULL &&
-         (r.handover = gw_handover_serve(cfg->handover_socket, r.server, err)) == NULL)) {
+         (r.handover = gw_handover_serve(cfg->handover_socket, r.server, err)) == NULL) ||
+        gw_handover_finish(r.handover, &predecessor, err) != 0) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
-    /* serving: the predecessor stops accepting and drains */
-    gw_handover_ready(predecessor);
-    predecessor = -1;
     listeners_str(cfg, lst, sizeof(lst));
     gw_log_kv(GW_LOG_INFO, "started", "version", CMPGW_VERSION, "config", path, "listeners", lst,
               "path_prefix", cfg->path_prefix, NULL);
@@ -984,8 +983,8 @@ static int cmd_run(const char *path)
     serve(&set, &r);
     rc = EXIT_SUCCESS;
 out:
-    if (predecessor >= 0) /* not started: the predecessor serves on */
-        close(predecessor);
+    if (predecessor.fd >= 0) /* not started: the predecessor serves on */
+        close(predecessor.fd);
     /* a reload in progress ends first, its upstream calls cut short (within GW_UPSTREAM_END_CHECK_MS);
        none starts after this */
     end_reloads(&r);

@@ -126,6 +126,41 @@ class Restart(harness.GatewayTestCase):
         self.assertIsNone(self.gw.proc.poll())
         self.assertIsNotNone(self.enrol("still-serving")[0])
 
+    def hand_over_to(self, say, answer):
+        """Takes the sockets as a successor that says |say|, asserts the running gateway's |answer| and
+        that it drains and exits 0, and starts the class's gateway anew."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(str(self.gw.dir / "handover.sock"))
+        msg, fds, _, _ = socket.recv_fds(s, 64, 253)
+        try:
+            self.assertTrue(msg.startswith(b"CMPGW-HANDOVER 1 "), msg)
+            self.assertTrue(msg.endswith(b" confirm\n"), msg)
+            s.sendall(say)
+            self.assertEqual(s.recv(64), answer)
+            self.assertEqual(self.gw.proc.wait(timeout=30), 0, self.gw.stderr()[-3000:])
+            self.assertIn("a successor serves the listening sockets", self.gw.stderr())
+        finally:
+            for fd in fds:
+                os.close(fd)
+            s.close()
+            if self.gw.proc.poll() is None:
+                self.gw.proc.wait(timeout=30)
+            # the class's gateway is gone: start a fresh one for the other tests
+            self.gw._err.close()
+            self.gw._out.close()
+            self.gw.start()
+
+    def test_ready_is_confirmed(self):
+        """A successor that offers to wait for it is told "draining" before the running gateway drains:
+        without it the successor stops (Confirmation below), so two never serve on together."""
+        self.hand_over_to(b"ready confirm\n", b"draining\n")
+
+    def test_earlier_successor_served(self):
+        """A successor of the version before, which reads past the offer, says "ready" and waits for
+        nothing, is handed over to as it expects: the running gateway drains, sending nothing more."""
+        self.hand_over_to(b"ready\n", b"")
+
     def test_successor_in_open_directory_takes_nothing(self):
         """A successor whose handover_socket directory others may write (no sticky bit) would refuse
         to serve the socket there: it refuses before it asks for the sockets (here through a link in
@@ -259,6 +294,71 @@ class RevokedDuringHandOver(harness.GatewayTestCase):
             self.gw._err.close()
             self.gw._out.close()
             self.gw.start()
+
+
+class Confirmation(unittest.TestCase):
+    """A predecessor that reads "ready" but does not confirm it drains (it gave up waiting, and serves
+    on) makes the successor stop, non-zero: each of two serving on would keep its own replays,
+    transactions and failed-auth budget."""
+
+    def fake_predecessor(self, gw, listener, said):
+        """Hands |listener| to the one connecting at gw's handover socket, reads its "ready" into |said|
+        and closes without a word more."""
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(gw.dir / "handover.sock"))
+        srv.listen(1)
+        srv.settimeout(harness.START_TIMEOUT)
+
+        def run():
+            try:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.settimeout(harness.START_TIMEOUT)
+                    socket.send_fds(conn, [b"CMPGW-HANDOVER 1 1 confirm\n"], [listener.fileno()])
+                    said.append(conn.recv(64))
+            except OSError as e:
+                said.append(repr(e))
+            finally:
+                srv.close()
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    def test_unconfirmed_successor_stops(self):
+        import tempfile
+        from pathlib import Path
+        tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        listener = None
+        try:
+            def edit(cfg, g):
+                cfg.pop("admin")
+                cfg["handover_socket"] = "handover.sock"
+            gw = harness.Gateway(tmp / "pki", edit)
+            listener = socket.create_server(("127.0.0.1", gw.port))
+            said = []
+            t = self.fake_predecessor(gw, listener, said)
+            with open(gw.stderr_path, "wb") as err:
+                proc = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(gw.config_path)], cwd=gw.dir,
+                                        stdout=subprocess.DEVNULL, stderr=err, env=gw.env())
+                try:
+                    rc = proc.wait(timeout=60)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            t.join(30)
+            self.assertEqual(said, [b"ready confirm\n"])
+            self.assertNotEqual(rc, 0, gw.stderr()[-3000:])
+            self.assertIn("the predecessor did not confirm that it drains", gw.stderr())
+            self.assertNotIn("clean shutdown", gw.stderr())
+            for mark in harness.SANITIZER_MARKS:
+                self.assertNotIn(mark, gw.stderr())
+            # the predecessor's listener still stands, for it to serve on
+            socket.create_connection(("127.0.0.1", gw.port), timeout=5).close()
+        finally:
+            if listener is not None:
+                listener.close()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class SocketActivation(unittest.TestCase):

@@ -62,11 +62,12 @@ struct fake {
     pid_t pid;
 };
 
-/* The running gateway's message: one socket, as gateway/handover.c sends it. */
-static void send_one(int conn)
+/* The running gateway's message: one socket, as gateway/handover.c sends it, or as an earlier version did. */
+static void send_one(int conn, bool earlier)
 {
-    char ctl[CMSG_SPACE(sizeof(int))], head[] = "CMPGW-HANDOVER 1 1\n";
-    struct iovec iov = {head, sizeof(head) - 1};
+    char ctl[CMSG_SPACE(sizeof(int))],
+        *head = earlier ? "CMPGW-HANDOVER 1 1\n" : "CMPGW-HANDOVER 1 1 confirm\n";
+    struct iovec iov = {head, strlen(head)};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
     struct cmsghdr *cm;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -81,15 +82,23 @@ static void send_one(int conn)
     close(fd);
 }
 
+/* What the would-be predecessor does after it sent the socket. */
+enum fake_answer {
+    FAKE_CONFIRMS, /* reads "ready" and confirms "draining" */
+    FAKE_SILENT,   /* reads "ready" and closes: it gave up and serves on */
+    FAKE_GONE,     /* closes at once: it gave up before the successor was ready */
+    FAKE_EARLIER,  /* an earlier version: offers no confirmation, reads "ready" and drains */
+};
+
 /*
  * A would-be predecessor in a child process, listening at f->path as |uid| (-1: this process's),
- * that hands one socket to whoever connects and exits 0 once told "ready".
+ * that hands one socket to whoever connects, does |answer| and exits 0 if it was told "ready".
  */
-static void fake_start(struct fake *f, long uid)
+static void fake_start(struct fake *f, long uid, enum fake_answer answer)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     int ready[2], s, conn;
-    char buf[8] = "";
+    char buf[16] = "";
 
     snprintf(f->dir, sizeof(f->dir), "/tmp/cmpgw-handover-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
@@ -109,8 +118,14 @@ static void fake_start(struct fake *f, long uid)
         close(ready[1]);
         if ((conn = accept(s, NULL, NULL)) < 0)
             _exit(4);
-        send_one(conn);
-        _exit(read(conn, buf, sizeof(buf) - 1) == 6 && strcmp(buf, "ready\n") == 0 ? 0 : 5);
+        send_one(conn, answer == FAKE_EARLIER);
+        if (answer == FAKE_GONE)
+            _exit(6);
+        if (answer == FAKE_EARLIER)
+            _exit(read(conn, buf, sizeof(buf) - 1) == 6 && strcmp(buf, "ready\n") == 0 ? 0 : 5);
+        if (read(conn, buf, sizeof(buf) - 1) != 14 || strcmp(buf, "ready confirm\n") != 0)
+            _exit(5);
+        _exit(answer == FAKE_SILENT || write(conn, "draining\n", 9) == 9 ? 0 : 7);
     }
     close(ready[1]);
     assert_int_equal(read(ready[0], buf, 1), 1); /* it listens */
@@ -134,32 +149,73 @@ static void test_nobody_there(void **state)
 {
     struct gw_inherited out;
     char err[GW_ERR_LEN] = "";
-    int peer;
+    struct gw_handover_peer peer;
 
     (void)state;
     assert_int_equal(gw_handover_take("/tmp/cmpgw-handover-none/handover.sock", geteuid(), &out, &peer, err),
                      0);
     assert_int_equal(out.n, 0);
-    assert_int_equal(peer, -1);
+    assert_int_equal(peer.fd, -1);
 }
 
-/* A gateway of this user: its socket is taken, and it is told that it is served. */
+/*
+ * A gateway of this user: its socket is taken, and it is told that it is served; it confirms that it
+ * drains, or, of an earlier version, drains unasked (and is not waited for).
+ */
 static void test_same_user(void **state)
 {
+    static const enum fake_answer answers[] = {FAKE_CONFIRMS, FAKE_EARLIER};
+    struct gw_handover_peer peer;
     struct gw_inherited out;
     struct fake f;
     char err[GW_ERR_LEN] = "";
-    int peer;
 
     (void)state;
-    fake_start(&f, -1);
-    assert_int_equal(gw_handover_take(f.path, geteuid(), &out, &peer, err), 0);
-    assert_int_equal(out.n, 1);
-    assert_true(peer >= 0);
-    close(out.fds[0]);
-    free(out.fds);
-    gw_handover_ready(peer);
-    assert_int_equal(fake_end(&f), 0);
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        fake_start(&f, -1, answers[i]);
+        assert_int_equal(gw_handover_take(f.path, geteuid(), &out, &peer, err), 0);
+        assert_int_equal(out.n, 1);
+        assert_true(peer.fd >= 0);
+        assert_int_equal(peer.confirms, answers[i] == FAKE_CONFIRMS);
+        close(out.fds[0]);
+        free(out.fds);
+        assert_int_equal(gw_handover_finish(NULL, &peer, err), 0);
+        assert_int_equal(peer.fd, -1);
+        assert_int_equal(fake_end(&f), 0);
+    }
+}
+
+/*
+ * A predecessor that does not confirm that it drains serves on, whether it read "ready" or gave up
+ * before: the successor is told to stop, so that the two do not both serve for good.
+ */
+static void test_unconfirmed_stops(void **state)
+{
+    static const struct {
+        enum fake_answer answer;
+        int status;
+    } cases[] = {{FAKE_SILENT, 0}, {FAKE_GONE, 6}};
+    struct gw_inherited out;
+    struct fake f;
+    char err[GW_ERR_LEN];
+    struct gw_handover_peer peer;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        err[0] = '\0';
+        fake_start(&f, -1, cases[i].answer);
+        assert_int_equal(gw_handover_take(f.path, geteuid(), &out, &peer, err), 0);
+        assert_int_equal(out.n, 1);
+        close(out.fds[0]);
+        free(out.fds);
+        if (cases[i].answer == FAKE_GONE)
+            assert_int_equal(fake_end(&f), cases[i].status); /* gone before "ready" */
+        assert_int_equal(gw_handover_finish(NULL, &peer, err), GW_ERR_IO);
+        assert_int_equal(peer.fd, -1);
+        assert_non_null(strstr(err, "it serves on"));
+        if (cases[i].answer != FAKE_GONE)
+            assert_int_equal(fake_end(&f), cases[i].status);
+    }
 }
 
 /*
@@ -173,14 +229,14 @@ static void test_other_user_refused(void **state)
     char err[GW_ERR_LEN] = "", want[64];
     bool root = geteuid() == 0;
     long peer_uid = root ? NOBODY_UID : (long)geteuid();
-    int peer;
+    struct gw_handover_peer peer;
 
     (void)state;
-    fake_start(&f, root ? NOBODY_UID : -1);
+    fake_start(&f, root ? NOBODY_UID : -1, FAKE_CONFIRMS);
     assert_int_equal(gw_handover_take(f.path, root ? 0 : geteuid() + 1, &out, &peer, err), GW_ERR_IO);
     assert_int_equal(out.n, 0);
     assert_null(out.fds);
-    assert_int_equal(peer, -1);
+    assert_int_equal(peer.fd, -1);
     snprintf(want, sizeof(want), "refused the sockets of uid %ld", peer_uid);
     assert_non_null(strstr(err, want));
     assert_int_equal(fake_end(&f), 5); /* it was never told "ready" */
@@ -196,6 +252,7 @@ static void test_serve_private_from_bind(void **state)
     struct gw_handover *h;
     struct stat st;
     mode_t old = umask(0);
+    struct gw_handover_peer none = {-1, false};
 
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -204,6 +261,7 @@ static void test_serve_private_from_bind(void **state)
     h = gw_handover_serve(path, NULL, err);
     umask(old);
     assert_non_null(h);
+    assert_int_equal(gw_handover_finish(h, &none, err), 0); /* no predecessor: at once */
     assert_true(S_ISSOCK(bound.mode));
     assert_int_equal(bound.mode & 07777, 0600);
     assert_int_equal(lstat(path, &st), 0);
@@ -267,12 +325,44 @@ static void test_serve_refuses_open_directory(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/*
+ * Until it publishes, a new gateway leaves the path to its predecessor's socket, and one that stops
+ * unpublished (its predecessor did not confirm) removes only its own: the gateway serving on can
+ * still be found by the next one.
+ */
+static void test_serve_unpublished_leaves_path(void **state)
+{
+    char dir[] = "/tmp/cmpgw-handover-XXXXXX", path[64], err[GW_ERR_LEN] = "";
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    struct stat before, after;
+    struct gw_handover *h;
+    int s;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/handover.sock", dir);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    assert_true((s = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0); /* the predecessor's */
+    assert_int_equal(lstat(path, &before), 0);
+    assert_non_null(h = gw_handover_serve(path, NULL, err));
+    assert_int_equal(lstat(path, &after), 0);
+    assert_true(after.st_ino == before.st_ino);
+    gw_handover_stop(h);
+    assert_int_equal(lstat(path, &after), 0);
+    assert_true(after.st_ino == before.st_ino);
+    close(s);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0); /* nothing else left there */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nobody_there),          cmocka_unit_test(test_same_user),
         cmocka_unit_test(test_other_user_refused),    cmocka_unit_test(test_serve_private_from_bind),
         cmocka_unit_test(test_serve_follows_no_name), cmocka_unit_test(test_serve_refuses_open_directory),
+        cmocka_unit_test(test_unconfirmed_stops),     cmocka_unit_test(test_serve_unpublished_leaves_path),
     };
 
     signal(SIGPIPE, SIG_IGN);
