@@ -252,6 +252,8 @@ static int send_fds(struct gw_handover *h, int conn, pid_t pid)
            (long)pid);
     rc = 0;
 out:
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]); /* copies: the server's stay open */
     free(fds);
     return rc;
 }

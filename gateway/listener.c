@@ -577,7 +577,7 @@ static void relayout(struct gw_loop *lt, struct gw_gen *g)
             listen_start(lt, &next[n++]);
         }
     }
-    pthread_mutex_lock(&s->layout_lock); /* a hand-over reads the fds: none closes under it */
+    pthread_mutex_lock(&s->layout_lock); /* a hand-over copies the fds: none closes while it does */
     for (size_t j = 0; j < lt->n_listens; j++) {
         bool kept = false;
         for (size_t i = 0; i < n && !kept; i++)
@@ -962,14 +962,28 @@ int gw_server_run(struct gw_server *s, char *err)
 int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n)
 {
     size_t k = 0;
+    int rc = 0;
 
+    *n = 0;
     if ((*fds = calloc(s->n_loops * GW_LOOP_LISTENS + 1, sizeof(**fds))) == NULL)
         return GW_ERR_NOMEM;
+    /* copies, made under the lock: a relayout may close a listener's socket once it is released, and
+       the number be reused by another file, before the hand-over sends them */
     pthread_mutex_lock(&s->layout_lock);
-    for (size_t t = 0; t < s->n_loops; t++)
-        for (size_t j = 0; j < s->loops[t].n_listens; j++)
-            (*fds)[k++] = s->loops[t].listens[j].fd;
+    for (size_t t = 0; t < s->n_loops && rc == 0; t++)
+        for (size_t j = 0; j < s->loops[t].n_listens && rc == 0; j++)
+            if (((*fds)[k] = fcntl(s->loops[t].listens[j].fd, F_DUPFD_CLOEXEC, 0)) < 0)
+                rc = GW_ERR_IO;
+            else
+                k++;
     pthread_mutex_unlock(&s->layout_lock);
+    if (rc != 0) {
+        while (k > 0)
+            close((*fds)[--k]);
+        free(*fds);
+        *fds = NULL;
+        return rc;
+    }
     *n = k;
     return 0;
 }

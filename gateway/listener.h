@@ -31,8 +31,10 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
                                   struct gw_inherited *inherited, char *err);
 
 /*
- * gw_server_listen_fds lists every listening socket, for a hand-over to a successor: a new array
- * (free it) of fds that stay the server's. 0 or GW_ERR_NOMEM. Any thread while the server runs.
+ * gw_server_listen_fds lists every listening socket, for a hand-over to a successor: a new array of
+ * new fds (close-on-exec), copies of the server's, which a reload may close meanwhile (the caller's:
+ * close each, free the array). 0, or GW_ERR_NOMEM or GW_ERR_IO with none. Any thread while the
+ * server runs.
  */
 int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n);
 

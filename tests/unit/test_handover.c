@@ -17,12 +17,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/err.h"
 #include "gateway/handover.h"
+#include "gateway/listener_local.h"
 
 #define NOBODY_UID 65534
 
@@ -356,6 +358,51 @@ static void test_serve_unpublished_leaves_path(void **state)
     assert_int_equal(rmdir(dir), 0); /* nothing else left there */
 }
 
+/*
+ * The sockets listed for a hand-over are its own copies: a reload that closes a listener's socket
+ * before they are sent (freeing its number for whatever opens next) leaves them open and listening.
+ */
+static void test_listen_fds_are_copies(void **state)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct gw_listen listens[2];
+    struct gw_loop loop;
+    struct gw_server *s = calloc(1, sizeof(*s));
+    socklen_t len;
+    size_t n = 0;
+    int *fds = NULL, on;
+
+    (void)state;
+    assert_non_null(s);
+    memset(listens, 0, sizeof(listens));
+    memset(&loop, 0, sizeof(loop));
+    for (size_t i = 0; i < 2; i++) {
+        assert_true((listens[i].fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+        assert_int_equal(bind(listens[i].fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        assert_int_equal(listen(listens[i].fd, 1), 0);
+    }
+    loop.listens = listens;
+    loop.n_listens = 2;
+    s->loops = &loop;
+    s->n_loops = 1;
+    pthread_mutex_init(&s->layout_lock, NULL);
+    assert_int_equal(gw_server_listen_fds(s, &fds, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < 2; i++)
+        close(listens[i].fd); /* the reload's relayout */
+    for (size_t i = 0; i < n; i++) {
+        len = sizeof(on);
+        on = 0;
+        assert_int_equal(getsockopt(fds[i], SOL_SOCKET, SO_ACCEPTCONN, &on, &len), 0);
+        assert_int_equal(on, 1);
+        assert_true(fcntl(fds[i], F_GETFD) & FD_CLOEXEC); /* nothing the gateway runs inherits them */
+        close(fds[i]);
+    }
+    free(fds);
+    pthread_mutex_destroy(&s->layout_lock);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_other_user_refused),    cmocka_unit_test(test_serve_private_from_bind),
         cmocka_unit_test(test_serve_follows_no_name), cmocka_unit_test(test_serve_refuses_open_directory),
         cmocka_unit_test(test_unconfirmed_stops),     cmocka_unit_test(test_serve_unpublished_leaves_path),
+        cmocka_unit_test(test_listen_fds_are_copies),
     };
 
     signal(SIGPIPE, SIG_IGN);
