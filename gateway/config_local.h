@@ -29,8 +29,9 @@ void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role 
 void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config *cfg);
 
 /*
- * gw_config_warn_handover warns of a handover_socket with neither cmp.revoked_file nor Redis: the
- * certificates revoked through a predecessor reach its successor through one of them alone.
+ * gw_config_warn_handover warns of a handover_socket without Redis: the two gateways of a hand-over
+ * share no replay cache; and without cmp.revoked_file either, as the certificates revoked through a
+ * predecessor reach its successor through one of them alone.
  */
 void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_config *cfg);
 

@@ -254,8 +254,14 @@ void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config
 
 void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_config *cfg)
 {
-    if (cfg->handover_socket == NULL || cfg->cmp.revoked_file != NULL ||
-        cfg->cmp.state.backend == GW_STATE_REDIS)
+    if (cfg->handover_socket == NULL || cfg->cmp.state.backend == GW_STATE_REDIS)
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.handover_socket: without cmp.state \"redis\" the two gateways of a hand-over keep replay "
+           "caches of their own: a request one of them accepted is accepted again by the other while the "
+           "predecessor drains, as by any gateway after a restart",
+           pc->name);
+    if (cfg->cmp.revoked_file != NULL)
         return;
     gw_log(GW_LOG_WARN, "config",
            "%s: $.handover_socket: without cmp.revoked_file (or cmp.state \"redis\") a successor takes the "

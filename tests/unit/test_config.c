@@ -2711,30 +2711,45 @@ static void test_handover_socket_count_at_reload(void **state)
 }
 
 /*
- * A hand-over without cmp.revoked_file (nor Redis) warns: its successor would take what was revoked
- * through its predecessor. With the file it does not.
+ * A hand-over without Redis warns that its two gateways (and any two across a restart) keep replay
+ * caches of their own; without cmp.revoked_file either, that the successor takes what was revoked
+ * through its predecessor. With Redis neither.
  */
-static void test_handover_without_revoked_file_warns(void **state)
+static void test_handover_without_shared_state_warns(void **state)
 {
-    static const struct edit bare[] = {E("\"signer\":", "\"handover_socket\": \"h.sock\", \"signer\":")};
-    static const struct edit kept[] = {
-        E("\"signer\":",
-          "\"handover_socket\": \"h.sock\", \"cmp\": {\"revoked_file\": \"r.list\"}, \"signer\":")};
+    static const char *const replays =
+        "cmpgw.json: $.handover_socket: without cmp.state \\\"redis\\\" the two "
+        "gateways of a hand-over keep replay caches of their own";
+    static const char *const revoked =
+        "cmpgw.json: $.handover_socket: without cmp.revoked_file (or cmp.state \\\"redis\\\") a "
+        "successor takes the certificates revoked through the gateway it takes over from";
+    static const struct {
+        const char *cmp;
+        bool replays, revoked;
+    } cases[] = {
+        {"", true, true},
+        {"\"cmp\": {\"revoked_file\": \"r.list\"}, ", true, false},
+        {"\"cmp\": {\"state\": {\"backend\": \"redis\", \"address\": \"127.0.0.1\"}}, ", false, false},
+    };
+    char repl[256];
     struct gw_config *cfg;
     char *log;
 
     (void)state;
-    cfg = parse_edits_logged(bare, 1, &log);
-    if (strstr(log,
-               "cmpgw.json: $.handover_socket: without cmp.revoked_file (or cmp.state \\\"redis\\\") a "
-               "successor takes the certificates revoked through the gateway it takes over from") == NULL)
-        fail_msg("no warning: %s", log);
-    gw_config_free(cfg);
-    free(log);
-    cfg = parse_edits_logged(kept, 1, &log);
-    assert_null(strstr(log, "handover_socket"));
-    gw_config_free(cfg);
-    free(log);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct edit e[1] = {{"\"signer\":", repl}};
+
+        snprintf(repl, sizeof(repl), "\"handover_socket\": \"h.sock\", %s\"signer\":", cases[i].cmp);
+        cfg = parse_edits_logged(e, 1, &log);
+        assert_non_null(cfg);
+        if ((strstr(log, replays) != NULL) != cases[i].replays ||
+            (strstr(log, revoked) != NULL) != cases[i].revoked)
+            fail_msg("case %zu: %s", i, log);
+        if (!cases[i].replays && !cases[i].revoked)
+            assert_null(strstr(log, "handover_socket"));
+        gw_config_free(cfg);
+        free(log);
+    }
 }
 
 /* A "trusted_proxies" range of every address loads with a warning: any client may claim any address. */
@@ -3838,7 +3853,7 @@ int main(void)
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_subjects_only_server_role_warns),
         cmocka_unit_test(test_storeless_local_warns),
-        cmocka_unit_test(test_handover_without_revoked_file_warns),
+        cmocka_unit_test(test_handover_without_shared_state_warns),
         cmocka_unit_test(test_handover_socket_count),
         cmocka_unit_test(test_handover_socket_count_at_reload),
         cmocka_unit_test(test_check_role),
