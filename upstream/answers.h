@@ -61,15 +61,18 @@ void gw_vault_map_error(long http_status, const char *body, size_t len, const ch
 bool gw_vault_no_entry(const char *body, size_t len);
 
 /*
- * gw_vault_unavailable: a 503 |body| that is Vault's own word that the node it reached handled
- * nothing, exactly {"errors": [<one message>]} naming a sealed node ("Vault is sealed") or a standby
- * without an active node to pass the request to ("no active Vault instance found", "node is not
- * active"). A 503 of anything else says nothing of what became of the request: a proxy's (Envoy's
- * "upstream connect error or disconnect/reset before headers", an ingress's page) may come after it
- * passed the request on to Vault, and an error of Vault's that only holds one of these words may
- * come from an engine that acted.
+ * gw_vault_own_refusal: an answer of |status| whose |body| is Vault's own word that it acted on nothing,
+ * written before any engine saw the call: exactly {"errors": [<one message>]}, the message one Vault's
+ * HTTP layer writes for that status: 403 "permission denied" (a token it does not know, or a policy
+ * that does not allow the path, in the words of Vault's and OpenBao's versions), 412 "required index
+ * state not present", 429 "request path "<path>": rate limit quota exceeded", 503 for a sealed node
+ * ("Vault is sealed") or a standby without an active node to pass the request to ("no active Vault
+ * instance found", "node is not active"). The same status from anything else says nothing of what
+ * became of the request: a proxy's or a WAF's (Envoy's "upstream connect error or disconnect/reset
+ * before headers", an ingress's page) may come after it passed the request on to Vault, and an error
+ * of Vault's that only holds one of these words may come from an engine that acted.
  */
-bool gw_vault_unavailable(const char *body, size_t len);
+bool gw_vault_own_refusal(long status, const char *body, size_t len);
 
 /* POST auth/<mount>/login: {"auth": {"client_token", "lease_duration", "renewable"}}. */
 struct gw_vault_login {

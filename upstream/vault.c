@@ -12,11 +12,11 @@
  * GW_VAULT_TOKEN_RENEW_MARGIN seconds before its lease ends, one login at a time (the others wait
  * for it). The token never reaches a log.
  *
- * Retries (vault_token.c): only answers that say nothing happened (412, 429, 503) are retried, with
- * doubling backoff, inside the upstream's deadline; a sign's 503 only when Vault's own
- * (gw_vault_unavailable). A timeout or transport error on sign has an unknown outcome and is
- * reported as such, never repeated; so has a sign's 503 of another, a proxy's, which may have passed
- * the call on.
+ * Retries (vault_token.c): only answers that say nothing happened (403 with a new token, 412, 429,
+ * 503) are retried, with doubling backoff, inside the upstream's deadline; a sign's only when Vault's
+ * own (gw_vault_own_refusal). A timeout or transport error on sign has an unknown outcome and is
+ * reported as such, never repeated; so has a sign's 403, 412, 429 or 503 of another, a proxy's or a
+ * WAF's, which may have passed the call on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -380,7 +380,7 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
                         struct gw_sign_result *res)
 {
     bool unread = false;
-    char why[GW_ERR_LEN];
+    char why[GW_ERR_LEN], what[GW_ERR_LEN];
     X509 *cert;
 
     if (rc != 0) {
@@ -405,12 +405,14 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
             "Vault's answer (HTTP %ld) is refused: it holds a certificate beside an error status",
             rsp->status);
         res->cert = cert;
-    } else if (rsp->status == 503 && !gw_vault_unavailable(rsp->body, rsp->body_len)) {
-        /* what answered is not Vault (a proxy), and may have passed the call on: never sent again */
-        unanswered(
-            GW_ERR_IO, rsp,
-            "HTTP 503, not Vault's own answer: what answered in front of Vault may have passed the call on",
-            why);
+    } else if (vault_resent_status(rsp->status) &&
+               !gw_vault_own_refusal(rsp->status, rsp->body, rsp->body_len)) {
+        /* what answered is not Vault (a proxy, a WAF), and may have passed the call on: never sent again */
+        snprintf(
+            what, sizeof(what),
+            "HTTP %ld, not Vault's own answer: what answered in front of Vault may have passed the call on",
+            rsp->status);
+        unanswered(GW_ERR_IO, rsp, what, why);
         gw_sign_result_fail(res, GW_ERR_IO, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "%s", why);
     } else {
         gw_vault_map_error(rsp->status, rsp->body, rsp->body_len, tok, &res->status, &res->fail_info,
@@ -425,8 +427,8 @@ static void sign_answer(const struct vault *v, const char *rid, const char *path
 /*
  * One sign call in flight without a thread (docs/design.md D24): the path and body are made on the
  * worker, the POST runs on the HTTP client's transfer thread, and the answer is read there. An
- * answer that says nothing happened and asks for another try (a 403 for an expired token, 412, 429,
- * Vault's own 503) goes on to a thread of its own that repeats the call the synchronous way (vault_call).
+ * answer that says nothing happened and asks for another try (Vault's own 403 for an expired token,
+ * 412, 429, 503) goes on to a thread of its own that repeats the call the synchronous way (vault_call).
  */
 struct sign_call {
     struct vault *v;

@@ -70,14 +70,37 @@ bool gw_vault_no_entry(const char *body, size_t len)
     return gw_vault_parse_error(body, len, NULL, &e, why) == 0 && e.message[0] == '\0';
 }
 
-/* Vault's (and OpenBao's) messages of a 503 its HTTP layer answers before any engine sees the request. */
-static const char *const unavailable_messages[] = {
-    "Vault is sealed",                /* consts.ErrSealed */
-    "no active Vault instance found", /* a standby that knows no active node (respondStandby) */
-    "node is not active",             /* the same without HA */
+/*
+ * Vault's (and OpenBao's) own refusals, written by its HTTP layer or request handling before any engine
+ * sees the call: the status and the one message, whole, or the words around the quoted request path a
+ * 429 names (Go's %q of its logical path, never empty).
+ */
+static const struct own_refusal {
+    long status;
+    const char *text;  /* the whole message, or what it starts with when |after| is set */
+    const char *after; /* NULL, or what it ends with after the request path */
+} own_refusals[] = {
+    {403, "permission denied", NULL},                            /* a token unknown: OpenBao */
+    {403, "1 error occurred:\n\t* permission denied\n\n", NULL}, /* a policy that denies */
+    {403, "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n", NULL}, /* unknown: Vault */
+    {412, "required index state not present", NULL},           /* ErrMissingRequiredState (X-Vault-Index) */
+    {429, "request path \"", "\": rate limit quota exceeded"}, /* rateLimitQuotaWrapping */
+    {503, "Vault is sealed", NULL},                            /* consts.ErrSealed */
+    {503, "no active Vault instance found", NULL}, /* a standby that knows no active node (respondStandby) */
+    {503, "node is not active", NULL},             /* the same without HA */
 };
 
-bool gw_vault_unavailable(const char *body, size_t len)
+/* Whether the message |m| of |n| bytes is |r|'s. */
+static bool refusal_matches(const struct own_refusal *r, const char *m, size_t n)
+{
+    size_t head = strlen(r->text), tail = r->after != NULL ? strlen(r->after) : 0;
+
+    if (r->after == NULL)
+        return n == head && memcmp(m, r->text, head) == 0;
+    return n > head + tail && memcmp(m, r->text, head) == 0 && memcmp(m + n - tail, r->after, tail) == 0;
+}
+
+bool gw_vault_own_refusal(long status, const char *body, size_t len)
 {
     char why[GW_ERR_LEN];
     json_object *root = gw_field_document(body, len, "not Vault JSON", why);
@@ -87,10 +110,10 @@ bool gw_vault_unavailable(const char *body, size_t len)
     if (root != NULL && json_object_object_length(root) == 1 &&
         json_object_is_type(errors, json_type_array) && json_object_array_length(errors) == 1 &&
         json_object_is_type(e = json_object_array_get_idx(errors, 0), json_type_string)) {
-        for (size_t i = 0; !own && i < sizeof(unavailable_messages) / sizeof(unavailable_messages[0]); i++)
-            own = (size_t)json_object_get_string_len(e) == strlen(unavailable_messages[i]) &&
-                  memcmp(json_object_get_string(e), unavailable_messages[i],
-                         strlen(unavailable_messages[i])) == 0;
+        for (size_t i = 0; !own && i < sizeof(own_refusals) / sizeof(own_refusals[0]); i++)
+            own = own_refusals[i].status == status &&
+                  refusal_matches(&own_refusals[i], json_object_get_string(e),
+                                  (size_t)json_object_get_string_len(e));
     }
     json_object_put(root);
     return own;

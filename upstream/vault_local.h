@@ -49,8 +49,8 @@ struct attempts {
     unsigned gen; /* the token generation last sent */
     char *tok;    /* the token last sent (vault_free_token), or NULL: its answer is masked of it */
     /* a sign's: an attempt sent before the deadline has the client's whole timeout, so that a
-       certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten; and a 503
-       is sent again only when Vault's own (vault_send_again) */
+       certificate Vault issues late is still heard of (recorded, withdrawn), not forgotten; and a 403,
+       412, 429 or 503 is sent again only when Vault's own (vault_send_again) */
     bool whole_sends;
     /* a revocation's: an end its caller may lower while it runs (gw_http_request_until); NULL: none */
     const _Atomic uint64_t *end;
@@ -87,6 +87,10 @@ void vault_mask_token(const struct gw_http_response *rsp, const char *tok);
 /* A call's first attempt: its deadline the upstream's timeout from now. vault_attempts_cleanup after. */
 struct attempts vault_attempts_start(const struct vault *v);
 void vault_attempts_cleanup(struct attempts *a);
+
+/* The statuses an answer is sent again on, Vault's word that it acted on nothing: 403 (with a new token),
+   412, 429, 503; for a sign only when the answer is Vault's own (gw_vault_own_refusal). */
+bool vault_resent_status(long status);
 
 /* Whether the answer |rsp| to |path| is to be sent again, after *sleep_ms (a 403: a new token). */
 int vault_send_again(struct vault *v, struct attempts *a, const char *path,

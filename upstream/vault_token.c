@@ -3,8 +3,8 @@
  * (re-read once on 403), or a cert-auth login with the gateway's TLS client certificate whose token
  * is cached and re-obtained GW_VAULT_TOKEN_RENEW_MARGIN seconds before its lease ends, one login at
  * a time (the others wait for it); and one API call that sends it, retried only on the answers that
- * guarantee nothing happened (412, 429, 503; for a sign, a 503 of Vault's own only: vault_send_again). The
- * token never reaches a log, not even quoted by an answer.
+ * guarantee nothing happened (403 with a new token, 412, 429, 503; for a sign, only Vault's own:
+ * vault_send_again). The token never reaches a log, not even quoted by an answer.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -327,9 +327,14 @@ static void token_invalidate(struct vault *v, unsigned gen)
 
 static int retryable(long status)
 {
-    /* 412 (eventual consistency), 429 (quota), 503 (sealed, standby): Vault did nothing; a 503 may be a
+    /* 412 (eventual consistency), 429 (quota), 503 (sealed, standby): Vault did nothing; each may be a
        proxy's too, after it passed the call on: a sign sends it again only when Vault's (vault_send_again) */
     return status == 412 || status == 429 || status == 503;
+}
+
+bool vault_resent_status(long status)
+{
+    return status == 403 || retryable(status);
 }
 
 /*
@@ -433,8 +438,9 @@ static bool holds_cert(const struct gw_http_response *rsp)
  * Whether the answer |rsp| to |path| is to be sent again: a 403 fetches a new token and tries
  * once more; 412, 429 and 503 are retried after *sleep_ms while the deadline allows. None is that holds
  * a certificate: Vault issued it, and another call would issue another. Nor is a sign's (whole_sends)
- * 503 that is not Vault's own (gw_vault_unavailable): what answered, a proxy, may have passed the call
- * on to Vault, which may have issued, and another call would issue another; its outcome is unknown.
+ * that is not Vault's own refusal (gw_vault_own_refusal): what answered, a proxy or a WAF, may have
+ * passed the call on to Vault, which may have issued, and another call would issue another; its outcome
+ * is unknown.
  */
 int vault_send_again(struct vault *v, struct attempts *a, const char *path,
                      const struct gw_http_response *rsp, uint64_t *sleep_ms)
@@ -442,9 +448,10 @@ int vault_send_again(struct vault *v, struct attempts *a, const char *path,
     long status = rsp->status;
 
     *sleep_ms = 0;
-    if ((status == 403 || retryable(status)) && holds_cert(rsp))
+    if (vault_resent_status(status) && holds_cert(rsp))
         return 0;
-    if (status == 503 && a->whole_sends && !gw_vault_unavailable(rsp->body, rsp->body_len))
+    if (vault_resent_status(status) && a->whole_sends &&
+        !gw_vault_own_refusal(status, rsp->body, rsp->body_len))
         return 0;
     if (status == 403 && !a->reauth && (v->vc->token_file != NULL || v->vc->auth_cert_mount != NULL)) {
         a->reauth = 1;

@@ -67,7 +67,7 @@ ELSEWHERE = {
     "cfssl_unexpected": ("../unit/test_cfssl.c", ": HTTP "),
     "cfssl_certificate_beside_failure": ("../unit/test_cfssl.c", "false; cfssl's error: "),
     "vault_sans_do_not_fit": ("../unit/test_vault.c", "the subjectAltNames do not fit"),
-    "vault_sign_503_not_vaults": ("../unit/test_vault.c", "not Vault's own answer"),
+    "vault_sign_refusal_not_vaults": ("../unit/test_vault.c", "not Vault's own answer"),
     "vault_answer_unread": ("../unit/test_vault.c", "its audit device), do not retry blindly"),
     "cfssl_answer_unread": ("../unit/test_cfssl.c", "(cfssl may have issued: see its database), not retried"),
     "upstream_refused_gateway": ("test_cmp_upstream.py", " did not accept the gateway's own request (its "),

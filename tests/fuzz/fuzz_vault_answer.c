@@ -67,6 +67,7 @@ static void sign(const char *body, size_t len)
 
 static void others(const char *body, size_t len)
 {
+    static const long refusal_statuses[] = {403, 412, 429, 503};
     struct gw_vault_error e;
     struct gw_vault_revoked r;
     struct gw_vault_cert c;
@@ -75,10 +76,11 @@ static void others(const char *body, size_t len)
     int rc;
 
     fuzz_check_reason("error", gw_vault_parse_error(body, len, SECRET, &e, err), err);
-    /* Vault's own 503 is one message alone: an error answer that reads, and that names something */
-    if (gw_vault_unavailable(body, len) &&
-        (gw_vault_parse_error(body, len, NULL, &e, err) != 0 || e.message[0] == '\0'))
-        fuzz_die("unavailable: not an error answer of one message");
+    /* Vault's own refusal is one message alone: an error answer that reads, and that names something */
+    for (size_t i = 0; i < sizeof(refusal_statuses) / sizeof(refusal_statuses[0]); i++)
+        if (gw_vault_own_refusal(refusal_statuses[i], body, len) &&
+            (gw_vault_parse_error(body, len, NULL, &e, err) != 0 || e.message[0] == '\0'))
+            fuzz_die("own refusal: not an error answer of one message");
     err[0] = '\0';
     rc = gw_vault_parse_revoke(body, len, SECRET, &r, err);
     fuzz_check_reason("revoke", rc, err);

@@ -539,49 +539,78 @@ static void test_vault_error(void **state)
 }
 
 /*
- * A 503 that is Vault's own word that the node handled nothing: one key, one entry, one of Vault's
- * messages, whole. Its twins: a proxy's text or page, JSON of another shape, more beside it, the
- * message inside a longer one or cut by a NUL, a document with more after it.
+ * An answer that is Vault's own word that it acted on nothing: one key, one entry, the message Vault's
+ * HTTP layer writes for that status, whole (a 429's around the request path it names). Its twins: a
+ * proxy's text or page, JSON of another shape, more beside it, the message inside a longer one or cut
+ * by a NUL, a document with more after it, another status's message.
  */
-static void test_vault_unavailable(void **state)
+static void test_vault_own_refusal(void **state)
 {
     static const struct {
+        long status;
         const char *body;
         bool own;
     } cases[] = {
-        {"{\"errors\":[\"Vault is sealed\"]}", true},
-        {"{\"errors\": [\"Vault is sealed\"]}\n", true},
-        {"{\"errors\":[\"no active Vault instance found\"]}", true},
-        {"{\"errors\":[\"node is not active\"]}", true},
-        {"upstream connect error or disconnect/reset before headers. reset reason: overflow", false},
-        {"<html><body>503 Service Unavailable</body></html>", false},
-        {"", false},
-        {"{}", false},
-        {"{\"errors\":[]}", false},
-        {"{\"errors\":null}", false},
-        {"{\"errors\":\"Vault is sealed\"}", false},
-        {"{\"errors\":[42]}", false},
-        {"{\"errors\":[\"Vault is sealed\",\"Vault is sealed\"]}", false},
-        {"{\"errors\":[\"Vault is sealed\"],\"warnings\":[]}", false},
-        {"{\"errors\":[\"vault is sealed\"]}", false},
-        {"{\"errors\":[\"Vault is sealed.\"]}", false},
-        {"{\"errors\":[\"error: Vault is sealed\"]}", false},
-        {"{\"errors\":[\"Vault is sealed\\u0000\"]}", false},
-        {"{\"errors\":[\"Vault is sealed\"]}{}", false},
-        {"{\"errors\":[\"Vault is sealed\"]", false},
-        {"[{\"errors\":[\"Vault is sealed\"]}]", false},
+        {503, "{\"errors\":[\"Vault is sealed\"]}", true},
+        {503, "{\"errors\": [\"Vault is sealed\"]}\n", true},
+        {503, "{\"errors\":[\"no active Vault instance found\"]}", true},
+        {503, "{\"errors\":[\"node is not active\"]}", true},
+        {503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false},
+        {503, "<html><body>503 Service Unavailable</body></html>", false},
+        {503, "", false},
+        {503, "{}", false},
+        {503, "{\"errors\":[]}", false},
+        {503, "{\"errors\":null}", false},
+        {503, "{\"errors\":\"Vault is sealed\"}", false},
+        {503, "{\"errors\":[42]}", false},
+        {503, "{\"errors\":[\"Vault is sealed\",\"Vault is sealed\"]}", false},
+        {503, "{\"errors\":[\"Vault is sealed\"],\"warnings\":[]}", false},
+        {503, "{\"errors\":[\"vault is sealed\"]}", false},
+        {503, "{\"errors\":[\"Vault is sealed.\"]}", false},
+        {503, "{\"errors\":[\"error: Vault is sealed\"]}", false},
+        {503, "{\"errors\":[\"Vault is sealed\\u0000\"]}", false},
+        {503, "{\"errors\":[\"Vault is sealed\"]}{}", false},
+        {503, "{\"errors\":[\"Vault is sealed\"]", false},
+        {503, "[{\"errors\":[\"Vault is sealed\"]}]", false},
+        {503, "{\"errors\":[\"permission denied\"]}", false},
+        {403, "{\"errors\":[\"permission denied\"]}", true},
+        {403, "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"]}\n", true},
+        {403, "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}",
+         true},
+        {403, "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\"]}", false},
+        {403, "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* blocked\\n\\n\"]}", false},
+        {403, "{\"errors\":[\"permission denied\\u0000\"]}", false},
+        {403, "{\"errors\":[\"Permission Denied\"]}", false},
+        {403, "<html><head><title>403 Forbidden</title></head></html>", false},
+        {403, "{\"errors\":[\"Vault is sealed\"]}", false},
+        {412, "{\"errors\":[\"required index state not present\"]}", true},
+        {412, "{\"errors\":[]}", false},
+        {412, "{\"errors\":[\"required index state not present \"]}", false},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}", true},
+        {429, "{\"errors\":[\"request path \\\"ns1/pki/sign/a b\\\": rate limit quota exceeded\"]}\n", true},
+        {429, "{\"errors\":[\"request path \\\"\\\": rate limit quota exceeded\"]}", false},
+        {429, "{\"errors\":[\"request path \\\": rate limit quota exceeded\"]}", false},
+        {429, "{\"errors\":[\"rate limit quota exceeded\"]}", false},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded!\"]}", false},
+        {429, "{\"errors\":[\"x request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}", false},
+        {429, "<html><head><title>429 Too Many Requests</title></head></html>", false},
+        {412, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}", false},
+        {500, "{\"errors\":[\"permission denied\"]}", false},
+        {200, "{\"errors\":[\"Vault is sealed\"]}", false},
     };
+    static const long statuses[] = {403, 412, 429, 503};
     size_t i, len;
 
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *body = body_of(cases[i].body, &len);
 
-        if (gw_vault_unavailable(body, len) != cases[i].own)
-            fail_msg("case %zu: %s", i, cases[i].body);
+        if (gw_vault_own_refusal(cases[i].status, body, len) != cases[i].own)
+            fail_msg("case %zu: %ld %s", i, cases[i].status, cases[i].body);
         free(body);
     }
-    assert_false(gw_vault_unavailable(NULL, 0));
+    for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+        assert_false(gw_vault_own_refusal(statuses[i], NULL, 0));
 }
 
 #define LOGIN(x) "{\"auth\":{\"client_token\":\"hvb.tok\",\"lease_duration\":" x ",\"renewable\":false}}"
@@ -1390,7 +1419,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_document),          cmocka_unit_test(test_vault_error),
-        cmocka_unit_test(test_vault_unavailable), cmocka_unit_test(test_vault_login),
+        cmocka_unit_test(test_vault_own_refusal), cmocka_unit_test(test_vault_login),
         cmocka_unit_test(test_vault_sign),        cmocka_unit_test(test_vault_answer_cert),
         cmocka_unit_test(test_vault_revoke),      cmocka_unit_test(test_vault_cert),
         cmocka_unit_test(test_vault_role),        cmocka_unit_test(test_cfssl_envelope),

@@ -888,7 +888,8 @@ static void test_sign_errors(void **state)
         {403, "{\"errors\":[\"permission denied\"]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail,
          "Vault denied the gateway: permission denied (HTTP 403); the gateway's token", 2},
         {404, "{\"errors\":[]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault role or mount not found", 1},
-        {412, "{\"errors\":[]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy", 3},
+        {412, "{\"errors\":[\"required index state not present\"]}", OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         "Vault is busy: required index state not present (HTTP 412); retry later", 3},
         {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}",
          OSSL_CMP_PKIFAILUREINFO_systemUnavail, "Vault is busy: request path \"pki/sign/web\": rate limit",
          3},
@@ -1191,10 +1192,11 @@ static void test_sign_other_2xx(void **state)
     fx_cleanup(&f);
 }
 
-/* 412 then 200: the retry succeeds; 200 with warnings and a certificate is a success. */
+/* Vault's 412 then 200: the retry succeeds; 200 with warnings and a certificate is a success. */
 static void test_sign_retry_then_ok(void **state)
 {
-    struct answer script[2] = {{412, "{\"errors\":[]}", 0}, {200, NULL, 0}};
+    struct answer script[2] = {{412, "{\"errors\":[\"required index state not present\"]}", 0},
+                               {200, NULL, 0}};
     struct gw_sign_result res;
     struct fx f;
 
@@ -1280,6 +1282,95 @@ static void test_sign_503_not_vaults(void **state)
     fake_script(script, 2);
     assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
     assert_int_equal(fake_n_reqs(), 2);
+    fx_cleanup(&f);
+}
+
+/*
+ * A sign answered 403, 412 or 429 is sent again only when the answer is Vault's own, the one message
+ * its HTTP layer writes before the PKI engine sees the call: a 403 "permission denied" (a token Vault
+ * does not know, in OpenBao's words and Vault's, or a policy that does not allow the path), a 412
+ * "required index state not present", a 429 "request path ...: rate limit quota exceeded". The same
+ * status from anything else (a proxy's or a WAF's page, JSON of another shape, Vault's words with more
+ * beside them) may come after the call was passed on to Vault, which may have issued: the outcome is
+ * unknown, said so, and the sign is not sent again. Once, every such answer was sent again, and a
+ * certificate Vault issued for the first went unrecorded. Each case runs from the asynchronous call (the
+ * first answer) and from its synchronous repetition (a Vault sealed first, then the answer). A
+ * revocation, which may be asked twice, repeats any of them.
+ */
+static void test_sign_refusals_not_vaults(void **state)
+{
+    static const struct {
+        int status;
+        const char *body;
+        bool vaults; /* sent again, then answered 200 */
+    } cases[] = {
+        {403, "{\"errors\":[\"permission denied\"]}", true},
+        {403, "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"]}\n", true},
+        {403, "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}\n",
+         true},
+        {403, "<html><head><title>403 Forbidden</title></head><body>Request blocked</body></html>", false},
+        {403, "{\"message\":\"Forbidden\"}", false},
+        {403, "", false},
+        {403, "{\"errors\":[\"Permission denied\"]}", false},
+        {403, "{\"errors\":[\"permission denied\",\"x\"]}", false},
+        {403, "{\"errors\":[\"permission denied by the ingress\"]}", false},
+        {403, "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"],\"data\":{}}", false},
+        {412, "{\"errors\":[\"required index state not present\"]}\n", true},
+        {412, "{\"errors\":[]}", false},
+        {412, "<html><body><h1>412 Precondition Failed</h1></body></html>", false},
+        {412, "{\"errors\":[\"required index state not present\\u0000\"]}", false},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]}\n", true},
+        {429, "<html><head><title>429 Too Many Requests</title></head></html>", false},
+        {429, "{\"errors\":[\"rate limit quota exceeded\"]}", false},
+        {429, "{\"errors\":[\"request path \\\"\\\": rate limit quota exceeded\"]}", false},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded.\"]}", false},
+        {429, "{\"errors\":[\"request path \\\"pki/sign/web\\\": rate limit quota exceeded\"]} trailing",
+         false},
+        {429, "{\"errors\":[\"Vault is sealed\"]}", false},
+    };
+    static const int statuses[] = {403, 412, 429};
+    const struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0}, ok = {200, NULL, 0};
+    char err[GW_ERR_LEN], what[64];
+    struct gw_sign_result res;
+    struct answer script[3];
+    struct fx f;
+
+    (void)state;
+    fx_init(&f, 5000);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int first_sealed = 0; first_sealed <= 1; first_sealed++) {
+            int n = 0;
+
+            if (first_sealed)
+                script[n++] = sealed;
+            script[n++] = (struct answer){cases[i].status, cases[i].body, 0};
+            script[n++] = ok;
+            fake_script(script, n);
+            sign(&f, &res);
+            print_message("case %zu (%s): %s\n", i, first_sealed ? "repeated" : "first", res.reason);
+            assert_int_equal(fake_n_reqs(), n - (cases[i].vaults ? 0 : 1));
+            if (cases[i].vaults) {
+                assert_int_equal(res.status, 0);
+                assert_non_null(res.cert);
+            } else {
+                snprintf(what, sizeof(what), "(HTTP %d, not Vault's own answer", cases[i].status);
+                assert_int_equal(res.status, GW_ERR_IO);
+                assert_null(res.cert);
+                assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+                assert_non_null(strstr(res.reason, what));
+                assert_non_null(strstr(res.reason, "the outcome is unknown, do not retry blindly"));
+            }
+            gw_sign_result_cleanup(&res);
+        }
+    }
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        script[0] = (struct answer){statuses[i], "<html>blocked by the ingress</html>", 0};
+        script[1] =
+            (struct answer){200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0};
+        fake_script(script, 2);
+        assert_int_equal(gw_upstream_revoke(f.up, leaf, CRL_REASON_KEY_COMPROMISE, err), 0);
+        assert_int_equal(fake_n_reqs(), 2);
+    }
     fx_cleanup(&f);
 }
 
@@ -2887,9 +2978,12 @@ static void test_token_escaped_masked(void **state)
             if (strstr(res.reason, "hvs.") != NULL || strstr(res.reason, "for token ****") == NULL)
                 fail_msg("%s step %zu: reason \"%s\"", toks[t], steps[s], res.reason);
             gw_sign_result_cleanup(&res);
-            /* cut at GW_MAX_VAULT_QUOTE inside the token: none of it is left */
-            snprintf(body, sizeof(body), "{\"errors\":[\"%s %s is expiring\"]}", pad, e);
-            fake_script(&(struct answer){403, body, 0}, 1);
+            /* cut at GW_MAX_VAULT_QUOTE inside the token: none of it is left (a 404's reason, whose words
+               around the quote are as long as a 403's, with three bytes fewer of pad before the token: a 403
+               that is not Vault's own is not quoted) */
+            snprintf(body, sizeof(body), "{\"errors\":[\"%.*s %s is expiring\"]}", (int)sizeof(pad) - 4, pad,
+                     e);
+            fake_script(&(struct answer){404, body, 0}, 1);
             sign(&f, &res);
             if (strstr(res.reason, "hvs.") != NULL || strstr(res.reason, "x ****") == NULL)
                 fail_msg("%s step %zu: cut reason \"%s\"", toks[t], steps[s], res.reason);
@@ -2950,6 +3044,7 @@ int main(void)
         cmocka_unit_test(test_sign_other_2xx),
         cmocka_unit_test(test_sign_retry_then_ok),
         cmocka_unit_test(test_sign_503_not_vaults),
+        cmocka_unit_test(test_sign_refusals_not_vaults),
         cmocka_unit_test(test_sign_timeout_not_retried),
         cmocka_unit_test(test_sign_not_resent_on_a_reused_connection),
         cmocka_unit_test(test_sign_retry_bounded_by_deadline),
