@@ -446,6 +446,23 @@ class VaultFrontDoor(harness.GatewayTestCase):
                 self.assert_rejected(res, bit, *texts)
                 self.assertEqual(len(self.vault.since(mark, "sign/flaky")), calls)
 
+    def test_sign_refusal_not_vaults_not_resent(self):
+        """A sign answered 403, 412 or 429 in other words than Vault's own (a proxy or a WAF in front of Vault,
+        which may have passed the call on to Vault) is not sent again: Vault may have issued, and the client
+        is told the outcome is unknown. Vault's own words for the same statuses are sent again
+        (test_vault_failures, test_bad_token). Once, the sign was sent again, and the second call issued."""
+        for i, status in enumerate((403, 412, 429)):
+            with self.subTest(status=status):
+                self.vault.control({"force_status": status, "force_count": 1,
+                                    "force_message": "blocked by the ingress", "match": "sign/flaky"})
+                mark = self.vault.mark()
+                res, _, _ = self.p10cr("vault-flaky", "v-notvaults%d" % i, "/CN=notvaults%d.example.com" % i,
+                                       expect_cert=False)
+                self.assert_rejected(res, "systemUnavail",
+                                     "Vault did not answer (HTTP %d, not Vault's own answer" % status,
+                                     "the outcome is unknown, do not retry blindly")
+                self.assertEqual(len(self.vault.since(mark, "sign/flaky")), 1)
+
     def test_token_echoed_by_an_answer_masked(self):
         """An answer that quotes the X-Vault-Token it was sent (a plugin or a proxy in front of Vault echoing
         the request) has the token masked before the gateway reads it: the client's statusString, the log

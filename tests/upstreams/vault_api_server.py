@@ -18,10 +18,12 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
                        certificate issued and the outcome unknown, like a real CA); read as the
                        request arrives, before it is logged, so that a test that saw it in the log
                        may change the switches without changing how long it is held
-  force_status   int   answer this status instead: 403 permission denied, 404 no handler for route
-                       (the mount gone), 412, 429, 500, 503 "Vault is sealed"; with force_count N only
-                       the next N requests
-  force_message  str   the forced answer's error message instead, "{token}" in it replaced by the
+  force_status   int   answer this status instead, with Vault's own words for it: 403 "permission
+                       denied", 404 no handler for route (the mount gone), 412 "required index state
+                       not present", 429 'request path "<path>": rate limit quota exceeded', 500,
+                       503 "Vault is sealed"; with force_count N only the next N requests
+  force_message  str   the forced answer's error message instead (what a proxy or a WAF in front of
+                       Vault might say in Vault's envelope), "{token}" in it replaced by the
                        request's X-Vault-Token (a plugin or a proxy that echoes the request), and
                        "{token_u}" by the same with every other character, from the first, a JSON
                        u-escape (a backslash, "u", four hex digits): the same string to a JSON parser
