@@ -40,8 +40,10 @@ VAULT = {
                       "ext_key_usage": ["ClientAuth"], "ext_key_usage_oids": [], "server_flag": False,
                       "client_flag": True}),
     "error": {"errors": ["permission denied", "1 error occurred:\n\t* role not found\n\n"]},
-    # Vault's own 503 (gw_vault_unavailable): one key, one message
+    # Vault's own refusals (gw_vault_own_refusal): one key, one message
     "error-sealed": {"errors": ["Vault is sealed"]},
+    "error-denied": {"errors": ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]},
+    "error-quota": {"errors": ['request path "pki/sign/web": rate limit quota exceeded']},
     # the token fuzz_vault_answer masks ("root"): as a word, at either end of a string, before an escaped
     # line feed, in strings nested in arrays and objects; and inside a word or a run of base64 (not masked)
     "error-token": {"errors": ["root", "token root denied", "rootx", "/root+", "a.root", "root\n"],
