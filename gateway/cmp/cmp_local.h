@@ -48,15 +48,27 @@ struct cmp_signer_health; /* signer.h */
 struct gw_cluster;
 struct gw_x509_links;
 
+/*
+ * The messageTime check and the lifetimes beside it, as the first configuration set them: a reload keeps
+ * them (a restart applies a change), for the replay cache they sized must cover every messageTime the
+ * check lets through (cmp_times_init).
+ */
+struct cmp_times {
+    uint32_t message_time_window; /* s */
+    uint32_t transaction_ttl;     /* s */
+    time_t replay_ttl;            /* s a transactionID counts as seen, here and in Redis */
+};
+
 struct gw_cmp_engine {
     struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
     struct gw_upstream_set *ups;
     /* shared by every engine built from this one's predecessor (a reload): the open transactions
        and the replay cache outlive a configuration; the audit log too while its file stays */
     struct cmp_shared *shared;
-    struct gw_txn_table *txns;  /* shared->txns */
-    struct gw_replay *replay;   /* shared->replay */
-    struct gw_cluster *cluster; /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
+    struct gw_txn_table *txns;     /* shared->txns */
+    struct gw_replay *replay;      /* shared->replay */
+    struct gw_cluster *cluster;    /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
+    const struct cmp_times *times; /* shared's: the window and TTLs, restart-only */
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */

@@ -60,6 +60,7 @@ struct cmp_shared {
     struct cmp_revoked *revoked;
     struct cmp_recent *recent;
     struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
+    struct cmp_times times;     /* the first configuration's too */
 };
 
 static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *err)
@@ -70,9 +71,10 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
+    cmp_times_init(&sh->times, cfg->cmp);
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
     sh->replay =
-        gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, cmp_replay_ttl(cfg->cmp));
+        gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, sh->times.replay_ttl);
     sh->recent = cmp_recent_new();
     if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL ||
         (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
@@ -112,6 +114,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->txns = e->shared->txns;
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
+    e->times = &e->shared->times;
     e->revoked = e->shared->revoked;
     e->recent = e->shared->recent;
     if (cmp_withdrawals_init(e) != 0) {
@@ -447,7 +450,7 @@ static void close_slot(struct cmp_call *c, const struct cmp_txn *t)
 static int park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t ttl = (time_t)c->e->cfg.cmp->transaction_ttl + cmp_poll_extra_ttl(t);
+    time_t ttl = (time_t)c->e->times->transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&

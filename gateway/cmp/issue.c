@@ -98,7 +98,7 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 
     if (rc == 0 && c->e->cluster != NULL &&
         (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->quota,
-                                 (time_t)cc->transaction_ttl + cmp_poll_extra_ttl(t),
+                                 (time_t)c->e->times->transaction_ttl + cmp_poll_extra_ttl(t),
                                  cc->max_transactions_per_identity, err)) != 0)
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     if (rc == 0) {

@@ -193,30 +193,32 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
 /* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
 static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
+    const struct cmp_times *tm = c->e->times; /* the window the replay cache was sized for, not a reload's */
     long long off;
 
     if (!c->hdr.has_message_time) {
-        if (!cc->require_message_time)
+        if (!c->e->cfg.cmp->require_message_time)
             return 0;
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
                           "messageTime is missing: this server requires it");
     }
     off = (long long)c->hdr.message_time - (long long)c->now;
-    if (cc->message_time_window == 0 || llabs(off) <= (long long)cc->message_time_window)
+    if (tm->message_time_window == 0 || llabs(off) <= (long long)tm->message_time_window)
         return 0;
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
                       "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)",
-                      off, cc->message_time_window);
+                      off, tm->message_time_window);
 }
 
-time_t cmp_replay_ttl(const struct gw_cmp_conf *cc)
+void cmp_times_init(struct cmp_times *t, const struct gw_cmp_conf *cc)
 {
     time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
 
     if (2 * window < (time_t)cc->transaction_ttl)
         window = (cc->transaction_ttl + 1) / 2;
-    return 2 * window;
+    *t = (struct cmp_times){.message_time_window = cc->message_time_window,
+                            .transaction_ttl = cc->transaction_ttl,
+                            .replay_ttl = 2 * window};
 }
 
 /* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */
@@ -265,7 +267,7 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
 
 /*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
- * seen by any instance (for the same time, cmp_replay_ttl).
+ * seen by any instance (for the same time, cmp_times.replay_ttl).
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
@@ -276,7 +278,7 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, t->quota, cmp_replay_ttl(cc),
+                             c->hdr.sender_nonce_len, t->quota, c->e->times->replay_ttl,
                              cc->max_recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,

@@ -34,9 +34,11 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 /* cmp_describe_call fills what the audit records of this request say about where it came from. */
 void cmp_describe_call(struct cmp_call *c);
 
-/* cmp_replay_ttl: how long a transactionID counts as seen: twice the messageTime window (older
- * messages fail badTime), at least a transaction TTL. */
-time_t cmp_replay_ttl(const struct gw_cmp_conf *cc);
+/*
+ * cmp_times_init: |cc|'s window and TTLs into |t|. A transactionID counts as seen for twice the messageTime
+ * window (older messages fail badTime), at least a transaction TTL.
+ */
+void cmp_times_init(struct cmp_times *t, const struct gw_cmp_conf *cc);
 
 /*
  * cmp_quota_key: whose share of the per-identity caps (cmp.max_transactions_per_identity,

@@ -8033,6 +8033,70 @@ static void test_tid_reused_after_ttl(void **state)
 }
 
 /*
+ * The messageTime window is the one the gateway started with, as the replay cache's TTL is: a reload
+ * from 300 s to 3600 s applies neither (the reload warns so). Once, the check took the new window at
+ * once while the cache kept its 600 s: the first ir sent again 1000 s later, under the reloaded
+ * engine, was issued a second certificate. Twin: under the first engine, refused as well.
+ */
+static void test_reload_keeps_message_time_window(void **state)
+{
+    struct env *first = env_new(CMP_DEFAULTS), *second;
+    struct client cl = {.env = first};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char desc[4096];
+
+    (void)state;
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    second = env_reload(first, &(struct env_opts){.cmp = "\"message_time_window\": \"3600s\", "
+                                                         "\"transaction_ttl\": \"300s\", "
+                                                         "\"max_transactions_per_identity\": 100"});
+    ahead_secs = 1000;
+    for (int i = 0; i < 2; i++) {
+        struct env *e = i == 0 ? second : first;
+
+        gw_cmp_engine_set_clock(e->engine, ahead_clock);
+        resend_first(e, &cl, desc, sizeof(desc));
+        assert_non_null(strstr(desc, "off the server clock"));
+        assert_non_null(strstr(desc, "300 s)")); /* the window that runs (the text's ± printed escaped) */
+        assert_null(strstr(desc, "certificate:"));
+    }
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(second);
+    env_free(first);
+}
+
+/*
+ * transaction_ttl is the one the gateway started with too: a transaction opened after a reload from 300 s
+ * to 10 s still waits 300 s for its certConf. Once, the reload applied it to new transactions (though it
+ * warned it would not), beside a replay cache sized by the first.
+ */
+static void test_reload_keeps_transaction_ttl(void **state)
+{
+    struct env *first = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .confirm = 1}), *second;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    second = env_reload(first, &(struct env_opts){.cmp = "\"message_time_window\": \"300s\", "
+                                                         "\"transaction_ttl\": \"10s\", "
+                                                         "\"max_transactions_per_identity\": 100",
+                                                  .confirm = 1});
+    cl = (struct client){.env = second, .tamper = drop_certconf};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+    assert_int_equal(gw_cmp_engine_open_transactions(second->engine), 1);
+    gw_cmp_engine_expire(second->engine, time(NULL) + 10 + 2);
+    assert_int_equal(gw_cmp_engine_open_transactions(second->engine), 1);
+    gw_cmp_engine_expire(second->engine, time(NULL) + 300 + 2);
+    assert_int_equal(gw_cmp_engine_open_transactions(second->engine), 0);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(second);
+    env_free(first);
+}
+
+/*
  * A deferred request of |cl|'s client (new) on |e| under the transactionID |tid| (NULL: one of its own),
  * answered waiting and polled once: its context.
  */
@@ -10946,6 +11010,40 @@ static long long expiry_of(const struct client *cl, const char *kind)
 }
 
 /*
+ * The replay keys in Redis live as long as the replay cache here: the time the first configuration set,
+ * whatever a reload says. Once, a reload from a 300 s window to 3600 s gave them 7200 s, while this
+ * instance's own cache kept 600 s.
+ */
+static void test_shared_reload_keeps_replay_ttl(void **state)
+{
+    struct env *first, *second;
+    struct client cl;
+    OSSL_CMP_CTX *ctx;
+    char cmp[512];
+    long long left;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    first = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp))});
+    second = env_reload(first,
+                        &(struct env_opts){.cmp = shared_cmp_with(cmp, sizeof(cmp),
+                                                                  "\"message_time_window\": \"3600s\", "
+                                                                  "\"transaction_ttl\": \"300s\", "
+                                                                  "\"max_transactions_per_identity\": 100")});
+    cl = (struct client){.env = second};
+    ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    left = pttl_of(&cl, "replay");
+    assert_true(left > (2 * 300 - 10) * 1000LL);
+    assert_true(left <= 2 * 300 * 1000LL);
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(second);
+    env_free(first);
+}
+
+/*
  * What lies beside a shared record, a lease on it and its deferred request's result, keeps the
  * transactionID reserved while it lives: once, a lease taken when the record had 5 s left outlived the
  * reservation by 25 s, and the result of a call that returned then by the transaction's whole time; a
@@ -12787,6 +12885,8 @@ int main(void)
         cmocka_unit_test(test_certconf_forged_signer),
         cmocka_unit_test(test_certconf_after_ttl),
         cmocka_unit_test(test_tid_reused_after_ttl),
+        cmocka_unit_test(test_reload_keeps_message_time_window),
+        cmocka_unit_test(test_reload_keeps_transaction_ttl),
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_certconf_other_tls_client),
@@ -12956,6 +13056,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_tid_reserved_after_local_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_taken_during_call, redis_stop),
         cmocka_unit_test_teardown(test_shared_nothing_outlives_reservation, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_keeps_replay_ttl, redis_stop),
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
