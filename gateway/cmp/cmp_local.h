@@ -51,12 +51,13 @@ struct gw_x509_links;
 /*
  * The messageTime check and the lifetimes beside it, as the first configuration set them: a reload keeps
  * them (a restart applies a change), for the replay cache they sized must cover every messageTime the
- * check lets through (cmp_times_init).
+ * check lets through (engine.c times_init).
  */
 struct cmp_times {
-    uint32_t message_time_window; /* s */
+    uint32_t message_time_window; /* s; 0: none of its own, |behind| and |ahead| the replay cache's */
     uint32_t transaction_ttl;     /* s */
     time_t replay_ttl;            /* s a transactionID counts as seen, here and in Redis */
+    time_t behind, ahead;         /* s a messageTime may lag and lead the gateway's clock */
 };
 
 struct gw_cmp_engine {

@@ -63,6 +63,33 @@ struct cmp_shared {
     struct cmp_times times;     /* the first configuration's too */
 };
 
+/*
+ * |cc|'s window and TTLs into |t|. A transactionID counts as seen for twice the messageTime window (older
+ * messages fail badTime), at least a transaction TTL; without a window, as long as with the default one,
+ * and the messageTime check (policy.c) bounded by what that covers.
+ */
+static void times_init(struct cmp_times *t, const struct gw_cmp_conf *cc)
+{
+    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+
+    if (2 * window < (time_t)cc->transaction_ttl)
+        window = (cc->transaction_ttl + 1) / 2;
+    *t = (struct cmp_times){.message_time_window = cc->message_time_window,
+                            .transaction_ttl = cc->transaction_ttl,
+                            .replay_ttl = 2 * window,
+                            .behind = cc->message_time_window,
+                            .ahead = cc->message_time_window};
+    if (cc->message_time_window != 0)
+        return;
+    /*
+     * A request let through at t with a messageTime up to |ahead| on is forgotten at t + replay_ttl, when
+     * that messageTime is replay_ttl - ahead old: refused from GW_REPLAY_MARGIN before, so that nothing the
+     * cache forgot is served again, here or (Redis's clock) on another instance.
+     */
+    t->ahead = GW_MSGTIME_AHEAD_NO_WINDOW;
+    t->behind = t->replay_ttl - GW_MSGTIME_AHEAD_NO_WINDOW - GW_REPLAY_MARGIN;
+}
+
 static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *err)
 {
     struct cmp_shared *sh = calloc(1, sizeof(*sh));
@@ -71,7 +98,7 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
-    cmp_times_init(&sh->times, cfg->cmp);
+    times_init(&sh->times, cfg->cmp);
     sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
     sh->replay =
         gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, sh->times.replay_ttl);

@@ -194,6 +194,7 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
 static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
     const struct cmp_times *tm = c->e->times; /* the window the replay cache was sized for, not a reload's */
+    char allowed[64];
     long long off;
 
     if (!c->hdr.has_message_time) {
@@ -203,22 +204,16 @@ static int check_time(struct cmp_call *c, struct cmp_refusal *r)
                           "messageTime is missing: this server requires it");
     }
     off = (long long)c->hdr.message_time - (long long)c->now;
-    if (tm->message_time_window == 0 || llabs(off) <= (long long)tm->message_time_window)
+    if (off >= -(long long)tm->behind && off <= (long long)tm->ahead)
         return 0;
+    if (tm->message_time_window != 0)
+        snprintf(allowed, sizeof(allowed), "±%u s", tm->message_time_window);
+    else
+        snprintf(allowed, sizeof(allowed), "%lld s behind to %lld s ahead", (long long)tm->behind,
+                 (long long)tm->ahead);
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
-                      "messageTime is %lld s off the server clock; check the device clock (allowed: ±%u s)",
-                      off, tm->message_time_window);
-}
-
-void cmp_times_init(struct cmp_times *t, const struct gw_cmp_conf *cc)
-{
-    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
-
-    if (2 * window < (time_t)cc->transaction_ttl)
-        window = (cc->transaction_ttl + 1) / 2;
-    *t = (struct cmp_times){.message_time_window = cc->message_time_window,
-                            .transaction_ttl = cc->transaction_ttl,
-                            .replay_ttl = 2 * window};
+                      "messageTime is %lld s off the server clock; check the device clock (allowed: %s)", off,
+                      allowed);
 }
 
 /* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */

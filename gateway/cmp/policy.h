@@ -35,12 +35,6 @@ void cmp_policy_cleanup(struct gw_cmp_engine *e);
 void cmp_describe_call(struct cmp_call *c);
 
 /*
- * cmp_times_init: |cc|'s window and TTLs into |t|. A transactionID counts as seen for twice the messageTime
- * window (older messages fail badTime), at least a transaction TTL.
- */
-void cmp_times_init(struct cmp_times *t, const struct gw_cmp_conf *cc);
-
-/*
  * cmp_quota_key: whose share of the per-identity caps (cmp.max_transactions_per_identity,
  * max_recent_per_identity) a request of |identity| over |tls_client| (cmp_call.tls_client) takes, into
  * |out| (GW_QUOTA_KEY_LEN). With a TLS client certificate, "<tls_client> <identity>": devices sharing

@@ -7983,11 +7983,41 @@ static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
 }
 
 /*
+ * Stamps |req| with the messageTime ahead_clock reads now (a device clock that keeps up with the gateway's
+ * moved clock), re-protected with the client's own credentials.
+ */
+static OSSL_CMP_MSG *stamp_ahead(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    ASN1_GENERALIZEDTIME *when = ASN1_GENERALIZEDTIME_set(NULL, ahead_clock());
+    unsigned char *der = NULL, *hit;
+    const unsigned char *p;
+    OSSL_CMP_MSG *out;
+    int len = i2d_OSSL_CMP_MSG(req, &der);
+
+    (void)cl;
+    assert_non_null(when);
+    assert_int_equal(ASN1_STRING_length(when), 15);
+    /* messageTime [0] EXPLICIT GeneralizedTime, the header's first time: before any of the body's */
+    hit = memmem(der, (size_t)len, "\xa0\x11\x18\x0f", 4);
+    assert_non_null(hit);
+    memcpy(hit + 4, ASN1_STRING_get0_data(when), 15);
+    p = der;
+    out = d2i_OSSL_CMP_MSG(NULL, &p, len);
+    assert_non_null(out);
+    assert_int_equal(OSSL_CMP_MSG_update_transactionID(ctx, out), 1); /* protected again */
+    ASN1_GENERALIZEDTIME_free(when);
+    OPENSSL_free(der);
+    OSSL_CMP_MSG_free(req);
+    return out;
+}
+
+/*
  * An ir under the transactionID of a transaction past its TTL, which the expiry sweep (once a second) has not
  * closed yet, finds it closed as the sweep would have (expired_unconfirmed, the certificate valid) and is
  * judged as a new request: issued. Once, it was refused as one whose transactionID is in use. The replay
- * cache (twice the messageTime window: 600 s without one) has forgotten the first ir by then. Twin: within
- * the TTL it is refused, the first transaction open.
+ * cache (twice the messageTime window: 600 s without one) has forgotten the first ir by then; the second
+ * client's clock keeps up with the gateway's, for a messageTime that old is refused. Twin: within the TTL
+ * it is refused, the first transaction open.
  */
 static void test_tid_reused_after_ttl(void **state)
 {
@@ -7999,7 +8029,7 @@ static void test_tid_reused_after_ttl(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_new("\"message_time_window\": \"0s\", \"transaction_ttl\": \"10s\"");
-        struct client first = {.env = e, .tamper = drop_certconf}, again = {.env = e};
+        struct client first = {.env = e, .tamper = drop_certconf}, again = {.env = e, .tamper = stamp_ahead};
         OSSL_CMP_CTX *ctx = client_new(&first, SIG, client_cert, client_key, NULL, NULL, 0);
         OSSL_CMP_CTX *ctx2 = client_new(&again, SIG, client_cert, client_key, NULL, NULL, 0);
         X509 *cert;
@@ -8028,6 +8058,67 @@ static void test_tid_reused_after_ttl(void **state)
         client_cleanup(&again);
         OSSL_CMP_CTX_free(ctx);
         OSSL_CMP_CTX_free(ctx2);
+        env_free(e);
+    }
+}
+
+/*
+ * message_time_window 0 checks messageTime only as far as the replay cache needs: a messageTime further
+ * ahead than GW_MSGTIME_AHEAD_NO_WINDOW, or older than the cache's TTL (600 s here) less that and
+ * GW_REPLAY_MARGIN, is refused, so that no request the cache forgot is let through. Once, any was: the
+ * first ir sent again 601 s later, its transactionID forgotten, was issued a second certificate. Twins:
+ * a messageTime 2 s inside either bound is served.
+ */
+static void test_no_window_bounds(void **state)
+{
+    enum {
+        TTL = 2 * GW_DEFAULT_MSGTIME_WINDOW,
+        BEHIND = TTL - GW_MSGTIME_AHEAD_NO_WINDOW - GW_REPLAY_MARGIN
+    };
+    static const struct {
+        time_t off; /* the messageTime, from the gateway's clock */
+        bool served;
+    } cases[] = {
+        {-(BEHIND - 2), true},
+        {-(BEHIND + 2), false},
+        {GW_MSGTIME_AHEAD_NO_WINDOW - 2, true},
+        {GW_MSGTIME_AHEAD_NO_WINDOW + 2, false},
+    };
+    char allowed[64], desc[4096];
+
+    (void)state;
+    snprintf(allowed, sizeof(allowed), "(allowed: %d s behind to %d s ahead)", BEHIND,
+             GW_MSGTIME_AHEAD_NO_WINDOW);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new("\"message_time_window\": \"0s\", \"transaction_ttl\": \"10s\"");
+        struct client cl = {.env = e, .tamper = stamp_ahead};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        print_message("messageTime %lld s off\n", (long long)cases[i].off);
+        ahead_secs = cases[i].off;
+        if (cases[i].served) {
+            assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+        } else {
+            assert_null(OSSL_CMP_exec_IR_ses(ctx));
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badTime, allowed);
+        }
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+    {
+        struct env *e = env_new("\"message_time_window\": \"0s\", \"transaction_ttl\": \"10s\"");
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+
+        assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+        ahead_secs = TTL + 1; /* the replay cache forgot the ir */
+        gw_cmp_engine_set_clock(e->engine, ahead_clock);
+        resend_first(e, &cl, desc, sizeof(desc));
+        assert_non_null(strstr(desc, allowed));
+        assert_null(strstr(desc, "certificate:"));
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
 }
@@ -12885,6 +12976,7 @@ int main(void)
         cmocka_unit_test(test_certconf_forged_signer),
         cmocka_unit_test(test_certconf_after_ttl),
         cmocka_unit_test(test_tid_reused_after_ttl),
+        cmocka_unit_test(test_no_window_bounds),
         cmocka_unit_test(test_reload_keeps_message_time_window),
         cmocka_unit_test(test_reload_keeps_transaction_ttl),
         cmocka_unit_test(test_error_forged_signer),
