@@ -31,7 +31,8 @@
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.
  * Scripts (cluster_scripts.c) run by EVALSHA, and by EVAL after NOSCRIPT (a restarted or flushed Redis).
- * What a record and a result are, as bytes, is cluster_record.c's.
+ * What a record and a result are, as bytes, is cluster_record.c's; the revoked: and revoking: steps are
+ * cluster_revoked.c's.
  */
 #include "gateway/cmp/cluster.h"
 #include "gateway/cmp/cluster_local.h"
@@ -59,44 +60,6 @@
 #include <openssl/rand.h>
 
 #define ID_HASH_HEX 32
-/*
- * A revoked: entry by issuer and serial written beside the certificate's keyed one: a gateway of an
- * earlier version tests its presence only (it refuses every certificate of that issuer name and serial);
- * this one skips it for a certificate with a key (its keyed entry decides), never one of "1".
- */
-#define REVOKED_MARKED "keyed"
-#define KEY_LEN (64 + 8 + 2 * GW_MAX_TID_LEN + 1)
-
-struct gw_cluster {
-    char *address, *username, *prefix;
-    unsigned char *password;
-    size_t password_len;
-    int port;
-    struct timeval timeout;
-    char owner[33];         /* this instance, in the leases it holds */
-    atomic_ullong ends;     /* the id of this instance's last end of a record (S_DROP's took:) */
-    unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
-    size_t mac_key_len;
-    char sha[N_SCRIPTS][41];
-    pthread_key_t conn; /* each thread's redisContext */
-    atomic_bool reachable;
-    /* while not |reachable|: the last failure was Redis's own refusal (OOM at its maxmemory, READONLY),
-       not a connection's: it answers, and takes what takes no memory (gw_cluster_release) */
-    atomic_bool refusing;
-    atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
-    struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
-    /* the pinger: readiness follows Redis even while no request comes */
-    pthread_t pinger;
-    bool pinging;
-    pthread_mutex_t lock; /* stop, last_err, epoch */
-    pthread_cond_t wake;
-    bool stop;
-    char last_err[GW_ERR_LEN];
-    char epoch[GW_STATE_EPOCH_LEN]; /* the epoch as the last ping read it; "": none read yet */
-    unsigned long long epochs;      /* the pings' count: the value of the epoch a ping sets */
-    time_t claim_logged;         /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
-    unsigned long long claim_id; /* its claim's id (S_CLAIM): the next one once an answer came */
-};
 
 static int digest_hex(const char *md, const void *in, size_t n, char *out, size_t out_bytes)
 {
@@ -161,7 +124,7 @@ static void reached(struct gw_cluster *cl, unsigned long downs)
  * first most often (the claim runs every second), and its warning must not hold back the outage's first
  * shared_state_unavailable line, which alerts look for, nor take its count.
  */
-static void warn_failed(struct gw_cluster *cl, const char *event, const char *err, const char *msg)
+void cluster_warn_failed(struct gw_cluster *cl, const char *event, const char *err, const char *msg)
 {
     char held[GW_LOG_HELD_LEN];
 
@@ -430,14 +393,14 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
     return r;
 }
 
-static redisReply *eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
-                        const char *const *args, char *err)
+redisReply *cluster_eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
+                         const char *const *args, char *err)
 {
     return eval_n(cl, s, k1, k2, argc, args, NULL, NULL, err);
 }
 
 /* The integer a script answered (|r|, consumed), or GW_ERR_UNAVAILABLE with |err|. */
-static long long integer_of(struct gw_cluster *cl, redisReply *r, char *err)
+long long cluster_integer_of(struct gw_cluster *cl, redisReply *r, char *err)
 {
     long long v = GW_ERR_UNAVAILABLE;
 
@@ -451,8 +414,8 @@ static long long integer_of(struct gw_cluster *cl, redisReply *r, char *err)
 }
 
 /* Runs script |s| with two keys and four arguments; its integer answer, or GW_ERR_UNAVAILABLE. */
-static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
-                     long long a2, long long a3, long long a4, char *err)
+long long cluster_run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
+                      long long a2, long long a3, long long a4, char *err)
 {
     char n2[24], n3[24], n4[24];
     const char *args[4] = {a1, n2, n3, n4};
@@ -460,7 +423,7 @@ static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k
     snprintf(n2, sizeof(n2), "%lld", a2);
     snprintf(n3, sizeof(n3), "%lld", a3);
     snprintf(n4, sizeof(n4), "%lld", a4);
-    return integer_of(cl, eval(cl, s, k1, k2, 4, args, err), err);
+    return cluster_integer_of(cl, cluster_eval(cl, s, k1, k2, 4, args, err), err);
 }
 
 /*
@@ -469,13 +432,13 @@ static long long run(struct gw_cluster *cl, int s, const char *k1, const char *k
  */
 static void ping(struct gw_cluster *cl)
 {
-    char k[KEY_LEN], v[GW_STATE_EPOCH_LEN], err[GW_ERR_LEN];
+    char k[CLUSTER_KEY_LEN], v[GW_STATE_EPOCH_LEN], err[GW_ERR_LEN];
     unsigned long downs = atomic_load(&cl->downs);
     redisReply *r;
 
     snprintf(k, sizeof(k), "%sepoch", cl->prefix); /* keys under the prefix, as its ACL allows */
     snprintf(v, sizeof(v), "%s:%llu", cl->owner, ++cl->epochs);
-    if ((r = eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err)) == NULL)
+    if ((r = cluster_eval(cl, S_PING, k, k, 1, (const char *const[]){v}, err)) == NULL)
         return; /* marked down */
     reached(cl, downs);
     pthread_mutex_lock(&cl->lock);
@@ -650,7 +613,7 @@ static void key(const struct gw_cluster *cl, char *out, const char *kind, const 
     char h[2 * GW_MAX_TID_LEN + 1];
 
     gw_hex(h, data, n < GW_MAX_TID_LEN ? n : GW_MAX_TID_LEN);
-    snprintf(out, KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
+    snprintf(out, CLUSTER_KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
 }
 
 /* "<prefix><kind>:<first 128 bits of SHA-256(quota), hex>" */
@@ -663,7 +626,7 @@ static int id_key(const struct gw_cluster *cl, char *out, const char *kind, cons
         snprintf(err, GW_ERR_LEN, "shared state: SHA-256 failed");
         return GW_ERR_CRYPTO;
     }
-    snprintf(out, KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
+    snprintf(out, CLUSTER_KEY_LEN, "%s%s:%s", cl->prefix, kind, h);
     return 0;
 }
 
@@ -671,7 +634,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
                     const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
                     unsigned max_recent, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], n[2 * GW_MAX_TID_LEN + 1];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], n[2 * GW_MAX_TID_LEN + 1];
     long long rc;
 
     if (tid_len == 0 || tid_len > GW_MAX_TID_LEN || nonce_len > GW_MAX_TID_LEN)
@@ -680,7 +643,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     if (id_key(cl, k2, "recent", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
     gw_hex(n, nonce, nonce_len);
-    rc = run(cl, S_SEEN, k1, k2, n, (long long)ttl, max_recent, 0, err);
+    rc = cluster_run(cl, S_SEEN, k1, k2, n, (long long)ttl, max_recent, 0, err);
     return rc == 0   ? 0
            : rc == 1 ? GW_ERR_REPLAY
            : rc == 2 ? GW_ERR_EXISTS
@@ -691,7 +654,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
 int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                        time_t ttl, unsigned max_open, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN];
     long long rc;
 
     if (tid_len == 0 || tid_len > GW_MAX_TID_LEN)
@@ -699,13 +662,13 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
     key(cl, k1, "txn", tid, tid_len);
     if (id_key(cl, k2, "open", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
-    rc = run(cl, S_RESERVE, k1, k2, cl->owner, (long long)ttl + GW_STATE_GRACE, max_open, 0, err);
+    rc = cluster_run(cl, S_RESERVE, k1, k2, cl->owner, (long long)ttl + GW_STATE_GRACE, max_open, 0, err);
     return rc == 0 ? 0 : rc == 2 ? GW_ERR_EXISTS : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
 }
 
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], err[GW_ERR_LEN];
 
     if (cl == NULL || tid_len == 0 || tid_len > GW_MAX_TID_LEN)
         return;
@@ -717,9 +680,10 @@ void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t 
     if (!atomic_load(&cl->reachable) && !atomic_load(&cl->refusing))
         return;
     key(cl, k1, "txn", tid, tid_len);
-    if (id_key(cl, k2, "open", quota, err) != 0 || run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
-        warn_failed(cl, "shared_state_release_failed", err,
-                    "the transaction's shared reservation ends with its TTL instead");
+    if (id_key(cl, k2, "open", quota, err) != 0 ||
+        cluster_run(cl, S_RELEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0)
+        cluster_warn_failed(cl, "shared_state_release_failed", err,
+                            "the transaction's shared reservation ends with its TTL instead");
 }
 
 /* ---- transaction records: what another instance needs to continue a transaction ---- */
@@ -757,7 +721,7 @@ static int reply_decode(const struct gw_cluster *cl, const unsigned char *tid, s
 int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota,
                           const struct gw_txn_record *rec, time_t ttl, char *err)
 {
-    char k[KEY_LEN], dk[KEY_LEN], ok[KEY_LEN], secs[24], deadline[24];
+    char k[CLUSTER_KEY_LEN], dk[CLUSTER_KEY_LEN], ok[CLUSTER_KEY_LEN], secs[24], deadline[24];
     size_t len = 0;
     unsigned char *blob;
     long long rc;
@@ -774,7 +738,7 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
     snprintf(dk, sizeof(dk), "%sdeadlines", cl->prefix);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
     snprintf(deadline, sizeof(deadline), "%lld", (long long)ttl);
-    rc = integer_of(
+    rc = cluster_integer_of(
         cl,
         eval_n(cl, S_PUT, k, dk, 5, (const char *const[]){(const char *)blob, secs, deadline, cl->owner, ok},
                (const size_t[]){len, strlen(secs), strlen(deadline), strlen(cl->owner), strlen(ok)}, NULL,
@@ -789,7 +753,7 @@ int gw_cluster_put_record(struct gw_cluster *cl, const unsigned char *tid, size_
 int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                              const struct gw_txn_record *rec, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN];
     size_t len = 0;
     unsigned char *blob;
     long long rc;
@@ -802,10 +766,11 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
         return GW_ERR_NOMEM;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
-    rc = integer_of(cl,
-                    eval_n(cl, S_UPDATE, k1, k2, 2, (const char *const[]){(const char *)blob, cl->owner},
-                           (const size_t[]){len, strlen(cl->owner)}, NULL, err),
-                    err);
+    rc = cluster_integer_of(cl,
+                            eval_n(cl, S_UPDATE, k1, k2, 2,
+                                   (const char *const[]){(const char *)blob, cl->owner},
+                                   (const size_t[]){len, strlen(cl->owner)}, NULL, err),
+                            err);
     free(blob);
     if (rc == 2)
         snprintf(err, GW_ERR_LEN, "this instance's lease on the transaction ran out; another may answer it");
@@ -817,7 +782,7 @@ int gw_cluster_update_record(struct gw_cluster *cl, const unsigned char *tid, si
 int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           const struct gw_txn_result *res, time_t ttl, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], secs[24];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], secs[24];
     size_t len = 0;
     unsigned char *blob;
     long long rc;
@@ -832,17 +797,17 @@ int gw_cluster_put_result(struct gw_cluster *cl, const unsigned char *tid, size_
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "res", tid, tid_len);
     snprintf(secs, sizeof(secs), "%lld", (long long)ttl + GW_STATE_GRACE);
-    rc = integer_of(cl,
-                    eval_n(cl, S_RESULT, k1, k2, 2, (const char *const[]){(const char *)blob, secs},
-                           (const size_t[]){len, strlen(secs)}, &unran, err),
-                    err);
+    rc = cluster_integer_of(cl,
+                            eval_n(cl, S_RESULT, k1, k2, 2, (const char *const[]){(const char *)blob, secs},
+                                   (const size_t[]){len, strlen(secs)}, &unran, err),
+                            err);
     free(blob);
     return rc >= 0 ? (int)rc : unran ? GW_ERR_UNAVAILABLE : GW_ERR_IO;
 }
 
 int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expired_fn cb, void *arg)
 {
-    char dk[KEY_LEN], ck[KEY_LEN], n[24], lim[8], err[GW_ERR_LEN], id[24];
+    char dk[CLUSTER_KEY_LEN], ck[CLUSTER_KEY_LEN], n[24], lim[8], err[GW_ERR_LEN], id[24];
     char max_record[24], max_result[24];
     const char *args[5] = {n, lim, max_record, max_result, id};
     redisReply *r;
@@ -860,10 +825,10 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     /* one that may have run, its answer lost, is asked again under its id (now, and at the next tick should
        that answer be lost too): it answers what it took */
     if ((r = eval_n(cl, S_CLAIM, dk, ck, 5, args, NULL, &unran, err)) == NULL && !unran)
-        r = eval(cl, S_CLAIM, dk, ck, 5, args, err);
+        r = cluster_eval(cl, S_CLAIM, dk, ck, 5, args, err);
     if (r == NULL) {
         if (now - cl->claim_logged >= 60) { /* once a minute: it runs every second */
-            warn_failed(cl, "shared_state_claim_failed", err, NULL);
+            cluster_warn_failed(cl, "shared_state_claim_failed", err, NULL);
             cl->claim_logged = now;
         }
         return 0;
@@ -894,7 +859,7 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
 static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool lease,
                         struct gw_txn_record *out, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], secs[16];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], secs[16];
     char max_record[24], max_result[24];
     const char *args[4] = {lease ? cl->owner : "", secs, max_record, max_result};
     redisReply *r;
@@ -907,7 +872,7 @@ static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t 
     key(cl, k2, "lease", tid, tid_len);
     snprintf(secs, sizeof(secs), "%d", GW_STATE_LEASE_SECS);
     size_args(max_record, max_result);
-    if ((r = eval(cl, S_TAKE, k1, k2, 4, args, err)) == NULL)
+    if ((r = cluster_eval(cl, S_TAKE, k1, k2, 4, args, err)) == NULL)
         return GW_ERR_UNAVAILABLE;
     if (r->type == REDIS_REPLY_NIL) {
         rc = GW_ERR_NOT_FOUND;
@@ -947,15 +912,16 @@ int gw_cluster_take_record(struct gw_cluster *cl, const unsigned char *tid, size
 
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], err[GW_ERR_LEN];
 
     if (!gw_cluster_keeps_records(cl) || tid_len == 0 || tid_len > GW_MAX_TID_LEN ||
         !atomic_load(&cl->reachable))
         return;
     key(cl, k1, "rec", tid, tid_len);
     key(cl, k2, "lease", tid, tid_len);
-    if (run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) < 0) /* else it ends in GW_STATE_LEASE_SECS */
-        warn_failed(cl, "shared_state_unlease_failed", err, NULL);
+    if (cluster_run(cl, S_UNLEASE, k1, k2, cl->owner, 0, 0, 0, err) <
+        0) /* else it ends in GW_STATE_LEASE_SECS */
+        cluster_warn_failed(cl, "shared_state_unlease_failed", err, NULL);
 }
 
 /* The result that went with a record (|v|, as S_DROP answered it: '' if none) into |left|: present only
@@ -1012,7 +978,8 @@ static void first_try_lost(const struct gw_cluster *cl, const unsigned char *tid
 static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *mode,
                        unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
 {
-    char k1[KEY_LEN], k2[KEY_LEN], dk[KEY_LEN], max_record[24], max_result[24], n[24], own[GW_ERR_LEN];
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], dk[CLUSTER_KEY_LEN], max_record[24], max_result[24], n[24],
+        own[GW_ERR_LEN];
     char sent_epoch[GW_STATE_EPOCH_LEN] = "";
     const char *args[5] = {NULL, dk, mode, max_result, n};
     bool reread = mode[0] == 'r', unran = true, retried = false;
@@ -1045,11 +1012,11 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
     if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread) {
         retried = true;
-        r = eval(cl, S_DROP, k1, k2, 5, args, err);
+        r = cluster_eval(cl, S_DROP, k1, k2, 5, args, err);
     }
     if (r == NULL) {
         if (!reread)
-            warn_failed(cl, "shared_state_drop_failed", err, NULL);
+            cluster_warn_failed(cl, "shared_state_drop_failed", err, NULL);
         if (left != NULL && !unran && !reread) { /* what it took, if it ran, is kept under its id a while */
             left->unread = id;
             left->unread_until_ms = sent_ms + (uint64_t)GW_STATE_TOOK_SECS * 1000;
@@ -1076,7 +1043,7 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
         snprintf(err, GW_ERR_LEN, "the shared state (Redis at %s:%d) answered a record's end with type %d",
                  cl->address, cl->port, r->type);
         if (!reread)
-            warn_failed(cl, "shared_state_drop_failed", err, NULL);
+            cluster_warn_failed(cl, "shared_state_drop_failed", err, NULL);
         rc = GW_ERR_UNAVAILABLE;
     }
     freeReplyObject(r);
@@ -1117,84 +1084,6 @@ bool gw_cluster_unavailable_due(struct gw_cluster *cl, char held[GW_LOG_HELD_LEN
         return true;
     }
     return gw_log_outage_due(&cl->outage, time(NULL), held);
-}
-
-/* The revoked: entries of the certificate whose ids are |id| (keyed) and |plain| (issuer and serial). */
-static void revoked_keys(const struct gw_cluster *cl, const char *id, const char *plain, char keyed[KEY_LEN],
-                         char by_name[KEY_LEN])
-{
-    snprintf(keyed, KEY_LEN, "%srevoked:%s", cl->prefix, id);
-    snprintf(by_name, KEY_LEN, "%srevoked:%s", cl->prefix, plain);
-}
-
-/* The keyed entry and its counted set as S_SEEN keeps a transactionID: one revocation twice is one entry. */
-int gw_cluster_put_revoked(struct gw_cluster *cl, const char *id, const char *plain, time_t not_after,
-                           uint32_t max, char *err)
-{
-    char k1[KEY_LEN], k2[KEY_LEN], n1[24], n2[24];
-    long long rc;
-
-    revoked_keys(cl, id, plain, k1, k2);
-    snprintf(n1, sizeof(n1), "%lld", (long long)not_after);
-    snprintf(n2, sizeof(n2), "%u", max);
-    rc = integer_of(
-        cl, eval(cl, S_PUT_REVOKED, k1, k2, 3, (const char *const[]){n1, n2, REVOKED_MARKED}, err), err);
-    if (rc == 3)
-        snprintf(err, GW_ERR_LEN, "the shared state keeps %u unexpired revocations already (cmp.max_revoked)",
-                 max);
-    else if (rc != 0 && rc != 4 && rc != GW_ERR_UNAVAILABLE)
-        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation", rc);
-    return rc == 0 ? 0 : rc == 4 ? 1 : rc == 3 ? GW_ERR_LIMIT : GW_ERR_UNAVAILABLE;
-}
-
-int gw_cluster_revoked(struct gw_cluster *cl, const char *id, const char *plain, char *err)
-{
-    char k1[KEY_LEN], k2[KEY_LEN];
-    long long rc;
-
-    revoked_keys(cl, id, plain, k1, k2);
-    rc = integer_of(cl, eval(cl, S_REVOKED, k1, k2, 1, (const char *const[]){REVOKED_MARKED}, err), err);
-    if (rc == 0 || rc == 1)
-        return (int)rc;
-    if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as "not revoked" */
-        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation lookup", rc);
-    return GW_ERR_UNAVAILABLE;
-}
-
-/* The keys of the mark's end: the certificate |id|'s revoked: entry and revoking: mark (issuer and serial).
- */
-static void revocation_keys(const struct gw_cluster *cl, const char *id, char revoked[KEY_LEN],
-                            char revoking[KEY_LEN])
-{
-    snprintf(revoked, KEY_LEN, "%srevoked:%s", cl->prefix, id);
-    snprintf(revoking, KEY_LEN, "%srevoking:%s", cl->prefix, id);
-}
-
-int gw_cluster_mark_revoking(struct gw_cluster *cl, const char *id, const char *plain, uint32_t ttl_ms,
-                             char *err)
-{
-    char k1[KEY_LEN], k2[KEY_LEN], ms[16];
-    long long rc;
-
-    revoked_keys(cl, id, plain, k1, k2);
-    snprintf(ms, sizeof(ms), "%u", ttl_ms > 0 ? ttl_ms : 1);
-    rc = integer_of(
-        cl, eval(cl, S_REVOKING, k1, k2, 3, (const char *const[]){cl->owner, ms, REVOKED_MARKED}, err), err);
-    if (rc == 0 || rc == 1 || rc == 2)
-        return rc == 0 ? 0 : rc == 2 ? 1 : GW_ERR_BUSY;
-    if (rc != GW_ERR_UNAVAILABLE) /* no answer of the script's: not taken as marked, nor as revoked */
-        snprintf(err, GW_ERR_LEN, "the shared state answered %lld to a revocation's mark", rc);
-    return GW_ERR_UNAVAILABLE;
-}
-
-void gw_cluster_unmark_revoking(struct gw_cluster *cl, const char *id, bool unshared)
-{
-    char k1[KEY_LEN], k2[KEY_LEN], err[GW_ERR_LEN];
-
-    revocation_keys(cl, id, k1, k2);
-    if (run(cl, S_UNMARK, k1, k2, cl->owner, unshared ? 1 : 0, 0, 0, err) < 0) /* else it goes with its TTL */
-        warn_failed(cl, "shared_state_unmark_failed", err,
-                    "another instance's revocation of the certificate waits until the mark expires");
 }
 
 #endif /* CMPGW_WITH_HIREDIS: cluster_none.c stands in without it */

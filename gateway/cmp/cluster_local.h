@@ -1,7 +1,8 @@
 /*
- * Internal sharing of the shared-state module: cluster.c (Redis: keys, connections), cluster_scripts.c
- * (the Lua script of each step) and cluster_record.c (a transaction record and a deferred request's
- * result as the bytes kept in Redis, MAC'ed under the shared "mac_key_file" key).
+ * Internal sharing of the shared-state module: cluster.c (Redis: keys, connections, transactions),
+ * cluster_revoked.c (the revocations the instances share), cluster_scripts.c (the Lua script of each step)
+ * and cluster_record.c (a transaction record and a deferred request's result as the bytes kept in Redis,
+ * MAC'ed under the shared "mac_key_file" key).
  */
 #ifndef GW_CMP_CLUSTER_LOCAL_H
 #define GW_CMP_CLUSTER_LOCAL_H
@@ -33,6 +34,72 @@ enum {
 
 /* The Lua of each step, by its enum value above */
 extern const char *const cluster_scripts[N_SCRIPTS];
+
+#ifdef CMPGW_WITH_HIREDIS
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/time.h>
+#include <time.h>
+#include <hiredis/hiredis.h>
+#include "base/limits.h"
+#include "base/log.h"
+
+/* A key: the prefix (64 bytes at most), its kind, and a transactionID in hex */
+#define CLUSTER_KEY_LEN (64 + 8 + 2 * GW_MAX_TID_LEN + 1)
+
+struct gw_cluster {
+    char *address, *username, *prefix;
+    unsigned char *password;
+    size_t password_len;
+    int port;
+    struct timeval timeout;
+    char owner[33];         /* this instance, in the leases it holds */
+    atomic_ullong ends;     /* the id of this instance's last end of a record (S_DROP's took:) */
+    unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
+    size_t mac_key_len;
+    char sha[N_SCRIPTS][41];
+    pthread_key_t conn; /* each thread's redisContext */
+    atomic_bool reachable;
+    /* while not |reachable|: the last failure was Redis's own refusal (OOM at its maxmemory, READONLY),
+       not a connection's: it answers, and takes what takes no memory (gw_cluster_release) */
+    atomic_bool refusing;
+    atomic_ulong downs; /* mark_down's count: a ping answered before a later failure proves nothing */
+    struct gw_log_outage outage; /* the shared_state_unavailable lines (gw_cluster_unavailable_due) */
+    /* the pinger: readiness follows Redis even while no request comes */
+    pthread_t pinger;
+    bool pinging;
+    pthread_mutex_t lock; /* stop, last_err, epoch */
+    pthread_cond_t wake;
+    bool stop;
+    char last_err[GW_ERR_LEN];
+    char epoch[GW_STATE_EPOCH_LEN]; /* the epoch as the last ping read it; "": none read yet */
+    unsigned long long epochs;      /* the pings' count: the value of the epoch a ping sets */
+    time_t claim_logged;         /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
+    unsigned long long claim_id; /* its claim's id (S_CLAIM): the next one once an answer came */
+};
+
+/*
+ * cluster_eval runs script |s| with the keys |k1| and |k2| and |argc| (up to five) NUL-terminated
+ * arguments: its answer (caller frees), or NULL with |err| when Redis could not be asked or answered an
+ * error (readiness then down). Any thread, on its own connection.
+ */
+redisReply *cluster_eval(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
+                         const char *const *args, char *err);
+
+/* cluster_integer_of: the integer a script answered (|r|, consumed), or GW_ERR_UNAVAILABLE with |err|. */
+long long cluster_integer_of(struct gw_cluster *cl, redisReply *r, char *err);
+
+/* cluster_run runs script |s| with two keys and four arguments: its integer answer, or GW_ERR_UNAVAILABLE. */
+long long cluster_run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
+                      long long a2, long long a3, long long a4, char *err);
+
+/*
+ * cluster_warn_failed: a step that failed in Redis, said as the warning |event| (a static string) with |err|
+ * (and |msg| unless NULL), paced by the outage of shared_state_unavailable.
+ */
+void cluster_warn_failed(struct gw_cluster *cl, const char *event, const char *err, const char *msg);
+#endif /* CMPGW_WITH_HIREDIS */
 
 /*
  * |rec| of transactionID |tid| as one blob (malloc'ed, *out_len bytes) MAC'ed under |key|; NULL when
