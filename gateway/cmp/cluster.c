@@ -3,8 +3,9 @@
  *
  *   replay:<tid hex>   the senderNonce (hex) that opened the transactionID; TTL: the replay window
  *   recent:<id hash>   sorted set: a share's live replay keys, scored by expiry
- *   txn:<tid hex>      the instance holding the open transaction; TTL: its deadline + GW_STATE_GRACE,
- *                      and at least as long as the transactionID's rec:, res: and lease:
+ *   txn:<tid hex>      the instance holding the open transaction (the one that reserved it, or ended its
+ *                      record); TTL: its deadline + GW_STATE_GRACE, and at least as long as the
+ *                      transactionID's rec:, res: and lease:
  *   open:<id hash>     sorted set: a share's open transactions, scored by when their reservation (txn:)
  *                      expires as the reservation or the record's write (S_PUT) set it; a hold past that
  *                      for a lease or a result keeps the transactionID, but not the transaction open

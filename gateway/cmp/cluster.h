@@ -54,8 +54,11 @@ int gw_cluster_reserve(struct gw_cluster *cl, const unsigned char *tid, size_t t
 /*
  * gw_cluster_release ends this instance's reservation of |tid| (best effort: it expires anyway), counted
  * under |quota| no more; while a record, result or lease of |tid| lives, the reservation stays until it
- * expires (gw_cluster_put_record). Not sent while the last failure found Redis unreachable; sent while
- * Redis refuses writes (maxmemory: it takes this one, which frees memory).
+ * expires (gw_cluster_put_record). This instance's: the one it made, or that of a record it ended
+ * (gw_cluster_end_record, gw_cluster_drop_record), whichever instance made it. One another instance
+ * holds is left as it is, counted as it is: this one's ran out, and the other reserved |tid| for a
+ * transaction of its own. Not sent while the last failure found Redis unreachable; sent while Redis
+ * refuses writes (maxmemory: it takes this one, which frees memory).
  */
 void gw_cluster_release(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *quota);
 

@@ -55,10 +55,15 @@ const char *const cluster_scripts[N_SCRIPTS] = {
     [S_SEEN] = "local v = redis.call('GET', KEYS[1])\n"
                "if v then if v == ARGV[1] then return 1 end return 2 end\n" LUA_COUNTED_SET,
     [S_RESERVE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end\n" LUA_COUNTED_SET,
-    /* KEYS: the reservation and the share's sorted set. The share's count goes down; the
-       reservation stays (until it expires) while a record, result or lease of the transactionID
-       lives: an instance may still continue, end or rewrite it */
-    [S_RELEASE] = "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
+    /* KEYS: the reservation and the share's sorted set; ARGV: this instance. The share's count goes
+       down; the reservation stays (until it expires) while a record, result or lease of the
+       transactionID lives: an instance may still continue, end or rewrite it. 0; 1, nothing touched,
+       when another instance holds the reservation: this one's ran out (a transaction it held outlived
+       it) and that one reserved the transactionID for a transaction of its own, open now and counted
+       in its share (the instance that ends a record holds its reservation from then: S_DROP) */
+    [S_RELEASE] = "local o = redis.call('GET', KEYS[1])\n"
+                  "if o and o ~= ARGV[1] then return 1 end\n"
+                  "local r = string.gsub(KEYS[1], 'txn:(%x+)$', 'rec:%1')\n"
                   "local l = string.gsub(KEYS[1], 'txn:(%x+)$', 'lease:%1')\n"
                   "local res = string.gsub(KEYS[1], 'txn:(%x+)$', 'res:%1')\n"
                   "if redis.call('EXISTS', r, l, res) == 0 then redis.call('DEL', KEYS[1]) end\n"
@@ -111,7 +116,10 @@ const char *const cluster_scripts[N_SCRIPTS] = {
        under the transactionID), and 'r' reads it back should that answer be lost too: {0, '', the epoch
        ('' if none)} when nothing is kept, for the instance to tell an end that never ran from a took: that
        Redis lost. No other end, of this instance or another (a later transaction under the transactionID),
-       is handed it or deletes it before then */
+       is handed it or deletes it before then. An end that removed the record passes the transactionID's
+       reservation to this instance (while the record lived, the reservation was the record's
+       transaction's: S_PUT writes both, and the reservation outlives the record), for this instance's
+       release (S_RELEASE) to end it, whichever instance reserved it */
     [S_DROP] = "local took = " LUA_TOOK_OF("KEYS[1]") " .. ':' .. ARGV[1] .. ':' .. ARGV[5]\n"
                "local p = redis.call('GET', took)\n"
                "if p then p = {string.sub(p, 1, 1) == '1' and 1 or 0, string.sub(p, 2)} end\n"
@@ -124,6 +132,7 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                "local r = redis.call('GET', res) or ''\n"
                "if #r > tonumber(ARGV[4]) then r = '' end\n"
                "local n = redis.call('DEL', KEYS[1])\n"
+               "if n == 1 then redis.call('SET', " LUA_TXN_OF("KEYS[1]") ", ARGV[1], 'XX', 'KEEPTTL') end\n"
                "redis.call('DEL', res)\n"
                "if l == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
                "redis.call('ZREM', ARGV[2], KEYS[1])\n"

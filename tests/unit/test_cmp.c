@@ -9573,6 +9573,85 @@ static void test_shared_release_at_maxmemory(void **state)
     gw_cluster_free(cl);
 }
 
+/* Whether the test's Redis holds the reservation (txn:) of transactionID |tid| under unit_cluster's prefix.
+ */
+static bool unit_reserved(const char *tid)
+{
+    char key[96], out[64];
+    int n = snprintf(key, sizeof(key), "unit%d:txn:", (int)getpid());
+
+    for (const char *p = tid; *p != '\0'; p++)
+        n += snprintf(key + n, sizeof(key) - (size_t)n, "%02x", (unsigned char)*p);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    return strcmp(out, ":1") == 0;
+}
+
+/*
+ * An instance whose reservation of a transactionID ran out (a transaction it holds outlived it, as a
+ * deferred request's long call does) releases it once another instance reserved that transactionID for a
+ * transaction of its own: the other's reservation stays, counted in its share. Its own release then ends it.
+ * Before, the release deleted whatever reservation it found: a third transaction could open under the
+ * transactionID while the second was open, and the second no longer counted against the cap.
+ */
+static void test_shared_release_leaves_anothers(void **state)
+{
+    static const unsigned char tid[] = "rl01";
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl, *other;
+    bool kept, ended;
+    long long counted;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    other = unit_cluster(rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    /* for 1 s: its transaction's TTL and the grace, 1 s in all */
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "rl", 1 - GW_STATE_GRACE, 10, err), 0);
+    usleep(1500 * 1000);
+    assert_false(unit_reserved("rl01"));
+    assert_int_equal(gw_cluster_reserve(other, tid, 4, "rl", 300, 10, err), 0);
+    gw_cluster_release(cl, tid, 4, "rl");
+    kept = unit_reserved("rl01");
+    counted = unit_open_count();
+    gw_cluster_release(other, tid, 4, "rl");
+    ended = !unit_reserved("rl01");
+    assert_true(kept);
+    assert_int_equal(counted, 1);
+    assert_true(ended);
+    assert_int_equal(unit_open_count(), 0);
+    gw_cluster_free(other);
+    gw_cluster_free(cl);
+}
+
+/*
+ * The twin: a transaction reserved and recorded by one instance, continued and closed by another (its
+ * record ended there), has its reservation released by that other instance: the transactionID is free, and
+ * counted no more, as when the instance that reserved it closes it.
+ */
+static void test_shared_release_after_end_elsewhere(void **state)
+{
+    static const unsigned char tid[] = "rl02";
+    struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3};
+    struct gw_txn_result left;
+    char rec[64], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl, *other;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    other = unit_cluster(rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    snprintf(r.role, sizeof(r.role), "default");
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "rl", 300, 10, err), 0);
+    assert_int_equal(gw_cluster_put_record(cl, tid, 4, "rl", &r, 300, err), 0);
+    assert_int_equal(gw_cluster_end_record(other, tid, 4, &left), 1);
+    gw_txn_result_cleanup(&left);
+    gw_cluster_release(other, tid, 4, "rl");
+    assert_false(unit_reserved("rl02"));
+    assert_int_equal(unit_open_count(), 0);
+    gw_cluster_free(other);
+    gw_cluster_free(cl);
+}
+
 /*
  * The warnings of steps that fail in Redis while an outage lasts (here shared_state_unmark_failed: a
  * revocation's end, once a transaction's) are paced by that outage: the first goes out at once, even just
@@ -13117,6 +13196,8 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
+        cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
+        cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_unavailable_after_failed_step, redis_stop),
