@@ -188,7 +188,8 @@ static int left_to_cluster(const struct closing *how, struct gw_txn *txn, struct
        no try took to Redis then closes here as an unshared one (cmp_poll_leave), as one whose every put
        failed, and the record ends with its TTL */
     if (gw_cluster_status(t->e->cluster, why, sizeof(why)) == 0)
-        cmp_poll_republish(t->e, t->pending);
+        cmp_poll_republish(t->e, t->pending,
+                           how->leave_to_cluster ? CMP_POLL_LAST_AT_STOP : CMP_POLL_LAST_AT_EXPIRY);
     if (cmp_poll_leave(t->pending, how->pending_event, how->leave_to_cluster))
         return 0;
     if (!how->leave_to_cluster)
@@ -747,7 +748,8 @@ static int claim_copy(struct cmp_call *c, const OSSL_CMP_MSG *msg, struct gw_txn
     if (rc == 0 && rec.step > ((struct cmp_txn *)txn->data)->step) {
         gw_log_kv(GW_LOG_INFO, "txn_copy_replaced", "tid", c->rsp->tid, "identity", txn->identity, "msg",
                   "another instance answered it since; rebuilt from its record", NULL);
-        cmp_poll_republish(c->e, ((struct cmp_txn *)txn->data)->pending); /* a result Redis refused before */
+        /* a result Redis refused before */
+        cmp_poll_republish(c->e, ((struct cmp_txn *)txn->data)->pending, CMP_POLL_TRY_AGAIN);
         gw_txn_free(txn);
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
         *leased = *rebuilt = (*txnp = cmp_rebuild_from(c, &rec)) != NULL;

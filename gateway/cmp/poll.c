@@ -293,15 +293,54 @@ static X509 *lost_in_put(struct cmp_pending *p, int rc)
 }
 
 /*
+ * Whether |p|'s certificate, which its call returned in time, uncollected, is on this instance alone: no
+ * try put it beside the record, and none may have (each was refused before it went out whole). p->lock held.
+ */
+static bool alone_here(const struct cmp_pending *p)
+{
+    return p->cl != NULL && p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
+           !p->published && !p->put_failed;
+}
+
+/* result_not_shared's msg for the last try (|when|), by whether the certificate is then alone_here */
+static const char *const last_try_msg[][2] = {
+    [CMP_POLL_LAST_AT_EXPIRY] =
+        {"its transaction expires here now, so it is not tried again: left to its record, "
+         "from which its expiry is recorded",
+         "its transaction expires here now, so it is not tried again: no try reached Redis, "
+         "so no other instance can deliver it; it expires here as an unshared one (withdrawn)"},
+    [CMP_POLL_LAST_AT_STOP] =
+        {"the gateway stops, so it is not tried again: left to its record, for another "
+         "instance to answer",
+         "the gateway stops, so it is not tried again: no try reached Redis, so no other "
+         "instance can deliver it; on record here as not delivered (valid), as at a single gateway's stop"},
+};
+
+/* result_not_shared's msg: what becomes of a result whose put failed (|lost|, |event|: publish's) */
+static const char *unshared_msg(enum cmp_poll_try when, const X509 *lost, const char *event, bool alone)
+{
+    if (lost != NULL)
+        return "its transaction closed here meanwhile; no instance can deliver it";
+    if (event != NULL)
+        return "its transaction closed here meanwhile; not tried again";
+    if (when != CMP_POLL_TRY_AGAIN)
+        return last_try_msg[when][alone];
+    return "tried again when this instance next answers the transaction or expires it";
+}
+
+/*
  * Puts the result beside the transaction's record; |e| (alive: see publishing) records and withdraws a
  * certificate whose transaction another instance closed meanwhile (its deadline won there, or the
- * client aborted it). Retried (cmp_poll_republish) when Redis fails; a certificate that then never
- * reached Redis while its transaction expired here is withdrawn (lost_in_put).
+ * client aborted it). Retried (cmp_poll_republish) when Redis fails, unless |when| says this try is the
+ * last; a certificate that then never reached Redis while its transaction expired here is withdrawn
+ * (lost_in_put, or by the caller of the last try: cmp_poll_leave).
  */
-static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr)
+static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_txn_result *sr,
+                    enum cmp_poll_try when)
 {
     char err[GW_ERR_LEN] = "";
     int rc = gw_cluster_put_result(p->cl, p->tid_raw, p->tid_len, sr, p->ttl, err), unseen, withdrawn, left;
+    bool alone;
     const char *event = NULL;
     X509 *lost = NULL;
 
@@ -333,13 +372,10 @@ static void publish(struct cmp_pending *p, struct gw_cmp_engine *e, struct gw_tx
         lost = lost_in_put(p, rc);
         event = p->left;
         left = p->stopped;
+        alone = alone_here(p);
         pthread_mutex_unlock(&p->lock);
         gw_log_kv(GW_LOG_ERROR, "result_not_shared", "tid", p->tid, "reason", err, "msg",
-                  lost != NULL ? "its transaction closed here meanwhile; no instance can deliver it"
-                  : event != NULL
-                      ? "its transaction closed here meanwhile; not tried again"
-                      : "tried again when this instance next answers the transaction or expires it",
-                  NULL);
+                  unshared_msg(when, lost, event, alone), NULL);
         if (lost != NULL && left)
             stopped_undelivered(e, &p->view, p->tid, event, lost);
         else if (lost != NULL)
@@ -583,7 +619,7 @@ static void pending_done(void *arg, struct gw_sign_result *res)
     }
     if (share) { /* after the "issued" record, as for a pollReq here; Redis outside detach_lock */
         if ((e = hold_engine(p)) != NULL) {
-            publish(p, e, &sr);
+            publish(p, e, &sr, CMP_POLL_TRY_AGAIN);
             let_engine_go();
         } else {
             gw_txn_result_cleanup(&sr);
@@ -762,10 +798,10 @@ void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cl
     p->ttl = ttl;
     pthread_mutex_unlock(&p->lock);
     /* the call returned since the worker stopped waiting: its completion shared nothing */
-    cmp_poll_republish(e, p);
+    cmp_poll_republish(e, p, CMP_POLL_TRY_AGAIN);
 }
 
-void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
+void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p, enum cmp_poll_try when)
 {
     struct gw_txn_result sr;
     int now;
@@ -776,7 +812,7 @@ void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p)
     now = to_publish(p, &sr);
     pthread_mutex_unlock(&p->lock);
     if (now)
-        publish(p, e, &sr); /* a worker or the main thread: the engine lives */
+        publish(p, e, &sr, when); /* a worker or the main thread: the engine lives */
 }
 
 bool cmp_poll_leave(struct cmp_pending *p, const char *event, bool stopping)
@@ -786,8 +822,7 @@ bool cmp_poll_leave(struct cmp_pending *p, const char *event, bool stopping)
     if (p == NULL)
         return false;
     pthread_mutex_lock(&p->lock);
-    held = p->cl != NULL && p->done && p->res != NULL && p->res->cert != NULL && !p->gave_up && !p->closed &&
-           !p->published && !p->put_failed;
+    held = alone_here(p);
     if (!held) { /* a put in flight, or one of a call still running, sees it when it fails */
         p->left = event;
         p->stopped = stopping;

@@ -40,8 +40,15 @@ void cmp_poll_describe(const struct cmp_txn *t, long long *deadline_ms, long lon
 void cmp_poll_share(struct gw_cmp_engine *e, struct cmp_pending *p, struct gw_cluster *cl,
                     const unsigned char *tid, size_t tid_len, time_t ttl);
 
-/* cmp_poll_republish shares a result that could not be shared before (Redis failed). NULL-safe. */
-void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p);
+/* Whether a put of a deferred request's result that fails is tried again (result_not_shared says which) */
+enum cmp_poll_try {
+    CMP_POLL_TRY_AGAIN,      /* when this instance next answers the transaction, or expires it */
+    CMP_POLL_LAST_AT_EXPIRY, /* no: the transaction expires here now (cmp_poll_leave next) */
+    CMP_POLL_LAST_AT_STOP,   /* no: the gateway stops (cmp_poll_leave next, stopping) */
+};
+
+/* cmp_poll_republish shares a result not shared before (Redis failed); |when| as above. NULL-safe. */
+void cmp_poll_republish(struct gw_cmp_engine *e, struct cmp_pending *p, enum cmp_poll_try when);
 
 /*
  * cmp_poll_leave: |p|'s shared transaction closes here without its client: it expires, or with |stopping|

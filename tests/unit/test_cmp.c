@@ -8372,8 +8372,9 @@ static void test_shared_unsent_result_withdrawn(void **state)
  * request's result (the only script whose keys are a record and its result), from any thread, first runs
  * |put_fn|, once, and then never goes out: Redis certainly never ran it. With |lose_claims|, the answers of
  * that many expiry claims sent from |thread| (the only script with the deadlines and no record among its
- * keys) are lost once they came. |sent| counts the commands sent from |thread|, whatever they are, |ends|
- * the ends (and read-backs of ends) among them.
+ * keys) are lost once they came. With |lose_put|, the answers of that many puts of a result sent from
+ * |thread| are lost once they came: Redis may have run them. |sent| counts the commands sent from |thread|,
+ * whatever they are, |ends| the ends (and read-backs of ends) among them.
  */
 static struct {
     pthread_t thread;
@@ -8385,6 +8386,7 @@ static struct {
     bool losing;        /* the next read on |thread| fails */
     void (*put_fn)(void);
     int lose_claims;
+    int lose_put;
     int sent, ends;
 } drop_hook;
 
@@ -8435,6 +8437,11 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
         c->err = REDIS_ERR_OTHER;
         snprintf(c->errstr, sizeof(c->errstr), "the test kept the put from going out");
         return REDIS_ERR;
+    }
+    if (drop_hook.lose_put > 0 && pthread_equal(pthread_self(), drop_hook.thread) &&
+        arg_has(argc, argv, argvlen, ":rec:", false) && arg_has(argc, argv, argvlen, ":res:", false)) {
+        drop_hook.lose_put--;
+        drop_hook.losing = true;
     }
     if (drop_hook.lose_claims > 0 && pthread_equal(pthread_self(), drop_hook.thread) &&
         arg_has(argc, argv, argvlen, ":deadlines", true) && !arg_has(argc, argv, argvlen, ":rec:", false) &&
@@ -8756,6 +8763,76 @@ static void test_shared_republish_skips_unreachable(void **state)
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(e);
+}
+
+/*
+ * A shared deferred request whose result no put took to Redis yet (the completion's refused before it went
+ * out) expires here uncollected, Redis answering again, and the put tried at the expiry fails too: that try
+ * is the last, and the log says what follows it. Refused before it went out, no other instance can have the
+ * certificate: it expires here as an unshared one, withdrawn. Sent, its answer lost, Redis may hold it: the
+ * transaction is left to its record. Before, both said the result would be tried again when this instance
+ * next answered the transaction or expired it, though the expiry was that moment and nothing tried again.
+ */
+static void test_shared_put_fails_at_expiry(void **state)
+{
+    static const struct {
+        const char *name, *msg;
+        bool sent;
+    } cases[] = {
+        {"refused: nothing sent", "no try reached Redis, so no other instance can deliver it", false},
+        {"sent, its answer lost", "left to its record, from which its expiry is recorded", true}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e;
+        struct client cl;
+        OSSL_CMP_CTX *ctx;
+        char serial[64] = "", *logged;
+        const char *line;
+        bool unsent, answer_lost;
+
+        if (redis_start() != 0)
+            skip();
+        print_message("%s\n", cases[i].name);
+        e = env_shared("100ms");
+        slow_revokes(e);
+        ctx = shared_waiting(e, &cl, NULL); /* the record shared, the call running */
+        drop_hook.put_fn = put_nothing;
+        slow_gate(1);
+        slow_wait_completed(e, 1);
+        assert_null(drop_hook.put_fn);
+        assert_true(state_is(e, true)); /* the put's failure over: the expiry tries it again */
+        log_capture_start();
+        drop_hook.thread = pthread_self();
+        if (cases[i].sent)
+            drop_hook.lose_put = 1;
+        else
+            drop_hook.put_fn = put_nothing;
+        gw_cmp_engine_expire(e->engine, time(NULL) + 300 + 12); /* the copy's expiry, past its TTL and call */
+        logged = log_capture_end();
+        unsent = drop_hook.put_fn == NULL;
+        answer_lost = drop_hook.lose_put == 0;
+        memset(&drop_hook, 0, sizeof(drop_hook));
+        assert_true(unsent && answer_lost); /* the expiry tried the put */
+        assert_non_null(line = strstr(logged, "\"event\":\"result_not_shared\""));
+        assert_non_null(strstr(line, "its transaction expires here now, so it is not tried again"));
+        assert_non_null(strstr(line, cases[i].msg));
+        assert_null(strstr(logged, "tried again when"));
+        if (!cases[i].sent) {
+            assert_uncollected_withdrawn(e, serial, sizeof(serial),
+                                         "no pollReq collected it before its transaction closed");
+        } else { /* left to its record: neither withdrawn nor on record here */
+            assert_null(strstr(logged, "\"event\":\"txn_expired_pending\""));
+            assert_int_equal(audit_count(e, "expired_undelivered", NULL, NULL, NULL), 0);
+            assert_int_equal(revoke_calls(e), 0);
+        }
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        free(logged);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+        (void)redis_stop(NULL); /* the next case starts a Redis of its own */
+    }
 }
 
 /* The transactions counted open in the shares of the test's Redis under slot_cmp's prefix (its "open:" sets).
@@ -13254,6 +13331,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_reread_skips_unreachable, redis_stop),
         cmocka_unit_test_teardown(test_shared_reread_while_refusing, redis_stop),
         cmocka_unit_test_teardown(test_shared_republish_skips_unreachable, redis_stop),
+        cmocka_unit_test_teardown(test_shared_put_fails_at_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_withdrawn, redis_stop),
         cmocka_unit_test_teardown(test_shared_put_unsent_after_expiry, redis_stop),
         cmocka_unit_test_teardown(test_shared_unsent_result_at_stop, redis_stop),
