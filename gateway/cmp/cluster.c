@@ -998,15 +998,10 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     size_args(max_record, max_result);
     args[0] = cl->owner; /* |cl| is not NULL past the check */
     err = err != NULL ? err : own;
-    /* no thread waits out an unreachable Redis: not the main thread (an expiry's drop, a read-back), nor a
-       worker (an end, as a transaction closes: unsent, it never ran, and the record, and a result beside
-       it, stay for the expiry claim). One refusing writes answers at once: a read-back (GETs only) goes to
-       it, and an end (at its maxmemory Redis takes it: its first write is a delete) */
-    if (!(mode[0] != '0' && atomic_load(&cl->refusing)) && gw_cluster_status(cl, err, GW_ERR_LEN) != 0) {
-        if (mode[0] == '1')
-            cluster_warn_failed(cl, "shared_state_drop_failed", err, NULL);
+    /* the main thread waits out no unreachable Redis (a read-back, GETs only, goes to one refusing writes) */
+    if (mode[0] != '1' && !(reread && atomic_load(&cl->refusing)) &&
+        gw_cluster_status(cl, err, GW_ERR_LEN) != 0)
         return GW_ERR_UNAVAILABLE;
-    }
     if (!reread)
         id = atomic_fetch_add(&cl->ends, 1) + 1; /* never 0: left->unread's none */
     snprintf(n, sizeof(n), "%llu", id);

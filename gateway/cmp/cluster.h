@@ -201,11 +201,7 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
  * the instance that made the call put there while this one was closing the transaction. A retry whose
  * first try's answer was lost, finding nothing kept and the shared state's epoch changed since the first
  * try went out (Redis flushed, or restarted without its data), logs txn_end_unread: what that try took
- * is unknown. Its callers are workers: while Redis is known to be unreachable, GW_ERR_UNAVAILABLE at once,
- * nothing sent (logged shared_state_drop_failed, paced), nothing to read back (left->unread 0): the end
- * never ran, and the record, with a result beside it, stays for the expiry claim, which records the
- * expiry once and withdraws a certificate no pollReq collected. Sent while Redis refuses writes: at its
- * maxmemory it takes the end.
+ * is unknown.
  */
 int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           struct gw_txn_result *left);

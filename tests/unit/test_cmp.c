@@ -9650,81 +9650,6 @@ static void test_shared_release_at_maxmemory(void **state)
     gw_cluster_free(cl);
 }
 
-/*
- * A record's end, sent by workers as transactions close (a certConf, the client's error message, a
- * certificate whose answer never left), sends Redis nothing while Redis is known to be unreachable (paused:
- * the pinger's PING found no answer): it never ran, so nothing is left to read back, and the record stays
- * for its expiry; once Redis answers again, an end ends it. Before, the end went out all the same, then its
- * retry, each waiting out the Redis timeout on the worker.
- */
-static void test_shared_end_skips_unreachable(void **state)
-{
-    static const unsigned char tid[] = "0123";
-    char rec[64], out[64];
-    struct gw_txn_result left;
-    struct gw_cluster *cl;
-    bool silent;
-    int rc, sent;
-
-    (void)state;
-    cl = redis_cluster(rec);
-    assert_int_equal(cluster_ready(cl), 0);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
-    kill(redis_pid, SIGSTOP);
-    silent = down_for(cl, "is unreachable");
-    drop_hook.thread = pthread_self();
-    drop_hook.sent = 0;
-    rc = gw_cluster_end_record(cl, tid, 4, &left);
-    sent = drop_hook.sent;
-    kill(redis_pid, SIGCONT);
-    memset(&drop_hook, 0, sizeof(drop_hook));
-    assert_true(silent);
-    assert_int_equal(rc, GW_ERR_UNAVAILABLE);
-    assert_int_equal(sent, 0);
-    assert_false(left.present);
-    assert_true(left.unread == 0); /* never sent: nothing to read back */
-    gw_txn_result_cleanup(&left);
-    assert_int_equal(cluster_ready(cl), 0);
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", rec}), 0);
-    assert_string_equal(out, ":1");
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
-    gw_txn_result_cleanup(&left);
-    gw_cluster_free(cl);
-}
-
-/*
- * Its twin: Redis at its maxmemory (OOM) answers, refusing writes that take memory, readiness down. A
- * record's end goes out all the same, and goes through (its first write is a delete, after which Redis lets
- * the script write on): the record is gone, and no expiry claim records the closed transaction as expired.
- */
-static void test_shared_end_at_maxmemory(void **state)
-{
-    static const unsigned char tid[] = "0123";
-    char rec[64], out[64], why[GW_ERR_LEN] = "";
-    struct gw_txn_result left;
-    struct gw_cluster *cl;
-    int rc;
-
-    (void)state;
-    if (redis_start() != 0)
-        skip();
-    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
-    cl = unit_cluster(rec);
-    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
-    redis_full(1);
-    for (int i = 0; i < 50 && gw_cluster_status(cl, why, sizeof(why)) == 0; i++) /* the next ping's SET */
-        usleep(100 * 1000);
-    rc = gw_cluster_end_record(cl, tid, 4, &left);
-    gw_txn_result_cleanup(&left);
-    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", rec}), 0);
-    redis_full(0);
-    assert_non_null(strstr(why, "OOM"));
-    assert_int_equal(rc, 1);
-    assert_string_equal(out, ":0");
-    assert_int_equal(cluster_ready(cl), 0);
-    gw_cluster_free(cl);
-}
-
 /* Whether the test's Redis holds the reservation (txn:) of transactionID |tid| under unit_cluster's prefix.
  */
 static bool unit_reserved(const char *tid)
@@ -10252,13 +10177,12 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         snprintf(epoch, sizeof(epoch), "%s", left.unread_epoch);
         gw_txn_result_cleanup(&left);
         memset(&drop_hook, 0, sizeof(drop_hook));
-        /* a later transaction under it, ended before the read-back comes (once the pinger found Redis
-           reachable again: the lost answers marked it unreachable, and no end goes out until then) */
-        assert_true(cluster_up(cl));
+        /* a later transaction under it, ended before the read-back comes */
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
         assert_int_equal(gw_cluster_end_record(later, tid, 4, &left), 1);
         assert_false(left.present);
         gw_txn_result_cleanup(&left);
+        assert_true(cluster_up(cl));
         assert_int_equal(gw_cluster_reread_end(cl, tid, 4, id, epoch, &left, err), 1);
         assert_true(left.present);
         assert_string_equal(left.reason, "the first transaction's");
@@ -13348,8 +13272,6 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
-        cmocka_unit_test_teardown(test_shared_end_skips_unreachable, redis_stop),
-        cmocka_unit_test_teardown(test_shared_end_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
