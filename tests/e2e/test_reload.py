@@ -26,7 +26,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
 import redisenv  # noqa: E402
 from test_admin_token import held  # noqa: E402
-from test_systemd import Held  # noqa: E402
+import vaultenv  # noqa: E402
 from test_abuse import h2_answers, h2_connect, h2_frame, h2_frames, h2_literal  # noqa: E402
 
 admin = harness.admin
@@ -827,20 +827,26 @@ class ReloadRestartOnlyState(harness.GatewayTestCase):
 
 
 class ReloadWhileAProbeHangs(harness.GatewayTestCase):
-    """A replaced configuration whose health probe hangs on an upstream that never answers: the reload
-    waits for the probe to stop, and the transactions begun under that configuration are reached all
-    the while."""
+    """A replaced configuration whose health probe hangs on an upstream that never answers (the Vault-API
+    test server, stopped with SIGSTOP for the whole class): the reload waits for the probe to stop, and
+    the transactions begun under that configuration are reached all the while."""
 
     @classmethod
     def edit_config(cls, cfg, gw):
         Reload.edit_config.__func__(cls, cfg, gw)
-        cls.held = Held()
-        cfg["upstreams"]["held"] = cls.held.vault(gw)
+        cls.vault = vaultenv.VaultApi(gw.dir)
+        cls.vault.make_pki()
+        cls.vault.start()
+        cfg["upstreams"]["held"] = cls.vault.upstream(timeout="60s", probe_interval=1)
+        cls.vault.proc.send_signal(signal.SIGSTOP)
+        if not harness.settled(lambda: harness.all_stopped(cls.vault.proc.pid), bool, timeout=10):
+            raise harness.Failure("the Vault-API server did not stop on SIGSTOP")
         cls.base = json.loads(json.dumps(cfg))
 
     @classmethod
     def tearDownClass(cls):
-        cls.held.stop()  # its probes fail: nothing waits for them at the gateway's stop
+        cls.vault.proc.send_signal(signal.SIGCONT)  # its probes fail: nothing waits for them at the stop
+        cls.vault.stop()
         super().tearDownClass()
 
     write_config = Reload.write_config
@@ -851,8 +857,8 @@ class ReloadWhileAProbeHangs(harness.GatewayTestCase):
         upstream that holds the probe for a minute. Once the new configuration serves, the client's next
         pollReq reaches the one its transaction began under, which refuses it as its role's removal
         (it was on no list while its probe stopped, and the pollReq got an HTTP 404)."""
-        if not harness.settled(lambda: list(self.held.got), bool):
-            self.fail("no probe reached the held Vault")
+        if not harness.settled(lambda: harness.waiting(self.vault.port), bool):
+            self.fail("no probe reached the stopped Vault")
         ir = self.gw.make_request("probe-gone-ir")
 
         def remove():
