@@ -15,6 +15,12 @@
  * within HANDOVER_CONFIRM_TIMEOUT_S of its "ready" stops. The successor's socket takes the
  * hand-over path only once it is told, so that a successor that stops leaves the path to the
  * gateway that serves on.
+ *
+ * A predecessor told to stop (SIGTERM) after it sent the sockets stops accepting whatever comes: it
+ * says "draining" at once, before any "ready" (the successor reads it after its own "ready", or
+ * finds it there when that "ready" finds the connection closed), and waits HANDOVER_STOP_WAIT_S more
+ * for the "ready", to answer what still arrives on its open connections as for a successor. A
+ * successor whose predecessor closed without "draining" and then exited serves on: nobody else does.
  */
 #include "gateway/handover.h"
 #include "base/conf.h"
@@ -23,22 +29,28 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HANDOVER_MAGIC "CMPGW-HANDOVER 1 "
 #define HANDOVER_TAKE_TIMEOUT_S 10    /* the successor waiting for the sockets */
 #define HANDOVER_READY_TIMEOUT_S 120  /* the predecessor waiting for its successor to start */
 #define HANDOVER_CONFIRM_TIMEOUT_S 10 /* the successor waiting for "draining" after its "ready" */
+#define HANDOVER_STOP_WAIT_S 10       /* a predecessor told to stop, waiting for the "ready" it answered */
+#define HANDOVER_GONE_WAIT_MS 1000    /* the successor, unconfirmed, waiting for its predecessor to exit */
 #define HANDOVER_CONFIRM " confirm\n"
 #define HANDOVER_READY "ready\n"                 /* from a successor of an earlier version */
 #define HANDOVER_READY_CONFIRM "ready confirm\n" /* from one that waits for "draining" */
@@ -53,8 +65,7 @@ struct gw_handover {
     struct gw_server *server;
     pthread_t tid;
     atomic_bool done, stopping;
-    pthread_mutex_t lock; /* guards |conn| */
-    int conn;             /* the successor being served, or -1 */
+    int wake[2]; /* a pipe: readable once gw_handover_stop began */
 };
 
 static int unix_addr(const char *path, struct sockaddr_un *a)
@@ -130,7 +141,7 @@ static int receive_fds(int fd, const char *path, struct gw_inherited *out, bool 
  * kernel's record of who called listen() there, not the socket file (anybody able to create it could
  * otherwise give the gateway a listener they also accept() from). |*uid|: the peer's, or -1.
  */
-static bool peer_may_hand_over(int fd, uid_t user, long *uid)
+static bool peer_may_hand_over(int fd, uid_t user, long *uid, pid_t *pid)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -139,6 +150,7 @@ static bool peer_may_hand_over(int fd, uid_t user, long *uid)
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
         return false;
     *uid = (long)cred.uid;
+    *pid = cred.pid;
     return cred.uid == user || cred.uid == 0;
 }
 
@@ -149,7 +161,7 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, str
     long uid;
     int fd, e;
 
-    *peer = (struct gw_handover_peer){-1, false};
+    *peer = (struct gw_handover_peer){-1, false, 0};
     *out = (struct gw_inherited){NULL, 0};
     if (unix_addr(path, &a) != 0 || (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(errno));
@@ -163,7 +175,7 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, str
         snprintf(err, GW_ERR_LEN, "handover_socket %s: %s", path, strerror(e));
         return GW_ERR_IO;
     }
-    if (!peer_may_hand_over(fd, user, &uid)) {
+    if (!peer_may_hand_over(fd, user, &uid, &peer->pid)) {
         snprintf(err, GW_ERR_LEN,
                  "handover_socket %s: refused the sockets of uid %ld: only this gateway's user (uid %ld) or "
                  "root may hand them over",
@@ -185,21 +197,56 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, str
     return 0;
 }
 
+/*
+ * Whether the predecessor |pid|, which closed the connection unconfirmed, has exited (within
+ * HANDOVER_GONE_WAIT_MS: its connection closes as it exits, a moment before it is gone): then it
+ * serves nothing. A pid the kernel cannot name counts as alive, so that a doubt stops this gateway.
+ */
+static bool predecessor_gone(pid_t pid)
+{
+    struct pollfd p = {-1, POLLIN, 0};
+    int rc;
+
+    if (pid <= 0)
+        return false;
+    if ((p.fd = pidfd_open(pid, 0)) < 0)
+        return errno == ESRCH;
+    while ((rc = poll(&p, 1, HANDOVER_GONE_WAIT_MS)) < 0 && errno == EINTR)
+        ;
+    close(p.fd);
+    return rc == 1;
+}
+
+/* |peer| closed without confirming: 0 if it exited (logged), else an error with |err| saying |what|. */
+static int unconfirmed(struct gw_handover_peer peer, const char *what, char *err)
+{
+    if (predecessor_gone(peer.pid)) {
+        gw_log(GW_LOG_WARN, "handover",
+               "the predecessor (pid %ld) %s and exited: this gateway serves the listening sockets alone",
+               (long)peer.pid, what);
+        return 0;
+    }
+    snprintf(err, GW_ERR_LEN, "the predecessor %s: it serves on", what);
+    return GW_ERR_IO;
+}
+
 /* The successor's "ready" and the predecessor's confirmation; closes |peer|. 0 or an error with |err|. */
 static int ready(struct gw_handover_peer peer, char *err)
 {
     const char *say = peer.confirms ? HANDOVER_READY_CONFIRM : HANDOVER_READY;
-    char buf[sizeof(HANDOVER_DRAINING)] = "";
+    char buf[sizeof(HANDOVER_DRAINING)] = "", what[128];
     size_t want = strlen(HANDOVER_DRAINING);
     ssize_t got = 0;
-    int rc = GW_ERR_IO;
+    int rc, sent;
 
     if (peer.fd < 0)
         return 0;
     set_timeout(peer.fd, HANDOVER_CONFIRM_TIMEOUT_S);
-    if (send(peer.fd, say, strlen(say), MSG_NOSIGNAL) != (ssize_t)strlen(say)) {
-        snprintf(err, GW_ERR_LEN, "the predecessor was not told that this gateway serves (%s): it serves on",
-                 strerror(errno));
+    sent = send(peer.fd, say, strlen(say), MSG_NOSIGNAL) == (ssize_t)strlen(say) ? 0 : errno;
+    /* a predecessor told to stop said "draining" before it closed: it is read even when "ready" was not */
+    if (sent != 0 && !peer.confirms) {
+        snprintf(what, sizeof(what), "was not told that this gateway serves (%s)", strerror(sent));
+        rc = unconfirmed(peer, what, err);
         goto out;
     }
     if (!peer.confirms) { /* an earlier version drains on "ready", or it serves on and is gone */
@@ -208,12 +255,13 @@ static int ready(struct gw_handover_peer peer, char *err)
     }
     while ((got = recv(peer.fd, buf, want, MSG_WAITALL)) < 0 && errno == EINTR)
         ;
-    if (got != (ssize_t)want || memcmp(buf, HANDOVER_DRAINING, want) != 0) {
-        snprintf(err, GW_ERR_LEN, "the predecessor did not confirm that it drains (%s): it serves on",
-                 got < 0 ? strerror(errno) : "it closed the connection");
+    if (got == (ssize_t)want && memcmp(buf, HANDOVER_DRAINING, want) == 0) {
+        rc = 0;
         goto out;
     }
-    rc = 0;
+    snprintf(what, sizeof(what), "did not confirm that it drains (%s)",
+             got < 0 ? strerror(errno) : "it closed the connection");
+    rc = unconfirmed(peer, what, err);
 out:
     close(peer.fd);
     return rc;
@@ -258,6 +306,53 @@ out:
     return rc;
 }
 
+static bool say_draining(int conn)
+{
+    return send(conn, HANDOVER_DRAINING, strlen(HANDOVER_DRAINING), MSG_NOSIGNAL) ==
+           (ssize_t)strlen(HANDOVER_DRAINING);
+}
+
+static time_t now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+/*
+ * Reads the successor's "ready" into |buf| (|len| with its NUL), waiting HANDOVER_READY_TIMEOUT_S; once
+ * gw_handover_stop began, this gateway stops accepting whatever the successor does: |*told| it
+ * "draining" at once, and the wait ends HANDOVER_STOP_WAIT_S later. What read() returns (-1 with
+ * errno ETIMEDOUT when the wait ended).
+ */
+static ssize_t wait_ready(struct gw_handover *h, int conn, char *buf, size_t len, bool *told)
+{
+    struct pollfd p[2] = {{conn, POLLIN, 0}, {h->wake[0], POLLIN, 0}};
+    time_t end = now_s() + HANDOVER_READY_TIMEOUT_S;
+    ssize_t got;
+
+    for (;;) {
+        if (p[1].fd >= 0 && atomic_load(&h->stopping)) {
+            p[1].fd = -1; /* the pipe stays readable */
+            *told = say_draining(conn);
+            if (end > now_s() + HANDOVER_STOP_WAIT_S)
+                end = now_s() + HANDOVER_STOP_WAIT_S;
+        }
+        if (now_s() >= end) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (poll(p, 2, (int)(end - now_s()) * 1000) < 0 && errno != EINTR)
+            return -1;
+        if (p[0].revents != 0)
+            break;
+    }
+    while ((got = read(conn, buf, len - 1)) < 0 && errno == EINTR)
+        ;
+    return got;
+}
+
 /* One successor: may it have the sockets, are they sent, does it serve. True once it does. */
 static bool serve_one(struct gw_handover *h, int conn)
 {
@@ -265,7 +360,7 @@ static bool serve_one(struct gw_handover *h, int conn)
     socklen_t len = sizeof(cred);
     char buf[16] = "";
     ssize_t got;
-    bool confirm;
+    bool confirm, told = false;
 
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != geteuid() && cred.uid != 0)) {
@@ -274,20 +369,19 @@ static bool serve_one(struct gw_handover *h, int conn)
                len == sizeof(cred) ? (long)cred.uid : -1L);
         return false;
     }
-    set_timeout(conn, HANDOVER_READY_TIMEOUT_S);
+    set_timeout(conn, HANDOVER_STOP_WAIT_S); /* the sends */
     if (send_fds(h, conn, cred.pid) != 0)
         return false;
-    while ((got = read(conn, buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
-        ;
+    got = wait_ready(h, conn, buf, sizeof(buf), &told);
     confirm = got > 0 && strcmp(buf, HANDOVER_READY_CONFIRM) == 0;
     if (!confirm && (got < 6 || strncmp(buf, HANDOVER_READY, 6) != 0)) {
-        gw_log(GW_LOG_WARN, "handover", "pid %ld did not start serving (%s); this gateway serves on",
-               (long)cred.pid, got < 0 ? strerror(errno) : "it closed the connection");
+        gw_log(GW_LOG_WARN, "handover", "pid %ld did not start serving (%s); this gateway %s", (long)cred.pid,
+               got < 0 ? strerror(errno) : "it closed the connection",
+               told ? "stops, as it was told to, without a successor" : "serves on");
         return false;
     }
     /* unconfirmed, the successor stops: this one must then serve on */
-    if (confirm && send(conn, HANDOVER_DRAINING, strlen(HANDOVER_DRAINING), MSG_NOSIGNAL) !=
-                       (ssize_t)strlen(HANDOVER_DRAINING)) {
+    if (confirm && !told && !say_draining(conn)) {
         gw_log(GW_LOG_WARN, "handover",
                "pid %ld was not told that this gateway drains (%s); this gateway serves on", (long)cred.pid,
                strerror(errno));
@@ -309,17 +403,12 @@ static void *handover_main(void *arg)
                 continue;
             break; /* shut down by gw_handover_stop */
         }
-        pthread_mutex_lock(&h->lock);
-        h->conn = conn;
-        pthread_mutex_unlock(&h->lock);
         bool ok = serve_one(h, conn);
-        pthread_mutex_lock(&h->lock);
-        h->conn = -1;
         close(conn);
-        pthread_mutex_unlock(&h->lock);
         if (ok) {
             atomic_store(&h->done, true);
-            kill(getpid(), SIGTERM); /* main drains, knowing a successor serves */
+            if (!atomic_load(&h->stopping))
+                kill(getpid(), SIGTERM); /* main drains, knowing a successor serves */
             break;
         }
     }
@@ -404,9 +493,13 @@ struct gw_handover *gw_handover_serve(const char *path, struct gw_server *server
         return NULL;
     }
     h->fd = -1;
-    h->conn = -1;
+    h->wake[0] = h->wake[1] = -1;
     h->server = server;
-    pthread_mutex_init(&h->lock, NULL);
+    if (pipe2(h->wake, O_CLOEXEC) != 0) {
+        snprintf(err, GW_ERR_LEN, "handover_socket: %s", strerror(errno));
+        gw_handover_stop(h);
+        return NULL;
+    }
     if (gw_handover_check(path, geteuid(), err) != 0 || bind_path(h, err) != 0) {
         gw_handover_stop(h);
         return NULL;
@@ -438,20 +531,22 @@ void gw_handover_stop(struct gw_handover *h)
     atomic_store(&h->stopping, true);
     if (h->fd >= 0)
         shutdown(h->fd, SHUT_RDWR); /* wakes accept() */
-    pthread_mutex_lock(&h->lock);
-    if (h->conn >= 0)
-        shutdown(h->conn, SHUT_RDWR); /* wakes a wait for "ready" */
-    pthread_mutex_unlock(&h->lock);
+    /* wakes a wait for "ready", which is not cut short: the successor that has the sockets is told
+       "draining" and waited for (HANDOVER_STOP_WAIT_S), so that it serves them */
+    if (h->wake[1] >= 0 && write(h->wake[1], "s", 1) != 1)
+        gw_log(GW_LOG_ERROR, "handover", "waking the hand-over's thread: %s", strerror(errno));
     if (h->tid != 0)
         pthread_join(h->tid, NULL);
     if (h->fd >= 0)
         close(h->fd);
+    for (int i = 0; i < 2; i++)
+        if (h->wake[i] >= 0)
+            close(h->wake[i]);
     /* a successor renames (or renamed) its own socket over the path: that one stays */
     name = h->published ? h->path : h->tmp;
     if (h->ino != 0 && (!h->published || !atomic_load(&h->done)) && lstat(name, &st) == 0 &&
         st.st_dev == h->dev && st.st_ino == h->ino)
         (void)unlink(name);
-    pthread_mutex_destroy(&h->lock);
     free(h->tmp);
     free(h->path);
     free(h);

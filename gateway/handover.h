@@ -4,7 +4,8 @@
  * A gateway configured with "handover_socket" serves that Unix socket. A new gateway started with
  * the same setting connects to it before binding anything and receives every listening socket
  * (SCM_RIGHTS); once it serves them it says "ready", and the old gateway confirms ("draining"),
- * stops accepting and drains; a new gateway that is not confirmed stops (the old one serves on). The kernel's
+ * stops accepting and drains; a new gateway that is not confirmed stops (the old one serves on), unless
+ * the old one exited. An old gateway told to stop meanwhile says "draining" at once. The kernel's
  * listening sockets never close, so no connection is refused or reset (a closing SO_REUSEPORT socket resets
  * the connections queued on it: overlapping two processes that bind the port themselves is not enough). Only
  * a process of the same user, or root, is given the sockets, and only from a gateway of that user or root are
@@ -29,6 +30,7 @@ int gw_handover_check(const char *path, uid_t owner, char *err);
 struct gw_handover_peer {
     int fd;        /* the connection to it; -1: none */
     bool confirms; /* it answers "ready" with "draining" (a gateway of an earlier version drains unasked) */
+    pid_t pid;     /* its process (SO_PEERCRED): one that closes unconfirmed and exits serves nothing */
 };
 
 /*
@@ -56,16 +58,21 @@ struct gw_handover *gw_handover_serve(const char *path, struct gw_server *server
 
 /*
  * gw_handover_finish, once this gateway serves: tells the predecessor |*peer| (fd -1: none) so and
- * waits (a bounded time) for it to confirm that it drains, closing peer->fd and setting it to -1;
- * then renames |h|'s socket over its path (replacing the predecessor's file atomically). 0, or an
- * error with |err|: the predecessor, if any, serves on, and this gateway must stop. |h| may be NULL.
+ * waits (a bounded time) for it to confirm that it drains (or, closing unconfirmed, to exit), closing
+ * peer->fd and setting it to -1; then renames |h|'s socket over its path (replacing the predecessor's
+ * file atomically). 0, or an error with |err|: the predecessor serves on, and this gateway must stop.
+ * |h| may be NULL.
  */
 int gw_handover_finish(struct gw_handover *h, struct gw_handover_peer *peer, char *err);
 
 /* gw_handover_done: a successor took the sockets and serves them (any thread). */
 bool gw_handover_done(struct gw_handover *h);
 
-/* gw_handover_stop ends the thread and removes |path| if it is still this gateway's. NULL-safe. */
+/*
+ * gw_handover_stop ends the thread and removes |path| if it is still this gateway's. A successor that
+ * was sent the sockets is told "draining" and waited for a bounded time (its "ready" makes
+ * gw_handover_done true), so that it serves on. NULL-safe.
+ */
 void gw_handover_stop(struct gw_handover *h);
 
 #endif

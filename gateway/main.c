@@ -923,7 +923,7 @@ static int cmd_run(const char *path)
     struct gw_gen *first = NULL;
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
-    struct gw_handover_peer predecessor = {-1, false};
+    struct gw_handover_peer predecessor = {-1, false, 0};
     bool successor;
     sigset_t set;
     int rc = EXIT_FAILURE;

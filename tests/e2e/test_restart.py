@@ -2,7 +2,8 @@
 gateway started with the same "handover_socket" takes the running one's listening sockets, and the
 first drains and exits 0 while a cmpload run (implicitConfirm: no transaction spans the restart) and
 a client that connects anew for every request see no failure; a would-be successor that takes the
-sockets but never serves leaves the running gateway serving; a process of another user gets nothing;
+sockets but never serves leaves the running gateway serving; one the running gateway is stopped
+under (SIGTERM) before it said "ready" still takes over; a process of another user gets nothing;
 a certificate revoked on either side of a hand-over is refused on the other at once (cmp.revoked_file);
 and socket activation (systemd-socket-activate) serves the socket it is given."""
 import json
@@ -161,6 +162,50 @@ class Restart(harness.GatewayTestCase):
         nothing, is handed over to as it expects: the running gateway drains, sending nothing more."""
         self.hand_over_to(b"ready\n", b"")
 
+    def test_stopped_while_successor_starts(self):
+        """The running gateway stopped (SIGTERM) after it sent its sockets and before the successor said
+        "ready" (a script that starts the new gateway and then stops the old one) still confirms: the
+        successor serves on and the old one drains and exits 0, instead of both stopping. The successor
+        is held before "ready" by a relay on its handover_socket, which passes the sockets on and keeps
+        its "ready" until the old gateway, stopping, has answered or closed."""
+        d = self.gw.dir
+        cfg = json.loads(self.gw.config_path.read_text())
+        cfg["handover_socket"] = "held.sock"
+        (d / "held.json").write_text(json.dumps(cfg))
+        relay = HeldReady(d / "held.sock", d / "handover.sock")
+        old = self.gw.proc
+        err = open(d / "held.stderr", "wb")
+        new = subprocess.Popen([str(harness.GATEWAY_BIN), "-c", str(d / "held.json")], cwd=d,
+                               stdout=subprocess.DEVNULL, stderr=err, env=self.gw.env())
+        try:
+            self.assertTrue(relay.held.wait(harness.START_TIMEOUT), (d / "held.stderr").read_text()[-3000:])
+            old.send_signal(signal.SIGTERM)
+            relay.release.set()
+            self.assertEqual(old.wait(timeout=60), 0, self.gw.stderr()[-3000:])
+            relay.thread.join(30)
+            text = (d / "held.stderr").read_text()
+            self.assertIsNone(new.poll(), text[-3000:])
+            self.assertNotIn("did not confirm", text)
+            self.assertIn("serves the listening sockets; this gateway drains", self.gw.stderr())
+            self.assertIsNotNone(self.enrol("after-stopped-hand-over")[0])
+            new.send_signal(signal.SIGTERM)
+            self.assertEqual(new.wait(timeout=30), 0)
+        finally:
+            relay.close()
+            if new.poll() is None:
+                new.kill()
+                new.wait()
+            err.close()
+            for mark in harness.SANITIZER_MARKS:
+                self.assertNotIn(mark, (d / "held.stderr").read_text())
+            if old.poll() is None:
+                old.kill()
+                old.wait()
+            # the class's gateway is gone: start a fresh one for the other tests
+            self.gw._err.close()
+            self.gw._out.close()
+            self.gw.start()
+
     def test_successor_in_open_directory_takes_nothing(self):
         """A successor whose handover_socket directory others may write (no sticky bit) would refuse
         to serve the socket there: it refuses before it asks for the sockets (here through a link in
@@ -203,6 +248,57 @@ class Restart(harness.GatewayTestCase):
         self.assertEqual(p.stdout.strip(), "0", p.stderr)
         self.assertIn("refused a hand-over to uid %d" % nobody.pw_uid, self.gw.stderr())
         self.assertIsNotNone(self.enrol("after-refusal")[0])
+
+
+class HeldReady:
+    """A hand-over socket at |path| relaying to the running gateway's at |to|: it passes the sockets on,
+    holds the successor's "ready" (|held| set) until |release| is set and the running gateway has said
+    something or closed, then passes it on and relays the rest."""
+
+    def __init__(self, path, to):
+        self.to = str(to)
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(str(path))
+        self.srv.listen(1)
+        self.srv.settimeout(harness.START_TIMEOUT)
+        self.held, self.release = threading.Event(), threading.Event()
+        self.socks = [self.srv]
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            succ, _ = self.srv.accept()
+            pred = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.socks += [succ, pred]
+            pred.connect(self.to)
+            msg, fds, _, _ = socket.recv_fds(pred, 64, 253)
+            socket.send_fds(succ, [msg], fds)
+            for fd in fds:
+                os.close(fd)
+            succ.settimeout(harness.START_TIMEOUT)
+            ready = succ.recv(64)
+            self.held.set()
+            self.release.wait(harness.START_TIMEOUT)
+            select.select([pred], [], [], harness.START_TIMEOUT)  # its answer to the stop, or its close
+            try:
+                pred.sendall(ready)
+            except OSError:
+                pass
+            pred.settimeout(harness.START_TIMEOUT)
+            while True:
+                data = pred.recv(64)
+                if not data:
+                    break
+                succ.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def close(self):
+        for s in self.socks:
+            s.close()
 
 
 class Relay:

@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,7 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
 struct fake {
     char dir[64], path[96];
     pid_t pid;
+    int hold; /* the child, once done, waits for this end of a pipe to close: it runs (serves) on */
 };
 
 /* The running gateway's message: one socket, as gateway/handover.c sends it, or as an earlier version did. */
@@ -88,18 +90,21 @@ static void send_one(int conn, bool earlier)
 enum fake_answer {
     FAKE_CONFIRMS, /* reads "ready" and confirms "draining" */
     FAKE_SILENT,   /* reads "ready" and closes: it gave up and serves on */
-    FAKE_GONE,     /* closes at once: it gave up before the successor was ready */
+    FAKE_GONE,     /* closes at once: it gave up before the successor was ready, and serves on */
     FAKE_EARLIER,  /* an earlier version: offers no confirmation, reads "ready" and drains */
+    FAKE_STOPPED,  /* told to stop before the successor was ready: says "draining" at once and closes */
+    FAKE_EXITS,    /* reads "ready" and exits without a word (killed) */
 };
 
 /*
  * A would-be predecessor in a child process, listening at f->path as |uid| (-1: this process's),
- * that hands one socket to whoever connects, does |answer| and exits 0 if it was told "ready".
+ * that hands one socket to whoever connects, does |answer| and exits 0 if it was told "ready" (after
+ * fake_end, when it serves on).
  */
 static void fake_start(struct fake *f, long uid, enum fake_answer answer)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int ready[2], s, conn;
+    int ready[2], hold[2], s, conn, rc;
     char buf[16] = "";
 
     snprintf(f->dir, sizeof(f->dir), "/tmp/cmpgw-handover-XXXXXX");
@@ -108,9 +113,11 @@ static void fake_start(struct fake *f, long uid, enum fake_answer answer)
     if (uid >= 0)
         assert_int_equal(chown(f->dir, (uid_t)uid, (gid_t)-1), 0);
     assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
     assert_true((f->pid = fork()) >= 0);
     if (f->pid == 0) {
         close(ready[0]);
+        close(hold[1]);
         if (uid >= 0 && setuid((uid_t)uid) != 0)
             _exit(2);
         snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->path);
@@ -121,14 +128,26 @@ static void fake_start(struct fake *f, long uid, enum fake_answer answer)
         if ((conn = accept(s, NULL, NULL)) < 0)
             _exit(4);
         send_one(conn, answer == FAKE_EARLIER);
-        if (answer == FAKE_GONE)
-            _exit(6);
+        if (answer == FAKE_STOPPED || answer == FAKE_GONE) {
+            rc = answer == FAKE_GONE ? 6 : write(conn, "draining\n", 9) == 9 ? 0 : 7;
+            close(conn);
+            (void)read(hold[0], buf, 1); /* it drains, or serves on */
+            _exit(rc);
+        }
         if (answer == FAKE_EARLIER)
             _exit(read(conn, buf, sizeof(buf) - 1) == 6 && strcmp(buf, "ready\n") == 0 ? 0 : 5);
         if (read(conn, buf, sizeof(buf) - 1) != 14 || strcmp(buf, "ready confirm\n") != 0)
             _exit(5);
-        _exit(answer == FAKE_SILENT || write(conn, "draining\n", 9) == 9 ? 0 : 7);
+        if (answer == FAKE_EXITS)
+            _exit(0);
+        rc = answer == FAKE_SILENT || write(conn, "draining\n", 9) == 9 ? 0 : 7;
+        close(conn);
+        if (answer == FAKE_SILENT)
+            (void)read(hold[0], buf, 1);
+        _exit(rc);
     }
+    close(hold[0]);
+    f->hold = hold[1];
     close(ready[1]);
     assert_int_equal(read(ready[0], buf, 1), 1); /* it listens */
     close(ready[0]);
@@ -139,6 +158,7 @@ static int fake_end(struct fake *f)
 {
     int status;
 
+    close(f->hold);
     while (waitpid(f->pid, &status, 0) < 0 && errno == EINTR)
         ;
     unlink(f->path);
@@ -210,13 +230,40 @@ static void test_unconfirmed_stops(void **state)
         assert_int_equal(out.n, 1);
         close(out.fds[0]);
         free(out.fds);
-        if (cases[i].answer == FAKE_GONE)
-            assert_int_equal(fake_end(&f), cases[i].status); /* gone before "ready" */
         assert_int_equal(gw_handover_finish(NULL, &peer, err), GW_ERR_IO);
         assert_int_equal(peer.fd, -1);
         assert_non_null(strstr(err, "it serves on"));
-        if (cases[i].answer != FAKE_GONE)
-            assert_int_equal(fake_end(&f), cases[i].status);
+        assert_int_equal(fake_end(&f), cases[i].status);
+    }
+}
+
+/*
+ * A predecessor that will not serve on leaves the successor serving: one told to stop before the
+ * successor was ready (it said "draining" at once and closed, so that "ready" finds the connection
+ * closed), or one that read "ready" and exited without a word.
+ */
+static void test_predecessor_gone_serves(void **state)
+{
+    static const enum fake_answer answers[] = {FAKE_STOPPED, FAKE_EXITS};
+    struct gw_handover_peer peer;
+    struct gw_inherited out;
+    struct fake f;
+    char err[GW_ERR_LEN] = "";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        fake_start(&f, -1, answers[i]);
+        assert_int_equal(gw_handover_take(f.path, geteuid(), &out, &peer, err), 0);
+        assert_int_equal(out.n, 1);
+        close(out.fds[0]);
+        free(out.fds);
+        if (answers[i] == FAKE_STOPPED) { /* closed before "ready" */
+            struct pollfd p = {peer.fd, POLLRDHUP, 0};
+            assert_int_equal(poll(&p, 1, 10000), 1);
+        }
+        assert_int_equal(gw_handover_finish(NULL, &peer, err), 0);
+        assert_int_equal(peer.fd, -1);
+        assert_int_equal(fake_end(&f), 0);
     }
 }
 
@@ -254,7 +301,7 @@ static void test_serve_private_from_bind(void **state)
     struct gw_handover *h;
     struct stat st;
     mode_t old = umask(0);
-    struct gw_handover_peer none = {-1, false};
+    struct gw_handover_peer none = {-1, false, 0};
 
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -403,6 +450,70 @@ static void test_listen_fds_are_copies(void **state)
     free(s);
 }
 
+static void *stop_main(void *h)
+{
+    gw_handover_stop(h);
+    return NULL;
+}
+
+/*
+ * A gateway stopped (SIGTERM) after it sent its sockets and before its successor said "ready" stops
+ * accepting anyway: it tells the successor "draining" at once, without cutting the connection, and
+ * waits for its "ready", so that the successor serves on instead of both stopping.
+ */
+static void test_stop_tells_successor(void **state)
+{
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    char dir[] = "/tmp/cmpgw-handover-XXXXXX", err[GW_ERR_LEN] = "", buf[64] = "",
+         ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {buf, sizeof(buf) - 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
+    struct gw_handover_peer none = {-1, false, 0};
+    struct timeval tv = {20, 0};
+    struct gw_listen listen1;
+    struct gw_loop loop;
+    struct gw_server srv;
+    struct gw_handover *h;
+    pthread_t stopper;
+    int conn, fd;
+
+    (void)state;
+    memset(&srv, 0, sizeof(srv));
+    memset(&loop, 0, sizeof(loop));
+    memset(&listen1, 0, sizeof(listen1));
+    assert_true((listen1.fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+    assert_int_equal(bind(listen1.fd, (struct sockaddr *)&in, sizeof(in)), 0);
+    assert_int_equal(listen(listen1.fd, 1), 0);
+    loop.listens = &listen1;
+    loop.n_listens = 1;
+    srv.loops = &loop;
+    srv.n_loops = 1;
+    pthread_mutex_init(&srv.layout_lock, NULL);
+    assert_non_null(mkdtemp(dir));
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s/handover.sock", dir);
+    assert_non_null(h = gw_handover_serve(a.sun_path, &srv, err));
+    assert_int_equal(gw_handover_finish(h, &none, err), 0);
+    assert_true((conn = socket(AF_UNIX, SOCK_STREAM, 0)) >= 0);
+    assert_int_equal(setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    assert_int_equal(connect(conn, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_true(recvmsg(conn, &msg, 0) > 0);
+    assert_non_null(CMSG_FIRSTHDR(&msg));
+    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+    close(fd);
+    assert_int_equal(pthread_create(&stopper, NULL, stop_main, h), 0);
+    memset(buf, 0, sizeof(buf));
+    assert_int_equal(recv(conn, buf, 9, MSG_WAITALL), 9); /* before "ready" */
+    assert_string_equal(buf, "draining\n");
+    assert_int_equal(send(conn, "ready confirm\n", 14, MSG_NOSIGNAL), 14);
+    assert_int_equal(pthread_join(stopper, NULL), 0);
+    close(conn);
+    close(listen1.fd);
+    pthread_mutex_destroy(&srv.layout_lock);
+    unlink(a.sun_path); /* the successor's now, had it bound one */
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,7 +521,8 @@ int main(void)
         cmocka_unit_test(test_other_user_refused),    cmocka_unit_test(test_serve_private_from_bind),
         cmocka_unit_test(test_serve_follows_no_name), cmocka_unit_test(test_serve_refuses_open_directory),
         cmocka_unit_test(test_unconfirmed_stops),     cmocka_unit_test(test_serve_unpublished_leaves_path),
-        cmocka_unit_test(test_listen_fds_are_copies),
+        cmocka_unit_test(test_listen_fds_are_copies), cmocka_unit_test(test_predecessor_gone_serves),
+        cmocka_unit_test(test_stop_tells_successor),
     };
 
     signal(SIGPIPE, SIG_IGN);
