@@ -528,8 +528,8 @@ static const struct gw_conf_enum min_hash_names[] = {
 static const struct gw_conf_enum crmf_names[] = {
     {"reject", GW_CRMF_REJECT, NULL}, {"delegate", GW_CRMF_DELEGATE, NULL}, {NULL, 0, NULL}};
 
-static const struct gw_conf_enum kur_key_reuse_names[] = {
-    {"refuse", GW_KUR_KEY_REFUSE, NULL}, {"allow", GW_KUR_KEY_ALLOW, NULL}, {NULL, 0, NULL}};
+static const struct gw_conf_enum key_reuse_names[] = {
+    {"refuse", GW_KEY_REUSE_REFUSE, NULL}, {"allow", GW_KEY_REUSE_ALLOW, NULL}, {NULL, 0, NULL}};
 
 static const struct gw_conf_enum tls_client_names[] = {
     {"optional", 0, NULL}, {"require", 1, NULL}, {NULL, 0, NULL}};
@@ -669,8 +669,8 @@ static const struct gw_conf_field role_fields[] = {
                 .aux = &gw_conf_names_plain),
     GW_CONF_OPT("authorization", gw_conf_p_obj, struct gw_role, authz, .aux = &authz_def),
     GW_CONF_OPT("kur_any_signer", gw_conf_p_bool, struct gw_role, kur_any_signer, .def = false),
-    GW_CONF_OPT("kur_key_reuse", gw_conf_p_enum, struct gw_role, kur_key_reuse, .def = GW_KUR_KEY_REFUSE,
-                .aux = kur_key_reuse_names),
+    GW_CONF_OPT("key_reuse", gw_conf_p_enum, struct gw_role, key_reuse, .def = GW_KEY_REUSE_REFUSE,
+                .aux = key_reuse_names),
     GW_CONF_OPT("root_ca_update", gw_conf_p_opt_obj, struct gw_role, root_update,
                 .aux = &gw_root_update_conf_def),
     /* 3GPP TS 33.310 (docs/3gpp.md) */

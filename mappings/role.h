@@ -102,10 +102,13 @@ enum gw_crmf_mode {
     GW_CRMF_DELEGATE,   /* issue from the role's delegate local issuer */
 };
 
-/* "kur_key_reuse": may a kur ask to certify the key its old certificate certifies? (RFC 9483 §4.1.3) */
-enum gw_kur_key_reuse {
-    GW_KUR_KEY_REFUSE = 0, /* badCertTemplate: a kur brings a new key pair */
-    GW_KUR_KEY_ALLOW,      /* renewed with the same key (RFC 9810 §5.3.5 allows it) */
+/*
+ * "key_reuse": may a request signed with a certificate the role issued (any kur) ask to certify the key that
+ * certificate certifies? (RFC 9483 §4.1.3)
+ */
+enum gw_key_reuse {
+    GW_KEY_REUSE_REFUSE = 0, /* badCertTemplate: a new certificate brings a new key pair */
+    GW_KEY_REUSE_ALLOW,      /* certified again with the same key (RFC 9810 §5.3.5 allows it) */
 };
 
 /*
@@ -167,8 +170,8 @@ struct gw_role {
     const struct gw_upstream_conf *crmf_upstream; /* resolved; NULL if none */
     struct gw_authz authz;                        /* "authorization" */
     struct gw_root_update root_update;            /* "root_ca_update"; unset = the top-level one */
-    bool kur_any_signer; /* "kur_any_signer": a kur may renew any certificate `trust` admits */
-    enum gw_kur_key_reuse kur_key_reuse; /* "kur_key_reuse": "refuse" | "allow" */
+    bool kur_any_signer;         /* "kur_any_signer": a kur may renew any certificate `trust` admits */
+    enum gw_key_reuse key_reuse; /* "key_reuse": "refuse" | "allow" */
     /* 3GPP TS 33.310 base-station enrolment (docs/3gpp.md) */
     char *device_allowlist_file;  /* "device_allowlist": one CMP signer per line, read at (re)load */
     struct gw_allow_entry *allow; /* its entries, in file order */

@@ -67,22 +67,39 @@ static int check_kur(struct cmp_txn *t, struct cmp_call *c, const OSSL_CRMF_MSG 
                     "oldCertID names another certificate");
 }
 
+/* The key an ir, cr or kur (c->req_key) or a p10cr (its CSR's) asks to certify, or NULL. */
+static EVP_PKEY *requested_key(const struct cmp_call *c, const X509_REQ *p10cr)
+{
+    if (c->body != GW_CMP_BODY_P10CR)
+        return c->req_key;
+    return p10cr != NULL ? X509_REQ_get0_pubkey((X509_REQ *)p10cr) : NULL; /* 3.0 takes no const */
+}
+
 /*
  * RFC 9483 §4.1.3: a kur brings a new key pair (SHOULD); RFC 9810 §5.3.5 lets an update keep the current
  * key, a practice that "may not be appropriate for some environments". Unless the role allows it, a kur
  * asking for the key its old certificate (the signer, once check_kur passed it) certifies is refused:
- * renewing it would extend a key that may have leaked with that certificate. EVP_PKEY_eq compares the
- * keys, not their encodings: the same key sent with its EC point compressed is the same key.
+ * renewing it would extend a key that may have leaked with that certificate. So is an ir, cr or p10cr
+ * signed with a certificate the role issued that asks for that certificate's key: the role trusts its
+ * signer, so it would renew the key as a kur would, for a device whose kur was refused. One signed with
+ * a certificate the role did not issue (a vendor's) enrols its holder. The keys are compared first: the
+ * chain is verified only for a request asking for its signer's key. EVP_PKEY_eq compares the keys, not
+ * their encodings: the same key sent with its EC point compressed is the same key.
  */
-static int check_kur_key(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+static int check_key_reuse(struct cmp_txn *t, struct cmp_call *c, const X509_REQ *p10cr,
+                           struct cmp_refusal *r)
 {
-    if (c->body != GW_CMP_BODY_KUR || t->role->kur_key_reuse == GW_KUR_KEY_ALLOW ||
-        EVP_PKEY_eq(c->req_key, X509_get0_pubkey(t->signer)) != 1)
+    EVP_PKEY *asked = requested_key(c, p10cr);
+
+    if (t->role->key_reuse == GW_KEY_REUSE_ALLOW || t->pbm || t->signer == NULL || asked == NULL ||
+        EVP_PKEY_eq(asked, X509_get0_pubkey(t->signer)) != 1)
         return 0;
-    return cmp_deny(c, t, "kur_key_reuse", r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                    "key update must certify a new key (RFC 9483 §4.1.3): the certTemplate's public key is "
-                    "the one the certificate being updated certifies; generate a new key pair and send its "
-                    "public key");
+    if (c->body != GW_CMP_BODY_KUR && !cmp_signer_issued(c, t))
+        return 0;
+    return cmp_deny(c, t, "key_reuse", r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                    "a new certificate must certify a new key (RFC 9483 §4.1.3): the requested public key is "
+                    "the one the signing certificate certifies; generate a new key pair and send its public "
+                    "key");
 }
 
 /*
@@ -494,10 +511,10 @@ static OSSL_CMP_PKISI *wait_again(struct cmp_txn *t, struct cmp_call *c, const O
 /*
  * The checks in order: the messageTime and the replays known here (cmp_check_request: nothing looked
  * up), who asks (authorization, a 3GPP allow-list with it), then protocol (the POPO's hash and what it
- * signs on every route, then a route's stricter min_hash), then the old certificate and whether a kur
- * asks for its key again; all before anything is reserved or an upstream is asked. A client that may not
- * ask learns nothing about its algorithms, and a weak POPO costs no CA call, no intent record, no issued
- * certificate to withdraw.
+ * signs on every route, then a route's stricter min_hash), then the old certificate and whether a kur,
+ * or an ir, cr or p10cr signed with a certificate of the role, asks for its signer's key again; all before
+ * anything is reserved or an upstream is asked. A client that may not ask learns nothing about its
+ * algorithms, and a weak POPO costs no CA call, no intent record, no issued certificate to withdraw.
  */
 static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *req,
                               const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
@@ -509,7 +526,7 @@ static OSSL_CMP_PKISI *decide(struct cmp_txn *t, struct cmp_call *c, const OSSL_
     if (cmp_check_request(t, c, &r) != 0 || cmp_check_allowlist(c, t, crm, &r) != 0 ||
         cmp_check_popo_hash(c, crm, p10cr, &r) != 0 || cmp_check_popo_input(c, crm, &r) != 0 ||
         cmp_check_min_hash(c, t, crm, p10cr, &r) != 0 || check_kur(t, c, crm, &r) != 0 ||
-        check_kur_key(t, c, &r) != 0 || check_withdrawals(t, c, &r) != 0 || reserve(t, c, &r) != 0)
+        check_key_reuse(t, c, p10cr, &r) != 0 || check_withdrawals(t, c, &r) != 0 || reserve(t, c, &r) != 0)
         return cmp_reject(c, &r);
     return issue(t, c, req, crm, p10cr, certOut, chainOut);
 }

@@ -562,7 +562,7 @@ class Errors(Base):
                 "allowed_subjects": ["/O=cmpgw demo/CN=dev-*/emailAddress=*@example.com"]}),
             "tlssan": dict(base, authorization={"tls_sans": ["*.example.com"]}),
             "tlstrust": dict(base, authorization={"tls_trust": ["foreign"]}),
-            "kurreuse": dict(base, kur_key_reuse="allow"),
+            "kurreuse": dict(base, key_reuse="allow"),
         })
         # a CA the listener's client_ca does not hold: the demo client passes the handshake, not tls_trust
         fca, _, _ = harness.make_foreign_pki(gw.dir / "foreign")
@@ -1034,26 +1034,40 @@ class Errors(Base):
         self.assertEqual(self.gw.denials("kur_other_cert"),
                          [("default", "/O=cmpgw demo/CN=demo-client", a.status_strings[0])])
 
-    def test_kur_key_reuse(self):
+    def test_key_reuse(self):
         """RFC 9483 §4.1.3 (a new key pair SHOULD be used): `openssl cmp -cmd kur` with -newkey the key of the
-        certificate it updates (-key) is refused before the CA is asked. Twins: the same kur on a role with
-        "kur_key_reuse": "allow" renews that key; on the default role, a new key renews."""
+        certificate it updates (-key) is refused before the CA is asked; so are `-cmd cr -cert old -key old`
+        without -newkey and a p10cr signed so whose CSR is of the old key, which would renew it as well. Twins:
+        the same requests on a role with "key_reuse": "allow" certify that key; on the default role, a new key
+        is certified."""
         cert, key = self.enrol("kurreuse")
+        csr = self.gw.dir / "kurreuse-old.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=kurreuse", "-out", csr])
         before = len(harness.audit_records(self.gw, "intent"))
-        res = self.gw.cmp("kur", "kurreuse-same", auth=(cert, key), newkey=key, extra=("-implicit_confirm",),
-                          expect_cert=False)
-        self.assertIsNone(res.cert)
-        a = self.expect("kur_key_reuse", res.last)
-        self.assertEqual(a.body_type, "kup")
+        asks = (("kur", "kup", dict(newkey=key)), ("cr", "cp", {}), ("p10cr", "cp", dict(extra=("-csr", csr))))
+        refused = []
+        for cmd, body, kw in asks:
+            with self.subTest(cmd=cmd):
+                kw = dict(kw, extra=kw.get("extra", ()) + ("-implicit_confirm",))
+                res = self.gw.cmp(cmd, "kurreuse-same-" + cmd, auth=(cert, key), expect_cert=False, **kw)
+                self.assertIsNone(res.cert)
+                a = self.expect("key_reuse", res.last)
+                self.assertEqual(a.body_type, body)
+                refused.append(("default", a.status_strings[0]))
         self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
-        self.assertEqual([(role, msg) for role, _, msg in self.gw.denials("kur_key_reuse")],
-                         [("default", a.status_strings[0])])
-        same = self.gw.cmp("kur", "kurreuse-allowed", auth=(cert, key), newkey=key, path="pki/roles/kurreuse/cmp",
-                           extra=("-implicit_confirm",))
-        self.assertEqual(harness.pubkey_pem_of_cert(same.cert), harness.pubkey_pem_of_key(key))
-        new = self.newkey("kurreuse-new")
-        renewed = self.gw.cmp("kur", "kurreuse-new", auth=(cert, key), newkey=new, extra=("-implicit_confirm",))
-        self.assertEqual(harness.pubkey_pem_of_cert(renewed.cert), harness.pubkey_pem_of_key(new))
+        self.assertEqual([(role, msg) for role, _, msg in self.gw.denials("key_reuse")], refused)
+        for cmd, _, kw in asks:
+            with self.subTest(cmd=cmd, role="kurreuse"):
+                kw = dict(kw, extra=kw.get("extra", ()) + ("-implicit_confirm",))
+                same = self.gw.cmp(cmd, "kurreuse-allowed-" + cmd, auth=(cert, key), path="pki/roles/kurreuse/cmp",
+                                   **kw)
+                self.assertEqual(harness.pubkey_pem_of_cert(same.cert), harness.pubkey_pem_of_key(key))
+        for cmd in ("kur", "cr"):
+            with self.subTest(cmd=cmd, key="new"):
+                new = self.newkey("kurreuse-new-" + cmd)
+                renewed = self.gw.cmp(cmd, "kurreuse-new-" + cmd, auth=(cert, key), newkey=new,
+                                      extra=("-implicit_confirm",))
+                self.assertEqual(harness.pubkey_pem_of_cert(renewed.cert), harness.pubkey_pem_of_key(new))
 
     def test_message_time(self):
         for name, when in (("past", "20200101000000Z"), ("future", "20990101000000Z")):

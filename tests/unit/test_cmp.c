@@ -64,9 +64,9 @@
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 /* revocation_not_kept where cmp.max_revoked is 1 */
 #define TEXT_ONE_KEPT "this instance keeps 1 unexpired revocations already (cmp.max_revoked)"
-#define TEXT_KUR_KEY_REUSE                                                                                   \
-    "key update must certify a new key (RFC 9483 §4.1.3): the certTemplate's public key is the one the "    \
-    "certificate being updated certifies; generate a new key pair and send its public key"
+#define TEXT_KEY_REUSE                                                                                       \
+    "a new certificate must certify a new key (RFC 9483 §4.1.3): the requested public key is the one the "  \
+    "signing certificate certifies; generate a new key pair and send its public key"
 #define TEXT_HERE_A_WHILE                                                                                    \
     "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "  \
     "CRL lists it"
@@ -2906,36 +2906,106 @@ static void test_pbm_answer_mac(void **state)
     }
 }
 
-/*
- * kur and the key it asks for (RFC 9483 §4.1.3: a new key pair SHOULD be used): the key its old
- * certificate (the signer) certifies is refused with badCertTemplate before the CA is asked, logged
- * not_authorized kur_key_reuse; so is that key with its EC point compressed, another encoding of the same
- * key. Twins: a new key renews; a role with "kur_key_reuse": "allow" renews with the same key.
- */
-static void test_kur_key_reuse(void **state)
+enum reuse_key { NEW_KEY, OLD_KEY, OLD_COMPRESSED };
+
+/* The key a key_reuse case asks for, given the old certificate |old| and its |old_key|. */
+static EVP_PKEY *reuse_asked(enum reuse_key which, EVP_PKEY *old_key, X509 *old)
 {
-    enum { NEW_KEY, OLD_KEY, OLD_COMPRESSED };
+    EVP_PKEY *asked = NULL;
+    unsigned char *der = NULL;
+
+    switch (which) {
+    case NEW_KEY:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    case OLD_KEY:
+        assert_int_equal(EVP_PKEY_up_ref(old_key), 1);
+        return old_key;
+    case OLD_COMPRESSED:
+        assert_non_null(asked = EVP_PKEY_dup(old_key));
+        assert_int_equal(EVP_PKEY_set_utf8_string_param(asked, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                                        OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED),
+                         1);
+        /* the template then carries other bytes than the certificate's key */
+        assert_int_not_equal(i2d_PUBKEY(asked, &der), i2d_X509_PUBKEY(X509_get_X509_PUBKEY(old), NULL));
+        OPENSSL_free(der);
+        return asked;
+    }
+    return NULL;
+}
+
+/* Sends the key_reuse request |body| for |asked| (taken) with |ctx|, signed with the old certificate. */
+static X509 *reuse_send(OSSL_CMP_CTX *ctx, int body, EVP_PKEY *asked, X509 *old)
+{
+    X509_REQ *csr;
+    X509 *got;
+
+    switch (body) {
+    case GW_CMP_BODY_KUR:
+        assert_int_equal(OSSL_CMP_CTX_set1_oldCert(ctx, old), 1);
+        assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, asked), 1);
+        return OSSL_CMP_exec_KUR_ses(ctx);
+    case GW_CMP_BODY_CR:
+        assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, asked), 1);
+        return OSSL_CMP_exec_CR_ses(ctx);
+    case GW_CMP_BODY_IR:
+        assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, asked), 1);
+        return OSSL_CMP_exec_IR_ses(ctx);
+    default: /* p10cr: a CSR of |asked|, signed with it */
+        csr = make_csr(asked, "test-device");
+        OSSL_CMP_CTX_set1_p10CSR(ctx, csr);
+        assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, asked), 1); /* the client checks the cert's key */
+        got = OSSL_CMP_exec_P10CR_ses(ctx);
+        X509_REQ_free(csr);
+        return got;
+    }
+}
+
+/*
+ * A request signed with a certificate the role issued, asking for that certificate's key (RFC 9483 §4.1.3:
+ * a new key pair SHOULD be used): a kur renewing it, and an ir, cr or p10cr, which would renew it as well,
+ * are refused with badCertTemplate before the CA is asked, logged not_authorized key_reuse. So is that key
+ * with its EC point compressed, another encoding of the same key. Twins: a new key is certified; a role with
+ * "key_reuse": "allow" certifies the same key.
+ */
+static void test_key_reuse(void **state)
+{
     static const struct {
         const char *name;
+        int body;
         const char *role_extra;
-        int key;
-        int fail_bit; /* -1: renewed */
+        enum reuse_key key;
+        int fail_bit; /* -1: certified */
     } cases[] = {
-        {"the old certificate's key", NULL, OLD_KEY, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"the old key, its point compressed", NULL, OLD_COMPRESSED, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"a new key", NULL, NEW_KEY, -1},
-        {"the old key, reuse refused by name", "\"kur_key_reuse\": \"refuse\"", OLD_KEY,
+        {"kur, the old certificate's key", GW_CMP_BODY_KUR, NULL, OLD_KEY,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"the old key, reuse allowed", "\"kur_key_reuse\": \"allow\"", OLD_KEY, -1},
-        {"the old key compressed, reuse allowed", "\"kur_key_reuse\": \"allow\"", OLD_COMPRESSED, -1},
+        {"kur, the old key, its point compressed", GW_CMP_BODY_KUR, NULL, OLD_COMPRESSED,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"kur, a new key", GW_CMP_BODY_KUR, NULL, NEW_KEY, -1},
+        {"kur, the old key, reuse refused by name", GW_CMP_BODY_KUR, "\"key_reuse\": \"refuse\"", OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"kur, the old key, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
+        {"kur, the old key compressed, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"",
+         OLD_COMPRESSED, -1},
+        {"cr, the old certificate's key", GW_CMP_BODY_CR, NULL, OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"cr, the old key, its point compressed", GW_CMP_BODY_CR, NULL, OLD_COMPRESSED,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"cr, a new key", GW_CMP_BODY_CR, NULL, NEW_KEY, -1},
+        {"cr, the old key, reuse allowed", GW_CMP_BODY_CR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
+        {"ir, the old certificate's key", GW_CMP_BODY_IR, NULL, OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"ir, a new key", GW_CMP_BODY_IR, NULL, NEW_KEY, -1},
+        {"p10cr, the old certificate's key", GW_CMP_BODY_P10CR, NULL, OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"p10cr, a new key", GW_CMP_BODY_P10CR, NULL, NEW_KEY, -1},
+        {"p10cr, the old key, reuse allowed", GW_CMP_BODY_P10CR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
     };
-
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = cases[i].role_extra});
         struct client cl = {.env = e}, cl2 = {.env = e};
-        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *kur;
-        EVP_PKEY *old_key, *asked = NULL;
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0), *again;
+        EVP_PKEY *old_key;
         X509 *old, *got;
         char *logged;
         int intents;
@@ -2943,49 +3013,31 @@ static void test_kur_key_reuse(void **state)
         print_message("case: %s\n", cases[i].name);
         assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
         old_key = OSSL_CMP_CTX_get0_newPkey(ctx, 1);
-        kur = client_new(&cl2, SIG, old, old_key, NULL, NULL, 0);
-        assert_int_equal(OSSL_CMP_CTX_set1_oldCert(kur, old), 1);
-        if (cases[i].key == OLD_KEY) {
-            assert_int_equal(EVP_PKEY_up_ref(old_key), 1);
-            asked = old_key;
-        } else if (cases[i].key == OLD_COMPRESSED) {
-            unsigned char *der = NULL;
-
-            assert_non_null(asked = EVP_PKEY_dup(old_key));
-            assert_int_equal(EVP_PKEY_set_utf8_string_param(asked, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
-                                                            OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED),
-                             1);
-            /* the template then carries other bytes than the certificate's key */
-            assert_int_not_equal(i2d_PUBKEY(asked, &der), i2d_X509_PUBKEY(X509_get_X509_PUBKEY(old), NULL));
-            OPENSSL_free(der);
-        }
-        if (asked != NULL)
-            assert_int_equal(OSSL_CMP_CTX_set0_newPkey(kur, 1, asked), 1);
+        again = client_new(&cl2, SIG, old, old_key, NULL, NULL, 0);
         intents = audit_count(e, "intent", NULL, NULL, NULL);
         log_capture_start();
         log_level(GW_LOG_INFO);
-        got = OSSL_CMP_exec_KUR_ses(kur);
+        got = reuse_send(again, cases[i].body, reuse_asked(cases[i].key, old_key, old), old);
         logged = log_capture_end();
         if (cases[i].fail_bit < 0) {
             if (got == NULL)
-                fail_msg("%s: not renewed", cases[i].name);
-            assert_status(kur, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+                fail_msg("%s: not certified", cases[i].name);
+            assert_status(again, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
             assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), intents + 1);
         } else {
             if (got != NULL)
-                fail_msg("%s: renewed", cases[i].name);
-            assert_status(kur, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, TEXT_KUR_KEY_REUSE);
+                fail_msg("%s: certified", cases[i].name);
+            assert_status(again, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, TEXT_KEY_REUSE);
             assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), intents); /* the CA never asked */
-            if (!logged_reason(logged, "not_authorized", "kur_key_reuse"))
-                fail_msg("%s: no not_authorized line with reason kur_key_reuse in: %s", cases[i].name,
-                         logged);
+            if (!logged_reason(logged, "not_authorized", "key_reuse"))
+                fail_msg("%s: no not_authorized line with reason key_reuse in: %s", cases[i].name, logged);
         }
         free(logged);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
         client_cleanup(&cl);
         client_cleanup(&cl2);
         OSSL_CMP_CTX_free(ctx);
-        OSSL_CMP_CTX_free(kur);
+        OSSL_CMP_CTX_free(again);
         env_free(e);
     }
 }
@@ -3413,6 +3465,49 @@ static void test_weak_signer(void **state)
     }
     X509_free(mid);
     EVP_PKEY_free(ca_key), EVP_PKEY_free(mid_key), EVP_PKEY_free(rsa1024), EVP_PKEY_free(rsa2048);
+}
+
+/*
+ * The twin of test_key_reuse: a certificate the role did not issue (under an intermediate no upstream
+ * holds, as a vendor's is) enrols its holder with a cr for its own key; a kur of it for that key, on a
+ * role that takes such a kur ("kur_any_signer"), is still refused key_reuse.
+ */
+static void test_key_reuse_other_signer(void **state)
+{
+    EVP_PKEY *ca_key = load_key("ca.key"), *mid_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *mid = cert_under(ca_cert, ca_key, mid_key, "vendor intermediate", 0x5EC5, 1);
+    X509 *signer = cert_under(mid, mid_key, key, "vendor-device", 0x5EC6, 0);
+    struct env *e =
+        env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = "\"kur_any_signer\": true"});
+    STACK_OF(X509) *chain = sk_X509_new_null();
+
+    (void)state;
+    assert_int_equal(sk_X509_push(chain, mid), 1);
+    for (int kur = 0; kur < 2; kur++) {
+        struct client cl = {.env = e};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, signer, key, NULL, NULL, 0);
+        X509 *got;
+
+        assert_int_equal(OSSL_CMP_CTX_set1_untrusted(ctx, chain), 1);
+        assert_int_equal(EVP_PKEY_up_ref(key), 1);
+        got = reuse_send(ctx, kur ? GW_CMP_BODY_KUR : GW_CMP_BODY_CR, key, signer);
+        if (kur) {
+            assert_null(got);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                          TEXT_KEY_REUSE);
+        } else {
+            assert_non_null(got);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+        }
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    sk_X509_free(chain);
+    X509_free(signer);
+    X509_free(mid);
+    env_free(e);
+    EVP_PKEY_free(ca_key), EVP_PKEY_free(mid_key), EVP_PKEY_free(key);
 }
 
 /* crl_of with extension |ext| (may be NULL; taken) on the CRL, or with |on_entry| on |revoked|'s entry. */
@@ -13186,7 +13281,8 @@ int main(void)
         cmocka_unit_test(test_rr_reason_before_status),
         cmocka_unit_test(test_genm_unknown_before_status),
         cmocka_unit_test(test_kur_expired),
-        cmocka_unit_test(test_kur_key_reuse),
+        cmocka_unit_test(test_key_reuse),
+        cmocka_unit_test(test_key_reuse_other_signer),
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),

@@ -1164,9 +1164,9 @@ static const struct bad bad_cases[] = {
     {"crmf bad",
      {UPS, ROLES, E("\"crmf\": \"delegate\"", "\"crmf\": \"accept\"")},
      {"$.roles.rv.crmf: expected one of \"reject\"|\"delegate\", got \"accept\""}},
-    {"kur_key_reuse bad",
-     {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"kur_key_reuse\": \"sometimes\"")},
-     {"$.roles.default.kur_key_reuse: expected one of \"refuse\"|\"allow\", got \"sometimes\""}},
+    {"key_reuse bad",
+     {E("\"implicit_confirm\": true", "\"implicit_confirm\": true, \"key_reuse\": \"sometimes\"")},
+     {"$.roles.default.key_reuse: expected one of \"refuse\"|\"allow\", got \"sometimes\""}},
     {"delegate missing",
      {UPS, ROLES, E(", \"delegate\": \"deleg\"", "")},
      {"$.roles.rv.delegate: missing: required with \"crmf\": \"delegate\""}},
@@ -1804,7 +1804,7 @@ static void test_upstreams(void **state)
     assert_int_equal(rc->crmf, GW_CRMF_REJECT);
     assert_null(rc->delegate);
     /* RFC 9483 §4.1.3: a new key pair SHOULD be used */
-    assert_int_equal(rc->kur_key_reuse, GW_KUR_KEY_REFUSE);
+    assert_int_equal(rc->key_reuse, GW_KEY_REUSE_REFUSE);
     assert_false(rc->authz.tls_required);
     assert_null(rc->authz.key_rules);
     /* the local role keeps no upstream role */
@@ -1844,7 +1844,7 @@ static void test_upstreams_full(void **state)
           "\"max_inflight\": 4"),
         E("\"crmf\": \"delegate\"",
           "\"crmf\": \"delegate\", \"sign\": \"verbatim\", \"issuer_ref\": \"root-2024\", "
-          "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\", \"kur_key_reuse\": \"allow\""),
+          "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\", \"key_reuse\": \"allow\""),
         AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
               "[\"*.example.com\"], "
               "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
@@ -1875,7 +1875,7 @@ static void test_upstreams_full(void **state)
     assert_int_equal(rv->sign_policy, GW_SIGN_VERBATIM);
     assert_string_equal(rv->issuer_ref, "root-2024");
     assert_true(rv->exclude_cn_from_sans);
-    assert_int_equal(rv->kur_key_reuse, GW_KUR_KEY_ALLOW);
+    assert_int_equal(rv->key_reuse, GW_KEY_REUSE_ALLOW);
     assert_string_equal(rv->upstream_role, "devices");
     assert_int_equal(a->n_tls_trust, 1);
     assert_non_null(a->tls_store);
