@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/core_names.h>
 #include <openssl/x509v3.h>
 
 /*
@@ -75,6 +76,32 @@ static EVP_PKEY *requested_key(const struct cmp_call *c, const X509_REQ *p10cr)
     return p10cr != NULL ? X509_REQ_get0_pubkey((X509_REQ *)p10cr) : NULL; /* 3.0 takes no const */
 }
 
+/* RSA keys, with PSS parameters or without: a modulus and an exponent either way. */
+static int is_rsa(const EVP_PKEY *k)
+{
+    return EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS");
+}
+
+/*
+ * Whether |a| and |b| are one key. EVP_PKEY_eq compares keys, not their encodings (an EC point sent
+ * compressed is the same key), but it compares an RSA key's exponent too: (n, 65539) with its own private
+ * exponent is another key to it, yet whoever can make it knows n's factors, the key itself. Two RSA keys
+ * are one when their moduli are.
+ */
+static int same_key(const EVP_PKEY *a, const EVP_PKEY *b)
+{
+    BIGNUM *na = NULL, *nb = NULL;
+    int same;
+
+    if (!is_rsa(a) || !is_rsa(b))
+        return EVP_PKEY_eq(a, b) == 1;
+    same = EVP_PKEY_get_bn_param(a, OSSL_PKEY_PARAM_RSA_N, &na) == 1 &&
+           EVP_PKEY_get_bn_param(b, OSSL_PKEY_PARAM_RSA_N, &nb) == 1 && BN_cmp(na, nb) == 0;
+    BN_free(na);
+    BN_free(nb);
+    return same;
+}
+
 /*
  * RFC 9483 §4.1.3: a kur brings a new key pair (SHOULD); RFC 9810 §5.3.5 lets an update keep the current
  * key, a practice that "may not be appropriate for some environments". Unless the role allows it, a kur
@@ -83,8 +110,7 @@ static EVP_PKEY *requested_key(const struct cmp_call *c, const X509_REQ *p10cr)
  * signed with a certificate the role issued that asks for that certificate's key: the role trusts its
  * signer, so it would renew the key as a kur would, for a device whose kur was refused. One signed with
  * a certificate the role did not issue (a vendor's) enrols its holder. The keys are compared first: the
- * chain is verified only for a request asking for its signer's key. EVP_PKEY_eq compares the keys, not
- * their encodings: the same key sent with its EC point compressed is the same key.
+ * chain is verified only for a request asking for its signer's key, compared as keys (same_key).
  */
 static int check_key_reuse(struct cmp_txn *t, struct cmp_call *c, const X509_REQ *p10cr,
                            struct cmp_refusal *r)
@@ -92,7 +118,7 @@ static int check_key_reuse(struct cmp_txn *t, struct cmp_call *c, const X509_REQ
     EVP_PKEY *asked = requested_key(c, p10cr);
 
     if (t->role->key_reuse == GW_KEY_REUSE_ALLOW || t->pbm || t->signer == NULL || asked == NULL ||
-        EVP_PKEY_eq(asked, X509_get0_pubkey(t->signer)) != 1)
+        !same_key(asked, X509_get0_pubkey(t->signer)))
         return 0;
     if (c->body != GW_CMP_BODY_KUR && !cmp_signer_issued(c, t))
         return 0;

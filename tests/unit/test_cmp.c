@@ -34,6 +34,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <json-c/json.h>
@@ -2906,10 +2907,67 @@ static void test_pbm_answer_mac(void **state)
     }
 }
 
-enum reuse_key { NEW_KEY, OLD_KEY, OLD_COMPRESSED };
+/*
+ * (n, 65539) with its own private exponent: the RSA key |k| (n, 65537) certifies, under another exponent. Its
+ * holder knows n's factors, so it is |k| under another name; it signs (a POPO) with its own d.
+ */
+static EVP_PKEY *rsa_other_exponent(const EVP_PKEY *k)
+{
+    BIGNUM *n = NULL, *p = NULL, *q = NULL, *iqmp = NULL, *e = BN_new(), *d = NULL, *p1 = BN_new(),
+           *q1 = BN_new(), *phi = BN_new(), *dp = BN_new(), *dq = BN_new();
+    BN_CTX *bc = BN_CTX_new();
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *out = NULL;
 
-/* The key a key_reuse case asks for, given the old certificate |old| and its |old_key|. */
-static EVP_PKEY *reuse_asked(enum reuse_key which, EVP_PKEY *old_key, X509 *old)
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_N, &n), 1);
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_FACTOR1, &p), 1);
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_FACTOR2, &q), 1);
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &iqmp), 1);
+    assert_int_equal(BN_set_word(e, 65539), 1);
+    assert_true(BN_copy(p1, p) != NULL && BN_sub_word(p1, 1) == 1);
+    assert_true(BN_copy(q1, q) != NULL && BN_sub_word(q1, 1) == 1);
+    assert_int_equal(BN_mul(phi, p1, q1, bc), 1);
+    d = BN_mod_inverse(NULL, e, phi, bc); /* NULL when 65539 divides phi: the caller takes another key */
+    if (d != NULL && BN_mod(dp, d, p1, bc) == 1 && BN_mod(dq, d, q1, bc) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_D, d) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_FACTOR1, p) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_FACTOR2, q) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_EXPONENT1, dp) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_EXPONENT2, dq) == 1 &&
+        OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, iqmp) == 1 &&
+        (params = OSSL_PARAM_BLD_to_param(b)) != NULL && EVP_PKEY_fromdata_init(pc) == 1)
+        assert_int_equal(EVP_PKEY_fromdata(pc, &out, EVP_PKEY_KEYPAIR, params), 1);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(b);
+    EVP_PKEY_CTX_free(pc);
+    BN_CTX_free(bc);
+    BN_free(n), BN_free(p), BN_free(q), BN_free(iqmp), BN_free(e), BN_free(d), BN_free(p1), BN_free(q1);
+    BN_free(phi), BN_free(dp), BN_free(dq);
+    return out;
+}
+
+/* An RSA-2048 key (n, 65537) and its rsa_other_exponent twin (n, 65539), into |twin|. */
+static EVP_PKEY *rsa_with_twin(EVP_PKEY **twin)
+{
+    EVP_PKEY *k;
+
+    for (;;) {
+        assert_non_null(k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048));
+        if ((*twin = rsa_other_exponent(k)) != NULL)
+            return k;
+        EVP_PKEY_free(k);
+    }
+}
+
+enum reuse_key { NEW_KEY, OLD_KEY, OLD_COMPRESSED, OLD_MODULUS };
+
+/* The key a key_reuse case asks for, given the old certificate |old|, its |old_key| and that key's RSA
+ * |twin|. */
+static EVP_PKEY *reuse_asked(enum reuse_key which, EVP_PKEY *old_key, EVP_PKEY *twin, X509 *old)
 {
     EVP_PKEY *asked = NULL;
     unsigned char *der = NULL;
@@ -2920,6 +2978,10 @@ static EVP_PKEY *reuse_asked(enum reuse_key which, EVP_PKEY *old_key, X509 *old)
     case OLD_KEY:
         assert_int_equal(EVP_PKEY_up_ref(old_key), 1);
         return old_key;
+    case OLD_MODULUS:
+        assert_int_equal(EVP_PKEY_up_ref(twin), 1);
+        assert_int_not_equal(EVP_PKEY_eq(twin, old_key), 1); /* another key to EVP_PKEY_eq */
+        return twin;
     case OLD_COMPRESSED:
         assert_non_null(asked = EVP_PKEY_dup(old_key));
         assert_int_equal(EVP_PKEY_set_utf8_string_param(asked, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
@@ -2964,8 +3026,9 @@ static X509 *reuse_send(OSSL_CMP_CTX *ctx, int body, EVP_PKEY *asked, X509 *old)
  * A request signed with a certificate the role issued, asking for that certificate's key (RFC 9483 §4.1.3:
  * a new key pair SHOULD be used): a kur renewing it, and an ir, cr or p10cr, which would renew it as well,
  * are refused with badCertTemplate before the CA is asked, logged not_authorized key_reuse. So is that key
- * with its EC point compressed, another encoding of the same key. Twins: a new key is certified; a role with
- * "key_reuse": "allow" certifies the same key.
+ * with its EC point compressed, another encoding of the same key, and an RSA key of the same modulus under
+ * another exponent, which shares its factors. Twins: a new key is certified; a role with "key_reuse":
+ * "allow" certifies the same key.
  */
 static void test_key_reuse(void **state)
 {
@@ -2973,33 +3036,46 @@ static void test_key_reuse(void **state)
         const char *name;
         int body;
         const char *role_extra;
+        int rsa; /* the old certificate certifies an RSA key, not an EC one */
         enum reuse_key key;
         int fail_bit; /* -1: certified */
     } cases[] = {
-        {"kur, the old certificate's key", GW_CMP_BODY_KUR, NULL, OLD_KEY,
+        {"kur, the old certificate's key", GW_CMP_BODY_KUR, NULL, 0, OLD_KEY,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"kur, the old key, its point compressed", GW_CMP_BODY_KUR, NULL, OLD_COMPRESSED,
+        {"kur, the old key, its point compressed", GW_CMP_BODY_KUR, NULL, 0, OLD_COMPRESSED,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"kur, a new key", GW_CMP_BODY_KUR, NULL, NEW_KEY, -1},
-        {"kur, the old key, reuse refused by name", GW_CMP_BODY_KUR, "\"key_reuse\": \"refuse\"", OLD_KEY,
+        {"kur, a new key", GW_CMP_BODY_KUR, NULL, 0, NEW_KEY, -1},
+        {"kur, the old key, reuse refused by name", GW_CMP_BODY_KUR, "\"key_reuse\": \"refuse\"", 0, OLD_KEY,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"kur, the old key, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
-        {"kur, the old key compressed, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"",
+        {"kur, the old key, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"", 0, OLD_KEY, -1},
+        {"kur, the old key compressed, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"", 0,
          OLD_COMPRESSED, -1},
-        {"cr, the old certificate's key", GW_CMP_BODY_CR, NULL, OLD_KEY,
+        {"kur, the old RSA key", GW_CMP_BODY_KUR, NULL, 1, OLD_KEY, OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"kur, the old RSA modulus, e = 65539", GW_CMP_BODY_KUR, NULL, 1, OLD_MODULUS,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"cr, the old key, its point compressed", GW_CMP_BODY_CR, NULL, OLD_COMPRESSED,
+        {"kur, the old RSA modulus, reuse allowed", GW_CMP_BODY_KUR, "\"key_reuse\": \"allow\"", 1,
+         OLD_MODULUS, -1},
+        {"kur, a new key after an RSA one", GW_CMP_BODY_KUR, NULL, 1, NEW_KEY, -1},
+        {"cr, the old certificate's key", GW_CMP_BODY_CR, NULL, 0, OLD_KEY,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"cr, a new key", GW_CMP_BODY_CR, NULL, NEW_KEY, -1},
-        {"cr, the old key, reuse allowed", GW_CMP_BODY_CR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
-        {"ir, the old certificate's key", GW_CMP_BODY_IR, NULL, OLD_KEY,
+        {"cr, the old key, its point compressed", GW_CMP_BODY_CR, NULL, 0, OLD_COMPRESSED,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"ir, a new key", GW_CMP_BODY_IR, NULL, NEW_KEY, -1},
-        {"p10cr, the old certificate's key", GW_CMP_BODY_P10CR, NULL, OLD_KEY,
+        {"cr, the old RSA modulus, e = 65539", GW_CMP_BODY_CR, NULL, 1, OLD_MODULUS,
          OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
-        {"p10cr, a new key", GW_CMP_BODY_P10CR, NULL, NEW_KEY, -1},
-        {"p10cr, the old key, reuse allowed", GW_CMP_BODY_P10CR, "\"key_reuse\": \"allow\"", OLD_KEY, -1},
+        {"cr, a new key", GW_CMP_BODY_CR, NULL, 0, NEW_KEY, -1},
+        {"cr, the old key, reuse allowed", GW_CMP_BODY_CR, "\"key_reuse\": \"allow\"", 0, OLD_KEY, -1},
+        {"ir, the old certificate's key", GW_CMP_BODY_IR, NULL, 0, OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"ir, a new key", GW_CMP_BODY_IR, NULL, 0, NEW_KEY, -1},
+        {"p10cr, the old certificate's key", GW_CMP_BODY_P10CR, NULL, 0, OLD_KEY,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"p10cr, the old RSA modulus, e = 65539", GW_CMP_BODY_P10CR, NULL, 1, OLD_MODULUS,
+         OSSL_CMP_PKIFAILUREINFO_badCertTemplate},
+        {"p10cr, a new key", GW_CMP_BODY_P10CR, NULL, 0, NEW_KEY, -1},
+        {"p10cr, the old key, reuse allowed", GW_CMP_BODY_P10CR, "\"key_reuse\": \"allow\"", 0, OLD_KEY, -1},
     };
+    EVP_PKEY *twin = NULL, *rsa = rsa_with_twin(&twin);
+
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct env *e = env_open(&(struct env_opts){.cmp = CMP_DEFAULTS, .role_extra = cases[i].role_extra});
@@ -3011,13 +3087,17 @@ static void test_key_reuse(void **state)
         int intents;
 
         print_message("case: %s\n", cases[i].name);
+        if (cases[i].rsa) {
+            assert_int_equal(EVP_PKEY_up_ref(rsa), 1);
+            assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, rsa), 1);
+        }
         assert_non_null(old = OSSL_CMP_exec_IR_ses(ctx));
         old_key = OSSL_CMP_CTX_get0_newPkey(ctx, 1);
         again = client_new(&cl2, SIG, old, old_key, NULL, NULL, 0);
         intents = audit_count(e, "intent", NULL, NULL, NULL);
         log_capture_start();
         log_level(GW_LOG_INFO);
-        got = reuse_send(again, cases[i].body, reuse_asked(cases[i].key, old_key, old), old);
+        got = reuse_send(again, cases[i].body, reuse_asked(cases[i].key, old_key, twin, old), old);
         logged = log_capture_end();
         if (cases[i].fail_bit < 0) {
             if (got == NULL)
@@ -3040,6 +3120,8 @@ static void test_key_reuse(void **state)
         OSSL_CMP_CTX_free(again);
         env_free(e);
     }
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(twin);
 }
 
 /*
