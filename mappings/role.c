@@ -130,7 +130,8 @@ static int p_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object
 /*
  * Subject patterns (p_patterns): none that can never match. A subject's emailAddress or mail with more than
  * one '@' is refused everywhere and matches no pattern (gw_subject_match), so a pattern spelling one out
- * admits nothing: a mistake the load would otherwise hide until every subject it was meant for is refused.
+ * admits nothing; nor does one with an RDN of more attributes than the matcher pairs off. Mistakes the load
+ * would otherwise hide until every subject they were meant for is refused.
  */
 static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                               const struct gw_conf_field *f)
@@ -143,12 +144,19 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
     if ((rc = p_patterns(pc, path, v, base, f)) != 0)
         return rc;
     for (size_t i = 0; i < ps->n; i++) {
-        if ((attr = gw_subject_pattern_dead(ps->v[i])) == NULL)
+        attr = gw_subject_pattern_dead(ps->v[i]);
+        if (attr == NULL && !gw_subject_pattern_crowded(ps->v[i]))
             continue;
         gw_conf_join_index(ipath, path, i);
+        gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf));
+        if (attr == NULL)
+            return gw_conf_fail(pc, ipath,
+                                "%s can never match: an RDN of more than %d attributes matches no subject; "
+                                "write at most %d in one RDN",
+                                buf, GW_MAX_RDN_ATTRS, GW_MAX_RDN_ATTRS);
         return gw_conf_fail(
             pc, ipath, "%s can never match: a subject's %s with more than one '@' is refused; write one '@'",
-            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)), attr);
+            buf, attr);
     }
     return 0;
 }

@@ -3,6 +3,7 @@
  */
 #include <string.h>
 #include "mappings/subject.h"
+#include "base/limits.h"
 
 size_t gw_subject_attr_len(const char *s, size_t n)
 {
@@ -66,6 +67,25 @@ int gw_subject_two_at(const char *s, size_t n)
     const char *at = memchr(s, '@', n);
 
     return at != NULL && memchr(at + 1, '@', n - (size_t)(at + 1 - s)) != NULL;
+}
+
+int gw_subject_pattern_crowded(const char *pat)
+{
+    struct gw_subject_attr attrs[GW_MAX_RDN_ATTRS];
+    size_t off = 0, n, len;
+
+    if (pat == NULL)
+        return 0;
+    n = strlen(pat);
+    for (;;) { /* as gw_subject_match steps: an RDN, then the '/' after it */
+        len = gw_subject_rdn_len(pat + off, n - off);
+        if (gw_subject_rdn_attrs(pat + off, len, attrs, GW_MAX_RDN_ATTRS) < 0)
+            return 1;
+        off += len;
+        if (off >= n)
+            return 0;
+        off++;
+    }
 }
 
 const char *gw_subject_pattern_dead(const char *pat)

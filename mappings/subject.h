@@ -49,4 +49,11 @@ int gw_subject_two_at(const char *s, size_t n);
  */
 const char *gw_subject_pattern_dead(const char *pat);
 
+/*
+ * gw_subject_pattern_crowded says whether subject pattern |pat| has an RDN of more than GW_MAX_RDN_ATTRS
+ * attributes, read as gw_subject_match reads it: such an RDN matches no subject's (nor a subject's such RDN
+ * any pattern's), so the pattern can match no subject.
+ */
+int gw_subject_pattern_crowded(const char *pat);
+
 #endif

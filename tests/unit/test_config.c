@@ -1314,6 +1314,20 @@ static const struct bad bad_cases[] = {
     {"ra_subjects emailAddress with two '@'",
      {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra/emailAddress=a@b@c\"]")},
      {"$.roles.rv.authorization.ra_subjects[0]: \"/CN=ra/emailAddress=a@b@c\" can never match"}},
+    /* a subject pattern with an RDN of more than GW_MAX_RDN_ATTRS (16) attributes matches no subject */
+    {"allowed_subjects RDN of 17 attributes",
+     {UPS, ROLES,
+      AUTHZ("\"allowed_subjects\": [\"/CN=*\", "
+            "\"/O=x/CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+"
+            "CN=*+CN=*+CN=*+CN=*+CN=*\"]")},
+     {"$.roles.rv.authorization.allowed_subjects[1]: \"/O=x/CN=*+CN=*+",
+      " can never match: an RDN of more "
+      "than 16 attributes matches no subject; write at most 16 in one RDN"}},
+    {"tls_subjects RDN of 17 attributes",
+     {UPS, ROLES,
+      AUTHZ("\"tls_subjects\": [\"/CN=a+CN=b+CN=c+CN=d+CN=e+CN=f+CN=g+CN=h+CN=i+CN=j+CN=k+CN=l+CN=m+CN=n+"
+            "CN=o+CN=p+OU=q\"]")},
+     {"$.roles.rv.authorization.tls_subjects[0]: ", "can never match: an RDN of more than 16 attributes"}},
     /* a plus inside a pattern's value is "\\+" in JSON: "\+" is no JSON escape, not read as '+' (a boundary)
      */
     {"subject pattern with a JSON \\+",

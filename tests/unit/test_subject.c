@@ -115,12 +115,45 @@ static void test_pattern_dead(void **state)
     assert_null(gw_subject_pattern_dead(NULL));
 }
 
+/*
+ * A pattern with an RDN of more than GW_MAX_RDN_ATTRS attributes can never match: gw_subject_match takes
+ * such an RDN of neither a subject nor a pattern. Twins: 16 attributes, and a '+' escaped inside a value.
+ */
+static void test_pattern_crowded(void **state)
+{
+    static const char *const sixteen =
+        "CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+CN=*+"
+        "CN=*+CN=*";
+    static const struct {
+        const char *pre, *post;
+        int want;
+    } t[] = {
+        {"/", "", 0},               /* 16 attributes */
+        {"/", "+OU=x", 1},          /* 17 */
+        {"/O=x/", "/CN=a", 0},      /* 16 among other RDNs */
+        {"/O=x/", "+OU=x/CN=a", 1}, /* 17 in the second RDN */
+        {"/O=x/CN=a/", "+OU=x", 1}, /* 17 in the last */
+        {"/", "\\+OU=x", 0},        /* a plus inside the last value: 16 */
+        {"/", "/OU=x+OU=y", 0},     /* 16, then 2 */
+    };
+    char pat[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        snprintf(pat, sizeof(pat), "%s%s%s", t[i].pre, sixteen, t[i].post);
+        if (gw_subject_pattern_crowded(pat) != t[i].want)
+            fail_msg("case %zu \"%s\": want %d", i, pat, t[i].want);
+    }
+    assert_int_equal(gw_subject_pattern_crowded(NULL), 0);
+    assert_int_equal(gw_subject_pattern_crowded(""), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attr_len),      cmocka_unit_test(test_rdn),
         cmocka_unit_test(test_attr_is_email), cmocka_unit_test(test_two_at),
-        cmocka_unit_test(test_pattern_dead),
+        cmocka_unit_test(test_pattern_dead),  cmocka_unit_test(test_pattern_crowded),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
