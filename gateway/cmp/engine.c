@@ -65,22 +65,33 @@ struct cmp_shared {
 
 /*
  * |cc|'s window and TTLs into |t|. A transactionID counts as seen for twice the messageTime window (older
- * messages fail badTime), at least a transaction TTL; without a window, as long as with the default one,
- * and the messageTime check (policy.c) bounded by what that covers.
+ * messages fail badTime) and GW_REPLAY_MARGIN, at least a transaction TTL; without a window, as long as
+ * with the default one (its margin left out), and the messageTime check (policy.c) bounded by what that
+ * covers.
  */
 static void times_init(struct cmp_times *t, const struct gw_cmp_conf *cc)
 {
-    time_t window = cc->message_time_window != 0 ? cc->message_time_window : GW_DEFAULT_MSGTIME_WINDOW;
+    time_t window = cc->message_time_window;
 
-    if (2 * window < (time_t)cc->transaction_ttl)
-        window = (cc->transaction_ttl + 1) / 2;
     *t = (struct cmp_times){.message_time_window = cc->message_time_window,
                             .transaction_ttl = cc->transaction_ttl,
-                            .replay_ttl = 2 * window,
-                            .behind = cc->message_time_window,
-                            .ahead = cc->message_time_window};
-    if (cc->message_time_window != 0)
+                            .behind = window,
+                            .ahead = window};
+    if (window != 0) {
+        /*
+         * A request let through at t with a messageTime |window| ahead is let through again, that
+         * messageTime now |window| behind, until t + 2 * window: a cache that forgot it then would serve
+         * it again. The margin covers the whole-second clock reads and Redis's clock.
+         */
+        t->replay_ttl = 2 * window + GW_REPLAY_MARGIN;
+        if (t->replay_ttl < (time_t)cc->transaction_ttl)
+            t->replay_ttl = cc->transaction_ttl;
         return;
+    }
+    window = GW_DEFAULT_MSGTIME_WINDOW;
+    if (2 * window < (time_t)cc->transaction_ttl)
+        window = (cc->transaction_ttl + 1) / 2;
+    t->replay_ttl = 2 * window;
     /*
      * A request let through at t with a messageTime up to |ahead| on is forgotten at t + replay_ttl, when
      * that messageTime is replay_ttl - ahead old: refused from GW_REPLAY_MARGIN before, so that nothing the

@@ -2,7 +2,8 @@
  * Replay cache: transactionIDs (with the senderNonce that opened them) seen recently.
  * A message that starts a transaction with a transactionID seen within the TTL is a replay
  * (same senderNonce) or a transactionID reuse (other nonce); both answer transactionIdInUse
- * (RFC 9483 §3.6.4). The TTL must cover twice the messageTime window: older messages fail badTime.
+ * (RFC 9483 §3.6.4). The TTL must cover twice the messageTime window and GW_REPLAY_MARGIN: older
+ * messages fail badTime.
  * Thread-safe. Bounded: when full of live entries, new ones are refused (GW_ERR_BUSY) rather than
  * forgetting a live one, which would re-open the replay window. So that one sender cannot fill it
  * and lock everyone else out, each may hold at most |per_identity| live entries (GW_ERR_LIMIT for it

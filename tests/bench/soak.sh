@@ -2,8 +2,8 @@
 # The soak (`make soak`): the demo cmpgw under an open-loop load at half of its highest rate for
 # BENCH_SOAK_SECONDS (default 600), its resident memory (VmRSS) and open descriptors sampled every
 # 10 s. After the first two minutes (warm-up: allocator arenas, caches, and the replay cache, which
-# keeps each transactionID for twice message_time_window or transaction_ttl: 30 s each here, so that
-# it holds a minute's worth, about 12 000, and stops growing within the warm-up) both must stay
+# keeps each transactionID for twice message_time_window and 30 s: 30 s each here, so that it holds
+# 90 s' worth, about 18 000, and stops growing within the warm-up) both must stay
 # within 5 % of their mean; the script prints the samples and exits 1 otherwise, or on any failed
 # enrolment. Both are read from the gateway's /metrics (gw_usage in common.sh), as any user may: only
 # root reads /proc/<pid>/fd of a gateway, which is not dumpable.

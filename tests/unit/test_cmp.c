@@ -8159,19 +8159,15 @@ static void use_tid(OSSL_CMP_CTX *ctx, const char *name)
     ASN1_OCTET_STRING_free(tid);
 }
 
-/*
- * Stamps |req| with the messageTime ahead_clock reads now (a device clock that keeps up with the gateway's
- * moved clock), re-protected with the client's own credentials.
- */
-static OSSL_CMP_MSG *stamp_ahead(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+/* Stamps |req| with the messageTime |at|, re-protected with the client's own credentials. */
+static OSSL_CMP_MSG *stamp_at(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, time_t at)
 {
-    ASN1_GENERALIZEDTIME *when = ASN1_GENERALIZEDTIME_set(NULL, ahead_clock());
+    ASN1_GENERALIZEDTIME *when = ASN1_GENERALIZEDTIME_set(NULL, at);
     unsigned char *der = NULL, *hit;
     const unsigned char *p;
     OSSL_CMP_MSG *out;
     int len = i2d_OSSL_CMP_MSG(req, &der);
 
-    (void)cl;
     assert_non_null(when);
     assert_int_equal(ASN1_STRING_length(when), 15);
     /* messageTime [0] EXPLICIT GeneralizedTime, the header's first time: before any of the body's */
@@ -8186,6 +8182,28 @@ static OSSL_CMP_MSG *stamp_ahead(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct cl
     OPENSSL_free(der);
     OSSL_CMP_MSG_free(req);
     return out;
+}
+
+/* Stamps |req| with the messageTime ahead_clock reads now: a device clock that keeps up with the gateway's
+   moved clock. */
+static OSSL_CMP_MSG *stamp_ahead(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)cl;
+    return stamp_at(ctx, req, ahead_clock());
+}
+
+static time_t pinned_now; /* what pinned_clock reads: a gateway clock that moves only when told */
+
+static time_t pinned_clock(void)
+{
+    return pinned_now;
+}
+
+/* Stamps |req| with the messageTime ahead_secs past pinned_clock's. */
+static OSSL_CMP_MSG *stamp_pinned_ahead(OSSL_CMP_CTX *ctx, OSSL_CMP_MSG *req, struct client *cl)
+{
+    (void)cl;
+    return stamp_at(ctx, req, pinned_now + ahead_secs);
 }
 
 /*
@@ -11244,6 +11262,67 @@ static void slow_upstream(struct env *e)
     redis_age(50);
 }
 
+/*
+ * An ir on |a| whose messageTime leads the gateway's clock by the whole window (300 s), sent again byte for
+ * byte to |b| twice the window later, when that messageTime lags by the whole window: refused as a replay.
+ * A second later its messageTime is out of the window. |shared|: |a| and |b| share their state in Redis,
+ * whose keys age as the clock moves.
+ */
+static void replay_window_edge(struct env *a, struct env *b, int shared)
+{
+    struct client cl = {.env = a, .tamper = stamp_pinned_ahead};
+    OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+    char desc[4096];
+
+    pinned_now = time(NULL);
+    ahead_secs = 300;
+    gw_cmp_engine_set_clock(a->engine, pinned_clock);
+    gw_cmp_engine_set_clock(b->engine, pinned_clock);
+    assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
+    for (int late = 0; late < 2; late++) {
+        pinned_now += late ? 1 : 2 * 300;
+        if (shared)
+            redis_age(late ? 1 : 2 * 300);
+        resend_first(b, &cl, desc, sizeof(desc));
+        if (strstr(desc, late ? "off the server clock" : "replayed message") == NULL ||
+            strstr(desc, "certificate:") != NULL)
+            fail_msg("%d s after the ir: %s", late ? 2 * 300 + 1 : 2 * 300, desc);
+    }
+    client_cleanup(&cl);
+    OSSL_CMP_CTX_free(ctx);
+}
+
+/*
+ * The replay cache keeps a transactionID GW_REPLAY_MARGIN longer than the window lets its messageTime
+ * through (replay_window_edge). Once, it kept it for twice the window exactly and forgot it in the very
+ * second the messageTime of a request sent with it the window ahead still passed: that request, sent
+ * again then, was issued a second certificate.
+ */
+static void test_replay_window_edge(void **state)
+{
+    struct env *e = env_new(CMP_DEFAULTS);
+
+    (void)state;
+    replay_window_edge(e, e, 0);
+    env_free(e);
+}
+
+/* test_replay_window_edge across two instances: Redis keeps the transactionID as long. */
+static void test_shared_replay_window_edge(void **state)
+{
+    char cmp[512];
+    struct env *a, *b;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    a = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp))});
+    b = env_open(&(struct env_opts){.cmp = cmp});
+    replay_window_edge(a, b, 1);
+    env_free(b);
+    env_free(a);
+}
+
 /* A replay window (300 s: cmp_replay_ttl) shorter than a shared transaction's record lives. */
 #define SHORT_WINDOW_CMP                                                                                     \
     "\"message_time_window\": \"10s\", \"transaction_ttl\": \"300s\", \"max_transactions_per_identity\": "   \
@@ -11436,7 +11515,7 @@ static long long expiry_of(const struct client *cl, const char *kind)
 /*
  * The replay keys in Redis live as long as the replay cache here: the time the first configuration set,
  * whatever a reload says. Once, a reload from a 300 s window to 3600 s gave them 7200 s, while this
- * instance's own cache kept 600 s.
+ * instance's own cache kept the first window's time (twice 300 s, and GW_REPLAY_MARGIN).
  */
 static void test_shared_reload_keeps_replay_ttl(void **state)
 {
@@ -11459,8 +11538,8 @@ static void test_shared_reload_keeps_replay_ttl(void **state)
     ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
     assert_non_null(OSSL_CMP_exec_IR_ses(ctx));
     left = pttl_of(&cl, "replay");
-    assert_true(left > (2 * 300 - 10) * 1000LL);
-    assert_true(left <= 2 * 300 * 1000LL);
+    assert_true(left > (2 * 300 + GW_REPLAY_MARGIN - 10) * 1000LL);
+    assert_true(left <= (2 * 300 + GW_REPLAY_MARGIN) * 1000LL);
     client_cleanup(&cl);
     OSSL_CMP_CTX_free(ctx);
     env_free(second);
@@ -13312,6 +13391,7 @@ int main(void)
         cmocka_unit_test(test_no_window_bounds),
         cmocka_unit_test(test_reload_keeps_message_time_window),
         cmocka_unit_test(test_reload_keeps_transaction_ttl),
+        cmocka_unit_test(test_replay_window_edge),
         cmocka_unit_test(test_error_forged_signer),
         cmocka_unit_test(test_error_other_sender),
         cmocka_unit_test(test_certconf_other_tls_client),
@@ -13483,6 +13563,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_replay_refused_before_lease, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_with_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_reserved_after_local_expiry, redis_stop),
+        cmocka_unit_test_teardown(test_shared_replay_window_edge, redis_stop),
         cmocka_unit_test_teardown(test_shared_tid_taken_during_call, redis_stop),
         cmocka_unit_test_teardown(test_shared_nothing_outlives_reservation, redis_stop),
         cmocka_unit_test_teardown(test_shared_reload_keeps_replay_ttl, redis_stop),
