@@ -60,6 +60,15 @@ struct cmp_times {
     time_t behind, ahead;         /* s a messageTime may lag and lead the gateway's clock */
 };
 
+/*
+ * The per-identity caps as the first configuration set them: the transaction table and the replay cache
+ * were built with them, and Redis counts a share against the same (a reload keeps them too).
+ */
+struct cmp_caps {
+    uint32_t open_per_identity;   /* cmp.max_transactions_per_identity */
+    uint32_t recent_per_identity; /* cmp.max_recent_per_identity */
+};
+
 struct gw_cmp_engine {
     struct gw_cmp_settings cfg; /* a copy; what it points to is borrowed */
     struct gw_upstream_set *ups;
@@ -70,6 +79,7 @@ struct gw_cmp_engine {
     struct gw_replay *replay;      /* shared->replay */
     struct gw_cluster *cluster;    /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
     const struct cmp_times *times; /* shared's: the window and TTLs, restart-only */
+    const struct cmp_caps *caps;   /* shared's: the per-identity caps, restart-only */
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */

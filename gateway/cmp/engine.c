@@ -61,6 +61,7 @@ struct cmp_shared {
     struct cmp_recent *recent;
     struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
     struct cmp_times times;     /* the first configuration's too */
+    struct cmp_caps caps;       /* and its per-identity caps */
 };
 
 /*
@@ -110,9 +111,10 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
         return NULL;
     atomic_init(&sh->refs, 1);
     times_init(&sh->times, cfg->cmp);
-    sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, cfg->cmp->max_transactions_per_identity);
-    sh->replay =
-        gw_replay_new(GW_REPLAY_MAX_ENTRIES, cfg->cmp->max_recent_per_identity, sh->times.replay_ttl);
+    sh->caps = (struct cmp_caps){.open_per_identity = cfg->cmp->max_transactions_per_identity,
+                                 .recent_per_identity = cfg->cmp->max_recent_per_identity};
+    sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, sh->caps.open_per_identity);
+    sh->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, sh->caps.recent_per_identity, sh->times.replay_ttl);
     sh->recent = cmp_recent_new();
     if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL ||
         (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
@@ -153,6 +155,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
     e->times = &e->shared->times;
+    e->caps = &e->shared->caps;
     e->revoked = e->shared->revoked;
     e->recent = e->shared->recent;
     if (cmp_withdrawals_init(e) != 0) {

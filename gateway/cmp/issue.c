@@ -135,14 +135,13 @@ static int check_key_reuse(struct cmp_txn *t, struct cmp_call *c, const X509_REQ
  */
 static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     char err[GW_ERR_LEN], held[GW_LOG_HELD_LEN];
     int rc = gw_txn_reserve(c->e->txns, c->hdr.tid, c->hdr.tid_len, t->quota);
 
     if (rc == 0 && c->e->cluster != NULL &&
         (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->quota,
                                  (time_t)c->e->times->transaction_ttl + cmp_poll_extra_ttl(t),
-                                 cc->max_transactions_per_identity, err)) != 0)
+                                 c->e->caps->open_per_identity, err)) != 0)
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     if (rc == 0) {
         c->reserved = 1;

@@ -266,7 +266,6 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
-    const struct gw_cmp_conf *cc = c->e->cfg.cmp;
     char err[GW_ERR_LEN] = "";
     int rc = 0;
 
@@ -274,7 +273,7 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                              c->hdr.sender_nonce_len, t->quota, c->e->times->replay_ttl,
-                             cc->max_recent_per_identity, err);
+                             c->e->caps->recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                                         c->hdr.sender_nonce_len, t->quota, c->now);

@@ -11703,6 +11703,50 @@ static void test_shared_quota_per_tls_client(void **state)
     X509_free(tls2);
 }
 
+/*
+ * The per-identity caps Redis counts against are the ones the gateway started with, as the table's and
+ * the cache's are: a reload from 2 to 1000 applies neither (the reload warns so). An identity holding
+ * its share of 2, one transaction on each of two instances, is refused a third on the reloaded one.
+ * Once, Redis was given the reloaded cap while the instances kept theirs: the third was served. Twin:
+ * the instance not reloaded refuses it too.
+ */
+static void test_shared_reload_keeps_identity_caps(void **state)
+{
+    static const struct {
+        const char *started, *reloaded, *refusal;
+        int implicit; /* recent transactionIDs, not open transactions */
+    } caps[] = {
+        {QUOTA_RECENT_CMP, QUOTA_CMP "\"max_recent_per_identity\": 1000",
+         "too many recent transactions from ", 1},
+        {QUOTA_OPEN_CMP, QUOTA_CMP "\"max_transactions_per_identity\": 1000",
+         "too many open transactions for ", 0},
+    };
+    struct quota_sender sender = {"a signature", SIG, NULL};
+    char cmp[512], reloaded[512], out[64];
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        struct env *first, *a, *b;
+
+        print_message("cap: %s\n", caps[i].refusal);
+        /* the share starts empty: transactions of this sender that earlier tests left stay in Redis */
+        assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+        shared_cmp_with(cmp, sizeof(cmp), caps[i].started);
+        first = env_open(&(struct env_opts){.cmp = cmp, .confirm = !caps[i].implicit});
+        b = env_open(&(struct env_opts){.cmp = cmp, .confirm = !caps[i].implicit});
+        a = env_reload(
+            first, &(struct env_opts){.cmp = shared_cmp_with(reloaded, sizeof(reloaded), caps[i].reloaded),
+                                      .confirm = !caps[i].implicit});
+        take_shares(a, b, &sender, 1, caps[i].implicit, caps[i].refusal);
+        assert_false(ir_quota(b, &sender, caps[i].implicit, caps[i].refusal));
+        env_free(first); /* the older generation first: the transactions left open are the newer's */
+        env_free(a);
+        env_free(b);
+    }
+}
+
 static void revoking_key(const X509 *cert, char *out, size_t cap);
 
 /*
@@ -13570,6 +13614,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revocation_not_kept, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_set_full, redis_stop),
         cmocka_unit_test_teardown(test_shared_quota_per_tls_client, redis_stop),
+        cmocka_unit_test_teardown(test_shared_reload_keeps_identity_caps, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_lookup_down, redis_stop),
         cmocka_unit_test_teardown(test_shared_serial_unchecked, redis_stop),
         cmocka_unit_test_setup_teardown(test_shared_revoking_waits_for_other_instance, revoking_setup,
