@@ -236,13 +236,15 @@ static void log_closed(void *arg, struct gw_txn *txn)
         if (how->leave_to_cluster || !cmp_poll_withdraw_uncollected(t->e, t, tid, how->pending_event, 0))
             cmp_poll_closed(t->e, t, tid, how->pending_event);
     }
+    /* the record before the release: its end passes the reservation to this instance, whichever took it,
+       for the release to end it and the transactionID with it (released first, one another instance held
+       was left alone, then passed here by the end and counted until it expired) */
+    dropped = t != NULL && t->shared ? gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) : 1;
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
     /* its record gone: another instance continued and closed it (that one has it on record); or
        another is answering it now (it records the outcome, or leaves the record to be claimed) */
-    if (t != NULL && t->shared &&
-        (dropped = gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len)) != 1 &&
-        dropped != GW_ERR_UNAVAILABLE) {
+    if (dropped != 1 && dropped != GW_ERR_UNAVAILABLE) {
         gw_log_kv(GW_LOG_INFO, dropped == 0 ? "txn_closed_elsewhere" : "txn_answered_elsewhere", "tid", tid,
                   "identity", txn->identity, NULL);
         gw_txn_free(txn);

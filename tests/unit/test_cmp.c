@@ -9925,6 +9925,52 @@ static void test_shared_release_after_end_elsewhere(void **state)
 }
 
 /*
+ * A shared transaction whose certConf never comes, expired on its instance: its record ends, and its
+ * reservation with it, counted under max_transactions_per_identity no more, whichever instance held the
+ * reservation. The release came before the record's end: one that another instance held was left alone, and
+ * the end then passed it to this instance, which nothing released; it counted until it expired. One of its
+ * own was kept while the record lived, the transactionID taken until then.
+ */
+static void test_shared_expired_reservation_ends(void **state)
+{
+    static const char *const tids[] = {"expiry-own-00001", "expiry-held-0001"};
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    for (int i = 0; i < 2; i++) {
+        char cmp[512], key[96], out[64];
+        struct env *e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
+        struct client cl = {.env = e, .tamper = drop_certconf};
+        OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
+        int n = snprintf(key, sizeof(key), "unit%d:txn:", (int)getpid());
+        long long counted;
+        bool reserved;
+
+        print_message("the reservation held by %s\n", i == 1 ? "another instance" : "this one");
+        for (const char *p = tids[i]; *p != '\0'; p++)
+            n += snprintf(key + n, sizeof(key) - (size_t)n, "%02x", (unsigned char)*p);
+        use_tid(ctx, tids[i]);
+        assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
+        assert_int_equal(unit_open_count(), 1);
+        if (i == 1)
+            assert_int_equal(
+                redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "XX", "KEEPTTL"}),
+                0);
+        gw_cmp_engine_expire(e->engine, time(NULL) + 301);
+        counted = unit_open_count();
+        reserved = unit_reserved(tids[i]);
+        assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+        assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
+        assert_int_equal(counted, 0);
+        assert_false(reserved);
+        client_cleanup(&cl);
+        OSSL_CMP_CTX_free(ctx);
+        env_free(e);
+    }
+}
+
+/*
  * The warnings of steps that fail in Redis while an outage lasts (here shared_state_unmark_failed: a
  * revocation's end, once a transaction's) are paced by that outage: the first goes out at once, even just
  * after the outage's shared_state_unavailable line, the others are counted in its end's `suppressed`.
@@ -13578,6 +13624,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
+        cmocka_unit_test_teardown(test_shared_expired_reservation_ends, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_unavailable_after_failed_step, redis_stop),
