@@ -91,11 +91,13 @@ void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsi
 {
     /* closed before the call may end the slot: a later message finds no open transaction, not a busy one */
     gw_txn_end_held(e->txns, tid, tid_len);
-    if (!cmp_poll_hold_slot(t->pending, tid, tid_len, quota)) {
-        cmp_release_slot(e, tid, tid_len, quota, left);
-        return;
-    }
+    /* the record before the slot is left to the call, which may end it at once: ended after the record,
+       the reservation goes with it (end_record) */
     (void)gw_cluster_end_record(e->cluster, tid, tid_len, left);
+    if (cmp_poll_hold_slot(t->pending, tid, tid_len, quota))
+        return;
+    gw_txn_release(e->txns, tid, tid_len);
+    gw_cluster_release(e->cluster, tid, tid_len, quota);
 }
 
 void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)

@@ -31,7 +31,9 @@ void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t 
  * request whose call still runs keeps its slot, here and in the cluster's reservation, counted under
  * |quota| against cmp.max_transactions_per_identity until the call returns (cmp_poll_hold_slot): else
  * a client ending each waiting transaction would have more calls running at its CA than that cap.
- * Its shared record ends now either way, and a later message under its transactionID finds none open.
+ * Its shared record ends now either way, before the slot is left to the call (which may end it at once,
+ * and only a release after the record's end gives the transactionID back), and a later message under its
+ * transactionID finds none open.
  */
 void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsigned char *tid,
                     size_t tid_len, const char *quota, struct gw_txn_result *left);

@@ -9971,6 +9971,48 @@ static void test_shared_expired_reservation_ends(void **state)
 }
 
 /*
+ * A shared deferred request its client ends here while its call runs, the call returning as the record's end
+ * goes out: the slot the call held ends after the record, and the transactionID is given back with it. Once,
+ * the call could end the slot between its hold and the record's end: the release found the record still
+ * there and kept the reservation, which the end then left in place, the transactionID taken until it expired.
+ */
+static void test_shared_closed_slot_ends_after_record(void **state)
+{
+    static const char tid[] = "closed-landing-01";
+    struct env *e;
+    struct client cl, dummy;
+    OSSL_CMP_CTX *ctx;
+    int after;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    e = env_shared("100ms");
+    dummy = (struct client){.env = e};
+    slow_revokes(e);
+    ctx = shared_waiting(e, &cl, tid);
+    cl.other = client_new(&dummy, SIG, client_cert, client_key, NULL, NULL, 0);
+    cl.tamper = tamper_poll_error;
+    landed = 0;
+    drop_hook.thread = pthread_self();
+    drop_hook.after_end = false;
+    drop_hook.fn = call_lands;
+    (void)poll_step(ctx, &after); /* its next pollReq goes as the error message */
+    drop_hook.fn = NULL;
+    if (!landed)
+        fail_msg("the call did not land within CALL_WAIT_S");
+    slow_wait_completed(e, 1);
+    assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
+    assert_int_equal(unit_open_count(), 0);
+    assert_false(unit_reserved(tid));
+    memset(&drop_hook, 0, sizeof(drop_hook));
+    client_cleanup(&cl);
+    client_cleanup(&dummy);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
+}
+
+/*
  * The warnings of steps that fail in Redis while an outage lasts (here shared_state_unmark_failed: a
  * revocation's end, once a transaction's) are paced by that outage: the first goes out at once, even just
  * after the outage's shared_state_unavailable line, the others are counted in its end's `suppressed`.
@@ -13625,6 +13667,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_expired_reservation_ends, redis_stop),
+        cmocka_unit_test_teardown(test_shared_closed_slot_ends_after_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
         cmocka_unit_test_teardown(test_shared_failed_paced_by_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_unavailable_after_failed_step, redis_stop),
