@@ -1572,7 +1572,8 @@ class AskedForUncounted(harness.GatewayTestCase):
             self.assert_cmp_error(res.first, ("error",), "badCertTemplate", TEXT_KEY_LIMITS)
         self.assertTrue(self.gw.handshake())
         self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
-        self.gw.cmp("ir", "asked-twin", subject="/CN=asked-twin", extra=("-implicit_confirm",))
+        self.gw.cmp("ir", "asked-twin", newkey=self.newkey("asked-twin"), subject="/CN=asked-twin",
+                    extra=("-implicit_confirm",))
 
     def test_cert_conf_hash_alg_counts_nothing(self):
         """A certConf with hashAlg (RFC 9810 §5.3.18), which a CMP version 3 client sends for a certificate signed
