@@ -230,6 +230,14 @@ static int unconfirmed(struct gw_handover_peer peer, const char *what, char *err
     return GW_ERR_IO;
 }
 
+/* Whether the rest of "draining" (|have| of |want| bytes in |buf| already) waits unread on |fd|. */
+static bool late_draining(int fd, char *buf, size_t have, size_t want)
+{
+    ssize_t more = recv(fd, buf + have, want - have, MSG_DONTWAIT);
+
+    return more > 0 && have + (size_t)more == want && memcmp(buf, HANDOVER_DRAINING, want) == 0;
+}
+
 /* The successor's "ready" and the predecessor's confirmation; closes |peer|. 0 or an error with |err|. */
 static int ready(struct gw_handover_peer peer, char *err)
 {
@@ -261,6 +269,13 @@ static int ready(struct gw_handover_peer peer, char *err)
     }
     snprintf(what, sizeof(what), "did not confirm that it drains (%s)",
              got < 0 ? strerror(errno) : "it closed the connection");
+    /* From here its "draining" fails (EPIPE), and it serves on; one it sent before is read still (a
+       closed connection's data stays readable), so that the two never both stop. */
+    shutdown(peer.fd, SHUT_RDWR);
+    if (late_draining(peer.fd, buf, got > 0 ? (size_t)got : 0, want)) {
+        rc = 0;
+        goto out;
+    }
     rc = unconfirmed(peer, what, err);
 out:
     close(peer.fd);
@@ -521,13 +536,14 @@ bool gw_handover_done(struct gw_handover *h)
     return h != NULL && atomic_load(&h->done);
 }
 
-void gw_handover_stop(struct gw_handover *h)
+bool gw_handover_stop(struct gw_handover *h)
 {
     struct stat st;
     const char *name;
+    bool done;
 
     if (h == NULL)
-        return;
+        return false;
     atomic_store(&h->stopping, true);
     if (h->fd >= 0)
         shutdown(h->fd, SHUT_RDWR); /* wakes accept() */
@@ -542,12 +558,14 @@ void gw_handover_stop(struct gw_handover *h)
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
+    done = atomic_load(&h->done);
     /* a successor renames (or renamed) its own socket over the path: that one stays */
     name = h->published ? h->path : h->tmp;
-    if (h->ino != 0 && (!h->published || !atomic_load(&h->done)) && lstat(name, &st) == 0 &&
-        st.st_dev == h->dev && st.st_ino == h->ino)
+    if (h->ino != 0 && (!h->published || !done) && lstat(name, &st) == 0 && st.st_dev == h->dev &&
+        st.st_ino == h->ino)
         (void)unlink(name);
     free(h->tmp);
     free(h->path);
     free(h);
+    return done;
 }

@@ -71,8 +71,9 @@ bool gw_handover_done(struct gw_handover *h);
 /*
  * gw_handover_stop ends the thread and removes |path| if it is still this gateway's. A successor that
  * was sent the sockets is told "draining" and waited for a bounded time (its "ready" makes
- * gw_handover_done true), so that it serves on. NULL-safe.
+ * gw_handover_done true), so that it serves on. Returns gw_handover_done as it stands once the thread
+ * ended (a "ready" during that wait included): what the shutdown must drain for. NULL-safe (false).
  */
-void gw_handover_stop(struct gw_handover *h);
+bool gw_handover_stop(struct gw_handover *h);
 
 #endif

@@ -995,9 +995,8 @@ out:
     /* no reload compares with them any more */
     restart_only_cleanup(&r.running);
     OPENSSL_cleanse(r.state_key, sizeof(r.state_key));
-    successor = gw_handover_done(r.handover);
-    gw_handover_stop(r.handover);
-    gw_server_stop(r.server, successor); /* drains first: the probes' answers are not needed for it */
+    successor = gw_handover_stop(r.handover); /* after its wait: a "ready" during it counts */
+    gw_server_stop(r.server, successor);      /* drains first: the probes' answers are not needed for it */
     if (!gw_gens_free(r.gens)) {
         /* A late completion may still read the configuration and the metrics, and runs inside libcurl
            and OpenSSL: leave all of it to the kernel, since exit()'s handlers (OpenSSL's cleanup
