@@ -562,6 +562,43 @@ static void sign(struct fx *f, struct gw_sign_result *res)
     tu_sign_wait(f->up, &req, res);
 }
 
+/*
+ * Case |i|: a sign answered |status| with |body|, first at once and then after a sealed Vault's 503: sent
+ * again (and issued) when |vaults| (the answer is Vault's own), else ended as outcome unknown.
+ */
+static void sign_resent_if_vaults(struct fx *f, size_t i, int status, const char *body, bool vaults)
+{
+    const struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0}, ok = {200, NULL, 0};
+    struct gw_sign_result res;
+    struct answer script[3];
+    char what[64];
+
+    snprintf(what, sizeof(what), "(HTTP %d, not Vault's own answer", status);
+    for (int first_sealed = 0; first_sealed <= 1; first_sealed++) {
+        int n = 0;
+
+        if (first_sealed)
+            script[n++] = sealed;
+        script[n++] = (struct answer){status, body, 0};
+        script[n++] = ok;
+        fake_script(script, n);
+        sign(f, &res);
+        print_message("case %zu (%s): %s\n", i, first_sealed ? "repeated" : "first", res.reason);
+        assert_int_equal(fake_n_reqs(), n - (vaults ? 0 : 1));
+        if (vaults) {
+            assert_int_equal(res.status, 0);
+            assert_non_null(res.cert);
+        } else {
+            assert_int_equal(res.status, GW_ERR_IO);
+            assert_null(res.cert);
+            assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+            assert_non_null(strstr(res.reason, what));
+            assert_non_null(strstr(res.reason, "the outcome is unknown, do not retry blindly"));
+        }
+        gw_sign_result_cleanup(&res);
+    }
+}
+
 /* ---- sign: success ---- */
 
 static void test_sign_role(void **state)
@@ -1244,39 +1281,14 @@ static void test_sign_503_not_vaults(void **state)
         {"{\"errors\":\"Vault is sealed\"}", false},
         {"{\"errors\":[\"Vault is sealed\"]} trailing", false},
     };
-    const struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0}, ok = {200, NULL, 0};
     char err[GW_ERR_LEN];
-    struct gw_sign_result res;
     struct answer script[3];
     struct fx f;
 
     (void)state;
     fx_init(&f, 5000);
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        for (int first_sealed = 0; first_sealed <= 1; first_sealed++) {
-            int n = 0;
-
-            if (first_sealed)
-                script[n++] = sealed;
-            script[n++] = (struct answer){503, cases[i].body, 0};
-            script[n++] = ok;
-            fake_script(script, n);
-            sign(&f, &res);
-            print_message("case %zu (%s): %s\n", i, first_sealed ? "repeated" : "first", res.reason);
-            assert_int_equal(fake_n_reqs(), n - (cases[i].vaults ? 0 : 1));
-            if (cases[i].vaults) {
-                assert_int_equal(res.status, 0);
-                assert_non_null(res.cert);
-            } else {
-                assert_int_equal(res.status, GW_ERR_IO);
-                assert_null(res.cert);
-                assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-                assert_non_null(strstr(res.reason, "not Vault's own answer"));
-                assert_non_null(strstr(res.reason, "the outcome is unknown, do not retry blindly"));
-            }
-            gw_sign_result_cleanup(&res);
-        }
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        sign_resent_if_vaults(&f, i, 503, cases[i].body, cases[i].vaults);
     script[0] = (struct answer){503, ENVOY_503, 0};
     script[1] = (struct answer){200, "{\"data\":{\"revocation_time\":1433269787,\"state\":\"revoked\"}}", 0};
     fake_script(script, 2);
@@ -1329,40 +1341,14 @@ static void test_sign_refusals_not_vaults(void **state)
         {429, "{\"errors\":[\"Vault is sealed\"]}", false},
     };
     static const int statuses[] = {403, 412, 429};
-    const struct answer sealed = {503, "{\"errors\":[\"Vault is sealed\"]}", 0}, ok = {200, NULL, 0};
-    char err[GW_ERR_LEN], what[64];
-    struct gw_sign_result res;
+    char err[GW_ERR_LEN];
     struct answer script[3];
     struct fx f;
 
     (void)state;
     fx_init(&f, 5000);
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        for (int first_sealed = 0; first_sealed <= 1; first_sealed++) {
-            int n = 0;
-
-            if (first_sealed)
-                script[n++] = sealed;
-            script[n++] = (struct answer){cases[i].status, cases[i].body, 0};
-            script[n++] = ok;
-            fake_script(script, n);
-            sign(&f, &res);
-            print_message("case %zu (%s): %s\n", i, first_sealed ? "repeated" : "first", res.reason);
-            assert_int_equal(fake_n_reqs(), n - (cases[i].vaults ? 0 : 1));
-            if (cases[i].vaults) {
-                assert_int_equal(res.status, 0);
-                assert_non_null(res.cert);
-            } else {
-                snprintf(what, sizeof(what), "(HTTP %d, not Vault's own answer", cases[i].status);
-                assert_int_equal(res.status, GW_ERR_IO);
-                assert_null(res.cert);
-                assert_int_equal(res.fail_info, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-                assert_non_null(strstr(res.reason, what));
-                assert_non_null(strstr(res.reason, "the outcome is unknown, do not retry blindly"));
-            }
-            gw_sign_result_cleanup(&res);
-        }
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        sign_resent_if_vaults(&f, i, cases[i].status, cases[i].body, cases[i].vaults);
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
         script[0] = (struct answer){statuses[i], "<html>blocked by the ingress</html>", 0};
         script[1] =
