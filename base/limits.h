@@ -170,7 +170,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_REPLAY_INITIAL_SLOTS 1024  /* the replay cache's ring at first; it doubles up to the max */
 #define GW_DEFAULT_REPLAY_PER_IDENTITY 2000 /* of them, one identity's (per the cache's TTL) */
 #define GW_REPLAY_SKETCH_WIDTH 65536        /* counters per row of the per-identity count (power of 2) */
-/* "message_time_window" 0 (engine.c times_init): how far (s) a messageTime may lead the gateway's clock;
+/* "message_time_window" 0 (engine.c started_init): how far (s) a messageTime may lead the gateway's clock;
    it may lag it by the replay cache's TTL less this and GW_REPLAY_MARGIN */
 #define GW_MSGTIME_AHEAD_NO_WINDOW 30
 /* and the seconds the cache outlives the oldest messageTime let through, with a window (its TTL twice

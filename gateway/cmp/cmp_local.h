@@ -49,22 +49,16 @@ struct gw_cluster;
 struct gw_x509_links;
 
 /*
- * The messageTime check and the lifetimes beside it, as the first configuration set them: a reload keeps
- * them (a restart applies a change), for the replay cache they sized must cover every messageTime the
- * check lets through (engine.c times_init).
+ * The restart-only settings as the first configuration set them: a reload keeps them (a restart applies
+ * a change). The messageTime check and the lifetimes beside it, for the replay cache they sized must
+ * cover every messageTime the check lets through (engine.c started_init); the per-identity caps, with
+ * which the transaction table and the replay cache were built, and which Redis counts a share against.
  */
-struct cmp_times {
+struct cmp_started {
     uint32_t message_time_window; /* s; 0: none of its own, |behind| and |ahead| the replay cache's */
     uint32_t transaction_ttl;     /* s */
     time_t replay_ttl;            /* s a transactionID counts as seen, here and in Redis */
     time_t behind, ahead;         /* s a messageTime may lag and lead the gateway's clock */
-};
-
-/*
- * The per-identity caps as the first configuration set them: the transaction table and the replay cache
- * were built with them, and Redis counts a share against the same (a reload keeps them too).
- */
-struct cmp_caps {
     uint32_t open_per_identity;   /* cmp.max_transactions_per_identity */
     uint32_t recent_per_identity; /* cmp.max_recent_per_identity */
 };
@@ -75,11 +69,10 @@ struct gw_cmp_engine {
     /* shared by every engine built from this one's predecessor (a reload): the open transactions
        and the replay cache outlive a configuration; the audit log too while its file stays */
     struct cmp_shared *shared;
-    struct gw_txn_table *txns;     /* shared->txns */
-    struct gw_replay *replay;      /* shared->replay */
-    struct gw_cluster *cluster;    /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
-    const struct cmp_times *times; /* shared's: the window and TTLs, restart-only */
-    const struct cmp_caps *caps;   /* shared's: the per-identity caps, restart-only */
+    struct gw_txn_table *txns;  /* shared->txns */
+    struct gw_replay *replay;   /* shared->replay */
+    struct gw_cluster *cluster; /* shared->cluster: other instances' view ("cmp.state"); NULL = memory */
+    const struct cmp_started *started; /* shared's: the window, TTLs and caps, restart-only */
     struct gw_audit *audit;
     atomic_size_t live;                    /* transactions begun under this engine and not yet freed */
     X509_STORE **issuer_stores;            /* per cfg.upstreams[i]: what its certificates must chain to */

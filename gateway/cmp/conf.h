@@ -67,7 +67,7 @@ struct gw_state_conf {
 };
 
 struct gw_cmp_conf {
-    uint32_t message_time_window; /* seconds either side; 0: as the replay cache needs (times_init) */
+    uint32_t message_time_window; /* seconds either side; 0: as the replay cache needs (started_init) */
     bool require_message_time;
     uint32_t transaction_ttl; /* seconds */
     uint32_t max_transactions;

@@ -60,8 +60,7 @@ struct cmp_shared {
     struct cmp_revoked *revoked;
     struct cmp_recent *recent;
     struct gw_cluster *cluster; /* "cmp.state": "redis"; a reload keeps the first one (restart to change) */
-    struct cmp_times times;     /* the first configuration's too */
-    struct cmp_caps caps;       /* and its per-identity caps */
+    struct cmp_started started; /* the first configuration's restart-only settings too */
 };
 
 /*
@@ -70,14 +69,16 @@ struct cmp_shared {
  * with the default one (its margin left out), and the messageTime check (policy.c) bounded by what that
  * covers.
  */
-static void times_init(struct cmp_times *t, const struct gw_cmp_conf *cc)
+static void started_init(struct cmp_started *t, const struct gw_cmp_conf *cc)
 {
     time_t window = cc->message_time_window;
 
-    *t = (struct cmp_times){.message_time_window = cc->message_time_window,
-                            .transaction_ttl = cc->transaction_ttl,
-                            .behind = window,
-                            .ahead = window};
+    *t = (struct cmp_started){.message_time_window = cc->message_time_window,
+                              .transaction_ttl = cc->transaction_ttl,
+                              .behind = window,
+                              .ahead = window,
+                              .open_per_identity = cc->max_transactions_per_identity,
+                              .recent_per_identity = cc->max_recent_per_identity};
     if (window != 0) {
         /*
          * A request let through at t with a messageTime |window| ahead is let through again, that
@@ -110,11 +111,10 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
-    times_init(&sh->times, cfg->cmp);
-    sh->caps = (struct cmp_caps){.open_per_identity = cfg->cmp->max_transactions_per_identity,
-                                 .recent_per_identity = cfg->cmp->max_recent_per_identity};
-    sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, sh->caps.open_per_identity);
-    sh->replay = gw_replay_new(GW_REPLAY_MAX_ENTRIES, sh->caps.recent_per_identity, sh->times.replay_ttl);
+    started_init(&sh->started, cfg->cmp);
+    sh->txns = gw_txn_table_new(cfg->cmp->max_transactions, sh->started.open_per_identity);
+    sh->replay =
+        gw_replay_new(GW_REPLAY_MAX_ENTRIES, sh->started.recent_per_identity, sh->started.replay_ttl);
     sh->recent = cmp_recent_new();
     if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL ||
         (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
@@ -154,8 +154,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     e->txns = e->shared->txns;
     e->replay = e->shared->replay;
     e->cluster = e->shared->cluster;
-    e->times = &e->shared->times;
-    e->caps = &e->shared->caps;
+    e->started = &e->shared->started;
     e->revoked = e->shared->revoked;
     e->recent = e->shared->recent;
     if (cmp_withdrawals_init(e) != 0) {
@@ -494,7 +493,7 @@ static void close_slot(struct cmp_call *c, const struct cmp_txn *t)
 static int park(struct cmp_call *c, struct cmp_txn *t)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
-    time_t ttl = (time_t)c->e->times->transaction_ttl + cmp_poll_extra_ttl(t);
+    time_t ttl = (time_t)c->e->started->transaction_ttl + cmp_poll_extra_ttl(t);
     struct gw_txn *txn = NULL;
 
     if ((t->pbm || (t->signer != NULL && OSSL_CMP_CTX_set1_srvCert(ctx, t->signer) == 1)) &&

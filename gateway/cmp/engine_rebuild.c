@@ -145,7 +145,7 @@ struct gw_txn *cmp_rebuild_from(struct cmp_call *c, struct gw_txn_record *rec)
                  "no upstream here has its certificate's CA (or the record's name)");
     else if (t != NULL)
         txn = gw_txn_new(c->hdr.tid, c->hdr.tid_len, t->identity, t->quota,
-                         c->now + (time_t)c->e->times->transaction_ttl, t, cmp_txn_free);
+                         c->now + (time_t)c->e->started->transaction_ttl, t, cmp_txn_free);
     if (txn != NULL) {
         gw_log_kv(GW_LOG_INFO, "txn_continued", "tid", c->rsp->tid, "identity", t->identity, "serial",
                   t->serial, "tls_client",

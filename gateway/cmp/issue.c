@@ -140,8 +140,8 @@ static int reserve(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
 
     if (rc == 0 && c->e->cluster != NULL &&
         (rc = gw_cluster_reserve(c->e->cluster, c->hdr.tid, c->hdr.tid_len, t->quota,
-                                 (time_t)c->e->times->transaction_ttl + cmp_poll_extra_ttl(t),
-                                 c->e->caps->open_per_identity, err)) != 0)
+                                 (time_t)c->e->started->transaction_ttl + cmp_poll_extra_ttl(t),
+                                 c->e->started->open_per_identity, err)) != 0)
         gw_txn_release(c->e->txns, c->hdr.tid, c->hdr.tid_len);
     if (rc == 0) {
         c->reserved = 1;

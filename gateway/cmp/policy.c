@@ -193,7 +193,8 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
 /* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
 static int check_time(struct cmp_call *c, struct cmp_refusal *r)
 {
-    const struct cmp_times *tm = c->e->times; /* the window the replay cache was sized for, not a reload's */
+    const struct cmp_started *tm =
+        c->e->started; /* the window the replay cache was sized for, not a reload's */
     char allowed[64];
     long long off;
 
@@ -262,7 +263,7 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
 
 /*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
- * seen by any instance (for the same time, cmp_times.replay_ttl).
+ * seen by any instance (for the same time, cmp_started.replay_ttl).
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
@@ -272,8 +273,8 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, t->quota, c->e->times->replay_ttl,
-                             c->e->caps->recent_per_identity, err);
+                             c->hdr.sender_nonce_len, t->quota, c->e->started->replay_ttl,
+                             c->e->started->recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                                         c->hdr.sender_nonce_len, t->quota, c->now);

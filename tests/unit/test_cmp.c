@@ -11411,7 +11411,7 @@ static void test_shared_replay_window_edge(void **state)
     env_free(a);
 }
 
-/* A replay window (300 s: cmp_times.replay_ttl) shorter than a shared transaction's record lives. */
+/* A replay window (300 s: cmp_started.replay_ttl) shorter than a shared transaction's record lives. */
 #define SHORT_WINDOW_CMP                                                                                     \
     "\"message_time_window\": \"10s\", \"transaction_ttl\": \"300s\", \"max_transactions_per_identity\": "   \
     "100"
