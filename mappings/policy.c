@@ -337,26 +337,31 @@ int policy_check_allowed_subject(const struct gw_role *role, const char *who, co
     return check_subject(role, &role->authz.subjects, "allowed_subjects", who, subject, fail_info, err);
 }
 
-/*
- * TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes, read as policy_check_san
- * reads it (DNS names fold case, a URI's '*' is one host label or path segment).
- * A pattern with a '@' is an email's, with a ':' a URI's, else a DNS name's: across types, the email
- * "x@dev.example.com" would match the DNS pattern "*.example.com".
- */
-static int pattern_type(const char *pat)
-{
-    const char *colon = strchr(pat, ':'), *at = strchr(pat, '@');
-
-    if (colon != NULL && (at == NULL || colon < at))
-        return GEN_URI; /* a scheme first: "sip:alice@example.com", "ssh://git@host" */
-    return at != NULL ? GEN_EMAIL : GEN_DNS;
-}
-
 static const struct pat_syntax *san_syntax(int gen_type)
 {
     return gen_type == GEN_DNS ? &pat_host : gen_type == GEN_URI ? &pat_uri : &pat_email;
 }
 
+/*
+ * Whether TLS SAN |gn| matches pattern |pat| of tls_sans: one of its type (gw_role_tls_san_type), read as
+ * policy_check_san reads it (DNS names fold case, a URI's '*' is one host label or path segment). An email
+ * address with more than one '@' matches none, as a subject's does (attr_match): mailers differ on which
+ * ends the local part, so "a@evil@example.com" may be mail for evil.
+ */
+static int tls_san_match(const char *pat, const GENERAL_NAME *gn)
+{
+    const char *s;
+    size_t len;
+
+    if (gw_role_tls_san_type(pat) != gn->type) /* so an IA5String: a DNS name, URI or email */
+        return 0;
+    s = (const char *)gn->d.ia5->data;
+    len = (size_t)gn->d.ia5->length;
+    return !(gn->type == GEN_EMAIL && gw_subject_two_at(s, len)) &&
+           pattern_match(pat, s, len, san_syntax(gn->type));
+}
+
+/* TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes (tls_san_match). */
 static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info, char *err)
 {
     const struct gw_patterns *ps = &role->authz.tls_sans;
@@ -371,9 +376,7 @@ static int check_tls_sans(const struct gw_role *role, X509 *cert, int *fail_info
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
 
         for (size_t k = 0; !ok && k < ps->n; k++)
-            ok = pattern_type(ps->v[k]) == gn->type &&
-                 pattern_match(ps->v[k], (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length,
-                               san_syntax(gn->type));
+            ok = tls_san_match(ps->v[k], gn);
     }
     GENERAL_NAMES_free(sans);
     if (ok)

@@ -161,6 +161,48 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
     return 0;
 }
 
+/*
+ * Email patterns of |ps| (all of them, or with |tls_sans| those gw_role_tls_san_type reads as an email's):
+ * none with more than one '@'. An email address with two is refused everywhere and matches no pattern
+ * (mailers differ on which ends the local part), so such a pattern admits nothing: a mistake the load would
+ * otherwise hide until every address it was meant for is refused.
+ */
+static int refuse_two_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                         const struct gw_patterns *ps, bool tls_sans)
+{
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+
+    for (size_t i = 0; i < ps->n; i++) {
+        if ((tls_sans && gw_role_tls_san_type(ps->v[i]) != GEN_EMAIL) ||
+            !gw_subject_two_at(ps->v[i], strlen(ps->v[i])))
+            continue;
+        gw_conf_join_index(ipath, path, i);
+        return gw_conf_fail(
+            pc, ipath,
+            "%s can never match: an email address with more than one '@' is refused; write one '@'",
+            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)));
+    }
+    return 0;
+}
+
+/* "allowed_emails": patterns (p_bounds), none with more than one '@' (refuse_two_at). */
+static int p_email_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                          const struct gw_conf_field *f)
+{
+    int rc = p_bounds(pc, path, v, base, f);
+
+    return rc != 0 ? rc : refuse_two_at(pc, path, v, gw_conf_at(base, f->off), false);
+}
+
+/* "tls_sans": patterns (p_bounds), no email pattern among them with more than one '@' (refuse_two_at). */
+static int p_tls_san_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
+                            const struct gw_conf_field *f)
+{
+    int rc = p_bounds(pc, path, v, base, f);
+
+    return rc != 0 ? rc : refuse_two_at(pc, path, v, gw_conf_at(base, f->off), true);
+}
+
 /* Subject patterns (p_subject_patterns) that bound what a role admits: one at least. */
 static int p_subject_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                             const struct gw_conf_field *f)
@@ -577,14 +619,14 @@ static const struct gw_conf_field authz_fields[] = {
     GW_CONF_OPT("tls_trust", p_bound_names, struct gw_authz, tls_trust_names,
                 .off_n = offsetof(struct gw_authz, n_tls_trust), .aux = &gw_conf_names_plain),
     GW_CONF_OPT("tls_subjects", p_subject_bounds, struct gw_authz, tls_subjects, .aux = &names_pattern),
-    GW_CONF_OPT("tls_sans", p_bounds, struct gw_authz, tls_sans, .aux = &names_pattern),
+    GW_CONF_OPT("tls_sans", p_tls_san_bounds, struct gw_authz, tls_sans, .aux = &names_pattern),
     GW_CONF_OPT("tls_must_be_signer", gw_conf_p_bool, struct gw_authz, tls_must_be_signer, .def = false),
     GW_CONF_OPT("signer_subjects", p_subject_bounds, struct gw_authz, signer_subjects, .aux = &names_pattern),
     GW_CONF_OPT("allowed_subjects", p_subject_bounds, struct gw_authz, subjects, .aux = &names_pattern),
     GW_CONF_OPT("allowed_common_names", p_bounds, struct gw_authz, common_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_dns_names", p_bounds, struct gw_authz, dns_names, .aux = &names_pattern),
     GW_CONF_OPT("allowed_uris", p_bounds, struct gw_authz, uris, .aux = &names_pattern),
-    GW_CONF_OPT("allowed_emails", p_bounds, struct gw_authz, emails, .aux = &names_pattern),
+    GW_CONF_OPT("allowed_emails", p_email_bounds, struct gw_authz, emails, .aux = &names_pattern),
     GW_CONF_OPT("allowed_ip_ranges", p_bounds, struct gw_authz, ip_ranges, .aux = &names_cidr),
     GW_CONF_OPT("allowed_key_types", p_key_types, struct gw_authz, key_rules,
                 .off_n = offsetof(struct gw_authz, n_key_rules)),
@@ -843,6 +885,15 @@ const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const
         if (strcmp(roles[i].name, name) == 0)
             return &roles[i];
     return NULL;
+}
+
+int gw_role_tls_san_type(const char *pat)
+{
+    const char *colon = strchr(pat, ':'), *at = strchr(pat, '@');
+
+    if (colon != NULL && (at == NULL || colon < at))
+        return GEN_URI; /* a scheme first: "sip:alice@example.com", "ssh://git@host" */
+    return at != NULL ? GEN_EMAIL : GEN_DNS;
 }
 
 bool gw_role_accepts_pbm(const struct gw_role *r, const unsigned char *ref, size_t len)

@@ -291,6 +291,12 @@ int gw_role_check_authz_sans(struct gw_conf_ctx *pc, const struct gw_role *r);
 void gw_role_issuers(const struct gw_role *r, const char *out[GW_ROLE_ISSUERS]);
 /* The role of |roles| (|n| of them) named |name|, or NULL. */
 const struct gw_role *gw_role_named(const struct gw_role *roles, size_t n, const char *name);
+/*
+ * gw_role_tls_san_type is the SAN type a pattern of "tls_sans" is for: GEN_URI for one with a scheme (a ':'
+ * before any '@': "sip:alice@example.com", "ssh://git@host"), else GEN_EMAIL for one with a '@', else
+ * GEN_DNS. Across types, the email "x@dev.example.com" would match the DNS pattern "*.example.com".
+ */
+int gw_role_tls_san_type(const char *pat);
 /* Whether |r| accepts the PBM reference |ref| (|len| bytes, a senderKID: not NUL-terminated). */
 bool gw_role_accepts_pbm(const struct gw_role *r, const unsigned char *ref, size_t len);
 void gw_roles_free(struct gw_role *roles, size_t n);

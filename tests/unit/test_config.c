@@ -1314,6 +1314,23 @@ static const struct bad bad_cases[] = {
     {"ra_subjects emailAddress with two '@'",
      {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra/emailAddress=a@b@c\"]")},
      {"$.roles.rv.authorization.ra_subjects[0]: \"/CN=ra/emailAddress=a@b@c\" can never match"}},
+    /* an email pattern with two '@' matches no address (one with two is refused everywhere): refused, naming
+       the key and the pattern; in tls_sans only an email's (a URI pattern may hold two: test_upstreams_full)
+     */
+    {"allowed_emails with two '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"*@example.com\", \"*@evil@example.com\"]")},
+     {"$.roles.rv.authorization.allowed_emails[1]: \"*@evil@example.com\" can never match: an email address "
+      "with more than one '@' is refused; write one '@'"}},
+    {"allowed_emails with two '@' together",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"a@@example.com\"]")},
+     {"$.roles.rv.authorization.allowed_emails[0]: \"a@@example.com\" can never match"}},
+    {"tls_sans email pattern with two '@'",
+     {UPS, ROLES, AUTHZ("\"tls_sans\": [\"*.example.com\", \"dev-*@evil@example.com\"]")},
+     {"$.roles.rv.authorization.tls_sans[1]: \"dev-*@evil@example.com\" can never match: an email address "
+      "with more than one '@' is refused; write one '@'"}},
+    {"tls_sans email pattern with two '@' and a ':' after them",
+     {UPS, ROLES, AUTHZ("\"tls_sans\": [\"a@b@c:d\"]")},
+     {"$.roles.rv.authorization.tls_sans[0]: \"a@b@c:d\" can never match"}},
     /* a subject pattern with an RDN of more than GW_MAX_RDN_ATTRS (16) attributes matches no subject */
     {"allowed_subjects RDN of 17 attributes",
      {UPS, ROLES,
@@ -1860,7 +1877,7 @@ static void test_upstreams_full(void **state)
           "\"crmf\": \"delegate\", \"sign\": \"verbatim\", \"issuer_ref\": \"root-2024\", "
           "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\", \"key_reuse\": \"allow\""),
         AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
-              "[\"*.example.com\"], "
+              "[\"*.example.com\", \"sip:*@*@example.com\"], " /* a URI pattern: its '@'s are no email's */
               "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
               "[\"dev-*\", \"d\\u00e9v\"], \"allowed_uris\": [\"spiffe://example/*\"], \"allowed_emails\": "
               "[\"*@example.com\"], \"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": [\"demo\"]"),
@@ -1896,7 +1913,7 @@ static void test_upstreams_full(void **state)
     assert_int_equal(sk_X509_num(a->tls_untrusted), 1);
     assert_true(a->tls_must_be_signer);
     assert_int_equal(a->tls_subjects.n, 1);
-    assert_int_equal(a->tls_sans.n, 1);
+    assert_int_equal(a->tls_sans.n, 2);
     assert_int_equal(a->signer_subjects.n, 1);
     assert_int_equal(a->common_names.n, 2);
     assert_string_equal(a->common_names.v[1], "d\xc3\xa9v");

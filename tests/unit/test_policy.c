@@ -543,6 +543,7 @@ static char *p_dns[] = {"*.example.com", "spiffe://example.org/*"};
 static char *p_sip[] = {"sip:*@example.com"};
 static char *p_https[] = {"https://*.example.com/*"};
 static char *p_tls_mail[] = {"*@example.com"};
+static char *p_tls_mail2[] = {"dev-13@evil@example.com"}; /* the load refuses it: tls_san_match has to too */
 static char *p_dev_mail[] = {"/O=x/CN=dev-*/emailAddress=*@example.com"};
 static char *p_dev_eq[] = {"/O=x/CN=dev-*=operations"};
 static char *p_pbm[] = {"dev-ref"};
@@ -753,6 +754,16 @@ static const struct {
      NULL},
     {"tls email SAN with two '@'",
      {.tls_sans = PATS(p_tls_mail)},
+     S_NONE,
+     0,
+     C_EMAIL_AT2,
+     C_NONE,
+     "dev-ref",
+     0,
+     "no subjectAltName allowed",
+     "tls_san"},
+    {"tls email SAN with two '@', spelt out",
+     {.tls_sans = PATS(p_tls_mail2)},
      S_NONE,
      0,
      C_EMAIL_AT2,
