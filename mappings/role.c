@@ -128,10 +128,32 @@ static int p_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object
 }
 
 /*
+ * Subject pattern |i| of |ps| (of JSON array |v| at |path|): every backslash begins an escape of the one-line
+ * form (gw_subject_pattern_bad_escape). Any other stands for nothing a subject's line holds: "\xc3" or
+ * "\x41" matches no subject, and "\*" no literal star (but a backslash, and any run after it).
+ */
+static int refuse_bad_escape(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                             const struct gw_patterns *ps, size_t i)
+{
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    const char *bad = gw_subject_pattern_bad_escape(ps->v[i]);
+
+    if (bad == NULL)
+        return 0;
+    gw_conf_join_index(ipath, path, i);
+    return gw_conf_fail(pc, ipath,
+                        "%s: the backslash at byte %zu begins no escape: a subject's line has only \"\\+\" "
+                        "and \"\\xHH\" (upper-case hex, a byte outside printable ASCII)",
+                        gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)),
+                        (size_t)(bad - ps->v[i]) + 1);
+}
+
+/*
  * Subject patterns (p_patterns): none that can never match. A subject's emailAddress or mail with more than
  * one '@' is refused everywhere and matches no pattern (gw_subject_match), so a pattern spelling one out
- * admits nothing; nor does one with an RDN of more attributes than the matcher pairs off. Mistakes the load
- * would otherwise hide until every subject they were meant for is refused.
+ * admits nothing; nor does one with an RDN of more attributes than the matcher pairs off, nor one with a
+ * backslash that begins no escape of the one-line form (refuse_bad_escape). Mistakes the load would otherwise
+ * hide until every subject they were meant for is refused.
  */
 static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                               const struct gw_conf_field *f)
@@ -144,6 +166,8 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
     if ((rc = p_patterns(pc, path, v, base, f)) != 0)
         return rc;
     for (size_t i = 0; i < ps->n; i++) {
+        if ((rc = refuse_bad_escape(pc, path, v, ps, i)) != 0)
+            return rc;
         attr = gw_subject_pattern_dead(ps->v[i]);
         if (attr == NULL && !gw_subject_pattern_crowded(ps->v[i]))
             continue;

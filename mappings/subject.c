@@ -105,3 +105,34 @@ const char *gw_subject_pattern_dead(const char *pat)
     }
     return NULL;
 }
+
+/* Whether |c| is a digit of the hex X509_NAME_oneline writes: 0-9 and upper-case A-F. */
+static int upper_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+static int hex_value(char c)
+{
+    return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+const char *gw_subject_pattern_bad_escape(const char *pat)
+{
+    const char *p;
+    int byte;
+
+    for (p = pat != NULL ? strchr(pat, '\\') : NULL; p != NULL; p = strchr(p, '\\')) {
+        if (p[1] == '+') {
+            p += 2;
+            continue;
+        }
+        if (p[1] != 'x' || !upper_hex(p[2]) || !upper_hex(p[3]))
+            return p;
+        byte = hex_value(p[2]) * 16 + hex_value(p[3]);
+        if (byte >= ' ' && byte <= '~') /* written as itself */
+            return p;
+        p += 4;
+    }
+    return NULL;
+}

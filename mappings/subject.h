@@ -56,4 +56,13 @@ const char *gw_subject_pattern_dead(const char *pat);
  */
 int gw_subject_pattern_crowded(const char *pat);
 
+/*
+ * gw_subject_pattern_bad_escape is the first backslash of subject pattern |pat| that begins no escape of the
+ * one-line form, or NULL. X509_NAME_oneline writes a value's '+' as "\+" and a byte outside printable ASCII
+ * (below ' ', above '~') as "\x" and two upper-case hex digits ("\xC3\xBC"); a subject holding a backslash
+ * of its own matches no pattern (gw_x509_name_line). So "\*", "\,", "\xc3", "\x41" (an 'A', written as
+ * itself) or a backslash at the end stand for nothing a subject's line holds.
+ */
+const char *gw_subject_pattern_bad_escape(const char *pat);
+
 #endif

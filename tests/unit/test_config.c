@@ -1345,6 +1345,23 @@ static const struct bad bad_cases[] = {
       AUTHZ("\"tls_subjects\": [\"/CN=a+CN=b+CN=c+CN=d+CN=e+CN=f+CN=g+CN=h+CN=i+CN=j+CN=k+CN=l+CN=m+CN=n+"
             "CN=o+CN=p+OU=q\"]")},
      {"$.roles.rv.authorization.tls_subjects[0]: ", "can never match: an RDN of more than 16 attributes"}},
+    /* a backslash of a subject pattern that begins no escape of the one-line form ("\+", "\xHH" of a byte
+       outside printable ASCII, upper case) stands for nothing a subject's line holds: refused, naming where
+     */
+    {"allowed_subjects with a backslash before a star",
+     {UPS, ROLES, AUTHZ("\"allowed_subjects\": [\"/CN=x\", \"/O=acme/CN=dev\\\\*\"]")},
+     {"$.roles.rv.authorization.allowed_subjects[1]: ",
+      ": the backslash at byte 15 begins no escape: a subject's line has only \"\\+\" and \"\\xHH\" "
+      "(upper-case hex, a byte outside printable ASCII)"}},
+    {"tls_subjects with lower-case hex",
+     {UPS, ROLES, AUTHZ("\"tls_subjects\": [\"/CN=M\\\\xc3\\\\xbcller\"]")},
+     {"$.roles.rv.authorization.tls_subjects[0]: ", "the backslash at byte 6 begins no escape"}},
+    {"signer_subjects with a printable byte escaped",
+     {UPS, ROLES, AUTHZ("\"signer_subjects\": [\"/CN=\\\\x41\"]")},
+     {"$.roles.rv.authorization.signer_subjects[0]: ", "the backslash at byte 5 begins no escape"}},
+    {"ra_subjects with a backslash at its end",
+     {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra\\\\\"]")},
+     {"$.roles.rv.authorization.ra_subjects[0]: ", "the backslash at byte 7 begins no escape"}},
     /* a plus inside a pattern's value is "\\+" in JSON: "\+" is no JSON escape, not read as '+' (a boundary)
      */
     {"subject pattern with a JSON \\+",

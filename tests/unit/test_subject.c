@@ -148,12 +148,55 @@ static void test_pattern_crowded(void **state)
     assert_int_equal(gw_subject_pattern_crowded(""), 0);
 }
 
+/*
+ * A backslash of a pattern must begin an escape X509_NAME_oneline writes: "\+", or "\x" and two upper-case
+ * hex digits of a byte outside printable ASCII. Any other stands for nothing a subject's line holds.
+ */
+static void test_pattern_bad_escape(void **state)
+{
+    static const struct {
+        const char *pat;
+        long want; /* the offset of the backslash named, or -1 */
+    } t[] = {
+        {"/CN=dev\\*", 7},          /* no literal star */
+        {"/CN=M\\xc3\\xbcller", 5}, /* lower-case hex */
+        {"/CN=\\x41", 4},           /* 'A' is written as itself */
+        {"/CN=\\x20", 4},           /* so is ' ' */
+        {"/CN=\\x7E", 4},           /* and '~' */
+        {"/CN=a\\", 5},             /* cut */
+        {"/CN=a\\x", 5},            /* cut */
+        {"/CN=a\\xC", 5},           /* cut */
+        {"/CN=a\\xG1", 5},
+        {"/CN=a\\,b", 5},
+        {"/CN=a\\\\b", 5},         /* a backslash of its own: no subject's line holds one */
+        {"/CN=a\\+b/O=x\\=y", 12}, /* the second */
+        /* twins: the escapes the one-line form writes */
+        {"/CN=dev\\+ops", -1},
+        {"/CN=M\\xC3\\xBCller", -1},
+        {"/CN=\\x1F\\x7F\\x80\\xFF\\x00", -1},
+        {"/CN=a\\+\\+/O=*\\xE2\\x80\\x8B", -1},
+        {"/CN=*", -1},
+        {"", -1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        const char *got = gw_subject_pattern_bad_escape(t[i].pat);
+        long off = got != NULL ? (long)(got - t[i].pat) : -1;
+
+        if (off != t[i].want)
+            fail_msg("case %zu \"%s\": %ld, want %ld", i, t[i].pat, off, t[i].want);
+    }
+    assert_null(gw_subject_pattern_bad_escape(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attr_len),      cmocka_unit_test(test_rdn),
-        cmocka_unit_test(test_attr_is_email), cmocka_unit_test(test_two_at),
-        cmocka_unit_test(test_pattern_dead),  cmocka_unit_test(test_pattern_crowded),
+        cmocka_unit_test(test_attr_len),           cmocka_unit_test(test_rdn),
+        cmocka_unit_test(test_attr_is_email),      cmocka_unit_test(test_two_at),
+        cmocka_unit_test(test_pattern_dead),       cmocka_unit_test(test_pattern_crowded),
+        cmocka_unit_test(test_pattern_bad_escape),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
