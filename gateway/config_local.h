@@ -16,7 +16,8 @@ void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role
 
 /*
  * gw_config_warn_any_host warns of a role that lets a request name any host, in its CN or a DNS SAN:
- * one without allowed_dns_names, allowed_common_names and allowed_subjects.
+ * one without allowed_dns_names, allowed_common_names and allowed_subjects, or whose allowed_common_names
+ * holds a pattern that admits any host name ("*" where the role may issue TLS server certificates, "*.*").
  */
 void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role *r);
 

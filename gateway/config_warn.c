@@ -84,9 +84,71 @@ static void warn_bare_host(const struct gw_conf_ctx *pc, const struct gw_role *r
            pc->name, r->name, r->name, r->name);
 }
 
+/*
+ * Whether common-name pattern |pat| admits every host name of as many labels: each of its labels ('.'
+ * apart) is all '*' ("*", "**", "*.*"), and a label that is a '*' stands for any non-empty one.
+ */
+static bool any_host_pattern(const char *pat)
+{
+    size_t stars = 0;
+
+    for (const char *p = pat;; p++) {
+        if (*p == '*') {
+            stars++;
+            continue;
+        }
+        if ((*p != '.' && *p != '\0') || stars == 0)
+            return false;
+        if (*p == '\0')
+            return true;
+        stars = 0;
+    }
+}
+
+/*
+ * The index of the first allowed_common_names pattern of |r| that admits any host name a client asks for
+ * (any_host_pattern), or -1. With allowed_common_names a CN is held to it alone, not to allowed_dns_names: so
+ * "*.*" bounds a host name in the CN no more than no list does, and "*" admits "localhost" and "vault", which
+ * TLS clients take as a server's host name where the role may issue server certificates (serves_tls).
+ */
+static long any_host_cn(const struct gw_role *r)
+{
+    const struct gw_patterns *cns = &r->authz.common_names;
+
+    for (size_t i = 0; i < cns->n; i++)
+        if (any_host_pattern(cns->v[i]) && (strchr(cns->v[i], '.') != NULL || serves_tls(r)))
+            return (long)i;
+    return -1;
+}
+
+/*
+ * A role whose allowed_common_names admits any host name (any_host_cn) warns as one without it: of the host
+ * names in its CN where allowed_subjects does not bound the CN either, else as warn_bare_host does.
+ */
+static void warn_any_cn(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    long i = any_host_cn(r);
+
+    if (i < 0)
+        return;
+    if (r->authz.subjects.n > 0) {
+        warn_bare_host(pc, r);
+        return;
+    }
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.roles.%s.authorization.allowed_common_names[%ld]: \"%s\" admits any host name of as many "
+           "labels, so role \"%s\" issues certificates naming any host a client asks for in the common name "
+           "(which TLS clients take as the host name of a certificate without DNS SANs): name the hosts in "
+           "allowed_common_names (\"device-*\", \"*.devices.example.com\") on \"%s\"",
+           pc->name, r->name, i, r->authz.common_names.v[i], r->name, r->name);
+}
+
 void gw_config_warn_any_host(const struct gw_conf_ctx *pc, const struct gw_role *r)
 {
     const struct gw_authz *a = &r->authz;
+
+    warn_any_cn(pc,
+                r); /* before allowed_dns_names: a CN is not held to it where allowed_common_names is set */
 
     /*
      * Also where the upstream copies a host-name CN into the DNS SANs (Vault), which a role without "dns"

@@ -2633,6 +2633,77 @@ static void test_subjects_only_server_role_warns(void **state)
 }
 
 /*
+ * A role whose allowed_common_names holds a pattern that admits any host name ("*", "**", "*.*") bounds a
+ * host name in its CN no more than one without the list, and allowed_dns_names does not hold such a CN: it
+ * warns, once, naming the pattern and what to set; with allowed_subjects as well, as a role that only
+ * allowed_subjects bounds. A one-label pattern ("*") admits "vault" and "localhost", which matter where the
+ * role may issue TLS server certificates; one of more labels ("*.*") admits a dotted host name on any role.
+ * Twins: patterns that name the hosts, a client-only role with "*", and allowed_subjects without a '*'.
+ */
+static void test_any_cn_role_warns(void **state)
+{
+    static const struct {
+        const char *eku; /* the default role's ext_key_usage (the demo's grants serverAuth) */
+        const char *authz;
+        const char *warns; /* the pattern warned of, "subjects" for warn_bare_host's warning, or NULL */
+    } cases[] = {
+        {"[\"clientAuth\", \"serverAuth\"]", "{ \"allowed_common_names\": [\"*\"] }", "[0]: \\\"*\\\""},
+        {"[]", "{ \"allowed_common_names\": [\"**\"] }", "[0]: \\\"**\\\""},
+        {"[\"serverAuth\"]", "{ \"allowed_common_names\": [\"dev-*\", \"*\"] }", "[1]: \\\"*\\\""},
+        {"[\"clientAuth\"]", "{ \"allowed_common_names\": [\"dev-*\", \"*.*\"] }", "[1]: \\\"*.*\\\""},
+        /* allowed_dns_names does not hold a CN where allowed_common_names is set */
+        {"[\"serverAuth\"]",
+         "{ \"allowed_common_names\": [\"*\"], \"allowed_dns_names\": [\"*.example.com\"] }",
+         "[0]: \\\"*\\\""},
+        {"[\"serverAuth\"]",
+         "{ \"allowed_common_names\": [\"*\"], \"allowed_subjects\": [\"/O=acme/CN=*\"] }", "subjects"},
+        /* twins */
+        {"[\"serverAuth\"]", "{ \"allowed_common_names\": [\"dev-*\", \"*.example.com\"] }", NULL},
+        {"[\"serverAuth\"]", "{ \"allowed_common_names\": [\"*-*\", \"*.\", \".*\", \"*..*\"] }", NULL},
+        {"[\"clientAuth\"]", "{ \"allowed_common_names\": [\"*\"] }", NULL},
+        {"[\"serverAuth\"]",
+         "{ \"allowed_common_names\": [\"*\"], \"allowed_subjects\": [\"/O=acme/CN=vault\"] }", NULL},
+    };
+    static const char *const want = "cmpgw.json: $.roles.default.authorization.allowed_common_names";
+    static const char *const tail =
+        " admits any host name of as many labels, so role \\\"default\\\" issues certificates naming any "
+        "host "
+        "a client asks for in the common name (which TLS clients take as the host name of a certificate "
+        "without DNS SANs): name the hosts in allowed_common_names (\\\"device-*\\\", "
+        "\\\"*.devices.example.com\\\") on \\\"default\\\"";
+    static const char *const bare =
+        "$.roles.default.authorization: role \\\"default\\\" may issue TLS server "
+        "certificates and only allowed_subjects bounds their common name";
+    char eku[128], authz[256], line[512], *log, *at;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct edit e[] = {{"\"ext_key_usage\": [\"clientAuth\", \"serverAuth\"]", eku},
+                                 {"\"implicit_confirm\": true", authz}};
+        bool subjects = cases[i].warns != NULL && strcmp(cases[i].warns, "subjects") == 0;
+
+        snprintf(eku, sizeof(eku), "\"ext_key_usage\": %s", cases[i].eku);
+        snprintf(authz, sizeof(authz), "\"implicit_confirm\": true, \"authorization\": %s", cases[i].authz);
+        cfg = parse_edits_logged(e, 2, &log);
+        assert_non_null(cfg);
+        at = strstr(log, want);
+        if ((at != NULL) != (cases[i].warns != NULL && !subjects) ||
+            (at != NULL && strstr(at + 1, want) != NULL))
+            fail_msg("case %zu: %s", i, log);
+        snprintf(line, sizeof(line), "%s%s%s", want, cases[i].warns != NULL ? cases[i].warns : "", tail);
+        if (at != NULL && strstr(log, line) == NULL)
+            fail_msg("case %zu: not\n  %s\nin\n  %s", i, line, log);
+        if ((strstr(log, bare) != NULL) != subjects)
+            fail_msg("case %zu: %s", i, log);
+        if (strstr(log, "$.roles.default.authorization: neither allowed_dns_names") != NULL)
+            fail_msg("case %zu: warned as a role of no names: %s", i, log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * A local issuer without a store knows nothing it issued: every rr naming one of its certificates is
  * refused and its status is always "not revoked", so none can ever be revoked, whatever check_revocation
  * says. It warns, once, naming itself and what to set; its twin with a store (the delegate's too) does not.
@@ -3900,6 +3971,7 @@ int main(void)
         cmocka_unit_test(test_any_host_role_warns),
         cmocka_unit_test(test_any_dns_san_role_warns),
         cmocka_unit_test(test_subjects_only_server_role_warns),
+        cmocka_unit_test(test_any_cn_role_warns),
         cmocka_unit_test(test_storeless_local_warns),
         cmocka_unit_test(test_handover_without_shared_state_warns),
         cmocka_unit_test(test_handover_socket_count),
