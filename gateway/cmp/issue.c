@@ -102,6 +102,11 @@ static int same_key(const EVP_PKEY *a, const EVP_PKEY *b)
     return same;
 }
 
+/* The key_reuse refusal after the request it names (check_key_reuse). */
+#define KEY_REUSE_TAIL                                                                                       \
+    " must certify a new key: the requested public key is the one the signing certificate certifies; "       \
+    "generate a new key pair and send its public key"
+
 /*
  * RFC 9483 §4.1.3: a kur brings a new key pair (SHOULD); RFC 9810 §5.3.5 lets an update keep the current
  * key, a practice that "may not be appropriate for some environments". Unless the role allows it, a kur
@@ -120,12 +125,15 @@ static int check_key_reuse(struct cmp_txn *t, struct cmp_call *c, const X509_REQ
     if (t->role->key_reuse == GW_KEY_REUSE_ALLOW || t->pbm || t->signer == NULL || asked == NULL ||
         !same_key(asked, X509_get0_pubkey(t->signer)))
         return 0;
-    if (c->body != GW_CMP_BODY_KUR && !cmp_signer_issued(c, t))
+    if (c->body == GW_CMP_BODY_KUR)
+        return cmp_deny(c, t, "key_reuse", r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+                        "a key update (RFC 9483 §4.1.3)" KEY_REUSE_TAIL);
+    if (!cmp_signer_issued(c, t))
         return 0;
+    /* the kur's rule, which this gateway holds them to: the text cites no section of their own */
     return cmp_deny(c, t, "key_reuse", r, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
-                    "a new certificate must certify a new key (RFC 9483 §4.1.3): the requested public key is "
-                    "the one the signing certificate certifies; generate a new key pair and send its public "
-                    "key");
+                    "a%s %s signed with a certificate a CA of this route issued" KEY_REUSE_TAIL,
+                    c->body == GW_CMP_BODY_IR ? "n" : "", gw_shim_body_name(c->body));
 }
 
 /*

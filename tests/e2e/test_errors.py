@@ -1053,6 +1053,10 @@ class Errors(Base):
                 self.assertIsNone(res.cert)
                 a = self.expect("key_reuse", res.last)
                 self.assertEqual(a.body_type, body)
+                # RFC 9483 §4.1.3 is the kur's: an ir, cr or p10cr held to its rule cites no section
+                want = ("a key update (RFC 9483 §4.1.3)" if cmd == "kur" else
+                        "a %s signed with a certificate a CA of this route issued" % cmd)
+                self.assertEqual(a.status_strings[0].split(" must certify")[0], want)
                 refused.append(("default", a.status_strings[0]))
         self.assertEqual(len(harness.audit_records(self.gw, "intent")), before)  # the CA was never asked
         self.assertEqual([(role, msg) for role, _, msg in self.gw.denials("key_reuse")], refused)

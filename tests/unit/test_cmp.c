@@ -65,9 +65,13 @@
     "recipNonce does not match the senderNonce of this server's last message: answer the latest response"
 /* revocation_not_kept where cmp.max_revoked is 1 */
 #define TEXT_ONE_KEPT "this instance keeps 1 unexpired revocations already (cmp.max_revoked)"
-#define TEXT_KEY_REUSE                                                                                       \
-    "a new certificate must certify a new key (RFC 9483 §4.1.3): the requested public key is the one the "  \
-    "signing certificate certifies; generate a new key pair and send its public key"
+/* key_reuse: a kur cites RFC 9483 §4.1.3, an ir, cr or p10cr (held to the kur's rule) no section */
+#define TEXT_KEY_REUSE_TAIL                                                                                  \
+    " must certify a new key: the requested public key is the one the signing certificate certifies; "       \
+    "generate a new key pair and send its public key"
+#define TEXT_KEY_REUSE "a key update (RFC 9483 §4.1.3)" TEXT_KEY_REUSE_TAIL
+#define TEXT_KEY_REUSE_ISSUED(body)                                                                          \
+    body " signed with a certificate a CA of this route issued" TEXT_KEY_REUSE_TAIL
 #define TEXT_HERE_A_WHILE                                                                                    \
     "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "  \
     "CRL lists it"
@@ -3030,6 +3034,21 @@ static X509 *reuse_send(OSSL_CMP_CTX *ctx, int body, EVP_PKEY *asked, X509 *old)
  * another exponent, which shares its factors. Twins: a new key is certified; a role with "key_reuse":
  * "allow" certifies the same key.
  */
+/* The statusString of a key_reuse refusal of a request of type |body|. */
+static const char *key_reuse_text(int body)
+{
+    switch (body) {
+    case GW_CMP_BODY_KUR:
+        return TEXT_KEY_REUSE;
+    case GW_CMP_BODY_IR:
+        return TEXT_KEY_REUSE_ISSUED("an ir");
+    case GW_CMP_BODY_CR:
+        return TEXT_KEY_REUSE_ISSUED("a cr");
+    default:
+        return TEXT_KEY_REUSE_ISSUED("a p10cr");
+    }
+}
+
 static void test_key_reuse(void **state)
 {
     static const struct {
@@ -3107,7 +3126,8 @@ static void test_key_reuse(void **state)
         } else {
             if (got != NULL)
                 fail_msg("%s: certified", cases[i].name);
-            assert_status(again, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit, TEXT_KEY_REUSE);
+            assert_status(again, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit,
+                          key_reuse_text(cases[i].body));
             assert_int_equal(audit_count(e, "intent", NULL, NULL, NULL), intents); /* the CA never asked */
             if (!logged_reason(logged, "not_authorized", "key_reuse"))
                 fail_msg("%s: no not_authorized line with reason key_reuse in: %s", cases[i].name, logged);
