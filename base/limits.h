@@ -59,6 +59,12 @@
 #define GW_TICKET_KEY_LEN 80        /* one ticket key: name 16, AES-256 key 32, HMAC-SHA256 key 32 */
 #define GW_TLS_SESSION_SECS 3600    /* how long a TLS session (ticket or cached) may be resumed */
 #define GW_TLS_SESSION_CACHE 4096   /* TLS sessions a listener caches (clients without tickets) */
+/* a hand-over of the listening sockets to a successor (gateway/handover.c, docs/design.md D19) */
+#define GW_HANDOVER_TAKE_SECS 10      /* the successor waiting for the sockets */
+#define GW_HANDOVER_READY_SECS 120    /* the predecessor waiting for its successor to start */
+#define GW_HANDOVER_CONFIRM_SECS 10   /* the successor waiting for "draining" after its "ready" */
+#define GW_HANDOVER_STOP_WAIT_SECS 10 /* a predecessor told to stop, waiting for the "ready" it answered */
+#define GW_HANDOVER_GONE_WAIT_MS 1000 /* the successor, unconfirmed, waiting for its predecessor to exit */
 /* an admin connection's input buffer, allocated whole as input arrives: libh2o 2.2.5's largest request
    head (H2O_MAX_REQLEN), the largest body it reads (GW_MAX_CMP_BODY) and the 4 KiB each read asks */
 #define GW_ADMIN_INPUT_BUFFER ((8192 + 4096 * 100) + GW_MAX_CMP_BODY + 4096)

@@ -11,14 +11,14 @@
  * expects, so that a hand-over between versions goes either way, unconfirmed.
  *
  * The confirmation keeps the two from both serving for good: a predecessor that gave up waiting
- * (HANDOVER_READY_TIMEOUT_S) serves on and closes, and a successor that is not told "draining"
- * within HANDOVER_CONFIRM_TIMEOUT_S of its "ready" stops. The successor's socket takes the
+ * (GW_HANDOVER_READY_SECS) serves on and closes, and a successor that is not told "draining"
+ * within GW_HANDOVER_CONFIRM_SECS of its "ready" stops. The successor's socket takes the
  * hand-over path only once it is told, so that a successor that stops leaves the path to the
  * gateway that serves on.
  *
  * A predecessor told to stop (SIGTERM) after it sent the sockets stops accepting whatever comes: it
  * says "draining" at once, before any "ready" (the successor reads it after its own "ready", or
- * finds it there when that "ready" finds the connection closed), and waits HANDOVER_STOP_WAIT_S more
+ * finds it there when that "ready" finds the connection closed), and waits GW_HANDOVER_STOP_WAIT_SECS more
  * for the "ready", to answer what still arrives on its open connections as for a successor. A
  * successor whose predecessor closed without "draining" and then exited serves on: nobody else does.
  */
@@ -46,11 +46,6 @@
 #include <unistd.h>
 
 #define HANDOVER_MAGIC "CMPGW-HANDOVER 1 "
-#define HANDOVER_TAKE_TIMEOUT_S 10    /* the successor waiting for the sockets */
-#define HANDOVER_READY_TIMEOUT_S 120  /* the predecessor waiting for its successor to start */
-#define HANDOVER_CONFIRM_TIMEOUT_S 10 /* the successor waiting for "draining" after its "ready" */
-#define HANDOVER_STOP_WAIT_S 10       /* a predecessor told to stop, waiting for the "ready" it answered */
-#define HANDOVER_GONE_WAIT_MS 1000    /* the successor, unconfirmed, waiting for its predecessor to exit */
 #define HANDOVER_CONFIRM " confirm\n"
 #define HANDOVER_READY "ready\n"                 /* from a successor of an earlier version */
 #define HANDOVER_READY_CONFIRM "ready confirm\n" /* from one that waits for "draining" */
@@ -183,7 +178,7 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, str
         close(fd);
         return GW_ERR_IO;
     }
-    set_timeout(fd, HANDOVER_TAKE_TIMEOUT_S);
+    set_timeout(fd, GW_HANDOVER_TAKE_SECS);
     if (receive_fds(fd, path, out, &peer->confirms, err) != 0) {
         for (size_t i = 0; i < out->n; i++)
             close(out->fds[i]);
@@ -199,7 +194,7 @@ int gw_handover_take(const char *path, uid_t user, struct gw_inherited *out, str
 
 /*
  * Whether the predecessor |pid|, which closed the connection unconfirmed, has exited (within
- * HANDOVER_GONE_WAIT_MS: its connection closes as it exits, a moment before it is gone): then it
+ * GW_HANDOVER_GONE_WAIT_MS: its connection closes as it exits, a moment before it is gone): then it
  * serves nothing. A pid the kernel cannot name counts as alive, so that a doubt stops this gateway.
  */
 static bool predecessor_gone(pid_t pid)
@@ -211,7 +206,7 @@ static bool predecessor_gone(pid_t pid)
         return false;
     if ((p.fd = pidfd_open(pid, 0)) < 0)
         return errno == ESRCH;
-    while ((rc = poll(&p, 1, HANDOVER_GONE_WAIT_MS)) < 0 && errno == EINTR)
+    while ((rc = poll(&p, 1, GW_HANDOVER_GONE_WAIT_MS)) < 0 && errno == EINTR)
         ;
     close(p.fd);
     return rc == 1;
@@ -249,7 +244,7 @@ static int ready(struct gw_handover_peer peer, char *err)
 
     if (peer.fd < 0)
         return 0;
-    set_timeout(peer.fd, HANDOVER_CONFIRM_TIMEOUT_S);
+    set_timeout(peer.fd, GW_HANDOVER_CONFIRM_SECS);
     sent = send(peer.fd, say, strlen(say), MSG_NOSIGNAL) == (ssize_t)strlen(say) ? 0 : errno;
     /* a predecessor told to stop said "draining" before it closed: it is read even when "ready" was not */
     if (sent != 0 && !peer.confirms) {
@@ -336,23 +331,23 @@ static time_t now_s(void)
 }
 
 /*
- * Reads the successor's "ready" into |buf| (|len| with its NUL), waiting HANDOVER_READY_TIMEOUT_S; once
+ * Reads the successor's "ready" into |buf| (|len| with its NUL), waiting GW_HANDOVER_READY_SECS; once
  * gw_handover_stop began, this gateway stops accepting whatever the successor does: |*told| it
- * "draining" at once, and the wait ends HANDOVER_STOP_WAIT_S later. What read() returns (-1 with
+ * "draining" at once, and the wait ends GW_HANDOVER_STOP_WAIT_SECS later. What read() returns (-1 with
  * errno ETIMEDOUT when the wait ended).
  */
 static ssize_t wait_ready(struct gw_handover *h, int conn, char *buf, size_t len, bool *told)
 {
     struct pollfd p[2] = {{conn, POLLIN, 0}, {h->wake[0], POLLIN, 0}};
-    time_t end = now_s() + HANDOVER_READY_TIMEOUT_S;
+    time_t end = now_s() + GW_HANDOVER_READY_SECS;
     ssize_t got;
 
     for (;;) {
         if (p[1].fd >= 0 && atomic_load(&h->stopping)) {
             p[1].fd = -1; /* the pipe stays readable */
             *told = say_draining(conn);
-            if (end > now_s() + HANDOVER_STOP_WAIT_S)
-                end = now_s() + HANDOVER_STOP_WAIT_S;
+            if (end > now_s() + GW_HANDOVER_STOP_WAIT_SECS)
+                end = now_s() + GW_HANDOVER_STOP_WAIT_SECS;
         }
         if (now_s() >= end) {
             errno = ETIMEDOUT;
@@ -384,7 +379,7 @@ static bool serve_one(struct gw_handover *h, int conn)
                len == sizeof(cred) ? (long)cred.uid : -1L);
         return false;
     }
-    set_timeout(conn, HANDOVER_STOP_WAIT_S); /* the sends */
+    set_timeout(conn, GW_HANDOVER_STOP_WAIT_SECS); /* the sends */
     if (send_fds(h, conn, cred.pid) != 0)
         return false;
     got = wait_ready(h, conn, buf, sizeof(buf), &told);
@@ -548,7 +543,7 @@ bool gw_handover_stop(struct gw_handover *h)
     if (h->fd >= 0)
         shutdown(h->fd, SHUT_RDWR); /* wakes accept() */
     /* wakes a wait for "ready", which is not cut short: the successor that has the sockets is told
-       "draining" and waited for (HANDOVER_STOP_WAIT_S), so that it serves them */
+       "draining" and waited for (GW_HANDOVER_STOP_WAIT_SECS), so that it serves them */
     if (h->wake[1] >= 0 && write(h->wake[1], "s", 1) != 1)
         gw_log(GW_LOG_ERROR, "handover", "waking the hand-over's thread: %s", strerror(errno));
     if (h->tid != 0)
