@@ -8,8 +8,9 @@
  * each audit_fields value is cut at GW_AUDIT_FIELD_MAX (the csr at GW_AUDIT_CSR_MAX), so that no
  * certificate makes a line over the cap, which would refuse every record of it. A record refused
  * all the same (out of memory) says nothing of the disk and leaves readiness alone. A line torn by a failed
- * write is closed with a newline before the next one, so every other line still parses. Reopen opens the new
- * file first and swaps the descriptor under the same lock: a failed reopen keeps logging to the old file.
+ * write is closed with a newline before the next one, so every other line still parses; a failed write
+ * that wrote nothing tears no line, and adds none. Reopen opens the new file first and swaps the
+ * descriptor under the same lock: a failed reopen keeps logging to the old file.
  *
  * Group commit: a record that must be on disk waits for the next fsync to start after its write;
  * one writer runs it, outside the lock, for every record written until then, and the others wait
@@ -754,11 +755,13 @@ void gw_audit_close(struct gw_audit *a)
     free(a);
 }
 
-/* Writes all of |p| to the log; called with the lock held. 0 or an errno value. */
-static int write_all(struct gw_audit *a, const char *p, size_t n)
+/* Writes all of |p| to the log; called with the lock held. 0 or an errno value, with *done the bytes that
+   reached the file all the same (a write cut short: a disk filling up, a file size limit). */
+static int write_all(struct gw_audit *a, const char *p, size_t n, size_t *done)
 {
     ssize_t w;
 
+    *done = 0;
     while (n > 0) {
         w = write(a->fd, p, n);
         if (w < 0 && errno == EINTR)
@@ -767,6 +770,7 @@ static int write_all(struct gw_audit *a, const char *p, size_t n)
             return w < 0 ? errno : EIO;
         p += w;
         n -= (size_t)w;
+        *done += (size_t)w;
     }
     return 0;
 }
@@ -824,6 +828,7 @@ static bool await_sync(struct gw_audit *a)
 int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
 {
     struct buf b = {0};
+    size_t done;
     int e, rc = GW_ERR_IO;
 
     if (a == NULL || r == NULL)
@@ -836,8 +841,10 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
                     "record too large or out of memory (not written; the disk is not at fault)", 0);
         goto out;
     }
-    if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1)) != 0) {
-        a->torn = true; /* part of it may have reached the file */
+    if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1, &done)) != 0) {
+        /* a write that wrote nothing is a failed write, not a torn line: it leaves the file as it was,
+           an earlier torn line still open and nothing to close else (no blank line) */
+        a->torn = a->torn || done > 0;
         log_failure(a, FAIL_WRITE, "write", e);
         goto out;
     }

@@ -811,6 +811,59 @@ static void test_write_failure_not_probed(void **state)
     gw_audit_close(a);
 }
 
+/* The first |cap| bytes of the file at |p| into |buf|, NUL-terminated: how many. */
+static size_t slurp(const char *p, char *buf, size_t cap)
+{
+    FILE *f = fopen(p, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return n;
+}
+
+/*
+ * A failed write that wrote nothing leaves nothing to close: the next record starts the file, no blank
+ * line before it (which a JSON-lines reader refuses). Its twins: a write cut short leaves a torn line,
+ * ended with a newline before the next record, and a failure that wrote nothing after it keeps it torn.
+ */
+static void test_failed_write_torn_lines(void **state)
+{
+    struct gw_audit_rec r = {.event = "issued"};
+    struct gw_audit *a;
+    json_object *l[2];
+    char text[1024];
+
+    (void)state;
+    assert_non_null(a = open_log(fresh("nothing-written.log"), 0));
+    tu_cap_files(0); /* EFBIG at the first byte */
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    tu_uncap_files();
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_true(slurp(path, text, sizeof(text)) > 0);
+    assert_int_equal(text[0], '{');
+    assert_int_equal(read_lines(path, l, 2), 1);
+    free_lines(l, 1);
+
+    assert_non_null(a = open_log(fresh("torn.log"), 0));
+    tu_cap_files(10); /* 10 bytes of the line, then EFBIG */
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO); /* nothing more written: still torn */
+    tu_uncap_files();
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_true(slurp(path, text, sizeof(text)) > 11);
+    assert_int_equal(text[10], '\n');
+    assert_int_equal(text[11], '{');
+    assert_string_equal(strchr(text + 11, '\n'), "\n"); /* one whole record after the torn line */
+    assert_non_null(l[0] = json_tokener_parse(text + 11));
+    assert_string_equal(str(l[0], "event"), "issued");
+    free_lines(l, 1);
+}
+
 /*
  * A log (fresh, <name>.log) that then writes to a FIFO instead, at |path|, which fsync refuses
  * (EINVAL) where write works; *rd reads it, and *at (unless NULL) is the log's descriptor. The gateway
@@ -1120,6 +1173,7 @@ int main(void)
         cmocka_unit_test(test_reopen_names_masked),
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_write_failure_not_probed),
+        cmocka_unit_test(test_failed_write_torn_lines),
         cmocka_unit_test(test_fsync_checked),
         cmocka_unit_test(test_fsync_failure_stays),
         cmocka_unit_test(test_fsync_probe_hung),
