@@ -382,6 +382,12 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 #define GW_MAX_OID_TEXT 64                    /* a dotted OID in the config or an upstream role ("1.2.3.4") */
 
 /* audit log and the local issuer's inventory */
+/* one transaction field of a record (tid, route, role, identity, tls_subject, credential_status,
+   body_type, upstream, serial, status), escaped; cut beyond it. What the gateway puts there comes from a
+   buffer of at most 2 * GW_ERR_LEN bytes or is a configured name (gateway/cmp/record.c asserts it), six
+   times as long escaped at worst, which this keeps whole: it bounds a record whatever a caller hands
+   gw_audit_write */
+#define GW_AUDIT_TXN_FIELD_MAX (4 * 1024)
 #define GW_AUDIT_LINE_MAX (1024 * 1024)      /* one audit line: a CSR in PEM, escaped subjects and SANs */
 #define GW_AUDIT_FIELD_MAX (16 * 1024)       /* one audit_fields name field, escaped; cut beyond it */
 #define GW_AUDIT_CSR_MAX (128 * 1024)        /* the "csr" field escaped: a GW_MAX_CMP_BODY request's in PEM */

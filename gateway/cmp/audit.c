@@ -6,7 +6,8 @@
  * GW_MAX_CMP_BODY request) and written with one write(2) under the lock, so lines from workers
  * never interleave. The names a certificate holds are its CA's to choose, a hostile upstream's too:
  * each audit_fields value is cut at GW_AUDIT_FIELD_MAX (the csr at GW_AUDIT_CSR_MAX), so that no
- * certificate makes a line over the cap, which would refuse every record of it. A record refused
+ * certificate makes a line over the cap, which would refuse every record of it; and each of the
+ * transaction's own fields at GW_AUDIT_TXN_FIELD_MAX, whatever the caller passes. A record refused
  * all the same (out of memory) says nothing of the disk and leaves readiness alone. A line torn by a failed
  * write is closed with a newline before the next one, so every other line still parses; a failed write
  * that wrote nothing tears no line, and adds none. Reopen opens the new file first and swaps the
@@ -170,12 +171,13 @@ static void put_key(struct buf *b, const char *key)
     put_raw(b, "\":");
 }
 
+/* A string field, cut at GW_AUDIT_TXN_FIELD_MAX escaped: one past it is all put_capped reads of |value|. */
 static void put_str_field(struct buf *b, const char *key, const char *value)
 {
     if (value == NULL)
         return;
     put_key(b, key);
-    put_string(b, value, strlen(value));
+    put_capped(b, value, strnlen(value, GW_AUDIT_TXN_FIELD_MAX + 1), GW_AUDIT_TXN_FIELD_MAX);
 }
 
 static void put_int_field(struct buf *b, const char *key, long v)
@@ -467,7 +469,7 @@ static const struct audit_field {
 };
 
 /* Every audit_fields value at its cap (a key and its quotes within 32 bytes) takes at most half a line:
-   the other half is the transaction's own fields, each from a buffer of a few hundred bytes. */
+   the other half is the transaction's own fields (txn_fields), each cut at GW_AUDIT_TXN_FIELD_MAX. */
 _Static_assert(sizeof(audit_fields) / sizeof(audit_fields[0]) * (GW_AUDIT_FIELD_MAX + 32) +
                        GW_AUDIT_CSR_MAX <=
                    GW_AUDIT_LINE_MAX / 2,
@@ -528,24 +530,31 @@ static void put_time(struct buf *b)
     put_raw(b, stamp);
 }
 
+/* The transaction's own fields, in the record's order (build_line gives their values). */
+static const char *const txn_fields[] = {
+    "event",     "tid",      "route",  "role",  "identity", "tls_subject", "credential_status",
+    "body_type", "upstream", "serial", "status"};
+
+/* Those at their cap (a key and its quotes within 32 bytes), key_type, the time and "truncated" fit the other
+   half: whatever a client, an upstream or a caller puts in them, no record is over GW_AUDIT_LINE_MAX. */
+_Static_assert((sizeof(txn_fields) / sizeof(txn_fields[0]) + 1) * (GW_AUDIT_TXN_FIELD_MAX + 32) + 128 <=
+                   GW_AUDIT_LINE_MAX / 2,
+               "the transaction's fields at their caps fit half an audit line");
+
 /* Builds the whole line of |r| into |b|, newline included; b->failed if it could not be. */
 static void build_line(struct buf *b, const struct gw_audit_rec *r, unsigned fields)
 {
+    const char *const values[] = {
+        r->event,     r->tid,      r->route,  r->role,  r->identity, r->tls_subject, r->credential_status,
+        r->body_type, r->upstream, r->serial, r->status};
     struct src s;
     size_t i;
 
+    _Static_assert(sizeof(values) / sizeof(values[0]) == sizeof(txn_fields) / sizeof(txn_fields[0]),
+                   "a value for each transaction field");
     put_time(b);
-    put_str_field(b, "event", r->event);
-    put_str_field(b, "tid", r->tid);
-    put_str_field(b, "route", r->route);
-    put_str_field(b, "role", r->role);
-    put_str_field(b, "identity", r->identity);
-    put_str_field(b, "tls_subject", r->tls_subject);
-    put_str_field(b, "credential_status", r->credential_status);
-    put_str_field(b, "body_type", r->body_type);
-    put_str_field(b, "upstream", r->upstream);
-    put_str_field(b, "serial", r->serial);
-    put_str_field(b, "status", r->status);
+    for (i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+        put_str_field(b, txn_fields[i], values[i]);
     src_init(&s, r);
     for (i = 0; i < sizeof(audit_fields) / sizeof(audit_fields[0]); i++) {
         if ((fields & audit_fields[i].bit) != 0)

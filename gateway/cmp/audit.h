@@ -13,10 +13,11 @@
 
 struct gw_audit;
 
-/* The end of a field value cut at GW_AUDIT_FIELD_MAX; the record then has "truncated": true. */
+/* The end of a field value cut at its cap; the record then has "truncated": true. */
 #define GW_AUDIT_TRUNCATED "...[truncated]"
 
-/* One record. Strings may be NULL (omitted). Borrowed for the call. */
+/* One record. Strings may be NULL (omitted), and are cut at GW_AUDIT_TXN_FIELD_MAX escaped
+   (GW_AUDIT_TRUNCATED, "truncated": true). Borrowed for the call. */
 struct gw_audit_rec {
     const char *event; /* "intent", "issued", "rejected", "confirmed", "rejected_by_client",
                           "expired_unconfirmed", "revoked", "revoke_failed" */

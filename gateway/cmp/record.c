@@ -10,6 +10,7 @@
 #include "mappings/policy.h"
 #include "base/err.h"
 #include "base/clock.h"
+#include "base/limits.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "upstream/upstream.h"
@@ -30,6 +31,29 @@
     "the gateway rejected it to the CA in its certConf, which the CA confirmed: the CA revokes it or "       \
     "never publishes it"
 #define TEXT_UNDELIVERED "not delivered: the answer carrying the certificate could not be built"
+
+/*
+ * Whether a field of |n| bytes with its NUL is whole in a record: six times as long escaped at worst
+ * (gw_json_escape_n), within GW_AUDIT_TXN_FIELD_MAX, where gw_audit_write cuts a field.
+ */
+#define WHOLE_IN_RECORD(n) (6 * ((n)-1) <= GW_AUDIT_TXN_FIELD_MAX)
+#define TXN_FIELD_SIZE(f) sizeof(((const struct cmp_txn *)NULL)->f)
+
+/*
+ * What a client or an upstream may put in a record's transaction fields reaches it through buffers of a
+ * fixed size, each whole in a record: the path, the identity (the signer's subject or "pbm:" and the
+ * senderKID, cut at GW_IDENTITY_LEN), the TLS client's subject, how its credentials' status was known, the
+ * body type, the serial as the CA wrote it (GW_SERIAL_HEX_LEN), the transactionID in hex (at most
+ * GW_MAX_TID_LEN bytes), and a status of the upstream's words or the client's (at most 2 * GW_ERR_LEN: a
+ * refusal's text, a reason, an outcome). Role and upstream are configured names (GW_MAX_NAME_LEN).
+ */
+_Static_assert(WHOLE_IN_RECORD(TXN_FIELD_SIZE(route)) && WHOLE_IN_RECORD(TXN_FIELD_SIZE(identity)) &&
+                   WHOLE_IN_RECORD(TXN_FIELD_SIZE(tls_subject)) &&
+                   WHOLE_IN_RECORD(TXN_FIELD_SIZE(credential_status)) &&
+                   WHOLE_IN_RECORD(TXN_FIELD_SIZE(body)) && WHOLE_IN_RECORD(TXN_FIELD_SIZE(serial)) &&
+                   WHOLE_IN_RECORD(2 * GW_MAX_TID_LEN + 1) && WHOLE_IN_RECORD(2 * GW_ERR_LEN) &&
+                   WHOLE_IN_RECORD(GW_MAX_NAME_LEN + 1),
+               "the transaction fields the gateway records are never cut");
 
 /* The fields every record of a transaction carries. */
 void cmp_audit_rec_init(struct gw_audit_rec *r, const struct cmp_txn *t, const char *tid, const char *event,

@@ -489,36 +489,98 @@ static void test_hostile_strings(void **state)
 static int status(struct gw_audit *a, char *why);
 
 /*
- * A record over GW_AUDIT_LINE_MAX is refused whole: GW_ERR_IO, nothing written. It says nothing of the
- * disk, so it leaves the audit check of readiness up.
+ * A record that cannot be built (a configured "csr" that does not encode; out of memory) is refused
+ * whole: GW_ERR_IO, nothing written. It says nothing of the disk, so it leaves the audit check of
+ * readiness up. The twin, the same record with a CSR that encodes, is written.
  */
-static void test_oversized(void **state)
+static void test_unbuilt(void **state)
 {
-    size_t n = GW_AUDIT_LINE_MAX;
-    char *big = malloc(n + 1), why[GW_ERR_LEN];
-    struct gw_audit_rec r = {.event = "intent"};
+    X509_NAME *subject = name_of((const char *const[]){"CN", "dev.example", NULL});
+    X509_REQ *empty = X509_REQ_new(), *csr = make_csr(ec_key, subject, NULL, 0, "SHA256", 0);
+    struct gw_audit_rec r = {.event = "intent", .csr = empty};
+    char why[GW_ERR_LEN];
     struct gw_audit *a;
     json_object *l[2];
     struct stat st;
 
     (void)state;
-    memset(big, 'x', n);
-    big[n] = '\0';
-    assert_non_null(a = open_log(fresh("big.log"), 0));
-    r.identity = big;
+    assert_non_null(empty);
+    assert_non_null(a = open_log(fresh("unbuilt.log"), GW_AUDIT_CSR));
     assert_int_equal(gw_audit_write(a, &r, 1), GW_ERR_IO);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 0);
     /* the disk did nothing wrong: readiness stays up */
     assert_int_equal(status(a, why), 0);
     assert_string_equal(why, "");
-    big[n / 8] = '\0'; /* the twin: large but within the cap */
+    r.csr = csr;
     assert_int_equal(gw_audit_write(a, &r, 1), 0);
     gw_audit_close(a);
     assert_int_equal(read_lines(path, l, 2), 1);
-    assert_int_equal(strlen(str(l[0], "identity")), n / 8);
+    assert_non_null(strstr(str(l[0], "csr"), "-----BEGIN CERTIFICATE REQUEST-----"));
     free_lines(l, 1);
+    X509_REQ_free(empty);
+    X509_REQ_free(csr);
+    X509_NAME_free(subject);
+}
+
+/*
+ * The transaction's own fields come from the gateway's fixed buffers, but gw_audit_write takes any
+ * string: each is cut at GW_AUDIT_TXN_FIELD_MAX escaped, with the marker and "truncated", so a value of
+ * 1 MiB (alone over GW_AUDIT_LINE_MAX, of control characters six times as long escaped) is recorded
+ * rather than refusing the record; the twin, the longest value the gateway's buffers hold, is whole.
+ */
+static void test_txn_fields_bounded(void **state)
+{
+    static const char *const keys[] = {
+        "event",     "tid",      "route",  "role",  "identity", "tls_subject", "credential_status",
+        "body_type", "upstream", "serial", "status"};
+    size_t n = GW_AUDIT_LINE_MAX, m = strlen(GW_AUDIT_TRUNCATED), i;
+    char *big = malloc(n + 1), *whole = malloc(2 * GW_ERR_LEN), why[GW_ERR_LEN];
+    struct gw_audit_rec r;
+    struct gw_audit *a;
+    json_object *l[2];
+
+    (void)state;
+    assert_non_null(big);
+    assert_non_null(whole);
+    memset(big, '\x01', n);
+    big[n] = '\0';
+    memset(whole, '\x01', 2 * GW_ERR_LEN - 1);
+    whole[2 * GW_ERR_LEN - 1] = '\0';
+    assert_non_null(a = open_log(fresh("txn-fields.log"), 0));
+    for (i = 0; i < 2; i++) {
+        const char *v = i == 0 ? big : whole;
+
+        r = (struct gw_audit_rec){.event = v,
+                                  .tid = v,
+                                  .route = v,
+                                  .role = v,
+                                  .identity = v,
+                                  .tls_subject = v,
+                                  .credential_status = v,
+                                  .body_type = v,
+                                  .upstream = v,
+                                  .serial = v,
+                                  .status = v};
+        assert_int_equal(gw_audit_write(a, &r, 1), 0);
+    }
+    assert_int_equal(status(a, why), 0);
+    gw_audit_close(a);
+    assert_int_equal(read_lines(path, l, 2), 2);
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *cut = str(l[0], keys[i]);
+        size_t len = strlen(cut);
+
+        if (len <= m || 6 * (len - m) > GW_AUDIT_TXN_FIELD_MAX ||
+            strcmp(cut + len - m, GW_AUDIT_TRUNCATED) != 0)
+            fail_msg("%s: %zu bytes, not cut at %d escaped", keys[i], len, GW_AUDIT_TXN_FIELD_MAX);
+        assert_string_equal(str(l[1], keys[i]), whole);
+    }
+    assert_true(has(l[0], "truncated"));
+    assert_false(has(l[1], "truncated"));
+    free_lines(l, 2);
     free(big);
+    free(whole);
 }
 
 /* A name of |n| bytes of |c| as an ASN.1 string of |type|, set as is (no size rule of a table). */
@@ -1166,7 +1228,8 @@ int main(void)
         cmocka_unit_test(test_from_csr_and_key_types),
         cmocka_unit_test(test_empty_record),
         cmocka_unit_test(test_hostile_strings),
-        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_unbuilt),
+        cmocka_unit_test(test_txn_fields_bounded),
         cmocka_unit_test(test_hostile_names_bounded),
         cmocka_unit_test(test_reopen_rotation),
         cmocka_unit_test(test_reopen_failure_keeps_old),
