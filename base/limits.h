@@ -59,6 +59,12 @@
 #define GW_TICKET_KEY_LEN 80        /* one ticket key: name 16, AES-256 key 32, HMAC-SHA256 key 32 */
 #define GW_TLS_SESSION_SECS 3600    /* how long a TLS session (ticket or cached) may be resumed */
 #define GW_TLS_SESSION_CACHE 4096   /* TLS sessions a listener caches (clients without tickets) */
+/* file descriptors a configuration needs (gw_config_fds) beyond its connections, listening sockets,
+   upstream and Redis connections: stdio, the audit log and cmp.revoked_file (two of each during a
+   reopen), every loop thread's event loop and wake-ups, libcurl's, the files a reload or a store reads */
+#define GW_FD_RESERVE 256
+/* Redis connections besides one per worker and loop thread: the main, prober, withdrawal, reload threads */
+#define GW_FD_REDIS_THREADS 8
 /* a hand-over of the listening sockets to a successor (gateway/handover.c, docs/design.md D19) */
 #define GW_HANDOVER_TAKE_SECS 10      /* the successor waiting for the sockets */
 #define GW_HANDOVER_READY_SECS 120    /* the predecessor waiting for its successor to start */

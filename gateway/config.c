@@ -609,6 +609,7 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     if ((rc = check_handover_count(pc, cfg)) != 0)
         return rc;
     gw_config_warn_handover(pc, cfg);
+    gw_config_warn_fds(pc, cfg);
     /* whom a local issuer's store must belong to (or root): the user the gateway will serve as */
     owner = gw_config_uid(cfg);
     for (i = 0; i < cfg->n_upstreams; i++)

@@ -149,6 +149,21 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
 /* The uid the gateway serves as: "user"'s when started as root (an unknown one fails later), else its own. */
 uid_t gw_config_uid(const struct gw_config *cfg);
 
+/* The file descriptors a configuration may hold open at once, by what holds them (gw_config_fds). */
+struct gw_config_fds {
+    size_t connections; /* limits.max_connections, the admin listener's, those awaiting a PROXY header */
+    size_t listening;   /* loop_threads x listeners, the admin listener among them */
+    size_t upstream;    /* the HTTP upstreams' connections (gw_upstream_conf_connections) */
+    size_t redis;       /* cmp.state "redis": one per thread that asks it */
+    size_t total;       /* those and GW_FD_RESERVE */
+};
+
+/*
+ * gw_config_fds counts into |out| the descriptors |cfg| may hold open at once, from above: what the
+ * soft RLIMIT_NOFILE must allow (docs/operations.md, "Open files").
+ */
+void gw_config_fds(const struct gw_config *cfg, struct gw_config_fds *out);
+
 /* gw_config_cmp_settings fills |out| with what the CMP layer reads of |cfg| (borrowed from |cfg|). */
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out);
 

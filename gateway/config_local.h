@@ -36,4 +36,10 @@ void gw_config_warn_free_subjects(struct gw_conf_ctx *pc, const struct gw_config
  */
 void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_config *cfg);
 
+/*
+ * gw_config_warn_fds warns when the hard RLIMIT_NOFILE of this process is below what |cfg| may hold
+ * open (gw_config_fds): the soft limit a start raises to it would still fail connections at accept.
+ */
+void gw_config_warn_fds(const struct gw_conf_ctx *pc, const struct gw_config *cfg);
+
 #endif

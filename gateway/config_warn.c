@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /*
  * X509_V_OK when CA certificate |ca| chains to |store| (with |untrusted|) under the store's own flags
@@ -330,4 +331,40 @@ void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_confi
            "certificates revoked through the gateway it takes over from, before or during the hand-over, "
            "until their CA's CRL lists them: set cmp.revoked_file",
            pc->name);
+}
+
+void gw_config_fds(const struct gw_config *cfg, struct gw_config_fds *out)
+{
+    size_t loops = cfg->loop_threads, admin = cfg->admin.listen.port != 0, proxied = 0;
+
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        proxied |= cfg->listeners[i].n_trusted_proxies > 0;
+    /* a connection past the caps is accepted before it is closed (or another evicted): one each */
+    out->connections = (size_t)cfg->limits.admission.max_connections +
+                       loops * (1 + admin * GW_MAX_ADMIN_CONNECTIONS + proxied * GW_MAX_PROXY_PENDING);
+    out->listening = loops * (cfg->n_listeners + admin);
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        out->upstream += gw_upstream_conf_connections(&cfg->upstreams[i], cfg->workers);
+    if (cfg->cmp.state.backend == GW_STATE_REDIS)
+        out->redis = cfg->workers + loops + GW_FD_REDIS_THREADS;
+    out->total = out->connections + out->listening + out->upstream + out->redis + GW_FD_RESERVE;
+}
+
+void gw_config_warn_fds(const struct gw_conf_ctx *pc, const struct gw_config *cfg)
+{
+    struct gw_config_fds n;
+    struct rlimit rl;
+
+    gw_config_fds(cfg, &n);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= n.total)
+        return;
+    gw_log(GW_LOG_WARN, "config",
+           "%s: $.limits.max_connections: the configuration may hold %zu files open at once (%zu "
+           "connections, %zu listening sockets, %zu upstream and %zu Redis connections, %d more), above "
+           "this process's hard limit of open files (RLIMIT_NOFILE) of %llu, which its soft limit cannot "
+           "pass: connections beyond it fail at accept; raise LimitNOFILE (ulimit -Hn) or lower "
+           "limits.max_connections",
+           pc->name, n.total, n.connections, n.listening, n.upstream, n.redis, GW_FD_RESERVE,
+           (unsigned long long)rl.rlim_max);
 }

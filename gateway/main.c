@@ -18,6 +18,7 @@
 #include <time.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -228,6 +229,40 @@ static int drop_privileges(const struct gw_config *cfg)
     return become_user(cfg) != 0 || check_access(cfg) != 0 ? -1 : 0;
 }
 
+/*
+ * Raises the soft RLIMIT_NOFILE to the hard one where |cfg| may hold more descriptors than it allows
+ * (gw_config_fds), as h2o and nginx's worker_rlimit_nofile do: a soft limit under max_connections would
+ * fail connections at accept. To the hard limit, not to the count: a reload may add listeners and
+ * upstreams, and a soft limit reserves nothing. Nothing here selects on a descriptor (select(2) and its
+ * FD_SETSIZE), so no descriptor is too high for its poll. The hard limit is the operator's (LimitNOFILE);
+ * below the count, the load said so (gw_config_warn_fds). Up to the hard limit needs no privilege: a
+ * reload after root was given up raises it too.
+ */
+static void fit_fd_limit(const struct gw_config *cfg)
+{
+    struct gw_config_fds n;
+    struct rlimit rl;
+    rlim_t was;
+
+    gw_config_fds(cfg, &n);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= n.total ||
+        rl.rlim_cur >= rl.rlim_max)
+        return;
+    was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        gw_log(GW_LOG_WARN, "fd_limit",
+               "the configuration may hold %zu files open at once, above the soft limit of open files "
+               "(RLIMIT_NOFILE) of %llu, which cannot be raised to the hard limit of %llu: %s",
+               n.total, (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+        return;
+    }
+    gw_log(GW_LOG_INFO, "fd_limit",
+           "raised the soft limit of open files (RLIMIT_NOFILE) from %llu to the hard limit of %llu: the "
+           "configuration may hold %zu files open at once",
+           (unsigned long long)was, (unsigned long long)rl.rlim_max, n.total);
+}
+
 /* `cmpgw check` as root with "user": the checks of check_access, as that user, in a child. */
 static int check_as_user(const struct gw_config *cfg)
 {
@@ -319,6 +354,34 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
     return 0;
 }
 
+/* A limit as printed: its number, or "unlimited". */
+static const char *limit_str(rlim_t v, char *buf, size_t cap)
+{
+    if (v == RLIM_INFINITY)
+        snprintf(buf, cap, "unlimited");
+    else
+        snprintf(buf, cap, "%llu", (unsigned long long)v);
+    return buf;
+}
+
+/* What the descriptors |cfg| may hold ask of this process's RLIMIT_NOFILE (a service's: its LimitNOFILE);
+   a hard limit below them is the load's warning (gw_config_warn_fds). */
+static void show_fds(const char *path, const struct gw_config *cfg)
+{
+    struct gw_config_fds n;
+    struct rlimit rl;
+    char soft[24], hard[24];
+
+    gw_config_fds(cfg, &n);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    printf("%s: open files: the configuration may hold %zu at once; this process's limit (RLIMIT_NOFILE) is "
+           "%s soft, %s hard, and a start raises the soft one to the hard one when it is below (a service's "
+           "limits are its LimitNOFILE)\n",
+           path, n.total, limit_str(rl.rlim_cur, soft, sizeof(soft)),
+           limit_str(rl.rlim_max, hard, sizeof(hard)));
+}
+
 /* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code. */
 static int cmd_check(const char *path)
 {
@@ -345,6 +408,7 @@ static int cmd_check(const char *path)
     }
     if (check_written_files(path, cfg) != 0)
         goto out;
+    show_fds(path, cfg);
     /* files read or written after start, as the user the gateway will run as */
     if (check_as_user(cfg) != 0) {
         fprintf(stderr, "%s: not usable as user %s (see the log above)\n", path, cfg->user);
@@ -707,6 +771,7 @@ static int reload(void *arg, char *err)
     restart_only_cleanup(&loaded);
     gw_gen_drop(cur);
     gw_log_set_level(next->cfg->log_level);
+    fit_fd_limit(next->cfg);
     gw_gens_swap(r->gens, next);
     if (gw_server_apply(r->server, next) != 0)
         gw_log(GW_LOG_WARN, "reload", "a loop thread was slow to take up the new configuration");
@@ -948,6 +1013,7 @@ static int cmd_run(const char *path)
     cfg = first->cfg;
     restart_only_of(cfg, r.state_key, &r.running);
     gw_log_set_level(cfg->log_level);
+    fit_fd_limit(cfg); /* before the listeners are bound and the first connection is accepted */
     if ((r.gens = gw_gens_new(first)) == NULL) {
         gw_gen_free(first);
         gw_log(GW_LOG_ERROR, "startup", "out of memory");

@@ -418,6 +418,15 @@ int gw_upstream_conf_can(const char *name, const char *what, const char *file, i
     return GW_ERR_IO;
 }
 
+uint32_t gw_upstream_conf_connections(const struct gw_upstream_conf *u, uint32_t threads)
+{
+    const struct gw_http_conf *h = u->impl;
+
+    if (u->ops == NULL || u->ops->http == 0 || h == NULL)
+        return 0;
+    return (h->max_connections != 0 ? h->max_connections : GW_DEFAULT_UPSTREAM_CONNECTIONS) + threads;
+}
+
 int gw_upstream_conf_access(const struct gw_upstream_conf *u, char *err)
 {
     /* tls_ca, tls_cert and tls_key are read at load and handed to libcurl as bytes: only a reload

@@ -320,6 +320,13 @@ int gw_upstream_p_conf(struct gw_conf_ctx *pc, const char *path, struct json_obj
 void gw_upstream_conf_cleanup(struct gw_upstream_conf *conf);
 
 /*
+ * gw_upstream_conf_connections is how many connections |conf|'s calls may hold open at once while
+ * |threads| threads call it synchronously: an HTTP upstream's "max_connections" for its asynchronous
+ * calls and one for each such thread, which keeps a connection of its own; 0 for a local issuer.
+ */
+uint32_t gw_upstream_conf_connections(const struct gw_upstream_conf *conf, uint32_t threads);
+
+/*
  * gw_upstream_conf_access checks, as the process now runs, what |conf| needs between reloads: its
  * store writable, and the files read again readable (a Vault token read again on 403). Files only
  * a reload reads are not its business. 0, or GW_ERR_IO with the first problem in |err| (GW_ERR_LEN).

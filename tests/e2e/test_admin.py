@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -450,6 +451,84 @@ class ProbeText(harness.GatewayTestCase):
             time.sleep(0.2)
         fffd = "\ufffd"
         self.assertIn("a%sb%sc%sd" % (fffd, fffd, fffd), detail["upstreams"]["hostile"]["error"])
+
+
+def max_open_files(pid):
+    """(soft, hard) of |pid|'s "Max open files", as /proc/<pid>/limits shows them."""
+    for line in Path("/proc/%d/limits" % pid).read_text().splitlines():
+        if line.startswith("Max open files"):
+            return tuple(int(v) for v in line.split()[3:5])
+    raise AssertionError("no Max open files in /proc/%d/limits" % pid)
+
+
+class OpenFiles(unittest.TestCase):
+    """The demo's configuration may hold some 4 400 files open (max_connections 4096, its listeners and
+    the reserve): a start under a lower soft limit raises it to the hard one, and a hard limit below
+    the count is a config warning, which `cmpgw check` says too, with the count."""
+
+    NEED = 4390  # gw_config_fds of the demo: 4096 + 2 x (CMP and admin listeners, 16 admin connections, 1) + 256
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        self.was = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if self.was[1] == resource.RLIM_INFINITY or self.was[1] < 2 * self.NEED:
+            self.skipTest("needs a finite hard limit of open files of %d or more" % (2 * self.NEED))
+        self.gw = harness.Gateway(self.tmp / "pki")
+
+    def tearDown(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.was)
+        if self.gw.proc is not None:
+            self.gw.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def started_under(self, soft):
+        """The gateway started with a soft limit of |soft| (and this process's hard one); its lines."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, self.was[1]))
+        try:
+            self.gw.start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.was)
+        return [l for l in self.gw.log_lines() if l.get("event") == "fd_limit"]
+
+    def test_soft_limit_raised(self):
+        """Under a soft limit of 1024 it was kept, and connections past some 1 000 failed at accept."""
+        lines = self.started_under(1024)
+        self.assertEqual(max_open_files(self.gw.proc.pid), (self.was[1], self.was[1]))
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["level"], "info")
+        self.assertIn("raised the soft limit of open files (RLIMIT_NOFILE) from 1024 to the hard limit of %d:" %
+                      self.was[1], lines[0]["msg"])
+        self.assertIn("may hold %d files open at once" % self.NEED, lines[0]["msg"])
+
+    def test_soft_limit_enough(self):
+        """The twin: a soft limit above the count is left as it is, and said nothing of."""
+        lines = self.started_under(2 * self.NEED)
+        self.assertEqual(lines, [])
+        self.assertEqual(max_open_files(self.gw.proc.pid)[0], 2 * self.NEED)
+
+    def check_under(self, hard):
+        def lower():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)],
+                              capture_output=True, text=True, env=self.gw.env(), preexec_fn=lower)
+
+    def test_check_hard_limit(self):
+        """A hard limit below the count: a config warning with the numbers, at `cmpgw check` as at a load
+        (the configuration still passes); at the count, none. The check says what it judged by."""
+        for hard, warns in ((self.NEED - 1, True), (self.NEED, False)):
+            with self.subTest(hard=hard):
+                check = self.check_under(hard)
+                self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+                self.assertIn("open files: the configuration may hold %d at once; this process's limit "
+                              "(RLIMIT_NOFILE) is %d soft, %d hard" % (self.NEED, hard, hard), check.stdout)
+                warning = ("$.limits.max_connections: the configuration may hold %d files open at once "
+                           "(4130 connections, 4 listening sockets, 0 upstream and 0 Redis connections, 256 "
+                           "more), above this process's hard limit of open files (RLIMIT_NOFILE) of %d"
+                           % (self.NEED, hard))
+                if warns:
+                    self.assertIn(warning, check.stderr)
+                else:
+                    self.assertNotIn("files open at once", check.stderr)
 
 
 class Privileges(unittest.TestCase):

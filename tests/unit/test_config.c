@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -2099,6 +2101,95 @@ static void test_warnings(void **state)
     }
 }
 
+/* The demo's own: its listener and the admin listener on each loop thread, with their connections. */
+#define DEMO_LOOP_FDS (GW_DEFAULT_LOOP_THREADS * (1 + 1 + 1 + GW_MAX_ADMIN_CONNECTIONS))
+#define HTTP_UP_FDS (GW_DEFAULT_UPSTREAM_CONNECTIONS + GW_DEFAULT_WORKERS) /* its pool and each worker's */
+#define LIMITS(x) E("\"run_as_root\": true", "\"run_as_root\": true, \"limits\": " x)
+
+/*
+ * The descriptors a configuration may hold: max_connections, each loop thread's listening sockets, the
+ * admin listener's connections and one accepted past the caps, the connections of trusted proxies that
+ * wait for their header, each HTTP upstream's pool and each worker's connection, and the reserve.
+ */
+static void test_fds_counted(void **state)
+{
+    static const struct {
+        const char *name;
+        struct edit e[2];
+        size_t total;
+    } cases[] = {
+        {"demo", {E("^", "")}, GW_DEFAULT_MAX_CONNECTIONS + DEMO_LOOP_FDS + GW_FD_RESERVE},
+        {"max_connections",
+         {LIMITS("{\"max_connections\": 100000}")},
+         100000 + DEMO_LOOP_FDS + GW_FD_RESERVE},
+        {"http upstreams",
+         {UPS, ROLES},
+         GW_DEFAULT_MAX_CONNECTIONS + DEMO_LOOP_FDS + 2 * HTTP_UP_FDS + GW_FD_RESERVE},
+        {"a pool's size",
+         {UPS, E("\"token_file\": \"vault.token\" }",
+                 "\"token_file\": \"vault.token\", \"max_connections\": 1000 }")},
+         GW_DEFAULT_MAX_CONNECTIONS + DEMO_LOOP_FDS + 2 * HTTP_UP_FDS + 1000 -
+             GW_DEFAULT_UPSTREAM_CONNECTIONS + GW_FD_RESERVE},
+        {"trusted proxies",
+         {E(DEMO_LISTEN_AT, DEMO_LISTEN_AT ", \"trusted_proxies\": [\"10.0.0.0/8\"]")},
+         GW_DEFAULT_MAX_CONNECTIONS + DEMO_LOOP_FDS + GW_DEFAULT_LOOP_THREADS * GW_MAX_PROXY_PENDING +
+             GW_FD_RESERVE},
+    };
+    struct gw_config_fds n;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cfg = parse_edits(cases[i].e, cases[i].e[1].find != NULL ? 2 : 1);
+        gw_config_fds(cfg, &n);
+        if (n.total != cases[i].total)
+            fail_msg("%s: %zu descriptors, want %zu", cases[i].name, n.total, cases[i].total);
+        assert_int_equal(n.total, n.connections + n.listening + n.upstream + n.redis + GW_FD_RESERVE);
+        gw_config_free(cfg);
+    }
+}
+
+/* In a child, under a hard RLIMIT_NOFILE of |hard|: 1 if loading |e| warns of the open files, else 0. */
+static int warns_of_fds(const struct edit *e, size_t n, rlim_t hard)
+{
+    struct rlimit rl = {hard, hard};
+    int status;
+    pid_t pid;
+
+    assert_true((pid = fork()) >= 0);
+    if (pid == 0) {
+        struct gw_config *cfg;
+        char *log;
+
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        cfg = parse_edits_logged(e, n, &log);
+        status = strstr(log, "$.limits.max_connections: the configuration may hold") != NULL;
+        gw_config_free(cfg);
+        free(log);
+        _exit(status);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_not_equal(WEXITSTATUS(status), 2);
+    return WEXITSTATUS(status);
+}
+
+/*
+ * A hard limit of open files below what the configuration may hold is a config warning with the
+ * numbers: a start raises the soft limit to it and no further. Its twin, a hard limit that holds them
+ * all, warns of nothing.
+ */
+static void test_fds_over_hard_limit(void **state)
+{
+    static const struct edit e[] = {LIMITS("{\"max_connections\": 10000}")};
+    size_t need = 10000 + DEMO_LOOP_FDS + GW_FD_RESERVE;
+
+    (void)state;
+    assert_int_equal(warns_of_fds(e, 1, need - 1), 1);
+    assert_int_equal(warns_of_fds(e, 1, need), 0);
+}
+
 /*
  * A secret file others may read or write is refused (above, "bad"); one its group may read or write
  * loads with a warning: root:cmpgw 0640 is how the gateway's user reads it again at a reload.
@@ -3959,6 +4050,8 @@ int main(void)
         cmocka_unit_test(test_upstream_edges),
         cmocka_unit_test(test_crl),
         cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_fds_counted),
+        cmocka_unit_test(test_fds_over_hard_limit),
         cmocka_unit_test(test_secret_group_warns),
         cmocka_unit_test(test_key_modes),
         cmocka_unit_test(test_file_not_regular),
