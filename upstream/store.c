@@ -494,7 +494,8 @@ void gw_store_list_cleanup(struct gw_store_list *l)
 
 /* ---- revocations (the local issuer's CRL source) ---- */
 
-#define REVOKED_RECORD_MAX 64 /* "time=<20 digits> reason=<2 digits>\n" fits with room */
+/* "time=<20 digits> reason=<2 digits> not_after=<20 digits>\n" fits with room */
+#define REVOKED_RECORD_MAX 96
 
 /* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */
 static int open_revoked_dir(int dirfd)
@@ -523,16 +524,60 @@ static int issued_here(int dirfd, const char *hex)
     return errno == ENOENT ? 0 : -1;
 }
 
+/*
+ * The notAfter of the certificate <dirfd>/<hex>.pem into *not_after: 0, or -1 (0 in *not_after) where it
+ * cannot be read. (issued_here found it there)
+ */
+static int cert_not_after(int dirfd, const char *hex, time_t *not_after)
+{
+    char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
+    struct stat st;
+    X509 *x = NULL;
+    BIO *bio = NULL;
+    int fd, rc = -1;
+
+    *not_after = 0;
+    snprintf(name, sizeof(name), "%s" PEM_SUFFIX, hex);
+    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
+        (bio = BIO_new_fd(fd, BIO_CLOSE)) == NULL) {
+        close(fd);
+        return -1;
+    }
+    if ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL &&
+        gw_asn1_time(X509_get0_notAfter(x), not_after) == 0 && *not_after > 0)
+        rc = 0;
+    X509_free(x);
+    BIO_free(bio);
+    if (rc != 0)
+        *not_after = 0;
+    return rc;
+}
+
+/*
+ * The record of a revocation: with its certificate's notAfter, so that the CRL leaves the entry out once
+ * it expired (gw_store_crl_next), without reading the certificate; without it where the certificate
+ * cannot be read, as an earlier version wrote it: such an entry stays on the CRL.
+ */
+static int revocation_record(char *rec, size_t cap, time_t when, int reason, time_t not_after)
+{
+    if (not_after > 0)
+        return snprintf(rec, cap, "time=%lld reason=%d not_after=%lld\n", (long long)when, reason,
+                        (long long)not_after);
+    return snprintf(rec, cap, "time=%lld reason=%d\n", (long long)when, reason);
+}
+
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err)
 {
     char hex[2 * 20 + 1], tmp[TMP_NAME_MAX], rec[REVOKED_RECORD_MAX];
     int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
+    time_t not_after;
 
     if (gw_x509_serial_hex_checked(serial, hex, sizeof(hex)) != 0) {
         store_fail(err, dir, ": not a serial number this issuer uses");
         return GW_ERR_NOT_FOUND;
     }
-    len = snprintf(rec, sizeof(rec), "time=%lld reason=%d\n", (long long)when, reason);
     tmp_name(tmp, sizeof(tmp), hex);
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
         (known = issued_here(dirfd, hex)) < 0) {
@@ -544,6 +589,8 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         rc = GW_ERR_NOT_FOUND;
         goto out;
     }
+    (void)cert_not_after(dirfd, hex, &not_after);
+    len = revocation_record(rec, sizeof(rec), when, reason, not_after);
     if ((rfd = open_revoked_dir(dirfd)) < 0 || write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
         store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
         goto out;
@@ -587,12 +634,15 @@ static int serial_name(const char *name)
     return 1;
 }
 
-/* Reads <rfd>/|name|. 0, GW_ERR_NOT_FOUND, or GW_ERR_IO (unreadable or malformed). */
+/*
+ * Reads <rfd>/|name|: "time=<t> reason=<r> not_after=<t>\n", or without not_after as an earlier version
+ * wrote it. 0, GW_ERR_NOT_FOUND, or GW_ERR_IO (unreadable or malformed).
+ */
 static int read_revocation(int rfd, const char *name, struct gw_store_revocation *out)
 {
     char buf[REVOKED_RECORD_MAX + 1];
     const char *p = buf;
-    long long t, r;
+    long long t, r, na = 0;
     ssize_t n;
     int fd;
 
@@ -604,11 +654,13 @@ static int read_revocation(int rfd, const char *name, struct gw_store_revocation
     if (n <= 0 || n >= (ssize_t)sizeof(buf) - 1)
         return GW_ERR_IO;
     buf[n] = '\0';
-    if (!parse_field(&p, "time", 0, INT64_MAX, &t) || !parse_field(&p, "reason", -1, 10, &r) || *p != '\0')
+    if (!parse_field(&p, "time", 0, INT64_MAX, &t) || !parse_field(&p, "reason", -1, 10, &r) ||
+        (*p != '\0' && (!parse_field(&p, "not_after", 1, INT64_MAX, &na) || *p != '\0')))
         return GW_ERR_IO;
     snprintf(out->serial, sizeof(out->serial), "%s", name);
     out->when = (time_t)t;
     out->reason = (int)r;
+    out->not_after = (time_t)na;
     return 0;
 }
 
@@ -685,12 +737,21 @@ static int by_serial(const void *a, const void *b)
                   ((const struct gw_store_revocation *)b)->serial);
 }
 
-/* Appends the record |name| of |rfd| to *v. 0 or a gw_err with |err|. */
-static int add_revocation(const char *dir, int rfd, const char *name, struct gw_store_revocation **v,
-                          size_t *n, size_t *cap, char *err)
+/*
+ * Appends the record |name| of |rfd| to *v, unless its certificate expired before |expired_before|. 0 or a
+ * gw_err with |err|.
+ */
+static int add_revocation(const char *dir, int rfd, const char *name, time_t expired_before,
+                          struct gw_store_revocation **v, size_t *n, size_t *cap, char *err)
 {
-    struct gw_store_revocation *grown;
+    struct gw_store_revocation r, *grown;
 
+    if (read_revocation(rfd, name, &r) != 0) {
+        store_fail(err, dir, ": revocation record %.64s is malformed", name);
+        return GW_ERR_IO;
+    }
+    if (r.not_after != 0 && r.not_after < expired_before)
+        return 0; /* RFC 5280 §5.1.2.6: an expired certificate may leave the CRL */
     if (*n >= GW_STORE_LIST_MAX) {
         store_fail(err, dir, ": more revocations than one CRL holds");
         return GW_ERR_LIMIT;
@@ -703,15 +764,12 @@ static int add_revocation(const char *dir, int rfd, const char *name, struct gw_
         }
         *v = grown;
     }
-    if (read_revocation(rfd, name, &(*v)[*n]) != 0) {
-        store_fail(err, dir, ": revocation record %.64s is malformed", name);
-        return GW_ERR_IO;
-    }
-    (*n)++;
+    (*v)[(*n)++] = r;
     return 0;
 }
 
-int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t *n, char *err)
+int gw_store_revocations(const char *dir, time_t expired_before, struct gw_store_revocation **v, size_t *n,
+                         char *err)
 {
     struct dirent *de;
     DIR *d = NULL;
@@ -738,7 +796,7 @@ int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t
     }
     while (rc == 0 && (de = readdir(d)) != NULL) {
         if (serial_name(de->d_name)) /* skips ".", "..", and temporary files (".<serial>...tmp") */
-            rc = add_revocation(dir, dirfd(d), de->d_name, v, n, &cap, err);
+            rc = add_revocation(dir, dirfd(d), de->d_name, expired_before, v, n, &cap, err);
     }
     closedir(d);
     if (rc != 0) {
@@ -1045,7 +1103,8 @@ int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err
         next->number = last + 1; /* |last| is at most INT64_MAX */
     if (next->this_update < last_update)
         next->this_update = last_update;
-    if ((rc = gw_store_revocations(dir, &next->v, &next->n, err)) != 0)
+    if ((rc = gw_store_revocations(dir, next->this_update - GW_CRL_EXPIRED_KEEP_SECS, &next->v, &next->n,
+                                   err)) != 0)
         goto out;
     rc = gw_store_crl_state_put(dir, next->number, next->this_update, err);
 out:

@@ -57,15 +57,18 @@ void gw_store_list_cleanup(struct gw_store_list *l);
 
 /*
  * Revocations of a local issuer, beside its inventory: one <dir>/revoked/<serial hex> per revoked
- * certificate, holding "time=<unix seconds> reason=<CRLReason>\n", written with the same durable
- * create as gw_store_put. The files are the issuer's CRL source (RFC 5280 §5.1.2.6).
+ * certificate, holding "time=<unix seconds> reason=<CRLReason> not_after=<unix seconds>\n" (the
+ * certificate's notAfter; an earlier version wrote none), written with the same durable create as
+ * gw_store_put. The files are the issuer's CRL source (RFC 5280 §5.1.2.6). None is ever removed: the
+ * record of an expired certificate stays, left out of the CRL (gw_store_crl_next).
  */
 #define GW_STORE_REVOKED_DIR "revoked"
 
 struct gw_store_revocation {
     char serial[2 * 20 + 1];
     time_t when;
-    int reason; /* CRL_REASON_* of openssl/x509v3.h; CRL_REASON_NONE (-1) = none given */
+    int reason;       /* CRL_REASON_* of openssl/x509v3.h; CRL_REASON_NONE (-1) = none given */
+    time_t not_after; /* the certificate's notAfter; 0: not recorded (an earlier version's record) */
 };
 
 /*
@@ -87,12 +90,14 @@ int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_s
                             char *err);
 
 /*
- * gw_store_revocations reads every record, sorted by serial, into a malloc'd *v of *n (free()).
- * A missing revoked/ directory is an empty list. A malformed record is an error (GW_ERR_IO), not
- * skipped: a CRL that silently leaves out a revocation is worse than none. GW_ERR_LIMIT past
- * GW_STORE_LIST_MAX.
+ * gw_store_revocations reads every record, sorted by serial, into a malloc'd *v of *n (free()), but
+ * those whose certificate expired before |expired_before| (a record without notAfter is always listed).
+ * Each record is read: the cost grows with all of them, expired or not. A missing revoked/ directory is
+ * an empty list. A malformed record is an error (GW_ERR_IO), not skipped: a CRL that silently leaves
+ * out a revocation is worse than none. GW_ERR_LIMIT past GW_STORE_LIST_MAX listed.
  */
-int gw_store_revocations(const char *dir, struct gw_store_revocation **v, size_t *n, char *err);
+int gw_store_revocations(const char *dir, time_t expired_before, struct gw_store_revocation **v, size_t *n,
+                         char *err);
 
 /*
  * gw_store_sweep removes the temporary files that a crash left in |dir| and its revoked/ directory
@@ -135,7 +140,8 @@ int gw_store_revocations_bump(const char *dir, char *err);
 /*
  * What the next CRL of a store is built from, taken under the lock of crl.lock, so that the instances
  * sharing the store number their CRLs (RFC 5280 §5.2.3: increasing) in the order they read revoked/:
- * a CRL with a higher number lists every revocation one with a lower number lists.
+ * a CRL with a higher number lists every revocation one with a lower number lists, but those whose
+ * certificate expired meanwhile (RFC 5280 §5.1.2.6).
  */
 struct gw_store_crl_next {
     uint64_t number;    /* in: the least the caller takes (its clock's µs); out: past crl.state's */
@@ -146,8 +152,9 @@ struct gw_store_crl_next {
 };
 
 /*
- * gw_store_crl_next locks crl.lock; reads crl.state, the generation and revoked/; writes the number and
- * thisUpdate it settled on to crl.state (as gw_store_crl_state_put); lets the lock go. 0, or a gw_err
+ * gw_store_crl_next locks crl.lock; reads crl.state, the generation and revoked/ (leaving out the
+ * certificates that expired GW_CRL_EXPIRED_KEEP_SECS before the thisUpdate it settled on); writes the
+ * number and thisUpdate to crl.state (as gw_store_crl_state_put); lets the lock go. 0, or a gw_err
  * with |err|: GW_ERR_TIMEOUT when another held crl.lock GW_CRL_LOCK_WAIT_MS (next->v NULL, next->n 0;
  * crl.state unchanged unless writing it was what failed). (worker)
  */

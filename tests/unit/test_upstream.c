@@ -2072,7 +2072,12 @@ static void test_local_crl(void **state)
                                               "time=x reason=1\n",
                                               "time=12 reason=99\n",
                                               "time=12 reason=1\nextra",
-                                              "reason=1 time=12\n"};
+                                              "reason=1 time=12\n",
+                                              "time=12 reason=1 not_after=x\n",
+                                              "time=12 reason=1 not_after=0\n",
+                                              "time=12 reason=1 not_after=5",
+                                              "time=12 reason=1 not_after=5 extra\n",
+                                              "time=12 reason=1 expires=5\n"};
     for (size_t i = 0; i < sizeof(bad_records) / sizeof(bad_records[0]); i++) {
         unsigned char *der = NULL;
         size_t len = 0;
@@ -2504,6 +2509,111 @@ static void test_local_crl_clock(void **state)
     assert_true(asn1_secs(X509_CRL_get0_lastUpdate(crl)) >= before);
     X509_CRL_free(crl);
     X509_free(cert);
+    gw_upstream_set_free(set);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
+/* Issues one certificate from |up| valid until |not_after|. */
+static X509 *issue_until(struct gw_upstream *up, time_t not_after)
+{
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    X509 *x;
+
+    plan_init(&plan, keys[K_P256], "short-lived", NULL);
+    plan.not_after = not_after;
+    sign(up, &plan, &res);
+    assert_int_equal(res.status, 0);
+    x = res.cert;
+    res.cert = NULL;
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    return x;
+}
+
+/* The text of <dir>/revoked/<serial of x> into |buf|. */
+static void read_record(const char *dir, X509 *x, char *buf, size_t cap)
+{
+    char hex[41], path[PATH_MAX];
+    size_t n;
+    FILE *f;
+
+    gw_x509_cert_serial_hex(x, hex, sizeof(hex));
+    snprintf(path, sizeof(path), "%s/revoked/%s", dir, hex);
+    assert_non_null(f = fopen(path, "r"));
+    n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+/*
+ * A revocation record keeps its certificate's notAfter; the CRL leaves out an entry once its certificate
+ * expired a CRL's lifetime (GW_CRL_EXPIRED_KEEP_SECS) before thisUpdate (RFC 5280 §5.1.2.6), and the
+ * record stays: the certificate still reads as revoked. A record without notAfter (an earlier version's)
+ * stays listed.
+ */
+static void test_local_crl_expired(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream_set *set;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN], rec[128], want[64], hex[41], path[PATH_MAX];
+    time_t t0 = time(NULL), short_na, edge;
+    X509 *shortc, *longc[3];
+    X509_CRL *crl;
+    int revoked = -1, fi;
+    FILE *f;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(set, up), 0);
+    fixed_now = t0;
+    gw_upstream_set_clock(set, fixed_clock);
+    shortc = issue_until(up, t0 + DAY);
+    assert_int_equal(gw_asn1_time(X509_get0_notAfter(shortc), &short_na), 0);
+    issue_n(up, longc, 3);
+    assert_int_equal(gw_upstream_revoke(up, shortc, CRL_REASON_KEY_COMPROMISE, err), 0);
+    assert_int_equal(gw_upstream_revoke(up, longc[0], CRL_REASON_NONE, err), 0);
+    assert_int_equal(gw_upstream_revoke(up, longc[1], CRL_REASON_NONE, err), 0);
+    read_record(dir, shortc, rec, sizeof(rec));
+    snprintf(want, sizeof(want), " not_after=%lld\n", (long long)short_na);
+    assert_non_null(strstr(rec, want));
+    /* an earlier version's record of the short-lived one's twin: no notAfter, so it stays listed */
+    gw_x509_cert_serial_hex(longc[1], hex, sizeof(hex));
+    snprintf(path, sizeof(path), "%s/revoked/%s", dir, hex);
+    assert_non_null(f = fopen(path, "w"));
+    fprintf(f, "time=%lld reason=-1\n", (long long)t0);
+    fclose(f);
+    /* at the edge: expired a CRL's lifetime ago, not more: listed */
+    edge = short_na + GW_CRL_EXPIRED_KEEP_SECS;
+    fixed_now = edge;
+    crl = fetch_crl(up, NULL, NULL);
+    assert_int_equal(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 3);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(shortc)), CRL_REASON_KEY_COMPROMISE);
+    X509_CRL_free(crl);
+    /* a second later (a revocation makes it build anew): left out; the others stay */
+    fixed_now = edge + 1;
+    assert_int_equal(gw_upstream_revoke(up, longc[2], CRL_REASON_NONE, err), 0);
+    crl = fetch_crl(up, NULL, NULL);
+    assert_int_equal(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 3);
+    assert_int_equal(crl_reason(crl, X509_get0_serialNumber(shortc)), -2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(crl_reason(crl, X509_get0_serialNumber(longc[i])), -1);
+    X509_CRL_free(crl);
+    /* its record stays: still revoked, and a second revocation is refused as one */
+    assert_int_equal(gw_upstream_cert_status(up, shortc, &revoked, err), 0);
+    assert_int_equal(revoked, 1);
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(shortc), CRL_REASON_NONE, &fi, err),
+        GW_ERR_EXISTS);
+    X509_free(shortc);
+    for (int i = 0; i < 3; i++)
+        X509_free(longc[i]);
     gw_upstream_set_free(set);
     conf_cleanup(&conf);
     remove_tree(dir);
@@ -3055,6 +3165,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_unshared),
         cmocka_unit_test(test_local_crl_shared_numbers),
         cmocka_unit_test(test_local_crl_clock),
+        cmocka_unit_test(test_local_crl_expired),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
