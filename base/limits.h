@@ -402,7 +402,7 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 #define GW_AUDIT_CSR_MAX (128 * 1024)        /* the "csr" field escaped: a GW_MAX_CMP_BODY request's in PEM */
 #define GW_AUDIT_SYNC_RING 64                /* fsync results an audit log keeps for its waiting writers */
 #define GW_AUDIT_ERR_LOG_SECS 1              /* at most one "audit_failed" log line per second */
-#define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* certificates `cmpgw inventory` lists from one store */
+#define GW_STORE_LIST_MAX (16 * 1024 * 1024) /* a store's certificates listed, revoked/ records held */
 #define GW_STORE_FILE_MAX (64 * 1024)        /* one stored <serial>.pem */
 #define GW_STORE_TMP_STALE_SECS 60           /* a temporary file this old in a store was left by a crash */
 

@@ -553,6 +553,11 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
         snprintf(err, GW_ERR_LEN, "certificate %s is already revoked", hex);
         return GW_ERR_EXISTS;
     }
+    if (rc == GW_ERR_LIMIT) { /* for good: no record is ever removed */
+        gw_log_kv(GW_LOG_ERROR, "local_revocations_full", "upstream", conf->name, "serial", hex, "msg", err,
+                  NULL);
+        return GW_ERR_REFUSED;
+    }
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&l->crl.crl_lock);

@@ -497,6 +497,21 @@ void gw_store_list_cleanup(struct gw_store_list *l)
 /* "time=<20 digits> reason=<2 digits> not_after=<20 digits>\n" fits with room */
 #define REVOKED_RECORD_MAX 96
 
+/* The most records revoked/ holds: GW_STORE_LIST_MAX, or what a test set (gw_store_test_revocations_max). */
+static _Atomic size_t revocations_max;
+
+void gw_store_test_revocations_max(size_t n)
+{
+    atomic_store(&revocations_max, n);
+}
+
+static size_t revocations_cap(void)
+{
+    size_t n = atomic_load(&revocations_max);
+
+    return n != 0 ? n : GW_STORE_LIST_MAX;
+}
+
 /* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */
 static int open_revoked_dir(int dirfd)
 {
@@ -568,6 +583,38 @@ static int revocation_record(char *rec, size_t cap, time_t when, int reason, tim
     return snprintf(rec, cap, "time=%lld reason=%d\n", (long long)when, reason);
 }
 
+/*
+ * Is there room in <rfd> for the record of |hex|? A CRL lists at most revocations_cap() of them
+ * (gw_store_revocations): one recorded past it would fail every CRL built while its certificate is valid.
+ * Counted by name up to the cap, the records of expired certificates with the others (they stay: none is
+ * removed), so a store that holds that many records takes no more. A readdir of revoked/, no record read.
+ * 0 (room, or |hex| recorded already: the caller's link says so), GW_ERR_LIMIT or GW_ERR_IO with |err|.
+ */
+static int serial_name(const char *name);
+
+static int revocation_room(int rfd, const char *dir, const char *hex, char *err)
+{
+    size_t n = 0, max = revocations_cap();
+    struct dirent *de;
+    struct stat st;
+    DIR *d;
+    int fd;
+
+    if ((fd = openat(rfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || (d = fdopendir(fd)) == NULL) {
+        if (fd >= 0)
+            close(fd);
+        store_fail(err, dir, "/" GW_STORE_REVOKED_DIR ": %s", strerror(errno));
+        return GW_ERR_IO;
+    }
+    while (n < max && (de = readdir(d)) != NULL)
+        n += serial_name(de->d_name);
+    closedir(d);
+    if (n < max || fstatat(rfd, hex, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+    store_fail(err, dir, ": holds %zu revocations, as many as its CRL may list: %s is not revoked", max, hex);
+    return GW_ERR_LIMIT;
+}
+
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err)
 {
     char hex[2 * 20 + 1], tmp[TMP_NAME_MAX], rec[REVOKED_RECORD_MAX];
@@ -591,8 +638,15 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     }
     (void)cert_not_after(dirfd, hex, &not_after);
     len = revocation_record(rec, sizeof(rec), when, reason, not_after);
-    if ((rfd = open_revoked_dir(dirfd)) < 0 || write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
+    if ((rfd = open_revoked_dir(dirfd)) < 0) {
         store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
+        goto out;
+    }
+    if ((rc = revocation_room(rfd, dir, hex, err)) != 0)
+        goto out;
+    if (write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
+        store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
+        rc = GW_ERR_IO;
         goto out;
     }
     if ((rc = publish(rfd, tmp, hex)) != 0)
@@ -752,7 +806,7 @@ static int add_revocation(const char *dir, int rfd, const char *name, time_t exp
     }
     if (r.not_after != 0 && r.not_after < expired_before)
         return 0; /* RFC 5280 §5.1.2.6: an expired certificate may leave the CRL */
-    if (*n >= GW_STORE_LIST_MAX) {
+    if (*n >= revocations_cap()) {
         store_fail(err, dir, ": more revocations than one CRL holds");
         return GW_ERR_LIMIT;
     }

@@ -74,10 +74,15 @@ struct gw_store_revocation {
 /*
  * gw_store_revoke records that the certificate <dir>/<serial hex>.pem is revoked as of |when|
  * with |reason|. Returns 0, GW_ERR_NOT_FOUND (no such certificate in the store), GW_ERR_EXISTS
- * (already revoked, also by a concurrent call: the first record stands), or GW_ERR_IO /
- * GW_ERR_NOMEM with |err|. (worker)
+ * (already revoked, also by a concurrent call: the first record stands), GW_ERR_LIMIT (revoked/ holds
+ * GW_STORE_LIST_MAX records, expired ones counted: a CRL could list no more, and none is removed; calls
+ * at once may each pass the count), or GW_ERR_IO / GW_ERR_NOMEM with |err|. (worker)
  */
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
+
+/* Test hook: from now on revoked/ holds at most |n| records (gw_store_revoke refuses one more, a CRL lists
+ * no more) instead of GW_STORE_LIST_MAX; 0: GW_STORE_LIST_MAX again. */
+void gw_store_test_revocations_max(size_t n);
 
 /*
  * gw_store_get reads the certificate <dir>/<serial_hex>.pem into *out (the caller frees it): 0,

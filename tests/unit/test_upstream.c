@@ -2619,6 +2619,54 @@ static void test_local_crl_expired(void **state)
     remove_tree(dir);
 }
 
+/*
+ * A store holding as many revocations as a CRL lists takes no more: the rr is refused for good (the CRL
+ * that would list it could not be built), nothing is recorded, and the CRL still builds. A certificate
+ * revoked already is still told so.
+ */
+static void test_local_revocations_full(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN], path[PATH_MAX], hex[41];
+    X509 *certs[3];
+    X509_CRL *crl;
+    int fi, revoked = -1;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    issue_n(up, certs, 3);
+    gw_store_test_revocations_max(2);
+    assert_int_equal(gw_upstream_revoke(up, certs[0], CRL_REASON_NONE, err), 0);
+    assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_NONE, err), 0);
+    err[0] = '\0';
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, &fi, err),
+        GW_ERR_REFUSED);
+    assert_non_null(strstr(err, "holds 2 revocations, as many as its CRL may list"));
+    gw_x509_cert_serial_hex(certs[2], hex, sizeof(hex));
+    snprintf(path, sizeof(path), "%s/revoked/%s", dir, hex);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(gw_upstream_cert_status(up, certs[2], &revoked, err), 0);
+    assert_int_equal(revoked, 0);
+    /* the twin: one revoked already is told so, full or not */
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[0]), CRL_REASON_NONE, &fi, err),
+        GW_ERR_EXISTS);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 2);
+    X509_CRL_free(crl);
+    gw_store_test_revocations_max(0);
+    for (int i = 0; i < 3; i++)
+        X509_free(certs[i]);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                     void *arg)
 {
@@ -3166,6 +3214,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_shared_numbers),
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_local_crl_expired),
+        cmocka_unit_test(test_local_revocations_full),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
