@@ -513,6 +513,15 @@ static void tell_instances(const struct gw_upstream_conf *conf, const char *hex)
                   err, NULL);
 }
 
+/* worker. Does the store hold a revocation of |hex|, whether or not its write reported a failure? */
+static int recorded(const char *store_dir, const char *hex)
+{
+    struct gw_store_revocation r;
+    char ignored[GW_ERR_LEN];
+
+    return hex[0] != '\0' && gw_store_revocation_get(store_dir, hex, &r, ignored) == 0;
+}
+
 /*
  * worker. Without a store, or for a reason no CRL carries, it never revokes: refused for good
  * (GW_ERR_REFUSED, the caller's badRequest), not a failure that asking again would mend. Nothing
@@ -558,14 +567,16 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
                   NULL);
         return GW_ERR_REFUSED;
     }
-    if (rc != 0)
+    if (rc != 0 && (rc != GW_ERR_IO || !recorded(lc->store_dir, hex)))
         return rc;
+    /* recorded, also where the store could not make it durable (rc): it stands, the CRLs list it */
     pthread_mutex_lock(&l->crl.crl_lock);
     l->crl.dirty = 1;
     pthread_mutex_unlock(&l->crl.crl_lock);
-    gw_log_kv(GW_LOG_INFO, "local_revoked", "upstream", conf->name, "serial", hex, NULL);
+    gw_log_kv(rc == 0 ? GW_LOG_INFO : GW_LOG_ERROR, "local_revoked", "upstream", conf->name, "serial", hex,
+              rc == 0 ? NULL : "msg", err, NULL);
     tell_instances(conf, hex);
-    return 0;
+    return rc;
 }
 
 /* worker */

@@ -95,8 +95,23 @@ static int write_tmp(int dirfd, const char *tmp, const char *pem, size_t len)
     return 0;
 }
 
-/* Links |tmp| to |name| in |dirfd|, drops |tmp|, fsyncs the directory. 0, or a gw_err with errno set. */
-static int publish(int dirfd, const char *tmp, const char *name)
+static atomic_int dir_syncs_failing; /* how many of the next sync_dir() fail: a test's (below) */
+
+void gw_store_test_fail_dir_syncs(int n)
+{
+    atomic_store(&dir_syncs_failing, n);
+}
+
+/* fsync of the directory |dirfd| once a name was linked into it: 0, or -1 with errno. */
+static int sync_dir(int dirfd)
+{
+    if (atomic_load(&dir_syncs_failing) > 0 && atomic_fetch_sub(&dir_syncs_failing, 1) > 0)
+        return errno = EIO, -1;
+    return fsync(dirfd);
+}
+
+/* Links |tmp| to |name| in |dirfd| and drops |tmp|. 0, or a gw_err with errno set. */
+static int link_tmp(int dirfd, const char *tmp, const char *name)
 {
     int rc = 0, e = 0;
 
@@ -105,13 +120,21 @@ static int publish(int dirfd, const char *tmp, const char *name)
         rc = e == EEXIST ? GW_ERR_EXISTS : GW_ERR_IO;
     }
     unlinkat(dirfd, tmp, 0);
-    if (rc == 0 && fsync(dirfd) != 0) {
-        e = errno;
-        unlinkat(dirfd, name, 0); /* not durable: not released either */
-        rc = GW_ERR_IO;
-    }
     errno = e;
     return rc;
+}
+
+/* Links |tmp| to |name| in |dirfd|, drops |tmp|, fsyncs the directory. 0, or a gw_err with errno set. */
+static int publish(int dirfd, const char *tmp, const char *name)
+{
+    int rc, e;
+
+    if ((rc = link_tmp(dirfd, tmp, name)) != 0 || sync_dir(dirfd) == 0)
+        return rc;
+    e = errno;
+    unlinkat(dirfd, name, 0); /* not durable: not released either */
+    errno = e;
+    return GW_ERR_IO;
 }
 
 /* "store <dir><what>" into |err|, |dir| written as gw_conf_show_file writes a configured name. */
@@ -497,19 +520,12 @@ void gw_store_list_cleanup(struct gw_store_list *l)
 /* "time=<20 digits> reason=<2 digits> not_after=<20 digits>\n" fits with room */
 #define REVOKED_RECORD_MAX 96
 
-/* The most records revoked/ holds: GW_STORE_LIST_MAX, or what a test set (gw_store_test_revocations_max). */
-static _Atomic size_t revocations_max;
+/* The most records revoked/ holds: GW_STORE_LIST_MAX, or what a test set. */
+static _Atomic size_t revocations_max = GW_STORE_LIST_MAX;
 
 void gw_store_test_revocations_max(size_t n)
 {
-    atomic_store(&revocations_max, n);
-}
-
-static size_t revocations_cap(void)
-{
-    size_t n = atomic_load(&revocations_max);
-
-    return n != 0 ? n : GW_STORE_LIST_MAX;
+    atomic_store(&revocations_max, n != 0 ? n : GW_STORE_LIST_MAX);
 }
 
 /* Opens <dir>/revoked, creating it (and making the creation durable) if need be. -1 with errno. */
@@ -539,10 +555,7 @@ static int issued_here(int dirfd, const char *hex)
     return errno == ENOENT ? 0 : -1;
 }
 
-/*
- * The notAfter of the certificate <dirfd>/<hex>.pem into *not_after: 0, or -1 (0 in *not_after) where it
- * cannot be read. (issued_here found it there)
- */
+/* The notAfter of the certificate <dirfd>/<hex>.pem into *not_after: 0, or -1 (0 in *not_after). */
 static int cert_not_after(int dirfd, const char *hex, time_t *not_after)
 {
     char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
@@ -570,11 +583,7 @@ static int cert_not_after(int dirfd, const char *hex, time_t *not_after)
     return rc;
 }
 
-/*
- * The record of a revocation: with its certificate's notAfter, so that the CRL leaves the entry out once
- * it expired (gw_store_crl_next), without reading the certificate; without it where the certificate
- * cannot be read, as an earlier version wrote it: such an entry stays on the CRL.
- */
+/* A revocation's record, with the notAfter that takes it off the CRL (none if unknown: it stays on). */
 static int revocation_record(char *rec, size_t cap, time_t when, int reason, time_t not_after)
 {
     if (not_after > 0)
@@ -584,17 +593,16 @@ static int revocation_record(char *rec, size_t cap, time_t when, int reason, tim
 }
 
 /*
- * Is there room in <rfd> for the record of |hex|? A CRL lists at most revocations_cap() of them
- * (gw_store_revocations): one recorded past it would fail every CRL built while its certificate is valid.
- * Counted by name up to the cap, the records of expired certificates with the others (they stay: none is
- * removed), so a store that holds that many records takes no more. A readdir of revoked/, no record read.
- * 0 (room, or |hex| recorded already: the caller's link says so), GW_ERR_LIMIT or GW_ERR_IO with |err|.
+ * Is there room in <rfd> for the record of |hex|? A CRL lists at most revocations_max: one past it would
+ * fail every CRL while its certificate is valid. Counted by name (no record read) up to the cap, expired
+ * or not: none is removed. 0 (room, or |hex| recorded already: the caller's link says so), GW_ERR_LIMIT or
+ * GW_ERR_IO with |err|.
  */
 static int serial_name(const char *name);
 
 static int revocation_room(int rfd, const char *dir, const char *hex, char *err)
 {
-    size_t n = 0, max = revocations_cap();
+    size_t n = 0, max = atomic_load(&revocations_max);
     struct dirent *de;
     struct stat st;
     DIR *d;
@@ -649,8 +657,18 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         rc = GW_ERR_IO;
         goto out;
     }
-    if ((rc = publish(rfd, tmp, hex)) != 0)
+    if ((rc = link_tmp(rfd, tmp, hex)) != 0) {
         store_fail(err, dir, ": %s %s", hex, rc == GW_ERR_EXISTS ? "is already revoked" : strerror(errno));
+        goto out;
+    }
+    /* Never unlinked once linked, as publish() unlinks a certificate: a CRL built meanwhile (by another
+       instance: no lock is held here) may list it, and one with a higher number must not list less. A
+       second fsync would prove nothing: a failed writeback is reported once. */
+    if (sync_dir(rfd) != 0) {
+        store_fail(err, dir, ": the revocation of %s is recorded, but may not outlive a crash: %s", hex,
+                   strerror(errno));
+        rc = GW_ERR_IO;
+    }
 out:
     if (rfd >= 0)
         close(rfd);
@@ -806,7 +824,7 @@ static int add_revocation(const char *dir, int rfd, const char *name, time_t exp
     }
     if (r.not_after != 0 && r.not_after < expired_before)
         return 0; /* RFC 5280 §5.1.2.6: an expired certificate may leave the CRL */
-    if (*n >= revocations_cap()) {
+    if (*n >= atomic_load(&revocations_max)) {
         store_fail(err, dir, ": more revocations than one CRL holds");
         return GW_ERR_LIMIT;
     }

@@ -76,13 +76,19 @@ struct gw_store_revocation {
  * with |reason|. Returns 0, GW_ERR_NOT_FOUND (no such certificate in the store), GW_ERR_EXISTS
  * (already revoked, also by a concurrent call: the first record stands), GW_ERR_LIMIT (revoked/ holds
  * GW_STORE_LIST_MAX records, expired ones counted: a CRL could list no more, and none is removed; calls
- * at once may each pass the count), or GW_ERR_IO / GW_ERR_NOMEM with |err|. (worker)
+ * at once may each pass the count), or GW_ERR_IO / GW_ERR_NOMEM with |err|. A record linked whose
+ * directory's fsync then failed stays (GW_ERR_IO: gw_store_revocation_get finds it): a CRL built meanwhile
+ * may list it, and a later one must not list less. (worker)
  */
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
 
 /* Test hook: from now on revoked/ holds at most |n| records (gw_store_revoke refuses one more, a CRL lists
  * no more) instead of GW_STORE_LIST_MAX; 0: GW_STORE_LIST_MAX again. */
 void gw_store_test_revocations_max(size_t n);
+
+/* Test hook: the next |n| fsyncs of a directory a certificate or revocation was just linked into fail
+ * (EIO), as on a failing disk; 0: none. */
+void gw_store_test_fail_dir_syncs(int n);
 
 /*
  * gw_store_get reads the certificate <dir>/<serial_hex>.pem into *out (the caller frees it): 0,

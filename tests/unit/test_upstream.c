@@ -2667,6 +2667,73 @@ static void test_local_revocations_full(void **state)
     remove_tree(dir);
 }
 
+/*
+ * A revocation's record, once linked, stays when the directory's fsync fails: another instance's CRL
+ * may list it already, and a later one must not list less. The rr is told of the failure (asking again
+ * finds it revoked), while this instance's CRL and the store's generation take it in. A certificate in
+ * the same case is unlinked: it was never released.
+ */
+static void test_local_revoke_unsynced(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    struct gw_sign_result res;
+    struct gw_cert_plan plan;
+    char dir[64], err[GW_ERR_LEN], path[PATH_MAX], hex[41];
+    uint64_t gen0, gen1;
+    X509 *certs[2];
+    X509_CRL *crl;
+    int fi, revoked = -1, files;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    issue_n(up, certs, 2);
+    assert_int_equal(gw_upstream_revoke(up, certs[0], CRL_REASON_NONE, err), 0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 1);
+    X509_CRL_free(crl);
+    assert_int_equal(gw_store_revocations_gen(dir, &gen0, err), 0);
+    gw_store_test_fail_dir_syncs(1);
+    err[0] = '\0';
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE, &fi, err),
+        GW_ERR_IO);
+    gw_store_test_fail_dir_syncs(0);
+    assert_non_null(strstr(err, "is recorded, but may not outlive a crash"));
+    gw_x509_cert_serial_hex(certs[1], hex, sizeof(hex));
+    snprintf(path, sizeof(path), "%s/revoked/%s", dir, hex);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(gw_upstream_cert_status(up, certs[1], &revoked, err), 0);
+    assert_int_equal(revoked, 1);
+    assert_int_equal(gw_store_revocations_gen(dir, &gen1, err), 0);
+    assert_true(gen1 != gen0);
+    crl = fetch_crl(up, NULL, NULL);
+    check_crl(crl, 2);
+    X509_CRL_free(crl);
+    assert_int_equal(
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE, &fi, err),
+        GW_ERR_EXISTS);
+    /* the twin: a certificate whose name could not be made durable is not left in the store */
+    files = count_entries(dir);
+    plan_init(&plan, keys[K_P256], "unsynced", NULL);
+    gw_store_test_fail_dir_syncs(1);
+    sign(up, &plan, &res);
+    gw_store_test_fail_dir_syncs(0);
+    assert_int_equal(res.status, GW_ERR_IO);
+    assert_null(res.cert);
+    assert_int_equal(count_entries(dir), files);
+    gw_sign_result_cleanup(&res);
+    gw_cert_plan_cleanup(&plan);
+    for (int i = 0; i < 2; i++)
+        X509_free(certs[i]);
+    gw_upstream_free(up);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                     void *arg)
 {
@@ -3215,6 +3282,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_clock),
         cmocka_unit_test(test_local_crl_expired),
         cmocka_unit_test(test_local_revocations_full),
+        cmocka_unit_test(test_local_revoke_unsynced),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
