@@ -13,7 +13,6 @@
 #include "base/log.h"
 #include "base/names.h"
 #include "base/pem.h"
-#include "base/user.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -764,37 +763,4 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
         if (strlen(cfg->roles[i].name) == len && memcmp(cfg->roles[i].name, name, len) == 0)
             return &cfg->roles[i];
     return NULL;
-}
-
-/* ---- what the CMP layer reads (gateway/cmp/conf.h) ---------------------------------------- */
-
-uid_t gw_config_uid(const struct gw_config *cfg)
-{
-    char err[GW_ERR_LEN];
-    uid_t uid;
-
-    if (geteuid() == 0 && cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) == 0)
-        return uid;
-    return geteuid();
-}
-
-void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)
-{
-    *out = (struct gw_cmp_settings){
-        .path_prefix = cfg->path_prefix,
-        .signer = &cfg->signer,
-        .trust = cfg->trust,
-        .n_trust = cfg->n_trust,
-        .pbm = cfg->pbm,
-        .n_pbm = cfg->n_pbm,
-        .cmp = &cfg->cmp,
-        .audit = &cfg->audit,
-        .root_update = &cfg->root_update,
-        .roles = cfg->roles,
-        .n_roles = cfg->n_roles,
-        .routes = &cfg->routes,
-        .upstreams = cfg->upstreams,
-        .n_upstreams = cfg->n_upstreams,
-        .uid = gw_config_uid(cfg),
-    };
 }
