@@ -100,3 +100,10 @@ int gw_group_id(const char *name, gid_t *gid, char *err)
         *gid = gr.gr_gid;
     return rc;
 }
+
+int gw_user_give(int fd, uid_t uid, gid_t gid)
+{
+    if (geteuid() != 0 || uid == 0)
+        return 0;
+    return fchown(fd, uid, gid);
+}

@@ -20,4 +20,11 @@ int gw_user_ids(const char *name, uid_t *uid, gid_t *gid, char *err);
 /* Group |name|'s gid into |*gid|: 0, or a GW_ERR_ with |err| (GW_ERR_NOT_FOUND: no such group). */
 int gw_group_id(const char *name, gid_t *gid, char *err);
 
+/*
+ * |fd|, a file this process has just created, given to |uid|:|gid| when the process is root creating
+ * it for another user: the gateway creates some of its files before it gives up root, and reopens or
+ * replaces them later as that user (a rotated audit log). Otherwise left as it is. 0, or -1 with errno.
+ */
+int gw_user_give(int fd, uid_t uid, gid_t gid);
+
 #endif

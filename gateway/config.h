@@ -149,6 +149,9 @@ const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *na
 /* The uid the gateway serves as: "user"'s when started as root (an unknown one fails later), else its own. */
 uid_t gw_config_uid(const struct gw_config *cfg);
 
+/* The gid the gateway serves as: "group"'s, else "user"'s own group, when started as root; else its own. */
+gid_t gw_config_gid(const struct gw_config *cfg);
+
 /* The file descriptors a configuration may hold open at once, by what holds them (gw_config_fds). */
 struct gw_config_fds {
     size_t connections; /* limits.max_connections, the admin listener's, those awaiting a PROXY header */

@@ -18,6 +18,19 @@ uid_t gw_config_uid(const struct gw_config *cfg)
     return geteuid();
 }
 
+gid_t gw_config_gid(const struct gw_config *cfg)
+{
+    char err[GW_ERR_LEN];
+    uid_t uid;
+    gid_t gid;
+
+    if (geteuid() != 0 || cfg->user == NULL || gw_user_ids(cfg->user, &uid, &gid, err) != 0)
+        return getegid();
+    if (cfg->group != NULL && gw_group_id(cfg->group, &gid, err) != 0)
+        return getegid();
+    return gid;
+}
+
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)
 {
     *out = (struct gw_cmp_settings){
@@ -36,5 +49,6 @@ void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings 
         .upstreams = cfg->upstreams,
         .n_upstreams = cfg->n_upstreams,
         .uid = gw_config_uid(cfg),
+        .gid = gw_config_gid(cfg),
     };
 }

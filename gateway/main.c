@@ -5,6 +5,7 @@
  * once a second; every other thread runs with them blocked.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h> /* setgroups */
 #include <unistd.h>
@@ -195,6 +196,34 @@ static int check_access(const struct gw_config *cfg)
     return rc;
 }
 
+/*
+ * An audit log that is there and that this process (the user, root given up) cannot open to append: the
+ * next reopen (SIGUSR1, a rotation's) would fail and take readiness down. A start as root gives the
+ * log it creates to the user; one an earlier start or root by hand made is root's. 0, or -1 with |err|.
+ */
+static int check_audit_reopen(const struct gw_config *cfg, char *err)
+{
+    char shown[GW_ERR_LEN];
+    struct stat st;
+    int fd, why;
+
+    /* absent (the start makes it) or out of this user's sight: not the file's own refusal */
+    if (cfg->audit.file == NULL || lstat(cfg->audit.file, &st) != 0)
+        return 0;
+    fd = open(cfg->audit.file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    why = errno;
+    if (fd >= 0)
+        close(fd);
+    if (fd >= 0 || (why != EACCES && why != EPERM)) /* the rest the start refuses itself */
+        return 0;
+    gw_conf_show_file(cfg->audit.file, shown, sizeof(shown));
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "as user %s, audit.file \"%s\" (owned by uid %ld) cannot be opened to append: %s; a "
+                    "reopen (SIGUSR1, a rotation) would fail: chown it to %s",
+                    cfg->user, shown, (long)st.st_uid, strerror(why), cfg->user);
+    return -1;
+}
+
 /* Why a process of this euid may not run |cfg|, or NULL: root without "user" stops unless "run_as_root". */
 static const char *root_refusal(const struct gw_config *cfg)
 {
@@ -213,6 +242,7 @@ static const char *root_refusal(const struct gw_config *cfg)
 static int drop_privileges(const struct gw_config *cfg)
 {
     const char *why = root_refusal(cfg);
+    char err[GW_ERR_LEN];
 
     if (geteuid() != 0) {
         if (cfg->user != NULL)
@@ -226,7 +256,25 @@ static int drop_privileges(const struct gw_config *cfg)
     }
     if (cfg->user == NULL)
         return 0;
-    return become_user(cfg) != 0 || check_access(cfg) != 0 ? -1 : 0;
+    if (become_user(cfg) != 0 || check_access(cfg) != 0)
+        return -1;
+    if (check_audit_reopen(cfg, err) != 0) /* open already, the log serves until it is rotated */
+        gw_log(GW_LOG_WARN, "privileges", "%s", err);
+    return 0;
+}
+
+/* The child of check_as_user: what a start checks as the user, and that the audit log can be reopened. */
+static int checked_as_user(const struct gw_config *cfg)
+{
+    char err[GW_ERR_LEN];
+
+    if (become_user(cfg) != 0 || check_access(cfg) != 0)
+        return -1;
+    if (check_audit_reopen(cfg, err) != 0) {
+        gw_log(GW_LOG_ERROR, "privileges", "%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 /*
@@ -274,7 +322,7 @@ static int check_as_user(const struct gw_config *cfg)
     if ((pid = fork()) < 0)
         return -1;
     if (pid == 0)
-        _exit(become_user(cfg) == 0 && check_access(cfg) == 0 ? 0 : 1);
+        _exit(checked_as_user(cfg) == 0 ? 0 : 1);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;

@@ -25,6 +25,7 @@
 #include "base/limits.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/user.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -65,6 +66,7 @@ struct gw_audit {
     char *path;
     char shown[GW_ERR_LEN]; /* |path| as its log lines name it (gw_conf_show_file) */
     uid_t owner;            /* who may own the file and its directory, besides root: the gateway's user */
+    gid_t group;            /* the group a log created as root is given, with |owner| (gw_user_give) */
     unsigned fields;        /* enum gw_audit_field */
 };
 
@@ -596,28 +598,61 @@ static int check_log(const char *path, const struct stat *st, uid_t owner, char 
     return GW_ERR_FORBIDDEN;
 }
 
-/* The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. */
-static int open_log(const char *path, uid_t owner, char *err)
+/*
+ * |path| opened to append, created 0600 if absent (|*created|); never through a link. O_EXCL first, so
+ * that only a file this call made is taken as made, and once more should another rename or remove the
+ * name between the two opens. fd, or -1 with errno.
+ */
+static int open_append(const char *path, bool *created)
+{
+    /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+    int fd = -1;
+
+    for (int tries = 0; tries < 2; tries++) {
+        fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+        *created = fd >= 0;
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+        if ((fd = open(path, flags)) >= 0 || errno != ENOENT)
+            return fd;
+    }
+    return fd;
+}
+
+/*
+ * The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. One it creates as root
+ * is |owner|'s and |group|'s at once: that user reopens it once root is given up (SIGUSR1), and
+ * logrotate run as that user ("su") renames and compresses it.
+ */
+static int open_log(const char *path, uid_t owner, gid_t group, char *err)
 {
     char shown[GW_ERR_LEN];
     struct stat st;
+    bool created = false;
     int fd;
 
     if (gw_conf_check_dir("audit.file", path, owner, err) != 0)
         return -1;
     gw_conf_show_file(path, shown, sizeof(shown));
-    /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0600);
-    if (fd < 0) {
+    if ((fd = open_append(path, &created)) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
                         errno == ELOOP ? "a symbolic link" : strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) != 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", shown, strerror(errno));
-    } else if (check_log(path, &st, owner, err) == 0) {
-        return fd;
+        goto fail;
     }
+    if (check_log(path, &st, owner, err) != 0)
+        goto fail;
+    if (created && gw_user_give(fd, owner, group) != 0) {
+        gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot give \"%s\" to uid %ld: %s", shown, (long)owner,
+                        strerror(errno));
+        goto fail;
+    }
+    return fd;
+fail:
     close(fd);
     return -1;
 }
@@ -692,7 +727,7 @@ static void metrics_init(void)
         "fsyncs of the audit log: concurrent records that must be on disk share one.", fsyncs_value, NULL);
 }
 
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err)
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, char *err)
 {
     struct gw_audit *a = NULL;
 
@@ -705,7 +740,8 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, ch
     gw_conf_show_file(a->path, a->shown, sizeof(a->shown));
     a->fields = conf->fields;
     a->owner = owner;
-    if ((a->fd = open_log(a->path, owner, err)) < 0) {
+    a->group = group;
+    if ((a->fd = open_log(a->path, owner, group, err)) < 0) {
         free(a->path);
         free(a);
         return NULL;
@@ -938,7 +974,7 @@ int gw_audit_reopen(struct gw_audit *a)
 
     if (a == NULL)
         return GW_ERR_IO;
-    if ((fd = open_log(a->path, a->owner, why)) < 0) {
+    if ((fd = open_log(a->path, a->owner, a->group, why)) < 0) {
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
                "audit log %s: cannot reopen (still writing to the old file): %s", a->shown, why);
         pthread_mutex_lock(&a->lock);

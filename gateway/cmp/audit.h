@@ -42,9 +42,10 @@ struct gw_audit_rec {
  * gw_audit_open opens (creates, appends, 0600) |conf->file|, a regular file of |owner| (the user the
  * gateway serves as) or root with one name that group and others may not write, never through a
  * link, in a directory only they may add names to (or one with the sticky bit); a reopen holds it to
- * the same. NULL with |err| on failure.
+ * the same. One it creates as root is given to |owner| and |group| (gw_user_give). NULL with |err| on
+ * failure.
  */
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, char *err);
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, char *err);
 
 /*
  * gw_audit_file_check: what gw_audit_open would refuse of |file| as it stands (`cmpgw check`): 0 when

@@ -163,6 +163,7 @@ struct gw_cmp_settings {
     size_t n_upstreams;
     /* the user the gateway serves as (gw_config_uid): cmp.revoked_file and audit.file are its or root's */
     uid_t uid;
+    gid_t gid; /* its group (gw_config_gid): what those two files are given when created as root */
 };
 
 #endif

@@ -85,7 +85,7 @@ int cmp_policy_init(struct gw_cmp_engine *e, char *err)
         snprintf(err, GW_ERR_LEN, "CMP engine: no audit log is configured (\"audit\": {\"file\": ...})");
         return GW_ERR_INVAL;
     }
-    if (e->audit == NULL && (e->audit = gw_audit_open(e->cfg.audit, e->cfg.uid, why)) == NULL) {
+    if (e->audit == NULL && (e->audit = gw_audit_open(e->cfg.audit, e->cfg.uid, e->cfg.gid, why)) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
         return GW_ERR_IO;
     }

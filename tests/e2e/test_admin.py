@@ -606,6 +606,36 @@ class Privileges(unittest.TestCase):
         # the demo's keys are root's (0600): it runs, but a reload as nobody could not read them
         self.assertIn("as user nobody, a reload would be refused", check.stderr)
 
+    def test_check_audit_file_root_owned(self):
+        """An audit log that is there and root's (an earlier start made it before giving root up, or root by
+        hand) is refused by `cmpgw check` run as root: the gateway, as its user, could not reopen it
+        (SIGUSR1, a rotation's) and readiness would stay down; the check said OK. Its twin, the user's
+        log, passes."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+
+        def edit(cfg):
+            cfg.pop("run_as_root")
+            cfg["user"] = "nobody"
+        gw = self.gateway(edit)
+        log = gw.dir / "audit.log"
+        log.touch(mode=0o600)
+        for d in (self.tmp, gw.dir):  # passed through by the user
+            d.chmod(0o711)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        why = ('as user nobody, audit.file "%s" (owned by uid 0) cannot be opened to append: '
+               'Permission denied; a reopen (SIGUSR1, a rotation) would fail: chown it to nobody' % log)
+        self.assertIn(json.dumps(why)[1:-1], check.stderr)  # the log line is JSON
+        self.assertIn("not usable as user nobody", check.stderr)
+        self.assertNotIn("OK", check.stdout)
+        os.chown(log, pwd.getpwnam("nobody").pw_uid, -1)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertNotIn("cannot be opened to append", check.stderr)
+
     def operator(self, gw):
         """The command prefix of the operator "daemon", who may read root's keys (a capability, not
         root). The audit log is nobody's (the gateway's user's) and theirs alone to write: the check

@@ -241,6 +241,57 @@ class Unit(unittest.TestCase):
                                 "-c", str(d / "cmpgw.json")], cwd=d, capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv (util-linux)")
+    def test_root_gives_the_audit_log_it_creates_to_the_user(self):
+        """Started as root with the unit's capabilities and the package's /var/log/cmpgw (the user's), the
+        first start creates the audit log as the user's and group's: as that user, the gateway reopens the
+        rotated log on SIGUSR1 and stays ready. The log was root's, and the reopen failed (Permission
+        denied) with /readyz at 503 until a restart."""
+        unit = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text()
+        caps = [c for line in unit.splitlines() if line.startswith("CapabilityBoundingSet=")
+                for c in line.split("=", 1)[1].split()]
+        tmpfiles = (harness.REPO / "deploy" / "debian" / "cmpgw.tmpfiles").read_text().splitlines()
+        mode = next(int(l.split()[2], 8) for l in tmpfiles if l.startswith("d /var/log/cmpgw "))
+        nobody = pwd.getpwnam("nobody")
+        with tempfile.TemporaryDirectory(prefix="cmpgw-e2e-") as tmp:
+            d = Path(tmp) / "pki"
+            log = Path(tmp) / "log"
+
+            def edit(cfg):
+                cfg.pop("run_as_root", None)
+                cfg["user"] = "nobody"
+                cfg["audit"] = {"file": str(log / "audit.log")}
+            Path(tmp).chmod(0o755)
+            gw = harness.Gateway(d, lambda cfg, gw: edit(cfg), widen=False)
+            d.chmod(0o755)
+            log.mkdir()
+            os.chown(log, nobody.pw_uid, nobody.pw_gid)
+            log.chmod(mode)
+            os.chown(d / "store", nobody.pw_uid, nobody.pw_gid)  # the local issuer's, which its user writes
+            bounding = "-all," + ",".join("+" + c[len("CAP_"):].lower() for c in caps)
+            gw._err = open(gw.stderr_path, "wb")
+            gw._out = open(gw.stdout_path, "wb")
+            gw.proc = subprocess.Popen(["setpriv", "--bounding-set", bounding, "--", str(harness.GATEWAY_BIN),
+                                        "-c", str(gw.config_path)], cwd=d, stdout=gw._out, stderr=gw._err,
+                                       env=gw.env())
+            try:
+                gw.wait_ready()
+                st = (log / "audit.log").stat()
+                self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                                 (nobody.pw_uid, nobody.pw_gid, 0o600))
+                os.rename(log / "audit.log", log / "audit.log.1")
+
+                def reopens():
+                    return [l["event"] for l in gw.log_lines()
+                            if l.get("event") in ("audit_reopened", "audit_reopen_failed")]
+                gw.proc.send_signal(signal.SIGUSR1)
+                self.assertEqual(harness.settled(reopens, lambda r: r, 10), ["audit_reopened"], gw.stderr())
+                self.assertEqual((log / "audit.log").stat().st_uid, nobody.pw_uid)
+                status, body = harness.admin(gw, "/readyz")
+                self.assertEqual(status, 200, body)
+            finally:
+                gw.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <grp.h>
+#include <stdbool.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -134,7 +137,7 @@ static struct gw_audit *open_log(const char *p, unsigned fields)
 {
     struct gw_audit_conf conf = {.file = (char *)p, .fields = fields};
     char err[GW_ERR_LEN] = "";
-    struct gw_audit *a = gw_audit_open(&conf, geteuid(), err);
+    struct gw_audit *a = gw_audit_open(&conf, geteuid(), getegid(), err);
 
     if (a == NULL)
         print_message("open: %s\n", err);
@@ -750,6 +753,72 @@ static void test_reopen_names_masked(void **state)
     rmdir(sub);
 }
 
+#define OTHER_ID 65534 /* the user and group the gateway serves as here: need not exist to own a file */
+
+/* Whether uid and gid OTHER_ID may open |p| to append, as a reopen after root is given up does. */
+static bool appendable_as_other(const char *p)
+{
+    pid_t pid = fork();
+    int status, fd;
+
+    if (pid == 0) {
+        if (setgroups(0, NULL) != 0 || setgid(OTHER_ID) != 0 || setuid(OTHER_ID) != 0)
+            _exit(2);
+        fd = open(p, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        _exit(fd >= 0 ? 0 : 1);
+    }
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/*
+ * Started as root for another user, the log root creates, at open and at a reopen, is that user's and
+ * group's: the user reopens it once root is given up (SIGUSR1), and logrotate run as that user renames
+ * and compresses it. A log that was there is left as it is (the owner check allows root's).
+ */
+static void test_created_as_root_given(void **state)
+{
+    static const struct {
+        const char *name;
+        bool there; /* made by root before the open */
+        uid_t uid;
+    } cases[] = {{"new", false, OTHER_ID}, {"there", true, 0}};
+    struct gw_audit_conf conf = {0};
+    char err[GW_ERR_LEN], rotated[160];
+    struct gw_audit *a;
+    struct stat st;
+    int fd;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    assert_int_equal(chmod(dir, 0755), 0); /* the other user reaches the logs */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conf.file = (char *)fresh(cases[i].name);
+        if (cases[i].there) {
+            assert_true((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0);
+            close(fd);
+        }
+        assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_uid, cases[i].uid);
+        assert_int_equal(st.st_gid, cases[i].uid);
+        assert_int_equal(st.st_mode & 07777, 0600);
+        assert_int_equal(appendable_as_other(path), cases[i].uid == OTHER_ID);
+        /* a rotation's reopen, still as root: the new file too */
+        snprintf(rotated, sizeof(rotated), "%s.1", path);
+        assert_int_equal(rename(path, rotated), 0);
+        assert_int_equal(gw_audit_reopen(a), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_uid, OTHER_ID);
+        assert_int_equal(st.st_gid, OTHER_ID);
+        assert_true(appendable_as_other(path));
+        gw_audit_close(a);
+        unlink(rotated);
+        unlink(path);
+    }
+    assert_int_equal(chmod(dir, 0700), 0);
+}
+
 /* A failed reopen keeps the old file: GW_ERR_IO, and lines still land. */
 static void test_reopen_failure_keeps_old(void **state)
 {
@@ -806,12 +875,12 @@ static void test_unwritable(void **state)
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         conf.file = (char *)bad[i].file;
         err[0] = '\0';
-        assert_null(gw_audit_open(&conf, geteuid(), err));
+        assert_null(gw_audit_open(&conf, geteuid(), getegid(), err));
         assert_non_null(strstr(err, "audit"));
         if (bad[i].named != NULL && strstr(err, bad[i].named) == NULL)
             fail_msg("\"%s\" lacks %s", err, bad[i].named);
     }
-    assert_null(gw_audit_open(NULL, geteuid(), err));
+    assert_null(gw_audit_open(NULL, geteuid(), getegid(), err));
     /* the disk full: open works, every write fails (EFBIG) */
     assert_non_null(a = open_log(fresh("full.log"), 0));
     tu_cap_files(0);
@@ -1244,6 +1313,7 @@ int main(void)
         cmocka_unit_test(test_fsync_failure_probed),
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_created_as_root_given),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
