@@ -371,7 +371,7 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
     const struct written_file files[] = {
         {"cmp.revoked_file", "file", cfg->cmp.revoked_file, cmp_revoked_file_check, false},
         {"audit.file", "file", cfg->audit.file, gw_audit_file_check, false},
-        /* the service's RuntimeDirectory (/run/cmpgw) is made as it starts, where the start judges it */
+        /* its directory may be made as the service starts (tmpfiles.d, RuntimeDirectory=): judged then */
         {"handover_socket", "socket", cfg->handover_socket, gw_handover_check, true},
     };
     char err[GW_ERR_LEN], key[GW_CONF_PATH_LEN];

@@ -770,7 +770,7 @@ class Privileges(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertIn(judged, check.stdout)
 
-        # a directory not there yet (the service's RuntimeDirectory, made as it starts) is judged at start
+        # a directory not there yet (tmpfiles.d or a unit's RuntimeDirectory= makes it) is judged at start
         cfg = json.loads(gw.config_path.read_text())
         cfg["handover_socket"] = str(self.tmp / "pki" / "not-yet" / "handover.sock")
         gw.config_path.write_text(json.dumps(cfg))
