@@ -194,6 +194,7 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 #define GW_MAX_PASSPHRASE_LEN 1024     /* of an encrypted private key, in its passphrase file */
 #define GW_IDENTITY_LEN 256            /* printable identity (subject DN or PBM reference) */
 #define GW_REPORT_NAME_LEN 256         /* a role, upstream or failInfo name as `cmpgw report` keeps it */
+#define GW_REPORT_ROLES_NAMED 64       /* log roles `cmpgw report` names for a --role it lacks */
 #define GW_IDENTITY_PREFIX 180         /* of a subject too long for it: its start, then its hash */
 #define GW_TLS_CLIENT_LEN (7 + 64 + 1) /* "sha256:" and a TLS client certificate's hash in hex */
 /* the credential a CMP sender authenticated with: "pbm:" and its reference, or its signer certificate's

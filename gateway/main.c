@@ -483,6 +483,8 @@ static int cmd_report(const char *path, const struct gw_report_opts *o)
     }
     rc = gw_report_run(cfg, o, stdout);
     gw_config_free(cfg);
+    if (rc == GW_REPORT_UNKNOWN_ROLE) /* a wrong argument, as a --since that is no time */
+        return EXIT_USAGE;
     return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

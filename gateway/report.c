@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <json-c/json.h>
+#include <openssl/asn1.h>
 
 /* What a shadow record's status begins with (gateway/cmp/policy.c), and its key in the report. */
 static const struct {
@@ -31,16 +32,22 @@ static const struct {
 bool gw_report_since_ok(const char *s)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-    size_t n = strlen(s);
+    char gen[] = "00000000000000Z"; /* GeneralizedTime, YYYYMMDDHHMMSSZ: what is not given stays 0 */
+    size_t n = strlen(s), g = 0;
 
     if (n > 0 && s[n - 1] == 'Z')
         n--;
     if (n < 10 || n > sizeof(shape) - 1 || (n != 10 && n != 13 && n != 16 && n != 19))
         return false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
             return false;
-    return true;
+        if (shape[i] == 'd')
+            gen[g++] = s[i];
+    }
+    /* OpenSSL's check of the fields' ranges (a month's days, leap years): 2026-13-01 or 2026-02-30 is
+       no time, and as a prefix of the records' times it would still sort, and count, as one */
+    return ASN1_GENERALIZEDTIME_set_string(NULL, gen) == 1;
 }
 
 /* |obj|[key], created as |make|() when absent. */
@@ -309,23 +316,77 @@ static void print_role(FILE *out, const char *name, json_object *e)
     }
 }
 
+/* The roles the audit log names, for the error of a --role it does not (a few: GW_REPORT_ROLES_NAMED). */
+struct known_roles {
+    json_object *names; /* name -> null, repaired as name_of keeps it */
+    size_t more;        /* names past the cap, not kept */
+    bool asked;         /* the --role asked for is among them */
+};
+
+static void know_role(struct known_roles *k, json_object *rec, const char *asked)
+{
+    char buf[GW_REPORT_NAME_LEN];
+    const char *name = name_of(rec, "role", buf, NULL);
+
+    if (strcmp(str(rec, "role"), asked) == 0)
+        k->asked = true;
+    if (name == NULL || json_object_object_get_ex(k->names, name, NULL))
+        return;
+    if (json_object_object_length(k->names) >= GW_REPORT_ROLES_NAMED)
+        k->more++;
+    else
+        json_object_object_add(k->names, name, NULL);
+}
+
+/*
+ * Says on stderr that neither |cfg| nor the audit log |log| knows the role |asked| (`--role`, a typo most
+ * likely), and which roles they do know: a report of no records would read as a role with no traffic.
+ */
+static void unknown_role(const struct gw_config *cfg, const char *log, const char *asked,
+                         const struct known_roles *k)
+{
+    const char *sep = "";
+
+    fprintf(stderr, "cmpgw: --role \"");
+    put_name(stderr, asked, 0);
+    fprintf(stderr, "\": no role of that name in %s or the audit log %s; known: ", cfg->path, log);
+    for (size_t i = 0; i < cfg->n_roles; i++, sep = ", ") {
+        fputs(sep, stderr);
+        put_name(stderr, cfg->roles[i].name, 0);
+    }
+    json_object_object_foreach(k->names, name, v)
+    {
+        (void)v;
+        if (gw_role_named(cfg->roles, cfg->n_roles, name) != NULL)
+            continue;
+        fputs(sep, stderr);
+        put_name(stderr, name, 0);
+        sep = ", ";
+    }
+    if (k->more > 0)
+        fprintf(stderr, "%s%zu more", sep, k->more);
+    fprintf(stderr, "%s\n", sep[0] == '\0' ? "none" : "");
+}
+
 int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, FILE *out)
 {
     const char *path = o->audit_file != NULL ? o->audit_file : cfg->audit.file;
     struct report rp = {cfg, json_object_new_object(), json_object_new_object()};
     char *line = NULL, since[32] = "", shown[GW_ERR_LEN];
     size_t cap = 0, lineno = 0, records = 0, bad = 0;
+    struct known_roles known = {json_object_new_object(), 0, false};
     ssize_t len;
+    int rc = 1;
     FILE *in;
 
     if (path == NULL) {
         fprintf(stderr, "cmpgw: %s configures no audit log (\"audit\": {\"file\": ...})\n", cfg->path);
-        goto fail;
+        goto out;
     }
     gw_conf_show_file(path, shown, sizeof(shown));
     if ((in = fopen(path, "r")) == NULL) {
         fprintf(stderr, "cmpgw: cannot read the audit log %s: %s\n", shown, strerror(errno));
-        goto fail;
+        goto out;
     }
     if (o->since !=
         NULL) /* "2026-12-01T10:00:00Z" -> a prefix that sorts before every record of that second */
@@ -345,6 +406,8 @@ int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, F
             continue;
         }
         role = str(rec, "role");
+        if (role != NULL && o->role != NULL)
+            know_role(&known, rec, o->role);
         if ((since[0] == '\0' || strcmp(t, since) >= 0) &&
             (o->role == NULL || (role != NULL && strcmp(role, o->role) == 0))) {
             add_record(&rp, rec);
@@ -354,6 +417,11 @@ int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, F
     }
     free(line);
     fclose(in);
+    if (o->role != NULL && !known.asked && gw_role_named(cfg->roles, cfg->n_roles, o->role) == NULL) {
+        unknown_role(cfg, shown, o->role, &known);
+        rc = GW_REPORT_UNKNOWN_ROLE;
+        goto out;
+    }
     count_devices(&rp);
     if (o->json) {
         json_object *top = json_object_new_object();
@@ -382,11 +450,10 @@ int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, F
     }
     if (bad > 0)
         fprintf(stderr, "cmpgw: %zu line(s) of %s were not audit records\n", bad, path);
+    rc = bad > 0 ? 1 : 0;
+out:
     json_object_put(rp.roles);
     json_object_put(rp.devices);
-    return bad > 0 ? 1 : 0;
-fail:
-    json_object_put(rp.roles);
-    json_object_put(rp.devices);
-    return 1;
+    json_object_put(known.names);
+    return rc;
 }

@@ -19,13 +19,17 @@ struct gw_report_opts {
     bool json;
 };
 
-/* Whether |since| is a time `--since` takes: YYYY-MM-DD[THH[:MM[:SS]]][Z]. */
+/* Whether |since| is a time `--since` takes, YYYY-MM-DD[THH[:MM[:SS]]][Z], and one that exists. */
 bool gw_report_since_ok(const char *since);
+
+/* What gw_report_run returns when neither the configuration nor the log knows the role of --role. */
+#define GW_REPORT_UNKNOWN_ROLE 2
 
 /*
  * gw_report_run reads the audit log and prints the report on |out|. 0 when every line was read;
  * 1 when the log cannot be opened, or some lines were not audit records (named on stderr; the
- * report covers the others).
+ * report covers the others); GW_REPORT_UNKNOWN_ROLE, with nothing on |out|, when |o->role| is no
+ * role of the configuration's nor of any record (named on stderr, with the roles they know).
  */
 int gw_report_run(const struct gw_config *cfg, const struct gw_report_opts *o, FILE *out);
 

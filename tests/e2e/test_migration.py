@@ -300,7 +300,29 @@ class Migration(harness.GatewayTestCase):
         self.assertEqual(role["upstreams"]["vault"]["revoked"], 1)
         self.assertEqual(role["upstreams"]["vault-delegate"]["revoked"], 1)
         self.assertEqual(role["upstreams"]["-"]["refused"], {"certRevoked": 1})
-        self.assertEqual(self.report("--role", "nope")["roles"], {})
+        # a role neither the configuration nor the log knows is a typo, not a role without traffic: it said
+        # "0 records" and exited 0; its twins, a configured role with no records, and a role only the log
+        # knows (since removed from the configuration), are reported
+        p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--role", "nope"],
+                           capture_output=True, cwd=self.gw.dir)
+        self.assertEqual((p.returncode, p.stdout), (2, b""), p.stderr)
+        self.assertIn(b'cmpgw: --role "nope": no role of that name in %s or the audit log %s; known: default\n'
+                      % (str(self.gw.config_path).encode(), str(self.gw.dir / "audit.log").encode()), p.stderr)
+        self.assertEqual(self.report("--role", "default", "--since", "2099-01-01")["records"], 0)
+        gone = self.gw.dir / "audit-gone.log"
+        gone.write_text('{"time":"2026-01-01T00:00:00.000Z","event":"issued","role":"gone","upstream":"local"}\n')
+        self.assertEqual(self.report("--audit", str(gone), "--role", "gone")["records"], 1)
+        p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--audit", str(gone),
+                            "--role", "nope"], capture_output=True, cwd=self.gw.dir)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"known: default, gone\n", p.stderr)
+        # a date that does not exist is no time (it was taken as a prefix of the records' times); a leap day is
+        for since in ("2026-13-01", "2026-02-30", "2026-12-01T24:00", "2026-12-01T10:60:00Z"):
+            p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path), "--since", since],
+                               capture_output=True, cwd=self.gw.dir)
+            self.assertEqual((since, p.returncode, p.stdout), (since, 2, b""), p.stderr)
+            self.assertIn(b"expected a UTC time", p.stderr)
+        self.assertEqual(self.report("--since", "2028-02-29T23:59:59Z")["records"], 0)
         p = subprocess.run([str(harness.GATEWAY_BIN), "report", "-c", str(self.gw.config_path)], capture_output=True)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"devices last issued by vault: 6; still on local: 7", p.stdout)
