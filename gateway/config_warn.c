@@ -36,18 +36,88 @@ static int chain_error(X509 *ca, X509_STORE *store, STACK_OF(X509) *untrusted, i
     return err;
 }
 
-void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
+/* Whether CA certificates |a| and |b| are one CA to a chain builder: the same subject name and key. */
+static bool same_ca(X509 *a, X509 *b)
 {
-    /* at the level the signers it would warn about are held to: a chain only a weak path completes
-       (a CA signed with SHA-1 above the new CA) would leave its devices as unable to sign here */
-    int err = chain_error(gw_upstream_conf_issuing_ca(r->migration.to), r->store, r->untrusted,
-                          GW_SIGNER_AUTH_LEVEL);
+    return X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 &&
+           EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1;
+}
 
+/*
+ * The copies of CA |ca| (same_ca) that a signer's chain on |r| is built from, as the request path builds it
+ * (auth.c): the role's trust anchors and its intermediates, up-referenced (free with sk_X509_pop_free); NULL
+ * without memory. A device sends its own certificate, seldom its chain: what is not here, it would have to.
+ */
+static STACK_OF(X509) *held_copies(const struct gw_role *r, X509 *ca)
+{
+    X509_STORE_CTX *sc = X509_STORE_CTX_new();
+    STACK_OF(X509) *anchors = NULL, *held = sk_X509_new_null();
+    int ok = sc != NULL && held != NULL && X509_STORE_CTX_init(sc, r->store, NULL, NULL) == 1;
+
+    /* a store without a certificate of that name answers NULL, which is no error */
+    if (ok)
+        anchors = X509_STORE_CTX_get1_certs(sc, X509_get_subject_name(ca));
+    for (int i = 0; ok && i < sk_X509_num(anchors); i++)
+        if (same_ca(sk_X509_value(anchors, i), ca))
+            ok = X509_add_cert(held, sk_X509_value(anchors, i), X509_ADD_FLAG_UP_REF) == 1;
+    for (int i = 0; ok && i < sk_X509_num(r->untrusted); i++)
+        if (same_ca(sk_X509_value(r->untrusted, i), ca))
+            ok = X509_add_cert(held, sk_X509_value(r->untrusted, i), X509_ADD_FLAG_UP_REF) == 1;
+    sk_X509_pop_free(anchors, X509_free);
+    X509_STORE_CTX_free(sc);
+    ERR_clear_error();
+    if (!ok) {
+        sk_X509_pop_free(held, X509_free);
+        held = NULL;
+    }
+    return held;
+}
+
+/*
+ * Warns when a signer issued by |ca|, a CA that |r|'s migration moves to, would not chain on |r|: no copy of
+ * |ca| among the role's trust anchors and intermediates chains to its trust at the level the signers are held
+ * to (a chain only a weak path completes, a CA signed with SHA-1 above the new CA, counts as none), or the
+ * role holds no copy of it at all. The chains are checked from the role's copies, which a device's are built
+ * from.
+ */
+static void warn_migration_ca(const struct gw_conf_ctx *pc, const struct gw_role *r, X509 *ca)
+{
+    STACK_OF(X509) *held = held_copies(r, ca);
+    char name[256];
+    int err = -1;
+
+    for (int i = 0; i < sk_X509_num(held) && err != X509_V_OK; i++)
+        err = chain_error(sk_X509_value(held, i), r->store, r->untrusted, GW_SIGNER_AUTH_LEVEL);
+    if (held != NULL && sk_X509_num(held) == 0)
+        err = chain_error(ca, r->store, r->untrusted, GW_SIGNER_AUTH_LEVEL);
     if (err > X509_V_OK)
         gw_log(GW_LOG_WARN, "config",
                "%s: $.roles.%s.migration: the CA of \"%s\" (%s) does not chain to the role's trust entries: "
                "devices it issues could not sign a kur or an rr here; add its chain to a trust entry",
                pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
+    else if (err == X509_V_OK && sk_X509_num(held) == 0)
+        gw_log(GW_LOG_WARN, "config",
+               "%s: $.roles.%s.migration: the CA of \"%s\" (%s) is neither a trust anchor nor an "
+               "intermediate of "
+               "the role's trust entries: devices it issues could not sign a kur or an rr here unless they "
+               "send it "
+               "with each message; add it to the untrusted_file of a trust entry",
+               pc->name, r->name, r->migration.to->name,
+               X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name)));
+    sk_X509_pop_free(held, X509_free);
+}
+
+void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
+{
+    STACK_OF(X509) *cas;
+
+    /* a role without trust entries verifies no signer, of either CA */
+    if (r->migration.to == NULL || r->store == NULL ||
+        (cas = gw_upstream_conf_issuing_cas(r->migration.to)) == NULL)
+        return;
+    for (int i = 0; i < sk_X509_num(cas); i++)
+        warn_migration_ca(pc, r, sk_X509_value(cas, i));
+    sk_X509_pop_free(cas, X509_free);
 }
 
 /*

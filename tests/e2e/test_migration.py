@@ -74,9 +74,11 @@ class Migration(harness.GatewayTestCase):
         cfg["upstreams"]["vault-delegate"] = {"type": "local", "cert": "vault-delegate.pem",
                                               "key": "vault-delegate.key", "chain": "vault-delegate-chain.pem",
                                               "store": "delegate-store"}
-        # signers issued by either CA authenticate (a kur, an rr): both chains are known
+        # signers issued by either CA authenticate (a kur, an rr): both chains are known, with every issuer
+        # of Vault's "issuer_ca"
         (d / "both-chains.pem").write_text("".join((d / f).read_text() for f in
-                                                   ("issuing.pem", "vault-ca.pem", "vault-delegate.pem")))
+                                                   ("issuing.pem", "vault-ca.pem", "vault-ca2.pem",
+                                                    "vault-delegate.pem")))
         cfg["trust"]["demo"]["untrusted_file"] = "both-chains.pem"
         role = cfg["roles"]["default"]
         role.update({"upstream_role": "devices", "crmf": "delegate", "delegate": "vault-delegate", "ttl": "24h",
@@ -361,6 +363,21 @@ class Migration(harness.GatewayTestCase):
         self.assertIn(b"does not chain to the role's trust entries", p.stderr)
         p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)], capture_output=True,
                            cwd=self.gw.dir)
+        self.assertNotIn(b"does not chain", p.stderr)
+        self.assertNotIn(b"is neither a trust anchor", p.stderr)
+
+    def test_8_unheld_new_ca_warned(self):
+        """A migrating role that trusts the root of the new CA but holds not the CA itself: its devices send
+        their own certificate, and their kur and rr would be refused. `cmpgw check` names the CA."""
+        cfg = json.loads(json.dumps(self.base))
+        cfg["trust"]["demo"]["untrusted_file"] = "issuing.pem"  # the demo root, Vault's CAs under it
+        path = self.gw.dir / "unheld-new.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], capture_output=True,
+                           cwd=self.gw.dir)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"$.roles.default.migration: the CA of \\\"vault\\\" (/O=cmpgw e2e/CN=vault test issuing CA) "
+                      b"is neither a trust anchor nor an intermediate of the role's trust entries", p.stderr)
         self.assertNotIn(b"does not chain", p.stderr)
 
 

@@ -225,6 +225,12 @@ static const char *const pki_cmds[] = {
     /* issuer_ca bundles of two CAs under the demo root (issuing and delegate), the root listed too */
     "cat issuing.pem ca.pem > issuing-root.pem && cat delegate.pem ca.pem > delegate-root.pem && "
     "cat delegate.pem issuing.pem ca.pem > both-root.pem",
+    /* the delegate as a trust anchor beside the root; under the root but listed before it; its name on
+       another key */
+    "cat ca.pem delegate.pem > ca-delegate.pem && cat ca.pem delegate.pem > root-delegate.pem && "
+    "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rekeyed.key "
+    "-subj '/CN=delegate' -out rekeyed.csr && openssl x509 -req -in rekeyed.csr -CA ca.pem -CAkey ca.key "
+    "-set_serial 9 -days 90 -extfile delegate.ext -out rekeyed.pem",
     /* a CA whose name holds a '/', which X509_NAME_oneline cannot write unambiguously */
     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout slash.key -out slash.pem "
     "-subj '/O=ops\\/east/CN=slash CA' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
@@ -2468,32 +2474,90 @@ static void test_free_subjects_warn(void **state)
 }
 
 /*
+ * A migration of the demo role to "next", an upstream of the fields |up| and |cert| as the value of its last,
+ * under the trust entry |trust| (its fields).
+ */
+static struct gw_config *parse_migration_logged(const char *up, const char *cert, const char *trust,
+                                                char **log)
+{
+    char ups[512];
+    const struct edit e[] = {
+        {"\"upstreams\": {", ups},
+        {"\"implicit_confirm\": true",
+         "\"implicit_confirm\": true, \"migration\": { \"from\": \"local\", \"to\": \"next\", "
+         "\"cohort\": { \"percent\": 5 } }"},
+        {"\"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\"", trust},
+    };
+
+    snprintf(ups, sizeof(ups), "\"upstreams\": { \"next\": { %s: \"%s\" },", up, cert);
+    return parse_edits_logged(e, 3, log);
+}
+
+#define NEXT_LOCAL "\"type\": \"local\", \"key\": \"delegate.key\", \"cert\""
+#define NEXT_VAULT                                                                                           \
+    "\"type\": \"vault\", \"url\": \"https://127.0.0.1:8200\", \"tls_ca\": \"ca.pem\", "                     \
+    "\"token_file\": \"vault.token\", \"issuer_ca\""
+#define MIGRATION_WARNED "$.roles.default.migration: the CA of \\\"next\\\""
+
+/*
  * A migrating role whose new CA chains to its trust only through a SHA-1 signature warns as one that
  * does not chain at all: the chains of the devices it issues would be verified at GW_SIGNER_AUTH_LEVEL.
- * Its twin, the same CA and key signed with SHA-256, does not.
+ * Its twin, the same CA and key signed with SHA-256, does not. The role holds each as its intermediate.
  */
 static void test_migration_weak_chain_warns(void **state)
 {
     static const char *const certs[] = {"delegate-sha1.pem", "delegate.pem"};
-    char ups[256], *log;
+    char trust[128], *log;
     struct gw_config *cfg;
 
     (void)state;
     for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++) {
-        const struct edit e[] = {
-            {"\"upstreams\": {", ups},
-            {"\"implicit_confirm\": true",
-             "\"implicit_confirm\": true, \"migration\": { \"from\": \"local\", \"to\": \"next\", "
-             "\"cohort\": { \"percent\": 5 } }"},
-        };
-
-        snprintf(ups, sizeof(ups),
-                 "\"upstreams\": { \"next\": { \"type\": \"local\", \"cert\": \"%s\", \"key\": "
-                 "\"delegate.key\" },",
-                 certs[i]);
-        cfg = parse_edits_logged(e, 2, &log);
-        if ((strstr(log, "$.roles.default.migration: the CA of \\\"next\\\"") != NULL) != (i == 0))
+        snprintf(trust, sizeof(trust), "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"%s\"", certs[i]);
+        cfg = parse_migration_logged(NEXT_LOCAL, certs[i], trust, &log);
+        if ((strstr(log, MIGRATION_WARNED) != NULL) != (i == 0) ||
+            (i == 0 && strstr(log, "does not chain to the role's trust entries") == NULL))
             fail_msg("%s: %s", certs[i], log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
+ * A migrating role whose new CA chains to the root it trusts but is neither among its anchors nor its
+ * intermediates warns: a device's chain is built from the certificates it sends and the role's, and a device
+ * sends its own certificate, so its kur and rr would be refused. Its twins, the CA as an intermediate or an
+ * anchor of the role, do not; a certificate of the CA's name on another key is no copy of it; and every CA a
+ * bundle issues under counts, not its first (a root listed before its CA chains to itself).
+ */
+static void test_migration_unheld_ca_warns(void **state)
+{
+    static const struct {
+        const char *up, *cert, *trust;
+        bool warns;
+    } cases[] = {
+        {NEXT_LOCAL, "delegate.pem", "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\"", true},
+        {NEXT_LOCAL, "delegate.pem", "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"both-root.pem\"", false},
+        {NEXT_LOCAL, "delegate.pem", "\"ca_file\": \"ca-delegate.pem\", \"untrusted_file\": \"issuing.pem\"",
+         false},
+        {NEXT_LOCAL, "delegate.pem", "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"rekeyed.pem\"", true},
+        {NEXT_VAULT, "root-delegate.pem", "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\"",
+         true},
+        {NEXT_VAULT, "root-delegate.pem", "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"delegate.pem\"",
+         false},
+    };
+    const char *want =
+        MIGRATION_WARNED " (/CN=delegate) is neither a trust anchor nor an intermediate of the "
+                         "role's trust entries";
+    struct gw_config *cfg;
+    char *log, *at;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cfg = parse_migration_logged(cases[i].up, cases[i].cert, cases[i].trust, &log);
+        at = strstr(log, want);
+        if ((at != NULL) != cases[i].warns || (at != NULL && strstr(at + 1, MIGRATION_WARNED) != NULL) ||
+            (at == NULL && strstr(log, MIGRATION_WARNED) != NULL))
+            fail_msg("case %zu: %s", i, log);
         gw_config_free(cfg);
         free(log);
     }
@@ -4059,6 +4123,7 @@ int main(void)
         cmocka_unit_test(test_free_subjects_warn),
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
+        cmocka_unit_test(test_migration_unheld_ca_warns),
         cmocka_unit_test(test_migration_shared_issuing_ca),
         cmocka_unit_test(test_migration_shared_ca_name_with_slash),
         cmocka_unit_test(test_any_host_role_warns),
