@@ -5,7 +5,8 @@ subject and a host name as the CN, with a dot or without, are refused); and depl
 the configuration of a demo from before those bounds, keeping its PKI. The configuration is the demo's as deploy/demo-pki.sh
 writes it, never the suite's widened copy (harness.widen_demo_role). The example the Debian package
 installs as /etc/cmpgw/cmpgw.json (deploy/examples/cmpgw.json) passes `cmpgw check` without a warning
-too, over the demo's PKI."""
+too, over the demo's PKI, and so does every other example it ships (deploy/examples/*.json), with the files
+its guide makes."""
 import json
 import os
 import re
@@ -22,6 +23,9 @@ from pathlib import Path
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import vaultenv  # noqa: E402
+
+EXAMPLES = harness.REPO / "deploy" / "examples"
 
 
 def warnings(log_text):
@@ -266,6 +270,70 @@ class PackagedExample(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             self.assertIn("%s: OK" % config, p.stdout)
             self.assertEqual(warnings(p.stderr), [], p.stderr)
+
+    def test_every_example_checks_without_warning(self):
+        """Every deploy/examples/*.json (the package ships them all as /usr/share/doc/cmpgw/examples, and
+        docs/vault.md and docs/cfssl.md tell users to run theirs), with the files it names made as its guide
+        makes them: `cmpgw check` passes without a warning. Before their roles named the hosts they may issue
+        for, vault.json, cfssl.json, cmp-ra.json and 3gpp.json each warned that a role issues certificates
+        naming any host a client asks for, and vault.json's default path signed any CSR verbatim."""
+        with tempfile.TemporaryDirectory(prefix="cmpgw-e2e-") as tmp:
+            etc, var = Path(tmp) / "etc", Path(tmp) / "var"
+            harness.run(["bash", harness.REPO / "deploy" / "demo-pki.sh", etc])
+            make_example_files(etc)
+            names = sorted(f.name for f in EXAMPLES.glob("*.json"))
+            self.assertIn("vault.json", names)
+            for name in names:
+                with self.subTest(example=name):
+                    cfg = json.loads((EXAMPLES / name).read_text())
+                    if "user" in cfg:  # a user that exists only where the package is installed
+                        self.assertEqual(cfg.pop("user"), "cmpgw")
+                    cfg["run_as_root"] = True
+                    config = etc / name
+                    config.write_text(json.dumps(relocated(cfg, var), indent=2))
+                    p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(config)], cwd=etc,
+                                       capture_output=True, text=True, timeout=60,
+                                       env=harness.sanitizer_env(dict(os.environ), etc))
+                    self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                    self.assertIn("%s: OK" % config, p.stdout)
+                    self.assertEqual(warnings(p.stderr), [], p.stderr)
+
+
+def make_example_files(etc):
+    """The files deploy/examples/*.json name besides the demo's (deploy/demo-pki.sh), in |etc|, as their guides
+    make them: Vault's issuers, token and CRMF delegate (docs/vault.md), cfssl's issuer and authsign key
+    (docs/cfssl.md), the CMP CA's certificate (docs/cmp-relay.md), the vendor root and the allow-list of
+    base stations (docs/3gpp.md)."""
+    vaultenv.VaultApi(etc).make_pki()
+    vaultenv.sign_cert(etc, "vault-delegate", "/O=cmpgw e2e/CN=cmpgw delegate issuer", "vault-ca",
+                       vaultenv.ca_ext() + "nameConstraints=critical,permitted;DNS:example.com\n")
+    (etc / "vault-delegate-chain.pem").write_text((etc / "vault-ca.pem").read_text() + (etc / "ca.pem").read_text())
+    vaultenv.sign_cert(etc, "cfssl-ca", "/O=example/CN=cfssl CA", "ca", vaultenv.ca_ext(), days=365)
+    (etc / "cfssl-issuer.pem").write_text((etc / "cfssl-ca.pem").read_text() + (etc / "ca.pem").read_text())
+    (etc / "cfssl.authkey").write_text(os.urandom(16).hex() + "\n")
+    (etc / "cfssl.authkey").chmod(0o600)
+    for name, subject in (("upstream-ca", "/O=example/CN=upstream CMP CA"), ("vendor-root", "/O=Vendor X/CN=root")):
+        harness.genkey(etc / ("%s.key" % name))
+        harness.run(["openssl", "req", "-x509", "-new", "-key", etc / ("%s.key" % name), "-subj", subject,
+                     "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                     "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", etc / ("%s.pem" % name)])
+    (etc / "enb.allow").write_text("trust:vendor /O=Vendor X/CN=enb-000123\n")
+
+
+def relocated(cfg, var):
+    """|cfg| with each absolute path under /var (a store, the revoked file, the audit log) moved into |var|,
+    a store made there as the package makes it."""
+    if isinstance(cfg, dict):
+        out = {k: relocated(v, var) for k, v in cfg.items()}
+        if isinstance(out.get("store"), str) and out["store"] != cfg["store"]:
+            Path(out["store"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        return out
+    if isinstance(cfg, list):
+        return [relocated(v, var) for v in cfg]
+    if isinstance(cfg, str) and cfg.startswith("/var/"):
+        (var / cfg[1:]).parent.mkdir(parents=True, exist_ok=True)
+        return str(var / cfg[1:])
+    return cfg
 
 
 if __name__ == "__main__":
