@@ -9,9 +9,10 @@
 #include "base/conf.h"
 
 /*
- * gw_config_warn_migration warns of each CA that |r| migrates to which |r|'s trust entries do not hold (the
- * same name and key, as an anchor or an intermediate) or whose copy there does not chain to them: the
- * devices that move could not sign a kur or an rr with their new certificates.
+ * gw_config_warn_migration warns of each CA that |r| migrates to (its "to"'s, and its delegate's where that
+ * stands in for "to") which |r|'s trust entries do not hold (the same name and key, as an anchor or an
+ * intermediate) or whose copy there does not chain to them: the devices that move could not sign a kur or
+ * an rr with their new certificates.
  */
 void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r);
 

@@ -74,13 +74,14 @@ static STACK_OF(X509) *held_copies(const struct gw_role *r, X509 *ca)
 }
 
 /*
- * Warns when a signer issued by |ca|, a CA that |r|'s migration moves to, would not chain on |r|: no copy of
- * |ca| among the role's trust anchors and intermediates chains to its trust at the level the signers are held
- * to (a chain only a weak path completes, a CA signed with SHA-1 above the new CA, counts as none), or the
- * role holds no copy of it at all. The chains are checked from the role's copies, which a device's are built
- * from.
+ * Warns when a signer issued by |ca|, a CA of |up| that |r|'s migration moves to, would not chain on |r|: no
+ * copy of |ca| among the role's trust anchors and intermediates chains to its trust at the level the signers
+ * are held to (a chain only a weak path completes, a CA signed with SHA-1 above the new CA, counts as none),
+ * or the role holds no copy of it at all. The chains are checked from the role's copies, which a device's are
+ * built from.
  */
-static void warn_migration_ca(const struct gw_conf_ctx *pc, const struct gw_role *r, X509 *ca)
+static void warn_migration_ca(const struct gw_conf_ctx *pc, const struct gw_role *r,
+                              const struct gw_upstream_conf *up, X509 *ca)
 {
     STACK_OF(X509) *held = held_copies(r, ca);
     char name[256];
@@ -94,30 +95,38 @@ static void warn_migration_ca(const struct gw_conf_ctx *pc, const struct gw_role
         gw_log(GW_LOG_WARN, "config",
                "%s: $.roles.%s.migration: the CA of \"%s\" (%s) does not chain to the role's trust entries: "
                "devices it issues could not sign a kur or an rr here; add its chain to a trust entry",
-               pc->name, r->name, r->migration.to->name, X509_verify_cert_error_string(err));
+               pc->name, r->name, up->name, X509_verify_cert_error_string(err));
     else if (err == X509_V_OK && sk_X509_num(held) == 0)
-        gw_log(GW_LOG_WARN, "config",
-               "%s: $.roles.%s.migration: the CA of \"%s\" (%s) is neither a trust anchor nor an "
-               "intermediate of "
-               "the role's trust entries: devices it issues could not sign a kur or an rr here unless they "
-               "send it "
-               "with each message; add it to the untrusted_file of a trust entry",
-               pc->name, r->name, r->migration.to->name,
-               X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name)));
+        gw_log(
+            GW_LOG_WARN, "config",
+            "%s: $.roles.%s.migration: the CA of \"%s\" (%s) is neither a trust anchor nor an intermediate "
+            "of the role's trust entries: devices it issues could not sign a kur or an rr here unless they "
+            "send it with each message; add it to the untrusted_file of a trust entry",
+            pc->name, r->name, up->name, X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name)));
     sk_X509_pop_free(held, X509_free);
+}
+
+/* warn_migration_ca for each CA |up| issues end-entity certificates under. */
+static void warn_migration_cas(const struct gw_conf_ctx *pc, const struct gw_role *r,
+                               const struct gw_upstream_conf *up)
+{
+    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(up);
+
+    for (int i = 0; i < sk_X509_num(cas); i++)
+        warn_migration_ca(pc, r, up, sk_X509_value(cas, i));
+    sk_X509_pop_free(cas, X509_free);
 }
 
 void gw_config_warn_migration(const struct gw_conf_ctx *pc, const struct gw_role *r)
 {
-    STACK_OF(X509) *cas;
-
     /* a role without trust entries verifies no signer, of either CA */
-    if (r->migration.to == NULL || r->store == NULL ||
-        (cas = gw_upstream_conf_issuing_cas(r->migration.to)) == NULL)
+    if (r->migration.to == NULL || r->store == NULL)
         return;
-    for (int i = 0; i < sk_X509_num(cas); i++)
-        warn_migration_ca(pc, r, sk_X509_value(cas, i));
-    sk_X509_pop_free(cas, X509_free);
+    warn_migration_cas(pc, r, r->migration.to);
+    /* a delegate that stands in for "to" (the role's upstream signs CRMF itself) issues the moved devices'
+       ir, cr and kur: its CA is as new to the role as "to"'s */
+    if (r->delegate != NULL && gw_upstream_delegated_for(r) == r->migration.to)
+        warn_migration_cas(pc, r, r->delegate);
 }
 
 /*

@@ -368,7 +368,8 @@ class Migration(harness.GatewayTestCase):
 
     def test_8_unheld_new_ca_warned(self):
         """A migrating role that trusts the root of the new CA but holds not the CA itself: its devices send
-        their own certificate, and their kur and rr would be refused. `cmpgw check` names the CA."""
+        their own certificate, and their kur and rr would be refused. `cmpgw check` names the CA, and the
+        delegate that stands in for Vault, whose chain runs through that CA."""
         cfg = json.loads(json.dumps(self.base))
         cfg["trust"]["demo"]["untrusted_file"] = "issuing.pem"  # the demo root, Vault's CAs under it
         path = self.gw.dir / "unheld-new.json"
@@ -378,7 +379,9 @@ class Migration(harness.GatewayTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"$.roles.default.migration: the CA of \\\"vault\\\" (/O=cmpgw e2e/CN=vault test issuing CA) "
                       b"is neither a trust anchor nor an intermediate of the role's trust entries", p.stderr)
-        self.assertNotIn(b"does not chain", p.stderr)
+        # the delegate issues the moved devices' CRMF certificates under Vault's CA, which it cannot chain through
+        self.assertIn(b"$.roles.default.migration: the CA of \\\"vault-delegate\\\" (unable to get local issuer "
+                      b"certificate) does not chain to the role's trust entries", p.stderr)
 
 
 class MigrationAcrossReload(harness.GatewayTestCase):

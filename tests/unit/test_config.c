@@ -231,6 +231,15 @@ static const char *const pki_cmds[] = {
     "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rekeyed.key "
     "-subj '/CN=delegate' -out rekeyed.csr && openssl x509 -req -in rekeyed.csr -CA ca.pem -CAkey ca.key "
     "-set_serial 9 -days 90 -extfile delegate.ext -out rekeyed.pem",
+    /* a CA under the demo root that may issue CAs, and a delegate issuer under it */
+    "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mid.key -subj '/CN=mid CA' "
+    "-out mid.csr && printf 'basicConstraints=critical,CA:TRUE,pathlen:1\\nkeyUsage=critical,keyCertSign\\n' "
+    "> mid.ext && openssl x509 -req -in mid.csr -CA ca.pem -CAkey ca.key -set_serial 10 -days 90 -extfile "
+    "mid.ext -out mid.pem && cat mid.pem ca.pem > mid-root.pem && openssl req -new -newkey ec -pkeyopt "
+    "ec_paramgen_curve:P-256 -nodes -keyout mid-delegate.key -subj '/CN=mid delegate' -out mid-delegate.csr "
+    "&& "
+    "openssl x509 -req -in mid-delegate.csr -CA mid.pem -CAkey mid.key -set_serial 11 -days 90 -extfile "
+    "delegate.ext -out mid-delegate.pem && cat mid.pem mid-delegate.pem > mid-both.pem",
     /* a CA whose name holds a '/', which X509_NAME_oneline cannot write unambiguously */
     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout slash.key -out slash.pem "
     "-subj '/O=ops\\/east/CN=slash CA' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
@@ -2564,6 +2573,42 @@ static void test_migration_unheld_ca_warns(void **state)
 }
 
 /*
+ * A delegate that stands in for a migration's "to" (the role's own upstream signs CRMF) issues the moved
+ * devices' certificates: a role that holds "to"'s CA but not the delegate's warns of the delegate, by name;
+ * its twin, with both CAs among its intermediates, does not.
+ */
+static void test_migration_delegate_ca_warns(void **state)
+{
+    static const char *const untrusted[] = {"mid.pem", "mid-both.pem"};
+    char trust[128], *log;
+    struct gw_config *cfg;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(untrusted) / sizeof(untrusted[0]); i++) {
+        const struct edit e[] = {
+            {"\"upstreams\": {",
+             "\"upstreams\": { \"next\": { " NEXT_VAULT
+             ": \"mid-root.pem\" }, \"md\": { \"type\": \"local\", "
+             "\"cert\": \"mid-delegate.pem\", \"key\": \"mid-delegate.key\", \"chain\": \"mid-root.pem\", "
+             "\"store\": \"store2\" },"},
+            {"\"implicit_confirm\": true",
+             "\"implicit_confirm\": true, \"crmf\": \"delegate\", \"delegate\": \"md\", \"migration\": { "
+             "\"from\": \"local\", \"to\": \"next\", \"cohort\": { \"percent\": 5 } }"},
+            {"\"ca_file\": \"ca.pem\", \"untrusted_file\": \"issuing.pem\"", trust},
+        };
+
+        snprintf(trust, sizeof(trust), "\"ca_file\": \"ca.pem\", \"untrusted_file\": \"%s\"", untrusted[i]);
+        cfg = parse_edits_logged(e, 3, &log);
+        if ((strstr(log, "$.roles.default.migration: the CA of \\\"md\\\" (/CN=mid delegate) is neither") !=
+             NULL) != (i == 0) ||
+            strstr(log, MIGRATION_WARNED) != NULL)
+            fail_msg("%s: %s", untrusted[i], log);
+        gw_config_free(cfg);
+        free(log);
+    }
+}
+
+/*
  * A migration's "from" and "to" may not share an issuing CA (name and key): an rr or a status check
  * follows the issuer, and would go to the other. Every issuing CA of either issuer_ca counts, not its
  * first: with "to" issuing under two CAs, one of them "from"'s, a holder's rr of a "from" certificate
@@ -4124,6 +4169,7 @@ int main(void)
         cmocka_unit_test(test_trusted_everyone_warns),
         cmocka_unit_test(test_migration_weak_chain_warns),
         cmocka_unit_test(test_migration_unheld_ca_warns),
+        cmocka_unit_test(test_migration_delegate_ca_warns),
         cmocka_unit_test(test_migration_shared_issuing_ca),
         cmocka_unit_test(test_migration_shared_ca_name_with_slash),
         cmocka_unit_test(test_any_host_role_warns),
