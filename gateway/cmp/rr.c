@@ -181,11 +181,12 @@ static size_t revokers(struct cmp_call *c, const struct gw_role *role, const X50
 }
 
 /*
- * Whether |up| says |cert| is revoked, asked before every rr (an RA's, the holder's): Vault answers the
- * revocation of a revoked certificate as it answers the first, cfssl records it again, and the audit
- * log would get a second revocation with another reason. The holder's credential check does not
- * tell: it reads no status where the upstream says "check_revocation": false, and a CRL up to
- * GW_STATUS_REFRESH_SECS old where it does. A status it cannot tell lets the revocation go ahead.
+ * Whether |up| says |cert| is revoked, asked before every revocation call of an rr (an RA's, the holder's),
+ * under its mark: Vault answers the revocation of a revoked certificate as it answers the first, cfssl
+ * records it again, and the audit log would get a second revocation with another reason. The holder's
+ * credential check does not tell: it reads no status where the upstream says "check_revocation": false,
+ * and a CRL up to GW_STATUS_REFRESH_SECS old where it does. A status it cannot tell lets the revocation
+ * go ahead.
  */
 static int revoked_already(struct gw_upstream *up, const X509 *cert)
 {
@@ -265,8 +266,6 @@ static int check_ra_target(struct cmp_txn *t, struct cmp_call *c, const X509_NAM
         refused = cmp_deny(c, t, "rr_ra_outside_role", r, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
                            "an RA of role %.64s may revoke only certificates of its role: %.200s",
                            t->role->name, why);
-    else if (revoked_already(t->up, cert))
-        refused = already_revoked(t, c, issuer, "ra_target", "the CA's status of the certificate", r);
     if (refused)
         X509_free(cert);
     else
@@ -344,6 +343,28 @@ static int pick_revoker(struct cmp_txn *t, struct cmp_call *c, struct gw_upstrea
 }
 
 /*
+ * |target|, which the gateway had no record of, found revoked at the CA already (|how|: its status, or its
+ * answer to this revocation): a revocation confirmed, on record as the one asked for would have been
+ * (cmp_status_revoked), lest it keep authenticating where its CA's status is not read ("check_revocation":
+ * false) or read from a CRL cached before. The CA keeps its own reason and time. Answered certRevoked. 1.
+ */
+static int revoked_at_ca(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, X509 *target,
+                         const char *source, const char *how, struct cmp_refusal *refusal)
+{
+    struct gw_audit_rec r;
+    char status[GW_ERR_LEN];
+
+    cmp_status_revoked(c->e, t->up, target, c->rsp->tid); /* it authenticates nothing from now on */
+    snprintf(status, sizeof(status), "revoked at the CA already (%s); the CA keeps its own reason", how);
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "revoked", status);
+    if (cmp_audit_write(c->e, &r, 1) != 0)
+        gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",
+                  "the certificate was found revoked but the audit record could not be written", NULL);
+    c->audited = 1; /* this record, not a rejected one */
+    return already_revoked(t, c, issuer, source, how, refusal);
+}
+
+/*
  * What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo; |fail_info| is the
  * upstream's for a refusal), and in *kind what the audit record and the log say: whether the same rr
  * may pass later. A client told to retry retries, so only the upstream's own trouble says so.
@@ -352,8 +373,6 @@ static int upstream_failed(const struct cmp_txn *t, int rc, int fail_info, const
                            struct cmp_refusal *r)
 {
     *kind = "refused for good";
-    if (rc == GW_ERR_EXISTS)
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_certRevoked, TEXT_REVOKED);
     if (rc == GW_ERR_NOT_FOUND)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     if (rc == GW_ERR_REFUSED)
@@ -387,10 +406,10 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
     /* the holder's is the certificate the rr names (authorize_rr): a CMP CA needs it whole */
     rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, &fail_info, err)
                : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, err);
+    if (rc == GW_ERR_EXISTS)
+        return revoked_at_ca(t, c, issuer, target, "upstream", "the CA's answer to the revocation", refusal);
     if (rc != 0) {
         (void)upstream_failed(t, rc, fail_info, err, &kind, refusal);
-        if (rc == GW_ERR_EXISTS)
-            cmp_log_already_revoked(c, t->serial, issuer, "upstream", "the CA's answer to the revocation");
         /* the upstream's answer (bounded, control characters replaced by its adapter) stays here */
         gw_log_kv(GW_LOG_WARN, "rr_revoke_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
                   t->serial, "outcome", kind, "reason", err, NULL);
@@ -413,11 +432,12 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
 }
 
 /*
- * |target| revoked unless the gateway revoked it already (its holder's rr, an RA's, a withdrawal): the
- * CA is not asked twice. cfssl and a CMP CA cannot say so, and cfssl would record the second's reason
- * and time over the first's; one under way (a withdrawal of the certificate, an rr on another instance of
- * the cluster) is waited for, at most this upstream's timeout, so that it is not sent in the meantime
- * either. Where the cluster's shared state cannot say or mark it, nothing is sent (fail closed).
+ * |target| revoked unless the gateway revoked it already (its holder's rr, an RA's, a withdrawal), or its
+ * CA's status says it is (then on record as revoked, revoked_at_ca): the CA is not asked twice. cfssl and a
+ * CMP CA cannot say so, and cfssl would record the second's reason and time over the first's; one under way
+ * (a withdrawal of the certificate, an rr on another instance of the cluster) is waited for, at most this
+ * upstream's timeout, so that it is not sent in the meantime either. Where the cluster's shared state cannot
+ * say or mark it, nothing is sent (fail closed).
  */
 static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                   X509 *target, int reason, int as_ra, struct cmp_refusal *refusal)
@@ -438,7 +458,12 @@ static int revoke(struct cmp_txn *t, struct cmp_call *c, const X509_NAME *issuer
                                 "as under way"
                               : "whether it was revoked through this gateway cannot be looked up");
     }
-    rc = revoke_marked(t, c, issuer, serial, target, reason, as_ra, refusal);
+    /* asked under the mark: what it finds is on record before another revocation of it begins */
+    if (revoked_already(t->up, target))
+        rc = revoked_at_ca(t, c, issuer, target, as_ra ? "ra_target" : "upstream",
+                           "the CA's status of the certificate", refusal);
+    else
+        rc = revoke_marked(t, c, issuer, serial, target, reason, as_ra, refusal);
     cmp_revoked_end(c->e, target); /* after cmp_status_revoked: who waited finds it revoked */
     return rc;
 }
@@ -506,12 +531,7 @@ static int check_rr(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_MSG *r
     if (authorize_rr(t, c, issuer, serial, as_ra, r) != 0)
         return 1;
     n = revokers(c, t->role, issuer, ups);
-    if (pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r) != 0)
-        return 1;
-    /* an RA's target was asked already (check_ra_target) */
-    if (!*as_ra && revoked_already(t->up, t->signer))
-        return already_revoked(t, c, issuer, "upstream", "the CA's status of the certificate", r);
-    return 0;
+    return pick_revoker(t, c, ups, n, issuer, serial, *as_ra, target, r);
 }
 
 OSSL_CMP_PKISI *cmp_rr_cb(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,

@@ -318,6 +318,25 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
             "operator why" % harness.serial_hex(canned)]))
         self.assertEqual(records, ["not revoked (refused for good): upstream CA: no revocations on Sundays"])
 
+    def test_holder_rr_already_revoked_at_the_cmp_ca(self):
+        """The CMP CA answers that it revoked the certificate already (certRevoked: an earlier rr it carried out
+        whose answer the client never got). The client is told so, and that revocation is on record: refused
+        as the signer of any request from then on, though this upstream reads no revocation status. Once, the
+        audit log said "not revoked (refused for good)" and nothing was kept: a kur signed with the revoked
+        certificate went on to the CA."""
+        rp, canned, records = self.holder_rr_rejected("rr-revoked-before", 10)
+        self.assertEqual(rp, (REJECTION, ["certRevoked"], ["the certificate is already revoked"]))
+        self.assertEqual(records, [])
+        serial = int(harness.serial_hex(canned), 16)
+        self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoked")
+                          if int(r.get("serial", "0"), 16) == serial],
+                         ["revoked at the CA already (the CA's answer to the revocation); the CA keeps its own reason"])
+        kur = self.gw.cmp("kur", "rr-revoked-before-kur", auth=(canned, self.gw.dir / "rr-revoked-before.key"),
+                          newkey=self.newkey("rr-revoked-before-new"), path="pki/roles/cmp/cmp", expect_cert=False)
+        self.assert_cmp_error(kur.first, ("kup",), "certRevoked",
+                              "the signer certificate (serial %s) is revoked" % harness.serial_hex(canned).lower())
+        self.assertEqual(self.upstream_saw(), ["RR"])  # the kur never reached the CA
+
     def test_holder_rr_gateway_not_authorized_by_the_cmp_ca(self):
         """The CMP CA does not authorize the rr's sender (notAuthorized): that is the gateway, whose credentials
         at the CA an operator fixes, not the holder, whom the gateway authorized: the client is told to retry

@@ -342,8 +342,18 @@ class RevocationAtVault(harness.GatewayTestCase):
         # once more: Vault would revoke it again without a word, and the audit log hold it twice
         self.assertEqual(self.ra_rr("b-ra-again", victim), (2, ["certRevoked"], ["the certificate is already revoked"]))
         self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)
-        # its one log line says so, and that Vault's status of the certificate the RA named told
-        self.assertEqual(already_revoked_sources(self.gw, victim), ["ra_target"])
+        # its one log line says so, and that the gateway's own record told: Vault is not asked
+        self.assertEqual(already_revoked_sources(self.gw, victim), ["gateway"])
+        # one revoked at Vault by its operator: Vault's status of the certificate the RA named tells, and the
+        # gateway keeps that revocation as its own from then on
+        revoked = self.p10cr("vault-b", "b-2.example.com")
+        self.vault.api("POST", "/v1/pki/revoke", {"serial_number": vaultenv.colon_serial(harness.serial_hex(revoked))})
+        mark = self.vault.mark()
+        self.assertEqual(self.ra_rr("b-ra-revoked", revoked), (2, ["certRevoked"], ["the certificate is already "
+                                                                                     "revoked"]))
+        self.assertEqual(self.ra_rr("b-ra-revoked-again", revoked)[1], ["certRevoked"])
+        self.assertEqual(already_revoked_sources(self.gw, revoked), ["ra_target", "gateway"])
+        self.assertFalse(self.vault.since(mark, "/revoke"))
 
     def test_unknown_serial_refused(self):
         """An RA names a serial the CA never issued, under the CA's own name: nothing goes to Vault's revoke."""
@@ -505,7 +515,8 @@ class HolderRevokedAtVault(harness.GatewayTestCase):
     gateway read before that: Vault answers a revocation of a revoked serial as it answers the first
     (200, the first revocation_time), so the client was told "accepted" and the audit log got a second
     revocation, with the client's reason, of a certificate the CA had revoked with another. It is now
-    answered certRevoked from the upstream's status, and Vault is not asked to revoke. A certificate
+    answered certRevoked from the upstream's status, and Vault is not asked to revoke; that revocation is on
+    record as one (once, it was a refusal, and the certificate went on authenticating). A certificate
     revoked through the gateway is refused from the gateway's own record, which refuses it as the signer
     of any request, without a word to Vault. With "check_revocation" false here (nothing is read about a signer's
     status), and in the subclass true (a CRL read before the revocation, kept for minutes)."""
@@ -547,9 +558,22 @@ class HolderRevokedAtVault(harness.GatewayTestCase):
                                                                                   "revoked"]))
         self.assertFalse(self.vault.since(mark, "/revoke"))
         self.assertFalse(self.records(cert, "intent"))
-        self.assertFalse(self.records(cert, "revoked"))
-        self.assertEqual(len(self.records(cert, "rejected")), 1)
+        # a revocation confirmed at the CA: on record as such (not a refusal), and kept by the gateway
+        self.assertEqual([r["status"] for r in self.records(cert, "revoked")],
+                         ["revoked at the CA already (the CA's status of the certificate); the CA keeps its own "
+                          "reason"])
+        self.assertFalse(self.records(cert, "rejected"))
         self.assertEqual(already_revoked_sources(self.gw, cert), ["upstream"])  # Vault's status told
+        # refused as a signer from now on, by the gateway's record, whatever the upstream reads of its status
+        res = self.gw.cmp("p10cr", "h-1-after", auth=(cert, key), path="pki/roles/vault-h/cmp", expect_cert=False,
+                          extra=["-csr", self.gw.dir / "h-1-next.example.com.csr",
+                                 "-extracerts", self.gw.dir / "vault-ca.pem"])
+        self.assert_rejected(res, "certRevoked",
+                             "the signer certificate (serial %s) is revoked" % harness.serial_hex(cert).lower())
+        self.assertEqual(self.holder("h-1-rr-again", cert, key), (2, ["certRevoked"], ["the certificate is already "
+                                                                                        "revoked"]))
+        self.assertEqual(already_revoked_sources(self.gw, cert), ["upstream", "gateway"])
+        self.assertFalse(self.vault.since(mark, "/revoke"))
 
     def test_revoked_through_the_gateway(self):
         """The twin: a certificate Vault has not revoked is revoked, once; its holder asking again is told it

@@ -1452,6 +1452,8 @@ static struct {
 } by_serial;
 
 #define UPSTREAM_SAYS "Vault refused: role devices may not revoke (HTTP 400)"
+/* the status of the revoked record of a certificate found revoked at its CA (|how|) */
+#define REVOKED_AT_CA(how) "revoked at the CA already (" how "); the CA keeps its own reason"
 
 static int by_serial_revoke(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
                             int reason, const _Atomic uint64_t *end, int *fail_info, int *not_sent, char *err)
@@ -1674,25 +1676,81 @@ static void test_rr_ra_ca_certificate(void **state)
 /*
  * An RA's rr for a certificate the CA has revoked already is certRevoked, and the CA is not asked:
  * Vault revokes it again without a word. Once, it was accepted, and the audit log held a second
- * revocation under another reason.
+ * revocation under another reason. What the CA's status said is on record as a revocation, and the
+ * gateway knows it from then on. Once, nothing was recorded: the certificate kept authenticating where
+ * no status is read ("check_revocation": false), and the next rr for it, the CA's status unread for a
+ * moment, was sent to the CA again.
  */
 static void test_rr_ra_already_revoked(void **state)
 {
     struct env *e = env_by_serial(RA_ROLE, &status_ops, NULL, NULL);
     EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     X509 *mine = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-9", 0x5104);
+    X509 *other = tu_make_cert(k, issuing_key, issuing_cert, "rr-device-11", 0x5106);
 
     (void)state;
     by_serial.revoked = 1;
     ra_rr(e, mine, mine, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
     assert_int_equal(by_serial.revokes, 0);
     assert_int_equal(audit_count(e, "intent", NULL, NULL), 0);
-    by_serial.revoked = 0; /* the twin: revoked now */
-    ra_rr(e, mine, mine, -1, NULL);
+    assert_int_equal(
+        audit_count_by(e, "revoked", "status", REVOKED_AT_CA("the CA's status of the certificate"), true), 1);
+    assert_int_equal(audit_count(e, "rejected", NULL, NULL), 0);
+    /* the CA's status unread (a timeout, an outage): the gateway's own record answers */
+    by_serial.revoked = 0;
+    ra_rr(e, mine, mine, OSSL_CMP_PKIFAILUREINFO_certRevoked, "the certificate is already revoked");
+    assert_int_equal(by_serial.revokes, 0);
+    ra_rr(e, other, other, -1, NULL); /* the twin: one the CA has not revoked is revoked now */
     assert_int_equal(by_serial.revokes, 1);
     X509_free(mine);
+    X509_free(other);
     EVP_PKEY_free(k);
     env_by_serial_free(e);
+}
+
+/*
+ * The holder's rr for a certificate the CA says it revoked already, by its status or by its answer to the
+ * revocation: certRevoked, on record as a revocation (no revoke_failed "refused for good"), and refused as
+ * a credential from then on, on an upstream whose certificates authenticate without a status read
+ * ("check_revocation": false; a CMP CA's rr timed out at the client, which the CA carried out). Once,
+ * nothing was recorded, and the same holder's next rr was accepted and sent to the CA: a stolen key went
+ * on signing requests (a kur for a fresh certificate) with a certificate its CA had revoked.
+ */
+static void test_rr_holder_revoked_at_ca(void **state)
+{
+    static const struct {
+        const struct gw_upstream_ops *ops;
+        int fails, revoked; /* the CA's answer to the revocation, and its status */
+        int revokes;        /* revocation calls sent */
+        const char *how;
+    } cases[] = {
+        {&by_serial_ops, GW_ERR_EXISTS, 0, 1, "the CA's answer to the revocation"},
+        {&status_ops, 0, 1, 0, "the CA's status of the certificate"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        EVP_PKEY *k = NULL;
+        X509 *held = NULL;
+        struct env *e = env_by_serial(NULL, cases[i].ops, &held, &k);
+
+        by_serial.fails = cases[i].fails;
+        by_serial.revoked = cases[i].revoked;
+        expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the certificate is already revoked");
+        assert_int_equal(by_serial.revokes, cases[i].revokes);
+        assert_int_equal(audit_count(e, "revoked", "status", "revoked at the CA already"), 1);
+        assert_int_equal(audit_count(e, "revoked", "status", cases[i].how), 1);
+        assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 0);
+        /* the CA would revoke now and its status says nothing: the gateway's record refuses the signer */
+        by_serial.fails = by_serial.revoked = 0;
+        expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+                  "the certificate is already revoked");
+        assert_int_equal(by_serial.revokes, cases[i].revokes);
+        X509_free(held);
+        EVP_PKEY_free(k);
+        env_by_serial_free(e);
+    }
 }
 
 /*
@@ -3461,6 +3519,7 @@ int main(void)
         cmocka_unit_test(test_rr_ra_by_serial),
         cmocka_unit_test(test_rr_ra_ca_certificate),
         cmocka_unit_test(test_rr_ra_already_revoked),
+        cmocka_unit_test(test_rr_holder_revoked_at_ca),
         cmocka_unit_test_teardown(test_rr_ra_without_lookup, log_release),
         cmocka_unit_test(test_rr_upstream_refuses),
         cmocka_unit_test(test_rr_holder_forged_key_id),
