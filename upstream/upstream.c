@@ -898,7 +898,7 @@ static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, con
                        int *fail_info, int *not_sent, char *err)
 {
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest; /* unless the upstream names its own */
-    *not_sent = 0; /* what the adapter cannot tell may have reached the CA */
+    *not_sent = 1;                                   /* until the adapter is called */
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
     if (cert == NULL) {
@@ -907,17 +907,19 @@ static int revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, con
     }
     if (!gw_upstream_issued(up, cert))
         return not_its_ca(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), err);
+    *not_sent = 0; /* what the adapter cannot tell may have reached the CA */
     return up->ops->revoke != NULL
                ? up->ops->revoke(up, cert, reason, end, fail_info, not_sent, err)
                : up->ops->revoke_serial(up, X509_get_issuer_name(cert), X509_get0_serialNumber(cert), reason,
                                         end, fail_info, not_sent, err);
 }
 
-int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err)
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info,
+                            int *not_sent, char *err)
 {
-    int not_sent;
+    int unsent;
 
-    return revoke_cert(up, cert, reason, NULL, fail_info, &not_sent, err);
+    return revoke_cert(up, cert, reason, NULL, fail_info, not_sent != NULL ? not_sent : &unsent, err);
 }
 
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err)
@@ -943,10 +945,12 @@ int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, 
 }
 
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                              int reason, int *fail_info, char *err)
+                              int reason, int *fail_info, int *not_sent, char *err)
 {
-    int not_sent = 0;
+    int unsent;
 
+    not_sent = not_sent != NULL ? not_sent : &unsent;
+    *not_sent = 1; /* until the adapter is called */
     *fail_info = OSSL_CMP_PKIFAILUREINFO_badRequest;
     if (lacks(up, GW_UP_REVOKE, "revoke certificates", err))
         return GW_ERR_INVAL;
@@ -961,7 +965,8 @@ int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, c
     }
     if (issuer != NULL && !gw_upstream_issues_under(up, issuer))
         return not_its_ca(up, issuer, serial, err);
-    return up->ops->revoke_serial(up, issuer, serial, reason, NULL, fail_info, &not_sent, err);
+    *not_sent = 0; /* what the adapter cannot tell may have reached the CA */
+    return up->ops->revoke_serial(up, issuer, serial, reason, NULL, fail_info, not_sent, err);
 }
 
 int gw_upstream_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,

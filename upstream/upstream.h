@@ -230,18 +230,20 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * caller may lower while it runs (*end; 0: none, written with atomic_store): a withdrawal asked before
  * a drain began, whose answer no longer matters once the drain's deadline came. The call reads it before
  * each request it sends and while a transfer waits (GW_UPSTREAM_END_CHECK_MS later at most): an end
- * lowered meanwhile cuts it short there. A failed one sets *not_sent to 1 where nothing of it the upstream
- * may have acted on reached it (no request left: a connection or TLS handshake not made, a Vault login
- * waited for; any request answered, a 503 too, counts as sent, since what answered may have passed it
- * on), else to 0: it may have revoked the certificate. Only such a call gets one:
- * never a sign call, whose certificate the gateway must hear of. Each asks the upstream only about a
- * certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them, |issuer| the name
- * of one; else nothing is sent, an error is logged, and the answer is GW_ERR_NOT_FOUND with "not the CA of
- * upstream X: revoke ... by hand at its issuer ..." in |err|. (worker)
+ * lowered meanwhile cuts it short there. A failed revocation (any of these; *not_sent NULL for
+ * gw_upstream_revoke_serial and gw_upstream_revoke_cert: not wanted) sets *not_sent to 1 where nothing of
+ * it the upstream may have acted on reached it (no request left: a check here refused it, a connection or
+ * TLS handshake not made, a Vault login waited for; any request answered, a 503 too, counts as sent, since
+ * what answered may have passed it on), else to 0: it may have revoked the certificate. Only a revocation
+ * gets one: never a sign call, whose certificate the gateway must hear of. Each asks the upstream only about
+ * a certificate of its own CAs (gw_upstream_conf_issuing_cas): |cert| signed by one of them, |issuer| the
+ * name of one; else nothing is sent, an error is logged, and the answer is GW_ERR_NOT_FOUND with "not the CA
+ * of upstream X: revoke ... by hand at its issuer ..." in |err|. (worker)
  */
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,
-                              int reason, int *fail_info, char *err);
-int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info, char *err);
+                              int reason, int *fail_info, int *not_sent, char *err);
+int gw_upstream_revoke_cert(struct gw_upstream *up, const X509 *cert, int reason, int *fail_info,
+                            int *not_sent, char *err);
 int gw_upstream_revoke(struct gw_upstream *up, const X509 *cert, int reason, char *err);
 int gw_upstream_revoke_until(struct gw_upstream *up, const X509 *cert, int reason, uint64_t until_ms,
                              char *err);

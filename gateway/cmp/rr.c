@@ -364,22 +364,56 @@ static int revoked_at_ca(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
     return already_revoked(t, c, issuer, source, how, refusal);
 }
 
+#define KIND_UNKNOWN "outcome unknown"
+
 /*
  * What the client is told when the upstream did not revoke (RFC 9483 §4.2 failInfo; |fail_info| is the
  * upstream's for a refusal), and in *kind what the audit record and the log say: whether the same rr
- * may pass later. A client told to retry retries, so only the upstream's own trouble says so.
+ * may pass later. A client told to retry retries, so only the upstream's own trouble says so; unless
+ * nothing of the call reached the CA (|unsent|), the CA may have acted on it all the same (KIND_UNKNOWN).
  */
-static int upstream_failed(const struct cmp_txn *t, int rc, int fail_info, const char *err, const char **kind,
-                           struct cmp_refusal *r)
+static int upstream_failed(const struct cmp_txn *t, int rc, int fail_info, int unsent, const char *err,
+                           const char **kind, struct cmp_refusal *r)
 {
     *kind = "refused for good";
     if (rc == GW_ERR_NOT_FOUND)
         return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badCertId, TEXT_NO_SERIAL, t->serial);
     if (rc == GW_ERR_REFUSED)
         return cmp_refuse(r, fail_info, TEXT_REFUSED, t->serial);
-    *kind = "retry later";
+    *kind = unsent ? "retry later" : KIND_UNKNOWN;
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
                       "the CA could not revoke the certificate now (%.150s); retry later", err);
+}
+
+/*
+ * The upstream did not revoke |target| (|rc|, |fail_info|, |unsent|, its answer in |err|): the client told
+ * as upstream_failed says, the log and the audit record what is known. One whose outcome is unknown (no
+ * answer in time, a 5xx, an answer that does not read or confirms nothing) may have revoked it at the CA:
+ * the CRLs of its CA are read afresh before it authenticates again (cmp_status_invalidate), and the record
+ * says to check at the CA. Where its upstream says "check_revocation": false no status is read: the
+ * client's retry, which it is told to make, puts the revocation on record (revoked_at_ca). 1.
+ */
+static int not_revoked(struct cmp_txn *t, struct cmp_call *c, X509 *target, int rc, int fail_info, int unsent,
+                       const char *err, struct cmp_refusal *refusal)
+{
+    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), *kind;
+    struct gw_audit_rec r;
+    char status[GW_ERR_LEN];
+
+    (void)upstream_failed(t, rc, fail_info, unsent, err, &kind, refusal);
+    /* the upstream's answer (bounded, control characters replaced by its adapter) stays here */
+    gw_log_kv(GW_LOG_WARN, "rr_revoke_failed", "tid", c->rsp->tid, "upstream", up_name, "serial", t->serial,
+              "outcome", kind, "reason", err, NULL);
+    if (strcmp(kind, KIND_UNKNOWN) == 0) {
+        cmp_status_invalidate(c->e, t->up, target);
+        snprintf(status, sizeof(status),
+                 KIND_UNKNOWN " (retry later): it may be revoked; check at the CA: %.180s", err);
+    } else {
+        snprintf(status, sizeof(status), "not revoked (%s): %.200s", kind, err);
+    }
+    cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);
+    (void)cmp_audit_write(c->e, &r, 1);
+    return 1;
 }
 
 /*
@@ -390,10 +424,11 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
                          const ASN1_INTEGER *serial, X509 *target, int reason, int as_ra,
                          struct cmp_refusal *refusal)
 {
-    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up)), *kind;
+    const char *up_name = gw_upstream_conf_name(gw_upstream_get0_conf(t->up));
     struct gw_audit_rec r;
     char err[GW_ERR_LEN] = "", status[GW_ERR_LEN];
-    int rc, fail_info, dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
+    int rc, fail_info, unsent = 0;
+    int dropped = t->up != NULL && (gw_upstream_caps(t->up) & GW_UP_REVOKE_REASON) == 0;
     int code = reason == CRL_REASON_NONE ? CRL_REASON_UNSPECIFIED : reason;
 
     snprintf(status, sizeof(status), "revocation requested by the %s; reason %s", as_ra ? "RA" : "holder",
@@ -404,20 +439,12 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
                           "the audit log cannot be written; nothing was revoked");
     c->audited = 1; /* each outcome below writes its own record */
     /* the holder's is the certificate the rr names (authorize_rr): a CMP CA needs it whole */
-    rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, &fail_info, err)
-               : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, err);
+    rc = as_ra ? gw_upstream_revoke_serial(t->up, issuer, serial, code, &fail_info, &unsent, err)
+               : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, &unsent, err);
     if (rc == GW_ERR_EXISTS)
         return revoked_at_ca(t, c, issuer, target, "upstream", "the CA's answer to the revocation", refusal);
-    if (rc != 0) {
-        (void)upstream_failed(t, rc, fail_info, err, &kind, refusal);
-        /* the upstream's answer (bounded, control characters replaced by its adapter) stays here */
-        gw_log_kv(GW_LOG_WARN, "rr_revoke_failed", "tid", c->rsp->tid, "upstream", up_name, "serial",
-                  t->serial, "outcome", kind, "reason", err, NULL);
-        snprintf(status, sizeof(status), "not revoked (%s): %.200s", kind, err);
-        cmp_audit_rec_init(&r, t, c->rsp->tid, "revoke_failed", status);
-        (void)cmp_audit_write(c->e, &r, 1);
-        return 1;
-    }
+    if (rc != 0)
+        return not_revoked(t, c, target, rc, fail_info, unsent, err, refusal);
     cmp_status_revoked(c->e, t->up, target, c->rsp->tid); /* it authenticates nothing from now on */
     /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept */
     snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),

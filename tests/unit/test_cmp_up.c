@@ -1274,7 +1274,7 @@ static void test_revoke_cert(void **state)
         server_start(&s, rejected ? M_REJECT : M_ISSUE);
         run_open(&r, s.port);
         assert_int_equal(gw_upstream_revoke(r.up, x, CRL_REASON_KEY_COMPROMISE, err), 0);
-        assert_int_equal(gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, err),
+        assert_int_equal(gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
                          rejected ? GW_ERR_EXISTS : 0);
         run_close(&r);
         server_stop(&s);
@@ -1406,7 +1406,7 @@ static void test_revoke_refusals(void **state)
         server_start(&s, cases[i].mode);
         server_reject(&s, &s.rr_fail, cases[i].fail);
         run_open(&r, s.port);
-        rc = gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, err);
+        rc = gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, NULL, err);
         if (rc != cases[i].rc || (rc == GW_ERR_REFUSED && fi != cases[i].fail_info) ||
             strstr(err, cases[i].mode == M_REJECT ? "upstream CA: no?way" : "answered HTTP 500") == NULL)
             fail_msg("case %zu (failInfo bit %d): rc %d failInfo %d \"%s\"", i, cases[i].fail, rc, fi, err);

@@ -1774,6 +1774,7 @@ static void test_rr_upstream_refuses(void **state)
          "not revoked (refused for good): " UPSTREAM_SAYS, 1},
         {GW_ERR_REFUSED, OSSL_CMP_PKIFAILUREINFO_notAuthorized, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
          REFUSED_5105, "not revoked (refused for good): ", 2},
+        /* nothing of these reached the CA (test_rr_outcome_unknown has the twins that may have) */
         {GW_ERR_BUSY, 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
          "the CA could not revoke the certificate now (" UPSTREAM_SAYS "); retry later",
          "not revoked (retry later): " UPSTREAM_SAYS, 1},
@@ -1786,6 +1787,7 @@ static void test_rr_upstream_refuses(void **state)
     OSSL_CMP_CTX *ctx;
 
     (void)state;
+    by_serial.unsent = 1;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         by_serial.fails = cases[i].fails;
         by_serial.fail_info = cases[i].fail_info;
@@ -1806,6 +1808,62 @@ static void test_rr_upstream_refuses(void **state)
     X509_free(mine);
     EVP_PKEY_free(k);
     env_by_serial_free(e);
+}
+
+/* A CA that revokes by serial (by_serial_revoke) and serves its CRL (fake_crl, as fake_crl_mode says). */
+static const struct gw_upstream_ops crl_revoke_ops = {.dialect = "crl-revoke",
+                                                      .caps = GW_UP_SIGN_CSR | GW_UP_REVOKE | GW_UP_CRL,
+                                                      .sign = fake_sign,
+                                                      .revoke_serial = by_serial_revoke,
+                                                      .crl = fake_crl};
+
+/*
+ * The holder's rr that failed for a reason that may pass once its request may have reached the CA (no
+ * answer in time, a 5xx, an answer that does not read): the CA may have revoked it. The client is told to
+ * retry later, the audit log says that the outcome is unknown, and the CA's CRL is read afresh before the
+ * next status answered from it (here a genm's). Once, it said "not revoked (retry later)" and the CRL
+ * cached before the attempt went on answering for minutes. Twin: one of which nothing left (a connection
+ * not made) is not revoked, and the cached CRL stands.
+ */
+static void test_rr_outcome_unknown(void **state)
+{
+#define UNKNOWN_AUDIT "outcome unknown (retry later): it may be revoked; check at the CA: " UPSTREAM_SAYS
+    static const struct {
+        int fails, unsent; /* the upstream's */
+        const char *audit; /* the status of the revoke_failed record */
+        int fetches;       /* the CRL fetches of the genm after it */
+    } cases[] = {
+        {GW_ERR_TIMEOUT, 1, "not revoked (retry later): " UPSTREAM_SAYS, 0},
+        {GW_ERR_TIMEOUT, 0, UNKNOWN_AUDIT, 1},
+        {GW_ERR_UPSTREAM, 0, UNKNOWN_AUDIT, 1},
+    };
+    EVP_PKEY *k = NULL;
+    X509 *held = NULL;
+    struct env *e = env_by_serial(NULL, &crl_revoke_ops, &held, &k);
+    int before;
+
+    (void)state;
+    fake_crl_mode = 4;
+    fake_crl_fetches = 0;
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        by_serial.fails = cases[i].fails;
+        by_serial.unsent = cases[i].unsent;
+        before = fake_crl_fetches;
+        expect_rr(e, held, k, held, CRL_REASON_KEY_COMPROMISE, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                  "; retry later");
+        assert_int_equal(audit_count_by(e, "revoke_failed", "status", cases[i].audit, true), i == 2 ? 2 : 1);
+        genm_crl(e, -1);
+        if (fake_crl_fetches - before != cases[i].fetches)
+            fail_msg("case %zu: %d CRL fetches after the rr, want %d", i, fake_crl_fetches - before,
+                     cases[i].fetches);
+    }
+    assert_int_equal(by_serial.revokes, 3);
+    X509_free(held);
+    EVP_PKEY_free(k);
+    env_by_serial_free(e);
+#undef UNKNOWN_AUDIT
 }
 
 /* A CA that cannot look a certificate up by serial: an RA revokes nothing it does not hold; a holder does. */
@@ -3522,6 +3580,7 @@ int main(void)
         cmocka_unit_test(test_rr_holder_revoked_at_ca),
         cmocka_unit_test_teardown(test_rr_ra_without_lookup, log_release),
         cmocka_unit_test(test_rr_upstream_refuses),
+        cmocka_unit_test(test_rr_outcome_unknown),
         cmocka_unit_test(test_rr_holder_forged_key_id),
         cmocka_unit_test(test_rr_migration_same_ca_name),
         cmocka_unit_test(test_rr_migration_same_ca_name_same_serial),

@@ -1964,12 +1964,12 @@ static void test_local_revoke_cases(void **state)
         print_message("case: %s\n", cases[i].name);
         err[0] = '\0';
         assert_int_equal(gw_upstream_revoke_serial(up, cases[i].issuer != NULL ? *cases[i].issuer : NULL,
-                                                   serial, cases[i].reason, &fi, err),
+                                                   serial, cases[i].reason, &fi, NULL, err),
                          cases[i].rc);
         if (cases[i].rc != 0)
             assert_true(err[0] != '\0');
     }
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, NULL, 0, &fi, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, NULL, 0, &fi, NULL, err), GW_ERR_INVAL);
     /* the first revocation stands: keyCompromise, not superseded */
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 2);
@@ -2021,7 +2021,7 @@ static void test_local_crl(void **state)
     /* revoke two: by serial with a reason, and by certificate (gw_upstream_revoke) */
     assert_int_equal(gw_upstream_revoke_serial(up, X509_get_issuer_name(certs[0]),
                                                X509_get0_serialNumber(certs[0]), CRL_REASON_KEY_COMPROMISE,
-                                               &fi, err),
+                                               &fi, NULL, err),
                      0);
     assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_UNSPECIFIED, err), 0);
     crl = fetch_crl(up, NULL, NULL);
@@ -2051,7 +2051,7 @@ static void test_local_crl(void **state)
     assert_int_equal(gw_upstream_cert_status(up, certs[1], &revoked, err), 0);
     assert_int_equal(revoked, 1);
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[3]),
-                                               CRL_REASON_CESSATION_OF_OPERATION, &fi, err),
+                                               CRL_REASON_CESSATION_OF_OPERATION, &fi, NULL, err),
                      0);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 3);
@@ -2062,8 +2062,9 @@ static void test_local_crl(void **state)
     snprintf(path, sizeof(path), "%s/revoked/.abcd.tmp", dir);
     assert_non_null(f = fopen(path, "w"));
     fclose(f);
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, &fi, err), 0);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE,
+                                               &fi, NULL, err),
+                     0);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 4);
     X509_CRL_free(crl);
@@ -2090,7 +2091,8 @@ static void test_local_crl(void **state)
         X509 *fresh;
 
         issue_n(up, &fresh, 1); /* a new revocation: the cached CRL must be rebuilt */
-        assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, &fi, err), 0);
+        assert_int_equal(
+            gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(fresh), 0, &fi, NULL, err), 0);
         X509_free(fresh);
         assert_int_equal(gw_upstream_crl(up, NULL, &der, &len, err), GW_ERR_IO);
         assert_null(der);
@@ -2763,7 +2765,7 @@ static void test_crl_caps(void **state)
     assert_null(der);
     assert_int_equal(len, 0);
     assert_non_null(strstr(err, "CRL"));
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, &fi, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, one, 0, &fi, NULL, err), GW_ERR_INVAL);
     assert_int_equal(gw_upstream_crl(NULL, NULL, &der, &len, err), GW_ERR_INVAL);
     ASN1_INTEGER_free(one);
     gw_upstream_free(up);
@@ -3026,7 +3028,7 @@ static void test_vault_revoke_crl(void **state)
         serial = int_from_hex("0a0b", cases[i].negative);
         err[0] = '\0';
         assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial,
-                                                   CRL_REASON_KEY_COMPROMISE, &fi, err),
+                                                   CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
                          cases[i].rc);
         ASN1_INTEGER_free(serial);
         assert_int_equal(http_fake.n_reqs, cases[i].requests);
@@ -3074,24 +3076,26 @@ static void test_revoke_other_ca(void **state)
     X509 *ours = make_cert("ours", keys[K_P256], ca, ca_key, now - DAY, now + DAY, "CA:FALSE");
     X509 *root_s = make_cert("root's", keys[K_P256], root, root_key, now - DAY, now + DAY, "CA:FALSE");
     X509 *forged = make_cert("forged", keys[K_P256], ca, other_key, now - DAY, now + DAY, "CA:FALSE");
-    int fi;
+    int fi, unsent = 0;
 
     (void)state;
     up = vault_up(&conf, token_path, url, sizeof(url));
     http_fake_answer("/v1/pki/revoke", 200, "application/json", revoked, strlen(revoked));
     assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), X509_get0_serialNumber(ours),
-                                               CRL_REASON_KEY_COMPROMISE, &fi, err),
+                                               CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
                      GW_ERR_NOT_FOUND);
     assert_non_null(strstr(err, "not the CA of upstream vault: revoke serial"));
     assert_non_null(strstr(err, "by hand at its issuer /CN=test root"));
     assert_int_equal(gw_upstream_revoke(up, root_s, CRL_REASON_NONE, err), GW_ERR_NOT_FOUND);
     assert_non_null(strstr(err, "not the CA of upstream vault"));
-    assert_int_equal(gw_upstream_revoke_cert(up, forged, CRL_REASON_NONE, &fi, err), GW_ERR_NOT_FOUND);
+    assert_int_equal(gw_upstream_revoke_cert(up, forged, CRL_REASON_NONE, &fi, &unsent, err),
+                     GW_ERR_NOT_FOUND);
     assert_non_null(strstr(err, "by hand at its issuer /CN=test issuing"));
+    assert_int_equal(unsent, 1); /* refused here: an rr says "not revoked", not "outcome unknown" */
     assert_int_equal(http_fake.n_reqs, 0);
     /* its own CA's certificate, by name or whole, is asked for */
     assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), X509_get0_serialNumber(ours),
-                                               CRL_REASON_KEY_COMPROMISE, &fi, err),
+                                               CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
                      0);
     assert_int_equal(gw_upstream_revoke(up, ours, CRL_REASON_NONE, err), 0);
     assert_int_equal(http_fake.n_reqs, 2);
@@ -3128,9 +3132,9 @@ static void test_vault_redirect_not_followed(void **state)
         "/v1/elsewhere", 200, "application/json", (const unsigned char *)revoked, strlen(revoked), NULL};
     http_fake.n_answers = 2;
     pthread_mutex_unlock(&http_fake.lock);
-    assert_int_not_equal(
-        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, &fi, err),
-        0);
+    assert_int_not_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial,
+                                                   CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
+                         0);
     assert_int_equal(http_fake.n_reqs, 1);
     assert_string_equal(http_fake.last_path, "/v1/pki/revoke");
     assert_true(http_fake.last_token); /* what a followed redirect would have carried away */
@@ -3183,23 +3187,23 @@ static void test_cfssl_revoke_crl(void **state)
 
     /* revoke: decimal serial, the issuer's SKID as AKI, cfssl's reason name */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial, CRL_REASON_KEY_COMPROMISE, &fi, err),
-        0);
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(ca), serial,
+                                               CRL_REASON_KEY_COMPROMISE, &fi, NULL, err),
+                     0);
     snprintf(expect, sizeof(expect),
              "{\"serial\":\"2571\",\"authority_key_id\":\"%s\",\"reason\":\"keycompromise\"}", aki);
     assert_string_equal(http_fake.last_body, expect);
     /* unknown: tried with the AKI, then with "" (cfssl 1.2.0 records none), then not found */
     http_fake_answer("/api/v1/cfssl/revoke", 400, "application/json", unknown, strlen(unknown));
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, CRL_REASON_NONE, &fi, err),
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, CRL_REASON_NONE, &fi, NULL, err),
                      GW_ERR_NOT_FOUND);
     assert_int_equal(http_fake.n_reqs, 2);
     assert_non_null(strstr(http_fake.last_body, "\"authority_key_id\":\"\",\"reason\":\"unspecified\""));
     /* twins that never reach cfssl: another issuer, reason 7 */
     http_fake_answer("/api/v1/cfssl/revoke", 200, "application/json", ok, strlen(ok));
-    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, &fi, err),
+    assert_int_equal(gw_upstream_revoke_serial(up, X509_get_subject_name(root), serial, 0, &fi, NULL, err),
                      GW_ERR_NOT_FOUND);
-    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, &fi, err), GW_ERR_INVAL);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, serial, 7, &fi, NULL, err), GW_ERR_INVAL);
     assert_int_equal(http_fake.n_reqs, 0);
 
     /* CRL: base64 DER in "result" */
