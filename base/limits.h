@@ -146,6 +146,9 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
    more. Some 24 bytes each in memory, 100 in Redis. */
 #define GW_DEFAULT_MAX_REVOKED 262144
 #define GW_MAX_REVOKED 1048576
+/* seconds past its notAfter that the set keeps a revoked certificate: OpenSSL takes one at its very
+   notAfter, and a request's chain is verified a moment before or after the set is asked */
+#define GW_REVOKED_GRACE_SECS 2
 /* revocations through the gateway under way at once (an rr, a withdrawal), each certificate's marked so
    that a second is not sent meanwhile (gateway/cmp/revoked.c): one per worker and withdrawal thread
    would do; a revocation past them waits for one to end, at most its upstream's timeout */

@@ -254,6 +254,16 @@ static size_t counted(const struct cmp_revoked *rs, bool marked)
 }
 
 /*
+ * Whether an entry kept until |until| (its certificate's notAfter) is past use at |now|: OpenSSL 3.0 takes
+ * a certificate at its very notAfter, and the chain is verified a moment before or after the set is asked
+ * (GW_REVOKED_GRACE_SECS).
+ */
+static bool expired(time_t until, time_t now)
+{
+    return until + GW_REVOKED_GRACE_SECS < now;
+}
+
+/*
  * Room for one more entry, |marked| or not, of at most |max| such: the expired ones out, else a larger
  * array. A |max| lowered by a reload below what is kept drops nothing: no more is taken until enough
  * expire. Lock held.
@@ -267,7 +277,7 @@ static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now
         return 0;
     rs->n_marked = 0;
     for (size_t i = 0; i < rs->n; i++) { /* in order: still sorted */
-        if (rs->v[i].until <= now)
+        if (expired(rs->v[i].until, now))
             continue;
         rs->n_marked += rs->v[i].marked;
         rs->v[live++] = rs->v[i];
@@ -368,7 +378,7 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
         return GW_ERR_INVAL;
     }
     /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing */
-    if (until > now && keep(rs, id, until, marked, GW_MAX_REVOKED, now) < 0) {
+    if (!expired(until, now) && keep(rs, id, until, marked, GW_MAX_REVOKED, now) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries",
                         gw_conf_show_file(rs->file, shown, sizeof(shown)), GW_MAX_REVOKED);
         return GW_ERR_LIMIT;
@@ -822,7 +832,7 @@ static bool holds(const struct cmp_revoked *rs, const unsigned char *id, time_t 
     int found = 0;
     size_t at = position(rs, id, &found);
 
-    return found && rs->v[at].until > now && (marked || !rs->v[at].marked);
+    return found && !expired(rs->v[at].until, now) && (marked || !rs->v[at].marked);
 }
 
 /*
@@ -916,7 +926,7 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
     /* expired on this instance's clock (before its rr, or while at the CA): no chain validates with it here,
        so this set need not keep it; but a revocation of it waiting for this one's mark would find it nowhere
        here, and send it again */
-    if (until <= now)
+    if (expired(until, now))
         (void)set_missed(e->revoked, n.plain, false, true);
     else
         missed = keep_here(e, &n, until, now, &marked, err);

@@ -389,6 +389,42 @@ static void test_unkept_revocation_refused_as_credential(void **state)
 }
 
 /*
+ * OpenSSL 3.0 takes a certificate at its very notAfter (a notAfter equal to the time of the check is no
+ * expiry), and a request's chain is verified a moment before or after the set is asked: the set keeps a
+ * revoked certificate through its notAfter and a second past it, and makes room by dropping only what is
+ * past that. Once, it dropped it at its notAfter (and made room so), and for that second the certificate
+ * authenticated where its CA's CRL is not read. The twins: a minute later it is gone, and its room taken.
+ */
+static void test_kept_through_not_after(void **state)
+{
+    struct marks m;
+    char err[GW_ERR_LEN] = "";
+    X509 *ending, *other, *third;
+
+    (void)state;
+    marks_open(&m, 1);
+    ending = cert_until(&m, 1, NOW + 10);
+    other = cert_until(&m, 2, NOW + 86400);
+    third = cert_until(&m, 3, NOW + 86400);
+    assert_int_equal(revoked_at_ca(&m, ending), 0);
+    now_is = NOW + 10;
+    assert_int_equal(cmp_revoked_check(&m.e, ending, now_is, err), 1);
+    /* the set (cmp.max_revoked 1) is full: no room made by dropping it */
+    assert_int_equal(revoked_at_ca(&m, other), CMP_REVOKED_NOT_HERE);
+    assert_int_equal(cmp_revoked_check(&m.e, ending, now_is, err), 1);
+    now_is = NOW + 11;
+    assert_int_equal(cmp_revoked_check(&m.e, ending, now_is, err), 1);
+    now_is = NOW + 70;
+    assert_int_equal(cmp_revoked_check(&m.e, ending, now_is, err), 0);
+    assert_int_equal(revoked_at_ca(&m, third), 0);
+    assert_int_equal(cmp_revoked_check(&m.e, third, now_is, err), 1);
+    X509_free(ending);
+    X509_free(other);
+    X509_free(third);
+    marks_close(&m);
+}
+
+/*
  * A revocation that held no mark (a withdrawal whose cmp_revoked_begin failed goes ahead all the same) and
  * that the full set did not keep is remembered nowhere: cmp_revoked_add says so (CMP_REVOKED_UNMARKED), so
  * that revocation_not_kept does not say its certificate is refused a while. Before, it said
@@ -709,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_expired_revocation_remembered),
         cmocka_unit_test(test_unkept_revocation_refused_as_credential),
         cmocka_unit_test(test_unmarked_revocation_said),
+        cmocka_unit_test(test_kept_through_not_after),
         cmocka_unit_test(test_twin_revocation_keyed),
         cmocka_unit_test(test_revoked_file_twins),
         cmocka_unit_test(test_keyless_over_marked_line),
