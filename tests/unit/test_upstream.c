@@ -2611,7 +2611,7 @@ static void test_local_crl_expired(void **state)
     assert_int_equal(gw_upstream_cert_status(up, shortc, &revoked, err), 0);
     assert_int_equal(revoked, 1);
     assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(shortc), CRL_REASON_NONE, &fi, err),
+        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(shortc), CRL_REASON_NONE, &fi, NULL, err),
         GW_ERR_EXISTS);
     X509_free(shortc);
     for (int i = 0; i < 3; i++)
@@ -2645,9 +2645,9 @@ static void test_local_revocations_full(void **state)
     assert_int_equal(gw_upstream_revoke(up, certs[0], CRL_REASON_NONE, err), 0);
     assert_int_equal(gw_upstream_revoke(up, certs[1], CRL_REASON_NONE, err), 0);
     err[0] = '\0';
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE, &fi, err),
-        GW_ERR_REFUSED);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[2]), CRL_REASON_NONE,
+                                               &fi, NULL, err),
+                     GW_ERR_REFUSED);
     assert_non_null(strstr(err, "holds 2 revocations, as many as its CRL may list"));
     gw_x509_cert_serial_hex(certs[2], hex, sizeof(hex));
     snprintf(path, sizeof(path), "%s/revoked/%s", dir, hex);
@@ -2655,9 +2655,9 @@ static void test_local_revocations_full(void **state)
     assert_int_equal(gw_upstream_cert_status(up, certs[2], &revoked, err), 0);
     assert_int_equal(revoked, 0);
     /* the twin: one revoked already is told so, full or not */
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[0]), CRL_REASON_NONE, &fi, err),
-        GW_ERR_EXISTS);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[0]), CRL_REASON_NONE,
+                                               &fi, NULL, err),
+                     GW_ERR_EXISTS);
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 2);
     X509_CRL_free(crl);
@@ -2700,9 +2700,9 @@ static void test_local_revoke_unsynced(void **state)
     assert_int_equal(gw_store_revocations_gen(dir, &gen0, err), 0);
     gw_store_test_fail_dir_syncs(1);
     err[0] = '\0';
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE, &fi, err),
-        GW_ERR_IO);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE,
+                                               &fi, NULL, err),
+                     GW_ERR_IO);
     gw_store_test_fail_dir_syncs(0);
     assert_non_null(strstr(err, "is recorded, but may not outlive a crash"));
     gw_x509_cert_serial_hex(certs[1], hex, sizeof(hex));
@@ -2715,9 +2715,9 @@ static void test_local_revoke_unsynced(void **state)
     crl = fetch_crl(up, NULL, NULL);
     check_crl(crl, 2);
     X509_CRL_free(crl);
-    assert_int_equal(
-        gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE, &fi, err),
-        GW_ERR_EXISTS);
+    assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE,
+                                               &fi, NULL, err),
+                     GW_ERR_EXISTS);
     /* the twin: a certificate whose name could not be made durable is not left in the store */
     files = count_entries(dir);
     plan_init(&plan, keys[K_P256], "unsynced", NULL);
