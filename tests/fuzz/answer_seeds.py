@@ -76,8 +76,9 @@ CFSSL = {
     "revoke": {"success": True, "result": {}, "errors": [], "messages": []},
 }
 
-for target, seeds in (("fuzz_vault_answer", VAULT), ("fuzz_cfssl_answer", CFSSL)):
-    d = HERE / "corpus" / target
-    d.mkdir(parents=True, exist_ok=True)
-    for name, body in seeds.items():
-        (d / ("seed-%s.json" % name)).write_text(json.dumps(body))
+if __name__ == "__main__":  # cap_seeds.py builds on these answers
+    for target, seeds in (("fuzz_vault_answer", VAULT), ("fuzz_cfssl_answer", CFSSL)):
+        d = HERE / "corpus" / target
+        d.mkdir(parents=True, exist_ok=True)
+        for name, body in seeds.items():
+            (d / ("seed-%s.json" % name)).write_text(json.dumps(body))

@@ -8,6 +8,9 @@
 #   tests/fuzz/run.sh BUILD_DIR SECONDS [TARGET...]      (default: every fuzz_* of BUILD_DIR)
 #
 # FUZZ_TIMEOUT (seconds, default 10) is how long one input may take before it counts as a hang.
+#
+# The seeds at and past the size caps (cap_seeds.py) are made anew into BUILD_DIR/tests/fuzz/caps/, a
+# second corpus directory of each target that libFuzzer reads but does not write to.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +28,21 @@ else
 fi
 [[ ${#targets[@]} -gt 0 ]] || { echo "fuzz: no fuzz targets in $bin (configure with -DCMPGW_FUZZ=ON)" >&2; exit 1; }
 
+caps=$bin/caps
+rm -rf "$caps"
+/usr/bin/python3 -B "$here/cap_seeds.py" "$caps"
+
+# The longest input a target is given: by default the largest seed's size, at least 4096 bytes, which
+# keeps the inputs of the targets below short of the caps they have (base/limits.h); each gets its cap
+# and room past it, where the seeds of cap_seeds.py lie.
+max_len() {
+    case $1 in
+    fuzz_cmp_request | fuzz_cmp_signed | fuzz_cmp_shim) echo $((64 * 1024 + 1024)) ;; # GW_MAX_CMP_BODY
+    # GW_MAX_UPSTREAM_BODY, GW_MAX_CONFIG_SIZE
+    fuzz_vault_answer | fuzz_cfssl_answer | fuzz_config) echo $((1024 * 1024 + 1024)) ;;
+    esac
+}
+
 failed=0
 printf '%-18s %12s %8s %8s %8s\n' target executions edges corpus crashes
 for t in "${targets[@]}"; do
@@ -36,8 +54,12 @@ for t in "${targets[@]}"; do
     opts=(-max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1
         -artifact_prefix="$crashes/")
     [[ -f $here/$t.dict ]] && opts+=(-dict="$here/$t.dict")
+    len=$(max_len "$t")
+    [[ -n $len ]] && opts+=(-max_len="$len")
+    dirs=("$corpus")
+    [[ -d $caps/$t ]] && dirs+=("$caps/$t")
     rc=0
-    "$bin/$t" "${opts[@]}" "$corpus" </dev/null >"$log" 2>&1 || rc=$?
+    "$bin/$t" "${opts[@]}" "${dirs[@]}" </dev/null >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     # the last status line ("#N DONE cov: E ft: ..." or the one before a crash)
     edges=$(grep -oE '^#[0-9]+.*cov: [0-9]+' "$log" | tail -n 1 | sed 's/.*cov: //')
