@@ -2,7 +2,8 @@
 # Regenerates the fuzzing PKI (tests/fuzz/pki) and the seeds made with it: one CMP request per body
 # type as the real clients send them (openssl cmp -reqout, cmpclient --reqout) to a gateway started
 # from the demo configuration, into tests/fuzz/corpus/fuzz_cmp_request, _signed and _shim, their
-# certificate requests into fuzz_profile; and configurations naming its files, into fuzz_config.
+# certificate requests into fuzz_profile, the certificates issued for them into fuzz_issued; and
+# configurations naming its files, into fuzz_config.
 #
 #   tests/fuzz/make_seeds.sh [BUILD_DIR]     (default build/; needs its cmpgw and tests/cmpclient)
 #
@@ -258,6 +259,13 @@ rr_cert san-twice "/O=cmpgw demo/CN=dev-san-twice" -addext "subjectAltName=DNS:d
 rr_cert host "/O=cmpgw demo/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com,IP:10.9.8.7"
 rr_cert other-host "/O=other/CN=www.example.com" -addext "subjectAltName=DNS:www.example.com"
 openssl x509 -in issuing.pem -outform DER -out "$profile_seeds/seed-rr-ca.der"
+# fuzz_issued: what the local issuer issued for the requests above, as an upstream's certificate
+issued_seeds=$repo/tests/fuzz/corpus/fuzz_issued
+rm -f "$issued_seeds"/seed-*
+mkdir -p "$issued_seeds"
+for c in ir-sig:dev1 ir-sans:dev9 ir-rsa:rsa ir-pbm:dev2 cr:dev3 p10cr:dev4 kur:dev5; do
+    openssl x509 -in "${c#*:}.pem" -outform DER -out "$issued_seeds/seed-${c%%:*}.der"
+done
 # the device the seeds enrolled, sender of the kur and rr seeds: fuzz_cmp_signed signs as it
 cp dev1.pem "$pki/device.pem"
 cp dev1.key "$pki/device.key"
