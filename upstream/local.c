@@ -46,9 +46,8 @@ struct crl_cache {
     int dirty;                       /* a revocation was added since |der| was built */
     int rebuilding;                  /* a worker is building the next one, the lock let go meanwhile */
     _Atomic uint64_t gen_checked_ms; /* gw_now_ms of the last read of the store's generation; no lock */
-    uint64_t gen;            /* the store's generation |der| was built at (gw_store_revocations_gen) */
-    uint64_t last_number;    /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
-    time_t last_this_update; /* its thisUpdate: never goes backwards either */
+    uint64_t gen;         /* the store's generation |der| was built at (gw_store_revocations_gen) */
+    uint64_t last_number; /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
 };
 
 /* Read-only after init, but for |crl|: shared by all workers. */
@@ -164,6 +163,7 @@ static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_local_conf *lc = conf->impl;
     struct local *l;
+    time_t state_update;
 
     (void)end; /* nothing it does as it starts waits for its upstream */
     if (lc->cert == NULL || lc->key == NULL) {
@@ -190,8 +190,8 @@ static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     l->key = lc->key;
     if (!build_chain(l, lc) || (l->ca_keyid = ca_keyid(l->ca)) == NULL)
         goto nomem;
-    if (lc->store_dir != NULL && gw_store_crl_state_get(lc->store_dir, &l->crl.last_number,
-                                                        &l->crl.last_this_update, err) == GW_ERR_IO) {
+    if (lc->store_dir != NULL &&
+        gw_store_crl_state_get(lc->store_dir, &l->crl.last_number, &state_update, err) == GW_ERR_IO) {
         local_free(l);
         return GW_ERR_INVAL;
     }
@@ -682,10 +682,11 @@ static uint64_t realtime_us(void)
 }
 
 /*
- * The next CRL's number, thisUpdate and entries into |next|. Neither goes backwards, whatever the clock
- * does: with a store, against crl.state, which every instance sharing it takes them from under the
- * store's lock (gw_store_crl_next), across restarts too; without one, against the last CRL built here.
- * 0 or a gw_err with |err|.
+ * The next CRL's number, thisUpdate and entries into |next|. The number never goes backwards, whatever
+ * the clock does: with a store, against crl.state, which every instance sharing it takes it from under
+ * the store's lock (gw_store_crl_next), across restarts too; without one, against the last CRL built
+ * here. thisUpdate is |now|: the number orders the CRLs (RFC 5280 §5.2.3), and a thisUpdate held to the
+ * last one's would carry a clock's step ahead onto every CRL after it. 0 or a gw_err with |err|.
  */
 static int crl_next(const struct crl_cache *c, const struct gw_local_conf *lc, time_t now,
                     struct gw_store_crl_next *next, char *err)
@@ -694,7 +695,7 @@ static int crl_next(const struct crl_cache *c, const struct gw_local_conf *lc, t
     next->number = realtime_us();
     if (next->number <= c->last_number)
         next->number = c->last_number + 1;
-    next->this_update = now > c->last_this_update ? now : c->last_this_update;
+    next->this_update = now;
     return lc->store_dir != NULL ? gw_store_crl_next(lc->store_dir, next, err) : 0;
 }
 
@@ -728,6 +729,22 @@ out:
 }
 
 /*
+ * A crl.state dated past |now| by more than a reader allows: the clock stepped back since, or another
+ * instance's runs ahead. Said, as the CRLs' dates follow the clock of the instance that signs them. worker
+ */
+static void warn_state_ahead(const struct gw_upstream_conf *conf, const struct gw_store_crl_next *next,
+                             time_t now)
+{
+    char ahead[32];
+
+    if (next->last_update <= now || next->last_update - now <= GW_CRL_CLOCK_SKEW_SECS)
+        return;
+    snprintf(ahead, sizeof(ahead), "%lld", (long long)(next->last_update - now));
+    gw_log_kv(GW_LOG_WARN, "local_crl_state_ahead", "upstream", conf->name, "ahead_secs", ahead, "msg",
+              "the store's last CRL is dated ahead of this clock: synchronise the instances' clocks", NULL);
+}
+
+/*
  * Builds the CRL of |l| again into its cache. Lock held on entry and on return, but let go while the
  * store is read (it may wait GW_CRL_LOCK_WAIT_MS for crl.lock) and the CRL signed: the others asking
  * meanwhile see |rebuilding| and do not queue behind this one. A revocation recorded meanwhile sets
@@ -737,8 +754,7 @@ out:
 static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, time_t now, char *err)
 {
     struct gw_store_crl_next next;
-    struct crl_cache *c = &l->crl,
-                     last = {.last_number = c->last_number, .last_this_update = c->last_this_update};
+    struct crl_cache *c = &l->crl, last = {.last_number = c->last_number};
     unsigned char *der = NULL, *kept = NULL;
     int len = 0, rc, was_dirty = c->dirty;
 
@@ -747,6 +763,8 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     pthread_mutex_unlock(&c->crl_lock);
     rc = crl_build(l, conf, &last, now, &next, &der, &len, err);
     free(next.v);
+    if (rc == 0)
+        warn_state_ahead(conf, &next, now);
     pthread_mutex_lock(&c->crl_lock);
     c->rebuilding = 0;
     if (rc == 0 && (kept = malloc((size_t)len)) == NULL) {
@@ -765,7 +783,6 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     c->built = now;
     c->gen = next.gen;
     c->last_number = next.number;
-    c->last_this_update = next.this_update;
     OPENSSL_free(der);
     return 0;
 }

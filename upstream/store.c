@@ -1155,10 +1155,10 @@ done:
 int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err)
 {
     uint64_t last = 0;
-    time_t last_update = 0;
     int dirfd, lock = -1, rc = GW_ERR_IO;
 
     next->gen = 0;
+    next->last_update = 0;
     next->v = NULL;
     next->n = 0;
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
@@ -1169,12 +1169,10 @@ int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err
         goto out;
     if ((rc = gw_store_revocations_gen(dir, &next->gen, err)) != 0)
         goto out;
-    if ((rc = gw_store_crl_state_get(dir, &last, &last_update, err)) != 0 && rc != GW_ERR_NOT_FOUND)
+    if ((rc = gw_store_crl_state_get(dir, &last, &next->last_update, err)) != 0 && rc != GW_ERR_NOT_FOUND)
         goto out;
     if (next->number <= last)
         next->number = last + 1; /* |last| is at most INT64_MAX */
-    if (next->this_update < last_update)
-        next->this_update = last_update;
     if ((rc = gw_store_revocations(dir, next->this_update - GW_CRL_EXPIRED_KEEP_SECS, &next->v, &next->n,
                                    err)) != 0)
         goto out;

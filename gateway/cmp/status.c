@@ -39,9 +39,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-/* A CRL may say it was made a little in the future: clocks differ. */
-#define CRL_CLOCK_SKEW 300
-
 /*
  * The newest CRL seen of one of an upstream's CAs. Per CA, because a CRL tells only about the
  * certificates of the CA that signed it, and because a replayed older CRL of a CA must stay refused
@@ -379,7 +376,8 @@ static int dated(const X509_CRL *crl, time_t now, char *err)
 {
     time_t this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
 
-    if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 || this_update > now + CRL_CLOCK_SKEW) {
+    if (X509_CRL_get0_nextUpdate(crl) == NULL || this_update == 0 ||
+        this_update > now + GW_CRL_CLOCK_SKEW_SECS) {
         snprintf(err, GW_ERR_LEN, "the CRL has no nextUpdate or a thisUpdate in the future");
         return -1;
     }

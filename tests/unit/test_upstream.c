@@ -1634,9 +1634,10 @@ static void test_store_crl_state(void **state)
 }
 
 /*
- * The next CRL's number and thisUpdate: past crl.state's and the caller's both, written back before
- * the lock is let go; a damaged crl.state, or a crl.lock that is a link, others may open, or another
- * user's, gives no number at all.
+ * The next CRL's number: past crl.state's and the caller's both, written back before the lock is let go
+ * with the caller's thisUpdate, never crl.state's (a clock's step ahead written there would stay on every
+ * later CRL), which is handed back for the caller to judge its clock by; a damaged crl.state, or a
+ * crl.lock that is a link, others may open, or another user's, gives no number at all.
  */
 static void test_store_crl_next(void **state)
 {
@@ -1646,11 +1647,12 @@ static void test_store_crl_next(void **state)
         time_t now;
         int rc;
         uint64_t want_number;
-        time_t want_update;
+        time_t want_last; /* crl.state's thisUpdate handed back */
     } cases[] = {
-        {"none yet: the caller's", NULL, 5, 10, 0, 5, 10},
-        {"the file's ahead: past it", "number=100 this_update=50\n", 5, 10, 0, 101, 50},
-        {"the caller's ahead", "number=100 this_update=50\n", 500, 60, 0, 500, 60},
+        {"none yet: the caller's", NULL, 5, 10, 0, 5, 0},
+        {"the file's ahead: past its number, the caller's date", "number=100 this_update=50\n", 5, 10, 0, 101,
+         50},
+        {"the caller's ahead", "number=100 this_update=50\n", 500, 60, 0, 500, 50},
         {"equal: one past", "number=100 this_update=50\n", 100, 50, 0, 101, 50},
         {"damaged: refused", "number=x\n", 5, 10, GW_ERR_IO, 0, 0},
     };
@@ -1679,10 +1681,11 @@ static void test_store_crl_next(void **state)
         if (cases[i].rc != 0)
             continue;
         assert_true(next.number == cases[i].want_number);
-        assert_int_equal(next.this_update, cases[i].want_update);
+        assert_int_equal(next.this_update, cases[i].now);
+        assert_int_equal(next.last_update, cases[i].want_last);
         assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), 0);
         assert_true(n == cases[i].want_number);
-        assert_int_equal(t, cases[i].want_update);
+        assert_int_equal(t, cases[i].now);
     }
     /* the twin: a link where the lock goes is not followed */
     unlink(p);
@@ -2736,6 +2739,65 @@ static void test_local_revoke_unsynced(void **state)
     remove_tree(dir);
 }
 
+/* Writes |text| into <dir>/crl.state. */
+static void put_state(const char *dir, const char *text)
+{
+    char path[PATH_MAX];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/crl.state", dir);
+    assert_non_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+/*
+ * A crl.state dated a day ahead (a clock stepped back since, or a peer's runs ahead): the next CRL is
+ * dated by this clock, numbered past the file's, and the step is said (local_crl_state_ahead), as long
+ * as it lasts; crl.state then holds this clock's date. The twin: one within the clock skew a reader
+ * allows is not.
+ */
+static void test_local_crl_state_ahead(void **state)
+{
+    static const struct {
+        time_t ahead;
+        int warned;
+    } cases[] = {{DAY, 1}, {GW_CRL_CLOCK_SKEW_SECS / 2, 0}};
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN], text[128], logged[4096];
+    struct tu_log log;
+    X509_CRL *crl;
+    uint64_t n;
+    time_t t, before;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("case: %lld s ahead\n", (long long)cases[i].ahead);
+        before = time(NULL);
+        snprintf(text, sizeof(text), "number=%llu this_update=%lld\n", 9000000000000000000ULL + i,
+                 (long long)(before + cases[i].ahead));
+        put_state(dir, text);
+        assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+        tu_log_capture(&log, GW_LOG_INFO, GW_LOG_INFO);
+        crl = fetch_crl(up, NULL, NULL);
+        tu_log_release_into(&log, logged, sizeof(logged));
+        check_crl(crl, 0);
+        assert_true(asn1_secs(X509_CRL_get0_lastUpdate(crl)) <= time(NULL));
+        assert_true(crl_number(crl) > 9000000000000000000ULL + i);
+        assert_int_equal(strstr(logged, "\"event\":\"local_crl_state_ahead\"") != NULL, cases[i].warned);
+        X509_CRL_free(crl);
+        assert_int_equal(gw_store_crl_state_get(dir, &n, &t, err), 0);
+        assert_true(t >= before && t <= time(NULL));
+        gw_upstream_free(up);
+    }
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                     void *arg)
 {
@@ -3287,6 +3349,7 @@ int main(void)
         cmocka_unit_test(test_local_crl_expired),
         cmocka_unit_test(test_local_revocations_full),
         cmocka_unit_test(test_local_revoke_unsynced),
+        cmocka_unit_test(test_local_crl_state_ahead),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
