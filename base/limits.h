@@ -353,6 +353,9 @@ _Static_assert(GW_ISSUED_DAYS_SLACK < GW_ISSUED_SHORTEN_SLACK && GW_ISSUED_DAYS_
 /* a revoked certificate stays on it this long past its notAfter, then leaves it (RFC 5280 §5.1.2.6): every
    CRL valid at the moment it expired, and every one issued the day after, still lists it */
 #define GW_CRL_EXPIRED_KEEP_SECS GW_CRL_NEXT_UPDATE_SECS
+/* a re-signing for age alone that failed: the cached CRL, still within its nextUpdate, is served this
+   long before the next try, rather than every unauthenticated GET listing revoked/ again */
+#define GW_CRL_RETRY_SECS 30
 /* a CRL's thisUpdate may be this far ahead of the reader's clock (clocks differ): the revocation check
    and a genm take it, and the local issuer warns of a crl.state dated further ahead */
 #define GW_CRL_CLOCK_SKEW_SECS 300

@@ -48,6 +48,7 @@ struct crl_cache {
     _Atomic uint64_t gen_checked_ms; /* gw_now_ms of the last read of the store's generation; no lock */
     uint64_t gen;         /* the store's generation |der| was built at (gw_store_revocations_gen) */
     uint64_t last_number; /* CRL number of |der| (RFC 5280 §5.2.3: monotonic) */
+    time_t failed;        /* when a rebuild for age alone last failed, |der| kept (0: none since) */
 };
 
 /* Read-only after init, but for |crl|: shared by all workers. */
@@ -781,6 +782,7 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
     c->der = kept;
     c->len = (size_t)len;
     c->built = now;
+    c->failed = 0;
     c->gen = next.gen;
     c->last_number = next.number;
     OPENSSL_free(der);
@@ -789,11 +791,19 @@ static int crl_rebuild(struct local *l, const struct gw_upstream_conf *conf, tim
 
 enum crl_age { CRL_FRESH, CRL_OLD, CRL_CHANGED };
 
+/* Whether the cached CRL may still be served as it is: true (|dirty| clear) and within its nextUpdate
+   (thisUpdate is when it was built). A clock gone back (|now| before it was built) changes neither. */
+static int crl_servable(const struct crl_cache *c, time_t now)
+{
+    return c->der != NULL && !c->dirty && (now < c->built || now - c->built < GW_CRL_NEXT_UPDATE_SECS);
+}
+
 /*
  * Is the cached CRL to be built again? CRL_CHANGED when there is none, or after a revocation here or
  * through another instance sharing the store (|dirty|, crl_peers_check): it must not be served. CRL_OLD
  * when older than GW_CRL_REFRESH_SECS, or when the clock went back: still true, served while another
- * request builds the next. Lock held.
+ * request builds the next; not tried again for GW_CRL_RETRY_SECS after such a build failed while it is
+ * still servable. Lock held.
  */
 static enum crl_age crl_stale(const struct local *l, time_t now)
 {
@@ -801,7 +811,11 @@ static enum crl_age crl_stale(const struct local *l, time_t now)
 
     if (c->der == NULL || c->dirty)
         return CRL_CHANGED;
-    return now < c->built || now - c->built >= GW_CRL_REFRESH_SECS ? CRL_OLD : CRL_FRESH;
+    if (now >= c->built && now - c->built < GW_CRL_REFRESH_SECS)
+        return CRL_FRESH;
+    if (c->failed != 0 && now >= c->failed && now - c->failed < GW_CRL_RETRY_SECS && crl_servable(c, now))
+        return CRL_FRESH; /* backing off */
+    return CRL_OLD;
 }
 
 /*
@@ -832,7 +846,10 @@ static void crl_peers_check(struct local *l, const struct gw_local_conf *lc)
 /*
  * The cached CRL, or a new one where it is stale (crl_stale). One request builds it at a time; the others
  * meanwhile get the cached one if it is merely old, else GW_ERR_BUSY at once rather than a worker each
- * waiting on the store. worker
+ * waiting on the store. A build for age alone that fails (crl.lock held by a peer, a store read-only or
+ * full) leaves the cached CRL served while it is servable, said once (local_crl_kept), and tried again
+ * GW_CRL_RETRY_SECS later; one that a revocation made due fails the request: the cached CRL lacks it.
+ * worker
  */
 static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
                      char *err)
@@ -841,7 +858,7 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
     struct local *l = gw_upstream_get0_impl(up);
     time_t now = gw_upstream_now(up);
     enum crl_age age;
-    int rc = 0;
+    int rc = 0, kept = 0;
 
     (void)issuer_ref; /* always NULL: one CA, no issuer_ref */
     crl_peers_check(l, conf->impl);
@@ -853,6 +870,11 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
         snprintf(err, GW_ERR_LEN, "upstream %s: another request is building its CRL", conf->name);
         rc = GW_ERR_BUSY;
     }
+    if (rc != 0 && age == CRL_OLD && crl_servable(&l->crl, now)) {
+        l->crl.failed = now;
+        kept = 1;
+        rc = 0;
+    }
     if (rc == 0 && (*der = malloc(l->crl.len)) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", conf->name);
         rc = GW_ERR_NOMEM;
@@ -862,6 +884,8 @@ static int local_crl(struct gw_upstream *up, const char *issuer_ref, unsigned ch
         *len = l->crl.len;
     }
     pthread_mutex_unlock(&l->crl.crl_lock);
+    if (kept)
+        gw_log_kv(GW_LOG_WARN, "local_crl_kept", "upstream", conf->name, "msg", err, NULL);
     return rc;
 }
 

@@ -2798,6 +2798,92 @@ static void test_local_crl_state_ahead(void **state)
     remove_tree(dir);
 }
 
+/* The CRL of |up| at the set's clock: its bytes into *der (free()), |want| what gw_upstream_crl returns. */
+static void crl_at(struct gw_upstream *up, time_t at, int want, unsigned char **der, size_t *len)
+{
+    char err[GW_ERR_LEN];
+
+    fixed_now = at;
+    *der = NULL;
+    *len = 0;
+    assert_int_equal(gw_upstream_crl(up, NULL, der, len, err), want);
+}
+
+/* Whether the log |logged| holds |n| local_crl_kept events. */
+static int kept_events(const char *logged)
+{
+    int n = 0;
+
+    for (const char *p = logged; (p = strstr(p, "\"event\":\"local_crl_kept\"")) != NULL; p++)
+        n++;
+    return n;
+}
+
+/*
+ * A rebuild due for the CRL's age alone that fails (here crl.lock left 0644: refused, as a peer holding
+ * it or a full disk fails it) serves the cached CRL, still within its nextUpdate, said once, and is not
+ * tried again for GW_CRL_RETRY_SECS, though the store be mended meanwhile; then it is. The twins: due
+ * for a revocation the cached CRL lacks, or with the cached CRL past its nextUpdate, it fails.
+ */
+static void test_local_crl_rebuild_fails(void **state)
+{
+    struct gw_upstream_conf conf;
+    struct gw_upstream_set *set;
+    struct gw_upstream *up;
+    char dir[64], err[GW_ERR_LEN], lock[PATH_MAX], logged[4096];
+    unsigned char *der1, *der;
+    size_t len1, len;
+    struct tu_log log;
+    time_t t0 = time(NULL);
+    X509 *cert;
+
+    (void)state;
+    make_store(dir, sizeof(dir));
+    snprintf(lock, sizeof(lock), "%s/crl.lock", dir);
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    LOCAL(&conf)->store_dir = dir;
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
+    assert_non_null(up = gw_upstream_new(&conf, NULL, err));
+    assert_int_equal(gw_upstream_set_put0(set, up), 0);
+    gw_upstream_set_clock(set, fixed_clock);
+    issue_n(up, &cert, 1);
+    crl_at(up, t0, 0, &der1, &len1);
+    assert_int_equal(chmod(lock, 0644), 0);
+    tu_log_capture(&log, GW_LOG_INFO, GW_LOG_INFO);
+    crl_at(up, t0 + GW_CRL_REFRESH_SECS, 0, &der, &len);
+    assert_true(len == len1 && memcmp(der, der1, len) == 0);
+    free(der);
+    assert_int_equal(chmod(lock, 0600), 0);
+    crl_at(up, t0 + GW_CRL_REFRESH_SECS + GW_CRL_RETRY_SECS - 1, 0, &der, &len); /* backing off */
+    assert_true(len == len1 && memcmp(der, der1, len) == 0);
+    free(der);
+    tu_log_release_into(&log, logged, sizeof(logged));
+    assert_int_equal(kept_events(logged), 1);
+    assert_non_null(strstr(logged, "crl.lock is not a regular file of mode 0600"));
+    crl_at(up, t0 + GW_CRL_REFRESH_SECS + GW_CRL_RETRY_SECS, 0, &der, &len);
+    assert_false(len == len1 && memcmp(der, der1, len) == 0);
+    free(der);
+    /* the twin: a revocation here the cached CRL lacks is never hidden behind it */
+    assert_int_equal(chmod(lock, 0644), 0);
+    fixed_now = t0 + 2 * GW_CRL_REFRESH_SECS;
+    assert_int_equal(gw_upstream_revoke(up, cert, CRL_REASON_KEY_COMPROMISE, err), 0);
+    crl_at(up, t0 + 2 * GW_CRL_REFRESH_SECS, GW_ERR_FORBIDDEN, &der, &len);
+    assert_null(der);
+    crl_at(up, t0 + 2 * GW_CRL_REFRESH_SECS, GW_ERR_FORBIDDEN, &der, &len);
+    assert_int_equal(chmod(lock, 0600), 0);
+    crl_at(up, t0 + 2 * GW_CRL_REFRESH_SECS, 0, &der, &len);
+    free(der);
+    /* and one past its nextUpdate is not served */
+    assert_int_equal(chmod(lock, 0644), 0);
+    crl_at(up, t0 + 2 * GW_CRL_REFRESH_SECS + GW_CRL_NEXT_UPDATE_SECS, GW_ERR_FORBIDDEN, &der, &len);
+    assert_null(der);
+    free(der1);
+    X509_free(cert);
+    gw_upstream_set_free(set);
+    conf_cleanup(&conf);
+    remove_tree(dir);
+}
+
 static int nop_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_upstream_done_fn done,
                     void *arg)
 {
@@ -3350,6 +3436,7 @@ int main(void)
         cmocka_unit_test(test_local_revocations_full),
         cmocka_unit_test(test_local_revoke_unsynced),
         cmocka_unit_test(test_local_crl_state_ahead),
+        cmocka_unit_test(test_local_crl_rebuild_fails),
         cmocka_unit_test(test_crl_caps),
         cmocka_unit_test(test_vault_revoke_crl),
         cmocka_unit_test(test_revoke_other_ca),
