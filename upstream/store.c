@@ -216,6 +216,51 @@ static int check_not_link(const char *key, const char *dir, char *err)
     return GW_ERR_FORBIDDEN;
 }
 
+static int check_lock_file(int fd, const char *dir, uid_t owner, char *err);
+
+/*
+ * What the CRL is built from, as it would be read at run time: crl.lock (check_lock_file), crl.state,
+ * crl.gen and every record of revoked/, so that a store restored from a backup, or damaged, is refused
+ * as the gateway starts or is checked, not when its CRL is next asked for. 0, or an error with |err|
+ * (|key|, then the file).
+ */
+static int check_crl_files(const char *key, const char *dir, uid_t owner, char *err)
+{
+    char why[GW_ERR_LEN] = "";
+    struct gw_store_revocation *v = NULL;
+    uint64_t number, gen;
+    time_t this_update;
+    size_t n = 0;
+    int dirfd, fd, rc = 0;
+
+    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        store_fail(why, dir, ": %s", strerror(errno));
+        rc = GW_ERR_IO;
+        goto out;
+    }
+    /* O_NONBLOCK: a FIFO planted there must not hold the check */
+    if ((fd = openat(dirfd, CRL_LOCK_FILE, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) >= 0) {
+        rc = check_lock_file(fd, dir, owner, why);
+        close(fd);
+    } else if (errno != ENOENT) { /* made when the first CRL is */
+        store_fail(why, dir, ": cannot open %s: %s: remove it", CRL_LOCK_FILE, strerror(errno));
+        rc = GW_ERR_FORBIDDEN;
+    }
+    close(dirfd);
+    if (rc == 0 && (rc = gw_store_crl_state_get(dir, &number, &this_update, why)) == GW_ERR_NOT_FOUND)
+        rc = 0;
+    if (rc == 0)
+        rc = gw_store_revocations_gen(dir, &gen, why);
+    /* with or without not_after, each record is parsed; those a CRL would leave out are not counted */
+    if (rc == 0)
+        rc = gw_store_revocations(dir, time(NULL) - GW_CRL_EXPIRED_KEEP_SECS, &v, &n, why);
+    free(v);
+out:
+    if (rc != 0)
+        gw_conf_bprintf(err, GW_ERR_LEN, "%s: %s", key, why);
+    return rc;
+}
+
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
 {
     char revoked[PATH_MAX], shown[GW_ERR_LEN];
@@ -230,11 +275,12 @@ int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
                         gw_conf_show_file(dir, shown, sizeof(shown)));
         return GW_ERR_INVAL;
     }
-    if (lstat(revoked, &st) != 0 && errno == ENOENT) /* created when the first revocation is */
-        return 0;
-    if ((rc = check_not_link(key, revoked, err)) != 0)
-        return rc;
-    return gw_conf_check_own_dir(key, revoked, owner, err);
+    if (lstat(revoked, &st) == 0 || errno != ENOENT) { /* revoked/ is made when the first revocation is */
+        if ((rc = check_not_link(key, revoked, err)) != 0 ||
+            (rc = gw_conf_check_own_dir(key, revoked, owner, err)) != 0)
+            return rc;
+    }
+    return check_crl_files(key, dir, owner, err);
 }
 
 /* ---- listing (cmpgw inventory) ---- */
@@ -1023,11 +1069,11 @@ int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update,
 /* ---- what instances sharing the store tell each other ---- */
 
 /*
- * crl.lock as found: a regular file of the gateway's user (the one it runs as) or root that its group and
- * others may not open, as crl_lock creates it. One left 0644 (restored from a backup) or another's lets
- * any local user hold it. 0, or GW_ERR_FORBIDDEN with |err|.
+ * crl.lock as found: a regular file of the gateway's user (|owner|, the one it runs as) or root that its
+ * group and others may not open, as crl_lock creates it. One left 0644 (restored from a backup) or
+ * another's lets any local user hold it. 0, or GW_ERR_FORBIDDEN with |err|.
  */
-static int check_lock_file(int fd, const char *dir, char *err)
+static int check_lock_file(int fd, const char *dir, uid_t owner, char *err)
 {
     char path[PATH_MAX];
     struct stat st;
@@ -1042,7 +1088,7 @@ static int check_lock_file(int fd, const char *dir, char *err)
         return GW_ERR_FORBIDDEN;
     }
     snprintf(path, sizeof(path), "%s/%s", dir, CRL_LOCK_FILE);
-    return gw_conf_check_owner("store", "", path, &st, geteuid(), err);
+    return gw_conf_check_owner("store", "", path, &st, owner, err);
 }
 
 /*
@@ -1061,7 +1107,7 @@ static int crl_lock(int dirfd, const char *dir, int *fd, char *err)
         store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
         return GW_ERR_IO;
     }
-    if ((rc = check_lock_file(*fd, dir, err)) != 0)
+    if ((rc = check_lock_file(*fd, dir, geteuid(), err)) != 0)
         goto fail;
     while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno != EINTR && errno != EWOULDBLOCK) {

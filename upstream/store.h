@@ -30,7 +30,10 @@ int gw_store_put(const char *dir, const X509 *cert, char *err);
  * is opened by name at every use, and whoever could rename it, or a directory on its way, could put
  * another in its place. Neither |dir|, nor its revoked/, nor the directory holding it may be a
  * symbolic link, which whoever may replace it could point elsewhere; a link higher up is judged where
- * it leads. (start-up, reload, `cmpgw check`)
+ * it leads. What the CRL is built from is read as it would be at run time, so that a store restored
+ * from a backup or damaged is refused here, naming the file: crl.lock (where there is one: a regular
+ * file of |owner| or root, mode 0600, not followed), crl.state, crl.gen and every record of revoked/.
+ * (start-up, reload, `cmpgw check`)
  */
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err);
 

@@ -1527,6 +1527,93 @@ static void test_store_check(void **state)
     remove_tree(base);
 }
 
+/* Writes |text| into <dir>/|name|. */
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char path[PATH_MAX];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+/*
+ * What the CRL is built from is judged with the store, at start and by `cmpgw check`, not first when a
+ * CRL is asked for: a crl.lock others may open (restored from a backup 0644), a link or a FIFO there,
+ * a malformed crl.state or crl.gen, a malformed revocation record, each named. Their twins pass: none
+ * there yet, or each as the gateway writes it (a record with its certificate's notAfter, even one long
+ * passed that a CRL leaves out, or without, as an earlier version wrote it).
+ */
+static void test_store_check_crl_files(void **state)
+{
+    static const struct {
+        const char *name, *file, *text; /* |text| NULL: a link to /tmp; "" with crl.lock: a FIFO */
+        mode_t mode;
+        int rc;
+        const char *why;
+    } cases[] = {
+        {"nothing yet", NULL, NULL, 0, 0, NULL},
+        {"crl.lock as made", "crl.lock", "x", 0600, 0, NULL},
+        {"crl.lock 0644", "crl.lock", "x", 0644, GW_ERR_FORBIDDEN,
+         "crl.lock is not a regular file of mode 0600 (mode 0644)"},
+        {"crl.lock a link", "crl.lock", NULL, 0, GW_ERR_FORBIDDEN, "cannot open crl.lock"},
+        {"crl.lock a FIFO", "crl.lock", "", 0600, GW_ERR_FORBIDDEN, "crl.lock is not a regular file"},
+        {"crl.state as written", "crl.state", "number=5 this_update=5\n", 0600, 0, NULL},
+        {"crl.state malformed", "crl.state", "number=x\n", 0600, GW_ERR_IO, "crl.state is malformed"},
+        {"crl.gen as written", "crl.gen", "generation=5\n", 0600, 0, NULL},
+        {"crl.gen malformed", "crl.gen", "generation=x\n", 0600, GW_ERR_IO, "crl.gen is malformed"},
+        {"a record as written", "revoked/abcdef", "time=12 reason=1\n", 0600, 0, NULL},
+        {"a record malformed", "revoked/abcdef", "time=x reason=1\n", 0600, GW_ERR_IO,
+         "revocation record abcdef is malformed"},
+        {"a record with notAfter", "revoked/abcdef", "time=12 reason=1 not_after=99999999999\n", 0600, 0,
+         NULL},
+        {"a record with notAfter long passed", "revoked/abcdef", "time=12 reason=1 not_after=13\n", 0600, 0,
+         NULL},
+        {"a record with notAfter malformed", "revoked/abcdef", "time=12 reason=1 not_after=x\n", 0600,
+         GW_ERR_IO, "revocation record abcdef is malformed"},
+    };
+    struct gw_upstream_conf conf;
+    struct gw_upstream *up;
+    char dir[64], path[PATH_MAX], err[GW_ERR_LEN];
+
+    (void)state;
+    conf_init(&conf, "delegate", ca, ca_key, root);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("case: %s\n", cases[i].name);
+        make_store(dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/revoked", dir);
+        assert_int_equal(mkdir(path, 0700), 0);
+        if (cases[i].file != NULL) {
+            snprintf(path, sizeof(path), "%s/%s", dir, cases[i].file);
+            if (cases[i].text == NULL)
+                assert_int_equal(symlink("/tmp", path), 0);
+            else if (cases[i].text[0] == '\0')
+                assert_int_equal(mkfifo(path, cases[i].mode), 0);
+            else
+                put_file(dir, cases[i].file, cases[i].text);
+            if (cases[i].text != NULL)
+                assert_int_equal(chmod(path, cases[i].mode), 0);
+        }
+        err[0] = '\0';
+        assert_int_equal(gw_store_check("upstreams.x.store", dir, geteuid(), err), cases[i].rc);
+        if (cases[i].rc != 0) {
+            assert_non_null(strstr(err, "upstreams.x.store: "));
+            if (strstr(err, cases[i].why) == NULL)
+                fail_msg("%s: %s", cases[i].name, err);
+        }
+        /* the start refuses it as `cmpgw check` does */
+        LOCAL(&conf)->store_dir = dir;
+        up = gw_upstream_new(&conf, NULL, err);
+        assert_int_equal(up != NULL, cases[i].rc == 0);
+        gw_upstream_free(up);
+        remove_tree(dir);
+    }
+    LOCAL(&conf)->store_dir = NULL;
+    conf_cleanup(&conf);
+}
+
 /*
  * A store named by a symbolic link is refused, with or without a trailing slash, as is a revoked/ that
  * is one: whoever may replace the link could point it elsewhere, and no check would look at what it
@@ -3421,6 +3508,7 @@ int main(void)
         cmocka_unit_test(test_store_sweep),
         cmocka_unit_test(test_store_crl_state),
         cmocka_unit_test(test_store_crl_next),
+        cmocka_unit_test(test_store_check_crl_files),
         cmocka_unit_test(test_store_check),
         cmocka_unit_test(test_store_symlink),
         cmocka_unit_test(test_store_others_may_write),
