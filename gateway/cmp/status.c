@@ -446,15 +446,35 @@ static int due(const struct crl_slot *s, time_t now)
 }
 
 /*
+ * Whether |crl| is older than |held|, a CRL of the same CA: by their CRL numbers where both carry one
+ * (RFC 5280 §5.2.3: they grow, whatever the CA's clock does, where a CA whose clock stepped back dates a
+ * newer CRL earlier), else by thisUpdate.
+ */
+static int older_crl(const X509_CRL *crl, const X509_CRL *held)
+{
+    ASN1_INTEGER *n = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL),
+                 *m = X509_CRL_get_ext_d2i(held, NID_crl_number, NULL, NULL);
+    int older;
+
+    if (n != NULL && m != NULL)
+        older = ASN1_INTEGER_cmp(n, m) < 0;
+    else
+        older = asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(held));
+    ASN1_INTEGER_free(n);
+    ASN1_INTEGER_free(m);
+    ERR_clear_error();
+    return older;
+}
+
+/*
  * Files |crl| (up-referenced), fetched from issuer |ref| at |now|, in slot |s| of |cc|, unless the slot
- * holds a newer one (a replayed old CRL must not undo a revocation): then 1. |ticket|: the cache's
- * revocations when the fetch began; one since keeps the slot stale. Lock held.
+ * holds a newer one (older_crl: a replayed old CRL must not undo a revocation): then 1. |ticket|: the
+ * cache's revocations when the fetch began; one since keeps the slot stale. Lock held.
  */
 static int file_crl(struct cmp_crl_cache *cc, struct crl_slot *s, X509_CRL *crl, const char *ref,
                     unsigned long ticket, time_t now)
 {
-    if (s->crl != NULL &&
-        asn1_to_time(X509_CRL_get0_lastUpdate(crl)) < asn1_to_time(X509_CRL_get0_lastUpdate(s->crl)))
+    if (s->crl != NULL && older_crl(crl, s->crl))
         return 1;
     if (X509_CRL_up_ref(crl) != 1)
         return 0;

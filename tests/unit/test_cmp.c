@@ -3818,6 +3818,55 @@ static void test_status_two_cas_crl(void **state)
     two_cas_close(&t);
 }
 
+/* crl_of numbered |number| (RFC 5280 §5.2.3). */
+static unsigned char *numbered_crl_of(X509 *ca, EVP_PKEY *key, time_t this_update, time_t next_update,
+                                      X509 *revoked, long number, size_t *len)
+{
+    ASN1_INTEGER *n = ASN1_INTEGER_new();
+    X509_EXTENSION *ext;
+
+    assert_int_equal(ASN1_INTEGER_set(n, number), 1);
+    assert_non_null(ext = X509V3_EXT_i2d(NID_crl_number, 0, n));
+    ASN1_INTEGER_free(n);
+    return crl_ext_of(ca, key, this_update, next_update, revoked, ext, 0, len);
+}
+
+/*
+ * A CA's CRLs are ordered by their numbers where they carry them, not by their dates: one numbered past
+ * the CRL held but dated before it (the CA's clock stepped back since it signed that one, within the
+ * clock skew allowed) replaces it, and its revocation counts; the twin, one numbered below the CRL held
+ * but dated after it, is refused as older, and the revocation stands.
+ */
+static void test_status_crl_numbers(void **state)
+{
+    struct two_cas t;
+    unsigned char *ahead, *newer, *lower;
+    size_t ahead_len, newer_len, lower_len;
+    time_t now;
+
+    (void)state;
+    two_cas_open(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_CRL);
+    now = two_ca_now;
+    ahead = numbered_crl_of(t.ca1, t.ca1_key, now + 200, now + 86400, NULL, 5, &ahead_len);
+    newer = numbered_crl_of(t.ca1, t.ca1_key, now + 100, now + 86400, t.x1b, 6, &newer_len);
+    lower = numbered_crl_of(t.ca1, t.ca1_key, now + 250, now + 86400, NULL, 4, &lower_len);
+    fake.crl = ahead, fake.crl_len = ahead_len;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    two_ca_now = now + GW_STATUS_REFRESH_SECS;
+    fake.crl = newer, fake.crl_len = newer_len;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    two_ca_now = now; /* a clock gone back fetches again: a client's messageTime allows no later one */
+    fake.crl = lower, fake.crl_len = lower_len;
+    ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+          "the signer certificate (serial ");
+    assert_int_equal(fake.crl_calls, 3);
+    free(ahead);
+    free(newer);
+    free(lower);
+    two_cas_close(&t);
+}
+
 /* How many times |needle| occurs in |hay|. */
 static int occurrences(const char *hay, const char *needle)
 {
@@ -13600,6 +13649,7 @@ int main(void)
         cmocka_unit_test(test_weak_signer),
         cmocka_unit_test(test_signer_twin_key_usage),
         cmocka_unit_test(test_status_two_cas_crl),
+        cmocka_unit_test(test_status_crl_numbers),
         cmocka_unit_test(test_status_unknown_paced),
         cmocka_unit_test(test_status_revoked_marks_its_ca),
         cmocka_unit_test(test_status_revoked_marks_rekeyed_ca),
