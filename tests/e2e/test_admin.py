@@ -746,6 +746,33 @@ class Privileges(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertIn(judged, check.stdout)
 
+    def test_store_crl_lock_restored_open(self):
+        """A store restored from a backup with crl.lock 0644 (any local user could hold it) is refused
+        by `cmpgw check` and by the start, naming the file, not first when a CRL is asked for; the
+        twin, crl.lock 0600, passes."""
+        def edit(cfg):
+            cfg["upstreams"]["local"]["store"] = "store"
+        (self.tmp / "pki").mkdir(parents=True)
+        store = self.tmp / "pki" / "store"
+        store.mkdir(mode=0o700)
+        lock = store / "crl.lock"
+        lock.touch()
+        lock.chmod(0o644)
+        gw = self.gateway(edit)
+        why = "upstreams.local.store: store %s: crl.lock is not a regular file of mode 0600 (mode 0644)" % store
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn(why, check.stderr)
+        rc, err = gw.start_refused()
+        self.assertNotEqual(rc, 0)
+        self.assertIn(json.dumps(why)[1:-1], err)  # in the JSON log line
+
+        lock.chmod(0o600)
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
     def test_check_handover_socket_directory(self):
         """A handover_socket in a directory others may write without the sticky bit is refused by
         `cmpgw check`, as the start refuses to bind it there: whoever may add names there could rename
