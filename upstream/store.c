@@ -5,7 +5,7 @@
  * link(2), not rename(2): a serial already recorded is an error, never silently overwritten.
  */
 #include "upstream/store.h"
-#include "base/clock.h"
+#include "upstream/store_int.h"
 #include "base/conf.h"
 #include "base/err.h"
 #include "base/limits.h"
@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,11 +33,6 @@
 
 #define PEM_SUFFIX ".pem"
 #define TMP_SUFFIX ".tmp"
-#define TMP_NAME_MAX 128
-#define CRL_STATE_FILE "crl.state"
-#define CRL_GEN_FILE "crl.gen"
-#define CRL_LOCK_FILE "crl.lock"
-#define CRL_STATE_MAX 128
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -61,7 +55,7 @@ static int write_all(int fd, const char *p, size_t n)
  * writer of the same serial (two rr at once), must never leave a name behind that blocks the next
  * one. Hidden (leading dot), so listings skip it; gw_store_sweep removes the ones a crash left.
  */
-static void tmp_name(char *out, size_t cap, const char *name)
+void store_tmp_name(char *out, size_t cap, const char *name)
 {
     static atomic_uint counter;
     unsigned int salt = 0;
@@ -72,7 +66,7 @@ static void tmp_name(char *out, size_t cap, const char *name)
 }
 
 /* Writes |pem| to <dirfd>/|tmp| and fsyncs it. 0, or -1 with errno. */
-static int write_tmp(int dirfd, const char *tmp, const char *pem, size_t len)
+int store_write_tmp(int dirfd, const char *tmp, const char *pem, size_t len)
 {
     int fd, e;
 
@@ -137,10 +131,7 @@ static int publish(int dirfd, const char *tmp, const char *name)
     return GW_ERR_IO;
 }
 
-/* "store <dir><what>" into |err|, |dir| written as gw_conf_show_file writes a configured name. */
-static void store_fail(char *err, const char *dir, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void store_fail(char *err, const char *dir, const char *fmt, ...)
+void store_fail(char *err, const char *dir, const char *fmt, ...)
 {
     char shown[GW_ERR_LEN], what[GW_ERR_LEN];
     va_list ap;
@@ -161,7 +152,7 @@ int gw_store_put(const char *dir, const X509 *cert, char *err)
 
     gw_x509_cert_serial_hex(cert, serial, sizeof(serial));
     snprintf(name, sizeof(name), "%s" PEM_SUFFIX, serial);
-    tmp_name(tmp, sizeof(tmp), name);
+    store_tmp_name(tmp, sizeof(tmp), name);
     if (serial[0] == '\0' || (mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(mem, cert) != 1 ||
         (len = BIO_get_mem_data(mem, &pem)) <= 0) {
         store_fail(err, dir, ": cannot encode the certificate");
@@ -169,7 +160,7 @@ int gw_store_put(const char *dir, const X509 *cert, char *err)
         goto out;
     }
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-        write_tmp(dirfd, tmp, pem, (size_t)len) != 0) {
+        store_write_tmp(dirfd, tmp, pem, (size_t)len) != 0) {
         store_fail(err, dir, ": cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
@@ -216,51 +207,6 @@ static int check_not_link(const char *key, const char *dir, char *err)
     return GW_ERR_FORBIDDEN;
 }
 
-static int check_lock_file(int fd, const char *dir, uid_t owner, char *err);
-
-/*
- * What the CRL is built from, as it would be read at run time: crl.lock (check_lock_file), crl.state,
- * crl.gen and every record of revoked/, so that a store restored from a backup, or damaged, is refused
- * as the gateway starts or is checked, not when its CRL is next asked for. 0, or an error with |err|
- * (|key|, then the file).
- */
-static int check_crl_files(const char *key, const char *dir, uid_t owner, char *err)
-{
-    char why[GW_ERR_LEN] = "";
-    struct gw_store_revocation *v = NULL;
-    uint64_t number, gen;
-    time_t this_update;
-    size_t n = 0;
-    int dirfd, fd, rc = 0;
-
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        store_fail(why, dir, ": %s", strerror(errno));
-        rc = GW_ERR_IO;
-        goto out;
-    }
-    /* O_NONBLOCK: a FIFO planted there must not hold the check */
-    if ((fd = openat(dirfd, CRL_LOCK_FILE, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) >= 0) {
-        rc = check_lock_file(fd, dir, owner, why);
-        close(fd);
-    } else if (errno != ENOENT) { /* made when the first CRL is */
-        store_fail(why, dir, ": cannot open %s: %s: remove it", CRL_LOCK_FILE, strerror(errno));
-        rc = GW_ERR_FORBIDDEN;
-    }
-    close(dirfd);
-    if (rc == 0 && (rc = gw_store_crl_state_get(dir, &number, &this_update, why)) == GW_ERR_NOT_FOUND)
-        rc = 0;
-    if (rc == 0)
-        rc = gw_store_revocations_gen(dir, &gen, why);
-    /* with or without not_after, each record is parsed; those a CRL would leave out are not counted */
-    if (rc == 0)
-        rc = gw_store_revocations(dir, time(NULL) - GW_CRL_EXPIRED_KEEP_SECS, &v, &n, why);
-    free(v);
-out:
-    if (rc != 0)
-        gw_conf_bprintf(err, GW_ERR_LEN, "%s: %s", key, why);
-    return rc;
-}
-
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
 {
     char revoked[PATH_MAX], shown[GW_ERR_LEN];
@@ -280,7 +226,7 @@ int gw_store_check(const char *key, const char *dir, uid_t owner, char *err)
             (rc = gw_conf_check_own_dir(key, revoked, owner, err)) != 0)
             return rc;
     }
-    return check_crl_files(key, dir, owner, err);
+    return store_check_crl_files(key, dir, owner, err);
 }
 
 /* ---- listing (cmpgw inventory) ---- */
@@ -679,7 +625,7 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
         store_fail(err, dir, ": not a serial number this issuer uses");
         return GW_ERR_NOT_FOUND;
     }
-    tmp_name(tmp, sizeof(tmp), hex);
+    store_tmp_name(tmp, sizeof(tmp), hex);
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
         (known = issued_here(dirfd, hex)) < 0) {
         store_fail(err, dir, ": %s", strerror(errno));
@@ -698,7 +644,7 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     }
     if ((rc = revocation_room(rfd, dir, hex, err)) != 0)
         goto out;
-    if (write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
+    if (store_write_tmp(rfd, tmp, rec, (size_t)len) != 0) {
         store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
         rc = GW_ERR_IO;
         goto out;
@@ -724,7 +670,7 @@ out:
 }
 
 /* Parses "<key>=<decimal>" at *p, advancing past it and one following space or newline. */
-static int parse_field(const char **p, const char *key, long long min, long long max, long long *out)
+int store_parse_field(const char **p, const char *key, long long min, long long max, long long *out)
 {
     size_t k = strlen(key);
     char *end;
@@ -772,8 +718,8 @@ static int read_revocation(int rfd, const char *name, struct gw_store_revocation
     if (n <= 0 || n >= (ssize_t)sizeof(buf) - 1)
         return GW_ERR_IO;
     buf[n] = '\0';
-    if (!parse_field(&p, "time", 0, INT64_MAX, &t) || !parse_field(&p, "reason", -1, 10, &r) ||
-        (*p != '\0' && (!parse_field(&p, "not_after", 1, INT64_MAX, &na) || *p != '\0')))
+    if (!store_parse_field(&p, "time", 0, INT64_MAX, &t) || !store_parse_field(&p, "reason", -1, 10, &r) ||
+        (*p != '\0' && (!store_parse_field(&p, "not_after", 1, INT64_MAX, &na) || *p != '\0')))
         return GW_ERR_IO;
     snprintf(out->serial, sizeof(out->serial), "%s", name);
     out->when = (time_t)t;
@@ -976,262 +922,6 @@ int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err)
         (rfd >= 0 && sweep_dir(rfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0)) {
         store_fail(err, dir, ": cannot remove a temporary file: %s", strerror(errno));
         rc = GW_ERR_IO;
-    }
-    return rc;
-}
-
-/* ---- the local issuer's CRL state ---- */
-
-/* Reads the small file <dirfd>/|name| into |buf| as a string. Its length, or -1 with errno. */
-static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
-{
-    ssize_t len;
-    int fd, e;
-
-    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-        return -1;
-    len = read(fd, buf, cap - 1);
-    e = errno;
-    close(fd);
-    errno = e;
-    if (len >= 0)
-        buf[len] = '\0';
-    return len;
-}
-
-/* Replaces <dirfd>/|name| with |rec| as a whole: after a crash it holds the old or the new. 0, or -1 with
- * errno. */
-static int replace_file(int dirfd, const char *name, const char *rec, size_t len)
-{
-    char tmp[TMP_NAME_MAX];
-    int e;
-
-    tmp_name(tmp, sizeof(tmp), name);
-    if (write_tmp(dirfd, tmp, rec, len) != 0)
-        return -1;
-    if (renameat(dirfd, tmp, dirfd, name) == 0 && fsync(dirfd) == 0)
-        return 0;
-    e = errno;
-    unlinkat(dirfd, tmp, 0);
-    errno = e;
-    return -1;
-}
-
-int gw_store_crl_state_get(const char *dir, uint64_t *number, time_t *this_update, char *err)
-{
-    char buf[CRL_STATE_MAX];
-    const char *p = buf;
-    long long n, t;
-    ssize_t len;
-    int dirfd;
-
-    *number = 0;
-    *this_update = 0;
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        goto io;
-    len = read_small(dirfd, CRL_STATE_FILE, buf, sizeof(buf));
-    close(dirfd);
-    if (len < 0 && errno == ENOENT)
-        return GW_ERR_NOT_FOUND;
-    if (len < 0)
-        goto io;
-    /* "number=<decimal> this_update=<unix seconds>\n" and nothing else */
-    if (!parse_field(&p, "number", 1, INT64_MAX, &n) || !parse_field(&p, "this_update", 0, INT64_MAX, &t) ||
-        *p != '\0') {
-        store_fail(err, dir, ": %s is malformed: refusing to guess a CRL number", CRL_STATE_FILE);
-        return GW_ERR_IO;
-    }
-    *number = (uint64_t)n;
-    *this_update = (time_t)t;
-    return 0;
-io:
-    store_fail(err, dir, ": cannot read %s: %s", CRL_STATE_FILE, strerror(errno));
-    return GW_ERR_IO;
-}
-
-int gw_store_crl_state_put(const char *dir, uint64_t number, time_t this_update, char *err)
-{
-    char rec[CRL_STATE_MAX];
-    int dirfd, len, rc = GW_ERR_IO;
-
-    len = snprintf(rec, sizeof(rec), "number=%llu this_update=%lld\n", (unsigned long long)number,
-                   (long long)this_update);
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0 &&
-        replace_file(dirfd, CRL_STATE_FILE, rec, (size_t)len) == 0)
-        rc = 0;
-    if (rc != 0)
-        store_fail(err, dir, ": cannot write %s: %s", CRL_STATE_FILE, strerror(errno));
-    if (dirfd >= 0)
-        close(dirfd);
-    return rc;
-}
-
-/* ---- what instances sharing the store tell each other ---- */
-
-/*
- * crl.lock as found: a regular file of the gateway's user (|owner|, the one it runs as) or root that its
- * group and others may not open, as crl_lock creates it. One left 0644 (restored from a backup) or
- * another's lets any local user hold it. 0, or GW_ERR_FORBIDDEN with |err|.
- */
-static int check_lock_file(int fd, const char *dir, uid_t owner, char *err)
-{
-    char path[PATH_MAX];
-    struct stat st;
-
-    if (fstat(fd, &st) != 0) {
-        store_fail(err, dir, ": cannot read %s: %s", CRL_LOCK_FILE, strerror(errno));
-        return GW_ERR_IO;
-    }
-    if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        store_fail(err, dir, ": %s is not a regular file of mode 0600 (mode %04o): remove it", CRL_LOCK_FILE,
-                   (unsigned)(st.st_mode & 07777));
-        return GW_ERR_FORBIDDEN;
-    }
-    snprintf(path, sizeof(path), "%s/%s", dir, CRL_LOCK_FILE);
-    return gw_conf_check_owner("store", "", path, &st, owner, err);
-}
-
-/*
- * Opens <dirfd>/crl.lock, judges it (check_lock_file) and takes its exclusive lock into *fd (closing it
- * lets go): 0, or a gw_err with |err|: GW_ERR_TIMEOUT when another holder kept it GW_CRL_LOCK_WAIT_MS.
- * Read-write, as NFS locks it the way fcntl(2) does. Never a blocking wait: a holder that is frozen
- * (SIGSTOP, a paused container) or stuck in NFS I/O would hold every worker asking for a CRL or
- * revoking, and the stop behind them.
- */
-static int crl_lock(int dirfd, const char *dir, int *fd, char *err)
-{
-    uint64_t deadline = gw_now_ms() + GW_CRL_LOCK_WAIT_MS, pause_ms = 1;
-    int rc;
-
-    if ((*fd = openat(dirfd, CRL_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
-        store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
-        return GW_ERR_IO;
-    }
-    if ((rc = check_lock_file(*fd, dir, geteuid(), err)) != 0)
-        goto fail;
-    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno != EINTR && errno != EWOULDBLOCK) {
-            store_fail(err, dir, ": cannot lock %s: %s", CRL_LOCK_FILE, strerror(errno));
-            rc = GW_ERR_IO;
-            goto fail;
-        }
-        if (errno == EWOULDBLOCK && gw_now_ms() >= deadline) {
-            store_fail(err, dir, ": cannot lock %s: another holder kept it %d ms", CRL_LOCK_FILE,
-                       GW_CRL_LOCK_WAIT_MS);
-            rc = GW_ERR_TIMEOUT;
-            goto fail;
-        }
-        gw_sleep_ms(pause_ms);
-        pause_ms = pause_ms * 2 < GW_CRL_LOCK_PAUSE_MS ? pause_ms * 2 : GW_CRL_LOCK_PAUSE_MS;
-    }
-    return 0;
-fail:
-    close(*fd);
-    *fd = -1;
-    return rc;
-}
-
-/* The generation in <dirfd>/crl.gen: 0 and *gen (0 when there is none), GW_ERR_IO (errno), or GW_ERR_INVAL
-   (malformed). */
-static int read_gen(int dirfd, uint64_t *gen)
-{
-    char buf[CRL_STATE_MAX];
-    const char *p = buf;
-    long long g;
-
-    *gen = 0;
-    if (read_small(dirfd, CRL_GEN_FILE, buf, sizeof(buf)) < 0)
-        return errno == ENOENT ? 0 : GW_ERR_IO;
-    /* "generation=<decimal>\n" and nothing else */
-    if (!parse_field(&p, "generation", 1, INT64_MAX, &g) || *p != '\0')
-        return GW_ERR_INVAL;
-    *gen = (uint64_t)g;
-    return 0;
-}
-
-int gw_store_revocations_gen(const char *dir, uint64_t *gen, char *err)
-{
-    int dirfd, rc;
-
-    *gen = 0;
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        store_fail(err, dir, ": %s", strerror(errno));
-        return GW_ERR_IO;
-    }
-    rc = read_gen(dirfd, gen);
-    if (rc == GW_ERR_IO)
-        store_fail(err, dir, ": cannot read %s: %s", CRL_GEN_FILE, strerror(errno));
-    else if (rc != 0)
-        store_fail(err, dir, ": %s is malformed: remove it", CRL_GEN_FILE);
-    close(dirfd);
-    return rc == 0 ? 0 : GW_ERR_IO;
-}
-
-int gw_store_revocations_bump(const char *dir, char *err)
-{
-    char rec[CRL_STATE_MAX];
-    struct timespec ts;
-    uint64_t gen, now_us;
-    int dirfd, lock = -1, len, rc = GW_ERR_IO;
-
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        goto out;
-    if ((rc = crl_lock(dirfd, dir, &lock, err)) != 0)
-        goto done;
-    rc = GW_ERR_IO;
-    if (read_gen(dirfd, &gen) != 0 || gen >= INT64_MAX)
-        gen = 0; /* replaced by one past the clock below */
-    clock_gettime(CLOCK_REALTIME, &ts);
-    now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-    gen = gen + 1 > now_us ? gen + 1 : now_us;
-    len = snprintf(rec, sizeof(rec), "generation=%llu\n", (unsigned long long)gen);
-    if (replace_file(dirfd, CRL_GEN_FILE, rec, (size_t)len) == 0)
-        rc = 0;
-out:
-    if (rc != 0)
-        store_fail(err, dir, ": cannot write %s: %s", CRL_GEN_FILE, strerror(errno));
-done:
-    if (lock >= 0)
-        close(lock);
-    if (dirfd >= 0)
-        close(dirfd);
-    return rc;
-}
-
-int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err)
-{
-    uint64_t last = 0;
-    int dirfd, lock = -1, rc = GW_ERR_IO;
-
-    next->gen = 0;
-    next->last_update = 0;
-    next->v = NULL;
-    next->n = 0;
-    if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        store_fail(err, dir, ": %s", strerror(errno));
-        goto out;
-    }
-    if ((rc = crl_lock(dirfd, dir, &lock, err)) != 0)
-        goto out;
-    if ((rc = gw_store_revocations_gen(dir, &next->gen, err)) != 0)
-        goto out;
-    if ((rc = gw_store_crl_state_get(dir, &last, &next->last_update, err)) != 0 && rc != GW_ERR_NOT_FOUND)
-        goto out;
-    if (next->number <= last)
-        next->number = last + 1; /* |last| is at most INT64_MAX */
-    if ((rc = gw_store_revocations(dir, next->this_update - GW_CRL_EXPIRED_KEEP_SECS, &next->v, &next->n,
-                                   err)) != 0)
-        goto out;
-    rc = gw_store_crl_state_put(dir, next->number, next->this_update, err);
-out:
-    if (lock >= 0)
-        close(lock);
-    if (dirfd >= 0)
-        close(dirfd);
-    if (rc != 0) {
-        free(next->v);
-        next->v = NULL;
-        next->n = 0;
     }
     return rc;
 }
