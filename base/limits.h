@@ -128,6 +128,7 @@
 #define GW_STATE_CLAIM_SLACK 5 /* seconds past a shared deadline before another instance records it */
 #define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
 #define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
+#define GW_STATE_OWNER_LEN 33       /* an instance's name in the shared state: 32 hex digits and a NUL */
 /* what a record's end took (its result), or an expiry claim (the records), kept this long for the instance
    to read back should the answer be lost (gateway/cmp/cluster.c S_DROP, S_CLAIM): its one retry comes
    within two timeouts. A literal: it is spelled into a script */

@@ -34,7 +34,8 @@ struct gw_cmp_carried {
     X509 *cert;
     unsigned char tid[GW_MAX_TID_LEN];
     size_t tid_len;
-    int parked; /* its transaction waits for the certConf */
+    int parked;                      /* its transaction waits for the certConf */
+    char holder[GW_STATE_OWNER_LEN]; /* the transaction's cmp_txn.holder */
 };
 
 void gw_cmp_carried_free(struct gw_cmp_carried *k)
@@ -64,6 +65,7 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
     memcpy(k->quota, t->quota, sizeof(k->quota));
     memcpy(k->tid, c->hdr.tid, k->tid_len = c->hdr.tid_len);
     k->parked = parked;
+    memcpy(k->holder, t->holder, sizeof(k->holder));
     c->rsp->carried = k;
 }
 
@@ -72,18 +74,18 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked)
  * one is answering a message of it, and would otherwise leave the record to be continued or to expire
  * as open.
  */
-static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
-                       struct gw_txn_result *left)
+static void end_record(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *holder,
+                       const char *quota, struct gw_txn_result *left)
 {
-    (void)gw_cluster_end_record(e->cluster, tid, tid_len, left);
+    (void)gw_cluster_end_record(e->cluster, tid, tid_len, holder, left);
     gw_cluster_release(e->cluster, tid, tid_len, quota); /* after: the record gone, so may it */
 }
 
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
-                      struct gw_txn_result *left)
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *holder,
+                      const char *quota, struct gw_txn_result *left)
 {
     gw_txn_release(e->txns, tid, tid_len);
-    end_record(e, tid, tid_len, quota, left);
+    end_record(e, tid, tid_len, holder, quota, left);
 }
 
 void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsigned char *tid,
@@ -93,7 +95,7 @@ void cmp_close_slot(struct gw_cmp_engine *e, const struct cmp_txn *t, const unsi
     gw_txn_end_held(e->txns, tid, tid_len);
     /* the record before the slot is left to the call, which may end it at once: ended after the record,
        the reservation goes with it (end_record) */
-    (void)gw_cluster_end_record(e->cluster, tid, tid_len, left);
+    (void)gw_cluster_end_record(e->cluster, tid, tid_len, t->holder, left);
     if (cmp_poll_hold_slot(t->pending, tid, tid_len, quota))
         return;
     gw_txn_release(e->txns, tid, tid_len);
@@ -111,7 +113,7 @@ void cmp_txn_return(struct cmp_call *c, struct gw_txn *txn)
     gw_log_kv(
         GW_LOG_INFO, "txn_closed", "tid", c->rsp->tid, "identity", txn->identity, "serial", t->serial, "msg",
         "its certificate was withdrawn meanwhile: the answer carrying it never reached the client", NULL);
-    end_record(c->e, txn->tid, txn->tid_len, txn->quota, NULL);
+    end_record(c->e, txn->tid, txn->tid_len, t->holder, txn->quota, NULL);
     gw_txn_free(txn);
 }
 
@@ -131,14 +133,14 @@ static void close_parked(const struct gw_cmp_carried *k)
     const struct cmp_txn *t = txn != NULL ? txn->data : NULL;
 
     if (txn == NULL) {
-        end_record(k->e, k->tid, k->tid_len, k->quota, NULL);
+        end_record(k->e, k->tid, k->tid_len, k->holder, k->quota, NULL);
         return;
     }
     if (t->issued == NULL || X509_cmp(t->issued, k->cert) != 0) { /* another transaction of that ID since */
         (void)gw_txn_put(k->e->txns, txn);
         return;
     }
-    cmp_release_slot(k->e, k->tid, k->tid_len, txn->quota, NULL);
+    cmp_release_slot(k->e, k->tid, k->tid_len, t->holder, txn->quota, NULL);
     gw_txn_free(txn);
 }
 

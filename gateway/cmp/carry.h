@@ -20,11 +20,12 @@ void cmp_carry(struct cmp_call *c, const struct cmp_txn *t, int parked);
 
 /*
  * cmp_release_slot ends the transaction slot of |tid| here and, with a shared state, on every instance,
- * where it counted under |quota| (cmp_quota_key). |left| (NULL: not wanted) as gw_cluster_end_record
- * fills it: the deferred request's result that went with the shared record.
+ * where it counted under |quota| (cmp_quota_key): the shared record of the transaction |holder| reserved
+ * (gw_cluster_end_record: NULL, this instance). |left| (NULL: not wanted) as gw_cluster_end_record fills
+ * it: the deferred request's result that went with the shared record.
  */
-void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *quota,
-                      struct gw_txn_result *left);
+void cmp_release_slot(struct gw_cmp_engine *e, const unsigned char *tid, size_t tid_len, const char *holder,
+                      const char *quota, struct gw_txn_result *left);
 
 /*
  * cmp_close_slot is cmp_release_slot for |t| closing for good (cmp_poll_abandon first), but a deferred

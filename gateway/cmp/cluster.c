@@ -352,7 +352,7 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 }
 
 /*
- * Runs script |s| with two keys and up to five arguments (|argc| strings after the keys, of |lens|
+ * Runs script |s| with two keys and up to six arguments (|argc| strings after the keys, of |lens|
  * bytes each, or NUL-terminated when |lens| is NULL); its answer (caller frees), or NULL with |err|
  * when Redis could not be asked or answered an error. On NULL, *|unran| (NULL: not wanted) says
  * whether the script certainly did not run: no connection to send it on (refused, not made, not
@@ -361,8 +361,8 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
 static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const char *k2, int argc,
                           const char *const *args, const size_t *lens, bool *unran, char *err)
 {
-    const char *argv[10] = {"EVALSHA", cl->sha[s], "2", k1, k2};
-    size_t argl[10];
+    const char *argv[11] = {"EVALSHA", cl->sha[s], "2", k1, k2};
+    size_t argl[11];
     redisContext *c;
     redisReply *r;
     bool sent = false;
@@ -371,9 +371,9 @@ static redisReply *eval_n(struct gw_cluster *cl, int s, const char *k1, const ch
         *unran = true;
     if ((c = connection(cl, err)) == NULL)
         return NULL;
-    for (int i = 0; i < argc && i < 5; i++)
+    for (int i = 0; i < argc && i < 6; i++)
         argv[5 + i] = args[i];
-    for (int i = 0; i < 5 + argc && i < 10; i++)
+    for (int i = 0; i < 5 + argc && i < 11; i++)
         argl[i] = i >= 5 && lens != NULL ? lens[i - 5] : strlen(argv[i]);
     r = command(cl, c, 5 + argc, argv, argl, &sent);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -856,6 +856,18 @@ int gw_cluster_claim_expired(struct gw_cluster *cl, time_t now, gw_cluster_expir
     return claimed;
 }
 
+/*
+ * The reservation's holder S_TAKE answered (|h|) into |out|: "" when there was none, or when it is no
+ * instance's name (one longer than any: the end of a copy rebuilt from the record then finds the
+ * reservation another's, and leaves the record).
+ */
+static void holder_of(const redisReply *h, char out[GW_STATE_OWNER_LEN])
+{
+    out[0] = '\0';
+    if (h->type == REDIS_REPLY_STRING && h->len < GW_STATE_OWNER_LEN)
+        snprintf(out, GW_STATE_OWNER_LEN, "%s", h->str);
+}
+
 /* gw_cluster_take_record, or with |lease| false gw_cluster_read_record */
 static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, bool lease,
                         struct gw_txn_record *out, char *err)
@@ -886,11 +898,12 @@ static int fetch_record(struct gw_cluster *cl, const unsigned char *tid, size_t 
         rc = GW_ERR_TIMEOUT;
     } else if (r->type == REDIS_REPLY_INTEGER) {
         rc = GW_ERR_BUSY;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
                reply_decode(cl, tid, tid_len, r->element[0], r->element[1], out) != 0) {
         snprintf(err, GW_ERR_LEN, "the shared transaction record does not verify (another key, or altered)");
         rc = GW_ERR_INVAL;
     } else {
+        holder_of(r->element[2], out->holder);
         rc = 0;
     }
     freeReplyObject(r);
@@ -974,15 +987,16 @@ static void first_try_lost(const struct gw_cluster *cl, const unsigned char *tid
               NULL);
 }
 
-/* gw_cluster_drop_record, gw_cluster_end_record (|mode| "0", "1"; |left| as it says), or with "r"
- * gw_cluster_reread_end of the end |id| gone out in |epoch| (|err| NULL: logged, not wanted) */
-static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *mode,
-                       unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
+/* gw_cluster_drop_record, gw_cluster_end_record (|mode| "0", "1"; |holder|, |left| as they say), or with
+ * "r" gw_cluster_reread_end of the end |id| gone out in |epoch| (|err| NULL: logged, not wanted) */
+static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *holder,
+                       const char *mode, unsigned long long id, const char *epoch, struct gw_txn_result *left,
+                       char *err)
 {
     char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], dk[CLUSTER_KEY_LEN], max_record[24], max_result[24], n[24],
         own[GW_ERR_LEN];
     char sent_epoch[GW_STATE_EPOCH_LEN] = "";
-    const char *args[5] = {NULL, dk, mode, max_result, n};
+    const char *args[6] = {NULL, dk, mode, max_result, n, holder != NULL ? holder : ""};
     bool reread = mode[0] == 'r', unran = true, retried = false;
     uint64_t sent_ms = gw_now_ms();
     redisReply *r;
@@ -1011,9 +1025,9 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
         pthread_mutex_unlock(&cl->lock);
     }
     /* one that may have run, its answer lost, is asked again under its id: it answers what it took */
-    if ((r = eval_n(cl, S_DROP, k1, k2, 5, args, NULL, &unran, err)) == NULL && !unran && !reread) {
+    if ((r = eval_n(cl, S_DROP, k1, k2, 6, args, NULL, &unran, err)) == NULL && !unran && !reread) {
         retried = true;
-        r = cluster_eval(cl, S_DROP, k1, k2, 5, args, err);
+        r = cluster_eval(cl, S_DROP, k1, k2, 6, args, err);
     }
     if (r == NULL) {
         if (!reread)
@@ -1051,21 +1065,22 @@ static int drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t t
     return rc;
 }
 
-int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           const char *holder)
 {
-    return drop_record(cl, tid, tid_len, "0", 0, NULL, NULL, NULL);
+    return drop_record(cl, tid, tid_len, holder, "0", 0, NULL, NULL, NULL);
 }
 
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *holder,
                           struct gw_txn_result *left)
 {
-    return drop_record(cl, tid, tid_len, "1", 0, NULL, left, NULL);
+    return drop_record(cl, tid, tid_len, holder, "1", 0, NULL, left, NULL);
 }
 
 int gw_cluster_reread_end(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                           unsigned long long id, const char *epoch, struct gw_txn_result *left, char *err)
 {
-    return drop_record(cl, tid, tid_len, "r", id, epoch, left, err);
+    return drop_record(cl, tid, tid_len, NULL, "r", id, epoch, left, err);
 }
 
 int gw_cluster_status(struct gw_cluster *cl, char *why, size_t cap)

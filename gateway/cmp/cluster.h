@@ -109,6 +109,10 @@ struct gw_txn_record {
     long long deadline_ms;  /* a deferred request: when its upstream call gives up (ms since the epoch) */
     long long check_after;  /* a deferred request: the checkAfter of its pollReps (s) */
     struct gw_txn_result result; /* filled by gw_cluster_take_record and the expiry claim */
+    /* gw_cluster_take_record, gw_cluster_read_record: the instance that holds the transactionID's
+       reservation, whose transaction the record is ("": none read), for the end of a copy rebuilt from it
+       (gw_cluster_drop_record) */
+    char holder[GW_STATE_OWNER_LEN];
 };
 
 /* Whether |cl| keeps transaction records (a "mac_key_file" is configured). NULL-safe. */
@@ -182,14 +186,18 @@ int gw_cluster_read_record(struct gw_cluster *cl, const unsigned char *tid, size
 void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
 
 /*
- * gw_cluster_drop_record ends |tid|'s record: 1 if this call removed it, 0 if it was gone (another
- * instance closed the transaction: an expiry is then not this instance's to record), GW_ERR_BUSY
+ * gw_cluster_drop_record ends |tid|'s record of the transaction reserved by |holder| (NULL or "": this
+ * instance; a copy rebuilt from another's record: its gw_txn_record.holder): 1 if this call removed it, 0
+ * if it was gone (another instance closed the transaction: an expiry is then not this instance's to
+ * record), also when the transactionID's reservation is another's now (that transaction's record ran out,
+ * and another instance reserved the transactionID for one of its own: its record stays), GW_ERR_BUSY
  * if another instance holds its lease (it is answering it now: the record stays), or
  * GW_ERR_UNAVAILABLE, at once while Redis is known to be unreachable (nothing sent: the record ends with
  * its TTL). An answer lost once Redis may have run the end is asked for once more, and Redis
  * answers it as it would have (what an end took is kept for that: GW_STATE_TOOK_SECS).
  */
-int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len);
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           const char *holder);
 
 /*
  * gw_cluster_end_record is gw_cluster_drop_record for a transaction that ended (closed, or its
@@ -203,7 +211,7 @@ int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size
  * try went out (Redis flushed, or restarted without its data), logs txn_end_unread: what that try took
  * is unknown.
  */
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *holder,
                           struct gw_txn_result *left);
 
 /*

@@ -54,9 +54,9 @@ struct gw_cluster {
     size_t password_len;
     int port;
     struct timeval timeout;
-    char owner[33];         /* this instance, in the leases it holds */
-    atomic_ullong ends;     /* the id of this instance's last end of a record (S_DROP's took:) */
-    unsigned char *mac_key; /* "mac_key_file": transaction records; NULL: none are kept */
+    char owner[GW_STATE_OWNER_LEN]; /* this instance, in the leases and reservations it holds */
+    atomic_ullong ends;             /* the id of this instance's last end of a record (S_DROP's took:) */
+    unsigned char *mac_key;         /* "mac_key_file": transaction records; NULL: none are kept */
     size_t mac_key_len;
     char sha[N_SCRIPTS][41];
     pthread_key_t conn; /* each thread's redisContext */
@@ -80,7 +80,7 @@ struct gw_cluster {
 };
 
 /*
- * cluster_eval runs script |s| with the keys |k1| and |k2| and |argc| (up to five) NUL-terminated
+ * cluster_eval runs script |s| with the keys |k1| and |k2| and |argc| (up to six) NUL-terminated
  * arguments: its answer (caller frees), or NULL with |err| when Redis could not be asked or answered an
  * error (readiness then down). Any thread, on its own connection.
  */

@@ -144,16 +144,17 @@ void gw_cluster_unlease(struct gw_cluster *cl, const unsigned char *tid, size_t 
     (void)cl, (void)tid, (void)tid_len;
 }
 
-int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len)
+int gw_cluster_drop_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                           const char *holder)
 {
-    (void)cl, (void)tid, (void)tid_len;
+    (void)cl, (void)tid, (void)tid_len, (void)holder;
     return 0;
 }
 
-int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+int gw_cluster_end_record(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len, const char *holder,
                           struct gw_txn_result *left)
 {
-    (void)cl, (void)tid, (void)tid_len;
+    (void)cl, (void)tid, (void)tid_len, (void)holder;
     if (left != NULL)
         memset(left, 0, sizeof(*left));
     return 0;

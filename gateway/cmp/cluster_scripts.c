@@ -88,7 +88,8 @@ const char *const cluster_scripts[N_SCRIPTS] = {
               "if redis.call('TTL', ARGV[5]) < secs then redis.call('EXPIRE', ARGV[5], secs) end\n"
               "return 0\n",
     /* KEYS: the record and its lease; ARGV: this instance ("": read without the lease), the lease's
-       seconds, the largest record and result an instance writes. The record and its result (or nil), 1
+       seconds, the largest record and result an instance writes. The record, its result (or nil) and the
+       instance that holds the transactionID's reservation (or nil: the one whose transaction it is, S_DROP), 1
        when another instance holds it, 2 when either is larger than an instance writes, 3 when its
        deadline (its score in the deadlines, as the claim reads it: ZADD XX INCR 0 reads it unchanged with
        a command the gateway's ACL has) has passed on Redis's clock (neither sent nor leased, for 2 and
@@ -103,10 +104,15 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                "  if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', " LUA_TTL("ARGV[2]") ") then return 1 end\n"
                LUA_HOLD_TXN("ARGV[2]")
                "end\n"
-               "return {v, r}\n",
+               "return {v, r, redis.call('GET', " LUA_TXN_OF("KEYS[1]") ")}\n",
     /* KEYS: the record and its lease; ARGV: this instance, the deadlines, '1' to end it whoever holds
        its lease ('r': read back only what the end of that id took, as it answered, or {0, ''}, touching nothing),
-       the largest result an instance writes, this end's id (its retry's too). 2 when another
+       the largest result an instance writes, this end's id (its retry's too), the instance that reserved
+       the transaction ending ('': this one). A record under a reservation another instance holds is not
+       that transaction's: its reservation and record ran out (a deferred request's call outlived them) and
+       that instance reserved the transactionID for a transaction of its own, as S_RELEASE finds it. It is
+       left as it is, result, lease and reservation, and the end answers (and keeps) {0, ''} as for a record
+       gone. 2 when another
        instance holds the lease (and it stays); else {1 if the record was there, the result that went
        with it ('' if none, or larger than an instance writes), the epoch ('' if none): a retry that ran
        the end itself tells by it whether Redis lost what its first try took}; the lease goes only if this
@@ -126,6 +132,11 @@ const char *const cluster_scripts[N_SCRIPTS] = {
                "if p and #p[2] > tonumber(ARGV[4]) then p[2] = '' end\n"
                "if p then return p end\n"
                "if ARGV[3] == 'r' then return {0, '', redis.call('GET', " LUA_EPOCH_OF("KEYS[1]") ") or ''} end\n"
+               "local o = redis.call('GET', " LUA_TXN_OF("KEYS[1]") ")\n"
+               "if o and o ~= (ARGV[6] ~= '' and ARGV[6] or ARGV[1]) then\n"
+               "  redis.call('SET', took, '0', 'EX', " LUA_NUM(GW_STATE_TOOK_SECS) ")\n"
+               "  return {0, '', redis.call('GET', " LUA_EPOCH_OF("KEYS[1]") ") or ''}\n"
+               "end\n"
                "local l = redis.call('GET', KEYS[2])\n"
                "if l and l ~= ARGV[1] and ARGV[3] ~= '1' then return 2 end\n"
                "local res = " LUA_RES_OF("KEYS[1]") "\n"

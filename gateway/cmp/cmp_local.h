@@ -194,7 +194,10 @@ struct cmp_txn {
     int rewait;    /* rebuilding a deferred request: the cert-request callback plans it and answers waiting */
     struct cmp_remote *remote; /* rebuilt deferred request: its call runs (or ran) on another instance */
     time_t requested_at;       /* when the request came: a deferred request is planned for that time again */
-    int shared;    /* its record is in the shared state: any instance may continue it (engine.c) */
+    int shared; /* its record is in the shared state: any instance may continue it (engine.c) */
+    /* rebuilt from another instance's record: the instance that reserved its transactionID, whose
+       transaction it is (gw_txn_record.holder); "": this one */
+    char holder[GW_STATE_OWNER_LEN];
     unsigned step; /* the record's step this copy reflects: another is current once another instance
                       answered (a pollRep) */
 };

@@ -238,7 +238,8 @@ static void log_closed(void *arg, struct gw_txn *txn)
     /* the record before the release: its end passes the reservation to this instance, whichever took it,
        for the release to end it and the transactionID with it (released first, one another instance held
        was left alone, then passed here by the end and counted until it expired) */
-    dropped = t != NULL && t->shared ? gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len) : 1;
+    dropped =
+        t != NULL && t->shared ? gw_cluster_drop_record(t->e->cluster, txn->tid, txn->tid_len, t->holder) : 1;
     if (t != NULL)
         gw_cluster_release(t->e->cluster, txn->tid, txn->tid_len, txn->quota);
     /* its record gone: another instance continued and closed it (that one has it on record); or
@@ -468,7 +469,7 @@ static void end_slot(struct cmp_call *c)
 
     if (c->reserved) {
         cmp_quota_key(quota, c->rsp->identity, c->tls_client);
-        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, quota, NULL);
+        cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, NULL, quota, NULL);
     }
     c->reserved = 0;
 }
@@ -505,7 +506,7 @@ static int park(struct cmp_call *c, struct cmp_txn *t)
             c->reserved = 0; /* the slot now holds the transaction */
             return 0;
         }
-        (void)gw_cluster_drop_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len);
+        (void)gw_cluster_drop_record(c->e->cluster, c->hdr.tid, c->hdr.tid_len, NULL);
         txn->free_data = NULL; /* |t| stays the caller's */
     }
     gw_log_kv(GW_LOG_ERROR, "txn_park_failed", "tid", c->rsp->tid, "identity", t->identity, "serial",

@@ -120,6 +120,7 @@ static int replay_stored(const struct gw_hdr_info *want, struct cmp_call *sub,
         gw_x509_cert_serial_hex(t->issued, t->serial, sizeof(t->serial));
     t->step = rec->step;
     t->shared = 1;
+    memcpy(t->holder, rec->holder, sizeof(t->holder));
     *out = t;
     return 0;
 }

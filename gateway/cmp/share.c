@@ -304,7 +304,7 @@ static int close_reloaded(struct cmp_call *c, const struct gw_txn_record *rec, c
     X509 *cert = record_cert(rec, &collected);
 
     record_view(&view, rec);
-    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, view.quota, &left);
+    cmp_release_slot(c->e, c->hdr.tid, c->hdr.tid_len, rec->holder, view.quota, &left);
     /* none when this instance took the record: one the call's instance put beside it since went with it,
        and nobody received it (cmp_poll_withdraw_left) */
     if (cert == NULL && !collected && left.cert_len > 0)

@@ -9972,7 +9972,7 @@ static void test_shared_release_leaves_anothers(void **state)
 static void test_shared_release_after_end_elsewhere(void **state)
 {
     static const unsigned char tid[] = "rl02";
-    struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3};
+    struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3}, got;
     struct gw_txn_result left;
     char rec[64], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl, *other;
@@ -9984,7 +9984,10 @@ static void test_shared_release_after_end_elsewhere(void **state)
     snprintf(r.role, sizeof(r.role), "default");
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "rl", 300, 10, err), 0);
     assert_int_equal(gw_cluster_put_record(cl, tid, 4, "rl", &r, 300, err), 0);
-    assert_int_equal(gw_cluster_end_record(other, tid, 4, &left), 1);
+    /* as a copy rebuilt from the record ends it: naming the instance the record says reserved it */
+    assert_int_equal(gw_cluster_read_record(other, tid, 4, &got, err), 0);
+    assert_int_equal(gw_cluster_end_record(other, tid, 4, got.holder, &left), 1);
+    gw_txn_record_cleanup(&got);
     gw_txn_result_cleanup(&left);
     gw_cluster_release(other, tid, 4, "rl");
     assert_false(unit_reserved("rl02"));
@@ -9994,11 +9997,109 @@ static void test_shared_release_after_end_elsewhere(void **state)
 }
 
 /*
+ * An instance whose transaction outlived its record and reservation (a deferred request's call longer than
+ * the transaction's TTL and grace) ends that record once another instance has reserved the transactionID
+ * and recorded a transaction of its own under it. That record is not the ending instance's: neither the end
+ * nor a drop touches it (0: its own record is gone), nor the other's reservation, and so neither does the
+ * end of a copy a third instance rebuilt from the old record (naming the old holder). The new record's own
+ * end, there or on the instance continuing it (naming its holder), removes it. Before, the end removed
+ * whatever record it found, its result with it, and passed the other instance's reservation to the ending
+ * one, whose release then ended it: the second transaction could not be continued anywhere, and a third
+ * could open under the transactionID while it was open.
+ */
+static void test_shared_end_leaves_anothers_record(void **state)
+{
+    static const unsigned char tid[] = "dr01";
+    struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3}, got;
+    struct gw_txn_result left;
+    char rec[64], out[64], key[64], err[GW_ERR_LEN] = "", old[GW_STATE_OWNER_LEN],
+                                    now[GW_STATE_OWNER_LEN] = "";
+    struct gw_cluster *cl, *other, *third;
+    int ended, dropped, copy, found;
+    bool reserved;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    other = unit_cluster(rec);
+    third = unit_cluster(rec);
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    snprintf(r.role, sizeof(r.role), "default");
+    assert_int_equal(gw_cluster_reserve(cl, tid, 4, "dr", 300, 10, err), 0);
+    assert_int_equal(gw_cluster_put_record(cl, tid, 4, "dr", &r, 300, err), 0);
+    /* a copy of it rebuilt on the third; then its record and reservation run out (in 1 s, here) */
+    assert_int_equal(gw_cluster_read_record(third, tid, 4, &got, err), 0);
+    snprintf(old, sizeof(old), "%s", got.holder);
+    gw_txn_record_cleanup(&got);
+    assert_int_equal(strlen(old), GW_STATE_OWNER_LEN - 1);
+    snprintf(key, sizeof(key), "unit%d:rec:64723031", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"EXPIRE", key, "1"}), 0);
+    snprintf(key, sizeof(key), "unit%d:txn:64723031", (int)getpid());
+    assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"EXPIRE", key, "1"}), 0);
+    usleep(1500 * 1000);
+    assert_false(unit_reserved("dr01"));
+    assert_int_equal(gw_cluster_reserve(other, tid, 4, "dr", 300, 10, err), 0);
+    assert_int_equal(gw_cluster_put_record(other, tid, 4, "dr", &r, 300, err), 0);
+    ended = gw_cluster_end_record(cl, tid, 4, NULL, &left);
+    gw_txn_result_cleanup(&left);
+    dropped = gw_cluster_drop_record(cl, tid, 4, NULL);
+    copy = gw_cluster_end_record(third, tid, 4, old, &left);
+    gw_txn_result_cleanup(&left);
+    gw_cluster_release(cl, tid, 4, "dr");
+    reserved = unit_reserved("dr01");
+    if ((found = gw_cluster_read_record(third, tid, 4, &got, err)) == 0) {
+        snprintf(now, sizeof(now), "%s", got.holder);
+        gw_txn_record_cleanup(&got);
+    }
+    assert_int_equal(ended, 0);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(copy, 0);
+    assert_true(reserved);
+    assert_int_equal(found, 0);
+    assert_string_not_equal(now, old);
+    assert_int_equal(unit_open_count(), 1);
+    /* the twin: the third instance, continuing the other's transaction, ends it there */
+    assert_int_equal(gw_cluster_end_record(third, tid, 4, now, &left), 1);
+    gw_txn_result_cleanup(&left);
+    gw_cluster_release(third, tid, 4, "dr");
+    assert_false(unit_reserved("dr01"));
+    assert_int_equal(unit_open_count(), 0);
+    gw_cluster_free(third);
+    gw_cluster_free(other);
+    gw_cluster_free(cl);
+}
+
+/*
+ * The record and reservation of transactionID |tid| (unit_cluster's
+ * prefix) ran out, its member in its share past and swept, as the share's next count sweeps it.
+ */
+static void unit_ran_out(const char *tid)
+{
+    static const char lua[] =
+        "redis.call('DEL', KEYS[1], KEYS[2])\n"
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('ZREM', k, KEYS[2]) end\n"
+        "return 0\n";
+    char rec[96], txn[96], pattern[64], out[64];
+    int n = snprintf(rec, sizeof(rec), "unit%d:rec:", (int)getpid()),
+        m = snprintf(txn, sizeof(txn), "unit%d:txn:", (int)getpid());
+
+    for (const char *p = tid; *p != '\0'; p++) {
+        n += snprintf(rec + n, sizeof(rec) - (size_t)n, "%02x", (unsigned char)*p);
+        m += snprintf(txn + m, sizeof(txn) - (size_t)m, "%02x", (unsigned char)*p);
+    }
+    snprintf(pattern, sizeof(pattern), "unit%d:open:*", (int)getpid());
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 6, (const char *const[]){"EVAL", lua, "2", rec, txn, pattern}), 0);
+    assert_string_equal(out, ":0");
+}
+
+/*
  * A shared transaction whose certConf never comes, expired on its instance: its record ends, and its
- * reservation with it, counted under max_transactions_per_identity no more, whichever instance held the
- * reservation. The release came before the record's end: one that another instance held was left alone, and
- * the end then passed it to this instance, which nothing released; it counted until it expired. One of its
- * own was kept while the record lived, the transactionID taken until then.
+ * reservation with it, counted under max_transactions_per_identity no more. One of its own was kept while
+ * the record lived, the transactionID taken until then, had the release come before the record's end.
+ * The twin: this one's record and reservation ran out first (its expiry came late), and another instance
+ * reserved the transactionID for a transaction of its own since: that one's reservation and record stay,
+ * counted in its share; the expiry here finds its own record gone (txn_closed_elsewhere). Before, the end
+ * here removed the other's record and took its reservation, which the release then ended.
  */
 static void test_shared_expired_reservation_ends(void **state)
 {
@@ -10008,31 +10109,44 @@ static void test_shared_expired_reservation_ends(void **state)
     if (redis_start() != 0)
         skip();
     for (int i = 0; i < 2; i++) {
-        char cmp[512], key[96], out[64];
+        char cmp[512], rec[64], err[GW_ERR_LEN] = "";
         struct env *e = env_open(&(struct env_opts){.cmp = shared_cmp(cmp, sizeof(cmp)), .confirm = 1});
         struct client cl = {.env = e, .tamper = drop_certconf};
         OSSL_CMP_CTX *ctx = client_new(&cl, SIG, client_cert, client_key, NULL, NULL, 0);
-        int n = snprintf(key, sizeof(key), "unit%d:txn:", (int)getpid());
+        struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3}, got;
+        const unsigned char *tid = (const unsigned char *)tids[i];
+        struct gw_cluster *other = NULL;
         long long counted;
         bool reserved;
+        int found = GW_ERR_NOT_FOUND;
 
-        print_message("the reservation held by %s\n", i == 1 ? "another instance" : "this one");
-        for (const char *p = tids[i]; *p != '\0'; p++)
-            n += snprintf(key + n, sizeof(key) - (size_t)n, "%02x", (unsigned char)*p);
+        print_message("the reservation %s\n", i == 1 ? "another instance's since" : "this one's");
         use_tid(ctx, tids[i]);
         assert_null(OSSL_CMP_exec_IR_ses(ctx)); /* issued; its certConf never reaches the gateway */
         assert_int_equal(unit_open_count(), 1);
-        if (i == 1)
-            assert_int_equal(
-                redis_cmd(out, sizeof(out), 5, (const char *const[]){"SET", key, "another", "XX", "KEEPTTL"}),
-                0);
+        if (i == 1) {
+            unit_ran_out(tids[i]);
+            other = unit_cluster(rec);
+            snprintf(r.role, sizeof(r.role), "default");
+            assert_int_equal(gw_cluster_reserve(other, tid, strlen(tids[i]), "another", 300, 10, err), 0);
+            assert_int_equal(gw_cluster_put_record(other, tid, strlen(tids[i]), "another", &r, 300, err), 0);
+        }
         gw_cmp_engine_expire(e->engine, time(NULL) + 301);
         counted = unit_open_count();
         reserved = unit_reserved(tids[i]);
+        if (other != NULL && (found = gw_cluster_read_record(other, tid, strlen(tids[i]), &got, err)) == 0)
+            gw_txn_record_cleanup(&got);
         assert_int_equal(gw_cmp_engine_open_transactions(e->engine), 0);
-        assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), 1);
-        assert_int_equal(counted, 0);
-        assert_false(reserved);
+        assert_int_equal(audit_count(e, "expired_unconfirmed", NULL, NULL, NULL), i == 0);
+        assert_int_equal(counted, i);
+        assert_int_equal(reserved, i == 1);
+        assert_int_equal(found, i == 1 ? 0 : GW_ERR_NOT_FOUND);
+        if (other != NULL) {
+            assert_int_equal(gw_cluster_end_record(other, tid, strlen(tids[i]), NULL, NULL), 1);
+            gw_cluster_release(other, tid, strlen(tids[i]), "another");
+            assert_int_equal(unit_open_count(), 0);
+        }
+        gw_cluster_free(other);
         client_cleanup(&cl);
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
@@ -10308,7 +10422,7 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
     /* the first transaction's record, its result beside it; this instance ends it and is handed that */
     assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
     assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), 1);
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
     gw_txn_result_cleanup(&left);
@@ -10316,7 +10430,7 @@ static void test_shared_end_retry_not_handed_an_earlier_end(void **state)
        it never runs, its answer lost */
     drop_hook.thread = pthread_self();
     drop_hook.lose_unrun = true;
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), 0);
     assert_false(drop_hook.lose_unrun);
     assert_false(left.present);
     gw_txn_result_cleanup(&left);
@@ -10346,7 +10460,7 @@ static struct gw_cluster *end_retry_start(bool later, bool result, void (*before
     if (later)
         later_instance = unit_cluster(later_rec);
     snprintf(res.reason, sizeof(res.reason), "the first transaction's");
-    assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+    assert_int_equal(gw_cluster_drop_record(cl, tid, 4, NULL), 0);
     if (result) {
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
         assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
@@ -10392,7 +10506,7 @@ static void test_shared_end_retry_after_flush(void **state)
     (void)state;
     cl = end_retry_start(false, true, redis_flushed);
     log_capture_start();
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), 0);
     logged = log_capture_end();
     end_retry_done();
     assert_false(left.present);
@@ -10424,7 +10538,7 @@ static void later_record_ends(const unsigned char *tid)
 
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", later_rec}), 0);
     assert_string_equal(out, ":1");
-    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, &left), 1);
+    assert_int_equal(gw_cluster_end_record(later_instance, tid, 4, NULL, &left), 1);
     assert_true(left.present);
     assert_string_equal(left.reason, "the later transaction's");
     gw_txn_result_cleanup(&left);
@@ -10451,7 +10565,7 @@ static void test_shared_end_retry_leaves_a_later_record(void **state)
     (void)state;
     /* end 2: its first try runs, its answer lost; the later record opens before the retry goes out */
     cl = end_retry_start(true, true, later_record_opens);
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 1);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), 1);
     end_retry_done();
     assert_true(left.present);
     assert_string_equal(left.reason, "the first transaction's");
@@ -10481,7 +10595,7 @@ static void test_shared_end_retry_of_nothing_leaves_a_later_record(void **state)
     (void)state;
     /* end 2 finds no record either, its answer lost; the later record opens before the retry goes out */
     cl = end_retry_start(true, false, later_record_opens);
-    assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), 0);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), 0);
     end_retry_done();
     assert_false(left.present);
     /* read back, it took nothing */
@@ -10517,12 +10631,12 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         print_message("the later end on %s instance\n", other ? "another" : "this");
         later = other ? unit_cluster(rec) : cl;
         /* an end of nothing: Redis has the script since, the answers lost below are the end's own */
-        assert_int_equal(gw_cluster_drop_record(cl, tid, 4), 0);
+        assert_int_equal(gw_cluster_drop_record(cl, tid, 4, NULL), 0);
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
         assert_int_equal(gw_cluster_put_result(cl, tid, 4, &res, 60, err), 1);
         drop_hook.thread = pthread_self();
         drop_hook.lose_answer = 2;
-        assert_int_equal(gw_cluster_end_record(cl, tid, 4, &left), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, &left), GW_ERR_UNAVAILABLE);
         assert_int_equal(drop_hook.lose_answer, 0);
         assert_false(left.present);
         assert_true((id = left.unread) != 0);
@@ -10531,7 +10645,7 @@ static void test_shared_unread_end_outlives_a_later_end(void **state)
         memset(&drop_hook, 0, sizeof(drop_hook));
         /* a later transaction under it, ended before the read-back comes */
         assert_int_equal(redis_cmd(out, sizeof(out), 3, (const char *const[]){"SET", rec, "x"}), 0);
-        assert_int_equal(gw_cluster_end_record(later, tid, 4, &left), 1);
+        assert_int_equal(gw_cluster_end_record(later, tid, 4, NULL, &left), 1);
         assert_false(left.present);
         gw_txn_result_cleanup(&left);
         assert_true(cluster_up(cl));
@@ -13736,6 +13850,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
+        cmocka_unit_test_teardown(test_shared_end_leaves_anothers_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_expired_reservation_ends, redis_stop),
         cmocka_unit_test_teardown(test_shared_closed_slot_ends_after_record, redis_stop),
         cmocka_unit_test_teardown(test_shared_outage_said_at_stop, redis_stop),
