@@ -129,6 +129,7 @@
 #define GW_STATE_CLOCK_SKEW_MS 2000 /* an instance gives up on another's upstream call this late */
 #define GW_STATE_PING_SECS 1        /* how often readiness asks the shared state's Redis (PING) */
 #define GW_STATE_OWNER_LEN 33       /* an instance's name in the shared state: 32 hex digits and a NUL */
+#define GW_STATE_POLICY_LEN 32      /* a Redis maxmemory-policy name, as INFO memory says it, and its NUL */
 /* what a record's end took (its result), or an expiry claim (the records), kept this long for the instance
    to read back should the answer be lost (gateway/cmp/cluster.c S_DROP, S_CLAIM): its one retry comes
    within two timeouts. A literal: it is spelled into a script */

@@ -318,7 +318,7 @@ static void auth_refused(const struct gw_cluster *cl, const redisContext *c, con
                  cl->address, cl->port, r->type == REDIS_REPLY_ERROR ? "an error" : "something");
 }
 
-/* This thread's connection, authenticated; NULL with |err|. */
+/* This thread's connection, authenticated and its eviction checked; NULL with |err|. */
 static redisContext *connection(struct gw_cluster *cl, char *err)
 {
     redisContext *c = pthread_getspecific(cl->conn);
@@ -348,6 +348,13 @@ static redisContext *connection(struct gw_cluster *cl, char *err)
         freeReplyObject(r);
     }
     pthread_setspecific(cl->conn, c);
+    /* on each new connection: a restart, a failover or a CONFIG SET since the start's check shows there */
+    if ((r = command1(cl, c, 2, (const char *const[]){"INFO", "memory"})) == NULL) {
+        (void)unavailable(cl, c, NULL, err); /* frees |c| */
+        return NULL;
+    }
+    cluster_eviction_read(cl, r);
+    freeReplyObject(r);
     return c;
 }
 

@@ -1,6 +1,7 @@
 /*
  * Internal sharing of the shared-state module: cluster.c (Redis: keys, connections, transactions),
- * cluster_revoked.c (the revocations the instances share), cluster_scripts.c (the Lua script of each step)
+ * cluster_revoked.c (the revocations the instances share), cluster_memory.c (whether Redis evicts keys),
+ * cluster_scripts.c (the Lua script of each step)
  * and cluster_record.c (a transaction record and a deferred request's result as the bytes kept in Redis,
  * MAC'ed under the shared "mac_key_file" key).
  */
@@ -69,12 +70,15 @@ struct gw_cluster {
     /* the pinger: readiness follows Redis even while no request comes */
     pthread_t pinger;
     bool pinging;
-    pthread_mutex_t lock; /* stop, last_err, epoch */
+    pthread_mutex_t lock; /* stop, last_err, epoch, eviction */
     pthread_cond_t wake;
     bool stop;
     char last_err[GW_ERR_LEN];
     char epoch[GW_STATE_EPOCH_LEN]; /* the epoch as the last ping read it; "": none read yet */
-    unsigned long long epochs;      /* the pings' count: the value of the epoch a ping sets */
+    /* what the last new connection's INFO memory found: "" fine (or none read), "unchecked", or the
+       evicting policy (cluster_eviction_read: each change logged) */
+    char eviction[GW_STATE_POLICY_LEN];
+    unsigned long long epochs;   /* the pings' count: the value of the epoch a ping sets */
     time_t claim_logged;         /* gw_cluster_claim_expired's last failure log (its one caller's thread) */
     unsigned long long claim_id; /* its claim's id (S_CLAIM): the next one once an answer came */
 };
@@ -93,6 +97,14 @@ long long cluster_integer_of(struct gw_cluster *cl, redisReply *r, char *err);
 /* cluster_run runs script |s| with two keys and four arguments: its integer answer, or GW_ERR_UNAVAILABLE. */
 long long cluster_run(struct gw_cluster *cl, int s, const char *k1, const char *k2, const char *a1,
                       long long a2, long long a3, long long a4, char *err);
+
+/*
+ * cluster_eviction_read: whether Redis evicts the gateway's keys under memory pressure, as |r| (borrowed),
+ * the answer to INFO memory on a new connection of |cl|, says: a maxmemory with a maxmemory-policy other
+ * than noeviction is logged shared_state_evicting and sets the gauge cmpgw_shared_state_evicting; an
+ * answer that does not say (refused) shared_state_eviction_unchecked; each once per change. Any thread.
+ */
+void cluster_eviction_read(struct gw_cluster *cl, const redisReply *r);
 
 /*
  * cluster_warn_failed: a step that failed in Redis, said as the warning |event| (a static string) with |err|

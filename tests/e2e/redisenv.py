@@ -17,7 +17,7 @@ USER, PASSWORD, PREFIX = "cmpgw", "e2e-redis-secret-4f1d", "cmpgw:"
 ADMIN, ADMIN_PASSWORD = "admin", "e2e-redis-admin-9c2e"  # the test's own commands (FLUSHDB, CONFIG SET, ...)
 # what the gateway's scripts need, as docs/operations.md lists it
 GATEWAY_COMMANDS = ["evalsha", "eval", "get", "set", "del", "exists", "expire", "zadd", "zrem", "zcard",
-                    "zremrangebyscore", "zrangebyscore", "ttl", "time", "config|get", "ping"]
+                    "zremrangebyscore", "zrangebyscore", "ttl", "time", "config|get", "info", "ping"]
 
 
 class RedisServer:

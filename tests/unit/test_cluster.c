@@ -209,6 +209,13 @@ static void *serve_conn(void *arg)
             if (!send_all(c->fd, ok ? "+OK\r\n" : "-WRONGPASS invalid username-password pair\r\n",
                           ok ? 5 : 43))
                 break;
+        } else if (strcmp(argv[0], "INFO") == 0) { /* each new connection's: a Redis that evicts nothing */
+            static const char info[] = "# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n";
+            char out[128];
+            int n = snprintf(out, sizeof(out), "$%zu\r\n%s\r\n", sizeof(info) - 1, info);
+
+            if (!send_all(c->fd, out, (size_t)n))
+                break;
         } else if (strcmp(argv[0], "CONFIG") == 0) {
             const char *v = strcmp(argv[2], "appendonly") == 0 ? "yes" : "noeviction";
             char out[128];

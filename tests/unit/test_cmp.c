@@ -52,6 +52,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/limits.h"
+#include "base/metrics.h"
 #include "gateway/config.h"
 #include "mappings/route.h"
 #include "upstream/upstream.h"
@@ -8113,22 +8114,14 @@ static int redis_cmd(char *out, size_t cap, int argc, const char *const *argv)
     return n == 0 && got > 0 ? 0 : -1;
 }
 
-/* Starts redis-server as the gateway wants it (append-only, no eviction): 0, or -1 (none here). */
-static int redis_start(void)
+/*
+ * Runs redis-server on redis_port, append-only, with |maxmemory| and |policy|: 0 once it answers, or -1 (none
+ * here).
+ */
+static int redis_spawn(const char *maxmemory, const char *policy)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
     char port[8], out[64] = "";
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    redis_port = ntohs(sa.sin_port);
     snprintf(port, sizeof(port), "%u", redis_port);
     if ((redis_pid = fork()) == 0) {
         int null = open("/dev/null", O_WRONLY);
@@ -8136,7 +8129,8 @@ static int redis_start(void)
         dup2(null, 1);
         dup2(null, 2);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir,
-               "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "", (char *)NULL);
+               "--appendonly", "yes", "--maxmemory", maxmemory, "--maxmemory-policy", policy, "--save", "",
+               (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100 && redis_pid > 0; i++) { /* up to 10 s */
@@ -8152,6 +8146,24 @@ static int redis_start(void)
     }
     redis_pid = 0;
     return -1;
+}
+
+/* Starts redis-server as the gateway wants it (append-only, no eviction): 0, or -1 (none here). */
+static int redis_start(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    redis_port = ntohs(sa.sin_port);
+    return redis_spawn("0", "noeviction");
 }
 
 /* Teardown: the test's Redis stops whether the test passed or failed. */
@@ -9912,6 +9924,106 @@ static void test_shared_release_at_maxmemory(void **state)
     gw_cluster_release(cl, tid2, 4, "full");
     assert_int_equal(unit_open_count(), 0);
     gw_cluster_free(cl);
+}
+
+/*
+ * A Redis at its maxmemory under noeviction refuses a script's first write that takes memory (OOM; a script
+ * that wrote already runs to its end, past the limit). Neither way reads as a key not there: a record's
+ * write refused so fails closed (GW_ERR_UNAVAILABLE, the request refused systemUnavail) and takes readiness
+ * down; the replay check's key, where Redis takes it, is there, and the replay is refused while Redis is
+ * full. The twin: the record written once Redis takes writes again.
+ */
+static void test_shared_oom_fails_closed(void **state)
+{
+    static const unsigned char tid[] = "oo01", nonce[] = "n1";
+    struct gw_txn_record r = {.req = (unsigned char *)"req", .req_len = 3};
+    char rec[64], out[64], why[GW_ERR_LEN] = "", err[GW_ERR_LEN] = "", err2[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    int seen, again = 0, put;
+
+    (void)state;
+    if (redis_start() != 0)
+        skip();
+    assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
+    cl = unit_cluster(rec);
+    snprintf(r.role, sizeof(r.role), "default");
+    redis_full(1);
+    put = gw_cluster_put_record(cl, tid, 4, "oom", &r, 300, err2);
+    (void)gw_cluster_status(cl, why, sizeof(why));
+    if ((seen = gw_cluster_seen(cl, tid, 4, nonce, 2, "oom", 300, 100, err)) == 0)
+        again = gw_cluster_seen(cl, tid, 4, nonce, 2, "oom", 300, 100, err);
+    redis_full(0);
+    assert_int_equal(put, GW_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err2, "OOM"));
+    assert_non_null(strstr(why, "OOM"));
+    assert_true(seen == GW_ERR_UNAVAILABLE || (seen == 0 && again == GW_ERR_REPLAY));
+    assert_int_equal(cluster_ready(cl), 0);
+    assert_int_equal(gw_cluster_put_record(cl, tid, 4, "oom", &r, 300, err2), 0);
+    assert_int_equal(gw_cluster_end_record(cl, tid, 4, NULL, NULL), 1);
+    gw_cluster_release(cl, tid, 4, "oom");
+    gw_cluster_free(cl);
+}
+
+/* Whether the rendered metrics hold |line| ("name value") as a line of its own. */
+static bool metric_line(const char *line)
+{
+    char *text = NULL, want[128];
+    size_t len = 0;
+    bool found;
+
+    assert_int_equal(gw_metrics_render(&text, &len), 0);
+    snprintf(want, sizeof(want), "\n%s\n", line);
+    found = strstr(text, want) != NULL;
+    free(text);
+    return found;
+}
+
+/*
+ * An instance started on a Redis that keeps its keys (noeviction) whose Redis comes back, restarted (or a
+ * replica taking over) with a maxmemory and a policy that evicts keys with a TTL, as all of the gateway's
+ * are: the connections made to it then read INFO memory, and the warning shared_state_evicting names the
+ * policy, once however many threads connect (here the pinger's and this one's, and again after another
+ * restart so set); cmpgw_shared_state_evicting says 1. The twins: noeviction with a maxmemory, and an
+ * evicting policy without one (nothing to evict for), warn of nothing, and the gauge is 0.
+ */
+static void test_shared_evicting_redis_warned(void **state)
+{
+    static const struct {
+        const char *maxmemory, *policy;
+        bool warned;
+    } cases[] = {{"64mb", "allkeys-lru", true},
+                 {"64mb", "volatile-ttl", true},
+                 {"64mb", "noeviction", false},
+                 {"0", "allkeys-lru", false}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char rec[64], err[GW_ERR_LEN] = "", *logged;
+        struct gw_cluster *cl;
+        int rc = GW_ERR_UNAVAILABLE;
+
+        print_message("maxmemory %s, maxmemory-policy %s\n", cases[i].maxmemory, cases[i].policy);
+        cl = redis_cluster(rec);
+        log_capture_start();
+        for (int restart = 0; restart < 2; restart++) {
+            (void)redis_stop(NULL);
+            assert_int_equal(redis_spawn(cases[i].maxmemory, cases[i].policy), 0);
+            for (int t = 0; t < 50 && (rc = gw_cluster_revoked(cl, "aa", "bb", err)) < 0; t++)
+                usleep(100 * 1000);
+            assert_int_equal(cluster_ready(cl), 0); /* the pinger connected again too */
+        }
+        logged = log_capture_end();
+        assert_int_equal(rc, 0);
+        assert_int_equal(logged_events(logged, "shared_state_evicting"), cases[i].warned);
+        assert_int_equal(logged_events(logged, "shared_state_eviction_unchecked"), 0);
+        if (cases[i].warned)
+            assert_non_null(strstr(logged, cases[i].policy));
+        assert_true(
+            metric_line(cases[i].warned ? "cmpgw_shared_state_evicting 1" : "cmpgw_shared_state_evicting 0"));
+        free(logged);
+        gw_cluster_free(cl);
+        (void)redis_stop(NULL);
+    }
 }
 
 /* Whether the test's Redis holds the reservation (txn:) of transactionID |tid| under unit_cluster's prefix.
@@ -13848,6 +13960,8 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
+        cmocka_unit_test_teardown(test_shared_oom_fails_closed, redis_stop),
+        cmocka_unit_test_teardown(test_shared_evicting_redis_warned, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_leaves_anothers_record, redis_stop),
