@@ -10026,6 +10026,38 @@ static void test_shared_evicting_redis_warned(void **state)
     }
 }
 
+/*
+ * The twin with an ACL that refuses INFO (no +info): the connections made from then on cannot tell whether
+ * Redis evicts keys, which shared_state_eviction_unchecked says once (here the pinger's and this thread's,
+ * both dropped by Redis); they serve all the same.
+ */
+static void test_shared_eviction_unchecked(void **state)
+{
+    char rec[64], out[64], err[GW_ERR_LEN] = "", *logged;
+    struct gw_cluster *cl;
+    int rc = GW_ERR_UNAVAILABLE;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    log_capture_start();
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4, (const char *const[]){"ACL", "SETUSER", "default", "-info"}), 0);
+    assert_string_equal(out, "+OK");
+    assert_int_equal(
+        redis_cmd(out, sizeof(out), 4, (const char *const[]){"CLIENT", "KILL", "TYPE", "normal"}), 0);
+    assert_int_equal(out[0], ':'); /* the connections it dropped: this thread's, the pinger's if open then */
+    for (int t = 0; t < 50 && (rc = gw_cluster_revoked(cl, "aa", "bb", err)) < 0; t++)
+        usleep(100 * 1000);
+    assert_int_equal(cluster_ready(cl), 0); /* the pinger connected again too */
+    logged = log_capture_end();
+    assert_int_equal(rc, 0);
+    assert_int_equal(logged_events(logged, "shared_state_eviction_unchecked"), 1);
+    assert_non_null(strstr(logged, "+info"));
+    assert_int_equal(logged_events(logged, "shared_state_evicting"), 0);
+    free(logged);
+    gw_cluster_free(cl);
+}
+
 /* Whether the test's Redis holds the reservation (txn:) of transactionID |tid| under unit_cluster's prefix.
  */
 static bool unit_reserved(const char *tid)
@@ -13962,6 +13994,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
         cmocka_unit_test_teardown(test_shared_oom_fails_closed, redis_stop),
         cmocka_unit_test_teardown(test_shared_evicting_redis_warned, redis_stop),
+        cmocka_unit_test_teardown(test_shared_eviction_unchecked, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_leaves_anothers, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_after_end_elsewhere, redis_stop),
         cmocka_unit_test_teardown(test_shared_end_leaves_anothers_record, redis_stop),
