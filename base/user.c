@@ -5,12 +5,16 @@
 #include "base/limits.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <unistd.h>
 
 /* One getpwnam_r or getgrnam_r into |ent|, |buf| of |len| bytes holding its strings. */
@@ -101,9 +105,47 @@ int gw_group_id(const char *name, gid_t *gid, char *err)
     return rc;
 }
 
-int gw_user_give(int fd, uid_t uid, gid_t gid)
+/*
+ * Sets the calling thread's filesystem ids: 0, or -1 if either did not take. setfsuid and setfsgid
+ * return the id before, never an error; asked again with an invalid id they change nothing and say
+ * the one in force.
+ */
+static int set_fs_ids(uid_t uid, gid_t gid)
 {
+    (void)setfsuid(uid);
+    (void)setfsgid(gid);
+    return (uid_t)setfsuid((uid_t)-1) == uid && (gid_t)setfsgid((gid_t)-1) == gid ? 0 : -1;
+}
+
+int gw_user_open_as(const char *path, int flags, mode_t mode, uid_t uid, gid_t gid)
+{
+    uid_t was_uid;
+    gid_t was_gid;
+    sigset_t all, saved;
+    int fd = -1, e;
+
     if (geteuid() != 0 || uid == 0)
-        return 0;
-    return fchown(fd, uid, gid);
+        return open(path, flags, mode);
+    /* no signal handler runs on this thread with the user's ids */
+    sigfillset(&all);
+    if ((e = pthread_sigmask(SIG_SETMASK, &all, &saved)) != 0) {
+        errno = e;
+        return -1;
+    }
+    was_uid = (uid_t)setfsuid((uid_t)-1);
+    was_gid = (gid_t)setfsgid((gid_t)-1);
+    e = EPERM;
+    if (set_fs_ids(uid, gid) == 0) {
+        fd = open(path, flags, mode);
+        e = fd < 0 ? errno : 0;
+    }
+    /* not back to root's: the thread would go on as the user for its file accesses; fail the open */
+    if (set_fs_ids(was_uid, was_gid) != 0 && fd >= 0) {
+        close(fd);
+        fd = -1;
+        e = EPERM;
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    errno = e;
+    return fd;
 }

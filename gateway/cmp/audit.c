@@ -66,7 +66,7 @@ struct gw_audit {
     char *path;
     char shown[GW_ERR_LEN]; /* |path| as its log lines name it (gw_conf_show_file) */
     uid_t owner;            /* who may own the file and its directory, besides root: the gateway's user */
-    gid_t group;            /* the group a log created as root is given, with |owner| (gw_user_give) */
+    gid_t group;            /* with |owner|, whom a log created as root is created as */
     unsigned fields;        /* enum gw_audit_field */
 };
 
@@ -599,19 +599,21 @@ static int check_log(const char *path, const struct stat *st, uid_t owner, char 
 }
 
 /*
- * |path| opened to append, created 0600 if absent (|*created|); never through a link. O_EXCL first, so
- * that only a file this call made is taken as made, and once more should another rename or remove the
- * name between the two opens. fd, or -1 with errno.
+ * |path| opened to append, created 0600 if absent; never through a link. O_EXCL first, and once more
+ * should another rename or remove the name between the two opens. Created as |owner| and |group|
+ * (gw_user_open_as): the directories were judged by name (gw_conf_check_dir), and that user may swap
+ * one on the way for a link to any directory between the check and this open; as that user, root's
+ * rights make nothing there, and the file is born theirs, to reopen once root is given up. fd, or -1
+ * with errno.
  */
-static int open_append(const char *path, bool *created)
+static int open_append(const char *path, uid_t owner, gid_t group)
 {
     /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
     const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
     int fd = -1;
 
     for (int tries = 0; tries < 2; tries++) {
-        fd = open(path, flags | O_CREAT | O_EXCL, 0600);
-        *created = fd >= 0;
+        fd = gw_user_open_as(path, flags | O_CREAT | O_EXCL, 0600, owner, group);
         if (fd >= 0 || errno != EEXIST)
             return fd;
         if ((fd = open(path, flags)) >= 0 || errno != ENOENT)
@@ -622,20 +624,19 @@ static int open_append(const char *path, bool *created)
 
 /*
  * The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. One it creates as root
- * is |owner|'s and |group|'s at once: that user reopens it once root is given up (SIGUSR1), and
- * logrotate run as that user ("su") renames and compresses it.
+ * is |owner|'s and |group|'s from the start (open_append): that user reopens it once root is given up
+ * (SIGUSR1), and logrotate run as that user ("su") renames and compresses it.
  */
 static int open_log(const char *path, uid_t owner, gid_t group, char *err)
 {
     char shown[GW_ERR_LEN];
     struct stat st;
-    bool created = false;
     int fd;
 
     if (gw_conf_check_dir("audit.file", path, owner, err) != 0)
         return -1;
     gw_conf_show_file(path, shown, sizeof(shown));
-    if ((fd = open_append(path, &created)) < 0) {
+    if ((fd = open_append(path, owner, group)) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
                         errno == ELOOP ? "a symbolic link" : strerror(errno));
         return -1;
@@ -646,11 +647,6 @@ static int open_log(const char *path, uid_t owner, gid_t group, char *err)
     }
     if (check_log(path, &st, owner, err) != 0)
         goto fail;
-    if (created && gw_user_give(fd, owner, group) != 0) {
-        gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot give \"%s\" to uid %ld: %s", shown, (long)owner,
-                        strerror(errno));
-        goto fail;
-    }
     return fd;
 fail:
     close(fd);

@@ -833,7 +833,14 @@ class Privileges(unittest.TestCase):
     def test_runs_as_user(self):
         if os.geteuid() != 0:
             self.skipTest("needs root")
-        gw = self.gateway(lambda cfg: (cfg.pop("run_as_root"), cfg.update(user="nobody")))
+        # the audit log in a directory of the user's, as the package's /var/log/cmpgw: root creates it as
+        # the user, and makes none where only root may
+        log = self.tmp / "log"
+        gw = self.gateway(lambda cfg: (cfg.pop("run_as_root"), cfg.update(user="nobody"),
+                                       cfg["audit"].update(file=str(log / "audit.log"))))
+        log.mkdir(mode=0o700)
+        os.chown(log, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+        self.tmp.chmod(0o711)
         gw.start()
         try:
             status = Path("/proc/%d/status" % gw.proc.pid).read_text()

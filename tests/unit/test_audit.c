@@ -773,7 +773,8 @@ static bool appendable_as_other(const char *p)
 /*
  * Started as root for another user, the log root creates, at open and at a reopen, is that user's and
  * group's: the user reopens it once root is given up (SIGUSR1), and logrotate run as that user renames
- * and compresses it. A log that was there is left as it is (the owner check allows root's).
+ * and compresses it. A log that was there is left as it is (the owner check allows root's). The
+ * directory is the user's, as the package's /var/log/cmpgw: root creates the log as that user.
  */
 static void test_created_as_root_given(void **state)
 {
@@ -791,7 +792,7 @@ static void test_created_as_root_given(void **state)
     (void)state;
     if (geteuid() != 0)
         skip();
-    assert_int_equal(chmod(dir, 0755), 0); /* the other user reaches the logs */
+    assert_int_equal(chown(dir, OTHER_ID, OTHER_ID), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         conf.file = (char *)fresh(cases[i].name);
         if (cases[i].there) {
@@ -816,7 +817,34 @@ static void test_created_as_root_given(void **state)
         unlink(rotated);
         unlink(path);
     }
-    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(chown(dir, 0, 0), 0);
+}
+
+/*
+ * Started as root for another user, the log is created as that user: in a directory the user may not
+ * write (root's, 0700 here) it is refused, though root could create it there. Whoever runs as that
+ * user could otherwise swap a directory on the way, after its check and before the open, for a link
+ * to any directory, and be given a file of their own there (a root start creating the log with root's
+ * rights).
+ */
+static void test_root_creates_as_the_user(void **state)
+{
+    struct gw_audit_conf conf = {0};
+    struct gw_audit *a;
+    char err[GW_ERR_LEN];
+    struct stat st;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    conf.file = (char *)fresh("not-the-users.log");
+    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    assert_non_null(strstr(err, "Permission denied"));
+    assert_int_equal(lstat(path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    /* the thread's file accesses are root's again: root's own log is made there */
+    assert_non_null(a = open_log(fresh("roots.log"), 0));
+    gw_audit_close(a);
 }
 
 /* A failed reopen keeps the old file: GW_ERR_IO, and lines still land. */
@@ -1314,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_failure_shared),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_created_as_root_given),
+        cmocka_unit_test(test_root_creates_as_the_user),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -4803,7 +4803,10 @@ static void test_status_revoked_file_writers(void **state)
         assert_int_equal(chown(file, nobody->pw_uid, (gid_t)-1), 0);
         revoked_file_refused(&t, "neither the gateway's user");
         t.env->cfg->user = strdup("nobody"); /* started as root, the gateway runs as nobody: its file */
+        /* and its directory, where root creates the audit log as nobody */
+        assert_int_equal(chown(dir, nobody->pw_uid, (gid_t)-1), 0);
         two_cas_restart(&t);
+        assert_int_equal(chown(dir, 0, (gid_t)-1), 0);
         free(t.env->cfg->user);
         t.env->cfg->user = NULL;
         assert_int_equal(chown(file, 0, (gid_t)-1), 0);
