@@ -10,8 +10,9 @@
  * transaction's own fields at GW_AUDIT_TXN_FIELD_MAX, whatever the caller passes. A record refused
  * all the same (out of memory) says nothing of the disk and leaves readiness alone. A line torn by a failed
  * write is closed with a newline before the next one, so every other line still parses; a failed write
- * that wrote nothing tears no line, and adds none. Reopen opens the new file first and swaps the
- * descriptor under the same lock: a failed reopen keeps logging to the old file.
+ * that wrote nothing tears no line, and adds none, and one that got out only that newline closed it. Reopen
+ * opens the new file first and swaps the descriptor under the same lock: a failed reopen keeps logging to the
+ * old file.
  *
  * Group commit: a record that must be on disk waits for the next fsync to start after its write;
  * one writer runs it, outside the lock, for every record written until then, and the others wait
@@ -869,6 +870,7 @@ static bool await_sync(struct gw_audit *a)
 int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
 {
     struct buf b = {0};
+    const char *line;
     size_t done;
     int e, rc = GW_ERR_IO;
 
@@ -882,10 +884,13 @@ int gw_audit_write(struct gw_audit *a, const struct gw_audit_rec *r, int sync)
                     "record too large or out of memory (not written; the disk is not at fault)", 0);
         goto out;
     }
-    if ((e = write_all(a, a->torn ? b.p : b.p + 1, a->torn ? b.len : b.len - 1, &done)) != 0) {
-        /* a write that wrote nothing is a failed write, not a torn line: it leaves the file as it was,
-           an earlier torn line still open and nothing to close else (no blank line) */
-        a->torn = a->torn || done > 0;
+    line = a->torn ? b.p : b.p + 1;
+    if ((e = write_all(a, line, a->torn ? b.len : b.len - 1, &done)) != 0) {
+        /* the file ends mid-line unless the last byte out is a newline (the one closing a torn line; the
+           record holds none else): a write that wrote nothing leaves it as it was, an earlier torn line
+           still open and nothing to close else (no blank line) */
+        if (done > 0)
+            a->torn = line[done - 1] != '\n';
         log_failure(a, FAIL_WRITE, "write", e);
         goto out;
     }

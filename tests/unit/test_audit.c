@@ -986,7 +986,8 @@ static size_t slurp(const char *p, char *buf, size_t cap)
 /*
  * A failed write that wrote nothing leaves nothing to close: the next record starts the file, no blank
  * line before it (which a JSON-lines reader refuses). Its twins: a write cut short leaves a torn line,
- * ended with a newline before the next record, and a failure that wrote nothing after it keeps it torn.
+ * ended with a newline before the next record, and a failure that wrote nothing after it keeps it torn;
+ * one that wrote only that newline closes it.
  */
 static void test_failed_write_torn_lines(void **state)
 {
@@ -1021,6 +1022,21 @@ static void test_failed_write_torn_lines(void **state)
     assert_non_null(l[0] = json_tokener_parse(text + 11));
     assert_string_equal(str(l[0], "event"), "issued");
     free_lines(l, 1);
+
+    /* a write that gets out only the newline closing a torn line leaves none torn: no blank line */
+    assert_non_null(a = open_log(fresh("closed.log"), 0));
+    tu_cap_files(10);
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    tu_uncap_files();
+    tu_cap_files(11); /* the torn line's newline, then EFBIG */
+    assert_int_equal(gw_audit_write(a, &r, 0), GW_ERR_IO);
+    tu_uncap_files();
+    assert_int_equal(gw_audit_write(a, &r, 0), 0);
+    gw_audit_close(a);
+    assert_true(slurp(path, text, sizeof(text)) > 11);
+    assert_int_equal(text[10], '\n');
+    assert_int_equal(text[11], '{');
+    assert_string_equal(strchr(text + 11, '\n'), "\n");
 }
 
 /*
