@@ -159,7 +159,8 @@ int gw_store_revocations_bump(const char *dir, char *err);
  */
 struct gw_store_crl_next {
     uint64_t number;    /* in: the least the caller takes (its clock's µs); out: past crl.state's */
-    time_t this_update; /* in: the caller's now, kept as it is: the number orders the CRLs */
+    time_t this_update; /* in: the caller's now; out: held to crl.state's if that is ahead by at most
+                           GW_CRL_CLOCK_SKEW_SECS, else kept as it is: the number orders the CRLs */
     time_t last_update; /* out: crl.state's thisUpdate (0: none), for a caller to judge its clock by */
     uint64_t gen;       /* out: the generation revoked/ was read at (gw_store_revocations_gen) */
     struct gw_store_revocation *v; /* out: as gw_store_revocations gives them (free()) */
@@ -170,10 +171,10 @@ struct gw_store_crl_next {
  * gw_store_crl_next locks crl.lock; reads crl.state, the generation and revoked/ (leaving out the
  * certificates that expired GW_CRL_EXPIRED_KEEP_SECS before |this_update|); writes the number it settled
  * on and |this_update| to crl.state (as gw_store_crl_state_put); lets the lock go. A thisUpdate taken
- * from crl.state instead of the clock would pin a clock's step ahead, once written there, on every later
- * CRL of every instance until the time caught up, each refused by its relying parties. 0, or a gw_err
- * with |err|: GW_ERR_TIMEOUT when another held crl.lock GW_CRL_LOCK_WAIT_MS (next->v NULL, next->n 0;
- * crl.state unchanged unless writing it was what failed). (worker)
+ * from crl.state instead of the clock, beyond the skew a reader allows, would pin a clock's step ahead, once
+ * written there, on every later CRL of every instance until the time caught up, each refused by its relying
+ * parties. 0, or a gw_err with |err|: GW_ERR_TIMEOUT when another held crl.lock GW_CRL_LOCK_WAIT_MS (next->v
+ * NULL, next->n 0; crl.state unchanged unless writing it was what failed). (worker)
  */
 int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err);
 

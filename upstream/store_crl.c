@@ -267,6 +267,11 @@ int gw_store_crl_next(const char *dir, struct gw_store_crl_next *next, char *err
         goto out;
     if (next->number <= last)
         next->number = last + 1; /* |last| is at most INT64_MAX */
+    /* a peer's clock a little ahead (within what a reader allows): held to, so that the CRL with the higher
+       number is not dated before the one it follows; further ahead, a clock's step: the clock is followed */
+    if (next->last_update > next->this_update &&
+        next->last_update - next->this_update <= GW_CRL_CLOCK_SKEW_SECS)
+        next->this_update = next->last_update;
     if ((rc = gw_store_revocations(dir, next->this_update - GW_CRL_EXPIRED_KEEP_SECS, &next->v, &next->n,
                                    err)) != 0)
         goto out;
