@@ -532,15 +532,19 @@ static void append_status_text(const OSSL_CMP_CTX *ctx, char *buf, size_t cap)
     buf[len] = '\0';
 }
 
-/* The lowest failInfo bit the upstream set, or |dflt|. */
-static int first_fail_bit(const OSSL_CMP_CTX *ctx, int dflt)
+/* The lowest failInfo bit set in |code|, or |dflt|. */
+static int lowest_fail_bit(int code, int dflt)
 {
-    int code = OSSL_CMP_CTX_get_failInfoCode(ctx);
-
     for (int bit = 0; code > 0 && bit <= OSSL_CMP_PKIFAILUREINFO_MAX; bit++)
         if ((code & (1 << bit)) != 0)
             return bit;
     return dflt;
+}
+
+/* The lowest failInfo bit the upstream set, or |dflt|. */
+static int first_fail_bit(const OSSL_CMP_CTX *ctx, int dflt)
+{
+    return lowest_fail_bit(OSSL_CMP_CTX_get_failInfoCode(ctx), dflt);
 }
 
 static const char *status_name(int status)
@@ -682,14 +686,14 @@ static int rejection_confirmed(const struct xfer *x)
      FAIL_BIT(wrongIntegrity) | FAIL_BIT(notAuthorized))
 
 /*
- * Whether the failInfo |fi| of a failed exchange is in |gateway|, the CA's refusal of the gateway's
- * own message: then the operator is told at level error what the CA said, which is for no client.
+ * Whether any of the failInfo bits |bits| of a failed exchange is in |gateway|, the CA's refusal of the
+ * gateway's own message: then the operator is told at level error what the CA said, which is for no client.
  */
-static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int fi, int gateway)
+static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int bits, int gateway)
 {
     char said[GW_ERR_LEN];
 
-    if ((gateway & (1 << fi)) == 0)
+    if ((gateway & bits) == 0)
         return 0;
     if (OSSL_CMP_CTX_snprint_PKIStatus(ctx, said, sizeof(said)) == NULL)
         snprintf(said, sizeof(said), "(unprintable)");
@@ -706,7 +710,7 @@ static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int
 static int sign_refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx,
                                 const struct gw_sign_req *req, int fi)
 {
-    return refused_gateway(cu, ctx, fi, GATEWAY_REFUSED | (req->csr == NULL ? FAIL_BIT(badPOP) : 0));
+    return refused_gateway(cu, ctx, 1 << fi, GATEWAY_REFUSED | (req->csr == NULL ? FAIL_BIT(badPOP) : 0));
 }
 
 /*
@@ -823,20 +827,34 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
 #define RR_CLIENT_SEES (FAIL_BIT(badRequest) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
 
 /*
- * What the failInfo |fi| of a failed rr that the CA did not refuse as the gateway's (RR_GATEWAY)
- * means (map_failure: systemUnavail when no usable answer came): the CA's certRevoked and badCertId
- * keep their meaning (upstream.h), its own trouble may pass, any other rejection is for good, with
- * |fi| where the client may see it.
+ * The failInfo bits of a failed exchange whose bit map_failure chose as |fi|: all the CA set where it
+ * chose one of them, else |fi| alone.
  */
-static int revoke_outcome(int fi, int status, int *fail_info)
+static int fail_bits(const OSSL_CMP_CTX *ctx, const struct xfer *x, int fi)
 {
-    if (fi == OSSL_CMP_PKIFAILUREINFO_certRevoked)
-        return GW_ERR_EXISTS;
-    if (fi == OSSL_CMP_PKIFAILUREINFO_badCertId)
-        return GW_ERR_NOT_FOUND;
-    if ((RR_TRANSIENT & (1 << fi)) != 0)
+    int code = OSSL_CMP_CTX_get_failInfoCode(ctx);
+
+    if (x->failed || OSSL_CMP_CTX_get0_newCert(ctx) != NULL || code <= 0)
+        return 1 << fi;
+    return code & OSSL_CMP_PKIFAILUREINFO_MAX_BIT_PATTERN;
+}
+
+/*
+ * What the failInfo bits |bits| of a failed rr that the CA did not refuse as the gateway's (RR_GATEWAY,
+ * any of its bits) mean (map_failure: systemUnavail when no usable answer came): its own trouble may
+ * pass, whatever else it says; its certRevoked and badCertId keep their meaning (upstream.h) only alone,
+ * as "already revoked" beside anything else is no confirmation to keep a revocation on; any other
+ * rejection is for good, with the lowest of its bits that the client may see, else badRequest.
+ */
+static int revoke_outcome(int bits, int status, int *fail_info)
+{
+    if ((bits & RR_TRANSIENT) != 0)
         return status;
-    *fail_info = (RR_CLIENT_SEES & (1 << fi)) != 0 ? fi : OSSL_CMP_PKIFAILUREINFO_badRequest;
+    if (bits == FAIL_BIT(certRevoked))
+        return GW_ERR_EXISTS;
+    if (bits == FAIL_BIT(badCertId))
+        return GW_ERR_NOT_FOUND;
+    *fail_info = lowest_fail_bit(bits & RR_CLIENT_SEES, OSSL_CMP_PKIFAILUREINFO_badRequest);
     return GW_ERR_REFUSED;
 }
 
@@ -849,7 +867,7 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, cons
     const struct cmp_up *cu = gw_upstream_get0_impl(up);
     struct xfer x = {0};
     OSSL_CMP_CTX *ctx = NULL;
-    int rc = GW_ERR_CRYPTO, status, fi;
+    int rc = GW_ERR_CRYPTO, status, fi, bits;
 
     ERR_clear_error();
     if (cu == NULL || cert == NULL || (ctx = new_ctx(cu, &x)) == NULL ||
@@ -871,7 +889,8 @@ static int cmp_revoke(struct gw_upstream *up, const X509 *cert, int reason, cons
     gw_log_kv(GW_LOG_WARN, "cmp_upstream_failed", "upstream", gw_upstream_conf_name(cu->conf), "url", cu->url,
               "reason", err, NULL);
     *not_sent = !x.sent;
-    rc = refused_gateway(cu, ctx, fi, RR_GATEWAY) ? status : revoke_outcome(fi, status, fail_info);
+    bits = fail_bits(ctx, &x, fi);
+    rc = refused_gateway(cu, ctx, bits, RR_GATEWAY) ? status : revoke_outcome(bits, status, fail_info);
 out:
     ERR_clear_error();
     OSSL_CMP_CTX_free(ctx);

@@ -218,7 +218,9 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * the upstream refused this revocation itself, so that asking again will not help (an HTTP 4xx but
  * for the gateway's credentials and the "wait" ones, 408, 412 and 429; a CMP CA's rejection but for
  * its own trouble), with the failInfo a client may be told in *fail_info: badRequest, or the CMP CA's
- * own where it speaks of the revocation asked for. Any other failure may pass: the CA unreachable,
+ * own where it speaks of the revocation asked for. A CMP CA's failInfo is read whole: its certRevoked
+ * and badCertId count only alone, and a bit of its refusal of the gateway's own message, or of its own
+ * trouble, makes the failure one that may pass. Any other failure may pass: the CA unreachable,
  * late, busy or failing. |err| has the upstream's answer, for the log only.
  * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
  * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by

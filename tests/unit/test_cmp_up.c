@@ -242,6 +242,7 @@ struct server {
     int rr_named_len;
     int req_fail;    /* M_REJECT: the failInfo bit that rejects an ir or p10cr (badCertTemplate unless set) */
     int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless set) */
+    int rr_more;     /* M_REJECT: more failInfo bits beside it (a mask; none unless set) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
     int tmpl_issuer; /* whether that template names an issuer */
     long tmpl_secs;  /* the validity that template asks for, notBefore to notAfter; 0: none */
@@ -314,9 +315,9 @@ static OSSL_CMP_PKISI *srv_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, co
     }
     if (s->mode == M_REJECT) {
         pthread_mutex_lock(&s->lock);
-        fail = s->rr_fail;
+        fail = 1 << s->rr_fail | s->rr_more;
         pthread_mutex_unlock(&s->lock);
-        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, "no\nway");
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, fail, "no\nway");
     }
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
@@ -1416,6 +1417,73 @@ static void test_revoke_refusals(void **state)
     X509_free(x);
 }
 
+#define BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
+
+/*
+ * A CMP CA's rejection of an rr with more than one failInfo bit is read whole: any bit of its refusal of
+ * the gateway's message or credentials makes it that (retry later, logged at level error), whatever
+ * else it says; certRevoked is "already revoked" and badCertId "no such certificate" only alone; its
+ * own trouble beside anything else may pass; any other is for good. A holder's rr and a withdrawal
+ * alike. Before, only the lowest bit counted: {certRevoked, notAuthorized} (the gateway's certificate
+ * revoked at the CA) was "already revoked", which the rr kept as a revocation the CA never made and a
+ * withdrawal took as done, and the refusal of the gateway went unlogged.
+ */
+static void test_revoke_fail_bits(void **state)
+{
+    static const struct {
+        int fail, more; /* the lowest bit the CA sets, and the others */
+        int rc;
+        int fail_info; /* GW_ERR_REFUSED: what the client may be told */
+        int gateway;   /* cmp_upstream_refused_gateway logged */
+    } cases[] = {
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(notAuthorized), GW_ERR_UPSTREAM, 0, 1},
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(wrongIntegrity), GW_ERR_UPSTREAM, 0, 1},
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(signerNotTrusted) | BIT(badSenderNonce), GW_ERR_UPSTREAM, 0,
+         1},
+        {OSSL_CMP_PKIFAILUREINFO_badRequest, BIT(notAuthorized), GW_ERR_UPSTREAM, 0, 1},
+        {OSSL_CMP_PKIFAILUREINFO_badCertId, BIT(certRevoked) | BIT(badMessageCheck), GW_ERR_UPSTREAM, 0, 1},
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(systemUnavail), GW_ERR_UPSTREAM, 0, 0},
+        {OSSL_CMP_PKIFAILUREINFO_badCertId, BIT(systemFailure), GW_ERR_UPSTREAM, 0, 0},
+        {OSSL_CMP_PKIFAILUREINFO_badCertId, BIT(certRevoked), GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_badRequest, 0},
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(duplicateCertReq), GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_badRequest, 0},
+        {OSSL_CMP_PKIFAILUREINFO_certRevoked, BIT(unacceptedExtension), GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_unacceptedExtension, 0},
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, BIT(incorrectData) | BIT(unacceptedExtension), GW_ERR_REFUSED,
+         OSSL_CMP_PKIFAILUREINFO_incorrectData, 0},
+    };
+    X509 *x = make_cert("issued", client_key, 0);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[GW_ERR_LEN] = "", logged[8192];
+        int fi = -1, rc, withdrawn;
+        struct tu_log l;
+        struct server s;
+        struct run r;
+
+        server_start(&s, M_REJECT);
+        pthread_mutex_lock(&s.lock);
+        s.rr_fail = cases[i].fail;
+        s.rr_more = cases[i].more;
+        pthread_mutex_unlock(&s.lock);
+        run_open(&r, s.port);
+        tu_log_capture(&l, GW_LOG_ERROR, GW_LOG_INFO);
+        rc = gw_upstream_revoke_cert(r.up, x, CRL_REASON_KEY_COMPROMISE, &fi, NULL, err);
+        withdrawn = gw_upstream_revoke(r.up, x, CRL_REASON_KEY_COMPROMISE, err);
+        tu_log_release_into(&l, logged, sizeof(logged));
+        if (rc != cases[i].rc || (rc == GW_ERR_REFUSED && fi != cases[i].fail_info) || withdrawn == 0 ||
+            (strstr(logged, "\"event\":\"cmp_upstream_refused_gateway\"") != NULL) != cases[i].gateway)
+            fail_msg("case %zu: rc %d failInfo %d, withdrawal %d, \"%s\"; logged %s", i, rc, fi, withdrawn,
+                     err, logged);
+        run_close(&r);
+        server_stop(&s);
+        assert_int_equal(s.n_requests, 2);
+    }
+    X509_free(x);
+}
+
 /* A copy of |key| without its private half: a signer whose key cannot sign, as one out of reach. */
 static EVP_PKEY *public_half(EVP_PKEY *key)
 {
@@ -1524,6 +1592,7 @@ int main(void)
         cmocka_unit_test(test_revoke_not_set_up),
         cmocka_unit_test(test_revoke_cert),
         cmocka_unit_test(test_revoke_refusals),
+        cmocka_unit_test(test_revoke_fail_bits),
         cmocka_unit_test(test_sender_default),
         cmocka_unit_test(test_sender_settings),
         cmocka_unit_test(test_capubs_not_planted),
