@@ -160,8 +160,9 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
    mark, is not sent again (gateway/cmp/revoked.c); past them the one that ends first is forgotten first */
 #define GW_MAX_REVOKED_UNKEPT 256
 /* a revocation's mark in the shared state, which keeps a second instance from revoking the certificate
-   meanwhile (gateway/cmp/revoked.c): it lasts the upstream's timeout and this much more (the audit records,
-   the revoked set and file around the call), and goes by itself should its end never reach Redis; a
+   meanwhile (gateway/cmp/revoked.c): it lasts twice the upstream's timeout (an rr asks for the certificate's
+   status, then revokes it) and this much more (the audit records, the revoked set and file around the
+   calls), and goes by itself should its end never reach Redis; a
    revocation waiting for another instance's asks again this often */
 #define GW_STATE_REVOKING_SLACK_MS 15000
 #define GW_STATE_REVOKING_POLL_MS 50

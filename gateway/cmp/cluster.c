@@ -27,7 +27,7 @@
  *   revoked            sorted set: those by keyed id, scored by expiry (their count is capped)
  *   revoking:<id>      the instance revoking that certificate now (by issuer and serial), or "done" once
  *                      it revoked it where revoked:<id> could not be written (then looked up as
- *                      revoked:<id> is); TTL: its upstream's timeout and GW_STATE_REVOKING_SLACK_MS
+ *                      revoked:<id> is); TTL: twice its upstream's timeout and GW_STATE_REVOKING_SLACK_MS
  *
  * A share of the per-identity caps is named by its quota key (cmp_quota_key: the identity, with its TLS
  * client), hashed (SHA-256, 128 bits in hex): keys stay short, and Redis holds no subject.

@@ -45,8 +45,9 @@
  * certificate naming the instance, set only where none is, in the same script that finds whether an
  * instance revoked it): a revocation on another instance meanwhile waits for it as one here does, asking
  * again every GW_STATE_REVOKING_POLL_MS, and then finds the certificate in the shared revoked set, which
- * the first put in before it let its mark go. The mark expires with the upstream's timeout and
- * GW_STATE_REVOKING_SLACK_MS, and its end deletes it only where it is still this instance's: a mark
+ * the first put in before it let its mark go. The mark expires with twice the upstream's timeout and
+ * GW_STATE_REVOKING_SLACK_MS (cmp_revoked_mark_ms: an rr asks the CA for the certificate's status, then
+ * revokes it, under one mark), and its end deletes it only where it is still this instance's: a mark
  * whose end never reached Redis (an instance killed during its call, Redis gone meanwhile) holds the
  * certificate no longer than that, and one that ran out is never taken from the instance that holds it
  * since. A mark that cannot be taken (Redis unreachable) begins nothing (revoked.h).
@@ -799,17 +800,24 @@ static size_t done_slot(struct cmp_revoked *rs, const unsigned char *id, time_t 
     return rs->n_done < GW_MAX_REVOKED_UNKEPT ? rs->n_done++ : first;
 }
 
+uint32_t cmp_revoked_mark_ms(uint32_t wait_ms)
+{
+    _Static_assert(2ull * GW_MAX_UPSTREAM_TIMEOUT_MS + GW_STATE_REVOKING_SLACK_MS <= UINT32_MAX, "fits");
+
+    return 2 * wait_ms + GW_STATE_REVOKING_SLACK_MS;
+}
+
 /*
  * |id|, revoked at the CA but not kept in the set, remembered from |now| for as long as a shared mark
- * lives (its upstream's timeout |wait_ms| and GW_STATE_REVOKING_SLACK_MS): a revocation of it that waited
- * for this one's mark, or begins meanwhile, finds it revoked (remembered). Lock held.
+ * lives (cmp_revoked_mark_ms of its upstream's timeout |wait_ms|): a revocation of it that waited for this
+ * one's mark, or begins meanwhile, finds it revoked (remembered). Lock held.
  */
 static void remember(struct cmp_revoked *rs, const unsigned char *id, uint32_t wait_ms, time_t now)
 {
     size_t at = done_slot(rs, id, now);
 
     memcpy(rs->done[at].id, id, ID_LEN);
-    rs->done[at].until = now + (time_t)((wait_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
+    rs->done[at].until = now + (time_t)((cmp_revoked_mark_ms(wait_ms) + 999) / 1000);
 }
 
 /*
@@ -1077,14 +1085,14 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id, time_t now)
  * The certificate named |n| marked in the shared state as well (by issuer and serial), once no other
  * instance's revocation of it holds the mark,
  * waited for until |until_ms| (gw_now_ms): 0; 1 when an instance revoked it (nothing marked);
- * GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark outlives the upstream's timeout |wait_ms| by
- * GW_STATE_REVOKING_SLACK_MS at most. (worker)
+ * GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark lives cmp_revoked_mark_ms of the upstream's
+ * timeout |wait_ms| at most. (worker)
  */
 static int mark_shared(struct gw_cmp_engine *e, const struct names *n, uint32_t wait_ms, uint64_t until_ms,
                        char *err)
 {
     char hex[2 * ID_LEN + 1], plain[2 * ID_LEN + 1];
-    uint32_t ttl_ms = wait_ms + GW_STATE_REVOKING_SLACK_MS;
+    uint32_t ttl_ms = cmp_revoked_mark_ms(wait_ms);
     int rc;
 
     names_hex(n, hex, plain);

@@ -92,6 +92,16 @@ int cmp_revoked_check_id(struct gw_cmp_engine *e, const unsigned char id[CMP_REV
 int cmp_revoked_begin(struct gw_cmp_engine *e, X509 *cert, uint32_t wait_ms, char *err);
 
 /*
+ * cmp_revoked_mark_ms: how long a revocation's shared mark lives, begun with the upstream's timeout
+ * |wait_ms|, and how long one the set did not keep is remembered after it ended. An rr holds the mark
+ * through two calls to its CA, a timeout each (the certificate's status, then the revocation), and
+ * GW_STATE_REVOKING_SLACK_MS covers the rest (the audit records, the revoked set and file around them).
+ * Another revocation waits for the mark one timeout only (cmp_revoked_begin): one held longer has it
+ * refused for now (GW_ERR_BUSY), never sent a second time meanwhile.
+ */
+uint32_t cmp_revoked_mark_ms(uint32_t wait_ms);
+
+/*
  * cmp_revoked_waiting: the cmp_revoked_begin calls of |rs| that wait for another revocation's mark now
  * (gw_cmp_engine_revocations_waiting). Any thread.
  */

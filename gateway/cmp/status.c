@@ -237,10 +237,10 @@ void cmp_status_invalidate(struct gw_cmp_engine *e, const struct gw_upstream *up
 
 /*
  * Who refuses a certificate before its CA's CRL lists it, when |missed| (CMP_REVOKED_*) of it. A revocation
- * that held its mark is known a while even where not kept (revoked.c): this instance remembers it for its
- * upstream's timeout and GW_STATE_REVOKING_SLACK_MS after it ended, and the other instances find its
- * shared mark "done" from its end until the mark expires (sooner: its TTL ran from its beginning), unless
- * that end did not reach Redis.
+ * that held its mark is known a while even where not kept (revoked.c): this instance remembers it for twice
+ * its upstream's timeout and GW_STATE_REVOKING_SLACK_MS after it ended (cmp_revoked_mark_ms), and the other
+ * instances find its shared mark "done" from its end until the mark expires (sooner: its TTL ran from its
+ * beginning), unless that end did not reach Redis.
  */
 _Static_assert(GW_STATE_REVOKING_SLACK_MS == 15000, "left_to_crl's texts say 15 s");
 static const char *left_to_crl(int missed, int shared)
@@ -254,11 +254,12 @@ static const char *left_to_crl(int missed, int shared)
     if ((missed & CMP_REVOKED_NOT_HERE) && !marked)
         return "no instance refuses this certificate before its CA's CRL lists it";
     if (missed & CMP_REVOKED_NOT_HERE)
-        return shared ? "this instance refuses this certificate for its upstream's timeout plus 15 s, the "
-                        "others at most until the revocation's mark expires; then only once its CA's CRL "
-                        "lists it"
-                      : "this instance refuses this certificate for its upstream's timeout plus 15 s, then "
-                        "only once its CA's CRL lists it";
+        return shared
+                   ? "this instance refuses this certificate for twice its upstream's timeout plus 15 s, the "
+                     "others at most until the revocation's mark expires; then only once its CA's CRL "
+                     "lists it"
+                   : "this instance refuses this certificate for twice its upstream's timeout plus 15 s, "
+                     "then only once its CA's CRL lists it";
     if (!shared)
         return "this instance refuses this certificate until it restarts, then once its CA's CRL lists it";
     if (!marked)
@@ -268,10 +269,10 @@ static const char *left_to_crl(int missed, int shared)
                    : "the other instances refuse this certificate only once its CA's CRL lists it";
     return missed & CMP_REVOKED_NOT_SAVED
                ? "the other instances refuse this certificate at most until the revocation's mark expires "
-                 "(its upstream's timeout plus 15 s), then only once its CA's CRL lists it; this one until "
-                 "it restarts"
+                 "(twice its upstream's timeout plus 15 s), then only once its CA's CRL lists it; this one "
+                 "until it restarts"
                : "the other instances refuse this certificate at most until the revocation's mark expires "
-                 "(its upstream's timeout plus 15 s), then only once its CA's CRL lists it";
+                 "(twice its upstream's timeout plus 15 s), then only once its CA's CRL lists it";
 }
 
 void cmp_status_revoked(struct gw_cmp_engine *e, const struct gw_upstream *up, X509 *cert, const char *tid)

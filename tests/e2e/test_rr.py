@@ -633,10 +633,10 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
         self.assertEqual([(line["level"], line["serial"], line["reason"], line["msg"]) for line in lines], [(
             "error", harness.serial_hex(other).lower(),
             "this instance keeps 1 unexpired revocations already (cmp.max_revoked)",
-            "this instance refuses this certificate for its upstream's timeout plus 15 s, the others at most until "
-            "the revocation's mark expires; then only once its CA's CRL lists it" if harness.STATE == "redis" else
-            "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "
-            "CRL lists it")])
+            "this instance refuses this certificate for twice its upstream's timeout plus 15 s, the others at most "
+            "until the revocation's mark expires; then only once its CA's CRL lists it" if harness.STATE == "redis" else
+            "this instance refuses this certificate for twice its upstream's timeout plus 15 s, then only once its "
+            "CA's CRL lists it")])
         ir = self.gw.cmp("ir", "other-ir", auth=(other, other_key), newkey=self.newkey("other-ir"),
                          subject="/CN=other", extra=("-implicit_confirm",), expect_cert=False)
         self.assert_rejected(ir, "certRevoked",

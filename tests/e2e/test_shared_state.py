@@ -379,8 +379,8 @@ class RevokedOnceAcrossInstances(TwoInstances):
         first, other = (self.gw, self.gw2) if reason == 1 else (self.gw2, self.gw)
         serial = harness.serial_hex(res.cert).lower()
         # what the log tells of the others: they refuse it while its mark is "done", as the p10cr below finds
-        self.assertIn("the other instances refuse this certificate at most until the revocation's mark expires (its "
-                      "upstream's timeout plus 15 s), then only once its CA's CRL lists it",
+        self.assertIn("the other instances refuse this certificate at most until the revocation's mark expires (twice "
+                      "its upstream's timeout plus 15 s), then only once its CA's CRL lists it",
                       [l.get("msg") for l in first.log_lines() if l.get("event") == "revocation_not_kept" and
                        "cmp.max_revoked" in l.get("reason", "")], first.stderr()[-3000:])
         self.assertTrue(any(l.get("event") == "rr_already_revoked" and l.get("source") == "gateway" and

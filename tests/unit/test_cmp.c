@@ -74,11 +74,11 @@
 #define TEXT_KEY_REUSE_ISSUED(body)                                                                          \
     body " signed with a certificate a CA of this route issued" TEXT_KEY_REUSE_TAIL
 #define TEXT_HERE_A_WHILE                                                                                    \
-    "this instance refuses this certificate for its upstream's timeout plus 15 s, then only once its CA's "  \
-    "CRL lists it"
+    "this instance refuses this certificate for twice its upstream's timeout plus 15 s, then only once its " \
+    "CA's CRL lists it"
 #define TEXT_ALL_A_WHILE                                                                                     \
-    "this instance refuses this certificate for its upstream's timeout plus 15 s, the others at most until " \
-    "the revocation's mark expires; then only once its CA's CRL lists it"
+    "this instance refuses this certificate for twice its upstream's timeout plus 15 s, the others at most " \
+    "until the revocation's mark expires; then only once its CA's CRL lists it"
 #define CMP_DEFAULTS                                                                                         \
     "\"message_time_window\": \"300s\", \"transaction_ttl\": \"300s\", "                                     \
     "\"max_transactions_per_identity\": 100"
@@ -4447,10 +4447,10 @@ static void test_status_revoked_unchecked_upstream(void **state)
 
 /*
  * cmp.max_revoked reached without Redis: a further rr is accepted and its revocation stands at the CA,
- * but once this instance forgets it (the upstream's timeout and GW_STATE_REVOKING_SLACK_MS after it
- * ended) no instance refuses the certificate before its CA's CRL lists it (here never: its upstream checks
- * no revocation), which revocation_not_kept says as an error; the one kept is not dropped for it. The
- * full set's branch was once never run by any test.
+ * but once this instance forgets it (twice the upstream's timeout and GW_STATE_REVOKING_SLACK_MS after
+ * it ended, cmp_revoked_mark_ms) no instance refuses the certificate before its CA's CRL lists it (here
+ * never: its upstream checks no revocation), which revocation_not_kept says as an error; the one kept is not
+ * dropped for it. The full set's branch was once never run by any test.
  */
 static void test_status_revoked_set_full(void **state)
 {
@@ -4473,7 +4473,7 @@ static void test_status_revoked_set_full(void **state)
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
     was = two_ca_now;
-    two_ca_now += (time_t)((local_conf(t.env)->timeout_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
+    two_ca_now += (time_t)((cmp_revoked_mark_ms(local_conf(t.env)->timeout_ms) + 999) / 1000);
     ir_as(&t, t.x1b, t.x1b_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     two_ca_now = was;
     local_conf(t.env)->check_revocation = true;
@@ -12066,7 +12066,7 @@ static void test_shared_revocation_not_kept(void **state)
         assert_not_kept(
             logged, t.x1, "error", cases[i].reason,
             "the other instances refuse this certificate at most until the revocation's mark expires "
-            "(its upstream's timeout plus 15 s), then only once its CA's CRL lists it");
+            "(twice its upstream's timeout plus 15 s), then only once its CA's CRL lists it");
         free(logged);
         assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"KEYS", pattern}), 0);
         assert_string_equal(out, kept); /* none more in Redis */
@@ -12171,9 +12171,10 @@ static void revoking_key(const X509 *cert, char *out, size_t cap);
  * cmp.max_revoked caps this instance's set and Redis's alike. With it at 1, behind an upstream that checks
  * no revocation: a revocation Redis refused (a broken set) is kept here alone; the next finds this
  * instance's set full and is kept in Redis alone, which still has every instance refuse it (a warning);
- * the one after finds both full (an error: no instance refuses it once this one forgets it, the upstream's
- * timeout and GW_STATE_REVOKING_SLACK_MS after it ended). Each rr is accepted, its revocation stands at the
- * CA, and none kept is dropped for a later one. The full set's branch was once never run by any test.
+ * the one after finds both full (an error: no instance refuses it once this one forgets it, twice the
+ * upstream's timeout and GW_STATE_REVOKING_SLACK_MS after it ended). Each rr is accepted, its revocation
+ * stands at the CA, and none kept is dropped for a later one. The full set's branch was once never run by any
+ * test.
  */
 static void test_shared_revoked_set_full(void **state)
 {
@@ -12212,7 +12213,7 @@ static void test_shared_revoked_set_full(void **state)
     ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
           "the signer certificate (serial ");
     was = two_ca_now;
-    two_ca_now += (time_t)((local_conf(t.env)->timeout_ms + GW_STATE_REVOKING_SLACK_MS + 999) / 1000);
+    two_ca_now += (time_t)((cmp_revoked_mark_ms(local_conf(t.env)->timeout_ms) + 999) / 1000);
     revoking_key(t.x2, mark, sizeof(mark));
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"DEL", mark}), 0);
     ir_as(&t, t.x2, t.x2_key, t.ca2, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
@@ -12400,9 +12401,13 @@ static void mark_is(const char *key, const char *value, char *out, size_t cap)
 
 /*
  * The mark of this instance's revocation: taken before the CA is asked, naming the instance, with a TTL of
- * the upstream's timeout and GW_STATE_REVOKING_SLACK_MS at most (an instance that dies during its call holds
- * the certificate no longer), and deleted at its end only while it is still this instance's. A mark of its
- * own left over (its end never reached Redis) is taken again, not waited for.
+ * twice the upstream's timeout and GW_STATE_REVOKING_SLACK_MS at most (an instance that dies during its
+ * calls holds the certificate no longer), and deleted at its end only while it is still this instance's. A
+ * mark of its own left over (its end never reached Redis) is taken again, not waited for. The TTL left as
+ * the revocation is sent is more than one timeout and the slack: the status query before it took one
+ * timeout of the mark's life at most, the revocation may take another. Once it was one timeout and the
+ * slack from the start, and a slow CA let it expire during the revocation, which another instance then
+ * sent again.
  */
 static void test_shared_revoking_mark_own(void **state)
 {
@@ -12418,7 +12423,7 @@ static void test_shared_revoking_mark_own(void **state)
     assert_int_equal(fake.revoke_calls, 1);
     assert_string_equal(mark_len, "$32");
     ttl = mark_ttl[0] == ':' ? strtol(mark_ttl + 1, NULL, 10) : -1;
-    if (ttl <= 0 || ttl > 500 + GW_STATE_REVOKING_SLACK_MS)
+    if (ttl <= 500 + GW_STATE_REVOKING_SLACK_MS || ttl > 2 * 500 + GW_STATE_REVOKING_SLACK_MS)
         fail_msg("the mark's TTL is %s ms", mark_ttl);
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", mark_key}), 0);
     assert_string_equal(out, ":0");
@@ -12472,7 +12477,7 @@ static void test_shared_revoking_done_when_not_kept(void **state)
     assert_string_equal(out, ":1");
     assert_int_equal(redis_cmd(mark_ttl, sizeof(mark_ttl), 2, (const char *const[]){"PTTL", mark_key}), 0);
     ttl = mark_ttl[0] == ':' ? strtol(mark_ttl + 1, NULL, 10) : -1;
-    if (ttl <= 0 || ttl > 500 + GW_STATE_REVOKING_SLACK_MS)
+    if (ttl <= 0 || ttl > 2 * 500 + GW_STATE_REVOKING_SLACK_MS)
         fail_msg("the done mark's TTL is %s ms", mark_ttl);
     /* the CA refuses x1b: its mark goes */
     revoking_key(t->x1b, mark_key, sizeof(mark_key));

@@ -144,8 +144,10 @@ static void test_withdrawals_init_checks_the_condition(void **state)
 
 #define NOW 1800000000 /* the engine's clock at the start of each case */
 #define WAIT_MS 1000   /* the upstream's timeout each revocation is begun with */
-/* how long a revocation the set did not keep is remembered, in the engine clock's seconds */
-#define REMEMBERED_SECS ((WAIT_MS + GW_STATE_REVOKING_SLACK_MS + 999) / 1000)
+/* how long a revocation the set did not keep is remembered, in the engine clock's seconds: as long as its
+   shared mark lives, twice the timeout (the CA's status of the certificate, then the revocation) and the
+   slack; once it was one timeout and the slack */
+#define REMEMBERED_SECS ((2 * WAIT_MS + GW_STATE_REVOKING_SLACK_MS + 999) / 1000)
 
 static time_t now_is = NOW;
 
