@@ -20,6 +20,8 @@ enum gw_err {
     GW_ERR_FORBIDDEN = -13,
     GW_ERR_UNAVAILABLE = -14, /* a dependency is known to be down: refused without trying */
     GW_ERR_REFUSED = -15,     /* the upstream refused the request itself: asking again will not help */
+    GW_ERR_NOT_DURABLE =
+        -16, /* done and on record, but the record may not outlive a crash (a failed fsync) */
 };
 
 /* gw_err_str returns a static name for an error code. */

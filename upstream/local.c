@@ -577,7 +577,7 @@ static int local_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, 
     gw_log_kv(rc == 0 ? GW_LOG_INFO : GW_LOG_ERROR, "local_revoked", "upstream", conf->name, "serial", hex,
               rc == 0 ? NULL : "msg", err, NULL);
     tell_instances(conf, hex);
-    return rc;
+    return rc == 0 ? 0 : GW_ERR_NOT_DURABLE;
 }
 
 /* worker */

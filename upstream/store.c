@@ -620,6 +620,7 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     char hex[2 * 20 + 1], tmp[TMP_NAME_MAX], rec[REVOKED_RECORD_MAX];
     int dirfd = -1, rfd = -1, rc = GW_ERR_IO, len, known;
     time_t not_after;
+    struct stat st;
 
     if (gw_x509_serial_hex_checked(serial, hex, sizeof(hex)) != 0) {
         store_fail(err, dir, ": not a serial number this issuer uses");
@@ -640,6 +641,12 @@ int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, tim
     len = revocation_record(rec, sizeof(rec), when, reason, not_after);
     if ((rfd = open_revoked_dir(dirfd)) < 0) {
         store_fail(err, dir, ": cannot write the revocation of %s: %s", hex, strerror(errno));
+        goto out;
+    }
+    /* one recorded already is that, whatever the count (which may fail) says */
+    if (fstatat(rfd, hex, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        store_fail(err, dir, ": %s is already revoked", hex);
+        rc = GW_ERR_EXISTS;
         goto out;
     }
     if ((rc = revocation_room(rfd, dir, hex, err)) != 0)

@@ -79,9 +79,10 @@ struct gw_store_revocation {
  * with |reason|. Returns 0, GW_ERR_NOT_FOUND (no such certificate in the store), GW_ERR_EXISTS
  * (already revoked, also by a concurrent call: the first record stands), GW_ERR_LIMIT (revoked/ holds
  * GW_STORE_LIST_MAX records, expired ones counted: a CRL could list no more, and none is removed; calls
- * at once may each pass the count), or GW_ERR_IO / GW_ERR_NOMEM with |err|. A record linked whose
- * directory's fsync then failed stays (GW_ERR_IO: gw_store_revocation_get finds it): a CRL built meanwhile
- * may list it, and a later one must not list less. (worker)
+ * at once may each pass the count; one recorded already is GW_ERR_EXISTS before it), or GW_ERR_IO /
+ * GW_ERR_NOMEM with |err|. A record linked whose directory's fsync then failed stays (GW_ERR_IO:
+ * gw_store_revocation_get finds it): a CRL built meanwhile may list it, and a later one must not list
+ * less. (worker)
  */
 int gw_store_revoke(const char *dir, const ASN1_INTEGER *serial, int reason, time_t when, char *err);
 

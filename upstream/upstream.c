@@ -941,7 +941,9 @@ int gw_upstream_revoke_by(struct gw_upstream *up, const X509 *cert, int reason, 
 {
     int fail_info, rc = revoke_cert(up, cert, reason, end, &fail_info, not_sent, err);
 
-    return rc == GW_ERR_EXISTS ? 0 : rc; /* withdrawn already: what the caller wants */
+    /* withdrawn already, or recorded where a crash may lose it (its adapter logged that): what the caller
+       wants */
+    return rc == GW_ERR_EXISTS || rc == GW_ERR_NOT_DURABLE ? 0 : rc;
 }
 
 int gw_upstream_revoke_serial(struct gw_upstream *up, const X509_NAME *issuer, const ASN1_INTEGER *serial,

@@ -221,7 +221,10 @@ int gw_upstream_is_own_ca(const struct gw_upstream *up, const X509 *ca);
  * own where it speaks of the revocation asked for. A CMP CA's failInfo is read whole: its certRevoked
  * and badCertId count only alone, and a bit of its refusal of the gateway's own message, or of its own
  * trouble, makes the failure one that may pass. Any other failure may pass: the CA unreachable,
- * late, busy or failing. |err| has the upstream's answer, for the log only.
+ * late, busy or failing. |err| has the upstream's answer, for the log only. GW_ERR_NOT_DURABLE (a local
+ * issuer only): revoked, its record in the store and on its CRLs, but the store could not make the record
+ * durable (a failed fsync of its directory; logged at level error, |err| says so): a crash may lose it;
+ * gw_upstream_revoke and gw_upstream_revoke_by take it as done (0).
  * gw_upstream_revoke_cert revokes |cert| itself, the same way: by the certificate where the upstream
  * takes one (a CMP CA's rr carries it; OpenSSL 3.0 builds none from issuer and serial alone), else by
  * its issuer and serial; for its holder's rr. gw_upstream_revoke is gw_upstream_revoke_cert that

@@ -443,12 +443,15 @@ static int revoke_marked(struct cmp_txn *t, struct cmp_call *c, const X509_NAME 
                : gw_upstream_revoke_cert(t->up, t->signer, code, &fail_info, &unsent, err);
     if (rc == GW_ERR_EXISTS)
         return revoked_at_ca(t, c, issuer, target, "upstream", "the CA's answer to the revocation", refusal);
-    if (rc != 0)
+    if (rc != 0 && rc != GW_ERR_NOT_DURABLE)
         return not_revoked(t, c, target, rc, fail_info, unsent, err, refusal);
     cmp_status_revoked(c->e, t->up, target, c->rsp->tid); /* it authenticates nothing from now on */
-    /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept */
-    snprintf(status, sizeof(status), "revoked; reason %s%s", reason_name(reason),
-             dropped ? " (kept here only: the upstream takes no reason)" : "");
+    /* Vault takes no reason code (docs/design.md U1.5): this record is where it is kept. A local issuer's
+       record its store could not make durable stands and is on its CRLs (it logged that at level error) */
+    snprintf(status, sizeof(status), "revoked; reason %s%s%s%.160s", reason_name(reason),
+             dropped ? " (kept here only: the upstream takes no reason)" : "",
+             rc == GW_ERR_NOT_DURABLE ? "; its record may not outlive a crash of the CA's store: " : "",
+             rc == GW_ERR_NOT_DURABLE ? err : "");
     cmp_audit_rec_init(&r, t, c->rsp->tid, "revoked", status);
     if (cmp_audit_write(c->e, &r, 1) != 0)
         gw_log_kv(GW_LOG_ERROR, "audit_lost", "tid", c->rsp->tid, "serial", t->serial, "msg",

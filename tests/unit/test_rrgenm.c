@@ -32,6 +32,7 @@
 #include "gateway/cmp/engine_test.h"
 #include "gateway/cmp/record.h"
 #include "gateway/cmp/cmp_local.h"
+#include "gateway/cmp/revoked.h"
 #include "gateway/cmp/shim.h"
 #include "gateway/cmp/status.h"
 #include "gateway/config.h"
@@ -1366,6 +1367,38 @@ static void test_rr_holder(void **state)
     assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), 1);
     assert_int_equal(audit_count(e, "revoked", "status", "reason keyCompromise"), 1);
     assert_int_equal(audit_count(e, "rejected", "status", "notAuthorized"), 2);
+    X509_free(cert);
+    EVP_PKEY_free(k);
+    env_free(e);
+}
+
+/*
+ * The local issuer's store records the holder's revocation but cannot make it durable (its directory's
+ * fsync fails): it stands, on the CRL, so the rr is accepted, kept as a revocation (the next rr is
+ * answered from the gateway's record), and its audit record says the record may not outlive a crash.
+ * Before, it was "outcome unknown": systemUnavail, a revoke_failed record telling to check at the CA,
+ * and nothing kept, so where no status is read the certificate went on authenticating.
+ */
+static void test_rr_local_unsynced(void **state)
+{
+    struct env *e = env_new(NULL, NULL);
+    EVP_PKEY *k;
+    X509 *cert = enrol(e, &k);
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    gw_store_test_fail_dir_syncs(1);
+    assert_int_equal(rr(e, cert, k, cert, CRL_REASON_KEY_COMPROMISE, &ctx), 1);
+    gw_store_test_fail_dir_syncs(0);
+    assert_status(ctx, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
+    OSSL_CMP_CTX_free(ctx);
+    assert_int_equal(crl_lists(e, X509_get0_serialNumber(cert)), 1);
+    assert_int_equal(audit_count(e, "revoked", "status",
+                                 "reason keyCompromise; its record may not outlive a crash "
+                                 "of the CA's store: "),
+                     1);
+    assert_int_equal(audit_count(e, "revoke_failed", NULL, NULL), 0);
+    assert_int_equal(cmp_revoked_check(e->engine, cert, time(NULL), (char[GW_ERR_LEN]){0}), 1);
     X509_free(cert);
     EVP_PKEY_free(k);
     env_free(e);
@@ -3572,6 +3605,7 @@ int main(void)
         cmocka_unit_test(test_genm_crl_older),
         cmocka_unit_test_setup_teardown(test_genm_crl_hits, crl_hits_setup, crl_hits_teardown),
         cmocka_unit_test(test_rr_holder),
+        cmocka_unit_test(test_rr_local_unsynced),
         cmocka_unit_test(test_rr_ra),
         cmocka_unit_test(test_rr_unknown),
         cmocka_unit_test(test_rr_ra_by_serial),

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/socket.h>
@@ -2760,10 +2761,31 @@ static void test_local_revocations_full(void **state)
 }
 
 /*
+ * gw_upstream_revoke_serial of |cert| with two descriptors left to it: the store's and its revoked/, but none
+ * for the count of its revocations.
+ */
+static int revoke_short_of_fds(struct gw_upstream *up, X509 *cert, char *err)
+{
+    struct rlimit was, few;
+    int fd = dup(0), fi, rc;
+
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+    few = (struct rlimit){(rlim_t)fd + 2, was.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &few), 0);
+    rc = gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(cert), CRL_REASON_NONE, &fi, NULL, err);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+    return rc;
+}
+
+/*
  * A revocation's record, once linked, stays when the directory's fsync fails: another instance's CRL
- * may list it already, and a later one must not list less. The rr is told of the failure (asking again
- * finds it revoked), while this instance's CRL and the store's generation take it in. A certificate in
- * the same case is unlinked: it was never released.
+ * may list it already, and a later one must not list less. The adapter says so apart (GW_ERR_NOT_DURABLE:
+ * revoked, on record, its durability in doubt), while this instance's CRL and the store's generation take
+ * it in; asking again finds it revoked, also while the count of revoked/ fails. A certificate in the same
+ * case is unlinked: it was never released. Before, the adapter gave GW_ERR_IO, which its rr took as an
+ * outcome unknown, and a record found while the count failed was taken as a fresh revocation.
  */
 static void test_local_revoke_unsynced(void **state)
 {
@@ -2792,7 +2814,7 @@ static void test_local_revoke_unsynced(void **state)
     err[0] = '\0';
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE,
                                                &fi, NULL, err),
-                     GW_ERR_IO);
+                     GW_ERR_NOT_DURABLE);
     gw_store_test_fail_dir_syncs(0);
     assert_non_null(strstr(err, "is recorded, but may not outlive a crash"));
     gw_x509_cert_serial_hex(certs[1], hex, sizeof(hex));
@@ -2808,6 +2830,8 @@ static void test_local_revoke_unsynced(void **state)
     assert_int_equal(gw_upstream_revoke_serial(up, NULL, X509_get0_serialNumber(certs[1]), CRL_REASON_NONE,
                                                &fi, NULL, err),
                      GW_ERR_EXISTS);
+    /* recorded already, while the count of revoked/ fails (no descriptor left for it): still "already" */
+    assert_int_equal(revoke_short_of_fds(up, certs[1], err), GW_ERR_EXISTS);
     /* the twin: a certificate whose name could not be made durable is not left in the store */
     files = count_entries(dir);
     plan_init(&plan, keys[K_P256], "unsynced", NULL);
