@@ -365,25 +365,41 @@ static char *subject_text(const X509 *x)
     return out;
 }
 
+/* What cert_at found. */
+enum cert_read { CERT_READ, CERT_ABSENT, CERT_UNREADABLE, CERT_NOT_PEM };
+
+/*
+ * The certificate <dirfd>/|name| into *out: a regular file, not followed if a link, of at most
+ * GW_STORE_FILE_MAX bytes, holding a PEM certificate. CERT_READ, or why not (*out NULL).
+ */
+static enum cert_read cert_at(int dirfd, const char *name, X509 **out)
+{
+    struct stat st;
+    BIO *bio;
+    int fd;
+
+    *out = NULL;
+    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return errno == ENOENT ? CERT_ABSENT : CERT_UNREADABLE;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
+        (bio = BIO_new_fd(fd, BIO_CLOSE)) == NULL) {
+        close(fd);
+        return CERT_UNREADABLE;
+    }
+    *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    return *out != NULL ? CERT_READ : CERT_NOT_PEM;
+}
+
 /* Reads <dirfd>/|name| into |e|. 0, or -1 (not a certificate, unreadable, too large). */
 static int read_entry(int dirfd, const char *name, struct gw_store_entry *e)
 {
-    struct stat st;
     X509 *x = NULL;
-    BIO *bio = NULL;
-    FILE *f = NULL;
-    int fd, rc = -1;
+    int rc = -1;
 
     memset(e, 0, sizeof(*e));
-    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+    if (cert_at(dirfd, name, &x) != CERT_READ)
         return -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
-        (f = fdopen(fd, "r")) == NULL) {
-        close(fd);
-        return -1;
-    }
-    if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) == NULL || (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL)
-        goto out;
     gw_x509_cert_serial_hex(x, e->serial, sizeof(e->serial));
     if (gw_asn1_time(X509_get0_notBefore(x), &e->not_before) != 0 ||
         gw_asn1_time(X509_get0_notAfter(x), &e->not_after) != 0 || (e->subject = subject_text(x)) == NULL ||
@@ -397,8 +413,6 @@ out:
         memset(e, 0, sizeof(*e));
     }
     X509_free(x);
-    BIO_free(bio);
-    fclose(f);
     return rc;
 }
 
@@ -551,25 +565,15 @@ static int issued_here(int dirfd, const char *hex)
 static int cert_not_after(int dirfd, const char *hex, time_t *not_after)
 {
     char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
-    struct stat st;
-    X509 *x = NULL;
-    BIO *bio = NULL;
-    int fd, rc = -1;
+    X509 *x;
+    int rc = -1;
 
     *not_after = 0;
     snprintf(name, sizeof(name), "%s" PEM_SUFFIX, hex);
-    if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-        return -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
-        (bio = BIO_new_fd(fd, BIO_CLOSE)) == NULL) {
-        close(fd);
-        return -1;
-    }
-    if ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL &&
-        gw_asn1_time(X509_get0_notAfter(x), not_after) == 0 && *not_after > 0)
+    if (cert_at(dirfd, name, &x) == CERT_READ && gw_asn1_time(X509_get0_notAfter(x), not_after) == 0 &&
+        *not_after > 0)
         rc = 0;
     X509_free(x);
-    BIO_free(bio);
     if (rc != 0)
         *not_after = 0;
     return rc;
@@ -738,10 +742,8 @@ static int read_revocation(int rfd, const char *name, struct gw_store_revocation
 int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
 {
     char name[2 * 20 + 1 + sizeof(PEM_SUFFIX)];
-    struct stat st;
-    BIO *bio = NULL;
-    FILE *f = NULL;
-    int dirfd, fd, e;
+    enum cert_read got;
+    int dirfd;
 
     *out = NULL;
     if (!serial_name(serial_hex))
@@ -751,27 +753,15 @@ int gw_store_get(const char *dir, const char *serial_hex, X509 **out, char *err)
         store_fail(err, dir, ": %s", strerror(errno));
         return GW_ERR_IO;
     }
-    fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    e = errno;
+    got = cert_at(dirfd, name, out);
     close(dirfd);
-    if (fd < 0 && e == ENOENT)
+    if (got == CERT_ABSENT)
         return GW_ERR_NOT_FOUND;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GW_STORE_FILE_MAX ||
-        (f = fdopen(fd, "r")) == NULL) {
-        if (fd >= 0)
-            close(fd);
+    if (got == CERT_UNREADABLE)
         store_fail(err, dir, ": %s cannot be read", name);
-        return GW_ERR_IO;
-    }
-    if ((bio = BIO_new_fp(f, BIO_NOCLOSE)) != NULL)
-        *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    BIO_free(bio);
-    fclose(f);
-    if (*out == NULL) {
+    else if (got == CERT_NOT_PEM)
         store_fail(err, dir, ": %s is not a certificate", name);
-        return GW_ERR_IO;
-    }
-    return 0;
+    return got == CERT_READ ? 0 : GW_ERR_IO;
 }
 
 int gw_store_revocation_get(const char *dir, const char *serial_hex, struct gw_store_revocation *out,
