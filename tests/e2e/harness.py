@@ -247,20 +247,28 @@ def read_to_eof(sock):
 
 def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", quiet=1):
     """A TLS connection to |gw| with a 4 KiB receive buffer that pipelines |request| until the gateway has
-    taken none for |quiet| seconds (its answers fill the socket buffers, and nothing reads them): (the socket,
-    the client's address as the gateway logs it)."""
+    not read what was sent for |quiet| seconds (its answers fill the socket buffers, and nothing reads them):
+    (the socket, the client's address as the gateway logs it, the count of requests sent). A batch at a time,
+    each read whole before the next goes: the gateway is seen to wait to write, holding at most a batch of
+    requests unread; sent on while it reads, a client's requests pile up in the socket buffers meanwhile (the
+    kernel grows the gateway's receive buffer to megabytes), which libh2o reads at once as soon as an answer
+    is taken, past the input a connection may hold."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window it offers
     raw.settimeout(5)
     raw.connect(("127.0.0.1", gw.port))
     sock = gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
-    sock.settimeout(quiet)
+    batch, sent = 256, 0
     deadline = time.monotonic() + CLIENT_TIMEOUT
-    try:
-        while time.monotonic() < deadline:
-            sock.sendall(request * 64)
-    except socket.timeout:  # the gateway reads no more: it waits to write
-        return sock, "127.0.0.1:%d" % sock.getsockname()[1]
+    while time.monotonic() < deadline:
+        sock.sendall(request * batch)
+        sent += batch
+        end = time.monotonic() + quiet
+        while not read_whole(gw, sock) and time.monotonic() < end:
+            time.sleep(0.005)
+        if not read_whole(gw, sock):
+            sock.settimeout(quiet)
+            return sock, "127.0.0.1:%d" % sock.getsockname()[1], sent
     sock.close()
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
 

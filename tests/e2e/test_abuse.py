@@ -703,7 +703,7 @@ class Admission(harness.GatewayTestCase):
         wait in the socket with no byte taken. libh2o 2.2.5 times HTTP/1 only while a request is read, so the
         connection, its answers and its share of max_connections_per_address were held forever."""
         before = self.ended_count("http1")
-        sock, peer = harness.stuck_pipeliner(self.gw)
+        sock, peer, _ = harness.stuck_pipeliner(self.gw)
         try:
             deadline = time.monotonic() + 2 + 1 + 10 * harness.SLOW  # send_timeout 2 s, swept every second
             while not self.ended_lines("http1_connection_closed", peer):
@@ -730,16 +730,17 @@ class Admission(harness.GatewayTestCase):
     def test_http1_slow_steady_reader_kept_past_the_send_timeout(self):
         """The same pipeliner reading 2 KiB every 0.1 s for three send_timeouts: its answers never stop moving,
         so its connection stays, however long the whole send takes."""
-        sock, peer = harness.stuck_pipeliner(self.gw, quiet=0.5)  # reading begins well within send_timeout
-        got = 0
+        sock, peer, sent = harness.stuck_pipeliner(self.gw, quiet=0.5)  # reading begins well within send_timeout
+        got, steps = 0, 3 * 2 / 0.1
+        self.assertGreater(sent * 200, steps * 2048)  # answers of 231 bytes: more than it reads, to the end
         try:
             sock.settimeout(5)
-            end = time.monotonic() + 3 * 2
-            while time.monotonic() < end:
+            for _ in range(int(steps)):
                 step = got + 2048
                 while got < step:  # a TLS record at a time: the answers' headers and bodies are records of their own
                     data = sock.recv(step - got)
-                    self.assertTrue(data, "ended after %d bytes" % got)
+                    self.assertTrue(data, "ended after %d bytes: %s"
+                                    % (got, self.ended_lines("http1_connection_closed", peer)))
                     got += len(data)
                 time.sleep(0.1)
         finally:

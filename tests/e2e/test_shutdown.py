@@ -84,7 +84,7 @@ class ShutdownStuckReader(harness.GatewayTestCase):
         cfg["limits"] = {"send_timeout": "2s"}
 
     def test_sigterm_drain_ends_a_client_that_never_reads(self):
-        sock, peer = harness.stuck_pipeliner(self.gw)
+        sock, peer, _ = harness.stuck_pipeliner(self.gw)
         try:
             self.gw.signal_stop()
             rc = self.gw.wait_exit()
