@@ -246,29 +246,34 @@ def read_to_eof(sock):
 
 
 def stuck_pipeliner(gw, request=b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", quiet=1):
-    """A TLS connection to |gw| with a 4 KiB receive buffer that pipelines |request| until the gateway has
-    not read what was sent for |quiet| seconds (its answers fill the socket buffers, and nothing reads them):
-    (the socket, the client's address as the gateway logs it, the count of requests sent). A batch at a time,
-    each read whole before the next goes: the gateway is seen to wait to write, holding at most a batch of
-    requests unread; sent on while it reads, a client's requests pile up in the socket buffers meanwhile (the
-    kernel grows the gateway's receive buffer to megabytes), which libh2o reads at once as soon as an answer
-    is taken, past the input a connection may hold."""
+    """A TLS connection to |gw| with a 4 KiB receive buffer that pipelines |request| until the gateway waits
+    to write (its answers fill the socket buffers, and nothing reads them): (the socket, the client's
+    address as the gateway logs it, the count of requests sent). A batch at a time, each read whole before
+    the next goes, so that the gateway holds at most a batch unread: sent on while it reads, a client's
+    requests pile up in the socket buffers meanwhile (the kernel grows the gateway's receive buffer to
+    megabytes), which libh2o reads at once as soon as an answer is taken, past the input a connection may
+    hold. Waiting, not busy: a batch left unread while the answers queued for this client have not grown
+    for |quiet| seconds (libh2o reads the next batch only once it has answered the last, which a loaded
+    machine may take as long)."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window it offers
     raw.settimeout(5)
     raw.connect(("127.0.0.1", gw.port))
     sock = gw.tls_context().wrap_socket(raw, server_hostname="127.0.0.1")
-    batch, sent = 256, 0
+    here, batch, sent = tcp_address(sock.getsockname()), 256, 0
     deadline = time.monotonic() + CLIENT_TIMEOUT
     while time.monotonic() < deadline:
         sock.sendall(request * batch)
         sent += batch
-        end = time.monotonic() + quiet
-        while not read_whole(gw, sock) and time.monotonic() < end:
+        queued, since = None, time.monotonic()
+        while not read_whole(gw, sock) and time.monotonic() < deadline:
+            now = [s["tx"] for s in tcp_sockets(gw.proc.pid) if s["remote"] == here]
+            if now != queued:
+                queued, since = now, time.monotonic()
+            elif queued and queued[0] > 0 and time.monotonic() - since >= quiet:
+                sock.settimeout(quiet)
+                return sock, "127.0.0.1:%d" % sock.getsockname()[1], sent
             time.sleep(0.005)
-        if not read_whole(gw, sock):
-            sock.settimeout(quiet)
-            return sock, "127.0.0.1:%d" % sock.getsockname()[1], sent
     sock.close()
     raise Failure("the gateway took pipelined requests for %d s without waiting to write" % CLIENT_TIMEOUT)
 
