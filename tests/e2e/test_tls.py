@@ -448,13 +448,14 @@ class ResumptionBounds(harness.GatewayTestCase):
         self.not_served(ctx, self.gw.foreign_port, session)
 
     def test_not_past_the_certificate_expiry(self):
-        cert, key = short_lived_client(self.gw.dir, 4)
+        expires = time.monotonic() + 4 * harness.SLOW  # long enough for its handshakes under a sanitizer
+        cert, key = short_lived_client(self.gw.dir, 4 * harness.SLOW)
         ctx = self.ctx(cert, key)
         ticket, _, status = self.get(ctx, self.gw.port)
         self.assertTrue(status.startswith("HTTP/1.1 415"), status)
         cached, _, status = self.get(ctx, self.gw.cache_port)
         self.assertTrue(status.startswith("HTTP/1.1 415"), status)
-        time.sleep(5)
+        time.sleep(max(0, expires - time.monotonic()) + 1)
         self.not_served(ctx, self.gw.port, ticket)  # the ticket is not used: a full handshake, refused
         handed, reused, status = self.get(ctx, self.gw.cache_port, cached)
         self.assertTrue(reused)  # from the cache: resumed, but the certificate is not taken
@@ -467,14 +468,15 @@ class ResumptionBounds(harness.GatewayTestCase):
     def test_not_past_the_issuer_expiry(self):
         """A ticket carries the client certificate but not its chain: one whose intermediate CA has expired since
         is not used either, nor the ticket a resumption of it handed on."""
-        chain, key = short_lived_issuer(self.gw.dir, 4)
+        expires = time.monotonic() + 4 * harness.SLOW
+        chain, key = short_lived_issuer(self.gw.dir, 4 * harness.SLOW)
         ctx = self.ctx(chain, key)
         ticket, _, status = self.get(ctx, self.gw.port)
         self.assertTrue(status.startswith("HTTP/1.1 415"), status)
         handed, reused, status = self.get(ctx, self.gw.port, ticket)
         self.assertTrue(reused)
         self.assertTrue(status.startswith("HTTP/1.1 415"), status)
-        time.sleep(5)
+        time.sleep(max(0, expires - time.monotonic()) + 1)
         self.not_served(ctx, self.gw.port, ticket)
         self.not_served(ctx, self.gw.port, handed)
 
@@ -483,8 +485,8 @@ class ResumptionBounds(harness.GatewayTestCase):
         intermediate CA that the listener's client_ca holds and the client does not send: once that expires,
         the session resumes but keeps no certificate, as past its own expiry. TLS 1.3 and TLS 1.2 alike (the
         one caches a copy of the handshake's session with its ticket, the other the session itself)."""
-        expires = time.monotonic() + 8
-        short_lived_issuer(self.gw.dir, 8)
+        expires = time.monotonic() + 8 * harness.SLOW  # a reload and four handshakes before it
+        short_lived_issuer(self.gw.dir, 8 * harness.SLOW)
         held = self.gw.dir / "held-ca.pem"
         held.write_bytes((self.gw.dir / "ca.pem").read_bytes() + (self.gw.dir / "short-issuer.pem").read_bytes())
         try:
@@ -514,6 +516,8 @@ class ResumptionBounds(harness.GatewayTestCase):
         under the shared keys or from the cache: the session is checked again as its ticket is written. Its
         request is answered all the same (the handshake completed), without the certificate, and a client whose
         certificate is still valid, held back as long beside it, gets its ticket."""
+        # not scaled by harness.SLOW: each connection holds its handshake open past the expiry, which must stay
+        # within the listener's handshake_timeout
         cert, key = short_lived_client(self.gw.dir, 4)
         expires = time.monotonic() + 4
         conns, ticketed = [], []
@@ -588,11 +592,12 @@ class KeptAliveExpiry(harness.GatewayTestCase):
         cls.gw.wait_ready(cls.gw.require_port)
 
     def short_lived(self):
-        """A TLS context with a client certificate that expires in 4 s, and when (seconds since the epoch)."""
+        """A TLS context with a client certificate that expires in 4 s (times harness.SLOW: a handshake, a
+        reload and asks before it), and when (seconds since the epoch)."""
         import datetime
         from cryptography import x509
 
-        cert, key = short_lived_client(self.gw.dir, 4)
+        cert, key = short_lived_client(self.gw.dir, 4 * harness.SLOW)
         until = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after.replace(
             tzinfo=datetime.timezone.utc).timestamp()
         ctx = ssl.create_default_context(cafile=str(self.gw.dir / "ca.pem"))

@@ -1242,7 +1242,7 @@ class VaultShutdownRevocationsOfThreeEngines(VaultShutdownRevocationPastDeadline
     at the stop, and their withdrawals share one deadline (10 s), not one each one after the other (30 s,
     past STOP_TIMEOUT and near the unit's TimeoutStopSec). Each certificate is on record as not revoked."""
 
-    LATENCY_S = 14.0  # the first sign call, begun before the reloads and SIGTERM, still waits when the drain ends
+    LATENCY_S = 18.0  # the first sign call, begun before the reloads and SIGTERM, still waits when the drain ends
 
     def between_calls(self):
         status, body = harness.admin(self.gw, "/reload", "POST")
