@@ -1005,10 +1005,25 @@ static int walk_step(struct dir_walk *w, const char *comp, char *err)
 
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
 {
+    const char *name;
+    int dir = -1, rc = gw_conf_open_dir(key, file, owner, &dir, &name, err);
+
+    if (dir >= 0)
+        close(dir);
+    return rc;
+}
+
+int gw_conf_open_dir(const char *key, const char *file, uid_t owner, int *dirfd, const char **name, char *err)
+{
     char *dir = gw_conf_dir_of(file), comp[PATH_MAX];
     struct dir_walk *w = calloc(1, sizeof(*w));
+    size_t end = strlen(file);
     int rc;
 
+    *dirfd = -1;
+    while (end > 0 && file[end - 1] != '/')
+        end--;
+    *name = file + end;
     if (dir == NULL || w == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         rc = GW_ERR_NOMEM;
@@ -1030,6 +1045,10 @@ int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
             rc = walk_step(w, comp, err);
     }
 out:
+    if (rc == 0) {
+        *dirfd = w->fd;
+        w->fd = -1;
+    }
     if (w != NULL && w->fd >= 0)
         close(w->fd);
     free(w);

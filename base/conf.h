@@ -237,6 +237,14 @@ int gw_conf_check_owner(const char *key, const char *what, const char *path, con
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err);
 
 /*
+ * gw_conf_check_dir, and the directory it judged held as *|dir| (O_PATH: a descriptor for openat(2),
+ * renameat(2), fstatat(2), which the caller closes), with *|name| pointing at the last segment of |file|
+ * within it. Files opened from *|dir| are in the directory that was judged, whatever is renamed on the
+ * way since: a name opened again would be walked again, after its directories' owners could swap one.
+ */
+int gw_conf_open_dir(const char *key, const char *file, uid_t owner, int *dir, const char **name, char *err);
+
+/*
  * 0 when |dir| (followed) is a directory of |owner| or root that no one else may write, sticky bit or
  * not, else an error with |err|. For a directory whose files the gateway trusts for being there (a
  * local issuer's store: a revocation record revokes): a name anyone else may add is itself the harm.

@@ -117,7 +117,7 @@ static int set_fs_ids(uid_t uid, gid_t gid)
     return (uid_t)setfsuid((uid_t)-1) == uid && (gid_t)setfsgid((gid_t)-1) == gid ? 0 : -1;
 }
 
-int gw_user_open_as(const char *path, int flags, mode_t mode, uid_t uid, gid_t gid)
+int gw_user_openat_as(int dir, const char *name, int flags, mode_t mode, uid_t uid, gid_t gid)
 {
     uid_t was_uid;
     gid_t was_gid;
@@ -125,7 +125,7 @@ int gw_user_open_as(const char *path, int flags, mode_t mode, uid_t uid, gid_t g
     int fd = -1, e;
 
     if (geteuid() != 0 || uid == 0)
-        return open(path, flags, mode);
+        return openat(dir, name, flags, mode);
     /* no signal handler runs on this thread with the user's ids */
     sigfillset(&all);
     if ((e = pthread_sigmask(SIG_SETMASK, &all, &saved)) != 0) {
@@ -136,7 +136,7 @@ int gw_user_open_as(const char *path, int flags, mode_t mode, uid_t uid, gid_t g
     was_gid = (gid_t)setfsgid((gid_t)-1);
     e = EPERM;
     if (set_fs_ids(uid, gid) == 0) {
-        fd = open(path, flags, mode);
+        fd = openat(dir, name, flags, mode);
         e = fd < 0 ? errno : 0;
     }
     /* not back to root's: the thread would go on as the user for its file accesses; fail the open */

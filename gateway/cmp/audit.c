@@ -31,7 +31,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -600,47 +599,61 @@ static int check_log(const char *path, const struct stat *st, uid_t owner, char 
 }
 
 /*
- * |path| opened to append, created 0600 if absent; never through a link. O_EXCL first, and once more
- * should another rename or remove the name between the two opens. Created as |owner| and |group|
- * (gw_user_open_as): the directories were judged by name (gw_conf_check_dir), and that user may swap
- * one on the way for a link to any directory between the check and this open; as that user, root's
- * rights make nothing there, and the file is born theirs, to reopen once root is given up. fd, or -1
- * with errno.
+ * |name| opened to append from the directory |dir| that was judged (gw_conf_open_dir), created 0600 if
+ * absent; never through a link. O_EXCL first, and once more should another rename or remove the name
+ * between the two opens. From |dir|, not by the path again: the directories on the way may be that
+ * user's, who could otherwise swap one for a link to any directory between the check and the open, and
+ * have root append to a file of root's there. Created as |owner| and |group| (gw_user_openat_as): the
+ * file is born theirs, to reopen once root is given up, and where that user may not write root makes
+ * none. fd, or -1 with errno.
  */
-static int open_append(const char *path, uid_t owner, gid_t group)
+static int open_append(int dir, const char *name, uid_t owner, gid_t group)
 {
     /* O_NONBLOCK: a FIFO at the path is refused at once (ENXIO, or by check_log), not waited on */
     const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
     int fd = -1;
 
     for (int tries = 0; tries < 2; tries++) {
-        fd = gw_user_open_as(path, flags | O_CREAT | O_EXCL, 0600, owner, group);
+        fd = gw_user_openat_as(dir, name, flags | O_CREAT | O_EXCL, 0600, owner, group);
         if (fd >= 0 || errno != EEXIST)
             return fd;
-        if ((fd = open(path, flags)) >= 0 || errno != ENOENT)
+        if ((fd = openat(dir, name, flags)) >= 0 || errno != ENOENT)
             return fd;
     }
     return fd;
 }
 
+/* Makes a newly created log's directory entry durable too (fsync(2): the file's own fsync does not). */
+static void sync_dir(int dir)
+{
+    int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 /*
- * The log at |path| opened to append, as check_log allows: fd, or -1 with |err|. One it creates as root
- * is |owner|'s and |group|'s from the start (open_append): that user reopens it once root is given up
- * (SIGUSR1), and logrotate run as that user ("su") renames and compresses it.
+ * The log at |path| opened to append, as check_log allows, its directory entry synced: fd, or -1 with
+ * |err|. One it creates as root is |owner|'s and |group|'s from the start (open_append): that user
+ * reopens it once root is given up (SIGUSR1), and logrotate run as that user ("su") renames and
+ * compresses it.
  */
 static int open_log(const char *path, uid_t owner, gid_t group, char *err)
 {
     char shown[GW_ERR_LEN];
+    const char *name;
     struct stat st;
-    int fd;
+    int fd = -1, dir;
 
-    if (gw_conf_check_dir("audit.file", path, owner, err) != 0)
+    if (gw_conf_open_dir("audit.file", path, owner, &dir, &name, err) != 0)
         return -1;
     gw_conf_show_file(path, shown, sizeof(shown));
-    if ((fd = open_append(path, owner, group)) < 0) {
+    if ((fd = open_append(dir, name, owner, group)) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
                         errno == ELOOP ? "a symbolic link" : strerror(errno));
-        return -1;
+        goto out;
     }
     if (fstat(fd, &st) != 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", shown, strerror(errno));
@@ -648,10 +661,14 @@ static int open_log(const char *path, uid_t owner, gid_t group, char *err)
     }
     if (check_log(path, &st, owner, err) != 0)
         goto fail;
-    return fd;
+    sync_dir(dir);
+    goto out;
 fail:
     close(fd);
-    return -1;
+    fd = -1;
+out:
+    close(dir);
+    return fd;
 }
 
 int gw_audit_file_check(const char *file, uid_t owner, char *err)
@@ -660,19 +677,6 @@ int gw_audit_file_check(const char *file, uid_t owner, char *err)
     int rc = gw_conf_stat_written("audit.file", file, owner, &st, err);
 
     return rc <= 0 ? rc : check_log(file, &st, owner, err);
-}
-
-/* Makes a newly created log's directory entry durable too (fsync(2): the file's own fsync does not). */
-static void sync_dir(const char *path)
-{
-    char *copy = strdup(path);
-    int fd = copy != NULL ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(copy);
 }
 
 enum failure {
@@ -743,7 +747,6 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gi
         free(a);
         return NULL;
     }
-    sync_dir(a->path);
     pthread_once(&m_once, metrics_init); /* on the thread that opens it: never on a prober's */
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->synced, NULL);
@@ -983,7 +986,6 @@ int gw_audit_reopen(struct gw_audit *a)
         pthread_mutex_unlock(&a->lock);
         return GW_ERR_IO;
     }
-    sync_dir(a->path);
     pthread_mutex_lock(&a->lock);
     while (a->syncing) /* no fsync of the old descriptor may be running when it is closed */
         pthread_cond_wait(&a->synced, &a->lock);

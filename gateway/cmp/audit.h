@@ -42,7 +42,7 @@ struct gw_audit_rec {
  * gw_audit_open opens (creates, appends, 0600) |conf->file|, a regular file of |owner| (the user the
  * gateway serves as) or root with one name that group and others may not write, never through a
  * link, in a directory only they may add names to (or one with the sticky bit); a reopen holds it to
- * the same. As root it creates one as |owner| and |group| (gw_user_open_as): in a directory that user
+ * the same. As root it creates one as |owner| and |group| (gw_user_openat_as): in a directory that user
  * may not write it makes none. NULL with |err| on failure.
  */
 struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, char *err);

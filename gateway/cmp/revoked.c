@@ -472,13 +472,14 @@ int cmp_revoked_file_check(const char *file, uid_t owner, char *err)
 }
 
 /*
- * |file| opened to be read, the file |fd| appends to: never a link (O_NOFOLLOW), a device or a
- * directory, as it is replaced at start, nor one others may write (check_writers). 0, or an error
- * with |err|.
+ * |file|, |name| in the directory |dir|, opened to be read, the file |fd| appends to: never a link
+ * (O_NOFOLLOW), a device or a directory, as it is replaced at start, nor one others may write
+ * (check_writers). 0, or an error with |err|.
  */
-static int open_reader(struct cmp_revoked *rs, const char *file, int fd, off_t *size, char *err)
+static int open_reader(struct cmp_revoked *rs, int dir, const char *name, const char *file, int fd,
+                       off_t *size, char *err)
 {
-    int rfd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), why_open = errno;
+    int rfd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), why_open = errno;
     const char *why = NULL;
     char shown[GW_ERR_LEN];
     struct stat st, held;
@@ -532,38 +533,39 @@ static int write_entries(const struct cmp_revoked *rs, FILE *f)
 }
 
 /*
- * |tmp| created for the entries to replace the file with: a new regular file of this gateway's, never
- * one found there, which is the stale temporary of a start that crashed (a start rewrites only while
- * it holds the file exclusively) or one planted where the sticky bit lets others add names. unlink
- * takes the name, never what a link names, and O_EXCL refuses whatever took it again since, a link
- * too. fd, or -1 with errno.
+ * |tmp| created in |dir| for the entries to replace the file with: a new regular file of this gateway's,
+ * never one found there, which is the stale temporary of a start that crashed (a start rewrites only
+ * while it holds the file exclusively) or one planted where the sticky bit lets others add names.
+ * unlink takes the name, never what a link names, and O_EXCL refuses whatever took it again since, a
+ * link too. fd, or -1 with errno.
  */
-static int create_tmp(const char *tmp)
+static int create_tmp(int dir, const char *tmp)
 {
-    if (unlink(tmp) != 0 && errno != ENOENT)
+    if (unlinkat(dir, tmp, 0) != 0 && errno != ENOENT)
         return -1;
-    return open(tmp, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return openat(dir, tmp, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 }
 
 /*
- * |file| replaced by the entries of |rs| as a whole (a crash leaves the old file or the new one, never
- * less), and kept open for the appends to come, held shared from before it has its name. 0, or
- * GW_ERR_IO with |err|.
+ * |file|, |name| in the directory |dir|, replaced by the entries of |rs| as a whole (a crash leaves the
+ * old file or the new one, never less), and kept open for the appends to come, held shared from before
+ * it has its name. 0, or GW_ERR_IO with |err|.
  */
-static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
+static int rewrite(struct cmp_revoked *rs, int dir, const char *name, const char *file, char *err)
 {
-    char tmp[PATH_MAX], *dir = gw_conf_dir_of(file), shown[GW_ERR_LEN];
-    int fd = -1, dfd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    char tmp[PATH_MAX], shown[GW_ERR_LEN];
+    int fd = -1, dfd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* to fsync: |dir| is O_PATH */
     FILE *f = NULL;
     int ok;
 
-    ok = snprintf(tmp, sizeof(tmp), "%s.new", file) < (int)sizeof(tmp) && dfd >= 0 &&
-         (fd = create_tmp(tmp)) >= 0 && flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL &&
+    ok = snprintf(tmp, sizeof(tmp), "%s.new", name) < (int)sizeof(tmp) && dfd >= 0 &&
+         (fd = create_tmp(dir, tmp)) >= 0 && flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL &&
          write_entries(rs, f) == 0;
     if (f != NULL)
         ok = fclose(f) == 0 && ok;
     /* what others append is read from the end of this gateway's own lines on */
-    ok = ok && (rs->at = lseek(fd, 0, SEEK_END)) >= 0 && rename(tmp, file) == 0 && fsync(dfd) == 0;
+    ok = ok && (rs->at = lseek(fd, 0, SEEK_END)) >= 0;
+    ok = ok && renameat(dir, tmp, dir, name) == 0 && fsync(dfd) == 0;
     if (ok) {
         rs->fd = fd;
         rs->no = rs->n;
@@ -571,46 +573,45 @@ static int rewrite(struct cmp_revoked *rs, const char *file, char *err)
         int why = errno;
         gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot rewrite \"%s\": %s",
                         gw_conf_show_file(file, shown, sizeof(shown)), strerror(why));
-        (void)unlink(tmp);
+        (void)unlinkat(dir, tmp, 0);
         if (fd >= 0)
             close(fd);
     }
     if (dfd >= 0)
         close(dfd);
-    free(dir);
     return ok ? 0 : GW_ERR_IO;
 }
 
-/* Whether |fd| is the file named |file| still: 1, 0 (replaced or removed), or -1 with errno. */
-static int still_named(int fd, const char *file)
+/* Whether |fd| is the file |name| in |dir| still: 1, 0 (replaced or removed), or -1 with errno. */
+static int still_named(int fd, int dir, const char *name)
 {
     struct stat held, named;
 
     if (fstat(fd, &held) != 0)
         return -1;
-    if (stat(file, &named) != 0)
+    if (fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? 0 : -1;
     return held.st_dev == named.st_dev && held.st_ino == named.st_ino;
 }
 
 /*
- * |file| open for appends and locked: exclusively (*excl) where no other gateway appends to it, else
- * shared. A lock had on a file another start replaced meanwhile (opened before its rename, locked once
- * it let the old file go) is on a file no start reads again: the name is opened anew. fd, or -1 with
- * errno.
+ * |name| in the directory |dir| open for appends and locked: exclusively (*excl) where no other gateway
+ * appends to it, else shared. A lock had on a file another start replaced meanwhile (opened before its
+ * rename, locked once it let the old file go) is on a file no start reads again: the name is opened
+ * anew. fd, or -1 with errno.
  */
-static int lock_file(const char *file, int *excl)
+static int lock_file(int dir, const char *name, int *excl)
 {
     for (int tries = 0; tries < LOCK_TRIES; tries++) {
         /* O_NONBLOCK: a FIFO there is refused (ENXIO, or by load), not waited on */
-        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600),
+        int fd = openat(dir, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600),
             named = -1, saved;
 
         if (fd < 0)
             return -1;
         *excl = flock(fd, LOCK_EX | LOCK_NB) == 0;
         if (*excl || (errno == EWOULDBLOCK && flock(fd, LOCK_SH) == 0))
-            named = still_named(fd, file);
+            named = still_named(fd, dir, name);
         if (named == 1)
             return fd;
         saved = errno;
@@ -633,26 +634,31 @@ static int lock_file(const char *file, int *excl)
 static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char *err)
 {
     char shown[GW_ERR_LEN];
-    int excl = 0, rc, fd;
+    const char *name;
+    int excl = 0, rc, fd, dir;
     off_t size = 0;
 
-    if ((rc = gw_conf_check_dir("cmp.revoked_file", file, rs->owner, err)) != 0)
+    /* every name opened from the directory judged: never walked again by its path */
+    if ((rc = gw_conf_open_dir("cmp.revoked_file", file, rs->owner, &dir, &name, err)) != 0)
         return rc;
     gw_conf_show_file(file, shown, sizeof(shown));
-    if ((fd = lock_file(file, &excl)) < 0) {
+    if ((fd = lock_file(dir, name, &excl)) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: cannot open \"%s\": %s", shown,
                         errno == ENXIO ? "not a regular file (a FIFO)" : strerror(errno));
+        close(dir);
         return GW_ERR_IO;
     }
-    if ((rc = open_reader(rs, file, fd, &size, err)) == 0)
+    if ((rc = open_reader(rs, dir, name, file, fd, &size, err)) == 0)
         rc = read_lines(rs, size, now, err);
-    if (rc == 0 && excl && (rc = rewrite(rs, file, err)) == 0) /* keeps the new file open, shared */
-        rc = open_reader(rs, file, rs->fd, &size, err);
+    /* rewritten, the new file is kept open, shared */
+    if (rc == 0 && excl && (rc = rewrite(rs, dir, name, file, err)) == 0)
+        rc = open_reader(rs, dir, name, file, rs->fd, &size, err);
     rs->seen = size;
     if (rc == 0 && !excl)
         rs->fd = fd;
     else
         close(fd); /* only now: no other start rewrites it meanwhile */
+    close(dir);
     return rc;
 }
 

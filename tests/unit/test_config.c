@@ -3203,6 +3203,43 @@ static void test_check_dir_chain(void **state)
     assert_int_equal(system(path), 0);
 }
 
+/*
+ * gw_conf_open_dir holds the directory it judged: a file opened from it is there, though the directory's
+ * name was swapped since for a link to another (which a check of the name, then an open by the name
+ * again, would have written into: root appending to a file of its own elsewhere).
+ */
+static void test_open_dir_holds_what_it_judged(void **state)
+{
+    char top[64], path[256], other[256], err[GW_ERR_LEN] = "";
+    const char *name = NULL;
+    int held = -1, fd;
+
+    (void)state;
+    snprintf(top, sizeof(top), "%s", "/tmp/cmpgw-test-opendir-XXXXXX");
+    assert_non_null(mkdtemp(top));
+    snprintf(path, sizeof(path), "%s/logs", top);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(other, sizeof(other), "%s/other", top);
+    assert_int_equal(mkdir(other, 0700), 0);
+    snprintf(path, sizeof(path), "%s/logs/audit.log", top);
+    assert_int_equal(gw_conf_open_dir("audit.file", path, geteuid(), &held, &name, err), 0);
+    assert_string_equal(name, "audit.log");
+    /* the swap: the judged directory renamed away, a link to another put at its name */
+    assert_int_equal(rename(strcat(strcpy(path, top), "/logs"), strcat(strcpy(err, top), "/judged")), 0);
+    assert_int_equal(symlink(other, path), 0);
+    assert_true((fd = openat(held, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0);
+    close(fd);
+    close(held);
+    assert_int_equal(access(strcat(strcpy(path, top), "/judged/audit.log"), F_OK), 0);
+    assert_int_not_equal(access(strcat(strcpy(path, other), "/audit.log"), F_OK), 0);
+    /* the name walked again now ends at the link, and is refused */
+    snprintf(path, sizeof(path), "%s/logs/audit.log", top);
+    assert_int_equal(gw_conf_open_dir("audit.file", path, geteuid(), &held, &name, err), GW_ERR_FORBIDDEN);
+    assert_int_equal(held, -1);
+    snprintf(path, sizeof(path), "rm -rf '%s'", top);
+    assert_int_equal(system(path), 0);
+}
+
 /* A symbolic link named |at| under |top|, to |to| (under |top| unless it starts with '.' or '/'). */
 static void link_under(const char *top, const char *at, const char *to)
 {
@@ -4184,6 +4221,7 @@ int main(void)
         cmocka_unit_test(test_subject_patterns),
         cmocka_unit_test(test_dir_of),
         cmocka_unit_test(test_check_dir_chain),
+        cmocka_unit_test(test_open_dir_holds_what_it_judged),
         cmocka_unit_test(test_check_dir_links),
         cmocka_unit_test(test_names_has),
         cmocka_unit_test(test_conf_show_userinfo),
