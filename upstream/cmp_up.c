@@ -703,14 +703,29 @@ static int refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx, int
 }
 
 /*
- * What the CA refuses as the gateway's own on a sign: an ir's POPO is the gateway's raVerified
- * (set_template), so its badPOP is about the gateway's standing as an RA at the CA, its configuration
- * there; a p10cr's POP is the CSR's own signature, so its badPOP is the client's.
+ * The failInfo bits of a failed exchange whose bit map_failure chose as |fi|: all the CA set where it
+ * chose one of them, else |fi| alone.
+ */
+static int fail_bits(const OSSL_CMP_CTX *ctx, const struct xfer *x, int fi)
+{
+    int code = OSSL_CMP_CTX_get_failInfoCode(ctx);
+
+    if (x->failed || OSSL_CMP_CTX_get0_newCert(ctx) != NULL || code <= 0)
+        return 1 << fi;
+    return code & OSSL_CMP_PKIFAILUREINFO_MAX_BIT_PATTERN;
+}
+
+/*
+ * What the CA refuses as the gateway's own on a sign, any of its failInfo bits |bits|: an ir's POPO is
+ * the gateway's raVerified (set_template), so its badPOP is about the gateway's standing as an RA at the
+ * CA, its configuration there; a p10cr's POP is the CSR's own signature, so its badPOP is the client's.
+ * Read whole: {badCertTemplate, notAuthorized} is the CA refusing the gateway, whatever else it says of
+ * the request, and not for the client to mend.
  */
 static int sign_refused_gateway(const struct cmp_up *cu, const OSSL_CMP_CTX *ctx,
-                                const struct gw_sign_req *req, int fi)
+                                const struct gw_sign_req *req, int bits)
 {
-    return refused_gateway(cu, ctx, 1 << fi, GATEWAY_REFUSED | (req->csr == NULL ? FAIL_BIT(badPOP) : 0));
+    return refused_gateway(cu, ctx, bits, GATEWAY_REFUSED | (req->csr == NULL ? FAIL_BIT(badPOP) : 0));
 }
 
 /*
@@ -722,9 +737,11 @@ static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
                         const struct conf_check *cc, struct gw_sign_result *res)
 {
     X509 *cert = OSSL_CMP_CTX_get0_newCert(ctx);
+    int bits;
 
     map_failure(cu, ctx, x, &res->status, &res->fail_info, res->reason);
-    if (sign_refused_gateway(cu, ctx, cc->req, res->fail_info)) {
+    bits = fail_bits(ctx, x, res->fail_info);
+    if (sign_refused_gateway(cu, ctx, cc->req, bits)) {
         /* not the client's failInfo: a client told badMessageCheck takes its own credentials for
            wrong, and its address would pay for a failed authentication */
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
@@ -732,7 +749,7 @@ static void sign_failed(const struct cmp_up *cu, OSSL_CMP_CTX *ctx, const struct
                  "upstream CA %.48s did not accept the gateway's own request (its credentials or "
                  "configuration at the CA); nothing was issued, retry later",
                  gw_upstream_conf_name(cu->conf));
-    } else if (res->fail_info == OSSL_CMP_PKIFAILUREINFO_transactionIdInUse) {
+    } else if ((bits & FAIL_BIT(transactionIdInUse)) != 0) {
         /* the upstream transactionID is one OpenSSL drew for this exchange (new_ctx sets none), never
            the client's: a client told transactionIdInUse would start over with a fresh one in vain */
         res->fail_info = OSSL_CMP_PKIFAILUREINFO_systemUnavail;
@@ -825,19 +842,6 @@ static int cmp_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_up
 /* A refusal of the revocation asked for (the certificate, the reason), which the client may be told;
  * any other is about what the gateway built of it, of which it knows nothing. */
 #define RR_CLIENT_SEES (FAIL_BIT(badRequest) | FAIL_BIT(incorrectData) | FAIL_BIT(unacceptedExtension))
-
-/*
- * The failInfo bits of a failed exchange whose bit map_failure chose as |fi|: all the CA set where it
- * chose one of them, else |fi| alone.
- */
-static int fail_bits(const OSSL_CMP_CTX *ctx, const struct xfer *x, int fi)
-{
-    int code = OSSL_CMP_CTX_get_failInfoCode(ctx);
-
-    if (x->failed || OSSL_CMP_CTX_get0_newCert(ctx) != NULL || code <= 0)
-        return 1 << fi;
-    return code & OSSL_CMP_PKIFAILUREINFO_MAX_BIT_PATTERN;
-}
 
 /*
  * What the failInfo bits |bits| of a failed rr that the CA did not refuse as the gateway's (RR_GATEWAY,

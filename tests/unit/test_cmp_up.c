@@ -241,6 +241,7 @@ struct server {
     unsigned char rr_named[64]; /* issuer and serial of the last rr, their DER one after the other */
     int rr_named_len;
     int req_fail;    /* M_REJECT: the failInfo bit that rejects an ir or p10cr (badCertTemplate unless set) */
+    int req_more;    /* M_REJECT: more failInfo bits beside it (a mask; none unless set) */
     int rr_fail;     /* M_REJECT: the failInfo bit that rejects an rr (certRevoked unless set) */
     int rr_more;     /* M_REJECT: more failInfo bits beside it (a mask; none unless set) */
     int tmpl_sans;   /* the subjectAltNames in the last ir's template; -1: no such extension */
@@ -278,10 +279,10 @@ static OSSL_CMP_PKISI *srv_cert_req(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *r
     pthread_mutex_unlock(&s->lock);
     if (s->mode == M_REJECT) {
         pthread_mutex_lock(&s->lock);
-        fail = s->req_fail;
+        fail = 1 << s->req_fail | s->req_more;
         text = s->reject_text != NULL ? s->reject_text : "no such\nprofile";
         pthread_mutex_unlock(&s->lock);
-        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail, text);
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, fail, text);
     }
     *cert = make_cert(s->mode == M_OUTSIDE || s->mode == M_OUTSIDE_UNCONFIRMED ? "issued" : "dev",
                       s->mode == M_WRONG_KEY ? other_key : client_key, 0);
@@ -985,6 +986,65 @@ static void test_sign_refusals(void **state)
     }
 }
 
+#define BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
+
+/*
+ * A CMP CA's rejection of an ir or p10cr with more than one failInfo bit is read whole: any bit of its
+ * refusal of the gateway (its message, its credentials, its transactionID) makes it that, whatever else
+ * it says. Before, only the lowest bit counted: {badCertTemplate, notAuthorized} was told to the client
+ * as badCertTemplate, to mend a request the CA never judged, and the refusal of the gateway went
+ * unlogged. Bits of the request alone keep the lowest of them.
+ */
+static void test_sign_refusal_bits(void **state)
+{
+    static const struct {
+        int fail, more; /* the lowest bit the CA sets, and the others */
+        int p10;
+        int fail_info; /* what the client is told */
+        int gateway;   /* cmp_upstream_refused_gateway logged */
+    } cases[] = {
+        {OSSL_CMP_PKIFAILUREINFO_badCertTemplate, BIT(notAuthorized), 0,
+         OSSL_CMP_PKIFAILUREINFO_systemUnavail, 1},
+        {OSSL_CMP_PKIFAILUREINFO_badAlg, BIT(badMessageCheck), 1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, 1},
+        {OSSL_CMP_PKIFAILUREINFO_badRequest, BIT(signerNotTrusted), 1, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+         1},
+        {OSSL_CMP_PKIFAILUREINFO_badRequest, BIT(transactionIdInUse), 0,
+         OSSL_CMP_PKIFAILUREINFO_systemUnavail, 0},
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, BIT(badCertTemplate), 0, OSSL_CMP_PKIFAILUREINFO_systemUnavail, 1},
+        {OSSL_CMP_PKIFAILUREINFO_badPOP, BIT(badCertTemplate), 1, OSSL_CMP_PKIFAILUREINFO_badPOP, 0},
+        {OSSL_CMP_PKIFAILUREINFO_badAlg, BIT(badCertTemplate), 0, OSSL_CMP_PKIFAILUREINFO_badAlg, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        X509_REQ *csr = cases[i].p10 ? make_csr(client_key) : NULL;
+        char logged[8192];
+        struct tu_log l;
+        struct server s;
+        struct run r;
+        struct gw_sign_result res;
+
+        server_start(&s, M_REJECT);
+        pthread_mutex_lock(&s.lock);
+        s.req_fail = cases[i].fail;
+        s.req_more = cases[i].more;
+        pthread_mutex_unlock(&s.lock);
+        run_open(&r, s.port);
+        tu_log_capture(&l, GW_LOG_ERROR, GW_LOG_INFO);
+        sign_req(&r, client_key, csr, &res);
+        tu_log_release_into(&l, logged, sizeof(logged));
+        if (res.status != GW_ERR_UPSTREAM || res.fail_info != cases[i].fail_info ||
+            (strstr(logged, "\"event\":\"cmp_upstream_refused_gateway\"") != NULL) != cases[i].gateway)
+            fail_msg("case %zu: status %d failInfo %d reason \"%s\"; logged %s", i, res.status, res.fail_info,
+                     res.reason, logged);
+        assert_null(res.cert);
+        gw_sign_result_cleanup(&res);
+        X509_REQ_free(csr);
+        run_close(&r);
+        server_stop(&s);
+    }
+}
+
 /*
  * A CMP CA's text is quoted as every upstream's is (gw_field_text): its letters stay ("für Müller"
  * once read "f??r M??ller"), a control is '?'; the characters a reader would not see as themselves
@@ -1417,8 +1477,6 @@ static void test_revoke_refusals(void **state)
     X509_free(x);
 }
 
-#define BIT(name) (1 << OSSL_CMP_PKIFAILUREINFO_##name)
-
 /*
  * A CMP CA's rejection of an rr with more than one failInfo bit is read whole: any bit of its refusal of
  * the gateway's message or credentials makes it that (retry later, logged at level error), whatever
@@ -1584,6 +1642,7 @@ int main(void)
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_request_not_protected),
         cmocka_unit_test(test_sign_refusals),
+        cmocka_unit_test(test_sign_refusal_bits),
         cmocka_unit_test(test_sign_refusal_text),
         cmocka_unit_test(test_certconf_rejects),
         cmocka_unit_test(test_certconf_rejects_another_signer),
