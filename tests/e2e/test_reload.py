@@ -582,12 +582,13 @@ class ReloadRefusalsUncounted(harness.GatewayTestCase):
         authentication: the address, whose budget is 2, still enrols on a role that trusts it."""
         import test_polling
         results = {}
+        names = ["fleet%d" % i for i in range(2)]
+        keys = {name: self.newkey(name) for name in names}  # before the threads: their irs go out together
 
         def client(name):
             results[name] = test_polling.cmp_polling(self.gw, "ir", name, "pki/roles/slow/cmp",
-                                                     ["-newkey", self.newkey(name), "-subject", "/CN=" + name])
+                                                     ["-newkey", keys[name], "-subject", "/CN=" + name])
 
-        names = ["fleet%d" % i for i in range(2)]
         threads = [threading.Thread(target=client, args=(name,)) for name in names]
         for t in threads:
             t.start()
