@@ -239,18 +239,16 @@ out:
 
 /*
  * Keeps |certs| (the tls_cert file, leaf first) and |key| in |u|, taking both: what libcurl presents is what
- * was checked here, whatever becomes of the files later. A key in a PKCS#11 token is loaded by libcurl
- * from its URI, which needs the certificates as PEM beside it.
+ * was checked here, whatever becomes of the files later. A key in a PKCS#11 token is kept the same way, as
+ * the key loaded here (base/pkcs11.c) and never its URI: libcurl would load it by name at each new
+ * connection, on the threads that make them, outside base/pkcs11.c's lock and without its PIN.
  */
-static int keep_client(struct gw_http_conf *u, STACK_OF(X509) **certs, EVP_PKEY **key)
+static void keep_client(struct gw_http_conf *u, STACK_OF(X509) **certs, EVP_PKEY **key)
 {
-    if (gw_pkcs11_is_uri(u->client_key_file))
-        return certs_pem(*certs, &u->client_cert_pem, &u->client_cert_pem_len);
     u->client_certs = *certs;
     u->client_key = *key;
     *certs = NULL;
     *key = NULL;
-    return 0;
 }
 
 /*
@@ -300,7 +298,8 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
                      gw_conf_show_file(u->client_cert_file, cert_shown, sizeof(cert_shown)));
         goto out;
     }
-    rc = keep_client(u, &certs, &key);
+    keep_client(u, &certs, &key);
+    rc = 0;
 out:
     sk_X509_pop_free(certs, X509_free);
     EVP_PKEY_free(key);
@@ -391,7 +390,6 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
             free(h->client_key_file);
             sk_X509_pop_free(h->client_certs, X509_free);
             EVP_PKEY_free(h->client_key);
-            OPENSSL_free(h->client_cert_pem);
             free(h->issuer_ca_file);
         }
         u->ops->conf_free(u->impl);

@@ -321,7 +321,11 @@ fail:
  * its SSL is made; libcurl 7.88 calls it after it set what its own options name, which name no client
  * certificate or key). The "tls_cert" certificates and "tls_key" key of |arg|, a gw_http_conf, go in as the
  * objects its load checked. Handed to libcurl as PEM (CURLOPT_SSLKEY_BLOB), the key's text was parsed again
- * at each new connection, by OpenSSL's PEM reader, which frees its line buffers as they are. libcurl does
+ * at each new connection, by OpenSSL's PEM reader, which frees its line buffers as they are. A key in a
+ * PKCS#11 token goes in the same way, the one base/pkcs11.c loaded and logged in to: by its URI
+ * (CURLOPT_SSLKEY) libcurl 7.88 reads it as a file and fails, and with the engine key type it would load it
+ * again on the thread of each new connection, outside base/pkcs11.c's lock. The certificate and key are
+ * checked as a pair again here, as the SSL_CTX holds them. libcurl does
  * not know of a certificate set here, so its reuse of connections and TLS sessions does not tell one client
  * certificate from another: that holds because a gw_http_client serves one gw_http_conf with handles and a
  * multi of its own, sharing nothing (no CURLSH) with another client.
@@ -338,7 +342,7 @@ static CURLcode present_client(CURL *curl, void *ssl_ctx, void *arg)
     for (int i = 1; i < sk_X509_num(tls->client_certs); i++)
         if (SSL_CTX_add1_chain_cert(ssl_ctx, sk_X509_value(tls->client_certs, i)) != 1)
             return CURLE_SSL_CERTPROBLEM;
-    if (SSL_CTX_use_PrivateKey(ssl_ctx, tls->client_key) != 1)
+    if (SSL_CTX_use_PrivateKey(ssl_ctx, tls->client_key) != 1 || SSL_CTX_check_private_key(ssl_ctx) != 1)
         return CURLE_SSL_CERTPROBLEM;
     return CURLE_OK;
 }
@@ -371,11 +375,6 @@ CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_c
     if (tls->client_key != NULL) {
         SET(CURLOPT_SSL_CTX_FUNCTION, present_client);
         SET(CURLOPT_SSL_CTX_DATA, (void *)tls);
-    } else if (tls->client_cert_pem != NULL) {
-        struct curl_blob cert = {tls->client_cert_pem, tls->client_cert_pem_len, CURL_BLOB_NOCOPY};
-        SET(CURLOPT_SSLCERTTYPE, "PEM");
-        SET(CURLOPT_SSLCERT_BLOB, &cert);
-        SET(CURLOPT_SSLKEY, tls->client_key_file); /* a PKCS#11 URI: no bytes of it to hand over */
     }
     return rc;
 }

@@ -54,7 +54,7 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
  * client certificate and key if any: all of them what was checked at load, which |curl| borrows (|tls|
  * outlives every transfer made with it). The trust anchors go as PEM bytes, the certificate and key as
  * objects into each new connection's SSL_CTX, by the CURLOPT_SSL_CTX_FUNCTION set here, which a caller
- * leaves in place (a PKCS#11 key: its URI, beside the certificates as PEM).
+ * leaves in place (a key in a PKCS#11 token too: the key loaded at load, which signs there).
  * CURLE_OK or the first failure.
  */
 CURLcode gw_http_setopt_base(CURL *curl, const char *url, const struct gw_http_conf *tls, long timeout_ms);

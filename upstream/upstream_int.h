@@ -101,11 +101,9 @@ struct gw_http_conf {
     /* The certificate (leaf first, then its chain) and key of "tls_cert"/"tls_key" as loaded and checked:
        each new connection's SSL_CTX takes these objects (gw_http_setopt_base), never the file names, so a
        file changed after the load is not used before a reload checks it, and no text of the key is
-       parsed again. NULL for a PKCS#11 key, which libcurl loads by its URI beside |client_cert_pem|. */
+       parsed again. A key in a PKCS#11 token too: the key its load logged in to, never its URI. */
     STACK_OF(X509) *client_certs;
     EVP_PKEY *client_key;
-    unsigned char *client_cert_pem; /* the certificates as PEM, for a PKCS#11 key only */
-    size_t client_cert_pem_len;
     char *issuer_ca_file;      /* "issuer_ca": PEM CA certificate(s) the upstream issues under; every
                                   returned certificate must chain to one of them (required) */
     uint32_t max_connections;  /* "max_connections": connections of the asynchronous calls; more wait

@@ -6,7 +6,8 @@ certificate issued with the token's CA key; a reload logs in again (however the 
 and refuses the keys of a token deleted since (which no longer sign); two tokens each take their own PIN
 (one named by its label, one by its serial alone); once the signer cannot sign, /readyz says not ready
 and a request gets an HTTP 500 saying why; a wrong PIN stops the start with an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
-upstream's tls_key in the token is not looked for on disk."""
+upstream's tls_key in the token is not looked for on disk; an upstream's tls_key in the token signs the
+handshakes of a Vault certificate login."""
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+import vaultenv  # noqa: E402
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4711-cmpgw"
@@ -260,6 +262,45 @@ class PinInUri(unittest.TestCase):
 
     def test_in_the_query(self):
         self.refused(uri("server") + "&pin-value=" + PIN)
+
+
+def import_key(d, key, token, label, key_id, pin):
+    """Imports |key| (a file of |d|, which stays on disk) into |token| as |label|."""
+    p8 = d / (label + ".p8")
+    harness.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", d / key, "-out", p8])
+    harness.run(["softhsm2-util", "--import", p8, "--token", token, "--label", label, "--id", key_id,
+                 "--pin", pin])
+    p8.unlink()
+
+
+class UpstreamKeyInToken(harness.GatewayTestCase):
+    """An upstream's tls_key in the token: a Vault certificate login (the test server refuses one without a
+    client certificate) shows the gateway the certificate and signs the handshake in the token, on each new
+    connection the upstream's calls make."""
+
+    vault = None
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.vault = vaultenv.running(cls, gw.dir)  # before server.key leaves the disk: its TLS key too
+        make_token(gw.dir)
+        use_token(cfg)
+        import_key(gw.dir, "client.key", "cmpgw", "client", "21", PIN)  # the CMP clients keep their copy
+        cfg["upstreams"]["vault"] = dict(vaultenv.login_upstream(cls.vault.upstream()), tls_key=uri("client"))
+        cfg["roles"]["vault"] = dict(vaultenv.role_base(cfg), upstream="vault", upstream_role="devices")
+
+    def test_login_signed_in_the_token(self):
+        mark = self.vault.mark()
+        key = self.newkey("up-hsm")
+        csr = self.gw.dir / "up-hsm.csr"
+        harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=up-hsm.example.com", "-out", csr])
+        res = self.gw.cmp("p10cr", "up-hsm", path="pki/roles/vault/cmp", extra=["-csr", csr, "-implicit_confirm"],
+                          expect_cert=False)
+        self.assertIsNotNone(res.cert, self.gw.stderr()[-3000:])
+        logins = self.vault.since(mark, "/v1/auth/cert/login")
+        self.assertEqual(len(logins), 1, self.vault.since(mark))
+        self.assertIn("CN=demo-client", logins[0]["client_cert"])
+        self.assertNotIn(PIN, self.gw.stderr())
 
 
 class AsUser(unittest.TestCase):
