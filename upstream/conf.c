@@ -53,6 +53,7 @@ static const struct gw_conf_field http_fields[] = {
     GW_CONF_OPT("tls_ca", gw_conf_p_file, struct gw_http_conf, ca_file),
     GW_CONF_OPT("tls_cert", gw_conf_p_file, struct gw_http_conf, client_cert_file),
     GW_CONF_OPT("tls_key", gw_conf_p_file, struct gw_http_conf, client_key_file),
+    GW_CONF_OPT("tls_key_passphrase_file", gw_conf_p_file, struct gw_http_conf, client_key_passphrase_file),
     GW_CONF_OPT("max_connections", gw_conf_p_u32, struct gw_http_conf, max_connections, .min = 1,
                 .max = GW_MAX_UPSTREAM_CONNECTIONS, .def = GW_DEFAULT_UPSTREAM_CONNECTIONS),
     GW_CONF_OPT("allow_plaintext_http", gw_conf_p_bool, struct gw_http_conf, allow_plaintext_http,
@@ -68,14 +69,20 @@ static const struct gw_conf_field *def_find(const struct gw_conf_obj *def, const
     return NULL;
 }
 
+/* Whether |key| is one of the TLS client certificate's, which only GW_UPSTREAM_HTTP_CERT adapters take. */
+static bool client_cert_key(const char *key)
+{
+    return strcmp(key, "tls_cert") == 0 || strcmp(key, "tls_key") == 0 ||
+           strcmp(key, "tls_key_passphrase_file") == 0;
+}
+
 /* Where |key| belongs for an upstream of adapter |ops|: its common, HTTP or own section, or none. */
 static const struct gw_conf_obj *section_of(const struct gw_upstream_ops *ops, const char *key)
 {
     if (def_find(&common_def, key) != NULL)
         return &common_def;
     if (ops->http != 0 && def_find(&http_def, key) != NULL &&
-        ((ops->http & GW_UPSTREAM_HTTP_CERT) != 0 ||
-         (strcmp(key, "tls_cert") != 0 && strcmp(key, "tls_key") != 0)))
+        ((ops->http & GW_UPSTREAM_HTTP_CERT) != 0 || !client_cert_key(key)))
         return &http_def;
     return def_find(ops->conf_def, key) != NULL ? ops->conf_def : NULL;
 }
@@ -275,6 +282,9 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
     char cpath[GW_CONF_PATH_LEN], kpath[GW_CONF_PATH_LEN], key_shown[GW_ERR_LEN], cert_shown[GW_ERR_LEN];
     int rc;
 
+    gw_conf_join_key(kpath, path, "tls_key_passphrase_file");
+    if (u->client_key_passphrase_file != NULL && u->client_key_file == NULL)
+        return gw_conf_fail(pc, kpath, "goes with \"tls_key\"");
     gw_conf_join_key(cpath, path, u->client_cert_file != NULL ? "tls_cert" : "tls_key");
     gw_conf_join_key(kpath, path, u->ca_file != NULL ? "tls_ca" : "url");
     if (strncmp(u->url, "https://", 8) != 0 &&
@@ -289,7 +299,8 @@ static int check_http_tls(struct gw_conf_ctx *pc, const char *path, struct gw_ht
     gw_conf_join_key(kpath, path, "tls_key");
     rc = GW_ERR_INVAL;
     if (gw_pem_load_certs(pc, cpath, u->client_cert_file, &certs) != 0 ||
-        gw_pem_load_key(pc, kpath, u->client_key_file, NULL, GW_PEM_KEY_TLS, &key) != 0)
+        gw_pem_load_key(pc, kpath, u->client_key_file, u->client_key_passphrase_file, GW_PEM_KEY_TLS, &key) !=
+            0)
         goto out;
     cert = sk_X509_value(certs, 0);
     if (X509_check_private_key(cert, key) != 1) {
@@ -388,6 +399,7 @@ void gw_upstream_conf_cleanup(struct gw_upstream_conf *u)
             OPENSSL_free(h->ca_pem);
             free(h->client_cert_file);
             free(h->client_key_file);
+            free(h->client_key_passphrase_file);
             sk_X509_pop_free(h->client_certs, X509_free);
             EVP_PKEY_free(h->client_key);
             free(h->issuer_ca_file);

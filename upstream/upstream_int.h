@@ -98,6 +98,8 @@ struct gw_http_conf {
     size_t ca_pem_len;
     char *client_cert_file; /* "tls_cert"/"tls_key": TLS client certificate (Vault cert auth, mTLS) */
     char *client_key_file;
+    char *client_key_passphrase_file; /* "tls_key_passphrase_file": an encrypted key's passphrase, or the PIN
+                                         of a PKCS#11 tls_key's token (base/pem.h) */
     /* The certificate (leaf first, then its chain) and key of "tls_cert"/"tls_key" as loaded and checked:
        each new connection's SSL_CTX takes these objects (gw_http_setopt_base), never the file names, so a
        file changed after the load is not used before a reload checks it, and no text of the key is

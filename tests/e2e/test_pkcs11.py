@@ -7,7 +7,8 @@ and refuses the keys of a token deleted since (which no longer sign); two tokens
 (one named by its label, one by its serial alone); once the signer cannot sign, /readyz says not ready
 and a request gets an HTTP 500 saying why; a wrong PIN stops the start with an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk; an upstream's tls_key in the token signs the
-handshakes of a Vault certificate login."""
+handshakes of a Vault certificate login, in a token of its own too, logged in to with the PIN of its
+tls_key_passphrase_file."""
 import json
 import os
 import re
@@ -301,6 +302,22 @@ class UpstreamKeyInToken(harness.GatewayTestCase):
         self.assertEqual(len(logins), 1, self.vault.since(mark))
         self.assertIn("CN=demo-client", logins[0]["client_cert"])
         self.assertNotIn(PIN, self.gw.stderr())
+
+
+class UpstreamKeyInTokenOfItsOwn(UpstreamKeyInToken):
+    """UpstreamKeyInToken with the upstream's key in a token of its own, its PIN in the upstream's
+    tls_key_passphrase_file: that PIN, not the one the keys before it were loaded with, logs in to it."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        super().edit_config(cfg, gw)
+        harness.run(["softhsm2-util", "--init-token", "--free", "--label", "upstream", "--pin", "up-" + PIN,
+                     "--so-pin", "so-" + PIN])
+        import_key(gw.dir, "client.key", "upstream", "client", "31", "up-" + PIN)
+        (gw.dir / "upstream.pin").write_text("up-%s\n" % PIN)
+        (gw.dir / "upstream.pin").chmod(0o600)
+        cfg["upstreams"]["vault"].update(tls_key=uri("client").replace("token=cmpgw", "token=upstream"),
+                                         tls_key_passphrase_file="upstream.pin")
 
 
 class AsUser(unittest.TestCase):
