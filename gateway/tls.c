@@ -275,7 +275,10 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
  * (GW_MAX_TLS_CLIENT_CHAIN), and a client could repeat it as fast as it connects. So it
  * counts as a failed authentication of its address, whose budget, once used up, closes the address's
  * next connections before their handshake (listener.c). Not on the admin listener, which the guard
- * does not count.
+ * does not count. Nor an internal_error (RFC 8446 §6.2), the gateway's own failure (its key in a token
+ * that fails to sign): every client's handshake ends so, and counting it would shut out a balancer's
+ * address and blame it in the log; the metric says it. Marked refused all the same: the close does
+ * not count it as abandoned either.
  */
 static void handshake_refused(struct gw_conn *c, int alert)
 {
@@ -283,7 +286,7 @@ static void handshake_refused(struct gw_conn *c, int alert)
 
     c->refused = true;
     count_handshake(c, "failed", SSL_alert_desc_string_long(alert));
-    if (c->admin)
+    if (c->admin || (alert & 0xff) == SSL_AD_INTERNAL_ERROR)
         return;
     snprintf(what, sizeof(what), "TLS handshake: %s", SSL_alert_desc_string_long(alert));
     gw_server_auth_failed(c->loop->server, (struct sockaddr *)&c->addr, c->addr_len, what);

@@ -8,7 +8,8 @@ and refuses the keys of a token deleted since (which no longer sign); two tokens
 and a request gets an HTTP 500 saying why; a wrong PIN stops the start with an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
 upstream's tls_key in the token is not looked for on disk; an upstream's tls_key in the token signs the
 handshakes of a Vault certificate login, in a token of its own too, logged in to with the PIN of its
-tls_key_passphrase_file."""
+tls_key_passphrase_file; a listener's key whose token failed ends each handshake as the gateway's failure,
+not counted against the client's address."""
 import json
 import os
 import re
@@ -165,6 +166,37 @@ class TokenGone(harness.GatewayTestCase):
         self.assertFalse(self.gw.handshake())  # the listener's key signs no handshake, and the gateway runs on
         self.assertIsNone(self.gw.proc.poll())
         self.assertNotIn(PIN, self.gw.stderr())
+
+
+class ListenerKeyGone(harness.GatewayTestCase):
+    """A listener's key whose token failed under the gateway (deleted) ends each handshake with OpenSSL's
+    internal_error alert: the gateway's own failure, not the client's. It is counted as one
+    (cmpgw_tls_handshakes_total, failed, "internal error"), not against the client's budget of failed
+    authentications: an address (a balancer's) that connects more often than
+    limits.auth_failures_per_address is not shut out for it, nor named in an auth_budget_exhausted line."""
+
+    BUDGET = 3
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        make_token(gw.dir)
+        use_token(cfg)
+        cfg["limits"] = {"auth_failures_per_address": cls.BUDGET, "auth_failure_window": "60s"}
+
+    def handshakes(self, result, reason=""):
+        return harness.metric(self.gw, "cmpgw_tls_handshakes_total", 0, listener="cmp", result=result,
+                              reason=reason)
+
+    def test_not_the_clients_failure(self):
+        harness.run(["softhsm2-util", "--delete-token", "--token", "cmpgw"])
+        tries = 2 * self.BUDGET
+        for _ in range(tries):
+            self.assertFalse(self.gw.handshake())
+        # each reached its handshake: none was closed at accept as an address over its budget is
+        failed = harness.settled(lambda: self.handshakes("failed", "internal error"), lambda n: n >= tries)
+        self.assertEqual(failed, tries, self.gw.stderr()[-3000:])
+        self.assertEqual(self.handshakes("abandoned"), 0)
+        self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
 
 
 def signer_in_token(cfg, gw):
