@@ -439,8 +439,9 @@ uint32_t gw_upstream_conf_connections(const struct gw_upstream_conf *u, uint32_t
 
 int gw_upstream_conf_access(const struct gw_upstream_conf *u, char *err)
 {
-    /* tls_ca, tls_cert and tls_key are read at load and handed to libcurl as bytes: only a reload
-       reads them again, and that is the caller's warning, not a reason to refuse the start */
+    /* tls_ca, tls_cert and tls_key are read (a token's key loaded) at load and set on each connection
+       from memory: only a reload reads them again, and that is the caller's warning, not a reason to
+       refuse the start */
     if (gw_upstream_conf_can(u->name, "store", u->store_dir, W_OK | X_OK, err) != 0)
         return GW_ERR_IO;
     return u->ops != NULL && u->ops->conf_access != NULL ? u->ops->conf_access(u, err) : 0;
