@@ -282,6 +282,21 @@ static int refuse_pss_only(struct gw_conf_ctx *pc, const char *path, const char 
                                               : "certificates and CRLs are signed");
 }
 
+/*
+ * A key in a token named without a PIN file, refused before the token is asked (base/pkcs11.h): libp11
+ * would log in with the PIN of the key loaded before it, another token's, or ask for one on the console.
+ */
+static int refuse_no_pin(struct gw_conf_ctx *pc, const char *path, const char *uri)
+{
+    const char *key = strrchr(path, '.') != NULL ? strrchr(path, '.') + 1 : path;
+    char shown[GW_ERR_LEN];
+
+    gw_conf_show_file(uri, shown, sizeof(shown));
+    return gw_conf_fail(pc, path,
+                        "the key %s is in a PKCS#11 token: give its user PIN in \"%s_passphrase_file\"",
+                        shown, key);
+}
+
 /* A key in a PKCS#11 token, its PIN the passphrase (base/pkcs11.h), that signs there as |use| signs. */
 static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, const struct passphrase *pp,
                      enum gw_pem_key_use use, EVP_PKEY **out)
@@ -289,11 +304,13 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
     char pin[GW_MAX_PASSPHRASE_LEN + 1], why[GW_ERR_LEN], shown[GW_ERR_LEN];
     int rc;
 
-    if (pp->p != NULL) {
-        memcpy(pin, pp->p, pp->len);
-        pin[pp->len] = '\0';
-    }
-    *out = gw_pkcs11_load_key(uri, pp->p != NULL ? pin : NULL, why, sizeof(why));
+    if (gw_pkcs11_check_uri(uri, why, sizeof(why)) != 0)
+        return gw_conf_fail(pc, path, "%s", why);
+    if (pp->p == NULL)
+        return refuse_no_pin(pc, path, uri);
+    memcpy(pin, pp->p, pp->len);
+    pin[pp->len] = '\0';
+    *out = gw_pkcs11_load_key(uri, pin, why, sizeof(why));
     OPENSSL_cleanse(pin, sizeof(pin));
     if (*out == NULL)
         return gw_conf_fail(pc, path, "%s", why);

@@ -12,19 +12,34 @@
 #include "base/err.h"
 #include "base/limits.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <openssl/engine.h>
 #include <openssl/err.h>
+#include <openssl/ui.h>
 
 #define MODULE_PATH_ATTR "module-path="
 
-/* One engine per process, bound to one module: libp11 loads it at ENGINE_init. */
+/* The PKCS#11 return values (PKCS#11 v2.40 §5.1) libp11 puts on the error queue as reasons of its library
+   "PKCS#11 module" when the token refuses a login. */
+#define LIBP11_CKR_LIB "PKCS#11 module"
+#define CKR_PIN_INCORRECT 0xA0
+#define CKR_PIN_LOCKED 0xA4
+
+/*
+ * One engine per process, bound to one module: libp11 opens the module at the first key load, not at
+ * ENGINE_init, so the module is taken for the process's once a key loaded from it, never before.
+ * |libp11| is the engine, |engine| the same once its module is taken; |engine_tried| is the module libp11
+ * was last told of ("" = its default) while none is taken.
+ */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static ENGINE *engine;
+static ENGINE *libp11, *engine;
 static char engine_module[GW_PKCS11_MAX_URI];
+static char engine_tried[GW_PKCS11_MAX_URI];
+static UI_METHOD *no_prompt;
 
 /* A URI's scheme is case-insensitive (RFC 3986 §3.1): "PKCS11:" is one too. */
 bool gw_pkcs11_is_uri(const char *s)
@@ -48,13 +63,8 @@ static bool names_pin(const char *uri)
     return false;
 }
 
-/* Splits |uri| into what libp11 reads (|path|) and the module it names ("" = libp11's default). */
-static int split_uri(const char *uri, char *path, char *module, char *err, size_t cap)
+int gw_pkcs11_check_uri(const char *uri, char *err, size_t cap)
 {
-    const char *q = strchr(uri, '?');
-    size_t n = q != NULL ? (size_t)(q - uri) : strlen(uri);
-
-    module[0] = '\0';
     if (strlen(uri) >= GW_PKCS11_MAX_URI) {
         snprintf(err, cap, "the PKCS#11 URI is longer than %d bytes", GW_PKCS11_MAX_URI - 1);
         return GW_ERR_INVAL;
@@ -63,6 +73,18 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
         snprintf(err, cap, "a PIN in the PKCS#11 URI is refused: put it in the key's passphrase file");
         return GW_ERR_INVAL;
     }
+    return 0;
+}
+
+/* Splits |uri| into what libp11 reads (|path|) and the module it names ("" = libp11's default). */
+static int split_uri(const char *uri, char *path, char *module, char *err, size_t cap)
+{
+    const char *q = strchr(uri, '?');
+    size_t n = q != NULL ? (size_t)(q - uri) : strlen(uri);
+
+    module[0] = '\0';
+    if (gw_pkcs11_check_uri(uri, err, cap) != 0)
+        return GW_ERR_INVAL;
     memcpy(path, uri, n);
     path[n] = '\0';
     memcpy(path, "pkcs11:", 7); /* libp11 takes the scheme in any case; one form of it is passed on */
@@ -79,9 +101,67 @@ static int split_uri(const char *uri, char *path, char *module, char *err, size_
     return 0;
 }
 
+/* The reader of |no_prompt|: no PIN is ever typed in, so a PIN libp11 would ask for is refused. */
+static int refuse_read(UI *ui, UI_STRING *uis)
+{
+    (void)ui;
+    (void)uis;
+    return 0;
+}
+
 /*
- * The engine, initialised for |module| on first use. Called with |lock| held. Names from the configuration
- * are quoted as gw_conf_show_file quotes them, here as everywhere else.
+ * Opens module |module|: its handle, for the caller to close once the key loaded (the module is mapped
+ * once), or NULL with dlerror's reason in |why|, less the name, which the caller quotes masked. libp11
+ * says only "Unable to load module" of a module it cannot open, and that on stderr.
+ */
+static void *open_module(const char *module, char *why, size_t cap)
+{
+    void *handle = dlopen(module, RTLD_LAZY | RTLD_LOCAL); /* as libp11 opens it */
+    const char *reason;
+
+    why[0] = '\0';
+    if (handle != NULL)
+        return handle;
+    reason = dlerror();
+    if (reason == NULL)
+        reason = "no reason given";
+    if (strncmp(reason, module, strlen(module)) == 0 && strncmp(reason + strlen(module), ": ", 2) == 0)
+        reason += strlen(module) + 2;
+    snprintf(why, cap, "%s", reason);
+    return NULL;
+}
+
+/*
+ * The engine told to stay quiet and never prompt: libp11 writes lines of its own to stderr (the JSON
+ * log stream), quoting URIs as they are, unless told QUIET; and asks OpenSSL's console UI for a PIN it
+ * lacks (a key whose CKA_ALWAYS_AUTHENTICATE asks for it at each signature), which waits on a terminal or
+ * an open stdin, with |lock| held. Called with |lock| held.
+ */
+static int tame(ENGINE *e, char *err, size_t cap)
+{
+    if (no_prompt == NULL && (no_prompt = UI_create_method("cmpgw: no PIN prompt")) != NULL &&
+        UI_method_set_reader(no_prompt, refuse_read) != 0) {
+        UI_destroy_method(no_prompt);
+        no_prompt = NULL;
+    }
+    if (no_prompt == NULL) {
+        snprintf(err, cap, "out of memory");
+        return GW_ERR_NOMEM;
+    }
+    if (ENGINE_ctrl_cmd_string(e, "QUIET", NULL, 0) != 1 ||
+        ENGINE_ctrl(e, ENGINE_CTRL_SET_USER_INTERFACE, 0, no_prompt, NULL) != 1) {
+        snprintf(err, cap,
+                 "the OpenSSL engine \"pkcs11\" takes neither QUIET nor a user interface (libp11 "
+                 "0.4.12 or later does)");
+        return GW_ERR_INVAL;
+    }
+    return 0;
+}
+
+/*
+ * The engine, initialised for |module|, with a functional reference the caller gives back with
+ * ENGINE_finish unless the key it loads is kept (keep_engine). Called with |lock| held. Names from the
+ * configuration are quoted as gw_conf_show_file quotes them, here as everywhere else.
  */
 static ENGINE *engine_for(const char *module, char *err, size_t cap)
 {
@@ -89,47 +169,126 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
     ENGINE *e;
 
     gw_conf_show_file(module[0] != '\0' ? module : "(default)", shown, sizeof(shown));
-    if (engine != NULL) {
-        if (strcmp(module, engine_module) == 0)
+    if (engine != NULL && strcmp(module, engine_module) == 0) {
+        if (ENGINE_init(engine) == 1)
             return engine;
+        snprintf(err, cap, "PKCS#11 module %s cannot be used again", shown);
+        return NULL;
+    }
+    if (engine != NULL) {
         snprintf(
             err, cap, "PKCS#11 module %s: this process already uses %s (one module per process)", shown,
             gw_conf_show_file(engine_module[0] != '\0' ? engine_module : "the default", used, sizeof(used)));
         return NULL;
     }
-    if ((e = ENGINE_by_id("pkcs11")) == NULL) {
+    /* libp11 keeps the last MODULE_PATH, and takes no word for its default again */
+    if (module[0] == '\0' && engine_tried[0] != '\0') {
+        snprintf(err, cap, "PKCS#11 module (default): give its module-path (this process tried %s before)",
+                 gw_conf_show_file(engine_tried, used, sizeof(used)));
+        return NULL;
+    }
+    /* the structural reference is kept for the life of the process, the engine's library loaded once:
+       libp11 keeps its methods in statics of that library, as good as leaked were it unloaded at exit */
+    if (libp11 == NULL && (libp11 = ENGINE_by_id("pkcs11")) == NULL) {
         snprintf(err, cap,
                  "the OpenSSL engine \"pkcs11\" is not installed (Debian: libengine-pkcs11-openssl)");
         return NULL;
     }
+    e = libp11;
+    if (tame(e, err, cap) != 0)
+        return NULL;
     if ((module[0] != '\0' && ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) != 1) ||
         ENGINE_init(e) != 1) {
         snprintf(err, cap, "PKCS#11 module %s cannot be loaded", shown);
-        ENGINE_free(e);
         return NULL;
     }
-    ENGINE_free(e); /* the functional reference of ENGINE_init keeps it */
-    engine = e;
-    snprintf(engine_module, sizeof(engine_module), "%s", module);
-    return engine;
+    snprintf(engine_tried, sizeof(engine_tried), "%s", module);
+    return e;
+}
+
+/*
+ * Takes the module of |e| for the process's once a key loaded from it (|loaded|), keeping the functional
+ * reference; else gives it back, which closes the module while none is taken (libp11's ctx_finish), so
+ * that another module-path, a corrected one, is tried afresh. Called with |lock| held.
+ */
+static void keep_engine(ENGINE *e, const char *module, bool loaded)
+{
+    if (loaded && engine == NULL) {
+        engine = e;
+        snprintf(engine_module, sizeof(engine_module), "%s", module);
+        return;
+    }
+    ENGINE_finish(e);
+}
+
+/*
+ * Why the token refused the login, from the error queue, or NULL: libp11 puts the PKCS#11 return value of
+ * C_Login there as a reason of its library "PKCS#11 module". A wrong PIN costs one of the token's tries
+ * at each start, `cmpgw check` and reload: an HSM or a smartcard locks its PIN after a few.
+ */
+static const char *login_refusal(void)
+{
+    unsigned long e;
+    const char *lib;
+
+    while ((e = ERR_get_error()) != 0) {
+        if ((lib = ERR_lib_error_string(e)) == NULL || strcmp(lib, LIBP11_CKR_LIB) != 0)
+            continue;
+        if (ERR_GET_REASON(e) == CKR_PIN_INCORRECT)
+            return "the token refused the PIN (PIN incorrect; each try counts against the token's PIN "
+                   "tries: correct the passphrase file before the next start, check or reload)";
+        if (ERR_GET_REASON(e) == CKR_PIN_LOCKED)
+            return "the token's user PIN is locked (PIN locked): unlock it with the token's SO PIN";
+    }
+    return NULL;
+}
+
+/* The key |path| of the token through |e|, logged in with |pin|; NULL with the reason in |err|. */
+static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *err, size_t cap)
+{
+    char shown[GW_ERR_LEN];
+    const char *refusal;
+    EVP_PKEY *key;
+
+    ERR_clear_error();
+    /* each load sets its own PIN: libp11 logs in to any token with the last one it was given */
+    if (ENGINE_ctrl_cmd_string(e, "PIN", pin, 0) != 1) {
+        snprintf(err, cap, "the PKCS#11 engine refused the PIN");
+        return NULL;
+    }
+    if ((key = ENGINE_load_private_key(e, path, no_prompt, NULL)) != NULL)
+        return key;
+    gw_conf_show_file(path, shown, sizeof(shown));
+    if ((refusal = login_refusal()) != NULL)
+        snprintf(err, cap, "cannot log in to the token of %s: %s", shown, refusal);
+    else
+        snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)", shown);
+    return NULL;
 }
 
 EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap)
 {
-    char path[GW_PKCS11_MAX_URI], module[GW_PKCS11_MAX_URI], shown[GW_ERR_LEN];
+    char path[GW_PKCS11_MAX_URI], module[GW_PKCS11_MAX_URI], why[GW_ERR_LEN], shown[GW_ERR_LEN];
     EVP_PKEY *key = NULL;
+    void *handle = NULL;
     ENGINE *e;
 
     if (split_uri(uri, path, module, err, cap) != 0)
         return NULL;
-    pthread_mutex_lock(&lock);
-    if ((e = engine_for(module, err, cap)) != NULL) {
-        if (pin != NULL && ENGINE_ctrl_cmd_string(e, "PIN", pin, 0) != 1)
-            snprintf(err, cap, "the PKCS#11 engine refused the PIN");
-        else if ((key = ENGINE_load_private_key(e, path, NULL, NULL)) == NULL)
-            snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)",
-                     gw_conf_show_file(path, shown, sizeof(shown)));
+    if (pin == NULL) {
+        snprintf(err, cap, "a key in a PKCS#11 token needs its user PIN");
+        return NULL;
     }
+    pthread_mutex_lock(&lock);
+    if (engine == NULL && module[0] != '\0' && (handle = open_module(module, why, sizeof(why))) == NULL)
+        snprintf(err, cap, "PKCS#11 module %s cannot be loaded: %s",
+                 gw_conf_show_file(module, shown, sizeof(shown)), why);
+    else if ((e = engine_for(module, err, cap)) != NULL) {
+        key = load_key(e, path, pin, err, cap);
+        keep_engine(e, module, key != NULL);
+    }
+    if (handle != NULL)
+        dlclose(handle);
     pthread_mutex_unlock(&lock);
     ERR_clear_error();
     return key;

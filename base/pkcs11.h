@@ -18,9 +18,19 @@
 bool gw_pkcs11_is_uri(const char *s);
 
 /*
- * gw_pkcs11_load_key returns the private key |uri| names, logged in with |pin| (NUL-terminated; NULL
- * for a token without login). Signing with it happens in the token. NULL with a one-line reason in
- * |err| (|cap| bytes). Any thread.
+ * Whether |uri| may be handed to libp11: not too long, and naming no PIN ("pin-value" or "pin-source" in
+ * its query or among its path attributes, where libp11 takes one too). 0, or GW_ERR_INVAL with the reason
+ * in |err| (|cap| bytes).
+ */
+int gw_pkcs11_check_uri(const char *uri, char *err, size_t cap);
+
+/*
+ * gw_pkcs11_load_key returns the private key |uri| names, logged in with |pin| (NUL-terminated; NULL is
+ * refused before the token is asked: libp11 would log in with the PIN of an earlier load, another
+ * token's, or ask for one). Nothing is ever prompted for, nor written to stderr. The module is the
+ * process's once a key loaded from it; one that fails to load, or loads no key, is not. Signing with it
+ * happens in the token. NULL with a one-line reason in |err| (|cap| bytes): a PIN the token refused
+ * says so ("PIN incorrect", "PIN locked"). Any thread.
  */
 EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap);
 

@@ -5,8 +5,9 @@ cmp` enrols over TLS signed in the token and verifies the response signed in the
 certificate issued with the token's CA key; a reload logs in again (however the URI names the token),
 and refuses the keys of a token deleted since (which no longer sign); two tokens each take their own PIN
 (one named by its label, one by its serial alone); once the signer cannot sign, /readyz says not ready
-and a request gets an HTTP 500 saying why; a wrong PIN stops the start with an error that never shows the PIN, as does a PIN in the URI (its path or its query); with "user", an
-upstream's tls_key in the token is not looked for on disk; an upstream's tls_key in the token signs the
+and a request gets an HTTP 500 saying why; a wrong PIN stops the start with an error that says so ("PIN incorrect") and never shows the PIN, and
+nothing but JSON on stderr, as does a PIN in the URI (its path or its query); with "user", an
+upstream's tls_key in the token is not looked for on disk, and refused without its PIN file; an upstream's tls_key in the token signs the
 handshakes of a Vault certificate login, in a token of its own too, logged in to with the PIN of its
 tls_key_passphrase_file; a listener's key whose token failed ends each handshake as the gateway's failure,
 not counted against the client's address."""
@@ -269,9 +270,12 @@ class WrongPin(unittest.TestCase):
         rc, text = harness.refused_start(edit)
         self.assertNotEqual(rc, 0)
         self.assertIn("$.listeners[0].tls.key", text)  # the first key loaded
-        self.assertIn("or the PIN is wrong", text)
+        self.assertIn("the token refused the PIN (PIN incorrect;", text)
+        self.assertNotIn("or the PIN is wrong", text)
         self.assertNotIn("0000", text)
         self.assertNotIn(PIN, text)
+        for line in text.splitlines():  # libp11 wrote lines of its own there, the URI unmasked
+            self.assertIsInstance(json.loads(line), dict, line)
 
 
 class PinInUri(unittest.TestCase):
@@ -319,7 +323,8 @@ class UpstreamKeyInToken(harness.GatewayTestCase):
         make_token(gw.dir)
         use_token(cfg)
         import_key(gw.dir, "client.key", "cmpgw", "client", "21", PIN)  # the CMP clients keep their copy
-        cfg["upstreams"]["vault"] = dict(vaultenv.login_upstream(cls.vault.upstream()), tls_key=uri("client"))
+        cfg["upstreams"]["vault"] = dict(vaultenv.login_upstream(cls.vault.upstream()), tls_key=uri("client"),
+                                         tls_key_passphrase_file="token.pin")
         cfg["roles"]["vault"] = dict(vaultenv.role_base(cfg), upstream="vault", upstream_role="devices")
 
     def test_login_signed_in_the_token(self):
@@ -354,7 +359,9 @@ class UpstreamKeyInTokenOfItsOwn(UpstreamKeyInToken):
 
 class AsUser(unittest.TestCase):
     """Started as root with "user", the gateway checks, as that user, the files it reads after start:
-    an upstream's tls_key that is a PKCS#11 URI is no file, and is not looked for on disk."""
+    an upstream's tls_key that is a PKCS#11 URI is no file, and is not looked for on disk. Without its
+    tls_key_passphrase_file it is refused, as every key in a token is: libp11 would log in to its token with
+    the PIN of the key loaded before it (another token's), or ask for one on the console."""
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
@@ -380,8 +387,16 @@ class AsUser(unittest.TestCase):
             d.chmod(0o711)
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
+        self.assertNotEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn("$.upstreams.vault.tls_key: the key %s is in a PKCS#11 token: give its user PIN in "
+                      "\"tls_key_passphrase_file\"" % uri("signer"), check.stderr)
+        self.assertNotIn("cannot open", check.stderr)
+        cfg = json.loads(gw.config_path.read_text())
+        cfg["upstreams"]["vault"]["tls_key_passphrase_file"] = "token.pin"
+        gw.config_path.write_text(json.dumps(cfg, indent=2))
+        check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
+                               capture_output=True, text=True, env=gw.env())
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
-        self.assertNotIn("tls_key", check.stderr)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ static const struct gw_label *label_named(const struct gw_config *cfg, const cha
 
 #define HMAC_HEX "00112233445566778899aAbBcCdDeEfF" /* cfssl auth key: 16 bytes in hex, mixed case */
 
-static char dir[64];   /* the temporary PKI directory */
+static char dir[64]; /* the temporary PKI directory */
+#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 static char *demo_raw; /* the demo cmpgw.json text */
 static char *demo;     /* the same with its role unbounded (tu_widen_demo): the base of every variant */
 static const char secret_short[] = "abc1234";
@@ -760,6 +761,12 @@ static const struct bad bad_cases[] = {
      {E("\"key\": \"signer.key\"",
         "\"key\": \"PKCS11:object=signer?module-path=/m.so&PIN-VALUE=s.abcdefgh\"")},
      {"$.signer.key: a PIN in the PKCS#11 URI is refused"}},
+    /* a key in a token without a PIN file: libp11 would log in with the PIN of the key loaded before it
+       (another token's, whose tries it burns), or ask for one on the console and block the start */
+    {"signer key URI without a PIN file",
+     {E("\"key\": \"signer.key\"", "\"key\": \"pkcs11:object=signer?module-path=/m.so\"")},
+     {"$.signer.key: the key pkcs11:object=signer?module-path=/m.so is in a PKCS#11 token: give its user PIN "
+      "in \"key_passphrase_file\""}},
     {"signer key passphrase file a URI with a PIN",
      {E("\"key\": \"signer.key\"", "\"key\": \"signer.key\", \"key_passphrase_file\": "
                                    "\"pkcs11:object=s;pin-value=s.abcdefgh;x=y.pin\"")},
@@ -3712,21 +3719,14 @@ static void test_conf_show_file(void **state)
     }
 }
 
-/*
- * A PKCS#11 URI that names no key in its token is quoted as gw_conf_show_file quotes a name from the
- * configuration: what reads as userinfo is hidden there too. Before, the error quoted the URI whole. The
- * token is SoftHSM's, with no token at all (skipped without SoftHSM).
- */
-static void test_pkcs11_missing_key_masked(void **state)
+/* SoftHSM's module, with a configuration of its own and no token at all; false without SoftHSM. */
+static bool softhsm(void)
 {
-    static const char module[] = "/usr/lib/softhsm/libsofthsm2.so";
-    char conf[128], tokens[128], uri[256], err[GW_ERR_LEN] = "";
-    EVP_PKEY *key;
+    char conf[128], tokens[128];
     FILE *f;
 
-    (void)state;
-    if (access(module, R_OK) != 0)
-        skip();
+    if (access(SOFTHSM_MODULE, R_OK) != 0)
+        return false;
     snprintf(tokens, sizeof(tokens), "%s/softhsm-tokens", dir);
     snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
     assert_true(mkdir(tokens, 0700) == 0 || errno == EEXIST);
@@ -3734,10 +3734,89 @@ static void test_pkcs11_missing_key_masked(void **state)
     fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
     fclose(f);
     assert_int_equal(setenv("SOFTHSM2_CONF", conf, 1), 0);
-    snprintf(uri, sizeof(uri), "pkcs11:token=u:s.abcdefgh@t;object=k?module-path=%s", module);
-    key = gw_pkcs11_load_key(uri, NULL, err, sizeof(err));
+    return true;
+}
+
+/*
+ * A PKCS#11 URI that names no key in its token is quoted as gw_conf_show_file quotes a name from the
+ * configuration: what reads as userinfo is hidden there too. Before, the error quoted the URI whole. The
+ * token is SoftHSM's, with no token at all (skipped without SoftHSM).
+ */
+static void test_pkcs11_missing_key_masked(void **state)
+{
+    char uri[256], err[GW_ERR_LEN] = "";
+    EVP_PKEY *key;
+
+    (void)state;
+    if (!softhsm())
+        skip();
+    snprintf(uri, sizeof(uri), "pkcs11:token=u:s.abcdefgh@t;object=k?module-path=%s", SOFTHSM_MODULE);
+    key = gw_pkcs11_load_key(uri, "1234", err, sizeof(err));
     assert_null(key);
     assert_string_equal(err, "no private key ***@t;object=k in the token (or the PIN is wrong)");
+}
+
+/*
+ * Without a PIN the token is not asked: libp11 would log in with the last PIN it was given (another
+ * token's), or ask OpenSSL's console UI for one and wait on a terminal or an open stdin.
+ */
+static void test_pkcs11_no_pin(void **state)
+{
+    char uri[256], err[GW_ERR_LEN] = "";
+
+    (void)state;
+    snprintf(uri, sizeof(uri), "pkcs11:token=t;object=k?module-path=%s", SOFTHSM_MODULE);
+    assert_null(gw_pkcs11_load_key(uri, NULL, err, sizeof(err)));
+    assert_string_equal(err, "a key in a PKCS#11 token needs its user PIN");
+}
+
+/*
+ * A module-path that cannot be loaded says why, and is not taken for the process's module: libp11 opens
+ * the module only when a key loads, and before, that typo was kept, refusing the corrected URI ("this
+ * process already uses ...") until a restart.
+ */
+static void test_pkcs11_module_typo(void **state)
+{
+    char uri[256], err[GW_ERR_LEN] = "";
+
+    (void)state;
+    if (!softhsm())
+        skip();
+    snprintf(uri, sizeof(uri), "pkcs11:token=t;object=k?module-path=%s/no-such-module.so", dir);
+    assert_null(gw_pkcs11_load_key(uri, "1234", err, sizeof(err)));
+    if (strstr(err, "cannot be loaded") == NULL || strstr(err, "No such file or directory") == NULL)
+        fail_msg("%s", err);
+    snprintf(uri, sizeof(uri), "pkcs11:token=t;object=k?module-path=%s", SOFTHSM_MODULE);
+    assert_null(gw_pkcs11_load_key(uri, "1234", err, sizeof(err)));
+    assert_string_equal(err, "no private key pkcs11:token=t;object=k in the token (or the PIN is wrong)");
+}
+
+/*
+ * A load that fails writes nothing to stderr, the JSON log stream: libp11 wrote lines of its own there
+ * ("The private key was not found at: pkcs11:..."), neither JSON nor masked.
+ */
+static void test_pkcs11_quiet(void **state)
+{
+    char uri[256], out[128], err[GW_ERR_LEN] = "";
+    struct stat st;
+    int fd, saved;
+
+    (void)state;
+    if (!softhsm())
+        skip();
+    snprintf(out, sizeof(out), "%s/pkcs11-stderr", dir);
+    snprintf(uri, sizeof(uri), "pkcs11:token=t;object=k?module-path=%s", SOFTHSM_MODULE);
+    assert_true((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+    assert_true((saved = dup(STDERR_FILENO)) >= 0);
+    fflush(stderr);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    assert_null(gw_pkcs11_load_key(uri, "1234", err, sizeof(err)));
+    fflush(stderr);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    close(fd);
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_size, 0);
 }
 
 /*
@@ -4234,6 +4313,9 @@ int main(void)
         cmocka_unit_test(test_conf_show_userinfo),
         cmocka_unit_test(test_conf_show_file),
         cmocka_unit_test(test_pkcs11_missing_key_masked),
+        cmocka_unit_test(test_pkcs11_no_pin),
+        cmocka_unit_test(test_pkcs11_module_typo),
+        cmocka_unit_test(test_pkcs11_quiet),
         cmocka_unit_test(test_conf_key_shown),
         cmocka_unit_test(test_cert_file_key_not_left),
         cmocka_unit_test(test_key_file_text_not_left),
