@@ -322,8 +322,8 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
         rc = refuse_pss_only(pc, path, uri, use);
     else
         rc = gw_conf_fail(pc, path,
-                          "the key %s cannot sign in its token (the token removed, or the key not "
-                          "allowed to sign): %s",
+                          "the key %s cannot sign in its token (gone, or lost and restored: restart; or "
+                          "not allowed to sign): %s",
                           gw_conf_show_file(uri, shown, sizeof(shown)), why);
     EVP_PKEY_free(*out);
     *out = NULL;

@@ -164,6 +164,7 @@ class TokenGone(harness.GatewayTestCase):
         self.assertIn("reload refused:", body)
         self.assertIn("$.listeners[0].tls.key", body)
         self.assertIn("cannot sign in its token", body)
+        self.assertIn("(gone, or lost and restored: restart; or not allowed to sign)", body)  # libp11 lists slots once
         self.assertFalse(self.gw.handshake())  # the listener's key signs no handshake, and the gateway runs on
         self.assertIsNone(self.gw.proc.poll())
         self.assertNotIn(PIN, self.gw.stderr())
