@@ -1024,12 +1024,13 @@ int gw_conf_open_dir(const char *key, const char *file, uid_t owner, int *dirfd,
     while (end > 0 && file[end - 1] != '/')
         end--;
     *name = file + end;
+    if (w != NULL)
+        *w = (struct dir_walk){.key = key, .owner = owner, .fd = -1};
     if (dir == NULL || w == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         rc = GW_ERR_NOMEM;
         goto out;
     }
-    *w = (struct dir_walk){.key = key, .owner = owner, .fd = -1};
     /* a relative name starts where the gateway stands, and every directory above that is judged too */
     if (dir[0] != '/' && getcwd(comp, sizeof(comp)) == NULL) {
         rc = walk_fail(w, ".", strerror(errno), GW_ERR_IO, err);

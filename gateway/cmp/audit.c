@@ -635,6 +635,49 @@ static void sync_dir(int dir)
 }
 
 /*
+ * Whether |owner| (|group|) reaches the directory |dir| of |path| by its path: the opens from |dir| judge
+ * that user's rights on |dir| alone, not on the directories above it, and the user reopens the log by
+ * its path once root is given up. 0, or -1 with errno (EXDEV: the path leads elsewhere by now).
+ */
+static int user_reaches(int dir, const char *path, uid_t owner, gid_t group)
+{
+    char *named = gw_conf_dir_of(path);
+    int fd = named != NULL
+                 ? gw_user_openat_as(AT_FDCWD, named, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, owner, group)
+                 : -1,
+        e = named != NULL ? errno : ENOMEM;
+    struct stat a, b;
+
+    free(named);
+    if (fd < 0) {
+        errno = e;
+        return -1;
+    }
+    e = fstat(fd, &a) == 0 && fstat(dir, &b) == 0 ? (a.st_dev == b.st_dev && a.st_ino == b.st_ino ? 0 : EXDEV)
+                                                  : errno;
+    close(fd);
+    errno = e;
+    return e == 0 ? 0 : -1;
+}
+
+/*
+ * Whether |fd|, opened as |name| in |dir|, is still the one name there of what it opened: a hard link to
+ * another file put at the name, then taken away between the open and its fstat, would pass check_log's
+ * count of names with the file opened through it. 0, or GW_ERR_FORBIDDEN with |err|.
+ */
+static int still_one_name(int fd, int dir, const char *name, const char *shown, char *err)
+{
+    struct stat held, named;
+
+    if (fstat(fd, &held) == 0 && fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino && named.st_nlink == 1)
+        return 0;
+    gw_conf_bprintf(err, GW_ERR_LEN,
+                    "audit.file: \"%s\" was replaced, or given another name, as it was opened", shown);
+    return GW_ERR_FORBIDDEN;
+}
+
+/*
  * The log at |path| opened to append, as check_log allows, its directory entry synced: fd, or -1 with
  * |err|. One it creates as root is |owner|'s and |group|'s from the start (open_append): that user
  * reopens it once root is given up (SIGUSR1), and logrotate run as that user ("su") renames and
@@ -650,6 +693,14 @@ static int open_log(const char *path, uid_t owner, gid_t group, char *err)
     if (gw_conf_open_dir("audit.file", path, owner, &dir, &name, err) != 0)
         return -1;
     gw_conf_show_file(path, shown, sizeof(shown));
+    if (user_reaches(dir, path, owner, group) != 0) {
+        gw_conf_bprintf(
+            err, GW_ERR_LEN,
+            "audit.file: the gateway's user cannot reach the directory of \"%s\" by its path (%s): "
+            "it reopens the log there once root is given up",
+            shown, errno == EXDEV ? "it leads elsewhere" : strerror(errno));
+        goto out;
+    }
     if ((fd = open_append(dir, name, owner, group)) < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
                         errno == ELOOP ? "a symbolic link" : strerror(errno));
@@ -659,7 +710,7 @@ static int open_log(const char *path, uid_t owner, gid_t group, char *err)
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", shown, strerror(errno));
         goto fail;
     }
-    if (check_log(path, &st, owner, err) != 0)
+    if (check_log(path, &st, owner, err) != 0 || still_one_name(fd, dir, name, shown, err) != 0)
         goto fail;
     sync_dir(dir);
     goto out;

@@ -821,6 +821,42 @@ static void test_created_as_root_given(void **state)
 }
 
 /*
+ * Started as root for another user, the log's directory must be one that user reaches by its path, as a
+ * reopen after root is given up does: the log is opened from the directory the check judged, where the
+ * user's rights on the directories above it are not asked, so one of the user's own under a directory of
+ * root's 0700 was given a log that no rotation could reopen.
+ */
+static void test_unreachable_directory_refused(void **state)
+{
+    struct gw_audit_conf conf = {0};
+    char outer[160], logs[192], log[224], err[GW_ERR_LEN] = "";
+    struct gw_audit *a;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    assert_int_equal(chmod(dir, 0711), 0);
+    snprintf(outer, sizeof(outer), "%s/outer", dir); /* root's, 0700: the user cannot pass */
+    snprintf(logs, sizeof(logs), "%s/logs", outer);
+    snprintf(log, sizeof(log), "%s/a.log", logs);
+    assert_int_equal(mkdir(outer, 0700), 0);
+    assert_int_equal(mkdir(logs, 0755), 0);
+    assert_int_equal(chown(logs, OTHER_ID, OTHER_ID), 0);
+    conf.file = log;
+    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    assert_non_null(strstr(err, "the gateway's user cannot reach the directory of"));
+    assert_int_not_equal(access(log, F_OK), 0);
+    assert_int_equal(chmod(outer, 0711), 0); /* passable: opened, as that user's */
+    assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    gw_audit_close(a);
+    assert_true(appendable_as_other(log));
+    unlink(log);
+    rmdir(logs);
+    rmdir(outer);
+    assert_int_equal(chmod(dir, 0700), 0);
+}
+
+/*
  * Started as root for another user, the log is created as that user: in a directory the user may not
  * write (root's, 0700 here) it is refused, though root could create it there. Whoever runs as that
  * user could otherwise swap a directory on the way, after its check and before the open, for a link
@@ -1374,6 +1410,7 @@ int main(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_created_as_root_given),
         cmocka_unit_test(test_root_creates_as_the_user),
+        cmocka_unit_test(test_unreachable_directory_refused),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
