@@ -494,6 +494,8 @@ static int open_reader(struct cmp_revoked *rs, int dir, const char *name, const 
         why = "is not a regular file";
     else if (fstat(fd, &held) != 0 || st.st_dev != held.st_dev || st.st_ino != held.st_ino)
         why = "was replaced as it was opened";
+    else if (st.st_nlink != 1) /* a hard link to another file, which the start would append to */
+        why = "has more than one name (a hard link): give the file a name of its own";
     if (why != NULL)
         gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" %s", shown, why);
     if (why != NULL || check_writers(file, &st, rs->owner, err) != 0) {
@@ -554,13 +556,16 @@ static int create_tmp(int dir, const char *tmp)
 static int rewrite(struct cmp_revoked *rs, int dir, const char *name, const char *file, char *err)
 {
     char tmp[PATH_MAX], shown[GW_ERR_LEN];
-    int fd = -1, dfd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* to fsync: |dir| is O_PATH */
+    int fd = -1, copy = -1, dfd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* |dir| is O_PATH */
     FILE *f = NULL;
     int ok;
 
     ok = snprintf(tmp, sizeof(tmp), "%s.new", name) < (int)sizeof(tmp) && dfd >= 0 &&
-         (fd = create_tmp(dir, tmp)) >= 0 && flock(fd, LOCK_SH) == 0 && (f = fdopen(dup(fd), "w")) != NULL &&
-         write_entries(rs, f) == 0;
+         (fd = create_tmp(dir, tmp)) >= 0 && flock(fd, LOCK_SH) == 0 && (copy = dup(fd)) >= 0 &&
+         (f = fdopen(copy, "w")) != NULL;
+    if (f == NULL && copy >= 0)
+        close(copy);
+    ok = ok && write_entries(rs, f) == 0;
     if (f != NULL)
         ok = fclose(f) == 0 && ok;
     /* what others append is read from the end of this gateway's own lines on */

@@ -15,6 +15,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -677,6 +678,29 @@ static void test_revoked_file_twins(void **state)
 }
 
 /*
+ * cmp.revoked_file with a second name (a hard link at its name to another file, which whoever may add
+ * names to the directory can make where the kernel lets them link what they may not write): refused at
+ * start before any of it is read or appended to. Before, the start opened it, locked it shared where the
+ * other file's holder held a lock, and appended every revocation to that file.
+ */
+static void test_revoked_file_with_two_names_refused(void **state)
+{
+    char *file = revoked_file(), other[80], err[GW_ERR_LEN] = "";
+    struct cmp_revoked *rs;
+    int fd;
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s.other", file);
+    assert_true((fd = open(other, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0);
+    close(fd);
+    assert_int_equal(link(other, file), 0);
+    assert_null(rs = cmp_revoked_new(file, geteuid(), NOW, err));
+    assert_non_null(strstr(err, "has more than one name (a hard link)"));
+    unlink(other);
+    revoked_file_remove(file);
+}
+
+/*
  * A certificate that names no CA key, found revoked (at its CA, cmp_status_revoked) where the other CA's
  * certificate of its issuer and serial left a marked entry: that entry is its own now, unmarked, and
  * refuses every certificate of that issuer and serial (it cannot say which CA's it was), after a restart
@@ -750,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_kept_through_not_after),
         cmocka_unit_test(test_twin_revocation_keyed),
         cmocka_unit_test(test_revoked_file_twins),
+        cmocka_unit_test(test_revoked_file_with_two_names_refused),
         cmocka_unit_test(test_keyless_over_marked_line),
         cmocka_unit_test(test_room_past_twice_the_cap),
     };
