@@ -307,18 +307,24 @@ static int not_passed(struct cmp_crl_failure *f)
     return -1;
 }
 
-/* |der| of |up| checked for a client: 0 with *crl (and its CA's index in *ca), else -1 with *f. */
+/*
+ * |der| of |up| checked for a client: 0 with *crl (and its CA's index in *ca), else -1 with *f. One too
+ * large for a genp is -1 with *crl and *ca all the same: it passed the checks and is filed in the cache
+ * (cmp_status_relay_put), so that the genms after it are refused from there (pass_recent), not each with
+ * a fetch, a parse and a signature check of up to GW_MAX_UPSTREAM_BODY.
+ */
 static int relay_checks(struct cmp_call *c, struct gw_upstream *up, const unsigned char *der, size_t len,
                         X509_CRL **crl, int *ca, struct cmp_crl_failure *f)
 {
-    if (len > GW_MAX_GENP_VALUE)
-        return too_large(len, f);
-    if ((*crl = crl_to_relay(c, up, der, len, ca, f->why)) != NULL)
-        return 0;
-    return not_passed(f);
+    if ((*crl = crl_to_relay(c, up, der, len, ca, f->why)) == NULL)
+        return not_passed(f);
+    return len > GW_MAX_GENP_VALUE ? too_large(len, f) : 0;
 }
 
-/* The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *crl, *len and *ca, else -1 with *f. */
+/*
+ * The CRL of |up|'s issuer |ref| fetched now and checked: 0 with *crl, *len and *ca, else -1 with *f (and
+ * *crl and *ca where it passed the checks but is too large to pass on: relay_checks).
+ */
 static int fetch_now(struct cmp_call *c, struct gw_upstream *up, const char *ref, X509_CRL **crl, size_t *len,
                      int *ca, struct cmp_crl_failure *f)
 {
@@ -342,7 +348,7 @@ static int fetch_now(struct cmp_call *c, struct gw_upstream *up, const char *ref
  * *crl and its size *len, else -1 with *f. It passed cmp_status_check_crl against those CAs when it was
  * filed and is not parsed and verified again, nor encoded again to be sent (gw_shim_itav_x509_crls): what
  * may have changed since is the time, checked against the answer's (cmp_status_crl_current), and whether
- * it fits, as the revocation check files CRLs too large for a genp.
+ * it fits, as CRLs too large for a genp are filed too (by the revocation check, and relay_checks).
  */
 static int pass_recent(struct cmp_call *c, X509_CRL *recent, X509_CRL **crl, size_t *len,
                        struct cmp_crl_failure *f)
@@ -462,6 +468,8 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
     }
     if (rc == 0)
         return 0;
+    X509_CRL_free(*crl); /* one filed that does not fit */
+    *crl = NULL;
     if (f.fault != CMP_CRL_UNSAID)
         gw_log_kv(GW_LOG_ERROR, f.fault == CMP_CRL_NOT_SERVED ? "genm_crl_unavailable" : "genm_crl_refused",
                   "tid", c->rsp->tid, "role", role->name, "upstream",

@@ -824,18 +824,21 @@ static void test_genm_refusals(void **state)
 }
 
 /* An upstream whose CRL is too large for a CMP response, cannot deliver one, or serves a bad one. */
-static int fake_crl_mode; /* 0: too large, 1: upstream down, 2: signed by another key, 3: from the future,
-                             4: the issuing CA's own, 5: the CA's of an hour ago, 6: the CA's own, current
-                             for 2 s only, 7: the CA's own, listing CRL_HIT_ENTRIES certificates */
+static int fake_crl_mode; /* 0: the CA's own, too large (CRL_LARGE_ENTRIES), 1: upstream down, 2: signed by
+                             another key, 3: from the future, 4: the issuing CA's own, 5: the CA's of an hour
+                             ago, 6: the CA's own, current for 2 s only, 7: the CA's own, listing
+                             CRL_HIT_ENTRIES certificates, 8: as large, and no CRL at all */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
 static int fake_crl_delay_ms;       /* how long the CA takes to answer */
 
 /* Mode 7's entries: some 55 KB of CRL, a large CA's. */
 #define CRL_HIT_ENTRIES 2500
+/* Mode 0's: some 110 KB, more than a genp may carry (GW_MAX_GENP_VALUE). */
+#define CRL_LARGE_ENTRIES 5000
 
 /* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
  * as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6), or
- * listing CRL_HIT_ENTRIES serials (mode 7). */
+ * listing CRL_HIT_ENTRIES serials (mode 7) or CRL_LARGE_ENTRIES (mode 0). */
 static int bad_crl(unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
@@ -845,13 +848,13 @@ static int bad_crl(unsigned char **der, size_t *len)
                                   : fake_crl_mode == 5 ? -3600
                                                        : -60);
     ASN1_TIME *t2 = ASN1_TIME_adj(NULL, time(NULL), fake_crl_mode == 6 ? 0 : 1, fake_crl_mode == 6 ? 2 : 0);
-    int n;
+    int n, entries = fake_crl_mode == 7 ? CRL_HIT_ENTRIES : fake_crl_mode == 0 ? CRL_LARGE_ENTRIES : 0;
 
     X509_CRL_set_version(crl, 1);
     X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuing_cert));
     X509_CRL_set1_lastUpdate(crl, t1);
     X509_CRL_set1_nextUpdate(crl, t2);
-    for (int i = 0; fake_crl_mode == 7 && i < CRL_HIT_ENTRIES; i++) {
+    for (int i = 0; i < entries; i++) {
         X509_REVOKED *r = X509_REVOKED_new();
         ASN1_INTEGER *serial = ASN1_INTEGER_new();
 
@@ -889,7 +892,7 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
         snprintf(err, GW_ERR_LEN, "connection refused");
         return GW_ERR_IO;
     }
-    if (fake_crl_mode >= 2) {
+    if (fake_crl_mode != 8) {
         unsigned char *d = NULL;
         int rc = bad_crl(&d, len);
 
@@ -899,7 +902,7 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
         OPENSSL_free(d);
         return *der != NULL ? 0 : GW_ERR_NOMEM;
     }
-    *len = GW_MAX_RESPONSE; /* never parsed: the size check comes first */
+    *len = GW_MAX_RESPONSE; /* zeros: as large as mode 0's, and no CRL */
     *der = calloc(1, *len);
     return 0;
 }
@@ -925,6 +928,8 @@ static void test_genm_crl_limits(void **state)
         const char *text;
     } cases[] = {
         {0, OSSL_CMP_PKIFAILUREINFO_badRequest, "does not fit in a CMP response (at most 100 KiB)"},
+        /* as large, but no CRL: the CA's trouble, not one the client could fetch elsewhere */
+        {8, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
         {1, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL could not be fetched now; retry later"},
         {2, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
         {3, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks"},
@@ -991,8 +996,8 @@ static time_t crl_clock(void)
     return time(NULL) + crl_clock_ahead;
 }
 
-/* A genm crlStatusList by the demo client: answered with a CRL (|fail_bit| -1), else refused so. */
-static void genm_crl(struct env *e, int fail_bit)
+/* A genm crlStatusList by the demo client: answered with a CRL (|fail_bit| -1), else refused with |text|. */
+static void genm_crl_as(struct env *e, int fail_bit, const char *text)
 {
     const char *oids[] = {OID_CRLSTATUS};
     OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
@@ -1003,10 +1008,43 @@ static void genm_crl(struct env *e, int fail_bit)
         assert_non_null(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)));
     } else {
         assert_null(out);
-        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, "the CA's CRL could not be fetched now");
+        assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, fail_bit, text);
     }
     sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
     OSSL_CMP_CTX_free(ctx);
+}
+
+/* genm_crl_as with the CA down: answered with a CRL (|fail_bit| -1), else refused for that. */
+static void genm_crl(struct env *e, int fail_bit)
+{
+    genm_crl_as(e, fail_bit, "the CA's CRL could not be fetched now");
+}
+
+/*
+ * A CA's CRL too large for a genp (GW_MAX_GENP_VALUE) but one the gateway takes is filed in the cache as
+ * any other: the genms of GW_GENM_CRL_SECS after it are refused from there, not each with a fetch of up to
+ * GW_MAX_UPSTREAM_BODY, parsed and verified. Once, the size was checked first and such a CRL never filed:
+ * every genm fetched it again. Its twin: past GW_GENM_CRL_SECS the next genm fetches.
+ */
+static void test_genm_crl_too_large_filed(void **state)
+{
+    static const char text[] = "does not fit in a CMP response (at most 100 KiB)";
+    struct env *e = env_new(NULL, NULL);
+
+    (void)state;
+    fake_crl_upstream(e);
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = 0;
+    fake_crl_mode = 0;
+    fake_crl_fetches = 0;
+    for (int i = 0; i < 3; i++)
+        genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_badRequest, text);
+    assert_int_equal(fake_crl_fetches, 1);
+    crl_clock_ahead = GW_GENM_CRL_SECS;
+    genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_badRequest, text);
+    assert_int_equal(fake_crl_fetches, 2);
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    env_free(e);
 }
 
 /*
@@ -3600,6 +3638,7 @@ int main(void)
         cmocka_unit_test(test_genm_crl_limits),
         cmocka_unit_test(test_genm_unknown_before_crl),
         cmocka_unit_test(test_genm_crl_reuse),
+        cmocka_unit_test(test_genm_crl_too_large_filed),
         cmocka_unit_test(test_genm_crl_single_flight),
         cmocka_unit_test(test_genm_crl_expires_cached),
         cmocka_unit_test(test_genm_crl_older),
