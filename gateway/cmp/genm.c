@@ -428,13 +428,33 @@ static int crl_sources(struct cmp_call *c, const struct gw_role *role, const ASN
 }
 
 /*
+ * The line of a genm told |f|, a CRL of |up| that could not be had or did not pass. Every genm of
+ * GW_STATUS_RETRY_SECS after such a fetch is told so (cmp_status_relay_get), as fast as a client repeats
+ * it: paced as the events a peer causes (gw_log_pace_due), on the request's clock.
+ */
+static void log_crl_failure(struct cmp_call *c, const struct gw_role *role, struct gw_upstream *up,
+                            const struct cmp_crl_failure *f)
+{
+    static struct gw_log_pace unavailable_pace = GW_LOG_PACE_INIT, refused_pace = GW_LOG_PACE_INIT;
+    bool unavailable = f->fault == CMP_CRL_NOT_SERVED;
+    char held[GW_LOG_HELD_LEN];
+
+    if (f->fault == CMP_CRL_UNSAID ||
+        !gw_log_pace_due(unavailable ? &unavailable_pace : &refused_pace, c->now, held))
+        return;
+    gw_log_kv(GW_LOG_ERROR, unavailable ? "genm_crl_unavailable" : "genm_crl_refused", "tid", c->rsp->tid,
+              "role", role->name, "upstream", gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason",
+              f->why, "suppressed", held, NULL);
+}
+
+/*
  * The current CRL of |up| for |t|'s role into *crl (the caller frees it) and its size *len, once it passed
  * crl_to_relay: on a Vault mount of several issuers, of the one the role's sign call takes there
  * (cmp_urole_signing_issuer; the role's upstream and its migration's "to" sign for it by that name); a
  * delegate issuer's is its own.
- * One fetch of it answers the genms of GW_GENM_CRL_SECS, and a failed one those that waited for it
- * (cmp_status_relay_get): a client repeating its genm does not make the gateway ask the CA each time.
- * 0, else refused.
+ * One fetch of it answers the genms of GW_GENM_CRL_SECS, and a failed one those that waited for it and
+ * those of GW_STATUS_RETRY_SECS after it (cmp_status_relay_get): a client repeating its genm does not
+ * make the gateway ask the CA each time. 0, else refused.
  */
 static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *up, X509_CRL **crl,
                      size_t *len, struct cmp_refusal *r)
@@ -470,10 +490,7 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
         return 0;
     X509_CRL_free(*crl); /* one filed that does not fit */
     *crl = NULL;
-    if (f.fault != CMP_CRL_UNSAID)
-        gw_log_kv(GW_LOG_ERROR, f.fault == CMP_CRL_NOT_SERVED ? "genm_crl_unavailable" : "genm_crl_refused",
-                  "tid", c->rsp->tid, "role", role->name, "upstream",
-                  gw_upstream_conf_name(gw_upstream_get0_conf(up)), "reason", f.why, NULL);
+    log_crl_failure(c, role, up, &f);
     *r = f.refusal;
     return 1;
 }

@@ -599,8 +599,9 @@ static struct crl_relay *relay_of(struct cmp_crl_cache *cc, const char *ref)
 /*
  * What a genm fetch of |ref| less than GW_GENM_CRL_SECS ago tells now: CMP_RELAY_HIT with *crl where
  * it gave a CRL and its CA's newest (that one or a later one) is of after every revocation through
- * cmpgw and before its nextUpdate; CMP_RELAY_FAILED with *f where it gave none and ended after
- * |waited|, the cache's flights when this genm began to wait for it; else CMP_RELAY_FETCH. Lock held.
+ * cmpgw and before its nextUpdate; CMP_RELAY_FAILED with *f where it gave none and ended less than
+ * GW_STATUS_RETRY_SECS ago, or after |waited|, the cache's flights when this genm began to wait for
+ * it; else CMP_RELAY_FETCH. Lock held.
  */
 static int relay_recent(struct cmp_crl_cache *cc, const char *ref, time_t now, unsigned long waited,
                         X509_CRL **crl, struct cmp_crl_failure *f)
@@ -611,8 +612,10 @@ static int relay_recent(struct cmp_crl_cache *cc, const char *ref, time_t now, u
     /* both ways: a genm that began before the fetch it waited for ended takes that one too */
     if (m == NULL || now - m->at >= GW_GENM_CRL_SECS || m->at - now >= GW_GENM_CRL_SECS)
         return CMP_RELAY_FETCH;
-    /* a failure answers those that waited for it; who asks after it tries again: the CA may be back */
-    if (m->ca < 0 && m->flight > waited) {
+    /* a failure answers those that waited for it, and, as due() does for the revocation check, every
+       genm for a while after it: the CA is not asked again for each genm of a client that repeats it
+       while its CRL cannot be had or is refused */
+    if (m->ca < 0 && (m->flight > waited || (now >= m->at && now - m->at < GW_STATUS_RETRY_SECS))) {
         *f = m->failure;
         return CMP_RELAY_FAILED;
     }

@@ -91,7 +91,8 @@ enum cmp_relay {
  * on, in one fetch per GW_GENM_CRL_SECS however many genms ask. CMP_RELAY_HIT with *crl (the caller
  * frees it) when a fetch of |ref| less than that ago gave the CRL of one of |up|'s CAs: that CA's
  * newest, held for the revocation check too, unless a revocation through cmpgw came after it or its
- * nextUpdate passed; CMP_RELAY_FAILED with *f when the fetch it waited for gave none; else
+ * nextUpdate passed; CMP_RELAY_FAILED with *f when the fetch it waited for, or one of |ref| less than
+ * GW_STATUS_RETRY_SECS ago, gave none (a revocation through cmpgw forgets it); else
  * CMP_RELAY_FETCH: the caller fetches it and then must call cmp_status_relay_put with *ticket, and any
  * other worker asking for a CRL of |up| meanwhile waits for that (single flight). Worker.
  */

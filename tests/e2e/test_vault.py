@@ -634,6 +634,12 @@ class VaultFrontDoor(harness.GatewayTestCase):
     def refused_crl_lines(self):
         return self.event_lines("genm_crl_refused")
 
+    @staticmethod
+    def wait_out_failed_crl():
+        """Past the GW_STATUS_RETRY_SECS (5 s) in which a failed fetch of a CRL answers every genm of it, so
+        that the next genm asks Vault."""
+        time.sleep(5.5)
+
     def test_genm_crl_refused(self):
         """A CRL the route's CA did not sign, a delta CRL, one from the future or one past its nextUpdate
         (which the revocation check still uses within cmp.revocation_grace, but a client cannot) is not
@@ -643,6 +649,8 @@ class VaultFrontDoor(harness.GatewayTestCase):
                  ("crl_future", "a thisUpdate in the future"),
                  ("crl_stale", "its nextUpdate passed")]
         for i, (switch, why) in enumerate(cases):
+            if i:
+                self.wait_out_failed_crl()  # each case's own fetch, not the case before's failure
             for role in ("vault", "vault-issuer"):
                 with self.subTest(switch=switch, role=role):
                     self.vault.control({switch: True})
@@ -658,10 +666,14 @@ class VaultFrontDoor(harness.GatewayTestCase):
                     self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged],
                                      [("error", role, "vault")], logged)
                     self.assertIn(why, logged[0]["reason"])
+        self.vault.control({})
+        self.wait_out_failed_crl()
 
     def test_genm_crl_unavailable(self):
         """A CRL Vault does not serve now: the client is told to retry later, without the upstream's
-        address or path, which the log line gives the operator."""
+        address or path, which the log line gives the operator. A genm right after is told the same
+        without Vault being asked again, though it is back: a client repeating its genm costs the CA one
+        fetch per 5 s (GW_STATUS_RETRY_SECS)."""
         self.vault.control({"force_status": 503, "match": "/crl"})
         try:
             before = len(self.event_lines("genm_crl_unavailable"))
@@ -671,10 +683,15 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual(rc, 2)
         self.assertEqual((answer.body_type, answer.fail_info), ("error", ["systemUnavail"]))
         self.assertEqual(answer.status_strings, ["the CA's CRL could not be fetched now; retry later"])
+        mark = self.vault.mark()
+        rc, _, again = self.genm("v-crl-unavailable-again", CRL_STATUS)
+        self.assertEqual((rc, again.fail_info, again.status_strings), (2, answer.fail_info, answer.status_strings))
+        self.assertEqual(self.vault.since(mark, "/crl"), [])
         logged = self.event_lines("genm_crl_unavailable")[before:]
-        self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged], [("error", "vault", "vault")],
-                         logged)
+        self.assertEqual([(e["level"], e["role"], e["upstream"]) for e in logged],
+                         [("error", "vault", "vault")] * 2, logged)
         self.assertIn("503", logged[0]["reason"])
+        self.wait_out_failed_crl()
 
     def test_genm_crl_status_list_asked_twice(self):
         """Each crlStatusList is a GET of the whole CRL at Vault, on a worker: a genm naming one infoType

@@ -1050,7 +1050,9 @@ static void test_genm_crl_too_large_filed(void **state)
 /*
  * One fetch of the CA's CRL answers the genms of GW_GENM_CRL_SECS: a client repeating its genm does not
  * make the gateway ask the CA each time. A revocation through cmpgw, or the time passing, makes the next
- * genm fetch it again; so does a failed fetch.
+ * genm fetch it again. A failed fetch, or one whose CRL did not pass, answers the genms of
+ * GW_STATUS_RETRY_SECS after it alike: once, each genm after a failure fetched again, one full CRL
+ * (up to GW_MAX_UPSTREAM_BODY) for each genm of a client that repeated it.
  */
 static void test_genm_crl_reuse(void **state)
 {
@@ -1073,18 +1075,99 @@ static void test_genm_crl_reuse(void **state)
     genm_crl(e, -1);
     genm_crl(e, -1);
     assert_int_equal(fake_crl_fetches, 3);
-    /* the CA down: each genm asks again (it may be back), and the first once it is gets the CRL */
+    /* the CA down: the genms of GW_STATUS_RETRY_SECS after the failed fetch are told so without asking
+       it again, even once it is back; the first after them asks, and gets the CRL */
     fake_crl_mode = 1;
     crl_clock_ahead = 2 * GW_GENM_CRL_SECS;
     genm_crl(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
     genm_crl(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
-    assert_int_equal(fake_crl_fetches, 5);
+    assert_int_equal(fake_crl_fetches, 4);
     fake_crl_mode = 4;
+    crl_clock_ahead += GW_STATUS_RETRY_SECS - 1;
+    genm_crl(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail);
+    assert_int_equal(fake_crl_fetches, 4);
+    crl_clock_ahead++;
     genm_crl(e, -1);
     genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 5);
+    /* a CRL that does not pass (signed by another key) alike */
+    fake_crl_mode = 2;
+    crl_clock_ahead += GW_GENM_CRL_SECS;
+    genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks");
+    genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "the CA's CRL did not pass this gateway's checks");
     assert_int_equal(fake_crl_fetches, 6);
+    /* a revocation through cmpgw forgets the failure as it does a CRL: the next genm asks */
+    fake_crl_mode = 4;
+    cmp_status_invalidate(e->engine, up, NULL);
+    genm_crl(e, -1);
+    assert_int_equal(fake_crl_fetches, 7);
     gw_cmp_engine_set_clock(e->engine, NULL);
     env_free(e);
+}
+
+/* How many lines of |event| |logged| holds, and the "suppressed" of the last one into |held|. */
+static int event_lines(const char *logged, const char *event, char *held, size_t cap)
+{
+    char needle[96], line[1024];
+    int n = 0;
+
+    snprintf(needle, sizeof(needle), "\"event\":\"%s\"", event);
+    snprintf(held, cap, "none");
+    for (const char *at = logged; (at = strstr(at, needle)) != NULL; at += strlen(needle)) {
+        const char *start = at, *end = strchr(at, '\n');
+        struct json_object *o, *v;
+
+        while (start > logged && start[-1] != '\n')
+            start--;
+        snprintf(line, sizeof(line), "%.*s", (int)(end != NULL ? end - start : (ptrdiff_t)strlen(start)),
+                 start);
+        o = json_tokener_parse(line);
+
+        assert_non_null(o);
+        if (json_object_object_get_ex(o, "suppressed", &v))
+            snprintf(held, cap, "%s", json_object_get_string(v));
+        json_object_put(o);
+        n++;
+    }
+    return n;
+}
+
+/*
+ * The genms a failed fetch answers each have a genm_crl_unavailable line (genm_crl_refused for a CRL that did
+ * not pass): paced as the events a peer causes, GW_LOG_PACE_LINES in GW_LOG_PACE_SECS, the next line out
+ * counting those held back. Once, a client repeating its genm wrote one error line for each.
+ */
+static void test_genm_crl_failure_lines_paced(void **state)
+{
+    static const struct {
+        int mode;
+        const char *event;
+    } cases[] = {{1, "genm_crl_unavailable"}, {2, "genm_crl_refused"}};
+    char logged[64 * 1024], held[GW_LOG_HELD_LEN], want[GW_LOG_HELD_LEN];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct env *e = env_new(NULL, NULL);
+
+        fake_crl_upstream(e);
+        gw_cmp_engine_set_clock(e->engine, crl_clock);
+        /* a window of its own: no earlier test's lines in it (within message_time_window) */
+        crl_clock_ahead = 100 + 2 * (time_t)i * GW_LOG_PACE_SECS;
+        fake_crl_mode = cases[i].mode;
+        fake_crl_fetches = 0;
+        log_capture(GW_LOG_ERROR);
+        for (int k = 0; k < GW_LOG_PACE_LINES + 3; k++)
+            genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "retry later");
+        crl_clock_ahead += GW_LOG_PACE_SECS; /* past the window and past GW_STATUS_RETRY_SECS: it fetches */
+        genm_crl_as(e, OSSL_CMP_PKIFAILUREINFO_systemUnavail, "retry later");
+        tu_log_release_into(&captured, logged, sizeof(logged));
+        assert_int_equal(fake_crl_fetches, 2);
+        assert_int_equal(event_lines(logged, cases[i].event, held, sizeof(held)), GW_LOG_PACE_LINES + 1);
+        snprintf(want, sizeof(want), "%d", 3);
+        assert_string_equal(held, want);
+        gw_cmp_engine_set_clock(e->engine, NULL);
+        env_free(e);
+    }
 }
 
 /* The one CRL a genm crlStatusList by the demo client is answered with (the caller frees it). */
@@ -3639,6 +3722,7 @@ int main(void)
         cmocka_unit_test(test_genm_unknown_before_crl),
         cmocka_unit_test(test_genm_crl_reuse),
         cmocka_unit_test(test_genm_crl_too_large_filed),
+        cmocka_unit_test_teardown(test_genm_crl_failure_lines_paced, log_release),
         cmocka_unit_test(test_genm_crl_single_flight),
         cmocka_unit_test(test_genm_crl_expires_cached),
         cmocka_unit_test(test_genm_crl_older),
