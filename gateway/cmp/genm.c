@@ -398,6 +398,27 @@ static int names_ca_of(const ASN1_TYPE *in, const struct gw_upstream *up)
 }
 
 /*
+ * Whether an entry of crlStatusList |in| names a CA |up| issues under other than the issuer of |crl|, the
+ * one CRL fetched from it: an upstream of several CAs serves the CRL of the one that signs the role's
+ * certificates, and a client naming another would take its own CRL of that one as current, told nothing
+ * of it (RFC 9810 §5.3.19.17: the server sends the CRLs newer than the client's). CAs of one name (one CA
+ * rekeyed) sign one CRL. Out of memory: 1, refused.
+ */
+static int names_other_ca(const ASN1_TYPE *in, const struct gw_upstream *up, const X509_CRL *crl)
+{
+    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(up));
+    int other = cas == NULL;
+
+    for (int i = 0; !other && i < sk_X509_num(cas); i++) {
+        const X509_NAME *ca = X509_get_subject_name(sk_X509_value(cas, i));
+
+        other = X509_NAME_cmp(ca, X509_CRL_get_issuer(crl)) != 0 && gw_shim_crl_status_names(in, ca);
+    }
+    sk_X509_pop_free(cas, X509_free);
+    return other;
+}
+
+/*
  * The upstreams a crlStatusList |in| of |role| is answered from, each once, into |out|: of the role's
  * issuers (gw_role_issuers: its delegate, its migration's "to" in any mode, its upstream, its
  * crmf_upstream), those under one of whose CAs an entry of |in| names its source (*named 1; one that
@@ -500,8 +521,9 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
  * the client does not hold as new (client_holds), or an absent value if it holds them all. During a
  * migration, and on a role with a delegate issuer, a device's certificate may come from another CA
  * than the route's upstream: a client naming that CA's CRL gets that CRL. Any CRL that cannot be
- * fetched or is refused refuses the whole answer: a client told nothing of one of the CRLs it asked
- * for would take the others as all there is.
+ * fetched or is refused refuses the whole answer, and so does a CA named whose CRL its upstream does not
+ * serve (names_other_ca): a client told nothing of one of the CRLs it asked for would take the others as
+ * all there is.
  */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
@@ -522,8 +544,9 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
         if ((refused = fetch_crl(t, c, ups[i], &crl[i], &len, r)) == 0)
             client_holds(in, crl[i], &names_it, &current);
         /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
-           a client that named another of them is not handed this one as if it were that */
-        if (!refused && named && !names_it)
+           a client that named another of them, alone or beside this one, is not handed this one as if it
+           were that, nor this one alone as if it were all */
+        if (!refused && named && (!names_it || names_other_ca(OSSL_CMP_ITAV_get0_value(in), ups[i], crl[i])))
             refused =
                 cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                            "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here: "

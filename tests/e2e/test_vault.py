@@ -550,14 +550,20 @@ class VaultFrontDoor(harness.GatewayTestCase):
         self.assertEqual((rc, lines), (0, ["genp 1", "itav %s absent" % CRLS]))
 
     def test_genm_crls_of_another_issuer_of_the_mount(self):
-        """A route signs with one issuer of a mount of two: a client naming the other's CRL is not handed this
-        one's as if it were that, but told where to fetch it; naming this one's gets it."""
-        rc, lines, answer = self.genm("v-crls-other", self.crl_status("v-crls-other", "vault-ca2.pem",
-                                                                      "20200101000000Z"))
-        self.assertEqual(rc, 2, lines)
-        self.assertEqual((answer.body_type, answer.fail_info), ("error", ["badRequest"]))
-        self.assertEqual(answer.status_strings, ["the CRL of a CA named in the id-it-crlStatusList is not served "
-                                                 "over CMP here: fetch it from its CRL distribution point"])
+        """A route signs with one issuer of a mount of two: a client naming the other's CRL, alone or beside
+        this one's, is not handed this one's as if it were that, or as if it were all, but told where to
+        fetch it; naming this one's gets it."""
+        both = "%s:der:%s" % (CRL_STATUS, harness.crl_status_list(self.gw.dir, "v-crls-both",
+                                                                 ["vault-ca.pem", "vault-ca2.pem"], "20200101000000Z"))
+        for name, value in (("v-crls-other", self.crl_status("v-crls-other", "vault-ca2.pem", "20200101000000Z")),
+                            ("v-crls-both", both)):
+            with self.subTest(name=name):
+                rc, lines, answer = self.genm(name, value)
+                self.assertEqual(rc, 2, lines)
+                self.assertEqual((answer.body_type, answer.fail_info), ("error", ["badRequest"]))
+                self.assertEqual(answer.status_strings, ["the CRL of a CA named in the id-it-crlStatusList is not "
+                                                         "served over CMP here: fetch it from its CRL distribution "
+                                                         "point"])
         rc, lines, _ = self.genm("v-crls-own", self.crl_status("v-crls-own", "vault-ca.pem", "20200101000000Z"))
         self.assertEqual((rc, lines[0]), (0, "genp 1"), lines)
         crl = crl_of(self.gw.dir / "v-crls-own.0.der")

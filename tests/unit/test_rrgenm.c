@@ -128,6 +128,8 @@ static int group_teardown(void **state)
 
 /* When set, another upstream ("name": {...}) env_new adds beside the demo's. */
 static const char *extra_upstream;
+/* When set, the upstream of env_new's role in place of the demo's "local". */
+static const char *role_upstream;
 
 /* The demo config, the local issuer with a store (it revokes), |role_extra| members in the role. */
 static struct env *env_new(const char *role_extra, const char *top_extra)
@@ -146,6 +148,10 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     if (extra_upstream != NULL) {
         snprintf(piece, sizeof(piece), "%s,\n    ", extra_upstream);
         json = tu_insert_at(json, "\"upstreams\": {\n    ", 1, piece);
+    }
+    if (role_upstream != NULL) {
+        snprintf(piece, sizeof(piece), "\"upstream\": \"%s\"", role_upstream);
+        json = tu_replace(json, "\"upstream\": \"local\"", piece);
     }
     if (top_extra != NULL) {
         snprintf(piece, sizeof(piece), "%s,\n  ", top_extra);
@@ -2365,6 +2371,122 @@ static void test_genm_crl_revoked_elsewhere(void **state)
     EVP_PKEY_free(n_key);
 }
 
+/* |in| (|len| bytes) in a TLV of |tag| of class |cls| into |out|: its length. */
+static int der_wrap(unsigned char *out, int constructed, int tag, int cls, const unsigned char *in, int len)
+{
+    unsigned char *p = out;
+
+    ASN1_put_object(&p, constructed, len, tag, cls);
+    memcpy(p, in, (size_t)len);
+    return (int)(p - out) + len;
+}
+
+/*
+ * A crlStatusList value (RFC 9483 §4.3.4) of one CRLStatus per CA of |cas| (|n|): its subject as the
+ * CRLSource's issuer ([1] EXPLICIT GeneralNames { directoryName }, RFC 9810 §5.3.19.16), thisUpdate 2020.
+ */
+static ASN1_TYPE *crl_status_of(X509 *const *cas, int n)
+{
+    static const unsigned char when[] = "20200101000000Z";
+    unsigned char entries[3072], whole[3100], a[700], b[700], *p;
+    int len = 0, k;
+    ASN1_TYPE *v = ASN1_TYPE_new();
+    ASN1_STRING *str = ASN1_STRING_new();
+
+    assert_non_null(v);
+    assert_non_null(str);
+    for (int i = 0; i < n; i++) {
+        k = i2d_X509_NAME(X509_get_subject_name(cas[i]), NULL);
+        assert_true(k > 0 && k < 600);
+        p = a;
+        assert_int_equal(i2d_X509_NAME(X509_get_subject_name(cas[i]), &p), k);
+        k = der_wrap(b, 1, 4, V_ASN1_CONTEXT_SPECIFIC, a, k);        /* directoryName [4] */
+        k = der_wrap(a, 1, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, b, k); /* GeneralNames */
+        k = der_wrap(b, 1, 1, V_ASN1_CONTEXT_SPECIFIC, a, k);        /* CRLSource: issuer [1] */
+        k += der_wrap(b + k, 0, V_ASN1_GENERALIZEDTIME, V_ASN1_UNIVERSAL, when, (int)sizeof(when) - 1);
+        assert_true(len + k + 4 <= (int)sizeof(entries));
+        len += der_wrap(entries + len, 1, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, b, k); /* CRLStatus */
+    }
+    len = der_wrap(whole, 1, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, entries, len);
+    assert_int_equal(ASN1_STRING_set(str, whole, len), 1);
+    ASN1_TYPE_set(v, V_ASN1_SEQUENCE, str);
+    return v;
+}
+
+/*
+ * An upstream of two CAs (a Vault mount of two issuers) serves the CRL of the one that signs for the role:
+ * a crlStatusList naming that CA gets its CRL; naming the other, alone or beside it, is refused, as the
+ * client would take its own CRL of the other as current (RFC 9810 §5.3.19.17: the server sends the CRLs
+ * newer than the client's). Once, naming both got the served CA's CRL alone, and no word of the other.
+ * Twin: a CA of no upstream of the role named beside the served one says nothing of this upstream.
+ */
+static void test_genm_crl_two_cas_of_one_upstream(void **state)
+{
+    static const char *const oids[] = {OID_CRLSTATUS};
+    EVP_PKEY *other_key = NULL;
+    X509_NAME *name = X509_NAME_new();
+    X509 *other, *served = issuing_cert;
+    char path[160], err[GW_ERR_LEN] = "";
+    struct env *e;
+    struct gw_upstream *up;
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    OSSL_CMP_CTX *ctx;
+    FILE *f;
+    const struct {
+        X509 *cas[2];    /* NULL: the other CA */
+        int n, fail_bit; /* -1: answered with one CRL */
+    } cases[] = {
+        {{served}, 1, -1},
+        {{NULL}, 1, OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {{served, NULL}, 2, OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {{NULL, served}, 2, OSSL_CMP_PKIFAILUREINFO_badRequest},
+        {{served, ca_cert}, 2, -1}, /* the root: a CA the upstream does not issue under */
+    };
+
+    (void)state;
+    assert_non_null(name);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"cmpgw demo second issuer",
+                               -1, -1, 0);
+    other = second_issuer(name, "two-cas", &other_key);
+    snprintf(path, sizeof(path), "%s/two-cas.pem", dir);
+    assert_non_null(f = fopen(path, "w"));
+    PEM_write_X509(f, issuing_cert);
+    PEM_write_X509(f, other);
+    fclose(f);
+    extra_upstream = "\"two\": {\"type\": \"cfssl\", \"url\": \"http://127.0.0.1:9\", \"issuer_ca\": "
+                     "\"two-cas.pem\", \"check_revocation\": false}";
+    role_upstream = "two";
+    e = env_new(NULL, NULL);
+    extra_upstream = role_upstream = NULL;
+    up =
+        gw_upstream_new_ops(gw_upstream_get0_conf(gw_upstream_set_get0(e->ups, "two")), &fake_ops, NULL, err);
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    fake_crl_mode = 4; /* the CRL of the demo's issuing CA */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        X509 *cas[2] = {cases[i].cas[0] != NULL ? cases[i].cas[0] : other,
+                        cases[i].cas[1] != NULL ? cases[i].cas[1] : other};
+
+        ctx = client_new(e, client_cert, client_key);
+        out = genm(e, ctx, oids, 1, crl_status_of(cas, cases[i].n));
+        if (cases[i].fail_bit < 0) {
+            assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+            assert_int_equal(
+                seq_count(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)), V_ASN1_SEQUENCE), 1);
+        } else {
+            assert_null(out);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, cases[i].fail_bit,
+                          "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here");
+        }
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    env_free(e);
+    X509_free(other);
+    X509_NAME_free(name);
+    EVP_PKEY_free(other_key);
+}
+
 /*
  * A role whose CRMF requests its crmf_upstream signs: their holders revoke them through the role, at
  * the CA that issued them. Once, rr asked only the role's upstream, delegate and migration target,
@@ -3742,6 +3864,7 @@ int main(void)
         cmocka_unit_test(test_rr_migration_same_ca_name),
         cmocka_unit_test(test_rr_migration_same_ca_name_same_serial),
         cmocka_unit_test(test_genm_crl_revoked_elsewhere),
+        cmocka_unit_test(test_genm_crl_two_cas_of_one_upstream),
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
