@@ -1057,6 +1057,17 @@ out:
     return rc;
 }
 
+int gw_conf_still_named(int fd, int dir, const char *name, struct stat *named)
+{
+    struct stat held;
+
+    if (fstat(fd, &held) != 0)
+        return -1;
+    if (fstatat(dir, name, named, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? 0 : -1;
+    return held.st_dev == named->st_dev && held.st_ino == named->st_ino;
+}
+
 int gw_conf_check_own_dir(const char *key, const char *dir, uid_t owner, char *err)
 {
     char shown[GW_ERR_LEN];

@@ -245,6 +245,12 @@ int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err)
 int gw_conf_open_dir(const char *key, const char *file, uid_t owner, int *dir, const char **name, char *err);
 
 /*
+ * Whether |fd| is the file |name| in directory |dir| (gw_conf_open_dir) still, the name not followed:
+ * 1 with its status in |named|, 0 where it was replaced or removed, or -1 with errno.
+ */
+int gw_conf_still_named(int fd, int dir, const char *name, struct stat *named);
+
+/*
  * 0 when |dir| (followed) is a directory of |owner| or root that no one else may write, sticky bit or
  * not, else an error with |err|. For a directory whose files the gateway trusts for being there (a
  * local issuer's store: a revocation record revokes): a name anyone else may add is itself the harm.

@@ -667,10 +667,9 @@ static int user_reaches(int dir, const char *path, uid_t owner, gid_t group)
  */
 static int still_one_name(int fd, int dir, const char *name, const char *shown, char *err)
 {
-    struct stat held, named;
+    struct stat named;
 
-    if (fstat(fd, &held) == 0 && fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
-        held.st_dev == named.st_dev && held.st_ino == named.st_ino && named.st_nlink == 1)
+    if (gw_conf_still_named(fd, dir, name, &named) == 1 && named.st_nlink == 1)
         return 0;
     gw_conf_bprintf(err, GW_ERR_LEN,
                     "audit.file: \"%s\" was replaced, or given another name, as it was opened", shown);

@@ -587,18 +587,6 @@ static int rewrite(struct cmp_revoked *rs, int dir, const char *name, const char
     return ok ? 0 : GW_ERR_IO;
 }
 
-/* Whether |fd| is the file |name| in |dir| still: 1, 0 (replaced or removed), or -1 with errno. */
-static int still_named(int fd, int dir, const char *name)
-{
-    struct stat held, named;
-
-    if (fstat(fd, &held) != 0)
-        return -1;
-    if (fstatat(dir, name, &named, AT_SYMLINK_NOFOLLOW) != 0)
-        return errno == ENOENT ? 0 : -1;
-    return held.st_dev == named.st_dev && held.st_ino == named.st_ino;
-}
-
 /*
  * |name| in the directory |dir| open for appends and locked: exclusively (*excl) where no other gateway
  * appends to it, else shared. A lock had on a file another start replaced meanwhile (opened before its
@@ -611,12 +599,13 @@ static int lock_file(int dir, const char *name, int *excl)
         /* O_NONBLOCK: a FIFO there is refused (ENXIO, or by load), not waited on */
         int fd = openat(dir, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600),
             named = -1, saved;
+        struct stat st;
 
         if (fd < 0)
             return -1;
         *excl = flock(fd, LOCK_EX | LOCK_NB) == 0;
         if (*excl || (errno == EWOULDBLOCK && flock(fd, LOCK_SH) == 0))
-            named = still_named(fd, dir, name);
+            named = gw_conf_still_named(fd, dir, name, &st);
         if (named == 1)
             return fd;
         saved = errno;
