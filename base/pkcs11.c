@@ -256,14 +256,20 @@ static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *er
         snprintf(err, cap, "the PKCS#11 engine refused the PIN");
         return NULL;
     }
-    if ((key = ENGINE_load_private_key(e, path, no_prompt, NULL)) != NULL)
-        return key;
-    gw_conf_show_file(path, shown, sizeof(shown));
-    if ((refusal = login_refusal()) != NULL)
-        snprintf(err, cap, "cannot log in to the token of %s: %s", shown, refusal);
-    else
-        snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)", shown);
-    return NULL;
+    key = ENGINE_load_private_key(e, path, no_prompt, NULL);
+    if (key == NULL) {
+        gw_conf_show_file(path, shown, sizeof(shown));
+        if ((refusal = login_refusal()) != NULL)
+            snprintf(err, cap, "cannot log in to the token of %s: %s", shown, refusal);
+        else
+            snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)", shown);
+    }
+    /*
+     * libp11 keeps the engine's copy of the PIN until the engine is destroyed, which it never is here:
+     * overwritten (libp11 cleanses the old copy), it outlives neither this load nor a token given back
+     */
+    (void)ENGINE_ctrl_cmd_string(e, "PIN", "", 0);
+    return key;
 }
 
 EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap)
