@@ -108,6 +108,8 @@ ELSEWHERE = {
     "genm_twice": ("test_vault.py", "a genm must ask for each infoType once; "),
     "genm_crl_unavailable": ("test_vault.py", "the CA's CRL could not be fetched now; retry later"),
     "genm_crl_refused": ("test_vault.py", "the CA's CRL did not pass this gateway's checks and "),
+    "genm_crl_too_large": ("../unit/test_rrgenm.c", "does not fit in a CMP response (at most 100 KiB)"),
+    "genm_crl_not_served": ("test_vault.py", "the CRL of a CA named in the id-it-crlStatusList is not "),
     "genm_root_cert": ("test_genm.py", "the id-it-rootCaCert value is not a certificate: send the root CA "),
     "device_not_allowed": ("test_3gpp.py", "is not on this route's allow-list"),
     "kur_not_issued": ("test_3gpp.py", "key update renews a certificate a CA of this route issued, and "),
