@@ -243,18 +243,23 @@ out:
 }
 
 /*
- * What the client's crlStatusList |in| says of |crl|, in one read of it: whether a CRLStatus names the
- * CRL's issuer (*named), and whether the client's CRL is as new as |crl| (*current): only a CRLStatus
- * naming the issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if unreadable.
+ * What the client's crlStatusList |in| says of |crl| at |now|, in one read of it: whether a CRLStatus
+ * names the CRL's issuer (*named), and whether the client's CRL is as new as |crl| (*current): only a
+ * CRLStatus naming the issuer speaks of it (a client's CRL of another CA says nothing of this one); 0 if
+ * unreadable. A thisUpdate further ahead of |now| than GW_CRL_CLOCK_SKEW_SECS is no CRL's the gateway
+ * would take (cmp_status_check_crl) but a wrong clock's: it is not "newer", else the client is told its
+ * CRL is current for as long as its clock is wrong (RFC 9810 §5.3.19.17: the server sends the CRLs
+ * newer than the client's).
  */
-static void client_holds(const OSSL_CMP_ITAV *in, const X509_CRL *crl, int *named, int *current)
+static void client_holds(const OSSL_CMP_ITAV *in, const X509_CRL *crl, time_t now, int *named, int *current)
 {
     time_t have = 0;
     struct tm tm;
 
     *current =
         gw_shim_crl_status(OSSL_CMP_ITAV_get0_value(in), X509_CRL_get_issuer(crl), named, &have) == 0 &&
-        have != 0 && ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
+        have != 0 && have <= now + GW_CRL_CLOCK_SKEW_SECS &&
+        ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm) == 1 && timegm(&tm) <= have;
     ERR_clear_error();
 }
 
@@ -542,7 +547,7 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
         int names_it = 0, current = 0;
 
         if ((refused = fetch_crl(t, c, ups[i], &crl[i], &len, r)) == 0)
-            client_holds(in, crl[i], &names_it, &current);
+            client_holds(in, crl[i], c->now, &names_it, &current);
         /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
            a client that named another of them, alone or beside this one, is not handed this one as if it
            were that, nor this one alone as if it were all */

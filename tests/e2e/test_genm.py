@@ -7,6 +7,7 @@ unknown infoType; and the certificate profile of RFC 9483 §3.1 choosing the rol
 The returned ITAVs are decoded independently with pyasn1 (RFC 5280/4211 modules); refusals are
 decoded error messages."""
 import os
+import time
 import unittest
 import warnings
 
@@ -25,6 +26,12 @@ OLD_ROOT = ["cmpgw demo", "cmpgw demo root CA"]
 NEW_ROOT = ["cmpgw demo", "cmpgw demo root CA G2"]
 TEXT_BAD_ROOT = ("the id-it-rootCaCert value is not a certificate: send the root CA certificate you trust, or no "
                  "value (RFC 9483 §4.3.2)")
+CRL_CLOCK_SKEW_SECS = 300  # GW_CRL_CLOCK_SKEW_SECS (base/limits.h)
+
+
+def generalized_time(ahead):
+    """GeneralizedTime text of now plus |ahead| seconds."""
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + ahead))
 
 
 class CertSeq(univ.SequenceOf):
@@ -321,16 +328,35 @@ class Genm(GenmCase):
 
     def test_crls_current_for_another_ca(self):
         """The client's CRL of another CA says nothing of this CA's: an absent value ("yours is current")
-        only answers a CRLStatus that names the issuer of the CRL served, whatever its thisUpdate."""
-        value = self.crl_status("crls-other", "ca.pem", "20991231000000Z")  # the root's, not the issuing CA's
+        only answers a CRLStatus that names the issuer of the CRL served, however new the client's is."""
+        value = self.crl_status("crls-other", "ca.pem", generalized_time(0))  # the root's, not the issuing CA's
         _, lines, values, _ = self.genm("crls-other", "%s:der:%s" % (CRL_STATUS, value))
         self.assertEqual(lines[1], "itav %s %d" % (CRLS, len(values.get(0, b""))))
         self.assert_crl(values[0])
 
     def test_crls_current_for_this_ca(self):
-        value = self.crl_status("crls-same", "issuing.pem", "20991231000000Z")
-        _, lines, values, _ = self.genm("crls-same", "%s:der:%s" % (CRL_STATUS, value))
-        self.assertEqual((lines[1], values), ("itav %s absent" % CRLS, {}))
+        """A client whose CRL of this CA is as new as the one served (a minute on: the CRL may be signed
+        as the genm comes), by a clock that runs up to the skew ahead of the gateway's
+        (GW_CRL_CLOCK_SKEW_SECS), is told it is current."""
+        for ahead in (60, CRL_CLOCK_SKEW_SECS - 60):
+            with self.subTest(ahead=ahead):
+                name = "crls-same-%d" % ahead
+                value = self.crl_status(name, "issuing.pem", generalized_time(ahead))
+                _, lines, values, _ = self.genm(name, "%s:der:%s" % (CRL_STATUS, value))
+                self.assertEqual((lines[1], values), ("itav %s absent" % CRLS, {}))
+
+    def test_crls_client_clock_ahead(self):
+        """A client's CRL dated further ahead than the skew is no CRL the gateway would take, but a wrong
+        clock's: it is not newer than the one served, which the client gets (RFC 9810 §5.3.19.17), else it
+        would be told its CRL is current for as long as its clock is wrong. Twin of
+        test_crls_current_for_this_ca."""
+        for name, when in (("crls-ahead-skew", generalized_time(CRL_CLOCK_SKEW_SECS + 60)),
+                           ("crls-ahead-2099", "20991231000000Z")):
+            with self.subTest(when=when):
+                value = self.crl_status(name, "issuing.pem", when)
+                _, lines, values, _ = self.genm(name, "%s:der:%s" % (CRL_STATUS, value))
+                self.assertEqual(lines[1], "itav %s %d" % (CRLS, len(values.get(0, b""))))
+                self.assert_crl(values[0])
 
     def test_bc_crls(self):
         r = self.bc("bc-crls", "crlStatusList", "--crl-issuer", "issuing.pem")
