@@ -209,13 +209,39 @@ static int refuse_two_at(struct gw_conf_ctx *pc, const char *path, struct json_o
     return 0;
 }
 
-/* "allowed_emails": patterns (p_bounds), none with more than one '@' (refuse_two_at). */
+/*
+ * Patterns of "allowed_emails" |ps|: none without an '@'. An email subjectAltName holds one (RFC 5280
+ * §4.2.1.6, san_value_ok) and a '*' matches no '@', so such a pattern ("example.com", "*") admits no email
+ * address, only a subject emailAddress or mail that is none: a mistake the load would otherwise hide until
+ * every address it was meant for is refused. (A pattern of tls_sans without one is a DNS name's.)
+ */
+static int refuse_no_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                        const struct gw_patterns *ps)
+{
+    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+
+    for (size_t i = 0; i < ps->n; i++) {
+        if (strchr(ps->v[i], '@') != NULL)
+            continue;
+        gw_conf_join_index(ipath, path, i);
+        return gw_conf_fail(
+            pc, ipath,
+            "%s holds no '@' and so matches no email address: write one '@', as in \"*@example.com\"",
+            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)));
+    }
+    return 0;
+}
+
+/* "allowed_emails": patterns (p_bounds), each with one '@' (refuse_no_at, refuse_two_at). */
 static int p_email_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                           const struct gw_conf_field *f)
 {
+    const struct gw_patterns *ps = gw_conf_at(base, f->off);
     int rc = p_bounds(pc, path, v, base, f);
 
-    return rc != 0 ? rc : refuse_two_at(pc, path, v, gw_conf_at(base, f->off), false);
+    if (rc == 0)
+        rc = refuse_no_at(pc, path, v, ps);
+    return rc != 0 ? rc : refuse_two_at(pc, path, v, ps, false);
 }
 
 /* "tls_sans": patterns (p_bounds), no email pattern among them with more than one '@' (refuse_two_at). */

@@ -216,6 +216,26 @@ class Subjects(harness.GatewayTestCase):
                               "subject's %s with more than one '@' is refused; write one '@'" % (subjects[0], attr),
                               p.stderr)
 
+    def test_email_pattern_without_at_refused(self):
+        """An allowed_emails pattern without an '@' admits no email address (an email SAN holds one, and a
+        '*' matches none): `cmpgw check` refuses it, naming the role's key and the pattern; its twin with
+        one '@' passes."""
+        cfg = json.loads(json.dumps(self.gw.config))
+        path = self.gw.dir / "no-at.json"
+        authz = cfg["roles"]["devices"]["authorization"]
+        cfg["roles"]["devices"]["allowed_san_types"] = ["dns", "email"]
+        for pattern, rc in (("example.com", 1), ("*", 1), ("*@example.com", 0)):
+            with self.subTest(pattern=pattern):
+                authz["allowed_emails"] = [pattern]
+                path.write_text(json.dumps(cfg))
+                p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], cwd=self.gw.dir,
+                                   capture_output=True, text=True, timeout=60, env=self.gw.env())
+                self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
+                if rc == 0:
+                    continue
+                self.assertIn("$.roles.devices.authorization.allowed_emails[0]: \"%s\" holds no '@' and so matches "
+                              "no email address: write one '@', as in \"*@example.com\"" % pattern, p.stderr)
+
 
 if __name__ == "__main__":
     harness.main()

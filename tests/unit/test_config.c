@@ -1355,6 +1355,15 @@ static const struct bad bad_cases[] = {
     {"allowed_emails with two '@' together",
      {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"a@@example.com\"]")},
      {"$.roles.rv.authorization.allowed_emails[0]: \"a@@example.com\" can never match"}},
+    /* an email pattern without '@' matches no email address (an email SAN holds one, and a '*' no '@'):
+       refused, naming the key and the pattern; its twin with one '@' loads (test_upstreams_full) */
+    {"allowed_emails without '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"*@example.com\", \"example.com\"]")},
+     {"$.roles.rv.authorization.allowed_emails[1]: \"example.com\" holds no '@' and so matches no email "
+      "address: write one '@', as in \"*@example.com\""}},
+    {"allowed_emails a lone '*'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"*\"]")},
+     {"$.roles.rv.authorization.allowed_emails[0]: \"*\" holds no '@'"}},
     {"tls_sans email pattern with two '@'",
      {UPS, ROLES, AUTHZ("\"tls_sans\": [\"*.example.com\", \"dev-*@evil@example.com\"]")},
      {"$.roles.rv.authorization.tls_sans[1]: \"dev-*@evil@example.com\" can never match: an email address "
