@@ -403,24 +403,33 @@ static int names_ca_of(const ASN1_TYPE *in, const struct gw_upstream *up)
 }
 
 /*
- * Whether an entry of crlStatusList |in| names a CA |up| issues under other than the issuer of |crl|, the
- * one CRL fetched from it: an upstream of several CAs serves the CRL of the one that signs the role's
- * certificates, and a client naming another would take its own CRL of that one as current, told nothing
- * of it (RFC 9810 §5.3.19.17: the server sends the CRLs newer than the client's). CAs of one name (one CA
+ * Whether an entry of crlStatusList |in| names a CA one of |ups| issues under that is the issuer of none of
+ * the CRLs fetched from them (|crl|, |n| of each): an upstream of several CAs serves the CRL of the one
+ * that signs the role's certificates, and a client naming another would take its own CRL of that one as
+ * current, told nothing of it (RFC 9810 §5.3.19.17: the server sends the CRLs newer than the client's),
+ * unless another upstream of the role serves that one's CRL in the same answer (one Vault mount's two
+ * issuers, a migration's "from" signing with one and its "to" with the other). CAs of one name (one CA
  * rekeyed) sign one CRL. Out of memory: 1, refused.
  */
-static int names_other_ca(const ASN1_TYPE *in, const struct gw_upstream *up, const X509_CRL *crl)
+static int names_unserved_ca(const ASN1_TYPE *in, struct gw_upstream *const *ups, X509_CRL *const *crl, int n)
 {
-    STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(up));
-    int other = cas == NULL;
+    int unserved = 0;
 
-    for (int i = 0; !other && i < sk_X509_num(cas); i++) {
-        const X509_NAME *ca = X509_get_subject_name(sk_X509_value(cas, i));
+    for (int i = 0; !unserved && i < n; i++) {
+        STACK_OF(X509) *cas = gw_upstream_conf_issuing_cas(gw_upstream_get0_conf(ups[i]));
 
-        other = X509_NAME_cmp(ca, X509_CRL_get_issuer(crl)) != 0 && gw_shim_crl_status_names(in, ca);
+        unserved = cas == NULL;
+        for (int k = 0; !unserved && k < sk_X509_num(cas); k++) {
+            const X509_NAME *ca = X509_get_subject_name(sk_X509_value(cas, k));
+            int served = 0;
+
+            for (int j = 0; !served && j < n; j++)
+                served = X509_NAME_cmp(ca, X509_CRL_get_issuer(crl[j])) == 0;
+            unserved = !served && gw_shim_crl_status_names(in, ca);
+        }
+        sk_X509_pop_free(cas, X509_free);
     }
-    sk_X509_pop_free(cas, X509_free);
-    return other;
+    return unserved;
 }
 
 /*
@@ -526,9 +535,9 @@ static int fetch_crl(struct cmp_txn *t, struct cmp_call *c, struct gw_upstream *
  * the client does not hold as new (client_holds), or an absent value if it holds them all. During a
  * migration, and on a role with a delegate issuer, a device's certificate may come from another CA
  * than the route's upstream: a client naming that CA's CRL gets that CRL. Any CRL that cannot be
- * fetched or is refused refuses the whole answer, and so does a CA named whose CRL its upstream does not
- * serve (names_other_ca): a client told nothing of one of the CRLs it asked for would take the others as
- * all there is.
+ * fetched or is refused refuses the whole answer, and so does a CA of these upstreams named whose CRL none
+ * of them serves (names_unserved_ca): a client told nothing of one of the CRLs it asked for would take the
+ * others as all there is.
  */
 static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, const ASN1_OBJECT *type,
                 STACK_OF(OSSL_CMP_ITAV) **out, struct cmp_refusal *r)
@@ -548,20 +557,19 @@ static int crls(struct cmp_txn *t, struct cmp_call *c, const OSSL_CMP_ITAV *in, 
 
         if ((refused = fetch_crl(t, c, ups[i], &crl[i], &len, r)) == 0)
             client_holds(in, crl[i], c->now, &names_it, &current);
-        /* an upstream of several CAs serves the CRL of the one it signs this role's certificates with:
-           a client that named another of them, alone or beside this one, is not handed this one as if it
-           were that, nor this one alone as if it were all */
-        if (!refused && named && (!names_it || names_other_ca(OSSL_CMP_ITAV_get0_value(in), ups[i], crl[i])))
-            refused =
-                cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
-                           "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here: "
-                           "fetch it from its CRL distribution point");
-        /* the client's CRL is as new as ours: that one is not sent */
-        if (!refused && !current) {
+        /* the client's CRL is as new as ours, or the client named its CAs and not this one's (an upstream
+           of several CAs serves the CRL of the one it signs the role's certificates with): not sent */
+        if (!refused && !current && (!named || names_it)) {
             send[n_send++] = crl[i];
             total += len;
         }
     }
+    /* a client that named another CA of these upstreams, alone or beside those served, is not handed
+       their CRLs as if they were that one's, nor as if they were all */
+    if (!refused && named && names_unserved_ca(OSSL_CMP_ITAV_get0_value(in), ups, crl, n))
+        refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                             "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here: "
+                             "fetch it from its CRL distribution point");
     if (!refused && total > GW_MAX_GENP_VALUE)
         refused = cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest,
                              "the CRLs (%zu bytes) do not fit in a CMP response (at most %d KiB): ask for "

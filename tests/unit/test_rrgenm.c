@@ -835,17 +835,21 @@ static int fake_crl_mode; /* 0: the CA's own, too large (CRL_LARGE_ENTRIES), 1: 
                              ago, 6: the CA's own, current for 2 s only, 7: the CA's own, listing
                              CRL_HIT_ENTRIES certificates, 8: as large, and no CRL at all */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
-static int fake_crl_delay_ms;       /* how long the CA takes to answer */
+/* When set, the upstream of this name serves the CRL of fake_crl_other_ca, signed by fake_crl_other_key. */
+static const char *fake_crl_other_up;
+static X509 *fake_crl_other_ca;
+static EVP_PKEY *fake_crl_other_key;
+static int fake_crl_delay_ms; /* how long the CA takes to answer */
 
 /* Mode 7's entries: some 55 KB of CRL, a large CA's. */
 #define CRL_HIT_ENTRIES 2500
 /* Mode 0's: some 110 KB, more than a genp may carry (GW_MAX_GENP_VALUE). */
 #define CRL_LARGE_ENTRIES 5000
 
-/* A CRL under the issuing CA's name, signed by another key (mode 2), dated an hour ahead (mode 3), or
- * as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6), or
+/* A CRL under the name of |ca|, signed by |ca_key| or by another key (mode 2), dated an hour ahead (mode 3),
+ * or as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6), or
  * listing CRL_HIT_ENTRIES serials (mode 7) or CRL_LARGE_ENTRIES (mode 0). */
-static int bad_crl(unsigned char **der, size_t *len)
+static int bad_crl(const X509 *ca, EVP_PKEY *ca_key, unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
     EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -857,7 +861,7 @@ static int bad_crl(unsigned char **der, size_t *len)
     int n, entries = fake_crl_mode == 7 ? CRL_HIT_ENTRIES : fake_crl_mode == 0 ? CRL_LARGE_ENTRIES : 0;
 
     X509_CRL_set_version(crl, 1);
-    X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuing_cert));
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
     X509_CRL_set1_lastUpdate(crl, t1);
     X509_CRL_set1_nextUpdate(crl, t2);
     for (int i = 0; i < entries; i++) {
@@ -870,7 +874,7 @@ static int bad_crl(unsigned char **der, size_t *len)
         X509_CRL_add0_revoked(crl, r);
         ASN1_INTEGER_free(serial);
     }
-    X509_CRL_sign(crl, fake_crl_mode == 2 ? other : issuing_key, EVP_sha256());
+    X509_CRL_sign(crl, fake_crl_mode == 2 ? other : ca_key, EVP_sha256());
     *der = NULL;
     n = i2d_X509_CRL(crl, der);
     *len = n > 0 ? (size_t)n : 0;
@@ -891,7 +895,10 @@ static int fake_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
 static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned char **der, size_t *len,
                     char *err)
 {
-    (void)up, (void)issuer_ref;
+    bool other = fake_crl_other_up != NULL &&
+                 strcmp(gw_upstream_conf_name(gw_upstream_get0_conf(up)), fake_crl_other_up) == 0;
+
+    (void)issuer_ref;
     fake_crl_fetches++;
     usleep((useconds_t)fake_crl_delay_ms * 1000);
     if (fake_crl_mode == 1) {
@@ -900,7 +907,8 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
     }
     if (fake_crl_mode != 8) {
         unsigned char *d = NULL;
-        int rc = bad_crl(&d, len);
+        int rc = other ? bad_crl(fake_crl_other_ca, fake_crl_other_key, &d, len)
+                       : bad_crl(issuing_cert, issuing_key, &d, len);
 
         *der = rc == 0 ? malloc(*len) : NULL; /* the caller free()s */
         if (*der != NULL)
@@ -2488,6 +2496,95 @@ static void test_genm_crl_two_cas_of_one_upstream(void **state)
 }
 
 /*
+ * Two upstreams of a role that issue under the same CAs (its upstream, and its crmf_upstream a CMP CA in
+ * front of the same issuers), each serving the CRL of the one it signs with: a crlStatusList naming both
+ * CAs gets both CRLs, naming one gets that one's. Once, naming both was refused, each CRL taken for not
+ * served because it was not the other upstream's, and so was naming one. Twin: a third CA of theirs whose
+ * CRL neither serves, named alone or beside them, is refused.
+ */
+static void test_genm_crl_two_cas_of_two_upstreams(void **state)
+{
+    static const char *const oids[] = {OID_CRLSTATUS};
+    EVP_PKEY *b_key = NULL, *c_key = NULL;
+    X509_NAME *b_name = X509_NAME_new(), *c_name = X509_NAME_new();
+    X509 *a = issuing_cert, *b, *c;
+    char path[160], err[GW_ERR_LEN] = "";
+    struct env *e;
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    OSSL_CMP_CTX *ctx;
+    FILE *f;
+
+    (void)state;
+    assert_non_null(b_name);
+    assert_non_null(c_name);
+    X509_NAME_add_entry_by_txt(b_name, "CN", MBSTRING_ASC, (const unsigned char *)"cmpgw demo rotated issuer",
+                               -1, -1, 0);
+    X509_NAME_add_entry_by_txt(c_name, "CN", MBSTRING_ASC, (const unsigned char *)"cmpgw demo third issuer",
+                               -1, -1, 0);
+    b = second_issuer(b_name, "rotated", &b_key);
+    c = second_issuer(c_name, "third", &c_key);
+    snprintf(path, sizeof(path), "%s/three-cas.pem", dir);
+    assert_non_null(f = fopen(path, "w"));
+    PEM_write_X509(f, a);
+    PEM_write_X509(f, b);
+    PEM_write_X509(f, c);
+    fclose(f);
+    extra_upstream =
+        "\"old\": {\"type\": \"cfssl\", \"url\": \"http://127.0.0.1:9\", \"issuer_ca\": "
+        "\"three-cas.pem\", \"check_revocation\": false},\n    \"new\": {\"type\": \"cmp\", "
+        "\"url\": \"http://127.0.0.1:9\", \"path\": \"/pkix/\", \"trusted\": \"ca.pem\", "
+        "\"expected_sender\": \"/CN=cmpgw demo rotated issuer\", \"issuer_ca\": \"three-cas.pem\", "
+        "\"check_revocation\": false}";
+    role_upstream = "old";
+    e = env_new("\"crmf_upstream\": \"new\"", NULL);
+    extra_upstream = role_upstream = NULL;
+    for (int i = 0; i < 2; i++) {
+        const char *name = i == 0 ? "old" : "new";
+        struct gw_upstream *up = gw_upstream_new_ops(
+            gw_upstream_get0_conf(gw_upstream_set_get0(e->ups, name)), &fake_ops, NULL, err);
+
+        assert_non_null(up);
+        assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    }
+    fake_crl_mode = 4;
+    fake_crl_other_up = "new"; /* "old" serves a's CRL, "new" b's */
+    fake_crl_other_ca = b;
+    fake_crl_other_key = b_key;
+    const struct {
+        X509 *cas[3];
+        int n, crls; /* -1: refused */
+    } cases[] = {
+        {{a, b}, 2, 2}, {{b, a}, 2, 2}, {{a}, 1, 1}, {{b}, 1, 1}, {{a, b, c}, 3, -1}, {{c}, 1, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ctx = client_new(e, client_cert, client_key);
+        out = genm(e, ctx, oids, 1, crl_status_of(cases[i].cas, cases[i].n));
+        if (cases[i].crls > 0) {
+            assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+            assert_int_equal(
+                seq_count(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)), V_ASN1_SEQUENCE),
+                cases[i].crls);
+        } else {
+            assert_null(out);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          "the CRL of a CA named in the id-it-crlStatusList is not served over CMP here");
+        }
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    fake_crl_other_up = NULL;
+    fake_crl_other_ca = NULL;
+    fake_crl_other_key = NULL;
+    env_free(e);
+    X509_free(b);
+    X509_free(c);
+    X509_NAME_free(b_name);
+    X509_NAME_free(c_name);
+    EVP_PKEY_free(b_key);
+    EVP_PKEY_free(c_key);
+}
+
+/*
  * A role whose CRMF requests its crmf_upstream signs: their holders revoke them through the role, at
  * the CA that issued them. Once, rr asked only the role's upstream, delegate and migration target,
  * and answered that the route's CA had not issued them.
@@ -3865,6 +3962,7 @@ int main(void)
         cmocka_unit_test(test_rr_migration_same_ca_name_same_serial),
         cmocka_unit_test(test_genm_crl_revoked_elsewhere),
         cmocka_unit_test(test_genm_crl_two_cas_of_one_upstream),
+        cmocka_unit_test(test_genm_crl_two_cas_of_two_upstreams),
         cmocka_unit_test(test_rr_crmf_upstream),
         cmocka_unit_test(test_rr_remove_from_crl),
         cmocka_unit_test(test_rr_during_withdrawal),
