@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* One getpwnam_r or getgrnam_r into |ent|, |buf| of |len| bytes holding its strings. */
@@ -117,8 +118,61 @@ static int set_fs_ids(uid_t uid, gid_t gid)
     return (uid_t)setfsuid((uid_t)-1) == uid && (gid_t)setfsgid((gid_t)-1) == gid ? 0 : -1;
 }
 
+/*
+ * Sets the calling thread's supplementary groups to the |n| of |list|: the system call itself, which
+ * changes this thread's alone (Linux keeps credentials per thread). glibc's setgroups() has every thread
+ * of the process do the same (its setxid broadcast): the others would hold the user's groups meanwhile.
+ * 0, or -1 with errno.
+ */
+static int set_thread_groups(size_t n, const gid_t *list)
+{
+#ifdef SYS_setgroups32 /* where SYS_setgroups takes 16-bit ids (i386, 32-bit Arm) */
+    return (int)syscall(SYS_setgroups32, n, list);
+#else
+    return (int)syscall(SYS_setgroups, n, list);
+#endif
+}
+
+/* The calling thread's supplementary groups into |*list| (the caller frees it), |*n| of them: 0, or -1. */
+static int thread_groups(gid_t **list, size_t *n)
+{
+    int had = getgroups(0, NULL), got = -1;
+
+    *list = NULL;
+    /* getgroups(0, ...) counts and fills nothing */
+    if (had >= 0 && (*list = malloc(((size_t)had + 1) * sizeof(gid_t))) != NULL)
+        got = had > 0 ? getgroups(had, *list) : 0;
+    if (got < 0) {
+        free(*list);
+        *list = NULL;
+        return -1;
+    }
+    *n = (size_t)got;
+    return 0;
+}
+
+/*
+ * Becomes |uid| with |gid| as its one group, what gw_drop_privileges leaves the process (setgroups of
+ * that group alone), for this thread's file accesses: 0, or -1. The groups first, while the ids are
+ * root's still.
+ */
+static int become_for_files(uid_t uid, gid_t gid)
+{
+    return set_thread_groups(1, &gid) == 0 && set_fs_ids(uid, gid) == 0 ? 0 : -1;
+}
+
+/* Back to the filesystem ids and groups this thread had: 0, or -1 if either did not take (both tried). */
+static int come_back(uid_t uid, gid_t gid, const gid_t *groups, size_t n)
+{
+    int ids = set_fs_ids(uid, gid);
+
+    return set_thread_groups(n, groups) == 0 && ids == 0 ? 0 : -1;
+}
+
 int gw_user_openat_as(int dir, const char *name, int flags, mode_t mode, uid_t uid, gid_t gid)
 {
+    gid_t *groups = NULL;
+    size_t n_groups = 0;
     uid_t was_uid;
     gid_t was_gid;
     sigset_t all, saved;
@@ -126,26 +180,30 @@ int gw_user_openat_as(int dir, const char *name, int flags, mode_t mode, uid_t u
 
     if (geteuid() != 0 || uid == 0)
         return openat(dir, name, flags, mode);
-    /* no signal handler runs on this thread with the user's ids */
+    if (thread_groups(&groups, &n_groups) != 0)
+        return -1;
+    /* no signal handler runs on this thread with the user's ids and groups */
     sigfillset(&all);
     if ((e = pthread_sigmask(SIG_SETMASK, &all, &saved)) != 0) {
+        free(groups);
         errno = e;
         return -1;
     }
     was_uid = (uid_t)setfsuid((uid_t)-1);
     was_gid = (gid_t)setfsgid((gid_t)-1);
     e = EPERM;
-    if (set_fs_ids(uid, gid) == 0) {
+    if (become_for_files(uid, gid) == 0) {
         fd = openat(dir, name, flags, mode);
         e = fd < 0 ? errno : 0;
     }
-    /* not back to root's: the thread would go on as the user for its file accesses; fail the open */
-    if (set_fs_ids(was_uid, was_gid) != 0 && fd >= 0) {
+    /* not back to root's: the thread would go on with the user's ids or groups for files; fail the open */
+    if (come_back(was_uid, was_gid, groups, n_groups) != 0 && fd >= 0) {
         close(fd);
         fd = -1;
         e = EPERM;
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    free(groups);
     errno = e;
     return fd;
 }

@@ -24,9 +24,12 @@ int gw_group_id(const char *name, gid_t *gid, char *err);
  * openat(2) of |name| from directory |dir| (AT_FDCWD: a path) with |flags| and |mode| as |uid| and |gid|
  * when the process is root and |uid| is another user, else as the process: a file it creates is theirs
  * from the start, and the kernel judges each directory on the way by their rights, not root's (the
- * gateway creates some files before it gives up root, in directories that user may change). Only the
- * calling thread's filesystem ids change (setfsuid(2)), with every signal blocked, and they are set back
- * before it returns; if they cannot be, the open fails. fd, or -1 with errno.
+ * gateway creates some files before it gives up root, in directories that user may change). The groups
+ * judged are |gid| alone, what the process keeps once it gives up root (gw_drop_privileges), not root's:
+ * a directory only a group of root's may write is not the user's to create in. Only the calling thread's
+ * filesystem ids (setfsuid(2)) and supplementary groups (the setgroups system call, not libc's, which
+ * changes every thread's) change, with every signal blocked, and they are set back before it returns; if
+ * they cannot be, the open fails. fd, or -1 with errno.
  */
 int gw_user_openat_as(int dir, const char *name, int flags, mode_t mode, uid_t uid, gid_t gid);
 

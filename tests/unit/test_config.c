@@ -4103,6 +4103,68 @@ static void test_user_lookup(void **state)
     assert_int_equal(gw_group_id("no-such-group-here", &gid, err), GW_ERR_NOT_FOUND);
 }
 
+#define ROOTS_GROUP 4242 /* a group of root's here, the user's neither: need not exist */
+#define USERS_ID 65534   /* the user and group the gateway serves as here */
+
+/*
+ * gw_user_openat_as opens with the groups the gateway's user has once root is given up (its group
+ * alone, gw_drop_privileges), not root's: a directory that only a group of root's may write (root:root
+ * 0770) is one the user may not create in. With the user's ids and root's groups it did create there,
+ * and so root's rights made files in a directory the user could not write. Its twins: a directory of the
+ * user's group, and one anyone may write, take the file, the user's; root's groups are root's again after.
+ */
+static void test_openat_as_users_groups(void **state)
+{
+    static const struct {
+        gid_t group;
+        mode_t mode;
+        int err; /* 0: created */
+    } cases[] = {
+        {0, 0770, EACCES},
+        {ROOTS_GROUP, 0770, EACCES},
+        {USERS_ID, 0770, 0},
+        {0, 0777, 0},
+    };
+    const gid_t roots[] = {0, ROOTS_GROUP};
+    gid_t saved[64], now[64];
+    char top[64], sub[96];
+    struct stat st;
+    int n_saved, held, fd;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    assert_true((n_saved = getgroups(64, saved)) >= 0);
+    assert_int_equal(setgroups(2, roots), 0);
+    snprintf(top, sizeof(top), "%s", "/tmp/cmpgw-test-openat-XXXXXX");
+    assert_non_null(mkdtemp(top));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(sub, sizeof(sub), "%s/%zu", top, i);
+        assert_int_equal(mkdir(sub, 0700), 0);
+        assert_int_equal(chown(sub, 0, cases[i].group), 0);
+        assert_int_equal(chmod(sub, cases[i].mode), 0);
+        assert_true((held = open(sub, O_PATH | O_DIRECTORY | O_CLOEXEC)) >= 0);
+        errno = 0;
+        fd = gw_user_openat_as(held, "f", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600, USERS_ID, USERS_ID);
+        if (cases[i].err != 0) {
+            assert_int_equal(fd, -1);
+            assert_int_equal(errno, cases[i].err);
+        } else {
+            assert_true(fd >= 0);
+            assert_int_equal(fstat(fd, &st), 0);
+            assert_int_equal(st.st_uid, USERS_ID);
+            assert_int_equal(st.st_gid, USERS_ID);
+            close(fd);
+        }
+        close(held);
+        assert_int_equal(getgroups(64, now), 2);
+        assert_memory_equal(now, roots, sizeof(roots));
+    }
+    assert_int_equal(setgroups((size_t)n_saved, saved), 0);
+    snprintf(sub, sizeof(sub), "rm -rf '%s'", top);
+    assert_int_equal(system(sub), 0);
+}
+
 static void test_load(void **state)
 {
     char err[GW_ERR_LEN], path[256], cwd[512];
@@ -4282,6 +4344,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_user_lookup),
+        cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
         cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
