@@ -25,11 +25,13 @@ struct gw_gens {
 };
 
 struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
-                           const _Atomic uint64_t *end, char *err)
+                           const _Atomic uint64_t *end, bool *refused, char *err)
 {
     struct gw_gen *g = calloc(1, sizeof(*g));
     struct gw_cmp_settings settings;
+    int rc = 0;
 
+    *refused = false;
     if (g == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
         return NULL;
@@ -37,12 +39,18 @@ struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const st
     g->id = prev != NULL ? prev->id + 1 : 1;
     g->loaded = time(NULL);
     atomic_init(&g->refs, 0);
+    /* the file and what it names; then the upstreams, whose failures are their sections' (a role asking
+       more than its upstream does, a CA key that does not match, a store, a token file) */
+    *refused = true;
     if ((g->cfg = gw_config_reload(path, run, err)) == NULL)
         goto fail;
     gw_config_cmp_settings(g->cfg, &settings);
     if ((g->ups = gw_upstream_set_new(g->cfg->upstreams, g->cfg->n_upstreams, g->cfg->roles, g->cfg->n_roles,
-                                      &g->cfg->upstream_signer, end, err)) == NULL ||
-        (g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, err)) == NULL)
+                                      &g->cfg->upstream_signer, end, err)) == NULL)
+        goto fail;
+    g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, &rc, err);
+    *refused = rc == GW_ERR_INVAL;
+    if (g->engine == NULL)
         goto fail;
     return g;
 fail:

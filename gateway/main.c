@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <time.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
@@ -50,6 +51,12 @@
 /* OpenSSL 3.0.22: the first 3.0 release whose CMP server survives malformed requests. */
 #define GW_MIN_OPENSSL 0x30000160L
 
+/*
+ * The exit statuses: 0, 1 (EXIT_FAILURE: a start that failed for what another try may mend, a port in
+ * use, Redis unreachable, out of memory), 2 (usage), and EX_CONFIG (78, sysexits.h) for a configuration
+ * refused, at a start or by `cmpgw check`: what no retry mends, so the unit's RestartPreventExitStatus=
+ * stops systemd from starting it again every RestartSec, each try spending one of a token's PIN tries.
+ */
 enum { EXIT_USAGE = 2 };
 
 /* long options without a short one */
@@ -59,7 +66,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: cmpgw -c FILE           run the gateway with the configuration in FILE\n"
-            "       cmpgw check -c FILE     validate FILE and exit (0: valid, 1: invalid)\n"
+            "       cmpgw check -c FILE     validate FILE and exit (0: valid, 78: invalid)\n"
             "       cmpgw inventory -c FILE [--upstream NAME]\n"
             "                               list the certificates the local issuers recorded in their\n"
             "                               \"store\" (all of them, or NAME's), tab-separated, by notBefore\n"
@@ -207,17 +214,18 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
     return 0;
 }
 
-/* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code. */
+/* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code, EX_CONFIG
+   for a configuration a start would refuse. */
 static int cmd_check(const char *path)
 {
     char err[GW_ERR_LEN];
     struct gw_config *cfg = gw_config_load(path, err);
     const char *why;
-    int rc = EXIT_FAILURE;
+    int rc = EX_CONFIG;
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
-        return EXIT_FAILURE;
+        return EX_CONFIG;
     }
     /* run by root as the service would be started: the start would stop */
     if ((why = gw_root_refusal(cfg)) != NULL) {
@@ -565,6 +573,7 @@ static int reload(void *arg, char *err)
     struct runner *r = arg;
     struct gw_gen *cur, *next = NULL;
     struct restart_only loaded;
+    bool refused; /* a reload refused keeps the running configuration, whatever refused it */
     /* the loop threads that run bind a reload's new listeners, and the hand-over socket served sends them */
     const struct gw_config_running run = {.loop_threads = r->running.loop_threads,
                                           .handover = r->running.handover_socket != NULL};
@@ -582,7 +591,7 @@ static int reload(void *arg, char *err)
     gw_notify_reloading();
     gw_log_kv(GW_LOG_INFO, "reloading", "config", r->path, NULL);
     cur = gw_gens_acquire(r->gens);
-    if ((next = gw_gen_load(r->path, cur, &run, &r->end, err)) == NULL ||
+    if ((next = gw_gen_load(r->path, cur, &run, &r->end, &refused, err)) == NULL ||
         (rc = gw_server_prepare(r->server, next, err)) != 0 ||
         (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL ||
         (rc = stopping(r, err)) != 0) {
@@ -770,7 +779,9 @@ static void metrics_init(struct runner *r)
 
 /*
  * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
- * of the gateway at "handover_socket" (|*peer|: the predecessor, for gw_handover_finish). 0 or -1.
+ * of the gateway at "handover_socket" (|*peer|: the predecessor, for gw_handover_finish). 0, or the
+ * exit status: EX_CONFIG for a hand-over socket `cmpgw check` refuses too, EXIT_FAILURE where the
+ * predecessor did not hand its sockets over.
  */
 static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct gw_handover_peer *peer)
 {
@@ -782,7 +793,7 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct
     if (cfg->handover_socket != NULL &&
         gw_handover_check(cfg->handover_socket, gw_config_uid(cfg), err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
-        return -1;
+        return EX_CONFIG;
     }
     if ((n = gw_notify_listen_fds(&inh->fds)) > 0) {
         inh->n = (size_t)n;
@@ -793,7 +804,7 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct
     if (cfg->handover_socket != NULL &&
         gw_handover_take(cfg->handover_socket, gw_config_uid(cfg), inh, peer, err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
-        return -1;
+        return EXIT_FAILURE;
     }
     return 0;
 }
@@ -816,7 +827,7 @@ static int cmd_run(const char *path)
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
     struct gw_handover_peer predecessor = {-1, false, 0};
-    bool successor;
+    bool successor, refused;
     sigset_t set;
     int rc = EXIT_FAILURE;
 
@@ -833,8 +844,9 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "the random generator failed");
         goto out;
     }
-    if ((first = gw_gen_load(path, NULL, NULL, NULL, err)) == NULL) {
+    if ((first = gw_gen_load(path, NULL, NULL, NULL, &refused, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
+        rc = refused ? EX_CONFIG : EXIT_FAILURE;
         goto out;
     }
     cfg = first->cfg;
@@ -846,8 +858,9 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "out of memory");
         goto out;
     }
-    if (inherit(cfg, &inh, &predecessor) != 0)
+    if ((rc = inherit(cfg, &inh, &predecessor)) != 0)
         goto out;
+    rc = EXIT_FAILURE;
     r.server = gw_server_start(r.gens, reload, &r, &inh, err);
     inherited_cleanup(&inh);
     if (r.server == NULL) {
@@ -856,8 +869,11 @@ static int cmd_run(const char *path)
     }
     metrics_init(&r); /* before anything is served: POST /reload counts in them */
     /* bound and loaded: root is given up before anything is served or probed */
-    if (gw_drop_privileges(cfg) != 0)
+    if ((rc = gw_drop_privileges(cfg)) != 0) {
+        rc = rc == GW_ERR_INVAL ? EX_CONFIG : EXIT_FAILURE;
         goto out;
+    }
+    rc = EXIT_FAILURE;
     /* the prober before the loop threads: a POST /reload on one of them swaps it out with its generation
        (gw_gens_swap), so it must be in place before any of them can start a reload; once serving, the
        predecessor drains, or it serves on and this gateway stops */

@@ -39,7 +39,8 @@ int gw_not_dumpable(void)
     return -1;
 }
 
-/* Becomes |cfg|'s user and group for good (the process is root). 0, or -1 with the reason logged. */
+/* Becomes |cfg|'s user and group for good (the process is root). 0, or an error with the reason logged:
+   GW_ERR_INVAL for a user or group the system does not have (`cmpgw check` refuses it too). */
 static int become_user(const struct gw_config *cfg)
 {
     char err[GW_ERR_LEN];
@@ -49,14 +50,14 @@ static int become_user(const struct gw_config *cfg)
     if (gw_user_ids(cfg->user, &uid, &gid, err) != 0 ||
         (cfg->group != NULL && gw_group_id(cfg->group, &gid, err) != 0)) {
         gw_log(GW_LOG_ERROR, "privileges", "%s", err);
-        return -1;
+        return GW_ERR_INVAL;
     }
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
-        return -1;
+        return GW_ERR_FORBIDDEN;
     }
     if (gw_not_dumpable() != 0)
-        return -1;
+        return GW_ERR_FORBIDDEN;
     gw_log(GW_LOG_INFO, "privileges", "running as user %s (uid %ld, gid %ld)", cfg->user, (long)uid,
            (long)gid);
     return 0;
@@ -129,6 +130,7 @@ int gw_drop_privileges(const struct gw_config *cfg)
 {
     const char *why = gw_root_refusal(cfg);
     char err[GW_ERR_LEN];
+    int rc;
 
     if (geteuid() != 0) {
         if (cfg->user != NULL)
@@ -138,12 +140,14 @@ int gw_drop_privileges(const struct gw_config *cfg)
     }
     if (why != NULL) {
         gw_log(GW_LOG_ERROR, "privileges", "%s", why);
-        return -1;
+        return GW_ERR_INVAL;
     }
     if (cfg->user == NULL)
         return 0;
-    if (become_user(cfg) != 0 || check_access(cfg) != 0)
-        return -1;
+    if ((rc = become_user(cfg)) != 0)
+        return rc;
+    if (check_access(cfg) != 0)
+        return GW_ERR_INVAL;
     if (check_audit_reopen(cfg, err) != 0) /* open already, the log serves until it is rotated */
         gw_log(GW_LOG_WARN, "privileges", "%s", err);
     return 0;

@@ -18,7 +18,10 @@ const char *gw_root_refusal(const struct gw_config *cfg);
 /*
  * gw_drop_privileges becomes |cfg|'s "user" (and "group") for good when started as root, after the
  * listeners are bound and the keys loaded, and checks what is read or written later is within that
- * user's reach. 0, or -1 with the reason logged: the start stops.
+ * user's reach. 0, or an error with the reason logged, and the start stops: GW_ERR_INVAL where the
+ * configuration is what stops it, as `cmpgw check` would (root without "user" nor "run_as_root", a user
+ * or group the system does not have, a file the user cannot reach), another where the change of user
+ * failed.
  */
 int gw_drop_privileges(const struct gw_config *cfg);
 

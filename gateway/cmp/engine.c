@@ -103,11 +103,13 @@ static void started_init(struct cmp_started *t, const struct gw_cmp_conf *cc)
     t->behind = t->replay_ttl - GW_MSGTIME_AHEAD_NO_WINDOW - GW_REPLAY_MARGIN;
 }
 
-static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *err)
+/* The state every engine of the process shares; NULL with |err| and *|rc| (gw_cmp_engine_new's). */
+static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, int *rc, char *err)
 {
     struct cmp_shared *sh = calloc(1, sizeof(*sh));
 
     snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+    *rc = GW_ERR_NOMEM;
     if (sh == NULL)
         return NULL;
     atomic_init(&sh->refs, 1);
@@ -116,25 +118,34 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, char *er
     sh->replay =
         gw_replay_new(GW_REPLAY_MAX_ENTRIES, sh->started.recent_per_identity, sh->started.replay_ttl);
     sh->recent = cmp_recent_new();
-    if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL ||
-        (sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL ||
-        (cfg->cmp->state.backend == GW_STATE_REDIS &&
-         (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)) {
-        gw_txn_table_free(sh->txns, NULL, NULL);
-        gw_replay_free(sh->replay);
-        cmp_revoked_free(sh->revoked);
-        cmp_recent_free(sh->recent);
-        free(sh);
-        return NULL;
-    }
+    if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL)
+        goto fail;
+    *rc = GW_ERR_INVAL; /* the file it names */
+    if ((sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL)
+        goto fail;
+    *rc =
+        GW_ERR_UNAVAILABLE; /* Redis, which may come (or be set right) without the gateway's file changing */
+    if (cfg->cmp->state.backend == GW_STATE_REDIS &&
+        (sh->cluster = gw_cluster_new(&cfg->cmp->state, err)) == NULL)
+        goto fail;
+    *rc = 0;
     return sh;
+fail:
+    gw_txn_table_free(sh->txns, NULL, NULL);
+    gw_replay_free(sh->replay);
+    cmp_revoked_free(sh->revoked);
+    cmp_recent_free(sh->recent);
+    free(sh);
+    return NULL;
 }
 
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
-                                        struct gw_cmp_engine *prev, char *err)
+                                        struct gw_cmp_engine *prev, int *rc, char *err)
 {
     struct gw_cmp_engine *e;
+    int why = GW_ERR_INVAL, *code = rc != NULL ? rc : &why;
 
+    *code = GW_ERR_INVAL;
     if (cfg == NULL || cfg->signer == NULL || cfg->signer->cert == NULL || cfg->signer->key == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no signer certificate and key");
         return NULL;
@@ -148,7 +159,7 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
         e->shared = prev->shared;
         atomic_fetch_add(&e->shared->refs, 1);
         e->audit = gw_audit_share(prev->audit, cfg->audit); /* NULL: the file changed, opened anew */
-    } else if ((e->shared = shared_new(cfg, err)) == NULL) {
+    } else if ((e->shared = shared_new(cfg, code, err)) == NULL) {
         goto fail;
     }
     e->txns = e->shared->txns;
@@ -161,15 +172,20 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
         snprintf(err, GW_ERR_LEN,
                  "CMP engine: its withdrawal queue cannot be made (out of memory, or no "
                  "condition on CLOCK_MONOTONIC)");
+        *code = GW_ERR_NOMEM;
         goto fail;
     }
     if ((e->signer = cmp_signer_health_new(cfg->signer->key)) == NULL)
         goto nomem;
-    if (cmp_policy_init(e, err) != 0)
+    /* the audit log it names (opened here), or memory for the issuers' stores */
+    if ((*code = cmp_policy_init(e, err)) != 0) {
+        *code = *code == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_INVAL;
         goto fail;
+    }
     return e;
 nomem:
     snprintf(err, GW_ERR_LEN, "CMP engine: out of memory");
+    *code = GW_ERR_NOMEM;
 fail:
     gw_cmp_engine_free(e);
     return NULL;

@@ -26,7 +26,9 @@ struct gw_upstream_set;
  * gw_cmp_engine_new builds an engine over the settings of a config snapshot and its upstreams
  * (|cfg| is copied; the snapshot and the upstreams are borrowed: they must outlive the engine) and
  * opens the audit log of |cfg->audit|. NULL with |err| on failure, including an audit log that
- * cannot be opened (nothing may be issued without one).
+ * cannot be opened (nothing may be issued without one), and with *|rc| (0 on success; |rc| may be
+ * NULL): GW_ERR_INVAL for what the configuration names (no signer, the audit log, cmp.revoked_file),
+ * GW_ERR_UNAVAILABLE for the shared state's Redis (unreachable, or refusing its settings), GW_ERR_NOMEM.
  *
  * A reload builds the next engine with |prev|, the running one: the two share the open
  * transactions and the replay cache (their caps stay those of the first engine), and the audit log
@@ -34,7 +36,7 @@ struct gw_upstream_set;
  * |prev| and its snapshot must live until gw_cmp_engine_busy(prev) is false.
  */
 struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struct gw_upstream_set *ups,
-                                        struct gw_cmp_engine *prev, char *err);
+                                        struct gw_cmp_engine *prev, int *rc, char *err);
 
 /* gw_cmp_engine_busy: transactions or upstream calls begun under |e| are still open (any thread). */
 bool gw_cmp_engine_busy(struct gw_cmp_engine *e);

@@ -549,7 +549,7 @@ class Privileges(unittest.TestCase):
             self.skipTest("needs root")
         gw = self.gateway(lambda cfg: cfg.pop("run_as_root"))
         rc, err = gw.start_refused()
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, 78, err)  # the configuration refused: not restarted (cmpgw.service)
         self.assertIn("refusing to run as root", err)
 
     def test_check_refuses_root(self):
@@ -566,7 +566,7 @@ class Privileges(unittest.TestCase):
         self.assertIn(json.dumps(why)[1:-1], err)  # the start's log line is JSON
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn("%s: %s" % (gw.config_path, why), check.stderr)
         self.assertNotIn("OK", check.stdout)
         for twin in ({"run_as_root": True}, {"user": "nobody"}):
@@ -594,7 +594,7 @@ class Privileges(unittest.TestCase):
         gw = self.gateway(edit)
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn("as user nobody, the store", check.stderr)
         self.assertIn("not usable as user nobody", check.stderr)
         os.chown(store, pwd.getpwnam("nobody").pw_uid, -1)
@@ -624,7 +624,7 @@ class Privileges(unittest.TestCase):
             d.chmod(0o711)
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         why = ('as user nobody, audit.file "%s" (owned by uid 0) cannot be opened to append: '
                'Permission denied; a reopen (SIGUSR1, a rotation) would fail: chown it to nobody' % log)
         self.assertIn(json.dumps(why)[1:-1], check.stderr)  # the log line is JSON
@@ -672,7 +672,7 @@ class Privileges(unittest.TestCase):
         log.chmod(0o660)  # the group could append forged records, or cut the log short
         check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn('audit.file: "%s" is writable by group or others (mode 0660): make it 0600' % log,
                       check.stderr)
         log.chmod(0o640)
@@ -680,7 +680,7 @@ class Privileges(unittest.TestCase):
         os.chown(log, daemon, -1)  # the operator's own: the service, as nobody, would refuse it
         check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn('"%s" is owned by uid %d, neither the gateway\'s user (uid %d) nor root' %
                       (log, daemon, nobody), check.stderr)
         self.assertIn(judged, check.stderr)
@@ -712,7 +712,7 @@ class Privileges(unittest.TestCase):
         os.chown(listed, daemon, -1)
         check = subprocess.run(operator + [str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn('"%s" is owned by uid %d, neither the gateway\'s user (uid %d) nor root' %
                       (listed, daemon, nobody), check.stderr)
         self.assertIn(judged, check.stderr)
@@ -733,7 +733,7 @@ class Privileges(unittest.TestCase):
             os.geteuid()
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn(why, check.stderr)
         self.assertIn(judged, check.stderr)
         rc, err = gw.start_refused()
@@ -762,7 +762,7 @@ class Privileges(unittest.TestCase):
         why = "upstreams.local.store: store %s: crl.lock is not a regular file of mode 0600 (mode 0644)" % store
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn(why, check.stderr)
         rc, err = gw.start_refused()
         self.assertNotEqual(rc, 0)
@@ -786,7 +786,7 @@ class Privileges(unittest.TestCase):
         judged = "handover_socket judged as the socket of uid %d (the user running this check)" % os.geteuid()
         check = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)],
                                capture_output=True, text=True, env=gw.env())
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn('handover_socket: the directory "%s" is writable by group or others without the sticky '
                       'bit (mode 0777)' % run, check.stderr)
         self.assertIn(judged, check.stderr)

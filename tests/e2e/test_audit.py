@@ -120,7 +120,7 @@ class Audit(harness.GatewayTestCase):
                                    capture_output=True, text=True, env=self.gw.env())
         finally:
             d.chmod(mode)
-        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn('audit.file: the directory "%s" is writable by group or others without the sticky bit '
                       '(mode 0777): make it 0755' % d, check.stderr)
 
@@ -138,7 +138,7 @@ class Audit(harness.GatewayTestCase):
             path.write_text(json.dumps(cfg))
             results[name] = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)],
                                            capture_output=True, text=True, env=self.gw.env())
-        self.assertEqual(results["logs-link"].returncode, 1, results["logs-link"].stderr)
+        self.assertEqual(results["logs-link"].returncode, 78, results["logs-link"].stderr)
         self.assertIn('audit.file: the directory "%s" is a symbolic link to "%s": name the directory itself'
                       % (d / "logs-link", (d / "logs").resolve()), results["logs-link"].stderr)
         self.assertEqual(results["logs"].returncode, 0, results["logs"].stdout + results["logs"].stderr)

@@ -64,7 +64,7 @@ class WrongPassphrase(unittest.TestCase):
 
     def test_refused_at_start(self):
         rc, err = harness.refused_start(lambda cfg, g: encrypted_keys(cfg, g, "wrong.pass"))
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, 78, err)  # the configuration refused: not restarted (cmpgw.service)
         self.assertIn("with the passphrase of", err)
         self.assertIn("wrong.pass", err)
         self.assertNotIn("not the passphrase", err)

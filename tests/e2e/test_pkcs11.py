@@ -265,11 +265,14 @@ class SignerGoneIdle(harness.GatewayTestCase):
 class WrongPin(unittest.TestCase):
 
     def test_refused_at_start_without_the_pin_in_the_log(self):
+        """A wrong PIN refuses the start with exit status 78 (EX_CONFIG), which the unit does not restart
+        (RestartPreventExitStatus=78): each start spends one of the token's PIN tries. It exited 1, restarted
+        every RestartSec until the token locked its PIN or systemd's start limit stopped it."""
         def edit(cfg, gw):
             make_token(gw.dir)
             use_token(cfg, "wrong.pin")
         rc, text = harness.refused_start(edit)
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, 78, text)
         self.assertIn("$.listeners[0].tls.key", text)  # the first key loaded
         self.assertIn("the token refused the PIN (PIN incorrect;", text)
         self.assertNotIn("or the PIN is wrong", text)

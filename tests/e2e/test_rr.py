@@ -661,10 +661,10 @@ class RevokedAcrossRestart(harness.GatewayTestCase):
         try:
             p = harness.run([str(harness.GATEWAY_BIN), "check", "-c", str(self.gw.config_path)], check=False)
             why = "is writable by group or others (mode 660): make it 0600"
-            self.assertEqual(p.returncode, 1)
+            self.assertEqual(p.returncode, 78)
             self.assertIn('cmp.revoked_file: "%s" %s' % (listed, why), p.stderr.decode())
             rc, err = self.gw.start_refused()
-            self.assertNotEqual(rc, 0)
+            self.assertEqual(rc, 78, err)  # the configuration refused: not restarted (cmpgw.service)
             self.assertIn(why, err)  # a JSON log line
         finally:
             listed.chmod(0o600)

@@ -3,7 +3,8 @@ socket of this test sends READY=1 once it serves, WATCHDOG=1 while it runs (WATC
 RELOADING=1 then READY=1 again on SIGHUP, and STOPPING=1 on SIGTERM; WATCHDOG=1 goes on while a SIGHUP
 reload waits for an upstream that never answers (a real `cfssl serve` stopped with SIGSTOP), a SIGTERM
 ends such a reload and drains at once, a SIGHUP whose thread cannot start is tried again, and a reload
-stops a health probe that one holds (the Vault-API test server, stopped likewise); and
+stops a health probe that one holds (the Vault-API test server, stopped likewise); a start refused for
+its configuration exits 78, which the unit does not restart, and one a retry may mend 1; and
 deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent) and `systemd-analyze security
 --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import contextlib
@@ -191,7 +192,57 @@ class Notify(unittest.TestCase):
                 self.assertTrue(any(m.startswith("READY=1\nSTATUS=serving (reloaded)") for m in after), after)
 
 
+class ExitStatus(unittest.TestCase):
+    """A start refused for its configuration exits 78 (EX_CONFIG), as `cmpgw check` does, which the unit does
+    not restart; one a retry may mend (a port in use) exits 1, which it does."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="cmpgw-e2e-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def check(self, gw):
+        return subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(gw.config_path)], cwd=gw.dir,
+                              capture_output=True, text=True, timeout=60, env=gw.env())
+
+    def test_missing_key_file_exits_78(self):
+        """It exited 1, as any failed start, and systemd started it again every RestartSec."""
+        gw = harness.Gateway(self.tmp / "pki", lambda cfg, gw: cfg["signer"].update(key="missing.key"))
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertIn("missing.key", err)
+        check = self.check(gw)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
+
+    def test_port_in_use_exits_1(self):
+        """The twin: a listener's port another process holds refuses the start with 1, which the unit
+        restarts (the port may be let go); `cmpgw check`, which binds nothing, passes."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        gw = harness.Gateway(self.tmp / "pki", lambda cfg, gw: cfg["listeners"][0].update(port=port))
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 1, err)
+        check = self.check(gw)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
 class Unit(unittest.TestCase):
+
+    def test_refused_configuration_not_restarted(self):
+        """The unit restarts a failed start but for exit status 78, the configuration refused (a wrong PIN
+        would otherwise spend the token's PIN tries, one every RestartSec), and runs no `cmpgw check` as
+        ExecStartPre=: systemd applies RestartPreventExitStatus= to the main process only, so a check that
+        refused would be restarted all the same."""
+        lines = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text().splitlines()
+
+        def values(key):
+            return [v for l in lines if l.startswith(key + "=") for v in l.split("=", 1)[1].split()]
+        self.assertEqual(values("Restart"), ["on-failure"])
+        self.assertIn("78", values("RestartPreventExitStatus"))
+        self.assertEqual(values("ExecStartPre"), [])
+        self.assertEqual(values("ExecStart"), ["/usr/bin/cmpgw", "-c", "/etc/cmpgw/cmpgw.json"])
 
     def test_unit_verifies(self):
         analyze = shutil.which("systemd-analyze")
@@ -215,7 +266,7 @@ class Unit(unittest.TestCase):
     def test_root_with_the_units_capabilities_reaches_the_users_audit_log(self):
         """The unit starts cmpgw as root with the capabilities of its CapabilityBoundingSet= only, and the
         package's tmpfiles.d makes /var/log/cmpgw the user's: root must still open the audit log there
-        before it becomes the user, or no start gets past `cmpgw check` (ExecStartPre)."""
+        before it becomes the user, or `cmpgw check`, run as root as the start is, refuses it."""
         unit = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text()
         caps = [c for line in unit.splitlines() if line.startswith("CapabilityBoundingSet=")
                 for c in line.split("=", 1)[1].split()]

@@ -318,7 +318,7 @@ static struct gw_cmp_engine *engine_after(const struct gw_config *cfg, struct gw
     struct gw_cmp_settings settings;
 
     gw_config_cmp_settings(cfg, &settings);
-    return gw_cmp_engine_new(&settings, ups, prev, err);
+    return gw_cmp_engine_new(&settings, ups, prev, NULL, err);
 }
 
 static struct gw_cmp_engine *engine_new(const struct gw_config *cfg, struct gw_upstream_set *ups, char *err)
@@ -4388,7 +4388,7 @@ static void test_status_revoked_across_generations(void **state)
     fake.crl = clean, fake.crl_len = clean_len;
     first = t.env->engine;
     gw_config_cmp_settings(t.env->cfg, &settings);
-    assert_non_null(next = gw_cmp_engine_new(&settings, t.env->ups, first, err));
+    assert_non_null(next = gw_cmp_engine_new(&settings, t.env->ups, first, NULL, err));
     gw_cmp_engine_set_clock(next, two_ca_clock);
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_accepted, -1, NULL);
     t.env->engine = next;
@@ -4409,7 +4409,7 @@ static void test_status_revoked_across_generations(void **state)
 
     /* a generation built after it, from a CA whose CRL is behind */
     fake.crl = clean, fake.crl_len = clean_len;
-    assert_non_null(later = gw_cmp_engine_new(&settings, t.env->ups, next, err));
+    assert_non_null(later = gw_cmp_engine_new(&settings, t.env->ups, next, NULL, err));
     gw_cmp_engine_set_clock(later, two_ca_clock);
     t.env->engine = later;
     ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
@@ -5264,7 +5264,7 @@ static void test_reload_shares_transactions(void **state)
     (void)state;
     reload_prev = e->engine;
     gw_config_cmp_settings(e->cfg, &settings);
-    reload_next = gw_cmp_engine_new(&settings, e->ups, reload_prev, err);
+    reload_next = gw_cmp_engine_new(&settings, e->ups, reload_prev, NULL, err);
     assert_non_null(reload_next);
     assert_false(gw_cmp_engine_busy(reload_prev));
     /* ir under the running engine, certConf under the next one */
@@ -12075,7 +12075,7 @@ static void test_shared_revocation_not_kept(void **state)
               "the signer certificate (serial ");
         first = t.env->engine; /* and the next generation, built after it */
         gw_config_cmp_settings(t.env->cfg, &settings);
-        assert_non_null(t.env->engine = gw_cmp_engine_new(&settings, t.env->ups, first, err));
+        assert_non_null(t.env->engine = gw_cmp_engine_new(&settings, t.env->ups, first, NULL, err));
         gw_cmp_engine_set_clock(t.env->engine, two_ca_clock);
         ir_as(&t, t.x1, t.x1_key, t.ca1, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_certRevoked,
               "the signer certificate (serial ");

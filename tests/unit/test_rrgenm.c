@@ -170,7 +170,7 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
                                       &e->cfg->upstream_signer, NULL, err)) == NULL)
         fail_msg("upstreams: %s", err);
     gw_config_cmp_settings(e->cfg, &settings);
-    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, err)) == NULL)
+    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, NULL, err)) == NULL)
         fail_msg("engine: %s", err);
     e->route.kind = GW_ROUTE_DEFAULT;
     e->route.role = e->cfg->default_path_policy.role;
@@ -1704,7 +1704,7 @@ static struct env *env_by_serial(const char *role_extra, const struct gw_upstrea
     assert_non_null(up = gw_upstream_new_ops(uc, ops, NULL, err));
     assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
     gw_config_cmp_settings(e->cfg, &settings);
-    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, err)) == NULL)
+    if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, NULL, err)) == NULL)
         fail_msg("engine: %s", err);
     return e;
 }
