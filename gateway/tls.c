@@ -269,6 +269,55 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
     gw_metric_add(m_handshakes, (const char *const[]){c->admin ? "admin" : "cmp", result, reason}, 1);
 }
 
+/* |c|'s listener as configured, "address:port" ("[address]:port" for IPv6), into |buf|; its kind (cmp,
+   admin) where the loop's configuration no longer has it (a reload removed it). Loop thread. */
+static const char *listener_named(const struct gw_conn *c, char *buf, size_t cap)
+{
+    const struct gw_gen *g = c->loop->gen;
+
+    for (size_t i = 0; i < g->n_ssl_ctx; i++) {
+        const struct gw_listen_key *k = &g->keys[i];
+        bool v6 = strchr(k->address, ':') != NULL;
+
+        if (k->id != c->listener)
+            continue;
+        snprintf(buf, cap, "%s%s%s:%u", v6 ? "[" : "", k->address, v6 ? "]" : "", (unsigned)k->port);
+        return buf;
+    }
+    return c->admin ? "admin" : "cmp";
+}
+
+/*
+ * An internal_error the gateway ended a handshake with: its own failure, which no client causes nor
+ * reads (the listener's key in a token that went away fails each signature). The metric counts it, and
+ * this line says which listener and OpenSSL's reasons, the first of its queue (the cause, a token's) and
+ * the last (the handshake's step), read without taking them from the queue, which libh2o's
+ * SSL_get_error reads after. Every client's handshake fails so: paced, as each connection causes one.
+ */
+static void log_internal_error(const struct gw_conn *c)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    unsigned long first = ERR_peek_error(), last = ERR_peek_last_error();
+    char held[GW_LOG_HELD_LEN], listener[96] /* a gw_listen_key's address, [], :port */, cause[256],
+        step[256], reason[520];
+
+    if (!gw_log_pace_due(&pace, time(NULL), held))
+        return;
+    ERR_error_string_n(first, cause, sizeof(cause));
+    ERR_error_string_n(last, step, sizeof(step));
+    if (first == 0)
+        snprintf(reason, sizeof(reason), "OpenSSL gave no reason");
+    else
+        snprintf(reason, sizeof(reason), "%s%s%s", cause, last != first ? "; " : "",
+                 last != first ? step : "");
+    gw_log_kv(
+        GW_LOG_ERROR, "tls_handshake_internal_error", "listener",
+        listener_named(c, listener, sizeof(listener)), "reason", reason, "msg",
+        "the gateway ended a TLS handshake with internal_error, its own failure (a listener's key in a token "
+        "that went away: restart once it is back); not counted against the client",
+        "suppressed", held, (const char *)NULL);
+}
+
 /*
  * A handshake the gateway ended with a fatal alert (the one OpenSSL chose; libh2o closes the
  * connection without sending it): a client chain that does not verify costs up to some 12 ms
@@ -277,8 +326,8 @@ static void count_handshake(const struct gw_conn *c, const char *result, const c
  * next connections before their handshake (listener.c). Not on the admin listener, which the guard
  * does not count. Nor an internal_error (RFC 8446 §6.2), the gateway's own failure (its key in a token
  * that fails to sign): every client's handshake ends so, and counting it would shut out a balancer's
- * address and blame it in the log; the metric says it. Marked refused all the same: the close does
- * not count it as abandoned either.
+ * address and blame it in the log; the metric and a paced line say it (log_internal_error). Marked
+ * refused all the same: the close does not count it as abandoned either.
  */
 static void handshake_refused(struct gw_conn *c, int alert)
 {
@@ -286,6 +335,8 @@ static void handshake_refused(struct gw_conn *c, int alert)
 
     c->refused = true;
     count_handshake(c, "failed", SSL_alert_desc_string_long(alert));
+    if ((alert & 0xff) == SSL_AD_INTERNAL_ERROR)
+        log_internal_error(c);
     if (c->admin || (alert & 0xff) == SSL_AD_INTERNAL_ERROR)
         return;
     snprintf(what, sizeof(what), "TLS handshake: %s", SSL_alert_desc_string_long(alert));

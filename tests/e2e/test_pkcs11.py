@@ -10,7 +10,7 @@ nothing but JSON on stderr, as does a PIN in the URI (its path or its query); wi
 upstream's tls_key in the token is not looked for on disk, and refused without its PIN file; an upstream's tls_key in the token signs the
 handshakes of a Vault certificate login, in a token of its own too, logged in to with the PIN of its
 tls_key_passphrase_file; a listener's key whose token failed ends each handshake as the gateway's failure,
-not counted against the client's address."""
+not counted against the client's address, and said in a paced error line naming the listener."""
 import json
 import os
 import re
@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -175,9 +176,11 @@ class ListenerKeyGone(harness.GatewayTestCase):
     internal_error alert: the gateway's own failure, not the client's. It is counted as one
     (cmpgw_tls_handshakes_total, failed, "internal error"), not against the client's budget of failed
     authentications: an address (a balancer's) that connects more often than
-    limits.auth_failures_per_address is not shut out for it, nor named in an auth_budget_exhausted line."""
+    limits.auth_failures_per_address is not shut out for it, nor named in an auth_budget_exhausted line. A
+    paced error line names the listener and OpenSSL's reason (only the metric said it)."""
 
     BUDGET = 3
+    PACE_LINES, PACE_SECS = 20, 10  # GW_LOG_PACE_LINES, GW_LOG_PACE_SECS
 
     @classmethod
     def edit_config(cls, cfg, gw):
@@ -191,14 +194,27 @@ class ListenerKeyGone(harness.GatewayTestCase):
 
     def test_not_the_clients_failure(self):
         harness.run(["softhsm2-util", "--delete-token", "--token", "cmpgw"])
-        tries = 2 * self.BUDGET
+        tries = self.PACE_LINES + 5  # past the budget of failed authentications, and past the line's pace
+        began = time.monotonic()
         for _ in range(tries):
             self.assertFalse(self.gw.handshake())
+        elapsed = time.monotonic() - began
         # each reached its handshake: none was closed at accept as an address over its budget is
         failed = harness.settled(lambda: self.handshakes("failed", "internal error"), lambda n: n >= tries)
         self.assertEqual(failed, tries, self.gw.stderr()[-3000:])
         self.assertEqual(self.handshakes("abandoned"), 0)
         self.assertEqual([e for e in self.gw.log_lines() if e.get("event") == "auth_budget_exhausted"], [])
+
+        def said():
+            return [e for e in self.gw.log_lines() if e.get("event") == "tls_handshake_internal_error"]
+        lines = harness.settled(said, lambda l: len(l) >= min(tries, self.PACE_LINES))
+        self.assertTrue(lines, self.gw.stderr()[-3000:])  # the metric alone said it
+        for line in lines:
+            self.assertEqual((line["level"], line["listener"]), ("error", "127.0.0.1:%d" % self.gw.port), line)
+            self.assertIn("error:", line["reason"])  # OpenSSL's, as ERR_error_string_n writes it
+            self.assertNotIn(PIN, json.dumps(line))
+        # paced: at most PACE_LINES in each window the tries can have fallen in
+        self.assertLessEqual(len(lines), self.PACE_LINES * (1 + int((elapsed + 1) // self.PACE_SECS)), lines)
 
 
 def signer_in_token(cfg, gw):
