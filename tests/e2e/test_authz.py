@@ -225,7 +225,7 @@ class Subjects(harness.GatewayTestCase):
         path = self.gw.dir / "no-at.json"
         authz = cfg["roles"]["devices"]["authorization"]
         cfg["roles"]["devices"]["allowed_san_types"] = ["dns", "email"]
-        for pattern, rc in (("example.com", 1), ("*", 1), ("*@example.com", 0)):
+        for pattern, rc in (("example.com", 78), ("*", 78), ("*@example.com", 0)):
             with self.subTest(pattern=pattern):
                 authz["allowed_emails"] = [pattern]
                 path.write_text(json.dumps(cfg))
