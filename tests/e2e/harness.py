@@ -172,11 +172,26 @@ def read_whole(gw, sock):
     return len(sent) == 1 and sent[0]["tx"] == 0 and len(held) == 1 and held[0]["rx"] == 0
 
 
+def whole_lines(path, contains=None):
+    """The lines of |path| that end in a newline (those with |contains| in them, if given), as bytes; [] before
+    it exists. A writer appending meanwhile may have put out only the start of its last line (a reader can see
+    a write(2) half done when it crosses a page): that line is left for the next read."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data[:data.rfind(b"\n") + 1].splitlines()
+    return lines if contains is None else [l for l in lines if contains in l]
+
+
+def json_lines(path, contains=None):
+    """The JSON objects of whole_lines(|path|, |contains|), blank lines skipped: each must parse."""
+    return [json.loads(l) for l in whole_lines(path, contains) if l.strip()]
+
+
 def audit_records(gw, event, cn=None):
     """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
-    path = gw.dir / "audit.log"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [r for r in (json.loads(l) for l in lines if l.strip())
+    return [r for r in json_lines(gw.dir / "audit.log")
             if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
 
 

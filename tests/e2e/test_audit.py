@@ -19,9 +19,7 @@ FIELDS = ["common_name", "alt_names", "ip_sans", "key_type"]
 
 
 def records(path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return harness.json_lines(path)
 
 
 def serial_of(cert):

@@ -18,7 +18,6 @@ than the expected sender's refused. A certificate outside the role
 month back) refused with its docs/errors.md row, rejected in the upstream certConf with that text (no
 rr: the CA confirmed the rejection) and on record as such, each with its twin that is released."""
 import datetime
-import json
 import re
 import socket
 import subprocess
@@ -167,8 +166,7 @@ class CmpUpstream(RowAssertions, harness.GatewayTestCase):
 
     def records_of(self, tid):
         """The audit records of transaction |tid|, oldest first."""
-        lines = (self.gw.dir / "audit.log").read_text().splitlines()
-        return [r for r in (json.loads(l) for l in lines if l.strip()) if r.get("tid") == tid]
+        return [r for r in harness.json_lines(self.gw.dir / "audit.log") if r.get("tid") == tid]
 
     def upstream_saw(self):
         """The request body types the mock received in this test, in order (its debug log)."""

@@ -2,7 +2,8 @@
 file goes when its holder lets go or ends, and a lock taken on a file its holder removed meanwhile claims
 nothing. No gateway: the claims' own logic, in a lock directory of the test's own, with real processes.
 The harness's reading of a gateway's log (Gateway.log_lines): each line parsed once, a line still being
-written read once it is whole, a gateway started again read from its new file's start.
+written read once it is whole, a gateway started again read from its new file's start; and of its audit log
+(json_lines, audit_records): a record still being written read once it is whole.
 Its readings of a gateway's sockets in /proc (accepted, listen_queue, connections, gateway_ends,
 read_whole), over sockets of this process standing in for the gateway's. Its stop of an upstream's process
 (stopped, waiting), over a real process: what is sent to it waits unread, and it goes on after the block,
@@ -162,6 +163,38 @@ class LogLines(unittest.TestCase):
         self.gw._err.close()
         self.gw.stderr_path.unlink()
         self.assertEqual(self.gw.log_lines(), [])
+
+
+class JsonLines(unittest.TestCase):
+    """harness.json_lines and audit_records over an audit log this test appends to, as a gateway would while
+    a test reads it: a record the reader finds half written is read once it is whole."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cmpgw-e2e-harness-")
+        self.addCleanup(self.tmp.cleanup)
+        self.gw = types.SimpleNamespace(dir=Path(self.tmp.name))
+        self.path = self.gw.dir / "audit.log"
+
+    def append(self, text):
+        with open(self.path, "ab") as f:
+            f.write(text.encode())
+
+    def test_record_being_written_read_once_whole(self):
+        self.append('{"event": "issued", "tid": "01"}\n{"event": "issued", "ti')
+        self.assertEqual([r["tid"] for r in harness.audit_records(self.gw, "issued")], ["01"])
+        self.assertEqual(harness.json_lines(self.path, b'"02"'), [])
+        self.append('d": "02"}\n')
+        self.assertEqual([r["tid"] for r in harness.audit_records(self.gw, "issued")], ["01", "02"])
+        self.assertEqual(harness.json_lines(self.path, b'"02"'), [{"event": "issued", "tid": "02"}])
+
+    def test_whole_line_not_json_still_fails(self):
+        self.append('{"event": "issued"}\nnot json\n')
+        with self.assertRaises(ValueError):
+            harness.audit_records(self.gw, "issued")
+
+    def test_no_file_yet(self):
+        self.assertEqual(harness.audit_records(self.gw, "issued"), [])
+        self.assertEqual(harness.whole_lines(self.path), [])
 
 
 class SocketStates(unittest.TestCase):

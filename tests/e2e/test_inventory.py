@@ -51,8 +51,7 @@ def hostile_cert_pem():
 
 
 def audit_lines(path):
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines]  # every line must be one JSON object
+    return [json.loads(line) for line in harness.whole_lines(path)]  # every line must be one JSON object
 
 
 class StoreAndRotation(harness.GatewayTestCase):

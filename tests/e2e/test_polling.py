@@ -9,7 +9,6 @@ call the stop waited for is on record as not delivered. A Vault that
 issues after the upstream's timeout (its retry of a 503 answered late) has that certificate revoked
 and on the audit log as not delivered.
 """
-import json
 import shutil
 import signal
 import subprocess
@@ -57,16 +56,14 @@ def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT, meanw
 
 
 def audit(gw, event, path=None):
-    lines = (path or gw.dir / "audit.log").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("event") == event]
+    return [r for r in harness.json_lines(path or gw.dir / "audit.log") if r.get("event") == event]
 
 
 def of_tid(gw, event, tid):
     """|gw|'s audit records of |event| for the transaction |tid|. Only the lines that name it are parsed: a
     load run before leaves thousands of records, and wait_revoked looks five times a second."""
-    name = tid.encode()
-    lines = [l for l in (gw.dir / "audit.log").read_bytes().splitlines() if name in l]
-    return [r for r in map(json.loads, lines) if r.get("event") == event and r.get("tid") == tid]
+    return [r for r in harness.json_lines(gw.dir / "audit.log", tid.encode())
+            if r.get("event") == event and r.get("tid") == tid]
 
 
 def wait_revoked(gw, tid, wait_s):
@@ -236,8 +233,7 @@ class PollingVault(harness.GatewayTestCase):
         revokes = self.vault.since(mark, "/revoke")
         self.assertEqual(len(revokes), 1, revokes)
         serial = revokes[0]["body"]["serial_number"].replace(":", "").lstrip("0")
-        lines = (self.gw.dir / "audit.log").read_text().splitlines()
-        mine = [(r["event"], r.get("serial", "").lstrip("0")) for r in map(json.loads, lines)
+        mine = [(r["event"], r.get("serial", "").lstrip("0")) for r in harness.json_lines(self.gw.dir / "audit.log")
                 if r.get("tid") == tid and r["event"] in ("issued", "rejected", "revoked")]
         # the pollReq's own refusal (a "rejected" record without a serial) may come before or after the
         # withdrawal thread's "revoked": only the certificate's records are in a fixed order

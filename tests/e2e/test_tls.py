@@ -678,7 +678,7 @@ class PlainListener(harness.GatewayTestCase):
         res = self.gw.cmp("ir", "plain", newkey=key, subject="/CN=plain", extra=["-implicit_confirm"], tls=None,
                           port=self.gw.plain_port)
         self.assert_issued(res.cert, key, "CN=plain", [], res.first.extra_certs_pem())
-        line = [json.loads(l) for l in self.gw.stderr().splitlines() if '"req_type":"ir"' in l][-1]
+        line = harness.json_lines(self.gw.stderr_path, b'"req_type":"ir"')[-1]
         self.assertEqual(line["tls_subject"], "")
         self.assertIn('127.0.0.1:%d http client_auth=none' % self.gw.plain_port, self.gw.stderr())
 

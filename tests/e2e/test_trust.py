@@ -16,7 +16,6 @@ for nothing); a CRL past nextUpdate plus the grace fails closed.
 """
 import datetime
 import hashlib
-import json
 import ssl
 import sys
 import time
@@ -102,9 +101,7 @@ def make_allowed_device(d):
 
 
 def audit(gw, event):
-    path = gw.dir / "audit.log"
-    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-            if r.get("event") == event] if path.exists() else []
+    return [r for r in harness.json_lines(gw.dir / "audit.log") if r.get("event") == event]
 
 
 class ForgedSigner(harness.GatewayTestCase):

@@ -21,7 +21,6 @@ the row of docs/errors.md says) and in the audit log. The CMP-CA cases (an unkno
 pathLenConstraint, a name not asked for) are in test_cmp_upstream.py.
 """
 import base64
-import json
 import subprocess
 import sys
 import unittest
@@ -51,8 +50,7 @@ BACKDATING = dict(NARROW, not_before_duration="8760h")
 
 
 def records(gw, event=None):
-    lines = (gw.dir / "audit.log").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if event is None or r.get("event") == event]
+    return [r for r in harness.json_lines(gw.dir / "audit.log") if event is None or r.get("event") == event]
 
 
 def usages(cert):

@@ -829,7 +829,7 @@ class VaultLatencyHidden(SlowVault):
         issued = harness.audit_records(self.gw, "issued", "gone.example.com")
         self.assertEqual(len(issued), 1)
         def lines():
-            return [json.loads(l) for l in self.gw.stderr().splitlines() if issued[0]["tid"] in l]
+            return harness.json_lines(self.gw.stderr_path, issued[0]["tid"].encode())
 
         # the request line comes after the adapter's vault_issued, once the answer is written
         while time.monotonic() < deadline and not any(l.get("event") == "request" for l in lines()):
@@ -1052,7 +1052,7 @@ class VaultAuditLostWhileWaiting(SlowVault):
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.last, ("cp",), "systemUnavail",
                               "the audit log cannot be written; the certificate was not released")
-        kept = [json.loads(l) for l in (self.gw.dir / "audit.log.kept").read_text().splitlines()]
+        kept = harness.json_lines(self.gw.dir / "audit.log.kept")
         self.assertEqual([r["event"] for r in kept if r.get("common_name") == "%s.example.com" % name],
                          ["intent"])
         failed = [e for e in self.gw.log_lines() if e.get("event") == "audit_write_failed"]
@@ -1085,8 +1085,7 @@ class VaultKilled(SlowVault):
         self.gw.start()
 
     def of_tid(self, tid):
-        return [r["event"] for r in map(json.loads, (self.gw.dir / "audit.log").read_text().splitlines())
-                if r.get("tid") == tid]
+        return [r["event"] for r in harness.json_lines(self.gw.dir / "audit.log") if r.get("tid") == tid]
 
     def test_killed_while_vault_signs(self):
         cn, out = "killed-signing.example.com", {}

@@ -38,7 +38,6 @@ client nor a log: the certificate is read alone, and a data.certificate holding 
 Each is asserted on the decoded CMP answer (PKIStatus rejection, failInfo, statusString) next to its twin
 that issues once the switch is cleared.
 """
-import json
 import sys
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -64,8 +63,7 @@ class VaultAnswers(harness.GatewayTestCase):
                            expect_cert=expect_cert)
 
     def issued_tids(self):
-        lines = (self.gw.dir / "audit.log").read_text().splitlines()
-        return {r.get("tid") for r in map(json.loads, lines) if r.get("event") == "issued"}
+        return {r.get("tid") for r in harness.json_lines(self.gw.dir / "audit.log") if r.get("event") == "issued"}
 
     def test_login_lease_out_of_range(self):
         for i, (lease, text) in enumerate([
@@ -87,8 +85,7 @@ class VaultAnswers(harness.GatewayTestCase):
         self.assertEqual(len(self.vault.since(mark, "/sign/devices")), 1)
 
     def records(self, tid):
-        lines = (self.gw.dir / "audit.log").read_text().splitlines()
-        return [(r["event"], r.get("serial", "")) for r in map(json.loads, lines)
+        return [(r["event"], r.get("serial", "")) for r in harness.json_lines(self.gw.dir / "audit.log")
                 if r.get("tid") == tid and r["event"] != "intent"]
 
     def test_sign_answer_out_of_range(self):
