@@ -19,6 +19,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
+from pyasn1.error import PyAsn1Error  # noqa: E402
 import vaultenv  # noqa: E402
 
 WAITING, REJECTION, ACCEPTED = 3, 2, 0  # PKIStatus (RFC 9810 §5.2.3)
@@ -53,6 +54,29 @@ def cmp_polling(gw, cmd, out, path, extra, timeout=harness.CLIENT_TIMEOUT, meanw
         p = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     answers = [harness.decode_cmp(f) for f in rsp if f.exists()]
     return p, answers, certout if certout.exists() else None
+
+
+def first_answer(gw, out):
+    """The first answer the client of cmp_polling(|gw|, ..., |out|, ...) wrote, once it is whole; else None."""
+    try:
+        return harness.decode_cmp(gw.dir / ("%s.rsp00.der" % out))
+    except (OSError, PyAsn1Error):  # not there yet, or half written
+        return None
+
+
+def quit_when_told_to_wait(gw, out, stopped):
+    """A |meanwhile| for cmp_polling: the client killed as soon as its first answer (the one that tells it to
+    poll) is whole on file: a client that stops polling, at a point no timeout of its own would fix on a loaded
+    machine. |stopped|() is called then, the client gone, to see what the gateway had done by that time."""
+
+    def meanwhile(client):
+        harness.settled(lambda: first_answer(gw, out) is not None or client.poll() is not None, bool,
+                        harness.CLIENT_TIMEOUT)
+        client.kill()
+        client.wait()
+        stopped()
+
+    return meanwhile
 
 
 def audit(gw, event, path=None):
@@ -255,13 +279,13 @@ class PollingVaultOutside(harness.GatewayTestCase):
         cfg["upstreams"]["vault"] = cls.vault.upstream(namespace="e2e")
         cfg["roles"]["vault-org"] = dict(base, upstream="vault", upstream_role="devices-org", poll_after="500ms")
 
-    def _p10cr(self, name, timeout=harness.CLIENT_TIMEOUT, latency_ms=2500):
+    def _p10cr(self, name, latency_ms=2500, meanwhile=None):
         self.vault.control({"latency_ms": latency_ms, "match": "sign/"})
         key = self.newkey(name)
         csr = self.gw.dir / ("%s.csr" % name)
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=%s.example.com" % name, "-out", csr])
         p, answers, cert = cmp_polling(self.gw, "p10cr", name, "pki/roles/vault-org/cmp", ["-csr", csr],
-                                       timeout=timeout)
+                                       meanwhile=meanwhile)
         self.assertNotEqual(p.returncode, 0)
         self.assertIsNone(cert)
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
@@ -277,10 +301,16 @@ class PollingVaultOutside(harness.GatewayTestCase):
         self.assertTrue(revoked_at_vault(self.vault, serial))
 
     def test_unpolled_certificate_withdrawn_when_it_comes(self):
-        # the client stops after 2 s, 2 s before Vault answers, with room for the first answer (the
-        # waiting cp after poll_after's 500 ms, which a loaded CI machine once took over 1 s to reach);
-        # the transaction lives on for minutes, the check must not wait for it
-        _, tid = self._p10cr("orgquit", timeout=2, latency_ms=4000)
+        # the client stops once told to poll (the waiting cp after poll_after's 500 ms), before Vault answers
+        # (4 s); the transaction lives on for minutes, the check must not wait for it
+        seen = {}
+
+        def stopped():
+            tid = first_answer(self.gw, "orgquit").header["transactionID"].asOctets().hex()
+            seen["before"] = of_tid(self.gw, "rejected", tid) + of_tid(self.gw, "issued", tid)
+
+        _, tid = self._p10cr("orgquit", latency_ms=4000, meanwhile=quit_when_told_to_wait(self.gw, "orgquit", stopped))
+        self.assertEqual(seen["before"], [])  # the certificate came after the client stopped
         wait_revoked(self.gw, tid, 20)
         self.assert_withdrawn_at_arrival(tid)
 
@@ -303,16 +333,22 @@ class PollingAbandoned(harness.GatewayTestCase):
         cfg.setdefault("cmp", {})["transaction_ttl"] = "1s"
 
     def test_uncollected_certificate_revoked(self):
-        # the client gives up after 2 s, a second before Vault answers and with room for the first
-        # answer (the waiting cp after poll_after's 500 ms), which a loaded sanitizer build took over
-        # the 1 s this once allowed
+        # the client gives up once told to poll (the waiting cp after poll_after's 500 ms), before Vault
+        # answers (3 s): a timeout of its own (2 s, once 1 s) was eaten by a loaded machine before that answer
         self.vault.control({"latency_ms": 3000, "match": "sign/"})
         key = self.newkey("gaveup")
         csr = self.gw.dir / "gaveup.csr"
         harness.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=gaveup.example.com", "-out", csr])
+        seen = {}
+
+        def stopped():
+            tid = first_answer(self.gw, "gaveup").header["transactionID"].asOctets().hex()
+            seen["before"] = of_tid(self.gw, "issued", tid)
+
         p, answers, cert = cmp_polling(self.gw, "p10cr", "gaveup", "pki/roles/vault-poll/cmp", ["-csr", csr],
-                                       timeout=2)
-        self.assertNotEqual(p.returncode, 0)  # gave up polling: nothing collected
+                                       meanwhile=quit_when_told_to_wait(self.gw, "gaveup", stopped))
+        self.assertEqual(p.returncode, -signal.SIGKILL)  # gave up polling: nothing collected
+        self.assertEqual(seen["before"], [])  # the certificate came after the client stopped
         self.assertIsNone(cert)
         self.assertEqual((answers[0].body_type, answers[0].status), ("cp", WAITING), answers)
         tid = answers[0].header["transactionID"].asOctets().hex()
@@ -384,7 +420,8 @@ class PollingStopped(harness.GatewayTestCase):
 
         def enrol():
             out["res"] = cmp_polling(self.gw, "ir", "stopped", "pki/roles/slow/cmp",
-                                     ["-newkey", key, "-subject", "/CN=stopped", "-keep_alive", "0"], timeout=5)
+                                     ["-newkey", key, "-subject", "/CN=stopped", "-keep_alive", "0"],
+                                     timeout=5 * harness.SLOW)
 
         t = threading.Thread(target=enrol)
         t.start()
