@@ -1004,17 +1004,19 @@ class VaultStopCutsLastRevocationShort(Http2Listener, SlowVault):
         cn = "cut-short.example.com"
         req = self.gw.make_request("cut-short", "p10cr", subject="/CN=" + cn, extra=("-implicit_confirm",))
         self.leave_once_held(req, "--http2")
-        self.vault.control({"force_status": 503, "force_count": 3, "match": "/revoke"})  # the first call fails
-        retry = harness.settled(lambda: [e for e in self.gw.log_lines() if e.get("event") == "revoke_retry"], len)
-        self.assertEqual(len(retry), 1, self.gw.stderr()[-3000:])
         mark = self.vault.mark()
-        self.vault.control({"latency_ms": 40000, "match": "/revoke"})
+        # the first call fails (three 503s at once); what comes after them is held, set before the retry so
+        # that nothing but the SIGTERM has to come within the withdrawal's 2 s back-off
+        self.vault.control({"force_status": 503, "force_count": 3, "latency_ms": 40000, "hold_unforced": True,
+                            "match": "/revoke"})
+        retry = harness.settled(lambda: [e for e in self.gw.log_lines() if e.get("event") == "revoke_retry"], len)
         self.gw.signal_stop()  # within the withdrawal's 2 s back-off
+        self.assertEqual(len(retry), 1, self.gw.stderr()[-3000:])
         rc = self.gw.wait_exit()
         self.gw.proc = None
         self.gw.check_stderr()
         self.assertEqual(rc, 0, self.gw.stderr()[-3000:])
-        self.assertEqual(len(self.vault.since(mark, "/revoke")), 1)  # the last attempt, never answered
+        self.assertEqual(len(self.vault.since(mark, "/revoke")), 3 + 1)  # the failed call, the last attempt
         self.assertEqual([r["status"] for r in harness.audit_records(self.gw, "revoke_failed", cn)],
                          ["not revoked after 2 attempts: " + CUT_SHORT])
         self.assertEqual(harness.audit_records(self.gw, "revoked", cn), [])

@@ -18,6 +18,8 @@ Switches (POST /_control with a JSON object, GET /_control to read; or --state F
                        certificate issued and the outcome unknown, like a real CA); read as the
                        request arrives, before it is logged, so that a test that saw it in the log
                        may change the switches without changing how long it is held
+  hold_unforced  bool  latency_ms holds only the answers force_status leaves alone: a CA that fails
+                       at once, then, once force_count is spent, holds what it is asked next
   force_status   int   answer this status instead, with Vault's own words for it: 403 "permission
                        denied", 404 no handler for route (the mount gone), 412 "required index state
                        not present", 429 'request path "<path>": rate limit quota exceeded', 500,
@@ -532,6 +534,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.control(method, body)
         try:
             forced = v.take_forced(self.path)
+            if forced and v.switch(self.path, "hold_unforced"):
+                self.hold_ms = None
             if forced:
                 msgs = [m.format(path=self.path[4:]) for m in FORCED.get(forced, ["forced status"])]
                 if v.switch(self.path, "force_message"):
