@@ -1758,6 +1758,7 @@ class RequestLinesPaced(harness.GatewayTestCase):
         flooder = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
                                               context=self.gw.tls_context())
         self.refused_404(flooder, n)
+        flooded = time.time()  # each of its lines was paced before its answer left: its last window began by now
         other = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
                                             context=self.gw.tls_context(other_cert, other_key))
         self.refused_404(other, self.PACE_LINES)
@@ -1778,8 +1779,10 @@ class RequestLinesPaced(harness.GatewayTestCase):
         self.assertTrue(all(l["status"] == "404" and l["suppressed"] == "0" for l in others), others[:3])
         issued = [l for l in lines if l["req_type"] == "ir" and l["tls_subject"]]
         self.assertEqual([(l["outcome"], "suppressed" in l) for l in issued], [("accepted", False)])
-        # once the window has passed, the flooder's next line says how many of its own were held back
-        time.sleep(max(0, start + self.PACE_SECS + 0.5 - time.monotonic()))
+        # once the window has passed, the flooder's next line says how many of its own were held back: the
+        # gateway's window begins with a line (its second, on the wall clock), later than |start| if the first
+        # line came late or the flood outlasted a window
+        time.sleep(max(0, flooded + self.PACE_SECS + 0.5 - time.time()))
         flooder = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
                                               context=self.gw.tls_context())
         self.refused_404(flooder, 1)
@@ -1819,6 +1822,7 @@ class CmpSenderLinesPaced(harness.GatewayTestCase):
         conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
         for _ in range(n):
             self.assertEqual(post(conn, signed)[0], 200)
+        flooded = time.time()  # each of its lines was paced before its answer left: its last window began by now
         conn.close()
         other = http.client.HTTPSConnection("127.0.0.1", self.gw.port, timeout=harness.CLIENT_TIMEOUT,
                                             context=self.gw.tls_context(cert=None))
@@ -1836,8 +1840,9 @@ class CmpSenderLinesPaced(harness.GatewayTestCase):
         others = self.lines_of(before, "pbm:demo-device")
         self.assertEqual([(l["outcome"], "suppressed" in l) for l in others[:1]], [("accepted", False)])
         self.assertEqual([l.get("suppressed") for l in others[1:]], ["0"] * self.PACE_LINES, others[:3])
-        # once the window has passed, the signer's next line says how many of its own were held back
-        time.sleep(max(0, start + self.PACE_SECS + 0.5 - time.monotonic()))
+        # once the window has passed (anchored as the gateway anchors it, test_authenticated_lines_paced_per_client),
+        # the signer's next line says how many of its own were held back
+        time.sleep(max(0, flooded + self.PACE_SECS + 0.5 - time.time()))
         conn = http.client.HTTPConnection("127.0.0.1", self.gw.plain_port, timeout=harness.CLIENT_TIMEOUT)
         self.assertEqual(post(conn, signed)[0], 200)
         conn.close()
