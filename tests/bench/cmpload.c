@@ -6,13 +6,15 @@
  * nonces) and one pre-generated EC P-256 key per enrolment, so the server sees real work.
  *
  * Output: one JSON line on stdout, a human summary on stderr. Exit 0 only if every enrolment
- * succeeded; errors are counted and the first few are printed, never hidden.
+ * succeeded; errors are counted and the first few are printed, never hidden. SIGTERM or SIGINT ends
+ * the timed phase as its deadline would: the transactions under way end, and the results are printed.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,11 +432,37 @@ out:
     return ok;
 }
 
+/* Set by SIGTERM or SIGINT (main thread): no transaction starts after it. Lock-free, so safe to set in
+   the handler and to read from the workers. */
+static atomic_int stop_asked;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    atomic_store(&stop_asked, 1);
+}
+
+/* SIGTERM and SIGINT end the run as its deadline does; handled on the main thread only (the workers
+   start with them blocked, |old| the mask to give it back once they run), so that no worker's I/O is
+   interrupted. */
+static int stop_on_signal(sigset_t *old)
+{
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigset_t set;
+
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    return sigaction(SIGTERM, &sa, NULL) == 0 && sigaction(SIGINT, &sa, NULL) == 0 &&
+           pthread_sigmask(SIG_BLOCK, &set, old) == 0;
+}
+
 static int more_work(struct load_worker *w)
 {
     const struct load_opts *o = w->sh->o;
 
-    if (past(&w->sh->deadline))
+    if (atomic_load(&stop_asked) || past(&w->sh->deadline))
         return 0;
     return o->count == 0 || atomic_fetch_add(&w->sh->claimed, 1) < o->count;
 }
@@ -808,7 +836,8 @@ static void usage(FILE *f)
         "  --accept-any-key      confirm a certificate for another public key (OpenSSL's mock server\n"
         "                        returns one canned certificate); default: such a certificate is an error\n"
         "  --threads N           client threads, 1..%d (default 1)\n"
-        "  --duration S          run S seconds (default %.0f; at most %d)\n"
+        "  --duration S          run S seconds (default %.0f; at most %d); SIGTERM or SIGINT ends it\n"
+        "                        sooner, the results printed\n"
         "  --count N             stop after N enrolments (with --duration: whichever comes first;\n"
         "                        not reaching N is an error)\n"
         "  --keys N              keys to pre-generate before the timed phase (default: N of --count, or\n"
@@ -1036,6 +1065,7 @@ static int run(struct load_shared *sh, struct load_worker *ws, int n, struct loa
 {
     double t0, c0;
     int k, started = 0, rc = 0;
+    sigset_t old;
 
     for (k = 0; k < n; k++) {
         ws[k].sh = sh;
@@ -1043,11 +1073,16 @@ static int run(struct load_shared *sh, struct load_worker *ws, int n, struct loa
         ws[k].want_keys = sh->o->keys / n + (k < sh->o->keys % n);
         ws[k].max_lat = LOAD_MAX_SAMPLES / n;
     }
-    if (pthread_barrier_init(&sh->start, NULL, (unsigned)n + 1) != 0)
+    if (!stop_on_signal(&old))
         return 0;
+    if (pthread_barrier_init(&sh->start, NULL, (unsigned)n + 1) != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return 0;
+    }
     for (; started < n; started++)
         if (pthread_create(&ws[started].thread, NULL, worker_main, &ws[started]) != 0)
             break;
+    pthread_sigmask(SIG_SETMASK, &old, NULL); /* the workers keep them blocked */
     if (started < n) {
         /* Cannot rendezvous with threads that do not exist: a setup failure, bail out loudly. */
         fprintf(stderr, "cmpload: cannot start %d threads\n", n);
