@@ -1504,10 +1504,12 @@ static void test_revoke_until(void **state)
     assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
     clear_requests();
     srv_set(&srv.revoke[0], (struct reply){400, "text/plain", revoke_not_found, 200});
-    srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, 1500});
-    end = gw_now_ms() + 600;
-    /* the retry's answer revokes, within the upstream's timeout: the end alone cut the call */
+    srv_set(&srv.revoke[1], (struct reply){200, "application/json", revoke_ok, HELD});
+    /* the retry goes out after the first answer, well within the end; its answer, which would revoke
+       within the upstream's timeout, is held past it: the end alone cut the call */
+    end = gw_now_ms() + 1500;
     rc = gw_upstream_revoke_by(f.up, leaf, CRL_REASON_CESSATION_OF_OPERATION, &end, &unsent, err);
+    srv_release();
     assert_int_not_equal(rc, 0);
     assert_int_not_equal(rc, GW_ERR_REFUSED);
     assert_int_not_equal(rc, GW_ERR_NOT_FOUND);
@@ -1539,6 +1541,9 @@ static void test_probe_cut_by_a_stop(void **state)
 
     (void)state;
     fixture_init_revoking(&f, srv.port);
+    gw_upstream_free(f.up);
+    f.conf.timeout_ms = 3000; /* longer than the end given */
+    assert_non_null(f.up = gw_upstream_new(&f.conf, NULL, err));
     end = gw_now_ms() - 1; /* before anything was sent */
     tu_log_capture(&l, GW_LOG_DEBUG, GW_LOG_INFO);
     assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
@@ -1546,11 +1551,12 @@ static void test_probe_cut_by_a_stop(void **state)
     assert_non_null(strstr(err, "was not asked /api/v1/cfssl/info: a stop came first"));
     assert_null(strstr(err, "drain"));
     assert_null(strstr(logged, "\"level\":\"warn\""));
-    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, 1500});
-    end = gw_now_ms() + 300; /* sent, then cut short */
+    srv_set(&srv.info, (struct reply){200, "application/json", info_ok_body, HELD});
+    end = gw_now_ms() + 1000; /* sent (a second is room for that on any machine), then cut short */
     tu_log_capture(&l, GW_LOG_DEBUG, GW_LOG_INFO);
     assert_int_not_equal(gw_upstream_probe(f.up, &end, err), 0);
     tu_log_release_into(&l, logged, sizeof(logged));
+    srv_release();
     assert_non_null(strstr(err, "did not answer /api/v1/cfssl/info before a stop cut the call short"));
     assert_null(strstr(err, "drain"));
     assert_null(strstr(logged, "\"level\":\"warn\""));
