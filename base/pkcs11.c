@@ -266,7 +266,8 @@ static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *er
     }
     /*
      * libp11 keeps the engine's copy of the PIN until the engine is destroyed, which it never is here:
-     * overwritten (libp11 cleanses the old copy), it outlives neither this load nor a token given back
+     * overwritten (libp11 cleanses the old copy), that one does not outlive this load. The slot's own
+     * copy, kept to log in again, stays while the token is logged in (docs/security.md).
      */
     (void)ENGINE_ctrl_cmd_string(e, "PIN", "", 0);
     return key;
