@@ -187,70 +187,50 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
 
 /*
  * Email patterns of |ps| (all of them, or with |tls_sans| those gw_role_tls_san_type reads as an email's):
- * none with more than one '@'. An email address with two is refused everywhere and matches no pattern
- * (mailers differ on which ends the local part), so such a pattern admits nothing: a mistake the load would
- * otherwise hide until every address it was meant for is refused.
+ * none with more than one '@', and with |need_at| (allowed_emails) none without one. An email address
+ * with two is refused everywhere and matches no pattern (mailers differ on which ends the local part); an
+ * email subjectAltName holds one '@' (RFC 5280 §4.2.1.6, san_value_ok) and a '*' matches none, so a
+ * pattern without one ("example.com", "*") admits no email address, only a subject emailAddress or mail
+ * that is none. Either admits nothing it was meant for: a mistake the load would otherwise hide until
+ * every address it was meant for is refused. (A pattern of tls_sans without an '@' is a DNS name's.)
  */
-static int refuse_two_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
-                         const struct gw_patterns *ps, bool tls_sans)
+static int refuse_dead_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                          const struct gw_patterns *ps, bool tls_sans, bool need_at)
 {
     char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    const char *why;
 
     for (size_t i = 0; i < ps->n; i++) {
-        if ((tls_sans && gw_role_tls_san_type(ps->v[i]) != GEN_EMAIL) ||
-            !gw_subject_two_at(ps->v[i], strlen(ps->v[i])))
+        if (need_at && strchr(ps->v[i], '@') == NULL)
+            why = "holds no '@' and so matches no email address: write one '@', as in \"*@example.com\"";
+        else if ((!tls_sans || gw_role_tls_san_type(ps->v[i]) == GEN_EMAIL) &&
+                 gw_subject_two_at(ps->v[i], strlen(ps->v[i])))
+            why = "can never match: an email address with more than one '@' is refused; write one '@'";
+        else
             continue;
         gw_conf_join_index(ipath, path, i);
-        return gw_conf_fail(
-            pc, ipath,
-            "%s can never match: an email address with more than one '@' is refused; write one '@'",
-            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)));
+        return gw_conf_fail(pc, ipath, "%s %s",
+                            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)), why);
     }
     return 0;
 }
 
-/*
- * Patterns of "allowed_emails" |ps|: none without an '@'. An email subjectAltName holds one (RFC 5280
- * §4.2.1.6, san_value_ok) and a '*' matches no '@', so such a pattern ("example.com", "*") admits no email
- * address, only a subject emailAddress or mail that is none: a mistake the load would otherwise hide until
- * every address it was meant for is refused. (A pattern of tls_sans without one is a DNS name's.)
- */
-static int refuse_no_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
-                        const struct gw_patterns *ps)
-{
-    char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
-
-    for (size_t i = 0; i < ps->n; i++) {
-        if (strchr(ps->v[i], '@') != NULL)
-            continue;
-        gw_conf_join_index(ipath, path, i);
-        return gw_conf_fail(
-            pc, ipath,
-            "%s holds no '@' and so matches no email address: write one '@', as in \"*@example.com\"",
-            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)));
-    }
-    return 0;
-}
-
-/* "allowed_emails": patterns (p_bounds), each with one '@' (refuse_no_at, refuse_two_at). */
+/* "allowed_emails": patterns (p_bounds), each with one '@' (refuse_dead_at). */
 static int p_email_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                           const struct gw_conf_field *f)
 {
-    const struct gw_patterns *ps = gw_conf_at(base, f->off);
     int rc = p_bounds(pc, path, v, base, f);
 
-    if (rc == 0)
-        rc = refuse_no_at(pc, path, v, ps);
-    return rc != 0 ? rc : refuse_two_at(pc, path, v, ps, false);
+    return rc != 0 ? rc : refuse_dead_at(pc, path, v, gw_conf_at(base, f->off), false, true);
 }
 
-/* "tls_sans": patterns (p_bounds), no email pattern among them with more than one '@' (refuse_two_at). */
+/* "tls_sans": patterns (p_bounds), no email pattern among them with more than one '@' (refuse_dead_at). */
 static int p_tls_san_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                             const struct gw_conf_field *f)
 {
     int rc = p_bounds(pc, path, v, base, f);
 
-    return rc != 0 ? rc : refuse_two_at(pc, path, v, gw_conf_at(base, f->off), true);
+    return rc != 0 ? rc : refuse_dead_at(pc, path, v, gw_conf_at(base, f->off), true, false);
 }
 
 /* Subject patterns (p_subject_patterns) that bound what a role admits: one at least. */
