@@ -54,8 +54,9 @@
 /*
  * The exit statuses: 0, 1 (EXIT_FAILURE: a start that failed for what another try may mend, a port in
  * use, Redis unreachable, out of memory), 2 (usage), and EX_CONFIG (78, sysexits.h) for a configuration
- * refused, at a start or by `cmpgw check`: what no retry mends, so the unit's RestartPreventExitStatus=
- * stops systemd from starting it again every RestartSec, each try spending one of a token's PIN tries.
+ * refused, at a start or by `cmpgw check` (and one `cmpgw inventory` or `cmpgw report` cannot load): what
+ * no retry mends, so the unit's RestartPreventExitStatus= stops systemd from starting it again every
+ * RestartSec, each try spending one of a token's PIN tries.
  */
 enum { EXIT_USAGE = 2 };
 
@@ -256,6 +257,8 @@ out:
 
 /* ---- cmpgw report ---- */
 
+/* Prints what the audit log says; the exit code: EX_CONFIG for a configuration it cannot load, as
+   cmd_check, EXIT_FAILURE for a record it cannot read. */
 static int cmd_report(const char *path, const struct gw_report_opts *o)
 {
     char err[GW_ERR_LEN];
@@ -264,7 +267,7 @@ static int cmd_report(const char *path, const struct gw_report_opts *o)
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
-        return EXIT_FAILURE;
+        return EX_CONFIG;
     }
     rc = gw_report_run(cfg, o, stdout);
     gw_config_free(cfg);
@@ -275,6 +278,7 @@ static int cmd_report(const char *path, const struct gw_report_opts *o)
 
 /* ---- cmpgw inventory ---- */
 
+/* Lists the local issuers' stores; the exit code as cmd_report's. */
 static int cmd_inventory(const char *path, const char *name)
 {
     char err[GW_ERR_LEN];
@@ -283,7 +287,7 @@ static int cmd_inventory(const char *path, const char *name)
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
-        return EXIT_FAILURE;
+        return EX_CONFIG;
     }
     rc = gw_inventory_run(cfg, name);
     gw_config_free(cfg);

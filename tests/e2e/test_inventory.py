@@ -90,6 +90,23 @@ class StoreAndRotation(harness.GatewayTestCase):
                         + list(extra), cwd=self.gw.dir, check=False, env=self.gw.env())
         return p.returncode, p.stdout.decode()
 
+    def test_config_refused(self):
+        """A configuration `cmpgw inventory` and `cmpgw report` cannot load exits 78 (EX_CONFIG), as `cmpgw
+        check` and a start do: no retry mends it. They exited 1, as for a record they cannot read, which
+        stays 1 (the twin: an audit log that is not there)."""
+        bad = self.gw.dir / "refused.json"
+        bad.write_text('{"listeners": [')
+        self.addCleanup(bad.unlink)
+        for cmd, extra in (("inventory", []), ("report", ["--audit", str(self.gw.dir / "audit.log")])):
+            for path in (bad, self.gw.dir / "absent.json"):
+                with self.subTest(cmd=cmd, path=path.name):
+                    p = harness.run([str(harness.GATEWAY_BIN), cmd, "-c", str(path)] + extra, cwd=self.gw.dir,
+                                    check=False, env=self.gw.env())
+                    self.assertEqual(p.returncode, 78, p.stderr)
+                    self.assertIn(path.name, p.stderr.decode())
+        rc, out = self.report(self.gw.dir / "absent-audit.log")
+        self.assertEqual(rc, 1, out)
+
     def test_report_hostile_names(self):
         """`cmpgw report` prints the names of an audit log it did not write (an older gateway's, a JSON
         escape that decodes to a control) through the shared escaper, in the table and in --json."""
