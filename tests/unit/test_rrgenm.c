@@ -810,11 +810,13 @@ static void test_genm_refusals(void **state)
                   "infoType 1.2.3.4.5 is not supported");
     OSSL_CMP_CTX_reinit(ctx);
     assert_null(genm(e, ctx, many, 9, NULL));
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest, "1 to 8 infoTypes");
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "a genm must ask for 1 to 8 infoTypes; this server answers id-it-caCerts, ");
     OSSL_CMP_CTX_reinit(ctx);
     ASN1_TYPE_set(bad, V_ASN1_NULL, NULL); /* not a SEQUENCE OF CRLStatus */
     assert_null(genm(e, ctx, crl, 1, bad));
-    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badDataFormat, "malformed");
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badDataFormat,
+                  "the id-it-crlStatusList value is malformed (RFC 9483 §4.3.4)");
     /* the twin: a valid (absent) value is answered */
     OSSL_CMP_CTX_reinit(ctx);
     {
@@ -833,7 +835,8 @@ static void test_genm_refusals(void **state)
 static int fake_crl_mode; /* 0: the CA's own, too large (CRL_LARGE_ENTRIES), 1: upstream down, 2: signed by
                              another key, 3: from the future, 4: the issuing CA's own, 5: the CA's of an hour
                              ago, 6: the CA's own, current for 2 s only, 7: the CA's own, listing
-                             CRL_HIT_ENTRIES certificates, 8: as large, and no CRL at all */
+                             CRL_HIT_ENTRIES certificates, 8: as large, and no CRL at all, 9: the CA's
+                             own, CRL_NEAR_ROOM bytes short of GW_MAX_GENP_VALUE */
 static atomic_int fake_crl_fetches; /* how often the CRL was asked for */
 /* When set, the upstream of this name serves the CRL of fake_crl_other_ca, signed by fake_crl_other_key. */
 static const char *fake_crl_other_up;
@@ -845,10 +848,31 @@ static int fake_crl_delay_ms; /* how long the CA takes to answer */
 #define CRL_HIT_ENTRIES 2500
 /* Mode 0's: some 110 KB, more than a genp may carry (GW_MAX_GENP_VALUE). */
 #define CRL_LARGE_ENTRIES 5000
+/* Mode 9's room below GW_MAX_GENP_VALUE: less than the demo CA's certificate, so that caCerts beside its CRL
+   do not fit. */
+#define CRL_NEAR_ROOM 300
+/* The DER bytes of each entry added: a 3-byte serial and a UTCTime. */
+#define CRL_ENTRY_BYTES 22
+
+/* Adds |count| entries to |crl|, revoked at |when|, serials from 0x10000 + |from| on. */
+static void add_entries(X509_CRL *crl, int from, int count, ASN1_TIME *when)
+{
+    for (int i = from; i < from + count; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ASN1_INTEGER *serial = ASN1_INTEGER_new();
+
+        ASN1_INTEGER_set(serial, 0x10000 + i);
+        X509_REVOKED_set_serialNumber(r, serial);
+        X509_REVOKED_set_revocationDate(r, when);
+        X509_CRL_add0_revoked(crl, r);
+        ASN1_INTEGER_free(serial);
+    }
+}
 
 /* A CRL under the name of |ca|, signed by |ca_key| or by another key (mode 2), dated an hour ahead (mode 3),
  * or as the CA makes it (mode 4), or made an hour ago (mode 5), or with a nextUpdate 2 s ahead (mode 6), or
- * listing CRL_HIT_ENTRIES serials (mode 7) or CRL_LARGE_ENTRIES (mode 0). */
+ * listing CRL_HIT_ENTRIES serials (mode 7) or CRL_LARGE_ENTRIES (mode 0), or as many as fit in
+ * GW_MAX_GENP_VALUE - CRL_NEAR_ROOM bytes (mode 9). */
 static int bad_crl(const X509 *ca, EVP_PKEY *ca_key, unsigned char **der, size_t *len)
 {
     X509_CRL *crl = X509_CRL_new();
@@ -864,17 +888,15 @@ static int bad_crl(const X509 *ca, EVP_PKEY *ca_key, unsigned char **der, size_t
     X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
     X509_CRL_set1_lastUpdate(crl, t1);
     X509_CRL_set1_nextUpdate(crl, t2);
-    for (int i = 0; i < entries; i++) {
-        X509_REVOKED *r = X509_REVOKED_new();
-        ASN1_INTEGER *serial = ASN1_INTEGER_new();
-
-        ASN1_INTEGER_set(serial, 0x10000 + i);
-        X509_REVOKED_set_serialNumber(r, serial);
-        X509_REVOKED_set_revocationDate(r, t1);
-        X509_CRL_add0_revoked(crl, r);
-        ASN1_INTEGER_free(serial);
-    }
+    add_entries(crl, 0, entries, t1);
     X509_CRL_sign(crl, fake_crl_mode == 2 ? other : ca_key, EVP_sha256());
+    /* mode 9: grown towards GW_MAX_GENP_VALUE - CRL_NEAR_ROOM, each step short of it by less than an entry */
+    while (fake_crl_mode == 9 &&
+           (n = (GW_MAX_GENP_VALUE - CRL_NEAR_ROOM - i2d_X509_CRL(crl, NULL)) / CRL_ENTRY_BYTES) > 0) {
+        add_entries(crl, entries, n, t1);
+        entries += n;
+        X509_CRL_sign(crl, ca_key, EVP_sha256());
+    }
     *der = NULL;
     n = i2d_X509_CRL(crl, der);
     *len = n > 0 ? (size_t)n : 0;
@@ -924,6 +946,10 @@ static int fake_crl(struct gw_upstream *up, const char *issuer_ref, unsigned cha
 static const struct gw_upstream_ops fake_ops = {
     .dialect = "fake", .caps = GW_UP_SIGN_CSR | GW_UP_CRL, .sign = fake_sign, .crl = fake_crl};
 
+/* An upstream that signs and serves no CRL (a CMP CA's, which the gateway does not ask for one). */
+static const struct gw_upstream_ops no_crl_ops = {
+    .dialect = "fake", .caps = GW_UP_SIGN_CSR, .sign = fake_sign};
+
 /* The upstream of |e|'s route replaced by one answering through fake_ops (its CRL as fake_crl_mode says). */
 static struct gw_upstream *fake_crl_upstream(struct env *e)
 {
@@ -972,6 +998,140 @@ static void test_genm_crl_limits(void **state)
         OSSL_CMP_CTX_free(ctx);
         env_free(e);
     }
+}
+
+/*
+ * A genm whose answers each fit in a genp but together do not is refused, asking for one infoType per genm:
+ * a CRL CRL_NEAR_ROOM bytes short of GW_MAX_GENP_VALUE and the CA certificates. Its twins: each alone is
+ * answered.
+ */
+static void test_genm_answer_too_large(void **state)
+{
+    const char *both[] = {OID_CRLSTATUS, OID_CACERTS};
+    struct env *e = env_new(NULL, NULL);
+
+    (void)state;
+    fake_crl_upstream(e);
+    fake_crl_mode = 9;
+    for (int i = 0; i < 3; i++) {
+        OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+        STACK_OF(OSSL_CMP_ITAV) *out = genm(e, ctx, both + (i == 2), i == 0 ? 2 : 1, NULL);
+
+        if (i == 0) {
+            assert_null(out);
+            assert_status(
+                ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                " bytes) does not fit in a CMP response (at most 100 KiB): ask for one infoType per genm");
+        } else {
+            assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+            assert_non_null(OSSL_CMP_ITAV_get0_value(sk_OSSL_CMP_ITAV_value(out, 0)));
+        }
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    env_free(e);
+}
+
+/*
+ * OpenSSL's allocator, hooked (CRYPTO_set_mem_functions, first thing in main): the next shim_oom allocations
+ * of the gateway's DER builder (gateway/cmp/shim.c: each genp value, then the error answer) fail.
+ */
+static atomic_int shim_oom;
+
+static bool shim_fails(const char *file)
+{
+    static const char shim[] = "gateway/cmp/shim.c";
+    size_t n = file != NULL ? strlen(file) : 0;
+    int left = atomic_load(&shim_oom);
+
+    if (left <= 0 || n < sizeof(shim) - 1 || strcmp(file + n - (sizeof(shim) - 1), shim) != 0)
+        return false;
+    return atomic_compare_exchange_strong(&shim_oom, &left, left - 1);
+}
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)line;
+    return shim_fails(file) ? NULL : malloc(n);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)line;
+    return shim_fails(file) ? NULL : realloc(p, n);
+}
+
+static void ossl_free(void *p, const char *file, int line)
+{
+    (void)file, (void)line;
+    free(p);
+}
+
+/*
+ * A genp value the gateway cannot build for want of memory is refused with systemFailure, each in its
+ * words: the template, the CA certificates, the CRL. Their twins: with memory, each is answered.
+ */
+static void test_genm_out_of_memory(void **state)
+{
+    static const struct {
+        const char *oid, *text;
+    } cases[] = {
+        {OID_TEMPLATE, "internal error: the certificate request template could not be built"},
+        {OID_CACERTS, "internal error: the answer could not be built"},
+        {OID_CRLSTATUS, "the CA's CRL is unreadable; it was not passed on"},
+    };
+    struct env *e = env_new(NULL, NULL);
+
+    (void)state;
+    fake_crl_upstream(e);
+    fake_crl_mode = 4;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int oom = 1; oom >= 0; oom--) {
+            OSSL_CMP_CTX *ctx = client_new(e, client_cert, client_key);
+            STACK_OF(OSSL_CMP_ITAV) *out;
+
+            atomic_store(&shim_oom, oom); /* the value's: the error answer is built */
+            out = genm(e, ctx, &cases[i].oid, 1, NULL);
+            assert_int_equal(atomic_load(&shim_oom), 0);
+            if (oom) {
+                assert_null(out);
+                assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+                              cases[i].text);
+            } else {
+                assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+            }
+            sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+            OSSL_CMP_CTX_free(ctx);
+        }
+    }
+    env_free(e);
+}
+
+/*
+ * A crlStatusList on a route whose CA serves no CRL to the gateway is refused as the client's to fetch
+ * elsewhere, without asking the CA. Its twin, caCerts on that route, is answered.
+ */
+static void test_genm_crl_not_published(void **state)
+{
+    const char *crl[] = {OID_CRLSTATUS}, *ca_certs[] = {OID_CACERTS};
+    struct env *e = env_new(NULL, NULL);
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream *up = gw_upstream_new_ops(&e->cfg->upstreams[0], &no_crl_ops, NULL, err);
+    STACK_OF(OSSL_CMP_ITAV) *out;
+    OSSL_CMP_CTX *ctx;
+
+    (void)state;
+    assert_non_null(up);
+    assert_int_equal(gw_upstream_set_put0(e->ups, up), 0);
+    ctx = client_new(e, client_cert, client_key);
+    assert_null(genm(e, ctx, crl, 1, NULL));
+    assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                  "this route's CA publishes no CRL over CMP");
+    OSSL_CMP_CTX_reinit(ctx);
+    assert_non_null(out = genm(e, ctx, ca_certs, 1, NULL));
+    sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+    OSSL_CMP_CTX_free(ctx);
+    env_free(e);
 }
 
 /*
@@ -2572,6 +2732,27 @@ static void test_genm_crl_two_cas_of_two_upstreams(void **state)
         sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
         OSSL_CMP_CTX_free(ctx);
     }
+    /* two CRLs of CRL_HIT_ENTRIES each, past the ones cached: together too large for a genp, alone not */
+    gw_cmp_engine_set_clock(e->engine, crl_clock);
+    crl_clock_ahead = GW_GENM_CRL_SECS + 1;
+    fake_crl_mode = 7;
+    for (int n = 2; n > 0; n--) {
+        X509 *both[] = {a, b};
+
+        ctx = client_new(e, client_cert, client_key);
+        out = genm(e, ctx, oids, 1, crl_status_of(both, n));
+        if (n == 2) {
+            assert_null(out);
+            assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_badRequest,
+                          ") do not fit in a CMP response (at most 100 KiB): ask for one CRL per genm, or ");
+        } else {
+            assert_int_equal(sk_OSSL_CMP_ITAV_num(out), 1);
+        }
+        sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
+        OSSL_CMP_CTX_free(ctx);
+    }
+    gw_cmp_engine_set_clock(e->engine, NULL);
+    crl_clock_ahead = 0;
     fake_crl_other_up = NULL;
     fake_crl_other_ca = NULL;
     fake_crl_other_key = NULL;
@@ -3938,6 +4119,9 @@ int main(void)
         cmocka_unit_test(test_genm_cert_template),
         cmocka_unit_test(test_genm_refusals),
         cmocka_unit_test(test_genm_crl_limits),
+        cmocka_unit_test(test_genm_crl_not_published),
+        cmocka_unit_test(test_genm_answer_too_large),
+        cmocka_unit_test(test_genm_out_of_memory),
         cmocka_unit_test(test_genm_unknown_before_crl),
         cmocka_unit_test(test_genm_crl_reuse),
         cmocka_unit_test(test_genm_crl_too_large_filed),
@@ -4004,6 +4188,8 @@ int main(void)
         cmocka_unit_test(test_shim_crl_status_names),
     };
 
+    if (CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) != 1)
+        return 1; /* OpenSSL allocated before: blocks would be freed by another allocator than theirs */
     /* one test alone, as docs/performance.md counts one: CMPGW_TEST_FILTER=test_genm_crl_hits */
     if (getenv("CMPGW_TEST_FILTER") != NULL)
         cmocka_set_test_filter(getenv("CMPGW_TEST_FILTER"));
