@@ -144,6 +144,7 @@ class Audit(harness.GatewayTestCase):
     def test_zz_unwritable_log_issues_nothing(self):
         # last (zz): the log of this gateway is broken for good afterwards
         d = self.gw.dir
+        holder, holder_key = self.enrol("holder-no-audit")  # revoked below, once the log is broken
         harness.audit_log_full(self.gw)  # every write fails with EFBIG
         calls, seen = self.sign_calls(), len(self.gw.log_lines())
         res = self.gw.cmp("ir", "full", newkey=self.newkey("full"), subject="/CN=no-audit", expect_cert=False)
@@ -160,6 +161,15 @@ class Audit(harness.GatewayTestCase):
         self.assertEqual([r for (r, _) in lost], ["intent", "rejected"], lost)
         self.assertEqual(lost[0][1], lost[1][1], lost)
         self.assertEqual([r for r in records(d / "audit.log.kept") if r.get("tid") == lost[0][1]], [])
+        # nor is a certificate revoked: the rr's intent cannot be written, so the CA is not asked either
+        rsp = d / "holder-no-audit-rr.rsp.der"
+        harness.run(["openssl", "cmp", "-cmd", "rr", "-server", "127.0.0.1:%d" % self.gw.port, "-path", "pki/cmp",
+                     "-trusted", d / "ca.pem", "-tls_used", "-tls_trusted", d / "ca.pem", "-tls_cert",
+                     d / "client.pem", "-tls_key", d / "client.key", "-oldcert", holder, "-cert", holder,
+                     "-key", holder_key, "-revreason", "1", "-rspout", rsp], cwd=d, check=False)
+        rp = harness.decode_cmp(rsp.read_bytes())
+        self.assert_cmp_error(rp, ("rp",), "systemUnavail")
+        self.assertEqual(rp.status_strings, ["the audit log cannot be written; nothing was revoked"])
 
     def sign_calls(self):
         """The sign calls to any upstream counted on /metrics so far, whatever their result."""
