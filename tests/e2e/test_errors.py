@@ -56,6 +56,7 @@ ELSEWHERE = {
                                     "definition is needed to issue; "),
     "delegate_role_being_read": ("../unit/test_cmp.c", " is being read for another request: retry in a few seconds"),
     "txn_state_unavailable": ("test_shared_state.py", "the gateway cannot reach its cluster to answer this "),
+    "replay_unavailable": ("test_shared_state.py", "the gateway cannot check this request against its cluster now; "),
     "crmf_to_csr_ca": ("test_vault.py", "send a p10cr"),
     "upstream_busy": ("test_vault.py", "Vault is busy"),
     "cfssl_policy": ("../unit/test_cfssl.c", "refused by the cfssl profile's policy: "),

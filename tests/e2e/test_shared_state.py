@@ -142,7 +142,9 @@ class SharedState(TwoInstances):
             self.assertIn("unreachable", self.readyz(self.gw2, 503)["checks"]["shared_state"])
             der = self.gw.make_request("down")
             ans = self.post(self.gw, der)
-            self.assert_cmp_error(ans, ("ip", "error"), "systemUnavail", "cluster")
+            self.assert_cmp_error(ans, ("ip", "error"), "systemUnavail")
+            self.assertEqual(ans.status_strings,
+                             ["the gateway cannot check this request against its cluster now; retry later"])
             lines = [l for l in self.gw.log_lines() if l.get("event") == "shared_state_unavailable"]
             self.assertTrue(lines and "unreachable" in lines[-1]["reason"], lines)
         finally:
