@@ -832,26 +832,6 @@ static struct json_object *parse_json(struct gw_conf_ctx *pc, const char *json, 
     return root;
 }
 
-/*
- * As dirname(3), without touching |path|: the directory that holds the name of the last segment.
- * Trailing slashes belong to that segment ("/a/store/" is held by "/a", not by itself), and the
- * slashes between the directory and the segment to neither ("/a//b": "/a").
- */
-char *gw_conf_dir_of(const char *path)
-{
-    size_t end = strlen(path);
-
-    while (end > 1 && path[end - 1] == '/') /* the segment's trailing slashes */
-        end--;
-    while (end > 0 && path[end - 1] != '/') /* the segment */
-        end--;
-    if (end == 0)
-        return strdup(".");
-    while (end > 1 && path[end - 1] == '/') /* the slashes before it */
-        end--;
-    return strndup(path, end);
-}
-
 int gw_conf_check_owner(const char *key, const char *what, const char *path, const struct stat *st,
                         uid_t owner, char *err)
 {
@@ -1151,13 +1131,6 @@ int gw_conf_read(struct gw_conf_ctx *pc, const char *json, size_t len, const str
         rc = f.parse(pc, "$", root, dst, &f);
     json_object_put(root);
     return rc;
-}
-
-void gw_conf_free_strings(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
 }
 
 static int read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t min,

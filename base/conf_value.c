@@ -453,3 +453,30 @@ int gw_conf_p_url(struct gw_conf_ctx *pc, const char *path, struct json_object *
                             gw_conf_show(v, buf, sizeof(buf)));
     return (*(char **)gw_conf_at(base, f->off) = strdup(s)) != NULL ? 0 : GW_ERR_NOMEM;
 }
+
+/*
+ * As dirname(3), without touching |path|: the directory that holds the name of the last segment.
+ * Trailing slashes belong to that segment ("/a/store/" is held by "/a", not by itself), and the
+ * slashes between the directory and the segment to neither ("/a//b": "/a").
+ */
+char *gw_conf_dir_of(const char *path)
+{
+    size_t end = strlen(path);
+
+    while (end > 1 && path[end - 1] == '/') /* the segment's trailing slashes */
+        end--;
+    while (end > 0 && path[end - 1] != '/') /* the segment */
+        end--;
+    if (end == 0)
+        return strdup(".");
+    while (end > 1 && path[end - 1] == '/') /* the slashes before it */
+        end--;
+    return strndup(path, end);
+}
+
+void gw_conf_free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
