@@ -50,7 +50,21 @@ int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
     else
         gw_conf_bprintf(pc->err, GW_ERR_LEN, "%s: %s", pc->name, reason);
     ERR_clear_error();
+    pc->failed = GW_ERR_INVAL;
     return GW_ERR_INVAL;
+}
+
+int gw_conf_fail_as(struct gw_conf_ctx *pc, int rc, const char *path, const char *fmt, ...)
+{
+    char reason[GW_ERR_LEN];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    gw_conf_fail(pc, path, "%s", reason);
+    pc->failed = rc;
+    return rc;
 }
 
 /* After |s|'s leading scheme and "://" (RFC 3986 §3.1: a letter, then letters, digits, '+', '-', '.'), or
@@ -478,6 +492,7 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
         if (fpath != NULL)
             name_unopened(pc, file, named, sizeof(named));
         gw_conf_fail(pc, fpath, "cannot open%s: %s", named, strerror(why));
+        errno = why; /* a file not there yet is told apart by some (gw_conf_open_secret) */
         return -1;
     }
     /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
@@ -490,6 +505,7 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
     else
         return fd;
     close(fd);
+    errno = EINVAL;
     return -1;
 }
 
@@ -583,6 +599,7 @@ int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *f
                                "0640 to share it with the gateway's group)",
                      shown, (unsigned)(st.st_mode & 0777));
         close(fd);
+        errno = EINVAL;
         return -1;
     }
     if ((st.st_mode & (S_IRGRP | S_IWGRP)) != 0)

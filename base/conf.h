@@ -34,6 +34,11 @@ struct gw_conf_ctx {
     const char *name;     /* the file name errors start with */
     const char *base_dir; /* relative file names resolve against it */
     char *err;            /* GW_ERR_LEN bytes */
+    /* The class of the error in |err|: GW_ERR_INVAL, the file refused (gw_conf_fail; 0 where none was
+       said), unless gw_conf_fail_as said another: GW_ERR_UNAVAILABLE for what the system lacks at this
+       moment and another try may find (a PKCS#11 token not present yet, a token file another service
+       writes after boot), GW_ERR_NOMEM. */
+    int failed;
 };
 
 struct gw_conf_field;
@@ -95,9 +100,12 @@ struct gw_conf_enum {
 #define GW_CONF_OBJDEF(name, tbl, chk)                                                                       \
     static const struct gw_conf_obj name = {tbl, sizeof(tbl) / sizeof(tbl[0]), chk}
 
-/* Writes "<file>: <path>: <reason>" into the context's error buffer; returns GW_ERR_INVAL. */
+/* Writes "<file>: <path>: <reason>" into the context's error buffer; returns GW_ERR_INVAL, its class. */
 int gw_conf_fail(struct gw_conf_ctx *pc, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* gw_conf_fail of class |rc| (struct gw_conf_ctx's |failed|), which it returns. */
+int gw_conf_fail_as(struct gw_conf_ctx *pc, int rc, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* snprintf for text that is cut on purpose (errors, paths): truncation is the intended result. */
 void gw_conf_bprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Quotes a value for an error: its JSON text, cut to GW_CONF_SHOW_LEN bytes (|cap| >= GW_CONF_SHOW_BUF), with
@@ -270,14 +278,16 @@ int gw_conf_stat_written(const char *key, const char *file, uid_t owner, struct 
  * read or write is refused unread (every local account would hold, or choose, the secret); one its
  * group may read or write is opened with a warning (root:cmpgw 0640 lets the gateway's user read it
  * again at a reload), or refused too when |private|. Anything but a regular file (after symlinks) is
- * refused, a FIFO without blocking on it.
+ * refused, a FIFO without blocking on it. Where |file| could not be opened, errno says why (ENOENT: there
+ * is no such file); where it was refused once open, errno is EINVAL.
  */
 int gw_conf_open_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, bool private);
 
 /*
  * Reads secret |file| (at most |cap| bytes plus one trailing "\n" or "\r\n", which is removed) into
  * a new buffer of |cap| + 3 bytes: free it with OPENSSL_clear_free(buf, cap + 3). Refused or warned
- * of by its mode as gw_conf_open_secret says. Never quotes the content.
+ * of by its mode as gw_conf_open_secret says, errno ENOENT where there is no such file. Never quotes the
+ * content.
  */
 int gw_conf_read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *file, size_t cap,
                         unsigned char **out, size_t *out_len);

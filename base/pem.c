@@ -310,21 +310,21 @@ static int token_key(struct gw_conf_ctx *pc, const char *path, const char *uri, 
         return refuse_no_pin(pc, path, uri);
     memcpy(pin, pp->p, pp->len);
     pin[pp->len] = '\0';
-    *out = gw_pkcs11_load_key(uri, pin, why, sizeof(why));
+    rc = gw_pkcs11_load_key(uri, pin, out, why, sizeof(why));
     OPENSSL_cleanse(pin, sizeof(pin));
-    if (*out == NULL)
-        return gw_conf_fail(pc, path, "%s", why);
+    if (rc != 0) /* of its class: a token not present yet is not the file's (struct gw_conf_ctx) */
+        return gw_conf_fail_as(pc, rc, path, "%s", why);
     if (gw_pem_key_signs(*out, use, why, sizeof(why)))
         return 0;
     /* the default scheme failed above: whether it signs with PSS alone says which reason */
     if (use != GW_PEM_KEY_TLS && EVP_PKEY_is_a(*out, "RSA") &&
         signs_with(*out, RSA_PKCS1_PSS_PADDING, NULL, 0))
         rc = refuse_pss_only(pc, path, uri, use);
-    else
-        rc = gw_conf_fail(pc, path,
-                          "the key %s cannot sign in its token (gone, or lost and restored: restart; or "
-                          "not allowed to sign): %s",
-                          gw_conf_show_file(uri, shown, sizeof(shown)), why);
+    else /* a token gone since its keys were listed: another try may find it back */
+        rc = gw_conf_fail_as(pc, GW_ERR_UNAVAILABLE, path,
+                             "the key %s cannot sign in its token (gone, or lost and restored: restart; or "
+                             "not allowed to sign): %s",
+                             gw_conf_show_file(uri, shown, sizeof(shown)), why);
     EVP_PKEY_free(*out);
     *out = NULL;
     return rc;

@@ -161,13 +161,15 @@ static int tame(ENGINE *e, char *err, size_t cap)
 /*
  * The engine, initialised for |module|, with a functional reference the caller gives back with
  * ENGINE_finish unless the key it loads is kept (keep_engine). Called with |lock| held. Names from the
- * configuration are quoted as gw_conf_show_file quotes them, here as everywhere else.
+ * configuration are quoted as gw_conf_show_file quotes them, here as everywhere else. NULL with the
+ * reason in |err| and *|rc| its class (gw_pkcs11_load_key): a second module is the configuration's.
  */
-static ENGINE *engine_for(const char *module, char *err, size_t cap)
+static ENGINE *engine_for(const char *module, int *rc, char *err, size_t cap)
 {
     char shown[GW_ERR_LEN], used[GW_ERR_LEN];
     ENGINE *e;
 
+    *rc = GW_ERR_UNAVAILABLE;
     gw_conf_show_file(module[0] != '\0' ? module : "(default)", shown, sizeof(shown));
     if (engine != NULL && strcmp(module, engine_module) == 0) {
         if (ENGINE_init(engine) == 1)
@@ -175,6 +177,7 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
         snprintf(err, cap, "PKCS#11 module %s cannot be used again", shown);
         return NULL;
     }
+    *rc = GW_ERR_INVAL;
     if (engine != NULL) {
         snprintf(
             err, cap, "PKCS#11 module %s: this process already uses %s (one module per process)", shown,
@@ -187,6 +190,7 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
                  gw_conf_show_file(engine_tried, used, sizeof(used)));
         return NULL;
     }
+    *rc = GW_ERR_UNAVAILABLE; /* the system's from here: what is installed, and what loads */
     /* the structural reference is kept for the life of the process, the engine's library loaded once:
        libp11 keeps its methods in statics of that library, as good as leaked were it unloaded at exit */
     if (libp11 == NULL && (libp11 = ENGINE_by_id("pkcs11")) == NULL) {
@@ -195,8 +199,11 @@ static ENGINE *engine_for(const char *module, char *err, size_t cap)
         return NULL;
     }
     e = libp11;
-    if (tame(e, err, cap) != 0)
+    if ((*rc = tame(e, err, cap)) != 0) {
+        *rc = *rc == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
         return NULL;
+    }
+    *rc = GW_ERR_UNAVAILABLE;
     if ((module[0] != '\0' && ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) != 1) ||
         ENGINE_init(e) != 1) {
         snprintf(err, cap, "PKCS#11 module %s cannot be loaded", shown);
@@ -243,13 +250,18 @@ static const char *login_refusal(void)
     return NULL;
 }
 
-/* The key |path| of the token through |e|, logged in with |pin|; NULL with the reason in |err|. */
-static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *err, size_t cap)
+/*
+ * The key |path| of the token through |e|, logged in with |pin|; NULL with the reason in |err| and *|rc|
+ * its class: the token's refusal of the PIN is the configuration's, no token or no key there may be the
+ * system's at this moment (a token not enumerated yet).
+ */
+static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, int *rc, char *err, size_t cap)
 {
     char shown[GW_ERR_LEN];
     const char *refusal;
     EVP_PKEY *key;
 
+    *rc = GW_ERR_UNAVAILABLE;
     ERR_clear_error();
     /* each load sets its own PIN: libp11 logs in to any token with the last one it was given */
     if (ENGINE_ctrl_cmd_string(e, "PIN", pin, 0) != 1) {
@@ -259,10 +271,14 @@ static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *er
     key = ENGINE_load_private_key(e, path, no_prompt, NULL);
     if (key == NULL) {
         gw_conf_show_file(path, shown, sizeof(shown));
-        if ((refusal = login_refusal()) != NULL)
+        if ((refusal = login_refusal()) != NULL) {
             snprintf(err, cap, "cannot log in to the token of %s: %s", shown, refusal);
-        else
+            *rc = GW_ERR_INVAL;
+        } else {
             snprintf(err, cap, "no private key %s in the token (or the PIN is wrong)", shown);
+        }
+    } else {
+        *rc = 0;
     }
     /*
      * libp11 keeps the engine's copy of the PIN until the engine is destroyed, which it never is here:
@@ -273,30 +289,32 @@ static EVP_PKEY *load_key(ENGINE *e, const char *path, const char *pin, char *er
     return key;
 }
 
-EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap)
+int gw_pkcs11_load_key(const char *uri, const char *pin, EVP_PKEY **out, char *err, size_t cap)
 {
     char path[GW_PKCS11_MAX_URI], module[GW_PKCS11_MAX_URI], why[GW_ERR_LEN], shown[GW_ERR_LEN];
-    EVP_PKEY *key = NULL;
     void *handle = NULL;
     ENGINE *e;
+    int rc = GW_ERR_UNAVAILABLE;
 
+    *out = NULL;
     if (split_uri(uri, path, module, err, cap) != 0)
-        return NULL;
+        return GW_ERR_INVAL;
     if (pin == NULL) {
         snprintf(err, cap, "a key in a PKCS#11 token needs its user PIN");
-        return NULL;
+        return GW_ERR_INVAL;
     }
     pthread_mutex_lock(&lock);
+    /* a module not there: not installed yet, or on a file system not mounted yet */
     if (engine == NULL && module[0] != '\0' && (handle = open_module(module, why, sizeof(why))) == NULL)
         snprintf(err, cap, "PKCS#11 module %s cannot be loaded: %s",
                  gw_conf_show_file(module, shown, sizeof(shown)), why);
-    else if ((e = engine_for(module, err, cap)) != NULL) {
-        key = load_key(e, path, pin, err, cap);
-        keep_engine(e, module, key != NULL);
+    else if ((e = engine_for(module, &rc, err, cap)) != NULL) {
+        *out = load_key(e, path, pin, &rc, err, cap);
+        keep_engine(e, module, *out != NULL);
     }
     if (handle != NULL)
         dlclose(handle);
     pthread_mutex_unlock(&lock);
     ERR_clear_error();
-    return key;
+    return rc;
 }

@@ -25,13 +25,17 @@ bool gw_pkcs11_is_uri(const char *s);
 int gw_pkcs11_check_uri(const char *uri, char *err, size_t cap);
 
 /*
- * gw_pkcs11_load_key returns the private key |uri| names, logged in with |pin| (NUL-terminated; NULL is
- * refused before the token is asked: libp11 would log in with the PIN of an earlier load, another
+ * gw_pkcs11_load_key loads the private key |uri| names into *|out|, logged in with |pin| (NUL-terminated;
+ * NULL is refused before the token is asked: libp11 would log in with the PIN of an earlier load, another
  * token's, or ask for one). Nothing is ever prompted for, nor written to stderr. The module is the
  * process's once a key loaded from it; one that fails to load, or loads no key, is not. Signing with it
- * happens in the token. NULL with a one-line reason in |err| (|cap| bytes): a PIN the token refused
- * says so ("PIN incorrect", "PIN locked"). Any thread.
+ * happens in the token. 0, or an error with a one-line reason in |err| (|cap| bytes) and *|out| NULL:
+ * GW_ERR_INVAL where the configuration is at fault and no retry mends it (a URI refused, no PIN, a PIN the
+ * token refused, which it says: "PIN incorrect", "PIN locked"; a second module); GW_ERR_UNAVAILABLE where
+ * the system may lack at this moment what another try finds (a module that will not load, no token of
+ * that label, USB not enumerated or a network HSM not reachable yet, no such key in it: a try with the
+ * right PIN spends none of the token's tries); GW_ERR_NOMEM. Any thread.
  */
-EVP_PKEY *gw_pkcs11_load_key(const char *uri, const char *pin, char *err, size_t cap);
+int gw_pkcs11_load_key(const char *uri, const char *pin, EVP_PKEY **out, char *err, size_t cap);
 
 #endif

@@ -636,9 +636,10 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     return routes_init(cfg);
 }
 
-/* gw_config_parse, for a reload of the gateway |run| says runs (NULL: not a reload). */
+/* gw_config_parse, for a reload of the gateway |run| says runs (NULL: not a reload); *|failed| the class of
+   a failure (struct gw_conf_ctx). */
 static struct gw_config *parse(const char *json, size_t len, const char *base_dir, const char *name,
-                               const struct gw_config_running *run, char *err)
+                               const struct gw_config_running *run, int *failed, char *err)
 {
     char errbuf[GW_ERR_LEN];
     struct gw_conf_ctx pc = {
@@ -647,12 +648,14 @@ static struct gw_config *parse(const char *json, size_t len, const char *base_di
     int rc = GW_ERR_NOMEM;
 
     pc.err[0] = '\0';
+    *failed = 0;
     if ((cfg = calloc(1, sizeof(*cfg))) != NULL && run != NULL)
         cfg->running = *run;
     if (cfg != NULL && (rc = gw_conf_read(&pc, json, len, &top_def, cfg)) == 0)
         return cfg;
     if (rc == GW_ERR_NOMEM)
-        gw_conf_fail(&pc, NULL, "out of memory");
+        gw_conf_fail_as(&pc, GW_ERR_NOMEM, NULL, "out of memory");
+    *failed = pc.failed != 0 ? pc.failed : GW_ERR_INVAL;
     gw_config_free(cfg);
     return NULL;
 }
@@ -660,10 +663,12 @@ static struct gw_config *parse(const char *json, size_t len, const char *base_di
 struct gw_config *gw_config_parse(const char *json, size_t len, const char *base_dir, const char *name,
                                   char *err)
 {
-    return parse(json, len, base_dir, name, NULL, err);
+    int failed;
+
+    return parse(json, len, base_dir, name, NULL, &failed, err);
 }
 
-static struct gw_config *load(const char *path, const struct gw_config_running *run, char *err)
+static struct gw_config *load(const char *path, const struct gw_config_running *run, int *failed, char *err)
 {
     char errbuf[GW_ERR_LEN];
     struct gw_conf_ctx pc = {.name = path, .err = err != NULL ? err : errbuf};
@@ -672,18 +677,19 @@ static struct gw_config *load(const char *path, const struct gw_config_running *
     size_t len = 0;
 
     pc.err[0] = '\0';
+    *failed = GW_ERR_INVAL;
     if ((buf = gw_conf_read_file(&pc, path, &len)) == NULL)
         goto out;
     if ((dir = gw_conf_dir_of(path)) == NULL) {
-        gw_conf_fail(&pc, NULL, "out of memory");
+        *failed = gw_conf_fail_as(&pc, GW_ERR_NOMEM, NULL, "out of memory");
         goto out;
     }
-    if ((cfg = parse(buf, len, dir, path, run, pc.err)) == NULL)
+    if ((cfg = parse(buf, len, dir, path, run, failed, pc.err)) == NULL)
         goto out;
     if ((cfg->path = strdup(path)) == NULL) {
         gw_config_free(cfg);
         cfg = NULL;
-        gw_conf_fail(&pc, NULL, "out of memory");
+        *failed = gw_conf_fail_as(&pc, GW_ERR_NOMEM, NULL, "out of memory");
     }
 out:
     free(dir);
@@ -693,12 +699,17 @@ out:
 
 struct gw_config *gw_config_load(const char *path, char *err)
 {
-    return load(path, NULL, err);
+    int failed;
+
+    return load(path, NULL, &failed, err);
 }
 
-struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, char *err)
+struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, int *failed,
+                                   char *err)
 {
-    return load(path, run, err);
+    int why;
+
+    return load(path, run, failed != NULL ? failed : &why, err);
 }
 
 /* ---- free and lookups --------------------------------------------------------------------- */

@@ -127,8 +127,12 @@ struct gw_config {
  * gw_config_reload is gw_config_load for a reload of a running gateway, which keeps what |run| says of
  * it (restart-only keys): the hand-over's count of listening sockets is judged with the loop threads
  * that run and the hand-over socket that is served, not with the file's. |run| NULL: gw_config_load.
+ * NULL on failure with *|failed| (|failed| may be NULL) its class: GW_ERR_INVAL for the file refused,
+ * GW_ERR_UNAVAILABLE for what the system lacks at this moment and another try may find (a PKCS#11 token
+ * not present yet, a Vault token_file not written yet), GW_ERR_NOMEM (struct gw_conf_ctx's |failed|).
  */
-struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, char *err);
+struct gw_config *gw_config_reload(const char *path, const struct gw_config_running *run, int *failed,
+                                   char *err);
 
 /*
  * gw_config_load reads, validates and loads the file at |path|. Returns a new snapshot or NULL

@@ -39,21 +39,21 @@ struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const st
     g->id = prev != NULL ? prev->id + 1 : 1;
     g->loaded = time(NULL);
     atomic_init(&g->refs, 0);
-    /* the file and what it names; then the upstreams, whose failures are their sections' (a role asking
-       more than its upstream does, a CA key that does not match, a store, a token file) */
-    *refused = true;
-    if ((g->cfg = gw_config_reload(path, run, err)) == NULL)
+    /* each step gives the class of its failure: the file and what it names (a token not present yet is
+       not the file's), the upstreams (a role asking more than its upstream does, a CA key that does not
+       match, a store: refused; a token file not written yet, out of memory: not), the engine */
+    if ((g->cfg = gw_config_reload(path, run, &rc, err)) == NULL)
         goto fail;
     gw_config_cmp_settings(g->cfg, &settings);
     if ((g->ups = gw_upstream_set_new(g->cfg->upstreams, g->cfg->n_upstreams, g->cfg->roles, g->cfg->n_roles,
-                                      &g->cfg->upstream_signer, end, err)) == NULL)
+                                      &g->cfg->upstream_signer, end, &rc, err)) == NULL)
         goto fail;
-    g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, &rc, err);
-    *refused = rc == GW_ERR_INVAL;
-    if (g->engine == NULL)
+    if ((g->engine = gw_cmp_engine_new(&settings, g->ups, prev != NULL ? prev->engine : NULL, &rc, err)) ==
+        NULL)
         goto fail;
     return g;
 fail:
+    *refused = rc == GW_ERR_INVAL;
     gw_gen_free(g);
     return NULL;
 }

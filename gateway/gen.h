@@ -56,8 +56,9 @@ struct gw_gen {
  * (gw_upstream_set_new; NULL: none), which a stop sets. NULL with |err| on failure (the error names
  * the JSON path), and *|refused| true where the configuration itself is refused, as `cmpgw check` would
  * refuse it (the file, what it names, a role its upstream cannot serve, the audit log, the revoked file:
- * no retry mends it), false where another try may succeed (the shared state's Redis unreachable or
- * refusing, out of memory where the engine or the generation runs out of it).
+ * no retry mends it), false where another try may succeed (what the system lacks at this moment: a
+ * PKCS#11 token not present yet, a Vault token_file not written yet, the shared state's Redis unreachable
+ * or refusing; out of memory).
  */
 struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
                            const _Atomic uint64_t *end, bool *refused, char *err);

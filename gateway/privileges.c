@@ -39,18 +39,23 @@ int gw_not_dumpable(void)
     return -1;
 }
 
-/* Becomes |cfg|'s user and group for good (the process is root). 0, or an error with the reason logged:
-   GW_ERR_INVAL for a user or group the system does not have (`cmpgw check` refuses it too). */
+/*
+ * Becomes |cfg|'s user and group for good (the process is root). 0, or an error with the reason logged:
+ * GW_ERR_INVAL for a user or group the system does not have (`cmpgw check` refuses it too); the lookup's
+ * own error where it could not be made (GW_ERR_IO: NSS, sssd or LDAP not answering yet at boot;
+ * GW_ERR_NOMEM), which another try may mend.
+ */
 static int become_user(const struct gw_config *cfg)
 {
     char err[GW_ERR_LEN];
     uid_t uid;
     gid_t gid;
+    int rc;
 
-    if (gw_user_ids(cfg->user, &uid, &gid, err) != 0 ||
-        (cfg->group != NULL && gw_group_id(cfg->group, &gid, err) != 0)) {
+    if ((rc = gw_user_ids(cfg->user, &uid, &gid, err)) != 0 ||
+        (cfg->group != NULL && (rc = gw_group_id(cfg->group, &gid, err)) != 0)) {
         gw_log(GW_LOG_ERROR, "privileges", "%s", err);
-        return GW_ERR_INVAL;
+        return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc;
     }
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));

@@ -21,7 +21,7 @@ const char *gw_root_refusal(const struct gw_config *cfg);
  * user's reach. 0, or an error with the reason logged, and the start stops: GW_ERR_INVAL where the
  * configuration is what stops it, as `cmpgw check` would (root without "user" nor "run_as_root", a user
  * or group the system does not have, a file the user cannot reach), another where the change of user
- * failed.
+ * failed or the user or group could not be looked up (NSS not answering: another try may mend it).
  */
 int gw_drop_privileges(const struct gw_config *cfg);
 

@@ -126,19 +126,22 @@ void gw_sign_result_cleanup(struct gw_sign_result *r)
     gw_sign_result_init(r);
 }
 
-/* gw_upstream_new_ops whose adapter's start ends by *end as well (its init; NULL: none). */
+/* gw_upstream_new_ops whose adapter's start ends by *end as well (its init; NULL: none); *|rc| the class of
+   a failure, the adapter's own (gw_upstream_set_new). */
 static struct gw_upstream *new_until(const struct gw_upstream_conf *conf, const struct gw_upstream_ops *ops,
                                      const struct gw_upstream_signer *signer, const _Atomic uint64_t *end,
-                                     char *err)
+                                     int *rc, char *err)
 {
     struct gw_upstream *up = NULL;
 
+    *rc = GW_ERR_INVAL;
     if (conf == NULL || ops == NULL || ops->sign == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", gw_upstream_conf_name(conf));
         goto fail;
     }
     if ((up = calloc(1, sizeof(*up))) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
+        *rc = GW_ERR_NOMEM;
         goto fail;
     }
     up->conf = conf;
@@ -149,10 +152,12 @@ static struct gw_upstream *new_until(const struct gw_upstream_conf *conf, const 
     atomic_init(&up->inflight, 0);
     if ((up->cas = gw_upstream_conf_issuing_cas(conf)) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
+        *rc = GW_ERR_NOMEM;
         goto fail;
     }
-    if (ops->init != NULL && ops->init(up, end, err) != 0)
+    if (ops->init != NULL && (*rc = ops->init(up, end, err)) != 0)
         goto fail;
+    *rc = 0;
     return up;
 fail:
     if (up != NULL) { /* init failed: nothing else to clean up */
@@ -167,25 +172,30 @@ struct gw_upstream *gw_upstream_new_ops(const struct gw_upstream_conf *conf,
                                         const struct gw_upstream_ops *ops,
                                         const struct gw_upstream_signer *signer, char *err)
 {
-    return new_until(conf, ops, signer, NULL, err);
+    int rc;
+
+    return new_until(conf, ops, signer, NULL, &rc, err);
 }
 
-/* gw_upstream_new whose adapter's start ends by *end as well (NULL: none). */
+/* gw_upstream_new whose adapter's start ends by *end as well (NULL: none); *|rc| as new_until's. */
 static struct gw_upstream *upstream_new_until(const struct gw_upstream_conf *conf,
                                               const struct gw_upstream_signer *signer,
-                                              const _Atomic uint64_t *end, char *err)
+                                              const _Atomic uint64_t *end, int *rc, char *err)
 {
     if (conf == NULL || conf->ops == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: no adapter", gw_upstream_conf_name(conf));
+        *rc = GW_ERR_INVAL;
         return NULL;
     }
-    return new_until(conf, conf->ops, signer, end, err);
+    return new_until(conf, conf->ops, signer, end, rc, err);
 }
 
 struct gw_upstream *gw_upstream_new(const struct gw_upstream_conf *conf,
                                     const struct gw_upstream_signer *signer, char *err)
 {
-    return upstream_new_until(conf, signer, NULL, err);
+    int rc;
+
+    return upstream_new_until(conf, signer, NULL, &rc, err);
 }
 
 /* gw_upstream_free, waiting for calls in flight up to |until_ms| (gw_now_ms) at most. */
@@ -742,27 +752,31 @@ struct gw_upstream_set {
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
                                             const struct gw_upstream_signer *signer,
-                                            const _Atomic uint64_t *end, char *err)
+                                            const _Atomic uint64_t *end, int *rc, char *err)
 {
     struct gw_upstream_set *set;
+    int why, *code = rc != NULL ? rc : &why;
     size_t i;
 
+    *code = GW_ERR_NOMEM;
     if ((set = calloc(1, sizeof(*set))) == NULL)
         goto nomem;
+    *code = 0;
     if (n == 0)
         return set;
     if ((set->ups = calloc(n, sizeof(*set->ups))) == NULL)
         goto nomem;
     for (i = 0; i < n_roles; i++)
-        if (gw_upstream_check_role(roles[i].upstream, &roles[i], err) != 0)
+        if ((*code = gw_upstream_check_role(roles[i].upstream, &roles[i], err)) != 0)
             goto fail;
     for (i = 0; i < n; i++) {
-        if ((set->ups[i] = upstream_new_until(&confs[i], signer, end, err)) == NULL)
+        if ((set->ups[i] = upstream_new_until(&confs[i], signer, end, code, err)) == NULL)
             goto fail;
         set->n++;
     }
     return set;
 nomem:
+    *code = GW_ERR_NOMEM;
     snprintf(err, GW_ERR_LEN, "upstreams: out of memory");
 fail:
     gw_upstream_set_free(set);

@@ -304,12 +304,16 @@ const struct gw_upstream_conf *gw_upstream_delegated_for(const struct gw_role *r
 
 /* The upstreams of a config snapshot (|confs|, borrowed), by name; every role is checked with
  * gw_upstream_check_role. What an adapter asks of its upstream as it starts ends by *end as well
- * (gw_now_ms; NULL or 0: none), which its caller may set while it runs (a stop during a reload). */
+ * (gw_now_ms; NULL or 0: none), which its caller may set while it runs (a stop during a reload). NULL
+ * with |err| on failure and *|rc| (|rc| may be NULL) its class, the adapter's own: GW_ERR_INVAL for what
+ * the configuration asks (a role its upstream cannot serve, a CA key that does not match, a store),
+ * GW_ERR_UNAVAILABLE for what the system lacks at this moment (a token_file not written yet),
+ * GW_ERR_NOMEM. */
 struct gw_upstream_set;
 struct gw_upstream_set *gw_upstream_set_new(const struct gw_upstream_conf *confs, size_t n,
                                             const struct gw_role *roles, size_t n_roles,
                                             const struct gw_upstream_signer *signer,
-                                            const _Atomic uint64_t *end, char *err);
+                                            const _Atomic uint64_t *end, int *rc, char *err);
 /* gw_upstream_set_free frees every upstream of |set|; false if one was left alive (gw_upstream_free).
  * gw_upstream_set_free_until waits for their calls in flight until |until_ms| (gw_now_ms), all told. */
 bool gw_upstream_set_free(struct gw_upstream_set *set);

@@ -869,6 +869,7 @@ static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     const struct gw_vault_conf *vc = conf->impl;
     struct vault *v;
+    int rc = GW_ERR_INVAL;
 
     (void)end; /* nothing it does as it starts waits for its upstream */
     if ((v = calloc(1, sizeof(*v))) == NULL) {
@@ -891,9 +892,12 @@ static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
         vault_set_err(err, "upstream %s: mount %.64s is not a plain path", conf->name, v->mount);
         goto fail;
     }
+    /* a token file removed since the load: not written again yet, the system's (gw_vault_conf_check) */
     if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
-        vault_read_token_file(vc->token_file, &v->token, err) != 0)
+        vault_read_token_file(vc->token_file, &v->token, err) != 0) {
+        rc = errno == ENOENT ? GW_ERR_UNAVAILABLE : GW_ERR_INVAL;
         goto fail;
+    }
     if (vc->auth_cert_mount != NULL && !safe_segment(vc->auth_cert_mount)) {
         vault_set_err(err, "upstream %s: auth cert mount %.64s is not a plain name", conf->name,
                       vc->auth_cert_mount);
@@ -905,7 +909,7 @@ static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     return 0;
 fail:
     vault_free(v);
-    return GW_ERR_INVAL;
+    return rc;
 }
 
 static void vault_cleanup(struct gw_upstream *up)

@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "upstream/upstream_int.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,21 +52,29 @@ static const struct gw_conf_names names_mount = {
 static const struct gw_conf_names names_namespace = {
     namespace_ok, "a namespace like \"ns1/ns2/\" ([A-Za-z0-9._-] segments)"};
 
-/* A file the gateway reads later (a token): readable now, and a secret by its mode (gw_conf_open_secret). */
-static int check_readable(struct gw_conf_ctx *pc, const char *fpath, const char *file)
+/*
+ * The token file: readable now, and a secret by its mode (gw_conf_open_secret). One that is not there
+ * yet is the system's, not the configuration's: Vault Agent writes it once it has logged in, which may
+ * be after the gateway's start at boot (GW_ERR_UNAVAILABLE: a start exits 1 and is tried again).
+ */
+static int check_token_file(struct gw_conf_ctx *pc, const char *fpath, const char *file)
 {
     int fd = gw_conf_open_secret(pc, fpath, file, false);
 
-    if (fd < 0)
-        return GW_ERR_INVAL;
-    close(fd);
-    return 0;
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno == ENOENT)
+        pc->failed = GW_ERR_UNAVAILABLE;
+    return pc->failed;
 }
 
 int gw_vault_conf_check(struct gw_conf_ctx *pc, const char *path, struct gw_upstream_conf *uc)
 {
     struct gw_vault_conf *u = uc->impl;
     char kpath[GW_CONF_PATH_LEN];
+    int rc;
 
     if ((u->token_file != NULL) == (u->auth_cert_mount != NULL))
         return gw_conf_fail(pc, path, "a vault upstream needs exactly one of \"token_file\" and \"auth\"");
@@ -74,8 +83,8 @@ int gw_vault_conf_check(struct gw_conf_ctx *pc, const char *path, struct gw_upst
         return gw_conf_fail(
             pc, kpath, "cert auth logs in with the client certificate: set \"tls_cert\" and \"tls_key\"");
     gw_conf_join_key(kpath, path, "token_file");
-    if (u->token_file != NULL && check_readable(pc, kpath, u->token_file) != 0)
-        return GW_ERR_INVAL;
+    if (u->token_file != NULL && (rc = check_token_file(pc, kpath, u->token_file)) != 0)
+        return rc;
     if (u->mount == NULL && (u->mount = strdup("pki")) == NULL)
         return GW_ERR_NOMEM;
     return 0;

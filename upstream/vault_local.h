@@ -70,7 +70,8 @@ void vault_set_err(char *err, const char *fmt, ...) __attribute__((format(printf
 /* Wipes and frees a token (or a header that holds one); NULL-safe. */
 void vault_free_token(char *t);
 
-/* The token of |path| into a new *out (vault_free_token): 0, or a gw_err with |err|. */
+/* The token of |path| into a new *out (vault_free_token): 0, or a gw_err with |err|, errno ENOENT where there
+   is no such file. */
 int vault_read_token_file(const char *path, char **out, char *err);
 
 /* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */

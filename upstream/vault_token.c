@@ -6,6 +6,7 @@
  * guarantee nothing happened (403 with a new token, 412, 429, 503; for a sign, only Vault's own:
  * vault_send_again). The token never reaches a log, not even quoted by an answer.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,10 +47,12 @@ int vault_read_token_file(const char *path, char **out, char *err)
 
     /* |err| reaches the client: the file's path and mode go to the log only */
     if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
+        int e = errno; /* ENOENT: not written yet (vault_init) */
         gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
         vault_set_err(err,
                       "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "
                       "says which)");
+        errno = e;
         return GW_ERR_IO;
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))

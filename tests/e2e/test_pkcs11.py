@@ -298,6 +298,23 @@ class WrongPin(unittest.TestCase):
             self.assertIsInstance(json.loads(line), dict, line)
 
 
+class TokenAbsent(unittest.TestCase):
+
+    def test_retried_at_start(self):
+        """A key whose token is not there (no token of its label: USB not enumerated yet, pcscd not running, a
+        network HSM not reachable at boot) exits 1, which the unit restarts: another try may find it, and one
+        with the right PIN spends none of the token's tries. It exited 78, and the service stayed down."""
+        def edit(cfg, gw):
+            make_token(gw.dir)
+            use_token(cfg)
+            cfg["listeners"][0]["tls"]["key"] = uri("server").replace("token=cmpgw;", "token=cmpgw-absent;")
+        rc, text = harness.refused_start(edit)
+        self.assertEqual(rc, 1, text)
+        self.assertIn("$.listeners[0].tls.key", text)
+        self.assertIn("no private key pkcs11:token=cmpgw-absent;object=server", text)
+        self.assertNotIn(PIN, text)
+
+
 class PinInUri(unittest.TestCase):
     """RFC 7512 has "pin-value" in the query; libp11 logs in with one among the path attributes too. Either
     is refused before the token is asked, and the PIN is quoted nowhere."""
@@ -309,7 +326,7 @@ class PinInUri(unittest.TestCase):
             cfg["listeners"][0]["tls"]["key"] = key
             del cfg["listeners"][0]["tls"]["key_passphrase_file"]
         rc, text = harness.refused_start(edit)
-        self.assertNotEqual(rc, 0)
+        self.assertEqual(rc, 78, text)  # the configuration's, as a wrong PIN
         self.assertIn("$.listeners[0].tls.key", text)
         self.assertIn("a PIN in the PKCS#11 URI is refused", text)
         self.assertNotIn(PIN, text)

@@ -227,6 +227,65 @@ class ExitStatus(unittest.TestCase):
         check = self.check(gw)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
+    @staticmethod
+    def vault_upstream(cfg):
+        """A vault upstream whose token_file is vault.token of the work dir: the start fails before it asks
+        Vault anything."""
+        cfg["upstreams"]["vault"] = {"type": "vault", "url": "https://127.0.0.1:%d" % harness.free_port(),
+                                     "tls_ca": "ca.pem", "issuer_ca": "ca.pem", "token_file": "vault.token"}
+
+    def test_vault_token_file_missing_exits_1(self):
+        """A token_file not there at start is not written yet (Vault Agent writes it once it has logged in,
+        perhaps after the gateway's start at boot): 1, which the unit restarts until it is. It exited 78, and
+        the service stayed down. `cmpgw check` refuses it still: the file it checks is not whole."""
+        gw = harness.Gateway(self.tmp / "pki", lambda cfg, gw: self.vault_upstream(cfg))
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 1, err)
+        self.assertIn("$.upstreams.vault.token_file", err)
+        self.assertIn("No such file or directory", err)
+        check = self.check(gw)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
+
+    def test_vault_token_file_open_to_others_exits_78(self):
+        """The twin: a token_file there that others may read is refused for good, as before."""
+        gw = harness.Gateway(self.tmp / "pki", lambda cfg, gw: self.vault_upstream(cfg))
+        (gw.dir / "vault.token").write_text("hvs.CAESIGatewayTokenForE2E\n")
+        (gw.dir / "vault.token").chmod(0o644)
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertIn("readable or writable by others", err)
+
+    @staticmethod
+    def as_user(name):
+        def edit(cfg, gw):
+            cfg.pop("run_as_root", None)
+            cfg["user"] = name
+        return edit
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root: only root changes its user")
+    def test_unknown_user_exits_78(self):
+        """A "user" the system does not have: no retry mends it."""
+        gw = harness.Gateway(self.tmp / "pki", self.as_user("cmpgw-e2e-no-such-user"))
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertIn('unknown user \\"cmpgw-e2e-no-such-user\\"', err)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare") and not os.path.exists("/etc/hesiod.conf")
+                         and subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0,
+                         "needs root, a mount namespace (unshare, util-linux) and no /etc/hesiod.conf")
+    def test_user_lookup_failing_exits_1(self):
+        """The twin: the user's lookup that fails (NSS's directory service not answering, as sssd or LDAP at
+        boot; here hesiod without its configuration, in a mount namespace of the gateway's own) is not an
+        unknown user, and another try may mend it: 1, which the unit restarts. It exited 78."""
+        gw = harness.Gateway(self.tmp / "pki", self.as_user("cmpgw-e2e-no-such-user"))
+        nss = self.tmp / "nsswitch.conf"
+        nss.write_text("passwd: hesiod\ngroup: hesiod\n")
+        p = subprocess.run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/nsswitch.conf && '
+                            'exec "$1" -c "$2"', str(nss), str(harness.GATEWAY_BIN), str(gw.config_path)],
+                           cwd=gw.dir, capture_output=True, text=True, timeout=60, env=gw.env())
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn('cannot look up user \\"cmpgw-e2e-no-such-user\\"', p.stderr)
+
 
 class Unit(unittest.TestCase):
 

@@ -135,7 +135,7 @@ static inline void fuzz_engine_init(void)
     }
     gw_config_cmp_settings(fz.cfg, &settings);
     if ((fz.ups = gw_upstream_set_new(fz.cfg->upstreams, fz.cfg->n_upstreams, fz.cfg->roles, fz.cfg->n_roles,
-                                      &fz.cfg->upstream_signer, NULL, err)) == NULL ||
+                                      &fz.cfg->upstream_signer, NULL, NULL, err)) == NULL ||
         (fz.engine = gw_cmp_engine_new(&settings, fz.ups, NULL, NULL, err)) == NULL)
         fuzz_die("engine: %s", err);
     gw_cmp_engine_set_clock(fz.engine, fuzz_clock);

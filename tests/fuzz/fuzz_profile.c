@@ -84,7 +84,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     json_object_put(root);
     free(demo);
     if ((ups = gw_upstream_set_new(cfg->upstreams, cfg->n_upstreams, cfg->roles, cfg->n_roles,
-                                   &cfg->upstream_signer, NULL, err)) == NULL)
+                                   &cfg->upstream_signer, NULL, NULL, err)) == NULL)
         fuzz_die("upstreams: %s", err);
     /* the engine's store for a local issuer (cmp_policy.c): its own certificate is the anchor */
     local = gw_upstream_get0_conf(gw_upstream_set_get0(ups, "local"));

@@ -331,7 +331,7 @@ static void env_start_after(struct env *e, struct gw_cmp_engine *prev)
     char err[GW_ERR_LEN] = "";
 
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
-                                      &e->cfg->upstream_signer, NULL, err)) == NULL)
+                                      &e->cfg->upstream_signer, NULL, NULL, err)) == NULL)
         fail_msg("upstreams: %s", err);
     if ((e->engine = engine_after(e->cfg, e->ups, prev, err)) == NULL)
         fail_msg("engine: %s", err);
@@ -5927,7 +5927,7 @@ static void test_audit_unopenable(void **state)
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(dir); /* a directory */
     assert_non_null(e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
-                                                 e->cfg->n_roles, &e->cfg->upstream_signer, NULL, err));
+                                                 e->cfg->n_roles, &e->cfg->upstream_signer, NULL, NULL, err));
     assert_null(engine_new(e->cfg, e->ups, err));
     assert_non_null(strstr(err, "CMP engine"));
     free(e->cfg->audit.file);
@@ -5944,7 +5944,7 @@ static void audit_refused(struct env *e, const char *want)
     char err[GW_ERR_LEN] = "";
 
     assert_non_null(ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles,
-                                              e->cfg->n_roles, &e->cfg->upstream_signer, NULL, err));
+                                              e->cfg->n_roles, &e->cfg->upstream_signer, NULL, NULL, err));
     if (engine_new(e->cfg, ups, err) != NULL || strstr(err, want) == NULL)
         fail_msg("audit.file not refused with \"%s\": \"%s\"", want, err);
     gw_upstream_set_free(ups);

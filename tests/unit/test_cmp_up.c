@@ -721,7 +721,7 @@ static void run_open_up(struct run *r, const char *up)
     if (r->cfg == NULL)
         fail_msg("%s", err);
     if ((r->set = gw_upstream_set_new(r->cfg->upstreams, r->cfg->n_upstreams, r->cfg->roles, r->cfg->n_roles,
-                                      &r->cfg->upstream_signer, NULL, err)) == NULL)
+                                      &r->cfg->upstream_signer, NULL, NULL, err)) == NULL)
         fail_msg("%s", err);
     assert_non_null(r->up = gw_upstream_set_get0(r->set, "up"));
 }

@@ -167,7 +167,7 @@ static struct env *env_new(const char *role_extra, const char *top_extra)
     free(e->cfg->audit.file);
     e->cfg->audit.file = strdup(e->audit_path);
     if ((e->ups = gw_upstream_set_new(e->cfg->upstreams, e->cfg->n_upstreams, e->cfg->roles, e->cfg->n_roles,
-                                      &e->cfg->upstream_signer, NULL, err)) == NULL)
+                                      &e->cfg->upstream_signer, NULL, NULL, err)) == NULL)
         fail_msg("upstreams: %s", err);
     gw_config_cmp_settings(e->cfg, &settings);
     if ((e->engine = gw_cmp_engine_new(&settings, e->ups, NULL, NULL, err)) == NULL)

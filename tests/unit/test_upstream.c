@@ -1209,21 +1209,24 @@ static void test_upstream_set(void **state)
     struct gw_config cfg = {.upstreams = ups, .n_upstreams = 2};
     struct gw_upstream_set *set;
     char err[GW_ERR_LEN];
+    int rc = 0;
 
     (void)state;
     conf_init(&ups[0], "a", ca, ca_key, root);
     conf_init(&ups[1], "b", ed_ca, ed_ca_key, NULL);
-    assert_non_null(
-        set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, NULL, err));
+    assert_non_null(set = gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL,
+                                              NULL, NULL, err));
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "a")), &ups[0]);
     assert_ptr_equal(gw_upstream_get0_conf(gw_upstream_set_get0(set, "b")), &ups[1]);
     assert_null(gw_upstream_set_get0(set, "c"));
     assert_null(gw_upstream_set_get0(set, ""));
     assert_null(gw_upstream_set_get0(set, NULL));
     gw_upstream_set_free(set);
-    LOCAL(&ups[1])->key = ca_key; /* mismatched: the whole set fails, naming the upstream */
-    assert_null(gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, NULL, err));
+    LOCAL(&ups[1])->key = ca_key; /* mismatched: the whole set fails, naming the upstream, as the adapter's */
+    assert_null(
+        gw_upstream_set_new(cfg.upstreams, cfg.n_upstreams, cfg.roles, cfg.n_roles, NULL, NULL, &rc, err));
     assert_non_null(strstr(err, "upstream b"));
+    assert_int_equal(rc, GW_ERR_INVAL); /* the configuration refused: a start exits 78 */
     gw_upstream_set_free(NULL);
     gw_upstream_free(NULL);
     conf_cleanup(&ups[0]);
@@ -2586,7 +2589,7 @@ static void test_local_crl_clock(void **state)
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
-    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, NULL, err));
     assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_int_equal(gw_upstream_set_put0(set, up), 0);
     issue_n(up, &cert, 1);
@@ -2665,7 +2668,7 @@ static void test_local_crl_expired(void **state)
     make_store(dir, sizeof(dir));
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
-    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, NULL, err));
     assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_int_equal(gw_upstream_set_put0(set, up), 0);
     fixed_now = t0;
@@ -2965,7 +2968,7 @@ static void test_local_crl_rebuild_fails(void **state)
     snprintf(lock, sizeof(lock), "%s/crl.lock", dir);
     conf_init(&conf, "delegate", ca, ca_key, root);
     LOCAL(&conf)->store_dir = dir;
-    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, err));
+    assert_non_null(set = gw_upstream_set_new(NULL, 0, NULL, 0, NULL, NULL, NULL, err));
     assert_non_null(up = gw_upstream_new(&conf, NULL, err));
     assert_int_equal(gw_upstream_set_put0(set, up), 0);
     gw_upstream_set_clock(set, fixed_clock);
