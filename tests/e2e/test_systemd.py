@@ -303,6 +303,14 @@ class Unit(unittest.TestCase):
         self.assertEqual(values("ExecStartPre"), [])
         self.assertEqual(values("ExecStart"), ["/usr/bin/cmpgw", "-c", "/etc/cmpgw/cmpgw.json"])
 
+    def test_waits_for_the_mounts_it_writes(self):
+        """The stores and the audit log's directories on a mount not there yet would refuse the start (78, not
+        restarted): the unit waits for their mounts. It did not say RequiresMountsFor=."""
+        lines = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text().splitlines()
+        mounts = [v for l in lines if l.startswith("RequiresMountsFor=") for v in l.split("=", 1)[1].split()]
+        self.assertIn("/var/lib/cmpgw", mounts)
+        self.assertIn("/var/log/cmpgw", mounts)
+
     def test_unit_verifies(self):
         analyze = shutil.which("systemd-analyze")
         self.assertIsNotNone(analyze, "systemd-analyze (Debian systemd) is installed by deploy/deps.sh")
