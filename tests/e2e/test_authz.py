@@ -195,6 +195,15 @@ class Subjects(harness.GatewayTestCase):
                 self.assert_cmp_error(res.last, CERT_BODIES, "badCertTemplate",
                                       "requested subject %s is not allowed on role %s" % (line, refused))
 
+    def assert_check(self, cfg, path, rc, refusal):
+        """`cmpgw check` of |cfg| written to |path| exits |rc|, and where it refuses, says |refusal|."""
+        path.write_text(json.dumps(cfg))
+        p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], cwd=self.gw.dir,
+                           capture_output=True, text=True, timeout=60, env=self.gw.env())
+        self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
+        if rc != 0:
+            self.assertIn(refusal, p.stderr)
+
     def test_pattern_that_never_matches_refused(self):
         """A subject pattern whose mail or emailAddress holds two '@' admits nothing (a subject with one is
         refused everywhere): `cmpgw check` refuses it, naming the role's key and the pattern, as the start
@@ -207,15 +216,9 @@ class Subjects(harness.GatewayTestCase):
                                    ("", [dead.replace("*@*@", "*@")], 0)):
             with self.subTest(attr=attr or "twin"):
                 cfg["roles"]["devices"]["authorization"]["allowed_subjects"] = subjects
-                path.write_text(json.dumps(cfg))
-                p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], cwd=self.gw.dir,
-                                   capture_output=True, text=True, timeout=60, env=self.gw.env())
-                self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
-                if rc == 0:
-                    continue
-                self.assertIn("$.roles.devices.authorization.allowed_subjects[0]: \"%s\" can never match: a "
-                              "subject's %s with more than one '@' is refused; write one '@'" % (subjects[0], attr),
-                              p.stderr)
+                self.assert_check(cfg, path, rc, "$.roles.devices.authorization.allowed_subjects[0]: \"%s\" can "
+                                  "never match: a subject's %s with more than one '@' is refused; write one '@'"
+                                  % (subjects[0], attr))
 
     def test_email_pattern_without_at_refused(self):
         """An allowed_emails pattern without an '@' admits no email address (an email SAN holds one, and a
@@ -228,14 +231,9 @@ class Subjects(harness.GatewayTestCase):
         for pattern, rc in (("example.com", 78), ("*", 78), ("*@example.com", 0)):
             with self.subTest(pattern=pattern):
                 authz["allowed_emails"] = [pattern]
-                path.write_text(json.dumps(cfg))
-                p = subprocess.run([str(harness.GATEWAY_BIN), "check", "-c", str(path)], cwd=self.gw.dir,
-                                   capture_output=True, text=True, timeout=60, env=self.gw.env())
-                self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
-                if rc == 0:
-                    continue
-                self.assertIn("$.roles.devices.authorization.allowed_emails[0]: \"%s\" holds no '@' and so matches "
-                              "no email address: write one '@', as in \"*@example.com\"" % pattern, p.stderr)
+                self.assert_check(cfg, path, rc, "$.roles.devices.authorization.allowed_emails[0]: \"%s\" holds no "
+                                  "'@' and so matches no email address: write one '@', as in \"*@example.com\""
+                                  % pattern)
 
 
 if __name__ == "__main__":
