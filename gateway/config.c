@@ -594,7 +594,6 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
 {
     struct gw_config *cfg = base;
     char lpath[GW_CONF_PATH_LEN];
-    uid_t owner;
     size_t i;
     int rc;
 
@@ -610,9 +609,10 @@ static int check_config(struct gw_conf_ctx *pc, const char *path, void *base)
     gw_config_warn_handover(pc, cfg);
     gw_config_warn_fds(pc, cfg);
     /* whom a local issuer's store must belong to (or root): the user the gateway will serve as */
-    owner = gw_config_uid(cfg);
+    if ((rc = gw_config_resolve_ids(pc, cfg)) != 0)
+        return rc;
     for (i = 0; i < cfg->n_upstreams; i++)
-        cfg->upstreams[i].owner = owner;
+        cfg->upstreams[i].owner = cfg->uid;
     /* what the upstreams may use of the gateway: its own key (a cmp upstream signs with it) */
     cfg->upstream_signer.cert = cfg->signer.cert;
     cfg->upstream_signer.key = cfg->signer.key;

@@ -115,6 +115,8 @@ struct gw_config {
     uint32_t log_sample_success;       /* "log_sample_success": log 1 of N successful requests */
     char *user;                        /* "user": started as root, run as this user once bound */
     char *group;                       /* "group": and this group; NULL = the user's own */
+    uid_t uid;                         /* the uid it serves as: files it writes are its or root's */
+    gid_t gid;                         /* and its gid (both set by the load: gw_config_resolve_ids) */
     bool run_as_root;                  /* "run_as_root": keep root (tests, throwaway demos) */
     char *handover_socket;             /* "handover_socket": listening sockets to a successor */
     struct gw_root_update root_update; /* "root_ca_update" for roles without their own */
@@ -149,12 +151,6 @@ void gw_config_free(struct gw_config *cfg);
 
 /* The role of that name (|len| bytes), a borrowed pointer into |cfg|, or NULL. */
 const struct gw_role *gw_config_role(const struct gw_config *cfg, const char *name, size_t len);
-
-/* The uid the gateway serves as: "user"'s when started as root (an unknown one fails later), else its own. */
-uid_t gw_config_uid(const struct gw_config *cfg);
-
-/* The gid the gateway serves as: "group"'s, else "user"'s own group, when started as root; else its own. */
-gid_t gw_config_gid(const struct gw_config *cfg);
 
 /* The file descriptors a configuration may hold open at once, by what holds them (gw_config_fds). */
 struct gw_config_fds {

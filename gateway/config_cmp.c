@@ -1,34 +1,39 @@
 /*
  * What the CMP layer reads of a configuration (gateway/cmp/conf.h), and the ids the gateway serves
- * as, which owners of the files it writes are judged against (config.h).
+ * as, which owners of the files it writes are judged against (config_local.h).
  */
 #include "gateway/config.h"
+#include "gateway/config_local.h"
 #include "base/err.h"
 #include "base/user.h"
 
 #include <unistd.h>
 
-uid_t gw_config_uid(const struct gw_config *cfg)
+/* Fails the load at |path| for a gw_user_ids or gw_group_id that returned |rc|, |why|: an unknown name is
+   the file's; a lookup that could not be made is the system's at this moment. */
+static int lookup_failed(struct gw_conf_ctx *pc, const char *path, int rc, const char *why)
 {
-    char err[GW_ERR_LEN];
-    uid_t uid;
-
-    if (geteuid() == 0 && cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) == 0)
-        return uid;
-    return geteuid();
+    if (rc == GW_ERR_NOT_FOUND)
+        rc = GW_ERR_INVAL;
+    else if (rc != GW_ERR_NOMEM)
+        rc = GW_ERR_UNAVAILABLE;
+    return gw_conf_fail_as(pc, rc, path, "%s", why);
 }
 
-gid_t gw_config_gid(const struct gw_config *cfg)
+int gw_config_resolve_ids(struct gw_conf_ctx *pc, struct gw_config *cfg)
 {
-    char err[GW_ERR_LEN];
-    uid_t uid;
-    gid_t gid;
+    char why[GW_ERR_LEN];
+    int rc;
 
-    if (geteuid() != 0 || cfg->user == NULL || gw_user_ids(cfg->user, &uid, &gid, err) != 0)
-        return getegid();
-    if (cfg->group != NULL && gw_group_id(cfg->group, &gid, err) != 0)
-        return getegid();
-    return gid;
+    cfg->uid = geteuid();
+    cfg->gid = getegid();
+    if (cfg->uid != 0 || cfg->user == NULL)
+        return 0;
+    if ((rc = gw_user_ids(cfg->user, &cfg->uid, &cfg->gid, why)) != 0)
+        return lookup_failed(pc, "$.user", rc, why);
+    if (cfg->group != NULL && (rc = gw_group_id(cfg->group, &cfg->gid, why)) != 0)
+        return lookup_failed(pc, "$.group", rc, why);
+    return 0;
 }
 
 void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings *out)
@@ -48,7 +53,7 @@ void gw_config_cmp_settings(const struct gw_config *cfg, struct gw_cmp_settings 
         .routes = &cfg->routes,
         .upstreams = cfg->upstreams,
         .n_upstreams = cfg->n_upstreams,
-        .uid = gw_config_uid(cfg),
-        .gid = gw_config_gid(cfg),
+        .uid = cfg->uid,
+        .gid = cfg->gid,
     };
 }

@@ -1,6 +1,7 @@
 /*
- * Internal sharing of the configuration module: config.c (schema, parse, cross-field checks) and
- * config_warn.c (what loads but was likely not meant, said at load and by `cmpgw check`).
+ * Internal sharing of the configuration module: config.c (schema, parse, cross-field checks),
+ * config_warn.c (what loads but was likely not meant, said at load and by `cmpgw check`) and
+ * config_cmp.c (the ids the gateway serves as).
  */
 #ifndef GW_CONFIG_LOCAL_H
 #define GW_CONFIG_LOCAL_H
@@ -43,5 +44,15 @@ void gw_config_warn_handover(const struct gw_conf_ctx *pc, const struct gw_confi
  * open (gw_config_fds): the soft limit a start raises to it would still fail connections at accept.
  */
 void gw_config_warn_fds(const struct gw_conf_ctx *pc, const struct gw_config *cfg);
+
+/*
+ * gw_config_resolve_ids sets |cfg|'s uid and gid, the ids the gateway serves as: started as root, "user"'s
+ * uid and "group"'s gid (else the user's own group); else its own. 0, or the load failed with the lookup's
+ * class: GW_ERR_INVAL for a user or group the system does not have; GW_ERR_UNAVAILABLE where the lookup
+ * could not be made (NSS: sssd or LDAP not answering yet at boot), which another try may mend;
+ * GW_ERR_NOMEM. Never root's ids for a user it could not look up: the user's store and audit log would be
+ * judged as another's, and refused.
+ */
+int gw_config_resolve_ids(struct gw_conf_ctx *pc, struct gw_config *cfg);
 
 #endif

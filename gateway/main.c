@@ -794,8 +794,7 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct
 
     peer->fd = -1;
     /* before anything is taken: a successor that could not serve the socket would not start */
-    if (cfg->handover_socket != NULL &&
-        gw_handover_check(cfg->handover_socket, gw_config_uid(cfg), err) != 0) {
+    if (cfg->handover_socket != NULL && gw_handover_check(cfg->handover_socket, cfg->uid, err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
         return EX_CONFIG;
     }
@@ -806,7 +805,7 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct
         return 0;
     }
     if (cfg->handover_socket != NULL &&
-        gw_handover_take(cfg->handover_socket, gw_config_uid(cfg), inh, peer, err) != 0) {
+        gw_handover_take(cfg->handover_socket, cfg->uid, inh, peer, err) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
         return EXIT_FAILURE;
     }

@@ -161,9 +161,10 @@ struct gw_cmp_settings {
     const struct gw_routes *routes;           /* a certProfile chooses the role on the default paths */
     const struct gw_upstream_conf *upstreams; /* issuer stores and CRL caches are kept per upstream */
     size_t n_upstreams;
-    /* the user the gateway serves as (gw_config_uid): cmp.revoked_file and audit.file are its or root's */
+    /* the ids the gateway serves as (gw_config_resolve_ids): cmp.revoked_file and audit.file are the
+       uid's or root's, and are given the gid when created as root */
     uid_t uid;
-    gid_t gid; /* its group (gw_config_gid): what those two files are given when created as root */
+    gid_t gid;
 };
 
 #endif

@@ -270,21 +270,54 @@ class ExitStatus(unittest.TestCase):
         self.assertEqual(rc, 78, err)
         self.assertIn('unknown user \\"cmpgw-e2e-no-such-user\\"', err)
 
-    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare") and not os.path.exists("/etc/hesiod.conf")
-                         and subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0,
-                         "needs root, a mount namespace (unshare, util-linux) and no /etc/hesiod.conf")
-    def test_user_lookup_failing_exits_1(self):
-        """The twin: the user's lookup that fails (NSS's directory service not answering, as sssd or LDAP at
-        boot; here hesiod without its configuration, in a mount namespace of the gateway's own) is not an
-        unknown user, and another try may mend it: 1, which the unit restarts. It exited 78."""
-        gw = harness.Gateway(self.tmp / "pki", self.as_user("cmpgw-e2e-no-such-user"))
+    def start_lookup_failing(self, gw):
+        """|gw| started where every user and group lookup fails (NSS's directory service not answering, as
+        sssd or LDAP at boot; here hesiod without its configuration, in a mount namespace of the gateway's
+        own): the finished process."""
         nss = self.tmp / "nsswitch.conf"
         nss.write_text("passwd: hesiod\ngroup: hesiod\n")
-        p = subprocess.run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/nsswitch.conf && '
-                            'exec "$1" -c "$2"', str(nss), str(harness.GATEWAY_BIN), str(gw.config_path)],
-                           cwd=gw.dir, capture_output=True, text=True, timeout=60, env=gw.env())
+        return subprocess.run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/nsswitch.conf && '
+                               'exec "$1" -c "$2"', str(nss), str(harness.GATEWAY_BIN), str(gw.config_path)],
+                              cwd=gw.dir, capture_output=True, text=True, timeout=60, env=gw.env())
+
+    lookup_fails = unittest.skipUnless(
+        os.geteuid() == 0 and shutil.which("unshare") and not os.path.exists("/etc/hesiod.conf")
+        and subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0,
+        "needs root, a mount namespace (unshare, util-linux) and no /etc/hesiod.conf")
+
+    @lookup_fails
+    def test_user_lookup_failing_exits_1(self):
+        """The twin: the user's lookup that fails is not an unknown user, and another try may mend it: 1,
+        which the unit restarts. It exited 78."""
+        gw = harness.Gateway(self.tmp / "pki", self.as_user("cmpgw-e2e-no-such-user"))
+        p = self.start_lookup_failing(gw)
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn('cannot look up user \\"cmpgw-e2e-no-such-user\\"', p.stderr)
+
+    @lookup_fails
+    def test_user_lookup_failing_with_the_users_directories_exits_1(self):
+        """The packaged layout, the user's lookup failing: the local issuer's store, or the audit log's
+        directory, the user's (nobody's here): 1, neither refused. The load judged them against root's uid
+        when the lookup failed, refused a directory another user owns, and exited 78, for good."""
+        nobody = pwd.getpwnam("nobody")
+        for which in ("store", "log"):
+            with self.subTest(which):
+                work = self.tmp / which
+                work.mkdir()
+
+                def edit(cfg, gw):
+                    self.as_user("nobody")(cfg, gw)
+                    if which == "store":
+                        harness.keep_store(cfg, gw)
+                    else:
+                        cfg["audit"] = {"file": str(work / "log" / "audit.log")}
+                gw = harness.Gateway(work / "pki", edit)
+                mine = gw.dir / "store" if which == "store" else work / "log"
+                mine.mkdir(mode=0o700, exist_ok=True)
+                os.chown(mine, nobody.pw_uid, nobody.pw_gid)
+                p = self.start_lookup_failing(gw)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn('cannot look up user \\"nobody\\"', p.stderr)
 
 
 class Unit(unittest.TestCase):

@@ -4802,13 +4802,18 @@ static void test_status_revoked_file_writers(void **state)
     if (geteuid() == 0 && nobody != NULL) {
         assert_int_equal(chown(file, nobody->pw_uid, (gid_t)-1), 0);
         revoked_file_refused(&t, "neither the gateway's user");
-        t.env->cfg->user = strdup("nobody"); /* started as root, the gateway runs as nobody: its file */
+        /* started as root, the gateway runs as nobody (the ids its load looked up): its file */
+        t.env->cfg->user = strdup("nobody");
+        t.env->cfg->uid = nobody->pw_uid;
+        t.env->cfg->gid = nobody->pw_gid;
         /* and its directory, where root creates the audit log as nobody */
         assert_int_equal(chown(dir, nobody->pw_uid, (gid_t)-1), 0);
         two_cas_restart(&t);
         assert_int_equal(chown(dir, 0, (gid_t)-1), 0);
         free(t.env->cfg->user);
         t.env->cfg->user = NULL;
+        t.env->cfg->uid = geteuid();
+        t.env->cfg->gid = getegid();
         assert_int_equal(chown(file, 0, (gid_t)-1), 0);
     }
 

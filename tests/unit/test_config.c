@@ -4078,33 +4078,67 @@ int getpwnam_r(const char *name, struct passwd *pw, char *buf, size_t len, struc
 }
 
 /*
- * The configured user's uid, looked up reentrantly, with a buffer grown on ERANGE up to
- * GW_USER_ENTRY_MAX and no further: an entry larger than that is refused, not read.
+ * |user| (and |group| unless NULL) in the demo's configuration, loaded from a file as a start loads it:
+ * the snapshot, or NULL with *|failed| the class and |err| the reason.
+ */
+static struct gw_config *load_as(const char *user, const char *group, int *failed, char *err)
+{
+    char ids[160], path[256];
+    struct edit e = E("\"signer\":", ids);
+    struct gw_config *cfg;
+    char *text;
+
+    snprintf(ids, sizeof(ids), "\"user\": \"%s\", %s%s%s\"signer\":", user,
+             group != NULL ? "\"group\": \"" : "", group != NULL ? group : "", group != NULL ? "\", " : "");
+    text = edited(&e, 1);
+    put_file("users.json", text, strlen(text), 0644);
+    free(text);
+    snprintf(path, sizeof(path), "%s/users.json", dir);
+    *failed = 0;
+    err[0] = '\0';
+    cfg = gw_config_reload(path, NULL, failed, err);
+    return cfg;
+}
+
+/*
+ * The configured user's ids, looked up reentrantly as the load judges the owners of the files the gateway
+ * writes against them, with a buffer grown on ERANGE up to GW_USER_ENTRY_MAX and no further: an entry
+ * larger than that is refused, not read.
  */
 static void test_user_lookup(void **state)
 {
-    struct gw_config cfg = {.user = "nobody"};
     char buf[4096], err[GW_ERR_LEN];
     struct passwd pw, *found = NULL;
+    struct gw_config *cfg;
     uid_t uid;
     gid_t gid;
+    int failed;
 
     (void)state;
     if (geteuid() != 0 || getpwnam_r("nobody", &pw, buf, sizeof(buf), &found) != 0 || found == NULL)
         skip();
-    assert_int_equal(gw_config_uid(&cfg), pw.pw_uid);
+    cfg = load_as("nobody", NULL, &failed, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->uid, pw.pw_uid);
+    assert_int_equal(cfg->gid, pw.pw_gid);
+    gw_config_free(cfg);
 
     pw_r_needs = 64 * 1024;
     pw_r_calls = 0;
-    assert_int_equal(gw_config_uid(&cfg), pw.pw_uid);
+    cfg = load_as("nobody", "root", &failed, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
     assert_true(pw_r_calls > 1);
+    assert_int_equal(cfg->uid, pw.pw_uid);
+    assert_int_equal(cfg->gid, 0);
+    gw_config_free(cfg);
 
     pw_r_needs = GW_USER_ENTRY_MAX + 1;
     pw_r_calls = 0;
     assert_int_equal(gw_user_ids("nobody", &uid, &gid, err), GW_ERR_IO);
     assert_string_equal(err, "cannot look up user \"nobody\": its entry is over 1 MiB");
     assert_true(pw_r_calls <= 12);
-    assert_int_equal(gw_config_uid(&cfg), geteuid());
     pw_r_needs = 0;
 
     assert_int_equal(gw_user_ids("no-such-user-here", &uid, NULL, err), GW_ERR_NOT_FOUND);
@@ -4112,6 +4146,49 @@ static void test_user_lookup(void **state)
     assert_int_equal(gw_group_id("root", &gid, err), 0);
     assert_int_equal(gid, 0);
     assert_int_equal(gw_group_id("no-such-group-here", &gid, err), GW_ERR_NOT_FOUND);
+}
+
+/*
+ * A lookup of "user" or "group" that fails fails the load with its class: one that could not be made (NSS:
+ * sssd or LDAP not answering at boot) is GW_ERR_UNAVAILABLE, which a start exits 1 for and the unit
+ * retries; a name the system does not have is the file's (GW_ERR_INVAL, 78). The load went on with root's
+ * uid when the lookup failed, so the user's store and audit log were judged as another user's and refused
+ * as the file's, for good.
+ */
+static void test_user_lookup_failing_fails_the_load(void **state)
+{
+    static const struct {
+        const char *user, *group;
+        size_t needs; /* the user's entry, for getpwnam_r */
+        int failed;
+        const char *want;
+    } cases[] = {
+        {"nobody", NULL, GW_USER_ENTRY_MAX + 1, GW_ERR_UNAVAILABLE,
+         "users.json: $.user: cannot look up user \"nobody\": its entry is over 1 MiB"},
+        {"nobody", "root", GW_USER_ENTRY_MAX + 1, GW_ERR_UNAVAILABLE,
+         "users.json: $.user: cannot look up user \"nobody\": its entry is over 1 MiB"},
+        {"no-such-user-here", NULL, 0, GW_ERR_INVAL,
+         "users.json: $.user: unknown user \"no-such-user-here\""},
+        {"nobody", "no-such-group-here", 0, GW_ERR_INVAL,
+         "users.json: $.group: unknown group \"no-such-group-here\""},
+    };
+    char err[GW_ERR_LEN];
+    struct gw_config *cfg;
+    int failed;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root looks "user" up: it changes to that user */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pw_r_needs = cases[i].needs;
+        cfg = load_as(cases[i].user, cases[i].group, &failed, err);
+        pw_r_needs = 0;
+        if (cfg != NULL)
+            fail_msg("case %zu: loaded, as uid %ld", i, (long)cfg->uid);
+        assert_int_equal(failed, cases[i].failed);
+        if (strstr(err, cases[i].want) == NULL)
+            fail_msg("case %zu: %s", i, err);
+    }
 }
 
 #define ROOTS_GROUP 4242 /* a group of root's here, the user's neither: need not exist */
@@ -4355,6 +4432,7 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_user_lookup),
+        cmocka_unit_test(test_user_lookup_failing_fails_the_load),
         cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
