@@ -39,11 +39,14 @@ int gw_not_dumpable(void)
     return -1;
 }
 
+int gw_privileges_lookup_class(int rc)
+{
+    return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc;
+}
+
 /*
  * Becomes |cfg|'s user and group for good (the process is root). 0, or an error with the reason logged:
- * GW_ERR_INVAL for a user or group the system does not have (`cmpgw check` refuses it too); the lookup's
- * own error where it could not be made (GW_ERR_IO: NSS, sssd or LDAP not answering yet at boot;
- * GW_ERR_NOMEM), which another try may mend.
+ * a failed lookup's class (gw_privileges_lookup_class), GW_ERR_FORBIDDEN where the change itself failed.
  */
 static int become_user(const struct gw_config *cfg)
 {
@@ -55,7 +58,7 @@ static int become_user(const struct gw_config *cfg)
     if ((rc = gw_user_ids(cfg->user, &uid, &gid, err)) != 0 ||
         (cfg->group != NULL && (rc = gw_group_id(cfg->group, &gid, err)) != 0)) {
         gw_log(GW_LOG_ERROR, "privileges", "%s", err);
-        return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc;
+        return gw_privileges_lookup_class(rc);
     }
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));

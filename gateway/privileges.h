@@ -25,6 +25,14 @@ const char *gw_root_refusal(const struct gw_config *cfg);
  */
 int gw_drop_privileges(const struct gw_config *cfg);
 
+/*
+ * gw_privileges_lookup_class is the class of a failed lookup (gw_user_ids, gw_group_id, which returned
+ * |rc|) of "user" or "group" at the change of user: GW_ERR_INVAL for a user or group the system does not
+ * have (GW_ERR_NOT_FOUND), which no retry mends; the lookup's own code otherwise (GW_ERR_IO: NSS, sssd or
+ * LDAP not answering yet at boot; GW_ERR_NOMEM), which another try may.
+ */
+int gw_privileges_lookup_class(int rc);
+
 /* `cmpgw check` as root with "user": the checks of a start, as that user, in a child. 0 or -1. */
 int gw_check_as_user(const struct gw_config *cfg);
 

@@ -30,6 +30,7 @@
 #include "gateway/config.h"
 #include "base/conf.h"
 #include "gateway/listener_local.h"
+#include "gateway/privileges.h"
 #include "base/err.h"
 #include "base/limits.h"
 #include "base/names.h"
@@ -4191,6 +4192,27 @@ static void test_user_lookup_failing_fails_the_load(void **state)
     }
 }
 
+/*
+ * At the change of user, a lookup of "user" or "group" that failed is the configuration's (exit 78, not
+ * restarted) only for a name the system does not have; one that could not be made (NSS not answering at
+ * boot) or ran out of memory keeps its own code, which a start exits 1 for and the unit retries.
+ */
+static void test_change_of_user_lookup_class(void **state)
+{
+    static const struct {
+        int rc, want;
+    } cases[] = {
+        {GW_ERR_NOT_FOUND, GW_ERR_INVAL},
+        {GW_ERR_IO, GW_ERR_IO},
+        {GW_ERR_NOMEM, GW_ERR_NOMEM},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (gw_privileges_lookup_class(cases[i].rc) != cases[i].want)
+            fail_msg("case %zu: %d, not %d", i, gw_privileges_lookup_class(cases[i].rc), cases[i].want);
+}
+
 #define ROOTS_GROUP 4242 /* a group of root's here, the user's neither: need not exist */
 #define USERS_ID 65534   /* the user and group the gateway serves as here */
 
@@ -4433,6 +4455,7 @@ int main(void)
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_user_lookup),
         cmocka_unit_test(test_user_lookup_failing_fails_the_load),
+        cmocka_unit_test(test_change_of_user_lookup_class),
         cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
