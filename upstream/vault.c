@@ -19,7 +19,6 @@
  * WAF's, which may have passed the call on.
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -892,17 +891,17 @@ static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
         vault_set_err(err, "upstream %s: mount %.64s is not a plain path", conf->name, v->mount);
         goto fail;
     }
-    /* a token file removed since the load: not written again yet, the system's (gw_vault_conf_check) */
-    if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
-        vault_read_token_file(vc->token_file, &v->token, err) != 0) {
-        rc = errno == ENOENT ? GW_ERR_UNAVAILABLE : GW_ERR_INVAL;
-        goto fail;
-    }
     if (vc->auth_cert_mount != NULL && !safe_segment(vc->auth_cert_mount)) {
         vault_set_err(err, "upstream %s: auth cert mount %.64s is not a plain name", conf->name,
                       vc->auth_cert_mount);
         goto fail;
     }
+    /* its own class: a token file removed since the load is not written again yet, the system's
+       (gw_vault_conf_check); one there but refused is the configuration's */
+    if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
+        (rc = vault_read_token_file(vc->token_file, &v->token, err)) != 0)
+        goto fail;
+    rc = GW_ERR_INVAL;
     if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, GW_HTTP_SECRETS, err)) == NULL)
         goto fail;
     gw_upstream_set0_impl(up, v);

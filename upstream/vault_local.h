@@ -70,8 +70,9 @@ void vault_set_err(char *err, const char *fmt, ...) __attribute__((format(printf
 /* Wipes and frees a token (or a header that holds one); NULL-safe. */
 void vault_free_token(char *t);
 
-/* The token of |path| into a new *out (vault_free_token): 0, or a gw_err with |err|, errno ENOENT where there
-   is no such file. */
+/* The token of |path| into a new *out (vault_free_token): 0, or with |err| the class of its failure:
+   GW_ERR_UNAVAILABLE where there is no such file (not written yet: another try may find it), GW_ERR_NOMEM,
+   GW_ERR_INVAL for any other (unreadable, open to others, not one token). */
 int vault_read_token_file(const char *path, char **out, char *err);
 
 /* The current token without waiting: 0 with it (or NULL: none configured), else -1 (one must be had). */

@@ -43,17 +43,18 @@ int vault_read_token_file(const char *path, char **out, char *err)
     struct gw_conf_ctx pc = {.name = "vault", .err = why};
     unsigned char *buf = NULL;
     size_t n = 0;
-    int rc = GW_ERR_IO;
+    int rc = GW_ERR_INVAL;
 
+    *out = NULL;
     /* |err| reaches the client: the file's path and mode go to the log only */
     if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
-        int e = errno; /* ENOENT: not written yet (vault_init) */
+        /* errno as its open left it (gw_conf_read_secret), read before anything else may change it */
+        rc = errno == ENOENT ? GW_ERR_UNAVAILABLE : pc.failed == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_INVAL;
         gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
         vault_set_err(err,
                       "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "
                       "says which)");
-        errno = e;
-        return GW_ERR_IO;
+        return rc;
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         n--;

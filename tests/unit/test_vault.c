@@ -6,6 +6,7 @@
  * lines wiped before libcurl frees them, answers wiped before the HTTP client frees them, and the
  * TLS records OpenSSL decrypted wiped before it frees them.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1644,22 +1645,48 @@ static void test_token_reread_on_403(void **state)
     }
 }
 
+/*
+ * A token file that is not one token refuses the start as the configuration's (GW_ERR_INVAL: exit 78), one
+ * not there yet is the system's (GW_ERR_UNAVAILABLE: exit 1, retried until Vault Agent writes it), whatever
+ * errno said before: the class is vault_read_token_file's own. The start read errno after it, which only
+ * the open's failure sets, so an empty file after a lookup that left ENOENT was GW_ERR_UNAVAILABLE, and a
+ * garbled token file was retried for ever.
+ */
 static void test_token_file_bad(void **state)
 {
     static const char *const bad[] = {"", "\n", "two\nlines\n"};
     struct gw_vault_conf vc = {.http.url = "http://127.0.0.1:1", .token_file = token_path};
     struct gw_upstream_conf conf = {.name = "vault", .ops = &gw_upstream_vault_ops, .impl = &vc};
-    char err[GW_ERR_LEN];
+    char err[GW_ERR_LEN], *token = NULL;
     size_t i;
+    int rc;
 
     (void)state;
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         write_token(bad[i]);
-        assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
-        assert_non_null(strstr(err, "token_file"));
+        for (int stale = 0; stale <= 1; stale++) {
+            errno = stale ? ENOENT : 0; /* what an earlier lookup may have left */
+            rc = 0;
+            assert_null(gw_upstream_set_new(&conf, 1, NULL, 0, NULL, NULL, &rc, err));
+            if (rc != GW_ERR_INVAL)
+                fail_msg("case %zu, errno %s before: %d, not GW_ERR_INVAL", i, stale ? "ENOENT" : "0", rc);
+            assert_non_null(strstr(err, "token_file"));
+            errno = ENOENT;
+            assert_int_equal(vault_read_token_file(token_path, &token, err), GW_ERR_INVAL);
+            assert_null(token);
+        }
     }
+    /* open to others: refused by its mode, the configuration's */
+    write_token("hvs.first\n");
+    assert_int_equal(chmod(token_path, 0644), 0);
+    errno = ENOENT;
+    assert_int_equal(vault_read_token_file(token_path, &token, err), GW_ERR_INVAL);
+    assert_null(token);
     vc.token_file = "/nonexistent/token";
-    assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
+    errno = 0;
+    assert_null(gw_upstream_set_new(&conf, 1, NULL, 0, NULL, NULL, &rc, err));
+    assert_int_equal(rc, GW_ERR_UNAVAILABLE);
+    assert_int_equal(vault_read_token_file(vc.token_file, &token, err), GW_ERR_UNAVAILABLE);
     vc.token_file = NULL;
     vc.mount = "../sys";
     assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
