@@ -524,7 +524,7 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
     BIO *bio = NULL;
     ssize_t n;
     off_t size = 0, total = 0;
-    int large;
+    int large, rc = GW_ERR_INVAL; /* the class of |failed|: GW_ERR_NOMEM is not the file's */
 
     if (st != NULL)
         size = st->st_size;
@@ -538,10 +538,12 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
        byte at a time), and a certificate file may hold a private key too, which stdio's buffer would keep
        in the memory it frees; a memory BIO wipes its buffer when freed, and |chunk| is wiped here */
     if (failed == NULL && !large) {
-        if ((bio = BIO_new(BIO_s_mem())) == NULL)
-            gw_conf_fail(pc, path, "out of memory");
-        else
+        if ((bio = BIO_new(BIO_s_mem())) == NULL) {
+            failed = "out of memory";
+            rc = GW_ERR_NOMEM;
+        } else {
             BIO_set_mem_eof_return(bio, 0); /* its end reads as a file's: no retry */
+        }
     }
     while (bio != NULL && failed == NULL && !large && (n = read(fd, chunk, sizeof(chunk))) != 0) {
         if (n < 0 && errno == EINTR)
@@ -550,8 +552,10 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
             failed = strerror(errno);
         else if ((total += n) > GW_MAX_CONF_FILE_SIZE) /* it grew since the fstat */
             large = 1;
-        else if (BIO_write(bio, chunk, (int)n) != (int)n)
+        else if (BIO_write(bio, chunk, (int)n) != (int)n) {
             failed = "out of memory";
+            rc = GW_ERR_NOMEM;
+        }
     }
     OPENSSL_cleanse(chunk, sizeof(chunk));
     close(fd);
@@ -561,7 +565,7 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
     if (large)
         gw_conf_fail(pc, path, "\"%s\" is larger than %d bytes", shown, GW_MAX_CONF_FILE_SIZE);
     else
-        gw_conf_fail(pc, path, "cannot read \"%s\": %s", shown, failed);
+        gw_conf_fail_as(pc, rc, path, "cannot read \"%s\": %s", shown, failed);
     BIO_free(bio);
     return NULL;
 }
@@ -625,8 +629,11 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
     if ((fd = gw_conf_open_secret(pc, fpath, file, private)) < 0)
         return GW_ERR_INVAL;
     /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
-    if ((buf = OPENSSL_zalloc(cap + 3)) != NULL)
-        len = read_all(fd, buf, cap + 3);
+    if ((buf = OPENSSL_zalloc(cap + 3)) == NULL) {
+        close(fd);
+        return gw_conf_fail_as(pc, GW_ERR_NOMEM, fpath, "out of memory");
+    }
+    len = read_all(fd, buf, cap + 3);
     close(fd);
     if (len < 0) {
         OPENSSL_clear_free(buf, cap + 3);
@@ -821,7 +828,7 @@ static struct json_object *parse_json(struct gw_conf_ctx *pc, const char *json, 
     size_t end;
 
     if (tok == NULL) {
-        gw_conf_fail(pc, NULL, "out of memory");
+        gw_conf_fail_as(pc, GW_ERR_NOMEM, NULL, "out of memory");
         return NULL;
     }
     /* trailing data is detected below, to say so rather than "unexpected character" */
@@ -1117,7 +1124,7 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len)
         return NULL;
     /* one byte more than the cap tells a file at the cap from one over it */
     if ((buf = malloc(GW_MAX_CONFIG_SIZE + 1)) == NULL) {
-        gw_conf_fail(pc, NULL, "out of memory");
+        gw_conf_fail_as(pc, GW_ERR_NOMEM, NULL, "out of memory");
     } else if ((n = read_all(fd, (unsigned char *)buf, GW_MAX_CONFIG_SIZE + 1)) < 0) {
         gw_conf_fail(pc, NULL, "cannot read: %s", strerror(errno));
     } else if (n > GW_MAX_CONFIG_SIZE) {

@@ -678,8 +678,10 @@ static struct gw_config *load(const char *path, const struct gw_config_running *
 
     pc.err[0] = '\0';
     *failed = GW_ERR_INVAL;
-    if ((buf = gw_conf_read_file(&pc, path, &len)) == NULL)
+    if ((buf = gw_conf_read_file(&pc, path, &len)) == NULL) {
+        *failed = pc.failed; /* out of memory is not the file's */
         goto out;
+    }
     if ((dir = gw_conf_dir_of(path)) == NULL) {
         *failed = gw_conf_fail_as(&pc, GW_ERR_NOMEM, NULL, "out of memory");
         goto out;

@@ -457,6 +457,7 @@ static int cfssl_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     const struct gw_upstream_conf *conf = gw_upstream_get0_conf(up);
     struct cfssl *c;
     struct answer a;
+    int rc;
 
     if ((c = calloc(1, sizeof(*c))) == NULL) {
         snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", gw_upstream_conf_name(conf));
@@ -464,9 +465,9 @@ static int cfssl_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     }
     pthread_mutex_init(&c->lock, NULL);
     /* no GW_HTTP_SECRETS: an authsign call carries the auth key's HMAC of that one request, never the key */
-    if ((c->http = gw_http_client_new(conf->name, conf->impl, conf->timeout_ms, 0, err)) == NULL) {
+    if ((c->http = gw_http_client_new(conf->name, conf->impl, conf->timeout_ms, 0, &rc, err)) == NULL) {
         cfssl_free(c);
-        return GW_ERR_INVAL;
+        return rc;
     }
     /* A cfssl that is down at start is fetched from again on the first sign call. */
     c->chain = fetch_chain(c, conf, end, &a);

@@ -105,10 +105,13 @@ static void handle_destroy(void *arg)
 }
 
 struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
-                                          uint32_t timeout_ms, unsigned flags, char *err)
+                                          uint32_t timeout_ms, unsigned flags, int *rc, char *err)
 {
     struct gw_http_client *c = NULL;
+    int why;
 
+    rc = rc != NULL ? rc : &why;
+    *rc = GW_ERR_UNAVAILABLE;
     name = name != NULL ? name : "?";
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
@@ -117,6 +120,7 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
     }
     if (conf == NULL || conf->url == NULL || conf->url[0] == '\0') {
         snprintf(err, GW_ERR_LEN, "upstream %s: no url", name);
+        *rc = GW_ERR_INVAL;
         return NULL;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL)
@@ -137,6 +141,7 @@ struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http
     return c;
 nomem:
     snprintf(err, GW_ERR_LEN, "upstream %s: out of memory", name);
+    *rc = GW_ERR_NOMEM;
 fail:
     if (c != NULL) {
         free(c->base_url);

@@ -43,9 +43,11 @@ enum gw_http_flag {
 
 /* gw_http_client_new: for upstream |name|'s API |conf| (url, tls_ca, tls_cert/key; borrowed, it must
  * outlive the client) with calls of at most |timeout_ms| (0: the default) and |flags| (enum
- * gw_http_flag). NULL with |err|. */
+ * gw_http_flag). NULL with |err| and *|rc| (|rc| may be NULL) its class: GW_ERR_INVAL for no url,
+ * GW_ERR_NOMEM, GW_ERR_UNAVAILABLE where libcurl would not start or no thread key is left (what the
+ * system lacks: another try may mend it). */
 struct gw_http_client *gw_http_client_new(const char *name, const struct gw_http_conf *conf,
-                                          uint32_t timeout_ms, unsigned flags, char *err);
+                                          uint32_t timeout_ms, unsigned flags, int *rc, char *err);
 
 /*
  * gw_http_setopt_base sets what every call to an upstream sets on |curl|: the URL, no proxy (none

@@ -901,8 +901,8 @@ static int vault_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     if (vc->auth_cert_mount == NULL && vc->token_file != NULL &&
         (rc = vault_read_token_file(vc->token_file, &v->token, err)) != 0)
         goto fail;
-    rc = GW_ERR_INVAL;
-    if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, GW_HTTP_SECRETS, err)) == NULL)
+    if ((v->http = gw_http_client_new(conf->name, &vc->http, conf->timeout_ms, GW_HTTP_SECRETS, &rc, err)) ==
+        NULL)
         goto fail;
     gw_upstream_set0_impl(up, v);
     return 0;

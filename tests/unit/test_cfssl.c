@@ -1414,6 +1414,28 @@ static void test_init_errors(void **state)
     assert_non_null(strstr(err, "no url"));
 }
 
+/*
+ * An HTTP client that cannot be made for what the system lacks (here no thread key left; likewise out of
+ * memory, libcurl that would not start) fails the start as the system's, which another try may mend
+ * (exit 1): cfssl_init said GW_ERR_INVAL for any, the configuration refused (exit 78, not restarted).
+ */
+static void test_init_without_a_thread_key(void **state)
+{
+    struct gw_cfssl_conf cc = {.http.url = "http://127.0.0.1:1"};
+    struct gw_upstream_conf conf = {.name = "cf", .ops = &gw_upstream_cfssl_ops, .impl = &cc};
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream_set *set;
+    int rc = 0;
+
+    (void)state;
+    tu_keys_exhaust();
+    set = gw_upstream_set_new(&conf, 1, NULL, 0, NULL, NULL, &rc, err);
+    tu_keys_back();
+    assert_null(set);
+    assert_int_equal(rc, GW_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err, "no thread key left"));
+}
+
 /* ---- revoke ---- */
 
 static const char *revoke_ok = "{\"success\":true,\"result\":{},\"errors\":[],\"messages\":[]}\n";
@@ -1672,6 +1694,7 @@ int main(void)
         cmocka_unit_test(test_chain_with_issuer_ca),
         cmocka_unit_test(test_cfssl_down),
         cmocka_unit_test(test_init_errors),
+        cmocka_unit_test(test_init_without_a_thread_key),
         cmocka_unit_test(test_revoke),
         cmocka_unit_test(test_revoke_until),
         cmocka_unit_test(test_probe_cut_by_a_stop),

@@ -1421,7 +1421,7 @@ static void test_sign_not_resent_on_a_reused_connection(void **state)
     gw_sign_result_cleanup(&res);
     fx_cleanup(&f); /* its connections closed: the fake's threads end */
     fx_init_kept_alive(&f, 3000, script + 1, 3);
-    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, 0, err));
+    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, 0, NULL, err));
     assert_int_equal(gw_http_request(c, "POST", "/v1/pki/sign/web", "{}", NULL, &rsp), 0);
     assert_int_equal(rsp.status, 200);
     gw_http_response_cleanup(&rsp);
@@ -1576,6 +1576,7 @@ static void test_oversized_answer(void **state)
     struct fx f;
     struct gw_http_client *c;
     char err[GW_ERR_LEN];
+    int rc = 0;
 
     (void)state;
     fake.big = malloc(GW_MAX_UPSTREAM_BODY + 2);
@@ -1584,7 +1585,8 @@ static void test_oversized_answer(void **state)
     big.body = fake.big;
     fx_init(&f, 5000);
     fake_script(&big, 1);
-    assert_non_null(c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, err));
+    assert_non_null(
+        c = gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, NULL, err));
     assert_int_equal(gw_http_request(c, "GET", "/v1/x", NULL, NULL, &rsp), GW_ERR_IO);
     assert_non_null(strstr(rsp.error, "larger than"));
     assert_null(rsp.body);
@@ -1598,9 +1600,10 @@ static void test_oversized_answer(void **state)
     assert_string_equal(rsp.content_type, "application/json");
     gw_http_response_cleanup(&rsp);
     gw_http_client_free(c);
-    /* no URL: refused at creation */
+    /* no URL: refused at creation, the configuration's */
     f.vc.http.url = NULL;
-    assert_null(gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, err));
+    assert_null(gw_http_client_new(f.conf.name, &f.vc.http, f.conf.timeout_ms, GW_HTTP_SECRETS, &rc, err));
+    assert_int_equal(rc, GW_ERR_INVAL);
     fx_cleanup(&f);
 }
 
@@ -1691,6 +1694,29 @@ static void test_token_file_bad(void **state)
     vc.mount = "../sys";
     assert_null(gw_upstream_new_ops(&conf, &gw_upstream_vault_ops, NULL, err));
     write_token("hvs.first\n");
+}
+
+/*
+ * An HTTP client that cannot be made for what the system lacks (here no thread key left; likewise out of
+ * memory, libcurl that would not start) fails the start as the system's, which another try may mend
+ * (exit 1): vault_init said GW_ERR_INVAL for any, the configuration refused (exit 78, not restarted).
+ */
+static void test_init_without_a_thread_key(void **state)
+{
+    struct gw_vault_conf vc = {.http.url = "http://127.0.0.1:1", .token_file = token_path};
+    struct gw_upstream_conf conf = {.name = "vault", .ops = &gw_upstream_vault_ops, .impl = &vc};
+    char err[GW_ERR_LEN] = "";
+    struct gw_upstream_set *set;
+    int rc = 0;
+
+    (void)state;
+    write_token("hvs.first\n");
+    tu_keys_exhaust();
+    set = gw_upstream_set_new(&conf, 1, NULL, 0, NULL, NULL, &rc, err);
+    tu_keys_back();
+    assert_null(set);
+    assert_int_equal(rc, GW_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err, "no thread key left"));
 }
 
 /* One sign() through |f|, on a thread of its own or not: its status, reason and the time it returned. */
@@ -2781,7 +2807,7 @@ static long plain_get(const struct gw_http_conf *http)
 {
     struct gw_http_response rsp;
     char err[GW_ERR_LEN] = "";
-    struct gw_http_client *c = gw_http_client_new("plain", http, 5000, 0, err);
+    struct gw_http_client *c = gw_http_client_new("plain", http, 5000, 0, NULL, err);
     long status;
 
     assert_non_null(c);
@@ -3067,6 +3093,7 @@ int main(void)
         cmocka_unit_test(test_oversized_answer),
         cmocka_unit_test(test_token_reread_on_403),
         cmocka_unit_test(test_token_file_bad),
+        cmocka_unit_test(test_init_without_a_thread_key),
         cmocka_unit_test(test_cert_login_single_flight),
         cmocka_unit_test(test_cert_login_outlives_its_starter),
         cmocka_unit_test(test_cert_login_refused),

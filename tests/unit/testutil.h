@@ -201,6 +201,26 @@ static inline void tu_uncap_files(void)
     signal(SIGXFSZ, SIG_DFL);
 }
 
+/*
+ * Takes every thread-specific key left (pthread_key_create fails with EAGAIN from now on: a system
+ * condition, as the process's own limit) until tu_keys_back gives them back.
+ */
+static pthread_key_t tu_keys[PTHREAD_KEYS_MAX];
+static size_t tu_n_keys;
+
+static inline void tu_keys_exhaust(void)
+{
+    while (tu_n_keys < PTHREAD_KEYS_MAX && pthread_key_create(&tu_keys[tu_n_keys], NULL) == 0)
+        tu_n_keys++;
+    assert_true(tu_n_keys < PTHREAD_KEYS_MAX);
+}
+
+static inline void tu_keys_back(void)
+{
+    while (tu_n_keys > 0)
+        assert_int_equal(pthread_key_delete(tu_keys[--tu_n_keys]), 0);
+}
+
 /* The CLOCK_REALTIME instant |secs| seconds from now, for pthread_cond_timedwait. */
 static inline struct timespec tu_deadline(int secs)
 {
