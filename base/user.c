@@ -106,6 +106,11 @@ int gw_group_id(const char *name, gid_t *gid, char *err)
     return rc;
 }
 
+int gw_user_lookup_class(int rc)
+{
+    return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
+}
+
 /*
  * Sets the calling thread's filesystem ids: 0, or -1 if either did not take. setfsuid and setfsgid
  * return the id before, never an error; asked again with an invalid id they change nothing and say

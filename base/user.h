@@ -21,6 +21,13 @@ int gw_user_ids(const char *name, uid_t *uid, gid_t *gid, char *err);
 int gw_group_id(const char *name, gid_t *gid, char *err);
 
 /*
+ * The class of a failed gw_user_ids or gw_group_id that returned |rc|: GW_ERR_INVAL for a user or group
+ * the system does not have (GW_ERR_NOT_FOUND), which no retry mends; GW_ERR_NOMEM; else
+ * GW_ERR_UNAVAILABLE (NSS, sssd or LDAP not answering yet at boot), which another try may mend.
+ */
+int gw_user_lookup_class(int rc);
+
+/*
  * openat(2) of |name| from directory |dir| (AT_FDCWD: a path) with |flags| and |mode| as |uid| and |gid|
  * when the process is root and |uid| is another user, else as the process: a file it creates is theirs
  * from the start, and the kernel judges each directory on the way by their rights, not root's (the

@@ -10,14 +10,10 @@
 #include <unistd.h>
 
 /* Fails the load at |path| for a gw_user_ids or gw_group_id that returned |rc|, |why|: an unknown name is
-   the file's; a lookup that could not be made is the system's at this moment. */
+   the file's; a lookup that could not be made is the system's at this moment (gw_user_lookup_class). */
 static int lookup_failed(struct gw_conf_ctx *pc, const char *path, int rc, const char *why)
 {
-    if (rc == GW_ERR_NOT_FOUND)
-        rc = GW_ERR_INVAL;
-    else if (rc != GW_ERR_NOMEM)
-        rc = GW_ERR_UNAVAILABLE;
-    return gw_conf_fail_as(pc, rc, path, "%s", why);
+    return gw_conf_fail_as(pc, gw_user_lookup_class(rc), path, "%s", why);
 }
 
 int gw_config_resolve_ids(struct gw_conf_ctx *pc, struct gw_config *cfg)

@@ -39,27 +39,16 @@ int gw_not_dumpable(void)
     return -1;
 }
 
-int gw_privileges_lookup_class(int rc)
-{
-    return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc;
-}
-
 /*
- * Becomes |cfg|'s user and group for good (the process is root). 0, or an error with the reason logged:
- * a failed lookup's class (gw_privileges_lookup_class), GW_ERR_FORBIDDEN where the change itself failed.
+ * Becomes |cfg|'s user and group for good (the process is root): the ids its load looked up as root
+ * (gw_config_resolve_ids, which a failed lookup fails), those its files were judged against. 0, or
+ * GW_ERR_FORBIDDEN with the reason logged where the change failed.
  */
 static int become_user(const struct gw_config *cfg)
 {
-    char err[GW_ERR_LEN];
-    uid_t uid;
-    gid_t gid;
-    int rc;
+    uid_t uid = cfg->uid;
+    gid_t gid = cfg->gid;
 
-    if ((rc = gw_user_ids(cfg->user, &uid, &gid, err)) != 0 ||
-        (cfg->group != NULL && (rc = gw_group_id(cfg->group, &gid, err)) != 0)) {
-        gw_log(GW_LOG_ERROR, "privileges", "%s", err);
-        return gw_privileges_lookup_class(rc);
-    }
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
         return GW_ERR_FORBIDDEN;

@@ -21,17 +21,9 @@ const char *gw_root_refusal(const struct gw_config *cfg);
  * user's reach. 0, or an error with the reason logged, and the start stops: GW_ERR_INVAL where the
  * configuration is what stops it, as `cmpgw check` would (root without "user" nor "run_as_root", a user
  * or group the system does not have, a file the user cannot reach), another where the change of user
- * failed or the user or group could not be looked up (NSS not answering: another try may mend it).
+ * failed. The user and group are those the load looked up (a lookup that failed failed the load).
  */
 int gw_drop_privileges(const struct gw_config *cfg);
-
-/*
- * gw_privileges_lookup_class is the class of a failed lookup (gw_user_ids, gw_group_id, which returned
- * |rc|) of "user" or "group" at the change of user: GW_ERR_INVAL for a user or group the system does not
- * have (GW_ERR_NOT_FOUND), which no retry mends; the lookup's own code otherwise (GW_ERR_IO: NSS, sssd or
- * LDAP not answering yet at boot; GW_ERR_NOMEM), which another try may.
- */
-int gw_privileges_lookup_class(int rc);
 
 /* `cmpgw check` as root with "user": the checks of a start, as that user, in a child. 0 or -1. */
 int gw_check_as_user(const struct gw_config *cfg);

@@ -4193,9 +4193,10 @@ static void test_user_lookup_failing_fails_the_load(void **state)
 }
 
 /*
- * At the change of user, a lookup of "user" or "group" that failed is the configuration's (exit 78, not
- * restarted) only for a name the system does not have; one that could not be made (NSS not answering at
- * boot) or ran out of memory keeps its own code, which a start exits 1 for and the unit retries.
+ * A lookup of "user" or "group" that failed (the load's, whose ids the change of user takes) is the
+ * configuration's (exit 78, not restarted) only for a name the system does not have; one that could not
+ * be made (NSS not answering at boot) or ran out of memory is not, which a start exits 1 for and the unit
+ * retries.
  */
 static void test_change_of_user_lookup_class(void **state)
 {
@@ -4203,14 +4204,14 @@ static void test_change_of_user_lookup_class(void **state)
         int rc, want;
     } cases[] = {
         {GW_ERR_NOT_FOUND, GW_ERR_INVAL},
-        {GW_ERR_IO, GW_ERR_IO},
+        {GW_ERR_IO, GW_ERR_UNAVAILABLE},
         {GW_ERR_NOMEM, GW_ERR_NOMEM},
     };
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        if (gw_privileges_lookup_class(cases[i].rc) != cases[i].want)
-            fail_msg("case %zu: %d, not %d", i, gw_privileges_lookup_class(cases[i].rc), cases[i].want);
+        if (gw_user_lookup_class(cases[i].rc) != cases[i].want)
+            fail_msg("case %zu: %d, not %d", i, gw_user_lookup_class(cases[i].rc), cases[i].want);
 }
 
 #define ROOTS_GROUP 4242 /* a group of root's here, the user's neither: need not exist */
