@@ -82,7 +82,7 @@ static void usage(FILE *out)
             "  -h, --help          print this help and exit\n"
             "  -V, --version       print the versions of cmpgw, OpenSSL and h2o and exit\n"
             "  -u, --upstream NAME inventory: only the local upstream NAME\n"
-            "      --since TIME    report: records from TIME on (UTC, YYYY-MM-DD[THH:MM[:SS]][Z])\n"
+            "      --since TIME    report: records from TIME on (UTC, YYYY-MM-DD[THH[:MM[:SS]]][Z])\n"
             "      --role ROLE     report: only ROLE\n"
             "      --json          report: as one JSON object\n"
             "      --audit LOG     report: read LOG (e.g. a rotated file) instead of the configured log\n"
