@@ -151,6 +151,11 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
 /* seconds past its notAfter that the set keeps a revoked certificate: OpenSSL takes one at its very
    notAfter, and a request's chain is verified a moment before or after the set is asked */
 #define GW_REVOKED_GRACE_SECS 2
+/* seconds past its notAfter (and GW_REVOKED_GRACE_SECS) that a revoked certificate's entry stays in the set
+   and in cmp.revoked_file, though it refuses nothing meanwhile: a clock ahead by less than this (a VM's
+   hardware clock before its time sync) drops no entry its certificate needs once the clock is set right.
+   A full set makes room for a live revocation from these, the one that expired first first */
+#define GW_REVOKED_KEEP_SECS (7 * 86400)
 /* revocations through the gateway under way at once (an rr, a withdrawal), each certificate's marked so
    that a second is not sent meanwhile (gateway/cmp/revoked.c): one per worker and withdrawal thread
    would do; a revocation past them waits for one to end, at most its upstream's timeout */

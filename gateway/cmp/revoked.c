@@ -19,8 +19,9 @@
  * With cmp.revoked_file each entry is also a line "<id in hex> <notAfter in Unix seconds>" appended to
  * that file, on disk before the rr is answered, and read back at the next start: a restart does not
  * let a certificate revoked through cmpgw in again while its CA's CRL does not list it (or is never
- * read). The start rewrites the file with the unexpired entries alone, so it stays as small as the set,
- * unless another gateway still appends to it (a hand-over's predecessor).
+ * read). The start rewrites the file with the entries it keeps, so it stays as small as the set, unless
+ * another gateway still appends to it (a hand-over's predecessor). Each stays GW_REVOKED_KEEP_SECS past its
+ * expiry: a clock ahead (before its time sync) drops none a certificate valid once it is set right needs.
  *
  * Whoever may write the file decides which certificates authenticate (a line of one's id refuses it)
  * and whether the next start succeeds (a line that is no entry refuses it): as a secret file is, it is
@@ -61,7 +62,7 @@
  * to expire, never deleted while the certificate is in no set.
  *
  * A revocation this instance's set could not keep (cmp.max_revoked reached, no memory), or need not (the
- * certificate expired on its clock, before its rr or while at the CA: no set holds an expired one), would
+ * certificate expired on its clock, before its rr or while at the CA: no set takes an expired one), would
  * likewise not be found here by the one that waited for its mark: without a shared state, nothing else stops
  * that one. Its slot notes it (unkept), and its end, in the same hold of the lock that lets the mark go,
  * remembers it for as long as a shared mark lives (done); cmp_revoked_begin takes what is remembered as
@@ -110,6 +111,7 @@
  * as an entry that outlives its certificate.
  */
 #define MARK_OFFSET 253402300800LL
+#define STALE(until) ((until) + GW_REVOKED_KEEP_SECS) /* expired() of this: past keeping, expired or not */
 
 struct revoked_entry {
     unsigned char id[ID_LEN];
@@ -257,35 +259,66 @@ static size_t counted(const struct cmp_revoked *rs, bool marked)
 /*
  * Whether an entry kept until |until| (its certificate's notAfter) is past use at |now|: OpenSSL 3.0 takes
  * a certificate at its very notAfter, and the chain is verified a moment before or after the set is asked
- * (GW_REVOKED_GRACE_SECS).
+ * (GW_REVOKED_GRACE_SECS). Past keeping (stale) GW_REVOKED_KEEP_SECS later.
  */
 static bool expired(time_t until, time_t now)
 {
     return until + GW_REVOKED_GRACE_SECS < now;
 }
 
+/* Stale entries out, and those of kind |marked| expired by |upto| (0: none), in order. Lock held. */
+static void drop_entries(struct cmp_revoked *rs, time_t now, bool marked, time_t upto)
+{
+    size_t kept = 0;
+
+    rs->n_marked = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        struct revoked_entry e = rs->v[i];
+
+        if (expired(STALE(e.until), now) || (e.marked == marked && e.until <= upto && expired(e.until, now)))
+            continue;
+        rs->n_marked += e.marked;
+        rs->v[kept++] = e;
+    }
+    rs->n = kept;
+}
+
 /*
- * Room for one more entry, |marked| or not, of at most |max| such: the expired ones out, else a larger
- * array. A |max| lowered by a reload below what is kept drops nothing: no more is taken until enough
- * expire. Lock held.
+ * Up to which notAfter the expired entries of kind |marked| go for one more of it, |max| held: the first
+ * where one is enough, else all (a |max| lowered by a reload); 0 where live ones alone fill |max|. Lock held.
+ */
+static time_t room_upto(const struct cmp_revoked *rs, size_t max, bool marked, time_t now)
+{
+    size_t n = 0, need = counted(rs, marked) - max + 1;
+    time_t first = 0, last = 0, t;
+
+    for (size_t i = 0; i < rs->n; i++) {
+        if (rs->v[i].marked != marked || !expired(t = rs->v[i].until, now))
+            continue;
+        first = n++ == 0 || t < first ? t : first;
+        last = t > last ? t : last;
+    }
+    return n < need ? 0 : need == 1 ? first : last;
+}
+
+/*
+ * Room for one more entry, |marked| or not, of at most |max| such: the stale ones out, then where that kind
+ * is full what room_upto says, else a larger array; never a live one, so a |max| lowered by a reload below
+ * what is kept takes no more until enough expire. Lock held.
  */
 static int make_room(struct cmp_revoked *rs, size_t max, bool marked, time_t now)
 {
-    size_t live = 0, cap, most;
+    size_t cap, most;
     struct revoked_entry *v;
+    time_t upto = 0; /* room_upto's, where the kind is full */
 
     if (rs->n < rs->cap && counted(rs, marked) < max)
         return 0;
-    rs->n_marked = 0;
-    for (size_t i = 0; i < rs->n; i++) { /* in order: still sorted */
-        if (expired(rs->v[i].until, now))
-            continue;
-        rs->n_marked += rs->v[i].marked;
-        rs->v[live++] = rs->v[i];
-    }
-    rs->n = live;
-    if (counted(rs, marked) >= max)
+    drop_entries(rs, now, marked, 0);
+    if (counted(rs, marked) >= max && (upto = room_upto(rs, max, marked, now)) == 0)
         return GW_ERR_LIMIT;
+    if (upto != 0)
+        drop_entries(rs, now, marked, upto);
     if (rs->n < rs->cap)
         return 0;
     /* the other kind may hold more than |max| (a start's file, a cap lowered since): never less than held */
@@ -366,7 +399,7 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
     unsigned char id[ID_LEN];
     time_t until = 0;
     bool marked = false;
-    int ok = len < sizeof(line) && memchr(p, '\0', len) == NULL;
+    int ok = len < sizeof(line) && memchr(p, '\0', len) == NULL, rc = 0;
 
     if (ok) {
         memcpy(line, p, len);
@@ -378,8 +411,12 @@ static int take_line(struct cmp_revoked *rs, const char *p, size_t len, time_t n
                         rs->no, gw_conf_show_file(rs->file, shown, sizeof(shown)));
         return GW_ERR_INVAL;
     }
-    /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing */
-    if (!expired(until, now) && keep(rs, id, until, marked, GW_MAX_REVOKED, now) < 0) {
+    /* GW_MAX_REVOKED, not cmp.max_revoked: a cap lowered since drops nothing; an expired line gives way to
+       live ones filling the set, as an expired entry would */
+    if (expired(STALE(until), now) ||
+        ((rc = keep(rs, id, until, marked, GW_MAX_REVOKED, now)) == GW_ERR_LIMIT && expired(until, now)))
+        return 0;
+    if (rc < 0) {
         gw_conf_bprintf(err, GW_ERR_LEN, "cmp.revoked_file: \"%s\" holds more than %d unexpired entries",
                         gw_conf_show_file(rs->file, shown, sizeof(shown)), GW_MAX_REVOKED);
         return GW_ERR_LIMIT;

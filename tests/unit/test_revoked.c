@@ -762,6 +762,90 @@ static void test_room_past_twice_the_cap(void **state)
     revoked_file_remove(file);
 }
 
+#define DAY 86400
+#define AHEAD (3 * DAY) /* a clock ahead of the right one (NOW) by this: a VM before its time sync */
+
+/*
+ * A start on a clock ahead by days (a VM's hardware clock, before its time sync) keeps, and writes back,
+ * the lines of certificates that expired on that clock but not on the right one: once the clock is set
+ * right, they are refused again, without a restart and after one. 65 lines, past the first array's
+ * FIRST_CAP (64): the set that grows keeps them too. The twin: a line past its notAfter by more than
+ * GW_REVOKED_KEEP_SECS on that clock is dropped, and is not written back. Before, the start skipped every
+ * line expired on its clock (and the set, growing, would have dropped them) and rewrote the file empty:
+ * those certificates authenticated again once the clock was set right.
+ */
+static void test_clock_ahead_start_keeps_entries(void **state)
+{
+    struct marks m;
+    char *file = revoked_file(), err[GW_ERR_LEN] = "";
+    long long t[80];
+    FILE *f;
+    X509 *x;
+
+    (void)state;
+    marks_open(&m, 16);
+    x = cert_until(&m, 1, NOW + DAY);
+    write_old_line(file, x, "w", 0); /* notAfter NOW + DAY: expired on the clock ahead */
+    assert_non_null(f = fopen(file, "a"));
+    for (int i = 0; i < 64; i++)
+        fprintf(f, "%032x %lld\n", i + 1, (long long)NOW + DAY);
+    fprintf(f, "%032x %lld\n", 1000, (long long)NOW + AHEAD - GW_REVOKED_KEEP_SECS - 10);
+    fclose(f);
+    cmp_revoked_free(m.e.revoked);
+    if ((m.e.revoked = cmp_revoked_new(file, geteuid(), NOW + AHEAD, err)) == NULL)
+        fail_msg("%s", err);
+    now_is = NOW + AHEAD;
+    assert_int_equal(check(&m, x), 0); /* expired on that clock: its chain is refused too */
+    assert_int_equal(file_times(file, t, 80), 65);
+    for (size_t i = 0; i < 65; i++)
+        assert_int_equal(t[i], NOW + DAY);
+    now_is = NOW; /* the clock set right */
+    assert_int_equal(check(&m, x), 1);
+    reopen(&m, file);
+    assert_int_equal(check(&m, x), 1);
+    X509_free(x);
+    marks_close(&m);
+    revoked_file_remove(file);
+}
+
+/*
+ * A full set (cmp.max_revoked) makes room for a live revocation by dropping the entry that expired first,
+ * and that one alone: the other, expired later, is still refused should the clock step back to before its
+ * notAfter. The twins: that one gives way in its turn; a set of live entries alone takes no more. Before,
+ * room was made by dropping every expired entry at once.
+ */
+static void test_room_made_from_the_oldest_expired(void **state)
+{
+    struct marks m;
+    X509 *first = NULL, *later = NULL, *live[3];
+
+    (void)state;
+    marks_open(&m, 2);
+    first = cert_until(&m, 1, NOW + 10);
+    later = cert_until(&m, 2, NOW + 20);
+    for (int i = 0; i < 3; i++)
+        live[i] = cert_until(&m, 10 + i, NOW + DAY);
+    assert_int_equal(revoked_at_ca(&m, first), 0);
+    assert_int_equal(revoked_at_ca(&m, later), 0);
+    now_is = NOW + 100;
+    assert_int_equal(revoked_at_ca(&m, live[0]), 0);
+    now_is = NOW + 5; /* the clock stepped back */
+    assert_int_equal(check(&m, later), 1);
+    assert_int_equal(check(&m, first), 0);
+    now_is = NOW + 100;
+    assert_int_equal(revoked_at_ca(&m, live[1]), 0);
+    assert_int_equal(revoked_at_ca(&m, live[2]), CMP_REVOKED_NOT_HERE);
+    now_is = NOW + 5;
+    assert_int_equal(check(&m, later), 0);
+    assert_int_equal(check(&m, live[0]), 1);
+    assert_int_equal(check(&m, live[1]), 1);
+    X509_free(first);
+    X509_free(later);
+    for (int i = 0; i < 3; i++)
+        X509_free(live[i]);
+    marks_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +861,8 @@ int main(void)
         cmocka_unit_test(test_revoked_file_with_two_names_refused),
         cmocka_unit_test(test_keyless_over_marked_line),
         cmocka_unit_test(test_room_past_twice_the_cap),
+        cmocka_unit_test(test_clock_ahead_start_keeps_entries),
+        cmocka_unit_test(test_room_made_from_the_oldest_expired),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
