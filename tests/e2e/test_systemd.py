@@ -344,6 +344,15 @@ class Unit(unittest.TestCase):
         self.assertIn("/var/lib/cmpgw", mounts)
         self.assertIn("/var/log/cmpgw", mounts)
 
+    def test_starts_after_the_clock_is_synchronised(self):
+        """A start on a clock still wrong at boot (a VM's hardware clock days ahead, before NTP) drops the
+        entries of cmp.revoked_file whose certificates expired on that clock alone past their keep margin:
+        the unit is ordered after time-sync.target. It was ordered after network-online.target alone."""
+        lines = (harness.REPO / "deploy" / "systemd" / "cmpgw.service").read_text().splitlines()
+        after = [v for l in lines if l.startswith("After=") for v in l.split("=", 1)[1].split()]
+        self.assertIn("time-sync.target", after)
+        self.assertIn("network-online.target", after)
+
     def test_unit_verifies(self):
         analyze = shutil.which("systemd-analyze")
         self.assertIsNotNone(analyze, "systemd-analyze (Debian systemd) is installed by deploy/deps.sh")
