@@ -88,17 +88,19 @@ int policy_say(int *fail_info, int bit, char *err, const char *fmt, ...)
  * not admit "https://evil#.example.com/x", whose host is "evil", nor one for a path segment the two
  * segments of "spiffe://x/ns/a%2Fb". An email's '*' stops at '@': mailers differ on which of two ends the
  * local part, so "*@example.com" must not admit "a@evil@example.com" (a request may hold only one '@',
- * but a TLS client's certificate, a subject emailAddress or what an upstream returns may hold more).
+ * but a TLS client's certificate, a subject emailAddress or what an upstream returns may hold more), and
+ * matches only an address: "**@example.com", whose "**" matches nothing too, must not admit "@example.com".
  */
 struct pat_syntax {
     const char *seps;
     int fold;
+    int address; /* the name must be an email address (gw_subject_email_flaw), or it matches nothing */
 };
 
-static const struct pat_syntax pat_text = {"./=", 0};
-static const struct pat_syntax pat_host = {"./=", 1}; /* DNS names fold case (RFC 4343) */
-static const struct pat_syntax pat_uri = {"./=?#@%\\:", 0};
-static const struct pat_syntax pat_email = {"./=@", 0};
+static const struct pat_syntax pat_text = {"./=", 0, 0};
+static const struct pat_syntax pat_host = {"./=", 1, 0}; /* DNS names fold case (RFC 4343) */
+static const struct pat_syntax pat_uri = {"./=?#@%\\:", 0, 0};
+static const struct pat_syntax pat_email = {"./=@", 0, 1};
 
 static int is_sep(const struct pat_syntax *syn, char c)
 {
@@ -194,6 +196,8 @@ static int pattern_match(const char *pat, const char *s, size_t len, const struc
 {
     if (pat == NULL || s == NULL || memchr(s, '\0', len) != NULL)
         return 0;
+    if (syn->address && gw_subject_email_flaw(s, len) != GW_EMAIL_OK)
+        return 0;
     return pattern_match_n(pat, strlen(pat), s, len, syn);
 }
 
@@ -204,13 +208,13 @@ int gw_pattern_match(const char *pat, const char *s, size_t len)
 
 /*
  * One attribute ("CN=dev-1") against one of a pattern: an email address value (emailAddress, mail) is read
- * as an email pattern reads one ('*' stops at '@' too), and one holding more than one '@' matches nothing.
+ * as an email pattern reads one ('*' stops at '@' too), and one that is no address matches nothing.
  */
 static int attr_match(const char *pat, size_t pn, const char *s, size_t sn)
 {
     if (!gw_subject_attr_is_email(s, sn))
         return pattern_match_n(pat, pn, s, sn, &pat_text);
-    return !gw_subject_two_at(s, sn) && pattern_match_n(pat, pn, s, sn, &pat_email);
+    return gw_subject_attr_email_flaw(s, sn) == GW_EMAIL_OK && pattern_match_n(pat, pn, s, sn, &pat_email);
 }
 
 /*
@@ -345,20 +349,14 @@ static const struct pat_syntax *san_syntax(int gen_type)
 /*
  * Whether TLS SAN |gn| matches pattern |pat| of tls_sans: one of its type (gw_role_tls_san_type), read as
  * policy_check_san reads it (DNS names fold case, a URI's '*' is one host label or path segment). An email
- * address with more than one '@' matches none, as a subject's does (attr_match): mailers differ on which
- * ends the local part, so "a@evil@example.com" may be mail for evil.
+ * that is no address matches none (pat_email), as a subject's does (attr_match): mailers differ on which
+ * '@' ends the local part, so "a@evil@example.com" may be mail for evil, and "@example.com" is no one's.
  */
 static int tls_san_match(const char *pat, const GENERAL_NAME *gn)
 {
-    const char *s;
-    size_t len;
-
     if (gw_role_tls_san_type(pat) != gn->type) /* so an IA5String: a DNS name, URI or email */
         return 0;
-    s = (const char *)gn->d.ia5->data;
-    len = (size_t)gn->d.ia5->length;
-    return !(gn->type == GEN_EMAIL && gw_subject_two_at(s, len)) &&
-           pattern_match(pat, s, len, san_syntax(gn->type));
+    return pattern_match(pat, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, san_syntax(gn->type));
 }
 
 /* TLS SANs: one DNS, URI or email name matching one pattern of its type authorizes (tls_san_match). */
@@ -663,6 +661,28 @@ int policy_cn_copy(const X509_NAME *subject, const GENERAL_NAME *gn)
     return 0;
 }
 
+/* What check_address says of each flaw of an email address (gw_subject_email_flaw). */
+static const char *const email_flaws[] = {
+    [GW_EMAIL_TWO_AT] = "holds more than one '@': mailers differ on which ends the local part",
+    [GW_EMAIL_NO_AT] = "holds no '@': an email address is local-part@domain",
+    [GW_EMAIL_NO_LOCAL] = "has nothing before its '@': an email address is local-part@domain",
+    [GW_EMAIL_NO_DOMAIN] = "has nothing after its '@': an email address is local-part@domain",
+};
+
+/*
+ * Email address |v| (|len| bytes, |kind| names it) is local-part@domain, one '@' (RFC 5280 §4.2.1.6),
+ * whatever the patterns: "ceo@evil@bank.example" may be mail for evil, "ceo" or "ceo@" for a mailer's own.
+ */
+static int check_address(const char *kind, const char *v, size_t len, int *fail_info, char *err)
+{
+    enum gw_email_flaw flaw = gw_subject_email_flaw(v, len);
+    char buf[SHOWN_LEN];
+
+    return flaw == GW_EMAIL_OK ? 0
+                               : policy_say(fail_info, BADT, err, "%s %s %s", kind, policy_shown(buf, v, len),
+                                            email_flaws[flaw]);
+}
+
 /*
  * check_wildcard: a '*' in a DNS name or common name asks for a wildcard certificate (RFC 6125
  * §6.4.3), good for every host it covers, so only a role that says so issues one (Vault's
@@ -723,13 +743,16 @@ int policy_check_san(const struct gw_role *role, const GENERAL_NAME *gn, int *fa
                                               (size_t)gn->d.ia5->length, fail_info, err) != 0)
         return GW_ERR_POLICY;
     ps = (const struct gw_patterns *)((const char *)&role->authz + name_kinds[k].off);
-    if (ps->n == 0 ||
-        match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].syn))
-        return 0;
-    return policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)",
-                      name_kinds[k].what,
-                      policy_shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length),
-                      policy_rname(role), policy_join(list, sizeof(list), ps));
+    if (ps->n > 0 &&
+        !match_any(ps, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length, name_kinds[k].syn))
+        return policy_say(fail_info, BADT, err, "%s %s is not allowed on role %s (allowed: %s)",
+                          name_kinds[k].what,
+                          policy_shown(buf, (const char *)gn->d.ia5->data, (size_t)gn->d.ia5->length),
+                          policy_rname(role), policy_join(list, sizeof(list), ps));
+    /* as a subject's (check_addresses): a request's is san_malformed already, not a CN the CA copies */
+    return gn->type != GEN_EMAIL ? 0
+                                 : check_address(name_kinds[k].what, (const char *)gn->d.ia5->data,
+                                                 (size_t)gn->d.ia5->length, fail_info, err);
 }
 
 /* policy_san_text describes |gn| for a message: "DNS name a.example.com", "IP address 10.0.0.1". */
@@ -856,8 +879,8 @@ int policy_has_control(const char *v, size_t len)
  * either address is held to the role's email rules, refused where it allows no email, and without
  * allowed_common_names a CN that is a host name to allowed_dns_names: one with a dot (or a wildcard), and
  * one without where |server| (cn_is_server_host): "vault" is the host of https://vault/ as much. Any of
- * them with a control byte is refused whatever the patterns (policy_has_control); an address with more than
- * one '@' is, after them, by check_two_at.
+ * them with a control byte is refused whatever the patterns (policy_has_control); an address that is none
+ * (more than one '@', none, nothing on a side of it) is, after them, by check_addresses.
  */
 static int check_attrs(const struct gw_role *role, const X509_NAME *subject, int nid, int server,
                        int *fail_info, char *err)
@@ -935,16 +958,13 @@ static const char *attr_kind(char buf[SHOWN_LEN], int nid)
     return buf;
 }
 
-/*
- * A subject's email addresses, emailAddress and mail (rfc822Mailbox) attributes, hold one '@' each, whatever
- * the patterns, as an email subjectAltName must: mailers differ on which of two ends the local part, so
- * "ceo@evil@bank.example" may be mail for evil. X509_check_email reads only emailAddress, but LDAP
- * directories and the mail software that read a subject take mail as the holder's address as much.
+/* A subject's emailAddress and mail (rfc822Mailbox) attributes are addresses (check_address), as an email SAN
+ * is: X509_check_email reads emailAddress, LDAP directories and mail software mail as the holder's address.
  */
-static int check_two_at(const X509_NAME *subject, int *fail_info, char *err)
+static int check_addresses(const X509_NAME *subject, int *fail_info, char *err)
 {
     static const int nids[] = {NID_pkcs9_emailAddress, NID_rfc822Mailbox};
-    char buf[SHOWN_LEN], kind[SHOWN_LEN], *v;
+    char kind[SHOWN_LEN], *v;
     size_t len;
     int i, rc = 0;
 
@@ -952,10 +972,7 @@ static int check_two_at(const X509_NAME *subject, int *fail_info, char *err)
         for (i = -1; rc == 0 && (i = X509_NAME_get_index_by_NID(subject, nids[k], i)) >= 0;) {
             if ((v = policy_entry_utf8(subject, i, &len)) == NULL)
                 return policy_say(fail_info, BADT, err, "%s cannot be decoded", attr_kind(kind, nids[k]));
-            if (gw_subject_two_at(v, len))
-                rc = policy_say(fail_info, BADT, err,
-                                "%s %s holds more than one '@': mailers differ on which ends the local part",
-                                attr_kind(kind, nids[k]), policy_shown(buf, v, len));
+            rc = check_address(attr_kind(kind, nids[k]), v, len, fail_info, err);
             OPENSSL_free(v);
         }
     }
@@ -1000,7 +1017,7 @@ int policy_check_names(const struct gw_role *role, const X509_NAME *subject, con
     if ((rc = check_attrs(role, subject, NID_commonName, server, fail_info, err)) != 0 ||
         (rc = check_attrs(role, subject, NID_pkcs9_emailAddress, 0, fail_info, err)) != 0 ||
         (rc = check_attrs(role, subject, NID_rfc822Mailbox, 0, fail_info, err)) != 0 ||
-        (subject != NULL && (rc = check_two_at(subject, fail_info, err)) != 0))
+        (subject != NULL && (rc = check_addresses(subject, fail_info, err)) != 0))
         return rc;
     if (sk_GENERAL_NAME_num(sans) > GW_MAX_SANS)
         return policy_say(fail_info, BADT, err, "too many subjectAltName entries (%d; the limit is %d)",

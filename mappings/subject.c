@@ -69,6 +69,27 @@ int gw_subject_two_at(const char *s, size_t n)
     return at != NULL && memchr(at + 1, '@', n - (size_t)(at + 1 - s)) != NULL;
 }
 
+enum gw_email_flaw gw_subject_email_flaw(const char *s, size_t n)
+{
+    const char *at = memchr(s, '@', n);
+
+    if (gw_subject_two_at(s, n))
+        return GW_EMAIL_TWO_AT;
+    if (at == NULL)
+        return GW_EMAIL_NO_AT;
+    if (at == s)
+        return GW_EMAIL_NO_LOCAL;
+    return at == s + n - 1 ? GW_EMAIL_NO_DOMAIN : GW_EMAIL_OK;
+}
+
+enum gw_email_flaw gw_subject_attr_email_flaw(const char *s, size_t n)
+{
+    const char *name = email_attr(s, n);
+    size_t k = name != NULL ? strlen(name) + 1 : 0; /* the value, after the '=' */
+
+    return name != NULL ? gw_subject_email_flaw(s + k, n - k) : GW_EMAIL_OK;
+}
+
 int gw_subject_pattern_crowded(const char *pat)
 {
     struct gw_subject_attr attrs[GW_MAX_RDN_ATTRS];

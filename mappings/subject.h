@@ -41,6 +41,27 @@ int gw_subject_attr_is_email(const char *s, size_t n);
 /* Whether |s| (|n| bytes) holds more than one '@': mailers differ on which ends the local part. */
 int gw_subject_two_at(const char *s, size_t n);
 
+/* What keeps a name from being an email address: local-part@domain, one '@' (RFC 5280 §4.2.1.6). */
+enum gw_email_flaw {
+    GW_EMAIL_OK,
+    GW_EMAIL_TWO_AT,    /* more than one '@' (gw_subject_two_at) */
+    GW_EMAIL_NO_AT,     /* none */
+    GW_EMAIL_NO_LOCAL,  /* nothing before its '@' */
+    GW_EMAIL_NO_DOMAIN, /* nothing after it */
+};
+
+/*
+ * gw_subject_email_flaw says what keeps |s| (|n| bytes) from being an email address, in the order of
+ * enum gw_email_flaw ("@@" has two '@'), or GW_EMAIL_OK. Of a value and of an email pattern alike: a '*'
+ * of an email pattern matches no '@', so a pattern with a flaw matches only names with that flaw, and
+ * one without matches an address (its own, each '*' read as a letter).
+ */
+enum gw_email_flaw gw_subject_email_flaw(const char *s, size_t n);
+
+/* gw_subject_attr_email_flaw is gw_subject_email_flaw of the value of attribute |s| (|n| bytes, "mail=a@b"),
+ * an email address's (gw_subject_attr_is_email), or GW_EMAIL_OK for another attribute. */
+enum gw_email_flaw gw_subject_attr_email_flaw(const char *s, size_t n);
+
 /*
  * gw_subject_pattern_dead says why subject pattern |pat| can match no subject: the name ("emailAddress",
  * "mail") of its first email address attribute whose value holds more than one '@', which gw_subject_match

@@ -1353,6 +1353,19 @@ class Errors(Base):
         self.assertEqual(a.status_strings, ["subject attribute mail ceo@evil@bank.example holds more than one '@': "
                                             "mailers differ on which ends the local part"])
 
+    def test_subject_email_not_address(self):
+        """As test_subject_email_two_at: an address without an '@', or with nothing on a side of it, is none."""
+        for name, value, why in (("mailnoat", "ceo", "holds no '@'"),
+                                 ("mailnolocal", "@bank.example", "has nothing before its '@'"),
+                                 ("ldapnodomain", "ceo@", "has nothing after its '@'")):
+            with self.subTest(value=value):
+                attr, kind = ("mail", "subject attribute mail") if name.startswith("ldap") else \
+                    ("emailAddress", "subject emailAddress")
+                a = self.expect("subject_email_not_address",
+                                self.ir(name, path="pki/roles/mailany/cmp", subject="/CN=mail/%s=%s" % (attr, value)))
+                self.assertEqual(a.status_strings, ["%s %s %s: an email address is local-part@domain"
+                                                    % (kind, value, why)])
+
     def test_subject_not_allowed(self):
         a = self.expect("subject_not_allowed", self.ir("subj", path="pki/roles/subjects/cmp",
                                                        subject="/O=cmpgw demo/OU=admins/CN=dev-1"))

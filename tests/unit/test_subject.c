@@ -79,6 +79,48 @@ static void test_two_at(void **state)
     assert_false(gw_subject_two_at("", 0));
 }
 
+/* local-part@domain, one '@': what keeps a name from being one, and the twins that are one */
+static void test_email_flaw(void **state)
+{
+    static const struct {
+        const char *s;
+        enum gw_email_flaw want;
+    } t[] = {
+        {"alice@example.com", GW_EMAIL_OK},
+        {"a@b", GW_EMAIL_OK},
+        {"*@*", GW_EMAIL_OK}, /* a pattern reads the same */
+        {"**@**.example", GW_EMAIL_OK},
+        {"a@evil@example.com", GW_EMAIL_TWO_AT},
+        {"@@", GW_EMAIL_TWO_AT}, /* two '@' first: the refusal that says the most */
+        {"@a@", GW_EMAIL_TWO_AT},
+        {"alice", GW_EMAIL_NO_AT},
+        {"*", GW_EMAIL_NO_AT},
+        {"", GW_EMAIL_NO_AT},
+        {"@example.com", GW_EMAIL_NO_LOCAL},
+        {"@", GW_EMAIL_NO_LOCAL},
+        {"alice@", GW_EMAIL_NO_DOMAIN},
+        {"*@", GW_EMAIL_NO_DOMAIN},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        enum gw_email_flaw got = gw_subject_email_flaw(t[i].s, strlen(t[i].s));
+
+        if (got != t[i].want)
+            fail_msg("case %zu \"%s\": %d, want %d", i, t[i].s, (int)got, (int)t[i].want);
+    }
+    assert_int_equal(gw_subject_email_flaw("a@b@c", 3), GW_EMAIL_OK); /* |n| bounds it */
+    assert_int_equal(gw_subject_email_flaw("a@b", 2), GW_EMAIL_NO_DOMAIN);
+    /* of an attribute: its value, if it is an address's */
+    assert_int_equal(gw_subject_attr_email_flaw("mail=a@b", 8), GW_EMAIL_OK);
+    assert_int_equal(gw_subject_attr_email_flaw("mail=ceo", 8), GW_EMAIL_NO_AT);
+    assert_int_equal(gw_subject_attr_email_flaw("emailAddress=@b", 15), GW_EMAIL_NO_LOCAL);
+    assert_int_equal(gw_subject_attr_email_flaw("emailAddress=", 13), GW_EMAIL_NO_AT);
+    assert_int_equal(gw_subject_attr_email_flaw("mail=a@b", 7), GW_EMAIL_NO_DOMAIN); /* |n| bounds it */
+    assert_int_equal(gw_subject_attr_email_flaw("CN=ceo", 6), GW_EMAIL_OK);          /* no address's */
+    assert_int_equal(gw_subject_attr_email_flaw("OU=a@b@c", 8), GW_EMAIL_OK);
+}
+
 /* A pattern whose email address holds two '@' can never match: gw_subject_match refuses such a subject. */
 static void test_pattern_dead(void **state)
 {
@@ -193,10 +235,10 @@ static void test_pattern_bad_escape(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_attr_len),           cmocka_unit_test(test_rdn),
-        cmocka_unit_test(test_attr_is_email),      cmocka_unit_test(test_two_at),
-        cmocka_unit_test(test_pattern_dead),       cmocka_unit_test(test_pattern_crowded),
-        cmocka_unit_test(test_pattern_bad_escape),
+        cmocka_unit_test(test_attr_len),        cmocka_unit_test(test_rdn),
+        cmocka_unit_test(test_attr_is_email),   cmocka_unit_test(test_two_at),
+        cmocka_unit_test(test_email_flaw),      cmocka_unit_test(test_pattern_dead),
+        cmocka_unit_test(test_pattern_crowded), cmocka_unit_test(test_pattern_bad_escape),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
