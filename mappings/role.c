@@ -186,51 +186,62 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
 }
 
 /*
- * Email patterns of |ps| (all of them, or with |tls_sans| those gw_role_tls_san_type reads as an email's):
- * none with more than one '@', and with |need_at| (allowed_emails) none without one. An email address
- * with two is refused everywhere and matches no pattern (mailers differ on which ends the local part); an
- * email subjectAltName holds one '@' (RFC 5280 §4.2.1.6, san_value_ok) and a '*' matches none, so a
- * pattern without one ("example.com", "*") admits no email address, only a subject emailAddress or mail
- * that is none. Either admits nothing it was meant for: a mistake the load would otherwise hide until
- * every address it was meant for is refused. (A pattern of tls_sans without an '@' is a DNS name's.)
+ * Why an email pattern can match no address, by its flaw (gw_subject_email_flaw): an email address with a
+ * flaw is refused everywhere and matches no pattern, a '*' of an email pattern matches no '@', so a pattern
+ * with a flaw matches only names with it. One without an '@' ("example.com", "*") admits no email address,
+ * one with two none mailers agree on, and "*@" or "@example.com" none at all: each admits nothing it was
+ * meant for, a mistake the load would otherwise hide until every address it was meant for is refused.
  */
-static int refuse_dead_at(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
-                          const struct gw_patterns *ps, bool tls_sans, bool need_at)
+static const char *const dead_email[] = {
+    [GW_EMAIL_TWO_AT] = "can never match: an email address with more than one '@' is refused; write one '@'",
+    [GW_EMAIL_NO_AT] = "holds no '@' and so matches no email address: write one '@', as in \"*@example.com\"",
+    [GW_EMAIL_NO_LOCAL] =
+        "can never match: an email address has a local part before its '@'; write one, or a "
+        "'*', as in \"*@example.com\"",
+    [GW_EMAIL_NO_DOMAIN] =
+        "can never match: an email address has a domain after its '@'; write one, or a '*', "
+        "as in \"*@example.com\"",
+};
+
+/*
+ * Email patterns of |ps| (all of them, or with |tls_sans| those gw_role_tls_san_type reads as an email's,
+ * which hold an '@': one without is a DNS name's): none that can match no address (dead_email).
+ */
+static int refuse_dead_email(struct gw_conf_ctx *pc, const char *path, struct json_object *v,
+                             const struct gw_patterns *ps, bool tls_sans)
 {
     char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
-    const char *why;
+    enum gw_email_flaw flaw;
 
     for (size_t i = 0; i < ps->n; i++) {
-        if (need_at && strchr(ps->v[i], '@') == NULL)
-            why = "holds no '@' and so matches no email address: write one '@', as in \"*@example.com\"";
-        else if ((!tls_sans || gw_role_tls_san_type(ps->v[i]) == GEN_EMAIL) &&
-                 gw_subject_two_at(ps->v[i], strlen(ps->v[i])))
-            why = "can never match: an email address with more than one '@' is refused; write one '@'";
-        else
+        if (tls_sans && gw_role_tls_san_type(ps->v[i]) != GEN_EMAIL)
+            continue;
+        if ((flaw = gw_subject_email_flaw(ps->v[i], strlen(ps->v[i]))) == GW_EMAIL_OK)
             continue;
         gw_conf_join_index(ipath, path, i);
         return gw_conf_fail(pc, ipath, "%s %s",
-                            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)), why);
+                            gw_conf_show(json_object_array_get_idx(v, i), buf, sizeof(buf)),
+                            dead_email[flaw]);
     }
     return 0;
 }
 
-/* "allowed_emails": patterns (p_bounds), each with one '@' (refuse_dead_at). */
+/* "allowed_emails": patterns (p_bounds), each one that can match an address (refuse_dead_email). */
 static int p_email_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                           const struct gw_conf_field *f)
 {
     int rc = p_bounds(pc, path, v, base, f);
 
-    return rc != 0 ? rc : refuse_dead_at(pc, path, v, gw_conf_at(base, f->off), false, true);
+    return rc != 0 ? rc : refuse_dead_email(pc, path, v, gw_conf_at(base, f->off), false);
 }
 
-/* "tls_sans": patterns (p_bounds), no email pattern among them with more than one '@' (refuse_dead_at). */
+/* "tls_sans": patterns (p_bounds), each email pattern among them one that can match an address. */
 static int p_tls_san_bounds(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                             const struct gw_conf_field *f)
 {
     int rc = p_bounds(pc, path, v, base, f);
 
-    return rc != 0 ? rc : refuse_dead_at(pc, path, v, gw_conf_at(base, f->off), true, false);
+    return rc != 0 ? rc : refuse_dead_email(pc, path, v, gw_conf_at(base, f->off), true);
 }
 
 /* Subject patterns (p_subject_patterns) that bound what a role admits: one at least. */

@@ -235,6 +235,27 @@ class Subjects(harness.GatewayTestCase):
                                   "'@' and so matches no email address: write one '@', as in \"*@example.com\""
                                   % pattern)
 
+    def test_email_pattern_with_an_empty_side_refused(self):
+        """As an allowed_emails pattern without an '@': one with nothing before or after it admits no address
+        (one with nothing there is refused everywhere), nor does such an email pattern of tls_sans; their twins
+        with something there, "**" that may match nothing included, pass."""
+        cfg = json.loads(json.dumps(self.gw.config))
+        path = self.gw.dir / "empty-side.json"
+        authz = cfg["roles"]["devices"]["authorization"]
+        cfg["roles"]["devices"]["allowed_san_types"] = ["dns", "email"]
+        for key, pattern, rc, why in (("allowed_emails", "*@", 78, "a domain after"),
+                                      ("allowed_emails", "@example.com", 78, "a local part before"),
+                                      ("tls_sans", "dev-*@", 78, "a domain after"),
+                                      ("allowed_emails", "**@*", 0, ""),
+                                      ("tls_sans", "**@example.com", 0, "")):
+            with self.subTest(key=key, pattern=pattern):
+                authz.pop("allowed_emails", None)
+                authz.pop("tls_sans", None)
+                authz[key] = [pattern]
+                self.assert_check(cfg, path, rc, "$.roles.devices.authorization.%s[0]: \"%s\" can never match: an "
+                                  "email address has %s its '@'; write one, or a '*', as in \"*@example.com\""
+                                  % (key, pattern, why))
+
 
 if __name__ == "__main__":
     harness.main()

@@ -1365,6 +1365,27 @@ static const struct bad bad_cases[] = {
     {"allowed_emails a lone '*'",
      {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"*\"]")},
      {"$.roles.rv.authorization.allowed_emails[0]: \"*\" holds no '@'"}},
+    /* nor one with nothing before or after its '@' (an address with nothing there is refused everywhere
+       and matches no pattern): its twins, "**@*" and "a@b", load (test_upstreams_full) */
+    {"allowed_emails with nothing after '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"*@example.com\", \"*@\"]")},
+     {"$.roles.rv.authorization.allowed_emails[1]: \"*@\" can never match: an email address has a domain "
+      "after its '@'; write one, or a '*', as in \"*@example.com\""}},
+    {"allowed_emails with nothing before '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"@example.com\"]")},
+     {"$.roles.rv.authorization.allowed_emails[0]: \"@example.com\" can never match: an email address has a "
+      "local part before its '@'; write one, or a '*', as in \"*@example.com\""}},
+    {"allowed_emails a lone '@'",
+     {UPS, ROLES, AUTHZ("\"allowed_emails\": [\"@\"]")},
+     {"$.roles.rv.authorization.allowed_emails[0]: \"@\" can never match: an email address has a local "
+      "part"}},
+    {"tls_sans email pattern with nothing after '@'",
+     {UPS, ROLES, AUTHZ("\"tls_sans\": [\"*.example.com\", \"dev-*@\"]")},
+     {"$.roles.rv.authorization.tls_sans[1]: \"dev-*@\" can never match: an email address has a domain"}},
+    {"tls_sans email pattern with nothing before '@'",
+     {UPS, ROLES, AUTHZ("\"tls_sans\": [\"@example.com\"]")},
+     {"$.roles.rv.authorization.tls_sans[0]: \"@example.com\" can never match: an email address has a local "
+      "part"}},
     {"tls_sans email pattern with two '@'",
      {UPS, ROLES, AUTHZ("\"tls_sans\": [\"*.example.com\", \"dev-*@evil@example.com\"]")},
      {"$.roles.rv.authorization.tls_sans[1]: \"dev-*@evil@example.com\" can never match: an email address "
@@ -1934,11 +1955,13 @@ static void test_upstreams_full(void **state)
         E("\"crmf\": \"delegate\"",
           "\"crmf\": \"delegate\", \"sign\": \"verbatim\", \"issuer_ref\": \"root-2024\", "
           "\"exclude_cn_from_sans\": true, \"upstream_role\": \"devices\", \"key_reuse\": \"allow\""),
+        /* tls_sans: a URI pattern's '@'s are no email's; "**@*" an email's that matches addresses */
         AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
-              "[\"*.example.com\", \"sip:*@*@example.com\"], " /* a URI pattern: its '@'s are no email's */
+              "[\"*.example.com\", \"sip:*@*@example.com\", \"**@*\", \"sip:@\"], "
               "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
               "[\"dev-*\", \"d\\u00e9v\"], \"allowed_uris\": [\"spiffe://example/*\"], \"allowed_emails\": "
-              "[\"*@example.com\"], \"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": [\"demo\"]"),
+              "[\"*@example.com\", \"**@*\", \"a@b\"], \"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": "
+              "[\"demo\"]"),
         E("[\"dns\", \"ip\"]", "[\"dns\", \"ip\", \"uri\", \"email\"]"),
         E("[\"10.0.0.0/8\"]",
           "[\"10.0.0.0/8\", \"127.0.0.1/32\", \"0.0.0.0/0\", \"::1/128\", \"fd00::/8\", \"::/0\"]"),
@@ -1971,12 +1994,12 @@ static void test_upstreams_full(void **state)
     assert_int_equal(sk_X509_num(a->tls_untrusted), 1);
     assert_true(a->tls_must_be_signer);
     assert_int_equal(a->tls_subjects.n, 1);
-    assert_int_equal(a->tls_sans.n, 2);
+    assert_int_equal(a->tls_sans.n, 4);
     assert_int_equal(a->signer_subjects.n, 1);
     assert_int_equal(a->common_names.n, 2);
     assert_string_equal(a->common_names.v[1], "d\xc3\xa9v");
     assert_int_equal(a->uris.n, 1);
-    assert_int_equal(a->emails.n, 1);
+    assert_int_equal(a->emails.n, 3);
     assert_int_equal(a->ip_ranges.n, 6);
     assert_int_equal(a->n_key_rules, 6);
     assert_int_equal(a->n_ra_trust, 1);
