@@ -148,18 +148,28 @@ static int refuse_bad_escape(struct gw_conf_ctx *pc, const char *path, struct js
                         (size_t)(bad - ps->v[i]) + 1);
 }
 
+/* What keeps a subject pattern's emailAddress or mail value from matching (gw_subject_pattern_dead). */
+static const char *const dead_subject_email[] = {
+    [GW_EMAIL_TWO_AT] = "with more than one '@' is refused; write one '@'",
+    [GW_EMAIL_NO_AT] = "without an '@' is refused; write one (a '*' matches none)",
+    [GW_EMAIL_NO_LOCAL] = "with nothing before its '@' is refused; write a local part",
+    [GW_EMAIL_NO_DOMAIN] = "with nothing after its '@' is refused; write a domain",
+};
+
 /*
- * Subject patterns (p_patterns): none that can never match. A subject's emailAddress or mail with more than
- * one '@' is refused everywhere and matches no pattern (gw_subject_match), so a pattern spelling one out
- * admits nothing; nor does one with an RDN of more attributes than the matcher pairs off, nor one with a
- * backslash that begins no escape of the one-line form (refuse_bad_escape). Mistakes the load would otherwise
- * hide until every subject they were meant for is refused.
+ * Subject patterns (p_patterns): none that can never match. A subject's emailAddress or mail that is no
+ * address (more than one '@', none, nothing on a side of it) is refused everywhere and matches no pattern
+ * (gw_subject_match), so a pattern spelling one out admits nothing (nor does an emailAddress of "*": a
+ * '*' there matches no '@'); nor does one with an RDN of more attributes than the matcher pairs off, nor one
+ * with a backslash that begins no escape of the one-line form (refuse_bad_escape). Mistakes the load would
+ * otherwise hide until every subject they were meant for is refused.
  */
 static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct json_object *v, void *base,
                               const struct gw_conf_field *f)
 {
     const struct gw_patterns *ps = gw_conf_at(base, f->off);
     char ipath[GW_CONF_PATH_LEN], buf[GW_CONF_SHOW_BUF];
+    enum gw_email_flaw flaw;
     const char *attr;
     int rc;
 
@@ -168,7 +178,7 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
     for (size_t i = 0; i < ps->n; i++) {
         if ((rc = refuse_bad_escape(pc, path, v, ps, i)) != 0)
             return rc;
-        attr = gw_subject_pattern_dead(ps->v[i]);
+        attr = gw_subject_pattern_dead(ps->v[i], &flaw);
         if (attr == NULL && !gw_subject_pattern_crowded(ps->v[i]))
             continue;
         gw_conf_join_index(ipath, path, i);
@@ -178,9 +188,8 @@ static int p_subject_patterns(struct gw_conf_ctx *pc, const char *path, struct j
                                 "%s can never match: an RDN of more than %d attributes matches no subject; "
                                 "write at most %d in one RDN",
                                 buf, GW_MAX_RDN_ATTRS, GW_MAX_RDN_ATTRS);
-        return gw_conf_fail(
-            pc, ipath, "%s can never match: a subject's %s with more than one '@' is refused; write one '@'",
-            buf, attr);
+        return gw_conf_fail(pc, ipath, "%s can never match: a subject's %s %s", buf, attr,
+                            dead_subject_email[flaw]);
     }
     return 0;
 }

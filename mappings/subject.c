@@ -109,19 +109,19 @@ int gw_subject_pattern_crowded(const char *pat)
     }
 }
 
-const char *gw_subject_pattern_dead(const char *pat)
+const char *gw_subject_pattern_dead(const char *pat, enum gw_email_flaw *flaw)
 {
     size_t off = 0, n, len;
-    const char *name;
 
+    *flaw = GW_EMAIL_OK;
     if (pat == NULL)
         return NULL;
     n = strlen(pat);
     while (off < n) {
         off += pat[off] == '/' || pat[off] == '+'; /* the boundary before an attribute */
         len = gw_subject_attr_len(pat + off, n - off);
-        if ((name = email_attr(pat + off, len)) != NULL && gw_subject_two_at(pat + off, len))
-            return name;
+        if ((*flaw = gw_subject_attr_email_flaw(pat + off, len)) != GW_EMAIL_OK)
+            return email_attr(pat + off, len);
         off += len;
     }
     return NULL;

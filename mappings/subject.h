@@ -64,11 +64,13 @@ enum gw_email_flaw gw_subject_attr_email_flaw(const char *s, size_t n);
 
 /*
  * gw_subject_pattern_dead says why subject pattern |pat| can match no subject: the name ("emailAddress",
- * "mail") of its first email address attribute whose value holds more than one '@', which gw_subject_match
- * matches against no subject, since a '*' there matches no '@' and a subject's address with two is refused
- * everywhere. NULL for any other pattern, one with "*" for the attribute type too (an OU may hold "a@b@c").
+ * "mail") of its first email address attribute whose value has a flaw (gw_subject_attr_email_flaw, into
+ * |*flaw|), which gw_subject_match matches against no subject, since a '*' there matches no '@' (the value
+ * matches only addresses with that flaw) and a subject's address with one is refused everywhere. NULL
+ * (|*flaw| GW_EMAIL_OK) for any other pattern, one with "*" for the attribute type too (an OU may hold
+ * "a@b@c").
  */
-const char *gw_subject_pattern_dead(const char *pat);
+const char *gw_subject_pattern_dead(const char *pat, enum gw_email_flaw *flaw);
 
 /*
  * gw_subject_pattern_crowded says whether subject pattern |pat| has an RDN of more than GW_MAX_RDN_ATTRS

@@ -205,20 +205,26 @@ class Subjects(harness.GatewayTestCase):
             self.assertIn(refusal, p.stderr)
 
     def test_pattern_that_never_matches_refused(self):
-        """A subject pattern whose mail or emailAddress holds two '@' admits nothing (a subject with one is
-        refused everywhere): `cmpgw check` refuses it, naming the role's key and the pattern, as the start
-        and a reload do; its twin with one '@' passes."""
+        """A subject pattern whose mail or emailAddress holds two '@', or is otherwise no address, admits
+        nothing (a subject with one is refused everywhere): `cmpgw check` refuses it, naming the role's key and
+        the pattern, as the start and a reload do; its twin with one '@' passes."""
         cfg = json.loads(json.dumps(self.gw.config))
         path = self.gw.dir / "dead.json"
         dead = "/O=cmpgw demo/OU=devices/CN=dev-*/mail=*@*@example.com"
-        for attr, subjects, rc in (("mail", [dead], 78),
-                                   ("emailAddress", [dead.replace("/mail=", "/emailAddress=")], 78),
-                                   ("", [dead.replace("*@*@", "*@")], 0)):
-            with self.subTest(attr=attr or "twin"):
+        two = "with more than one '@' is refused; write one '@'"
+        for attr, subjects, rc, why in (
+                ("mail", [dead], 78, two),
+                ("emailAddress", [dead.replace("/mail=", "/emailAddress=")], 78, two),
+                # nor is one without an '@' (a '*' matches none) or with nothing before it an address
+                ("mail", [dead.replace("*@*@example.com", "*")], 78,
+                 "without an '@' is refused; write one (a '*' matches none)"),
+                ("emailAddress", [dead.replace("/mail=*@*@", "/emailAddress=@")], 78,
+                 "with nothing before its '@' is refused; write a local part"),
+                ("", [dead.replace("*@*@", "*@")], 0, "")):
+            with self.subTest(subject=subjects[0]):
                 cfg["roles"]["devices"]["authorization"]["allowed_subjects"] = subjects
                 self.assert_check(cfg, path, rc, "$.roles.devices.authorization.allowed_subjects[0]: \"%s\" can "
-                                  "never match: a subject's %s with more than one '@' is refused; write one '@'"
-                                  % (subjects[0], attr))
+                                  "never match: a subject's %s %s" % (subjects[0], attr, why))
 
     def test_email_pattern_without_at_refused(self):
         """An allowed_emails pattern without an '@' admits no email address (an email SAN holds one, and a

@@ -1346,6 +1346,20 @@ static const struct bad bad_cases[] = {
     {"ra_subjects emailAddress with two '@'",
      {UPS, ROLES, AUTHZ("\"ra_subjects\": [\"/CN=ra/emailAddress=a@b@c\"]")},
      {"$.roles.rv.authorization.ra_subjects[0]: \"/CN=ra/emailAddress=a@b@c\" can never match"}},
+    /* nor one whose email address is none otherwise: no '@' (a '*' matches none), nothing before or after it
+     */
+    {"allowed_subjects emailAddress a lone '*'",
+     {UPS, ROLES, AUTHZ("\"allowed_subjects\": [\"/CN=*\", \"/CN=*/emailAddress=*\"]")},
+     {"$.roles.rv.authorization.allowed_subjects[1]: \"/CN=*/emailAddress=*\" can never match: a subject's "
+      "emailAddress without an '@' is refused; write one (a '*' matches none)"}},
+    {"tls_subjects mail with nothing before '@'",
+     {UPS, ROLES, AUTHZ("\"tls_subjects\": [\"/O=Corp/mail=@corp.example\"]")},
+     {"$.roles.rv.authorization.tls_subjects[0]: \"/O=Corp/mail=@corp.example\" can never match: a subject's "
+      "mail with nothing before its '@' is refused; write a local part"}},
+    {"signer_subjects mail with nothing after '@'",
+     {UPS, ROLES, AUTHZ("\"signer_subjects\": [\"/O=Corp/CN=*+mail=*@\"]")},
+     {"$.roles.rv.authorization.signer_subjects[0]: \"/O=Corp/CN=*+mail=*@\" can never match: a subject's "
+      "mail with nothing after its '@' is refused; write a domain"}},
     /* an email pattern with two '@' matches no address (one with two is refused everywhere): refused, naming
        the key and the pattern; in tls_sans only an email's (a URI pattern may hold two: test_upstreams_full)
      */
@@ -1958,7 +1972,8 @@ static void test_upstreams_full(void **state)
         /* tls_sans: a URI pattern's '@'s are no email's; "**@*" an email's that matches addresses */
         AUTHZ("\"tls_trust\": [\"demo\"], \"tls_subjects\": [\"/O=cmpgw demo/CN=*\"], \"tls_sans\": "
               "[\"*.example.com\", \"sip:*@*@example.com\", \"**@*\", \"sip:@\"], "
-              "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\"], \"allowed_common_names\": "
+              "\"tls_must_be_signer\": true, \"signer_subjects\": [\"/CN=dev-*\", \"/CN=dev-*/mail=**@**\"], "
+              "\"allowed_common_names\": "
               "[\"dev-*\", \"d\\u00e9v\"], \"allowed_uris\": [\"spiffe://example/*\"], \"allowed_emails\": "
               "[\"*@example.com\", \"**@*\", \"a@b\"], \"ra_subjects\": [\"/CN=ra\"], \"ra_trust\": "
               "[\"demo\"]"),
@@ -1995,7 +2010,7 @@ static void test_upstreams_full(void **state)
     assert_true(a->tls_must_be_signer);
     assert_int_equal(a->tls_subjects.n, 1);
     assert_int_equal(a->tls_sans.n, 4);
-    assert_int_equal(a->signer_subjects.n, 1);
+    assert_int_equal(a->signer_subjects.n, 2);
     assert_int_equal(a->common_names.n, 2);
     assert_string_equal(a->common_names.v[1], "d\xc3\xa9v");
     assert_int_equal(a->uris.n, 1);

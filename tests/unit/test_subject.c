@@ -121,40 +121,56 @@ static void test_email_flaw(void **state)
     assert_int_equal(gw_subject_attr_email_flaw("OU=a@b@c", 8), GW_EMAIL_OK);
 }
 
-/* A pattern whose email address holds two '@' can never match: gw_subject_match refuses such a subject. */
+/*
+ * A pattern whose email address is none (two '@', none, nothing on a side of it) can never match:
+ * gw_subject_match refuses such a subject, and a '*' there matches no '@'.
+ */
 static void test_pattern_dead(void **state)
 {
     static const struct {
         const char *pat, *want; /* want: the attribute named, or NULL */
+        enum gw_email_flaw flaw;
     } t[] = {
-        {"/CN=*/emailAddress=a@evil@example.com", "emailAddress"},
-        {"/CN=*/emailAddress=*@*@example.com", "emailAddress"},
-        {"/O=Corp/mail=a@@corp.example", "mail"},
-        {"/CN=*+mail=a@b@c/O=x", "mail"}, /* in a multi-valued RDN */
-        {"/mail=a@b@c", "mail"},
-        {"/CN=*/emailAddress=a@b@c/mail=x@y@z", "emailAddress"}, /* the first */
-        /* twins: one '@', or the '@'s in an attribute that is no address */
-        {"/CN=*/emailAddress=*@example.com", NULL},
-        {"/O=Corp/mail=*@*.example", NULL},
-        {"/CN=a\\+mail=a@b@c", NULL}, /* "\+" is a plus inside the CN */
-        {"/CN=*/*=a@b@c", NULL},      /* any attribute: an OU may hold that */
-        {"/CN=*/mailPreferenceOption=a@b@c", NULL},
-        {"/CN=a@b@c", NULL},
-        {"/emailAddress=*", NULL},
-        {"", NULL},
-        {"//+/", NULL},
-        {"/CN=a\\", NULL},
+        {"/CN=*/emailAddress=a@evil@example.com", "emailAddress", GW_EMAIL_TWO_AT},
+        {"/CN=*/emailAddress=*@*@example.com", "emailAddress", GW_EMAIL_TWO_AT},
+        {"/O=Corp/mail=a@@corp.example", "mail", GW_EMAIL_TWO_AT},
+        {"/CN=*+mail=a@b@c/O=x", "mail", GW_EMAIL_TWO_AT}, /* in a multi-valued RDN */
+        {"/mail=a@b@c", "mail", GW_EMAIL_TWO_AT},
+        {"/CN=*/emailAddress=a@b@c/mail=x@y@z", "emailAddress", GW_EMAIL_TWO_AT}, /* the first */
+        {"/emailAddress=*", "emailAddress", GW_EMAIL_NO_AT},
+        {"/CN=*/mail=**+OU=x", "mail", GW_EMAIL_NO_AT},
+        {"/CN=*/mail=", "mail", GW_EMAIL_NO_AT},
+        {"/CN=*/emailAddress=@example.com", "emailAddress", GW_EMAIL_NO_LOCAL},
+        {"/CN=*/mail=*@", "mail", GW_EMAIL_NO_DOMAIN},
+        {"/CN=*/mail=ceo/emailAddress=a@b@c", "mail", GW_EMAIL_NO_AT}, /* the first */
+        /* twins: an address, or the '@'s in an attribute that is no address's */
+        {"/CN=*/emailAddress=*@example.com", NULL, GW_EMAIL_OK},
+        {"/O=Corp/mail=*@*.example", NULL, GW_EMAIL_OK},
+        {"/O=Corp/mail=**@**", NULL, GW_EMAIL_OK}, /* a "**" may match nothing, but also a letter */
+        {"/CN=a\\+mail=a@b@c", NULL, GW_EMAIL_OK}, /* "\+" is a plus inside the CN */
+        {"/CN=*/*=a@b@c", NULL, GW_EMAIL_OK},      /* any attribute: an OU may hold that */
+        {"/CN=*/*=*", NULL, GW_EMAIL_OK},
+        {"/CN=*/mailPreferenceOption=a@b@c", NULL, GW_EMAIL_OK},
+        {"/CN=a@b@c", NULL, GW_EMAIL_OK},
+        {"/CN=ceo", NULL, GW_EMAIL_OK},
+        {"", NULL, GW_EMAIL_OK},
+        {"//+/", NULL, GW_EMAIL_OK},
+        {"/CN=a\\", NULL, GW_EMAIL_OK},
     };
+    enum gw_email_flaw flaw;
 
     (void)state;
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        const char *got = gw_subject_pattern_dead(t[i].pat);
+        const char *got = gw_subject_pattern_dead(t[i].pat, &flaw);
 
-        if ((got == NULL) != (t[i].want == NULL) || (got != NULL && strcmp(got, t[i].want) != 0))
-            fail_msg("case %zu \"%s\": %s, want %s", i, t[i].pat, got != NULL ? got : "NULL",
-                     t[i].want != NULL ? t[i].want : "NULL");
+        if ((got == NULL) != (t[i].want == NULL) || (got != NULL && strcmp(got, t[i].want) != 0) ||
+            flaw != t[i].flaw)
+            fail_msg("case %zu \"%s\": %s (flaw %d), want %s (flaw %d)", i, t[i].pat,
+                     got != NULL ? got : "NULL", (int)flaw, t[i].want != NULL ? t[i].want : "NULL",
+                     (int)t[i].flaw);
     }
-    assert_null(gw_subject_pattern_dead(NULL));
+    assert_null(gw_subject_pattern_dead(NULL, &flaw));
+    assert_int_equal(flaw, GW_EMAIL_OK);
 }
 
 /*
