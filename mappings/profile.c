@@ -20,6 +20,7 @@
 #include "base/limits.h"
 #include "base/x509.h"
 #include "mappings/profile.h"
+#include "mappings/subject.h"
 
 void gw_cert_req_init(struct gw_cert_req *r)
 {
@@ -239,9 +240,7 @@ static int san_value_ok(const GENERAL_NAME *gn)
     case GEN_URI: /* the rest is check_san's, which names the URI and says why (gw_cert_uri_why) */
         return ia5_ok(s);
     case GEN_EMAIL: /* local-part@domain (RFC 5280 §4.2.1.6), one '@': mailers differ on which ends it */
-        return ia5_ok(s) && memchr(s->data, '@', (size_t)s->length) != NULL &&
-               memchr(s->data, '@', (size_t)s->length) == memrchr(s->data, '@', (size_t)s->length) &&
-               s->data[0] != '@' && s->data[s->length - 1] != '@';
+        return ia5_ok(s) && gw_subject_email_flaw((const char *)s->data, (size_t)s->length) == GW_EMAIL_OK;
     default:
         return 0;
     }
