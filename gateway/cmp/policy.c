@@ -190,21 +190,13 @@ int cmp_authorize(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusa
     return authorize(c, t, r, &code);
 }
 
-/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
-static int check_time(struct cmp_call *c, struct cmp_refusal *r)
+/* A messageTime |off| s off a clock (this instance's, or Redis's): 0 within the window, else its refusal */
+static int untimely(const struct cmp_call *c, long long off, struct cmp_refusal *r)
 {
     const struct cmp_started *tm =
         c->e->started; /* the window the replay cache was sized for, not a reload's */
     char allowed[64];
-    long long off;
 
-    if (!c->hdr.has_message_time) {
-        if (!c->e->cfg.cmp->require_message_time)
-            return 0;
-        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
-                          "messageTime is missing: this server requires it");
-    }
-    off = (long long)c->hdr.message_time - (long long)c->now;
     if (off >= -(long long)tm->behind && off <= (long long)tm->ahead)
         return 0;
     if (tm->message_time_window != 0)
@@ -215,6 +207,18 @@ static int check_time(struct cmp_call *c, struct cmp_refusal *r)
     return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
                       "messageTime is %lld s off the server clock; check the device clock (allowed: %s)", off,
                       allowed);
+}
+
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
+static int check_time(struct cmp_call *c, struct cmp_refusal *r)
+{
+    if (!c->hdr.has_message_time) {
+        if (!c->e->cfg.cmp->require_message_time)
+            return 0;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                          "messageTime is missing: this server requires it");
+    }
+    return untimely(c, (long long)c->hdr.message_time - (long long)c->now, r);
 }
 
 /* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */
