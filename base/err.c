@@ -21,6 +21,7 @@ static const char *const names[] = {
     [-GW_ERR_UNAVAILABLE] = "unavailable",
     [-GW_ERR_REFUSED] = "refused by the upstream",
     [-GW_ERR_NOT_DURABLE] = "done, but may not outlive a crash",
+    [-GW_ERR_TIME] = "time outside the window",
 };
 
 /* gw_err_str returns a static name; an unknown code (or a positive one) gives "unknown error". */

@@ -21,7 +21,8 @@ enum gw_err {
     GW_ERR_UNAVAILABLE = -14, /* a dependency is known to be down: refused without trying */
     GW_ERR_REFUSED = -15,     /* the upstream refused the request itself: asking again will not help */
     GW_ERR_NOT_DURABLE =
-        -16, /* done and on record, but the record may not outlive a crash (a failed fsync) */
+        -16,           /* done and on record, but the record may not outlive a crash (a failed fsync) */
+    GW_ERR_TIME = -17, /* a time outside the window allowed (a messageTime, on another clock) */
 };
 
 /* gw_err_str returns a static name for an error code. */

@@ -638,11 +638,32 @@ static int id_key(const struct gw_cluster *cl, char *out, const char *kind, cons
     return 0;
 }
 
-int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
-                    unsigned max_recent, char *err)
+/*
+ * S_SEEN's refusal of a messageTime outside its window, {4, offset}: 1 with |mt|->off set, else 0 (an
+ * offset inside the window is no refusal: the answer is then not understood, as any other array).
+ */
+static int seen_untimely(const redisReply *r, struct gw_cluster_msg_time *mt)
 {
-    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], n[2 * GW_MAX_TID_LEN + 1];
+    long long off;
+
+    if (mt == NULL || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[0]->integer != 4 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER)
+        return 0;
+    off = r->element[1]->integer;
+    if (off >= -(long long)mt->behind && off <= (long long)mt->ahead)
+        return 0;
+    mt->off = off;
+    return 1;
+}
+
+int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
+                    const unsigned char *nonce, size_t nonce_len, struct gw_cluster_msg_time *mt,
+                    const char *quota, time_t ttl, unsigned max_recent, char *err)
+{
+    char k1[CLUSTER_KEY_LEN], k2[CLUSTER_KEY_LEN], n[2 * GW_MAX_TID_LEN + 1], a[5][24] = {"", "", "", "", ""};
+    const char *args[6] = {n, a[0], a[1], a[2], a[3], a[4]};
+    redisReply *r;
     long long rc;
 
     if (tid_len == 0 || tid_len > GW_MAX_TID_LEN || nonce_len > GW_MAX_TID_LEN)
@@ -651,7 +672,19 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     if (id_key(cl, k2, "recent", quota, err) != 0)
         return GW_ERR_UNAVAILABLE;
     gw_hex(n, nonce, nonce_len);
-    rc = cluster_run(cl, S_SEEN, k1, k2, n, (long long)ttl, max_recent, 0, err);
+    snprintf(a[0], sizeof(a[0]), "%lld", (long long)ttl);
+    snprintf(a[1], sizeof(a[1]), "%u", max_recent);
+    if (mt != NULL) {
+        snprintf(a[2], sizeof(a[2]), "%lld", (long long)mt->at);
+        snprintf(a[3], sizeof(a[3]), "%lld", (long long)mt->behind);
+        snprintf(a[4], sizeof(a[4]), "%lld", (long long)mt->ahead);
+    }
+    r = cluster_eval(cl, S_SEEN, k1, k2, 6, args, err);
+    if (seen_untimely(r, mt)) {
+        freeReplyObject(r);
+        return GW_ERR_TIME;
+    }
+    rc = cluster_integer_of(cl, r, err);
     return rc == 0   ? 0
            : rc == 1 ? GW_ERR_REPLAY
            : rc == 2 ? GW_ERR_EXISTS

@@ -32,15 +32,24 @@ struct gw_cluster;
 struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err);
 void gw_cluster_free(struct gw_cluster *cl);
 
+/* A message's messageTime, and the seconds it may lag and lead Redis's clock (gw_cluster_seen) */
+struct gw_cluster_msg_time {
+    time_t at;
+    time_t behind, ahead;
+    long long off; /* set when refused: |at| less Redis's clock */
+};
+
 /*
  * gw_cluster_seen records |tid| with |nonce| for |ttl| seconds, as the replay cache does across
- * instances: 0 if new; GW_ERR_REPLAY (same nonce), GW_ERR_EXISTS (another nonce); GW_ERR_LIMIT when
- * |max_recent| live ones count under |quota| (the sender's share: cmp_quota_key); GW_ERR_UNAVAILABLE
- * with |err|.
+ * instances: 0 if new; GW_ERR_TIME, nothing recorded, when |mt| (NULL: the message has no messageTime)
+ * is outside its window on Redis's clock (mt->off set); GW_ERR_REPLAY (same nonce), GW_ERR_EXISTS
+ * (another nonce); GW_ERR_LIMIT when |max_recent| live ones count under |quota| (the sender's share:
+ * cmp_quota_key); GW_ERR_UNAVAILABLE with |err|. |ttl| must exceed mt->behind + mt->ahead: the record
+ * then outlives the window on Redis's clock, whatever the instances' clocks say.
  */
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
-                    unsigned max_recent, char *err);
+                    const unsigned char *nonce, size_t nonce_len, struct gw_cluster_msg_time *mt,
+                    const char *quota, time_t ttl, unsigned max_recent, char *err);
 
 /*
  * gw_cluster_reserve marks |tid| open under |quota| for |ttl| + GW_STATE_GRACE seconds on Redis's clock

@@ -29,10 +29,10 @@ void gw_cluster_free(struct gw_cluster *cl)
 }
 
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
-                    const unsigned char *nonce, size_t nonce_len, const char *quota, time_t ttl,
-                    unsigned max_recent, char *err)
+                    const unsigned char *nonce, size_t nonce_len, struct gw_cluster_msg_time *mt,
+                    const char *quota, time_t ttl, unsigned max_recent, char *err)
 {
-    (void)cl, (void)tid, (void)tid_len, (void)nonce, (void)nonce_len, (void)quota, (void)ttl,
+    (void)cl, (void)tid, (void)tid_len, (void)nonce, (void)nonce_len, (void)mt, (void)quota, (void)ttl,
         (void)max_recent;
     snprintf(err, GW_ERR_LEN, "no shared state");
     return GW_ERR_UNAVAILABLE;

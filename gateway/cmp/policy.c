@@ -267,18 +267,21 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
 
 /*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
- * seen by any instance (for the same time, cmp_started.replay_ttl).
+ * seen by any instance (for the same time, cmp_started.replay_ttl), and the messageTime window holds on
+ * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c).
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
+    struct gw_cluster_msg_time mt = {
+        .at = c->hdr.message_time, .behind = c->e->started->behind, .ahead = c->e->started->ahead};
     char err[GW_ERR_LEN] = "";
     int rc = 0;
 
     /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
     if (c->e->cluster != NULL)
         rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
-                             c->hdr.sender_nonce_len, t->quota, c->e->started->replay_ttl,
-                             c->e->started->recent_per_identity, err);
+                             c->hdr.sender_nonce_len, c->hdr.has_message_time ? &mt : NULL, t->quota,
+                             c->e->started->replay_ttl, c->e->started->recent_per_identity, err);
     if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
         int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
                                         c->hdr.sender_nonce_len, t->quota, c->now);
@@ -286,7 +289,7 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
         if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
             rc = local;
     }
-    return replay_refused(c, rc, err, r);
+    return rc == GW_ERR_TIME ? untimely(c, mt.off, r) : replay_refused(c, rc, err, r);
 }
 
 void cmp_quota_key(char *out, const char *identity, const char *tls_client)

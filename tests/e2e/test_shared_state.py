@@ -24,7 +24,9 @@ certificate of a Vault upstream revoked through one instance is refused by the o
 holds a CRL from before the revocation, and a certificate Vault issues under the serial of one revoked through
 one instance is not released by the other. RevokedOnceAcrossInstances: one certificate of cfssl revoked through both
 instances at the same moment is revoked at cfssl once, the second rr answered certRevoked, also when the shared
-revoked set is full (cmp.max_revoked) and cannot keep that revocation.
+revoked set is full (cmp.max_revoked) and cannot keep that revocation. ReplayOnAClockBehind: a request
+replayed, once Redis dropped its replay key, to an instance whose clock lags so that its messageTime is
+within the window there, is refused badTime on Redis's clock.
 MigrationStepBetweenInstances: a request answered `waiting` by an
 instance at one migration step is collected on one at another (a rolling reload), from the CA it was sent to.
 """
@@ -35,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -243,6 +246,53 @@ class SharedState(TwoInstances):
             self.assertEqual(p.returncode, want_rc, p.stderr)
         self.assertIn(b"$.upstreams.local.store: with \"cmp.state\" \"redis\" every instance must see the same "
                       b"store", p.stderr)
+
+
+class ReplayOnAClockBehind(TwoInstances):
+    """A class of its own: a messageTime window of 5 s and a transaction TTL of 10 s keep a transactionID in
+    Redis for 40 s (twice the window and 30 s), which the test waits out."""
+    FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+    BEHIND = 44  # s the second instance's clock lags: past the replay key's 40 s, within the window then
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cfg["cmp"] = {"message_time_window": 5, "transaction_ttl": 10, "state": cls.redis.state()}
+
+    def replay_keys(self):
+        return set(self.redis.command_lines("KEYS", "cmpgw:replay:*")[2::2])
+
+    def test_replay_after_its_key_expired_refused_on_a_clock_behind(self):
+        """A request accepted by the first instance, its replay key gone from Redis 40 s later, is sent to the
+        second, whose clock runs BEHIND s late: its messageTime is within the window on that clock, and its
+        cache never saw it. Judged on Redis's clock too, it is refused badTime and issues nothing."""
+        before = self.replay_keys()
+        made = time.time()
+        der = self.gw.make_request("behind")
+        res = self.gw.curl(data=der)
+        self.assertEqual(res.status, 200, res)
+        self.assertEqual(harness.decode_cmp(res.body).body_type, "ip")
+        accepted = time.time()
+        (key,) = self.replay_keys() - before
+        time.sleep(max(0.0, made + self.BEHIND - 1 - time.time(), accepted + 40.5 - time.time()))
+        self.assertEqual(self.redis.command("EXISTS", key), ":0")  # expired on Redis's clock
+        self.gw2.stop()
+        self.gw2.start({"LD_PRELOAD": self.FAKETIME, "FAKETIME": "-%d" % self.BEHIND, "DONT_FAKE_MONOTONIC": "1",
+                        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"})
+        try:
+            issued = len(self.audit(self.gw2, "issued"))
+            res = self.gw2.curl(data=der)
+            self.assertEqual(res.status, 200, res)
+            again = harness.decode_cmp(res.body)
+            after = len(self.audit(self.gw2, "issued"))
+        finally:
+            self.gw2.stop()
+            self.gw2.start()  # the other tests run on the real clock
+        self.assert_cmp_error(again, ("ip", "error"), "badTime", "off the server clock")
+        # the offset is Redis's: on the second instance's own clock the messageTime is within the window
+        off = int(re.search(r"messageTime is (-?\d+) s off", " ".join(again.status_strings)).group(1))
+        self.assertLessEqual(off, -self.BEHIND + 4, again)
+        self.assertEqual(after, issued)  # the second instance issued nothing
 
 
 class RevokedElsewhere(TwoInstances):

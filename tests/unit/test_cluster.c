@@ -302,9 +302,9 @@ static void check_refused(enum answer a, uint32_t timeout_ms, const char *want)
     }
     assert_non_null(cl);
     pings = atomic_load(&f.pings);
-    assert_int_equal(
-        gw_cluster_seen(cl, (const unsigned char *)"tid", 3, (const unsigned char *)"n", 1, "id", 60, 0, err),
-        GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_cluster_seen(cl, (const unsigned char *)"tid", 3, (const unsigned char *)"n", 1, NULL,
+                                     "id", 60, 0, err),
+                     GW_ERR_UNAVAILABLE);
     if (strstr(err, want) == NULL)
         fail_msg("reason \"%s\", want \"%s\"", err, want);
     /* readiness says so until Redis answers again: the fake answers the pinger's ping, which may come

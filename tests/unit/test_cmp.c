@@ -9713,7 +9713,7 @@ static void test_shared_ttl_at_least_one_second(void **state)
 
     (void)state;
     cl = redis_cluster(rec);
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ttl", 0, 10, err), 0);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "ttl", 0, 10, err), 0);
     assert_int_equal(gw_cluster_reserve(cl, tid, 4, "ttl", -GW_STATE_GRACE - 5, 10, err), 0);
     snprintf(key, sizeof(key), "%.*srevoked:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0",
              (int)(strstr(rec, "rec:") - rec), rec);
@@ -9730,6 +9730,41 @@ static void test_shared_ttl_at_least_one_second(void **state)
     assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"PTTL", key}), 0);
     /* there, for 2 s at most (read within it): never -1 (no TTL), nor -2 (not written) */
     assert_true(out[0] == ':' && strtol(out + 1, NULL, 10) > 0 && strtol(out + 1, NULL, 10) <= 2000);
+    gw_cluster_free(cl);
+}
+
+/*
+ * The replay entry's messageTime window holds on Redis's clock, the one its TTL runs on: a messageTime 100 s
+ * behind or ahead of it, inside the window on an instance's clock as skewed, is refused (GW_ERR_TIME, the
+ * offset on Redis's clock) and nothing is written; one inside it, or none, is recorded as before.
+ */
+static void test_shared_seen_window_on_redis_clock(void **state)
+{
+    static const unsigned char tid[] = "mtim", nonce[] = "n";
+    struct gw_cluster_msg_time mt = {.behind = 10, .ahead = 10};
+    char rec[64], key[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+    time_t now;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    snprintf(key, sizeof(key), "%.*sreplay:6d74696d", (int)(strstr(rec, "rec:") - rec), rec);
+    for (int sign = -1; sign <= 1; sign += 2) {
+        now = time(NULL);
+        mt.at = now + sign * 100;
+        mt.off = 0;
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "mt", 60, 10, err), GW_ERR_TIME);
+        assert_true(mt.off * sign >= 98 && mt.off * sign <= 101);
+        assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+        assert_string_equal(out, ":0");
+    }
+    mt.at = time(NULL) - 5;
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "mt", 60, 10, err), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":1");
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "mt", 60, 10, err), GW_ERR_REPLAY);
+    assert_int_equal(gw_cluster_seen(cl, (const unsigned char *)"none", 4, nonce, 1, NULL, "mt", 60, 10, err),
+                     0);
     gw_cluster_free(cl);
 }
 
@@ -9842,7 +9877,7 @@ static void test_shared_lookup_ends_no_outage(void **state)
         assert_int_equal(gw_cluster_revoked(cl, id, plain, err), 0);
         if (i > 0) /* not ready for that lookup: the write before it failed */
             assert_int_equal(gw_cluster_status(cl, why, sizeof(why)), GW_ERR_UNAVAILABLE);
-        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "ro", 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "ro", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_non_null(strstr(err, "READONLY"));
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
@@ -9958,8 +9993,8 @@ static void test_shared_oom_fails_closed(void **state)
     redis_full(1);
     put = gw_cluster_put_record(cl, tid, 4, "oom", &r, 300, err2);
     (void)gw_cluster_status(cl, why, sizeof(why));
-    if ((seen = gw_cluster_seen(cl, tid, 4, nonce, 2, "oom", 300, 100, err)) == 0)
-        again = gw_cluster_seen(cl, tid, 4, nonce, 2, "oom", 300, 100, err);
+    if ((seen = gw_cluster_seen(cl, tid, 4, nonce, 2, NULL, "oom", 300, 100, err)) == 0)
+        again = gw_cluster_seen(cl, tid, 4, nonce, 2, NULL, "oom", 300, 100, err);
     redis_full(0);
     assert_int_equal(put, GW_ERR_UNAVAILABLE);
     assert_non_null(strstr(err2, "OOM"));
@@ -10364,7 +10399,7 @@ static void test_shared_failed_paced_by_outage(void **state)
     cl = redis_cluster(rec);
     assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
     readonly_outage_begin();
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
     assert_true(gw_cluster_unavailable_due(cl, held)); /* the outage's first line, as a request writes it */
     for (int i = 0; i < 3; i++) /* the mark stays this instance's: each end's DEL is refused */
         gw_cluster_unmark_revoking(cl, plain, false);
@@ -10415,10 +10450,10 @@ static void test_shared_unavailable_after_failed_step(void **state)
     log_capture_start();
     (void)redis_stop(NULL);
     assert_int_equal(gw_cluster_claim_expired(cl, time(NULL), no_expired, NULL), 0);
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
     assert_true(gw_cluster_unavailable_due(cl, held));
     assert_string_equal(held, "0");
-    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
     assert_false(gw_cluster_unavailable_due(cl, held));
     logged = log_capture_end();
     assert_int_equal(logged_events(logged, "shared_state_claim_failed"), 1);
@@ -10444,7 +10479,7 @@ static void test_shared_failed_step_keeps_outage_count(void **state)
     assert_int_equal(gw_cluster_mark_revoking(cl, id, plain, 60000, err), 0);
     readonly_outage_begin();
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "wf", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
     for (int i = 0; i < 2; i++) /* the mark stays this instance's: each end's DEL is refused */
@@ -10471,7 +10506,7 @@ static void test_shared_outage_said_at_stop(void **state)
     cl = redis_cluster(rec);
     (void)redis_stop(NULL);
     for (int i = 0; i < 3; i++) { /* the first line out, two held */
-        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, "st", 60, 10, err), GW_ERR_UNAVAILABLE);
+        assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, NULL, "st", 60, 10, err), GW_ERR_UNAVAILABLE);
         assert_int_equal(gw_cluster_unavailable_due(cl, held), i == 0);
     }
     log_capture_start();
@@ -14002,6 +14037,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_readded_under_cap, redis_stop),
         cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
+        cmocka_unit_test_teardown(test_shared_seen_window_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),

@@ -439,7 +439,8 @@ static void test_err_str(void **state)
     assert_string_equal(gw_err_str(GW_ERR_UNAVAILABLE), "unavailable");
     assert_string_equal(gw_err_str(GW_ERR_REFUSED), "refused by the upstream");
     assert_string_equal(gw_err_str(GW_ERR_NOT_DURABLE), "done, but may not outlive a crash");
-    assert_string_equal(gw_err_str(GW_ERR_NOT_DURABLE - 1), "unknown error"); /* past the last code */
+    assert_string_equal(gw_err_str(GW_ERR_TIME), "time outside the window");
+    assert_string_equal(gw_err_str(GW_ERR_TIME - 1), "unknown error"); /* past the last code */
     assert_string_equal(gw_err_str(1), "unknown error");
     assert_string_equal(gw_err_str(-1000000), "unknown error");
 }
