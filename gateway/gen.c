@@ -25,15 +25,16 @@ struct gw_gens {
 };
 
 struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
-                           const _Atomic uint64_t *end, bool *refused, char *err)
+                           const _Atomic uint64_t *end, int *failed, char *err)
 {
     struct gw_gen *g = calloc(1, sizeof(*g));
     struct gw_cmp_settings settings;
     int rc = 0;
 
-    *refused = false;
+    *failed = 0;
     if (g == NULL) {
         snprintf(err, GW_ERR_LEN, "out of memory");
+        *failed = GW_ERR_NOMEM;
         return NULL;
     }
     g->id = prev != NULL ? prev->id + 1 : 1;
@@ -53,7 +54,7 @@ struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const st
         goto fail;
     return g;
 fail:
-    *refused = rc == GW_ERR_INVAL;
+    *failed = rc != 0 ? rc : GW_ERR_UNAVAILABLE; /* a step that said no class: when unsure, not the file's */
     gw_gen_free(g);
     return NULL;
 }

@@ -54,14 +54,14 @@ struct gw_gen {
  * log. Nothing is served with it yet. |run|: a reload's, what runs of the restart-only keys
  * (gw_config_reload); NULL at a start. What its upstreams ask as they start ends by *end as well
  * (gw_upstream_set_new; NULL: none), which a stop sets. NULL with |err| on failure (the error names
- * the JSON path), and *|refused| true where the configuration itself is refused, as `cmpgw check` would
- * refuse it (the file, what it names, a role its upstream cannot serve, the audit log, the revoked file:
- * no retry mends it), false where another try may succeed (what the system lacks at this moment: a
- * PKCS#11 token not present yet, a Vault token_file not written yet, the shared state's Redis unreachable
- * or refusing; out of memory).
+ * the JSON path), and *|failed| the failing step's class: GW_ERR_INVAL where the configuration itself is
+ * refused, as `cmpgw check` would refuse it (the file, what it names, a role its upstream cannot serve, the
+ * audit log, the revoked file: no retry mends it), another where another try may succeed (what the system
+ * lacks at this moment: a PKCS#11 token not present yet, a Vault token_file not written yet, the shared
+ * state's Redis unreachable or refusing; out of memory).
  */
 struct gw_gen *gw_gen_load(const char *path, const struct gw_gen *prev, const struct gw_config_running *run,
-                           const _Atomic uint64_t *end, bool *refused, char *err);
+                           const _Atomic uint64_t *end, int *failed, char *err);
 
 /* gw_gen_hold and gw_gen_drop count a holder of |g| (any thread; drop is NULL-safe). */
 void gw_gen_hold(struct gw_gen *g);

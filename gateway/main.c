@@ -60,6 +60,14 @@
  */
 enum { EXIT_USAGE = 2 };
 
+/* The exit status of a start or a command that failed with |class| (the configuration load's, struct
+   gw_conf_ctx's |failed|; an upstream's; the engine's; the change of user's): EX_CONFIG for the configuration
+   refused (GW_ERR_INVAL), EXIT_FAILURE for what another try may mend (GW_ERR_UNAVAILABLE, GW_ERR_NOMEM). */
+static int exit_status(int class)
+{
+    return class == GW_ERR_INVAL ? EX_CONFIG : EXIT_FAILURE;
+}
+
 /* long options without a short one */
 enum { OPT_SINCE = 256, OPT_ROLE, OPT_JSON, OPT_AUDIT };
 
@@ -255,20 +263,32 @@ out:
     return rc;
 }
 
-/* ---- cmpgw report ---- */
-
-/* Prints what the audit log says; the exit code: EX_CONFIG for a configuration it cannot load, as
-   cmd_check, EXIT_FAILURE for a record it cannot read. */
-static int cmd_report(const char *path, const struct gw_report_opts *o)
+/* The configuration at |path| for `cmpgw report` and `cmpgw inventory`, loaded as a start loads it; NULL with
+   the error printed and *|status| the exit status of its class, as a start's. */
+static struct gw_config *command_load(const char *path, int *status)
 {
     char err[GW_ERR_LEN];
-    struct gw_config *cfg = gw_config_load(path, err);
-    int rc;
+    struct gw_config *cfg;
+    int failed;
 
-    if (cfg == NULL) {
+    if ((cfg = gw_config_reload(path, NULL, &failed, err)) == NULL) {
         fprintf(stderr, "%s\n", err);
-        return EX_CONFIG;
+        *status = exit_status(failed);
     }
+    return cfg;
+}
+
+/* ---- cmpgw report ---- */
+
+/* Prints what the audit log says; the exit code: a start's for a configuration it cannot load
+   (command_load), EXIT_FAILURE for a record it cannot read. */
+static int cmd_report(const char *path, const struct gw_report_opts *o)
+{
+    int rc;
+    struct gw_config *cfg = command_load(path, &rc);
+
+    if (cfg == NULL)
+        return rc;
     rc = gw_report_run(cfg, o, stdout);
     gw_config_free(cfg);
     if (rc == GW_REPORT_UNKNOWN_ROLE) /* a wrong argument, as a --since that is no time */
@@ -281,14 +301,11 @@ static int cmd_report(const char *path, const struct gw_report_opts *o)
 /* Lists the local issuers' stores; the exit code as cmd_report's. */
 static int cmd_inventory(const char *path, const char *name)
 {
-    char err[GW_ERR_LEN];
-    struct gw_config *cfg = gw_config_load(path, err);
     int rc;
+    struct gw_config *cfg = command_load(path, &rc);
 
-    if (cfg == NULL) {
-        fprintf(stderr, "%s\n", err);
-        return EX_CONFIG;
-    }
+    if (cfg == NULL)
+        return rc;
     rc = gw_inventory_run(cfg, name);
     gw_config_free(cfg);
     return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -577,7 +594,7 @@ static int reload(void *arg, char *err)
     struct runner *r = arg;
     struct gw_gen *cur, *next = NULL;
     struct restart_only loaded;
-    bool refused; /* a reload refused keeps the running configuration, whatever refused it */
+    int failed; /* a reload refused keeps the running configuration, whatever its class */
     /* the loop threads that run bind a reload's new listeners, and the hand-over socket served sends them */
     const struct gw_config_running run = {.loop_threads = r->running.loop_threads,
                                           .handover = r->running.handover_socket != NULL};
@@ -595,7 +612,7 @@ static int reload(void *arg, char *err)
     gw_notify_reloading();
     gw_log_kv(GW_LOG_INFO, "reloading", "config", r->path, NULL);
     cur = gw_gens_acquire(r->gens);
-    if ((next = gw_gen_load(r->path, cur, &run, &r->end, &refused, err)) == NULL ||
+    if ((next = gw_gen_load(r->path, cur, &run, &r->end, &failed, err)) == NULL ||
         (rc = gw_server_prepare(r->server, next, err)) != 0 ||
         (next->prober = gw_prober_start(next->cfg, next->ups, next->engine, err)) == NULL ||
         (rc = stopping(r, err)) != 0) {
@@ -830,7 +847,8 @@ static int cmd_run(const char *path)
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
     struct gw_handover_peer predecessor = {-1, false, 0};
-    bool successor, refused;
+    bool successor;
+    int failed;
     sigset_t set;
     int rc = EXIT_FAILURE;
 
@@ -847,9 +865,9 @@ static int cmd_run(const char *path)
         gw_log(GW_LOG_ERROR, "startup", "the random generator failed");
         goto out;
     }
-    if ((first = gw_gen_load(path, NULL, NULL, NULL, &refused, err)) == NULL) {
+    if ((first = gw_gen_load(path, NULL, NULL, NULL, &failed, err)) == NULL) {
         gw_log(GW_LOG_ERROR, "config", "%s", err);
-        rc = refused ? EX_CONFIG : EXIT_FAILURE;
+        rc = exit_status(failed);
         goto out;
     }
     cfg = first->cfg;
@@ -873,7 +891,7 @@ static int cmd_run(const char *path)
     metrics_init(&r); /* before anything is served: POST /reload counts in them */
     /* bound and loaded: root is given up before anything is served or probed */
     if ((rc = gw_drop_privileges(cfg)) != 0) {
-        rc = rc == GW_ERR_INVAL ? EX_CONFIG : EXIT_FAILURE;
+        rc = exit_status(rc);
         goto out;
     }
     rc = EXIT_FAILURE;

@@ -270,14 +270,15 @@ class ExitStatus(unittest.TestCase):
         self.assertEqual(rc, 78, err)
         self.assertIn('unknown user \\"cmpgw-e2e-no-such-user\\"', err)
 
-    def start_lookup_failing(self, gw):
-        """|gw| started where every user and group lookup fails (NSS's directory service not answering, as
-        sssd or LDAP at boot; here hesiod without its configuration, in a mount namespace of the gateway's
-        own): the finished process."""
+    def start_lookup_failing(self, gw, *command, prefix=()):
+        """|gw| started (or its |command|, "check" or the like, run) where every user and group lookup fails
+        (NSS's directory service not answering, as sssd or LDAP at boot; here hesiod without its configuration,
+        in a mount namespace of the gateway's own), behind |prefix| (setpriv, say): the finished process."""
         nss = self.tmp / "nsswitch.conf"
         nss.write_text("passwd: hesiod\ngroup: hesiod\n")
         return subprocess.run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/nsswitch.conf && '
-                               'exec "$1" -c "$2"', str(nss), str(harness.GATEWAY_BIN), str(gw.config_path)],
+                               'exec "$@"', str(nss)] + list(prefix) + [str(harness.GATEWAY_BIN)]
+                              + list(command) + ["-c", str(gw.config_path)],
                               cwd=gw.dir, capture_output=True, text=True, timeout=60, env=gw.env())
 
     lookup_fails = unittest.skipUnless(
@@ -318,6 +319,24 @@ class ExitStatus(unittest.TestCase):
                 p = self.start_lookup_failing(gw)
                 self.assertEqual(p.returncode, 1, p.stderr)
                 self.assertIn('cannot look up user \\"nobody\\"', p.stderr)
+
+
+    @lookup_fails
+    def test_user_lookup_failing_in_inventory_and_report_exits_1(self):
+        """`cmpgw inventory` and `cmpgw report` run as root, the user's lookup failing as it does at boot: 1, as
+        the start's, for their load gives the same class. They exited 78, as for a configuration refused; an
+        unknown user stays 78."""
+        for user, want, said in (("nobody", 1, '$.user: cannot look up user "nobody"'),
+                                 ("cmpgw-e2e-no-such-user", 78, None)):
+            gw = harness.Gateway(self.tmp / user, self.as_user(user))
+            for command in ("inventory", "report"):
+                with self.subTest(command=command, user=user):
+                    p = self.start_lookup_failing(gw, command) if want == 1 else subprocess.run(
+                        [str(harness.GATEWAY_BIN), command, "-c", str(gw.config_path)], cwd=gw.dir,
+                        capture_output=True, text=True, timeout=60, env=gw.env())
+                    self.assertEqual(p.returncode, want, p.stdout + p.stderr)
+                    if said is not None:
+                        self.assertIn(said, p.stderr)
 
 
 class Unit(unittest.TestCase):
