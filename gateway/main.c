@@ -185,7 +185,8 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
  * local issuer's store), as the start judges it: one others may write, plant or rename is refused.
  * The owner is judged against the configured "user", whom the gateway runs as when started as root
  * (its service), whoever runs the check; without one, against the user running it. The output says
- * which, for each. 0 or -1.
+ * which, for each. 0, or the class of what failed: the lookup of that user's, as a start's
+ * (gw_user_lookup_class: NSS not answering is not the file's), else GW_ERR_INVAL.
  */
 static int check_written_files(const char *path, const struct gw_config *cfg)
 {
@@ -197,10 +198,11 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
     };
     char err[GW_ERR_LEN], key[GW_CONF_PATH_LEN];
     uid_t uid = geteuid();
+    int rc;
 
-    if (cfg->user != NULL && gw_user_ids(cfg->user, &uid, NULL, err) != 0) {
+    if (cfg->user != NULL && (rc = gw_user_ids(cfg->user, &uid, NULL, err)) != 0) {
         fprintf(stderr, "%s: $.user: %s\n", path, err);
-        return -1;
+        return gw_user_lookup_class(rc);
     }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         if (files[i].file != NULL && files[i].dir_made_at_start && dir_absent(files[i].file)) {
@@ -210,7 +212,7 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         }
         if (files[i].file != NULL && judged(path, cfg, files[i].key, files[i].what, uid,
                                             files[i].check(files[i].file, uid, err), err) != 0)
-            return -1;
+            return GW_ERR_INVAL;
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         if (cfg->upstreams[i].store_dir == NULL)
@@ -218,19 +220,19 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
         gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", cfg->upstreams[i].name);
         if (judged(path, cfg, key, "directory", uid,
                    gw_store_check(key, cfg->upstreams[i].store_dir, uid, err), err) != 0)
-            return -1;
+            return GW_ERR_INVAL;
     }
     return 0;
 }
 
 /* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code, EX_CONFIG
-   for a configuration a start would refuse. */
+   for a configuration a start would refuse, EXIT_FAILURE where its own lookup of the user cannot be made. */
 static int cmd_check(const char *path)
 {
     char err[GW_ERR_LEN];
     struct gw_config *cfg = gw_config_load(path, err);
     const char *why;
-    int rc = EX_CONFIG;
+    int rc = EX_CONFIG, failed;
 
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
@@ -248,8 +250,10 @@ static int cmd_check(const char *path)
             goto out;
         }
     }
-    if (check_written_files(path, cfg) != 0)
+    if ((failed = check_written_files(path, cfg)) != 0) {
+        rc = exit_status(failed);
         goto out;
+    }
     gw_show_fds(path, cfg);
     /* files read or written after start, as the user the gateway will run as */
     if (gw_check_as_user(cfg) != 0) {

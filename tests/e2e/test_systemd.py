@@ -338,6 +338,28 @@ class ExitStatus(unittest.TestCase):
                     if said is not None:
                         self.assertIn(said, p.stderr)
 
+    @lookup_fails
+    def test_user_lookup_failing_in_a_check_not_run_as_root_exits_1(self):
+        """`cmpgw check` run by a user other than root looks up the configured user itself, to judge the files
+        the gateway writes as that user's: where that lookup fails, 1, as the start's. It exited 78 for any
+        failure; an unknown user stays 78."""
+        nobody = pwd.getpwnam("nobody")
+        as_nobody = ("setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid, "--clear-groups")
+        self.tmp.chmod(0o755)
+        for user, want in (("nobody", 1), ("cmpgw-e2e-no-such-user", 78)):
+            with self.subTest(user=user):
+                gw = harness.Gateway(self.tmp / user, self.as_user(user))
+                for f in [gw.dir] + list(gw.dir.rglob("*")):
+                    os.chown(f, nobody.pw_uid, nobody.pw_gid)
+                if want == 1:
+                    p = self.start_lookup_failing(gw, "check", prefix=as_nobody)
+                else:
+                    p = subprocess.run(list(as_nobody) + [str(harness.GATEWAY_BIN), "check", "-c",
+                                                          str(gw.config_path)], cwd=gw.dir, capture_output=True,
+                                       text=True, timeout=60, env=gw.env())
+                self.assertEqual(p.returncode, want, p.stdout + p.stderr)
+                self.assertIn("$.user: ", p.stderr)
+
 
 class Unit(unittest.TestCase):
 
