@@ -491,17 +491,17 @@ static int open_regular(struct gw_conf_ctx *pc, const char *fpath, const char *f
         int why = errno;
         if (fpath != NULL)
             name_unopened(pc, file, named, sizeof(named));
-        gw_conf_fail(pc, fpath, "cannot open%s: %s", named, strerror(why));
+        gw_conf_fail_as(pc, gw_err_errno_class(why), fpath, "cannot open%s: %s", named, strerror(why));
         errno = why; /* a file not there yet is told apart by some (gw_conf_open_secret) */
         return -1;
     }
     /* fstat follows a symlink: a link to a regular file (systemd credentials, Kubernetes secrets) is fine */
     if (fstat(fd, st) != 0)
-        gw_conf_fail(pc, fpath, "cannot read%s: %s", named, strerror(errno));
+        gw_conf_fail_as(pc, gw_err_errno_class(errno), fpath, "cannot read%s: %s", named, strerror(errno));
     else if (!S_ISREG(st->st_mode))
         gw_conf_fail(pc, fpath, "%snot a regular file (%s): %s", named_is, file_kind(st->st_mode), hint);
     else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
-        gw_conf_fail(pc, fpath, "cannot read%s: %s", named, strerror(errno));
+        gw_conf_fail_as(pc, gw_err_errno_class(errno), fpath, "cannot read%s: %s", named, strerror(errno));
     else
         return fd;
     close(fd);
@@ -524,14 +524,16 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
     BIO *bio = NULL;
     ssize_t n;
     off_t size = 0, total = 0;
-    int large, rc = GW_ERR_INVAL; /* the class of |failed|: GW_ERR_NOMEM is not the file's */
+    int large, rc = GW_ERR_INVAL; /* the class of |failed| (gw_err_errno_class): not always the file's */
 
-    if (st != NULL)
+    if (st != NULL) {
         size = st->st_size;
-    else if (fstat(fd, &own) == 0)
+    } else if (fstat(fd, &own) == 0) {
         size = own.st_size;
-    else
+    } else {
         failed = strerror(errno);
+        rc = gw_err_errno_class(errno);
+    }
     /* read whole, it is held whole: a file named by mistake (a log, an image) must not fill the memory */
     large = size > GW_MAX_CONF_FILE_SIZE;
     /* read whole into a memory BIO, not through a FILE: PEM reads line by line (an fd BIO reads a line a
@@ -548,9 +550,10 @@ static BIO *read_whole(struct gw_conf_ctx *pc, const char *path, const char *fil
     while (bio != NULL && failed == NULL && !large && (n = read(fd, chunk, sizeof(chunk))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
+        if (n < 0) {
             failed = strerror(errno);
-        else if ((total += n) > GW_MAX_CONF_FILE_SIZE) /* it grew since the fstat */
+            rc = gw_err_errno_class(errno);
+        } else if ((total += n) > GW_MAX_CONF_FILE_SIZE) /* it grew since the fstat */
             large = 1;
         else if (BIO_write(bio, chunk, (int)n) != (int)n) {
             failed = "out of memory";
@@ -623,21 +626,23 @@ static int read_secret(struct gw_conf_ctx *pc, const char *fpath, const char *fi
     unsigned char *buf = NULL;
     char shown[GW_ERR_LEN];
     ssize_t len = -1;
-    int fd;
+    int fd, why;
 
     *out = NULL;
     if ((fd = gw_conf_open_secret(pc, fpath, file, private)) < 0)
-        return GW_ERR_INVAL;
+        return pc->failed;
     /* two more than the cap: room for a trailing "\r\n", and one to see it is too long */
     if ((buf = OPENSSL_zalloc(cap + 3)) == NULL) {
         close(fd);
         return gw_conf_fail_as(pc, GW_ERR_NOMEM, fpath, "out of memory");
     }
     len = read_all(fd, buf, cap + 3);
+    why = errno;
     close(fd);
     if (len < 0) {
         OPENSSL_clear_free(buf, cap + 3);
-        return gw_conf_fail(pc, fpath, "cannot read \"%s\"", gw_conf_show_file(file, shown, sizeof(shown)));
+        return gw_conf_fail_as(pc, gw_err_errno_class(why), fpath, "cannot read \"%s\": %s",
+                               gw_conf_show_file(file, shown, sizeof(shown)), strerror(why));
     }
     if (len > 0 && buf[len - 1] == '\n')
         len -= (len > 1 && buf[len - 2] == '\r') ? 2 : 1;
@@ -1126,7 +1131,7 @@ char *gw_conf_read_file(struct gw_conf_ctx *pc, const char *path, size_t *len)
     if ((buf = malloc(GW_MAX_CONFIG_SIZE + 1)) == NULL) {
         gw_conf_fail_as(pc, GW_ERR_NOMEM, NULL, "out of memory");
     } else if ((n = read_all(fd, (unsigned char *)buf, GW_MAX_CONFIG_SIZE + 1)) < 0) {
-        gw_conf_fail(pc, NULL, "cannot read: %s", strerror(errno));
+        gw_conf_fail_as(pc, gw_err_errno_class(errno), NULL, "cannot read: %s", strerror(errno));
     } else if (n > GW_MAX_CONFIG_SIZE) {
         gw_conf_fail(pc, NULL, "larger than %d bytes", GW_MAX_CONFIG_SIZE);
     } else {
@@ -1166,7 +1171,7 @@ static int read_secret_sized(struct gw_conf_ctx *pc, const char *fpath, const ch
 
     *out = NULL;
     if (read_secret(pc, fpath, file, max, private, &buf, &len) != 0)
-        return GW_ERR_INVAL;
+        return pc->failed;
     if (len < min || len > max) {
         OPENSSL_clear_free(buf, max + 3);
         return gw_conf_fail(pc, fpath, "the secret in \"%s\" must be %zu..%zu bytes",

@@ -37,7 +37,8 @@ struct gw_conf_ctx {
     /* The class of the error in |err|: GW_ERR_INVAL, the file refused (gw_conf_fail; 0 where none was
        said), unless gw_conf_fail_as said another: GW_ERR_UNAVAILABLE for what the system lacks at this
        moment and another try may find (a PKCS#11 token not present yet, a token file another service
-       writes after boot), GW_ERR_NOMEM. */
+       writes after boot, a read that failed for the disk or for descriptors run out: gw_err_errno_class),
+       GW_ERR_NOMEM. */
     int failed;
 };
 

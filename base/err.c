@@ -1,6 +1,7 @@
-/* Names of enum gw_err codes, for logs and test failure messages. */
+/* Names of enum gw_err codes, for logs and test failure messages; the class of a failed read's errno. */
 #include "base/err.h"
 
+#include <errno.h>
 #include <stddef.h>
 
 static const char *const names[] = {
@@ -30,4 +31,18 @@ const char *gw_err_str(int err)
     if (err > 0 || (size_t) - (long)err >= sizeof(names) / sizeof(names[0]) || names[-err] == NULL)
         return "unknown error";
     return names[-err];
+}
+
+/* Where the path says why (gw_err_errno_class's GW_ERR_INVAL). */
+static const int path_errnos[] = {ENOENT, EACCES, EPERM, ENOTDIR,   ELOOP, ENAMETOOLONG, EISDIR,
+                                  ENXIO,  ENODEV, EFBIG, EOVERFLOW, EROFS, EINVAL};
+
+int gw_err_errno_class(int e)
+{
+    for (size_t i = 0; i < sizeof(path_errnos) / sizeof(path_errnos[0]); i++)
+        if (e == path_errnos[i])
+            return GW_ERR_INVAL;
+    /* when unsure, not the file's: a retry of a refused configuration costs restarts, 78 of a mere
+       absence leaves the service down */
+    return e == ENOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
 }

@@ -28,4 +28,14 @@ enum gw_err {
 /* gw_err_str returns a static name for an error code. */
 const char *gw_err_str(int err);
 
+/*
+ * The class of a read or an open that failed with errno |e| (struct gw_conf_ctx's |failed|, of the
+ * configuration file or of one it names; a local issuer's store): GW_ERR_INVAL where the path, its
+ * permissions or its owner say why (no such file, EACCES, EPERM, ENOTDIR, ELOOP, ENAMETOOLONG, EISDIR,
+ * ENXIO, ENODEV, EFBIG, EOVERFLOW, EROFS, EINVAL), which only a change to the file or to what it names
+ * mends; GW_ERR_NOMEM; else GW_ERR_UNAVAILABLE: a failing disk or descriptors run out (EIO, EMFILE,
+ * ENFILE, EAGAIN, EINTR...), which another try may find gone. The one reading of such an errno.
+ */
+int gw_err_errno_class(int e);
+
 #endif

@@ -48,9 +48,10 @@ int vault_read_token_file(const char *path, char **out, char *err)
     *out = NULL;
     /* |err| reaches the client: the file's path and mode go to the log only */
     if (gw_conf_read_secret(&pc, "token_file", path, GW_MAX_VAULT_TOKEN_LEN, &buf, &n) != 0) {
-        /* errno as its open left it (gw_conf_read_secret), read before anything else may change it; out of
-           memory past the open may leave any */
-        rc = pc.failed == GW_ERR_NOMEM ? GW_ERR_NOMEM : errno == ENOENT ? GW_ERR_UNAVAILABLE : GW_ERR_INVAL;
+        /* the read's class (gw_err_errno_class: a failing disk, no descriptor left); of the file's, errno as
+           its open left it (gw_conf_read_secret), read before anything else may change it: ENOENT, not
+           written yet */
+        rc = pc.failed != GW_ERR_INVAL ? pc.failed : errno == ENOENT ? GW_ERR_UNAVAILABLE : GW_ERR_INVAL;
         gw_log_kv(GW_LOG_WARN, "vault_token_file", "path", path, "error", why, NULL);
         vault_set_err(err,
                       "cannot read the gateway's token_file (missing, unreadable, or open to others: the log "

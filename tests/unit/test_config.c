@@ -4252,6 +4252,67 @@ static void test_change_of_user_lookup_class(void **state)
             fail_msg("case %zu: %d, not %d", i, gw_user_lookup_class(cases[i].rc), cases[i].want);
 }
 
+/*
+ * The class of a configuration's read that failed, by its errno: what the path, its permissions or its owner
+ * say is the file's (78, never restarted); a failing disk or descriptors run out is not, and another try may
+ * find it gone (1). EIO, EMFILE and the like were the file's.
+ */
+static void test_read_failure_class(void **state)
+{
+    static const struct {
+        int e, want;
+    } cases[] = {
+        {EIO, GW_ERR_UNAVAILABLE},    {EMFILE, GW_ERR_UNAVAILABLE}, {ENFILE, GW_ERR_UNAVAILABLE},
+        {EAGAIN, GW_ERR_UNAVAILABLE}, {EINTR, GW_ERR_UNAVAILABLE},  {ENOMEM, GW_ERR_NOMEM},
+        {ENOENT, GW_ERR_INVAL},       {EACCES, GW_ERR_INVAL},       {EPERM, GW_ERR_INVAL},
+        {ENOTDIR, GW_ERR_INVAL},      {ELOOP, GW_ERR_INVAL},        {EISDIR, GW_ERR_INVAL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (gw_err_errno_class(cases[i].e) != cases[i].want)
+            fail_msg("case %zu (%s): %d, not %d", i, strerror(cases[i].e), gw_err_errno_class(cases[i].e),
+                     cases[i].want);
+}
+
+/*
+ * Descriptors run out (EMFILE) as the configuration, a certificate it names and a secret it names are read:
+ * each read's class is GW_ERR_UNAVAILABLE, a start's exit 1. They were GW_ERR_INVAL (exit 78: the unit never
+ * restarted the gateway). The twins, with descriptors to spare: a file that is not there stays the file's.
+ */
+static void test_reads_without_descriptors(void **state)
+{
+    char err[GW_ERR_LEN], path[256], cert[256], secret[256], missing[256];
+    struct gw_conf_ctx pc = {.name = "cmpgw.json", .base_dir = dir, .err = err};
+    unsigned char *buf = NULL;
+    struct gw_config *cfg;
+    size_t len = 0;
+    int failed = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/cmpgw.json", dir);
+    snprintf(cert, sizeof(cert), "%s/ca.pem", dir);
+    snprintf(secret, sizeof(secret), "%s/pbm.secret", dir);
+    snprintf(missing, sizeof(missing), "%s/no-such.pem", dir);
+    tu_fds_exhaust();
+    cfg = gw_config_reload(path, NULL, &failed, err);
+    assert_null(gw_conf_open(&pc, "$.signer.cert", cert));
+    tu_fds_back();
+    assert_null(cfg);
+    assert_int_equal(failed, GW_ERR_UNAVAILABLE);
+    assert_int_equal(pc.failed, GW_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err, strerror(EMFILE)));
+    pc.failed = 0;
+    tu_fds_exhaust();
+    failed = gw_conf_read_secret(&pc, "$.pbm.secret_file", secret, 64, &buf, &len);
+    tu_fds_back();
+    assert_int_equal(failed, GW_ERR_UNAVAILABLE);
+    assert_int_equal(pc.failed, GW_ERR_UNAVAILABLE);
+    assert_null(buf);
+    assert_null(gw_conf_open(&pc, "$.signer.cert", missing));
+    assert_int_equal(pc.failed, GW_ERR_INVAL);
+}
+
 #define ROOTS_GROUP 4242 /* a group of root's here, the user's neither: need not exist */
 #define USERS_ID 65534   /* the user and group the gateway serves as here */
 
@@ -4495,6 +4556,8 @@ int main(void)
         cmocka_unit_test(test_user_lookup),
         cmocka_unit_test(test_user_lookup_failing_fails_the_load),
         cmocka_unit_test(test_change_of_user_lookup_class),
+        cmocka_unit_test(test_read_failure_class),
+        cmocka_unit_test(test_reads_without_descriptors),
         cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),

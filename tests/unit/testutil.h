@@ -6,6 +6,7 @@
 #ifndef GW_TESTUTIL_H
 #define GW_TESTUTIL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -219,6 +220,35 @@ static inline void tu_keys_back(void)
 {
     while (tu_n_keys > 0)
         assert_int_equal(pthread_key_delete(tu_keys[--tu_n_keys]), 0);
+}
+
+/*
+ * Takes every descriptor left under a soft RLIMIT_NOFILE of TU_FDS_CAP (open fails with EMFILE from now on:
+ * descriptors run out, the process's own limit) until tu_fds_back gives them and the limit back.
+ */
+#define TU_FDS_CAP 256
+static int tu_fds[TU_FDS_CAP];
+static size_t tu_n_fds;
+static struct rlimit tu_nofile_was;
+
+static inline void tu_fds_exhaust(void)
+{
+    struct rlimit cap;
+    int fd;
+
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &tu_nofile_was), 0);
+    cap = (struct rlimit){.rlim_cur = TU_FDS_CAP, .rlim_max = tu_nofile_was.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &cap), 0);
+    while (tu_n_fds < TU_FDS_CAP && (fd = dup(STDERR_FILENO)) >= 0)
+        tu_fds[tu_n_fds++] = fd;
+    assert_int_equal(errno, EMFILE);
+}
+
+static inline void tu_fds_back(void)
+{
+    while (tu_n_fds > 0)
+        close(tu_fds[--tu_n_fds]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tu_nofile_was), 0);
 }
 
 /* The CLOCK_REALTIME instant |secs| seconds from now, for pthread_cond_timedwait. */
