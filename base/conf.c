@@ -910,13 +910,14 @@ struct dir_walk {
     unsigned links;      /* symbolic links followed */
 };
 
-static int walk_fail(struct dir_walk *w, const char *name, const char *why, int rc, char *err)
+/* A system call of the walk that failed with errno |e| at |name|: its code (gw_err_errno_io) with |err|. */
+static int walk_fail(struct dir_walk *w, const char *name, int e, char *err)
 {
     char shown[GW_ERR_LEN];
 
     gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", w->key,
-                    gw_conf_show_file(name, shown, sizeof(shown)), why);
-    return rc;
+                    gw_conf_show_file(name, shown, sizeof(shown)), strerror(e));
+    return gw_err_errno_io(e);
 }
 
 /* |w| at "/", judged. */
@@ -928,7 +929,7 @@ static int walk_from_root(struct dir_walk *w, char *err)
         close(w->fd);
     snprintf(w->name, sizeof(w->name), "/");
     if ((w->fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 || fstat(w->fd, &st) != 0)
-        return walk_fail(w, "/", strerror(errno), GW_ERR_IO, err);
+        return walk_fail(w, "/", errno, err);
     return check_dir_writers(w->key, "/", &st, w->owner, err);
 }
 
@@ -964,9 +965,9 @@ static int walk_link(struct dir_walk *w, const char *path, int fd, const struct 
         return GW_ERR_FORBIDDEN;
     }
     if ((n = readlinkat(fd, "", target, sizeof(target))) < 0)
-        return walk_fail(w, path, strerror(errno), GW_ERR_IO, err);
+        return walk_fail(w, path, errno, err);
     if ((size_t)n >= sizeof(target) || (size_t)n + 1 + strlen(w->rest) >= sizeof(w->rest))
-        return walk_fail(w, path, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+        return walk_fail(w, path, ENAMETOOLONG, err);
     memmove(w->rest + n + 1, w->rest, strlen(w->rest) + 1);
     memcpy(w->rest, target, (size_t)n);
     w->rest[n] = '/';
@@ -986,9 +987,9 @@ static int walk_step(struct dir_walk *w, const char *comp, char *err)
 
     if (snprintf(path, sizeof(path), "%s%s%s", w->name, strcmp(w->name, "/") == 0 ? "" : "/", comp) >=
         (int)sizeof(path))
-        return walk_fail(w, w->name, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+        return walk_fail(w, w->name, ENAMETOOLONG, err);
     if ((fd = openat(w->fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0 || fstat(fd, &st) != 0) {
-        rc = walk_fail(w, path, strerror(errno), GW_ERR_IO, err);
+        rc = walk_fail(w, path, errno, err);
     } else if (!S_ISLNK(st.st_mode)) {
         if ((rc = check_dir_writers(w->key, path, &st, w->owner, err)) == 0) {
             close(w->fd);
@@ -1042,11 +1043,11 @@ int gw_conf_open_dir(const char *key, const char *file, uid_t owner, int *dirfd,
     }
     /* a relative name starts where the gateway stands, and every directory above that is judged too */
     if (dir[0] != '/' && getcwd(comp, sizeof(comp)) == NULL) {
-        rc = walk_fail(w, ".", strerror(errno), GW_ERR_IO, err);
+        rc = walk_fail(w, ".", errno, err);
         goto out;
     }
     if (snprintf(w->rest, sizeof(w->rest), "%s/%s", dir[0] != '/' ? comp : "", dir) >= (int)sizeof(w->rest)) {
-        rc = walk_fail(w, dir, strerror(ENAMETOOLONG), GW_ERR_IO, err);
+        rc = walk_fail(w, dir, ENAMETOOLONG, err);
         goto out;
     }
     rc = walk_from_root(w, err);
@@ -1084,9 +1085,11 @@ int gw_conf_check_own_dir(const char *key, const char *dir, uid_t owner, char *e
 
     gw_conf_show_file(dir, shown, sizeof(shown));
     if (stat(dir, &st) != 0) {
+        int why = errno;
+
         gw_conf_bprintf(err, GW_ERR_LEN, "%s: cannot read the directory \"%s\": %s", key, shown,
-                        strerror(errno));
-        return GW_ERR_IO;
+                        strerror(why));
+        return gw_err_errno_io(why);
     }
     if (!S_ISDIR(st.st_mode)) {
         gw_conf_bprintf(err, GW_ERR_LEN, "%s: \"%s\" is not a directory", key, shown);

@@ -241,7 +241,9 @@ int gw_conf_check_owner(const char *key, const char *what, const char *path, con
  * |owner|'s or root's and its target is walked on (from the directory holding it, if relative), at
  * most GW_MAX_DIR_LINKS of them: whoever may rename one could put a directory of their choice under
  * |file|. The directory itself may not be a symbolic link, which whoever may replace it
- * could point elsewhere between two uses.
+ * could point elsewhere between two uses. A system call that failed for what another try may mend
+ * (descriptors run out, a failing disk) gives its class, GW_ERR_UNAVAILABLE or GW_ERR_NOMEM, not the
+ * path's GW_ERR_IO (gw_err_errno_io); so does gw_conf_check_own_dir.
  */
 int gw_conf_check_dir(const char *key, const char *file, uid_t owner, char *err);
 

@@ -46,3 +46,10 @@ int gw_err_errno_class(int e)
        absence leaves the service down */
     return e == ENOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
 }
+
+int gw_err_errno_io(int e)
+{
+    int class = gw_err_errno_class(e);
+
+    return class == GW_ERR_INVAL ? GW_ERR_IO : class;
+}

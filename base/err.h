@@ -37,5 +37,8 @@ const char *gw_err_str(int err);
  * ENFILE, EAGAIN, EINTR...), which another try may find gone. The one reading of such an errno.
  */
 int gw_err_errno_class(int e);
+/* For a check whose own failure code is GW_ERR_IO (gw_conf_check_dir, a local issuer's store): GW_ERR_IO
+   where gw_err_errno_class(|e|) is GW_ERR_INVAL, the path's, else that class. */
+int gw_err_errno_io(int e);
 
 #endif

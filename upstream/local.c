@@ -112,7 +112,8 @@ static int build_chain(struct local *l, const struct gw_local_conf *lc)
     return 1;
 }
 
-/* The store must be a directory we can write, or every sign would fail: say so at start. */
+/* The store must be a directory we can write, or every sign would fail: say so at start. 0, or with |err|
+   the class of what failed (gw_err_errno_class). */
 static int store_usable(const char *dir, char *err, const char *name)
 {
     char shown[GW_ERR_LEN];
@@ -126,37 +127,47 @@ static int store_usable(const char *dir, char *err, const char *name)
     else if (access(dir, W_OK | X_OK) != 0)
         e = errno;
     else
-        return 1;
+        return 0;
     gw_conf_bprintf(err, GW_ERR_LEN, "upstream %s: store %s: %s", name,
                     gw_conf_show_file(dir, shown, sizeof(shown)), strerror(e));
-    return 0;
+    return gw_err_errno_class(e);
 }
 
-/* Only the gateway's user or root may change what the store holds (gw_store_check). 1, or 0 with |err|. */
-static int store_private(const struct gw_upstream_conf *conf, char *err)
-{
-    const struct gw_local_conf *lc = conf->impl;
-    char key[GW_CONF_PATH_LEN];
-
-    gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", conf->name);
-    return gw_store_check(key, lc->store_dir, conf->owner, err) == 0;
-}
-
-/* Temporary files a crash left in the store would otherwise stay forever. 1, or 0 with |err|. */
+/* Temporary files a crash left in the store would otherwise stay forever. 0, or an error with |err|. */
 static int store_sweep(const struct gw_upstream_conf *conf, char *err)
 {
     const struct gw_local_conf *lc = conf->impl;
     size_t removed = 0;
     char n[32];
+    int rc;
 
-    if (gw_store_sweep(lc->store_dir, time(NULL), &removed, err) != 0)
-        return 0;
+    if ((rc = gw_store_sweep(lc->store_dir, time(NULL), &removed, err)) != 0)
+        return rc;
     if (removed > 0) {
         snprintf(n, sizeof(n), "%zu", removed);
         gw_log_kv(GW_LOG_WARN, "store_swept", "upstream", conf->name, "removed", n, "msg",
                   "temporary files of an interrupted write were removed", NULL);
     }
-    return 1;
+    return 0;
+}
+
+/*
+ * The store ready to serve from: usable, private (only the gateway's user or root may change what it holds,
+ * gw_store_check), swept. 0, or with |err| the class of what failed: GW_ERR_INVAL for what the configuration
+ * must mend (not a directory, not writable, its mode or owner, what it holds), GW_ERR_UNAVAILABLE or
+ * GW_ERR_NOMEM for what another try may (descriptors run out, a failing disk, out of memory).
+ */
+static int store_ready(const struct gw_upstream_conf *conf, char *err)
+{
+    const struct gw_local_conf *lc = conf->impl;
+    char key[GW_CONF_PATH_LEN];
+    int rc;
+
+    gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", conf->name);
+    if ((rc = store_usable(lc->store_dir, err, conf->name)) == 0 &&
+        (rc = gw_store_check(key, lc->store_dir, conf->owner, err)) == 0)
+        rc = store_sweep(conf, err);
+    return rc == 0 || rc == GW_ERR_UNAVAILABLE || rc == GW_ERR_NOMEM ? rc : GW_ERR_INVAL;
 }
 
 static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
@@ -165,6 +176,7 @@ static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
     const struct gw_local_conf *lc = conf->impl;
     struct local *l;
     time_t state_update;
+    int rc;
 
     (void)end; /* nothing it does as it starts waits for its upstream */
     if (lc->cert == NULL || lc->key == NULL) {
@@ -179,9 +191,8 @@ static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char 
         snprintf(err, GW_ERR_LEN, "upstream %s: the certificate is not a CA certificate", conf->name);
         return GW_ERR_INVAL;
     }
-    if (lc->store_dir != NULL && (!store_usable(lc->store_dir, err, conf->name) ||
-                                  !store_private(conf, err) || !store_sweep(conf, err)))
-        return GW_ERR_INVAL;
+    if (lc->store_dir != NULL && (rc = store_ready(conf, err)) != 0)
+        return rc;
     if ((l = calloc(1, sizeof(*l))) == NULL)
         goto nomem;
     pthread_mutex_init(&l->crl.crl_lock, NULL);
@@ -933,11 +944,13 @@ static int check_store(struct gw_conf_ctx *pc, const char *path, const char *dir
     gw_conf_join_key(spath, path, "store");
     gw_conf_show_file(dirname, shown, sizeof(shown));
     if (stat(dirname, &st) != 0)
-        return gw_conf_fail(pc, spath, "cannot use \"%s\": %s", shown, strerror(errno));
+        return gw_conf_fail_as(pc, gw_err_errno_class(errno), spath, "cannot use \"%s\": %s", shown,
+                               strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return gw_conf_fail(pc, spath, "\"%s\" is not a directory", shown);
     if (access(dirname, W_OK | X_OK) != 0)
-        return gw_conf_fail(pc, spath, "\"%s\" is not writable: %s", shown, strerror(errno));
+        return gw_conf_fail_as(pc, gw_err_errno_class(errno), spath, "\"%s\" is not writable: %s", shown,
+                               strerror(errno));
     return 0;
 }
 
@@ -959,7 +972,7 @@ static int check_local(struct gw_conf_ctx *pc, const char *path, struct gw_upstr
         return gw_conf_fail(pc, cpath, "\"%s\" is not a CA certificate (basicConstraints CA:TRUE)",
                             gw_conf_show_file(lc->cert_file, shown, sizeof(shown)));
     if (lc->store_dir != NULL && check_store(pc, path, lc->store_dir) != 0)
-        return GW_ERR_INVAL;
+        return pc->failed;     /* its class: descriptors run out are not the file's (gw_err_errno_class) */
     if (lc->store_dir == NULL) /* local_revoke_serial refuses, local_cert_status says "not revoked" */
         gw_log(
             GW_LOG_WARN, "config",

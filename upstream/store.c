@@ -911,8 +911,9 @@ int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err)
 
     *removed = 0;
     if ((dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        rc = gw_err_errno_io(errno); /* descriptors run out: not the store's */
         store_fail(err, dir, ": %s", strerror(errno));
-        return GW_ERR_IO;
+        return rc;
     }
     rfd = openat(dirfd, GW_STORE_REVOKED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sweep_dir(dirfd, now - GW_STORE_TMP_STALE_SECS, removed) != 0 ||

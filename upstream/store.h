@@ -33,7 +33,8 @@ int gw_store_put(const char *dir, const X509 *cert, char *err);
  * it leads. What the CRL is built from is read as it would be at run time, so that a store restored
  * from a backup or damaged is refused here, naming the file: crl.lock (where there is one: a regular
  * file of |owner| or root, mode 0600, not followed), crl.state, crl.gen and every record of revoked/.
- * (start-up, reload, `cmpgw check`)
+ * A directory on the way that could not be read for what another try may mend (descriptors run out, a
+ * failing disk) is GW_ERR_UNAVAILABLE or GW_ERR_NOMEM (gw_conf_check_dir). (start-up, reload, `cmpgw check`)
  */
 int gw_store_check(const char *key, const char *dir, uid_t owner, char *err);
 
@@ -117,7 +118,9 @@ int gw_store_revocations(const char *dir, time_t expired_before, struct gw_store
 /*
  * gw_store_sweep removes the temporary files that a crash left in |dir| and its revoked/ directory
  * (hidden names ending in ".tmp", older than GW_STORE_TMP_STALE_SECS so that another process's
- * write in progress is left alone). *removed counts them. 0, or GW_ERR_IO with |err|. (start-up)
+ * write in progress is left alone). *removed counts them. 0, or GW_ERR_IO with |err| (where |dir| could not
+ * be opened for what another try may mend, descriptors run out, a failing disk: its class, gw_err_errno_io).
+ * (start-up)
  */
 int gw_store_sweep(const char *dir, time_t now, size_t *removed, char *err);
 

@@ -8,6 +8,7 @@ its configuration exits 78, which the unit does not restart, and one a retry may
 deploy/systemd/cmpgw.service passes `systemd-analyze verify` (silent) and `systemd-analyze security
 --offline=true --threshold=30`, as does cmpgw.socket the first."""
 import contextlib
+import errno
 import json
 import os
 import pwd
@@ -254,6 +255,29 @@ class ExitStatus(unittest.TestCase):
         rc, err = gw.start_refused()
         self.assertEqual(rc, 78, err)
         self.assertIn("readable or writable by others", err)
+
+    def test_store_without_descriptors_exits_1(self):
+        """A local issuer's store that cannot be opened for descriptors run out (the start's RLIMIT_NOFILE cut
+        low with `prlimit --nofile`, the lowest that lets the load reach the store's check, whose walk holds
+        two at once): 1, which the unit restarts. It exited 78, and the service stayed down. The twin: a store
+        its group may write stays 78."""
+        gw = harness.Gateway(self.tmp / "pki", harness.keep_store)
+        said = None
+        for n in range(3, 16):
+            p = subprocess.run(["prlimit", "--nofile=%d" % n, "--", str(harness.GATEWAY_BIN), "-c",
+                                str(gw.config_path)], cwd=gw.dir, capture_output=True, text=True, timeout=60,
+                               env=gw.env())
+            if "upstreams.local.store: " in p.stderr and os.strerror(errno.EMFILE) in p.stderr:
+                said = p
+                break
+            if "while loading shared libraries" not in p.stderr and "event" in p.stderr:
+                self.fail("past the store's check with %d descriptors, or failed before it: %s" % (n, p.stderr))
+        self.assertIsNotNone(said, "no limit of descriptors failed the store's check")
+        self.assertEqual(said.returncode, 1, said.stderr)
+        (gw.dir / "store").chmod(0o770)
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertIn("writable by group or others", err)
 
     @staticmethod
     def as_user(name):
