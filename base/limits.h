@@ -86,9 +86,11 @@
    request: one that sends nothing holds its share of max_connections until then (docs/security.md) */
 #define GW_DEFAULT_HANDSHAKE_TIMEOUT 5
 #define GW_MAX_HANDSHAKE_TIMEOUT 10
-/* libh2o's own handshake timeout (its default is 10 s), which closes a connection uncounted and bounds
-   a trusted proxy's PROXY header: past the longest handshake_timeout and the sweep that ends it */
+/* libh2o's own handshake timeout (its default is 10 s), which closes a connection uncounted: past the
+   longest handshake_timeout and the sweep that ends it */
 #define GW_H2O_HANDSHAKE_TIMEOUT_MS (GW_MAX_HANDSHAKE_TIMEOUT * 1000 + 2 * GW_SWEEP_MS)
+/* a trusted proxy's PROXY header, from the accept: as long, counted by the sweep on the monotonic clock */
+#define GW_PROXY_HEADER_TIMEOUT_MS GW_H2O_HANDSHAKE_TIMEOUT_MS
 #define GW_SWEEP_MS 1000 /* how often connections and HTTP/2 requests are checked against all three */
 /* request input a connection may hold beyond a CMP body (GW_MAX_CMP_BODY): a request head, whose own cap in
    libh2o 2.2.5 is H2O_MAX_REQLEN, some 408 KiB; past the two a connection is ended at the sweep */

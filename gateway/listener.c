@@ -8,6 +8,7 @@
 #include "gateway/listener_local.h"
 #include "gateway/proxy.h"
 #include "base/cidr.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -25,6 +26,8 @@
 
 /* Connections accepted per wakeup of a listening socket, as h2o's own src/main.c does. */
 #define ACCEPT_BATCH 16
+/* How often a draining loop looks at its deadline, at most (ms). */
+#define DRAIN_POLL_MS 100
 
 union gw_sockaddr {
     struct sockaddr sa;
@@ -372,8 +375,8 @@ struct proxied {
     struct gw_loop *loop;
     unsigned listen_id; /* looked up again when the header is in: a reload may have moved it */
     h2o_socket_t *sock;
-    h2o_timeout_entry_t timeout;
-    h2o_linklist_t link; /* loop->proxy_pending */
+    uint64_t accepted_at; /* ms (gw_now_ms): the sweep closes it GW_PROXY_HEADER_TIMEOUT_MS later */
+    h2o_linklist_t link;  /* loop->proxy_pending, the oldest first */
 };
 
 /* Whether |sock| comes from a "trusted_proxies" range of |l|'s listener (the current generation). */
@@ -403,7 +406,6 @@ static bool plain_to_proxies_only(const struct gw_listen *l)
 /* Lets go of |p|; its socket stays open, for the caller. */
 static void proxy_forget(struct proxied *p)
 {
-    h2o_timeout_unlink(&p->timeout);
     h2o_linklist_unlink(&p->link);
     p->loop->n_proxy_pending--;
     p->sock->data = NULL;
@@ -427,10 +429,18 @@ static void proxy_drop(struct proxied *p, const char *why)
     h2o_socket_close(sock);
 }
 
-static void on_proxy_timeout(h2o_timeout_entry_t *entry)
+_Static_assert(GW_PROXY_HEADER_TIMEOUT_MS == 12000, "gw_loop_proxy_sweep's text names the bound");
+
+void gw_loop_proxy_sweep(struct gw_loop *lt, uint64_t now)
 {
-    proxy_drop(H2O_STRUCT_FROM_MEMBER(struct proxied, timeout, entry),
-               "no complete PROXY protocol header within the handshake timeout");
+    struct proxied *p;
+
+    while (!h2o_linklist_is_empty(&lt->proxy_pending)) {
+        p = H2O_STRUCT_FROM_MEMBER(struct proxied, link, lt->proxy_pending.next);
+        if (now - p->accepted_at < GW_PROXY_HEADER_TIMEOUT_MS)
+            return; /* and so are the later ones */
+        proxy_drop(p, "no complete PROXY protocol header within 12 s");
+    }
 }
 
 static struct gw_listen *listen_by_id(struct gw_loop *lt, unsigned id)
@@ -484,9 +494,8 @@ static int proxy_wait(struct gw_listen *l, h2o_socket_t *sock)
 
     if (lt->n_proxy_pending >= GW_MAX_PROXY_PENDING || (p = calloc(1, sizeof(*p))) == NULL)
         return GW_ERR_LIMIT;
-    *p = (struct proxied){.loop = lt, .listen_id = l->id, .sock = sock, .timeout = {.cb = on_proxy_timeout}};
-    h2o_timeout_link(lt->ctx.loop, &lt->ctx.handshake_timeout, &p->timeout);
-    h2o_linklist_insert(&lt->proxy_pending, &p->link);
+    *p = (struct proxied){.loop = lt, .listen_id = l->id, .sock = sock, .accepted_at = gw_now_ms()};
+    h2o_linklist_insert(&lt->proxy_pending, &p->link); /* at the tail */
     lt->n_proxy_pending++;
     sock->data = p;
     h2o_socket_read_start(sock, on_proxy_read);
@@ -640,8 +649,10 @@ static void loop_drain(struct gw_loop *lt)
         listen_close(&lt->listens[j]);
     proxy_drop_all(lt);
     h2o_context_request_shutdown(&lt->ctx);
-    while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline)
-        h2o_evloop_run(lt->ctx.loop, 100);
+    while ((lt->num_conns != 0 || lt->jobs_inflight != 0) && gw_now_ms() < deadline) {
+        int32_t wait = gw_sweep_due(lt);
+        h2o_evloop_run(lt->ctx.loop, wait < DRAIN_POLL_MS ? wait : DRAIN_POLL_MS);
+    }
     if (lt->num_conns != 0 || lt->jobs_inflight != 0) {
         /* h2o_context_dispose asserts while connections live: leave the context to exit() */
         gw_log(GW_LOG_WARN, "drain_timeout", "%zu connections and %zu jobs still open after %d ms",
@@ -670,8 +681,9 @@ static void *loop_main(void *arg)
 
     loop_setup(lt);
     h2o_barrier_wait(&s->ready);
+    /* one turn at a time, the sweep due between them: none of its bounds waits for an h2o timer (sweep.c) */
     while (!atomic_load(&s->stopping)) {
-        h2o_evloop_run(lt->ctx.loop, INT32_MAX);
+        h2o_evloop_run(lt->ctx.loop, gw_sweep_due(lt));
         gw_loop_refresh(lt); /* gw_server_wake: let go of the old generation */
     }
     loop_drain(lt);

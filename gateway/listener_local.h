@@ -91,8 +91,7 @@ struct gw_loop {
     h2o_linklist_t proxy_pending;    /* connections of trusted proxies awaiting their PROXY header */
     size_t n_proxy_pending;
     h2o_linklist_t conns; /* its gw_conns, for the sweep */
-    h2o_timeout_t sweep;  /* slow clients (sweep.c, h2sweep.c) */
-    h2o_timeout_entry_t sweep_entry;
+    uint64_t sweep_at;    /* ms (gw_now_ms): when the sweep of slow clients is due (sweep.c, h2sweep.c) */
     struct seen *h2_seen; /* HTTP/2 requests unfinished or unsent at the last sweep, sorted */
     size_t n_h2_seen;
 };
@@ -185,13 +184,18 @@ struct gw_conn *gw_conn_get0(h2o_req_t *req);
 void gw_conn_mark_requested(h2o_req_t *req);
 
 /*
- * sweep.c: every GW_SWEEP_MS, ends the connections that have not completed their TLS handshake (on a
- * plain listener: had a request reach a handler) within limits.handshake_timeout, those holding more
- * request input than a head and a CMP body take, those whose output has made no progress for
- * limits.send_timeout, and (h2sweep.c) those holding an HTTP/2 request past
- * its timeouts. From the loop's start until its context is disposed, through the drain (loop thread).
+ * sweep.c: every GW_SWEEP_MS of the monotonic clock, ends the connections that have not completed their
+ * TLS handshake (on a plain listener: had a request reach a handler) within limits.handshake_timeout, those
+ * holding more request input than a head and a CMP body take, those whose output has made no progress for
+ * limits.send_timeout, (h2sweep.c) those holding an HTTP/2 request past its timeouts, and (listener.c)
+ * trusted proxies' connections past GW_PROXY_HEADER_TIMEOUT_MS without their header. From the loop's start
+ * until its context is disposed, through the drain (loop thread): gw_sweep_start schedules the first;
+ * gw_sweep_due, called between turns of the loop, runs the sweep once it is due and returns the ms until the
+ * next, the longest the loop may wait for events (h2o_evloop_run's max_wait); gw_sweep_stop frees what it
+ * remembers.
  */
 void gw_sweep_start(struct gw_loop *lt);
+int32_t gw_sweep_due(struct gw_loop *lt);
 void gw_sweep_stop(struct gw_loop *lt);
 
 /* sweep.c: shuts down |c|'s socket (libh2o then closes the connection), logs (rate-limited) and counts
@@ -202,6 +206,10 @@ void gw_sweep_end(struct gw_conn *c, const char *timeout, uint32_t secs, const c
  * thread); gw_h2sweep_cleanup frees what it remembers */
 void gw_h2sweep_run(struct gw_loop *lt, uint64_t now);
 void gw_h2sweep_cleanup(struct gw_loop *lt);
+
+/* listener.c: at |now| (ms, gw_now_ms), closes the connections of trusted proxies whose PROXY header has not
+ * all arrived within GW_PROXY_HEADER_TIMEOUT_MS of their accept, logged proxy_header_refused (loop thread) */
+void gw_loop_proxy_sweep(struct gw_loop *lt, uint64_t now);
 
 /* listener.c: the configuration of listener |i| of |cfg| (the admin listener is the last, if any) */
 const struct gw_listener_conf *gw_listener_conf(const struct gw_config *cfg, size_t i);

@@ -24,6 +24,15 @@
  * much for each of its connections, again and again; now for a sweep at most. An admin connection is held
  * to its input buffer (GW_ADMIN_INPUT_BUFFER): libh2o reads on while the socket has more, so one that
  * pipelines requests and reads no answer held all it sent, megabytes each.
+ * And it closes the connections of trusted proxies whose PROXY header has not all arrived in time.
+ * The sweep keeps the monotonic clock (gw_now_ms) and is run by the loop itself (gw_sweep_due), not by an
+ * h2o timer: libh2o 2.2.5's event loop reads the wall clock (gettimeofday) for its timers, so that a
+ * clock stepped back D seconds (NTP correcting a clock that ran ahead) would hold for D every one linked
+ * before the step, the sweep's among them, and those of the same timeout linked after it, which run in
+ * order: no handshake_timeout, send_timeout or input bound, and a peer could fill max_connections with
+ * connections that send nothing. libh2o's own timers (its HTTP/1 request timeout,
+ * HTTP/2 idle timeout, handshake timeout, GOAWAY resend) stay on its clock: the sweep's bounds, which
+ * come first, are what protect the gateway (docs/operations.md, "The clock").
  */
 #include "gateway/listener_local.h"
 #include "base/cidr.h"
@@ -180,14 +189,13 @@ static bool stalled(struct gw_conn *c, uint64_t now, uint32_t send_s)
     return now - c->stalled_since >= (uint64_t)send_s * 1000;
 }
 
-/* loop thread */
-static void on_sweep(h2o_timeout_entry_t *entry)
+/* One pass over |lt|'s connections at |now| (loop thread). */
+static void sweep(struct gw_loop *lt, uint64_t now)
 {
-    struct gw_loop *lt = H2O_STRUCT_FROM_MEMBER(struct gw_loop, sweep_entry, entry);
     uint32_t send_s = lt->gen->cfg->limits.send_timeout, open_s = lt->gen->cfg->limits.handshake_timeout;
-    uint64_t now = gw_now_ms();
     const char *why;
 
+    gw_loop_proxy_sweep(lt, now);
     for (h2o_linklist_t *n = lt->conns.next; n != &lt->conns; n = n->next) {
         struct gw_conn *c = H2O_STRUCT_FROM_MEMBER(struct gw_conn, link, n);
         if (opening_late(c, now, open_s))
@@ -198,20 +206,25 @@ static void on_sweep(h2o_timeout_entry_t *entry)
             gw_sweep_end(c, "send_timeout", send_s, "no output taken by the client within send_timeout");
     }
     gw_h2sweep_run(lt, now);
-    h2o_timeout_link(lt->ctx.loop, &lt->sweep, &lt->sweep_entry);
 }
 
 void gw_sweep_start(struct gw_loop *lt)
 {
-    h2o_timeout_init(lt->ctx.loop, &lt->sweep, GW_SWEEP_MS);
-    lt->sweep_entry = (h2o_timeout_entry_t){.cb = on_sweep};
-    h2o_timeout_link(lt->ctx.loop, &lt->sweep, &lt->sweep_entry);
+    lt->sweep_at = gw_now_ms() + GW_SWEEP_MS;
+}
+
+int32_t gw_sweep_due(struct gw_loop *lt)
+{
+    uint64_t now = gw_now_ms();
+
+    if (now >= lt->sweep_at) {
+        sweep(lt, now);
+        lt->sweep_at = now + GW_SWEEP_MS;
+    }
+    return (int32_t)(lt->sweep_at - now);
 }
 
 void gw_sweep_stop(struct gw_loop *lt)
 {
-    if (h2o_timeout_is_linked(&lt->sweep_entry))
-        h2o_timeout_unlink(&lt->sweep_entry);
-    h2o_timeout_dispose(lt->ctx.loop, &lt->sweep);
     gw_h2sweep_cleanup(lt);
 }

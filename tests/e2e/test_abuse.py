@@ -35,7 +35,10 @@ Clients without a certificate held every connection place of a plain listener (o
 none) for good, each connection past its opening sending a request to an unknown path every few seconds:
 a newcomer at either connection cap now has the oldest connection of no proven client closed for it. A
 connection holding more request input than a 16 KiB head and a CMP body is ended at the next sweep: libh2o
-buffers a head up to 408 KiB until its 5 s request timer.
+buffers a head up to 408 KiB until its 5 s request timer. The sweep that ends them was a timer of libh2o's
+event loop, which keeps the wall clock: with the clock stepped back (libfaketime steps it at run time) no sweep
+came until the clock caught up, and connections that send nothing were kept; the sweep now keeps the monotonic
+clock, and so does the wait for a trusted proxy's PROXY header.
 
 One address holds at most limits.max_requests_in_flight_per_address requests in flight, across its
 connections and HTTP/2 streams: 100 streams on each of a few connections filled the work queue.
@@ -60,6 +63,7 @@ request one of its certificates signed, a replay refused right after too: now at
 GW_STATUS_RETRY_SECS.
 """
 import datetime
+import email.utils
 import hashlib
 import re
 import socket
@@ -68,6 +72,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import harness  # noqa: E402
@@ -1174,6 +1179,64 @@ class PlainIdleConnections(harness.GatewayTestCase):
             s.sendall(b"GET /pki/cmp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             self.assertTrue(harness.read_to_eof(s).startswith(b"HTTP/1.1 405 "))
 
+
+def gateway_date(gw):
+    """The time the Date header of an answer of |gw|'s admin listener gives: its event loop's clock."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % gw.admin_port, timeout=30) as rsp:
+        return email.utils.parsedate_to_datetime(rsp.headers["Date"]).timestamp()
+
+
+class ClockSteppedBack(harness.GatewayTestCase):
+    """A gateway of its own, 2 s to complete a TLS handshake, with 127.0.0.4 a trusted proxy of its listener,
+    on a clock libfaketime steps at run time (FAKETIME_TIMESTAMP_FILE, read again every second; the monotonic
+    clock left alone)."""
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cfg["listeners"][0]["trusted_proxies"] = ["127.0.0.4/32"]
+        cfg["limits"] = {"handshake_timeout": "2s"}
+
+    def test_openings_ended_with_the_clock_stepped_back(self):
+        """libh2o 2.2.5 times its event loop by the wall clock, and the sweep was one of its timers: with the
+        clock stepped back an hour (NTP correcting a clock that ran ahead) no sweep came for the hour. Nor did
+        libh2o's own handshake timeout end a connection while one that a timer of the old clock holds is
+        ahead of it (its timers of one timeout run in order): a connection that sent nothing over the step
+        kept every later one, which a peer without a certificate could fill max_connections with, and so did
+        the wait for a trusted proxy's PROXY header. The sweep now keeps the monotonic clock: a connection
+        that sends nothing is ended after limits.handshake_timeout, and one of a trusted proxy without its
+        PROXY header after 12 s, whatever the wall clock did."""
+        clock = self.gw.dir / "faketime.rc"
+        clock.write_text("+0\n")
+        self.gw.stop()
+        self.gw.start({"LD_PRELOAD": FAKETIME, "FAKETIME_TIMESTAMP_FILE": str(clock), "FAKETIME_CACHE_DURATION": "1",
+                       "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                       "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"})
+        conns = [socket.create_connection(("127.0.0.1", self.gw.port), timeout=30)]  # over the step
+        try:
+            clock.write_text("-1h\n")
+            deadline = time.monotonic() + 10  # the file is read again within a second of the step
+            while gateway_date(self.gw) > time.time() - 1800:
+                self.assertLess(time.monotonic(), deadline, "the gateway's clock did not step back")
+                time.sleep(0.2)
+            conns.append(socket.create_connection(("127.0.0.1", self.gw.port), timeout=30))
+            conns.append(socket.create_connection(("127.0.0.1", self.gw.port), timeout=30,
+                                                  source_address=("127.0.0.4", 0)))
+            start = time.monotonic()
+            for s in conns:
+                self.assertEqual(harness.read_to_eof(s), b"")  # within 30 s, or the recv raises
+            self.assertGreater(time.monotonic() - start, 11)  # the header's 12 s, not at once
+            peers = sorted("127.0.0.1:%d" % s.getsockname()[1] for s in conns[:2])
+        finally:
+            for s in conns:
+                s.close()
+        deadline = time.monotonic() + 10  # the client may see the close before the line is written
+        while {"handshake_timeout", "proxy_header_refused"} - {e.get("event") for e in self.gw.log_lines()}:
+            self.assertLess(time.monotonic(), deadline, self.gw.stderr()[-3000:])
+            time.sleep(0.1)
+        ended = [e for e in self.gw.log_lines() if e.get("event") == "handshake_timeout"]
+        self.assertEqual(sorted((e["peer"], e["timeout_s"]) for e in ended), [(p, "2") for p in peers])
+        self.assertEqual([e["reason"] for e in self.gw.log_lines() if e.get("event") == "proxy_header_refused"],
+                         ["no complete PROXY protocol header within 12 s"])
 
 def http1_exchange(s, request):
     """Sends |request| on the connected socket |s| and reads one answer to it (its head and its
