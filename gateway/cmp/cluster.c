@@ -470,8 +470,7 @@ static void *pinger_main(void *arg)
         pthread_mutex_unlock(&cl->lock);
         if (connection(cl, err) != NULL)
             ping(cl);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += GW_STATE_PING_SECS;
+        until = gw_timespec_ms(gw_now_ms() + (uint64_t)GW_STATE_PING_SECS * 1000); /* |wake|'s clock */
         pthread_mutex_lock(&cl->lock);
         if (!cl->stop)
             (void)pthread_cond_timedwait(&cl->wake, &cl->lock, &until);
@@ -513,24 +512,27 @@ struct gw_cluster *gw_cluster_new(const struct gw_state_conf *conf, char *err)
     unsigned char rnd[16];
     redisContext *c;
 
-    if (cl == NULL || (cl->address = strdup(conf->address)) == NULL ||
-        (cl->prefix = strdup(conf->key_prefix)) == NULL ||
+    /* the pinger waits until gw_now_ms deadlines: the wall clock may step back */
+    if (cl == NULL || gw_cond_init_monotonic(&cl->wake) != 0) {
+        snprintf(err, GW_ERR_LEN, "shared state: out of memory");
+        free(cl);
+        return NULL;
+    }
+    if ((cl->address = strdup(conf->address)) == NULL || (cl->prefix = strdup(conf->key_prefix)) == NULL ||
         (conf->username != NULL && (cl->username = strdup(conf->username)) == NULL) ||
         (conf->password != NULL &&
          (cl->password = OPENSSL_memdup(conf->password, conf->password_len)) == NULL) ||
         pthread_key_create(&cl->conn, conn_free) != 0) {
         snprintf(err, GW_ERR_LEN, "shared state: out of memory");
-        if (cl != NULL) {
-            free(cl->address);
-            free(cl->prefix);
-            free(cl->username);
-            OPENSSL_clear_free(cl->password, conf->password_len);
-        }
+        free(cl->address);
+        free(cl->prefix);
+        free(cl->username);
+        OPENSSL_clear_free(cl->password, conf->password_len);
+        pthread_cond_destroy(&cl->wake);
         free(cl);
         return NULL;
     }
     pthread_mutex_init(&cl->lock, NULL);
-    pthread_cond_init(&cl->wake, NULL);
     gw_log_outage_init(&cl->outage);
     cl->password_len = conf->password_len;
     if (conf->mac_key != NULL && (cl->mac_key = OPENSSL_memdup(conf->mac_key, conf->mac_key_len)) == NULL) {

@@ -84,6 +84,58 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
 }
 #endif
 
+/*
+ * The conditions made to time their waits by CLOCK_MONOTONIC, and the timed waits while a test watches (the
+ * pinger's: nothing else of this binary waits so): how many, and how many of them were not until a deadline
+ * on that condition's clock within a ping's interval of gw_now_ms. The test binary's definitions come before
+ * libc's, for cluster.c's calls too, and pass each on.
+ */
+#define MONO_CONDS 64
+static pthread_cond_t *mono_conds[MONO_CONDS];
+static atomic_int n_mono_conds;
+static atomic_bool watching;
+static atomic_int watched_waits, watched_off_clock;
+
+int pthread_cond_init(pthread_cond_t *cond, const pthread_condattr_t *attr)
+{
+    static int (*real)(pthread_cond_t *, const pthread_condattr_t *);
+    clockid_t clock;
+    int i;
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_cond_init");
+    if (attr != NULL && pthread_condattr_getclock(attr, &clock) == 0 && clock == CLOCK_MONOTONIC &&
+        (i = atomic_fetch_add(&n_mono_conds, 1)) < MONO_CONDS)
+        mono_conds[i] = cond;
+    return real(cond, attr);
+}
+
+static bool made_monotonic(const pthread_cond_t *cond)
+{
+    int n = atomic_load(&n_mono_conds);
+
+    for (int i = 0; i < n && i < MONO_CONDS; i++)
+        if (mono_conds[i] == cond)
+            return true;
+    return false;
+}
+
+int pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex, const struct timespec *until)
+{
+    static int (*real)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
+    uint64_t now = gw_now_ms(), at = (uint64_t)until->tv_sec * 1000 + (uint64_t)until->tv_nsec / 1000000;
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_cond_timedwait");
+    if (atomic_load(&watching)) {
+        atomic_fetch_add(&watched_waits, 1);
+        if (!made_monotonic(cond) || at + GW_STATE_PING_SECS * 1000 < now ||
+            at > now + GW_STATE_PING_SECS * 1000)
+            atomic_fetch_add(&watched_off_clock, 1);
+    }
+    return real(cond, mutex, until);
+}
+
 struct conn {
     struct fake *f;
     int fd;
@@ -377,6 +429,40 @@ static void test_revocation_lookup_fails_closed(void **state)
         gw_cluster_free(cl);
         fake_stop(&f);
     }
+}
+
+/*
+ * Between its pings the pinger waits GW_STATE_PING_SECS on the monotonic clock: until a gw_now_ms deadline,
+ * on a condition made to time its waits by that clock. It waited on the wall clock, and a clock stepped back
+ * D seconds (NTP correcting one that ran ahead) stopped it for D: after one failed command Redis was not
+ * found reachable again for D, readiness said down, and leases and record ends were refused.
+ */
+static void test_pinger_waits_on_the_monotonic_clock(void **state)
+{
+    struct gw_state_conf conf = {
+        .backend = GW_STATE_REDIS, .address = "127.0.0.1", .key_prefix = "t:", .timeout_ms = 1000};
+    struct fake f;
+    struct gw_cluster *cl;
+    char err[GW_ERR_LEN] = "";
+    uint64_t deadline;
+
+    (void)state;
+    fake_start(&f, GARBAGE);
+    conf.port = f.port;
+    if ((cl = gw_cluster_new(&conf, err)) == NULL && strstr(err, "without hiredis") != NULL) {
+        fake_stop(&f);
+        skip();
+    }
+    assert_non_null(cl);
+    atomic_store(&watching, true);
+    deadline = gw_now_ms() + 10000; /* a bound, not a speed: it waits once a ping */
+    while (atomic_load(&watched_waits) < 1 && gw_now_ms() < deadline)
+        gw_sleep_ms(10);
+    atomic_store(&watching, false);
+    gw_cluster_free(cl);
+    fake_stop(&f);
+    assert_true(atomic_load(&watched_waits) >= 1);
+    assert_int_equal(atomic_load(&watched_off_clock), 0);
 }
 
 /*
@@ -750,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_garbage_refused),
         cmocka_unit_test(test_revocation_lookup_fails_closed),
         cmocka_unit_test(test_closed_connection_replaced),
+        cmocka_unit_test(test_pinger_waits_on_the_monotonic_clock),
         cmocka_unit_test(test_auth_bypasses_hiredis_buffers),
         cmocka_unit_test(test_auth_echo_not_quoted),
         cmocka_unit_test(test_record_meta_strict),
