@@ -115,10 +115,9 @@ static bool held_entered(int n)
     struct timespec until;
     bool in;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
+    until = tu_deadline(10);
     pthread_mutex_lock(&held.lock);
-    while (held.entered < n && pthread_cond_timedwait(&held.cond, &held.lock, &until) == 0)
+    while (held.entered < n && tu_wait_until(&held.cond, &held.lock, &until) == 0)
         ;
     in = held.entered >= n;
     pthread_mutex_unlock(&held.lock);

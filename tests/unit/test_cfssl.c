@@ -191,7 +191,7 @@ static void srv_settle(void)
 {
     struct timespec until = tu_deadline(WAIT_S);
 
-    while (srv.active > 0 && pthread_cond_timedwait(&srv.idle, &srv.lock, &until) == 0)
+    while (srv.active > 0 && tu_wait_until(&srv.idle, &srv.lock, &until) == 0)
         ;
     if (srv.active == 0)
         return;
@@ -228,7 +228,7 @@ static void srv_hold(void)
     struct timespec until = tu_deadline(WAIT_S);
 
     pthread_mutex_lock(&srv.lock);
-    while (!srv.released && pthread_cond_timedwait(&srv.release, &srv.lock, &until) == 0)
+    while (!srv.released && tu_wait_until(&srv.release, &srv.lock, &until) == 0)
         ;
     pthread_mutex_unlock(&srv.lock);
 }
@@ -546,7 +546,7 @@ static struct gw_sign_result *sign(struct fixture *f, const X509_REQ *r)
     assert_int_equal(gw_upstream_cfssl_ops.sign(f->up, &req, on_done, NULL), 0);
     until = tu_deadline(WAIT_S);
     pthread_mutex_lock(&done_at.lock);
-    while (done_at.res == NULL && pthread_cond_timedwait(&done_at.cond, &done_at.lock, &until) == 0)
+    while (done_at.res == NULL && tu_wait_until(&done_at.cond, &done_at.lock, &until) == 0)
         ;
     res = done_at.res;
     pthread_mutex_unlock(&done_at.lock);
@@ -1239,7 +1239,7 @@ static struct gw_sign_result *overlapping_wait(struct overlapping *o)
     struct gw_sign_result *res;
 
     pthread_mutex_lock(&o->lock);
-    while (o->res == NULL && pthread_cond_timedwait(&o->cond, &o->lock, &until) == 0)
+    while (o->res == NULL && tu_wait_until(&o->cond, &o->lock, &until) == 0)
         ;
     res = o->res;
     pthread_mutex_unlock(&o->lock);

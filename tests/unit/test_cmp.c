@@ -1393,12 +1393,11 @@ static void hang_wait(void)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HANG_MS / 1000;
+    until = tu_deadline(HANG_MS / 1000);
     pthread_mutex_lock(&hang.lock);
     hang.entered++;
     pthread_cond_broadcast(&hang.cond);
-    while (!hang.released && pthread_cond_timedwait(&hang.cond, &hang.lock, &until) == 0)
+    while (!hang.released && tu_wait_until(&hang.cond, &hang.lock, &until) == 0)
         ;
     pthread_mutex_unlock(&hang.lock);
 }
@@ -6895,9 +6894,8 @@ int fsync(int fd)
         hold.armed = 0;
         hold.held = 1;
         pthread_cond_broadcast(&hold.cond);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += HOLD_MAX_S;
-        while (!hold.released && pthread_cond_timedwait(&hold.cond, &hold.lock, &until) == 0)
+        until = tu_deadline(HOLD_MAX_S);
+        while (!hold.released && tu_wait_until(&hold.cond, &hold.lock, &until) == 0)
             ;
         if (!hold.released)
             hold.missed = "the held fsync was not released within HOLD_MAX_S";
@@ -6924,10 +6922,9 @@ static void hold_wait(void)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HOLD_WAIT_S;
+    until = tu_deadline(HOLD_WAIT_S);
     pthread_mutex_lock(&hold.lock);
-    while (!hold.held && pthread_cond_timedwait(&hold.cond, &hold.lock, &until) == 0)
+    while (!hold.held && tu_wait_until(&hold.cond, &hold.lock, &until) == 0)
         ;
     if (!hold.held && hold.missed == NULL)
         hold.missed = "the call's \"issued\" record did not reach its fsync within HOLD_WAIT_S";
@@ -6992,11 +6989,10 @@ static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
 
     if (slow.during != NULL)
         slow.during(slow.env);
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HOLD_MAX_S;
+    until = tu_deadline(HOLD_MAX_S);
     pthread_mutex_lock(&slow.lock);
     slow.calls++;
-    while (!slow.open && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
+    while (!slow.open && tu_wait_until(&slow.cond, &slow.lock, &until) == 0)
         ;
     shut = !slow.open;
     pthread_mutex_unlock(&slow.lock);
@@ -7031,7 +7027,7 @@ static void slow_gate(int open)
     pthread_mutex_unlock(&slow.lock);
 }
 
-/* Whether |engine|'s completions of calls have all ended by |until| (CLOCK_REALTIME), asked every 10 ms. */
+/* Whether |engine|'s completions of calls have all ended by |until| (a tu_deadline), asked every 10 ms. */
 static bool calls_end_by(struct gw_cmp_engine *engine, const struct timespec *until)
 {
     while (gw_cmp_engine_calls_running(engine) && !tu_past(until))
@@ -7050,7 +7046,7 @@ static void slow_wait_completed(struct env *e, int n)
 
     until = tu_deadline(CALL_WAIT_S);
     pthread_mutex_lock(&slow.lock);
-    while (slow.completed < n && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
+    while (slow.completed < n && tu_wait_until(&slow.cond, &slow.lock, &until) == 0)
         ;
     completed = slow.completed;
     pthread_mutex_unlock(&slow.lock);
@@ -7146,10 +7142,9 @@ static int held_revoke_fn(struct gw_upstream *up, const X509 *cert, int reason, 
     } else {
         held_revoke.entered++;
         pthread_cond_broadcast(&held_revoke.cond);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += HOLD_MAX_S;
+        until = tu_deadline(HOLD_MAX_S);
         while (!held_revoke.released && held_revoke.permits == 0 &&
-               pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+               tu_wait_until(&held_revoke.cond, &held_revoke.lock, &until) == 0)
             ;
         if (!held_revoke.released && held_revoke.permits > 0)
             held_revoke.permits--;
@@ -7172,11 +7167,9 @@ static int held_revoke_wait_entered(void)
     struct timespec until;
     int entered;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HOLD_WAIT_S;
+    until = tu_deadline(HOLD_WAIT_S);
     pthread_mutex_lock(&held_revoke.lock);
-    while (held_revoke.entered == 0 &&
-           pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+    while (held_revoke.entered == 0 && tu_wait_until(&held_revoke.cond, &held_revoke.lock, &until) == 0)
         ;
     entered = held_revoke.entered > 0;
     pthread_mutex_unlock(&held_revoke.lock);
@@ -7189,14 +7182,12 @@ static int held_revoke_step(void)
     struct timespec until;
     int next, entered;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HOLD_WAIT_S;
+    until = tu_deadline(HOLD_WAIT_S);
     pthread_mutex_lock(&held_revoke.lock);
     next = held_revoke.entered + 1;
     held_revoke.permits++;
     pthread_cond_broadcast(&held_revoke.cond);
-    while (held_revoke.entered < next &&
-           pthread_cond_timedwait(&held_revoke.cond, &held_revoke.lock, &until) == 0)
+    while (held_revoke.entered < next && tu_wait_until(&held_revoke.cond, &held_revoke.lock, &until) == 0)
         ;
     entered = held_revoke.entered >= next;
     pthread_mutex_unlock(&held_revoke.lock);
@@ -8779,7 +8770,7 @@ static void call_lands(void)
     until = tu_deadline(CALL_WAIT_S);
     slow_gate(1);
     pthread_mutex_lock(&slow.lock);
-    while (slow.completed < 1 && pthread_cond_timedwait(&slow.cond, &slow.lock, &until) == 0)
+    while (slow.completed < 1 && tu_wait_until(&slow.cond, &slow.lock, &until) == 0)
         ;
     completed = slow.completed;
     pthread_mutex_unlock(&slow.lock);

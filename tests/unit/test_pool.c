@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "gateway/pool.h"
 
@@ -44,14 +45,10 @@ struct gate {
 #define GATE_WAIT_S 30 /* for a job to enter the gate (a loaded sanitizer build is slow) */
 #define GATE_MAX_S 60  /* for the test to open it */
 
-/* The CLOCK_REALTIME instant |s| seconds from now, for pthread_cond_timedwait. */
+/* The gw_now_ms instant |s| seconds from now, for pthread_cond_clockwait on CLOCK_MONOTONIC. */
 static struct timespec gate_deadline(int s)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += s;
-    return ts;
+    return gw_timespec_ms(gw_now_ms() + (uint64_t)s * 1000);
 }
 
 static atomic_int run_seq;
@@ -81,7 +78,7 @@ static void gate_wait_entered(struct gate *g)
     bool entered;
 
     pthread_mutex_lock(&g->lock);
-    while (!g->entered && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+    while (!g->entered && pthread_cond_clockwait(&g->cond, &g->lock, CLOCK_MONOTONIC, &until) == 0)
         ;
     entered = g->entered;
     pthread_mutex_unlock(&g->lock);
@@ -98,7 +95,7 @@ static void gate_pass(struct gate *g)
     pthread_mutex_lock(&g->lock);
     g->entered = true;
     pthread_cond_broadcast(&g->cond);
-    while (!g->open && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+    while (!g->open && pthread_cond_clockwait(&g->cond, &g->lock, CLOCK_MONOTONIC, &until) == 0)
         ;
     pthread_mutex_unlock(&g->lock);
 }

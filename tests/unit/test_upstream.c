@@ -915,7 +915,7 @@ static struct gw_sign_result *captured_wait(struct captured *c)
     struct gw_sign_result *res;
 
     pthread_mutex_lock(&c->lock);
-    while (c->res == NULL && pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
+    while (c->res == NULL && tu_wait_until(&c->cond, &c->lock, &until) == 0)
         ;
     res = c->res;
     c->res = NULL;
@@ -1031,7 +1031,7 @@ static void test_async_out_of_memory(void **state)
         if (rc == 0) {
             until = tu_deadline(WAIT_S);
             pthread_mutex_lock(&r.cap.lock);
-            while (r.cap.res == NULL && pthread_cond_timedwait(&r.cap.cond, &r.cap.lock, &until) == 0)
+            while (r.cap.res == NULL && tu_wait_until(&r.cap.cond, &r.cap.lock, &until) == 0)
                 ;
             res = r.cap.res;
             r.cap.res = NULL;
@@ -3168,7 +3168,7 @@ static void http_fake_stop(void)
 
     shutdown(http_fake.fd, SHUT_RDWR);
     close(http_fake.fd);
-    if (pthread_timedjoin_np(http_fake.thread, NULL, &until) != 0)
+    if (pthread_clockjoin_np(http_fake.thread, NULL, CLOCK_MONOTONIC, &until) != 0)
         fail_msg("the fake HTTP server's thread did not end within WAIT_S");
     pthread_mutex_destroy(&http_fake.lock);
 }

@@ -296,7 +296,7 @@ static void fake_settle(void)
 {
     struct timespec until = tu_deadline(WAIT_S);
 
-    while (fake.active > 0 && pthread_cond_timedwait(&fake.idle, &fake.lock, &until) == 0)
+    while (fake.active > 0 && tu_wait_until(&fake.idle, &fake.lock, &until) == 0)
         ;
     if (fake.active == 0)
         return;
@@ -1535,7 +1535,7 @@ static void test_sign_retry_heard_late(void **state)
     assert_int_equal(gw_upstream_sign_submit(f.up, &req, sign_ended, NULL), 0);
     until = tu_deadline(WAIT_S);
     pthread_mutex_lock(&ended.lock);
-    while (ended.res == NULL && pthread_cond_timedwait(&ended.cond, &ended.lock, &until) == 0)
+    while (ended.res == NULL && tu_wait_until(&ended.cond, &ended.lock, &until) == 0)
         ;
     pthread_mutex_unlock(&ended.lock);
     if (ended.res == NULL) /* the call still uses |f| */

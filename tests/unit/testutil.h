@@ -251,23 +251,25 @@ static inline void tu_fds_back(void)
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &tu_nofile_was), 0);
 }
 
-/* The CLOCK_REALTIME instant |secs| seconds from now, for pthread_cond_timedwait. */
+/* The gw_now_ms instant |secs| seconds from now, for tu_wait_until: a bound the wall clock cannot move. */
 static inline struct timespec tu_deadline(int secs)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += secs;
-    return ts;
+    return gw_timespec_ms(gw_now_ms() + (uint64_t)secs * 1000);
 }
 
-/* Whether CLOCK_REALTIME is past |until|. */
+/* Whether gw_now_ms is past |until| (a tu_deadline). */
 static inline bool tu_past(const struct timespec *until)
 {
-    struct timespec now;
+    return gw_now_ms() >= (uint64_t)until->tv_sec * 1000 + (uint64_t)until->tv_nsec / 1000000;
+}
 
-    clock_gettime(CLOCK_REALTIME, &now);
-    return now.tv_sec > until->tv_sec || (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec);
+/*
+ * pthread_cond_timedwait of |cond| until |until| (a tu_deadline) on the monotonic clock, whichever clock
+ * |cond| was made with (a PTHREAD_COND_INITIALIZER one too): 0, or ETIMEDOUT.
+ */
+static inline int tu_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, const struct timespec *until)
+{
+    return pthread_cond_clockwait(cond, lock, CLOCK_MONOTONIC, until);
 }
 
 /*
@@ -319,7 +321,7 @@ static inline void tu_run_within(void (*fn)(void *), void *arg, int secs, const 
     pthread_cond_init(&c.cond, NULL);
     assert_int_equal(pthread_create(&t, NULL, tu_call_main, &c), 0);
     pthread_mutex_lock(&c.lock);
-    while (!c.done && pthread_cond_timedwait(&c.cond, &c.lock, &until) == 0)
+    while (!c.done && tu_wait_until(&c.cond, &c.lock, &until) == 0)
         ;
     done = c.done;
     pthread_mutex_unlock(&c.lock);
