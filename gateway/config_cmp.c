@@ -27,6 +27,12 @@ int gw_config_resolve_ids(struct gw_conf_ctx *pc, struct gw_config *cfg)
         return 0;
     if ((rc = gw_user_ids(cfg->user, &cfg->uid, &cfg->gid, why)) != 0)
         return lookup_failed(pc, "$.user", rc, why);
+    /* root by any name keeps every privilege: the change of user would give nothing up. A group of gid 0
+       passes: without uid 0 it holds no capability, only what files grant that group */
+    if (cfg->uid == 0)
+        return gw_conf_fail(pc, "$.user",
+                            "\"%s\" is uid 0: running as root needs \"run_as_root\": true and no \"user\"",
+                            cfg->user);
     if (cfg->group != NULL && (rc = gw_group_id(cfg->group, &cfg->gid, why)) != 0)
         return lookup_failed(pc, "$.group", rc, why);
     return 0;

@@ -48,7 +48,8 @@ void gw_config_warn_fds(const struct gw_conf_ctx *pc, const struct gw_config *cf
 /*
  * gw_config_resolve_ids sets |cfg|'s uid and gid, the ids the gateway serves as: started as root, "user"'s
  * uid and "group"'s gid (else the user's own group); else its own. 0, or the load failed with the lookup's
- * class: GW_ERR_INVAL for a user or group the system does not have; GW_ERR_UNAVAILABLE where the lookup
+ * class: GW_ERR_INVAL for a user or group the system does not have, or a user of uid 0 (root by any name,
+ * which the change of user could not give up; a group of gid 0 passes); GW_ERR_UNAVAILABLE where the lookup
  * could not be made (NSS: sssd or LDAP not answering yet at boot), which another try may mend;
  * GW_ERR_NOMEM. Never root's ids for a user it could not look up: the user's store and audit log would be
  * judged as another's, and refused.

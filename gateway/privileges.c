@@ -49,8 +49,14 @@ static int become_user(const struct gw_config *cfg)
     uid_t uid = cfg->uid;
     gid_t gid = cfg->gid;
 
-    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0) {
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
         gw_log(GW_LOG_ERROR, "privileges", "cannot become user %s: %s", cfg->user, strerror(errno));
+        return GW_ERR_FORBIDDEN;
+    }
+    /* the load refuses a user of uid 0: this stops a process that could take root back all the same */
+    if (setuid(0) == 0) {
+        gw_log(GW_LOG_ERROR, "privileges", "as user %s (uid %ld), the process can still become root",
+               cfg->user, (long)uid);
         return GW_ERR_FORBIDDEN;
     }
     if (gw_not_dumpable() != 0)

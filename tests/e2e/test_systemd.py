@@ -294,6 +294,22 @@ class ExitStatus(unittest.TestCase):
         self.assertEqual(rc, 78, err)
         self.assertIn('unknown user \\"cmpgw-e2e-no-such-user\\"', err)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root: only root changes its user")
+    def test_user_of_uid_0_exits_78(self):
+        """A "user" that is root (uid 0, whatever its name) could not give root up: refused by the load, at
+        start and by `cmpgw check` alike, with 78 and what to write instead. The start exited 1 when the change
+        of user found it could still become root, and the unit restarted it every 2 s, its log naming a
+        stale errno; the check refused it with 78."""
+        root = pwd.getpwuid(0).pw_name
+        gw = harness.Gateway(self.tmp / "pki", self.as_user(root))
+        said = '$.user: \\"%s\\" is uid 0: running as root needs \\"run_as_root\\": true and no \\"user\\"' % root
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertIn(said, err)
+        check = self.check(gw)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
+        self.assertIn(said.replace("\\", ""), check.stderr)
+
     def start_lookup_failing(self, gw, *command, prefix=()):
         """|gw| started (or its |command|, "check" or the like, run) where every user and group lookup fails
         (NSS's directory service not answering, as sssd or LDAP at boot; here hesiod without its configuration,

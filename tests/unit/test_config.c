@@ -4231,6 +4231,31 @@ static void test_user_lookup_failing_fails_the_load(void **state)
 }
 
 /*
+ * A "user" of uid 0 is root by another name: the change of user would give nothing up, so the load refuses
+ * it as the file's (78 for a start and `cmpgw check` alike; a start exited 1 and was restarted for ever).
+ * Its twin: a group of gid 0 with a user of another uid loads, its gid the group's.
+ */
+static void test_user_of_uid_0_refused(void **state)
+{
+    char err[GW_ERR_LEN];
+    struct gw_config *cfg;
+    int failed;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root looks "user" up: it changes to that user */
+    assert_null(cfg = load_as("root", NULL, &failed, err));
+    assert_int_equal(failed, GW_ERR_INVAL);
+    if (strstr(err, "users.json: $.user: \"root\" is uid 0: running as root needs \"run_as_root\": true and "
+                    "no \"user\"") == NULL)
+        fail_msg("%s", err);
+    assert_non_null(cfg = load_as("nobody", "root", &failed, err));
+    assert_int_not_equal(cfg->uid, 0);
+    assert_int_equal(cfg->gid, 0);
+    gw_config_free(cfg);
+}
+
+/*
  * A lookup of "user" or "group" that failed (the load's, whose ids the change of user takes) is the
  * configuration's (exit 78, not restarted) only for a name the system does not have; one that could not
  * be made (NSS not answering at boot) or ran out of memory is not, which a start exits 1 for and the unit
@@ -4559,6 +4584,7 @@ int main(void)
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_user_lookup),
         cmocka_unit_test(test_user_lookup_failing_fails_the_load),
+        cmocka_unit_test(test_user_of_uid_0_refused),
         cmocka_unit_test(test_change_of_user_lookup_class),
         cmocka_unit_test(test_read_failure_class),
         cmocka_unit_test(test_reads_without_descriptors),
