@@ -754,12 +754,18 @@ static void server_free(struct gw_server *s)
 }
 
 /* The keys of |cfg|'s listeners, each with the id of the socket in |prev| (n_prev) it keeps, or a new one. */
+/* How many listeners |cfg| has, the admin listener's among them: the last (gw_listener_conf). */
+static size_t n_listen_confs(const struct gw_config *cfg)
+{
+    return cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
+}
+
 static struct gw_listen_key *keys_of(struct gw_server *s, const struct gw_config *cfg,
                                      const struct gw_listen_key *prev, size_t n_prev, size_t *n)
 {
     struct gw_listen_key *keys;
 
-    *n = cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
+    *n = n_listen_confs(cfg);
     if ((keys = calloc(*n + 1, sizeof(*keys))) == NULL)
         return NULL;
     for (size_t i = 0; i < *n; i++) {
@@ -868,6 +874,7 @@ int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
 {
     const struct gw_config *cfg = next->cfg;
     size_t n;
+    int rc;
 
     if ((next->keys = keys_of(s, cfg, s->keys, s->n_keys, &n)) == NULL ||
         (next->ssl_ctx = calloc(n + 1, sizeof(*next->ssl_ctx))) == NULL) {
@@ -878,10 +885,27 @@ int gw_server_prepare(struct gw_server *s, struct gw_gen *next, char *err)
     for (size_t i = 0; i < n; i++) {
         const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
         if (lc->tls_cert != NULL &&
-            (next->ssl_ctx[i] = gw_tls_ctx_new(lc, i == cfg->n_listeners, err)) == NULL)
-            return GW_ERR_CRYPTO;
+            (rc = gw_tls_ctx_new(lc, i == cfg->n_listeners, &next->ssl_ctx[i], err)) != 0)
+            return rc;
     }
     return s->running ? bind_new(s, next, err) : 0;
+}
+
+int gw_server_check_tls(const struct gw_config *cfg, char *err)
+{
+    SSL_CTX *ctx;
+    int rc;
+
+    for (size_t i = 0; i < n_listen_confs(cfg); i++) {
+        const struct gw_listener_conf *lc = gw_listener_conf(cfg, i);
+        if (lc->tls_cert == NULL)
+            continue;
+        rc = gw_tls_ctx_new(lc, i == cfg->n_listeners, &ctx, err);
+        SSL_CTX_free(ctx);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }
 
 int gw_server_apply(struct gw_server *s, struct gw_gen *g)
@@ -920,13 +944,15 @@ void gw_server_wake(struct gw_server *s)
 }
 
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  struct gw_inherited *inherited, char *err)
+                                  struct gw_inherited *inherited, bool *refused, char *err)
 {
     struct gw_guard_conf admission;
     struct gw_server *s = NULL;
     struct gw_gen *g = gw_gens_acquire(gens);
     const struct gw_config *cfg = g->cfg;
+    int rc;
 
+    *refused = false;
     if ((s = calloc(1, sizeof(*s))) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
         gw_gen_drop(g);
@@ -950,8 +976,13 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
         snprintf(err, GW_ERR_LEN, "listener: out of memory for the connection table");
         goto err;
     }
-    if (server_alloc(s, cfg, err) != 0 || gw_server_prepare(s, g, err) != 0 || h2o_setup(s, err) != 0 ||
-        bind_all(s, inherited, err) != 0)
+    if (server_alloc(s, cfg, err) != 0)
+        goto err;
+    if ((rc = gw_server_prepare(s, g, err)) != 0) {
+        *refused = rc == GW_ERR_INVAL; /* a certificate or key libssl refuses: as `cmpgw check` does */
+        goto err;
+    }
+    if (h2o_setup(s, err) != 0 || bind_all(s, inherited, err) != 0)
         goto err;
     s->boot = NULL;
     gw_gen_drop(g);

@@ -25,10 +25,22 @@ struct gw_inherited {
  * |inherited|, which may be NULL) and builds its TLS contexts; nothing is served until
  * gw_server_run starts the loop threads and workers (in between, the caller may give up root).
  * |gens| is borrowed and must outlive the server. |reload| answers POST /reload on the admin
- * listener (on a thread of its own; NULL: not offered). NULL with |err| on failure (bind, TLS files).
+ * listener (on a thread of its own; NULL: not offered). NULL with |err| on failure (bind, TLS files), and
+ * *|refused| true where the configuration itself is refused, as `cmpgw check` refuses it (a certificate or
+ * key libssl refuses for what it is: gw_server_check_tls), false where another try may succeed (a port in
+ * use, out of memory).
  */
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  struct gw_inherited *inherited, char *err);
+                                  struct gw_inherited *inherited, bool *refused, char *err);
+
+/*
+ * gw_server_check_tls builds, and frees, the TLS context of each TLS listener of |cfg| (the admin
+ * listener's too), as a start does: libssl applies its security level to each certificate and key there,
+ * which the load does not. For `cmpgw check`. 0, or with |err|: GW_ERR_INVAL where libssl refuses a
+ * certificate or key for what it is (an RSA key under 2048 bits at level 2, a SHA-1 signature, a key not
+ * the certificate's), GW_ERR_CRYPTO otherwise (out of memory).
+ */
+int gw_server_check_tls(const struct gw_config *cfg, char *err);
 
 /*
  * gw_server_listen_fds lists every listening socket, for a hand-over to a successor: a new array of

@@ -134,10 +134,12 @@ void gw_server_auth_failed(struct gw_server *s, const struct sockaddr *sa, sockl
 
 /* tls.c */
 
-/* gw_tls_ctx_new builds the SSL_CTX of one listener conf; |secrets| when what clients send over it
- * carries a secret (the admin listener's bearer token): OpenSSL then wipes each record it decrypted
- * once it was read. NULL with |err| on failure. */
-SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *err);
+/* gw_tls_ctx_new builds the SSL_CTX of one listener conf into |*out| (the caller's); |secrets| when what
+ * clients send over it carries a secret (the admin listener's bearer token): OpenSSL then wipes each record
+ * it decrypted once it was read. 0, or with |err| and |*out| NULL: GW_ERR_INVAL where libssl refuses the
+ * certificate or key for what they are (under its security level, a key not the certificate's), the file's;
+ * GW_ERR_CRYPTO for the rest (out of memory). */
+int gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, SSL_CTX **out, char *err);
 
 /*
  * gw_conn_attach admits an accepted socket of the listener whose key id is |listener| (the server's

@@ -250,6 +250,11 @@ static int cmd_check(const char *path)
             goto out;
         }
     }
+    /* libssl's security level, which the load does not apply, refuses a listener's certificate at start */
+    if (gw_server_check_tls(cfg, err) != 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        goto out;
+    }
     if ((failed = check_written_files(path, cfg)) != 0) {
         rc = exit_status(failed);
         goto out;
@@ -851,7 +856,7 @@ static int cmd_run(const char *path)
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
     struct gw_handover_peer predecessor = {-1, false, 0};
-    bool successor;
+    bool successor, refused;
     int failed;
     sigset_t set;
     int rc = EXIT_FAILURE;
@@ -886,10 +891,11 @@ static int cmd_run(const char *path)
     if ((rc = inherit(cfg, &inh, &predecessor)) != 0)
         goto out;
     rc = EXIT_FAILURE;
-    r.server = gw_server_start(r.gens, reload, &r, &inh, err);
+    r.server = gw_server_start(r.gens, reload, &r, &inh, &refused, err);
     inherited_cleanup(&inh);
     if (r.server == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
+        rc = refused ? EX_CONFIG : EXIT_FAILURE;
         goto out;
     }
     metrics_init(&r); /* before anything is served: POST /reload counts in them */

@@ -932,10 +932,36 @@ static int set_session_id_context(SSL_CTX *ctx, const struct gw_listener_conf *l
     return ok ? 0 : GW_ERR_CRYPTO;
 }
 
-SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *err)
+/*
+ * libssl's reasons to refuse a certificate and key for what they are (ssl_set_cert_and_key): under the
+ * security level (ssl_security_cert: an RSA key too small, a SHA-1 signature, the certificate's or a CA's
+ * of its chain), a key that is not the certificate's, a key type no TLS serves. The file's: no retry mends
+ * them.
+ */
+static const int cert_refusals[] = {
+    SSL_R_EE_KEY_TOO_SMALL,     SSL_R_CA_KEY_TOO_SMALL,         SSL_R_CA_MD_TOO_WEAK,
+    SSL_R_PRIVATE_KEY_MISMATCH, SSL_R_UNKNOWN_CERTIFICATE_TYPE,
+};
+
+/* The class of SSL_CTX_use_cert_and_key's failure, from the error it queued: GW_ERR_INVAL for the
+   certificate's or key's own (cert_refusals), else GW_ERR_CRYPTO (out of memory). */
+static int cert_failure_class(void)
+{
+    unsigned long e = ERR_peek_last_error();
+
+    for (size_t i = 0; ERR_GET_LIB(e) == ERR_LIB_SSL && i < sizeof(cert_refusals) / sizeof(cert_refusals[0]);
+         i++)
+        if (ERR_GET_REASON(e) == cert_refusals[i])
+            return GW_ERR_INVAL;
+    return GW_ERR_CRYPTO;
+}
+
+int gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, SSL_CTX **out, char *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    int rc = GW_ERR_CRYPTO;
 
+    *out = NULL;
     if (ctx == NULL) {
         tls_error(err, lc, "SSL_CTX_new", "");
         goto err;
@@ -956,6 +982,7 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *e
        no file is read again by name, where it may since have changed, and no passphrase prompted for */
     if (lc->cert == NULL || lc->key == NULL ||
         SSL_CTX_use_cert_and_key(ctx, lc->cert, lc->key, lc->chain, 1) != 1) {
+        rc = cert_failure_class();
         tls_error(err, lc, "tls.cert", lc->tls_cert);
         goto err;
     }
@@ -986,9 +1013,10 @@ SSL_CTX *gw_tls_ctx_new(const struct gw_listener_conf *lc, bool secrets, char *e
     /* HTTP/2 multiplexes streams that libh2o 2.2.5 bounds by no body timeout: offered on request only */
     if (lc->http2)
         h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
-    return ctx;
+    *out = ctx;
+    return 0;
 
 err:
     SSL_CTX_free(ctx);
-    return NULL;
+    return rc;
 }

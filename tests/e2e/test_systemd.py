@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -227,6 +228,33 @@ class ExitStatus(unittest.TestCase):
         self.assertEqual(rc, 1, err)
         check = self.check(gw)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    @staticmethod
+    def weak_listener_cert(cfg, gw):
+        """The listener's certificate and key: RSA-1024, which the load reads but libssl's security level
+        refuses (ee key too small) as the listener's TLS context is built."""
+        d = gw.dir
+        harness.run(["openssl", "req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout", d / "weak.key",
+                     "-subj", "/CN=127.0.0.1", "-out", d / "weak.csr"])
+        (d / "weak.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        harness.run(["openssl", "x509", "-req", "-in", d / "weak.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+                     "-set_serial", "0x5eed", "-days", "30", "-extfile", d / "weak.ext", "-out", d / "weak.pem"])
+        (d / "weak.key").chmod(0o600)
+        cfg["listeners"][0]["tls"].update(cert="weak.pem", key="weak.key")
+
+    def test_listener_cert_libssl_refuses_exits_78(self):
+        """A listener certificate the load reads but libssl refuses (RSA-1024, below the security level): `cmpgw
+        check` refuses it with OpenSSL's reason and the start exits 78, which the unit does not restart. The
+        check built no TLS context and passed, and the start, which builds them, exited 1 and was restarted
+        every 2 s for a file no retry mends."""
+        gw = harness.Gateway(self.tmp / "pki", self.weak_listener_cert)
+        said = re.compile(r"listener 127\.0\.0\.1:%d: tls\.cert \S*weak\.pem: .*ee key too small" % gw.port)
+        check = self.check(gw)
+        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
+        self.assertRegex(check.stderr, said)
+        rc, err = gw.start_refused()
+        self.assertEqual(rc, 78, err)
+        self.assertRegex(err, said)
 
     @staticmethod
     def vault_upstream(cfg):

@@ -4456,7 +4456,7 @@ static SSL_CTX *ctx_after_swap(const struct edit *e, const char *src, const char
     if (*cfg == NULL)
         fail_msg("%s", err);
     copy_file(src, dst, 0644);
-    if ((ctx = gw_tls_ctx_new(&(*cfg)->listeners[0], false, err)) == NULL)
+    if (gw_tls_ctx_new(&(*cfg)->listeners[0], false, &ctx, err) != 0)
         fail_msg("%s", err);
     return ctx;
 }
@@ -4513,8 +4513,8 @@ static void test_tls_ctx_cleanses_admin_records(void **state)
     free(text);
     if (cfg == NULL)
         fail_msg("%s", err);
-    if ((admin = gw_tls_ctx_new(&cfg->listeners[0], true, err)) == NULL ||
-        (cmp = gw_tls_ctx_new(&cfg->listeners[0], false, err)) == NULL)
+    if (gw_tls_ctx_new(&cfg->listeners[0], true, &admin, err) != 0 ||
+        gw_tls_ctx_new(&cfg->listeners[0], false, &cmp, err) != 0)
         fail_msg("%s", err);
     assert_true((SSL_CTX_get_options(admin) & SSL_OP_CLEANSE_PLAINTEXT) != 0);
     assert_true((SSL_CTX_get_options(cmp) & SSL_OP_CLEANSE_PLAINTEXT) == 0);
