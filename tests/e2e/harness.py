@@ -172,26 +172,37 @@ def read_whole(gw, sock):
     return len(sent) == 1 and sent[0]["tx"] == 0 and len(held) == 1 and held[0]["rx"] == 0
 
 
-def whole_lines(path, contains=None):
+def whole_lines(path, contains=None, strict=False):
     """The lines of |path| that end in a newline (those with |contains| in them, if given), as bytes; [] before
     it exists. A writer appending meanwhile may have put out only the start of its last line (a reader can see
-    a write(2) half done when it crosses a page): that line is left for the next read."""
+    a write(2) half done when it crosses a page): that line is left for the next read. With |strict|, for a
+    file no writer appends to any more (one rotated away, or the log of a gateway that has exited), such a line
+    is a record its writer tore for good, and raises Failure."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    lines = data[:data.rfind(b"\n") + 1].splitlines()
+    end = data.rfind(b"\n") + 1
+    if strict and end < len(data):
+        raise Failure("%s ends in a line without its newline, torn by its writer: %r" % (path, data[end:][:200]))
+    lines = data[:end].splitlines()
     return lines if contains is None else [l for l in lines if contains in l]
 
 
-def json_lines(path, contains=None):
-    """The JSON objects of whole_lines(|path|, |contains|), blank lines skipped: each must parse."""
-    return [json.loads(l) for l in whole_lines(path, contains) if l.strip()]
+def json_lines(path, contains=None, strict=False):
+    """The JSON objects of whole_lines(|path|, |contains|, |strict|), blank lines skipped: each must parse."""
+    return [json.loads(l) for l in whole_lines(path, contains, strict) if l.strip()]
+
+
+def appending(gw):
+    """Whether |gw|'s process runs, and may be appending to its audit log: else a torn last line is for good."""
+    return gw.proc is not None and gw.proc.poll() is None
 
 
 def audit_records(gw, event, cn=None):
-    """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists."""
-    return [r for r in json_lines(gw.dir / "audit.log")
+    """|gw|'s audit records of |event| (and the common name |cn|), oldest first; [] before the log exists. Strict
+    (whole_lines) once the gateway has exited (stop, wait_exit, a kill): lenient only while it may append."""
+    return [r for r in json_lines(gw.dir / "audit.log", strict=not appending(gw))
             if r.get("event") == event and (cn is None or r.get("common_name") == cn)]
 
 

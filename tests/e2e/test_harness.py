@@ -167,13 +167,43 @@ class LogLines(unittest.TestCase):
 
 class JsonLines(unittest.TestCase):
     """harness.json_lines and audit_records over an audit log this test appends to, as a gateway would while
-    a test reads it: a record the reader finds half written is read once it is whole."""
+    a test reads it: a record the reader finds half written is read once it is whole. A process of this test
+    stands in for the gateway: while it runs the last line may be half written; once it has exited (or with
+    strict, for a rotated file) a last line without its newline is a record torn for good, and fails."""
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="cmpgw-e2e-harness-")
         self.addCleanup(self.tmp.cleanup)
-        self.gw = types.SimpleNamespace(dir=Path(self.tmp.name))
+        proc = subprocess.Popen(["sleep", "60"])
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        self.gw = types.SimpleNamespace(dir=Path(self.tmp.name), proc=proc)
         self.path = self.gw.dir / "audit.log"
+
+    def test_torn_last_line_of_a_finished_file_fails(self):
+        """The audit log of a gateway that has exited, or one rotated away, whose last record has no newline:
+        strict readers fail on it (the lenient ones skipped it, and a record torn at exit or rotation
+        passed)."""
+        self.append('{"event": "issued", "tid": "01"}\n{"event": "issued", "ti')
+        with self.assertRaises(harness.Failure):
+            harness.whole_lines(self.path, strict=True)
+        with self.assertRaises(harness.Failure):
+            harness.json_lines(self.path, b'"01"', strict=True)
+        self.gw.proc.kill()
+        self.gw.proc.wait()
+        with self.assertRaises(harness.Failure):
+            harness.audit_records(self.gw, "issued")
+        self.gw.proc = None  # as stop() leaves it
+        with self.assertRaises(harness.Failure):
+            harness.audit_records(self.gw, "issued")
+
+    def test_whole_last_line_of_a_finished_file_read(self):
+        """The twin: every line whole, strict readers read them all."""
+        self.append('{"event": "issued", "tid": "01"}\n{"event": "issued", "tid": "02"}\n')
+        self.gw.proc.kill()
+        self.gw.proc.wait()
+        self.assertEqual([r["tid"] for r in harness.audit_records(self.gw, "issued")], ["01", "02"])
+        self.assertEqual(len(harness.whole_lines(self.path, strict=True)), 2)
 
     def append(self, text):
         with open(self.path, "ab") as f:

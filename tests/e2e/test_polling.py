@@ -80,7 +80,10 @@ def quit_when_told_to_wait(gw, out, stopped):
 
 
 def audit(gw, event, path=None):
-    return [r for r in harness.json_lines(path or gw.dir / "audit.log") if r.get("event") == event]
+    """|gw|'s audit records of |event|, or those of |path|, a copy made after it exited: strict (whole_lines)
+    but while the gateway may append."""
+    strict = path is not None or not harness.appending(gw)
+    return [r for r in harness.json_lines(path or gw.dir / "audit.log", strict=strict) if r.get("event") == event]
 
 
 def of_tid(gw, event, tid):

@@ -1054,7 +1054,7 @@ class VaultAuditLostWhileWaiting(SlowVault):
         self.assertIsNone(res.cert)
         self.assert_cmp_error(res.last, ("cp",), "systemUnavail",
                               "the audit log cannot be written; the certificate was not released")
-        kept = harness.json_lines(self.gw.dir / "audit.log.kept")
+        kept = harness.json_lines(self.gw.dir / "audit.log.kept", strict=True)
         self.assertEqual([r["event"] for r in kept if r.get("common_name") == "%s.example.com" % name],
                          ["intent"])
         failed = [e for e in self.gw.log_lines() if e.get("event") == "audit_write_failed"]
