@@ -242,6 +242,12 @@ static const char *const pki_cmds[] = {
     "&& "
     "openssl x509 -req -in mid-delegate.csr -CA mid.pem -CAkey mid.key -set_serial 11 -days 90 -extfile "
     "delegate.ext -out mid-delegate.pem && cat mid.pem mid-delegate.pem > mid-both.pem",
+    /* listener certificates libssl refuses at security level 2: an RSA-1024 key, a SHA-1 signature */
+    "openssl req -new -newkey rsa:1024 -nodes -keyout weak.key -subj '/CN=127.0.0.1' -out weak.csr && "
+    "openssl x509 -req -in weak.csr -CA ca.pem -CAkey ca.key -set_serial 12 -days 90 -out weak.pem && "
+    "openssl req -new -newkey rsa:2048 -nodes -keyout sha1.key -subj '/CN=127.0.0.1' -out sha1.csr && "
+    "openssl x509 -req -sha1 -in sha1.csr -CA ca.pem -CAkey ca.key -set_serial 13 -days 90 -out sha1.pem && "
+    "chmod 0600 weak.key sha1.key",
     /* a CA whose name holds a '/', which X509_NAME_oneline cannot write unambiguously */
     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout slash.key -out slash.pem "
     "-subj '/O=ops\\/east/CN=slash CA' -days 30 -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
@@ -4523,6 +4529,52 @@ static void test_tls_ctx_cleanses_admin_records(void **state)
     gw_config_free(cfg);
 }
 
+/*
+ * A listener certificate libssl refuses for what it is (under its security level: an RSA-1024 key, a SHA-1
+ * signature), which the load reads, is the file's: GW_ERR_INVAL with OpenSSL's reason, from the context a
+ * start builds and from gw_server_check_tls, `cmpgw check`'s (it passed the check, and the start exited 1).
+ * The twin: the demo's certificate builds.
+ */
+static void test_tls_ctx_refused_certificate_is_the_files(void **state)
+{
+    static const struct {
+        const char *cert, *key;
+        int rc;
+        const char *why;
+    } cases[] = {
+        {"weak.pem", "weak.key", GW_ERR_INVAL, "ee key too small"},
+        {"sha1.pem", "sha1.key", GW_ERR_INVAL, "ca md too weak"},
+        {"server.pem", "server.key", 0, ""},
+    };
+    char cert[64], key[64], err[GW_ERR_LEN];
+    struct gw_config *cfg;
+    SSL_CTX *ctx;
+    char *text;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cert, sizeof(cert), "\"cert\": \"%s\"", cases[i].cert);
+        snprintf(key, sizeof(key), "\"key\": \"%s\"", cases[i].key);
+        struct edit e[] = {{"\"cert\": \"server.pem\"", cert}, {"\"key\": \"server.key\"", key}};
+        err[0] = '\0';
+        text = edited(e, 2);
+        cfg = parse_text(text, strlen(text), err);
+        free(text);
+        if (cfg == NULL)
+            fail_msg("case %zu: %s", i, err);
+        assert_int_equal(gw_tls_ctx_new(&cfg->listeners[0], false, &ctx, err), cases[i].rc);
+        assert_true((ctx == NULL) == (cases[i].rc != 0));
+        SSL_CTX_free(ctx);
+        if (strstr(err, cases[i].why) == NULL)
+            fail_msg("case %zu: %s", i, err);
+        assert_int_equal(gw_server_check_tls(cfg, err), cases[i].rc);
+        if (cases[i].rc != 0 &&
+            (strstr(err, "listener 127.0.0.1:") == NULL || strstr(err, cases[i].why) == NULL))
+            fail_msg("case %zu: %s", i, err);
+        gw_config_free(cfg);
+    }
+}
+
 /* Whether the subject names of |names| are those of |certs|, in their order. */
 static bool names_of(const STACK_OF(X509_NAME) *names, const STACK_OF(X509) *certs)
 {
@@ -4591,6 +4643,7 @@ int main(void)
         cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
         cmocka_unit_test(test_tls_ctx_cleanses_admin_records),
+        cmocka_unit_test(test_tls_ctx_refused_certificate_is_the_files),
         cmocka_unit_test(test_tls_ctx_keeps_loaded_client_cas),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_upstream_tls_key_ed25519),
