@@ -1,0 +1,131 @@
+/*
+ * The freshness of a request (RFC 9483 §3.1, §3.6.4): its messageTime within the window, on this
+ * instance's clock and, with a shared state, on Redis's, and its transactionID and senderNonce not
+ * seen before; and cmp_check_request (policy.h), which runs them around the credentials' and the
+ * authorization's checks (policy.c).
+ */
+#include "gateway/cmp/policy.h"
+#include "gateway/cmp/cluster.h"
+#include "gateway/cmp/outcome.h"
+#include "gateway/cmp/replay.h"
+#include "gateway/cmp/status.h"
+#include "base/err.h"
+#include "base/log.h"
+
+#include <stdio.h>
+#include <time.h>
+#include <openssl/cmp.h>
+
+/* A messageTime |off| s off a clock (this instance's, or Redis's): 0 within the window, else its refusal */
+static int untimely(const struct cmp_call *c, long long off, struct cmp_refusal *r)
+{
+    const struct cmp_started *tm =
+        c->e->started; /* the window the replay cache was sized for, not a reload's */
+    char allowed[64];
+
+    if (off >= -(long long)tm->behind && off <= (long long)tm->ahead)
+        return 0;
+    if (tm->message_time_window != 0)
+        snprintf(allowed, sizeof(allowed), "±%u s", tm->message_time_window);
+    else
+        snprintf(allowed, sizeof(allowed), "%lld s behind to %lld s ahead", (long long)tm->behind,
+                 (long long)tm->ahead);
+    return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                      "messageTime is %lld s off the server clock; check the device clock (allowed: %s)", off,
+                      allowed);
+}
+
+/* RFC 9483 §3.1: messageTime lets the receiver bound replays; 3.0 never looks at it. */
+static int check_time(struct cmp_call *c, struct cmp_refusal *r)
+{
+    if (!c->hdr.has_message_time) {
+        if (!c->e->cfg.cmp->require_message_time)
+            return 0;
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badTime,
+                          "messageTime is missing: this server requires it");
+    }
+    return untimely(c, (long long)c->hdr.message_time - (long long)c->now, r);
+}
+
+/* The answer to the replay check's |rc| (gw_replay_check_add's, gw_cluster_seen's; |err| the latter's). */
+static int replay_refused(struct cmp_call *c, int rc, const char *err, struct cmp_refusal *r)
+{
+    char held[GW_LOG_HELD_LEN];
+
+    switch (rc) {
+    case 0:
+        return 0;
+    case GW_ERR_REPLAY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse,
+                          "replayed message: this transactionID and senderNonce were already used");
+    case GW_ERR_EXISTS:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_transactionIdInUse, "%s", TEXT_TID_IN_USE);
+    case GW_ERR_LIMIT:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions from %.150s: retry later", c->rsp->identity);
+    case GW_ERR_BUSY:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "too many recent transactions: retry later");
+    case GW_ERR_UNAVAILABLE: /* paced: every request meets an outage */
+        if (gw_cluster_unavailable_due(c->e->cluster, held))
+            gw_log_kv(GW_LOG_ERROR, "shared_state_unavailable", "tid", c->rsp->tid, "reason", err,
+                      "suppressed", held, NULL);
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
+                          "the gateway cannot check this request against its cluster now; retry later");
+    default:
+        return cmp_refuse(r, OSSL_CMP_PKIFAILUREINFO_badRequest, "transactionID or senderNonce too long");
+    }
+}
+
+/*
+ * A replay or a transactionID reuse this instance's cache knows already, refused before any lookup (the
+ * revocation status, the cluster) as check_replay would refuse it after them. Nothing is recorded here:
+ * check_replay does, once the credentials and authorization passed, so that the retry of a request they
+ * refused is no replay.
+ */
+static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
+{
+    int rc = gw_replay_seen(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                            c->hdr.sender_nonce_len, c->now);
+
+    return rc == GW_ERR_REPLAY || rc == GW_ERR_EXISTS ? replay_refused(c, rc, NULL, r) : 0;
+}
+
+/*
+ * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
+ * seen by any instance (for the same time, cmp_started.replay_ttl), and the messageTime window holds on
+ * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c).
+ */
+static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
+{
+    struct gw_cluster_msg_time mt = {
+        .at = c->hdr.message_time, .behind = c->e->started->behind, .ahead = c->e->started->ahead};
+    char err[GW_ERR_LEN] = "";
+    int rc = 0;
+
+    /* the cluster first: a request it cannot check leaves no trace here, so its retry is not a replay */
+    if (c->e->cluster != NULL)
+        rc = gw_cluster_seen(c->e->cluster, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                             c->hdr.sender_nonce_len, c->hdr.has_message_time ? &mt : NULL, t->quota,
+                             c->e->started->replay_ttl, c->e->started->recent_per_identity, err);
+    if (rc == 0) { /* with a cluster, its caps hold: here only replays its loss window would miss */
+        int local = gw_replay_check_add(c->e->replay, c->hdr.tid, c->hdr.tid_len, c->hdr.sender_nonce,
+                                        c->hdr.sender_nonce_len, t->quota, c->now);
+
+        if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
+            rc = local;
+    }
+    return rc == GW_ERR_TIME ? untimely(c, mt.off, r) : replay_refused(c, rc, err, r);
+}
+
+/* The messageTime and the replays known here first: they look nothing up, and a request they refuse is
+   refused whatever the revocation lookups (the CA, Redis) and the chain checks of the authorization would
+   have said. */
+int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r)
+{
+    if (check_time(c, r) || check_seen(c, r) || cmp_check_credentials(c, t, r) || cmp_authorize(c, t, r) ||
+        check_replay(c, t, r))
+        return 1;
+    c->rsp->proven = true;
+    return 0;
+}
