@@ -92,9 +92,35 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
 }
 
 /*
+ * Redis refused by its window a messageTime this instance's own clock admitted (check_time): the two
+ * clocks differ, and the device's clock is not at fault. Said apart from the refusal, paced (any client
+ * sends a request on the instance's clock as fast as it likes), with the skew (Redis's clock less this
+ * instance's, as far as whole seconds read it) that the operator can act on.
+ */
+static void log_clock_skew(const struct cmp_call *c, const struct gw_cluster_msg_time *mt)
+{
+    static struct gw_log_pace pace = GW_LOG_PACE_INIT;
+    long long own = (long long)mt->at - (long long)c->now, skew = own - mt->off;
+    char held[GW_LOG_HELD_LEN], off[24], own_off[24], skew_s[24], reason[160];
+
+    if (!gw_log_pace_due(&pace, time(NULL), held))
+        return;
+    snprintf(off, sizeof(off), "%lld", mt->off);
+    snprintf(own_off, sizeof(own_off), "%lld", own);
+    snprintf(skew_s, sizeof(skew_s), "%lld", skew);
+    snprintf(reason, sizeof(reason),
+             "this instance's clock and Redis's differ by %lld s (Redis's clock %s), more than the "
+             "messageTime window allows: run NTP on both",
+             skew < 0 ? -skew : skew, skew < 0 ? "behind" : "ahead");
+    gw_log_kv(GW_LOG_WARN, "shared_state_clock_skew", "tid", c->rsp->tid, "offset", off, "local_offset",
+              own_off, "skew", skew_s, "reason", reason, "suppressed", held, NULL);
+}
+
+/*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
  * seen by any instance (for the same time, cmp_started.replay_ttl), and the messageTime window holds on
- * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c).
+ * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c); a refusal there is the
+ * clocks' skew, check_time having passed, and logged so.
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
@@ -115,7 +141,11 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
         if (c->e->cluster == NULL || local == GW_ERR_REPLAY || local == GW_ERR_EXISTS)
             rc = local;
     }
-    return rc == GW_ERR_TIME ? untimely(c, mt.off, r) : replay_refused(c, rc, err, r);
+    if (rc == GW_ERR_TIME) {
+        log_clock_skew(c, &mt);
+        return untimely(c, mt.off, r);
+    }
+    return replay_refused(c, rc, err, r);
 }
 
 /* The messageTime and the replays known here first: they look nothing up, and a request they refuse is

@@ -968,10 +968,12 @@ class Gateway:
                 cmd, p.returncode, res.stderr[-4000:]))
         return res
 
-    def make_request(self, name, cmd="ir", *, auth="sig", subject="/CN=e2e-captured", extra=("-implicit_confirm",)):
+    def make_request(self, name, cmd="ir", *, auth="sig", subject="/CN=e2e-captured", extra=("-implicit_confirm",),
+                     env=None):
         """A fresh request PKIMessage as `openssl cmp` would send it, captured without sending it to the
         gateway (a one-shot plain-HTTP catcher on loopback answers 503); saved as |name|.der in the
-        work dir. auth: "sig", "pbm", (cert, key) or ("pbm", ref, secret) as for cmp(). Returns the path."""
+        work dir. auth: "sig", "pbm", (cert, key) or ("pbm", ref, secret) as for cmp(); env: variables
+        added to the client's (a libfaketime clock for its messageTime). Returns the path."""
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
@@ -1019,7 +1021,7 @@ class Gateway:
             argv += ["-ref", auth[1], "-secret", auth[2]]
         else:  # (cert, key) of another signer
             argv += ["-cert", auth[0], "-key", auth[1]]
-        p = run(argv + list(extra), cwd=d, check=False)
+        p = run(argv + list(extra), cwd=d, check=False, env=dict(os.environ, **env) if env else None)
         if "der" not in got:  # the client gave up before sending: unblock the catcher
             try:
                 socket.create_connection(srv.getsockname(), timeout=1).close()

@@ -285,6 +285,7 @@ class ReplayOnAClockBehind(TwoInstances):
             self.assertEqual(res.status, 200, res)
             again = harness.decode_cmp(res.body)
             after = len(self.audit(self.gw2, "issued"))
+            skews = [l for l in self.gw2.log_lines() if l.get("event") == "shared_state_clock_skew"]
         finally:
             self.gw2.stop()
             self.gw2.start()  # the other tests run on the real clock
@@ -293,6 +294,54 @@ class ReplayOnAClockBehind(TwoInstances):
         off = int(re.search(r"messageTime is (-?\d+) s off", " ".join(again.status_strings)).group(1))
         self.assertLessEqual(off, -self.BEHIND + 4, again)
         self.assertEqual(after, issued)  # the second instance issued nothing
+        # the cause said: Redis's clock is BEHIND s ahead of the second instance's
+        self.assertEqual(len(skews), 1, skews)
+        self.assertLessEqual(abs(int(skews[0]["skew"]) - self.BEHIND), 2, skews)
+
+
+class ClockAheadOfRedis(TwoInstances):
+    """The second instance's clock runs AHEAD s ahead of Redis's, past a messageTime window of 5 s."""
+    FAKETIME = ReplayOnAClockBehind.FAKETIME
+    AHEAD = 20
+
+    @classmethod
+    def edit_config(cls, cfg, gw):
+        cls.redis = cls.keep_running(redisenv.RedisServer(gw.dir)).start()
+        cfg["cmp"] = {"message_time_window": 5, "state": cls.redis.state()}
+
+    def test_skew_refused_and_logged(self):
+        """A fresh request, its messageTime on the second instance's clock (the client's runs as far ahead),
+        passes that instance's own window and is refused badTime on Redis's; the log says the clocks differ,
+        by how much, and what to do (the device's clock is not at fault)."""
+        fake = {"LD_PRELOAD": self.FAKETIME, "FAKETIME": "+%d" % self.AHEAD, "DONT_FAKE_MONOTONIC": "1"}
+        self.gw2.stop()
+        self.gw2.start(dict(fake, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"))
+        try:
+            der = self.gw.make_request("ahead", env=fake)
+            res = self.gw2.curl(data=der)
+            self.assertEqual(res.status, 200, res)
+            refused = harness.decode_cmp(res.body)
+            deadline = time.monotonic() + 5
+            while not [l for l in self.gw2.log_lines() if l.get("event") == "shared_state_clock_skew"] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            lines = [l for l in self.gw2.log_lines() if l.get("event") == "shared_state_clock_skew"]
+            issued = len(self.audit(self.gw2, "issued", "e2e-captured"))
+        finally:
+            self.gw2.stop()
+            self.gw2.start()  # on the real clock again
+        self.assert_cmp_error(refused, ("ip", "error"), "badTime", "off the server clock")
+        self.assertEqual(issued, 0)
+        self.assertEqual(len(lines), 1, lines)
+        (line,) = lines
+        self.assertEqual(line["level"], "warn", line)
+        self.assertEqual(line["suppressed"], "0", line)
+        # Redis's clock less the instance's: AHEAD s behind, read in whole seconds a moment apart
+        self.assertLessEqual(abs(int(line["skew"]) + self.AHEAD), 2, line)
+        self.assertLessEqual(abs(int(line["local_offset"])), 2, line)
+        self.assertLessEqual(abs(int(line["offset"]) - self.AHEAD), 2, line)
+        self.assertIn("clock and Redis's differ by", line["reason"])
+        self.assertIn("run NTP on both", line["reason"])
 
 
 class RevokedElsewhere(TwoInstances):
