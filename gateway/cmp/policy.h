@@ -58,9 +58,10 @@ void cmp_identity_of(char *out, int pbm, const unsigned char *kid, size_t kid_le
  */
 void cmp_identify(struct cmp_txn *t, struct cmp_call *c);
 
-/* cmp_check_request, once the caller has said who sent it (cmp_identify): in this order messageTime, the
- * replays this instance knows, credentials, authorization, replay (recorded, and in a cluster asked of the
- * shared state). 0, and the sender proven (gw_cmp_response.proven); or 1, refused with |r|. */
+/* cmp_check_request (freshness.c), once the caller has said who sent it (cmp_identify): in this order
+ * messageTime, the replays this instance knows, credentials, authorization, replay (recorded, and in a
+ * cluster asked of the shared state). 0, and the sender proven (gw_cmp_response.proven); or 1, refused with
+ * |r|. */
 int cmp_check_request(struct cmp_txn *t, struct cmp_call *c, struct cmp_refusal *r);
 
 /* cmp_authorize: both the TLS client certificate and the CMP identity must be allowed on the role: 0, or
