@@ -818,6 +818,8 @@ static int start_threads(struct gw_server *s, char *err)
     s->pool = gw_pool_new(s->workers, s->queue_depth, err);
     if (s->pool != NULL) {
         h2o_barrier_init(&s->ready, s->n_loops + 1);
+        /* before the loops: their threads, and the reloads a POST /reload on one of them starts, read it */
+        s->running = true;
         for (size_t t = 0; t < s->n_loops; t++) /* aborts on failure */
             h2o_multithread_create_thread(&s->loops[t].tid, NULL, loop_main, &s->loops[t]);
     }
@@ -996,10 +998,7 @@ err:
 
 int gw_server_run(struct gw_server *s, char *err)
 {
-    if (start_threads(s, err) != 0)
-        return GW_ERR_NOMEM;
-    s->running = true;
-    return 0;
+    return start_threads(s, err) != 0 ? GW_ERR_NOMEM : 0;
 }
 
 int gw_server_listen_fds(struct gw_server *s, int **fds, size_t *n)

@@ -117,7 +117,7 @@ struct gw_server {
     atomic_bool stopping;
     atomic_bool admin_reloading; /* a POST /reload runs (admin.c): another one is refused */
     atomic_bool successor;       /* stopping for a successor that serves the same sockets */
-    bool running;                /* gw_server_run started the threads */
+    bool running;                /* gw_server_run starts the threads: set before them, so they read it */
     h2o_barrier_t ready;
 };
 
