@@ -327,7 +327,7 @@ static void *reload_main(void *arg)
 
     call->rc = s->reload(s->reload_arg, call->err);
     atomic_store(&s->admin_reloading, false);
-    h2o_multithread_send_message(&call->loop->admin_rx, &call->msg);
+    gw_loop_post(call->loop, &call->loop->admin_rx, &call->msg);
     return NULL;
 }
 

@@ -550,7 +550,7 @@ static void job_resume(struct gw_job *j)
     struct gw_cmp_request creq = cmp_request_of(job);
 
     gw_cmp_process(job->gen->engine, &creq, &job->rsp);
-    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+    gw_loop_post(job->owner, &job->owner->done_rx, &job->msg);
 }
 
 /* worker: its answer never left (the client went away first): the engine withdraws the certificate */
@@ -559,7 +559,7 @@ static void job_undelivered(struct gw_job *j)
     struct http_job *job = H2O_STRUCT_FROM_MEMBER(struct http_job, job, j);
 
     gw_cmp_undelivered(&job->rsp, GW_CMP_LOST_CLIENT_GONE);
-    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+    gw_loop_post(job->owner, &job->owner->done_rx, &job->msg);
 }
 
 /* The upstream call of a suspended job completed (any thread): back to a worker, first in line. */
@@ -594,7 +594,7 @@ static void job_run(struct gw_job *j)
             return;
         }
     }
-    h2o_multithread_send_message(&job->owner->done_rx, &job->msg);
+    gw_loop_post(job->owner, &job->owner->done_rx, &job->msg);
 }
 
 static void on_req_disposed(void *p)

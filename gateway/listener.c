@@ -601,6 +601,14 @@ static void relayout(struct gw_loop *lt, struct gw_gen *g)
     pthread_mutex_unlock(&s->layout_lock);
 }
 
+void gw_loop_post(struct gw_loop *lt, h2o_multithread_receiver_t *rx, h2o_multithread_message_t *msg)
+{
+    pthread_mutex_lock(&lt->post_lock);
+    if (!lt->closed)
+        h2o_multithread_send_message(rx, msg);
+    pthread_mutex_unlock(&lt->post_lock);
+}
+
 void gw_loop_refresh(struct gw_loop *lt)
 {
     struct gw_server *s = lt->server;
@@ -663,6 +671,9 @@ static void loop_drain(struct gw_loop *lt)
     /* request_shutdown leaves the GOAWAY-resend timer linked; dispose asserts on it (docs/design.md H8.11) */
     if (h2o_timeout_is_linked(&lt->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&lt->ctx.http2._graceful_shutdown_timeout);
+    pthread_mutex_lock(&lt->post_lock); /* a post still writing to the queue's pipe ends first */
+    lt->closed = true;
+    pthread_mutex_unlock(&lt->post_lock);
     h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->done_rx);
     h2o_multithread_unregister_receiver(lt->ctx.queue, &lt->admin_rx);
     gw_gen_drop(lt->gen);
@@ -742,6 +753,7 @@ static void server_free(struct gw_server *s)
                 if (s->loops[t].listens[j].sock == NULL && s->loops[t].listens[j].fd >= 0)
                     close(s->loops[t].listens[j].fd);
             free(s->loops[t].listens);
+            pthread_mutex_destroy(&s->loops[t].post_lock);
         }
         free(s->loops);
     }
@@ -796,6 +808,7 @@ static int server_alloc(struct gw_server *s, const struct gw_config *cfg, char *
         goto nomem;
     for (size_t t = 0; t < s->n_loops; t++) {
         s->loops[t].server = s;
+        pthread_mutex_init(&s->loops[t].post_lock, NULL);
         atomic_init(&s->loops[t].seen, 0);
         if ((s->loops[t].listens = calloc(GW_LOOP_LISTENS, sizeof(struct gw_listen))) == NULL)
             goto nomem;
@@ -942,7 +955,7 @@ int gw_server_apply(struct gw_server *s, struct gw_gen *g)
 void gw_server_wake(struct gw_server *s)
 {
     for (size_t t = 0; s != NULL && s->running && t < s->n_loops; t++)
-        h2o_multithread_send_message(&s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
+        gw_loop_post(&s->loops[t], &s->loops[t].done_rx, NULL); /* NULL only wakes the loop */
 }
 
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,

@@ -82,6 +82,8 @@ struct gw_loop {
     h2o_context_t ctx;
     h2o_multithread_receiver_t done_rx;  /* completed jobs from workers; NULL message = wake */
     h2o_multithread_receiver_t admin_rx; /* finished POST /reload (admin.c) */
+    pthread_mutex_t post_lock;           /* held by gw_loop_post and by the drain while it sets |closed| */
+    bool closed;                         /* its queue is gone (post_lock) */
     struct gw_listen *listens;           /* at least one per listener; GW_LOOP_LISTENS_CAP room */
     size_t n_listens;
     atomic_ulong seen;               /* the id of the generation it took up (gw_server_apply waits) */
@@ -123,6 +125,15 @@ struct gw_server {
 
 /* listener.c: takes up the current generation if it changed (loop thread) */
 void gw_loop_refresh(struct gw_loop *lt);
+
+/*
+ * gw_loop_post sends |msg| (NULL: a wake) to |rx|, one of |lt|'s receivers, unless the loop's queue is
+ * gone (any thread but |lt|'s). libh2o writes to the queue's pipe after it let go of the queue's lock,
+ * when the loop may already have taken the message through another wake-up, drained and closed that
+ * pipe (or its number been reused by another file): the drain takes |post_lock| before it closes it.
+ * Only a wake finds the queue gone: a loop drains only once every job's and reload's answer came back.
+ */
+void gw_loop_post(struct gw_loop *lt, h2o_multithread_receiver_t *rx, h2o_multithread_message_t *msg);
 
 /*
  * gw_server_auth_failed counts one failure of the client at |sa| against its address's budget of
