@@ -6991,7 +6991,8 @@ static int slow_sign(struct gw_upstream *up, const struct gw_sign_req *req, gw_u
         slow.during(slow.env);
     until = tu_deadline(HOLD_MAX_S);
     pthread_mutex_lock(&slow.lock);
-    slow.calls++;
+    slow.calls++; /* after |during|: slow_wait_calls */
+    pthread_cond_broadcast(&slow.cond);
     while (!slow.open && tu_wait_until(&slow.cond, &slow.lock, &until) == 0)
         ;
     shut = !slow.open;
@@ -7025,6 +7026,22 @@ static void slow_gate(int open)
     slow.open = open;
     pthread_cond_broadcast(&slow.cond);
     pthread_mutex_unlock(&slow.lock);
+}
+
+/* Waits (up to CALL_WAIT_S) until |n| sign calls began: what their slow.during did is then the caller's to
+ * read. */
+static void slow_wait_calls(int n)
+{
+    struct timespec until = tu_deadline(CALL_WAIT_S);
+    int calls;
+
+    pthread_mutex_lock(&slow.lock);
+    while (slow.calls < n && tu_wait_until(&slow.cond, &slow.lock, &until) == 0)
+        ;
+    calls = slow.calls;
+    pthread_mutex_unlock(&slow.lock);
+    if (calls < n)
+        fail_msg("%d sign calls began within CALL_WAIT_S, not %d", calls, n);
 }
 
 /* Whether |engine|'s completions of calls have all ended by |until| (a tu_deadline), asked every 10 ms. */
@@ -7733,6 +7750,7 @@ static void test_poll_park_failed(void **state)
     lost.held = 0;
     lost.reserved = -1;
     assert_int_equal(poll_step(ctx, &after), 0);
+    slow_wait_calls(1); /* |lost| is the call thread's until then */
     assert_int_equal(lost.held, 1);
     assert_int_equal(lost.reserved, 0);
     assert_status(ctx, OSSL_CMP_PKISTATUS_rejection, OSSL_CMP_PKIFAILUREINFO_systemUnavail,
@@ -8680,17 +8698,29 @@ static bool arg_has(int argc, const char **argv, const size_t *argvlen, const ch
 #if __has_include(<hiredis/hiredis.h>)
 #include <hiredis/hiredis.h>
 
+static pthread_t test_thread; /* the one cmocka runs every test on: set by main before any other starts */
+
+/*
+ * Whether the caller is |drop_hook|'s thread. Every test sets drop_hook on its own thread, and only that
+ * thread reads it here: any other (a cluster's pinger, a withdrawal, a call) would race those writes.
+ */
+static bool on_hooked_thread(void)
+{
+    return pthread_equal(pthread_self(), test_thread) && pthread_equal(drop_hook.thread, test_thread);
+}
+
 int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const size_t *argvlen)
 {
     int (*real)(redisContext *, int, const char **, const size_t *) =
         (int (*)(redisContext *, int, const char **, const size_t *))dlsym(RTLD_NEXT,
                                                                            "redisAppendCommandArgv");
-    void (*fn)(void) = drop_hook.fn, (*put_fn)(void) = drop_hook.put_fn;
-    bool end = pthread_equal(pthread_self(), drop_hook.thread) &&
-               arg_has(argc, argv, argvlen, ":deadlines", true) &&
+    bool mine = on_hooked_thread();
+    void (*fn)(void) = mine ? drop_hook.fn : NULL, (*put_fn)(void) = NULL;
+    bool end = mine && arg_has(argc, argv, argvlen, ":deadlines", true) &&
                arg_has(argc, argv, argvlen, ":lease:", false);
+    bool put = arg_has(argc, argv, argvlen, ":rec:", false) && arg_has(argc, argv, argvlen, ":res:", false);
 
-    if (pthread_equal(pthread_self(), drop_hook.thread))
+    if (mine)
         drop_hook.sent++;
     if (end)
         drop_hook.ends++;
@@ -8705,22 +8735,19 @@ int redisAppendCommandArgv(redisContext *c, int argc, const char **argv, const s
         drop_hook.fn = NULL;
         fn();
     }
-    if (put_fn != NULL && arg_has(argc, argv, argvlen, ":rec:", false) &&
-        arg_has(argc, argv, argvlen, ":res:", false)) {
+    if (put && (put_fn = drop_hook.put_fn) != NULL) { /* from any thread: the call's */
         drop_hook.put_fn = NULL;
         put_fn();
         c->err = REDIS_ERR_OTHER;
         snprintf(c->errstr, sizeof(c->errstr), "the test kept the put from going out");
         return REDIS_ERR;
     }
-    if (drop_hook.lose_put > 0 && pthread_equal(pthread_self(), drop_hook.thread) &&
-        arg_has(argc, argv, argvlen, ":rec:", false) && arg_has(argc, argv, argvlen, ":res:", false)) {
+    if (mine && drop_hook.lose_put > 0 && put) {
         drop_hook.lose_put--;
         drop_hook.losing = true;
     }
-    if (drop_hook.lose_claims > 0 && pthread_equal(pthread_self(), drop_hook.thread) &&
-        arg_has(argc, argv, argvlen, ":deadlines", true) && !arg_has(argc, argv, argvlen, ":rec:", false) &&
-        !arg_has(argc, argv, argvlen, ":lease:", false)) {
+    if (mine && drop_hook.lose_claims > 0 && arg_has(argc, argv, argvlen, ":deadlines", true) &&
+        !arg_has(argc, argv, argvlen, ":rec:", false) && !arg_has(argc, argv, argvlen, ":lease:", false)) {
         drop_hook.lose_claims--;
         drop_hook.losing = true;
     }
@@ -8740,17 +8767,20 @@ int redisBufferRead(redisContext *c)
 {
     int (*real)(redisContext *) = (int (*)(redisContext *))dlsym(RTLD_NEXT, "redisBufferRead");
 
-    void (*fn)(void) = drop_hook.fn;
+    void (*fn)(void);
     int rc;
 
-    if (drop_hook.losing && pthread_equal(pthread_self(), drop_hook.thread)) {
+    if (!on_hooked_thread())
+        return real(c);
+    fn = drop_hook.fn;
+    if (drop_hook.losing) {
         drop_hook.losing = false;
         c->err = REDIS_ERR_IO;
         snprintf(c->errstr, sizeof(c->errstr), "the test lost the answer");
         return REDIS_ERR;
     }
     rc = real(c);
-    if (drop_hook.fn_after_read && fn != NULL && pthread_equal(pthread_self(), drop_hook.thread)) {
+    if (drop_hook.fn_after_read && fn != NULL) {
         drop_hook.fn_after_read = false;
         drop_hook.fn = NULL;
         fn();
@@ -14092,5 +14122,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_done_mark_refuses_credential, revoking_setup,
                                         revoking_teardown),
     };
+#if __has_include(<hiredis/hiredis.h>)
+    test_thread = pthread_self();
+#endif
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
