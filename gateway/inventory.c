@@ -61,7 +61,8 @@ static int print_inventory(const struct gw_config *cfg, const struct gw_store_li
     return 0;
 }
 
-/* Which upstreams to list: |name| (a local issuer with a store) or every one that has a store. */
+/* Which upstreams to list: |name| (a local issuer with a store) or every one that has a store. 0, or
+   GW_INVENTORY_UNKNOWN_UPSTREAM (said on stderr). */
 static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick)
 {
     size_t i, n = 0;
@@ -73,12 +74,12 @@ static int pick_stores(const struct gw_config *cfg, const char *name, bool *pick
         n += pick[i];
         if (name != NULL && strcmp(name, u->name) == 0 && !pick[i]) {
             fprintf(stderr, "cmpgw: upstream %s is not a local issuer with a \"store\"\n", name);
-            return -1;
+            return GW_INVENTORY_UNKNOWN_UPSTREAM;
         }
     }
     if (name != NULL && n == 0) {
         fprintf(stderr, "cmpgw: no upstream named %s in %s\n", name, cfg->path);
-        return -1;
+        return GW_INVENTORY_UNKNOWN_UPSTREAM;
     }
     if (n == 0)
         fprintf(stderr, "cmpgw: no local upstream in %s has a \"store\": nothing to list\n", cfg->path);
@@ -94,8 +95,11 @@ int gw_inventory_run(const struct gw_config *cfg, const char *name)
     size_t i;
 
     if ((lists = calloc(cfg->n_upstreams + 1, sizeof(*lists))) == NULL ||
-        (pick = calloc(cfg->n_upstreams + 1, sizeof(*pick))) == NULL || pick_stores(cfg, name, pick) != 0)
+        (pick = calloc(cfg->n_upstreams + 1, sizeof(*pick))) == NULL)
         goto out;
+    if ((rc = pick_stores(cfg, name, pick)) != 0)
+        goto out;
+    rc = 1;
     for (i = 0; i < cfg->n_upstreams; i++) {
         if (pick[i] && gw_store_list(cfg->upstreams[i].store_dir, &lists[i], err) != 0) {
             fprintf(stderr, "cmpgw: upstream %s: %s\n", cfg->upstreams[i].name, err);

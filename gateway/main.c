@@ -317,6 +317,8 @@ static int cmd_inventory(const char *path, const char *name)
         return rc;
     rc = gw_inventory_run(cfg, name);
     gw_config_free(cfg);
+    if (rc == GW_INVENTORY_UNKNOWN_UPSTREAM) /* a wrong argument, as report's --role of no role */
+        return EXIT_USAGE;
     return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

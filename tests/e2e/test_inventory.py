@@ -108,6 +108,24 @@ class StoreAndRotation(harness.GatewayTestCase):
         rc, out = self.report(self.gw.dir / "absent-audit.log")
         self.assertEqual(rc, 1, out)
 
+    def test_upstream_not_listed_is_usage(self):
+        """`--upstream NAME` naming no upstream, or one without a store, is a wrong argument: 2, as `cmpgw report
+        --role` of a role nobody knows. It exited 1, as for a record that could not be read, which a retry
+        may mend; nothing is listed."""
+        cfg = json.loads(self.gw.config_path.read_text())
+        del cfg["upstreams"]["local"]["store"]
+        storeless = self.gw.dir / "storeless.json"
+        storeless.write_text(json.dumps(cfg))
+        self.addCleanup(storeless.unlink)
+        for path, name, said in ((self.gw.config_path, "nope", "no upstream named nope"),
+                                 (storeless, "local", "upstream local is not a local issuer with a \"store\"")):
+            with self.subTest(name=name):
+                p = harness.run([str(harness.GATEWAY_BIN), "inventory", "-c", str(path), "--upstream", name],
+                                cwd=self.gw.dir, check=False, env=self.gw.env())
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(said, p.stderr.decode())
+                self.assertEqual(p.stdout, b"")
+
     def test_report_hostile_names(self):
         """`cmpgw report` prints the names of an audit log it did not write (an older gateway's, a JSON
         escape that decodes to a control) through the shared escaper, in the table and in --json."""
@@ -169,7 +187,7 @@ class StoreAndRotation(harness.GatewayTestCase):
 
         # adversarial twins: an unknown upstream, and an unreadable record
         rc, _, err = self.inventory("--upstream", "nope", check=False)
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 2)
         self.assertIn("no upstream named nope", err)
         (d / "store" / "broken.pem").write_text("not a certificate\n")
         rc, lines, err = self.inventory(check=False)
