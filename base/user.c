@@ -75,7 +75,12 @@ static int lookup(const char *kind, const char *name, lookup_fn fn, int size_hin
     if (rc == 0 && found)
         return 0;
     if (rc == 0) {
-        snprintf(err, GW_ERR_LEN, "unknown %s \"%s\"", kind, name);
+        /* glibc says the same where a directory service did not answer and a later source (files) has
+           no such name: the hint keeps the reader from taking it for a typo alone */
+        snprintf(
+            err, GW_ERR_LEN,
+            "unknown %s \"%s\" (or a directory service, sssd or LDAP, not answering yet: they read the same)",
+            kind, name);
         return GW_ERR_NOT_FOUND;
     }
     snprintf(err, GW_ERR_LEN, "cannot look up %s \"%s\": %s", kind, name,
@@ -108,7 +113,7 @@ int gw_group_id(const char *name, gid_t *gid, char *err)
 
 int gw_user_lookup_class(int rc)
 {
-    return rc == GW_ERR_NOT_FOUND ? GW_ERR_INVAL : rc == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
+    return rc == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
 }
 
 /*

@@ -21,9 +21,10 @@ int gw_user_ids(const char *name, uid_t *uid, gid_t *gid, char *err);
 int gw_group_id(const char *name, gid_t *gid, char *err);
 
 /*
- * The class of a failed gw_user_ids or gw_group_id that returned |rc|: GW_ERR_INVAL for a user or group
- * the system does not have (GW_ERR_NOT_FOUND), which no retry mends; GW_ERR_NOMEM; else
- * GW_ERR_UNAVAILABLE (NSS, sssd or LDAP not answering yet at boot), which another try may mend.
+ * The class of a failed gw_user_ids or gw_group_id that returned |rc|: GW_ERR_NOMEM, else
+ * GW_ERR_UNAVAILABLE (NSS, sssd or LDAP not answering yet at boot), which another try may mend. A name
+ * NSS does not have (GW_ERR_NOT_FOUND) is no more the file's: glibc says so too where a directory service
+ * did not answer and a later source (`passwd: sss files`) has no such name, and which it was cannot be told.
  */
 int gw_user_lookup_class(int rc);
 

@@ -9,8 +9,9 @@
 
 #include <unistd.h>
 
-/* Fails the load at |path| for a gw_user_ids or gw_group_id that returned |rc|, |why|: an unknown name is
-   the file's; a lookup that could not be made is the system's at this moment (gw_user_lookup_class). */
+/* Fails the load at |path| for a gw_user_ids or gw_group_id that returned |rc|, |why|: a lookup that could
+   not be made, or a name NSS does not have (a directory service not answering reads the same), is the
+   system's at this moment, not the file's (gw_user_lookup_class). */
 static int lookup_failed(struct gw_conf_ctx *pc, const char *path, int rc, const char *why)
 {
     return gw_conf_fail_as(pc, gw_user_lookup_class(rc), path, "%s", why);

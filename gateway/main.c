@@ -186,7 +186,8 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
  * The owner is judged against the configured "user", whom the gateway runs as when started as root
  * (its service), whoever runs the check; without one, against the user running it. The output says
  * which, for each. 0, or the class of what failed: the lookup of that user's, as a start's
- * (gw_user_lookup_class: NSS not answering is not the file's), else GW_ERR_INVAL.
+ * (gw_user_lookup_class: NSS not answering, or saying it has no such user, is not the file's), else
+ * GW_ERR_INVAL.
  */
 static int check_written_files(const char *path, const struct gw_config *cfg)
 {

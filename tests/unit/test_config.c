@@ -4187,18 +4187,21 @@ static void test_user_lookup(void **state)
     pw_r_needs = 0;
 
     assert_int_equal(gw_user_ids("no-such-user-here", &uid, NULL, err), GW_ERR_NOT_FOUND);
-    assert_string_equal(err, "unknown user \"no-such-user-here\"");
+    assert_string_equal(err, "unknown user \"no-such-user-here\" (or a directory service, sssd or LDAP, not "
+                             "answering yet: they read the same)");
     assert_int_equal(gw_group_id("root", &gid, err), 0);
     assert_int_equal(gid, 0);
     assert_int_equal(gw_group_id("no-such-group-here", &gid, err), GW_ERR_NOT_FOUND);
 }
 
 /*
- * A lookup of "user" or "group" that fails fails the load with its class: one that could not be made (NSS:
- * sssd or LDAP not answering at boot) is GW_ERR_UNAVAILABLE, which a start exits 1 for and the unit
- * retries; a name the system does not have is the file's (GW_ERR_INVAL, 78). The load went on with root's
- * uid when the lookup failed, so the user's store and audit log were judged as another user's and refused
- * as the file's, for good.
+ * A lookup of "user" or "group" that fails fails the load with its class, GW_ERR_UNAVAILABLE, which a start
+ * exits 1 for and the unit retries: one that could not be made (NSS: sssd or LDAP not answering at boot),
+ * and a name NSS says it does not have, which is what glibc says too where a source after a directory
+ * service not answering yet finds no such name (`passwd: sss files`). The load went on with root's uid when
+ * the lookup failed, so the user's store and audit log were judged as another user's and refused as the
+ * file's, for good; an unknown name was the file's (GW_ERR_INVAL, 78), and a user of LDAP looked up while
+ * sssd was late at boot left the service down.
  */
 static void test_user_lookup_failing_fails_the_load(void **state)
 {
@@ -4212,10 +4215,12 @@ static void test_user_lookup_failing_fails_the_load(void **state)
          "users.json: $.user: cannot look up user \"nobody\": its entry is over 1 MiB"},
         {"nobody", "root", GW_USER_ENTRY_MAX + 1, GW_ERR_UNAVAILABLE,
          "users.json: $.user: cannot look up user \"nobody\": its entry is over 1 MiB"},
-        {"no-such-user-here", NULL, 0, GW_ERR_INVAL,
-         "users.json: $.user: unknown user \"no-such-user-here\""},
-        {"nobody", "no-such-group-here", 0, GW_ERR_INVAL,
-         "users.json: $.group: unknown group \"no-such-group-here\""},
+        {"no-such-user-here", NULL, 0, GW_ERR_UNAVAILABLE,
+         "users.json: $.user: unknown user \"no-such-user-here\" (or a directory service, sssd or LDAP, not "
+         "answering yet: they read the same)"},
+        {"nobody", "no-such-group-here", 0, GW_ERR_UNAVAILABLE,
+         "users.json: $.group: unknown group \"no-such-group-here\" (or a directory service, sssd or LDAP, "
+         "not answering yet: they read the same)"},
     };
     char err[GW_ERR_LEN];
     struct gw_config *cfg;
@@ -4262,17 +4267,18 @@ static void test_user_of_uid_0_refused(void **state)
 }
 
 /*
- * A lookup of "user" or "group" that failed (the load's, whose ids the change of user takes) is the
- * configuration's (exit 78, not restarted) only for a name the system does not have; one that could not
- * be made (NSS not answering at boot) or ran out of memory is not, which a start exits 1 for and the unit
- * retries.
+ * A lookup of "user" or "group" that failed (the load's, whose ids the change of user takes) is never the
+ * configuration's (exit 78, not restarted): a name NSS does not have may be one a directory service not
+ * answering yet has (glibc says "not found" once a later source, as files, finds none); one that could not
+ * be made (NSS not answering at boot) is not either, nor one that ran out of memory: a start exits 1 for
+ * them and the unit retries. "Not found" was GW_ERR_INVAL.
  */
 static void test_change_of_user_lookup_class(void **state)
 {
     static const struct {
         int rc, want;
     } cases[] = {
-        {GW_ERR_NOT_FOUND, GW_ERR_INVAL},
+        {GW_ERR_NOT_FOUND, GW_ERR_UNAVAILABLE},
         {GW_ERR_IO, GW_ERR_UNAVAILABLE},
         {GW_ERR_NOMEM, GW_ERR_NOMEM},
     };
