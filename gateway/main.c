@@ -54,9 +54,10 @@
 /*
  * The exit statuses: 0, 1 (EXIT_FAILURE: a start that failed for what another try may mend, a port in
  * use, Redis unreachable, out of memory), 2 (usage), and EX_CONFIG (78, sysexits.h) for a configuration
- * refused, at a start or by `cmpgw check` (and one `cmpgw inventory` or `cmpgw report` cannot load): what
- * no retry mends, so the unit's RestartPreventExitStatus= stops systemd from starting it again every
- * RestartSec, each try spending one of a token's PIN tries.
+ * refused, at a start or by `cmpgw check` (which, as `cmpgw inventory` and `cmpgw report`, exits for a load
+ * that failed with the start's status for its class): what no retry mends, so the unit's
+ * RestartPreventExitStatus= stops systemd from starting it again every RestartSec, each try spending one
+ * of a token's PIN tries.
  */
 enum { EXIT_USAGE = 2 };
 
@@ -75,7 +76,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: cmpgw -c FILE           run the gateway with the configuration in FILE\n"
-            "       cmpgw check -c FILE     validate FILE and exit (0: valid, 78: invalid)\n"
+            "       cmpgw check -c FILE     validate FILE and exit (0: valid; else a start's status)\n"
             "       cmpgw inventory -c FILE [--upstream NAME]\n"
             "                               list the certificates the local issuers recorded in their\n"
             "                               \"store\" (all of them, or NAME's), tab-separated, by notBefore\n"
@@ -226,18 +227,19 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
     return 0;
 }
 
-/* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code, EX_CONFIG
-   for a configuration a start would refuse, EXIT_FAILURE where its own lookup of the user cannot be made. */
+/* Validates |path| like a start would, prints "FILE: OK" or the error; returns the exit code, a start's for
+   what failed: EX_CONFIG for a configuration refused, EXIT_FAILURE where the load failed for what another try
+   may mend (exit_status of its class) or its own lookup of the user cannot be made. */
 static int cmd_check(const char *path)
 {
     char err[GW_ERR_LEN];
-    struct gw_config *cfg = gw_config_load(path, err);
+    struct gw_config *cfg;
     const char *why;
     int rc = EX_CONFIG, failed;
 
-    if (cfg == NULL) {
+    if ((cfg = gw_config_reload(path, NULL, &failed, err)) == NULL) {
         fprintf(stderr, "%s\n", err);
-        return EX_CONFIG;
+        return exit_status(failed);
     }
     /* run by root as the service would be started: the start would stop */
     if ((why = gw_root_refusal(cfg)) != NULL) {

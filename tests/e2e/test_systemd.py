@@ -266,14 +266,17 @@ class ExitStatus(unittest.TestCase):
     def test_vault_token_file_missing_exits_1(self):
         """A token_file not there at start is not written yet (Vault Agent writes it once it has logged in,
         perhaps after the gateway's start at boot): 1, which the unit restarts until it is. It exited 78, and
-        the service stayed down. `cmpgw check` refuses it still: the file it checks is not whole."""
+        the service stayed down. `cmpgw check` refuses it still, and exits as the start would, 1 (it exited 78
+        while the start exited 1)."""
         gw = harness.Gateway(self.tmp / "pki", lambda cfg, gw: self.vault_upstream(cfg))
         rc, err = gw.start_refused()
         self.assertEqual(rc, 1, err)
         self.assertIn("$.upstreams.vault.token_file", err)
         self.assertIn("No such file or directory", err)
         check = self.check(gw)
-        self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("$.upstreams.vault.token_file", check.stderr)
+        self.assertNotIn("OK", check.stdout)
 
     def test_vault_token_file_open_to_others_exits_78(self):
         """The twin: a token_file there that others may read is refused for good, as before."""
@@ -340,6 +343,23 @@ class ExitStatus(unittest.TestCase):
         check = self.check(gw)
         self.assertEqual(check.returncode, 78, check.stdout + check.stderr)
         self.assertIn(said.replace("\\", ""), check.stderr)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root: only root looks the user up in the load")
+    def test_check_exits_as_the_start(self):
+        """`cmpgw check` run as root, as the start is, refuses a configuration whose load fails, and exits with
+        the start's status for its class: 1 for a "user" NSS does not have, as the start's; 78 for a file not
+        there, as the start's. It exited 78 for any load that failed, while the start exited 1."""
+        for user, edit, want, said in (
+                ("cmpgw-e2e-no-such-user", self.as_user("cmpgw-e2e-no-such-user"), 1,
+                 'unknown user "cmpgw-e2e-no-such-user"'),
+                ("missing-key", lambda cfg, gw: cfg["signer"].update(key="missing.key"), 78, "missing.key")):
+            with self.subTest(user):
+                gw = harness.Gateway(self.tmp / user, edit)
+                rc, err = gw.start_refused()
+                check = self.check(gw)
+                self.assertEqual((rc, check.returncode), (want, want), err + check.stdout + check.stderr)
+                self.assertIn(said, check.stderr)
+                self.assertNotIn("OK", check.stdout)
 
     @staticmethod
     def nsswitch_dir_then_files():
