@@ -47,6 +47,11 @@ int gw_err_errno_class(int e)
     return e == ENOMEM ? GW_ERR_NOMEM : GW_ERR_UNAVAILABLE;
 }
 
+int gw_err_file_class(int rc)
+{
+    return rc == GW_ERR_NOMEM || rc == GW_ERR_UNAVAILABLE ? rc : GW_ERR_INVAL;
+}
+
 int gw_err_errno_io(int e)
 {
     int class = gw_err_errno_class(e);

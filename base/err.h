@@ -41,4 +41,9 @@ int gw_err_errno_class(int e);
    where gw_err_errno_class(|e|) is GW_ERR_INVAL, the path's, else that class. */
 int gw_err_errno_io(int e);
 
+/* The class of a file the gateway writes (cmp.revoked_file, the audit log, handover_socket) that could not
+   be judged or opened, |rc| its failure: GW_ERR_NOMEM and GW_ERR_UNAVAILABLE (gw_err_errno_io's: another
+   try may mend them) as they are; any other, what the path, its mode, owner or content say, GW_ERR_INVAL. */
+int gw_err_file_class(int rc);
+
 #endif

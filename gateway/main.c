@@ -815,8 +815,9 @@ static void metrics_init(struct runner *r)
 /*
  * Listening sockets this gateway does not bind: the service manager's (socket activation) or those
  * of the gateway at "handover_socket" (|*peer|: the predecessor, for gw_handover_finish). 0, or the
- * exit status: EX_CONFIG for a hand-over socket `cmpgw check` refuses too, EXIT_FAILURE where the
- * predecessor did not hand its sockets over.
+ * exit status: EX_CONFIG for a hand-over socket `cmpgw check` refuses too, EXIT_FAILURE where its
+ * directory could not be judged for what another try may mend (out of memory, descriptors run out:
+ * gw_err_file_class) or the predecessor did not hand its sockets over.
  */
 static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct gw_handover_peer *peer)
 {
@@ -825,9 +826,9 @@ static int inherit(const struct gw_config *cfg, struct gw_inherited *inh, struct
 
     peer->fd = -1;
     /* before anything is taken: a successor that could not serve the socket would not start */
-    if (cfg->handover_socket != NULL && gw_handover_check(cfg->handover_socket, cfg->uid, err) != 0) {
+    if (cfg->handover_socket != NULL && (n = gw_handover_check(cfg->handover_socket, cfg->uid, err)) != 0) {
         gw_log(GW_LOG_ERROR, "handover", "%s", err);
-        return EX_CONFIG;
+        return exit_status(gw_err_file_class(n));
     }
     if ((n = gw_notify_listen_fds(&inh->fds)) > 0) {
         inh->n = (size_t)n;

@@ -678,21 +678,23 @@ static int still_one_name(int fd, int dir, const char *name, const char *shown, 
 
 /*
  * The log at |path| opened to append, as check_log allows, its directory entry synced: fd, or -1 with
- * |err|. One it creates as root is |owner|'s and |group|'s from the start (open_append): that user
- * reopens it once root is given up (SIGUSR1), and logrotate run as that user ("su") renames and
- * compresses it.
+ * |err| and *|rc| the failure: gw_conf_open_dir's, a failed system call's by its errno (gw_err_errno_io:
+ * GW_ERR_NOMEM and GW_ERR_UNAVAILABLE are not the file's), else the file's. One it creates as root is
+ * |owner|'s and |group|'s from the start (open_append): that user reopens it once root is given up (SIGUSR1),
+ * and logrotate run as that user ("su") renames and compresses it.
  */
-static int open_log(const char *path, uid_t owner, gid_t group, char *err)
+static int open_log(const char *path, uid_t owner, gid_t group, int *rc, char *err)
 {
     char shown[GW_ERR_LEN];
     const char *name;
     struct stat st;
     int fd = -1, dir;
 
-    if (gw_conf_open_dir("audit.file", path, owner, &dir, &name, err) != 0)
+    if ((*rc = gw_conf_open_dir("audit.file", path, owner, &dir, &name, err)) != 0)
         return -1;
     gw_conf_show_file(path, shown, sizeof(shown));
     if (user_reaches(dir, path, owner, group) != 0) {
+        *rc = errno == EXDEV ? GW_ERR_IO : gw_err_errno_io(errno);
         gw_conf_bprintf(
             err, GW_ERR_LEN,
             "audit.file: the gateway's user cannot reach the directory of \"%s\" by its path (%s): "
@@ -701,15 +703,18 @@ static int open_log(const char *path, uid_t owner, gid_t group, char *err)
         goto out;
     }
     if ((fd = open_append(dir, name, owner, group)) < 0) {
+        *rc = gw_err_errno_io(errno);
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot open \"%s\": %s", shown,
                         errno == ELOOP ? "a symbolic link" : strerror(errno));
         goto out;
     }
     if (fstat(fd, &st) != 0) {
+        *rc = gw_err_errno_io(errno);
         gw_conf_bprintf(err, GW_ERR_LEN, "audit.file: cannot read \"%s\": %s", shown, strerror(errno));
         goto fail;
     }
-    if (check_log(path, &st, owner, err) != 0 || still_one_name(fd, dir, name, shown, err) != 0)
+    if ((*rc = check_log(path, &st, owner, err)) != 0 ||
+        (*rc = still_one_name(fd, dir, name, shown, err)) != 0)
         goto fail;
     sync_dir(dir);
     goto out;
@@ -778,10 +783,12 @@ static void metrics_init(void)
         "fsyncs of the audit log: concurrent records that must be on disk share one.", fsyncs_value, NULL);
 }
 
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, char *err)
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, int *rc, char *err)
 {
     struct gw_audit *a = NULL;
+    int why, *code = rc != NULL ? rc : &why;
 
+    *code = GW_ERR_INVAL;
     if (conf == NULL || conf->file == NULL || conf->file[0] == '\0') {
         snprintf(err, GW_ERR_LEN, "audit: no file configured");
         return NULL;
@@ -792,7 +799,7 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gi
     a->fields = conf->fields;
     a->owner = owner;
     a->group = group;
-    if ((a->fd = open_log(a->path, owner, group, err)) < 0) {
+    if ((a->fd = open_log(a->path, owner, group, code, err)) < 0) {
         free(a->path);
         free(a);
         return NULL;
@@ -801,9 +808,11 @@ struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gi
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->synced, NULL);
     atomic_init(&a->refs, 1);
+    *code = 0;
     return a;
 nomem:
     snprintf(err, GW_ERR_LEN, "audit: out of memory");
+    *code = GW_ERR_NOMEM;
     if (a != NULL)
         free(a->path);
     free(a);
@@ -1024,11 +1033,11 @@ void gw_audit_probe_wait(struct gw_audit *a)
 int gw_audit_reopen(struct gw_audit *a)
 {
     char why[GW_ERR_LEN];
-    int fd, old;
+    int fd, old, rc;
 
     if (a == NULL)
         return GW_ERR_IO;
-    if ((fd = open_log(a->path, a->owner, a->group, why)) < 0) {
+    if ((fd = open_log(a->path, a->owner, a->group, &rc, why)) < 0) {
         gw_log(GW_LOG_ERROR, "audit_reopen_failed",
                "audit log %s: cannot reopen (still writing to the old file): %s", a->shown, why);
         pthread_mutex_lock(&a->lock);

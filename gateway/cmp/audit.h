@@ -43,9 +43,12 @@ struct gw_audit_rec {
  * gateway serves as) or root with one name that group and others may not write, never through a
  * link, in a directory only they may add names to (or one with the sticky bit); a reopen holds it to
  * the same. As root it creates one as |owner| and |group| (gw_user_openat_as): in a directory that user
- * may not write it makes none. NULL with |err| on failure.
+ * may not write it makes none. NULL with |err| on failure, and *|rc| (unless |rc| is NULL) its class:
+ * GW_ERR_NOMEM, GW_ERR_UNAVAILABLE (descriptors run out, a failing disk), or another for what the file,
+ * its directory or the configuration say (gw_err_file_class classes it). 0 on success.
  */
-struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, char *err);
+struct gw_audit *gw_audit_open(const struct gw_audit_conf *conf, uid_t owner, gid_t group, int *rc,
+                               char *err);
 
 /*
  * gw_audit_file_check: what gw_audit_open would refuse of |file| as it stands (`cmpgw check`): 0 when

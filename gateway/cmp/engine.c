@@ -120,9 +120,11 @@ static struct cmp_shared *shared_new(const struct gw_cmp_settings *cfg, int *rc,
     sh->recent = cmp_recent_new();
     if (sh->txns == NULL || sh->replay == NULL || sh->recent == NULL)
         goto fail;
-    *rc = GW_ERR_INVAL; /* the file it names */
-    if ((sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), err)) == NULL)
+    /* the file it names, or what another try may mend (memory, descriptors) */
+    if ((sh->revoked = cmp_revoked_new(cfg->cmp->revoked_file, cfg->uid, time(NULL), rc, err)) == NULL) {
+        *rc = gw_err_file_class(*rc);
         goto fail;
+    }
     *rc =
         GW_ERR_UNAVAILABLE; /* Redis, which may come (or be set right) without the gateway's file changing */
     if (cfg->cmp->state.backend == GW_STATE_REDIS &&
@@ -177,9 +179,9 @@ struct gw_cmp_engine *gw_cmp_engine_new(const struct gw_cmp_settings *cfg, struc
     }
     if ((e->signer = cmp_signer_health_new(cfg->signer->key)) == NULL)
         goto nomem;
-    /* the audit log it names (opened here), or memory for the issuers' stores */
+    /* the audit log it names (opened here: its class), or memory for the issuers' stores */
     if ((*code = cmp_policy_init(e, err)) != 0) {
-        *code = *code == GW_ERR_NOMEM ? GW_ERR_NOMEM : GW_ERR_INVAL;
+        *code = gw_err_file_class(*code);
         goto fail;
     }
     return e;

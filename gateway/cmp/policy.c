@@ -75,18 +75,20 @@ nomem:
     return GW_ERR_NOMEM;
 }
 
-/* Opens the audit log, the issuer stores and the role policy cache. 0 or a gw_err with |err|. */
+/* Opens the audit log, the issuer stores and the role policy cache. 0 or a gw_err (the log's) with |err|. */
 int cmp_policy_init(struct gw_cmp_engine *e, char *err)
 {
     char why[GW_ERR_LEN] = "";
+    int rc;
 
     if (e->cfg.audit->file == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: no audit log is configured (\"audit\": {\"file\": ...})");
         return GW_ERR_INVAL;
     }
-    if (e->audit == NULL && (e->audit = gw_audit_open(e->cfg.audit, e->cfg.uid, e->cfg.gid, why)) == NULL) {
+    if (e->audit == NULL &&
+        (e->audit = gw_audit_open(e->cfg.audit, e->cfg.uid, e->cfg.gid, &rc, why)) == NULL) {
         snprintf(err, GW_ERR_LEN, "CMP engine: %.200s", why);
-        return GW_ERR_IO;
+        return rc;
     }
     if (init_issuer_stores(e, err) != 0 || cmp_urole_init(e, err) != 0 || cmp_status_init(e, err) != 0)
         return GW_ERR_NOMEM;

@@ -693,11 +693,12 @@ static int take_file(struct cmp_revoked *rs, const char *file, time_t now, char 
     return rc;
 }
 
-struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err)
+struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, int *rc, char *err)
 {
     struct cmp_revoked *rs = calloc(1, sizeof(*rs));
 
     snprintf(err, GW_ERR_LEN, "out of memory");
+    *rc = GW_ERR_NOMEM; /* calloc, strdup, the condition's attributes */
     if (rs == NULL)
         return NULL;
     pthread_mutex_init(&rs->lock, NULL);
@@ -711,7 +712,7 @@ struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, c
     rs->fd = -1;
     rs->rfd = -1;
     rs->owner = owner;
-    if (file != NULL && ((rs->file = strdup(file)) == NULL || take_file(rs, file, now, err) != 0)) {
+    if (file != NULL && ((rs->file = strdup(file)) == NULL || (*rc = take_file(rs, file, now, err)) != 0)) {
         cmp_revoked_free(rs);
         return NULL;
     }
@@ -1120,10 +1121,9 @@ static void unmark(struct cmp_revoked *rs, const unsigned char *id, time_t now)
 
 /*
  * The certificate named |n| marked in the shared state as well (by issuer and serial), once no other
- * instance's revocation of it holds the mark,
- * waited for until |until_ms| (gw_now_ms): 0; 1 when an instance revoked it (nothing marked);
- * GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark lives cmp_revoked_mark_ms of the upstream's
- * timeout |wait_ms| at most. (worker)
+ * instance's revocation of it holds the mark, waited for until |until_ms| (gw_now_ms): 0; 1 when an instance
+ * revoked it (nothing marked); GW_ERR_BUSY or GW_ERR_UNAVAILABLE with |err|. The mark lives
+ * cmp_revoked_mark_ms of the upstream's timeout |wait_ms| at most. (worker)
  */
 static int mark_shared(struct gw_cmp_engine *e, const struct names *n, uint32_t wait_ms, uint64_t until_ms,
                        char *err)

@@ -32,9 +32,11 @@ int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN]);
  * earlier runs, unexpired at |now|; the file is rewritten with that alone (unless another gateway
  * appends to it) and kept open for the revocations to come, this gateway's and the other's. Only
  * |owner| (the user the gateway serves as) and root may write it, or add names to its directory but
- * where the sticky bit keeps each name to its owner (cmp_revoked_file_check). NULL with |err|.
+ * where the sticky bit keeps each name to its owner (cmp_revoked_file_check). NULL with |err| and *|rc|
+ * (set on failure alone) the failure: GW_ERR_NOMEM; GW_ERR_UNAVAILABLE for descriptors run out or a failing
+ * disk; another for what the file says (gw_err_file_class classes it).
  */
-struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, char *err);
+struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, int *rc, char *err);
 
 /*
  * cmp_revoked_file_check: what a start would refuse of |file| as it stands (`cmpgw check`): 0 when it

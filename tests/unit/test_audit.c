@@ -136,7 +136,7 @@ static struct gw_audit *open_log(const char *p, unsigned fields)
 {
     struct gw_audit_conf conf = {.file = (char *)p, .fields = fields};
     char err[GW_ERR_LEN] = "";
-    struct gw_audit *a = gw_audit_open(&conf, geteuid(), getegid(), err);
+    struct gw_audit *a = gw_audit_open(&conf, geteuid(), getegid(), NULL, err);
 
     if (a == NULL)
         print_message("open: %s\n", err);
@@ -798,7 +798,7 @@ static void test_created_as_root_given(void **state)
             assert_true((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0);
             close(fd);
         }
-        assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+        assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, NULL, err));
         assert_int_equal(stat(path, &st), 0);
         assert_int_equal(st.st_uid, cases[i].uid);
         assert_int_equal(st.st_gid, cases[i].uid);
@@ -842,11 +842,11 @@ static void test_unreachable_directory_refused(void **state)
     assert_int_equal(mkdir(logs, 0755), 0);
     assert_int_equal(chown(logs, OTHER_ID, OTHER_ID), 0);
     conf.file = log;
-    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, NULL, err));
     assert_non_null(strstr(err, "the gateway's user cannot reach the directory of"));
     assert_int_not_equal(access(log, F_OK), 0);
     assert_int_equal(chmod(outer, 0711), 0); /* passable: opened, as that user's */
-    assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    assert_non_null(a = gw_audit_open(&conf, OTHER_ID, OTHER_ID, NULL, err));
     gw_audit_close(a);
     assert_true(appendable_as_other(log));
     unlink(log);
@@ -873,7 +873,7 @@ static void test_root_creates_as_the_user(void **state)
     if (geteuid() != 0)
         skip();
     conf.file = (char *)fresh("not-the-users.log");
-    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, err));
+    assert_null(gw_audit_open(&conf, OTHER_ID, OTHER_ID, NULL, err));
     assert_non_null(strstr(err, "Permission denied"));
     assert_int_equal(lstat(path, &st), -1);
     assert_int_equal(errno, ENOENT);
@@ -938,12 +938,12 @@ static void test_unwritable(void **state)
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         conf.file = (char *)bad[i].file;
         err[0] = '\0';
-        assert_null(gw_audit_open(&conf, geteuid(), getegid(), err));
+        assert_null(gw_audit_open(&conf, geteuid(), getegid(), NULL, err));
         assert_non_null(strstr(err, "audit"));
         if (bad[i].named != NULL && strstr(err, bad[i].named) == NULL)
             fail_msg("\"%s\" lacks %s", err, bad[i].named);
     }
-    assert_null(gw_audit_open(NULL, geteuid(), getegid(), err));
+    assert_null(gw_audit_open(NULL, geteuid(), getegid(), NULL, err));
     /* the disk full: open works, every write fails (EFBIG) */
     assert_non_null(a = open_log(fresh("full.log"), 0));
     tu_cap_files(0);

@@ -4773,6 +4773,54 @@ static void revoked_file_refused(struct two_cas *t, const char *want)
         fail_msg("error \"%s\" lacks \"%s\"", err, want);
 }
 
+/* An engine over |t|'s configuration that fails to start: the class its rc gives (exit_status maps it). */
+static int engine_failure_class(struct two_cas *t, bool fds_run_out)
+{
+    struct gw_cmp_settings settings;
+    char err[GW_ERR_LEN] = "";
+    int rc = 0;
+
+    gw_cmp_engine_free(t->env->engine);
+    gw_config_cmp_settings(t->env->cfg, &settings);
+    if (fds_run_out)
+        tu_fds_exhaust();
+    t->env->engine = gw_cmp_engine_new(&settings, t->env->ups, NULL, &rc, err);
+    if (fds_run_out)
+        tu_fds_back();
+    if (t->env->engine != NULL)
+        fail_msg("started");
+    return rc;
+}
+
+/*
+ * An engine that cannot open cmp.revoked_file or the audit log for descriptors run out is not refused for
+ * its configuration: GW_ERR_UNAVAILABLE, which a start exits 1 for and the unit retries, as it does for
+ * the configuration's own reads. The twin, a revoked file others may write, stays the file's
+ * (GW_ERR_INVAL, 78). Both were GW_ERR_INVAL: the engine said so for any failure of cmp_revoked_new, and
+ * the audit log's open was GW_ERR_IO, made GW_ERR_INVAL.
+ */
+static void test_engine_start_failure_class(void **state)
+{
+    struct two_cas t;
+    char cmp[256], file[128];
+
+    (void)state;
+    snprintf(file, sizeof(file), "%s/revoked.class", dir);
+    snprintf(cmp, sizeof(cmp), CMP_DEFAULTS ", \"revoked_file\": \"%s\"", file);
+    two_cas_open_cmp(&t, GW_UP_SIGN_CSR | GW_UP_SIGN_KEY | GW_UP_REVOKE, cmp);
+    assert_int_equal(chmod(file, 0620), 0);
+    assert_int_equal(engine_failure_class(&t, false), GW_ERR_INVAL);
+    assert_int_equal(chmod(file, 0600), 0);
+    assert_int_equal(engine_failure_class(&t, true), GW_ERR_UNAVAILABLE);
+    /* no revoked file: the audit log's open is the first to need a descriptor */
+    free(t.env->cfg->cmp.revoked_file);
+    t.env->cfg->cmp.revoked_file = NULL;
+    assert_int_equal(engine_failure_class(&t, true), GW_ERR_UNAVAILABLE);
+    two_cas_restart(&t);
+    two_cas_close(&t);
+    unlink(file);
+}
+
 /*
  * cmp.revoked_file is refused at start, as a secret file is, when its group or others may write it, or
  * a user other than the gateway's (or root) owns it: they could add a line that refuses a device's
@@ -13991,6 +14039,7 @@ int main(void)
         cmocka_unit_test(test_status_revoked_file_replaced),
         cmocka_unit_test(test_status_revoked_file_followed),
         cmocka_unit_test(test_status_revoked_file_writers),
+        cmocka_unit_test(test_engine_start_failure_class),
         cmocka_unit_test(test_status_revoked_file_dir),
         cmocka_unit_test(test_status_trust_intermediate),
         cmocka_unit_test(test_status_trust_intermediate_crl),

@@ -4290,6 +4290,32 @@ static void test_change_of_user_lookup_class(void **state)
 }
 
 /*
+ * The class of a file the gateway writes that could not be judged or opened (cmp.revoked_file, the audit
+ * log, handover_socket): out of memory and descriptors run out are not the file's, and a start exits 1 for
+ * them; what its path, mode, owner or content say is (78). The engine and the hand-over's check said
+ * GW_ERR_INVAL (78) for any failure.
+ */
+static void test_written_file_class(void **state)
+{
+    static const struct {
+        int rc, want;
+    } cases[] = {
+        {GW_ERR_NOMEM, GW_ERR_NOMEM}, {GW_ERR_UNAVAILABLE, GW_ERR_UNAVAILABLE},
+        {GW_ERR_IO, GW_ERR_INVAL},    {GW_ERR_FORBIDDEN, GW_ERR_INVAL},
+        {GW_ERR_INVAL, GW_ERR_INVAL}, {GW_ERR_LIMIT, GW_ERR_INVAL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (gw_err_file_class(cases[i].rc) != cases[i].want)
+            fail_msg("case %zu: %d, not %d", i, gw_err_file_class(cases[i].rc), cases[i].want);
+    /* each of the two a failed system call gives that is not the file's */
+    assert_int_equal(gw_err_file_class(gw_err_errno_io(EMFILE)), GW_ERR_UNAVAILABLE);
+    assert_int_equal(gw_err_file_class(gw_err_errno_io(ENOMEM)), GW_ERR_NOMEM);
+    assert_int_equal(gw_err_file_class(gw_err_errno_io(EACCES)), GW_ERR_INVAL);
+}
+
+/*
  * The class of a configuration's read that failed, by its errno: what the path, its permissions or its owner
  * say is the file's (78, never restarted); a failing disk or descriptors run out is not, and another try may
  * find it gone (1). EIO, EMFILE and the like were the file's.
@@ -4645,6 +4671,7 @@ int main(void)
         cmocka_unit_test(test_user_of_uid_0_refused),
         cmocka_unit_test(test_change_of_user_lookup_class),
         cmocka_unit_test(test_read_failure_class),
+        cmocka_unit_test(test_written_file_class),
         cmocka_unit_test(test_reads_without_descriptors),
         cmocka_unit_test(test_openat_as_users_groups),
         cmocka_unit_test(test_tls_ctx_keeps_what_was_loaded),
