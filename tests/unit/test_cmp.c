@@ -9687,6 +9687,26 @@ static void test_shared_revoked_counted_while_kept(void **state)
     gw_cluster_free(cl);
 }
 
+/* Redis's clock in whole seconds, as a script's redis.call('TIME')[1] reads it. */
+static long long redis_now(void)
+{
+    char out[64];
+
+    assert_int_equal(redis_cmd(out, sizeof(out), 3,
+                               (const char *const[]){"EVAL", "return tonumber(redis.call('TIME')[1])", "0"}),
+                     0);
+    assert_int_equal(out[0], ':');
+    return strtoll(out + 1, NULL, 10);
+}
+
+/* Waits until Redis's clock reads |secs| or later (up to 10 s past the wait's start). */
+static void redis_wait_until(long long secs)
+{
+    for (int i = 0; i < 200 && redis_now() < secs; i++)
+        usleep(50 * 1000);
+    assert_true(redis_now() >= secs);
+}
+
 /* The count of the test's Redis sorted set |set| (ZCARD). */
 static long long redis_card(const char *set)
 {
@@ -9734,8 +9754,8 @@ static void test_shared_revoked_readded_under_cap(void **state)
 /*
  * The shared revoked set (cmp.max_revoked) counts on Redis's clock alone, which scores every entry and
  * sweeps the set: another instance's live entry stays counted (the cap of 1 refuses the next), and an
- * expired one is not (2 s after a 1-s entry, its certificate's expiry GW_STATE_GRACE less, the next is taken
- * under a cap of 2, scored by Redis's clock).
+ * expired one is not (an entry whose certificate's expiry and GW_STATE_GRACE are 2 s ahead of Redis's clock
+ * is scored then; once Redis's clock reads it, the next is taken under a cap of 2, scored by Redis's clock).
  * Before, the set was scored and swept on the calling instance's clock (an argument): an instance an hour
  * ahead swept the live entry and took the next over the cap, one an hour behind counted the expired entry and
  * refused the next (GW_ERR_LIMIT: that revocation not shared). The instance passes no clock now.
@@ -9746,23 +9766,32 @@ static void test_shared_revoked_on_redis_clock(void **state)
                       k2[] = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2", p2[] = "d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2",
                       k3[] = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", p3[] = "d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3",
                       k4[] = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4", p4[] = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
-    char rec[64], set[96], key4[160], out[64], err[GW_ERR_LEN] = "";
+    char rec[64], set[96], key3[160], key4[160], out[64], err[GW_ERR_LEN] = "";
     struct gw_cluster *cl;
     time_t before;
+    long long ends;
 
     (void)state;
     cl = redis_cluster(rec);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     snprintf(set, sizeof(set), "%.*srevoked", (int)(strstr(rec, "rec:") - rec), rec);
+    snprintf(key3, sizeof(key3), "%s:%s", set, k3);
     snprintf(key4, sizeof(key4), "%s:%s", set, k4);
     assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 1, err), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, k2, p2, time(NULL) + 600, 1, err), GW_ERR_LIMIT);
     assert_int_equal(redis_cmd(out, sizeof(out), 1, (const char *const[]){"FLUSHALL"}), 0);
     assert_int_equal(gw_cluster_put_revoked(cl, k1, p1, time(NULL) + 600, 2, err), 0); /* keeps the set */
-    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, time(NULL) + 1 - GW_STATE_GRACE, 2, err), 0);
-    sleep(2);
+    /* the short entry's end counted from Redis's clock, which the script judges it by: from time(), a second
+       ahead of that clock's, the put could find it ended already (time() lags the clock Redis reads by up
+       to a tick, and a second may turn before the script runs). Ahead by 2, it is still open however Redis's
+       clock turns once before the put */
+    ends = redis_now() + 2;
+    assert_int_equal(gw_cluster_put_revoked(cl, k3, p3, (time_t)ends - GW_STATE_GRACE, 2, err), 0);
+    assert_int_equal(redis_score(set, key3), ends);
+    redis_wait_until(ends);
     before = time(NULL);
     assert_int_equal(gw_cluster_put_revoked(cl, k4, p4, time(NULL) + 600, 2, err), 0);
+    assert_int_equal(redis_score(set, key3), -1);
     assert_true(redis_score(set, key4) >= (long long)before + 600 + GW_STATE_GRACE);
     assert_true(redis_score(set, key4) <= (long long)time(NULL) + 600 + GW_STATE_GRACE);
     gw_cluster_free(cl);
