@@ -969,12 +969,12 @@ int cmp_revoked_add(struct gw_cmp_engine *e, X509 *cert, time_t now, char *err)
         return CMP_REVOKED_NOT_HERE | CMP_REVOKED_UNMARKED |
                (e->cluster != NULL ? CMP_REVOKED_NOT_SHARED : 0);
     }
-    /* expired on this instance's clock (before its rr, or while at the CA): no chain validates with it here,
-       so this set need not keep it; but a revocation of it waiting for this one's mark would find it nowhere
-       here, and send it again */
+    /* expired on this clock (before its rr, or while at the CA): a revocation waiting for this one's mark
+       is told (remembered); kept too within GW_REVOKED_KEEP_SECS: a clock running ahead may be set back,
+       and the certificate be valid again (as a start keeps such lines) */
     if (expired(until, now))
         (void)set_missed(e->revoked, n.plain, false, true);
-    else
+    if (!expired(STALE(until), now))
         missed = keep_here(e, &n, until, now, &marked, err);
     /* shared even when not kept here, expired or not: the other instances' clocks, and Redis's, decide */
     if (e->cluster != NULL)

@@ -851,6 +851,39 @@ static void test_room_made_from_the_oldest_expired(void **state)
     marks_close(&m);
 }
 
+/*
+ * A certificate revoked while this instance's clock runs days ahead, expired on that clock alone, is kept and
+ * written to the file: once the clock is set right it is valid again, and refused, after a restart too. The
+ * twin: one past its notAfter by more than GW_REVOKED_KEEP_SECS is not kept. Before, such a revocation was
+ * only remembered for a second revocation's sake, and the certificate authenticated again once the clock was
+ * set right.
+ */
+static void test_revoked_on_a_clock_ahead_kept(void **state)
+{
+    struct marks m;
+    char *file = revoked_file();
+    X509 *x, *old;
+
+    (void)state;
+    marks_open(&m, 8);
+    reopen(&m, file);
+    x = cert_until(&m, 1, NOW + DAY);
+    old = cert_until(&m, 2, NOW + AHEAD - GW_REVOKED_KEEP_SECS - 10);
+    now_is = NOW + AHEAD;
+    assert_int_equal(revoked_at_ca(&m, x), 0);
+    (void)revoked_at_ca(&m, old);
+    now_is = NOW; /* the clock set right */
+    assert_int_equal(check(&m, x), 1);
+    reopen(&m, file);
+    assert_int_equal(check(&m, x), 1);
+    now_is = NOW - GW_REVOKED_KEEP_SECS; /* before old's notAfter: not kept, left to its CA's CRL */
+    assert_int_equal(check(&m, old), 0);
+    X509_free(x);
+    X509_free(old);
+    marks_close(&m);
+    revoked_file_remove(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -868,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_room_past_twice_the_cap),
         cmocka_unit_test(test_clock_ahead_start_keeps_entries),
         cmocka_unit_test(test_room_made_from_the_oldest_expired),
+        cmocka_unit_test(test_revoked_on_a_clock_ahead_kept),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
