@@ -169,7 +169,8 @@ static bool dir_absent(const char *file)
     return absent;
 }
 
-/* |key|'s check (|rc|, with |err|) and which uid it judged by, for check_written_files. 0 or -1. */
+/* |key|'s check (|rc|, with |err|) and which uid it judged by, for check_written_files: 0, or the class of
+   |rc| as the start takes it (gw_err_file_class: out of memory or descriptors run out are not the file's). */
 static int judged(const char *path, const struct gw_config *cfg, const char *key, const char *what, uid_t uid,
                   int rc, const char *err)
 {
@@ -178,7 +179,7 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
     fprintf(rc != 0 ? stderr : stdout, "%s: %s judged as the %s of uid %ld (%s%s)\n", path, key, what,
             (long)uid, cfg->user != NULL ? "user " : "the user running this check",
             cfg->user != NULL ? cfg->user : "");
-    return rc != 0 ? -1 : 0;
+    return rc != 0 ? gw_err_file_class(rc) : 0;
 }
 
 /*
@@ -188,7 +189,7 @@ static int judged(const char *path, const struct gw_config *cfg, const char *key
  * (its service), whoever runs the check; without one, against the user running it. The output says
  * which, for each. 0, or the class of what failed: the lookup of that user's, as a start's
  * (gw_user_lookup_class: NSS not answering, or saying it has no such user, is not the file's), else
- * GW_ERR_INVAL.
+ * that of the check that failed (judged).
  */
 static int check_written_files(const char *path, const struct gw_config *cfg)
 {
@@ -212,17 +213,17 @@ static int check_written_files(const char *path, const struct gw_config *cfg)
                    files[i].key);
             continue;
         }
-        if (files[i].file != NULL && judged(path, cfg, files[i].key, files[i].what, uid,
-                                            files[i].check(files[i].file, uid, err), err) != 0)
-            return GW_ERR_INVAL;
+        if (files[i].file != NULL && (rc = judged(path, cfg, files[i].key, files[i].what, uid,
+                                                  files[i].check(files[i].file, uid, err), err)) != 0)
+            return rc;
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         if (cfg->upstreams[i].store_dir == NULL)
             continue;
         gw_conf_bprintf(key, sizeof(key), "upstreams.%s.store", cfg->upstreams[i].name);
-        if (judged(path, cfg, key, "directory", uid,
-                   gw_store_check(key, cfg->upstreams[i].store_dir, uid, err), err) != 0)
-            return GW_ERR_INVAL;
+        if ((rc = judged(path, cfg, key, "directory", uid,
+                         gw_store_check(key, cfg->upstreams[i].store_dir, uid, err), err)) != 0)
+            return rc;
     }
     return 0;
 }
@@ -254,8 +255,9 @@ static int cmd_check(const char *path)
         }
     }
     /* libssl's security level, which the load does not apply, refuses a listener's certificate at start */
-    if (gw_server_check_tls(cfg, err) != 0) {
+    if ((failed = gw_server_check_tls(cfg, err)) != 0) {
         fprintf(stderr, "%s: %s\n", path, err);
+        rc = exit_status(failed);
         goto out;
     }
     if ((failed = check_written_files(path, cfg)) != 0) {
