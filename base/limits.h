@@ -199,7 +199,8 @@ _Static_assert(GW_STATE_TOOK_SECS * 1000 > 2 * GW_MAX_REDIS_TIMEOUT_MS,
    it may lag it by the replay cache's TTL less this and GW_REPLAY_MARGIN */
 #define GW_MSGTIME_AHEAD_NO_WINDOW 30
 /* and the seconds the cache outlives the oldest messageTime let through, with a window (its TTL twice
-   the window and this) or without: the second the clock reads whole, Redis's own clock and latency, a
+   the window and this) or without: the second the clock reads whole, Redis's own clock and latency (the
+   window on it lags by the time the checks took, up to this less a second: freshness.c redis_lag), a
    small step of the clock */
 #define GW_REPLAY_MARGIN 30
 #define GW_MIN_PBM_SECRET_LEN 8

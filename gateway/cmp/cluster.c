@@ -653,7 +653,7 @@ static int seen_untimely(const redisReply *r, struct gw_cluster_msg_time *mt)
         r->element[1]->type != REDIS_REPLY_INTEGER)
         return 0;
     off = r->element[1]->integer;
-    if (off >= -(long long)mt->behind && off <= (long long)mt->ahead)
+    if (off >= -(long long)(mt->behind + mt->elapsed) && off <= (long long)mt->ahead)
         return 0;
     mt->off = off;
     return 1;
@@ -678,7 +678,7 @@ int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_
     snprintf(a[1], sizeof(a[1]), "%u", max_recent);
     if (mt != NULL) {
         snprintf(a[2], sizeof(a[2]), "%lld", (long long)mt->at);
-        snprintf(a[3], sizeof(a[3]), "%lld", (long long)mt->behind);
+        snprintf(a[3], sizeof(a[3]), "%lld", (long long)(mt->behind + mt->elapsed));
         snprintf(a[4], sizeof(a[4]), "%lld", (long long)mt->ahead);
     }
     r = cluster_eval(cl, S_SEEN, k1, k2, 6, args, err);

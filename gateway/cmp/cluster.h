@@ -36,7 +36,8 @@ void gw_cluster_free(struct gw_cluster *cl);
 struct gw_cluster_msg_time {
     time_t at;
     time_t behind, ahead;
-    long long off; /* set when refused: |at| less Redis's clock */
+    time_t elapsed; /* s since the instance read its clock for the request: it may lag as much further */
+    long long off;  /* set when refused: |at| less Redis's clock */
 };
 
 /*
@@ -44,8 +45,8 @@ struct gw_cluster_msg_time {
  * instances: 0 if new; GW_ERR_TIME, nothing recorded, when |mt| (NULL: the message has no messageTime)
  * is outside its window on Redis's clock (mt->off set); GW_ERR_REPLAY (same nonce), GW_ERR_EXISTS
  * (another nonce); GW_ERR_LIMIT when |max_recent| live ones count under |quota| (the sender's share:
- * cmp_quota_key); GW_ERR_UNAVAILABLE with |err|. |ttl| must exceed mt->behind + mt->ahead: the record
- * then outlives the window on Redis's clock, whatever the instances' clocks say.
+ * cmp_quota_key); GW_ERR_UNAVAILABLE with |err|. |ttl| must exceed mt->behind + mt->elapsed + mt->ahead:
+ * the record then outlives the window on Redis's clock, whatever the instances' clocks say.
  */
 int gw_cluster_seen(struct gw_cluster *cl, const unsigned char *tid, size_t tid_len,
                     const unsigned char *nonce, size_t nonce_len, struct gw_cluster_msg_time *mt,

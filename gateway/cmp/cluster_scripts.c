@@ -53,13 +53,14 @@ _Static_assert(GW_STATE_LEASE_SECS < GW_STATE_GRACE, "a lease's hold (S_TAKE) ne
 /* One line of Lua per line of C: */
 const char *const cluster_scripts[N_SCRIPTS] = {
     /* KEYS: the replay entry and the share's sorted set; ARGV: the senderNonce, ttl, cap (LUA_COUNTED_SET's),
-       the messageTime ('': none) and the seconds it may lag and lead. {4, messageTime less Redis's clock},
-       nothing written, when outside that window on Redis's clock; 1 (same nonce), 2 (another), or
+       the messageTime ('': none) and the seconds it may lag and lead (the lag the window's and the seconds
+       since the instance read its own clock for the request: gw_cluster_seen). {4, messageTime less Redis's
+       clock}, nothing written, when outside that window on Redis's clock; 1 (same nonce), 2 (another), or
        LUA_COUNTED_SET's. The entry's TTL runs on Redis's clock, so the window is judged on it too: on each
        instance's own alone, one whose clock lags (or a fleet stepped back) would let a messageTime through
        again once Redis dropped the entry. A message let through at Redis's time r has a messageTime of r +
-       ahead at most, so once its entry expires at r + ttl (ttl > behind + ahead) that messageTime is more
-       than behind old here, whatever the instances' clocks. Without a messageTime the entry alone bounds it */
+       ahead at most, so once its entry expires at r + ttl (ttl > lag + ahead) that messageTime is more
+       than the lag old here, whatever the instances' clocks. Without a messageTime the entry alone bounds it */
     [S_SEEN] = "if ARGV[4] ~= '' then\n"
                "  local off = tonumber(ARGV[4]) - tonumber(redis.call('TIME')[1])\n"
                "  if off < -tonumber(ARGV[5]) or off > tonumber(ARGV[6]) then return {4, off} end\n"

@@ -10,6 +10,7 @@
 #include "gateway/cmp/replay.h"
 #include "gateway/cmp/status.h"
 #include "base/err.h"
+#include "base/limits.h"
 #include "base/log.h"
 
 #include <stdio.h>
@@ -91,19 +92,50 @@ static int check_seen(struct cmp_call *c, struct cmp_refusal *r)
     return rc == GW_ERR_REPLAY || rc == GW_ERR_EXISTS ? replay_refused(c, rc, NULL, r) : 0;
 }
 
+/* The seconds since this instance read its clock for the request (c->now); 0 on a clock stepped back */
+static time_t since_now(const struct cmp_call *c)
+{
+    time_t now = c->e->clock != NULL ? c->e->clock() : time(NULL);
+
+    return now > c->now ? now - c->now : 0;
+}
+
+/*
+ * How much further than |behind| a messageTime may lag Redis's clock: the |took| seconds the checks took
+ * since check_time judged it at c->now (the revocation lookups at the CA may take seconds), so that a
+ * messageTime at the window's edge then is not refused for them. Capped below what the replay TTL leaves
+ * beyond the window (GW_REPLAY_MARGIN at least: engine.c started_init) by a second, to keep replay_ttl >
+ * behind + lag + ahead: an entry Redis forgot then still covers every messageTime S_SEEN admits (the
+ * argument above S_SEEN, cluster_scripts.c); and at GW_REPLAY_MARGIN less a second, as the docs say.
+ */
+static time_t redis_lag(const struct cmp_call *c, time_t took)
+{
+    const struct cmp_started *tm = c->e->started;
+    time_t cap = tm->replay_ttl - tm->behind - tm->ahead - 1;
+
+    if (cap > GW_REPLAY_MARGIN - 1)
+        cap = GW_REPLAY_MARGIN - 1;
+    if (cap < 0)
+        return 0;
+    return took < cap ? took : cap;
+}
+
 /*
  * Redis refused by its window a messageTime this instance's own clock admitted (check_time): the two
  * clocks differ, and the device's clock is not at fault. Said apart from the refusal, paced (any client
  * sends a request on the instance's clock as fast as it likes), with the skew (Redis's clock less this
- * instance's, as far as whole seconds read it) that the operator can act on.
+ * instance's, as far as whole seconds read it) that the operator can act on. Its two readings are |took|
+ * seconds apart (mt->at less c->now, and less Redis's clock when the checks were done): that much is no
+ * skew, and a second either way can be the whole-second reads alone, left unsaid (a refusal of a
+ * messageTime at the window's edge, or after checks longer than redis_lag grants).
  */
-static void log_clock_skew(const struct cmp_call *c, const struct gw_cluster_msg_time *mt)
+static void log_clock_skew(const struct cmp_call *c, const struct gw_cluster_msg_time *mt, time_t took)
 {
     static struct gw_log_pace pace = GW_LOG_PACE_INIT;
-    long long own = (long long)mt->at - (long long)c->now, skew = own - mt->off;
+    long long own = (long long)mt->at - (long long)c->now, skew = own - mt->off - (long long)took;
     char held[GW_LOG_HELD_LEN], off[24], own_off[24], skew_s[24], reason[160];
 
-    if (!gw_log_pace_due(&pace, time(NULL), held))
+    if ((skew < 0 ? -skew : skew) <= 1 || !gw_log_pace_due(&pace, time(NULL), held))
         return;
     snprintf(off, sizeof(off), "%lld", mt->off);
     snprintf(own_off, sizeof(own_off), "%lld", own);
@@ -119,13 +151,17 @@ static void log_clock_skew(const struct cmp_call *c, const struct gw_cluster_msg
 /*
  * RFC 9483 §3.6.4: a transactionID seen before answers transactionIdInUse; with a shared state, one
  * seen by any instance (for the same time, cmp_started.replay_ttl), and the messageTime window holds on
- * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c); a refusal there is the
- * clocks' skew, check_time having passed, and logged so.
+ * Redis's clock too, the one its entries expire on (S_SEEN, cluster_scripts.c), lagging by the time the
+ * checks took (redis_lag); a refusal there is the clocks' skew (check_time having passed, checks longer
+ * than redis_lag grants aside), and logged so.
  */
 static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_refusal *r)
 {
-    struct gw_cluster_msg_time mt = {
-        .at = c->hdr.message_time, .behind = c->e->started->behind, .ahead = c->e->started->ahead};
+    time_t took = since_now(c);
+    struct gw_cluster_msg_time mt = {.at = c->hdr.message_time,
+                                     .behind = c->e->started->behind,
+                                     .ahead = c->e->started->ahead,
+                                     .elapsed = redis_lag(c, took)};
     char err[GW_ERR_LEN] = "";
     int rc = 0;
 
@@ -142,7 +178,7 @@ static int check_replay(struct cmp_call *c, const struct cmp_txn *t, struct cmp_
             rc = local;
     }
     if (rc == GW_ERR_TIME) {
-        log_clock_skew(c, &mt);
+        log_clock_skew(c, &mt, took);
         return untimely(c, mt.off, r);
     }
     return replay_refused(c, rc, err, r);

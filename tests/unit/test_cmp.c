@@ -9866,6 +9866,36 @@ static void test_shared_seen_window_on_redis_clock(void **state)
     gw_cluster_free(cl);
 }
 
+/*
+ * The window on Redis's clock lags further by the seconds the instance's checks took since it read its own
+ * clock (mt.elapsed: the revocation lookups at the CA may take seconds): a messageTime behind Redis's clock
+ * by the window and those seconds, less one, is recorded; one more than that behind is refused, nothing
+ * written. The lead stays the window's: the time the checks took makes a messageTime no younger.
+ */
+static void test_shared_seen_window_lags_by_elapsed(void **state)
+{
+    static const unsigned char tid[] = "lagd", nonce[] = "n";
+    struct gw_cluster_msg_time mt = {.behind = 10, .ahead = 10, .elapsed = 20};
+    char rec[64], key[160], out[64], err[GW_ERR_LEN] = "";
+    struct gw_cluster *cl;
+
+    (void)state;
+    cl = redis_cluster(rec);
+    snprintf(key, sizeof(key), "%.*sreplay:6c616764", (int)(strstr(rec, "rec:") - rec), rec);
+    mt.at = time(NULL) - (10 + 20 + 1);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "lag", 60, 10, err), GW_ERR_TIME);
+    assert_true(mt.off <= -31 && mt.off >= -32);
+    mt.at = time(NULL) + 10 + 2;
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "lag", 60, 10, err), GW_ERR_TIME);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":0");
+    mt.at = time(NULL) - (10 + 20 - 1);
+    assert_int_equal(gw_cluster_seen(cl, tid, 4, nonce, 1, &mt, "lag", 60, 10, err), 0);
+    assert_int_equal(redis_cmd(out, sizeof(out), 2, (const char *const[]){"EXISTS", key}), 0);
+    assert_string_equal(out, ":1");
+    gw_cluster_free(cl);
+}
+
 /* How many lines of |event| |logged| has. */
 static int logged_events(const char *logged, const char *event)
 {
@@ -14137,6 +14167,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shared_revoked_on_redis_clock, redis_stop),
         cmocka_unit_test_teardown(test_shared_ttl_at_least_one_second, redis_stop),
         cmocka_unit_test_teardown(test_shared_seen_window_on_redis_clock, redis_stop),
+        cmocka_unit_test_teardown(test_shared_seen_window_lags_by_elapsed, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_refusing_then_silent, redis_stop),
         cmocka_unit_test_teardown(test_shared_lookup_ends_no_outage, redis_stop),
         cmocka_unit_test_teardown(test_shared_release_at_maxmemory, redis_stop),
