@@ -266,6 +266,12 @@ class ReplayOnAClockBehind(TwoInstances):
         """A request accepted by the first instance, its replay key gone from Redis 40 s later, is sent to the
         second, whose clock runs BEHIND s late: its messageTime is within the window on that clock, and its
         cache never saw it. Judged on Redis's clock too, it is refused badTime and issues nothing."""
+        # every certificate (made as the class began, notBefore that second) valid on the second instance's clock,
+        # BEHIND s late, when it starts (BEHIND - 1 s after the request at the earliest): the request made 5 s
+        # after the newest. It was made at once, and a start within a second of them refused the client's
+        # certificate as not yet valid (an empty reply)
+        newest = max(p.stat().st_mtime for d in (self.gw.dir, self.gw2.dir) for p in d.glob("*.pem"))
+        time.sleep(max(0.0, newest + 5 - time.time()))
         before = self.replay_keys()
         made = time.time()
         der = self.gw.make_request("behind")
