@@ -765,13 +765,13 @@ static void server_free(struct gw_server *s)
     free(s);
 }
 
-/* The keys of |cfg|'s listeners, each with the id of the socket in |prev| (n_prev) it keeps, or a new one. */
 /* How many listeners |cfg| has, the admin listener's among them: the last (gw_listener_conf). */
 static size_t n_listen_confs(const struct gw_config *cfg)
 {
     return cfg->n_listeners + (cfg->admin.listen.port != 0 ? 1 : 0);
 }
 
+/* The keys of |cfg|'s listeners, each with the id of the socket in |prev| (n_prev) it keeps, or a new one. */
 static struct gw_listen_key *keys_of(struct gw_server *s, const struct gw_config *cfg,
                                      const struct gw_listen_key *prev, size_t n_prev, size_t *n)
 {

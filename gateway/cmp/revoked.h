@@ -33,8 +33,10 @@ int cmp_revoked_id(X509 *cert, unsigned char id[CMP_REVOKED_ID_LEN]);
  * appends to it) and kept open for the revocations to come, this gateway's and the other's. Only
  * |owner| (the user the gateway serves as) and root may write it, or add names to its directory but
  * where the sticky bit keeps each name to its owner (cmp_revoked_file_check). NULL with |err| and *|rc|
- * (set on failure alone) the failure: GW_ERR_NOMEM; GW_ERR_UNAVAILABLE for descriptors run out or a failing
- * disk; another for what the file says (gw_err_file_class classes it).
+ * (set on failure alone) the failure: GW_ERR_NOMEM for its own allocations; GW_ERR_UNAVAILABLE for
+ * descriptors run out in the walk of the file's directory; another for what the file says (gw_err_file_class
+ * classes it), and, as yet, for a failure to open, read or rewrite the file itself whatever its errno (a full
+ * disk or EIO too: GW_ERR_IO).
  */
 struct cmp_revoked *cmp_revoked_new(const char *file, uid_t owner, time_t now, int *rc, char *err);
 
