@@ -959,7 +959,7 @@ void gw_server_wake(struct gw_server *s)
 }
 
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  struct gw_inherited *inherited, bool *refused, char *err)
+                                  struct gw_inherited *inherited, int *failed, char *err)
 {
     struct gw_guard_conf admission;
     struct gw_server *s = NULL;
@@ -967,7 +967,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
     const struct gw_config *cfg = g->cfg;
     int rc;
 
-    *refused = false;
+    *failed = GW_ERR_UNAVAILABLE; /* a port in use, out of memory: unless the TLS contexts say otherwise */
     if ((s = calloc(1, sizeof(*s))) == NULL) {
         snprintf(err, GW_ERR_LEN, "listener: out of memory");
         gw_gen_drop(g);
@@ -994,7 +994,7 @@ struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg,
     if (server_alloc(s, cfg, err) != 0)
         goto err;
     if ((rc = gw_server_prepare(s, g, err)) != 0) {
-        *refused = rc == GW_ERR_INVAL; /* a certificate or key libssl refuses: as `cmpgw check` does */
+        *failed = rc; /* a certificate or key libssl refuses is GW_ERR_INVAL: as `cmpgw check` takes it */
         goto err;
     }
     if (h2o_setup(s, err) != 0 || bind_all(s, inherited, err) != 0)

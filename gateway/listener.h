@@ -26,12 +26,12 @@ struct gw_inherited {
  * gw_server_run starts the loop threads and workers (in between, the caller may give up root).
  * |gens| is borrowed and must outlive the server. |reload| answers POST /reload on the admin
  * listener (on a thread of its own; NULL: not offered). NULL with |err| on failure (bind, TLS files), and
- * *|refused| true where the configuration itself is refused, as `cmpgw check` refuses it (a certificate or
- * key libssl refuses for what it is: gw_server_check_tls), false where another try may succeed (a port in
- * use, out of memory).
+ * *|failed| its class: GW_ERR_INVAL where the configuration itself is refused, as `cmpgw check` refuses it
+ * (a certificate or key libssl refuses for what it is: gw_server_check_tls), another where another try may
+ * succeed (a port in use, out of memory).
  */
 struct gw_server *gw_server_start(struct gw_gens *gens, int (*reload)(void *arg, char *err), void *reload_arg,
-                                  struct gw_inherited *inherited, bool *refused, char *err);
+                                  struct gw_inherited *inherited, int *failed, char *err);
 
 /*
  * gw_server_check_tls builds, and frees, the TLS context of each TLS listener of |cfg| (the admin

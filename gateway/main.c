@@ -864,7 +864,7 @@ static int cmd_run(const char *path)
     const struct gw_config *cfg;
     struct gw_inherited inh = {NULL, 0};
     struct gw_handover_peer predecessor = {-1, false, 0};
-    bool successor, refused;
+    bool successor;
     int failed;
     sigset_t set;
     int rc = EXIT_FAILURE;
@@ -899,11 +899,11 @@ static int cmd_run(const char *path)
     if ((rc = inherit(cfg, &inh, &predecessor)) != 0)
         goto out;
     rc = EXIT_FAILURE;
-    r.server = gw_server_start(r.gens, reload, &r, &inh, &refused, err);
+    r.server = gw_server_start(r.gens, reload, &r, &inh, &failed, err);
     inherited_cleanup(&inh);
     if (r.server == NULL) {
         gw_log(GW_LOG_ERROR, "startup", "%s", err);
-        rc = refused ? EX_CONFIG : EXIT_FAILURE;
+        rc = exit_status(failed);
         goto out;
     }
     metrics_init(&r); /* before anything is served: POST /reload counts in them */

@@ -167,7 +167,7 @@ static int store_ready(const struct gw_upstream_conf *conf, char *err)
     if ((rc = store_usable(lc->store_dir, err, conf->name)) == 0 &&
         (rc = gw_store_check(key, lc->store_dir, conf->owner, err)) == 0)
         rc = store_sweep(conf, err);
-    return rc == 0 || rc == GW_ERR_UNAVAILABLE || rc == GW_ERR_NOMEM ? rc : GW_ERR_INVAL;
+    return rc != 0 ? gw_err_file_class(rc) : 0;
 }
 
 static int local_init(struct gw_upstream *up, const _Atomic uint64_t *end, char *err)
